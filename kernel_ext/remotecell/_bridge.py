@@ -1,0 +1,82 @@
+"""One small bridge between blocking and async: every blocking method gets an `.aio` twin.
+
+`run(coro)` runs a coroutine to completion from blocking code: on a private
+event loop of this thread when none is running here, else (inside Jupyter,
+whose loop is already running in this thread) on a background loop thread,
+so no one calls `asyncio.run` inside a kernel.  `twin(sync, async_)` makes the
+callable that users see: ``f.remote(x)`` and ``await f.remote.aio(x)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+
+T = TypeVar("T")
+
+_local = threading.local()
+_background: asyncio.AbstractEventLoop | None = None
+_background_lock = threading.Lock()
+
+
+def _private_loop() -> asyncio.AbstractEventLoop:
+    loop = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _local.loop = asyncio.new_event_loop()
+    return loop
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    global _background
+    with _background_lock:
+        if _background is None:
+            _background = asyncio.new_event_loop()
+            threading.Thread(target=_background.run_forever, name="remotecell-bridge", daemon=True).start()
+        return _background
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from blocking code, wherever that code runs."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        loop = _private_loop()
+        task = loop.create_task(coro)
+        try:
+            return loop.run_until_complete(task)
+        except KeyboardInterrupt:
+            task.cancel()  # let the coroutine cancel what it started remotely
+            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+            raise
+    future = asyncio.run_coroutine_threadsafe(coro, background_loop())
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        future.cancel()
+        try:
+            future.result(timeout=5)
+        except (concurrent.futures.CancelledError, Exception):  # noqa: BLE001 - we are unwinding
+            pass
+        raise
+
+
+class Twin:
+    """A blocking callable with its async twin at ``.aio``."""
+
+    def __init__(self, sync: Callable[..., Any], async_: Callable[..., Awaitable[Any]], doc: str | None = None) -> None:
+        self._sync = sync
+        self.aio = async_
+        self.__doc__ = doc or sync.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._sync(*args, **kwargs)
+
+
+def twin(async_: Callable[..., Coroutine[Any, Any, Any]], sync: Callable[..., Any] | None = None) -> Twin:
+    """``sync`` defaults to running ``async_`` through the bridge."""
+    if sync is None:
+        def sync(*args: Any, **kwargs: Any) -> Any:
+            return run(async_(*args, **kwargs))
+    return Twin(sync, async_, async_.__doc__)

@@ -1,0 +1,285 @@
+"""The connection to the runtime: sockets, request ids, replies, heartbeats.
+
+Blocking calls use a DEALER socket of their own thread (a blocking poll: no
+thread hand-off on the hot path); ``.aio`` calls use one asyncio DEALER per
+event loop with a reader task that routes replies by request id.  Both speak
+the same messages and share how replies turn into values or exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import os
+import secrets
+import sys
+import threading
+import weakref
+from typing import Any, Callable
+
+import cloudpickle
+import zmq
+import zmq.asyncio
+
+from . import _local, _wire, exceptions
+from ._wire import Frame, Payload
+
+HELLO_TIMEOUT_S = float(os.environ.get("REMOTECELL_HELLO_TIMEOUT_S", "10"))
+HEARTBEAT_INTERVAL_S = 2.0
+
+OutputSink = Callable[[str, str], None]  # (stream name, text)
+
+_CONNECTION: "Connection | None" = None
+_CONNECTION_LOCK = threading.Lock()
+
+
+def connection() -> "Connection":
+    """This process's connection to its runtime, made on first use."""
+    global _CONNECTION
+    with _CONNECTION_LOCK:
+        if _CONNECTION is None or _CONNECTION.closed:
+            _CONNECTION = Connection(_local.resolve())
+        return _CONNECTION
+
+
+def reset_connection() -> None:
+    """Forget the current connection (tests, or after `remotecell stop`)."""
+    global _CONNECTION
+    with _CONNECTION_LOCK:
+        if _CONNECTION is not None:
+            _CONNECTION.close()
+        _CONNECTION = None
+
+
+def write_output(stream: str, text: str) -> None:
+    target = sys.stderr if stream == "stderr" else sys.stdout
+    target.write(text)
+    target.flush()
+
+
+def result_value(header: dict[str, Any], payloads: list[Payload]) -> Any:
+    """The value a result message carries, or raise the error it reports."""
+    status = header.get("status")
+    if status == "ok":
+        return _wire.deserialize(payloads[0])
+    if status == "cancelled":
+        raise exceptions.InputCancelled(f"input {header.get('id')} was cancelled")
+    raise error_from(header.get("error") or {}, payloads)
+
+
+def error_from(error: dict[str, Any], payloads: list[Payload]) -> BaseException:
+    type_name = str(error.get("type", "Error"))
+    message = str(error.get("message", ""))
+    tb = str(error.get("traceback", ""))
+    exc: BaseException | None = None
+    if payloads:
+        try:
+            exc = _wire.deserialize(payloads[0])
+        except Exception:  # noqa: BLE001 - e.g. an __init__ that breaks unpickling
+            exc = None
+        if not isinstance(exc, BaseException):
+            exc = None
+    if exc is None:
+        runtime_cls = exceptions.BY_NAME.get(type_name)
+        exc = runtime_cls(message) if runtime_cls is not None else exceptions.RemoteError(type_name, message, tb)
+    if tb and not isinstance(exc, exceptions.RemoteError) and hasattr(exc, "add_note"):
+        exc.add_note("\nRemote traceback (most recent call last):\n" + tb.rstrip())
+    return exc
+
+
+class Connection:
+    def __init__(self, info: _local.ConnectionInfo) -> None:
+        self.info = info
+        self.sid = secrets.token_hex(6)
+        self._ids = itertools.count()
+        self.ctx = zmq.Context()
+        self.closed = False
+        self._local = threading.local()
+        self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncChannel]" = weakref.WeakKeyDictionary()
+        self._sockets: list[zmq.Socket] = []
+        self._lock = threading.Lock()
+        reply = self.request({"t": "hello", "versions": client_versions()}, timeout_s=HELLO_TIMEOUT_S)
+        self.runtime_versions: dict[str, str] = reply["versions"]
+        self.runtime_id: str = reply["runtime_id"]
+        check_versions(client_versions(), self.runtime_versions, info.address)
+        self.shm = bool(reply.get("shm")) and _wire.ShmPool.available()
+        self._stop_heartbeat = threading.Event()
+        threading.Thread(target=self._heartbeat, name="remotecell-heartbeat", daemon=True).start()
+        atexit.register(self.close)
+
+    def new_id(self) -> str:
+        return f"{self.sid}-{next(self._ids)}"
+
+    def new_socket(self, ctx: zmq.Context | None = None) -> zmq.Socket:
+        sock = (ctx or self.ctx).socket(zmq.DEALER)
+        sock.linger = 1000
+        sock.sndhwm = sock.rcvhwm = 0
+        if not self.info.is_local:
+            if not (self.info.server_key and self.info.client_public and self.info.client_secret):
+                raise exceptions.AuthError(
+                    f"{self.info.address} is a tcp:// runtime: it needs a token. Create one on the runtime host "
+                    "with `remotecell token new NAME` and point REMOTECELL_RUNTIME at the file it writes"
+                )
+            sock.curve_serverkey = self.info.server_key.encode()
+            sock.curve_publickey = (self.info.client_public or "").encode()
+            sock.curve_secretkey = (self.info.client_secret or "").encode()
+        sock.connect(self.info.address)
+        with self._lock:
+            self._sockets.append(sock)
+        return sock
+
+    # -- blocking ----------------------------------------------------------------------------
+
+    def channel(self) -> "SyncChannel":
+        ch = getattr(self._local, "channel", None)
+        if ch is None:
+            ch = self._local.channel = SyncChannel(self, self.new_socket())
+        return ch
+
+    def request(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+                timeout_s: float | None = 30.0) -> dict[str, Any]:
+        """One request, one reply (control messages); raise the error it reports."""
+        header.setdefault("id", self.new_id())
+        header["sid"] = self.sid
+        reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
+        return reply
+
+    def _heartbeat(self) -> None:
+        sock = self.new_socket()
+        while not self._stop_heartbeat.wait(HEARTBEAT_INTERVAL_S):
+            try:
+                sock.send_multipart(_wire.encode({"t": "ping", "id": "hb", "sid": self.sid}))
+                while sock.poll(0):
+                    sock.recv_multipart()
+            except zmq.ZMQError:
+                return
+
+    # -- async --------------------------------------------------------------------------------
+
+    def async_channel(self) -> "AsyncChannel":
+        loop = asyncio.get_running_loop()
+        ch = self._async.get(loop)
+        if ch is None:
+            ch = self._async[loop] = AsyncChannel(self)
+        return ch
+
+    async def arequest(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> dict[str, Any]:
+        header.setdefault("id", self.new_id())
+        header["sid"] = self.sid
+        reply, _ = await self.async_channel().roundtrip(header, payloads)
+        return reply
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stop_heartbeat.set()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close(linger=200)
+            self._sockets.clear()
+
+
+def _check_reply(header: dict[str, Any], payloads: list[Payload]) -> None:
+    if header.get("t") == "error":
+        raise error_from(header.get("error") or {}, payloads)
+
+
+class SyncChannel:
+    """A blocking request/response socket owned by one thread."""
+
+    def __init__(self, conn: Connection, sock: zmq.Socket) -> None:
+        self.conn = conn
+        self.sock = sock
+
+    def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+                  on_output: OutputSink | None = None, timeout_s: float | None = None,
+                  ) -> tuple[dict[str, Any], list[Payload]]:
+        """Send one request and wait for its reply (``result``, ``reply`` or ``error``)."""
+        request_id = header["id"]
+        self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
+        deadline_ms = None if timeout_s is None else int(timeout_s * 1000)
+        while True:
+            if not self.sock.poll(deadline_ms):
+                raise exceptions.ConnectionError(
+                    f"the runtime at {self.conn.info.address} did not answer within {timeout_s:g} s: it is down, "
+                    "or it refused this client's key (check the token in REMOTECELL_RUNTIME)"
+                )
+            reply, reply_payloads = _wire.decode(self.sock.recv_multipart(copy=False))
+            if reply.get("id") != request_id:
+                _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
+                continue
+            if reply["t"] == "output":
+                (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
+                continue
+            _check_reply(reply, reply_payloads)
+            return reply, reply_payloads
+
+
+class AsyncChannel:
+    """One asyncio DEALER per event loop; a reader task routes replies by request id."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.ctx = zmq.asyncio.Context.shadow(conn.ctx)
+        self.sock = conn.new_socket(self.ctx)
+        self.waiting: dict[str, tuple[asyncio.Future, OutputSink | None]] = {}
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            frames = await self.sock.recv_multipart(copy=False)
+            try:
+                header, payloads = _wire.decode(frames)
+            except _wire.WireError:
+                continue
+            entry = self.waiting.get(header.get("id", ""))
+            if entry is None:
+                _wire.discard(payloads)
+                continue
+            future, on_output = entry
+            if header["t"] == "output":
+                (on_output or write_output)(header.get("stream", "stdout"), header.get("text", ""))
+            elif not future.done():
+                future.set_result((header, payloads))
+
+    async def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+                        on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
+        request_id = header["id"]
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[request_id] = (future, on_output)
+        try:
+            await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
+            reply, reply_payloads = await future
+        finally:
+            self.waiting.pop(request_id, None)
+        _check_reply(reply, reply_payloads)
+        return reply, reply_payloads
+
+    async def send(self, header: dict[str, Any]) -> None:
+        await self.sock.send_multipart(_wire.encode(header))
+
+
+def client_versions() -> dict[str, str]:
+    from . import __version__
+
+    v = sys.version_info
+    return {"python": f"{v.major}.{v.minor}.{v.micro}", "cloudpickle": cloudpickle.__version__,
+            "remotecell": __version__}
+
+
+def check_versions(mine: dict[str, str], theirs: dict[str, str], address: str) -> None:
+    """Code travels by value: the runtime must unpickle what this client pickles."""
+    problems = []
+    if mine["python"].split(".")[:2] != theirs.get("python", "").split(".")[:2]:
+        problems.append(f"Python {theirs.get('python')} there, {mine['python']} here")
+    for name in ("cloudpickle", "remotecell"):
+        if mine[name] != theirs.get(name):
+            problems.append(f"{name} {theirs.get(name)} there, {mine[name]} here")
+    if problems:
+        raise exceptions.VersionMismatchError(
+            f"the runtime at {address} cannot run code shipped from this client: " + "; ".join(problems)
+            + ". Install the same versions on both sides (same Python minor version; "
+            "`pip install remotecell==X cloudpickle==Y`), or restart a local runtime with `remotecell stop`."
+        )

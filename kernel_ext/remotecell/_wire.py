@@ -1,0 +1,340 @@
+"""The wire: message framing, payload pickling and the shared-memory path.
+
+A message is a list of ZeroMQ frames::
+
+    [PROTOCOL, header_json, *payload_frames]
+
+The header is a JSON object with at least ``t`` (the message type) and, for
+requests, ``id`` (a client-made request id).  It describes its payloads in
+``p``: one entry per payload, ``{"n": frame_count, "shm": [[i, name, size]]}``.
+A payload is a pickle-5 stream followed by its out-of-band buffers; a buffer
+listed in ``shm`` travels through a shared-memory segment and its frame is
+empty.  The daemon reads headers only: payload frames are opaque to it.
+
+This module is shared by the client, the daemon and the containers.  Only
+``serialize``/``deserialize`` unpickle, and the daemon never calls them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import itertools
+import json
+import mmap
+import os
+import pickle
+import secrets
+import sys
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import cloudpickle
+
+PROTOCOL = b"rc/1"
+PROTOCOL_PREFIX = b"rc/"
+
+# Buffers smaller than this stay inside the pickle stream: a frame of their own
+# costs more than the copy.
+OOB_MIN_BYTES = 64 * 1024
+# Buffers at least this large go through shared memory when both ends share a host.
+SHM_MIN_BYTES = 1024 * 1024
+SHM_DIR = "/dev/shm"
+
+Frame = Any  # bytes, memoryview or zmq.Frame
+
+
+class WireError(ValueError):
+    """A message that does not follow the protocol."""
+
+
+@dataclass
+class Payload:
+    """One pickled object: the pickle stream, then its out-of-band buffers."""
+
+    frames: list[Frame]
+    shm: list[list[Any]] = field(default_factory=list)  # [buffer index, segment name, size]
+
+    def meta(self) -> dict[str, Any]:
+        if self.shm:
+            return {"n": len(self.frames), "shm": self.shm}
+        return {"n": len(self.frames)}
+
+    @property
+    def nbytes(self) -> int:
+        inline = sum(len(memoryview(_buffer_of(f))) for f in self.frames)
+        return inline + sum(int(size) for _, _, size in self.shm)
+
+
+def _buffer_of(frame: Frame) -> Any:
+    return frame.buffer if hasattr(frame, "buffer") else frame
+
+
+def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Frame]:
+    """Frames for one message; the header's ``p`` is filled in from the payloads."""
+    if payloads:
+        header["p"] = [p.meta() for p in payloads]
+    frames: list[Frame] = [PROTOCOL, json.dumps(header, separators=(",", ":")).encode()]
+    for payload in payloads:
+        frames.extend(payload.frames)
+    return frames
+
+
+def decode(frames: Sequence[Frame]) -> tuple[dict[str, Any], list[Payload]]:
+    """Parse one message; raise WireError saying what is wrong with it."""
+    if len(frames) < 2:
+        raise WireError(f"a message needs at least 2 frames (protocol, header), got {len(frames)}")
+    tag = bytes(_buffer_of(frames[0]))
+    if tag != PROTOCOL:
+        if tag.startswith(PROTOCOL_PREFIX):
+            raise WireError(f"protocol {tag!r} is not supported; this side speaks {PROTOCOL!r}")
+        raise WireError(f"not a remotecell message (first frame {tag[:16]!r})")
+    try:
+        header = json.loads(bytes(_buffer_of(frames[1])))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("t"), str):
+        raise WireError("header must be a JSON object with a string 't' (message type)")
+    return header, _split_payloads(header, list(frames[2:]))
+
+
+def _split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
+    metas = header.get("p", [])
+    if not isinstance(metas, list):
+        raise WireError("header 'p' must be a list of payload descriptions")
+    payloads, start = [], 0
+    for meta in metas:
+        n = meta.get("n") if isinstance(meta, dict) else None
+        if not isinstance(n, int) or n < 1 or start + n > len(rest):
+            raise WireError(f"payload description {meta!r} does not match the {len(rest)} frames sent")
+        shm = meta.get("shm", [])
+        if not _valid_shm(shm, n):
+            raise WireError(f"payload shared-memory list {shm!r} is malformed")
+        payloads.append(Payload(rest[start:start + n], shm))
+        start += n
+    if start != len(rest):
+        raise WireError(f"{len(rest) - start} frames are not described by the header")
+    return payloads
+
+
+def _valid_shm(shm: Any, n: int) -> bool:
+    if not isinstance(shm, list):
+        return False
+    for entry in shm:
+        if not (isinstance(entry, list) and len(entry) == 3):
+            return False
+        index, name, size = entry
+        if not (isinstance(index, int) and 0 < index < n and isinstance(size, int) and size >= 0):
+            return False
+        if not (isinstance(name, str) and _segment_name_ok(name)):
+            return False
+    return True
+
+
+def _segment_name_ok(name: str) -> bool:
+    # Names come from the network: never let one escape the shm directory.
+    return name.startswith("rc-") and "/" not in name and ".." not in name and len(name) < 128
+
+
+# -- pickling ---------------------------------------------------------------------------------
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle that sends torch tensors as NumPy buffers (out of band, CUDA to CPU)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        torch = sys.modules.get("torch")
+        if torch is not None and type(obj) is torch.Tensor:
+            return _reduce_tensor(torch, obj)
+        return super().reducer_override(obj)
+
+
+def _reduce_tensor(torch: Any, tensor: Any) -> Any:
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    try:
+        return _tensor_from_numpy, (t.numpy(), None, tensor.requires_grad)
+    except TypeError:  # dtypes NumPy lacks (bfloat16, ...): ship the raw bytes
+        raw = t.view(torch.uint8) if t.dim() else t.reshape(1).view(torch.uint8)
+        return _tensor_from_numpy, ((raw.numpy(), str(t.dtype), list(t.shape)), None, tensor.requires_grad)
+
+
+def _tensor_from_numpy(array: Any, _unused: Any, requires_grad: bool) -> Any:
+    import torch
+
+    if isinstance(array, tuple):
+        raw, dtype_name, shape = array
+        t = torch.from_numpy(raw).view(getattr(torch, dtype_name.removeprefix("torch."))).reshape(shape)
+    else:
+        t = torch.from_numpy(array)
+    return t.requires_grad_(requires_grad) if requires_grad else t
+
+
+def serialize(obj: Any, shm: "ShmPool | None" = None) -> Payload:
+    """Pickle ``obj`` (protocol 5); large buffers go out of band, through ``shm`` if given."""
+    buffers: list[pickle.PickleBuffer] = []
+
+    def keep_out_of_band(buf: pickle.PickleBuffer) -> bool:
+        if memoryview(buf).nbytes < OOB_MIN_BYTES:
+            return True  # in band
+        buffers.append(buf)
+        return False
+
+    out = io.BytesIO()
+    _Pickler(out, protocol=5, buffer_callback=keep_out_of_band).dump(obj)
+    payload = Payload([out.getbuffer()])
+    for buf in buffers:
+        raw = buf.raw()  # contiguous byte view; no copy
+        if shm is not None and raw.nbytes >= SHM_MIN_BYTES:
+            name = shm.put(raw)
+            payload.shm.append([len(payload.frames), name, raw.nbytes])
+            payload.frames.append(b"")
+        else:
+            payload.frames.append(raw)
+    return payload
+
+
+def deserialize(payload: Payload) -> Any:
+    """Rebuild the object; shared-memory buffers become writable arrays without a copy."""
+    buffers: list[Any] = [_writable(f) for f in payload.frames[1:]]
+    for index, name, size in payload.shm:
+        buffers[index - 1] = ShmPool.local().take(name, size)
+    return pickle.loads(_buffer_of(payload.frames[0]), buffers=buffers)
+
+
+def _writable(frame: Frame) -> Any:
+    # Frames received without copying are read-only; arrays rebuilt on them would be
+    # too, which surprises users. Only large tcp payloads take this copy.
+    buf = _buffer_of(frame)
+    return bytearray(buf) if isinstance(buf, memoryview) and buf.readonly else buf
+
+
+def dumps(obj: Any) -> bytes:
+    """A single in-band pickle (function bodies, small control values)."""
+    return cloudpickle.dumps(obj, protocol=5)
+
+
+# -- shared memory ----------------------------------------------------------------------------
+
+
+class ShmPool:
+    """Shared-memory segments for large buffers between processes on one host.
+
+    The sender copies a buffer into a segment and sends its name; the receiver maps
+    it and its arrays use the mapping directly.  Ownership moves with the message.
+    When the receiver's arrays are gone the segment is kept, its pages already
+    faulted in, for this process's next large send: copying into a fresh segment
+    costs ~3x more than into a reused one.
+    """
+
+    _instance: "ShmPool | None" = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self, prefix: str = "", max_idle_bytes: int = 2 << 30, max_idle: int = 8) -> None:
+        self.prefix = prefix or f"rc-{secrets.token_hex(4)}"
+        self._counter = itertools.count()
+        self._idle: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+        self.max_idle_bytes = max_idle_bytes
+        self.max_idle = max_idle
+
+    @classmethod
+    def local(cls) -> "ShmPool":
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = ShmPool(prefix=os.environ.get("REMOTECELL_SHM_PREFIX", ""))
+                atexit.register(cls._instance.clear)
+            return cls._instance
+
+    @staticmethod
+    def available() -> bool:
+        return os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)
+
+    def put(self, data: memoryview) -> str:
+        """Copy ``data`` into a segment this process gives away; return its name."""
+        size = data.nbytes
+        name = self._reuse(size)
+        if name is None:
+            name = f"{self.prefix}-{os.getpid()}-{next(self._counter)}"
+            fd = os.open(os.path.join(SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        else:
+            fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+        try:
+            os.ftruncate(fd, size)
+            if size:
+                with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE) as mm:
+                    memoryview(mm)[:] = data.cast("B")
+        finally:
+            os.close(fd)
+        return name
+
+    def take(self, name: str, size: int) -> Any:
+        """Map a received segment; it returns to this pool when the last view is gone."""
+        if not _segment_name_ok(name):
+            raise WireError(f"bad shared-memory segment name {name!r}")
+        path = os.path.join(SHM_DIR, name)
+        if size == 0:
+            _unlink_quietly(path)
+            return bytearray()
+        fd = os.open(path, os.O_RDWR)
+        try:
+            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
+        weakref.finalize(mm, self._give_back, name, size).atexit = False
+        return mm
+
+    def _reuse(self, size: int) -> str | None:
+        with self._lock:
+            fits = [i for i, (_, s) in enumerate(self._idle) if s >= size]
+            if not fits:
+                return None
+            best = min(fits, key=lambda i: self._idle[i][1])
+            return self._idle.pop(best)[0]
+
+    def _give_back(self, name: str, size: int) -> None:
+        with self._lock:
+            self._idle.append((name, size))
+            while len(self._idle) > self.max_idle or sum(s for _, s in self._idle) > self.max_idle_bytes:
+                old, _ = self._idle.pop(0)
+                _unlink_quietly(os.path.join(SHM_DIR, old))
+
+    def clear(self) -> None:
+        with self._lock:
+            for name, _ in self._idle:
+                _unlink_quietly(os.path.join(SHM_DIR, name))
+            self._idle.clear()
+
+
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def discard(payloads: Sequence[Payload]) -> None:
+    """Free the shared-memory segments of payloads that will never be delivered."""
+    for payload in payloads:
+        for _, name, _ in payload.shm:
+            if _segment_name_ok(name):
+                _unlink_quietly(os.path.join(SHM_DIR, name))
+
+
+def sweep_segments(prefix: str) -> int:
+    """Remove leftover segments whose names start with ``prefix``; return how many."""
+    if not prefix.startswith("rc-") or not os.path.isdir(SHM_DIR):
+        return 0
+    removed = 0
+    for name in os.listdir(SHM_DIR):
+        if name.startswith(prefix):
+            _unlink_quietly(os.path.join(SHM_DIR, name))
+            removed += 1
+    return removed

@@ -1,0 +1,104 @@
+"""Apps: a named group of functions that starts on the runtime and stops with its owner."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import threading
+from typing import Any, Callable, Iterator
+
+from . import _client
+from .exceptions import InvalidError
+from .options import check_function_options
+
+
+class App:
+    """A group of functions deployed together.
+
+    >>> app = rc.App("demo")
+    >>> @app.function(timeout=60)
+    ... def square(x): return x * x
+    >>> with app.run():
+    ...     square.remote(3)
+    9
+
+    Without ``app.run()`` the first call starts the app as an ephemeral app that
+    lives as long as this process (the notebook case).
+    """
+
+    def __init__(self, name: str = "app") -> None:
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise InvalidError(f"App name {name!r} must be a non-empty string of at most 64 characters")
+        self.name = name
+        self.functions: dict[str, Any] = {}
+        self._app_id: str | None = None
+        self._conn: _client.Connection | None = None
+        self._lock = threading.RLock()
+        self._implicit = False
+
+    def function(self, _fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Declare a remote function: ``@app.function(gpu="any", timeout=600)``."""
+        from .functions import Function
+
+        checked = check_function_options(options)
+
+        def wrap(fn: Callable[..., Any]) -> Function:
+            if not callable(fn):
+                raise InvalidError(f"@app.function needs a function, got {type(fn).__name__}")
+            f = Function(self, fn, checked, name=options.get("name") or fn.__qualname__)
+            self.functions[f.name] = f
+            return f
+
+        return wrap(_fn) if _fn is not None else wrap
+
+    @property
+    def app_id(self) -> str | None:
+        return self._app_id
+
+    def ensure_running(self) -> tuple[_client.Connection, str]:
+        """The app's id on the runtime, starting it as a process-long ephemeral app if needed."""
+        with self._lock:
+            conn = _client.connection()
+            if self._app_id is None or self._conn is not conn:
+                self._start(conn)
+                self._implicit = True
+                atexit.register(self._stop_quietly)
+            assert self._app_id is not None
+            return conn, self._app_id
+
+    def _start(self, conn: _client.Connection) -> None:
+        reply = conn.request({"t": "app_create", "name": self.name, "mode": "ephemeral"})
+        self._app_id, self._conn = reply["app_id"], conn
+        for f in self.functions.values():
+            f._forget_registration()
+
+    @contextlib.contextmanager
+    def run(self) -> Iterator["App"]:
+        """Run the app for the duration of the block (an ephemeral app)."""
+        with self._lock:
+            if self._app_id is not None and self._implicit:
+                self._stop_quietly()
+            self._start(_client.connection())
+            self._implicit = False
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the app on the runtime: its containers stop, waiting inputs are cancelled."""
+        with self._lock:
+            app_id, conn = self._app_id, self._conn
+            self._app_id = self._conn = None
+        if app_id is not None and conn is not None and not conn.closed:
+            conn.request({"t": "app_stop", "app_id": app_id})
+
+    def _stop_quietly(self) -> None:
+        try:
+            self.stop()
+        except Exception:  # noqa: BLE001 - at exit the runtime may already be gone
+            pass
+
+    def __repr__(self) -> str:
+        state = f"running as {self._app_id}" if self._app_id else "not running"
+        return f"<rc.App {self.name!r}, {len(self.functions)} function(s), {state}>"

@@ -1,0 +1,86 @@
+"""Errors raised by remotecell. Every one says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Base class of remotecell's own errors."""
+
+
+class InvalidError(Error, ValueError):
+    """A value given to remotecell is out of range or of the wrong kind."""
+
+
+class NotFoundError(Error, LookupError):
+    """A named object (app, function, call, Dict, Queue) does not exist."""
+
+
+class AuthError(Error):
+    """The runtime refused this client, or key files are unsafe."""
+
+
+class ConnectionError(Error):  # noqa: A001 - remotecell's own, re-exported as rc.exceptions
+    """The runtime cannot be reached, or its versions cannot run this client's code."""
+
+
+class VersionMismatchError(ConnectionError):
+    """Client and runtime differ in a version that by-value code depends on."""
+
+
+class RemoteError(Error):
+    """A remote exception whose type could not be rebuilt here.
+
+    Carries ``type_name``, ``message`` and the remote ``traceback`` text.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (RemoteError, (self.type_name, self.message, self.traceback))
+
+    def __str__(self) -> str:
+        text = f"{self.type_name}: {self.message}"
+        return f"{text}\n\nRemote traceback:\n{self.traceback}" if self.traceback else text
+
+
+class FunctionTimeoutError(Error, TimeoutError):
+    """A call ran past its function's ``timeout``; its container was replaced."""
+
+
+class ContainerCrashed(Error):
+    """The container running a call died under it (signal, exit code, out of memory)."""
+
+
+class OutputExpiredError(Error):
+    """A spawned call's result is older than the runtime keeps results."""
+
+
+class InputCancelled(Error):
+    """The input was cancelled before it produced a result."""
+
+
+class BatchContractError(Error):
+    """A ``@batched`` function returned something other than a list of the input's length."""
+
+
+class PayloadTooLarge(Error):
+    """A value is larger than the runtime accepts for that use."""
+
+
+class SerializationError(Error):
+    """A value could not be pickled or unpickled; the message names its type."""
+
+
+# Errors the runtime itself produces travel by name (the daemon pickles nothing).
+BY_NAME: dict[str, type[Exception]] = {
+    cls.__name__: cls
+    for cls in (
+        InvalidError, NotFoundError, AuthError, ConnectionError, VersionMismatchError,
+        FunctionTimeoutError, ContainerCrashed, OutputExpiredError, InputCancelled,
+        BatchContractError, PayloadTooLarge, SerializationError,
+    )
+}

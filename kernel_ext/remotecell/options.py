@@ -1,0 +1,120 @@
+"""Declared infrastructure: function options, checked where they are given.
+
+Every check names the bad value and the allowed range.  The runtime receives
+the normalized options (units in names: ``timeout_s``, ``memory_mib``).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import InvalidError
+
+# Options the runtime acts on today; the others are stored and reported, and a
+# warning says they are not in effect yet, rather than ignoring them silently.
+IN_EFFECT = {"gpu", "timeout", "min_containers", "max_containers", "scaledown_window", "env", "name"}
+KNOWN = IN_EFFECT | {
+    "cpu", "memory", "retries", "buffer_containers", "image", "secrets", "volumes", "schedule",
+    "serialized",
+}
+
+_GPU_ITEM = re.compile(r"^[A-Za-z0-9_-]+(:[1-8])?$")
+
+
+def check_range(name: str, value: Any, low: float, high: float, kind: type = int) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise InvalidError(f"{name}={value!r} must be {'a number' if kind is float else 'an integer'} "
+                           f"from {low:g} to {high:g}")
+    if not low <= value <= high:
+        raise InvalidError(f"{name}={value!r} is out of range: allowed {low:g} to {high:g}")
+    return value
+
+
+def check_gpu(gpu: Any) -> str | list[str] | None:
+    if gpu is None:
+        return None
+    items = [gpu] if isinstance(gpu, str) else gpu
+    if not isinstance(items, (list, tuple)) or not items:
+        raise InvalidError(f"gpu={gpu!r} must be a string like 'any', 'H100', 'any:2' or a list of them")
+    for item in items:
+        if not isinstance(item, str) or not _GPU_ITEM.match(item):
+            raise InvalidError(
+                f"gpu={gpu!r}: {item!r} is not a GPU spec; use 'any', a type such as 'H100', "
+                "optionally with a count from 1 to 8 ('any:2')"
+            )
+    return gpu if isinstance(gpu, str) else list(items)
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How often a failed input is tried again, with exponential backoff.
+
+    >>> @app.function(retries=rc.Retries(max_retries=3, initial_delay=0.5))
+    ... def flaky(x): ...
+    """
+
+    max_retries: int
+    backoff_coefficient: float = 2.0
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def __post_init__(self) -> None:
+        check_range("max_retries", self.max_retries, 0, 10)
+        check_range("backoff_coefficient", self.backoff_coefficient, 1.0, 10.0, float)
+        check_range("initial_delay", self.initial_delay, 0.0, 60.0, float)
+        check_range("max_delay", self.max_delay, 1.0, 60.0, float)
+
+    def to_wire(self) -> dict[str, float]:
+        return {"max_retries": self.max_retries, "backoff_coefficient": self.backoff_coefficient,
+                "initial_delay_s": self.initial_delay, "max_delay_s": self.max_delay}
+
+
+def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``@app.function(...)`` options; return them normalized for the runtime."""
+    unknown = set(options) - KNOWN
+    if unknown:
+        raise InvalidError(f"unknown function option(s) {sorted(unknown)}; known: {sorted(KNOWN)}")
+    out: dict[str, Any] = {}
+    gpu = check_gpu(options.get("gpu"))
+    if gpu is not None:
+        out["gpu"] = gpu
+    out["timeout_s"] = check_range("timeout", options.get("timeout", 300), 1, 86400, float)
+    out["min_containers"] = check_range("min_containers", options.get("min_containers", 0), 0, 1000)
+    out["max_containers"] = check_range("max_containers", options.get("max_containers", 100), 1, 1000)
+    if out["min_containers"] > out["max_containers"]:
+        raise InvalidError(f"min_containers={out['min_containers']} is more than "
+                           f"max_containers={out['max_containers']}")
+    out["scaledown_window_s"] = check_range("scaledown_window", options.get("scaledown_window", 60), 2, 3600, float)
+    if "buffer_containers" in options:
+        out["buffer_containers"] = check_range("buffer_containers", options["buffer_containers"], 0, 1000)
+    if "cpu" in options:
+        out["cpu"] = check_range("cpu", options["cpu"], 0.125, 512, float)
+    if "memory" in options:
+        out["memory_mib"] = check_range("memory", options["memory"], 64, 4 * 1024 * 1024)
+    if "retries" in options:
+        out["retries"] = _check_retries(options["retries"]).to_wire()
+    env = options.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise InvalidError(f"env={env!r} must be a dict of str to str")
+    if env:
+        out["env"] = env
+    not_yet = sorted(set(options) - IN_EFFECT)
+    if not_yet:
+        warnings.warn(
+            f"function option(s) {not_yet} are accepted and stored but not enforced by this version yet",
+            stacklevel=3,
+        )
+    out["not_in_effect"] = not_yet
+    return out
+
+
+def _check_retries(value: Any) -> Retries:
+    if isinstance(value, Retries):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        check_range("retries", value, 0, 10)
+        return Retries(max_retries=value, initial_delay=0.0 if value == 0 else 1.0)
+    raise InvalidError(f"retries={value!r} must be an integer from 0 to 10 or rc.Retries(...)")

@@ -1,0 +1,142 @@
+"""Keys and the allowlist of clients for tcp:// listeners.
+
+Layout under the state directory (every file 0600, every directory 0700)::
+
+    keys/server.key            the server's public key (clients need it)
+    keys/server.key_secret     the server's key pair
+    keys/authorized/NAME.key   one public key per client token
+
+A tcp:// listener is CURVE-encrypted and ZAP checks each client's key against
+``keys/authorized`` before any message reaches the daemon, so nothing from an
+unknown peer is ever parsed, let alone unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class KeySetupError(Exception):
+    """Keys are missing or unsafe; the message says how to fix it."""
+
+
+@dataclass
+class ServerKeys:
+    public: bytes
+    secret: bytes
+
+
+def keys_dir(state_dir: Path) -> Path:
+    return state_dir / "keys"
+
+
+def authorized_dir(state_dir: Path) -> Path:
+    return keys_dir(state_dir) / "authorized"
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def check_private(path: Path) -> None:
+    """Refuse key material that others can read or change."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    loose = mode & (0o077 if path.is_file() else 0o022)
+    if loose:
+        want = "600" if path.is_file() else "700"
+        raise KeySetupError(
+            f"{path} has permissions {mode:o}, which let other users read or change it; "
+            f"fix it with: chmod {want} {path}"
+        )
+
+
+def server_keys(state_dir: Path, create: bool = True) -> ServerKeys:
+    kdir = keys_dir(state_dir)
+    secret_file = kdir / "server.key_secret"
+    if not secret_file.exists():
+        if not create:
+            raise KeySetupError(f"no server key at {secret_file}; start the runtime once to create it")
+        ensure_private_dir(kdir)
+        public_file, secret_file_s = zmq.auth.create_certificates(str(kdir), "server")
+        os.chmod(public_file, 0o600)
+        os.chmod(secret_file_s, 0o600)
+    check_private(kdir)
+    check_private(secret_file)
+    public, secret = zmq.auth.load_certificate(str(secret_file))
+    assert secret is not None
+    return ServerKeys(public, secret)
+
+
+def authorized_keys(state_dir: Path) -> list[Path]:
+    adir = authorized_dir(state_dir)
+    if not adir.exists():
+        return []
+    check_private(adir)
+    files = sorted(adir.glob("*.key"))
+    for f in files:
+        check_private(f)
+    return files
+
+
+def new_token(state_dir: Path, name: str, address: str | None) -> dict[str, str]:
+    """Create a client key pair, allow its public key, return the client's connection info."""
+    if not TOKEN_NAME.match(name):
+        raise KeySetupError(f"token name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    adir = authorized_dir(state_dir)
+    ensure_private_dir(keys_dir(state_dir))
+    ensure_private_dir(adir)
+    if (adir / f"{name}.key").exists():
+        raise KeySetupError(f"a token named {name!r} exists; revoke it first or pick another name")
+    server = server_keys(state_dir)
+    client_public, client_secret = zmq.curve_keypair()
+    public_file = adir / f"{name}.key"
+    # zmq.auth reads certificates in its own ZPL format
+    public_file.write_text(
+        "metadata\ncurve\n    public-key = \"" + client_public.decode() + "\"\n"
+    )
+    os.chmod(public_file, 0o600)
+    return {
+        "address": address or "",
+        "server_key": server.public.decode(),
+        "client_public": client_public.decode(),
+        "client_secret": client_secret.decode(),
+        "token": name,
+    }
+
+
+def revoke_token(state_dir: Path, name: str) -> None:
+    path = authorized_dir(state_dir) / f"{name}.key"
+    if not TOKEN_NAME.match(name) or not path.exists():
+        raise KeySetupError(f"no token named {name!r}; `remotecell token list` shows them")
+    path.unlink()
+
+
+def list_tokens(state_dir: Path) -> list[str]:
+    return [p.stem for p in authorized_keys(state_dir)]
+
+
+def apply_curve_server(sock: zmq.Socket, keys: ServerKeys) -> None:
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_server = True
+
+
+def write_private_json(path: Path, data: dict) -> None:
+    """Write JSON readable by its owner only, atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

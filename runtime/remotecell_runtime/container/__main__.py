@@ -1,0 +1,3 @@
+from remotecell_runtime.container.main import main
+
+main()

@@ -1,0 +1,145 @@
+"""Container processes: start, watch, stop, and say why one died."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger("remotecell.runtime")
+
+LOG_TAIL_LINES = 40
+_ids = itertools.count(1)
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+@dataclass
+class Container:
+    id: str
+    fid: str
+    max_inputs: int
+    gpus: list[int]
+    proc: asyncio.subprocess.Process | None = None
+    state: State = State.STARTING
+    active: set[str] = field(default_factory=set)  # input ids running here
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
+    started_at: float = field(default_factory=time.monotonic)
+    idle_since: float = field(default_factory=time.monotonic)
+    stop_reason: str | None = None  # set when the runtime itself stops it (timeout, memory, ...)
+
+    @property
+    def free_slots(self) -> int:
+        if self.state not in (State.IDLE, State.BUSY):
+            return 0
+        return self.max_inputs - len(self.active)
+
+    def note_output(self, text: str) -> None:
+        self.tail.extend(text.splitlines()[-LOG_TAIL_LINES:])
+
+    def death_cause(self, returncode: int | None) -> str:
+        """A sentence saying why this container ended, with its last lines of output."""
+        if self.stop_reason:
+            cause = self.stop_reason
+        elif returncode is None:
+            cause = "it vanished"
+        elif returncode < 0:
+            cause = f"it was killed by signal {signal.Signals(-returncode).name}"
+        else:
+            cause = f"it exited with code {returncode}"
+        lines = "\n".join(list(self.tail)[-10:])
+        return f"container {self.id} died under the call: {cause}" + (
+            f"\nlast output lines:\n{lines}" if lines else ""
+        )
+
+
+class ContainerManager:
+    """Starts container processes and reports their exits to ``on_exit``."""
+
+    def __init__(self, address: str, shm_prefix: str, on_exit: Callable[[Container, int | None], None]) -> None:
+        self.address = address
+        self.shm_prefix = shm_prefix
+        self.on_exit = on_exit
+        self.containers: dict[str, Container] = {}
+
+    def start(self, fid: str, max_inputs: int, gpus: list[int], env: dict[str, str]) -> Container:
+        """A container in state STARTING; its process comes up in the background."""
+        cid = f"c{next(_ids)}-{os.getpid()}"
+        container = Container(cid, fid, max_inputs, gpus)
+        self.containers[cid] = container
+        asyncio.ensure_future(self._spawn(container, env))
+        return container
+
+    async def _spawn(self, container: Container, env: dict[str, str]) -> None:
+        child_env = dict(os.environ, **env)
+        child_env["PYTHONUNBUFFERED"] = "1"
+        child_env["REMOTECELL_SHM_PREFIX"] = self.shm_prefix
+        child_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in container.gpus)
+        try:
+            container.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "remotecell_runtime.container",
+                "--connect", self.address, "--id", container.id,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=child_env,
+                start_new_session=True,  # a ^C in the daemon's terminal is not theirs
+            )
+        except OSError as exc:
+            container.stop_reason = f"it could not be started: {exc}"
+            self._exited(container, None)
+            return
+        if container.state is State.STOPPING:  # stopped while its process was starting
+            self.signal(container, signal.SIGKILL)
+        await self._watch(container)
+
+    async def _watch(self, container: Container) -> None:
+        assert container.proc is not None and container.proc.stdout is not None
+        async for raw in container.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            container.tail.append(line)
+            log.debug("[%s] %s", container.id, line)
+        self._exited(container, await container.proc.wait())
+
+    def _exited(self, container: Container, returncode: int | None) -> None:
+        container.state = State.DEAD
+        self.containers.pop(container.id, None)
+        self.on_exit(container, returncode)
+
+    def signal(self, container: Container, sig: int) -> None:
+        if container.proc is not None and container.proc.returncode is None:
+            try:
+                container.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, container: Container, reason: str | None, grace_s: float) -> None:
+        """SIGTERM now, SIGKILL after ``grace_s`` if it is still there."""
+        if container.state is State.DEAD:
+            return
+        container.state = State.STOPPING
+        container.stop_reason = container.stop_reason or reason
+        self.signal(container, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        loop.call_later(grace_s, self.signal, container, signal.SIGKILL)
+
+    def all(self) -> list[Container]:
+        return list(self.containers.values())
+
+    def stats(self) -> dict[str, Any]:
+        counts = collections.Counter(c.state.value for c in self.containers.values())
+        return dict(counts)

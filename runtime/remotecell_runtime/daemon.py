@@ -1,0 +1,463 @@
+"""The daemon: sockets, the event loop and the table of message handlers.
+
+Clients talk to a ROUTER (ipc:// in a 0700 directory, and tcp:// behind CURVE
+and a ZAP allowlist); containers talk to a second ROUTER on ipc://.  Every
+message is decoded (header only) and handed to the handler for its type; a
+bad message gets an error reply and is logged, and the loop goes on.  Payload
+frames pass through untouched: the daemon never unpickles user data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cloudpickle
+import zmq
+
+import remotecell
+from remotecell import _wire
+from remotecell._wire import Frame, Payload, WireError
+
+from . import auth
+from .apps import App, AppRegistry
+from .containers import Container, ContainerManager
+from .gpus import GpuAllocator, inventory
+from .pools import FunctionDef, Input, Peer, Pool, error_result
+
+log = logging.getLogger("remotecell.runtime")
+
+HEARTBEAT_TIMEOUT_S = float(os.environ.get("REMOTECELL_HEARTBEAT_TIMEOUT_S", "30"))
+TICK_S = 1.0
+
+
+class RequestError(Exception):
+    """A request the daemon refuses; travels back by name (``type_name``) with its message."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
+@dataclass
+class Session:
+    sid: str
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+def versions() -> dict[str, str]:
+    return {
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}",
+        "cloudpickle": cloudpickle.__version__,
+        "remotecell": remotecell.__version__,
+    }
+
+
+class Listener:
+    """A zmq socket driven by the event loop's reader callbacks (no per-message futures)."""
+
+    def __init__(self, sock: zmq.Socket, on_message: Callable[["Listener", list[Frame]], None], shm: bool) -> None:
+        self.sock = sock
+        self.on_message = on_message
+        self.shm = shm  # peers here share our host: large buffers may go through shared memory
+        self._drain_scheduled = False
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        for _ in range(1000):  # yield to other work now and then under a flood
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.on_message(self, frames)
+        self._schedule_drain()
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self.loop.call_soon(self._drain)
+
+    def send(self, identity: bytes, frames: list[Frame]) -> bool:
+        try:
+            self.sock.send_multipart([identity, *frames], copy=False)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: that peer is gone
+            log.debug("could not send to %r: %s", identity, exc)
+            return False
+        finally:
+            # A send can consume the edge of the FD; look for queued input again.
+            if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._schedule_drain()
+        return True
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.getsockopt(zmq.FD))
+        self.sock.close(linger=0)
+
+
+class Daemon:
+    def __init__(self, state_dir: Path, binds: list[str]) -> None:
+        self.state_dir = state_dir
+        self.binds = binds or [f"ipc://{self.sock_dir / 'runtime.sock'}"]
+        self.runtime_id = secrets.token_hex(4)
+        self.shm_prefix = f"rc-{self.runtime_id}"
+        self.ctx = zmq.Context()
+        self.listeners: list[Listener] = []
+        self.apps = AppRegistry()
+        self.sessions: dict[str, Session] = {}
+        self.pools: dict[str, Pool] = {}  # fid -> pool
+        self.input_pool: dict[str, Pool] = {}  # input id -> pool
+        self.gpus = GpuAllocator(inventory())
+        self.stopped = asyncio.Event()
+        self.authenticator: Any = None
+        self.handlers: dict[str, Callable[[Peer, dict[str, Any], list[Payload]], dict[str, Any] | None]] = {
+            "hello": self.on_hello,
+            "ping": self.on_ping,
+            "app_create": self.on_app_create,
+            "app_stop": self.on_app_stop,
+            "fn_register": self.on_fn_register,
+            "call": self.on_call,
+            "cancel": self.on_cancel,
+            "status": self.on_status,
+            "shutdown": self.on_shutdown,
+        }
+        self.container_handlers: dict[str, Callable[[Container, dict[str, Any], list[Frame]], None]] = {
+            "hello": self.on_container_hello,
+            "ready": self.on_container_ready,
+            "load_failed": self.on_container_load_failed,
+            "output": self.on_container_output,
+            "result": self.on_container_result,
+        }
+
+    @property
+    def sock_dir(self) -> Path:
+        return self.state_dir / "sock"
+
+    # -- start and stop -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        auth.ensure_private_dir(self.state_dir)
+        auth.ensure_private_dir(self.sock_dir)
+        keys = auth.server_keys(self.state_dir)
+        tcp = [b for b in self.binds if b.startswith("tcp://")]
+        if tcp:
+            self._start_authenticator()
+        for address in self.binds:
+            self.listeners.append(self._bind_client(address, keys))
+        container_address = f"ipc://{self.sock_dir / f'containers-{self.runtime_id}.sock'}"
+        csock = self.ctx.socket(zmq.ROUTER)
+        csock.router_mandatory = True
+        csock.sndhwm = csock.rcvhwm = 0
+        csock.bind(container_address)
+        self.container_listener = Listener(csock, self.on_container_message, shm=True)
+        self.containers = ContainerManager(container_address, self.shm_prefix, self.on_container_exit)
+        self.ticker = asyncio.ensure_future(self._tick())
+        self._write_connection_file(keys)
+        log.info("remotecell runtime %s serving on %s", self.runtime_id, ", ".join(self.endpoints))
+
+    def _start_authenticator(self) -> None:
+        if not auth.authorized_keys(self.state_dir):
+            raise auth.KeySetupError(
+                "refusing to listen on tcp:// without client keys: create one with "
+                f"`remotecell token new NAME --state-dir {self.state_dir}` and give the client its file"
+            )
+        from zmq.auth.asyncio import AsyncioAuthenticator
+
+        self.authenticator = AsyncioAuthenticator(self.ctx)
+        self.authenticator.start()
+        self._reload_keys()
+
+    def _reload_keys(self) -> None:
+        adir = auth.authorized_dir(self.state_dir)
+        self._keys_mtime = adir.stat().st_mtime_ns if adir.exists() else 0
+        self.authenticator.configure_curve(domain="*", location=str(adir))
+
+    def _bind_client(self, address: str, keys: auth.ServerKeys) -> Listener:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.router_mandatory = True
+        sock.sndhwm = sock.rcvhwm = 0
+        is_tcp = address.startswith("tcp://")
+        if is_tcp:
+            auth.apply_curve_server(sock, keys)
+        elif not address.startswith("ipc://"):
+            raise ValueError(f"--bind {address!r}: use ipc://PATH or tcp://HOST:PORT")
+        sock.bind(address)
+        if not is_tcp:
+            os.chmod(address.removeprefix("ipc://"), 0o600)
+        return Listener(sock, self.on_client_message, shm=not is_tcp and _wire.ShmPool.available())
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [lst.sock.getsockopt_string(zmq.LAST_ENDPOINT) for lst in self.listeners]
+
+    def _write_connection_file(self, keys: auth.ServerKeys) -> None:
+        info = {
+            "endpoints": self.endpoints,
+            "server_key": keys.public.decode(),
+            "pid": os.getpid(),
+            "runtime_id": self.runtime_id,
+            "state_dir": str(self.state_dir),
+            "versions": versions(),
+        }
+        auth.write_private_json(self.state_dir / "connection.json", info)
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopped.set)
+        try:
+            await self.stopped.wait()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        for pool in list(self.pools.values()):
+            pool.stop("the runtime is shutting down")
+        deadline = time.monotonic() + 3
+        while self.containers.all() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for c in self.containers.all():
+            self.containers.signal(c, signal.SIGKILL)
+        self.ticker.cancel()
+        for lst in [*self.listeners, self.container_listener]:
+            lst.close()
+        if self.authenticator is not None:
+            self.authenticator.stop()
+        (self.state_dir / "connection.json").unlink(missing_ok=True)
+        _wire.sweep_segments(self.shm_prefix)
+        self.ctx.term()
+        log.info("remotecell runtime %s stopped", self.runtime_id)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self._expire_sessions()
+                now = time.monotonic()
+                for pool in list(self.pools.values()):
+                    pool.scale_down(now)
+                    if pool.retired and pool.empty:
+                        self.pools.pop(pool.fn.fid, None)
+                if self.authenticator is not None:
+                    adir = auth.authorized_dir(self.state_dir)
+                    if adir.exists() and adir.stat().st_mtime_ns != self._keys_mtime:
+                        self._reload_keys()
+            except Exception:  # noqa: BLE001 - the ticker must keep ticking
+                log.exception("periodic work failed")
+
+    def _expire_sessions(self) -> None:
+        now = time.monotonic()
+        for sid, session in list(self.sessions.items()):
+            if now - session.last_seen > HEARTBEAT_TIMEOUT_S:
+                del self.sessions[sid]
+                for app in self.apps.ephemeral_of(sid):
+                    log.info("client %s went quiet: stopping its ephemeral app %s", sid, app.name)
+                    self.stop_app(app, f"app {app.name!r} stopped: its client stopped sending heartbeats")
+
+    # -- client messages ----------------------------------------------------------------------
+
+    def on_client_message(self, listener: Listener, frames: list[Frame]) -> None:
+        identity = frames[0].bytes
+        peer: Peer = (listener, identity)
+        request_id = None
+        try:
+            header, payloads = _wire.decode(frames[1:])
+            request_id = header.get("id")
+            sid = header.get("sid")
+            if isinstance(sid, str):
+                self.sessions.setdefault(sid, Session(sid)).last_seen = time.monotonic()
+            handler = self.handlers.get(header["t"])
+            if handler is None:
+                raise RequestError("InvalidError", f"unknown message type {header['t']!r}")
+            reply = handler(peer, header, payloads)
+        except (WireError, RequestError, KeyError, TypeError, ValueError) as exc:
+            self._refuse(peer, request_id, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad message never stops the runtime
+            log.exception("handler failed")
+            self._refuse(peer, request_id, exc)
+            return
+        if reply is not None:
+            reply.setdefault("t", "reply")
+            reply["id"] = request_id
+            self.send_peer(peer, _wire.encode(reply))
+
+    def _refuse(self, peer: Peer, request_id: Any, exc: Exception) -> None:
+        type_name = getattr(exc, "type_name", "InvalidError")
+        message = str(exc) if not isinstance(exc, KeyError) else f"missing field {exc}"
+        log.warning("refused a message from %r: %s", peer[1], message)
+        error = {"type": type_name, "message": message, "traceback": ""}
+        self.send_peer(peer, _wire.encode({"t": "error", "id": request_id, "error": error}))
+
+    def send_peer(self, peer: Peer, frames: list[Frame]) -> None:
+        listener, identity = peer
+        listener.send(identity, frames)
+
+    def send_container(self, cid: str, frames: list[Frame]) -> None:
+        self.container_listener.send(cid.encode(), frames)
+
+    def input_done(self, input_id: str) -> None:
+        self.input_pool.pop(input_id, None)
+
+    def on_hello(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
+        return {"versions": versions(), "runtime_id": self.runtime_id, "shm": peer[0].shm,
+                "gpus": self.gpus.describe()}
+
+    def on_ping(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
+        return {"t": "pong"}
+
+    def on_app_create(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
+        mode = header.get("mode", "ephemeral")
+        if mode not in ("ephemeral", "deployed"):
+            raise RequestError("InvalidError", f"app mode {mode!r} must be 'ephemeral' or 'deployed'")
+        app = self.apps.create(str(header["name"]), str(header["sid"]), mode)
+        return {"app_id": app.app_id}
+
+    def _app(self, app_id: Any) -> App:
+        app = self.apps.get(app_id)
+        if app is None:
+            raise RequestError("NotFoundError", f"no app with id {app_id!r} (it was stopped, or the runtime restarted)")
+        return app
+
+    def on_app_stop(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
+        app = self._app(header["app_id"])
+        self.stop_app(app, f"app {app.name!r} was stopped")
+        return {}
+
+    def stop_app(self, app: App, reason: str) -> None:
+        self.apps.remove(app.app_id)
+        for fid in app.functions.values():
+            pool = self.pools.get(fid)
+            if pool is not None:
+                pool.stop(reason)
+
+    def on_fn_register(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
+        app = self._app(header["app_id"])
+        name, options = str(header["name"]), header.get("options", {})
+        if len(payloads) != 1:
+            raise RequestError("InvalidError", "fn_register needs exactly one payload: the function body")
+        gpu = options.get("gpu")
+        if gpu:
+            why = self.gpus.unsatisfiable(gpu)
+            if why:
+                raise RequestError("InvalidError", why)
+        digest = hashlib.sha256()
+        for frame in payloads[0].frames:
+            digest.update(_wire._buffer_of(frame))
+        digest.update(repr(sorted(options.items())).encode())
+        fid = f"fn-{app.app_id}-{name}-{digest.hexdigest()[:16]}"
+        old = app.functions.get(name)
+        if old != fid:
+            if old in self.pools:  # a new definition replaces the old one; queued inputs still finish
+                self.pools[old].retired = True
+            body = Payload([bytes(_wire._buffer_of(f)) for f in payloads[0].frames])
+            self.pools[fid] = Pool(FunctionDef(fid, app.app_id, name, options, body), self)
+            app.functions[name] = fid
+            self.pools[fid].scale()
+        return {"fid": fid}
+
+    def on_call(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> None:
+        input_id = str(header["id"])
+        if input_id in self.input_pool or len(payloads) != 1:
+            raise RequestError("InvalidError", f"call {input_id!r}: duplicate id or not exactly one payload")
+        pool = self.pools.get(header.get("fid", ""))
+        if pool is None or pool.retired:
+            _wire.discard(payloads)
+            msg = f"function {header.get('fid')!r} is not registered here (its app stopped, or the runtime restarted)"
+            self.send_peer(peer, error_result(input_id, "NotFoundError", msg))
+            return None
+        self.input_pool[input_id] = pool
+        pool.submit(Input(input_id, peer, payloads[0], shm=peer[0].shm))
+        return None
+
+    def on_cancel(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> None:
+        for input_id in header.get("ids", []):
+            pool = self.input_pool.get(input_id)
+            if pool is not None:
+                pool.cancel(input_id)
+        return None
+
+    def on_status(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
+        return {
+            "runtime_id": self.runtime_id,
+            "pid": os.getpid(),
+            "endpoints": self.endpoints,
+            "versions": versions(),
+            "gpus": [g.__dict__ for g in self.gpus.gpus],
+            "gpus_free": sorted(self.gpus.free),
+            "apps": [a.describe() for a in self.apps.apps.values()],
+            "pools": [p.stats() for p in self.pools.values()],
+            "containers": self.containers.stats(),
+            "sessions": len(self.sessions),
+        }
+
+    def on_shutdown(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
+        asyncio.get_running_loop().call_later(0.05, self.stopped.set)
+        return {}
+
+    # -- container messages -------------------------------------------------------------------
+
+    def on_container_message(self, listener: Listener, frames: list[Frame]) -> None:
+        cid = frames[0].bytes.decode(errors="replace")
+        container = self.containers.containers.get(cid)
+        try:
+            header, _ = _wire.decode(frames[1:])
+            handler = self.container_handlers.get(header["t"])
+            if container is None or handler is None:
+                log.warning("dropped %r from container %s (unknown container or type)", header["t"], cid)
+                return
+            handler(container, header, frames[1:])
+        except Exception:  # noqa: BLE001 - a broken container message never stops the runtime
+            log.exception("bad message from container %s", cid)
+
+    def _pool_of(self, container: Container) -> Pool | None:
+        return self.pools.get(container.fid)
+
+    def on_container_hello(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+        pool = self._pool_of(container)
+        if pool is None:
+            self.containers.stop(container, "its function is gone", 1.0)
+            return
+        fn = pool.fn
+        self.send_container(container.id, _wire.encode({"t": "load", "fid": fn.fid, "options": fn.options}, [fn.body]))
+
+    def on_container_ready(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+        pool = self._pool_of(container)
+        if pool is not None:
+            pool.on_ready(container)
+
+    def on_container_load_failed(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+        pool = self._pool_of(container)
+        if pool is not None:
+            pool.on_load_failed(container, header["error"], frames)
+
+    def on_container_output(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+        container.note_output(str(header.get("text", "")))
+        pool = self.input_pool.get(header.get("id", ""))
+        inp = pool.inputs.get(header["id"]) if pool is not None else None
+        if inp is not None:
+            self.send_peer(inp.peer, frames)
+
+    def on_container_result(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+        pool = self._pool_of(container)
+        if pool is not None:
+            pool.on_result(container, str(header["id"]), frames)
+
+    def on_container_exit(self, container: Container, returncode: int | None) -> None:
+        pool = self._pool_of(container)
+        if pool is not None:
+            pool.on_exit(container, returncode)
+        for other in self.pools.values():  # a freed GPU may unblock another pool
+            if other is not pool and other.queue:
+                other.dispatch()

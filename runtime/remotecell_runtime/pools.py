@@ -1,0 +1,278 @@
+"""One autoscaling pool of containers per function, and the dispatch of its inputs.
+
+Inputs wait in the pool's queue until a container has a free slot; a container
+starts when an input finds none (up to ``max_containers``).  The pool never
+drops an input: each one ends with exactly one result sent to its caller, be it
+the container's, a timeout, a crash or a cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from remotecell import _wire
+from remotecell._wire import Frame, Payload
+
+from .containers import Container, ContainerManager, State
+from .gpus import GpuAllocator
+
+log = logging.getLogger("remotecell.runtime")
+
+CANCEL_GRACE_S = 5.0
+STOP_GRACE_S = 5.0
+Peer = tuple[Any, bytes]  # (socket, identity): where a caller's replies go
+
+
+class Runtime(Protocol):
+    containers: ContainerManager
+    gpus: GpuAllocator
+
+    def send_container(self, cid: str, frames: list[Frame]) -> None: ...
+    def send_peer(self, peer: Peer, frames: list[Frame]) -> None: ...
+    def input_done(self, input_id: str) -> None: ...
+
+
+@dataclass
+class FunctionDef:
+    fid: str
+    app_id: str
+    name: str
+    options: dict[str, Any]
+    body: Payload
+
+    @property
+    def timeout_s(self) -> float:
+        return float(self.options.get("timeout_s", 300))
+
+    @property
+    def max_inputs(self) -> int:
+        return int(self.options.get("max_inputs", 1))
+
+
+@dataclass
+class Input:
+    id: str
+    peer: Peer
+    payload: Payload
+    shm: bool
+    queued_at: float = field(default_factory=time.monotonic)
+    container: Container | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+def error_result(input_id: str, type_name: str, message: str) -> list[Frame]:
+    """A result made by the runtime itself: the error travels by name, nothing pickled."""
+    error = {"type": type_name, "message": message, "traceback": ""}
+    return _wire.encode({"t": "result", "id": input_id, "status": "error", "error": error})
+
+
+class Pool:
+    def __init__(self, fn: FunctionDef, runtime: Runtime) -> None:
+        self.fn = fn
+        self.rt = runtime
+        self.queue: collections.deque[Input] = collections.deque()
+        self.inputs: dict[str, Input] = {}
+        self.containers: dict[str, Container] = {}
+        self.retired = False
+        self.waiting_reason = ""
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def submit(self, inp: Input) -> None:
+        self.inputs[inp.id] = inp
+        self.queue.append(inp)
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        """Give queued inputs to free slots, then start containers for what is left."""
+        while self.queue:
+            container = self._free_container()
+            if container is None:
+                break
+            self._run(self.queue.popleft(), container)
+        self.scale()
+
+    def _free_container(self) -> Container | None:
+        best = None
+        for c in self.containers.values():
+            if c.free_slots > 0 and (best is None or c.free_slots > best.free_slots):
+                best = c
+        return best
+
+    def _run(self, inp: Input, container: Container) -> None:
+        inp.container = container
+        container.active.add(inp.id)
+        container.state = State.BUSY
+        header = {"t": "input", "id": inp.id, "shm": inp.shm}
+        self.rt.send_container(container.id, _wire.encode(header, [inp.payload]))
+        loop = asyncio.get_running_loop()
+        inp.timer = loop.call_later(self.fn.timeout_s, self._timed_out, inp)
+
+    def finish(self, input_id: str, frames: list[Frame]) -> None:
+        """Send the one result of ``input_id`` to its caller and forget the input."""
+        inp = self.inputs.pop(input_id, None)
+        if inp is None:
+            return
+        if inp.timer is not None:
+            inp.timer.cancel()
+        if inp.container is None:
+            self._unqueue(inp)
+        else:
+            self._release_slot(inp.container, inp.id)
+        self.rt.send_peer(inp.peer, frames)
+        self.rt.input_done(input_id)
+
+    def _unqueue(self, inp: Input) -> None:
+        try:
+            self.queue.remove(inp)
+        except ValueError:
+            pass
+        _wire.discard([inp.payload])
+
+    def _release_slot(self, container: Container, input_id: str) -> None:
+        container.active.discard(input_id)
+        if container.state is State.BUSY and not container.active:
+            container.state = State.IDLE
+            container.idle_since = time.monotonic()
+
+    def cancel(self, input_id: str) -> None:
+        inp = self.inputs.get(input_id)
+        if inp is None:
+            return
+        container = inp.container
+        if container is not None:
+            # The container is told; it frees the slot when it reports back, or is stopped.
+            self.rt.containers.signal(container, signal.SIGINT)
+            loop = asyncio.get_running_loop()
+            loop.call_later(CANCEL_GRACE_S, self._force_stop, container, input_id)
+            container.active.add(f"cancelled:{input_id}")
+        self.finish(input_id, _wire.encode({"t": "result", "id": input_id, "status": "cancelled"}))
+        self.dispatch()
+
+    def _force_stop(self, container: Container, input_id: str) -> None:
+        if f"cancelled:{input_id}" in container.active:
+            reason = f"it was stopped because input {input_id} ignored cancellation for {CANCEL_GRACE_S:g} s"
+            self.rt.containers.stop(container, reason, STOP_GRACE_S)
+
+    def _timed_out(self, inp: Input) -> None:
+        container = inp.container
+        assert container is not None
+        msg = (
+            f"{self.fn.name} ran past its timeout of {self.fn.timeout_s:g} s; "
+            f"container {container.id} was stopped and will be replaced"
+        )
+        inp.timer = None
+        self.rt.containers.stop(container, f"it passed its timeout of {self.fn.timeout_s:g} s", STOP_GRACE_S)
+        self.finish(inp.id, error_result(inp.id, "FunctionTimeoutError", msg))
+        self.dispatch()
+
+    # -- container events ---------------------------------------------------------------------
+
+    def on_ready(self, container: Container) -> None:
+        container.state = State.IDLE
+        container.idle_since = time.monotonic()
+        self.dispatch()
+
+    def on_load_failed(self, container: Container, error: dict[str, Any], frames: list[Frame]) -> None:
+        """The body cannot load: every queued input gets that error, there is no point retrying."""
+        self.rt.containers.stop(container, "its function failed to load", STOP_GRACE_S)
+        header = {"t": "result", "status": "error", "error": error}
+        payloads = _wire.decode(frames)[1]
+        for inp in list(self.queue):
+            self.finish(inp.id, _wire.encode(dict(header, id=inp.id), payloads))
+
+    def on_result(self, container: Container, input_id: str, frames: list[Frame]) -> None:
+        if f"cancelled:{input_id}" in container.active:
+            container.active.discard(f"cancelled:{input_id}")
+            self._release_slot(container, input_id)
+            _wire.discard(_wire.decode(frames)[1])
+        else:
+            self.finish(input_id, frames)
+        self.dispatch()
+
+    def on_exit(self, container: Container, returncode: int | None) -> None:
+        self.containers.pop(container.id, None)
+        self.rt.gpus.release(container.gpus)
+        cause = container.death_cause(returncode)
+        for input_id in list(container.active):
+            if input_id in self.inputs:
+                self.finish(input_id, error_result(input_id, "ContainerCrashed", cause))
+        if container.state is not State.STOPPING and returncode != 0:
+            log.warning("%s", cause)
+        self.dispatch()
+
+    # -- scaling ------------------------------------------------------------------------------
+
+    def live(self) -> list[Container]:
+        return [c for c in self.containers.values() if c.state is not State.STOPPING]
+
+    def scale(self) -> None:
+        if self.retired:
+            return
+        live = self.live()
+        starting_slots = sum(c.max_inputs for c in live if c.state is State.STARTING)
+        free_slots = sum(c.free_slots for c in live)
+        want = math.ceil(max(0, len(self.queue) - starting_slots - free_slots) / self.fn.max_inputs)
+        want = max(want, int(self.fn.options.get("min_containers", 0)) - len(live))
+        room = int(self.fn.options.get("max_containers", 100)) - len(live)
+        for _ in range(max(0, min(want, room))):
+            if not self._start_container():
+                break
+
+    def _start_container(self) -> bool:
+        gpu = self.fn.options.get("gpu")
+        gpus: list[int] = []
+        if gpu:
+            got = self.rt.gpus.acquire(gpu)
+            if got is None:
+                self.waiting_reason = f"waiting for a GPU ({gpu})"
+                return False
+            gpus = got
+        self.waiting_reason = "waiting for a container to start"
+        env = {str(k): str(v) for k, v in self.fn.options.get("env", {}).items()}
+        container = self.rt.containers.start(self.fn.fid, self.fn.max_inputs, gpus, env)
+        self.containers[container.id] = container
+        return True
+
+    def scale_down(self, now: float) -> None:
+        keep = 0 if self.retired else int(self.fn.options.get("min_containers", 0))
+        window_s = float(self.fn.options.get("scaledown_window_s", 60))
+        idle = sorted((c for c in self.live() if c.state is State.IDLE), key=lambda c: c.idle_since)
+        surplus = len(self.live()) - keep
+        for c in idle:
+            if surplus <= 0:
+                break
+            if self.retired or now - c.idle_since >= window_s:
+                self.rt.send_container(c.id, _wire.encode({"t": "stop"}))
+                self.rt.containers.stop(c, None, STOP_GRACE_S)
+                surplus -= 1
+
+    def stop(self, reason: str) -> None:
+        """The app is gone: fail what waits, stop every container."""
+        self.retired = True
+        for inp in list(self.inputs.values()):
+            self.finish(inp.id, error_result(inp.id, "InputCancelled", reason))
+        for c in list(self.containers.values()):
+            self.rt.containers.stop(c, reason, STOP_GRACE_S)
+
+    @property
+    def empty(self) -> bool:
+        return not self.inputs and not self.containers
+
+    def stats(self) -> dict[str, Any]:
+        states = collections.Counter(c.state.value for c in self.containers.values())
+        return {
+            "function": self.fn.name,
+            "fid": self.fn.fid,
+            "containers": dict(states),
+            "queued": len(self.queue),
+            "running": len(self.inputs) - len(self.queue),
+            "waiting_reason": self.waiting_reason if self.queue else "",
+        }
