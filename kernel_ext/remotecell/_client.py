@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import itertools
+import linecache
 import os
 import secrets
 import sys
@@ -71,7 +72,8 @@ def result_value(header: dict[str, Any], payloads: list[Payload]) -> Any:
 def error_from(error: dict[str, Any], payloads: list[Payload]) -> BaseException:
     type_name = str(error.get("type", "Error"))
     message = str(error.get("message", ""))
-    tb = str(error.get("traceback", ""))
+    frames = error.get("frames")
+    tb = format_frames(frames, type_name, message) if frames else str(error.get("traceback", ""))
     exc: BaseException | None = None
     if payloads:
         try:
@@ -88,6 +90,18 @@ def error_from(error: dict[str, Any], payloads: list[Payload]) -> BaseException:
     return exc
 
 
+def format_frames(frames: list[list[Any]], type_name: str, message: str) -> str:
+    """A remote traceback, with source lines from this side's files where it has them."""
+    lines = ["Traceback (most recent call last):"]
+    for filename, lineno, name, remote_line in frames:
+        lines.append(f'  File "{filename}", line {lineno}, in {name}')
+        source = linecache.getline(filename, lineno).strip() or remote_line
+        if source:
+            lines.append(f"    {source}")
+    lines.append(f"{type_name}: {message}")
+    return "\n".join(lines) + "\n"
+
+
 class Connection:
     def __init__(self, info: _local.ConnectionInfo) -> None:
         self.info = info
@@ -99,7 +113,7 @@ class Connection:
         self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncChannel]" = weakref.WeakKeyDictionary()
         self._sockets: list[zmq.Socket] = []
         self._lock = threading.Lock()
-        reply = self.request({"t": "hello", "versions": client_versions()}, timeout_s=HELLO_TIMEOUT_S)
+        reply = self._hello()
         self.runtime_versions: dict[str, str] = reply["versions"]
         self.runtime_id: str = reply["runtime_id"]
         check_versions(client_versions(), self.runtime_versions, info.address)
@@ -107,6 +121,37 @@ class Connection:
         self._stop_heartbeat = threading.Event()
         threading.Thread(target=self._heartbeat, name="remotecell-heartbeat", daemon=True).start()
         atexit.register(self.close)
+
+    def _hello(self) -> dict[str, Any]:
+        """The first request; over tcp:// a socket monitor tells a refused key from a dead runtime."""
+        header = {"t": "hello", "versions": client_versions()}
+        if self.info.is_local:
+            return self.request(header, timeout_s=HELLO_TIMEOUT_S)
+        sock = self.channel().sock
+        failures = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        monitor = sock.get_monitor_socket(failures)
+        try:
+            header.update(id=self.new_id(), sid=self.sid)
+            _wire.send(sock, _wire.encode(header))
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(monitor, zmq.POLLIN)
+            ready = dict(poller.poll(int(HELLO_TIMEOUT_S * 1000)))
+            if monitor in ready:
+                raise exceptions.AuthError(
+                    f"the runtime at {self.info.address} refused this client's key: the token was revoked, "
+                    "or it belongs to another runtime. Ask for a new one (`remotecell token new NAME`)"
+                )
+            if sock not in ready:
+                raise exceptions.ConnectionError(
+                    f"the runtime at {self.info.address} did not answer within {HELLO_TIMEOUT_S:g} s"
+                )
+            reply, payloads = _wire.decode(_wire.recv(sock))
+            _check_reply(reply, payloads)
+            return reply
+        finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
 
     def new_id(self) -> str:
         return f"{self.sid}-{next(self._ids)}"
@@ -198,15 +243,14 @@ class SyncChannel:
                   ) -> tuple[dict[str, Any], list[Payload]]:
         """Send one request and wait for its reply (``result``, ``reply`` or ``error``)."""
         request_id = header["id"]
-        self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
-        deadline_ms = None if timeout_s is None else int(timeout_s * 1000)
+        _wire.send(self.sock, _wire.encode(header, payloads))
         while True:
-            if not self.sock.poll(deadline_ms):
+            if timeout_s is not None and not self.sock.poll(int(timeout_s * 1000)):
                 raise exceptions.ConnectionError(
                     f"the runtime at {self.conn.info.address} did not answer within {timeout_s:g} s: it is down, "
                     "or it refused this client's key (check the token in REMOTECELL_RUNTIME)"
                 )
-            reply, reply_payloads = _wire.decode(self.sock.recv_multipart(copy=False))
+            reply, reply_payloads = _wire.decode(_wire.recv(self.sock))
             if reply.get("id") != request_id:
                 _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
                 continue

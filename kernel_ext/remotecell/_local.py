@@ -113,7 +113,8 @@ def start_local() -> ConnectionInfo:
         if info is not None:
             return info
         log_path = root / "runtime.log"
-        with open(log_path, "ab") as log_file:
+        fd = os.open(log_path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "ab") as log_file:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "remotecell_runtime", "serve", "--state-dir", str(root)],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,

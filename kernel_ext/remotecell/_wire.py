@@ -27,6 +27,7 @@ import pickle
 import secrets
 import sys
 import threading
+import types
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -138,6 +139,27 @@ def _segment_name_ok(name: str) -> bool:
     return name.startswith("rc-") and "/" not in name and ".." not in name and len(name) < 128
 
 
+def send(sock: Any, frames: Sequence[Frame], flags: int = 0) -> None:
+    """send_multipart without its per-frame checks; large frames go without a copy."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        small = isinstance(frame, bytes) and len(frame) < OOB_MIN_BYTES
+        sock.send(frame, flags | (_SNDMORE if i < last else 0), copy=small)
+
+
+def recv(sock: Any, flags: int = 0) -> list[Any]:
+    """All frames of one message as zmq.Frame objects (no copy of large payloads)."""
+    frame = sock.recv(flags, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = sock.recv(0, copy=False)
+        frames.append(frame)
+    return frames
+
+
+_SNDMORE = 2  # zmq.SNDMORE, without importing zmq into code that only pickles
+
+
 # -- pickling ---------------------------------------------------------------------------------
 
 
@@ -145,10 +167,19 @@ class _Pickler(cloudpickle.Pickler):
     """cloudpickle that sends torch tensors as NumPy buffers (out of band, CUDA to CPU)."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType:
+            return _reduce_code(obj)
         torch = sys.modules.get("torch")
         if torch is not None and type(obj) is torch.Tensor:
             return _reduce_tensor(torch, obj)
         return super().reducer_override(obj)
+
+
+def _reduce_code(code: types.CodeType) -> Any:
+    # cloudpickle blanks co_filename to "<dynamic-code>"; keep the real one so remote
+    # tracebacks name the caller's file and line, and the caller can show the source.
+    rebuild, args = cloudpickle.cloudpickle._code_reduce(code)
+    return rebuild, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
 
 
 def _reduce_tensor(torch: Any, tensor: Any) -> Any:
@@ -215,7 +246,9 @@ def _writable(frame: Frame) -> Any:
 
 def dumps(obj: Any) -> bytes:
     """A single in-band pickle (function bodies, small control values)."""
-    return cloudpickle.dumps(obj, protocol=5)
+    out = io.BytesIO()
+    _Pickler(out, protocol=5).dump(obj)
+    return out.getvalue()
 
 
 # -- shared memory ----------------------------------------------------------------------------
@@ -252,7 +285,7 @@ class ShmPool:
 
     @staticmethod
     def available() -> bool:
-        return os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)
+        return _SHM_AVAILABLE
 
     def put(self, data: memoryview) -> str:
         """Copy ``data`` into a segment this process gives away; return its name."""
@@ -311,6 +344,7 @@ class ShmPool:
 
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+_SHM_AVAILABLE = os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import auth
 from .auth import KeySetupError
 
 
@@ -28,6 +29,34 @@ def serve(binds: list[str], state_dir: Path, log_level: str = "INFO") -> int:
     return 0
 
 
+def token(action: str, name: str | None, state_dir: Path, address: str | None, out: Path | None) -> int:
+    """`token new NAME` writes a client connection file; `list` and `revoke NAME` manage them."""
+    state_dir = state_dir.expanduser().resolve()
+    try:
+        if action == "list":
+            for token_name in auth.list_tokens(state_dir):
+                print(token_name)
+            return 0
+        if not name:
+            print(f"remotecell token {action}: give the token's NAME", file=sys.stderr)
+            return 2
+        if action == "revoke":
+            auth.revoke_token(state_dir, name)
+            print(f"revoked {name}; the runtime refuses it from now on")
+            return 0
+        info = auth.new_token(state_dir, name, address)
+        target = (out or state_dir / "tokens" / f"{name}.json").expanduser()
+        auth.ensure_private_dir(target.parent)
+        auth.write_private_json(target, info)
+        print(f"wrote {target} (mode 600); on the client: export REMOTECELL_RUNTIME={target}")
+        if not address:
+            print("note: no --address given; put the runtime's tcp://HOST:PORT into the file's \"address\"")
+        return 0
+    except KeySetupError as exc:
+        print(f"remotecell token {action}: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m remotecell_runtime")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,7 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bind", action="append", default=[], help="ipc://PATH or tcp://HOST:PORT (repeatable)")
     p.add_argument("--state-dir", type=Path, default=default_state_dir())
     p.add_argument("--log-level", default="INFO")
+    t = sub.add_parser("token", help="client keys for tcp:// listeners")
+    t.add_argument("action", choices=["new", "list", "revoke"])
+    t.add_argument("name", nargs="?")
+    t.add_argument("--state-dir", type=Path, default=default_state_dir())
+    t.add_argument("--address", help="tcp://HOST:PORT clients should connect to (written into the file)")
+    t.add_argument("--out", type=Path, help="where to write the client's file (default STATE/tokens/NAME.json)")
     args = parser.parse_args(argv)
+    if args.command == "token":
+        return token(args.action, args.name, args.state_dir, args.address, args.out)
     return serve(args.bind, args.state_dir, args.log_level)
 
 

@@ -75,12 +75,12 @@ class Listener:
 
     def _drain(self) -> None:
         self._drain_scheduled = False
+        sock = self.sock
+        # Checking EVENTS is cheaper than a recv that raises zmq.Again.
         for _ in range(1000):  # yield to other work now and then under a flood
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            if not sock.get(zmq.EVENTS) & zmq.POLLIN:
                 return
-            self.on_message(self, frames)
+            self.on_message(self, _wire.recv(sock, zmq.NOBLOCK))
         self._schedule_drain()
 
     def _schedule_drain(self) -> None:
@@ -90,13 +90,13 @@ class Listener:
 
     def send(self, identity: bytes, frames: list[Frame]) -> bool:
         try:
-            self.sock.send_multipart([identity, *frames], copy=False)
+            _wire.send(self.sock, [identity, *frames], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: that peer is gone
             log.debug("could not send to %r: %s", identity, exc)
             return False
         finally:
-            # A send can consume the edge of the FD; look for queued input again.
-            if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            # A send can consume the FD's edge: if input is queued, read it.
+            if self.sock.get(zmq.EVENTS) & zmq.POLLIN:
                 self._schedule_drain()
         return True
 
@@ -397,7 +397,7 @@ class Daemon:
             "gpus": [g.__dict__ for g in self.gpus.gpus],
             "gpus_free": sorted(self.gpus.free),
             "apps": [a.describe() for a in self.apps.apps.values()],
-            "pools": [p.stats() for p in self.pools.values()],
+            "pools": [p.stats() for p in self.pools.values() if not (p.retired and p.empty)],
             "containers": self.containers.stats(),
             "sessions": len(self.sessions),
         }

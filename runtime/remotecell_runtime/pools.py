@@ -204,23 +204,27 @@ class Pool:
         for input_id in list(container.active):
             if input_id in self.inputs:
                 self.finish(input_id, error_result(input_id, "ContainerCrashed", cause))
-        if container.state is not State.STOPPING and returncode != 0:
+        if container.stop_reason is None and returncode != 0:
             log.warning("%s", cause)
         self.dispatch()
 
     # -- scaling ------------------------------------------------------------------------------
 
+    @property
+    def min_containers(self) -> int:
+        return int(self.fn.options.get("min_containers", 0))
+
     def live(self) -> list[Container]:
         return [c for c in self.containers.values() if c.state is not State.STOPPING]
 
     def scale(self) -> None:
-        if self.retired:
+        if self.retired or not self.queue and len(self.containers) >= self.min_containers:
             return
         live = self.live()
         starting_slots = sum(c.max_inputs for c in live if c.state is State.STARTING)
         free_slots = sum(c.free_slots for c in live)
         want = math.ceil(max(0, len(self.queue) - starting_slots - free_slots) / self.fn.max_inputs)
-        want = max(want, int(self.fn.options.get("min_containers", 0)) - len(live))
+        want = max(want, self.min_containers - len(live))
         room = int(self.fn.options.get("max_containers", 100)) - len(live)
         for _ in range(max(0, min(want, room))):
             if not self._start_container():
@@ -242,7 +246,7 @@ class Pool:
         return True
 
     def scale_down(self, now: float) -> None:
-        keep = 0 if self.retired else int(self.fn.options.get("min_containers", 0))
+        keep = 0 if self.retired else self.min_containers
         window_s = float(self.fn.options.get("scaledown_window_s", 60))
         idle = sorted((c for c in self.live() if c.state is State.IDLE), key=lambda c: c.idle_since)
         surplus = len(self.live()) - keep

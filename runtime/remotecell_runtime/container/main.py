@@ -28,6 +28,9 @@ from remotecell import _wire
 from remotecell._wire import Payload
 
 
+_RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 class Cancelled(BaseException):
     """Raised inside user code when the daemon cancels the running input."""
 
@@ -89,7 +92,7 @@ class Container:
         }
 
     def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
-        self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
+        _wire.send(self.sock, _wire.encode(header, payloads))
 
     def serve(self) -> None:
         self.send({"t": "hello", "cid": self.id, "pid": os.getpid()})
@@ -100,7 +103,7 @@ class Container:
                 if os.getppid() == 1:  # the daemon is gone
                     return
                 continue
-            frames = self.sock.recv_multipart(copy=False)
+            frames = _wire.recv(self.sock)
             try:
                 header, payloads = _wire.decode(frames)
             except _wire.WireError as exc:
@@ -179,6 +182,11 @@ def _describe_error(header: dict[str, Any], exc: BaseException, context: str = "
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     message = f"{context}: {exc}" if context else str(exc)
     header.update(status="error", error=_wire_error(_type_name(exc), message, tb))
+    header["error"]["frames"] = [
+        [f.filename, f.lineno, f.name, f.line or ""]
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith(_RUNTIME_DIR)
+    ]
     exc.__traceback__ = None
     try:
         return [_wire.serialize(exc)]

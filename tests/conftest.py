@@ -1,0 +1,107 @@
+"""Fixtures: a real runtime daemon with real container processes, in a temporary state dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import remotecell._client as client_mod
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition, timeout_s: float = 20.0, what: str = "condition"):
+    """Poll ``condition`` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class Runtime:
+    """A daemon started with `remotecell serve` in a subprocess."""
+
+    def __init__(self, state_dir: Path, binds: list[str] = (), env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        cmd = [sys.executable, "-m", "remotecell_runtime", "serve", "--state-dir", str(state_dir),
+               "--log-level", "INFO"]
+        for b in binds:
+            cmd += ["--bind", b]
+        self.log_path = state_dir.parent / f"{state_dir.name}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **(env or {})))
+        self.info = wait_for(self._connection, what=f"runtime in {state_dir} to start (log: {self.log_path})")
+
+    def _connection(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"runtime exited: {self.log_path.read_text()}")
+        path = self.state_dir / "connection.json"
+        if not path.exists():
+            return None
+        info = json.loads(path.read_text())
+        return info if info.get("pid") == self.proc.pid else None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def runtime(tmp_path_factory) -> Iterator[Runtime]:
+    """One runtime for the session; the client finds it through REMOTECELL_HOME."""
+    home = tmp_path_factory.mktemp("rc-home")
+    rt = Runtime(home)
+    old = os.environ.get("REMOTECELL_HOME")
+    os.environ["REMOTECELL_HOME"] = str(home)
+    os.environ.pop("REMOTECELL_RUNTIME", None)
+    client_mod.reset_connection()
+    yield rt
+    client_mod.reset_connection()
+    rt.stop()
+    if old is None:
+        os.environ.pop("REMOTECELL_HOME", None)
+    else:
+        os.environ["REMOTECELL_HOME"] = old
+
+
+@pytest.fixture
+def app(runtime):
+    """A fresh ephemeral app per test, stopped at the end."""
+    import remotecell as rc
+
+    application = rc.App("test")
+    with application.run():
+        yield application
+
+
+def run_script(code: str, env: dict[str, str] | None = None, timeout_s: float = 60,
+               tmp_path: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` as ``__main__`` of a fresh interpreter (the notebook/script case)."""
+    script = (tmp_path or Path("/tmp")) / f"script_{time.monotonic_ns()}.py"
+    script.write_text(code)
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=timeout_s, env=dict(os.environ, **(env or {})))
