@@ -74,6 +74,7 @@ def error_from(error: dict[str, Any], payloads: list[Payload]) -> BaseException:
     message = str(error.get("message", ""))
     frames = error.get("frames")
     tb = format_frames(frames, type_name, message) if frames else str(error.get("traceback", ""))
+    tb = tb.removeprefix("Traceback (most recent call last):\n")
     exc: BaseException | None = None
     if payloads:
         try:
@@ -92,7 +93,7 @@ def error_from(error: dict[str, Any], payloads: list[Payload]) -> BaseException:
 
 def format_frames(frames: list[list[Any]], type_name: str, message: str) -> str:
     """A remote traceback, with source lines from this side's files where it has them."""
-    lines = ["Traceback (most recent call last):"]
+    lines = []
     for filename, lineno, name, remote_line in frames:
         lines.append(f'  File "{filename}", line {lineno}, in {name}')
         source = linecache.getline(filename, lineno).strip() or remote_line

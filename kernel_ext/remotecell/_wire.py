@@ -85,6 +85,12 @@ def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Fra
 
 def decode(frames: Sequence[Frame]) -> tuple[dict[str, Any], list[Payload]]:
     """Parse one message; raise WireError saying what is wrong with it."""
+    header = decode_header(frames)
+    return header, split_payloads(header, list(frames[2:]))
+
+
+def decode_header(frames: Sequence[Frame]) -> dict[str, Any]:
+    """The header alone (enough to route a message, or to answer a broken one by id)."""
     if len(frames) < 2:
         raise WireError(f"a message needs at least 2 frames (protocol, header), got {len(frames)}")
     tag = bytes(_buffer_of(frames[0]))
@@ -98,10 +104,10 @@ def decode(frames: Sequence[Frame]) -> tuple[dict[str, Any], list[Payload]]:
         raise WireError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("t"), str):
         raise WireError("header must be a JSON object with a string 't' (message type)")
-    return header, _split_payloads(header, list(frames[2:]))
+    return header
 
 
-def _split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
+def split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
     metas = header.get("p", [])
     if not isinstance(metas, list):
         raise WireError("header 'p' must be a list of payload descriptions")

@@ -44,7 +44,9 @@ class RemoteError(Error):
 
     def __str__(self) -> str:
         text = f"{self.type_name}: {self.message}"
-        return f"{text}\n\nRemote traceback:\n{self.traceback}" if self.traceback else text
+        if not self.traceback:
+            return text
+        return f"{text}\n\nRemote traceback (most recent call last):\n{self.traceback.rstrip()}"
 
 
 class FunctionTimeoutError(Error, TimeoutError):

@@ -272,8 +272,9 @@ class Daemon:
         peer: Peer = (listener, identity)
         request_id = None
         try:
-            header, payloads = _wire.decode(frames[1:])
+            header = _wire.decode_header(frames[1:])
             request_id = header.get("id")
+            payloads = _wire.split_payloads(header, frames[3:])
             sid = header.get("sid")
             if isinstance(sid, str):
                 self.sessions.setdefault(sid, Session(sid)).last_seen = time.monotonic()

@@ -1,0 +1,131 @@
+"""The systems the harness measures: how to run each one, and the interface its module implements.
+
+Each system lives in ``systems/<name>_sys.py`` with a ``Session`` class (see the
+protocol below) and runs in its own process (``agent.py``), with the Python of
+its own venv. Standard library only: the harness imports this in the project venv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+VENV_ROOT = Path(
+    os.environ.get("REMOTECELL_BENCH_VENVS", Path.home() / ".cache" / "remotecell-bench")
+)
+
+
+class RemoteCode(Protocol):
+    """What runs remotely, defined in the agent's ``__main__`` so every system ships it by value."""
+
+    inc: Callable[[int], int]
+    identity: Callable[[Any], Any]
+    Adder: type  # an actor-style class with ``f(self, x) = x + 1``
+
+
+class Session(Protocol):
+    """A running system, as the workloads see it.
+
+    A workload that needs more (``map``, ``spawn``...) names the method in
+    ``Workload.needs``; systems without it show "n/a" for that workload.
+    """
+
+    def __init__(self, code: RemoteCode) -> None: ...
+
+    def start(self) -> None:
+        """Start the system and return once ``inc(1) == 2`` came back from a worker."""
+
+    def callers(self) -> dict[str, Callable[[int], Any]]:
+        """Blocking calls of ``inc``: the first is the system's main row, others get their own."""
+
+    def identity(self, value: Any) -> Any:
+        """Send ``value`` to a worker and return what ``identity`` sent back."""
+
+    def tidy(self) -> None:
+        """Drop cached results between timed runs (outside the timed region)."""
+
+    def pids(self) -> list[int]:
+        """Every process the system started (memory sums their RSS; they are reaped at the end)."""
+
+    def stop(self) -> None:
+        """Stop everything the system started, through its own API."""
+
+
+def remotecell_daemon_pids(env: dict[str, str]) -> list[int]:
+    """The local runtime of a REMOTECELL_HOME and its containers (for clean-up after a crash)."""
+    from common import descendants
+
+    try:
+        pid = int(json.loads((Path(env["REMOTECELL_HOME"]) / "connection.json").read_text())["pid"])
+    except (OSError, KeyError, ValueError):
+        return []
+    return [pid, *descendants(pid)]
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    name: str  # the --systems name
+    label: str  # the table's row label
+    api: str  # what the main row calls, for the README and the JSON
+    venv: str | None = None  # None: the project venv (the harness's own Python)
+    env: dict[str, str] = field(default_factory=dict)
+    fresh_dir_env: str | None = None  # an env var set to a new empty directory per process
+    leftovers: Callable[[dict[str, str]], list[int]] | None = None  # pids to kill if the agent died
+
+    @property
+    def module(self) -> str:
+        return f"systems.{self.name}_sys"
+
+    @property
+    def python(self) -> Path:
+        return (
+            Path(sys.executable) if self.venv is None else VENV_ROOT / self.venv / "bin" / "python"
+        )
+
+    def missing(self) -> str | None:
+        """Why this system cannot run here (with the fix), or None."""
+        if self.python.exists():
+            return None
+        return (
+            f"{self.name}: no venv at {self.python.parent.parent}; create it with "
+            f"`bash benchmarks/setup_envs.sh {self.venv}`"
+        )
+
+
+SYSTEMS: dict[str, SystemSpec] = {
+    s.name: s
+    for s in [
+        SystemSpec(
+            "remotecell",
+            "remotecell",
+            "`f.remote(x)` (app.function, local runtime over ipc://)",
+            fresh_dir_env="REMOTECELL_HOME",
+            leftovers=remotecell_daemon_pids,
+        ),
+        SystemSpec(
+            "ipp",
+            "ipyparallel (2 engines)",
+            "`rc[0].apply_sync(f, x)` (DirectView)",
+            venv="ipp",
+            env={"IPYTHONDIR": str(VENV_ROOT / "ipython-dir")},
+        ),
+        SystemSpec(
+            "ray",
+            "Ray (2 workers)",
+            "`ray.get(f.remote(x))` (task); `: actor` row: actor method",
+            venv="ray",
+            env={"RAY_USAGE_STATS_ENABLED": "0"},
+            fresh_dir_env="RAY_TMPDIR",  # its session logs go away with the harness's scratch
+        ),
+        SystemSpec(
+            "zmq",
+            "raw pyzmq + cloudpickle (floor)",
+            "DEALER client, 2 worker processes, cloudpickled calls over ipc://",
+        ),
+    ]
+}

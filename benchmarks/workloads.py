@@ -1,0 +1,138 @@
+"""The registry of workloads: how each is measured (in a system's agent) and shown (in the table).
+
+A workload measured inside a running system has a ``measure(session, runs)``
+that returns ``{row: [metrics of one run, ...]}`` (row "main" is the system's
+own row; others, e.g. Ray's "actor", get rows of their own). The cold start is
+measured by the harness itself, launching fresh processes (``measure=None``).
+To add a workload: write its ``measure`` and ``cell``, and add it to WORKLOADS.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from common import ARRAY_BYTES, ARRAY_ELEMS, footprint, timed, timed_latency
+
+Runs = dict[str, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str  # the table's column header
+    runs: int  # default number of runs, spread over the rounds
+    ratio_metric: str  # the metric the "(N×)" ratio to remotecell is taken on (lower is better)
+    cell: Callable[[dict[str, float]], str]  # median metrics -> table text
+    measure: Callable[[Any, int], Runs] | None = None  # None: measured by launching processes
+    first: bool = False  # measure before anything else in a session (it wants an untouched system)
+    needs: str | None = None  # a Session method beyond the basic ones
+
+
+# -- measure (runs in the agent) ----------------------------------------------------------------
+
+
+def measure_latency(session: Any, runs: int) -> Runs:
+    out: Runs = {}
+    for row, call in session.callers().items():
+        out[row] = []
+        for _ in range(runs):
+            out[row].append(timed_latency(call))
+            session.tidy()
+    return out
+
+
+def _check_same(sent: Any, got: Any) -> None:
+    """Equal, and a copy that came back (not the very buffer that was sent)."""
+    import numpy as np
+
+    if got.shape != sent.shape or got.dtype != sent.dtype or not np.array_equal(got, sent):
+        raise AssertionError("identity returned a different array")
+    if np.may_share_memory(got, sent):
+        raise AssertionError("identity returned the caller's own buffer, not a copy")
+
+
+def measure_roundtrip(session: Any, runs: int) -> Runs:
+    import numpy as np
+
+    arr = np.random.default_rng(0).random(ARRAY_ELEMS, dtype=np.float32)
+    _check_same(arr, session.identity(arr))  # warm-up
+    session.tidy()
+    out = []
+    for _ in range(runs):
+        seconds, got = timed(lambda: session.identity(arr))
+        _check_same(arr, got)
+        del got
+        session.tidy()
+        out.append({"seconds": seconds, "GBps": 2 * ARRAY_BYTES / seconds / 1e9})
+    return {"main": out}
+
+
+def measure_memory(session: Any, runs: int) -> Runs:
+    time.sleep(1.0)  # let the system settle into idle
+    mem = footprint(session.pids())
+    return {
+        "main": [
+            {
+                "rss_mib": mem["rss_mib"],
+                "pss_mib": mem["pss_mib"],
+                "processes": mem["processes"],
+                "detail": mem["detail"],
+            }
+        ]
+    }
+
+
+# -- cells (in the harness) ---------------------------------------------------------------------
+
+
+def _cell_latency(m: dict[str, float]) -> str:
+    return f"{m['p50_us']:,.0f} / {m['p90_us']:,.0f} / {m['p99_us']:,.0f}"
+
+
+def _cell_roundtrip(m: dict[str, float]) -> str:
+    return f"{m['seconds']:.3f} s = {m['GBps']:.2f} GB/s"
+
+
+def _cell_cold(m: dict[str, float]) -> str:
+    return f"{m['launch_to_result_s']:.2f}"
+
+
+def _cell_memory(m: dict[str, float]) -> str:
+    return f"{m['rss_mib']:,.0f} ({m['processes']:.0f} procs)"
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in [
+        Workload(
+            "latency", "warm call p50 / p90 / p99 µs", 3, "p50_us", _cell_latency, measure_latency
+        ),
+        Workload(
+            "roundtrip",
+            "100 MB there and back, s (GB/s both ways)",
+            5,
+            "seconds",
+            _cell_roundtrip,
+            measure_roundtrip,
+        ),
+        Workload(
+            "cold",
+            "cold start → 1st result, s (incl. interpreter)",
+            3,
+            "launch_to_result_s",
+            _cell_cold,
+        ),
+        Workload(
+            "memory",
+            "idle RSS MiB (processes)",
+            3,
+            "rss_mib",
+            _cell_memory,
+            measure_memory,
+            first=True,
+        ),
+    ]
+}

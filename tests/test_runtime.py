@@ -1,0 +1,327 @@
+"""The runtime as a service: bad input, auth, auto-start, versions, keys, GPUs, interrupts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+import remotecell as rc
+import remotecell._client as client_mod
+from remotecell import _wire, exceptions
+from conftest import Runtime, run_script, wait_for
+
+
+def _raw_socket(address: str, **curve: bytes) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    for key, value in curve.items():
+        setattr(sock, key, value)
+    sock.connect(address)
+    return sock
+
+
+def _reply(sock: zmq.Socket, timeout_ms: int = 5000) -> dict | None:
+    if not sock.poll(timeout_ms):
+        return None
+    header, _ = _wire.decode(sock.recv_multipart())
+    return header
+
+
+def test_malformed_messages_leave_the_runtime_serving(app, runtime):
+    address = runtime.info["endpoints"][0]
+    sock = _raw_socket(address)
+    bad_messages = [
+        [b"just one frame"],
+        [b"not-rc", b"{}"],
+        [b"rc/9", b'{"t": "hello", "id": "x"}'],
+        [_wire.PROTOCOL, b"{not json"],
+        [_wire.PROTOCOL, b'["a list"]'],
+        [_wire.PROTOCOL, b'{"t": "no_such_type", "id": "u1"}'],
+        [_wire.PROTOCOL, b'{"t": "call", "id": "c1", "fid": "nope", "p": [{"n": 5}]}', b"x"],
+        [_wire.PROTOCOL, b'{"t": "call", "id": "c2", "fid": "nope", "p": [{"n": 2, "shm": [[1, "../../etc/passwd", 3]]}]}', b"x", b""],
+        [_wire.PROTOCOL, b'{"t": "app_stop", "id": "s1"}'],
+        [_wire.PROTOCOL, b'{"t": "call", "id": "c3", "fid": "nope", "p": [{"n": 1}]}', b"\x80garbage pickle"],
+    ]
+    for frames in bad_messages:
+        sock.send_multipart(frames)
+    replies = []
+    while (reply := _reply(sock, 1000)) is not None:
+        replies.append(reply)
+    by_id = {r.get("id"): r for r in replies}
+    assert len(replies) == len(bad_messages)  # each one answered with an error, none dropped silently
+    assert all(r["t"] == "error" for r in replies if r.get("id") != "c3")
+    assert by_id["u1"]["t"] == "error" and "unknown message type" in by_id["u1"]["error"]["message"]
+    assert "does not match" in by_id["c1"]["error"]["message"]
+    assert "malformed" in by_id["c2"]["error"]["message"]
+    assert "missing field" in by_id["s1"]["error"]["message"]
+    assert by_id["c3"]["error"]["type"] == "NotFoundError"
+    assert not os.path.exists("/dev/shm/../../etc/passwd.rc")  # names are never resolved outside /dev/shm
+    assert runtime.alive()
+
+    @app.function()
+    def still_fine(x):
+        return x + 1
+
+    assert still_fine.remote(1) == 2
+    # garbage arguments reach the container, which reports them and keeps serving
+    conn, fid = still_fine.fid()
+    sock.send_multipart([_wire.PROTOCOL, json.dumps({"t": "call", "id": "g1", "fid": fid, "sid": conn.sid,
+                                                     "p": [{"n": 1}]}).encode(), b"\x80garbage"])
+    reply = _reply(sock)
+    assert reply["t"] == "result" and reply["status"] == "error"
+    assert "Unpickling" in reply["error"]["type"] or "pickle" in reply["error"]["message"]
+    assert still_fine.remote(2) == 3
+
+
+def test_unauthorized_tcp_clients_execute_nothing(tmp_path):
+    state = tmp_path / "state"
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    token = _token(state, "alice", address)
+    rt = Runtime(state, binds=[address])
+    try:
+        marker = tmp_path / "ran"
+        server_key = json.loads(token.read_text())["server_key"].encode()
+        # 1. no key at all: a plain socket to a CURVE listener gets nowhere
+        plain = _raw_socket(address)
+        plain.send_multipart(_wire.encode({"t": "hello", "id": "p1", "versions": {}}))
+        assert _reply(plain, 1500) is None
+        # 2. a well-formed key the runtime does not know
+        public, secret = zmq.curve_keypair()
+        stranger = _raw_socket(address, curve_serverkey=server_key, curve_publickey=public, curve_secretkey=secret)
+        stranger.send_multipart(_wire.encode({"t": "app_create", "id": "s1", "sid": "x", "name": "evil"}))
+        assert _reply(stranger, 1500) is None
+        # 3. the SDK says why
+        wrong = dict(json.loads(token.read_text()), client_public=public.decode(), client_secret=secret.decode())
+        wrong_file = _private_json(tmp_path / "wrong.json", wrong)
+        result = run_script(_touch_script(marker), env={"REMOTECELL_RUNTIME": str(wrong_file)}, tmp_path=tmp_path)
+        assert "refused this client's key" in result.stderr
+        result = run_script(_touch_script(marker), env={"REMOTECELL_RUNTIME": address}, tmp_path=tmp_path)
+        assert "needs a token" in result.stderr
+        assert not marker.exists()
+        # 4. the right key works, through the socket path (no shared memory over tcp)
+        result = run_script(_touch_script(marker), env={"REMOTECELL_RUNTIME": str(token)}, tmp_path=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert marker.exists() and "shm=False" in result.stdout and "sum=49999995000000" in result.stdout
+        # 5. a revoked token stops working
+        subprocess.run([sys.executable, "-m", "remotecell_runtime", "token", "revoke", "alice",
+                        "--state-dir", str(state)], check=True, capture_output=True)
+        marker.unlink()
+
+        def refused() -> bool:
+            r = run_script(_touch_script(marker), env={"REMOTECELL_RUNTIME": str(token),
+                                                       "REMOTECELL_HELLO_TIMEOUT_S": "2"}, tmp_path=tmp_path)
+            return r.returncode != 0 and "refused this client's key" in r.stderr
+
+        wait_for(refused, timeout_s=20, what="the revoked token to be refused")
+        marker.unlink(missing_ok=True)
+        assert refused() and not marker.exists()
+        assert rt.alive()
+    finally:
+        rt.stop()
+
+
+def test_tcp_listener_refused_without_keys(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "remotecell_runtime", "serve", "--bind", f"tcp://127.0.0.1:{_free_port()}",
+         "--state-dir", str(tmp_path / "s")], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "refusing to listen on tcp:// without client keys" in result.stderr
+    assert "remotecell token new" in result.stderr
+
+
+def test_loose_key_permissions_are_refused(tmp_path):
+    state = tmp_path / "s"
+    _token(state, "bob", None)
+    secret = state / "keys" / "server.key_secret"
+    secret.chmod(0o644)
+    result = subprocess.run([sys.executable, "-m", "remotecell_runtime", "serve", "--state-dir", str(state)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert f"chmod 600 {secret}" in result.stderr
+
+
+def test_local_runtime_autostarts_once_and_is_reused(tmp_path):
+    home = tmp_path / "home"
+    env = {"REMOTECELL_HOME": str(home)}
+    env_all = dict(os.environ, **env)
+    env_all.pop("REMOTECELL_RUNTIME", None)
+    code = (
+        "import remotecell as rc, remotecell._client as c\n"
+        "app = rc.App('auto')\n"
+        "@app.function()\n"
+        "def f(x):\n    return x * 3\n"
+        "print(f.remote(2), c.connection().runtime_id)\n"
+    )
+    script = tmp_path / "client.py"
+    script.write_text(code)
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env_all) for _ in range(3)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    try:
+        assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+        runtime_ids = {o[0].split()[1] for o in outs}
+        assert {o[0].split()[0] for o in outs} == {"6"}
+        assert len(runtime_ids) == 1  # three racing processes, one runtime
+        info = json.loads((home / "connection.json").read_text())
+        assert (home / "connection.json").stat().st_mode & 0o777 == 0o600
+        assert (home / "sock").stat().st_mode & 0o777 == 0o700
+        later = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env_all, timeout=60)
+        assert later.stdout.split()[1] in runtime_ids
+        status = subprocess.run([sys.executable, "-m", "remotecell.cli", "status"], capture_output=True,
+                                text=True, env=env_all, timeout=60)
+        assert f"pid {info['pid']}" in status.stdout
+    finally:
+        stop = subprocess.run([sys.executable, "-m", "remotecell.cli", "stop"], capture_output=True, text=True,
+                              env=env_all, timeout=60)
+    assert "stopped the local runtime" in stop.stdout
+    assert not (home / "connection.json").exists()
+
+
+def test_version_mismatch_fails_fast_with_a_hint(runtime, monkeypatch):
+    real = client_mod.client_versions()
+    monkeypatch.setattr(client_mod, "client_versions", lambda: dict(real, cloudpickle="0.0.1"))
+    client_mod.reset_connection()
+    try:
+        with pytest.raises(exceptions.VersionMismatchError, match=r"cloudpickle .* there, 0\.0\.1 here.*pip install"):
+            client_mod.connection()
+    finally:
+        monkeypatch.undo()
+        client_mod.reset_connection()
+    with pytest.raises(exceptions.VersionMismatchError, match="Python 3.99"):
+        client_mod.check_versions(dict(real, python="3.11.1"), dict(real, python="3.99.0"), "x")
+
+
+def test_gpu_requests_against_a_fake_inventory(tmp_path, monkeypatch):
+    state = tmp_path / "gpu-home"
+    rt = Runtime(state, env={"REMOTECELL_FAKE_GPUS": "H100,H100"})
+    monkeypatch.setenv("REMOTECELL_HOME", str(state))
+    client_mod.reset_connection()
+    try:
+        app = rc.App("gpus")
+
+        @app.function(gpu="any")
+        def visible():
+            return os.environ["CUDA_VISIBLE_DEVICES"]
+
+        @app.function(gpu="A100")
+        def impossible():
+            return 1
+
+        with app.run():
+            assert visible.remote() in ("0", "1")
+            with pytest.raises(exceptions.InvalidError, match=r"gpu='A100' cannot be met: this host has 0: H100, 1: H100"):
+                impossible.remote()
+    finally:
+        client_mod.reset_connection()
+        rt.stop()
+
+
+def test_option_validation_names_value_and_range():
+    app = rc.App("opts")
+    cases = [
+        (dict(timeout=0), r"timeout=0 is out of range: allowed 1 to 86400"),
+        (dict(max_containers=0), r"max_containers=0 is out of range: allowed 1 to 1000"),
+        (dict(scaledown_window=1), r"scaledown_window=1 is out of range: allowed 2 to 3600"),
+        (dict(min_containers=5, max_containers=2), r"min_containers=5 is more than max_containers=2"),
+        (dict(gpu="H100:99"), r"not a GPU spec"),
+        (dict(gpu=3), r"gpu=3 must be a string"),
+        (dict(retries=11), r"retries=11 is out of range: allowed 0 to 10"),
+        (dict(gpus="any"), r"unknown function option\(s\) \['gpus'\]"),
+        (dict(env={"A": 1}), r"must be a dict of str to str"),
+    ]
+    for options, message in cases:
+        with pytest.raises(exceptions.InvalidError, match=message):
+            app.function(**options)
+    with pytest.raises(exceptions.InvalidError, match=r"backoff_coefficient=0.5 is out of range"):
+        rc.Retries(max_retries=2, backoff_coefficient=0.5)
+    with pytest.warns(UserWarning, match=r"\['memory'\] are accepted and stored but not enforced"):
+        f = app.function(memory=1024)(lambda: 1)
+    assert f.options["memory_mib"] == 1024 and f.options["not_in_effect"] == ["memory"]
+
+
+def test_ctrl_c_cancels_the_remote_call_and_the_next_call_works(runtime, tmp_path):
+    started = tmp_path / "started"
+    script = tmp_path / "interrupt.py"
+    script.write_text(f"""
+import os, time, remotecell as rc
+app = rc.App("interrupt")
+
+@app.function()
+def slow(path):
+    open(path, "w").close()
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        print("remote saw the cancel")
+        raise
+    return "finished"
+
+@app.function()
+def quick():
+    return "next call ok"
+
+try:
+    slow.remote({str(started)!r})
+except KeyboardInterrupt:
+    print("interrupted locally")
+print(quick.remote())
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(started.exists, timeout_s=30, what="the remote call to start")
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "interrupted locally" in out and "next call ok" in out
+    assert "cancelled the remote call to slow" in err
+    assert time.monotonic() - start < 10
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _token(state: Path, name: str, address: str | None) -> Path:
+    cmd = [sys.executable, "-m", "remotecell_runtime", "token", "new", name, "--state-dir", str(state)]
+    if address:
+        cmd += ["--address", address]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return state / "tokens" / f"{name}.json"
+
+
+def _private_json(path: Path, data: dict) -> Path:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    return path
+
+
+def _touch_script(marker: Path) -> str:
+    return f"""
+import numpy as np, remotecell as rc, remotecell._client as c
+app = rc.App("tcp")
+
+@app.function()
+def touch(a):
+    open({str(marker)!r}, "w").close()
+    return a.sum(dtype="int64")
+
+total = touch.remote(np.arange(10_000_000, dtype=np.int64))
+print(f"shm={{c.connection().shm}} sum={{total}}")
+"""
