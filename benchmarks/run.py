@@ -55,7 +55,7 @@ class Agent:
         self.env = {**os.environ, **spec.env}
         if spec.fresh_dir_env:
             self.env[spec.fresh_dir_env] = tempfile.mkdtemp(prefix=f"{spec.name}-", dir=scratch)
-        self.log_file = open(log_path, "a")  # noqa: SIM115 - closed in close()
+        self.log_file = open(log_path, "a")
         self.started = time.time()
         self.proc = subprocess.Popen(
             [str(spec.python), str(HERE / "agent.py"), spec.name, *args],

@@ -8,11 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 import remotecell._client as client_mod
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,15 +7,12 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-import remotecell as rc
-from remotecell import exceptions
 from conftest import run_script
+from remotecell import exceptions
 
 
 class Point:
@@ -240,7 +237,7 @@ def test_redefinition_ships_the_new_body(app):
     assert v.remote() == 1
 
     @app.function(name="versioned")
-    def v():  # noqa: F811 - re-running a notebook cell
+    def v():
         return 2
 
     assert v.remote() == 2

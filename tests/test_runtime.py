@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -11,16 +12,19 @@ import time
 from pathlib import Path
 
 import pytest
-import zmq
-
 import remotecell as rc
 import remotecell._client as client_mod
-from remotecell import _wire, exceptions
+import zmq
 from conftest import Runtime, run_script, wait_for
+from remotecell import _wire, exceptions
+
+
+_RAW = zmq.Context()  # test-only sockets; destroyed at exit so nothing blocks on term()
+atexit.register(_RAW.destroy, linger=0)
 
 
 def _raw_socket(address: str, **curve: bytes) -> zmq.Socket:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock = _RAW.socket(zmq.DEALER)
     sock.linger = 0
     for key, value in curve.items():
         setattr(sock, key, value)
@@ -46,7 +50,9 @@ def test_malformed_messages_leave_the_runtime_serving(app, runtime):
         [_wire.PROTOCOL, b'["a list"]'],
         [_wire.PROTOCOL, b'{"t": "no_such_type", "id": "u1"}'],
         [_wire.PROTOCOL, b'{"t": "call", "id": "c1", "fid": "nope", "p": [{"n": 5}]}', b"x"],
-        [_wire.PROTOCOL, b'{"t": "call", "id": "c2", "fid": "nope", "p": [{"n": 2, "shm": [[1, "../../etc/passwd", 3]]}]}', b"x", b""],
+        [_wire.PROTOCOL,
+         b'{"t": "call", "id": "c2", "fid": "nope", "p": [{"n": 2, "shm": [[1, "../../etc/passwd", 3]]}]}',
+         b"x", b""],
         [_wire.PROTOCOL, b'{"t": "app_stop", "id": "s1"}'],
         [_wire.PROTOCOL, b'{"t": "call", "id": "c3", "fid": "nope", "p": [{"n": 1}]}', b"\x80garbage pickle"],
     ]
@@ -218,7 +224,8 @@ def test_gpu_requests_against_a_fake_inventory(tmp_path, monkeypatch):
 
         with app.run():
             assert visible.remote() in ("0", "1")
-            with pytest.raises(exceptions.InvalidError, match=r"gpu='A100' cannot be met: this host has 0: H100, 1: H100"):
+            expected = r"gpu='A100' cannot be met: this host has 0: H100, 1: H100"
+            with pytest.raises(exceptions.InvalidError, match=expected):
                 impossible.remote()
     finally:
         client_mod.reset_connection()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         future.cancel()
         try:
             future.result(timeout=5)
-        except (concurrent.futures.CancelledError, Exception):  # noqa: BLE001 - we are unwinding
+        except (concurrent.futures.CancelledError, Exception):
             pass
         raise
 

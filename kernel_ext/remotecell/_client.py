@@ -17,25 +17,26 @@ import secrets
 import sys
 import threading
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cloudpickle
 import zmq
 import zmq.asyncio
 
 from . import _local, _wire, exceptions
-from ._wire import Frame, Payload
+from ._wire import Payload
 
 HELLO_TIMEOUT_S = float(os.environ.get("REMOTECELL_HELLO_TIMEOUT_S", "10"))
 HEARTBEAT_INTERVAL_S = 2.0
 
 OutputSink = Callable[[str, str], None]  # (stream name, text)
 
-_CONNECTION: "Connection | None" = None
+_CONNECTION: Connection | None = None
 _CONNECTION_LOCK = threading.Lock()
 
 
-def connection() -> "Connection":
+def connection() -> Connection:
     """This process's connection to its runtime, made on first use."""
     global _CONNECTION
     with _CONNECTION_LOCK:
@@ -79,7 +80,7 @@ def error_from(error: dict[str, Any], payloads: list[Payload]) -> BaseException:
     if payloads:
         try:
             exc = _wire.deserialize(payloads[0])
-        except Exception:  # noqa: BLE001 - e.g. an __init__ that breaks unpickling
+        except Exception:
             exc = None
         if not isinstance(exc, BaseException):
             exc = None
@@ -111,7 +112,7 @@ class Connection:
         self.ctx = zmq.Context()
         self.closed = False
         self._local = threading.local()
-        self._async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncChannel]" = weakref.WeakKeyDictionary()
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncChannel] = weakref.WeakKeyDictionary()
         self._sockets: list[zmq.Socket] = []
         self._lock = threading.Lock()
         reply = self._hello()
@@ -120,7 +121,8 @@ class Connection:
         check_versions(client_versions(), self.runtime_versions, info.address)
         self.shm = bool(reply.get("shm")) and _wire.ShmPool.available()
         self._stop_heartbeat = threading.Event()
-        threading.Thread(target=self._heartbeat, name="remotecell-heartbeat", daemon=True).start()
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="remotecell-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
         atexit.register(self.close)
 
     def _hello(self) -> dict[str, Any]:
@@ -177,7 +179,7 @@ class Connection:
 
     # -- blocking ----------------------------------------------------------------------------
 
-    def channel(self) -> "SyncChannel":
+    def channel(self) -> SyncChannel:
         ch = getattr(self._local, "channel", None)
         if ch is None:
             ch = self._local.channel = SyncChannel(self, self.new_socket())
@@ -198,12 +200,12 @@ class Connection:
                 sock.send_multipart(_wire.encode({"t": "ping", "id": "hb", "sid": self.sid}))
                 while sock.poll(0):
                     sock.recv_multipart()
-            except zmq.ZMQError:
+            except zmq.ZMQError:  # the context was destroyed under us: we are closing
                 return
 
     # -- async --------------------------------------------------------------------------------
 
-    def async_channel(self) -> "AsyncChannel":
+    def async_channel(self) -> AsyncChannel:
         loop = asyncio.get_running_loop()
         ch = self._async.get(loop)
         if ch is None:
@@ -221,10 +223,12 @@ class Connection:
             return
         self.closed = True
         self._stop_heartbeat.set()
+        if self._heartbeat_thread is not threading.current_thread():
+            self._heartbeat_thread.join(timeout=2)
         with self._lock:
-            for sock in self._sockets:
-                sock.close(linger=200)
             self._sockets.clear()
+        # destroy() closes every socket of the context; a plain term() would block on any left open.
+        self.ctx.destroy(linger=200)
 
 
 def _check_reply(header: dict[str, Any], payloads: list[Payload]) -> None:

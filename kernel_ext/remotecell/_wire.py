@@ -29,8 +29,9 @@ import sys
 import threading
 import types
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import cloudpickle
 
@@ -77,7 +78,7 @@ def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Fra
     """Frames for one message; the header's ``p`` is filled in from the payloads."""
     if payloads:
         header["p"] = [p.meta() for p in payloads]
-    frames: list[Frame] = [PROTOCOL, json.dumps(header, separators=(",", ":")).encode()]
+    frames: list[Frame] = [PROTOCOL, _encode_json(header).encode()]
     for payload in payloads:
         frames.extend(payload.frames)
     return frames
@@ -99,7 +100,7 @@ def decode_header(frames: Sequence[Frame]) -> dict[str, Any]:
             raise WireError(f"protocol {tag!r} is not supported; this side speaks {PROTOCOL!r}")
         raise WireError(f"not a remotecell message (first frame {tag[:16]!r})")
     try:
-        header = json.loads(bytes(_buffer_of(frames[1])))
+        header = _decode_json(bytes(_buffer_of(frames[1])).decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("t"), str):
@@ -107,8 +108,17 @@ def decode_header(frames: Sequence[Frame]) -> dict[str, Any]:
     return header
 
 
+# One encoder and decoder for every message: json.dumps/loads with options build new ones per call.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_decode_json = json.JSONDecoder().decode
+
+
 def split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
-    metas = header.get("p", [])
+    metas = header.get("p")
+    if metas is None:
+        if rest:
+            raise WireError(f"{len(rest)} frames are not described by the header")
+        return []
     if not isinstance(metas, list):
         raise WireError("header 'p' must be a list of payload descriptions")
     payloads, start = [], 0
@@ -116,8 +126,10 @@ def split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
         n = meta.get("n") if isinstance(meta, dict) else None
         if not isinstance(n, int) or n < 1 or start + n > len(rest):
             raise WireError(f"payload description {meta!r} does not match the {len(rest)} frames sent")
-        shm = meta.get("shm", [])
-        if not _valid_shm(shm, n):
+        shm = meta.get("shm")
+        if shm is None:
+            shm = []
+        elif not _valid_shm(shm, n):
             raise WireError(f"payload shared-memory list {shm!r} is malformed")
         payloads.append(Payload(rest[start:start + n], shm))
         start += n
@@ -211,8 +223,25 @@ def _tensor_from_numpy(array: Any, _unused: Any, requires_grad: bool) -> Any:
     return t.requires_grad_(requires_grad) if requires_grad else t
 
 
-def serialize(obj: Any, shm: "ShmPool | None" = None) -> Payload:
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
+def _plain(obj: Any, depth: int = 3) -> bool:
+    """Small builtin values: the C pickler handles them 10x faster than cloudpickle's setup."""
+    t = type(obj)
+    if t in _SCALARS:
+        return True
+    if not depth or (t is not tuple and t is not list and t is not dict) or len(obj) > 32:
+        return False
+    if t is dict:
+        return all(type(k) in _SCALARS and _plain(v, depth - 1) for k, v in obj.items())
+    return all(_plain(x, depth - 1) for x in obj)
+
+
+def serialize(obj: Any, shm: ShmPool | None = None) -> Payload:
     """Pickle ``obj`` (protocol 5); large buffers go out of band, through ``shm`` if given."""
+    if _plain(obj):
+        return Payload([pickle.dumps(obj, protocol=5)])
     buffers: list[pickle.PickleBuffer] = []
 
     def keep_out_of_band(buf: pickle.PickleBuffer) -> bool:
@@ -270,7 +299,7 @@ class ShmPool:
     costs ~3x more than into a reused one.
     """
 
-    _instance: "ShmPool | None" = None
+    _instance: ShmPool | None = None
     _instance_lock = threading.Lock()
 
     def __init__(self, prefix: str = "", max_idle_bytes: int = 2 << 30, max_idle: int = 8) -> None:
@@ -282,7 +311,7 @@ class ShmPool:
         self.max_idle = max_idle
 
     @classmethod
-    def local(cls) -> "ShmPool":
+    def local(cls) -> ShmPool:
         with cls._instance_lock:
             if cls._instance is None:
                 cls._instance = ShmPool(prefix=os.environ.get("REMOTECELL_SHM_PREFIX", ""))

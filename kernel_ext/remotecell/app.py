@@ -5,7 +5,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import _client
 from .exceptions import InvalidError
@@ -73,7 +74,7 @@ class App:
             f._forget_registration()
 
     @contextlib.contextmanager
-    def run(self) -> Iterator["App"]:
+    def run(self) -> Iterator[App]:
         """Run the app for the duration of the block (an ephemeral app)."""
         with self._lock:
             if self._app_id is not None and self._implicit:
@@ -96,7 +97,7 @@ class App:
     def _stop_quietly(self) -> None:
         try:
             self.stop()
-        except Exception:  # noqa: BLE001 - at exit the runtime may already be gone
+        except Exception:
             pass
 
     def __repr__(self) -> str:

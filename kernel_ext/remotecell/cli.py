@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in RUNTIME_COMMANDS:
-        sub.add_parser(name, help="see `remotecell %s --help`" % name, add_help=False)
+        sub.add_parser(name, help=f"see `remotecell {name} --help`", add_help=False)
     status = sub.add_parser("status", help="what the runtime is doing")
     status.add_argument("--json", action="store_true")
     sub.add_parser("stop", help="stop the local runtime")

@@ -19,7 +19,7 @@ class AuthError(Error):
     """The runtime refused this client, or key files are unsafe."""
 
 
-class ConnectionError(Error):  # noqa: A001 - remotecell's own, re-exported as rc.exceptions
+class ConnectionError(Error):
     """The runtime cannot be reached, or its versions cannot run this client's code."""
 
 

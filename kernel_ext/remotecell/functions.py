@@ -8,7 +8,8 @@ import os
 import sys
 import sysconfig
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -50,7 +51,7 @@ class Function:
     >>> square.local(4)           # runs here
     """
 
-    def __init__(self, app: "App", fn: Callable[..., Any], options: dict[str, Any], name: str) -> None:
+    def __init__(self, app: App, fn: Callable[..., Any], options: dict[str, Any], name: str) -> None:
         self.app = app
         self.raw_f = fn
         self.options = options
@@ -101,7 +102,7 @@ class Function:
     # -- .remote ------------------------------------------------------------------------------
 
     def _call_header(self, conn: _client.Connection, fid: str) -> dict[str, Any]:
-        return {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid}
+        return {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid, "shm": conn.shm}
 
     def _args_payload(self, conn: _client.Connection, args: tuple, kwargs: dict) -> _wire.Payload:
         try:

@@ -11,8 +11,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -47,9 +48,6 @@ class Container:
         if self.state not in (State.IDLE, State.BUSY):
             return 0
         return self.max_inputs - len(self.active)
-
-    def note_output(self, text: str) -> None:
-        self.tail.extend(text.splitlines()[-LOG_TAIL_LINES:])
 
     def death_cause(self, returncode: int | None) -> str:
         """A sentence saying why this container ended, with its last lines of output."""

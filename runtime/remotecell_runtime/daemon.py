@@ -17,14 +17,14 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
-import zmq
-
 import remotecell
+import zmq
 from remotecell import _wire
 from remotecell._wire import Frame, Payload, WireError
 
@@ -38,6 +38,19 @@ log = logging.getLogger("remotecell.runtime")
 
 HEARTBEAT_TIMEOUT_S = float(os.environ.get("REMOTECELL_HEARTBEAT_TIMEOUT_S", "30"))
 TICK_S = 1.0
+
+
+@dataclass
+class Request:
+    """One client message: who sent it, its header, its payloads and its raw frames."""
+
+    peer: Peer
+    header: dict[str, Any]
+    payloads: list[Payload]
+    frames: list[Frame]  # without the routing identity: ready to forward
+
+
+Handler = Callable[[Request], "dict[str, Any] | None"]
 
 
 class RequestError(Exception):
@@ -65,20 +78,21 @@ def versions() -> dict[str, str]:
 class Listener:
     """A zmq socket driven by the event loop's reader callbacks (no per-message futures)."""
 
-    def __init__(self, sock: zmq.Socket, on_message: Callable[["Listener", list[Frame]], None], shm: bool) -> None:
+    def __init__(self, sock: zmq.Socket, on_message: Callable[[Listener, list[Frame]], None], shm: bool) -> None:
         self.sock = sock
         self.on_message = on_message
         self.shm = shm  # peers here share our host: large buffers may go through shared memory
         self._drain_scheduled = False
         self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self.fd = int(sock.getsockopt(zmq.FD))
+        self.loop.add_reader(self.fd, self._drain)
 
     def _drain(self) -> None:
         self._drain_scheduled = False
         sock = self.sock
         # Checking EVENTS is cheaper than a recv that raises zmq.Again.
         for _ in range(1000):  # yield to other work now and then under a flood
-            if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+            if not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
                 return
             self.on_message(self, _wire.recv(sock, zmq.NOBLOCK))
         self._schedule_drain()
@@ -96,12 +110,12 @@ class Listener:
             return False
         finally:
             # A send can consume the FD's edge: if input is queued, read it.
-            if self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+            if int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
                 self._schedule_drain()
         return True
 
     def close(self) -> None:
-        self.loop.remove_reader(self.sock.getsockopt(zmq.FD))
+        self.loop.remove_reader(self.fd)
         self.sock.close(linger=0)
 
 
@@ -120,7 +134,7 @@ class Daemon:
         self.gpus = GpuAllocator(inventory())
         self.stopped = asyncio.Event()
         self.authenticator: Any = None
-        self.handlers: dict[str, Callable[[Peer, dict[str, Any], list[Payload]], dict[str, Any] | None]] = {
+        self.handlers: dict[str, Handler] = {
             "hello": self.on_hello,
             "ping": self.on_ping,
             "app_create": self.on_app_create,
@@ -253,7 +267,7 @@ class Daemon:
                     adir = auth.authorized_dir(self.state_dir)
                     if adir.exists() and adir.stat().st_mtime_ns != self._keys_mtime:
                         self._reload_keys()
-            except Exception:  # noqa: BLE001 - the ticker must keep ticking
+            except Exception:
                 log.exception("periodic work failed")
 
     def _expire_sessions(self) -> None:
@@ -275,17 +289,17 @@ class Daemon:
             header = _wire.decode_header(frames[1:])
             request_id = header.get("id")
             payloads = _wire.split_payloads(header, frames[3:])
-            sid = header.get("sid")
-            if isinstance(sid, str):
-                self.sessions.setdefault(sid, Session(sid)).last_seen = time.monotonic()
+            if not listener.shm and (header.get("shm") or any(p.shm for p in payloads)):
+                raise RequestError("InvalidError", "shared memory is only for clients on the runtime's host")
+            self._seen(header.get("sid"))
             handler = self.handlers.get(header["t"])
             if handler is None:
                 raise RequestError("InvalidError", f"unknown message type {header['t']!r}")
-            reply = handler(peer, header, payloads)
+            reply = handler(Request(peer, header, payloads, frames[1:]))
         except (WireError, RequestError, KeyError, TypeError, ValueError) as exc:
             self._refuse(peer, request_id, exc)
             return
-        except Exception as exc:  # noqa: BLE001 - one bad message never stops the runtime
+        except Exception as exc:
             log.exception("handler failed")
             self._refuse(peer, request_id, exc)
             return
@@ -293,6 +307,14 @@ class Daemon:
             reply.setdefault("t", "reply")
             reply["id"] = request_id
             self.send_peer(peer, _wire.encode(reply))
+
+    def _seen(self, sid: Any) -> None:
+        if not isinstance(sid, str):
+            return
+        session = self.sessions.get(sid)
+        if session is None:
+            session = self.sessions[sid] = Session(sid)
+        session.last_seen = time.monotonic()
 
     def _refuse(self, peer: Peer, request_id: Any, exc: Exception) -> None:
         type_name = getattr(exc, "type_name", "InvalidError")
@@ -311,18 +333,18 @@ class Daemon:
     def input_done(self, input_id: str) -> None:
         self.input_pool.pop(input_id, None)
 
-    def on_hello(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
-        return {"versions": versions(), "runtime_id": self.runtime_id, "shm": peer[0].shm,
+    def on_hello(self, req: Request) -> dict[str, Any]:
+        return {"versions": versions(), "runtime_id": self.runtime_id, "shm": req.peer[0].shm,
                 "gpus": self.gpus.describe()}
 
-    def on_ping(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
+    def on_ping(self, req: Request) -> dict[str, Any]:
         return {"t": "pong"}
 
-    def on_app_create(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
-        mode = header.get("mode", "ephemeral")
+    def on_app_create(self, req: Request) -> dict[str, Any]:
+        mode = req.header.get("mode", "ephemeral")
         if mode not in ("ephemeral", "deployed"):
             raise RequestError("InvalidError", f"app mode {mode!r} must be 'ephemeral' or 'deployed'")
-        app = self.apps.create(str(header["name"]), str(header["sid"]), mode)
+        app = self.apps.create(str(req.header["name"]), str(req.header["sid"]), mode)
         return {"app_id": app.app_id}
 
     def _app(self, app_id: Any) -> App:
@@ -331,8 +353,8 @@ class Daemon:
             raise RequestError("NotFoundError", f"no app with id {app_id!r} (it was stopped, or the runtime restarted)")
         return app
 
-    def on_app_stop(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
-        app = self._app(header["app_id"])
+    def on_app_stop(self, req: Request) -> dict[str, Any]:
+        app = self._app(req.header["app_id"])
         self.stop_app(app, f"app {app.name!r} was stopped")
         return {}
 
@@ -343,53 +365,50 @@ class Daemon:
             if pool is not None:
                 pool.stop(reason)
 
-    def on_fn_register(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
-        app = self._app(header["app_id"])
-        name, options = str(header["name"]), header.get("options", {})
-        if len(payloads) != 1:
+    def on_fn_register(self, req: Request) -> dict[str, Any]:
+        app = self._app(req.header["app_id"])
+        name, options = str(req.header["name"]), req.header.get("options", {})
+        if len(req.payloads) != 1:
             raise RequestError("InvalidError", "fn_register needs exactly one payload: the function body")
         gpu = options.get("gpu")
-        if gpu:
-            why = self.gpus.unsatisfiable(gpu)
-            if why:
-                raise RequestError("InvalidError", why)
-        digest = hashlib.sha256()
-        for frame in payloads[0].frames:
-            digest.update(_wire._buffer_of(frame))
-        digest.update(repr(sorted(options.items())).encode())
+        why = self.gpus.unsatisfiable(gpu) if gpu else None
+        if why:
+            raise RequestError("InvalidError", why)
+        body = Payload([bytes(_wire._buffer_of(f)) for f in req.payloads[0].frames])
+        digest = hashlib.sha256(b"".join(body.frames) + repr(sorted(options.items())).encode())
         fid = f"fn-{app.app_id}-{name}-{digest.hexdigest()[:16]}"
         old = app.functions.get(name)
         if old != fid:
-            if old in self.pools:  # a new definition replaces the old one; queued inputs still finish
+            if old in self.pools:  # a new definition replaces the old one; its queued inputs still finish
                 self.pools[old].retired = True
-            body = Payload([bytes(_wire._buffer_of(f)) for f in payloads[0].frames])
             self.pools[fid] = Pool(FunctionDef(fid, app.app_id, name, options, body), self)
             app.functions[name] = fid
             self.pools[fid].scale()
         return {"fid": fid}
 
-    def on_call(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> None:
-        input_id = str(header["id"])
-        if input_id in self.input_pool or len(payloads) != 1:
+    def on_call(self, req: Request) -> None:
+        input_id = str(req.header["id"])
+        if input_id in self.input_pool or len(req.payloads) != 1:
             raise RequestError("InvalidError", f"call {input_id!r}: duplicate id or not exactly one payload")
-        pool = self.pools.get(header.get("fid", ""))
+        pool = self.pools.get(req.header.get("fid", ""))
         if pool is None or pool.retired:
-            _wire.discard(payloads)
-            msg = f"function {header.get('fid')!r} is not registered here (its app stopped, or the runtime restarted)"
-            self.send_peer(peer, error_result(input_id, "NotFoundError", msg))
+            _wire.discard(req.payloads)
+            msg = (f"function {req.header.get('fid')!r} is not registered here "
+                   "(its app stopped, or the runtime restarted)")
+            self.send_peer(req.peer, error_result(input_id, "NotFoundError", msg))
             return None
         self.input_pool[input_id] = pool
-        pool.submit(Input(input_id, peer, payloads[0], shm=peer[0].shm))
+        pool.submit(Input(input_id, req.peer, req.payloads[0], req.frames))
         return None
 
-    def on_cancel(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> None:
-        for input_id in header.get("ids", []):
+    def on_cancel(self, req: Request) -> None:
+        for input_id in req.header.get("ids", []):
             pool = self.input_pool.get(input_id)
             if pool is not None:
                 pool.cancel(input_id)
         return None
 
-    def on_status(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
+    def on_status(self, req: Request) -> dict[str, Any]:
         return {
             "runtime_id": self.runtime_id,
             "pid": os.getpid(),
@@ -403,7 +422,7 @@ class Daemon:
             "sessions": len(self.sessions),
         }
 
-    def on_shutdown(self, peer: Peer, header: dict[str, Any], payloads: list[Payload]) -> dict[str, Any]:
+    def on_shutdown(self, req: Request) -> dict[str, Any]:
         asyncio.get_running_loop().call_later(0.05, self.stopped.set)
         return {}
 
@@ -419,7 +438,7 @@ class Daemon:
                 log.warning("dropped %r from container %s (unknown container or type)", header["t"], cid)
                 return
             handler(container, header, frames[1:])
-        except Exception:  # noqa: BLE001 - a broken container message never stops the runtime
+        except Exception:
             log.exception("bad message from container %s", cid)
 
     def _pool_of(self, container: Container) -> Pool | None:
@@ -444,7 +463,6 @@ class Daemon:
             pool.on_load_failed(container, header["error"], frames)
 
     def on_container_output(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
-        container.note_output(str(header.get("text", "")))
         pool = self.input_pool.get(header.get("id", ""))
         inp = pool.inputs.get(header["id"]) if pool is not None else None
         if inp is not None:

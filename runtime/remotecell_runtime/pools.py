@@ -61,7 +61,7 @@ class Input:
     id: str
     peer: Peer
     payload: Payload
-    shm: bool
+    frames: list[Frame]  # the caller's message, forwarded to the container as it came
     queued_at: float = field(default_factory=time.monotonic)
     container: Container | None = None
     timer: asyncio.TimerHandle | None = None
@@ -110,8 +110,7 @@ class Pool:
         inp.container = container
         container.active.add(inp.id)
         container.state = State.BUSY
-        header = {"t": "input", "id": inp.id, "shm": inp.shm}
-        self.rt.send_container(container.id, _wire.encode(header, [inp.payload]))
+        self.rt.send_container(container.id, inp.frames)
         loop = asyncio.get_running_loop()
         inp.timer = loop.call_later(self.fn.timeout_s, self._timed_out, inp)
 

@@ -20,13 +20,12 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import zmq
-
 from remotecell import _wire
 from remotecell._wire import Payload
-
 
 _RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +37,7 @@ class Cancelled(BaseException):
 class _Stream:
     """sys.stdout/sys.stderr stand-in: lines written during an input go to its caller."""
 
-    def __init__(self, container: "Container", name: str, fallback: Any) -> None:
+    def __init__(self, container: Container, name: str, fallback: Any) -> None:
         self.container = container
         self.name = name
         self.fallback = fallback
@@ -59,6 +58,10 @@ class _Stream:
             self.fallback.flush()
             return
         text, self.pending, self.pending_chars = "".join(self.pending), [], 0
+        # Also into the process's own pipe: the daemon keeps its last lines, which must
+        # survive a crash that loses the message still queued in the socket.
+        self.fallback.write(text)
+        self.fallback.flush()
         if self.container.current is not None:
             self.container.send({"t": "output", "id": self.container.current, "stream": self.name, "text": text})
 
@@ -87,7 +90,7 @@ class Container:
         self.running = True
         self.handlers: dict[str, Callable[[dict[str, Any], list[Payload]], None]] = {
             "load": self.on_load,
-            "input": self.on_input,
+            "call": self.on_input,
             "stop": self.on_stop,
         }
 
@@ -120,7 +123,7 @@ class Container:
     def on_load(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         try:
             self.fn = _wire.deserialize(payloads[0])
-        except BaseException as exc:  # noqa: BLE001 - report anything that breaks loading
+        except BaseException as exc:
             header = {"t": "load_failed"}
             self.send(header, _describe_error(header, exc, "loading the function failed"))
             return
@@ -137,14 +140,14 @@ class Container:
         except Cancelled:
             self._finish(input_id, {"t": "result", "id": input_id, "status": "cancelled"})
             return
-        except BaseException as exc:  # noqa: BLE001 - user code may raise anything
+        except BaseException as exc:
             result = {"t": "result", "id": input_id}
             self._finish(input_id, result, _describe_error(result, exc))
             return
         use_shm = bool(header.get("shm")) and _wire.ShmPool.available()
         try:
             payload = _wire.serialize(value, self.shm if use_shm else None)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             err = _wire_error(
                 "SerializationError",
                 f"the return value of type {_type_name(value)} cannot be pickled: {exc}",
@@ -155,8 +158,9 @@ class Container:
         self._finish(input_id, {"t": "result", "id": input_id, "status": "ok", "ms": duration_ms}, [payload])
 
     def _finish(self, input_id: str, header: dict[str, Any], payloads: list[Payload] | None = None) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if getattr(stream, "pending", True):
+                stream.flush()
         self.current = None
         self.send(header, payloads or ())
 
@@ -190,7 +194,7 @@ def _describe_error(header: dict[str, Any], exc: BaseException, context: str = "
     exc.__traceback__ = None
     try:
         return [_wire.serialize(exc)]
-    except BaseException:  # noqa: BLE001 - an unpicklable exception travels as its text
+    except BaseException:
         return []
 
 
