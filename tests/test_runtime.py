@@ -18,7 +18,6 @@ import zmq
 from conftest import Runtime, run_script, wait_for
 from remotecell import _wire, exceptions
 
-
 _RAW = zmq.Context()  # test-only sockets; destroyed at exit so nothing blocks on term()
 atexit.register(_RAW.destroy, linger=0)
 

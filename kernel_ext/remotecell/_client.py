@@ -111,16 +111,21 @@ class Connection:
         self._ids = itertools.count()
         self.ctx = zmq.Context()
         self.closed = False
+        self._stop_heartbeat = threading.Event()
         self._local = threading.local()
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncChannel] = weakref.WeakKeyDictionary()
         self._sockets: list[zmq.Socket] = []
         self._lock = threading.Lock()
-        reply = self._hello()
-        self.runtime_versions: dict[str, str] = reply["versions"]
-        self.runtime_id: str = reply["runtime_id"]
-        check_versions(client_versions(), self.runtime_versions, info.address)
+        self._heartbeat_thread: threading.Thread | None = None
+        try:
+            reply = self._hello()
+            self.runtime_versions: dict[str, str] = reply["versions"]
+            self.runtime_id: str = reply["runtime_id"]
+            check_versions(client_versions(), self.runtime_versions, info.address)
+        except BaseException:
+            self.close()  # a half-made connection must not leave sockets that block term()
+            raise
         self.shm = bool(reply.get("shm")) and _wire.ShmPool.available()
-        self._stop_heartbeat = threading.Event()
         self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="remotecell-heartbeat", daemon=True)
         self._heartbeat_thread.start()
         atexit.register(self.close)
@@ -223,11 +228,14 @@ class Connection:
             return
         self.closed = True
         self._stop_heartbeat.set()
-        if self._heartbeat_thread is not threading.current_thread():
+        if self._heartbeat_thread not in (None, threading.current_thread()):
             self._heartbeat_thread.join(timeout=2)
         with self._lock:
-            self._sockets.clear()
-        # destroy() closes every socket of the context; a plain term() would block on any left open.
+            sockets, self._sockets = self._sockets, []
+        # Every socket must be closed before term(), or term() blocks for ever; the asyncio
+        # ones belong to shadow contexts that destroy() would not see, so close them all here.
+        for sock in sockets:
+            sock.close(linger=200)
         self.ctx.destroy(linger=200)
 
 
