@@ -42,6 +42,16 @@ def test_values_both_ways(app):
     assert echo.local(1) == ((1,), {})
 
 
+def test_exceptions_travel_as_values_both_ways(app):
+    @app.function()
+    def wrap(err):
+        return RuntimeError(f"wrapped {type(err).__name__}: {err}"), err
+
+    outer, inner = wrap.remote(KeyError("k"))
+    assert isinstance(outer, RuntimeError) and str(outer) == "wrapped KeyError: 'k'"
+    assert isinstance(inner, KeyError) and inner.args == ("k",)
+
+
 def test_remote_exception_is_reraised_with_remote_traceback(app):
     @app.function()
     def fail(n):
