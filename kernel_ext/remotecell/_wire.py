@@ -264,11 +264,15 @@ def serialize(obj: Any, shm: ShmPool | None = None) -> Payload:
     return payload
 
 
-def deserialize(payload: Payload) -> Any:
-    """Rebuild the object; shared-memory buffers become writable arrays without a copy."""
+def deserialize(payload: Payload, hold: bool = False) -> Any:
+    """Rebuild the object; shared-memory buffers become writable arrays without a copy.
+
+    ``hold``: the segments stay the sender's until ``ShmPool.settle`` (an input the
+    runtime may retry must find them intact).
+    """
     buffers: list[Any] = [_writable(f) for f in payload.frames[1:]]
     for index, name, size in payload.shm:
-        buffers[index - 1] = ShmPool.local().take(name, size)
+        buffers[index - 1] = ShmPool.local().take(name, size, hold)
     return pickle.loads(_buffer_of(payload.frames[0]), buffers=buffers)
 
 
@@ -306,6 +310,8 @@ class ShmPool:
         self.prefix = prefix or f"rc-{secrets.token_hex(4)}"
         self._counter = itertools.count()
         self._idle: list[tuple[str, int]] = []
+        self._held: dict[str, bool] = {}  # segment -> released already
+        self._disowned: set[str] = set()
         self._lock = threading.Lock()
         self.max_idle_bytes = max_idle_bytes
         self.max_idle = max_idle
@@ -340,7 +346,7 @@ class ShmPool:
             os.close(fd)
         return name
 
-    def take(self, name: str, size: int) -> Any:
+    def take(self, name: str, size: int, hold: bool = False) -> Any:
         """Map a received segment; it returns to this pool when the last view is gone."""
         if not _segment_name_ok(name):
             raise WireError(f"bad shared-memory segment name {name!r}")
@@ -350,11 +356,36 @@ class ShmPool:
             return bytearray()
         fd = os.open(path, os.O_RDWR)
         try:
-            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+            # Private: reads share the sender's pages, a write copies the page, so changing
+            # a received array in place never alters the segment (a retry sees the original).
+            mm = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE)
         finally:
             os.close(fd)
-        weakref.finalize(mm, self._give_back, name, size).atexit = False
+        if hold:
+            with self._lock:
+                self._held[name] = False
+        weakref.finalize(mm, self._released, name, size).atexit = False
         return mm
+
+    def _released(self, name: str, size: int) -> None:
+        with self._lock:
+            if name in self._held:  # not ours yet: settle() decides
+                self._held[name] = True
+                return
+            if name in self._disowned:  # the runtime frees it
+                self._disowned.discard(name)
+                return
+        self._give_back(name, size)
+
+    def settle(self, segments: list[list[Any]], keep: bool) -> None:
+        """Held segments become ours (``keep``: the input succeeded) or stay the runtime's to free."""
+        for _, name, size in segments:
+            with self._lock:
+                released = self._held.pop(name, None)
+                if released is False and not keep:
+                    self._disowned.add(name)
+            if keep and released:
+                self._give_back(name, size)
 
     def _reuse(self, size: int) -> str | None:
         with self._lock:

@@ -15,9 +15,9 @@ from .exceptions import InvalidError
 
 # Options the runtime acts on today; the others are stored and reported, and a
 # warning says they are not in effect yet, rather than ignoring them silently.
-IN_EFFECT = {"gpu", "timeout", "min_containers", "max_containers", "scaledown_window", "env", "name"}
+IN_EFFECT = {"gpu", "timeout", "retries", "min_containers", "max_containers", "scaledown_window", "env", "name"}
 KNOWN = IN_EFFECT | {
-    "cpu", "memory", "retries", "buffer_containers", "image", "secrets", "volumes", "schedule",
+    "cpu", "memory", "buffer_containers", "image", "secrets", "volumes", "schedule",
     "serialized",
 }
 
@@ -116,5 +116,5 @@ def _check_retries(value: Any) -> Retries:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         check_range("retries", value, 0, 10)
-        return Retries(max_retries=value, initial_delay=0.0 if value == 0 else 1.0)
+        return Retries(max_retries=value, backoff_coefficient=1.0, initial_delay=1.0)  # as Modal does
     raise InvalidError(f"retries={value!r} must be an integer from 0 to 10 or rc.Retries(...)")

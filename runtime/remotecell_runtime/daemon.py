@@ -471,7 +471,7 @@ class Daemon:
     def on_container_result(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
         if pool is not None:
-            pool.on_result(container, str(header["id"]), frames)
+            pool.on_result(container, str(header["id"]), str(header.get("status")), frames)
 
     def on_container_exit(self, container: Container, returncode: int | None) -> None:
         pool = self._pool_of(container)

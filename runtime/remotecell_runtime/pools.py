@@ -27,6 +27,7 @@ log = logging.getLogger("remotecell.runtime")
 
 CANCEL_GRACE_S = 5.0
 STOP_GRACE_S = 5.0
+CRASH_RETRY_CAP = 3  # containers lost under one input before it fails as poison
 Peer = tuple[Any, bytes]  # (socket, identity): where a caller's replies go
 
 
@@ -55,6 +56,15 @@ class FunctionDef:
     def max_inputs(self) -> int:
         return int(self.options.get("max_inputs", 1))
 
+    def retry_delay_s(self, attempt: int) -> float | None:
+        """Seconds before the next try after failed ``attempt``, or None when the budget is spent."""
+        retries = self.options.get("retries") or {}
+        if attempt > int(retries.get("max_retries", 0)):
+            return None
+        delay = float(retries.get("initial_delay_s", 1.0)) * float(retries.get("backoff_coefficient", 2.0)) ** (
+            attempt - 1)
+        return min(delay, float(retries.get("max_delay_s", 60.0)))
+
 
 @dataclass
 class Input:
@@ -65,6 +75,8 @@ class Input:
     queued_at: float = field(default_factory=time.monotonic)
     container: Container | None = None
     timer: asyncio.TimerHandle | None = None
+    attempt: int = 1  # user errors and timeouts count; container losses do not
+    crashes: int = 0
 
 
 def error_result(input_id: str, type_name: str, message: str) -> list[Frame]:
@@ -114,26 +126,55 @@ class Pool:
         loop = asyncio.get_running_loop()
         inp.timer = loop.call_later(self.fn.timeout_s, self._timed_out, inp)
 
-    def finish(self, input_id: str, frames: list[Frame]) -> None:
+    def finish(self, input_id: str, frames: list[Frame], succeeded: bool = False) -> None:
         """Send the one result of ``input_id`` to its caller and forget the input."""
         inp = self.inputs.pop(input_id, None)
         if inp is None:
             return
-        if inp.timer is not None:
-            inp.timer.cancel()
-        if inp.container is None:
-            self._unqueue(inp)
-        else:
-            self._release_slot(inp.container, inp.id)
+        self._detach(inp)
+        if not succeeded:  # a container that succeeded owns the input's shared memory now
+            _wire.discard([inp.payload])
         self.rt.send_peer(inp.peer, frames)
         self.rt.input_done(input_id)
 
-    def _unqueue(self, inp: Input) -> None:
-        try:
+    def _detach(self, inp: Input) -> None:
+        """Take ``inp`` off its container (or out of the queue) and stop its timer."""
+        if inp.timer is not None:
+            inp.timer.cancel()
+            inp.timer = None
+        if inp.container is not None:
+            self._release_slot(inp.container, inp.id)
+            inp.container = None
+        elif inp in self.queue:
             self.queue.remove(inp)
-        except ValueError:
-            pass
-        _wire.discard([inp.payload])
+
+    def fail(self, inp: Input, frames: list[Frame], lost_container: bool = False) -> None:
+        """An attempt failed: try again per the function's retries, else send ``frames``."""
+        self._detach(inp)
+        if lost_container:
+            inp.crashes += 1
+            if inp.crashes <= CRASH_RETRY_CAP:
+                self._retry(inp, 0.0)
+                return
+            header, _ = _wire.decode(frames)
+            header["error"]["message"] += f"\nthe input failed as poison: {inp.crashes} containers died under it"
+            frames = _wire.encode(header)
+        else:
+            delay_s = self.fn.retry_delay_s(inp.attempt)
+            if delay_s is not None:
+                inp.attempt += 1
+                self._retry(inp, delay_s)
+                return
+        self.finish(inp.id, frames)
+
+    def _retry(self, inp: Input, delay_s: float) -> None:
+        log.info("retrying input %s of %s in %.3g s (attempt %d)", inp.id, self.fn.name, delay_s, inp.attempt)
+        asyncio.get_running_loop().call_later(delay_s, self._requeue, inp)
+
+    def _requeue(self, inp: Input) -> None:
+        if self.inputs.get(inp.id) is inp:  # not cancelled meanwhile
+            self.queue.appendleft(inp)
+            self.dispatch()
 
     def _release_slot(self, container: Container, input_id: str) -> None:
         container.active.discard(input_id)
@@ -167,9 +208,8 @@ class Pool:
             f"{self.fn.name} ran past its timeout of {self.fn.timeout_s:g} s; "
             f"container {container.id} was stopped and will be replaced"
         )
-        inp.timer = None
         self.rt.containers.stop(container, f"it passed its timeout of {self.fn.timeout_s:g} s", STOP_GRACE_S)
-        self.finish(inp.id, error_result(inp.id, "FunctionTimeoutError", msg))
+        self.fail(inp, error_result(inp.id, "FunctionTimeoutError", msg))
         self.dispatch()
 
     # -- container events ---------------------------------------------------------------------
@@ -187,13 +227,16 @@ class Pool:
         for inp in list(self.queue):
             self.finish(inp.id, _wire.encode(dict(header, id=inp.id), payloads))
 
-    def on_result(self, container: Container, input_id: str, frames: list[Frame]) -> None:
-        if f"cancelled:{input_id}" in container.active:
+    def on_result(self, container: Container, input_id: str, status: str, frames: list[Frame]) -> None:
+        inp = self.inputs.get(input_id)
+        if inp is None or inp.container is not container:  # cancelled or timed out meanwhile
             container.active.discard(f"cancelled:{input_id}")
             self._release_slot(container, input_id)
             _wire.discard(_wire.decode(frames)[1])
+        elif status == "error":
+            self.fail(inp, frames)
         else:
-            self.finish(input_id, frames)
+            self.finish(input_id, frames, succeeded=status == "ok")
         self.dispatch()
 
     def on_exit(self, container: Container, returncode: int | None) -> None:
@@ -201,8 +244,9 @@ class Pool:
         self.rt.gpus.release(container.gpus)
         cause = container.death_cause(returncode)
         for input_id in list(container.active):
-            if input_id in self.inputs:
-                self.finish(input_id, error_result(input_id, "ContainerCrashed", cause))
+            inp = self.inputs.get(input_id)
+            if inp is not None and inp.container is container:
+                self.fail(inp, error_result(input_id, "ContainerCrashed", cause), lost_container=True)
         if container.stop_reason is None and returncode != 0:
             log.warning("%s", cause)
         self.dispatch()

@@ -86,6 +86,7 @@ class Container:
         self.sock.connect(address)
         self.fn: Callable[..., Any] | None = None
         self.current: str | None = None  # id of the input running now
+        self.held: list[list[Any]] = []  # shared-memory segments of that input
         self.shm = _wire.ShmPool.local()
         self.running = True
         self.handlers: dict[str, Callable[[dict[str, Any], list[Payload]], None]] = {
@@ -132,9 +133,10 @@ class Container:
     def on_input(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         input_id = header["id"]
         self.current = input_id
+        self.held = payloads[0].shm if payloads else []
         started = time.monotonic()
         try:
-            args, kwargs = _wire.deserialize(payloads[0])
+            args, kwargs = _wire.deserialize(payloads[0], hold=True)
             assert self.fn is not None
             value = self.fn(*args, **kwargs)
         except Cancelled:
@@ -162,6 +164,8 @@ class Container:
             if getattr(stream, "pending", True):
                 stream.flush()
         self.current = None
+        # The input's shared memory is ours only when it succeeded; else the runtime may retry it.
+        self.shm.settle(self.held, keep=header["status"] == "ok")
         self.send(header, payloads or ())
 
     def on_stop(self, header: dict[str, Any], payloads: list[Payload]) -> None:

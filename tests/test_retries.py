@@ -1,0 +1,113 @@
+"""Retries against a real runtime: backoff, budgets, lost containers, poison inputs, shared memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import remotecell as rc
+from remotecell import exceptions
+
+
+def _attempts(log: Path) -> list[float]:
+    return [float(line) for line in log.read_text().split()] if log.exists() else []
+
+
+def _record(log_path: str) -> int:
+    """Append this attempt's wall-clock time; return how many attempts there were before it."""
+    with open(log_path, "a") as f:
+        f.write(f"{time.time()}\n")
+    with open(log_path) as f:
+        return len(f.read().split()) - 1
+
+
+def test_retries_with_exponential_backoff(app, tmp_path):
+    log = tmp_path / "attempts"
+
+    @app.function(retries=rc.Retries(max_retries=3, initial_delay=0.2, backoff_coefficient=2.0))
+    def flaky(path):
+        if _record(path) < 2:
+            raise RuntimeError("not yet")
+        return "third time lucky"
+
+    assert flaky.remote(str(log)) == "third time lucky"
+    times = _attempts(log)
+    assert len(times) == 3
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4, gaps
+    assert gaps[1] < 5, gaps
+
+
+def test_retry_budget_spent_raises_the_last_error(app, tmp_path):
+    log = tmp_path / "attempts"
+
+    @app.function(retries=rc.Retries(max_retries=1, initial_delay=0.0))
+    def always_fails(path):
+        n = _record(path)
+        raise ValueError(f"attempt {n + 1} failed")
+
+    with pytest.raises(ValueError, match="attempt 2 failed"):
+        always_fails.remote(str(log))
+    assert len(_attempts(log)) == 2
+
+
+def test_timeout_consumes_the_budget_and_is_retried(app, tmp_path):
+    log = tmp_path / "attempts"
+
+    @app.function(timeout=1, retries=rc.Retries(max_retries=1, initial_delay=0.0))
+    def slow_once(path):
+        if _record(path) == 0:
+            time.sleep(30)
+        return "second attempt in time"
+
+    assert slow_once.remote(str(log)) == "second attempt in time"
+    assert len(_attempts(log)) == 2
+
+
+def test_lost_container_is_retried_without_consuming_the_budget(app, tmp_path):
+    log = tmp_path / "attempts"
+
+    @app.function(retries=0)
+    def killed_once(path):
+        if _record(path) == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return os.getpid()
+
+    pid = killed_once.remote(str(log))
+    assert len(_attempts(log)) == 2 and pid != os.getpid()
+
+
+def test_poison_input_fails_after_the_cap_and_others_go_on(app, tmp_path):
+    log = tmp_path / "attempts"
+
+    @app.function(retries=5)
+    def poison(path, die):
+        _record(path)
+        if die:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "fine"
+
+    with pytest.raises(exceptions.ContainerCrashed, match="failed as poison: 4 containers died"):
+        poison.remote(str(log), True)
+    assert len(_attempts(log)) == 4  # the first try and 3 retries, none from the user's budget
+    assert poison.remote(str(tmp_path / "other"), False) == "fine"
+
+
+def test_retried_input_finds_its_shared_memory_intact(app, tmp_path):
+    log = tmp_path / "attempts"
+
+    @app.function(retries=rc.Retries(max_retries=2, initial_delay=0.0))
+    def checksum(path, a):
+        total = float(a.sum(dtype=np.float64))
+        a[:] = -1  # scribble over our view; a retry must still see the caller's data
+        if _record(path) == 0:
+            raise RuntimeError("first attempt fails after reading")
+        return total
+
+    a = np.arange(4_000_000, dtype=np.float32)
+    assert checksum.remote(str(log), a) == float(a.sum(dtype=np.float64))
