@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import remotecell as rc
+from conftest import wait_for
 from remotecell import exceptions
 
 
@@ -38,7 +38,7 @@ def test_retries_with_exponential_backoff(app, tmp_path):
     assert flaky.remote(str(log)) == "third time lucky"
     times = _attempts(log)
     assert len(times) == 3
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4, gaps
     assert gaps[1] < 5, gaps
 
@@ -111,3 +111,42 @@ def test_retried_input_finds_its_shared_memory_intact(app, tmp_path):
 
     a = np.arange(4_000_000, dtype=np.float32)
     assert checksum.remote(str(log), a) == float(a.sum(dtype=np.float64))
+
+
+def test_timeout_escalates_to_sigkill_for_code_that_ignores_signals(app, tmp_path):
+    pid_file = tmp_path / "pid"
+
+    @app.function(timeout=1)
+    def stubborn(path):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        Path(path).write_text(str(os.getpid()))
+        while True:
+            time.sleep(0.1)
+
+    start = time.monotonic()
+    with pytest.raises(exceptions.FunctionTimeoutError):
+        stubborn.remote(str(pid_file))
+    assert time.monotonic() - start < 5  # the caller hears at the timeout, not after the escalation
+    pid = int(pid_file.read_text())
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, timeout_s=15, what="SIGKILL of a container that ignores SIGINT and SIGTERM")
+
+
+def test_memory_limit_stops_the_container_and_says_so(app):
+    @app.function(memory=256)
+    def hog():
+        block = np.ones(512 * 1024 * 1024 // 8)  # 512 MiB, touched
+        time.sleep(30)
+        return block.size
+
+    expected = r"out of memory: \d+ MiB resident, over its limit of memory=256 MiB(.|\n)*failed as poison"
+    with pytest.raises(exceptions.ContainerCrashed, match=expected):
+        hog.remote()

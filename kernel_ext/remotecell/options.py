@@ -15,9 +15,11 @@ from .exceptions import InvalidError
 
 # Options the runtime acts on today; the others are stored and reported, and a
 # warning says they are not in effect yet, rather than ignoring them silently.
-IN_EFFECT = {"gpu", "timeout", "retries", "min_containers", "max_containers", "scaledown_window", "env", "name"}
+IN_EFFECT = {
+    "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "scaledown_window", "env", "name",
+}
 KNOWN = IN_EFFECT | {
-    "cpu", "memory", "buffer_containers", "image", "secrets", "volumes", "schedule",
+    "cpu", "buffer_containers", "image", "secrets", "volumes", "schedule",
     "serialized",
 }
 

@@ -18,6 +18,7 @@ from typing import Any
 log = logging.getLogger("remotecell.runtime")
 
 LOG_TAIL_LINES = 40
+INTERRUPT_GRACE_S = 1.0
 _ids = itertools.count(1)
 
 
@@ -126,15 +127,33 @@ class ContainerManager:
             except ProcessLookupError:
                 pass
 
-    def stop(self, container: Container, reason: str | None, grace_s: float) -> None:
-        """SIGTERM now, SIGKILL after ``grace_s`` if it is still there."""
+    def stop(self, container: Container, reason: str | None, grace_s: float, interrupt: bool = False) -> None:
+        """SIGTERM now (after SIGINT and ``INTERRUPT_GRACE_S`` with ``interrupt``), SIGKILL ``grace_s`` later."""
         if container.state is State.DEAD:
             return
         container.state = State.STOPPING
         container.stop_reason = container.stop_reason or reason
-        self.signal(container, signal.SIGTERM)
         loop = asyncio.get_running_loop()
+        if interrupt:  # let the running code unwind first
+            self.signal(container, signal.SIGINT)
+            loop.call_later(INTERRUPT_GRACE_S, self.signal, container, signal.SIGTERM)
+            grace_s += INTERRUPT_GRACE_S
+        else:
+            self.signal(container, signal.SIGTERM)
         loop.call_later(grace_s, self.signal, container, signal.SIGKILL)
+
+    def rss_mib(self, container: Container) -> float | None:
+        """Resident memory of the container's process, from /proc (Linux)."""
+        if container.proc is None:
+            return None
+        try:
+            with open(f"/proc/{container.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
 
     def all(self) -> list[Container]:
         return list(self.containers.values())

@@ -37,7 +37,7 @@ from .pools import FunctionDef, Input, Peer, Pool, error_result
 log = logging.getLogger("remotecell.runtime")
 
 HEARTBEAT_TIMEOUT_S = float(os.environ.get("REMOTECELL_HEARTBEAT_TIMEOUT_S", "30"))
-TICK_S = 1.0
+TICK_S = 0.5
 
 
 @dataclass
@@ -260,6 +260,7 @@ class Daemon:
                 self._expire_sessions()
                 now = time.monotonic()
                 for pool in list(self.pools.values()):
+                    pool.check_memory()
                     pool.scale_down(now)
                     if pool.retired and pool.empty:
                         self.pools.pop(pool.fn.fid, None)

@@ -208,7 +208,8 @@ class Pool:
             f"{self.fn.name} ran past its timeout of {self.fn.timeout_s:g} s; "
             f"container {container.id} was stopped and will be replaced"
         )
-        self.rt.containers.stop(container, f"it passed its timeout of {self.fn.timeout_s:g} s", STOP_GRACE_S)
+        self.rt.containers.stop(container, f"it passed its timeout of {self.fn.timeout_s:g} s", STOP_GRACE_S,
+                                interrupt=True)
         self.fail(inp, error_result(inp.id, "FunctionTimeoutError", msg))
         self.dispatch()
 
@@ -300,6 +301,17 @@ class Pool:
                 self.rt.send_container(c.id, _wire.encode({"t": "stop"}))
                 self.rt.containers.stop(c, None, STOP_GRACE_S)
                 surplus -= 1
+
+    def check_memory(self) -> None:
+        """Stop containers over ``memory=``; their inputs count as lost containers."""
+        limit = self.fn.options.get("memory_mib")
+        if not limit:
+            return
+        for c in self.live():
+            rss = self.rt.containers.rss_mib(c)
+            if rss is not None and rss > limit:
+                reason = f"it ran out of memory: {rss:.0f} MiB resident, over its limit of memory={limit} MiB"
+                self.rt.containers.stop(c, reason, grace_s=1.0)
 
     def stop(self, reason: str) -> None:
         """The app is gone: fail what waits, stop every container."""
