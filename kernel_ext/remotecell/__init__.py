@@ -12,7 +12,9 @@ __version__ = "0.1.0"
 
 from . import exceptions
 from .app import App
+from .cls import Cls, enter, exit, method
 from .functions import Function
-from .options import Retries
+from .options import Retries, concurrent
 
-__all__ = ["App", "Function", "Retries", "exceptions", "__version__"]
+__all__ = ["App", "Cls", "Function", "Retries", "concurrent", "enter", "exit", "exceptions", "method",
+           "__version__"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import _client
 from .exceptions import InvalidError
-from .options import check_function_options
+from .options import check_function_options, concurrency_of
 
 
 class App:
@@ -39,18 +39,35 @@ class App:
 
     def function(self, _fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Declare a remote function: ``@app.function(gpu="any", timeout=600)``."""
-        from .functions import Function
+        from .functions import Function, Registration
 
         checked = check_function_options(options)
 
         def wrap(fn: Callable[..., Any]) -> Function:
-            if not callable(fn):
-                raise InvalidError(f"@app.function needs a function, got {type(fn).__name__}")
-            f = Function(self, fn, checked, name=options.get("name") or fn.__qualname__)
+            if not callable(fn) or isinstance(fn, type):
+                raise InvalidError(f"@app.function needs a function, got {fn!r}; use @app.cls for classes")
+            name = options.get("name") or fn.__qualname__
+            f = Function(Registration(self, fn, checked | concurrency_of(fn), name), fn)
             self.functions[f.name] = f
             return f
 
         return wrap(_fn) if _fn is not None else wrap
+
+    def cls(self, _cls: type | None = None, **options: Any) -> Any:
+        """Declare a remote class: ``@app.cls(gpu="any")`` with ``@rc.enter``/``@rc.method``/``@rc.exit``."""
+        from .cls import Cls
+
+        checked = check_function_options(options)
+
+        def wrap(user_cls: type) -> Cls:
+            if not isinstance(user_cls, type):
+                raise InvalidError(f"@app.cls needs a class, got {user_cls!r}")
+            name = options.get("name") or user_cls.__qualname__
+            c = Cls(self, user_cls, checked | concurrency_of(user_cls), name)
+            self.functions[c.name] = c
+            return c
+
+        return wrap(_cls) if _cls is not None else wrap
 
     @property
     def app_id(self) -> str | None:
@@ -71,7 +88,7 @@ class App:
         reply = conn.request({"t": "app_create", "name": self.name, "mode": "ephemeral"})
         self._app_id, self._conn = reply["app_id"], conn
         for f in self.functions.values():
-            f._forget_registration()
+            f.forget_registrations()
 
     @contextlib.contextmanager
     def run(self) -> Iterator[App]:

@@ -41,6 +41,40 @@ def _ship_module_by_value(fn: Callable[..., Any]) -> None:
     cloudpickle.register_pickle_by_value(module)
 
 
+class Registration:
+    """One definition on the runtime: what a pool of containers loads (a function or a ClsSpec)."""
+
+    def __init__(self, app: App, target: Any, options: dict[str, Any], name: str) -> None:
+        self.app = app
+        self.target = target
+        self.options = options
+        self.name = name
+        self._fid: str | None = None
+        self._fid_app: str | None = None
+        self._lock = threading.Lock()
+
+    def forget(self) -> None:
+        self._fid = None
+
+    def _body(self) -> _wire.Payload:
+        _ship_module_by_value(getattr(self.target, "cls", self.target))
+        try:
+            return _wire.Payload([_wire.dumps(self.target)])
+        except Exception as exc:
+            raise SerializationError(f"{self.name} cannot be pickled to ship it: {exc}") from exc
+
+    def fid(self) -> tuple[_client.Connection, str]:
+        """Register the current definition with the running app (once)."""
+        conn, app_id = self.app.ensure_running()
+        with self._lock:
+            if self._fid is None or self._fid_app != app_id:
+                options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
+                header = {"t": "fn_register", "app_id": app_id, "name": self.name, "options": options}
+                self._fid = conn.request(header, [self._body()])["fid"]
+                self._fid_app = app_id
+            return conn, self._fid
+
+
 class Function:
     """A function that runs on the runtime.
 
@@ -51,16 +85,18 @@ class Function:
     >>> square.local(4)           # runs here
     """
 
-    def __init__(self, app: App, fn: Callable[..., Any], options: dict[str, Any], name: str) -> None:
-        self.app = app
-        self.raw_f = fn
-        self.options = options
-        self.name = name
-        self._fid: str | None = None
-        self._fid_app: str | None = None
-        self._lock = threading.Lock()
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+    def __init__(self, registration: Registration, local: Callable[..., Any], method: str | None = None) -> None:
+        self.registration = registration
+        self.app = registration.app
+        self.raw_f = local
+        self.method = method
+        self.name = f"{registration.name}.{method}" if method else registration.name
+        functools.update_wrapper(self, local)  # type: ignore[arg-type]
         self.remote = Twin(self._remote, self._remote_aio)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.registration.options
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function here, in this process."""
@@ -72,37 +108,29 @@ class Function:
             f"or {self.name}.local(...) to run it here"
         )
 
-    @property
-    def options_in_effect(self) -> dict[str, Any]:
-        return {k: v for k, v in self.options.items() if k != "not_in_effect"}
-
-    # -- registration -------------------------------------------------------------------------
-
-    def _forget_registration(self) -> None:
-        self._fid = None
-
-    def _body(self) -> _wire.Payload:
-        _ship_module_by_value(self.raw_f)
-        try:
-            return _wire.Payload([_wire.dumps(self.raw_f)])
-        except Exception as exc:
-            raise SerializationError(f"function {self.name} cannot be pickled to ship it: {exc}") from exc
-
     def fid(self) -> tuple[_client.Connection, str]:
-        """Register the function's current definition with the running app (once)."""
-        conn, app_id = self.app.ensure_running()
-        with self._lock:
-            if self._fid is None or self._fid_app != app_id:
-                header = {"t": "fn_register", "app_id": app_id, "name": self.name,
-                          "options": self.options_in_effect}
-                self._fid = conn.request(header, [self._body()])["fid"]
-                self._fid_app = app_id
-            return conn, self._fid
+        return self.registration.fid()
+
+    def forget_registrations(self) -> None:
+        self.registration.forget()
+
+    def stats(self) -> dict[str, Any]:
+        """The function's pool now: containers by state (starting, idle, busy), queued and running inputs.
+
+        >>> square.stats()
+        {'function': 'square', 'containers': {'idle': 2}, 'queued': 0, 'running': 0, ...}
+        """
+        conn, fid = self.fid()
+        pools = conn.request({"t": "status"})["pools"]
+        return next((p for p in pools if p["fid"] == fid), {"function": self.name, "containers": {}})
 
     # -- .remote ------------------------------------------------------------------------------
 
     def _call_header(self, conn: _client.Connection, fid: str) -> dict[str, Any]:
-        return {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid, "shm": conn.shm}
+        header = {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid, "shm": conn.shm}
+        if self.method:
+            header["m"] = self.method
+        return header
 
     def _args_payload(self, conn: _client.Connection, args: tuple, kwargs: dict) -> _wire.Payload:
         try:

@@ -16,10 +16,11 @@ from .exceptions import InvalidError
 # Options the runtime acts on today; the others are stored and reported, and a
 # warning says they are not in effect yet, rather than ignoring them silently.
 IN_EFFECT = {
-    "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "scaledown_window", "env", "name",
+    "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "buffer_containers",
+    "scaledown_window", "env", "name",
 }
 KNOWN = IN_EFFECT | {
-    "cpu", "buffer_containers", "image", "secrets", "volumes", "schedule",
+    "cpu", "image", "secrets", "volumes", "schedule",
     "serialized",
 }
 
@@ -72,6 +73,35 @@ class Retries:
     def to_wire(self) -> dict[str, float]:
         return {"max_retries": self.max_retries, "backoff_coefficient": self.backoff_coefficient,
                 "initial_delay_s": self.initial_delay, "max_delay_s": self.max_delay}
+
+
+_CONCURRENCY_ATTR = "__remotecell_concurrency__"
+
+
+def concurrent(_fn: Any = None, *, max_inputs: int, target_inputs: int | None = None) -> Any:
+    """Let one container run up to ``max_inputs`` inputs at once (threads, or tasks for ``async def``).
+
+    The autoscaler aims at ``target_inputs`` per container and bursts to ``max_inputs``.
+
+    >>> @app.function()
+    ... @rc.concurrent(max_inputs=8)
+    ... async def fetch(url): ...
+    """
+    check_range("max_inputs", max_inputs, 1, 1000)
+    if target_inputs is not None:
+        check_range("target_inputs", target_inputs, 1, max_inputs)
+
+    def attach(target: Any) -> Any:
+        if hasattr(target, "registration") or hasattr(target, "roles"):
+            raise InvalidError("@rc.concurrent goes below @app.function / @app.cls (closer to the def)")
+        setattr(target, _CONCURRENCY_ATTR, {"max_inputs": max_inputs, "target_inputs": target_inputs or max_inputs})
+        return target
+
+    return attach(_fn) if _fn is not None else attach
+
+
+def concurrency_of(target: Any) -> dict[str, int]:
+    return dict(getattr(target, _CONCURRENCY_ATTR, {"max_inputs": 1, "target_inputs": 1}))
 
 
 def check_function_options(options: dict[str, Any]) -> dict[str, Any]:

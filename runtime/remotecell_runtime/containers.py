@@ -127,8 +127,12 @@ class ContainerManager:
             except ProcessLookupError:
                 pass
 
-    def stop(self, container: Container, reason: str | None, grace_s: float, interrupt: bool = False) -> None:
-        """SIGTERM now (after SIGINT and ``INTERRUPT_GRACE_S`` with ``interrupt``), SIGKILL ``grace_s`` later."""
+    def stop(self, container: Container, reason: str | None, grace_s: float, interrupt: bool = False,
+             signal_now: bool = True) -> None:
+        """SIGTERM now (after SIGINT and ``INTERRUPT_GRACE_S`` with ``interrupt``), SIGKILL ``grace_s`` later.
+
+        ``signal_now=False``: the container was asked to stop by message; only SIGKILL follows.
+        """
         if container.state is State.DEAD:
             return
         container.state = State.STOPPING
@@ -138,7 +142,7 @@ class ContainerManager:
             self.signal(container, signal.SIGINT)
             loop.call_later(INTERRUPT_GRACE_S, self.signal, container, signal.SIGTERM)
             grace_s += INTERRUPT_GRACE_S
-        else:
+        elif signal_now:
             self.signal(container, signal.SIGTERM)
         loop.call_later(grace_s, self.signal, container, signal.SIGKILL)
 

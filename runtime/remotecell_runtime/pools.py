@@ -27,7 +27,8 @@ log = logging.getLogger("remotecell.runtime")
 
 CANCEL_GRACE_S = 5.0
 STOP_GRACE_S = 5.0
-CRASH_RETRY_CAP = 3  # containers lost under one input before it fails as poison
+CRASH_RETRY_CAP = 3
+EXIT_GRACE_S = 30.0  # what @exit hooks get at scale-down  # containers lost under one input before it fails as poison
 Peer = tuple[Any, bytes]  # (socket, identity): where a caller's replies go
 
 
@@ -55,6 +56,10 @@ class FunctionDef:
     @property
     def max_inputs(self) -> int:
         return int(self.options.get("max_inputs", 1))
+
+    @property
+    def target_inputs(self) -> int:
+        return int(self.options.get("target_inputs", self.max_inputs))
 
     def retry_delay_s(self, attempt: int) -> float | None:
         """Seconds before the next try after failed ``attempt``, or None when the budget is spent."""
@@ -189,7 +194,9 @@ class Pool:
         container = inp.container
         if container is not None:
             # The container is told; it frees the slot when it reports back, or is stopped.
-            self.rt.containers.signal(container, signal.SIGINT)
+            self.rt.send_container(container.id, _wire.encode({"t": "cancel", "id": input_id}))
+            if container.max_inputs == 1:  # the input may run on its I/O thread: interrupt it
+                self.rt.containers.signal(container, signal.SIGINT)
             loop = asyncio.get_running_loop()
             loop.call_later(CANCEL_GRACE_S, self._force_stop, container, input_id)
             container.active.add(f"cancelled:{input_id}")
@@ -258,19 +265,25 @@ class Pool:
     def min_containers(self) -> int:
         return int(self.fn.options.get("min_containers", 0))
 
+    @property
+    def buffer_containers(self) -> int:
+        return int(self.fn.options.get("buffer_containers", 0))
+
     def live(self) -> list[Container]:
         return [c for c in self.containers.values() if c.state is not State.STOPPING]
 
     def scale(self) -> None:
-        if self.retired or not self.queue and len(self.containers) >= self.min_containers:
+        """Start containers so that each holds about ``target_inputs`` of the demand."""
+        if self.retired:
             return
+        simple = self.fn.target_inputs == self.fn.max_inputs and not self.buffer_containers
+        if simple and not self.queue and len(self.containers) >= self.min_containers:
+            return  # the hot path: nothing waits, nothing to add
         live = self.live()
-        starting_slots = sum(c.max_inputs for c in live if c.state is State.STARTING)
-        free_slots = sum(c.free_slots for c in live)
-        want = math.ceil(max(0, len(self.queue) - starting_slots - free_slots) / self.fn.max_inputs)
-        want = max(want, self.min_containers - len(live))
-        room = int(self.fn.options.get("max_containers", 100)) - len(live)
-        for _ in range(max(0, min(want, room))):
+        demand = len(self.queue) + sum(len(c.active) for c in live)
+        wanted = math.ceil(demand / self.fn.target_inputs) + (self.buffer_containers if demand else 0)
+        wanted = min(max(wanted, self.min_containers), int(self.fn.options.get("max_containers", 100)))
+        for _ in range(wanted - len(live)):
             if not self._start_container():
                 break
 
@@ -290,17 +303,17 @@ class Pool:
         return True
 
     def scale_down(self, now: float) -> None:
-        keep = 0 if self.retired else self.min_containers
+        """Stop containers idle for ``scaledown_window``, keeping ``min_containers`` (+ buffer while busy)."""
+        busy = bool(self.queue) or any(c.state is State.BUSY for c in self.containers.values())
+        keep = 0 if self.retired else self.min_containers + (self.buffer_containers if busy else 0)
         window_s = float(self.fn.options.get("scaledown_window_s", 60))
         idle = sorted((c for c in self.live() if c.state is State.IDLE), key=lambda c: c.idle_since)
         surplus = len(self.live()) - keep
-        for c in idle:
-            if surplus <= 0:
-                break
+        for c in idle[:max(0, surplus)]:
             if self.retired or now - c.idle_since >= window_s:
+                # Asked to stop, it runs its @exit hooks and leaves; SIGKILL only if it takes too long.
                 self.rt.send_container(c.id, _wire.encode({"t": "stop"}))
-                self.rt.containers.stop(c, None, STOP_GRACE_S)
-                surplus -= 1
+                self.rt.containers.stop(c, None, EXIT_GRACE_S, signal_now=False)
 
     def check_memory(self) -> None:
         """Stop containers over ``memory=``; their inputs count as lost containers."""

@@ -1,37 +1,55 @@
-"""The container: the process that loads one function and runs its inputs.
+"""The container: the process that loads one function (or class) and runs its inputs.
 
 It connects a DEALER socket to the daemon's container socket (ipc://), says
-hello, receives its function once (``load``), then serves ``input`` messages.
+hello, receives its function once (``load``), then serves ``call`` messages.
 This is the only place user payloads are unpickled on the runtime host.
 
-A sync function with one input at a time runs on the I/O thread itself: no
-thread hand-off on the hot path.  What it prints streams back to the caller
-as ``output`` messages ahead of its ``result``; the daemon cancels the running
-input with SIGINT and escalates to SIGTERM/SIGKILL when it does not stop.
+How an input runs depends on the function:
+
+- sync, one input at a time: on the I/O thread itself, no thread hand-off on
+  the hot path; the daemon cancels it with SIGINT;
+- sync with ``@rc.concurrent(max_inputs=N)``: on N worker threads;
+- ``async def``: as tasks on an event loop thread, up to N at once.
+
+Worker threads hand their messages to the I/O thread through an outbox and a
+wake-up pipe (a zmq socket is not thread-safe).  What user code prints goes to
+its own input's caller: the current input is a context variable, so threads and
+tasks each see their own.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
+import contextvars
 import ctypes
+import inspect
 import os
+import queue
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 from remotecell import _wire
-from remotecell._wire import Payload
+from remotecell._wire import Frame, Payload
 
 _RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXIT_GRACE_S = 30.0
+
+CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("remotecell_input", default=None)
 
 
 class Cancelled(BaseException):
     """Raised inside user code when the daemon cancels the running input."""
+
+
+class Terminated(SystemExit):
+    """SIGTERM: the container is being stopped; unwind and run the @exit hooks."""
 
 
 class _Stream:
@@ -41,29 +59,38 @@ class _Stream:
         self.container = container
         self.name = name
         self.fallback = fallback
-        self.pending: list[str] = []
-        self.pending_chars = 0
+        self.pending: dict[str, list[str]] = {}
+        self.lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        if self.container.current is None:
+        input_id = CURRENT.get()
+        if input_id is None:
             return int(self.fallback.write(text))
-        self.pending.append(text)
-        self.pending_chars += len(text)
-        if "\n" in text or "\r" in text or self.pending_chars > 8192:
-            self.flush()
+        with self.lock:
+            parts = self.pending.setdefault(input_id, [])
+            parts.append(text)
+            full = "\n" in text or "\r" in text or sum(map(len, parts)) > 8192
+        if full:
+            self.flush_input(input_id)
         return len(text)
 
     def flush(self) -> None:
-        if not self.pending:
-            self.fallback.flush()
+        input_id = CURRENT.get()
+        if input_id is not None:
+            self.flush_input(input_id)
+        self.fallback.flush()
+
+    def flush_input(self, input_id: str) -> None:
+        with self.lock:
+            parts = self.pending.pop(input_id, None)
+        if not parts:
             return
-        text, self.pending, self.pending_chars = "".join(self.pending), [], 0
+        text = "".join(parts)
         # Also into the process's own pipe: the daemon keeps its last lines, which must
         # survive a crash that loses the message still queued in the socket.
         self.fallback.write(text)
         self.fallback.flush()
-        if self.container.current is not None:
-            self.container.send({"t": "output", "id": self.container.current, "stream": self.name, "text": text})
+        self.container.send({"t": "output", "id": input_id, "stream": self.name, "text": text})
 
     def isatty(self) -> bool:
         return False
@@ -84,121 +111,239 @@ class Container:
         self.sock.identity = container_id.encode()
         self.sock.linger = 2000
         self.sock.connect(address)
-        self.fn: Callable[..., Any] | None = None
-        self.current: str | None = None  # id of the input running now
-        self.held: list[list[Any]] = []  # shared-memory segments of that input
+        self.io_thread = threading.get_ident()
+        self.outbox: queue.SimpleQueue[list[Frame]] = queue.SimpleQueue()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
         self.shm = _wire.ShmPool.local()
         self.running = True
+        self.target: Any = None  # the loaded function, or a ClsSpec's instance
+        self.methods: dict[str | None, Callable[..., Any]] = {}
+        self.exit_hooks: list[Callable[[], Any]] = []
+        self.max_inputs = 1
+        self.threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.running_inputs: dict[str, Any] = {}  # input id -> thread ident or asyncio task
         self.handlers: dict[str, Callable[[dict[str, Any], list[Payload]], None]] = {
             "load": self.on_load,
-            "call": self.on_input,
+            "call": self.on_call,
+            "cancel": self.on_cancel,
             "stop": self.on_stop,
         }
 
+    # -- sending from any thread --------------------------------------------------------------
+
     def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
-        _wire.send(self.sock, _wire.encode(header, payloads))
+        frames = _wire.encode(header, payloads)
+        if threading.get_ident() == self.io_thread:
+            _wire.send(self.sock, frames)
+            return
+        self.outbox.put(frames)
+        os.write(self.wake_w, b"x")
+
+    def _drain_outbox(self) -> None:
+        try:
+            os.read(self.wake_r, 4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                frames = self.outbox.get_nowait()
+            except queue.Empty:
+                return
+            _wire.send(self.sock, frames)
+
+    # -- the I/O loop -------------------------------------------------------------------------
 
     def serve(self) -> None:
         self.send({"t": "hello", "cid": self.id, "pid": os.getpid()})
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.wake_r, zmq.POLLIN)
         while self.running:
-            if not poller.poll(1000):
-                if os.getppid() == 1:  # the daemon is gone
-                    return
-                continue
-            frames = _wire.recv(self.sock)
-            try:
-                header, payloads = _wire.decode(frames)
-            except _wire.WireError as exc:
-                print(f"remotecell container: dropped a malformed message: {exc}", file=sys.__stderr__)
-                continue
-            handler = self.handlers.get(header["t"])
-            if handler is None:
-                print(f"remotecell container: unknown message type {header['t']!r}", file=sys.__stderr__)
-                continue
-            handler(header, payloads)
+            ready = dict(poller.poll(1000))
+            if not ready and os.getppid() == 1:  # the daemon is gone
+                return
+            if self.wake_r in ready:
+                self._drain_outbox()
+            if self.sock in ready:
+                self._receive()
 
-    # -- handlers -----------------------------------------------------------------------------
+    def _receive(self) -> None:
+        frames = _wire.recv(self.sock)
+        try:
+            header, payloads = _wire.decode(frames)
+        except _wire.WireError as exc:
+            print(f"remotecell container: dropped a malformed message: {exc}", file=sys.__stderr__)
+            return
+        handler = self.handlers.get(header["t"])
+        if handler is None:
+            print(f"remotecell container: unknown message type {header['t']!r}", file=sys.__stderr__)
+            return
+        handler(header, payloads)
+
+    # -- loading ------------------------------------------------------------------------------
 
     def on_load(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         try:
-            self.fn = _wire.deserialize(payloads[0])
+            self._load(_wire.deserialize(payloads[0]), header.get("options", {}))
         except BaseException as exc:
-            header = {"t": "load_failed"}
-            self.send(header, _describe_error(header, exc, "loading the function failed"))
+            failed = {"t": "load_failed"}
+            self.send(failed, _describe_error(failed, exc, "loading the function failed"))
             return
         self.send({"t": "ready"})
 
-    def on_input(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+    def _load(self, target: Any, options: dict[str, Any]) -> None:
+        self.max_inputs = int(options.get("max_inputs", 1))
+        from remotecell.cls import ClsSpec  # the runtime may import remotecell, never the reverse
+
+        if isinstance(target, ClsSpec):
+            instance = target.cls(**target.params)
+            self.methods = {name: getattr(instance, name) for name in target.methods}
+            self.exit_hooks = [getattr(instance, name) for name in target.exit_hooks]
+            for name in target.enter_hooks:
+                self._call_hook(getattr(instance, name))
+        else:
+            self.methods = {None: target}
+        if any(inspect.iscoroutinefunction(m) for m in self.methods.values()):
+            self._start_loop()
+        if self.max_inputs > 1:
+            self.threads = concurrent.futures.ThreadPoolExecutor(self.max_inputs, thread_name_prefix="input")
+
+    def _start_loop(self) -> None:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+            threading.Thread(target=self.loop.run_forever, name="inputs-loop", daemon=True).start()
+
+    def _call_hook(self, hook: Callable[[], Any]) -> None:
+        if inspect.iscoroutinefunction(hook):
+            self._start_loop()
+            assert self.loop is not None
+            asyncio.run_coroutine_threadsafe(hook(), self.loop).result()
+        else:
+            hook()
+
+    # -- running inputs -----------------------------------------------------------------------
+
+    def on_call(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+        method = self.methods.get(header.get("m"))
+        if method is None:
+            result = {"t": "result", "id": header["id"], "status": "error"}
+            exc = AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}")
+            self.send(result, _describe_error(result, exc))
+            return
+        if inspect.iscoroutinefunction(method):
+            assert self.loop is not None
+            asyncio.run_coroutine_threadsafe(self._run_async(method, header, payloads), self.loop)
+        elif self.threads is not None:
+            self.threads.submit(self._run_sync, method, header, payloads)
+        else:
+            self._run_sync(method, header, payloads)
+
+    def _run_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
         input_id = header["id"]
-        self.current = input_id
-        self.held = payloads[0].shm if payloads else []
-        started = time.monotonic()
+        token = CURRENT.set(input_id)
+        self.running_inputs[input_id] = threading.get_ident()
         try:
             args, kwargs = _wire.deserialize(payloads[0], hold=True)
-            assert self.fn is not None
-            value = self.fn(*args, **kwargs)
+            value = method(*args, **kwargs)
         except Cancelled:
-            self._finish(input_id, {"t": "result", "id": input_id, "status": "cancelled"})
-            return
+            self._finish(input_id, payloads, {"t": "result", "id": input_id, "status": "cancelled"})
+        except Terminated:
+            raise
         except BaseException as exc:
-            result = {"t": "result", "id": input_id}
-            self._finish(input_id, result, _describe_error(result, exc))
-            return
+            self._fail(input_id, payloads, exc)
+        else:
+            self._succeed(input_id, header, payloads, value)
+        finally:
+            self.running_inputs.pop(input_id, None)
+            CURRENT.reset(token)
+
+    async def _run_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
+        input_id = header["id"]
+        CURRENT.set(input_id)  # this task's own context
+        self.running_inputs[input_id] = asyncio.current_task()
+        try:
+            args, kwargs = _wire.deserialize(payloads[0], hold=True)
+            value = await method(*args, **kwargs)
+        except (Cancelled, asyncio.CancelledError):
+            self._finish(input_id, payloads, {"t": "result", "id": input_id, "status": "cancelled"})
+        except BaseException as exc:
+            self._fail(input_id, payloads, exc)
+        else:
+            self._succeed(input_id, header, payloads, value)
+        finally:
+            self.running_inputs.pop(input_id, None)
+
+    def _succeed(self, input_id: str, header: dict[str, Any], payloads: list[Payload], value: Any) -> None:
         use_shm = bool(header.get("shm")) and _wire.ShmPool.available()
         try:
             payload = _wire.serialize(value, self.shm if use_shm else None)
         except BaseException as exc:
-            err = _wire_error(
-                "SerializationError",
-                f"the return value of type {_type_name(value)} cannot be pickled: {exc}",
-            )
-            self._finish(input_id, {"t": "result", "id": input_id, "status": "error", "error": err})
+            message = f"the return value of type {_type_name(value)} cannot be pickled: {exc}"
+            error = {"type": "SerializationError", "message": message, "traceback": ""}
+            self._finish(input_id, payloads, {"t": "result", "id": input_id, "status": "error", "error": error})
             return
-        duration_ms = round((time.monotonic() - started) * 1000, 3)
-        self._finish(input_id, {"t": "result", "id": input_id, "status": "ok", "ms": duration_ms}, [payload])
+        self._finish(input_id, payloads, {"t": "result", "id": input_id, "status": "ok"}, [payload])
 
-    def _finish(self, input_id: str, header: dict[str, Any], payloads: list[Payload] | None = None) -> None:
+    def _fail(self, input_id: str, payloads: list[Payload], exc: BaseException) -> None:
+        result = {"t": "result", "id": input_id}
+        self._finish(input_id, payloads, result, _describe_error(result, exc))
+
+    def _finish(self, input_id: str, inputs: list[Payload], header: dict[str, Any],
+                payloads: list[Payload] | None = None) -> None:
         for stream in (sys.stdout, sys.stderr):
-            if getattr(stream, "pending", True):
-                stream.flush()
-        self.current = None
+            if isinstance(stream, _Stream):
+                stream.flush_input(input_id)
         # The input's shared memory is ours only when it succeeded; else the runtime may retry it.
-        self.shm.settle(self.held, keep=header["status"] == "ok")
+        self.shm.settle(inputs[0].shm if inputs else [], keep=header["status"] == "ok")
         self.send(header, payloads or ())
+
+    # -- cancelling and stopping --------------------------------------------------------------
+
+    def on_cancel(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+        runner = self.running_inputs.get(header.get("id", ""))
+        if isinstance(runner, asyncio.Task):
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(runner.cancel)
+        elif isinstance(runner, int) and runner != self.io_thread:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(runner), ctypes.py_object(Cancelled))
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        if CURRENT.get() is not None:  # an input runs on this (the I/O) thread
+            raise Cancelled()
 
     def on_stop(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         self.running = False
 
-    def on_sigint(self, signum: int, frame: Any) -> None:
-        if self.current is not None:
-            raise Cancelled()
+    def run_exit_hooks(self) -> None:
+        for hook in self.exit_hooks:
+            try:
+                self._call_hook(hook)
+            except BaseException:
+                traceback.print_exc(file=sys.__stderr__)
 
 
 def _type_name(obj: Any) -> str:
-    cls = type(obj)
+    cls = obj if isinstance(obj, type) else type(obj)
     return f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else cls.__qualname__
-
-
-def _wire_error(type_name: str, message: str, tb: str = "") -> dict[str, str]:
-    return {"type": type_name, "message": message, "traceback": tb}
 
 
 def _describe_error(header: dict[str, Any], exc: BaseException, context: str = "") -> list[Payload]:
     """Describe ``exc`` in the header; the exception itself is the payload when it pickles."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     message = f"{context}: {exc}" if context else str(exc)
-    header.update(status="error", error=_wire_error(_type_name(exc), message, tb))
-    header["error"]["frames"] = [
+    frames = [
         [f.filename, f.lineno, f.name, f.line or ""]
         for f in traceback.extract_tb(exc.__traceback__)
         if not f.filename.startswith(_RUNTIME_DIR)
     ]
+    header.update(status="error", error={"type": _type_name(exc), "message": message, "traceback": tb,
+                                         "frames": frames})
     exc.__traceback__ = None
     try:
         return [_wire.serialize(exc)]
-    except BaseException:
+    except BaseException:  # an unpicklable exception travels as its text
         return []
 
 
@@ -208,6 +353,10 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,8 +369,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout = _Stream(container, "stdout", sys.__stdout__)
     sys.stderr = _Stream(container, "stderr", sys.__stderr__)
     signal.signal(signal.SIGINT, container.on_sigint)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     threading.current_thread().name = f"container-{args.id}"
     try:
         container.serve()
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        container.run_exit_hooks()
         container.shm.clear()

@@ -1,0 +1,118 @@
+"""Remote classes: a container builds the instance once, runs ``@enter`` hooks, then serves methods.
+
+>>> @app.cls(gpu="any")
+... class Model:
+...     @rc.enter()
+...     def load(self): self.net = build()
+...     @rc.method()
+...     def predict(self, x): return self.net(x)
+>>> Model().predict.remote(x)
+
+Constructor keyword arguments are parameters: each distinct set gets its own pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import InvalidError
+from .functions import Function, Registration
+
+if TYPE_CHECKING:
+    from .app import App
+
+_ROLE = "__remotecell_role__"
+
+
+def _marker(role: str) -> Callable[[], Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    def decorator() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if not callable(fn):
+                raise InvalidError(f"@rc.{role}() goes on a method, got {fn!r}")
+            setattr(fn, _ROLE, role)
+            return fn
+
+        return mark
+
+    decorator.__name__ = role
+    decorator.__doc__ = f"Mark a method of an ``@app.cls`` class as ``{role}``."
+    return decorator
+
+
+enter = _marker("enter")
+exit = _marker("exit")
+method = _marker("method")
+
+
+@dataclass
+class ClsSpec:
+    """What a container loads for a class: the class, its parameters, and the roles of its methods."""
+
+    cls: type
+    params: dict[str, Any]
+    methods: list[str] = field(default_factory=list)
+    enter_hooks: list[str] = field(default_factory=list)
+    exit_hooks: list[str] = field(default_factory=list)
+
+
+def _roles(user_cls: type) -> dict[str, list[str]]:
+    roles: dict[str, list[str]] = {"method": [], "enter": [], "exit": []}
+    for name in dir(user_cls):
+        role = getattr(getattr(user_cls, name, None), _ROLE, None)
+        if role in roles:
+            roles[role].append(name)
+    return roles
+
+
+class Cls:
+    """A remote class; call it with keyword parameters to get a handle on instances."""
+
+    def __init__(self, app: App, user_cls: type, options: dict[str, Any], name: str) -> None:
+        self.app = app
+        self.user_cls = user_cls
+        self.options = options
+        self.name = name
+        self.roles = _roles(user_cls)
+        if not self.roles["method"]:
+            raise InvalidError(f"@app.cls {name} has no @rc.method(); mark the methods callers may call")
+        self._objs: dict[tuple, Obj] = {}
+
+    def __call__(self, **params: Any) -> Obj:
+        key = tuple(sorted((k, repr(v)) for k, v in params.items()))
+        obj = self._objs.get(key)
+        if obj is None:
+            obj = self._objs[key] = Obj(self, params)
+        return obj
+
+    def forget_registrations(self) -> None:
+        for obj in self._objs.values():
+            obj.registration.forget()
+
+    def __repr__(self) -> str:
+        return f"<rc.Cls {self.app.name}.{self.name}>"
+
+
+class Obj:
+    """Instances of a remote class with one set of parameters: one pool on the runtime."""
+
+    def __init__(self, cls: Cls, params: dict[str, Any]) -> None:
+        spec = ClsSpec(cls.user_cls, params, cls.roles["method"], cls.roles["enter"], cls.roles["exit"])
+        self.registration = Registration(cls.app, spec, cls.options, cls.name)
+        self._cls = cls
+        self._params = params
+        self._local: Any = None
+        for name in cls.roles["method"]:
+            setattr(self, name, Function(self.registration, self._local_method(name), method=name))
+
+    def _local_method(self, name: str) -> Callable[..., Any]:
+        def call_here(*args: Any, **kwargs: Any) -> Any:
+            if self._local is None:  # build the instance here once, as a container would
+                self._local = self._cls.user_cls(**self._params)
+                for hook in self._cls.roles["enter"]:
+                    getattr(self._local, hook)()
+            return getattr(self._local, name)(*args, **kwargs)
+
+        call_here.__name__ = name
+        return call_here
