@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -221,11 +223,38 @@ def test_gpu_requests_against_a_fake_inventory(tmp_path, monkeypatch):
         def impossible():
             return 1
 
+        @app.function(gpu="H100", max_containers=4)
+        def hold(path):
+            deadline = time.monotonic() + 20
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return os.environ["CUDA_VISIBLE_DEVICES"], os.getpid()
+
         with app.run():
-            assert visible.remote() in ("0", "1")
+            taken = visible.remote()  # its warm container keeps that GPU
+            assert taken in ("0", "1")
             expected = r"gpu='A100' cannot be met: this host has 0: H100, 1: H100"
             with pytest.raises(exceptions.InvalidError, match=expected):
                 impossible.remote()
+            # Three inputs want three containers, but only one H100 is free: one container
+            # starts, the others wait (and say why) until it is done, on the free device only.
+            release = tmp_path / "release"
+
+            async def three_at_once():
+                return await asyncio.gather(*(hold.remote.aio(str(release)) for _ in range(3)))
+
+            def waiting_for_gpu() -> bool:
+                return hold.stats().get("waiting_reason", "").startswith("waiting for a GPU")
+
+            task = threading.Thread(target=lambda: results.extend(asyncio.run(three_at_once())))
+            results: list = []
+            task.start()
+            wait_for(waiting_for_gpu, what="an input queued for lack of a free GPU")
+            release.touch()
+            task.join(30)
+            assert len(results) == 3
+            assert {device for device, _ in results} == {"1" if taken == "0" else "0"}
+            assert len({pid for _, pid in results}) == 1
     finally:
         client_mod.reset_connection()
         rt.stop()
