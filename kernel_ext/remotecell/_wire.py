@@ -66,11 +66,11 @@ class Payload:
 
     @property
     def nbytes(self) -> int:
-        inline = sum(len(memoryview(_buffer_of(f))) for f in self.frames)
+        inline = sum(len(memoryview(buffer_of(f))) for f in self.frames)
         return inline + sum(int(size) for _, _, size in self.shm)
 
 
-def _buffer_of(frame: Frame) -> Any:
+def buffer_of(frame: Frame) -> Any:
     return frame.buffer if hasattr(frame, "buffer") else frame
 
 
@@ -94,13 +94,13 @@ def decode_header(frames: Sequence[Frame]) -> dict[str, Any]:
     """The header alone (enough to route a message, or to answer a broken one by id)."""
     if len(frames) < 2:
         raise WireError(f"a message needs at least 2 frames (protocol, header), got {len(frames)}")
-    tag = bytes(_buffer_of(frames[0]))
+    tag = bytes(buffer_of(frames[0]))
     if tag != PROTOCOL:
         if tag.startswith(PROTOCOL_PREFIX):
             raise WireError(f"protocol {tag!r} is not supported; this side speaks {PROTOCOL!r}")
         raise WireError(f"not a remotecell message (first frame {tag[:16]!r})")
     try:
-        header = _decode_json(bytes(_buffer_of(frames[1])).decode())
+        header = _decode_json(bytes(buffer_of(frames[1])).decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("t"), str):
@@ -273,13 +273,13 @@ def deserialize(payload: Payload, hold: bool = False) -> Any:
     buffers: list[Any] = [_writable(f) for f in payload.frames[1:]]
     for index, name, size in payload.shm:
         buffers[index - 1] = ShmPool.local().take(name, size, hold)
-    return pickle.loads(_buffer_of(payload.frames[0]), buffers=buffers)
+    return pickle.loads(buffer_of(payload.frames[0]), buffers=buffers)
 
 
 def _writable(frame: Frame) -> Any:
     # Frames received without copying are read-only; arrays rebuilt on them would be
     # too, which surprises users. Only large tcp payloads take this copy.
-    buf = _buffer_of(frame)
+    buf = buffer_of(frame)
     return bytearray(buf) if isinstance(buf, memoryview) and buf.readonly else buf
 
 

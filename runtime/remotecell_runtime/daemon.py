@@ -375,7 +375,7 @@ class Daemon:
         why = self.gpus.unsatisfiable(gpu) if gpu else None
         if why:
             raise RequestError("InvalidError", why)
-        body = Payload([bytes(_wire._buffer_of(f)) for f in req.payloads[0].frames])
+        body = Payload([bytes(_wire.buffer_of(f)) for f in req.payloads[0].frames])
         digest = hashlib.sha256(b"".join(body.frames) + repr(sorted(options.items())).encode())
         fid = f"fn-{app.app_id}-{name}-{digest.hexdigest()[:16]}"
         old = app.functions.get(name)
