@@ -18,6 +18,7 @@ T_MAIN = time.time()  # the interpreter is up (the harness notes the launch time
 import argparse
 import importlib
 import json
+import os
 import sys
 import traceback
 import types
@@ -39,7 +40,22 @@ class Adder:
         return x + 1
 
 
-CODE = types.SimpleNamespace(inc=inc, identity=identity, Adder=Adder)
+class Pinger:
+    """A worker with nothing to set up (``setup`` is remotecell's ``@enter``); says which process it is."""
+
+    def setup(self) -> None:
+        pass
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+def nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+CODE = types.SimpleNamespace(inc=inc, identity=identity, Adder=Adder, Pinger=Pinger, nap=nap)
 
 
 def cold(system: str) -> None:

@@ -170,15 +170,20 @@ def footprint(pids: Iterable[int]) -> dict[str, Any]:
     }
 
 
+def wait_gone(pids: Iterable[int], timeout_s: float) -> list[int]:
+    """Wait for processes to exit (zombies count as gone); those still alive after ``timeout_s``."""
+    pending = [p for p in set(pids) if p != os.getpid()]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = [p for p in pending if alive(p)]
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(0.05)
+
+
 def reap(pids: Iterable[int], grace_s: float = 10.0) -> list[int]:
     """Wait for processes to exit by themselves, then SIGKILL (by pid) those still there."""
-    pending = [p for p in set(pids) if p != os.getpid()]
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        pending = [p for p in pending if alive(p)]
-        if not pending:
-            return []
-        time.sleep(0.1)
+    pending = wait_gone(pids, grace_s)
     for p in pending:
         try:
             os.kill(p, signal.SIGKILL)

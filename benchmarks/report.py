@@ -106,8 +106,8 @@ def render_table(results: Results, info: dict[str, Any]) -> str:
     m = info["machine"]
     note = (
         f"Each cell: the median over runs ({runs}) spread over {info['rounds']} interleaved "
-        "round(s). (N×) = the system's value ÷ remotecell's (latency: p50; 100 MB: seconds): "
-        "above 1× remotecell is faster / smaller."
+        "round(s). (N×) = the system's value ÷ remotecell's (latency: p50; 100 MB: seconds; "
+        "new worker: ms): above 1× remotecell is faster / smaller."
     )
     host = (
         f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['mem_gib']:.0f} GiB, {m['platform']}; "

@@ -9,14 +9,20 @@ To add a workload: write its ``measure`` and ``cell``, and add it to WORKLOADS.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from common import ARRAY_BYTES, ARRAY_ELEMS, footprint, timed, timed_latency
+from common import ARRAY_BYTES, ARRAY_ELEMS, footprint, timed, timed_latency, wait_gone
 
 Runs = dict[str, list[dict[str, Any]]]
+
+WORKER_EXIT_S = 30  # a worker stopped after its run must be gone by then
+SCALING_INPUTS = 8
+SCALING_SLEEP_S = 1.0
+SCALING_MAX_CONTAINERS = (2, 8)
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,38 @@ def measure_memory(session: Any, runs: int) -> Runs:
     }
 
 
+def _check_gone(pids: Iterable[int]) -> None:
+    """The workers a run started and stopped are gone, so the next run starts from zero."""
+    left = wait_gone(pids, WORKER_EXIT_S)
+    if left:
+        raise AssertionError(f"workers {left} still run {WORKER_EXIT_S} s after they were stopped")
+
+
+def measure_container_cold(session: Any, runs: int) -> Runs:
+    out = []
+    for _ in range(runs):
+        before = set(session.pids())
+        with session.fresh_worker() as start:
+            seconds, pid = timed(start)
+        _check_gone([pid])
+        out.append({"ms": seconds * 1e3, "new_process": pid not in before})
+    return {"main": out}
+
+
+def measure_scaling(session: Any, runs: int) -> Runs:
+    out = []
+    for _ in range(runs):
+        run = {}
+        for n in SCALING_MAX_CONTAINERS:
+            with session.nap_pool(n) as burst:
+                seconds, pids = timed(functools.partial(burst, SCALING_INPUTS, SCALING_SLEEP_S))
+            _check_gone(pids)
+            run[f"max{n}_s"] = seconds
+            run[f"max{n}_containers"] = len(set(pids))  # how many workers the inputs ran on
+        out.append(run)
+    return {"main": out}
+
+
 # -- cells (in the harness) ---------------------------------------------------------------------
 
 
@@ -98,6 +136,16 @@ def _cell_roundtrip(m: dict[str, float]) -> str:
 
 def _cell_cold(m: dict[str, float]) -> str:
     return f"{m['launch_to_result_s']:.2f}"
+
+
+def _cell_container_cold(m: dict[str, float]) -> str:
+    return f"{m['ms']:,.0f}" + ("" if m["new_process"] >= 1 else " (an already running process)")
+
+
+def _cell_scaling(m: dict[str, float]) -> str:
+    return " / ".join(
+        f"{m[f'max{n}_s']:.2f} ({m[f'max{n}_containers']:.0f} ctrs)" for n in SCALING_MAX_CONTAINERS
+    )
 
 
 def _cell_memory(m: dict[str, float]) -> str:
@@ -126,6 +174,15 @@ WORKLOADS: dict[str, Workload] = {
             _cell_cold,
         ),
         Workload(
+            "container_cold",
+            "new worker from zero → 1st result, ms (system running)",
+            5,
+            "ms",
+            _cell_container_cold,
+            measure_container_cold,
+            needs="fresh_worker",
+        ),
+        Workload(
             "memory",
             "idle RSS MiB (processes)",
             3,
@@ -133,6 +190,16 @@ WORKLOADS: dict[str, Workload] = {
             _cell_memory,
             measure_memory,
             first=True,
+        ),
+        Workload(
+            "scaling",
+            f"{SCALING_INPUTS} × sleep({SCALING_SLEEP_S:g} s) at once from zero, s: "
+            + " / ".join(f"max_containers={n}" for n in SCALING_MAX_CONTAINERS),
+            3,
+            "max8_s",
+            _cell_scaling,
+            measure_scaling,
+            needs="nap_pool",
         ),
     ]
 }

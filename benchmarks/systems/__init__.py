@@ -26,13 +26,23 @@ class RemoteCode(Protocol):
     inc: Callable[[int], int]
     identity: Callable[[Any], Any]
     Adder: type  # an actor-style class with ``f(self, x) = x + 1``
+    Pinger: type  # ``setup(self)`` does nothing; ``ping(self)`` returns the worker's pid
+    nap: Callable[[float], int]  # sleeps that many seconds, returns the worker's pid
 
 
 class Session(Protocol):
     """A running system, as the workloads see it.
 
-    A workload that needs more (``map``, ``spawn``...) names the method in
-    ``Workload.needs``; systems without it show "n/a" for that workload.
+    A workload that needs more names the method in ``Workload.needs``; systems
+    without it show "—" for that workload. Such methods so far:
+
+    * ``fresh_worker()``: a context manager whose value, called, starts one new
+      worker (process) from zero and returns its pid once it answered a first
+      call; leaving the context stops that worker (``container_cold``).
+    * ``nap_pool(max_containers)``: a context manager whose value ``burst(n, s)``
+      runs ``nap(s)`` n times concurrently on a new pool of at most
+      ``max_containers`` workers that starts from zero, and returns the pids;
+      leaving the context stops the pool (``scaling``).
     """
 
     def __init__(self, code: RemoteCode) -> None: ...

@@ -1,15 +1,21 @@
-"""ipyparallel: a local Cluster(n=2) (controller + 2 engines), calls through a DirectView."""
+"""ipyparallel: a local Cluster(n=2) (controller + 2 engines), calls through a DirectView.
+
+A new worker (``container_cold``) is one more engine set of 1 engine, stopped after the run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ipyparallel as ipp
 from common import descendants
 
 PACKAGES = ["ipyparallel", "ipykernel", "jupyter_client", "pyzmq", "numpy"]
+ENGINE_TIMEOUT_S = 60
 
 
 class Session:
@@ -30,6 +36,30 @@ class Session:
 
     def tidy(self) -> None:
         self.client.purge_everything()  # the hub and the client keep every result otherwise
+
+    @contextlib.contextmanager
+    def fresh_worker(self) -> Iterator[Callable[[], int]]:
+        known = set(self.client.ids)
+        engine_sets = []
+
+        def start() -> int:
+            engine_sets.append(self.cluster.start_engines_sync(n=1))
+            return self.client[self.new_engine(known)].apply_sync(os.getpid)
+
+        try:
+            yield start
+        finally:
+            for engine_set in engine_sets:
+                self.cluster.stop_engines_sync(engine_set)
+
+    def new_engine(self, known: set[int]) -> int:
+        """The id of an engine that registered and is not in ``known``."""
+        deadline = time.monotonic() + ENGINE_TIMEOUT_S
+        while not (new := set(self.client.ids) - known):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no new engine registered within {ENGINE_TIMEOUT_S} s")
+            time.sleep(0.002)
+        return max(new)
 
     def pids(self) -> list[int]:
         return descendants(os.getpid())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
@@ -29,6 +30,7 @@ class Session:
         )
         self.task = ray.remote(self.code.inc)
         self.ident = ray.remote(self.code.identity)
+        self.pinger = ray.remote(self.code.Pinger)  # actors of one class: exported on first use
         assert ray.get(self.task.remote(1)) == 2
 
     def callers(self) -> dict[str, Callable[[int], Any]]:
@@ -45,6 +47,20 @@ class Session:
 
     def tidy(self) -> None:
         pass
+
+    @contextlib.contextmanager
+    def fresh_worker(self) -> Iterator[Callable[[], int]]:
+        actors = []
+
+        def start() -> int:
+            actors.append(self.pinger.remote())
+            return ray.get(actors[-1].ping.remote())
+
+        try:
+            yield start
+        finally:
+            for actor in actors:
+                ray.kill(actor)
 
     def pids(self) -> list[int]:
         return descendants(os.getpid())

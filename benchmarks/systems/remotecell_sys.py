@@ -2,15 +2,20 @@
 
 The runtime lives in $REMOTECELL_HOME (the harness gives every process a fresh
 one), as a daemon of its own session with one container process per function.
+New workers (``container_cold``, ``scaling``) come from functions of a new app,
+which starts with no container and is stopped after the run.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +28,13 @@ PACKAGES = ["remotecell", "pyzmq", "cloudpickle", "numpy"]
 
 class Session:
     def __init__(self, code: Any) -> None:
+        self.code = code
         self.app = rc.App("bench")
         self.inc = self.app.function()(code.inc)
         self.ident = self.app.function()(code.identity)
+        rc.enter()(code.Pinger.setup)  # marks the methods' roles (in this agent's copy)
+        rc.method()(code.Pinger.ping)
+        self.apps = itertools.count(1)
 
     def start(self) -> None:
         assert self.inc.remote(1) == 2
@@ -38,6 +47,31 @@ class Session:
 
     def tidy(self) -> None:
         pass
+
+    @contextlib.contextmanager
+    def fresh_app(self, kind: str) -> Iterator[rc.App]:
+        """A new app on the running runtime: its functions start with no container; stopped after."""
+        app = rc.App(f"bench-{kind}-{next(self.apps)}")
+        with app.run():
+            yield app
+
+    @contextlib.contextmanager
+    def fresh_worker(self) -> Iterator[Callable[[], int]]:
+        with self.fresh_app("cold") as app:
+            pinger = app.cls(max_containers=1)(self.code.Pinger)
+            yield pinger().ping.remote  # the first call registers the class and starts its container
+
+    @contextlib.contextmanager
+    def nap_pool(self, max_containers: int) -> Iterator[Callable[[int, float], list[int]]]:
+        with self.fresh_app("scale") as app:
+            nap = app.function(max_containers=max_containers)(self.code.nap)
+            if nap.stats()["containers"]:  # registers it: the burst then times only the calls
+                raise AssertionError(f"a new function has containers already: {nap.stats()}")
+
+            async def burst(n: int, seconds: float) -> list[int]:
+                return list(await asyncio.gather(*(nap.remote.aio(seconds) for _ in range(n))))
+
+            yield lambda n, seconds: asyncio.run(burst(n, seconds))
 
     def daemon_pid(self) -> int:
         home = Path(os.environ["REMOTECELL_HOME"])

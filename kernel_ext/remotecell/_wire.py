@@ -234,8 +234,14 @@ def _plain(obj: Any, depth: int = 3) -> bool:
     if not depth or (t is not tuple and t is not list and t is not dict) or len(obj) > 32:
         return False
     if t is dict:
-        return all(type(k) in _SCALARS and _plain(v, depth - 1) for k, v in obj.items())
-    return all(_plain(x, depth - 1) for x in obj)
+        for key, value in obj.items():
+            if type(key) not in _SCALARS or (type(value) not in _SCALARS and not _plain(value, depth - 1)):
+                return False
+        return True
+    for item in obj:  # loops, not all(<genexpr>): this runs on every call
+        if type(item) not in _SCALARS and not _plain(item, depth - 1):
+            return False
+    return True
 
 
 def serialize(obj: Any, shm: ShmPool | None = None) -> Payload:
