@@ -1,7 +1,8 @@
 """Benchmark remotecell against ipyparallel, Ray and a raw pyzmq floor, in one run.
 
     .venv/bin/python benchmarks/run.py [--systems remotecell,ipp,ray,zmq]
-        [--workloads latency,roundtrip,cold,memory] [--rounds 3] [--runs latency=3,roundtrip=5]
+        [--workloads latency,roundtrip,cold,container_cold,memory,scaling] [--rounds 3]
+        [--runs latency=3,roundtrip=5]
 
 Every system runs in its own process (agent.py) with its own venv's Python. The
 runs of each workload are spread over interleaved rounds; in each round every

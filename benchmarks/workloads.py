@@ -20,6 +20,8 @@ from common import ARRAY_BYTES, ARRAY_ELEMS, footprint, timed, timed_latency, wa
 Runs = dict[str, list[dict[str, Any]]]
 
 WORKER_EXIT_S = 30  # a worker stopped after its run must be gone by then
+REUSED_ROW = "worker already running"  # container_cold's row for runs that started no process
+COLD_TRIES = 3
 SCALING_INPUTS = 8
 SCALING_SLEEP_S = 1.0
 SCALING_MAX_CONTAINERS = (2, 8)
@@ -99,14 +101,19 @@ def _check_gone(pids: Iterable[int]) -> None:
 
 
 def measure_container_cold(session: Any, runs: int) -> Runs:
-    out = []
-    for _ in range(runs):
+    """``runs`` starts of a new worker process (main row). A start that got a process the system
+    already had running (Ray gives an actor an idle pooled worker) goes to a row of its own and
+    is not counted, up to ``COLD_TRIES`` × ``runs`` tries in all."""
+    out: Runs = {"main": [], REUSED_ROW: []}
+    for _ in range(COLD_TRIES * runs):
+        if len(out["main"]) == runs:
+            break
         before = set(session.pids())
         with session.fresh_worker() as start:
             seconds, pid = timed(start)
         _check_gone([pid])
-        out.append({"ms": seconds * 1e3, "new_process": pid not in before})
-    return {"main": out}
+        out["main" if pid not in before else REUSED_ROW].append({"ms": seconds * 1e3})
+    return {row: rows for row, rows in out.items() if rows}
 
 
 def measure_scaling(session: Any, runs: int) -> Runs:
@@ -139,7 +146,7 @@ def _cell_cold(m: dict[str, float]) -> str:
 
 
 def _cell_container_cold(m: dict[str, float]) -> str:
-    return f"{m['ms']:,.0f}" + ("" if m["new_process"] >= 1 else " (an already running process)")
+    return f"{m['ms']:,.0f}"
 
 
 def _cell_scaling(m: dict[str, float]) -> str:
