@@ -237,7 +237,8 @@ def test_gpu_requests_against_a_fake_inventory(tmp_path, monkeypatch):
             with pytest.raises(exceptions.InvalidError, match=expected):
                 impossible.remote()
             # Three inputs want three containers, but only one H100 is free: one container
-            # starts, the others wait (and say why) until it is done, on the free device only.
+            # starts, the others wait (and say why); `visible`'s idle container is stopped early
+            # to free the other H100. No device is ever given to two containers.
             release = tmp_path / "release"
 
             async def three_at_once():
@@ -253,8 +254,18 @@ def test_gpu_requests_against_a_fake_inventory(tmp_path, monkeypatch):
             release.touch()
             task.join(30)
             assert len(results) == 3
-            assert {device for device, _ in results} == {"1" if taken == "0" else "0"}
-            assert len({pid for _, pid in results}) == 1
+            device_of = {pid: device for device, pid in results}
+            assert len(set(device_of.values())) == len(device_of) <= 2
+            # Both GPUs are now held by idle containers (60 s scale-down window): a third
+            # function that needs both gets them by stopping those idle containers early.
+
+            @app.function(gpu="any:2")
+            def both():
+                return os.environ["CUDA_VISIBLE_DEVICES"]
+
+            start = time.monotonic()
+            assert both.remote() == "0,1"
+            assert time.monotonic() - start < 20
     finally:
         client_mod.reset_connection()
         rt.stop()

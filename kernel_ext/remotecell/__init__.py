@@ -8,13 +8,35 @@
 9
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from . import exceptions
-from .app import App
-from .cls import Cls, enter, exit, method
-from .functions import Function
-from .options import Retries, concurrent
+# Public name -> the module that owns it. Loaded on first use (PEP 562), so a container,
+# which needs only the wire module, does not pay for the client's imports at cold start.
+_EXPORTS = {
+    "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "concurrent": "options",
+    "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
+}
 
-__all__ = ["App", "Cls", "Function", "Retries", "concurrent", "enter", "exit", "exceptions", "method",
-           "__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from . import exceptions
+    from .app import App
+    from .cls import Cls, enter, exit, method
+    from .functions import Function
+    from .options import Retries, concurrent
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'remotecell' has no attribute {name!r}")
+    module = importlib.import_module(f".{module_name}", __name__)
+    value = module if name == module_name else getattr(module, name)
+    globals()[name] = value
+    return value

@@ -78,6 +78,11 @@ def _pick_endpoint(endpoints: list[str]) -> str | None:
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
+    try:  # a runtime this process started is its child: reap it, or it lingers as a zombie
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -14,9 +14,9 @@ Constructor keyword arguments are parameters: each distinct set gets its own poo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._spec import ClsSpec
 from .exceptions import InvalidError
 from .functions import Function, Registration
 
@@ -44,17 +44,6 @@ def _marker(role: str) -> Callable[[], Callable[[Callable[..., Any]], Callable[.
 enter = _marker("enter")
 exit = _marker("exit")
 method = _marker("method")
-
-
-@dataclass
-class ClsSpec:
-    """What a container loads for a class: the class, its parameters, and the roles of its methods."""
-
-    cls: type
-    params: dict[str, Any]
-    methods: list[str] = field(default_factory=list)
-    enter_hooks: list[str] = field(default_factory=list)
-    exit_hooks: list[str] = field(default_factory=list)
 
 
 def _roles(user_cls: type) -> dict[str, list[str]]:

@@ -89,6 +89,7 @@ class ContainerManager:
         child_env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode makes cold starts faster
         child_env["REMOTECELL_SHM_PREFIX"] = self.shm_prefix
         child_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in container.gpus)
+        child_env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # number devices as nvidia-smi does
         try:
             container.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "remotecell_runtime.container",

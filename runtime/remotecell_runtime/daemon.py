@@ -30,7 +30,7 @@ from remotecell._wire import Frame, Payload, WireError
 
 from . import auth
 from .apps import App, AppRegistry
-from .containers import Container, ContainerManager
+from .containers import Container, ContainerManager, State
 from .gpus import GpuAllocator, inventory
 from .pools import FunctionDef, Input, Peer, Pool, error_result
 
@@ -262,6 +262,8 @@ class Daemon:
                 for pool in list(self.pools.values()):
                     pool.check_memory()
                     pool.scale_down(now)
+                    if pool.queue:  # e.g. waiting for a GPU that an idle container elsewhere holds
+                        pool.dispatch()
                     if pool.retired and pool.empty:
                         self.pools.pop(pool.fn.fid, None)
                 if self.authenticator is not None:
@@ -330,6 +332,18 @@ class Daemon:
 
     def send_container(self, cid: str, frames: list[Frame]) -> None:
         self.container_listener.send(cid.encode(), frames)
+
+    def reclaim_gpus(self, requester: Pool) -> None:
+        """A pool waits for a GPU: stop an idle container of another pool that holds one."""
+        if any(c.state is State.STOPPING and c.gpus for c in self.containers.all()):
+            return  # a GPU is on its way back already
+        for pool in self.pools.values():
+            holder = pool.idle_gpu_holder() if pool is not requester else None
+            if holder is not None:
+                log.info("stopping idle container %s of %s: %s waits for its GPU", holder.id, pool.fn.name,
+                         requester.fn.name)
+                pool.retire(holder)
+                return
 
     def input_done(self, input_id: str) -> None:
         self.input_pool.pop(input_id, None)

@@ -37,6 +37,7 @@ class Runtime(Protocol):
     gpus: GpuAllocator
 
     def send_container(self, cid: str, frames: list[Frame]) -> None: ...
+    def reclaim_gpus(self, requester: Pool) -> None: ...
     def send_peer(self, peer: Peer, frames: list[Frame]) -> None: ...
     def input_done(self, input_id: str) -> None: ...
 
@@ -248,6 +249,7 @@ class Pool:
         self.dispatch()
 
     def on_exit(self, container: Container, returncode: int | None) -> None:
+        log.info("container %s of %s exited (%s)", container.id, self.fn.name, returncode)
         self.containers.pop(container.id, None)
         self.rt.gpus.release(container.gpus)
         cause = container.death_cause(returncode)
@@ -294,11 +296,13 @@ class Pool:
             got = self.rt.gpus.acquire(gpu)
             if got is None:
                 self.waiting_reason = f"waiting for a GPU ({gpu})"
+                self.rt.reclaim_gpus(self)
                 return False
             gpus = got
         self.waiting_reason = "waiting for a container to start"
         env = {str(k): str(v) for k, v in self.fn.options.get("env", {}).items()}
         container = self.rt.containers.start(self.fn.fid, self.fn.max_inputs, gpus, env)
+        log.info("starting container %s for %s%s", container.id, self.fn.name, f" on GPUs {gpus}" if gpus else "")
         self.containers[container.id] = container
         return True
 
@@ -311,9 +315,18 @@ class Pool:
         surplus = len(self.live()) - keep
         for c in idle[:max(0, surplus)]:
             if self.retired or now - c.idle_since >= window_s:
-                # Asked to stop, it runs its @exit hooks and leaves; SIGKILL only if it takes too long.
-                self.rt.send_container(c.id, _wire.encode({"t": "stop"}))
-                self.rt.containers.stop(c, None, EXIT_GRACE_S, signal_now=False)
+                self.retire(c)
+
+    def retire(self, c: Container) -> None:
+        """Ask an idle container to stop: it runs its @exit hooks and leaves; SIGKILL if it takes too long."""
+        self.rt.send_container(c.id, _wire.encode({"t": "stop"}))
+        self.rt.containers.stop(c, None, EXIT_GRACE_S, signal_now=False)
+
+    def idle_gpu_holder(self) -> Container | None:
+        """An idle container holding GPUs that this pool can give up (beyond min_containers)."""
+        if len(self.live()) <= (0 if self.retired else self.min_containers):
+            return None
+        return next((c for c in self.live() if c.state is State.IDLE and c.gpus), None)
 
     def check_memory(self) -> None:
         """Stop containers over ``memory=``; their inputs count as lost containers."""

@@ -19,9 +19,6 @@ tasks each see their own.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import concurrent.futures
 import contextvars
 import ctypes
 import inspect
@@ -32,11 +29,16 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from remotecell import _wire
+from remotecell._spec import ClsSpec
 from remotecell._wire import Frame, Payload
+
+if TYPE_CHECKING:  # asyncio (~60 ms) and concurrent.futures (~30 ms) load only when a function needs them
+    import asyncio
+    import concurrent.futures
 
 _RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXIT_GRACE_S = 30.0
@@ -195,8 +197,6 @@ class Container:
 
     def _load(self, target: Any, options: dict[str, Any]) -> None:
         self.max_inputs = int(options.get("max_inputs", 1))
-        from remotecell.cls import ClsSpec  # the runtime may import remotecell, never the reverse
-
         if isinstance(target, ClsSpec):
             instance = target.cls(**target.params)
             self.methods = {name: getattr(instance, name) for name in target.methods}
@@ -208,15 +208,21 @@ class Container:
         if any(inspect.iscoroutinefunction(m) for m in self.methods.values()):
             self._start_loop()
         if self.max_inputs > 1:
+            import concurrent.futures
+
             self.threads = concurrent.futures.ThreadPoolExecutor(self.max_inputs, thread_name_prefix="input")
 
     def _start_loop(self) -> None:
+        import asyncio
+
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
             threading.Thread(target=self.loop.run_forever, name="inputs-loop", daemon=True).start()
 
     def _call_hook(self, hook: Callable[[], Any]) -> None:
         if inspect.iscoroutinefunction(hook):
+            import asyncio
+
             self._start_loop()
             assert self.loop is not None
             asyncio.run_coroutine_threadsafe(hook(), self.loop).result()
@@ -233,6 +239,8 @@ class Container:
             self.send(result, _describe_error(result, exc))
             return
         if inspect.iscoroutinefunction(method):
+            import asyncio
+
             assert self.loop is not None
             asyncio.run_coroutine_threadsafe(self._run_async(method, header, payloads), self.loop)
         elif self.threads is not None:
@@ -260,6 +268,8 @@ class Container:
             CURRENT.reset(token)
 
     async def _run_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
+        import asyncio
+
         input_id = header["id"]
         CURRENT.set(input_id)  # this task's own context
         self.running_inputs[input_id] = asyncio.current_task()
@@ -303,9 +313,8 @@ class Container:
 
     def on_cancel(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         runner = self.running_inputs.get(header.get("id", ""))
-        if isinstance(runner, asyncio.Task):
-            assert self.loop is not None
-            self.loop.call_soon_threadsafe(runner.cancel)
+        if self.loop is not None and hasattr(runner, "cancel"):  # an asyncio task
+            self.loop.call_soon_threadsafe(runner.cancel)  # type: ignore[union-attr]
         elif isinstance(runner, int) and runner != self.io_thread:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(runner), ctypes.py_object(Cancelled))
 
@@ -360,17 +369,20 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m remotecell_runtime.container")
-    parser.add_argument("--connect", required=True)
-    parser.add_argument("--id", required=True)
-    args = parser.parse_args(argv)
+    # Started only by the daemon, as `--connect ADDR --id ID`; argparse would add 10 ms to every cold start.
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        options = dict(zip(args[::2], args[1::2], strict=True))
+        address, container_id = options["--connect"], options["--id"]
+    except (KeyError, ValueError):
+        sys.exit("usage: python -m remotecell_runtime.container --connect ADDR --id ID (started by the runtime)")
     _die_with_parent()
-    container = Container(args.connect, args.id)
+    container = Container(address, container_id)
     sys.stdout = _Stream(container, "stdout", sys.__stdout__)
     sys.stderr = _Stream(container, "stderr", sys.__stderr__)
     signal.signal(signal.SIGINT, container.on_sigint)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    threading.current_thread().name = f"container-{args.id}"
+    threading.current_thread().name = f"container-{container_id}"
     try:
         container.serve()
     finally:
