@@ -22,7 +22,7 @@ _EXPORTS = {
     "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = ["App", "Cls", "Function", "Retries", "__version__", "concurrent", "enter", "exceptions", "exit", "method"]
 
 if TYPE_CHECKING:
     from . import exceptions
