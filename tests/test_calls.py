@@ -199,9 +199,10 @@ def test_blocking_call_from_inside_a_running_loop(app):
         return x + 1
 
     async def cell():
-        return inc.remote(1)
+        return inc.remote(1), inc.stats()  # stats() runs its coroutine through the bridge's loop thread
 
-    assert asyncio.run(cell()) == 2
+    value, stats = asyncio.run(cell())
+    assert value == 2 and stats["function"].endswith("inc")
 
 
 def test_timeout_replaces_the_container(app):

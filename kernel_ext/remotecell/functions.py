@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from . import _client, _wire
-from ._bridge import Twin
+from ._bridge import Twin, twin
 from .exceptions import InvalidError, SerializationError
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ class Function:
         self.name = f"{registration.name}.{method}" if method else registration.name
         functools.update_wrapper(self, local)  # type: ignore[arg-type]
         self.remote = Twin(self._remote, self._remote_aio)
+        self.stats = twin(self._stats)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -114,14 +115,14 @@ class Function:
     def forget_registrations(self) -> None:
         self.registration.forget()
 
-    def stats(self) -> dict[str, Any]:
+    async def _stats(self) -> dict[str, Any]:
         """The function's pool now: containers by state (starting, idle, busy), queued and running inputs.
 
-        >>> square.stats()
+        >>> square.stats()            # or: await square.stats.aio()
         {'function': 'square', 'containers': {'idle': 2}, 'queued': 0, 'running': 0, ...}
         """
-        conn, fid = self.fid()
-        pools = conn.request({"t": "status"})["pools"]
+        conn, fid = await asyncio.to_thread(self.fid)
+        pools = (await conn.arequest({"t": "status"}))["pools"]
         return next((p for p in pools if p["fid"] == fid), {"function": self.name, "containers": {}})
 
     # -- .remote ------------------------------------------------------------------------------
