@@ -50,6 +50,15 @@ class Cancelled(BaseException):
     """Raised inside user code when the daemon cancels the running input."""
 
 
+class _Returned:
+    """What an input returned (any value, exceptions included, as opposed to what it raised)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class Terminated(SystemExit):
     """SIGTERM: the container is being stopped; unwind and run the @exit hooks."""
 
@@ -254,36 +263,42 @@ class Container:
         self.running_inputs[input_id] = threading.get_ident()
         try:
             args, kwargs = _wire.deserialize(payloads[0], hold=True)
-            value = method(*args, **kwargs)
-        except Cancelled:
-            self._finish(input_id, payloads, {"t": "result", "id": input_id, "status": "cancelled"})
+            outcome: Any = _Returned(method(*args, **kwargs))
         except Terminated:
             raise
         except BaseException as exc:
-            self._fail(input_id, payloads, exc)
-        else:
-            self._succeed(input_id, header, payloads, value)
+            outcome = exc
         finally:
             self.running_inputs.pop(input_id, None)
+        try:
+            self._report(header, payloads, outcome)
+        finally:
             CURRENT.reset(token)
 
     async def _run_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
         import asyncio
 
-        input_id = header["id"]
-        CURRENT.set(input_id)  # this task's own context
-        self.running_inputs[input_id] = asyncio.current_task()
+        CURRENT.set(header["id"])  # this task's own context
+        self.running_inputs[header["id"]] = asyncio.current_task()
         try:
             args, kwargs = _wire.deserialize(payloads[0], hold=True)
-            value = await method(*args, **kwargs)
-        except (Cancelled, asyncio.CancelledError):
-            self._finish(input_id, payloads, {"t": "result", "id": input_id, "status": "cancelled"})
+            outcome: Any = _Returned(await method(*args, **kwargs))
+        except asyncio.CancelledError:
+            outcome = Cancelled()
         except BaseException as exc:
-            self._fail(input_id, payloads, exc)
-        else:
-            self._succeed(input_id, header, payloads, value)
+            outcome = exc
         finally:
-            self.running_inputs.pop(input_id, None)
+            self.running_inputs.pop(header["id"], None)
+        self._report(header, payloads, outcome)
+
+    def _report(self, header: dict[str, Any], payloads: list[Payload], outcome: Any) -> None:
+        input_id = header["id"]
+        if isinstance(outcome, _Returned):
+            self._succeed(input_id, header, payloads, outcome.value)
+        elif isinstance(outcome, Cancelled):
+            self._finish(input_id, payloads, {"t": "result", "id": input_id, "status": "cancelled"})
+        else:
+            self._fail(input_id, payloads, outcome)
 
     def _succeed(self, input_id: str, header: dict[str, Any], payloads: list[Payload], value: Any) -> None:
         use_shm = bool(header.get("shm")) and _wire.ShmPool.available()
