@@ -30,3 +30,4 @@ def test_notebook_runs(runtime, path):
         assert "[0, 1, 4, 9, 16]" in _text(code[2])
         assert "caught: ZeroDivisionError('division by zero')" in _text(code[3])
         assert "return a / b" in _text(code[3])  # the remote traceback, with the cell's source
+        assert "square: " in _text(code[4]) and "idle" in _text(code[4])  # rc.status()

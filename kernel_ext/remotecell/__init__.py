@@ -19,10 +19,12 @@ __version__ = "0.1.0"
 # which needs only the wire module, does not pay for the client's imports at cold start.
 _EXPORTS = {
     "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "concurrent": "options",
-    "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
+    "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions", "status": "status",
 }
 
-__all__ = ["App", "Cls", "Function", "Retries", "__version__", "concurrent", "enter", "exceptions", "exit", "method"]
+__all__ = [
+    "App", "Cls", "Function", "Retries", "__version__", "concurrent", "enter", "exceptions", "exit", "method", "status",
+]
 
 if TYPE_CHECKING:
     from . import exceptions
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from .cls import Cls, enter, exit, method
     from .functions import Function
     from .options import Retries, concurrent
+    from .status import status
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +40,6 @@ def __getattr__(name: str) -> Any:
     if module_name is None:
         raise AttributeError(f"module 'remotecell' has no attribute {name!r}")
     module = importlib.import_module(f".{module_name}", __name__)
-    value = module if name == module_name else getattr(module, name)
+    value = module if name == "exceptions" else getattr(module, name)
     globals()[name] = value
     return value

@@ -15,6 +15,7 @@ import sys
 import time
 
 from . import _client, _local, exceptions
+from .status import status
 
 RUNTIME_COMMANDS = ("serve", "token")
 
@@ -30,21 +31,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not os.environ.get("REMOTECELL_RUNTIME") and _local.local_info() is None:
         print(f"no local runtime is running (state in {_local.home()}); it starts on first use")
         return 1
-    status = _client.connection().request({"t": "status"})
-    status.pop("t", None)
-    status.pop("id", None)
-    if args.json:
-        print(json.dumps(status, indent=2))
-        return 0
-    print(f"runtime {status['runtime_id']} (pid {status['pid']}) on {', '.join(status['endpoints'])}")
-    v = status["versions"]
-    print(f"  python {v['python']}, remotecell {v['remotecell']}, cloudpickle {v['cloudpickle']}")
-    gpus = status["gpus"]
-    print(f"  GPUs: {', '.join(g['name'] for g in gpus) if gpus else 'none'}; free: {status['gpus_free']}")
-    print(f"  apps: {len(status['apps'])}, client sessions: {status['sessions']}")
-    for pool in status["pools"]:
-        containers = ", ".join(f"{n} {state}" for state, n in pool["containers"].items()) or "no containers"
-        print(f"  {pool['function']}: {containers}; {pool['queued']} queued, {pool['running']} running")
+    current = status()
+    print(json.dumps(current, indent=2) if args.json else repr(current))
     return 0
 
 

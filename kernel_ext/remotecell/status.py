@@ -1,0 +1,38 @@
+"""What the runtime is doing: GPUs, apps, containers per function, queue depths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _client
+
+
+class RuntimeStatus(dict):  # type: ignore[type-arg]
+    """The runtime's status as a dict, shown as a short report.
+
+    >>> rc.status()
+    runtime 9860fc2d (pid 6380) on ipc:///home/me/.remotecell/sock/runtime.sock
+      GPUs: none; free: []
+      square: 2 idle; 0 queued, 0 running
+    """
+
+    def __repr__(self) -> str:
+        v = self["versions"]
+        lines = [
+            f"runtime {self['runtime_id']} (pid {self['pid']}) on {', '.join(self['endpoints'])}",
+            f"  python {v['python']}, remotecell {v['remotecell']}, cloudpickle {v['cloudpickle']}",
+            f"  GPUs: {', '.join(g['name'] for g in self['gpus']) or 'none'}; free: {self['gpus_free']}",
+            f"  apps: {len(self['apps'])}, client sessions: {self['sessions']}",
+        ]
+        for pool in self["pools"]:
+            containers = ", ".join(f"{n} {state}" for state, n in pool["containers"].items()) or "no containers"
+            waiting = f" ({pool['waiting_reason']})" if pool.get("waiting_reason") else ""
+            lines.append(f"  {pool['function']}: {containers}; {pool['queued']} queued{waiting}, "
+                         f"{pool['running']} running")
+        return "\n".join(lines)
+
+
+def status() -> RuntimeStatus:
+    """Ask the runtime what it is doing (starts the local runtime if none runs)."""
+    reply: dict[str, Any] = _client.connection().request({"t": "status"})
+    return RuntimeStatus({k: v for k, v in reply.items() if k not in ("t", "id")})
