@@ -371,3 +371,36 @@ def touch(a):
 total = touch.remote(np.arange(10_000_000, dtype=np.int64))
 print(f"shm={{c.connection().shm}} sum={{total}}")
 """
+
+
+def test_a_call_fails_plainly_when_the_runtime_dies_under_it(tmp_path):
+    state = tmp_path / "dying-home"
+    rt = Runtime(state)
+    started = tmp_path / "started"
+    script = tmp_path / "waiting.py"
+    script.write_text(f"""
+import time, remotecell as rc
+app = rc.App("orphan")
+
+@app.function()
+def wait_long(path):
+    open(path, "w").close()
+    time.sleep(120)
+
+try:
+    wait_long.remote({str(started)!r})
+except rc.exceptions.ConnectionError as e:
+    print("gave up:", e)
+""")
+    env = dict(os.environ, REMOTECELL_HOME=str(state), REMOTECELL_RUNTIME_GONE_S="3")
+    env.pop("REMOTECELL_RUNTIME", None)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        wait_for(started.exists, timeout_s=30, what="the call to start")
+        rt.proc.kill()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        rt.stop()
+    assert proc.returncode == 0, err
+    assert "gave up: the runtime at ipc://" in out and "has not answered" in out

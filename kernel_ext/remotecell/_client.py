@@ -16,6 +16,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,9 @@ from ._wire import Payload
 
 HELLO_TIMEOUT_S = float(os.environ.get("REMOTECELL_HELLO_TIMEOUT_S", "10"))
 HEARTBEAT_INTERVAL_S = 2.0
+# No pong for this long: the runtime is gone, and calls waiting on it fail instead of hanging.
+RUNTIME_GONE_S = float(os.environ.get("REMOTECELL_RUNTIME_GONE_S", "15"))
+WAKE_MS = 1000  # how often a waiting call looks at the heartbeat
 
 OutputSink = Callable[[str, str], None]  # (stream name, text)
 
@@ -112,6 +116,7 @@ class Connection:
         self.ctx = zmq.Context()
         self.closed = False
         self._stop_heartbeat = threading.Event()
+        self.last_pong = time.monotonic()
         self._local = threading.local()
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncChannel] = weakref.WeakKeyDictionary()
         self._sockets: list[zmq.Socket] = []
@@ -187,7 +192,9 @@ class Connection:
     def channel(self) -> SyncChannel:
         ch = getattr(self._local, "channel", None)
         if ch is None:
-            ch = self._local.channel = SyncChannel(self, self.new_socket())
+            sock = self.new_socket()
+            sock.rcvtimeo = WAKE_MS
+            ch = self._local.channel = SyncChannel(self, sock)
         return ch
 
     def request(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
@@ -205,8 +212,19 @@ class Connection:
                 sock.send_multipart(_wire.encode({"t": "ping", "id": "hb", "sid": self.sid}))
                 while sock.poll(0):
                     sock.recv_multipart()
+                    self.last_pong = time.monotonic()
             except zmq.ZMQError:  # the context was destroyed under us: we are closing
                 return
+
+    def check_alive(self) -> None:
+        """Raise if the runtime has not answered a heartbeat for ``RUNTIME_GONE_S``."""
+        silent_s = time.monotonic() - self.last_pong
+        if silent_s > RUNTIME_GONE_S:
+            raise exceptions.ConnectionError(
+                f"the runtime at {self.info.address} has not answered for {silent_s:.0f} s: it stopped or "
+                "crashed. Its log says why (local runtime: $REMOTECELL_HOME/runtime.log); the next call "
+                "starts or finds a runtime again"
+            )
 
     # -- async --------------------------------------------------------------------------------
 
@@ -257,13 +275,14 @@ class SyncChannel:
         """Send one request and wait for its reply (``result``, ``reply`` or ``error``)."""
         request_id = header["id"]
         _wire.send(self.sock, _wire.encode(header, payloads))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            if timeout_s is not None and not self.sock.poll(int(timeout_s * 1000)):
-                raise exceptions.ConnectionError(
-                    f"the runtime at {self.conn.info.address} did not answer within {timeout_s:g} s: it is down, "
-                    "or it refused this client's key (check the token in REMOTECELL_RUNTIME)"
-                )
-            reply, reply_payloads = _wire.decode(_wire.recv(self.sock))
+            try:
+                frames = _wire.recv(self.sock)  # RCVTIMEO wakes us to look at the heartbeat
+            except zmq.Again:
+                self._check_waiting(deadline, timeout_s)
+                continue
+            reply, reply_payloads = _wire.decode(frames)
             if reply.get("id") != request_id:
                 _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
                 continue
@@ -272,6 +291,14 @@ class SyncChannel:
                 continue
             _check_reply(reply, reply_payloads)
             return reply, reply_payloads
+
+    def _check_waiting(self, deadline: float | None, timeout_s: float | None) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise exceptions.ConnectionError(
+                f"the runtime at {self.conn.info.address} did not answer within {timeout_s:g} s: it is down, "
+                "or it refused this client's key (check the token in REMOTECELL_RUNTIME)"
+            )
+        self.conn.check_alive()
 
 
 class AsyncChannel:
@@ -308,7 +335,12 @@ class AsyncChannel:
         self.waiting[request_id] = (future, on_output)
         try:
             await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
-            reply, reply_payloads = await future
+            while True:
+                done, _ = await asyncio.wait([future], timeout=WAKE_MS / 1000)
+                if done:
+                    break
+                self.conn.check_alive()
+            reply, reply_payloads = future.result()
         finally:
             self.waiting.pop(request_id, None)
         _check_reply(reply, reply_payloads)
