@@ -447,7 +447,7 @@ class Daemon:
         cid = frames[0].bytes.decode(errors="replace")
         container = self.containers.containers.get(cid)
         try:
-            header, _ = _wire.decode(frames[1:])
+            header = _wire.decode_header(frames[1:])  # payloads pass through unread
             handler = self.container_handlers.get(header["t"])
             if container is None or handler is None:
                 log.warning("dropped %r from container %s (unknown container or type)", header["t"], cid)
