@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -61,6 +61,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         except (concurrent.futures.CancelledError, Exception):
             pass
         raise
+
+
+def iterate(results: AsyncIterator[T]) -> Iterator[T]:
+    """A blocking iterator over an async one, one ``run`` per item; closing it closes the source."""
+    try:
+        while True:
+            try:
+                yield run(results.__anext__())  # type: ignore[arg-type]
+            except StopAsyncIteration:
+                return
+    finally:
+        run(results.aclose())  # type: ignore[attr-defined]
 
 
 class Twin:

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
 import sys
 import sysconfig
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from . import _client, _wire
+from . import _bridge, _client, _wire
 from ._bridge import Twin, twin
 from .exceptions import InvalidError, SerializationError
 
 if TYPE_CHECKING:
     from .app import App
+
+MAP_MAX_INFLIGHT = 1000  # inputs of one map running or queued on the runtime at once
 
 _INSTALLED = tuple(
     os.path.realpath(p) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
@@ -93,6 +96,9 @@ class Function:
         self.name = f"{registration.name}.{method}" if method else registration.name
         functools.update_wrapper(self, local)  # type: ignore[arg-type]
         self.remote = Twin(self._remote, self._remote_aio)
+        self.map = Twin(self._map, self._map_aio)
+        self.starmap = Twin(self._starmap, self._starmap_aio)
+        self.for_each = Twin(self._for_each, self._for_each_aio)
         self.stats = twin(self._stats)
 
     @property
@@ -155,6 +161,9 @@ class Function:
 
     async def _remote_aio(self, *args: Any, **kwargs: Any) -> Any:
         conn, fid = await asyncio.to_thread(self.fid)
+        return await self._call_aio(conn, fid, args, kwargs)
+
+    async def _call_aio(self, conn: _client.Connection, fid: str, args: tuple, kwargs: dict) -> Any:
         header = self._call_header(conn, fid)
         payload = self._args_payload(conn, args, kwargs)
         channel = conn.async_channel()
@@ -164,6 +173,79 @@ class Function:
             await channel.send({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]})
             raise
         return _client.result_value(reply, payloads)
+
+    # -- map and friends ----------------------------------------------------------------------
+
+    async def _calls_aio(self, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any] | None = None,
+                         order_outputs: bool = True, return_exceptions: bool = False) -> AsyncIterator[Any]:
+        """One remote call per tuple of arguments; results as they finish (in input order by default).
+
+        At most ``MAP_MAX_INFLIGHT`` calls run at once, so the input iterator is read
+        only as fast as results come back. Without ``return_exceptions`` the first
+        failure raises and cancels what still runs; so does an error of the input
+        iterator, or the caller stopping early.
+        """
+        conn, fid = await asyncio.to_thread(self.fid)
+        inputs = enumerate(arg_tuples)
+        running: dict[asyncio.Future[Any], int] = {}
+        finished_early: dict[int, Any] = {}  # done out of order, waiting for their turn
+        next_index = 0
+        try:
+            while True:
+                for index, args in itertools.islice(inputs, MAP_MAX_INFLIGHT - len(running)):
+                    running[asyncio.ensure_future(self._call_aio(conn, fid, tuple(args), kwargs or {}))] = index
+                if not running:
+                    return
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    error = future.exception()
+                    if error is not None and not return_exceptions:
+                        raise error
+                    finished_early[running.pop(future)] = error if error is not None else future.result()
+                if not order_outputs:
+                    for index in list(finished_early):
+                        yield finished_early.pop(index)
+                while next_index in finished_early:
+                    yield finished_early.pop(next_index)
+                    next_index += 1
+        finally:
+            for future in running:
+                future.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _map_aio(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[Any]:
+        async for value in self._calls_aio(zip(*iterables, strict=False), **options):  # shortest wins, as zip
+            yield value
+
+    async def _starmap_aio(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[Any]:
+        async for value in self._calls_aio(items, **options):
+            yield value
+
+    def _map(self, *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:
+        """``f.map(xs, ys)`` calls ``f(x, y)`` for each pair; results in input order.
+
+        Options: ``kwargs={...}`` for every call, ``order_outputs=False``, ``return_exceptions=True``.
+
+        >>> list(square.map(range(5)))
+        [0, 1, 4, 9, 16]
+        """
+        return _bridge.iterate(self._map_aio(*iterables, **options))
+
+    def _starmap(self, items: Iterable[Sequence[Any]], **options: Any) -> Iterator[Any]:
+        """``f.starmap([(1, 2), (3, 4)])`` calls ``f(1, 2)`` and ``f(3, 4)``."""
+        return _bridge.iterate(self._starmap_aio(items, **options))
+
+    def _for_each(self, *iterables: Iterable[Any], ignore_exceptions: bool = False, **options: Any) -> None:
+        """Call ``f`` on every item for its effects; results are dropped."""
+        for _ in self._map(*iterables, return_exceptions=ignore_exceptions, order_outputs=False, **options):
+            pass
+
+    async def _for_each_aio(self, *iterables: Iterable[Any], ignore_exceptions: bool = False,
+                            **options: Any) -> None:
+        async for _ in self._map_aio(*iterables, return_exceptions=ignore_exceptions, order_outputs=False,
+                                     **options):
+            pass
 
     def __repr__(self) -> str:
         return f"<rc.Function {self.app.name}.{self.name}>"
