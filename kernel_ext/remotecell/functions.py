@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from . import _bridge, _client, _wire
+from . import _bridge, _client, _progress, _wire
 from ._bridge import Twin, twin
 from .exceptions import InvalidError, SerializationError
 
@@ -42,6 +42,14 @@ def _ship_module_by_value(fn: Callable[..., Any]) -> None:
     if os.path.realpath(path).startswith(_INSTALLED) or module.__name__.split(".")[0] in ("remotecell",):
         return
     cloudpickle.register_pickle_by_value(module)
+
+
+def _length(iterables: Sequence[Iterable[Any]]) -> int | None:
+    """How many calls zipping ``iterables`` makes, when they all know their length."""
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 class Registration:
@@ -177,7 +185,8 @@ class Function:
     # -- map and friends ----------------------------------------------------------------------
 
     async def _calls_aio(self, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any] | None = None,
-                         order_outputs: bool = True, return_exceptions: bool = False) -> AsyncIterator[Any]:
+                         order_outputs: bool = True, return_exceptions: bool = False,
+                         progress: bool | None = None, total: int | None = None) -> AsyncIterator[Any]:
         """One remote call per tuple of arguments; results as they finish (in input order by default).
 
         At most ``MAP_MAX_INFLIGHT`` calls run at once, so the input iterator is read
@@ -186,6 +195,7 @@ class Function:
         iterator, or the caller stopping early.
         """
         conn, fid = await asyncio.to_thread(self.fid)
+        meter = _progress.Progress(f"{self.name}.map", total, progress)
         inputs = enumerate(arg_tuples)
         running: dict[asyncio.Future[Any], int] = {}
         finished_early: dict[int, Any] = {}  # done out of order, waiting for their turn
@@ -194,11 +204,13 @@ class Function:
             while True:
                 for index, args in itertools.islice(inputs, MAP_MAX_INFLIGHT - len(running)):
                     running[asyncio.ensure_future(self._call_aio(conn, fid, tuple(args), kwargs or {}))] = index
+                    meter.submitted += 1
                 if not running:
                     return
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
                     error = future.exception()
+                    meter.advance(ok=error is None)
                     if error is not None and not return_exceptions:
                         raise error
                     finished_early[running.pop(future)] = error if error is not None else future.result()
@@ -213,13 +225,15 @@ class Function:
                 future.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+            meter.close()
 
     async def _map_aio(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[Any]:
-        async for value in self._calls_aio(zip(*iterables, strict=False), **options):  # shortest wins, as zip
+        total = _length(iterables)
+        async for value in self._calls_aio(zip(*iterables, strict=False), total=total, **options):  # shortest wins
             yield value
 
     async def _starmap_aio(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[Any]:
-        async for value in self._calls_aio(items, **options):
+        async for value in self._calls_aio(items, total=_length([items]), **options):
             yield value
 
     def _map(self, *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:

@@ -1,0 +1,148 @@
+"""Progress of a map-like call: one source of counts, shown by a terminal line or a notebook widget.
+
+The map loop updates a :class:`Progress`; a view renders it.  Which view: the
+notebook's (registered by the IPython extension through :func:`set_notebook_view`)
+inside a kernel, a single rewritten line on a terminal when stderr is a TTY,
+and nothing when output is piped.  ``progress=True``/``False`` overrides.  A
+view appears only once the call has run for ``SHOW_AFTER_S``, so quick maps stay
+quiet.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+SHOW_AFTER_S = 0.5
+RENDER_EVERY_S = 0.1
+
+
+class View(Protocol):
+    def render(self, progress: Progress) -> None: ...
+    def close(self, progress: Progress) -> None: ...
+
+
+ViewFactory = Callable[["Progress"], View]
+_notebook_view: ViewFactory | None = None
+
+
+def set_notebook_view(factory: ViewFactory | None) -> None:
+    """The IPython extension registers its widget view here (``None`` removes it)."""
+    global _notebook_view
+    _notebook_view = factory
+
+
+class Progress:
+    """Counts of one map: submitted, done, failed (in flight = submitted - done - failed).
+
+    >>> p = Progress("square.map", total=3)
+    >>> p.submitted += 3; p.advance(ok=True); p.in_flight
+    2
+    """
+
+    def __init__(self, label: str, total: int | None = None, show: bool | None = None) -> None:
+        self.label = label
+        self.total = total
+        self.submitted = 0
+        self.done = 0
+        self.failed = 0
+        self.started_s = time.monotonic()
+        self.finished_s: float | None = None
+        self._view: View | None = None
+        self._factory = _choose_view(show)
+        self._rendered_s = 0.0
+
+    @property
+    def in_flight(self) -> int:
+        return self.submitted - self.done - self.failed
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.finished_s or time.monotonic()) - self.started_s
+
+    @property
+    def rate(self) -> float:
+        """Finished inputs per second so far."""
+        elapsed = self.elapsed_s
+        return (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the current rate, when the total is known."""
+        if self.total is None or self.rate <= 0:
+            return None
+        return max(0.0, (self.total - self.done - self.failed) / self.rate)
+
+    def advance(self, ok: bool) -> None:
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        self._maybe_render()
+
+    def _maybe_render(self) -> None:
+        if self._factory is None:
+            return
+        now = time.monotonic()
+        if now - self._rendered_s < RENDER_EVERY_S or now - self.started_s < SHOW_AFTER_S:
+            return
+        self._rendered_s = now
+        if self._view is None:
+            self._view = self._factory(self)
+        self._view.render(self)
+
+    def close(self) -> None:
+        """The map ended (or was stopped): a shown view gets its final state."""
+        if self.finished_s is not None:
+            return
+        self.finished_s = time.monotonic()
+        if self.total is None:
+            self.total = self.submitted
+        if self._view is not None:
+            self._view.render(self)
+            self._view.close(self)
+
+    def line(self) -> str:
+        """One line of text: ``label: done/total (failed), in flight, rate, ETA``."""
+        total = "?" if self.total is None else str(self.total)
+        parts = [f"{self.label}: {self.done}/{total} done"]
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        parts.append(f"{self.in_flight} in flight")
+        parts.append(f"{self.rate:,.0f}/s")
+        eta = self.eta_s
+        if eta is not None and self.finished_s is None:
+            parts.append(f"ETA {eta:.0f} s")
+        elif self.finished_s is not None:
+            parts.append(f"{self.elapsed_s:.1f} s")
+        return ", ".join(parts)
+
+
+class TerminalView:
+    """A line on stderr, rewritten in place."""
+
+    def render(self, progress: Progress) -> None:
+        sys.stderr.write("\r" + progress.line() + "\x1b[K")
+        sys.stderr.flush()
+
+    def close(self, progress: Progress) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _in_kernel() -> bool:
+    shell = sys.modules.get("IPython")
+    get_ipython = getattr(shell, "get_ipython", None)
+    return bool(get_ipython and get_ipython() and hasattr(get_ipython(), "kernel"))
+
+
+def _choose_view(show: bool | None) -> ViewFactory | None:
+    if show is False:
+        return None
+    if _notebook_view is not None and _in_kernel():
+        return _notebook_view
+    if show or sys.stderr.isatty():
+        return lambda progress: TerminalView()
+    return None
