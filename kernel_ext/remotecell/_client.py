@@ -35,6 +35,7 @@ RUNTIME_GONE_S = float(os.environ.get("REMOTECELL_RUNTIME_GONE_S", "15"))
 WAKE_MS = 1000  # how often a waiting call looks at the heartbeat
 
 OutputSink = Callable[[str, str], None]  # (stream name, text)
+Deliver = Callable[[dict[str, Any], list[Payload]], None]  # takes the reply to one request
 
 _CONNECTION: Connection | None = None
 _CONNECTION_LOCK = threading.Lock()
@@ -262,6 +263,13 @@ def _check_reply(header: dict[str, Any], payloads: list[Payload]) -> None:
         raise error_from(header.get("error") or {}, payloads)
 
 
+def replies(header: dict[str, Any], payloads: list[Payload]) -> list[_wire.Entry]:
+    """The replies one message carries: many results travel in one ``results`` message."""
+    if header.get("t") != "results":
+        return [(header, payloads)]
+    return [(dict(entry, t="result"), own) for entry, own in _wire.split_many(header, payloads)]
+
+
 class SyncChannel:
     """A blocking request/response socket owned by one thread."""
 
@@ -282,15 +290,14 @@ class SyncChannel:
             except zmq.Again:
                 self._check_waiting(deadline, timeout_s)
                 continue
-            reply, reply_payloads = _wire.decode(frames)
-            if reply.get("id") != request_id:
-                _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
-                continue
-            if reply["t"] == "output":
-                (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
-                continue
-            _check_reply(reply, reply_payloads)
-            return reply, reply_payloads
+            for reply, reply_payloads in replies(*_wire.decode(frames)):
+                if reply.get("id") != request_id:
+                    _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
+                elif reply["t"] == "output":
+                    (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
+                else:
+                    _check_reply(reply, reply_payloads)
+                    return reply, reply_payloads
 
     def _check_waiting(self, deadline: float | None, timeout_s: float | None) -> None:
         if deadline is not None and time.monotonic() > deadline:
@@ -308,31 +315,40 @@ class AsyncChannel:
         self.conn = conn
         self.ctx = zmq.asyncio.Context.shadow(conn.ctx)
         self.sock = conn.new_socket(self.ctx)
-        self.waiting: dict[str, tuple[asyncio.Future, OutputSink | None]] = {}
+        self.waiting: dict[str, tuple[Deliver, OutputSink | None]] = {}  # request id -> who takes its reply
         self.reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
         while True:
             frames = await self.sock.recv_multipart(copy=False)
             try:
-                header, payloads = _wire.decode(frames)
+                messages = replies(*_wire.decode(frames))
             except _wire.WireError:
                 continue
-            entry = self.waiting.get(header.get("id", ""))
-            if entry is None:
-                _wire.discard(payloads)
-                continue
-            future, on_output = entry
-            if header["t"] == "output":
-                (on_output or write_output)(header.get("stream", "stdout"), header.get("text", ""))
-            elif not future.done():
-                future.set_result((header, payloads))
+            for header, payloads in messages:
+                self._route(header, payloads)
+
+    def _route(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+        entry = self.waiting.get(header.get("id", ""))
+        if entry is None:
+            _wire.discard(payloads)
+            return
+        deliver, on_output = entry
+        if header["t"] == "output":
+            (on_output or write_output)(header.get("stream", "stdout"), header.get("text", ""))
+        else:
+            deliver(header, payloads)
 
     async def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                         on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
         request_id = header["id"]
-        future = asyncio.get_running_loop().create_future()
-        self.waiting[request_id] = (future, on_output)
+        future: asyncio.Future[tuple[dict[str, Any], list[Payload]]] = asyncio.get_running_loop().create_future()
+
+        def deliver(reply: dict[str, Any], reply_payloads: list[Payload]) -> None:
+            if not future.done():
+                future.set_result((reply, reply_payloads))
+
+        self.waiting[request_id] = (deliver, on_output)
         try:
             await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
             while True:
@@ -346,8 +362,8 @@ class AsyncChannel:
         _check_reply(reply, reply_payloads)
         return reply, reply_payloads
 
-    async def send(self, header: dict[str, Any]) -> None:
-        await self.sock.send_multipart(_wire.encode(header))
+    async def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
+        await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
 
 
 def client_versions() -> dict[str, str]:

@@ -44,6 +44,9 @@ OOB_MIN_BYTES = 64 * 1024
 # Buffers at least this large go through shared memory when both ends share a host.
 SHM_MIN_BYTES = 1024 * 1024
 SHM_DIR = "/dev/shm"
+# In a message with many payloads, one-frame payloads under this size share one frame (the pack):
+# a zmq frame costs each hop more than a copy of a few hundred bytes.
+PACK_MAX_BYTES = 16 * 1024
 
 Frame = Any  # bytes, memoryview or zmq.Frame
 
@@ -75,12 +78,40 @@ def buffer_of(frame: Frame) -> Any:
 
 
 def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Frame]:
-    """Frames for one message; the header's ``p`` is filled in from the payloads."""
+    """Frames for one message; the header's ``p`` is filled in from the payloads.
+
+    With several payloads, the small one-frame ones travel packed in one frame
+    (``header["pk"]``; their description says ``{"n": 1, "k": length}``).
+    """
+    if len(payloads) > 1:
+        return _encode_packed(header, payloads)
     if payloads:
         header["p"] = [p.meta() for p in payloads]
     frames: list[Frame] = [PROTOCOL, _encode_json(header).encode()]
     for payload in payloads:
         frames.extend(payload.frames)
+    return frames
+
+
+def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload]) -> list[Frame]:
+    metas, packed, rest = [], [], []
+    for payload in payloads:
+        if len(payload.frames) == 1 and not payload.shm:
+            data = buffer_of(payload.frames[0])
+            size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+            if size <= PACK_MAX_BYTES:
+                metas.append({"n": 1, "k": size})
+                packed.append(data)
+                continue
+        metas.append(payload.meta())
+        rest.extend(payload.frames)
+    header["p"] = metas
+    if packed:
+        header["pk"] = 1
+    frames: list[Frame] = [PROTOCOL, _encode_json(header).encode()]
+    if packed:
+        frames.append(b"".join(packed))
+    frames.extend(rest)
     return frames
 
 
@@ -121,8 +152,21 @@ def split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
         return []
     if not isinstance(metas, list):
         raise WireError("header 'p' must be a list of payload descriptions")
+    pack, offset = None, 0
+    if header.get("pk"):
+        if not rest:
+            raise WireError("header 'pk' announces a pack frame, but there is none")
+        pack = memoryview(buffer_of(rest[0])).cast("B")
+        rest = rest[1:]
     payloads, start = [], 0
     for meta in metas:
+        size = meta.get("k") if isinstance(meta, dict) else None
+        if size is not None:
+            if pack is None or not isinstance(size, int) or size < 0 or offset + size > len(pack):
+                raise WireError(f"packed payload {meta!r} does not fit the pack frame")
+            payloads.append(Payload([pack[offset:offset + size]]))
+            offset += size
+            continue
         n = meta.get("n") if isinstance(meta, dict) else None
         if not isinstance(n, int) or n < 1 or start + n > len(rest):
             raise WireError(f"payload description {meta!r} does not match the {len(rest)} frames sent")
@@ -133,9 +177,44 @@ def split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
             raise WireError(f"payload shared-memory list {shm!r} is malformed")
         payloads.append(Payload(rest[start:start + n], shm))
         start += n
-    if start != len(rest):
+    if start != len(rest) or (pack is not None and offset != len(pack)):
         raise WireError(f"{len(rest) - start} frames are not described by the header")
     return payloads
+
+
+Entry = tuple[dict[str, Any], list[Payload]]  # one input's header fields and its payloads
+
+
+def encode_many(kind: str, entries: Sequence[Entry], **fields: Any) -> list[Frame]:
+    """One ``calls``/``results`` message for many inputs: ``header["e"]`` lists them, each with ``np`` payloads.
+
+    A single result goes as a plain ``result`` message, the form every receiver knows.
+    """
+    if kind == "results" and len(entries) == 1:
+        header, payloads = entries[0]
+        return encode(dict(header, t="result"), payloads)
+    described, payloads = [], []
+    for head, own in entries:
+        described.append(dict(head, np=len(own)))
+        payloads.extend(own)
+    return encode({"t": kind, "e": described, **fields}, payloads)
+
+
+def split_many(header: dict[str, Any], payloads: list[Payload]) -> list[Entry]:
+    """The entries of a ``calls``/``results`` message (the inverse of :func:`encode_many`)."""
+    entries = header.get("e")
+    if not isinstance(entries, list):
+        raise WireError(f"a {header.get('t')!r} message needs a list 'e' of entries")
+    out, start = [], 0
+    for entry in entries:
+        n = entry.get("np", 0) if isinstance(entry, dict) else None
+        if not isinstance(n, int) or n < 0 or start + n > len(payloads) or not isinstance(entry.get("id"), str):
+            raise WireError(f"entry {entry!r} does not match the {len(payloads)} payloads sent")
+        out.append((entry, payloads[start:start + n]))
+        start += n
+    if start != len(payloads):
+        raise WireError(f"{len(payloads) - start} payloads are not described by the entries")
+    return out
 
 
 def _valid_shm(shm: Any, n: int) -> bool:

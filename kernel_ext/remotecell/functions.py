@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import os
 import sys
 import sysconfig
@@ -14,14 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from . import _bridge, _client, _progress, _wire
+from . import _bridge, _client, _map, _progress, _wire
 from ._bridge import Twin, twin
 from .exceptions import InvalidError, SerializationError
 
 if TYPE_CHECKING:
     from .app import App
-
-MAP_MAX_INFLIGHT = 1000  # inputs of one map running or queued on the runtime at once
 
 _INSTALLED = tuple(
     os.path.realpath(p) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
@@ -50,6 +47,14 @@ def _length(iterables: Sequence[Iterable[Any]]) -> int | None:
         return min(len(it) for it in iterables)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def _flatten(batches: Iterator[list[Any]]) -> Iterator[Any]:
+    try:
+        for batch in batches:
+            yield from batch
+    finally:
+        batches.close()  # type: ignore[attr-defined]  # stops the map when the caller stops early
 
 
 class Registration:
@@ -186,69 +191,46 @@ class Function:
 
     async def _calls_aio(self, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any] | None = None,
                          order_outputs: bool = True, return_exceptions: bool = False,
-                         progress: bool | None = None, total: int | None = None) -> AsyncIterator[Any]:
-        """One remote call per tuple of arguments; results as they finish (in input order by default).
-
-        At most ``MAP_MAX_INFLIGHT`` calls run at once, so the input iterator is read
-        only as fast as results come back. Without ``return_exceptions`` the first
-        failure raises and cancels what still runs; so does an error of the input
-        iterator, or the caller stopping early.
-        """
+                         progress: bool | None = None, total: int | None = None) -> AsyncIterator[list[Any]]:
+        """One remote call per tuple of arguments; lists of results as they finish (in input order by default)."""
         conn, fid = await asyncio.to_thread(self.fid)
+        header = self._call_header(conn, fid)
+        del header["t"], header["id"]
+        fanout = _map.Fanout(conn, header, functools.partial(self._args_payload, conn))
         meter = _progress.Progress(f"{self.name}.map", total, progress)
-        inputs = enumerate(arg_tuples)
-        running: dict[asyncio.Future[Any], int] = {}
-        finished_early: dict[int, Any] = {}  # done out of order, waiting for their turn
-        next_index = 0
-        try:
-            while True:
-                for index, args in itertools.islice(inputs, MAP_MAX_INFLIGHT - len(running)):
-                    running[asyncio.ensure_future(self._call_aio(conn, fid, tuple(args), kwargs or {}))] = index
-                    meter.submitted += 1
-                if not running:
-                    return
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for future in done:
-                    error = future.exception()
-                    meter.advance(ok=error is None)
-                    if error is not None and not return_exceptions:
-                        raise error
-                    finished_early[running.pop(future)] = error if error is not None else future.result()
-                if not order_outputs:
-                    for index in list(finished_early):
-                        yield finished_early.pop(index)
-                while next_index in finished_early:
-                    yield finished_early.pop(next_index)
-                    next_index += 1
-        finally:
-            for future in running:
-                future.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
-            meter.close()
+        async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter):
+            yield values
+
+    def _map_batches(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[list[Any]]:
+        return self._calls_aio(zip(*iterables, strict=False), total=_length(iterables), **options)  # shortest wins
+
+    def _starmap_batches(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[list[Any]]:
+        return self._calls_aio(items, total=_length([items]), **options)
 
     async def _map_aio(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[Any]:
-        total = _length(iterables)
-        async for value in self._calls_aio(zip(*iterables, strict=False), total=total, **options):  # shortest wins
-            yield value
+        async for values in self._map_batches(*iterables, **options):
+            for value in values:
+                yield value
 
     async def _starmap_aio(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[Any]:
-        async for value in self._calls_aio(items, total=_length([items]), **options):
-            yield value
+        async for values in self._starmap_batches(items, **options):
+            for value in values:
+                yield value
 
     def _map(self, *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:
         """``f.map(xs, ys)`` calls ``f(x, y)`` for each pair; results in input order.
 
-        Options: ``kwargs={...}`` for every call, ``order_outputs=False``, ``return_exceptions=True``.
+        Options: ``kwargs={...}`` for every call, ``order_outputs=False``, ``return_exceptions=True``,
+        ``progress=True/False`` (default: a progress line on a terminal, a widget in a notebook).
 
         >>> list(square.map(range(5)))
         [0, 1, 4, 9, 16]
         """
-        return _bridge.iterate(self._map_aio(*iterables, **options))
+        return _flatten(_bridge.iterate(self._map_batches(*iterables, **options)))
 
     def _starmap(self, items: Iterable[Sequence[Any]], **options: Any) -> Iterator[Any]:
         """``f.starmap([(1, 2), (3, 4)])`` calls ``f(1, 2)`` and ``f(3, 4)``."""
-        return _bridge.iterate(self._starmap_aio(items, **options))
+        return _flatten(_bridge.iterate(self._starmap_batches(items, **options)))
 
     def _for_each(self, *iterables: Iterable[Any], ignore_exceptions: bool = False, **options: Any) -> None:
         """Call ``f`` on every item for its effects; results are dropped."""

@@ -43,6 +43,7 @@ class Container:
     started_at: float = field(default_factory=time.monotonic)
     idle_since: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None  # set when the runtime itself stops it (timeout, memory, ...)
+    cancel_w: int | None = None  # the cancel pipe: ids of inputs to interrupt, read by its SIGINT handler
 
     @property
     def free_slots(self) -> int:
@@ -90,20 +91,27 @@ class ContainerManager:
         child_env["REMOTECELL_SHM_PREFIX"] = self.shm_prefix
         child_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in container.gpus)
         child_env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # number devices as nvidia-smi does
+        cancel_r, cancel_w = os.pipe()
+        os.set_blocking(cancel_w, False)
         try:
             container.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "remotecell_runtime.container",
-                "--connect", self.address, "--id", container.id,
+                "--connect", self.address, "--id", container.id, "--cancel-fd", str(cancel_r),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=child_env,
+                pass_fds=(cancel_r,),
                 start_new_session=True,  # a ^C in the daemon's terminal is not theirs
             )
         except OSError as exc:
+            os.close(cancel_w)
             container.stop_reason = f"it could not be started: {exc}"
             self._exited(container, None)
             return
+        finally:
+            os.close(cancel_r)
+        container.cancel_w = cancel_w
         if container.state is State.STOPPING:  # stopped while its process was starting
             self.signal(container, signal.SIGKILL)
         await self._watch(container)
@@ -118,6 +126,9 @@ class ContainerManager:
 
     def _exited(self, container: Container, returncode: int | None) -> None:
         container.state = State.DEAD
+        if container.cancel_w is not None:
+            os.close(container.cancel_w)
+            container.cancel_w = None
         self.containers.pop(container.id, None)
         self.on_exit(container, returncode)
 
@@ -127,6 +138,16 @@ class ContainerManager:
                 container.proc.send_signal(sig)
             except ProcessLookupError:
                 pass
+
+    def cancel(self, container: Container, input_id: str) -> None:
+        """Interrupt ``input_id`` if it is the one running; the container skips it if it is still queued."""
+        if container.cancel_w is None:
+            return
+        try:
+            os.write(container.cancel_w, input_id.encode() + b"\n")
+        except OSError:  # gone, or the pipe is full of names it never read
+            return
+        self.signal(container, signal.SIGINT)
 
     def stop(self, container: Container, reason: str | None, grace_s: float, interrupt: bool = False,
              signal_now: bool = True) -> None:

@@ -32,7 +32,7 @@ from . import auth
 from .apps import App, AppRegistry
 from .containers import Container, ContainerManager, State
 from .gpus import GpuAllocator, inventory
-from .pools import FunctionDef, Input, Peer, Pool, error_result
+from .pools import FunctionDef, Input, Peer, Pool, Result, error_result
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -141,6 +141,7 @@ class Daemon:
             "app_stop": self.on_app_stop,
             "fn_register": self.on_fn_register,
             "call": self.on_call,
+            "calls": self.on_calls,
             "cancel": self.on_cancel,
             "status": self.on_status,
             "shutdown": self.on_shutdown,
@@ -151,7 +152,9 @@ class Daemon:
             "load_failed": self.on_container_load_failed,
             "output": self.on_container_output,
             "result": self.on_container_result,
+            "results": self.on_container_results,
         }
+        self._held: dict[Peer, list[Result]] | None = None  # results held back to go many to a message
 
     @property
     def sock_dir(self) -> Path:
@@ -330,6 +333,23 @@ class Daemon:
         listener, identity = peer
         listener.send(identity, frames)
 
+    def send_result(self, peer: Peer, result: Result) -> None:
+        """One input's result to its caller: untouched when it came alone, else many to a message."""
+        if self._held is not None:
+            self._held.setdefault(peer, []).append(result)
+        elif result.frames is not None:
+            self.send_peer(peer, result.frames)
+        else:
+            self.send_peer(peer, _wire.encode_many("results", [(result.header, result.payloads)]))
+
+    def _send_held(self) -> None:
+        held, self._held = self._held or {}, None
+        for peer, results in held.items():
+            if len(results) == 1 and results[0].frames is not None:
+                self.send_peer(peer, results[0].frames)
+            else:
+                self.send_peer(peer, _wire.encode_many("results", [(r.header, r.payloads) for r in results]))
+
     def send_container(self, cid: str, frames: list[Frame]) -> None:
         self.container_listener.send(cid.encode(), frames)
 
@@ -403,18 +423,43 @@ class Daemon:
 
     def on_call(self, req: Request) -> None:
         input_id = str(req.header["id"])
-        if input_id in self.input_pool or len(req.payloads) != 1:
-            raise RequestError("InvalidError", f"call {input_id!r}: duplicate id or not exactly one payload")
+        if len(req.payloads) != 1:
+            raise RequestError("InvalidError", f"call {input_id!r}: needs exactly one payload, the arguments")
+        method = req.header.get("m")
+        inp = Input(input_id, req.peer, req.payloads[0], req.frames, method, bool(req.header.get("shm")))
+        self._submit(req, [inp])
+
+    def on_calls(self, req: Request) -> None:
+        """Many inputs of one function in one message: ``e`` lists them, one payload each."""
+        method, shm = req.header.get("m"), bool(req.header.get("shm"))
+        inputs = []
+        for entry, payloads in _wire.split_many(req.header, req.payloads):
+            if len(payloads) != 1:
+                raise RequestError("InvalidError", f"call {entry['id']!r}: needs exactly one payload, the arguments")
+            inputs.append(Input(entry["id"], req.peer, payloads[0], None, method, shm))
+        self._submit(req, inputs)
+
+    def _submit(self, req: Request, inputs: list[Input]) -> None:
         pool = self.pools.get(req.header.get("fid", ""))
+        fresh = []
+        for inp in inputs:
+            known = self.input_pool.get(inp.id)
+            if known is None:
+                fresh.append(inp)
+            elif inp.id in known.inputs:  # resent (after a reconnect): it runs once, answers the new socket
+                known.inputs[inp.id].peer = req.peer
         if pool is None or pool.retired:
             _wire.discard(req.payloads)
             msg = (f"function {req.header.get('fid')!r} is not registered here "
                    "(its app stopped, or the runtime restarted)")
-            self.send_peer(req.peer, error_result(input_id, "NotFoundError", msg))
-            return None
-        self.input_pool[input_id] = pool
-        pool.submit(Input(input_id, req.peer, req.payloads[0], req.frames))
-        return None
+            self._held = {}
+            for inp in fresh:
+                self.send_result(req.peer, error_result(inp.id, "NotFoundError", msg))
+            self._send_held()
+            return
+        for inp in fresh:
+            self.input_pool[inp.id] = pool
+        pool.submit(*fresh)
 
     def on_cancel(self, req: Request) -> None:
         for input_id in req.header.get("ids", []):
@@ -486,7 +531,18 @@ class Daemon:
     def on_container_result(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
         if pool is not None:
-            pool.on_result(container, str(header["id"]), str(header.get("status")), frames)
+            pool.on_results(container, [Result(header, _wire.split_payloads(header, frames[2:]), frames)])
+
+    def on_container_results(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+        pool = self._pool_of(container)
+        entries = _wire.split_many(header, _wire.split_payloads(header, frames[2:]))
+        if pool is None:
+            return
+        self._held = {}
+        try:
+            pool.on_results(container, [Result(entry, payloads) for entry, payloads in entries])
+        finally:
+            self._send_held()
 
     def on_container_exit(self, container: Container, returncode: int | None) -> None:
         pool = self._pool_of(container)

@@ -4,6 +4,10 @@ Inputs wait in the pool's queue until a container has a free slot; a container
 starts when an input finds none (up to ``max_containers``).  The pool never
 drops an input: each one ends with exactly one result sent to its caller, be it
 the container's, a timeout, a crash or a cancellation.
+
+A fast function (its inputs run in well under ``PREFETCH_BUDGET_US``) gets
+inputs sent ahead: a container holds a few more than it runs, so it never
+waits for the daemon between two inputs, and inputs travel many to a message.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import asyncio
 import collections
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,8 +30,11 @@ log = logging.getLogger("remotecell.runtime")
 
 CANCEL_GRACE_S = 5.0
 STOP_GRACE_S = 5.0
-CRASH_RETRY_CAP = 3
-EXIT_GRACE_S = 30.0  # what @exit hooks get at scale-down  # containers lost under one input before it fails as poison
+CRASH_RETRY_CAP = 3  # containers lost under one input before it fails as poison
+EXIT_GRACE_S = 30.0  # what @exit hooks get at scale-down
+PREFETCH_BUDGET_US = 2000  # how much queued work a container may hold beyond its running inputs
+PREFETCH_MAX = 64
+STARTUP_S = 0.5  # about what a new container costs before it helps: less queued work than this, don't start one
 Peer = tuple[Any, bytes]  # (socket, identity): where a caller's replies go
 
 
@@ -39,6 +45,7 @@ class Runtime(Protocol):
     def send_container(self, cid: str, frames: list[Frame]) -> None: ...
     def reclaim_gpus(self, requester: Pool) -> None: ...
     def send_peer(self, peer: Peer, frames: list[Frame]) -> None: ...
+    def send_result(self, peer: Peer, result: Result) -> None: ...
     def input_done(self, input_id: str) -> None: ...
 
 
@@ -77,18 +84,44 @@ class Input:
     id: str
     peer: Peer
     payload: Payload
-    frames: list[Frame]  # the caller's message, forwarded to the container as it came
+    frames: list[Frame] | None = None  # the caller's one-call message, forwarded as it came when sent alone
+    method: str | None = None
+    shm: bool = False  # the caller takes large results through shared memory
     queued_at: float = field(default_factory=time.monotonic)
     container: Container | None = None
-    timer: asyncio.TimerHandle | None = None
+    deadline: float = 0.0  # event-loop time at which this attempt times out
     attempt: int = 1  # user errors and timeouts count; container losses do not
     crashes: int = 0
 
+    def entry(self) -> _wire.Entry:
+        """This input as one entry of a ``calls`` message."""
+        head: dict[str, Any] = {"id": self.id, "shm": self.shm}
+        if self.method is not None:
+            head["m"] = self.method
+        return head, [self.payload]
 
-def error_result(input_id: str, type_name: str, message: str) -> list[Frame]:
+
+@dataclass
+class Result:
+    """How one input ended: its result header (id, status, error) and payloads."""
+
+    header: dict[str, Any]
+    payloads: list[Payload] = field(default_factory=list)
+    frames: list[Frame] | None = None  # the container's own one-result message: forwarded untouched
+
+    @property
+    def status(self) -> str:
+        return str(self.header.get("status"))
+
+
+def error_result(input_id: str, type_name: str, message: str) -> Result:
     """A result made by the runtime itself: the error travels by name, nothing pickled."""
     error = {"type": type_name, "message": message, "traceback": ""}
-    return _wire.encode({"t": "result", "id": input_id, "status": "error", "error": error})
+    return Result({"id": input_id, "status": "error", "error": error})
+
+
+def cancelled_result(input_id: str) -> Result:
+    return Result({"id": input_id, "status": "cancelled"})
 
 
 class Pool:
@@ -100,78 +133,121 @@ class Pool:
         self.containers: dict[str, Container] = {}
         self.retired = False
         self.waiting_reason = ""
+        self.run_us: float | None = None  # moving average of how long one input runs
+        # Inputs on containers in the order they were sent: every attempt has the same timeout,
+        # so the first one has the earliest deadline and one timer watches them all.
+        self.running: dict[str, Input] = {}
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def submit(self, inp: Input) -> None:
-        self.inputs[inp.id] = inp
-        self.queue.append(inp)
+    def submit(self, *inputs: Input) -> None:
+        for inp in inputs:
+            self.inputs[inp.id] = inp
+            self.queue.append(inp)
         self.dispatch()
 
+    @property
+    def prefetch(self) -> int:
+        """Inputs a container may hold beyond ``max_inputs``: none until the function is known to be fast."""
+        if self.run_us is None or self.run_us >= PREFETCH_BUDGET_US:
+            return 0
+        return min(PREFETCH_MAX, int(PREFETCH_BUDGET_US / max(self.run_us, 1.0)))
+
+    def _room(self, c: Container, prefetch: int) -> int:
+        if c.state not in (State.IDLE, State.BUSY):
+            return 0
+        room = c.max_inputs + prefetch - len(c.active)
+        if len(c.active) >= c.max_inputs and room < prefetch // 2:
+            return 0  # its backlog is refilled in batches, not one input per message
+        return room
+
     def dispatch(self) -> None:
-        """Give queued inputs to free slots, then start containers for what is left."""
+        """Give queued inputs to free slots (many to a message), then start containers for what is left."""
+        prefetch = self.prefetch
+        sent: dict[str, list[Input]] = {}
         while self.queue:
-            container = self._free_container()
+            container = self._free_container(prefetch)
             if container is None:
                 break
-            self._run(self.queue.popleft(), container)
+            # Slow functions spread one input at a time over the freest containers; fast ones fill a backlog.
+            n = min(self._room(container, prefetch), len(self.queue)) if prefetch else 1
+            for _ in range(n):
+                inp = self.queue.popleft()
+                self._run(inp, container)
+                sent.setdefault(container.id, []).append(inp)
+        for cid, inputs in sent.items():
+            frames = inputs[0].frames if len(inputs) == 1 else None
+            self.rt.send_container(cid, frames or _wire.encode_many("calls", [inp.entry() for inp in inputs]))
         self.scale()
 
-    def _free_container(self) -> Container | None:
-        best = None
+    def _free_container(self, prefetch: int) -> Container | None:
+        best, best_room = None, 0
         for c in self.containers.values():
-            if c.free_slots > 0 and (best is None or c.free_slots > best.free_slots):
-                best = c
+            room = self._room(c, prefetch)
+            if room > best_room:
+                best, best_room = c, room
         return best
 
     def _run(self, inp: Input, container: Container) -> None:
         inp.container = container
         container.active.add(inp.id)
         container.state = State.BUSY
-        self.rt.send_container(container.id, inp.frames)
         loop = asyncio.get_running_loop()
-        inp.timer = loop.call_later(self.fn.timeout_s, self._timed_out, inp)
+        inp.deadline = loop.time() + self.fn.timeout_s
+        self.running[inp.id] = inp
+        if self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(inp.deadline, self._check_deadlines)
 
-    def finish(self, input_id: str, frames: list[Frame], succeeded: bool = False) -> None:
+    def _check_deadlines(self) -> None:
+        self._deadline_timer = None
+        loop = asyncio.get_running_loop()
+        for inp in list(self.running.values()):
+            if self.running.get(inp.id) is not inp:  # ended meanwhile
+                continue
+            if inp.deadline > loop.time():
+                self._deadline_timer = loop.call_at(inp.deadline, self._check_deadlines)
+                return
+            self._timed_out(inp)
+
+    def finish(self, input_id: str, result: Result) -> None:
         """Send the one result of ``input_id`` to its caller and forget the input."""
         inp = self.inputs.pop(input_id, None)
         if inp is None:
             return
         self._detach(inp)
-        if not succeeded:  # a container that succeeded owns the input's shared memory now
+        if result.status != "ok":  # a container that succeeded owns the input's shared memory now
             _wire.discard([inp.payload])
-        self.rt.send_peer(inp.peer, frames)
+        self.rt.send_result(inp.peer, result)
         self.rt.input_done(input_id)
 
     def _detach(self, inp: Input) -> None:
-        """Take ``inp`` off its container (or out of the queue) and stop its timer."""
-        if inp.timer is not None:
-            inp.timer.cancel()
-            inp.timer = None
+        """Take ``inp`` off its container (or out of the queue)."""
+        self.running.pop(inp.id, None)
         if inp.container is not None:
             self._release_slot(inp.container, inp.id)
             inp.container = None
         elif inp in self.queue:
             self.queue.remove(inp)
 
-    def fail(self, inp: Input, frames: list[Frame], lost_container: bool = False) -> None:
-        """An attempt failed: try again per the function's retries, else send ``frames``."""
+    def fail(self, inp: Input, result: Result, lost_container: bool = False) -> None:
+        """An attempt failed: try again per the function's retries, else send ``result``."""
         self._detach(inp)
         if lost_container:
             inp.crashes += 1
             if inp.crashes <= CRASH_RETRY_CAP:
                 self._retry(inp, 0.0)
                 return
-            header, _ = _wire.decode(frames)
-            header["error"]["message"] += f"\nthe input failed as poison: {inp.crashes} containers died under it"
-            frames = _wire.encode(header)
+            result.header["error"]["message"] += f"\nthe input failed as poison: {inp.crashes} containers died under it"
+            result.frames = None
         else:
             delay_s = self.fn.retry_delay_s(inp.attempt)
             if delay_s is not None:
                 inp.attempt += 1
+                _wire.discard(result.payloads)
                 self._retry(inp, delay_s)
                 return
-        self.finish(inp.id, frames)
+        self.finish(inp.id, result)
 
     def _retry(self, inp: Input, delay_s: float) -> None:
         log.info("retrying input %s of %s in %.3g s (attempt %d)", inp.id, self.fn.name, delay_s, inp.attempt)
@@ -195,13 +271,14 @@ class Pool:
         container = inp.container
         if container is not None:
             # The container is told; it frees the slot when it reports back, or is stopped.
-            self.rt.send_container(container.id, _wire.encode({"t": "cancel", "id": input_id}))
             if container.max_inputs == 1:  # the input may run on its I/O thread: interrupt it
-                self.rt.containers.signal(container, signal.SIGINT)
+                self.rt.containers.cancel(container, input_id)
+            else:
+                self.rt.send_container(container.id, _wire.encode({"t": "cancel", "id": input_id}))
             loop = asyncio.get_running_loop()
             loop.call_later(CANCEL_GRACE_S, self._force_stop, container, input_id)
             container.active.add(f"cancelled:{input_id}")
-        self.finish(input_id, _wire.encode({"t": "result", "id": input_id, "status": "cancelled"}))
+        self.finish(input_id, cancelled_result(input_id))
         self.dispatch()
 
     def _force_stop(self, container: Container, input_id: str) -> None:
@@ -231,22 +308,29 @@ class Pool:
     def on_load_failed(self, container: Container, error: dict[str, Any], frames: list[Frame]) -> None:
         """The body cannot load: every queued input gets that error, there is no point retrying."""
         self.rt.containers.stop(container, "its function failed to load", STOP_GRACE_S)
-        header = {"t": "result", "status": "error", "error": error}
         payloads = _wire.decode(frames)[1]
         for inp in list(self.queue):
-            self.finish(inp.id, _wire.encode(dict(header, id=inp.id), payloads))
+            self.finish(inp.id, Result({"id": inp.id, "status": "error", "error": error}, payloads))
 
-    def on_result(self, container: Container, input_id: str, status: str, frames: list[Frame]) -> None:
+    def on_results(self, container: Container, results: list[Result]) -> None:
+        for result in results:
+            self._on_result(container, result)
+        self.dispatch()
+
+    def _on_result(self, container: Container, result: Result) -> None:
+        input_id = str(result.header.get("id"))
+        run_us = result.header.get("us")
+        if isinstance(run_us, int):
+            self.run_us = run_us if self.run_us is None else 0.8 * self.run_us + 0.2 * run_us
         inp = self.inputs.get(input_id)
         if inp is None or inp.container is not container:  # cancelled or timed out meanwhile
             container.active.discard(f"cancelled:{input_id}")
             self._release_slot(container, input_id)
-            _wire.discard(_wire.decode(frames)[1])
-        elif status == "error":
-            self.fail(inp, frames)
+            _wire.discard(result.payloads)
+        elif result.status == "error":
+            self.fail(inp, result)
         else:
-            self.finish(input_id, frames, succeeded=status == "ok")
-        self.dispatch()
+            self.finish(input_id, result)
 
     def on_exit(self, container: Container, returncode: int | None) -> None:
         log.info("container %s of %s exited (%s)", container.id, self.fn.name, returncode)
@@ -283,6 +367,9 @@ class Pool:
             return  # the hot path: nothing waits, nothing to add
         live = self.live()
         demand = len(self.queue) + sum(len(c.active) for c in live)
+        fast = self.run_us is not None and demand * self.run_us / 1e6 < STARTUP_S * len(live)
+        if fast and len(live) >= self.min_containers:
+            return  # the containers there finish this work before a new one could help
         wanted = math.ceil(demand / self.fn.target_inputs) + (self.buffer_containers if demand else 0)
         wanted = min(max(wanted, self.min_containers), int(self.fn.options.get("max_containers", 100)))
         for _ in range(wanted - len(live)):

@@ -7,7 +7,11 @@ This is the only place user payloads are unpickled on the runtime host.
 How an input runs depends on the function:
 
 - sync, one input at a time: on the I/O thread itself, no thread hand-off on
-  the hot path; the daemon cancels it with SIGINT;
+  the hot path.  The daemon may send several inputs ahead (a ``calls`` message)
+  when the function is fast; they wait in a backlog, and their results go back
+  many to a ``results`` message.  To cancel, the daemon writes the input's id
+  to the cancel pipe and sends SIGINT; the handler raises only if that input is
+  the one running (a queued one is skipped when its turn comes);
 - sync with ``@rc.concurrent(max_inputs=N)``: on N worker threads;
 - ``async def``: as tasks on an event loop thread, up to N at once.
 
@@ -19,6 +23,7 @@ tasks each see their own.
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import ctypes
 import inspect
@@ -27,6 +32,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -42,6 +48,9 @@ if TYPE_CHECKING:  # asyncio (~60 ms) and concurrent.futures (~30 ms) load only 
 
 _RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXIT_GRACE_S = 30.0
+RESULTS_PER_MESSAGE = 32  # a backlog's results are sent at least this often (the daemon refills in halves)
+
+Work = tuple[dict[str, Any], list[Payload]]  # one input: its header fields and its arguments
 
 CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("remotecell_input", default=None)
 
@@ -115,7 +124,7 @@ class _Stream:
 
 
 class Container:
-    def __init__(self, address: str, container_id: str) -> None:
+    def __init__(self, address: str, container_id: str, cancel_fd: int | None = None) -> None:
         self.id = container_id
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
@@ -135,9 +144,14 @@ class Container:
         self.threads: concurrent.futures.ThreadPoolExecutor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running_inputs: dict[str, Any] = {}  # input id -> thread ident or asyncio task
+        self.backlog: collections.deque[Work] = collections.deque()  # inline inputs not started yet
+        self.results: list[Work] = []  # inline results not sent yet
+        self.cancelled: set[str] = set()  # cancelled before they started: skip them
+        self.cancel_fd = cancel_fd
         self.handlers: dict[str, Callable[[dict[str, Any], list[Payload]], None]] = {
             "load": self.on_load,
             "call": self.on_call,
+            "calls": self.on_calls,
             "cancel": self.on_cancel,
             "stop": self.on_stop,
         }
@@ -172,6 +186,11 @@ class Container:
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
         while self.running:
+            if self.backlog:
+                self._run_backlog()
+                continue
+            if self.results:
+                self._flush_results()
             ready = dict(poller.poll(1000))
             if not ready and os.getppid() == 1:  # the daemon is gone
                 return
@@ -179,6 +198,23 @@ class Container:
                 self._drain_outbox()
             if self.sock in ready:
                 self._receive()
+
+    def _run_backlog(self) -> None:
+        """Run the next queued input, reading what arrived meanwhile (cancels, more inputs) first."""
+        while int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            self._receive()
+        if not self.outbox.empty():
+            self._drain_outbox()
+        if not self.backlog:
+            return
+        header, payloads = self.backlog.popleft()
+        self._run_sync(self.methods[header.get("m")], header, payloads)
+        if not self.backlog or len(self.results) >= RESULTS_PER_MESSAGE:
+            self._flush_results()
+
+    def _flush_results(self) -> None:
+        results, self.results = self.results, []
+        _wire.send(self.sock, _wire.encode_many("results", results))
 
     def _receive(self) -> None:
         frames = _wire.recv(self.sock)
@@ -240,12 +276,16 @@ class Container:
 
     # -- running inputs -----------------------------------------------------------------------
 
+    def on_calls(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+        for entry, own in _wire.split_many(header, payloads):
+            self.on_call(entry, own)
+
     def on_call(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         method = self.methods.get(header.get("m"))
         if method is None:
             result = {"t": "result", "id": header["id"], "status": "error"}
             exc = AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}")
-            self.send(result, _describe_error(result, exc))
+            self._finish(header["id"], payloads, result, _describe_error(result, exc))
             return
         if inspect.iscoroutinefunction(method):
             import asyncio
@@ -255,13 +295,16 @@ class Container:
         elif self.threads is not None:
             self.threads.submit(self._run_sync, method, header, payloads)
         else:
-            self._run_sync(method, header, payloads)
+            self.backlog.append((header, payloads))
 
     def _run_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
         input_id = header["id"]
         token = CURRENT.set(input_id)
         self.running_inputs[input_id] = threading.get_ident()
+        started_s = time.perf_counter()
         try:
+            if input_id in self.cancelled:
+                raise Cancelled()
             args, kwargs = _wire.deserialize(payloads[0], hold=True)
             outcome: Any = _Returned(method(*args, **kwargs))
         except Terminated:
@@ -270,6 +313,8 @@ class Container:
             outcome = exc
         finally:
             self.running_inputs.pop(input_id, None)
+            self.cancelled.discard(input_id)
+        header["us"] = int((time.perf_counter() - started_s) * 1e6)
         try:
             self._report(header, payloads, outcome)
         finally:
@@ -281,6 +326,8 @@ class Container:
         CURRENT.set(header["id"])  # this task's own context
         self.running_inputs[header["id"]] = asyncio.current_task()
         try:
+            if header["id"] in self.cancelled:
+                raise asyncio.CancelledError()
             args, kwargs = _wire.deserialize(payloads[0], hold=True)
             outcome: Any = _Returned(await method(*args, **kwargs))
         except asyncio.CancelledError:
@@ -289,31 +336,29 @@ class Container:
             outcome = exc
         finally:
             self.running_inputs.pop(header["id"], None)
+            self.cancelled.discard(header["id"])
         self._report(header, payloads, outcome)
 
     def _report(self, header: dict[str, Any], payloads: list[Payload], outcome: Any) -> None:
         input_id = header["id"]
+        result = {"t": "result", "id": input_id, "us": header.get("us", 0)}
         if isinstance(outcome, _Returned):
-            self._succeed(input_id, header, payloads, outcome.value)
+            self._succeed(result, header, payloads, outcome.value)
         elif isinstance(outcome, Cancelled):
-            self._finish(input_id, payloads, {"t": "result", "id": input_id, "status": "cancelled"})
+            self._finish(input_id, payloads, dict(result, status="cancelled"))
         else:
-            self._fail(input_id, payloads, outcome)
+            self._finish(input_id, payloads, result, _describe_error(result, outcome))
 
-    def _succeed(self, input_id: str, header: dict[str, Any], payloads: list[Payload], value: Any) -> None:
+    def _succeed(self, result: dict[str, Any], header: dict[str, Any], payloads: list[Payload], value: Any) -> None:
         use_shm = bool(header.get("shm")) and _wire.ShmPool.available()
         try:
             payload = _wire.serialize(value, self.shm if use_shm else None)
         except BaseException as exc:
             message = f"the return value of type {_type_name(value)} cannot be pickled: {exc}"
             error = {"type": "SerializationError", "message": message, "traceback": ""}
-            self._finish(input_id, payloads, {"t": "result", "id": input_id, "status": "error", "error": error})
+            self._finish(result["id"], payloads, dict(result, status="error", error=error))
             return
-        self._finish(input_id, payloads, {"t": "result", "id": input_id, "status": "ok"}, [payload])
-
-    def _fail(self, input_id: str, payloads: list[Payload], exc: BaseException) -> None:
-        result = {"t": "result", "id": input_id}
-        self._finish(input_id, payloads, result, _describe_error(result, exc))
+        self._finish(result["id"], payloads, dict(result, status="ok"), [payload])
 
     def _finish(self, input_id: str, inputs: list[Payload], header: dict[str, Any],
                 payloads: list[Payload] | None = None) -> None:
@@ -322,11 +367,16 @@ class Container:
                 stream.flush_input(input_id)
         # The input's shared memory is ours only when it succeeded; else the runtime may retry it.
         self.shm.settle(inputs[0].shm if inputs else [], keep=header["status"] == "ok")
-        self.send(header, payloads or ())
+        if threading.get_ident() == self.io_thread:  # the serve loop sends these, many to a message
+            header.pop("t", None)
+            self.results.append((header, payloads or []))
+        else:
+            self.send(header, payloads or ())
 
     # -- cancelling and stopping --------------------------------------------------------------
 
     def on_cancel(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+        self.cancelled.add(str(header.get("id", "")))  # in case it has not started yet
         runner = self.running_inputs.get(header.get("id", ""))
         if self.loop is not None and hasattr(runner, "cancel"):  # an asyncio task
             self.loop.call_soon_threadsafe(runner.cancel)  # type: ignore[union-attr]
@@ -334,8 +384,23 @@ class Container:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(runner), ctypes.py_object(Cancelled))
 
     def on_sigint(self, signum: int, frame: Any) -> None:
-        if CURRENT.get() is not None:  # an input runs on this (the I/O) thread
+        """Cancel the input named on the cancel pipe if it runs here; no name: whatever runs (a stop)."""
+        named = self._read_cancel_pipe()
+        self.cancelled |= named
+        current = CURRENT.get()
+        if current is not None and (not named or current in named):  # it runs on this (the I/O) thread
             raise Cancelled()
+
+    def _read_cancel_pipe(self) -> set[str]:
+        if self.cancel_fd is None:
+            return set()
+        data = b""
+        try:
+            while chunk := os.read(self.cancel_fd, 65536):
+                data += chunk
+        except BlockingIOError:
+            pass
+        return {line for line in data.decode(errors="replace").split("\n") if line}
 
     def on_stop(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         self.running = False
@@ -389,10 +454,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         options = dict(zip(args[::2], args[1::2], strict=True))
         address, container_id = options["--connect"], options["--id"]
+        cancel_fd = int(options["--cancel-fd"]) if "--cancel-fd" in options else None
     except (KeyError, ValueError):
-        sys.exit("usage: python -m remotecell_runtime.container --connect ADDR --id ID (started by the runtime)")
+        sys.exit("usage: python -m remotecell_runtime.container --connect ADDR --id ID [--cancel-fd FD] "
+                 "(started by the runtime)")
     _die_with_parent()
-    container = Container(address, container_id)
+    if cancel_fd is not None:
+        os.set_blocking(cancel_fd, False)
+    container = Container(address, container_id, cancel_fd)
     sys.stdout = _Stream(container, "stdout", sys.__stdout__)
     sys.stderr = _Stream(container, "stderr", sys.__stderr__)
     signal.signal(signal.SIGINT, container.on_sigint)

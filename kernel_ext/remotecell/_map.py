@@ -1,0 +1,134 @@
+"""Fan-out: many inputs of one function through one channel, many to a message, results as they finish.
+
+At most ``MAX_INFLIGHT`` inputs are out at once, counting those finished but
+held back for their turn, so the input iterator is read only as fast as results
+are consumed: a map over an endless generator runs in bounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
+
+from . import _client, _progress, _wire
+
+MAX_INFLIGHT = 1000  # inputs of one map on the runtime (or done and waiting for their turn) at once
+PER_MESSAGE = 128  # inputs in one `calls` message: the first results come back while the rest are pickled
+
+ArgsPayload = Callable[[tuple, dict], _wire.Payload]
+
+
+class _Outcomes:
+    """Replies to a map's inputs, in arrival order, and a wake-up for the loop that consumes them."""
+
+    def __init__(self) -> None:
+        self.arrived: collections.deque[tuple[dict[str, Any], list[_wire.Payload]]] = collections.deque()
+        self.event = asyncio.Event()
+
+    def deliver(self, header: dict[str, Any], payloads: list[_wire.Payload]) -> None:
+        self.arrived.append((header, payloads))
+        self.event.set()
+
+    async def wait(self, conn: _client.Connection) -> None:
+        while not self.arrived:
+            self.event.clear()
+            try:
+                await asyncio.wait_for(self.event.wait(), _client.WAKE_MS / 1000)
+            except TimeoutError:
+                conn.check_alive()
+
+
+class Fanout:
+    """One map's inputs on the runtime: sends them, routes their results, cancels what is left."""
+
+    def __init__(self, conn: _client.Connection, header: dict[str, Any], args_payload: ArgsPayload) -> None:
+        self.conn = conn
+        self.channel = conn.async_channel()
+        self.header = header  # fid, sid, shm, m: what every `calls` message of this map carries
+        self.args_payload = args_payload
+        self.outcomes = _Outcomes()
+        self.pending: dict[str, int] = {}  # input id -> its index in the map
+
+    async def send(self, items: list[tuple[int, Sequence[Any]]], kwargs: dict[str, Any]) -> None:
+        for start in range(0, len(items), PER_MESSAGE):
+            entries = []
+            for index, args in items[start:start + PER_MESSAGE]:
+                input_id = self.conn.new_id()
+                entries.append(({"id": input_id}, [self.args_payload(tuple(args), kwargs)]))
+                self.pending[input_id] = index
+                self.channel.waiting[input_id] = (self.outcomes.deliver, None)
+            message_id = self.conn.new_id()  # a refused message comes back under this id
+            self.channel.waiting[message_id] = (self.outcomes.deliver, None)
+            frames = _wire.encode_many("calls", entries, id=message_id, **self.header)
+            await self.channel.sock.send_multipart(frames, copy=False)
+
+    async def finished(self) -> list[tuple[int, Any, bool]]:
+        """Wait for results; return ``(index, value or exception, ok)`` for each that arrived."""
+        await self.outcomes.wait(self.conn)
+        out = []
+        while self.outcomes.arrived:
+            header, payloads = self.outcomes.arrived.popleft()
+            if header.get("t") == "error":  # the runtime refused a whole message
+                raise _client.error_from(header.get("error") or {}, payloads)
+            index = self.pending.pop(header["id"], None)
+            self.channel.waiting.pop(header["id"], None)
+            if index is None:
+                _wire.discard(payloads)
+                continue
+            try:
+                out.append((index, _client.result_value(header, payloads), True))
+            except Exception as exc:
+                out.append((index, exc, False))
+        return out
+
+    async def cancel_rest(self) -> None:
+        for input_id in self.pending:
+            self.channel.waiting.pop(input_id, None)
+        if self.pending:
+            await self.channel.send({"t": "cancel", "sid": self.conn.sid, "ids": list(self.pending)})
+            self.pending.clear()
+
+
+async def run(fanout: Fanout, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any], order_outputs: bool,
+              return_exceptions: bool, meter: _progress.Progress) -> AsyncIterator[list[Any]]:
+    """Results of one call per tuple of arguments, as they finish (in input order by default).
+
+    They come in lists, all that are ready at once, so that a blocking caller
+    crosses the event-loop bridge once per batch rather than once per result.
+    Without ``return_exceptions`` the first failure raises and cancels the rest;
+    so does an error of the input iterator, or the caller stopping early.
+    """
+    inputs = enumerate(arg_tuples)
+    held: dict[int, Any] = {}  # done, waiting for their turn (ordered outputs)
+    next_index = 0
+    exhausted = False
+    try:
+        while True:
+            room = MAX_INFLIGHT - len(fanout.pending) - len(held)
+            if not exhausted and (room >= PER_MESSAGE or (room > 0 and not fanout.pending)):
+                items = list(itertools.islice(inputs, room))
+                exhausted = len(items) < room
+                await fanout.send(items, kwargs)
+                meter.submitted += len(items)
+            if not fanout.pending:
+                return
+            ready = []
+            for index, value, ok in await fanout.finished():
+                meter.advance(ok)
+                if not ok and not return_exceptions:
+                    raise value
+                if order_outputs:
+                    held[index] = value
+                else:
+                    ready.append(value)
+            while next_index in held:
+                ready.append(held.pop(next_index))
+                next_index += 1
+            if ready:
+                yield ready
+    finally:
+        await fanout.cancel_rest()
+        meter.close()
