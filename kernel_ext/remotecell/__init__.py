@@ -20,15 +20,18 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "concurrent": "options",
     "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions", "status": "status",
+    "FunctionCall": "calls", "FunctionCallGroup": "calls",
 }
 
 __all__ = [
-    "App", "Cls", "Function", "Retries", "__version__", "concurrent", "enter", "exceptions", "exit", "method", "status",
+    "App", "Cls", "Function", "FunctionCall", "FunctionCallGroup", "Retries", "__version__", "concurrent", "enter",
+    "exceptions", "exit", "method", "status",
 ]
 
 if TYPE_CHECKING:
     from . import exceptions
     from .app import App
+    from .calls import FunctionCall, FunctionCallGroup
     from .cls import Cls, enter, exit, method
     from .functions import Function
     from .options import Retries, concurrent

@@ -123,6 +123,9 @@ class Connection:
         self._sockets: list[zmq.Socket] = []
         self._lock = threading.Lock()
         self._heartbeat_thread: threading.Thread | None = None
+        # Called (on the heartbeat thread) when the runtime restarted: apps register themselves again.
+        self.on_restart: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.runtime_id = ""  # the runtime process we talk to; a new one means it restarted
         try:
             reply = self._hello()
             self.runtime_versions: dict[str, str] = reply["versions"]
@@ -212,10 +215,30 @@ class Connection:
             try:
                 sock.send_multipart(_wire.encode({"t": "ping", "id": "hb", "sid": self.sid}))
                 while sock.poll(0):
-                    sock.recv_multipart()
+                    pong = _wire.decode_header(sock.recv_multipart())
                     self.last_pong = time.monotonic()
+                    if pong.get("runtime_id") not in (None, self.runtime_id):
+                        self._restarted(str(pong["runtime_id"]))
             except zmq.ZMQError:  # the context was destroyed under us: we are closing
                 return
+
+    def _restarted(self, runtime_id: str) -> None:
+        """The runtime restarted (same address, new process): apps start again and re-register."""
+        self.runtime_id = runtime_id
+        for app in list(self.on_restart):
+            try:
+                app.restart_after_runtime_restart(self)
+            except Exception as exc:
+                print(f"remotecell: could not restore app {app.name!r} on the restarted runtime: {exc}",
+                      file=sys.stderr)
+
+    def check_restart(self, runtime_id: str) -> None:
+        """Raise if the runtime restarted since ``runtime_id``: requests sent to the old one are lost."""
+        if runtime_id != self.runtime_id:
+            raise exceptions.RuntimeRestarted(
+                f"the runtime at {self.info.address} restarted while this request waited for it; "
+                "the request was lost with the old runtime process"
+            )
 
     def check_alive(self) -> None:
         """Raise if the runtime has not answered a heartbeat for ``RUNTIME_GONE_S``."""
@@ -282,6 +305,7 @@ class SyncChannel:
                   ) -> tuple[dict[str, Any], list[Payload]]:
         """Send one request and wait for its reply (``result``, ``reply`` or ``error``)."""
         request_id = header["id"]
+        runtime_id = self.conn.runtime_id
         _wire.send(self.sock, _wire.encode(header, payloads))
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -289,6 +313,7 @@ class SyncChannel:
                 frames = _wire.recv(self.sock)  # RCVTIMEO wakes us to look at the heartbeat
             except zmq.Again:
                 self._check_waiting(deadline, timeout_s)
+                self.conn.check_restart(runtime_id)
                 continue
             for reply, reply_payloads in replies(*_wire.decode(frames)):
                 if reply.get("id") != request_id:
@@ -349,6 +374,7 @@ class AsyncChannel:
                 future.set_result((reply, reply_payloads))
 
         self.waiting[request_id] = (deliver, on_output)
+        runtime_id = self.conn.runtime_id
         try:
             await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
             while True:
@@ -356,6 +382,7 @@ class AsyncChannel:
                 if done:
                     break
                 self.conn.check_alive()
+                self.conn.check_restart(runtime_id)
             reply, reply_payloads = future.result()
         finally:
             self.waiting.pop(request_id, None)

@@ -36,6 +36,7 @@ class App:
         self._conn: _client.Connection | None = None
         self._lock = threading.RLock()
         self._implicit = False
+        self._runtime_id: str | None = None
 
     def function(self, _fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Declare a remote function: ``@app.function(gpu="any", timeout=600)``."""
@@ -77,7 +78,7 @@ class App:
         """The app's id on the runtime, starting it as a process-long ephemeral app if needed."""
         with self._lock:
             conn = _client.connection()
-            if self._app_id is None or self._conn is not conn:
+            if self._app_id is None or self._conn is not conn or self._runtime_id != conn.runtime_id:
                 self._start(conn)
                 self._implicit = True
                 atexit.register(self._stop_quietly)
@@ -85,10 +86,25 @@ class App:
             return conn, self._app_id
 
     def _start(self, conn: _client.Connection) -> None:
+        runtime_id = conn.runtime_id
         reply = conn.request({"t": "app_create", "name": self.name, "mode": "ephemeral"})
-        self._app_id, self._conn = reply["app_id"], conn
+        self._app_id, self._conn, self._runtime_id = reply["app_id"], conn, runtime_id
+        conn.on_restart.add(self)
         for f in self.functions.values():
             f.forget_registrations()
+
+    def restart_after_runtime_restart(self, conn: _client.Connection) -> None:
+        """The runtime restarted: start the app there again and register what was registered.
+
+        Spawned calls of this app that were unfinished then wait for exactly that.
+        """
+        with self._lock:
+            if self._app_id is None or self._conn is not conn:
+                return
+            registered = [r for f in self.functions.values() for r in f.registrations() if r.registered]
+            self._start(conn)
+            for registration in registered:
+                registration.fid()
 
     @contextlib.contextmanager
     def run(self) -> Iterator[App]:

@@ -79,6 +79,9 @@ class Cls:
         for obj in self._objs.values():
             obj.registration.forget()
 
+    def registrations(self) -> list[Registration]:
+        return [obj.registration for obj in self._objs.values()]
+
     def __repr__(self) -> str:
         return f"<rc.Cls {self.app.name}.{self.name}>"
 

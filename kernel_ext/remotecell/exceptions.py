@@ -27,6 +27,13 @@ class VersionMismatchError(ConnectionError):
     """Client and runtime differ in a version that by-value code depends on."""
 
 
+class RuntimeRestarted(ConnectionError):
+    """The runtime restarted while a request waited; what the old process held in memory is lost.
+
+    Spawned calls are not: they are in the job store and run again.
+    """
+
+
 class RemoteError(Error):
     """A remote exception whose type could not be rebuilt here.
 
@@ -81,7 +88,7 @@ class SerializationError(Error):
 BY_NAME: dict[str, type[Exception]] = {
     cls.__name__: cls
     for cls in (
-        InvalidError, NotFoundError, AuthError, ConnectionError, VersionMismatchError,
+        InvalidError, NotFoundError, AuthError, ConnectionError, VersionMismatchError, RuntimeRestarted,
         FunctionTimeoutError, ContainerCrashed, OutputExpiredError, InputCancelled,
         BatchContractError, PayloadTooLarge, SerializationError,
     )

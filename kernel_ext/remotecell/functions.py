@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from . import _bridge, _client, _map, _progress, _wire
+from . import _bridge, _client, _map, _progress, _wire, calls, exceptions
 from ._bridge import Twin, twin
 from .exceptions import InvalidError, SerializationError
 
 if TYPE_CHECKING:
     from .app import App
+
+SPAWN_PER_MESSAGE = 500  # spawn_map sends its inputs in messages of this many
+SPAWN_MESSAGES_IN_FLIGHT = 4
 
 _INSTALLED = tuple(
     os.path.realpath(p) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
@@ -72,6 +75,20 @@ class Registration:
     def forget(self) -> None:
         self._fid = None
 
+    @property
+    def registered(self) -> bool:
+        return self._fid is not None
+
+    def cached(self) -> tuple[_client.Connection, str] | None:
+        """``fid()`` without blocking, when it is known for the running app (the hot path of ``.aio``)."""
+        app = self.app
+        conn, fid = app._conn, self._fid
+        if conn is None or fid is None or conn.closed or self._fid_app != app.app_id:
+            return None
+        if app._runtime_id != conn.runtime_id:
+            return None
+        return conn, fid
+
     def _body(self) -> _wire.Payload:
         _ship_module_by_value(getattr(self.target, "cls", self.target))
         try:
@@ -112,6 +129,8 @@ class Function:
         self.map = Twin(self._map, self._map_aio)
         self.starmap = Twin(self._starmap, self._starmap_aio)
         self.for_each = Twin(self._for_each, self._for_each_aio)
+        self.spawn = Twin(self._spawn, self._spawn_aio)
+        self.spawn_map = twin(self._spawn_map_aio)
         self.stats = twin(self._stats)
 
     @property
@@ -134,13 +153,19 @@ class Function:
     def forget_registrations(self) -> None:
         self.registration.forget()
 
+    def registrations(self) -> list[Registration]:
+        return [self.registration]
+
+    async def fid_aio(self) -> tuple[_client.Connection, str]:
+        return self.registration.cached() or await asyncio.to_thread(self.fid)
+
     async def _stats(self) -> dict[str, Any]:
         """The function's pool now: containers by state (starting, idle, busy), queued and running inputs.
 
         >>> square.stats()            # or: await square.stats.aio()
         {'function': 'square', 'containers': {'idle': 2}, 'queued': 0, 'running': 0, ...}
         """
-        conn, fid = await asyncio.to_thread(self.fid)
+        conn, fid = await self.fid_aio()
         pools = (await conn.arequest({"t": "status"}))["pools"]
         return next((p for p in pools if p["fid"] == fid), {"function": self.name, "containers": {}})
 
@@ -173,7 +198,7 @@ class Function:
         return _client.result_value(reply, payloads)
 
     async def _remote_aio(self, *args: Any, **kwargs: Any) -> Any:
-        conn, fid = await asyncio.to_thread(self.fid)
+        conn, fid = await self.fid_aio()
         return await self._call_aio(conn, fid, args, kwargs)
 
     async def _call_aio(self, conn: _client.Connection, fid: str, args: tuple, kwargs: dict) -> Any:
@@ -187,13 +212,95 @@ class Function:
             raise
         return _client.result_value(reply, payloads)
 
+    # -- spawn --------------------------------------------------------------------------------
+
+    def _spawn_message(self, conn: _client.Connection, fid: str, entries: list[dict[str, Any]],
+                       payloads: list[_wire.Payload]) -> dict[str, Any]:
+        header = {"t": "spawn", "id": conn.new_id(), "sid": conn.sid, "fid": fid,
+                  "e": [dict(entry, np=1) for entry in entries]}
+        if self.method:
+            header["m"] = self.method
+        return header
+
+    def _spawn_payload(self, args: tuple, kwargs: dict) -> _wire.Payload:
+        try:  # no shared memory: the runtime keeps spawned inputs in its job store
+            return _wire.serialize((args, kwargs))
+        except Exception as exc:
+            raise SerializationError(f"arguments of {self.name} cannot be pickled: {exc}") from exc
+
+    def _spawn(self, *args: Any, **kwargs: Any) -> calls.FunctionCall:
+        """Start the function remotely and return at once with a handle on the call.
+
+        The runtime writes the input to its job store before this returns; the
+        result is kept (7 days by default) for ``call.get()`` from any process.
+
+        >>> call = square.spawn(4)
+        >>> call.get()
+        16
+        """
+        call_id, payload = calls.new_call_id(), self._spawn_payload(args, kwargs)
+        while True:
+            conn, fid = self.fid()
+            try:
+                conn.channel().roundtrip(self._spawn_message(conn, fid, [{"id": call_id}], [payload]), [payload])
+            except exceptions.RuntimeRestarted:
+                continue  # sent again with the same id: it is not run twice
+            return calls.FunctionCall(call_id, self.name)
+
+    async def _spawn_aio(self, *args: Any, **kwargs: Any) -> calls.FunctionCall:
+        call_id, payload = calls.new_call_id(), self._spawn_payload(args, kwargs)
+        await self._spawn_many([({"id": call_id}, payload)])
+        return calls.FunctionCall(call_id, self.name)
+
+    async def _spawn_many(self, items: list[tuple[dict[str, Any], _wire.Payload]]) -> None:
+        while True:
+            conn, fid = await self.fid_aio()
+            entries, payloads = [entry for entry, _ in items], [payload for _, payload in items]
+            try:
+                await conn.async_channel().roundtrip(self._spawn_message(conn, fid, entries, payloads), payloads)
+            except exceptions.RuntimeRestarted:
+                continue
+            return
+
+    async def _spawn_map_aio(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
+                             ) -> calls.FunctionCallGroup:
+        """Spawn one call per item (as ``map``), and return one handle for all of them.
+
+        >>> group = square.spawn_map(range(1000))
+        >>> group.get(index=7), group.status()
+        (49, {'succeeded': 1000})
+        """
+        group_id, count = calls.new_group_id(), 0
+        chunk: list[tuple[dict[str, Any], _wire.Payload]] = []
+        sending: set[asyncio.Task[None]] = set()  # a few messages in flight: pickling overlaps the runtime's writes
+        try:
+            for args in zip(*iterables, strict=False):
+                entry = {"id": f"{group_id}.{count}", "g": group_id, "i": count}
+                chunk.append((entry, self._spawn_payload(tuple(args), kwargs or {})))
+                count += 1
+                if len(chunk) == SPAWN_PER_MESSAGE:
+                    sending.add(asyncio.ensure_future(self._spawn_many(chunk)))
+                    chunk = []
+                if len(sending) >= SPAWN_MESSAGES_IN_FLIGHT:
+                    done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()
+            if chunk:
+                sending.add(asyncio.ensure_future(self._spawn_many(chunk)))
+            for task in sending:
+                await task
+        finally:
+            for task in sending:
+                task.cancel()
+        return calls.FunctionCallGroup(group_id, count, self.name)
+
     # -- map and friends ----------------------------------------------------------------------
 
     async def _calls_aio(self, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any] | None = None,
                          order_outputs: bool = True, return_exceptions: bool = False,
                          progress: bool | None = None, total: int | None = None) -> AsyncIterator[list[Any]]:
         """One remote call per tuple of arguments; lists of results as they finish (in input order by default)."""
-        conn, fid = await asyncio.to_thread(self.fid)
+        conn, fid = await self.fid_aio()
         header = self._call_header(conn, fid)
         del header["t"], header["id"]
         fanout = _map.Fanout(conn, header, functools.partial(self._args_payload, conn))

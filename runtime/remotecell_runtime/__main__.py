@@ -17,12 +17,15 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("REMOTECELL_HOME") or Path.home() / ".remotecell")
 
 
-def serve(binds: list[str], state_dir: Path, log_level: str = "INFO") -> int:
+def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_s: float | None = None) -> int:
     from .daemon import Daemon
+    from .jobs import RETENTION_S
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if retention_s is None:
+        retention_s = float(os.environ.get("REMOTECELL_RESULT_RETENTION_S", RETENTION_S))
     try:
-        asyncio.run(Daemon(state_dir.expanduser().resolve(), binds).serve_forever())
+        asyncio.run(Daemon(state_dir.expanduser().resolve(), binds, retention_s).serve_forever())
     except KeySetupError as exc:
         print(f"remotecell serve: {exc}", file=sys.stderr)
         return 2
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bind", action="append", default=[], help="ipc://PATH or tcp://HOST:PORT (repeatable)")
     p.add_argument("--state-dir", type=Path, default=default_state_dir())
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--result-retention-s", type=float, default=None,
+                   help="how long spawned calls' results are kept (default 7 days; env REMOTECELL_RESULT_RETENTION_S)")
     t = sub.add_parser("token", help="client keys for tcp:// listeners")
     t.add_argument("action", choices=["new", "list", "revoke"])
     t.add_argument("name", nargs="?")
@@ -73,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "token":
         return token(args.action, args.name, args.state_dir, args.address, args.out)
-    return serve(args.bind, args.state_dir, args.log_level)
+    if args.result_retention_s is not None and args.result_retention_s <= 0:
+        parser.error(f"--result-retention-s {args.result_retention_s:g}: must be more than 0 seconds")
+    return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s)
 
 
 if __name__ == "__main__":

@@ -32,12 +32,14 @@ from . import auth
 from .apps import App, AppRegistry
 from .containers import Container, ContainerManager, State
 from .gpus import GpuAllocator, inventory
+from .jobs import JOB_PEER, RETENTION_S, Jobs
 from .pools import FunctionDef, Input, Peer, Pool, Result, error_result
 
 log = logging.getLogger("remotecell.runtime")
 
 HEARTBEAT_TIMEOUT_S = float(os.environ.get("REMOTECELL_HEARTBEAT_TIMEOUT_S", "30"))
 TICK_S = 0.5
+JOBS_TICK_S = 5.0
 
 
 @dataclass
@@ -120,8 +122,9 @@ class Listener:
 
 
 class Daemon:
-    def __init__(self, state_dir: Path, binds: list[str]) -> None:
+    def __init__(self, state_dir: Path, binds: list[str], retention_s: float = RETENTION_S) -> None:
         self.state_dir = state_dir
+        self.retention_s = retention_s
         self.binds = binds or [f"ipc://{self.sock_dir / 'runtime.sock'}"]
         self.runtime_id = secrets.token_hex(4)
         self.shm_prefix = f"rc-{self.runtime_id}"
@@ -143,6 +146,11 @@ class Daemon:
             "call": self.on_call,
             "calls": self.on_calls,
             "cancel": self.on_cancel,
+            "spawn": self.on_spawn,
+            "call_get": self.on_call_get,
+            "call_status": self.on_call_status,
+            "call_cancel": self.on_call_cancel,
+            "call_logs": self.on_call_logs,
             "status": self.on_status,
             "shutdown": self.on_shutdown,
         }
@@ -165,6 +173,7 @@ class Daemon:
     async def start(self) -> None:
         auth.ensure_private_dir(self.state_dir)
         auth.ensure_private_dir(self.sock_dir)
+        self.jobs = Jobs(self, self.state_dir, self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S)
         keys = auth.server_keys(self.state_dir)
         tcp = [b for b in self.binds if b.startswith("tcp://")]
         if tcp:
@@ -239,6 +248,7 @@ class Daemon:
             await self.close()
 
     async def close(self) -> None:
+        self.jobs.close()  # unfinished spawned calls stay in the store and run again after a restart
         for pool in list(self.pools.values()):
             pool.stop("the runtime is shutting down")
         deadline = time.monotonic() + 3
@@ -257,11 +267,15 @@ class Daemon:
         log.info("remotecell runtime %s stopped", self.runtime_id)
 
     async def _tick(self) -> None:
+        jobs_tick = 0.0
         while True:
             await asyncio.sleep(TICK_S)
             try:
                 self._expire_sessions()
                 now = time.monotonic()
+                if now - jobs_tick >= JOBS_TICK_S:
+                    jobs_tick = now
+                    self.jobs.tick(now)
                 for pool in list(self.pools.values()):
                     pool.check_memory()
                     pool.scale_down(now)
@@ -335,7 +349,9 @@ class Daemon:
 
     def send_result(self, peer: Peer, result: Result) -> None:
         """One input's result to its caller: untouched when it came alone, else many to a message."""
-        if self._held is not None:
+        if peer is JOB_PEER:
+            self.jobs.on_result(result)
+        elif self._held is not None:
             self._held.setdefault(peer, []).append(result)
         elif result.frames is not None:
             self.send_peer(peer, result.frames)
@@ -373,7 +389,7 @@ class Daemon:
                 "gpus": self.gpus.describe()}
 
     def on_ping(self, req: Request) -> dict[str, Any]:
-        return {"t": "pong"}
+        return {"t": "pong", "runtime_id": self.runtime_id}
 
     def on_app_create(self, req: Request) -> dict[str, Any]:
         mode = req.header.get("mode", "ephemeral")
@@ -410,15 +426,17 @@ class Daemon:
         if why:
             raise RequestError("InvalidError", why)
         body = Payload([bytes(_wire.buffer_of(f)) for f in req.payloads[0].frames])
-        digest = hashlib.sha256(b"".join(body.frames) + repr(sorted(options.items())).encode())
-        fid = f"fn-{app.app_id}-{name}-{digest.hexdigest()[:16]}"
+        digest = hashlib.sha256(b"".join(body.frames) + repr(sorted(options.items())).encode()).hexdigest()[:16]
+        fid = f"fn-{app.app_id}-{name}-{digest}"
         old = app.functions.get(name)
         if old != fid:
             if old in self.pools:  # a new definition replaces the old one; its queued inputs still finish
                 self.pools[old].retired = True
-            self.pools[fid] = Pool(FunctionDef(fid, app.app_id, name, options, body), self)
+            key = f"{app.sid}:{app.name}:{name}:{digest}"
+            pool = self.pools[fid] = Pool(FunctionDef(fid, app.app_id, name, options, body, key), self)
             app.functions[name] = fid
-            self.pools[fid].scale()
+            pool.scale()
+            self.jobs.adopt(pool)
         return {"fid": fid}
 
     def on_call(self, req: Request) -> None:
@@ -460,6 +478,39 @@ class Daemon:
         for inp in fresh:
             self.input_pool[inp.id] = pool
         pool.submit(*fresh)
+
+    def _live_pool(self, fid: Any) -> Pool:
+        pool = self.pools.get(str(fid))
+        if pool is None or pool.retired:
+            raise RequestError("NotFoundError", f"function {fid!r} is not registered here "
+                                                "(its app stopped, or the runtime restarted)")
+        return pool
+
+    def on_spawn(self, req: Request) -> None:
+        """Spawned calls (``e`` lists them, one payload each): saved to the job store, then run."""
+        pool = self._live_pool(req.header.get("fid"))
+        entries = _wire.split_many(req.header, req.payloads)
+        if any(len(payloads) != 1 or payloads[0].shm for _, payloads in entries):
+            raise RequestError("InvalidError", "a spawned call needs one payload, its arguments, without shared memory")
+        self.jobs.spawn(req.peer, str(req.header["id"]), pool, entries, req.header.get("m"))
+
+    def on_call_get(self, req: Request) -> dict[str, Any] | None:
+        timeout_s = min(max(float(req.header.get("timeout_s", 0)), 0.0), 60.0)
+        return self.jobs.get(req.peer, str(req.header["id"]), str(req.header["call"]), timeout_s)
+
+    def on_call_status(self, req: Request) -> dict[str, Any]:
+        if "group" in req.header:
+            return {"counts": self.jobs.group_status(str(req.header["group"]))}
+        return self.jobs.status(str(req.header["call"]))
+
+    def on_call_cancel(self, req: Request) -> dict[str, Any]:
+        ids = [str(i) for i in req.header.get("calls", [])]
+        if "group" in req.header:
+            ids += self.jobs.group_ids(str(req.header["group"]))
+        return {"cancelled": self.jobs.cancel(ids)}
+
+    def on_call_logs(self, req: Request) -> dict[str, Any]:
+        return {"text": self.jobs.logs(str(req.header["call"]))}
 
     def on_cancel(self, req: Request) -> None:
         for input_id in req.header.get("ids", []):
@@ -525,7 +576,11 @@ class Daemon:
     def on_container_output(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self.input_pool.get(header.get("id", ""))
         inp = pool.inputs.get(header["id"]) if pool is not None else None
-        if inp is not None:
+        if inp is None:
+            return
+        if inp.peer is JOB_PEER:
+            self.jobs.on_output(inp.id, str(header.get("text", "")))
+        else:
             self.send_peer(inp.peer, frames)
 
     def on_container_result(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:

@@ -56,6 +56,7 @@ class FunctionDef:
     name: str
     options: dict[str, Any]
     body: Payload
+    key: str = ""  # the same definition from the same client and app, across runtime restarts
 
     @property
     def timeout_s(self) -> float:
@@ -218,6 +219,8 @@ class Pool:
         self._detach(inp)
         if result.status != "ok":  # a container that succeeded owns the input's shared memory now
             _wire.discard([inp.payload])
+        if inp.attempt > 1:
+            result.header["attempt"] = inp.attempt
         self.rt.send_result(inp.peer, result)
         self.rt.input_done(input_id)
 

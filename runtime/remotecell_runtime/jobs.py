@@ -1,0 +1,414 @@
+"""Spawned calls: the job store (SQLite, WAL) and the life of a call that outlives its caller.
+
+A spawned input is a row, committed before the caller hears it was accepted.
+Its result (the container's header and frames, opaque here) is written when it
+ends and kept ``retention_s`` (7 days by default); after that the row stays as
+a tombstone so that ``get`` can say the output expired rather than "not found".
+
+Writes are grouped: everything that arrives in one turn of the event loop goes
+in one transaction, and the replies that depend on it go out after the commit.
+WAL with ``synchronous=NORMAL`` survives a crash of the runtime (not a power
+loss of the host).
+
+A runtime restart loses nothing: unfinished rows are loaded at start and wait
+for their function to be registered again (the client re-registers its app
+when it sees the new runtime); whatever is not claimed within ``orphan_grace_s``
+fails with an error saying its app is gone.  Spawned calls run at least once:
+one that was running when the runtime died runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from remotecell import _wire
+from remotecell._wire import Frame, Payload
+
+from .pools import Input, Peer, Pool, Result, error_result
+
+log = logging.getLogger("remotecell.runtime")
+
+RETENTION_S = 7 * 24 * 3600.0
+LOG_TAIL_BYTES = 1 << 20  # what a call's logs keep
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+JOB_PEER: Peer = (None, b"jobs")  # results of spawned inputs come here, not to a socket
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id TEXT PRIMARY KEY,
+    group_id TEXT,
+    idx INTEGER,
+    fn_key TEXT NOT NULL,
+    function TEXT NOT NULL,
+    method TEXT,
+    state TEXT NOT NULL,
+    args BLOB,
+    result BLOB,
+    error_type TEXT,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    logs TEXT,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS calls_group ON calls (group_id, idx);
+CREATE INDEX IF NOT EXISTS calls_state ON calls (state);
+"""
+
+
+def pack(frames: list[Frame]) -> bytes:
+    """Frames in one blob: their count, their lengths, then their bytes."""
+    views = [memoryview(_wire.buffer_of(f)).cast("B") for f in frames]
+    head = struct.pack(f"<I{len(views)}Q", len(views), *(len(v) for v in views))
+    return head + b"".join(views)
+
+
+def unpack(blob: bytes) -> list[Frame]:
+    (count,) = struct.unpack_from("<I", blob)
+    lengths = struct.unpack_from(f"<{count}Q", blob, 4)
+    view, offset, frames = memoryview(blob), 4 + 8 * count, []
+    for n in lengths:
+        frames.append(view[offset:offset + n])
+        offset += n
+    return frames
+
+
+@dataclass
+class Job:
+    """A spawned call the runtime is working on (its row says the rest)."""
+
+    id: str
+    fn_key: str
+    function: str
+    method: str | None
+    payload: Payload
+    group_id: str | None = None
+    index: int | None = None
+    created_at: float = field(default_factory=time.time)
+    logs: list[str] = field(default_factory=list)
+    log_bytes: int = 0
+    waiters: list[tuple[Peer, str]] = field(default_factory=list)  # get requests: (peer, request id)
+    ended: bool = False  # its result is being written
+
+
+class Runtime(Protocol):
+    pools: dict[str, Pool]
+    input_pool: dict[str, Pool]
+
+    def send_peer(self, peer: Peer, frames: list[Frame]) -> None: ...
+
+
+class JobStore:
+    """The SQLite side: rows in, rows out; no sockets, no event loop."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Run ``statements`` in one transaction."""
+        self.db.execute("BEGIN")
+        try:
+            for sql, params in statements:
+                self.db.execute(sql, params)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def row(self, call_id: str) -> sqlite3.Row | None:
+        self.db.row_factory = sqlite3.Row
+        return self.db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
+
+    def unfinished(self) -> list[sqlite3.Row]:
+        self.db.row_factory = sqlite3.Row
+        return self.db.execute(
+            "SELECT * FROM calls WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') "
+            "ORDER BY created_at").fetchall()
+
+    def group_states(self, group_id: str) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, COUNT(*) FROM calls WHERE group_id = ? GROUP BY state", (group_id,))
+        return {str(state): int(n) for state, n in rows}
+
+    def expire(self, now_s: float) -> int:
+        cur = self.db.execute(
+            "UPDATE calls SET state = 'expired', result = NULL, args = NULL, logs = NULL "
+            "WHERE expires_at IS NOT NULL AND expires_at < ? AND state != 'expired'", (now_s,))
+        return cur.rowcount
+
+
+class Jobs:
+    """Spawned calls on the daemon's event loop: accept, run through pools, answer get/status/cancel/logs."""
+
+    def __init__(self, rt: Runtime, state_dir: Path, retention_s: float = RETENTION_S,
+                 orphan_grace_s: float = 30.0) -> None:
+        self.rt = rt
+        self.store = JobStore(state_dir / "jobs.db")
+        self.retention_s = retention_s
+        self.live: dict[str, Job] = {}
+        self.orphans: dict[str, list[Job]] = {}  # fn key -> jobs that wait for their function after a restart
+        self.orphan_deadline = time.monotonic() + orphan_grace_s
+        self.closing = False
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._after_commit: list[Callable[[Exception | None], None]] = []
+        self._flush_scheduled = False
+        self._load_unfinished()
+
+    # -- group commit -------------------------------------------------------------------------
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._pending.append((sql, params))
+        self._schedule_flush()
+
+    def _then(self, callback: Callable[[Exception | None], None]) -> None:
+        """Run ``callback`` after the writes so far are committed (with the error if they failed)."""
+        self._after_commit.append(callback)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        statements, self._pending = self._pending, []
+        callbacks, self._after_commit = self._after_commit, []
+        error: Exception | None = None
+        if statements:
+            try:
+                self.store.write(statements)
+            except sqlite3.Error as exc:
+                log.exception("the job store could not write %d changes", len(statements))
+                error = exc
+        for callback in callbacks:
+            callback(error)
+
+    # -- spawning -----------------------------------------------------------------------------
+
+    def spawn(self, peer: Peer, request_id: str, pool: Pool, entries: list[_wire.Entry], method: str | None) -> None:
+        """Write the new calls, then reply and start them; calls already known are not run twice."""
+        fresh = []
+        for head, payloads in entries:
+            call_id = str(head["id"])
+            if call_id in self.live or self.store.row(call_id) is not None:
+                continue  # a resent request
+            job = Job(call_id, pool.fn.key, pool.fn.name, method, payloads[0], head.get("g"), head.get("i"))
+            self.live[call_id] = job
+            self._write("INSERT INTO calls (id, group_id, idx, fn_key, function, method, state, args, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                        (job.id, job.group_id, job.index, job.fn_key, job.function, method,
+                         pack(job.payload.frames), job.created_at))
+            fresh.append(job)
+
+        def accepted(error: Exception | None) -> None:
+            if error is not None:
+                for job in fresh:
+                    self.live.pop(job.id, None)
+                refusal = {"type": "ConnectionError", "message": f"the runtime could not save the calls: {error}"}
+                self.rt.send_peer(peer, _wire.encode({"t": "error", "id": request_id, "error": refusal}))
+                return
+            self.rt.send_peer(peer, _wire.encode({"t": "reply", "id": request_id, "accepted": len(entries)}))
+            self._start(pool, fresh)
+
+        self._then(accepted)
+
+    def _start(self, pool: Pool, jobs: list[Job], attempts: dict[str, int] | None = None) -> None:
+        inputs = []
+        for job in jobs:
+            self.live[job.id] = job
+            self.rt.input_pool[job.id] = pool
+            inp = Input(job.id, JOB_PEER, job.payload, None, job.method, False)
+            inp.attempt = (attempts or {}).get(job.id, 1)
+            inputs.append(inp)
+        pool.submit(*inputs)
+
+    # -- results and output -------------------------------------------------------------------
+
+    def on_result(self, result: Result) -> None:
+        job = self.live.get(str(result.header.get("id")))
+        if job is None or job.ended or self.closing:  # shutting down: the row stays, the call runs after a restart
+            return
+        job.ended = True
+        header = {k: v for k, v in result.header.items() if k not in ("t", "id", "p", "pk", "np")}
+        frames = _wire.encode(dict(header, t="result"), result.payloads)
+        now = time.time()
+        self._write("UPDATE calls SET state = ?, result = ?, error_type = ?, attempts = ?, logs = ?, args = NULL, "
+                    "finished_at = ?, expires_at = ? WHERE id = ?",
+                    (_state_of(result), pack(frames), (result.header.get("error") or {}).get("type"),
+                     int(result.header.get("attempt", 1)), "".join(job.logs), now, now + self.retention_s, job.id))
+
+        def ended(error: Exception | None) -> None:  # waiters hear of it once it is on disk
+            self.live.pop(job.id, None)
+            waiters, job.waiters = job.waiters, []
+            for peer, request_id in waiters:
+                self.rt.send_peer(peer, _wire.encode(dict(header, t="result", id=request_id), result.payloads))
+
+        self._then(ended)
+
+    def on_output(self, call_id: str, text: str) -> None:
+        job = self.live.get(call_id)
+        if job is None:
+            return
+        job.logs.append(text)
+        job.log_bytes += len(text)
+        while job.log_bytes > LOG_TAIL_BYTES and len(job.logs) > 1:
+            job.log_bytes -= len(job.logs.pop(0))
+
+    # -- get, status, cancel, logs ------------------------------------------------------------
+
+    def get(self, peer: Peer, request_id: str, call_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """Answer with the result now, or when it comes, or ``pending`` after ``timeout_s``."""
+        job = self.live.get(call_id)
+        if job is not None:
+            if timeout_s <= 0:
+                return {"pending": True}
+            job.waiters.append((peer, request_id))
+            asyncio.get_running_loop().call_later(timeout_s, self._get_timed_out, job, peer, request_id)
+            return None
+        row = self._finished_row(call_id)
+        header, payloads = _wire.decode(unpack(row["result"]))
+        self.rt.send_peer(peer, _wire.encode(dict(header, t="result", id=request_id), payloads))
+        return None
+
+    def _get_timed_out(self, job: Job, peer: Peer, request_id: str) -> None:
+        if (peer, request_id) in job.waiters:
+            job.waiters.remove((peer, request_id))
+            self.rt.send_peer(peer, _wire.encode({"t": "reply", "id": request_id, "pending": True}))
+
+    def _finished_row(self, call_id: str) -> sqlite3.Row:
+        row = self._row(call_id)
+        if row["state"] == "expired":
+            raise _refusal("OutputExpiredError",
+                           f"the output of call {call_id} expired: results are kept {self.retention_s:g} s")
+        return row
+
+    def _row(self, call_id: str) -> sqlite3.Row:
+        row = self.store.row(call_id)
+        if row is None:
+            raise _refusal("NotFoundError", f"no spawned call with id {call_id!r} on this runtime")
+        return row
+
+    def status(self, call_id: str) -> dict[str, Any]:
+        job = self.live.get(call_id)
+        if job is not None:
+            return self._live_status(job)
+        row = self._row(call_id)
+        return {"id": call_id, "function": row["function"], "state": row["state"], "attempts": row["attempts"],
+                "error_type": row["error_type"], "created_at": row["created_at"],
+                "finished_at": row["finished_at"]}
+
+    def _live_status(self, job: Job) -> dict[str, Any]:
+        out = {"id": job.id, "function": job.function, "created_at": job.created_at, "attempts": 1}
+        pool = self.rt.input_pool.get(job.id)
+        inp = pool.inputs.get(job.id) if pool is not None else None
+        if pool is None or inp is None:
+            return dict(out, state="queued", reason="waiting for its app to be registered again after a restart")
+        out["attempts"] = inp.attempt
+        if inp.container is not None:
+            return dict(out, state="running", container=inp.container.id)
+        return dict(out, state="queued", reason=pool.waiting_reason or "waiting for a free container")
+
+    def group_status(self, group_id: str) -> dict[str, int]:
+        counts = self.store.group_states(group_id)
+        live = [j for j in self.live.values() if j.group_id == group_id]
+        running = sum(1 for j in live if self._live_status(j)["state"] == "running")
+        counts.pop("queued", None)
+        counts.update(queued=len(live) - running, running=running)
+        return {k: v for k, v in counts.items() if v}
+
+    def group_ids(self, group_id: str) -> list[str]:
+        return [r[0] for r in self.store.db.execute(
+            "SELECT id FROM calls WHERE group_id = ? ORDER BY idx", (group_id,))]
+
+    def cancel(self, call_ids: list[str]) -> int:
+        cancelled = 0
+        for call_id in call_ids:
+            pool = self.rt.input_pool.get(call_id)
+            if pool is not None:
+                pool.cancel(call_id)
+                cancelled += 1
+            elif call_id in self.live:  # an orphan after a restart
+                self.on_result(Result({"id": call_id, "status": "cancelled"}))
+                self._forget_orphan(call_id)
+                cancelled += 1
+        return cancelled
+
+    def logs(self, call_id: str) -> str:
+        job = self.live.get(call_id)
+        if job is not None:
+            return "".join(job.logs)
+        row = self._finished_row(call_id)
+        return str(row["logs"] or "")
+
+    # -- restarts -----------------------------------------------------------------------------
+
+    def _load_unfinished(self) -> None:
+        for row in self.store.unfinished():
+            payload = _wire.decode(unpack(row["args"]))[1][0]
+            job = Job(row["id"], row["fn_key"], row["function"], row["method"], payload, row["group_id"],
+                      row["idx"], row["created_at"])
+            self.live[job.id] = job
+            self.orphans.setdefault(job.fn_key, []).append(job)
+        if self.live:
+            log.info("%d spawned calls were unfinished at the last stop; they run again once their apps are back",
+                     len(self.live))
+
+    def adopt(self, pool: Pool) -> None:
+        """A function was registered: run the orphans that wait for it."""
+        jobs = self.orphans.pop(pool.fn.key, [])
+        if jobs:
+            log.info("resuming %d spawned calls of %s", len(jobs), pool.fn.name)
+            for job in jobs:
+                self.live.pop(job.id, None)
+            self._start(pool, jobs)
+
+    def _forget_orphan(self, call_id: str) -> None:
+        for key, jobs in list(self.orphans.items()):
+            self.orphans[key] = [j for j in jobs if j.id != call_id]
+
+    def tick(self, now: float) -> None:
+        """Fail orphans whose app did not come back; expire old results (called every few seconds)."""
+        if self.orphans and now > self.orphan_deadline:
+            orphans, self.orphans = self.orphans, {}
+            for jobs in orphans.values():
+                for job in jobs:
+                    msg = (f"spawned call {job.id} of {job.function} could not run again after the runtime "
+                           "restarted: its app is gone (the client that ran it did not come back). Spawn it again")
+                    self.on_result(error_result(job.id, "InputCancelled", msg))
+        expired = self.store.expire(time.time())
+        if expired:
+            log.info("expired the outputs of %d spawned calls", expired)
+
+    def close(self) -> None:
+        self.flush()
+        self.closing = True
+        self.store.close()
+
+
+def _refusal(type_name: str, message: str) -> Exception:
+    from .daemon import RequestError  # the daemon answers it by name
+
+    return RequestError(type_name, message)
+
+
+def _state_of(result: Result) -> str:
+    if result.status == "ok":
+        return "succeeded"
+    if result.status == "cancelled" or (result.header.get("error") or {}).get("type") == "InputCancelled":
+        return "cancelled"
+    return "failed"
+
