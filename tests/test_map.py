@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
-from conftest import wait_for
+import remotecell as rc
+from conftest import Runtime, run_script, wait_for
 
 
 def test_map_keeps_order_and_starmap_unpacks(app):
@@ -80,3 +84,79 @@ def test_map_aio_in_a_running_loop(app):
 
     values, nothing = asyncio.run(main())
     assert values == list(range(1, 11)) and nothing is None
+
+
+def test_a_million_item_map_runs_in_bounded_memory(tmp_path):
+    state = tmp_path / "big-map"
+    rt = Runtime(state)
+    try:
+        daemon_before = _peak_rss_kib(rt.proc.pid)
+        out = run_script("""
+import resource, remotecell as rc
+app = rc.App("big")
+
+@app.function(min_containers=2, max_containers=2)
+def inc(x):
+    return x + 1
+
+with app.run():
+    assert list(inc.map(range(3000))) == list(range(1, 3001))  # warm: the steady state is what we measure
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    total = sum(inc.map(x for x in range(1_000_000)))  # a generator: nothing holds the inputs
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(total, before, after)
+""", env={"REMOTECELL_HOME": str(state)}, timeout_s=600, tmp_path=tmp_path)
+        daemon_after = _peak_rss_kib(rt.proc.pid)
+    finally:
+        rt.stop()
+    assert out.returncode == 0, out.stderr
+    total, client_before, client_after = map(int, out.stdout.split())
+    assert total == sum(range(1, 1_000_001))
+    # 1,000,000 inputs and results would take hundreds of MiB if anything kept them
+    assert client_after - client_before < 40 * 1024, (client_before, client_after)
+    assert daemon_after - daemon_before < 40 * 1024, (daemon_before, daemon_after)
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_ctrl_c_during_a_map_leaves_nothing_running(runtime, tmp_path):
+    script = tmp_path / "interrupted_map.py"
+    script.write_text("""
+import sys, time, remotecell as rc
+app = rc.App("interrupted-map")
+
+@app.function(max_containers=2)
+def nap(x):
+    time.sleep(60)
+    return x
+
+try:
+    for value in nap.map(range(20)):
+        pass
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+sys.stdin.readline()  # keep the app (and its pool) alive while the test looks at it
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _pool(rc.status(), "nap", "running") == 2, timeout_s=30, what="two inputs to run")
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == "interrupted"
+        wait_for(lambda: _pool(rc.status(), "nap", "running") == 0 and _pool(rc.status(), "nap", "queued") == 0,
+                 timeout_s=15, what="the runtime to have nothing of the map left")
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted; cancelled the 20 remote inputs of nap.map still running" in err
+
+
+def _pool(status, function: str, field: str) -> int:
+    pools = [p for p in status["pools"] if p["function"] == function]
+    return sum(p[field] for p in pools) if pools else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
@@ -84,12 +85,15 @@ class Fanout:
                 out.append((index, exc, False))
         return out
 
-    async def cancel_rest(self) -> None:
+    async def cancel_rest(self) -> int:
+        """Cancel the inputs still out; how many there were."""
         for input_id in self.pending:
             self.channel.waiting.pop(input_id, None)
-        if self.pending:
+        count = len(self.pending)
+        if count:
             await self.channel.send({"t": "cancel", "sid": self.conn.sid, "ids": list(self.pending)})
             self.pending.clear()
+        return count
 
 
 async def run(fanout: Fanout, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any], order_outputs: bool,
@@ -104,7 +108,7 @@ async def run(fanout: Fanout, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[
     inputs = enumerate(arg_tuples)
     held: dict[int, Any] = {}  # done, waiting for their turn (ordered outputs)
     next_index = 0
-    exhausted = False
+    exhausted = interrupted = False
     try:
         while True:
             room = MAX_INFLIGHT - len(fanout.pending) - len(held)
@@ -129,6 +133,12 @@ async def run(fanout: Fanout, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[
                 next_index += 1
             if ready:
                 yield ready
+    except asyncio.CancelledError:  # Ctrl-C in a blocking caller, or a cancelled task
+        interrupted = True
+        raise
     finally:
-        await fanout.cancel_rest()
+        cancelled = await fanout.cancel_rest()
         meter.close()
+        if interrupted and cancelled:
+            print(f"remotecell: interrupted; cancelled the {cancelled} remote inputs of {meter.label} still running",
+                  file=sys.stderr)

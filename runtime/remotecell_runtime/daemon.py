@@ -464,8 +464,10 @@ class Daemon:
             known = self.input_pool.get(inp.id)
             if known is None:
                 fresh.append(inp)
-            elif inp.id in known.inputs:  # resent (after a reconnect): it runs once, answers the new socket
-                known.inputs[inp.id].peer = req.peer
+            else:  # resent (after a reconnect): it runs once, and answers the socket that asked last
+                _wire.discard([inp.payload])
+                if inp.id in known.inputs:
+                    known.inputs[inp.id].peer = req.peer
         if pool is None or pool.retired:
             _wire.discard(req.payloads)
             msg = (f"function {req.header.get('fid')!r} is not registered here "

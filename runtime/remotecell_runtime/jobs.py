@@ -358,7 +358,7 @@ class Jobs:
 
     def _load_unfinished(self) -> None:
         for row in self.store.unfinished():
-            payload = _wire.decode(unpack(row["args"]))[1][0]
+            payload = Payload(unpack(row["args"]))
             job = Job(row["id"], row["fn_key"], row["function"], row["method"], payload, row["group_id"],
                       row["idx"], row["created_at"])
             self.live[job.id] = job
