@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
@@ -51,6 +52,7 @@ class Fanout:
         self.args_payload = args_payload
         self.outcomes = _Outcomes()
         self.pending: dict[str, int] = {}  # input id -> its index in the map
+        self.output = _client.output_here()  # the map's output goes where it was called (its notebook cell)
 
     async def send(self, items: list[tuple[int, Sequence[Any]]], kwargs: dict[str, Any]) -> None:
         for start in range(0, len(items), PER_MESSAGE):
@@ -59,7 +61,7 @@ class Fanout:
                 input_id = self.conn.new_id()
                 entries.append(({"id": input_id}, [self.args_payload(tuple(args), kwargs)]))
                 self.pending[input_id] = index
-                self.channel.waiting[input_id] = (self.outcomes.deliver, None)
+                self.channel.waiting[input_id] = (self.outcomes.deliver, self.output)
             message_id = self.conn.new_id()  # a refused message comes back under this id
             self.channel.waiting[message_id] = (self.outcomes.deliver, None)
             frames = _wire.encode_many("calls", entries, id=message_id, **self.header)
@@ -129,6 +131,11 @@ async def run(fanout: Fanout, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[
                 next_index += 1
             if ready:
                 yield ready
+    except asyncio.CancelledError:  # Ctrl-C in the caller (or its task was cancelled)
+        if fanout.pending:
+            print(f"remotecell: interrupted; cancelled {len(fanout.pending)} remote input(s) of {meter.label}",
+                  file=sys.stderr)
+        raise
     finally:
         await fanout.cancel_rest()
         meter.close()
