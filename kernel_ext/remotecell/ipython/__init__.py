@@ -16,7 +16,7 @@ from typing import Any
 
 def load_ipython_extension(shell: Any) -> None:
     from .. import _progress
-    from ..widgets import progress_view
+    from ..widgets.progress import progress_view
     from .magics import RemoteMagics
 
     shell.register_magics(RemoteMagics(shell))
