@@ -86,7 +86,7 @@ def _settle(outcome: concurrent.futures.Future[T], task: asyncio.Task[T]) -> Non
     if task.cancelled():
         outcome.cancel()
     elif task.exception() is not None:
-        outcome.set_exception(task.exception())  # type: ignore[arg-type]
+        outcome.set_exception(task.exception())
     else:
         outcome.set_result(task.result())
 

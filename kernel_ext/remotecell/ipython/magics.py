@@ -65,6 +65,7 @@ class RemoteMagics(Magics):
         interrupt the remote cell (the session keeps its state).
         """
         args = parse_argstring(self.remote, line)
+        assert self.shell is not None  # registered on a shell
         try:
             session = self.sessions.get(args.session, gpu=args.gpu)
             timeout = None if args.timeout is ... else args.timeout

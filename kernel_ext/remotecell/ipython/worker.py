@@ -170,10 +170,12 @@ class SessionWorker:
     def _execute(self, source: str, filename: str) -> Any:
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         tree = ast.parse(source, filename, "exec")
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        last = tree.body[-1] if tree.body else None
+        if isinstance(last, ast.Expr):
+            tree.body.pop()
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         self._run(compile(tree, filename, "exec", flags=flags))
-        if last is None:
+        if not isinstance(last, ast.Expr):
             return None
         return self._run(compile(ast.Expression(last.value), filename, "eval", flags=flags))
 
