@@ -211,3 +211,31 @@ def test_names_a_cell_reads_before_binding_them():
     assert names_used("import numpy as np\nnp.zeros(3)") == []
     assert names_used("total += 1") == ["total"]
     assert names_used("await asyncio.sleep(0)") == ["asyncio"]  # top-level await is allowed
+
+
+def test_changing_the_gpu_restarts_the_session_saying_so(shell, tmp_path, monkeypatch):
+    import remotecell._client as client_mod
+    from conftest import Runtime
+
+    state = tmp_path / "gpu-home"
+    rt = Runtime(state, env={"REMOTECELL_FAKE_GPUS": "H100,H100"})
+    monkeypatch.setenv("REMOTECELL_HOME", str(state))
+    client_mod.reset_connection()
+    try:
+        devices = "import os\nx = 1\nos.environ['CUDA_VISIBLE_DEVICES']"
+        result, out = run(shell, f"%%remote --session g --gpu any\n{devices}")
+        assert result.result in ("0", "1"), out.stdout + out.stderr
+        assert run(shell, "%%remote --session g --gpu any\nx")[0].result == 1  # same spec: same session
+        with capture_output() as out:
+            shell.run_line_magic("remote_session", "--session g --gpu any:2")
+        assert "restarting session 'g' with gpu='any:2' (was 'any'): its state is gone" in out.stderr
+        assert "session 'g': gpu='any:2'" in out.stdout
+        result, out = run(shell, "%%remote --session g\nimport os\n"
+                                 "'x' in globals(), os.environ['CUDA_VISIBLE_DEVICES']")
+        assert result.result == (False, "0,1")
+        result, out = run(shell, "%%remote --session g2 --gpu A100\n1")
+        assert "gpu='A100' cannot be met: this host has 0: H100, 1: H100" in out.stdout + out.stderr
+    finally:
+        shell.run_line_magic("remote_stop", "")
+        client_mod.reset_connection()
+        rt.stop()
