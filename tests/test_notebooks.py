@@ -21,13 +21,26 @@ def _text(cell) -> str:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(runtime, path):
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3",
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
                    resources={"metadata": {"path": str(path.parent)}}).execute()  # raises on a failing cell
     code = [c for c in nb.cells if c.cell_type == "code"]
     if path.stem == "quickstart":
-        assert "squaring 7 in a container" in _text(code[0]) and "49" in _text(code[0])
-        assert "(0.0, 1.0, dtype('float32'))" in _text(code[1])
-        assert "[0, 1, 4, 9, 16]" in _text(code[2])
-        assert "caught: ZeroDivisionError('division by zero')" in _text(code[3])
-        assert "return a / b" in _text(code[3])  # the remote traceback, with the cell's source
-        assert "square: " in _text(code[4]) and "idle" in _text(code[4])  # rc.status()
+        _check_quickstart(nb, code)
+
+
+def _check_quickstart(nb, code) -> None:
+    assert "squaring 7 in a container" in _text(code[1]) and "49" in _text(code[1])
+    assert "(0.0, 1.0, dtype('float32'))" in _text(code[2])
+    assert "[0, 1, 4, 9, 16]" in _text(code[3])
+    bars = [m["state"] for m in nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
+            if m["model_name"] == "IntProgressModel"]
+    assert [(b["value"], b["max"], b["bar_style"]) for b in bars] == [(32, 32, "success")]  # the map's progress
+    assert "in the session, pid" in _text(code[6]) and "150" in _text(code[6])  # %%remote, with `scale` pushed
+    assert any("image/png" in o.get("data", {}) for o in code[7].outputs)  # plt.show() in the session
+    assert "[0, 10, 20, 30, 40, 50, 60]" in _text(code[8])  # --pull
+    assert "caught: ZeroDivisionError('division by zero')" in _text(code[10])
+    assert "return a / b" in _text(code[10])  # the remote traceback, with the cell's source
+    error = next(o for o in code[11].outputs if o["output_type"] == "error")
+    assert error["ename"] == "ZeroDivisionError" and "return a / b" in "\n".join(error["traceback"])
+    assert "<table>" in code[12].outputs[0]["data"]["text/html"]  # rc.status() as HTML
+    assert "square: " in _text(code[12]) and "idle" in _text(code[12])

@@ -38,6 +38,19 @@ if TYPE_CHECKING:
     from .status import status
 
 
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext remotecell``: the ``%%remote`` magics and the notebook widgets (see ``remotecell.ipython``)."""
+    from .ipython import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    from .ipython import unload_ipython_extension as unload
+
+    unload(shell)
+
+
 def __getattr__(name: str) -> Any:
     module_name = _EXPORTS.get(name)
     if module_name is None:

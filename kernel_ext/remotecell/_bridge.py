@@ -51,16 +51,44 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             task.cancel()  # let the coroutine cancel what it started remotely
             loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
             raise
-    future = asyncio.run_coroutine_threadsafe(coro, background_loop())
+    return _run_in_background(coro)
+
+
+def _run_in_background(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` as a task of the background loop, in a copy of the caller's context.
+
+    On Ctrl-C the task is cancelled and awaited (up to 5 s), so that what it
+    started remotely is cancelled before the interrupt goes on; a cancelled
+    concurrent future would return at once instead.
+    """
+    loop = background_loop()
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+    tasks: list[asyncio.Task[T]] = []
+
+    def start() -> None:  # call_soon_threadsafe runs it in a copy of the caller's context
+        task = loop.create_task(coro)
+        tasks.append(task)
+        task.add_done_callback(lambda t: _settle(outcome, t))
+
+    loop.call_soon_threadsafe(start)
     try:
-        return future.result()
+        return outcome.result()
     except KeyboardInterrupt:
-        future.cancel()
+        loop.call_soon_threadsafe(lambda: tasks[0].cancel())  # after start(): callbacks run in order
         try:
-            future.result(timeout=5)
-        except (concurrent.futures.CancelledError, Exception):
+            outcome.result(timeout=5)
+        except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError, Exception):
             pass
         raise
+
+
+def _settle(outcome: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
+    if task.cancelled():
+        outcome.cancel()
+    elif task.exception() is not None:
+        outcome.set_exception(task.exception())
+    else:
+        outcome.set_result(task.result())
 
 
 def iterate(results: AsyncIterator[T]) -> Iterator[T]:

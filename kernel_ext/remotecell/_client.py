@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import itertools
 import linecache
 import os
@@ -63,6 +64,21 @@ def write_output(stream: str, text: str) -> None:
     target = sys.stderr if stream == "stderr" else sys.stdout
     target.write(text)
     target.flush()
+
+
+def output_here() -> OutputSink:
+    """The default sink, bound to the caller's context (contextvars).
+
+    Output then lands where the call was made even when it arrives later on
+    another thread or task: in a notebook, the cell that made the call (ipykernel
+    keeps the current cell in a context variable), not the cell running by then.
+    """
+    context = contextvars.copy_context()
+
+    def sink(stream: str, text: str) -> None:
+        context.run(write_output, stream, text)
+
+    return sink
 
 
 def result_value(header: dict[str, Any], payloads: list[Payload]) -> Any:
@@ -373,7 +389,7 @@ class AsyncChannel:
             if not future.done():
                 future.set_result((reply, reply_payloads))
 
-        self.waiting[request_id] = (deliver, on_output)
+        self.waiting[request_id] = (deliver, on_output or output_here())
         runtime_id = self.conn.runtime_id
         try:
             await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)

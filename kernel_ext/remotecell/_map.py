@@ -52,6 +52,7 @@ class Fanout:
         self.args_payload = args_payload
         self.outcomes = _Outcomes()
         self.pending: dict[str, int] = {}  # input id -> its index in the map
+        self.output = _client.output_here()  # the map's output goes where it was called (its notebook cell)
 
     async def send(self, items: list[tuple[int, Sequence[Any]]], kwargs: dict[str, Any]) -> None:
         for start in range(0, len(items), PER_MESSAGE):
@@ -60,7 +61,7 @@ class Fanout:
                 input_id = self.conn.new_id()
                 entries.append(({"id": input_id}, [self.args_payload(tuple(args), kwargs)]))
                 self.pending[input_id] = index
-                self.channel.waiting[input_id] = (self.outcomes.deliver, None)
+                self.channel.waiting[input_id] = (self.outcomes.deliver, self.output)
             message_id = self.conn.new_id()  # a refused message comes back under this id
             self.channel.waiting[message_id] = (self.outcomes.deliver, None)
             frames = _wire.encode_many("calls", entries, id=message_id, **self.header)

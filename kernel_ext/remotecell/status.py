@@ -31,6 +31,11 @@ class RuntimeStatus(dict):  # type: ignore[type-arg]
                          f"{pool['running']} running")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:  # notebooks show this instead of the text
+        from .widgets.status import status_html
+
+        return status_html(self)
+
 
 def status() -> RuntimeStatus:
     """Ask the runtime what it is doing (starts the local runtime if none runs)."""

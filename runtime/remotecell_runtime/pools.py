@@ -238,11 +238,15 @@ class Pool:
         self._detach(inp)
         if lost_container:
             inp.crashes += 1
-            if inp.crashes <= CRASH_RETRY_CAP:
+            # A %%remote session must not rerun a cell on a fresh container: it sets crash_retries=0.
+            cap = int(self.fn.options.get("crash_retries", CRASH_RETRY_CAP))
+            if inp.crashes <= cap:
                 self._retry(inp, 0.0)
                 return
-            result.header["error"]["message"] += f"\nthe input failed as poison: {inp.crashes} containers died under it"
-            result.frames = None
+            if cap:
+                result.header["error"]["message"] += (
+                    f"\nthe input failed as poison: {inp.crashes} containers died under it")
+                result.frames = None
         else:
             delay_s = self.fn.retry_delay_s(inp.attempt)
             if delay_s is not None:

@@ -112,6 +112,19 @@ class _Stream:
         self.fallback.flush()
         self.container.send({"t": "output", "id": input_id, "stream": self.name, "text": text})
 
+    def emit(self, kind: str, text: str) -> bool:
+        """Send output of another kind (``"display"``: a JSON mime bundle) to the current input's caller.
+
+        It follows what the input wrote to this stream so far; the daemon routes it by
+        input id like any output.  False when no input runs in this thread or task.
+        """
+        input_id = CURRENT.get()
+        if input_id is None:
+            return False
+        self.flush_input(input_id)
+        self.container.send({"t": "output", "id": input_id, "stream": kind, "text": text})
+        return True
+
     def isatty(self) -> bool:
         return False
 
