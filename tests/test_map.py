@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -160,3 +161,45 @@ sys.stdin.readline()  # keep the app (and its pool) alive while the test looks a
 def _pool(status, function: str, field: str) -> int:
     pools = [p for p in status["pools"] if p["function"] == function]
     return sum(p[field] for p in pools) if pools else 0
+
+
+PROGRESS_SCRIPT = """
+import time, remotecell as rc
+app = rc.App("progress")
+
+@app.function(max_containers=2)
+def tick(x):
+    time.sleep(0.05)
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+print(len(list(tick.map(range(30), return_exceptions=True))))
+"""
+
+
+def test_map_progress_on_a_terminal_and_not_when_piped(runtime, tmp_path):
+    import pty
+
+    script = tmp_path / "progress.py"
+    script.write_text(PROGRESS_SCRIPT)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the other end closed: the process is done
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(leader)
+    assert proc.wait(60) == 0 and proc.stdout.read().strip() == "30"
+    text = terminal.decode()
+    last = text[text.rindex("tick.map:"):]  # the line is rewritten in place: its final state
+    assert "tick.map: 29/30 done, 1 failed, 0 in flight" in last, terminal
+    assert "/s" in last
+    piped = run_script(PROGRESS_SCRIPT, tmp_path=tmp_path)
+    assert piped.returncode == 0 and piped.stdout.strip() == "30" and "tick.map" not in piped.stderr

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cloudpickle
@@ -320,6 +320,14 @@ class SyncChannel:
                   on_output: OutputSink | None = None, timeout_s: float | None = None,
                   ) -> tuple[dict[str, Any], list[Payload]]:
         """Send one request and wait for its reply (``result``, ``reply`` or ``error``)."""
+        for reply in self.stream(header, payloads, on_output, timeout_s):
+            return reply
+        raise AssertionError("unreachable: stream() ends with the reply")
+
+    def stream(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+               on_output: OutputSink | None = None, timeout_s: float | None = None,
+               ) -> Iterator[tuple[dict[str, Any], list[Payload]]]:
+        """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
         request_id = header["id"]
         runtime_id = self.conn.runtime_id
         _wire.send(self.sock, _wire.encode(header, payloads))
@@ -336,9 +344,12 @@ class SyncChannel:
                     _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
                 elif reply["t"] == "output":
                     (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
+                elif reply["t"] == "item":
+                    yield reply, reply_payloads
                 else:
                     _check_reply(reply, reply_payloads)
-                    return reply, reply_payloads
+                    yield reply, reply_payloads
+                    return
 
     def _check_waiting(self, deadline: float | None, timeout_s: float | None) -> None:
         if deadline is not None and time.monotonic() > deadline:
@@ -358,6 +369,9 @@ class AsyncChannel:
         self.sock = conn.new_socket(self.ctx)
         self.waiting: dict[str, tuple[Deliver, OutputSink | None]] = {}  # request id -> who takes its reply
         self.reader = asyncio.ensure_future(self._read())
+        # The reader lives as long as its loop; a blocking caller's private loop is simply dropped
+        # at exit with the reader still waiting, which is fine: don't warn about it.
+        self.reader._log_destroy_pending = False  # type: ignore[attr-defined]
 
     async def _read(self) -> None:
         while True:

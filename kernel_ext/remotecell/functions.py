@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import sys
 import sysconfig
@@ -50,6 +51,17 @@ def _length(iterables: Sequence[Iterable[Any]]) -> int | None:
         return min(len(it) for it in iterables)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+async def _next_reply(conn: _client.Connection, arrived: asyncio.Queue[Any]) -> Any:
+    """The next message for a streaming call, looking at the runtime's health while it waits."""
+    runtime_id = conn.runtime_id
+    while True:
+        try:
+            return await asyncio.wait_for(arrived.get(), _client.WAKE_MS / 1000)
+        except TimeoutError:
+            conn.check_alive()
+            conn.check_restart(runtime_id)
 
 
 def _flatten(batches: Iterator[list[Any]]) -> Iterator[Any]:
@@ -126,6 +138,7 @@ class Function:
         self.name = f"{registration.name}.{method}" if method else registration.name
         functools.update_wrapper(self, local)  # type: ignore[arg-type]
         self.remote = Twin(self._remote, self._remote_aio)
+        self.remote_gen = Twin(self._remote_gen, self._remote_gen_aio)
         self.map = Twin(self._map, self._map_aio)
         self.starmap = Twin(self._starmap, self._starmap_aio)
         self.for_each = Twin(self._for_each, self._for_each_aio)
@@ -185,6 +198,7 @@ class Function:
 
     def _remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function remotely and return its result (or raise its exception)."""
+        self._check_generator(False)
         conn, fid = self.fid()
         header = self._call_header(conn, fid)
         payload = self._args_payload(conn, args, kwargs)
@@ -197,7 +211,72 @@ class Function:
             raise
         return _client.result_value(reply, payloads)
 
+    def _check_generator(self, wanted: bool) -> None:
+        user_fn = getattr(self.registration.target.cls, self.method) if self.method else self.raw_f
+        is_generator = inspect.isgeneratorfunction(user_fn) or inspect.isasyncgenfunction(user_fn)
+        if is_generator and not wanted:
+            raise InvalidError(f"{self.name} is a generator function: iterate over {self.name}.remote_gen(...) "
+                               "to get its items as they are made")
+        if wanted and not is_generator:
+            raise InvalidError(f"{self.name} is not a generator function: call {self.name}.remote(...)")
+
+    def _remote_gen(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """Run a generator function remotely; yield its items as the remote generator makes them.
+
+        >>> @app.function()
+        ... def count(n):
+        ...     yield from range(n)
+        >>> list(count.remote_gen(3))     # or: async for x in count.remote_gen.aio(3)
+        [0, 1, 2]
+        """
+        self._check_generator(True)
+        return self._items(args, kwargs)
+
+    def _items(self, args: tuple, kwargs: dict) -> Iterator[Any]:
+        conn, fid = self.fid()
+        header = dict(self._call_header(conn, fid), gen=True)
+        channel = conn.channel()
+        replies = channel.stream(header, [self._args_payload(conn, args, kwargs)])
+        finished = False
+        try:
+            for reply, payloads in replies:
+                if reply["t"] != "item":
+                    finished = True
+                    _client.result_value(reply, payloads)  # raises what the generator raised
+                    return
+                yield _wire.deserialize(payloads[0])
+        finally:
+            if not finished:  # the caller stopped early (break, Ctrl-C): stop the generator there too
+                channel.sock.send_multipart(_wire.encode({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]}))
+                replies.close()
+
+    def _remote_gen_aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        self._check_generator(True)
+        return self._items_aio(args, kwargs)
+
+    async def _items_aio(self, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
+        conn, fid = await self.fid_aio()
+        header = dict(self._call_header(conn, fid), gen=True)
+        channel = conn.async_channel()
+        arrived: asyncio.Queue[tuple[dict[str, Any], list[_wire.Payload]]] = asyncio.Queue()
+        channel.waiting[header["id"]] = (lambda h, p: arrived.put_nowait((h, p)), _client.output_here())
+        finished = False
+        try:
+            await channel.send(header, [self._args_payload(conn, args, kwargs)])
+            while True:
+                reply, payloads = await _next_reply(conn, arrived)
+                if reply["t"] != "item":
+                    finished = True
+                    _client.result_value(reply, payloads)
+                    return
+                yield _wire.deserialize(payloads[0])
+        finally:
+            channel.waiting.pop(header["id"], None)
+            if not finished:
+                await channel.send({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]})
+
     async def _remote_aio(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_generator(False)
         conn, fid = await self.fid_aio()
         return await self._call_aio(conn, fid, args, kwargs)
 

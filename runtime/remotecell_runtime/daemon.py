@@ -159,6 +159,7 @@ class Daemon:
             "ready": self.on_container_ready,
             "load_failed": self.on_container_load_failed,
             "output": self.on_container_output,
+            "item": self.on_container_output,  # what a generator yields, routed like its output
             "result": self.on_container_result,
             "results": self.on_container_results,
         }
@@ -581,7 +582,8 @@ class Daemon:
         if inp is None:
             return
         if inp.peer is JOB_PEER:
-            self.jobs.on_output(inp.id, str(header.get("text", "")))
+            if header["t"] == "output":
+                self.jobs.on_output(inp.id, str(header.get("text", "")))
         else:
             self.send_peer(inp.peer, frames)
 

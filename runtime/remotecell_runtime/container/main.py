@@ -263,7 +263,7 @@ class Container:
                 self._call_hook(getattr(instance, name))
         else:
             self.methods = {None: target}
-        if any(inspect.iscoroutinefunction(m) for m in self.methods.values()):
+        if any(_on_loop(m) for m in self.methods.values()):
             self._start_loop()
         if self.max_inputs > 1:
             import concurrent.futures
@@ -300,7 +300,7 @@ class Container:
             exc = AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}")
             self._finish(header["id"], payloads, result, _describe_error(result, exc))
             return
-        if inspect.iscoroutinefunction(method):
+        if _on_loop(method):
             import asyncio
 
             assert self.loop is not None
@@ -319,7 +319,8 @@ class Container:
             if input_id in self.cancelled:
                 raise Cancelled()
             args, kwargs = _wire.deserialize(payloads[0], hold=True)
-            outcome: Any = _Returned(method(*args, **kwargs))
+            value = method(*args, **kwargs)
+            outcome: Any = _Returned(self._send_items(header, value) if header.get("gen") else value)
         except Terminated:
             raise
         except BaseException as exc:
@@ -342,7 +343,10 @@ class Container:
             if header["id"] in self.cancelled:
                 raise asyncio.CancelledError()
             args, kwargs = _wire.deserialize(payloads[0], hold=True)
-            outcome: Any = _Returned(await method(*args, **kwargs))
+            if inspect.isasyncgenfunction(method):
+                outcome: Any = _Returned(await self._send_async_items(header, method(*args, **kwargs)))
+            else:
+                outcome = _Returned(await method(*args, **kwargs))
         except asyncio.CancelledError:
             outcome = Cancelled()
         except BaseException as exc:
@@ -351,6 +355,34 @@ class Container:
             self.running_inputs.pop(header["id"], None)
             self.cancelled.discard(header["id"])
         self._report(header, payloads, outcome)
+
+    def _send_items(self, header: dict[str, Any], items: Any) -> int:
+        """``remote_gen``: each item the generator yields goes to the caller at once; returns how many."""
+        if not inspect.isgenerator(items):
+            raise TypeError(f"remote_gen needs a generator function; this one returned {_type_name(items)} "
+                            "(call it with .remote())")
+        count = 0
+        for item in items:
+            self._send_item(header, count, item)
+            count += 1
+        return count
+
+    async def _send_async_items(self, header: dict[str, Any], items: Any) -> int:
+        if not header.get("gen"):
+            raise TypeError("this is an async generator function: call it with .remote_gen()")
+        count = 0
+        async for item in items:
+            self._send_item(header, count, item)
+            count += 1
+        return count
+
+    def _send_item(self, header: dict[str, Any], index: int, item: Any) -> None:
+        input_id = header["id"]
+        for stream in (sys.stdout, sys.stderr):  # what it printed before this item comes first
+            if isinstance(stream, _Stream):
+                stream.flush_input(input_id)
+        use_shm = bool(header.get("shm")) and _wire.ShmPool.available()
+        self.send({"t": "item", "id": input_id, "i": index}, [_wire.serialize(item, self.shm if use_shm else None)])
 
     def _report(self, header: dict[str, Any], payloads: list[Payload], outcome: Any) -> None:
         input_id = header["id"]
@@ -424,6 +456,11 @@ class Container:
                 self._call_hook(hook)
             except BaseException:
                 traceback.print_exc(file=sys.__stderr__)
+
+
+def _on_loop(fn: Callable[..., Any]) -> bool:
+    """``async def`` functions and async generators run on the container's event loop."""
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
 
 
 def _type_name(obj: Any) -> str:
