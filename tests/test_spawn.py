@@ -264,3 +264,39 @@ except rc.exceptions.InputCancelled as e:
             if proc.poll() is None:
                 proc.kill()
         rt.stop()
+
+
+def test_ctrl_c_in_get_stops_waiting_and_the_call_goes_on(runtime, tmp_path):
+    gate, waiting = tmp_path / "gate", tmp_path / "waiting"
+    script = tmp_path / "interrupted_get.py"
+    script.write_text(f"""
+import os, time, remotecell as rc
+app = rc.App("interrupted-get")
+
+@app.function()
+def gated():
+    while not os.path.exists({str(gate)!r}):
+        time.sleep(0.01)
+    return "done anyway"
+
+call = gated.spawn()
+open({str(waiting)!r}, "w").close()
+try:
+    call.get()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+open({str(gate)!r}, "w").close()
+print(call.get(timeout=30))
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(waiting.exists, timeout_s=30, what="the client to wait in get()")
+    wait_for(lambda: _running(rc.status(), "gated") == 1, timeout_s=30, what="the spawned call to run")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.split("\n")[:2] == ["interrupted", "done anyway"]
+    assert "keeps running (call.cancel() stops it)" in err
+
+
+def _running(status, function: str) -> int:
+    return sum(p["running"] for p in status["pools"] if p["function"].endswith(function))
