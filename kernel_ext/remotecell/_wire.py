@@ -403,6 +403,8 @@ class ShmPool:
 
     @classmethod
     def local(cls) -> ShmPool:
+        if cls._instance is not None:  # every call asks: no lock once it exists
+            return cls._instance
         with cls._instance_lock:
             if cls._instance is None:
                 cls._instance = ShmPool(prefix=os.environ.get("REMOTECELL_SHM_PREFIX", ""))

@@ -101,6 +101,8 @@ class _Stream:
         self.fallback.flush()
 
     def flush_input(self, input_id: str) -> None:
+        if input_id not in self.pending:  # the common case, checked without the lock
+            return
         with self.lock:
             parts = self.pending.pop(input_id, None)
         if not parts:
@@ -152,6 +154,7 @@ class Container:
         self.running = True
         self.target: Any = None  # the loaded function, or a ClsSpec's instance
         self.methods: dict[str | None, Callable[..., Any]] = {}
+        self.loop_methods: set[str | None] = set()  # those that run on the event loop
         self.exit_hooks: list[Callable[[], Any]] = []
         self.max_inputs = 1
         self.threads: concurrent.futures.ThreadPoolExecutor | None = None
@@ -263,7 +266,8 @@ class Container:
                 self._call_hook(getattr(instance, name))
         else:
             self.methods = {None: target}
-        if any(_on_loop(m) for m in self.methods.values()):
+        self.loop_methods = {name for name, m in self.methods.items() if _on_loop(m)}
+        if self.loop_methods:
             self._start_loop()
         if self.max_inputs > 1:
             import concurrent.futures
@@ -300,7 +304,7 @@ class Container:
             exc = AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}")
             self._finish(header["id"], payloads, result, _describe_error(result, exc))
             return
-        if _on_loop(method):
+        if header.get("m") in self.loop_methods:
             import asyncio
 
             assert self.loop is not None
