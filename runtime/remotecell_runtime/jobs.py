@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_group ON calls (group_id, idx);
 CREATE INDEX IF NOT EXISTS calls_state ON calls (state);
+CREATE INDEX IF NOT EXISTS calls_expiry ON calls (expires_at);
 """
+TOMBSTONE_S = 30 * 24 * 3600.0  # how long an expired call is still known as expired (then: not found)
 
 
 def pack(frames: list[Frame]) -> bytes:
@@ -144,9 +146,11 @@ class JobStore:
         return {str(state): int(n) for state, n in rows}
 
     def expire(self, now_s: float) -> int:
+        """Drop the results of calls past their retention; forget them entirely much later."""
+        self.db.execute("DELETE FROM calls WHERE expires_at < ? AND state = 'expired'", (now_s - TOMBSTONE_S,))
         cur = self.db.execute(
             "UPDATE calls SET state = 'expired', result = NULL, args = NULL, logs = NULL "
-            "WHERE expires_at IS NOT NULL AND expires_at < ? AND state != 'expired'", (now_s,))
+            "WHERE expires_at < ? AND state != 'expired'", (now_s,))
         return cur.rowcount
 
 
@@ -159,6 +163,7 @@ class Jobs:
         self.store = JobStore(state_dir / "jobs.db")
         self.retention_s = retention_s
         self.live: dict[str, Job] = {}
+        self.groups: dict[str, set[str]] = {}  # spawn_map group -> its live calls
         self.orphans: dict[str, list[Job]] = {}  # fn key -> jobs that wait for their function after a restart
         self.orphan_deadline = time.monotonic() + orphan_grace_s
         self.closing = False
@@ -207,7 +212,7 @@ class Jobs:
             if call_id in self.live or self.store.row(call_id) is not None:
                 continue  # a resent request
             job = Job(call_id, pool.fn.key, pool.fn.name, method, payloads[0], head.get("g"), head.get("i"))
-            self.live[call_id] = job
+            self._track(job)
             self._write("INSERT INTO calls (id, group_id, idx, fn_key, function, method, state, args, created_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
                         (job.id, job.group_id, job.index, job.fn_key, job.function, method,
@@ -217,7 +222,7 @@ class Jobs:
         def accepted(error: Exception | None) -> None:
             if error is not None:
                 for job in fresh:
-                    self.live.pop(job.id, None)
+                    self._untrack(job)
                 refusal = {"type": "ConnectionError", "message": f"the runtime could not save the calls: {error}"}
                 self.rt.send_peer(peer, _wire.encode({"t": "error", "id": request_id, "error": refusal}))
                 return
@@ -226,14 +231,25 @@ class Jobs:
 
         self._then(accepted)
 
-    def _start(self, pool: Pool, jobs: list[Job], attempts: dict[str, int] | None = None) -> None:
+    def _track(self, job: Job) -> None:
+        self.live[job.id] = job
+        if job.group_id is not None:
+            self.groups.setdefault(job.group_id, set()).add(job.id)
+
+    def _untrack(self, job: Job) -> None:
+        self.live.pop(job.id, None)
+        members = self.groups.get(job.group_id or "")
+        if members is not None:
+            members.discard(job.id)
+            if not members:
+                del self.groups[job.group_id or ""]
+
+    def _start(self, pool: Pool, jobs: list[Job]) -> None:
         inputs = []
         for job in jobs:
-            self.live[job.id] = job
+            self._track(job)
             self.rt.input_pool[job.id] = pool
-            inp = Input(job.id, JOB_PEER, job.payload, None, job.method, False)
-            inp.attempt = (attempts or {}).get(job.id, 1)
-            inputs.append(inp)
+            inputs.append(Input(job.id, JOB_PEER, job.payload, None, job.method, False))
         pool.submit(*inputs)
 
     # -- results and output -------------------------------------------------------------------
@@ -252,7 +268,7 @@ class Jobs:
                      int(result.header.get("attempt", 1)), "".join(job.logs), now, now + self.retention_s, job.id))
 
         def ended(error: Exception | None) -> None:  # waiters hear of it once it is on disk
-            self.live.pop(job.id, None)
+            self._untrack(job)
             waiters, job.waiters = job.waiters, []
             for peer, request_id in waiters:
                 self.rt.send_peer(peer, _wire.encode(dict(header, t="result", id=request_id), result.payloads))
@@ -324,7 +340,7 @@ class Jobs:
 
     def group_status(self, group_id: str) -> dict[str, int]:
         counts = self.store.group_states(group_id)
-        live = [j for j in self.live.values() if j.group_id == group_id]
+        live = [self.live[call_id] for call_id in self.groups.get(group_id, ())]
         running = sum(1 for j in live if self._live_status(j)["state"] == "running")
         counts.pop("queued", None)
         counts.update(queued=len(live) - running, running=running)
@@ -361,7 +377,7 @@ class Jobs:
             payload = Payload(unpack(row["args"]))
             job = Job(row["id"], row["fn_key"], row["function"], row["method"], payload, row["group_id"],
                       row["idx"], row["created_at"])
-            self.live[job.id] = job
+            self._track(job)
             self.orphans.setdefault(job.fn_key, []).append(job)
         if self.live:
             log.info("%d spawned calls were unfinished at the last stop; they run again once their apps are back",
@@ -372,8 +388,6 @@ class Jobs:
         jobs = self.orphans.pop(pool.fn.key, [])
         if jobs:
             log.info("resuming %d spawned calls of %s", len(jobs), pool.fn.name)
-            for job in jobs:
-                self.live.pop(job.id, None)
             self._start(pool, jobs)
 
     def _forget_orphan(self, call_id: str) -> None:
