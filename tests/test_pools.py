@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 import time
@@ -122,19 +123,28 @@ def test_exit_hook_runs_at_scale_down(app, tmp_path):
     wait_for(marker.exists, timeout_s=20, what="@exit at scale-down")
 
 
-def test_scale_up_to_max_and_back_down_to_min(app):
+def test_scale_up_to_max_and_back_down_to_min(app, tmp_path):
+    gate = tmp_path / "gate"
+
     @app.function(min_containers=1, max_containers=3, scaledown_window=2)
-    def busy(seconds):
-        time.sleep(seconds)
+    def busy(path):
+        while not os.path.exists(path):
+            time.sleep(0.01)
         return os.getpid()
 
     wait_for(lambda: busy.stats()["containers"].get("idle") == 1, what="min_containers=1 warm")
 
     async def main():
-        return await asyncio.gather(*(busy.remote.aio(0.6) for _ in range(6)))
+        return await asyncio.gather(*(busy.remote.aio(str(gate)) for _ in range(6)))
 
-    pids = asyncio.run(main())
-    assert len(set(pids)) == 3  # never more than max_containers
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        calls = pool.submit(asyncio.run, main())
+        wait_for(lambda: busy.stats()["running"] == 3, timeout_s=30, what="three containers busy")
+        stats = busy.stats()
+        assert stats["containers"] == {"busy": 3} and stats["queued"] == 3  # never more than max_containers
+        gate.touch()
+        pids = calls.result(timeout=30)
+    assert len(set(pids)) == 3
     wait_for(lambda: busy.stats()["containers"] == {"idle": 1}, timeout_s=20, what="scale-down to min_containers")
 
 
