@@ -306,7 +306,10 @@ def replies(header: dict[str, Any], payloads: list[Payload]) -> list[_wire.Entry
     """The replies one message carries: many results travel in one ``results`` message."""
     if header.get("t") != "results":
         return [(header, payloads)]
-    return [(dict(entry, t="result"), own) for entry, own in _wire.split_many(header, payloads)]
+    entries = _wire.split_many(header, payloads)
+    for entry, _ in entries:
+        entry["t"] = "result"  # each is a result on its own now (the entries are this message's own dicts)
+    return entries
 
 
 class SyncChannel:

@@ -323,6 +323,16 @@ def _plain(obj: Any, depth: int = 3) -> bool:
     return True
 
 
+def serialize_args(args: tuple, kwargs: dict[str, Any], shm: ShmPool | None = None) -> Payload:
+    """``serialize((args, kwargs))``, with a short way for the common call ``f(1)``, ``f("a", 2.0)``."""
+    if not kwargs:
+        for arg in args:
+            if type(arg) not in _SCALARS:
+                return serialize((args, kwargs), shm)
+        return Payload([pickle.dumps((args, kwargs), protocol=5)])
+    return serialize((args, kwargs), shm)
+
+
 def serialize(obj: Any, shm: ShmPool | None = None) -> Payload:
     """Pickle ``obj`` (protocol 5); large buffers go out of band, through ``shm`` if given."""
     if _plain(obj):

@@ -192,7 +192,7 @@ class Function:
 
     def _args_payload(self, conn: _client.Connection, args: tuple, kwargs: dict) -> _wire.Payload:
         try:
-            return _wire.serialize((args, kwargs), _wire.ShmPool.local() if conn.shm else None)
+            return _wire.serialize_args(args, kwargs, _wire.ShmPool.local() if conn.shm else None)
         except Exception as exc:
             raise SerializationError(f"arguments of {self.name} cannot be pickled: {exc}") from exc
 

@@ -33,7 +33,7 @@ from .apps import App, AppRegistry
 from .containers import Container, ContainerManager, State
 from .gpus import GpuAllocator, inventory
 from .jobs import JOB_PEER, RETENTION_S, Jobs
-from .pools import FunctionDef, Input, Peer, Pool, Result, error_result
+from .pools import FunctionDef, Input, Peer, Pool, Result, ResultMessage, error_result
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -362,7 +362,11 @@ class Daemon:
     def _send_held(self) -> None:
         held, self._held = self._held or {}, None
         for peer, results in held.items():
-            if len(results) == 1 and results[0].frames is not None:
+            source = results[0].source
+            if source is not None and len(results) == len(source.entries) and all(
+                    r.source is source for r in results):  # the container's message goes on as it came
+                self.send_peer(peer, source.frames)
+            elif len(results) == 1 and results[0].frames is not None:
                 self.send_peer(peer, results[0].frames)
             else:
                 self.send_peer(peer, _wire.encode_many("results", [(r.header, r.payloads) for r in results]))
@@ -594,12 +598,12 @@ class Daemon:
 
     def on_container_results(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
-        entries = _wire.split_many(header, _wire.split_payloads(header, frames[2:]))
+        message = ResultMessage(header, frames)
         if pool is None:
             return
         self._held = {}
         try:
-            pool.on_results(container, [Result(entry, payloads) for entry, payloads in entries])
+            pool.on_results(container, message.results())
         finally:
             self._send_held()
 

@@ -102,13 +102,48 @@ class Input:
         return head, [self.payload]
 
 
-@dataclass
+class ResultMessage:
+    """A container's ``results`` message: sent on whole when all of it goes to one caller, split only if needed."""
+
+    def __init__(self, header: dict[str, Any], frames: list[Frame]) -> None:
+        self.header = header
+        self.frames = frames
+        self.entries: list[dict[str, Any]] = header.get("e")  # type: ignore[assignment]
+        metas = header.get("p") or []
+        if not isinstance(self.entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("np", 0), int)
+                for e in self.entries) or sum(e.get("np", 0) for e in self.entries) != len(metas):
+            raise _wire.WireError("a results message whose entries do not match its payloads")
+        self._split: list[list[Payload]] | None = None
+
+    def payloads(self, index: int) -> list[Payload]:
+        if self._split is None:
+            payloads = _wire.split_payloads(self.header, self.frames[2:])
+            self._split = [own for _, own in _wire.split_many(self.header, payloads)]
+        return self._split[index]
+
+    def results(self) -> list[Result]:
+        return [Result(entry, source=self, index=i) for i, entry in enumerate(self.entries)]
+
+
 class Result:
     """How one input ended: its result header (id, status, error) and payloads."""
 
-    header: dict[str, Any]
-    payloads: list[Payload] = field(default_factory=list)
-    frames: list[Frame] | None = None  # the container's own one-result message: forwarded untouched
+    __slots__ = ("header", "_payloads", "frames", "source", "index")
+
+    def __init__(self, header: dict[str, Any], payloads: list[Payload] | None = None,
+                 frames: list[Frame] | None = None, source: ResultMessage | None = None, index: int = 0) -> None:
+        self.header = header
+        self._payloads = payloads
+        self.frames = frames  # the container's own one-result message: forwarded untouched
+        self.source = source  # or the many-results message it came in
+        self.index = index
+
+    @property
+    def payloads(self) -> list[Payload]:
+        if self._payloads is None:
+            self._payloads = self.source.payloads(self.index) if self.source is not None else []
+        return self._payloads
 
     @property
     def status(self) -> str:
