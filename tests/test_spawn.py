@@ -75,7 +75,8 @@ def test_status_says_why_a_call_waits_and_cancel_stops_queued_and_running(app, t
     wait_for(lambda: running.status()["state"] == "running", what="the first call to run")
     queued = blocked.spawn(2)
     status = queued.status()
-    assert status["state"] == "queued" and status["reason"]
+    assert status["state"] == "queued"
+    assert status["reason"] == "waiting for a free container (1 running, max_containers=1)"
     queued.cancel()
     with pytest.raises(exceptions.InputCancelled):
         queued.get(timeout=10)

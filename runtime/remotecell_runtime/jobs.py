@@ -336,7 +336,7 @@ class Jobs:
         out["attempts"] = inp.attempt
         if inp.container is not None:
             return dict(out, state="running", container=inp.container.id)
-        return dict(out, state="queued", reason=pool.waiting_reason or "waiting for a free container")
+        return dict(out, state="queued", reason=pool.queue_reason())
 
     def group_status(self, group_id: str) -> dict[str, int]:
         counts = self.store.group_states(group_id)

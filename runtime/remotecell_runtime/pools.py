@@ -476,6 +476,16 @@ class Pool:
         for c in list(self.containers.values()):
             self.rt.containers.stop(c, reason, STOP_GRACE_S)
 
+    def queue_reason(self) -> str:
+        """Why queued inputs wait: for a GPU, for containers to start, or for a busy one to be free."""
+        if self.waiting_reason.startswith("waiting for a GPU"):
+            return self.waiting_reason
+        starting = sum(1 for c in self.containers.values() if c.state is State.STARTING)
+        if starting:
+            return f"waiting for a container to start ({starting} starting)"
+        limit = int(self.fn.options.get("max_containers", 100))
+        return f"waiting for a free container ({len(self.live())} running, max_containers={limit})"
+
     @property
     def empty(self) -> bool:
         return not self.inputs and not self.containers
@@ -488,5 +498,5 @@ class Pool:
             "containers": dict(states),
             "queued": len(self.queue),
             "running": len(self.inputs) - len(self.queue),
-            "waiting_reason": self.waiting_reason if self.queue else "",
+            "waiting_reason": self.queue_reason() if self.queue else "",
         }
