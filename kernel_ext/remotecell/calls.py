@@ -110,6 +110,10 @@ class FunctionCall:
         of = f" of {self.function_name}" if self.function_name else ""
         return f"<rc.FunctionCall {self.object_id}{of}>"
 
+    def _ipython_display_(self) -> None:
+        """In a notebook: a live view (state, elapsed, attempts, log tail, Cancel, result); elsewhere the repr."""
+        _show(self)
+
 
 async def _gather(*calls: FunctionCall) -> list[Any]:
     """Wait for every call; their results in order (the first failure raises).
@@ -174,3 +178,14 @@ class FunctionCallGroup:
         of = f" of {self.function_name}" if self.function_name else ""
         count = f", {self._count} inputs" if self._count is not None else ""
         return f"<rc.FunctionCallGroup {self.object_id}{of}{count}>"
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: live counts per state as a bar, with Cancel; elsewhere the repr."""
+        _show(self)
+
+
+def _show(handle: FunctionCall | FunctionCallGroup) -> None:
+    """Only IPython calls this, so only then are the widgets (and IPython, ipywidgets) imported."""
+    from .widgets.calls import show
+
+    show(handle)
