@@ -35,12 +35,27 @@ def _check_quickstart(nb, code) -> None:
     bars = [m["state"] for m in nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
             if m["model_name"] == "IntProgressModel"]
     assert [(b["value"], b["max"], b["bar_style"]) for b in bars] == [(32, 32, "success")]  # the map's progress
-    assert "in the session, pid" in _text(code[6]) and "150" in _text(code[6])  # %%remote, with `scale` pushed
-    assert any("image/png" in o.get("data", {}) for o in code[7].outputs)  # plt.show() in the session
-    assert "[0, 10, 20, 30, 40, 50, 60]" in _text(code[8])  # --pull
-    assert "caught: ZeroDivisionError('division by zero')" in _text(code[10])
-    assert "return a / b" in _text(code[10])  # the remote traceback, with the cell's source
-    error = next(o for o in code[11].outputs if o["output_type"] == "error")
+    _check_spawn(nb, code)
+    assert "in the session, pid" in _text(code[8]) and "150" in _text(code[8])  # %%remote, with `scale` pushed
+    assert any("image/png" in o.get("data", {}) for o in code[9].outputs)  # plt.show() in the session
+    assert "[0, 10, 20, 30, 40, 50, 60]" in _text(code[10])  # --pull
+    assert "caught: ZeroDivisionError('division by zero')" in _text(code[12])
+    assert "return a / b" in _text(code[12])  # the remote traceback, with the cell's source
+    error = next(o for o in code[13].outputs if o["output_type"] == "error")
     assert error["ename"] == "ZeroDivisionError" and "return a / b" in "\n".join(error["traceback"])
-    assert "<table>" in code[12].outputs[0]["data"]["text/html"]  # rc.status() as HTML
-    assert "square: " in _text(code[12]) and "idle" in _text(code[12])
+    assert "<table>" in code[14].outputs[0]["data"]["text/html"]  # rc.status() as HTML
+    assert "square: " in _text(code[14]) and "idle" in _text(code[14])
+
+
+def _check_spawn(nb, code) -> None:
+    """The spawn handle shows as a widget in its cell; what the call prints lands in no cell.
+
+    Its final state is not checked here: nbclient keeps only the comm messages that
+    arrive while a cell runs (tests/test_call_views.py follows the widget to the end).
+    """
+    [view] = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for o in code[5].outputs
+              if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert "remotecell-call" in states[view]["state"]["_dom_classes"]
+    assert "144" in _text(code[6])  # call.get()
+    assert not any("squaring 12" in _text(c) for c in code)  # the call's output is in its logs, not in a cell

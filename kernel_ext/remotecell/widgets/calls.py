@@ -238,8 +238,10 @@ class GroupWatch:
 
 
 class Surface(Protocol):
-    closed: bool
+    @property
+    def closed(self) -> bool: ...
 
+    def show(self, text: str) -> None: ...
     def render(self, snapshot: Any) -> None: ...
 
 
@@ -265,10 +267,11 @@ class _Widget:
     def closed(self) -> bool:
         return self.box.comm is None
 
-    def show(self) -> None:
+    def show(self, text: str) -> None:
+        """Display the widget; ``text`` stands in for it where widgets are not rendered (a saved notebook)."""
         from IPython.display import display
 
-        display(self.box)
+        display(dict(self.box._repr_mimebundle_(), **{"text/plain": text}), raw=True)
 
     def finish(self) -> None:
         self.cancel.disabled = True
@@ -354,7 +357,7 @@ class TextSurface:
         self._shown = snap.text()
         self.handle: Any = None
 
-    def show(self) -> None:
+    def show(self, text: str) -> None:
         from IPython.display import display
 
         self.handle = display({"text/plain": self._shown}, raw=True, display_id=True)
@@ -398,14 +401,14 @@ def show(handle: FunctionCall | FunctionCallGroup) -> Shown | None:
         watch.cancel_soon()
         poller().wake()
 
-    surface = _surface(watch, cancel_soon)
-    surface.show()
+    surface: Surface = _surface(watch, cancel_soon)
+    surface.show(repr(handle))
     shown = Shown(watch, surface)
     poller().add(shown)
     return shown
 
 
-def _surface(watch: CallWatch | GroupWatch, on_cancel: Callable[[], None]) -> Any:
+def _surface(watch: CallWatch | GroupWatch, on_cancel: Callable[[], None]) -> Surface:
     try:
         import ipywidgets  # noqa: F401
     except ImportError:
