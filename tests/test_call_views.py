@@ -142,6 +142,17 @@ def test_a_spawned_calls_widget_goes_live_to_succeeded_with_its_result(kernel, t
     assert "cubing" not in kernel.texts() and "cubed" not in kernel.texts()  # in no cell's output
 
 
+def test_a_failed_calls_widget_shows_the_error(kernel):
+    kernel.run("@app.function()\ndef lookup(key):\n    print('looking up', key)\n    return {}[key]")
+    shown = kernel.start("missing = lookup.spawn('nope')\nmissing")
+    kernel.pump(lambda: kernel.finished(shown), what="the cell to finish")
+    [view] = shown_views(kernel, shown)
+    kernel.pump(lambda: ">failed</b>" in state_of(kernel, view), what="the widget to say failed")
+    parts = view_parts(kernel, view)
+    assert parts["remotecell-call-outcome"]["value"].endswith("KeyError: &#x27;nope&#x27;</span>")
+    assert parts["remotecell-call-logs"]["value"] == "<pre>looking up nope</pre>"
+
+
 def test_cancel_buttons_cancel_a_queued_and_a_running_call(kernel):
     kernel.run("@app.function(max_containers=1)\ndef forever(tag):\n    import time\n    print('started', tag)\n"
                "    while True:\n        time.sleep(0.05)")

@@ -157,23 +157,34 @@ def _problem(exc: Exception) -> str:
     return f"cannot ask the runtime now ({type(exc).__name__}: {exc})"
 
 
-class CallWatch:
-    """The runtime's view of one ``FunctionCall``, asked again on each ``refresh``."""
+class _Watch:
+    """What both watches share: Cancel (pressed on the kernel's main thread) is sent by the next refresh."""
 
-    def __init__(self, call: FunctionCall) -> None:
-        self.call = call
-        self.snapshot = CallSnapshot(call.function_name or "spawned call", call.object_id)
+    def __init__(self, handle: FunctionCall | FunctionCallGroup) -> None:
+        self._handle = handle
         self._cancel = False
 
     def cancel_soon(self) -> None:
         self._cancel = True
 
+    def _send_cancel(self) -> None:
+        if self._cancel:
+            self._handle.cancel()
+            self._cancel = False  # only once it went through: a failed cancel is sent again next time
+
+
+class CallWatch(_Watch):
+    """The runtime's view of one ``FunctionCall``, asked again on each ``refresh``."""
+
+    def __init__(self, call: FunctionCall) -> None:
+        super().__init__(call)
+        self.call = call
+        self.snapshot = CallSnapshot(call.function_name or "spawned call", call.object_id)
+
     def refresh(self) -> CallSnapshot:
         snap = self.snapshot
         try:
-            if self._cancel:
-                self.call.cancel()
-                self._cancel = False
+            self._send_cancel()
             self._read_status(self.call.status())
             if snap.state != "expired":
                 snap.log_tail = tail(self.call.logs())
@@ -208,24 +219,19 @@ class CallWatch:
             snap.error = f"{type(exc).__name__}: {exc}"
 
 
-class GroupWatch:
+class GroupWatch(_Watch):
     """The runtime's counts per state of one ``FunctionCallGroup``."""
 
     def __init__(self, group: FunctionCallGroup) -> None:
+        super().__init__(group)
         self.group = group
         label = f"{group.function_name}.spawn_map" if group.function_name else "spawn_map"
         self.snapshot = GroupSnapshot(label, group.object_id)
-        self._cancel = False
-
-    def cancel_soon(self) -> None:
-        self._cancel = True
 
     def refresh(self) -> GroupSnapshot:
         snap = self.snapshot
         try:
-            if self._cancel:
-                self.group.cancel()
-                self._cancel = False
+            self._send_cancel()
             snap.counts = self.group.status()
             snap.total = len(self.group)
             snap.problem = ""
