@@ -3,8 +3,6 @@ comm messages the kernel sends; the text view without ipywidgets; the plain repr
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from conftest import run_script, wait_for
 from IPython import get_ipython
@@ -103,12 +101,16 @@ def test_the_poller_ticks_until_done_survives_a_failing_view_and_stops():
     poller = Poller(every_s=0.01)
     poller.add(Broken())
     poller.add(Counting())
-    wait_for(lambda: not poller.running, what="the poller thread to end with no views left")
+    wait_for(lambda: poller.idle, what="the poller to have no views left")
     assert ticks.count("a") == 3 and ticks.count("broken") == 1
-    poller.stop()
-    poller.add(Counting())  # after stop (the kernel exits): nothing starts
-    assert not poller.running and not any(t.name == "remotecell-call-views" and t.is_alive()
-                                          for t in threading.enumerate() if t is not threading.current_thread())
+    left["a"] = 2
+    poller.add(Counting())  # the idle thread wakes for a new view
+    wait_for(lambda: poller.idle, what="the new view to be done")
+    assert ticks.count("a") == 5 and poller.alive
+    poller.stop()  # the kernel exits
+    wait_for(lambda: not poller.alive, what="the poller thread to end")
+    poller.add(Counting())  # after stop: nothing is ticked
+    assert poller.idle and ticks.count("a") == 5
 
 
 # -- widgets in a real kernel ----------------------------------------------------------------

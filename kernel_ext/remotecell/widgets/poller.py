@@ -2,10 +2,12 @@
 
 Each shown handle is a :class:`Live`: ``tick()`` asks the runtime once, renders
 what it heard and says whether it is done (final, or its widget was closed).
-The thread ticks every live view every ``POLL_S`` and exits when none is left,
-so an idle kernel has no poller.  It is a plain thread, not a task on the
-kernel's loop: a slow or unreachable runtime never blocks the kernel's main
-thread, and the requests run on the bridge's private loop of this thread.
+The thread ticks every live view every ``POLL_S``; with none left it sleeps
+until one is added (no polling).  It stays, rather than ending, because its
+requests run on the bridge's private loop of this thread, with a socket of its
+own: one thread for the kernel's life keeps one socket.  It is a plain thread,
+not a task on the kernel's loop: a slow or unreachable runtime never blocks the
+kernel's main thread.
 
 Why a plain thread and not a copy of the cell's context: it sends only widget
 (comm) messages and display updates, never cell output, and with no context of
@@ -54,6 +56,12 @@ class Poller:
                 self._thread.start()
         self._wake.set()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing to tick."""
+        with self._lock:
+            return not self._views
+
     def wake(self) -> None:
         """Tick now instead of at the next period (a button was pressed)."""
         self._wake.set()
@@ -64,8 +72,8 @@ class Poller:
         self._wake.set()
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -76,11 +84,7 @@ class Poller:
                 if _tick(view):
                     with self._lock:
                         self._views.remove(view)
-            with self._lock:
-                if not self._views:
-                    self._thread = None  # under the lock: add() starts a new thread from here on
-                    return
-            self._wake.wait(self.every_s)
+            self._wake.wait(None if self.idle else self.every_s)
 
     def _pending(self) -> list[Live]:
         with self._lock:
