@@ -87,6 +87,7 @@ def test_map_aio_in_a_running_loop(app):
     assert values == list(range(1, 11)) and nothing is None
 
 
+@pytest.mark.timeout(400)  # ~50 s on a quiet 2-core machine; much more when it is shared
 def test_a_million_item_map_runs_in_bounded_memory(tmp_path):
     state = tmp_path / "big-map"
     rt = Runtime(state)
