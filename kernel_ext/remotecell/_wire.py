@@ -81,7 +81,7 @@ def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Fra
     """Frames for one message; the header's ``p`` is filled in from the payloads.
 
     With several payloads, the small one-frame ones travel packed in one frame
-    (``header["pk"]``; their description says ``{"n": 1, "k": length}``).
+    (``header["pk"]``; such a payload is described by its length alone, an int).
     """
     if len(payloads) > 1:
         return _encode_packed(header, payloads)
@@ -94,13 +94,14 @@ def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Fra
 
 
 def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload]) -> list[Frame]:
-    metas, packed, rest = [], [], []
+    metas: list[Any] = []  # an int for a packed payload (its length), else its description
+    packed, rest = [], []
     for payload in payloads:
         if len(payload.frames) == 1 and not payload.shm:
             data = buffer_of(payload.frames[0])
             size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
             if size <= PACK_MAX_BYTES:
-                metas.append({"n": 1, "k": size})
+                metas.append(size)
                 packed.append(data)
                 continue
         metas.append(payload.meta())
@@ -160,12 +161,11 @@ def split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
         rest = rest[1:]
     payloads, start = [], 0
     for meta in metas:
-        size = meta.get("k") if isinstance(meta, dict) else None
-        if size is not None:
-            if pack is None or not isinstance(size, int) or size < 0 or offset + size > len(pack):
-                raise WireError(f"packed payload {meta!r} does not fit the pack frame")
-            payloads.append(Payload([pack[offset:offset + size]]))
-            offset += size
+        if type(meta) is int:  # a packed payload: its length
+            if pack is None or meta < 0 or offset + meta > len(pack):
+                raise WireError(f"packed payload of {meta} bytes does not fit the pack frame")
+            payloads.append(Payload([pack[offset:offset + meta]]))
+            offset += meta
             continue
         n = meta.get("n") if isinstance(meta, dict) else None
         if not isinstance(n, int) or n < 1 or start + n > len(rest):
@@ -186,7 +186,8 @@ Entry = tuple[dict[str, Any], list[Payload]]  # one input's header fields and it
 
 
 def encode_many(kind: str, entries: Sequence[Entry], **fields: Any) -> list[Frame]:
-    """One ``calls``/``results`` message for many inputs: ``header["e"]`` lists them, each with ``np`` payloads.
+    """One ``calls``/``results`` message for many inputs: ``header["e"]`` lists them, each with ``np`` payloads
+    (1 when not said).
 
     A single result goes as a plain ``result`` message, the form every receiver knows.
     """
@@ -195,7 +196,7 @@ def encode_many(kind: str, entries: Sequence[Entry], **fields: Any) -> list[Fram
         return encode(dict(header, t="result"), payloads)
     described, payloads = [], []
     for head, own in entries:
-        described.append(dict(head, np=len(own)))
+        described.append(head if head.get("np", 1) == len(own) else dict(head, np=len(own)))
         payloads.extend(own)
     return encode({"t": kind, "e": described, **fields}, payloads)
 
@@ -207,7 +208,7 @@ def split_many(header: dict[str, Any], payloads: list[Payload]) -> list[Entry]:
         raise WireError(f"a {header.get('t')!r} message needs a list 'e' of entries")
     out, start = [], 0
     for entry in entries:
-        n = entry.get("np", 0) if isinstance(entry, dict) else None
+        n = entry.get("np", 1) if isinstance(entry, dict) else None
         if not isinstance(n, int) or n < 0 or start + n > len(payloads) or not isinstance(entry.get("id"), str):
             raise WireError(f"entry {entry!r} does not match the {len(payloads)} payloads sent")
         out.append((entry, payloads[start:start + n]))

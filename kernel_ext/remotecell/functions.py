@@ -296,7 +296,7 @@ class Function:
     def _spawn_message(self, conn: _client.Connection, fid: str, entries: list[dict[str, Any]],
                        payloads: list[_wire.Payload]) -> dict[str, Any]:
         header = {"t": "spawn", "id": conn.new_id(), "sid": conn.sid, "fid": fid,
-                  "e": [dict(entry, np=1) for entry in entries]}
+                  "e": entries}  # one payload each
         if self.method:
             header["m"] = self.method
         return header

@@ -111,8 +111,8 @@ class ResultMessage:
         self.entries: list[dict[str, Any]] = header.get("e")  # type: ignore[assignment]
         metas = header.get("p") or []
         if not isinstance(self.entries, list) or not all(
-                isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("np", 0), int)
-                for e in self.entries) or sum(e.get("np", 0) for e in self.entries) != len(metas):
+                isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("np", 1), int)
+                for e in self.entries) or sum(e.get("np", 1) for e in self.entries) != len(metas):
             raise _wire.WireError("a results message whose entries do not match its payloads")
         self._split: list[list[Payload]] | None = None
 
