@@ -18,14 +18,14 @@ __version__ = "0.1.0"
 # Public name -> the module that owns it. Loaded on first use (PEP 562), so a container,
 # which needs only the wire module, does not pay for the client's imports at cold start.
 _EXPORTS = {
-    "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "concurrent": "options",
-    "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions", "status": "status",
-    "FunctionCall": "calls", "FunctionCallGroup": "calls",
+    "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "batched": "options",
+    "concurrent": "options", "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
+    "status": "status", "FunctionCall": "calls", "FunctionCallGroup": "calls",
 }
 
 __all__ = [
-    "App", "Cls", "Function", "FunctionCall", "FunctionCallGroup", "Retries", "__version__", "concurrent", "enter",
-    "exceptions", "exit", "method", "status",
+    "App", "Cls", "Function", "FunctionCall", "FunctionCallGroup", "Retries", "__version__", "batched", "concurrent",
+    "enter", "exceptions", "exit", "method", "status",
 ]
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .calls import FunctionCall, FunctionCallGroup
     from .cls import Cls, enter, exit, method
     from .functions import Function
-    from .options import Retries, concurrent
+    from .options import Retries, batched, concurrent
     from .status import status
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import _client
 from .exceptions import InvalidError
-from .options import check_function_options, concurrency_of
+from .options import batching_of, check_function_options, concurrency_of
 
 
 class App:
@@ -48,7 +48,9 @@ class App:
             if not callable(fn) or isinstance(fn, type):
                 raise InvalidError(f"@app.function needs a function, got {fn!r}; use @app.cls for classes")
             name = options.get("name") or fn.__qualname__
-            f = Function(Registration(self, fn, checked | concurrency_of(fn), name), fn)
+            batch = batching_of(fn)
+            full = checked | concurrency_of(fn) | ({"batched": {"": batch}} if batch else {})
+            f = Function(Registration(self, fn, full, name), fn)
             self.functions[f.name] = f
             return f
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._spec import ClsSpec
 from .exceptions import InvalidError
 from .functions import Function, Registration
+from .options import batching_of
 
 if TYPE_CHECKING:
     from .app import App
@@ -55,17 +56,32 @@ def _roles(user_cls: type) -> dict[str, list[str]]:
     return roles
 
 
+def _batched_methods(user_cls: type, methods: list[str]) -> dict[str, dict[str, int]]:
+    """``{method name: batch limits}`` of the class's ``@rc.batched`` methods."""
+    out = {}
+    for name in dir(user_cls):
+        spec = batching_of(getattr(user_cls, name, None))
+        if spec is None:
+            continue
+        if name not in methods:
+            raise InvalidError(f"{user_cls.__qualname__}.{name} is @rc.batched but not @rc.method(): mark it "
+                               "@rc.method() too so callers can call it")
+        out[name] = spec
+    return out
+
+
 class Cls:
     """A remote class; call it with keyword parameters to get a handle on instances."""
 
     def __init__(self, app: App, user_cls: type, options: dict[str, Any], name: str) -> None:
         self.app = app
         self.user_cls = user_cls
-        self.options = options
         self.name = name
         self.roles = _roles(user_cls)
         if not self.roles["method"]:
             raise InvalidError(f"@app.cls {name} has no @rc.method(); mark the methods callers may call")
+        batched = _batched_methods(user_cls, self.roles["method"])
+        self.options = options | ({"batched": batched} if batched else {})
         self._objs: dict[tuple, Obj] = {}
 
     def __call__(self, **params: Any) -> Obj:

@@ -145,6 +145,7 @@ class Function:
         self.spawn = Twin(self._spawn, self._spawn_aio)
         self.spawn_map = twin(self._spawn_map_aio)
         self.stats = twin(self._stats)
+        self.batch_stats = twin(self._batch_stats)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -181,6 +182,30 @@ class Function:
         conn, fid = await self.fid_aio()
         pools = (await conn.arequest({"t": "status"}))["pools"]
         return next((p for p in pools if p["fid"] == fid), {"function": self.name, "containers": {}})
+
+    @property
+    def batching(self) -> dict[str, int] | None:
+        """The ``@rc.batched`` limits of this function (or method), or None."""
+        batched: dict[str, dict[str, int]] = self.options.get("batched") or {}
+        return batched.get(self.method or "")
+
+    async def _batch_stats(self) -> dict[str, Any]:
+        """How the runtime batched this ``@rc.batched`` function's inputs so far.
+
+        >>> embed.batch_stats()       # or: await embed.batch_stats.aio()
+        {'batches': 63, 'items': 2000, 'sizes': {32: 62, 16: 1}, 'closed': {'full': 62, 'waited': 1},
+         'wait_ms_mean': 4.1, 'wait_ms_p99': 9.8, 'items_per_s': 10230.5, 'recent': [...], ...}
+
+        ``sizes`` is the histogram of batch sizes; ``closed`` says why batches closed (``full``:
+        reached max_batch_size; ``waited``: the oldest input waited ``wait_ms``); waits are each
+        input's time in the queue; ``recent`` lists the last batches with the runtime's timestamps.
+        """
+        if self.batching is None:
+            raise InvalidError(f"{self.name} is not @rc.batched: it has no batch stats (see .stats())")
+        pool = await self._stats()
+        stats = dict((pool.get("batching") or {}).get(self.method or "") or {"batches": 0, "items": 0, "sizes": {}})
+        stats["sizes"] = {int(size): n for size, n in stats.get("sizes", {}).items()}  # JSON keys are strings
+        return stats
 
     # -- .remote ------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ the normalized options (units in names: ``timeout_s``, ``memory_mib``).
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from dataclasses import dataclass
@@ -102,6 +103,63 @@ def concurrent(_fn: Any = None, *, max_inputs: int, target_inputs: int | None = 
 
 def concurrency_of(target: Any) -> dict[str, int]:
     return dict(getattr(target, _CONCURRENCY_ATTR, {"max_inputs": 1, "target_inputs": 1}))
+
+
+_BATCHED_ATTR = "__remotecell_batched__"
+MAX_BATCH_SIZE = 1000
+MAX_WAIT_MS = 600_000
+
+
+def batched(_fn: Any = None, *, max_batch_size: int | None = None, wait_ms: int | None = None) -> Any:
+    """Callers pass single items; the runtime runs the function once per batch of them.
+
+    A batch closes when it holds ``max_batch_size`` inputs, or when its oldest input
+    has waited ``wait_ms``. The function receives one list per parameter and must
+    return a list with one result per input, in order.
+
+    >>> @app.function()
+    ... @rc.batched(max_batch_size=32, wait_ms=10)
+    ... def embed(texts: list[str]) -> list[list[float]]:
+    ...     return model.encode(texts).tolist()
+    >>> embed.remote("hello")        # one caller, one item, one result
+    """
+    if _fn is not None:
+        raise InvalidError("use @rc.batched(max_batch_size=N, wait_ms=T) with both limits, not bare @rc.batched")
+    check_range("max_batch_size", max_batch_size, 1, MAX_BATCH_SIZE)
+    check_range("wait_ms", wait_ms, 0, MAX_WAIT_MS)
+
+    def attach(target: Any) -> Any:
+        if hasattr(target, "registration") or hasattr(target, "roles"):
+            raise InvalidError("@rc.batched goes below @app.function / @rc.method (closer to the def)")
+        check_batchable(target)
+        setattr(target, _BATCHED_ATTR, {"max_batch_size": max_batch_size, "wait_ms": wait_ms})
+        return target
+
+    return attach
+
+
+def check_batchable(fn: Any) -> None:
+    """A batched function takes one list per parameter: no defaults, no *args/**kwargs, no generators."""
+    name = getattr(fn, "__qualname__", repr(fn))
+    if not inspect.isfunction(fn):
+        raise InvalidError(f"@rc.batched goes on a function or a method, got {fn!r}")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise InvalidError(f"@rc.batched cannot go on the generator {name}: it must return a list")
+    params = list(inspect.signature(fn).parameters.values())
+    for p in params:
+        if p.default is not inspect.Parameter.empty:
+            raise InvalidError(f"@rc.batched {name}: parameter {p.name}={p.default!r} has a default; "
+                               "batched functions take no default arguments (each parameter gets a list)")
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise InvalidError(f"@rc.batched {name}: *{p.name} is not allowed; name each parameter")
+    if not params:
+        raise InvalidError(f"@rc.batched {name} takes no parameters: it needs at least one (a list of inputs)")
+
+
+def batching_of(target: Any) -> dict[str, int] | None:
+    """``{"max_batch_size", "wait_ms"}`` when ``target`` is ``@rc.batched``."""
+    spec = getattr(target, _BATCHED_ATTR, None)
+    return dict(spec) if spec else None
 
 
 def check_function_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -280,7 +280,7 @@ class Daemon:
                 for pool in list(self.pools.values()):
                     pool.check_memory()
                     pool.scale_down(now)
-                    if pool.queue:  # e.g. waiting for a GPU that an idle container elsewhere holds
+                    if pool.waiting:  # e.g. waiting for a GPU that an idle container elsewhere holds
                         pool.dispatch()
                     if pool.retired and pool.empty:
                         self.pools.pop(pool.fn.fid, None)
@@ -612,5 +612,5 @@ class Daemon:
         if pool is not None:
             pool.on_exit(container, returncode)
         for other in self.pools.values():  # a freed GPU may unblock another pool
-            if other is not pool and other.queue:
+            if other is not pool and other.waiting:
                 other.dispatch()

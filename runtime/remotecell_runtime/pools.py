@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from remotecell import _wire
 from remotecell._wire import Frame, Payload
 
+from .batching import Batch, Batcher
 from .containers import Container, ContainerManager, State
 from .gpus import GpuAllocator
 
@@ -174,14 +175,29 @@ class Pool:
         # so the first one has the earliest deadline and one timer watches them all.
         self.running: dict[str, Input] = {}
         self._deadline_timer: asyncio.TimerHandle | None = None
+        # @rc.batched functions (or methods): their inputs wait in a Batcher instead of the queue.
+        self.batchers: dict[str, Batcher[Input]] = {
+            method: Batcher(method, int(spec["max_batch_size"]), int(spec["wait_ms"]), self.dispatch)
+            for method, spec in (fn.options.get("batched") or {}).items()
+        }
+        self.batch_of: dict[str, Batch[Input]] = {}  # input id -> its running batch (until its result is in)
 
     # -- inputs -------------------------------------------------------------------------------
 
     def submit(self, *inputs: Input) -> None:
         for inp in inputs:
             self.inputs[inp.id] = inp
+            batcher = self.batchers.get(inp.method or "") if self.batchers else None
+            if batcher is not None:
+                batcher.add(inp)
+                continue
             self.queue.append(inp)
         self.dispatch()
+
+    @property
+    def waiting(self) -> int:
+        """Inputs not yet on a container: queued, or waiting for their batch."""
+        return len(self.queue) + sum(len(b) for b in self.batchers.values())
 
     @property
     def prefetch(self) -> int:
@@ -200,6 +216,8 @@ class Pool:
 
     def dispatch(self) -> None:
         """Give queued inputs to free slots (many to a message), then start containers for what is left."""
+        if self.batchers:
+            self._dispatch_batches()
         prefetch = self.prefetch
         sent: dict[str, list[Input]] = {}
         while self.queue:
@@ -224,6 +242,62 @@ class Pool:
             if room > best_room:
                 best, best_room = c, room
         return best
+
+    def _dispatch_batches(self) -> None:
+        for batcher in self.batchers.values():
+            while batcher.due():
+                container = self._free_container(0)  # a batch takes one slot; batches are not prefetched
+                if container is None:
+                    return
+                batch = batcher.take()
+                assert batch is not None
+                self._run_batch(batch, container)
+
+    def _run_batch(self, batch: Batch[Input], container: Container) -> None:
+        """One message to the container: the inputs' payloads as they came, to be called once with lists."""
+        batch.container = container
+        container.active.add(batch.id)  # a batch takes one slot
+        container.state = State.BUSY
+        header: dict[str, Any] = {"t": "batch", "id": batch.id, "ids": [inp.id for inp in batch.items],
+                                  "shm": [inp.shm for inp in batch.items]}
+        if batch.method:
+            header["m"] = batch.method
+        for inp in batch.items:
+            inp.container = container
+            self.batch_of[inp.id] = batch
+        self.rt.send_container(container.id, _wire.encode(header, [inp.payload for inp in batch.items]))
+        # The timeout covers one attempt of the whole batch.
+        batch.timer = asyncio.get_running_loop().call_later(self.fn.timeout_s, self._batch_timed_out, batch)
+
+    def _batch_done(self, batch: Batch[Input], input_id: str) -> None:
+        """The container answered for ``input_id``; the batch's slot frees when it answered for all."""
+        self.batch_of.pop(input_id, None)
+        batch.outstanding.discard(input_id)
+        if batch.outstanding:
+            return
+        if batch.timer is not None:
+            batch.timer.cancel()
+            batch.timer = None
+        if batch.container is not None:
+            self._release_slot(batch.container, batch.id)
+
+    def _abandon_batch(self, batch: Batch[Input], frames_for: Any, lost_container: bool = False) -> None:
+        """The batch's attempt ended without its results (timeout, crash): each live input fails."""
+        for input_id in list(batch.outstanding):
+            self._batch_done(batch, input_id)
+            inp = self.inputs.get(input_id)
+            if inp is not None and inp.container is batch.container:
+                self.fail(inp, frames_for(input_id), lost_container=lost_container)
+
+    def _batch_timed_out(self, batch: Batch[Input]) -> None:
+        container = batch.container
+        batch.timer = None
+        msg = (f"a batch of {len(batch.items)} inputs of {self.fn.name} ran past its timeout of "
+               f"{self.fn.timeout_s:g} s; container {container.id} was stopped and will be replaced")
+        self.rt.containers.stop(container, f"it passed its timeout of {self.fn.timeout_s:g} s", STOP_GRACE_S,
+                                interrupt=True)
+        self._abandon_batch(batch, lambda input_id: error_result(input_id, "FunctionTimeoutError", msg))
+        self.dispatch()
 
     def _run(self, inp: Input, container: Container) -> None:
         inp.container = container
@@ -263,8 +337,10 @@ class Pool:
         """Take ``inp`` off its container (or out of the queue)."""
         self.running.pop(inp.id, None)
         if inp.container is not None:
-            self._release_slot(inp.container, inp.id)
+            self._release_slot(inp.container, inp.id)  # a batched input's slot is its batch's: no-op
             inp.container = None
+        elif self.batchers and (inp.method or "") in self.batchers:
+            self.batchers[inp.method or ""].remove(inp)
         elif inp in self.queue:
             self.queue.remove(inp)
 
@@ -297,7 +373,10 @@ class Pool:
 
     def _requeue(self, inp: Input) -> None:
         if self.inputs.get(inp.id) is inp:  # not cancelled meanwhile
-            self.queue.appendleft(inp)
+            if (inp.method or "") in self.batchers:  # it joins the next batch (retries are per input)
+                self.batchers[inp.method or ""].add(inp, front=True)
+            else:
+                self.queue.appendleft(inp)
             self.dispatch()
 
     def _release_slot(self, container: Container, input_id: str) -> None:
@@ -311,6 +390,8 @@ class Pool:
         if inp is None:
             return
         container = inp.container
+        if input_id in self.batch_of:
+            container = None  # its batch runs on for the others; its result will be dropped
         if container is not None:
             # The container is told; it frees the slot when it reports back, or is stopped.
             if container.max_inputs == 1:  # the input may run on its I/O thread: interrupt it
@@ -351,7 +432,8 @@ class Pool:
         """The body cannot load: every queued input gets that error, there is no point retrying."""
         self.rt.containers.stop(container, "its function failed to load", STOP_GRACE_S)
         payloads = _wire.decode(frames)[1]
-        for inp in list(self.queue):
+        waiting = list(self.queue) + [inp for b in self.batchers.values() for inp in b.drain()]
+        for inp in waiting:
             self.finish(inp.id, Result({"id": inp.id, "status": "error", "error": error}, payloads))
 
     def on_results(self, container: Container, results: list[Result]) -> None:
@@ -364,6 +446,9 @@ class Pool:
         run_us = result.header.get("us")
         if isinstance(run_us, int):
             self.run_us = run_us if self.run_us is None else 0.8 * self.run_us + 0.2 * run_us
+        batch = self.batch_of.get(input_id) if self.batch_of else None
+        if batch is not None and batch.container is container:
+            self._batch_done(batch, input_id)
         inp = self.inputs.get(input_id)
         if inp is None or inp.container is not container:  # cancelled or timed out meanwhile
             container.active.discard(f"cancelled:{input_id}")
@@ -379,6 +464,9 @@ class Pool:
         self.containers.pop(container.id, None)
         self.rt.gpus.release(container.gpus)
         cause = container.death_cause(returncode)
+        for batch in {b for b in self.batch_of.values() if b.container is container}:
+            self._abandon_batch(batch, lambda input_id: error_result(input_id, "ContainerCrashed", cause),
+                                lost_container=True)
         for input_id in list(container.active):
             inp = self.inputs.get(input_id)
             if inp is not None and inp.container is container:
@@ -405,10 +493,12 @@ class Pool:
         if self.retired:
             return
         simple = self.fn.target_inputs == self.fn.max_inputs and not self.buffer_containers
-        if simple and not self.queue and len(self.containers) >= self.min_containers:
+        if simple and not self.waiting and len(self.containers) >= self.min_containers:
             return  # the hot path: nothing waits, nothing to add
         live = self.live()
-        demand = len(self.queue) + sum(len(c.active) for c in live)
+        # A batch takes one slot: what waits for a batch counts as the batches it will make.
+        waiting = len(self.queue) + sum(b.batches_waiting for b in self.batchers.values())
+        demand = waiting + sum(len(c.active) for c in live)
         fast = self.run_us is not None and demand * self.run_us / 1e6 < STARTUP_S * len(live)
         if fast and len(live) >= self.min_containers:
             return  # the containers there finish this work before a new one could help
@@ -437,7 +527,7 @@ class Pool:
 
     def scale_down(self, now: float) -> None:
         """Stop containers idle for ``scaledown_window``, keeping ``min_containers`` (+ buffer while busy)."""
-        busy = bool(self.queue) or any(c.state is State.BUSY for c in self.containers.values())
+        busy = bool(self.waiting) or any(c.state is State.BUSY for c in self.containers.values())
         keep = 0 if self.retired else self.min_containers + (self.buffer_containers if busy else 0)
         window_s = float(self.fn.options.get("scaledown_window_s", 60))
         idle = sorted((c for c in self.live() if c.state is State.IDLE), key=lambda c: c.idle_since)
@@ -486,17 +576,26 @@ class Pool:
         limit = int(self.fn.options.get("max_containers", 100))
         return f"waiting for a free container ({len(self.live())} running, max_containers={limit})"
 
+    def _waiting_reason(self) -> str:
+        if self.queue or any(b.due() for b in self.batchers.values()):
+            return self.queue_reason()
+        return "waiting for its batch to fill (max_batch_size) or its oldest input's wait_ms"
+
     @property
     def empty(self) -> bool:
         return not self.inputs and not self.containers
 
     def stats(self) -> dict[str, Any]:
         states = collections.Counter(c.state.value for c in self.containers.values())
-        return {
+        waiting = self.waiting
+        out = {
             "function": self.fn.name,
             "fid": self.fn.fid,
             "containers": dict(states),
-            "queued": len(self.queue),
-            "running": len(self.inputs) - len(self.queue),
-            "waiting_reason": self.queue_reason() if self.queue else "",
+            "queued": waiting,
+            "running": len(self.inputs) - waiting,
+            "waiting_reason": self._waiting_reason() if waiting else "",
         }
+        if self.batchers:
+            out["batching"] = {method: b.stats.describe() for method, b in self.batchers.items()}
+        return out

@@ -164,10 +164,12 @@ class Container:
         self.results: list[Work] = []  # inline results not sent yet
         self.cancelled: set[str] = set()  # cancelled before they started: skip them
         self.cancel_fd = cancel_fd
+        self.batch_params: dict[Any, list[inspect.Parameter]] = {}  # method name -> its parameters
         self.handlers: dict[str, Callable[[dict[str, Any], list[Payload]], None]] = {
             "load": self.on_load,
             "call": self.on_call,
             "calls": self.on_calls,
+            "batch": self.on_batch,
             "cancel": self.on_cancel,
             "stop": self.on_stop,
         }
@@ -422,6 +424,120 @@ class Container:
         else:
             self.send(header, payloads or ())
 
+    # -- batches (@rc.batched) ----------------------------------------------------------------
+
+    def on_batch(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+        """Call the function once for the batch, with one list per parameter; answer per input."""
+        method = self.methods.get(header.get("m"))
+        if method is None or len(payloads) != len(header["ids"]):
+            exc = AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}"
+                                 if method is None else f"a batch of {len(header['ids'])} ids came with "
+                                 f"{len(payloads)} payloads")
+            self._report_batch(method, header, payloads, list(range(len(payloads))), exc)
+            return
+        if inspect.iscoroutinefunction(method):
+            import asyncio
+
+            assert self.loop is not None
+            asyncio.run_coroutine_threadsafe(self._run_batch_async(method, header, payloads), self.loop)
+        elif self.threads is not None:
+            self.threads.submit(self._run_batch_sync, method, header, payloads)
+        else:
+            self._run_batch_sync(method, header, payloads)
+
+    def _run_batch_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
+        token = CURRENT.set(header["ids"][0])  # what a batch prints goes to the caller of its first input
+        try:
+            live, args, kwargs = self._unpack_batch(method, header, payloads)
+            outcome: Any = None
+            if live:
+                try:
+                    outcome = _Returned(method(*args, **kwargs))
+                except Terminated:
+                    raise
+                except BaseException as exc:
+                    outcome = exc
+            self._report_batch(method, header, payloads, live, outcome)
+        finally:
+            CURRENT.reset(token)
+
+    async def _run_batch_async(self, method: Callable[..., Any], header: dict[str, Any],
+                               payloads: list[Payload]) -> None:
+        import asyncio
+
+        CURRENT.set(header["ids"][0])  # this task's own context
+        live, args, kwargs = self._unpack_batch(method, header, payloads)
+        outcome: Any = None
+        if live:
+            try:
+                outcome = _Returned(await method(*args, **kwargs))
+            except asyncio.CancelledError:
+                outcome = Cancelled()
+            except BaseException as exc:
+                outcome = exc
+        self._report_batch(method, header, payloads, live, outcome)
+
+    def _unpack_batch(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload],
+                      ) -> tuple[list[int], list[list[Any]], dict[str, list[Any]]]:
+        """Each input's (args, kwargs) bound to the parameters, as one list per parameter.
+
+        An input that does not unpickle or does not fit the signature fails alone, at once;
+        the others go on. Returns the indexes of the inputs that made it, and the lists.
+        """
+        params = self.batch_params.get(header.get("m"))
+        if params is None:
+            params = self.batch_params[header.get("m")] = list(inspect.signature(method).parameters.values())
+        positional = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        keyword = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        args: list[list[Any]] = [[] for _ in positional]
+        kwargs: dict[str, list[Any]] = {p.name: [] for p in keyword}
+        live = []
+        for index, (input_id, payload) in enumerate(zip(header["ids"], payloads, strict=True)):
+            try:
+                call_args, call_kwargs = _wire.deserialize(payload, hold=True)
+                if not call_kwargs and not keyword and len(call_args) == len(positional):
+                    values = list(call_args)  # the common case: one positional item per parameter
+                else:
+                    bound = inspect.Signature(params).bind(*call_args, **call_kwargs).arguments
+                    values = [bound[p.name] for p in positional]
+                    for p in keyword:
+                        kwargs[p.name].append(bound[p.name])
+            except Terminated:
+                raise
+            except BaseException as exc:
+                result = {"t": "result", "id": input_id}
+                self._finish(input_id, [payload], result, _describe_error(result, exc))
+                continue
+            for column, value in zip(args, values, strict=True):
+                column.append(value)
+            live.append(index)
+        return live, args, kwargs
+
+    def _report_batch(self, method: Callable[..., Any] | None, header: dict[str, Any], payloads: list[Payload],
+                      live: list[int], outcome: Any) -> None:
+        """One result per input of the batch: its item of the returned list, or the batch's error."""
+        ids, shm = header["ids"], header.get("shm") or []
+        if isinstance(outcome, _Returned):
+            problem = _contract_problem(outcome.value, len(live))
+            if problem is None:
+                for index, value in zip(live, outcome.value, strict=True):
+                    use_shm = {"shm": bool(shm[index]) if index < len(shm) else False}
+                    self._succeed({"t": "result", "id": ids[index]}, use_shm, [payloads[index]], value)
+                return
+            name = getattr(method, "__qualname__", "the batched function")
+            error = {"type": "BatchContractError", "message": f"{name} {problem}", "traceback": ""}
+            for index in live:
+                result = {"t": "result", "id": ids[index], "status": "error", "error": error}
+                self._finish(ids[index], [payloads[index]], result)
+        elif isinstance(outcome, Cancelled):
+            for index in live:
+                self._finish(ids[index], [payloads[index]], {"t": "result", "id": ids[index], "status": "cancelled"})
+        elif outcome is not None:
+            described: dict[str, Any] = {"t": "result"}
+            error_payloads = _describe_error(described, outcome)  # once: every input gets the same error
+            for index in live:
+                self._finish(ids[index], [payloads[index]], dict(described, id=ids[index]), error_payloads)
+
     # -- cancelling and stopping --------------------------------------------------------------
 
     def on_cancel(self, header: dict[str, Any], payloads: list[Payload]) -> None:
@@ -470,6 +586,21 @@ def _on_loop(fn: Callable[..., Any]) -> bool:
 def _type_name(obj: Any) -> str:
     cls = obj if isinstance(obj, type) else type(obj)
     return f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else cls.__qualname__
+
+
+def _contract_problem(value: Any, n: int) -> str | None:
+    """What is wrong with a batched function's return value for ``n`` inputs, or None."""
+    if not isinstance(value, list):
+        try:
+            size = f" of length {len(value)}"
+        except TypeError:  # no length (or a 0-d tensor)
+            size = ""
+        return (f"returned {_type_name(value)}{size} instead of a list of {n} results (one per input, in "
+                "order); return a list, e.g. list(outputs)")
+    if len(value) != n:
+        return (f"returned a list of {len(value)} results for a batch of {n} inputs; it must return "
+                "one result per input, in order")
+    return None
 
 
 def _describe_error(header: dict[str, Any], exc: BaseException, context: str = "") -> list[Payload]:
