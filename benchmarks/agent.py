@@ -55,7 +55,18 @@ def nap(seconds: float) -> int:
     return os.getpid()
 
 
-CODE = types.SimpleNamespace(inc=inc, identity=identity, Adder=Adder, Pinger=Pinger, nap=nap)
+def summed(xs: list[list[int]]) -> list[int]:
+    """The batched workload: each request is a list of ints; the batch returns each one's sum."""
+    return [sum(x) for x in xs]
+
+
+def total(x: list[int]) -> int:
+    """The same work unbatched: one request, one sum."""
+    return sum(x)
+
+
+CODE = types.SimpleNamespace(inc=inc, identity=identity, Adder=Adder, Pinger=Pinger, nap=nap, summed=summed,
+                             total=total)
 
 
 def cold(system: str) -> None:

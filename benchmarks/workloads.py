@@ -9,13 +9,14 @@ To add a workload: write its ``measure`` and ``cell``, and add it to WORKLOADS.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from common import ARRAY_BYTES, ARRAY_ELEMS, footprint, timed, timed_latency, wait_gone
+from common import ARRAY_BYTES, ARRAY_ELEMS, footprint, latency_stats_us, timed, timed_latency, wait_gone
 
 Runs = dict[str, list[dict[str, Any]]]
 
@@ -130,6 +131,66 @@ def measure_scaling(session: Any, runs: int) -> Runs:
     return {"main": out}
 
 
+BATCH_REQUESTS = 2000  # issued at once, each a single item
+BATCH_WARMUP = 200
+BATCH_SEQUENTIAL = 200  # one caller, one request at a time: the lone request's latency
+BATCH_ITEM = list(range(8))  # each request's item; the function returns its sum
+BATCHED_ROWS = {"main": (1, True), "batched x2": (2, True), "unbatched x1": (1, False)}
+
+
+async def _burst(call: Callable[[Any], Any], n: int) -> tuple[float, list[float]]:
+    """``n`` requests at once (one asyncio.gather); wall seconds and each request's latency."""
+    latencies = [0.0] * n
+
+    async def one(i: int) -> None:
+        t0 = time.perf_counter()
+        result = await call(BATCH_ITEM)
+        latencies[i] = time.perf_counter() - t0
+        if result != sum(BATCH_ITEM):
+            raise AssertionError(f"request {i} got {result!r}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return time.perf_counter() - t0, latencies
+
+
+async def _sequential(call: Callable[[Any], Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call(BATCH_ITEM)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def _measure_pool(pool: Any, runs: int) -> list[dict[str, float]]:
+    await _burst(pool.call, BATCH_WARMUP)
+    out = []
+    for _ in range(runs):
+        before = await pool.batches()
+        seconds, latencies = await _burst(pool.call, BATCH_REQUESTS)
+        after = await pool.batches()
+        lat = latency_stats_us(latencies)
+        run = {"requests_per_s": BATCH_REQUESTS / seconds, "us_per_request": seconds / BATCH_REQUESTS * 1e6,
+               "p50_ms": lat["p50_us"] / 1e3, "p99_ms": lat["p99_us"] / 1e3}
+        if before is not None and after is not None and after[0] > before[0]:
+            run["mean_batch"] = (after[1] - before[1]) / (after[0] - before[0])
+        out.append(run)
+    lone = latency_stats_us((await _sequential(pool.call, BATCH_SEQUENTIAL))[20:])
+    for run in out:
+        run["lone_p50_ms"] = lone["p50_us"] / 1e3
+    return out
+
+
+def measure_batched(session: Any, runs: int) -> Runs:
+    """2,000 single-item requests at once to a function that sums its items (batches of 32, 10 ms)."""
+    out: Runs = {}
+    for row, (replicas, batched) in BATCHED_ROWS.items():
+        with session.batched_pool(replicas, batched) as pool:
+            out[row] = asyncio.run(_measure_pool(pool, runs))
+    return out
+
+
 # -- cells (in the harness) ---------------------------------------------------------------------
 
 
@@ -153,6 +214,12 @@ def _cell_scaling(m: dict[str, float]) -> str:
     return " / ".join(
         f"{m[f'max{n}_s']:.2f} ({m[f'max{n}_containers']:.0f} ctrs)" for n in SCALING_MAX_CONTAINERS
     )
+
+
+def _cell_batched(m: dict[str, float]) -> str:
+    batch = f", batch {m['mean_batch']:.1f}" if "mean_batch" in m else ""
+    return (f"{m['requests_per_s']:,.0f}/s, p50 {m['p50_ms']:.0f} / p99 {m['p99_ms']:.0f} ms{batch}, "
+            f"lone {m['lone_p50_ms']:.1f} ms")
 
 
 def _cell_memory(m: dict[str, float]) -> str:
@@ -207,6 +274,16 @@ WORKLOADS: dict[str, Workload] = {
             _cell_scaling,
             measure_scaling,
             needs="nap_pool",
+        ),
+        Workload(
+            "batched",
+            f"{BATCH_REQUESTS:,} single-item requests at once, batched (32, 10 ms): requests/s, latency, "
+            "mean batch; lone request",
+            3,
+            "us_per_request",
+            _cell_batched,
+            measure_batched,
+            needs="batched_pool",
         ),
     ]
 }

@@ -43,6 +43,11 @@ class Session(Protocol):
       runs ``nap(s)`` n times concurrently on a new pool of at most
       ``max_containers`` workers that starts from zero, and returns the pids;
       leaving the context stops the pool (``scaling``).
+    * ``batched_pool(replicas, batched)``: a context manager whose value has
+      ``async call(x)`` (one request: ``x`` is a list of ints, the answer its sum)
+      served by ``replicas`` workers, through the system's dynamic batching
+      (max_batch_size 32, wait 10 ms) when ``batched``, and ``async batches()``: the
+      (batches, items) run so far, or None where the system cannot tell (``batched``).
     """
 
     def __init__(self, code: RemoteCode) -> None: ...

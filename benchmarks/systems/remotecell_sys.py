@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import remotecell as rc
@@ -72,6 +73,27 @@ class Session:
                 return list(await asyncio.gather(*(nap.remote.aio(seconds) for _ in range(n))))
 
             yield lambda n, seconds: asyncio.run(burst(n, seconds))
+
+    @contextlib.contextmanager
+    def batched_pool(self, replicas: int, batched: bool) -> Iterator[Any]:
+        """``summed`` as ``@rc.batched(max_batch_size=32, wait_ms=10)`` (or ``total``, unbatched) on
+        ``replicas`` warm containers of a new app."""
+        with self.fresh_app("batched") as app:
+            warm = {"min_containers": replicas, "max_containers": replicas}
+            if batched:
+                fn = app.function(**warm)(rc.batched(max_batch_size=32, wait_ms=10)(self.code.summed))
+            else:
+                fn = app.function(**warm)(self.code.total)
+            while fn.stats()["containers"].get("idle", 0) < replicas:  # registered; wait for them warm
+                time.sleep(0.05)
+
+            async def batches() -> tuple[int, int] | None:
+                if not batched:
+                    return None
+                stats = await fn.batch_stats.aio()
+                return stats["batches"], stats["items"]
+
+            yield SimpleNamespace(call=fn.remote.aio, batches=batches)
 
     def daemon_pid(self) -> int:
         home = Path(os.environ["REMOTECELL_HOME"])
