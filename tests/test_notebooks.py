@@ -26,6 +26,8 @@ def test_notebook_runs(runtime, path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     if path.stem == "quickstart":
         _check_quickstart(nb, code)
+    if path.stem == "batched_inference":
+        _check_batched_inference(code)
 
 
 def _check_quickstart(nb, code) -> None:
@@ -59,3 +61,9 @@ def _check_spawn(nb, code) -> None:
     assert "remotecell-call" in states[view]["state"]["_dom_classes"]
     assert "144" in _text(code[6])  # call.get()
     assert not any("squaring 12" in _text(c) for c in code)  # the call's output is in its logs, not in a cell
+
+
+def _check_batched_inference(code) -> None:
+    assert "(same as unbatched: " in _text(code[0])
+    assert "same predictions: True" in _text(code[1]) and "batching: " in _text(code[1])
+    assert "'closed': {'full': " in _text(code[2]) and "queue wait: mean" in _text(code[2])
