@@ -496,6 +496,8 @@ class Pool:
         if simple and not self.waiting and len(self.containers) >= self.min_containers:
             return  # the hot path: nothing waits, nothing to add
         live = self.live()
+        if len(live) >= int(self.fn.options.get("max_containers", 100)):
+            return  # a busy pool at its limit (the common case under load): nothing to work out
         # A batch takes one slot: what waits for a batch counts as the batches it will make.
         waiting = len(self.queue) + sum(b.batches_waiting for b in self.batchers.values())
         demand = waiting + sum(len(c.active) for c in live)
