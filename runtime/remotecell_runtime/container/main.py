@@ -147,7 +147,7 @@ class Container:
         self.sock.linger = 2000
         self.sock.connect(address)
         self.io_thread = threading.get_ident()
-        self.outbox: queue.SimpleQueue[list[Frame]] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[list[Frame] | Callable[[], None]] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.shm = _wire.ShmPool.local()
@@ -191,10 +191,21 @@ class Container:
             pass
         while True:
             try:
-                frames = self.outbox.get_nowait()
+                item = self.outbox.get_nowait()
             except queue.Empty:
                 return
-            _wire.send(self.sock, frames)
+            if callable(item):  # work handed to this thread (see on_io)
+                item()
+            else:
+                _wire.send(self.sock, item)
+
+    def on_io(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the I/O thread: what it reports there goes out many results to a message."""
+        if threading.get_ident() == self.io_thread:
+            work()
+            return
+        self.outbox.put(work)
+        os.write(self.wake_w, b"x")
 
     # -- the I/O loop -------------------------------------------------------------------------
 
@@ -457,7 +468,7 @@ class Container:
                     raise
                 except BaseException as exc:
                     outcome = exc
-            self._report_batch(method, header, payloads, live, outcome)
+            self.on_io(lambda: self._report_batch(method, header, payloads, live, outcome))
         finally:
             CURRENT.reset(token)
 
@@ -475,7 +486,7 @@ class Container:
                 outcome = Cancelled()
             except BaseException as exc:
                 outcome = exc
-        self._report_batch(method, header, payloads, live, outcome)
+        self.on_io(lambda: self._report_batch(method, header, payloads, live, outcome))
 
     def _unpack_batch(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload],
                       ) -> tuple[list[int], list[list[Any]], dict[str, list[Any]]]:
