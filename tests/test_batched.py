@@ -76,7 +76,7 @@ def test_map_inputs_are_batched_and_async_functions_work(app):
     @rc.batched(max_batch_size=10, wait_ms=LONG_WAIT_MS)
     async def seen(xs, ys):
         await asyncio.sleep(0)
-        return [(x + y, len(xs)) for x, y in zip(xs, ys)]
+        return [(x + y, len(xs)) for x, y in zip(xs, ys, strict=True)]
 
     assert list(seen.map(range(20), range(20))) == [(2 * i, 10) for i in range(20)]
     assert list(seen.starmap([(1, 2)] * 10)) == [(3, 10)] * 10

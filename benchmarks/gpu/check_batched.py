@@ -21,43 +21,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-HOME = tempfile.mkdtemp(prefix="rc-batched-check-")
-os.environ["REMOTECELL_HOME"] = HOME  # the first call starts a runtime here
-for var in ("REMOTECELL_RUNTIME", "REMOTECELL_FAKE_GPUS"):  # this host's real GPUs, nothing else
-    os.environ.pop(var, None)
-
-try:
-    import torch
-except ImportError:
-    sys.exit("check_batched.py needs torch in this venv: pip install -e '.[torch]'")
+import torch
+from private_runtime import HOME, stop_runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-import batched_inference as example  # noqa: E402
-from remotecell import _client  # noqa: E402
+import batched_inference as example
 
 TARGET_SPEEDUP = 10.0
-
-
-def stop_runtime() -> None:
-    """Stop the runtime this script started, and remove its home."""
-    try:
-        _client.connection().request({"t": "shutdown"})
-    except Exception as exc:  # already gone: nothing to stop
-        print(f"(runtime shutdown: {exc})")
-    _client.reset_connection()
-    pid_file = Path(HOME) / "connection.json"
-    deadline = time.monotonic() + 10
-    while pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    shutil.rmtree(HOME, ignore_errors=True)
 
 
 def run(callers: int, rounds: int) -> dict:

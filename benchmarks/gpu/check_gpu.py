@@ -16,28 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
 import string
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
-HOME = tempfile.mkdtemp(prefix="rc-gpu-check-")
-os.environ["REMOTECELL_HOME"] = HOME  # the first call starts a runtime here
-for var in ("REMOTECELL_RUNTIME", "REMOTECELL_FAKE_GPUS"):  # this host's real GPUs, nothing else
-    os.environ.pop(var, None)
-
-try:
-    import torch
-except ImportError:
-    sys.exit("check_gpu.py needs torch in this venv: pip install -e '.[torch]'")
-
 import remotecell as rc
-from remotecell import _client, _local
+import torch
+from private_runtime import HOME, stop_runtime
+from remotecell import _client
 from remotecell.exceptions import InvalidError
 
 HOLD_S = 2.0
@@ -112,23 +101,6 @@ def run_check(check: Callable[[], str]) -> str:
     return result
 
 
-def stop_runtime() -> None:
-    """Stop the runtime this script started, and reap it: it is this process's child."""
-    info = _local.local_info()
-    if info is None or info.pid is None:
-        return
-    _client.connection().request({"t": "shutdown"})
-    _client.reset_connection()
-    deadline = time.monotonic() + 15
-    while os.waitpid(info.pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() > deadline:
-            print(f"the runtime (pid {info.pid}) did not stop within 15 s; killing it")
-            os.kill(info.pid, signal.SIGKILL)
-            os.waitpid(info.pid, 0)
-            return
-        time.sleep(0.05)
-
-
 def check_one_device() -> str:
     got = one_gpu.remote()
     assert got["count"] == 1, f"the container sees {got['count']} devices: {got}"
@@ -191,7 +163,6 @@ def main() -> int:
     finally:
         app.stop()
         stop_runtime()
-        shutil.rmtree(HOME, ignore_errors=True)
     print(f"{len(CHECKS) - failed} of {len(CHECKS)} checks passed")
     return 1 if failed else 0
 
