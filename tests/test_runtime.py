@@ -369,13 +369,17 @@ print(f"shm={{c.connection().shm}} sum={{total}}")
 """
 
 
-def test_a_call_fails_plainly_when_the_runtime_dies_under_it(tmp_path):
+@pytest.mark.parametrize("form", ["remote", "remote.aio"])
+def test_a_call_fails_plainly_when_the_runtime_dies_under_it(tmp_path, form):
+    call = f"wait_long.remote({str(tmp_path / 'started')!r})"
+    if form == "remote.aio":
+        call = f"asyncio.run(wait_long.remote.aio({str(tmp_path / 'started')!r}))"
     state = tmp_path / "dying-home"
     rt = Runtime(state)
     started = tmp_path / "started"
     script = tmp_path / "waiting.py"
     script.write_text(f"""
-import time, remotecell as rc
+import asyncio, time, remotecell as rc
 app = rc.App("orphan")
 
 @app.function()
@@ -384,7 +388,7 @@ def wait_long(path):
     time.sleep(120)
 
 try:
-    wait_long.remote({str(started)!r})
+    {call}
 except rc.exceptions.ConnectionError as e:
     print("gave up:", e)
 """)

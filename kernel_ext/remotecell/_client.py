@@ -9,6 +9,7 @@ the same messages and share how replies turn into values or exceptions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import atexit
 import contextvars
 import itertools
@@ -375,6 +376,11 @@ class AsyncChannel:
         # The reader lives as long as its loop; a blocking caller's private loop is simply dropped
         # at exit with the reader still waiting, which is fine: don't warn about it.
         self.reader._log_destroy_pending = False  # type: ignore[attr-defined]
+        # Calls made in one turn of the loop, by (fid, method, shm): they leave together, many to a message.
+        self._outgoing: dict[tuple[str, Any, bool], list[_wire.Entry]] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._calls_waiting: dict[str, asyncio.Future[Any]] = {}  # input id -> its caller, for the watchdog
+        self._watchdog: asyncio.Future[None] | None = None
 
     async def _read(self) -> None:
         while True:
@@ -421,6 +427,76 @@ class AsyncChannel:
             self.waiting.pop(request_id, None)
         _check_reply(reply, reply_payloads)
         return reply, reply_payloads
+
+    async def call(self, fields: dict[str, Any], input_id: str, payload: Payload,
+                   on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
+        """One input of a function (``fields``: fid, sid, shm, m); its result message.
+
+        Calls made by many tasks in the same turn of the event loop are sent together
+        after it, as one ``calls`` message per function (one call alone goes as ``call``).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[dict[str, Any], list[Payload]]] = loop.create_future()
+
+        def deliver(reply: dict[str, Any], reply_payloads: list[Payload]) -> None:
+            if not future.done():
+                future.set_result((reply, reply_payloads))
+
+        self.waiting[input_id] = (deliver, on_output)
+        self._calls_waiting[input_id] = future
+        key = (fields["fid"], fields.get("m"), bool(fields.get("shm")))
+        self._outgoing.setdefault(key, []).append(({"id": input_id}, [payload]))
+        if self._flush_handle is None:
+            self._flush_handle = loop.call_soon(self._flush, fields["sid"])
+        if self._watchdog is None:
+            self._watchdog = asyncio.ensure_future(self._watch())
+            self._watchdog._log_destroy_pending = False  # type: ignore[attr-defined]  # as the reader
+        try:
+            reply, reply_payloads = await future
+        except asyncio.CancelledError:
+            unsent = self._outgoing.get(key)
+            if unsent:  # cancelled in the same turn: it never leaves
+                self._outgoing[key] = [e for e in unsent if e[0]["id"] != input_id]
+            raise
+        finally:
+            self.waiting.pop(input_id, None)
+            self._calls_waiting.pop(input_id, None)
+        _check_reply(reply, reply_payloads)
+        return reply, reply_payloads
+
+    def _flush(self, sid: str) -> None:
+        self._flush_handle = None
+        outgoing, self._outgoing = self._outgoing, {}
+        for (fid, method, shm), entries in outgoing.items():
+            fields: dict[str, Any] = {"fid": fid, "sid": sid, "shm": shm}
+            if method is not None:
+                fields["m"] = method
+            if len(entries) == 1:  # alone: a plain call, which the runtime forwards untouched
+                (head, payloads), = entries
+                frames = _wire.encode(dict(fields, t="call", id=head["id"]), payloads)
+            else:
+                message_id = self.conn.new_id()  # a refused message comes back under this id
+                self.waiting[message_id] = (functools.partial(self._refused, [h["id"] for h, _ in entries]), None)
+                frames = _wire.encode_many("calls", entries, id=message_id, **fields)
+            self.sock.send_multipart(frames, copy=False)  # never blocks: no high-water mark
+
+    def _refused(self, input_ids: list[str], header: dict[str, Any], payloads: list[Payload]) -> None:
+        self.waiting.pop(str(header.get("id")), None)
+        for input_id in input_ids:
+            entry = self.waiting.get(input_id)
+            if entry is not None:
+                entry[0](dict(header, id=input_id), payloads)
+
+    async def _watch(self) -> None:
+        """Fail the calls waiting here when the runtime stops answering heartbeats (one timer, not one per call)."""
+        while True:
+            await asyncio.sleep(WAKE_MS / 1000)
+            try:
+                self.conn.check_alive()
+            except exceptions.ConnectionError as exc:
+                for future in list(self._calls_waiting.values()):
+                    if not future.done():
+                        future.set_exception(exc)
 
     async def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
         await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)

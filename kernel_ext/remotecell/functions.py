@@ -310,7 +310,7 @@ class Function:
         payload = self._args_payload(conn, args, kwargs)
         channel = conn.async_channel()
         try:
-            reply, payloads = await channel.roundtrip(header, [payload])
+            reply, payloads = await channel.call(header, header["id"], payload)
         except asyncio.CancelledError:
             await channel.send({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]})
             raise
