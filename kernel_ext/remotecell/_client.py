@@ -9,9 +9,10 @@ the same messages and share how replies turn into values or exceptions.
 from __future__ import annotations
 
 import asyncio
-import functools
 import atexit
 import contextvars
+
+import functools
 import itertools
 import linecache
 import os
