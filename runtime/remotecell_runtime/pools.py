@@ -17,6 +17,7 @@ import collections
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -281,13 +282,14 @@ class Pool:
         if batch.container is not None:
             self._release_slot(batch.container, batch.id)
 
-    def _abandon_batch(self, batch: Batch[Input], frames_for: Any, lost_container: bool = False) -> None:
+    def _abandon_batch(self, batch: Batch[Input], result_for: Callable[[str], Result],
+                       lost_container: bool = False) -> None:
         """The batch's attempt ended without its results (timeout, crash): each live input fails."""
         for input_id in list(batch.outstanding):
             self._batch_done(batch, input_id)
             inp = self.inputs.get(input_id)
             if inp is not None and inp.container is batch.container:
-                self.fail(inp, frames_for(input_id), lost_container=lost_container)
+                self.fail(inp, result_for(input_id), lost_container=lost_container)
 
     def _batch_timed_out(self, batch: Batch[Input]) -> None:
         container = batch.container
