@@ -246,3 +246,19 @@ def test_retries_are_per_input_and_the_timeout_per_batch_attempt(app, tmp_path):
     errors = asyncio.run(stuck_batch())
     assert all(isinstance(e, rc.exceptions.FunctionTimeoutError) for e in errors), errors
     assert "a batch of 2 inputs" in str(errors[0])
+
+
+def test_spawned_inputs_share_batches_with_remote_calls(app):
+    @app.function(max_containers=1)
+    @rc.batched(max_batch_size=4, wait_ms=LONG_WAIT_MS)
+    def seen(xs):
+        return _batch_seen(xs)
+
+    spawned = [seen.spawn("s1"), seen.spawn("s2")]  # written to the job store, waiting for their batch
+
+    async def main():
+        return await asyncio.gather(seen.remote.aio("r1"), seen.remote.aio("r2"))
+
+    together = ["r1", "r2", "s1", "s2"]
+    assert asyncio.run(main()) == [("r1", together), ("r2", together)]
+    assert [call.get(timeout=30) for call in spawned] == [("s1", together), ("s2", together)]
