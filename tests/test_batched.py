@@ -20,11 +20,18 @@ def _batch_seen(xs):
     return [(x, sorted(xs)) for x in xs]
 
 
-def test_full_batches_close_at_max_batch_size(app):
+def _seen_function(app, max_batch_size, wait_ms=LONG_WAIT_MS):
+    """A batched function on one container that tells each input which batch it ran in."""
     @app.function(max_containers=1)
-    @rc.batched(max_batch_size=4, wait_ms=LONG_WAIT_MS)
+    @rc.batched(max_batch_size=max_batch_size, wait_ms=wait_ms)
     def seen(xs):
         return _batch_seen(xs)
+
+    return seen
+
+
+def test_full_batches_close_at_max_batch_size(app):
+    seen = _seen_function(app, 4)
 
     async def main():
         return await asyncio.gather(*(seen.remote.aio(i) for i in range(8)))
@@ -40,10 +47,7 @@ def test_full_batches_close_at_max_batch_size(app):
 def test_a_lone_input_closes_its_batch_after_wait_ms(app):
     wait_ms = 150
 
-    @app.function(max_containers=1)
-    @rc.batched(max_batch_size=100, wait_ms=wait_ms)
-    def seen(xs):
-        return _batch_seen(xs)
+    seen = _seen_function(app, 100, wait_ms)
 
     assert seen.remote(1) == (1, [1])  # starts the container
     assert seen.remote(2) == (2, [2])  # a warm container: the close is the wait alone
@@ -54,10 +58,7 @@ def test_a_lone_input_closes_its_batch_after_wait_ms(app):
 
 
 def test_one_batch_from_many_threads_and_tasks_of_one_client(app):
-    @app.function(max_containers=1)
-    @rc.batched(max_batch_size=16, wait_ms=LONG_WAIT_MS)
-    def seen(xs):
-        return _batch_seen(xs)
+    seen = _seen_function(app, 16)
 
     async def tasks():
         return await asyncio.gather(*(seen.remote.aio(100 + i) for i in range(8)))
@@ -128,10 +129,7 @@ def test_an_exception_fails_every_input_of_its_batch_with_the_traceback(app):
 
 
 def test_an_input_that_does_not_fit_the_signature_fails_alone(app):
-    @app.function(max_containers=1)
-    @rc.batched(max_batch_size=3, wait_ms=LONG_WAIT_MS)
-    def seen(xs):
-        return _batch_seen(xs)
+    seen = _seen_function(app, 3)
 
     async def main():
         calls = [seen.remote.aio(1), seen.remote.aio(1, 2), seen.remote.aio(xs=3)]
@@ -143,10 +141,7 @@ def test_an_input_that_does_not_fit_the_signature_fails_alone(app):
 
 
 def test_a_caller_cancelling_while_queued_leaves_the_pending_batch(app):
-    @app.function(max_containers=1)
-    @rc.batched(max_batch_size=3, wait_ms=LONG_WAIT_MS)
-    def seen(xs):
-        return _batch_seen(xs)
+    seen = _seen_function(app, 3)
 
     async def main():
         stay = asyncio.ensure_future(seen.remote.aio("stay"))
@@ -249,10 +244,7 @@ def test_retries_are_per_input_and_the_timeout_per_batch_attempt(app, tmp_path):
 
 
 def test_spawned_inputs_share_batches_with_remote_calls(app):
-    @app.function(max_containers=1)
-    @rc.batched(max_batch_size=4, wait_ms=LONG_WAIT_MS)
-    def seen(xs):
-        return _batch_seen(xs)
+    seen = _seen_function(app, 4)
 
     spawned = [seen.spawn("s1"), seen.spawn("s2")]  # written to the job store, waiting for their batch
 

@@ -314,18 +314,25 @@ class Container:
         method = self.methods.get(header.get("m"))
         if method is None:
             result = {"t": "result", "id": header["id"], "status": "error"}
-            exc = AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}")
-            self._finish(header["id"], payloads, result, _describe_error(result, exc))
+            self._finish(header["id"], payloads, result, _describe_error(result, self._no_method(header)))
             return
-        if header.get("m") in self.loop_methods:
+        self._start(method, self._run_async, self._run_sync, self.backlog.append, header, payloads)
+
+    def _no_method(self, header: dict[str, Any]) -> AttributeError:
+        return AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}")
+
+    def _start(self, method: Callable[..., Any], run_async: Callable[..., Any], run_sync: Callable[..., None],
+               inline: Callable[[Work], None], header: dict[str, Any], payloads: list[Payload]) -> None:
+        """Run an input (or a batch) where its function runs: the event loop, a worker thread, or ``inline``."""
+        if header.get("m") in self.loop_methods:  # known at load
             import asyncio
 
             assert self.loop is not None
-            asyncio.run_coroutine_threadsafe(self._run_async(method, header, payloads), self.loop)
+            asyncio.run_coroutine_threadsafe(run_async(method, header, payloads), self.loop)
         elif self.threads is not None:
-            self.threads.submit(self._run_sync, method, header, payloads)
+            self.threads.submit(run_sync, method, header, payloads)
         else:
-            self.backlog.append((header, payloads))
+            inline((header, payloads))
 
     def _run_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
         input_id = header["id"]
@@ -441,20 +448,12 @@ class Container:
         """Call the function once for the batch, with one list per parameter; answer per input."""
         method = self.methods.get(header.get("m"))
         if method is None or len(payloads) != len(header["ids"]):
-            exc = AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}"
-                                 if method is None else f"a batch of {len(header['ids'])} ids came with "
-                                 f"{len(payloads)} payloads")
+            exc = self._no_method(header) if method is None else ValueError(
+                f"a batch of {len(header['ids'])} ids came with {len(payloads)} payloads")
             self._report_batch(method, header, payloads, list(range(len(payloads))), exc)
             return
-        if inspect.iscoroutinefunction(method):
-            import asyncio
-
-            assert self.loop is not None
-            asyncio.run_coroutine_threadsafe(self._run_batch_async(method, header, payloads), self.loop)
-        elif self.threads is not None:
-            self.threads.submit(self._run_batch_sync, method, header, payloads)
-        else:
-            self._run_batch_sync(method, header, payloads)
+        self._start(method, self._run_batch_async, self._run_batch_sync,
+                    lambda work: self._run_batch_sync(method, *work), header, payloads)
 
     def _run_batch_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
         token = CURRENT.set(header["ids"][0])  # what a batch prints goes to the caller of its first input
