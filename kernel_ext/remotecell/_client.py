@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextvars
-
 import functools
 import itertools
 import linecache
@@ -380,7 +379,8 @@ class AsyncChannel:
         # Calls made in one turn of the loop, by (fid, method, shm): they leave together, many to a message.
         self._outgoing: dict[tuple[str, Any, bool], list[_wire.Entry]] = {}
         self._flush_handle: asyncio.Handle | None = None
-        self._calls_waiting: dict[str, asyncio.Future[Any]] = {}  # input id -> its caller, for the watchdog
+        # input id -> its caller and the runtime it was sent to, for the watchdog
+        self._calls_waiting: dict[str, tuple[asyncio.Future[Any], str]] = {}
         self._watchdog: asyncio.Future[None] | None = None
 
     async def _read(self) -> None:
@@ -443,8 +443,8 @@ class AsyncChannel:
             if not future.done():
                 future.set_result((reply, reply_payloads))
 
-        self.waiting[input_id] = (deliver, on_output)
-        self._calls_waiting[input_id] = future
+        self.waiting[input_id] = (deliver, on_output or output_here())
+        self._calls_waiting[input_id] = (future, self.conn.runtime_id)
         key = (fields["fid"], fields.get("m"), bool(fields.get("shm")))
         self._outgoing.setdefault(key, []).append(({"id": input_id}, [payload]))
         if self._flush_handle is None:
@@ -489,13 +489,15 @@ class AsyncChannel:
                 entry[0](dict(header, id=input_id), payloads)
 
     async def _watch(self) -> None:
-        """Fail the calls waiting here when the runtime stops answering heartbeats (one timer, not one per call)."""
+        """Fail the calls waiting here when the runtime stops answering heartbeats or restarted
+        (one timer for them all, not one per call)."""
         while True:
             await asyncio.sleep(WAKE_MS / 1000)
-            try:
-                self.conn.check_alive()
-            except exceptions.ConnectionError as exc:
-                for future in list(self._calls_waiting.values()):
+            for future, runtime_id in list(self._calls_waiting.values()):
+                try:
+                    self.conn.check_alive()
+                    self.conn.check_restart(runtime_id)
+                except exceptions.Error as exc:
                     if not future.done():
                         future.set_exception(exc)
 
