@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create the anchor virtualenvs the benchmark harness runs ipyparallel and Ray in.
-#   bash benchmarks/setup_envs.sh            # all anchors (ipp, ray)
+# Create the anchor virtualenvs the benchmark harness runs ipyparallel, Ray and Dask in.
+#   bash benchmarks/setup_envs.sh            # all anchors (ipp, ray, dask)
 #   bash benchmarks/setup_envs.sh ray        # just one
 # Venvs go to $REMOTECELL_BENCH_VENVS (default ~/.cache/remotecell-bench/<system>), with the exact
 # versions pinned in benchmarks/requirements/<system>.txt. Needs python3.11 and PyPI; Ray is ~1 GB
@@ -10,7 +10,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="${REMOTECELL_BENCH_VENVS:-$HOME/.cache/remotecell-bench}"
 py="${PYTHON:-python3.11}"
 systems=("$@")
-[ ${#systems[@]} -gt 0 ] || systems=(ipp ray)
+[ ${#systems[@]} -gt 0 ] || systems=(ipp ray dask)
 mkdir -p "$root"
 for s in "${systems[@]}"; do
   req="$here/requirements/$s.txt"

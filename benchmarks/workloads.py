@@ -26,6 +26,10 @@ COLD_TRIES = 3
 SCALING_INPUTS = 8
 SCALING_SLEEP_S = 1.0
 SCALING_MAX_CONTAINERS = (2, 8)
+MAP_TASKS = 10_000
+MAP_WARMUP = 500
+SPAWN_CALLS = 10_000
+SPAWN_MODES = ("sequential", "gather", "spawn_map")  # see Session.spawners
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,44 @@ def measure_batched(session: Any, runs: int) -> Runs:
     return out
 
 
+def _check_incremented(xs: range, got: Any, what: str) -> None:
+    if not isinstance(got, list) or got != [x + 1 for x in xs]:
+        head = got[:5] if isinstance(got, list) else got
+        raise AssertionError(f"{what}: expected [1, 2, ...] ({len(xs)} items), got {head!r}...")
+
+
+def measure_map(session: Any, runs: int) -> Runs:
+    """``MAP_TASKS`` independent ``inc`` tasks through the system's map, all results gathered."""
+    _check_incremented(range(MAP_WARMUP), session.map(range(MAP_WARMUP)), "map warm-up")
+    session.tidy()
+    out = []
+    for _ in range(runs):
+        xs = range(MAP_TASKS)
+        seconds, got = timed(lambda: session.map(xs))  # noqa: B023 (called at once)
+        _check_incremented(xs, got, "map")
+        del got
+        session.tidy()
+        out.append({"tasks_per_s": MAP_TASKS / seconds, "seconds": seconds})
+    return {"main": out}
+
+
+def measure_spawn(session: Any, runs: int) -> Runs:
+    """``SPAWN_CALLS`` durable spawns of ``inc`` in each mode; accepted per second. After the
+    timed region, every call's result is fetched and checked (nothing lost), which also drains
+    the pool before the next mode."""
+    out = []
+    with session.spawners() as modes:
+        for _ in range(runs):
+            run = {}
+            for mode in SPAWN_MODES:
+                seconds, collect = timed(functools.partial(modes[mode], SPAWN_CALLS))
+                _check_incremented(range(SPAWN_CALLS), collect(), f"spawn {mode}")
+                run[f"{mode}_per_s"] = SPAWN_CALLS / seconds
+                run[f"{mode}_s"] = seconds
+            out.append(run)
+    return {"main": out}
+
+
 # -- cells (in the harness) ---------------------------------------------------------------------
 
 
@@ -222,6 +264,14 @@ def _cell_batched(m: dict[str, float]) -> str:
             f"lone {m['lone_p50_ms']:.1f} ms")
 
 
+def _cell_map(m: dict[str, float]) -> str:
+    return f"{m['tasks_per_s']:,.0f}"
+
+
+def _cell_spawn(m: dict[str, float]) -> str:
+    return " / ".join(f"{m[f'{mode}_per_s']:,.0f}" for mode in SPAWN_MODES)
+
+
 def _cell_memory(m: dict[str, float]) -> str:
     return f"{m['rss_mib']:,.0f} ({m['processes']:.0f} procs)"
 
@@ -230,7 +280,13 @@ WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
         Workload(
-            "latency", "warm call p50 / p90 / p99 µs", 3, "p50_us", _cell_latency, measure_latency
+            "latency",
+            "warm call p50 / p90 / p99 µs",
+            3,
+            "p50_us",
+            _cell_latency,
+            measure_latency,
+            needs="callers",
         ),
         Workload(
             "roundtrip",
@@ -239,6 +295,7 @@ WORKLOADS: dict[str, Workload] = {
             "seconds",
             _cell_roundtrip,
             measure_roundtrip,
+            needs="identity",
         ),
         Workload(
             "cold",
@@ -284,6 +341,25 @@ WORKLOADS: dict[str, Workload] = {
             _cell_batched,
             measure_batched,
             needs="batched_pool",
+        ),
+        Workload(
+            "map",
+            f"{MAP_TASKS:,} × f(x)=x+1 through map, tasks/s",
+            3,
+            "seconds",
+            _cell_map,
+            measure_map,
+            needs="map",
+        ),
+        Workload(
+            "spawn",
+            f"{SPAWN_CALLS:,} durable spawns, accepted/s: sequential `f.spawn` / "
+            "`gather(f.spawn.aio)` × 1,000 / `f.spawn_map`",
+            3,
+            "sequential_s",
+            _cell_spawn,
+            measure_spawn,
+            needs="spawners",
         ),
     ]
 }

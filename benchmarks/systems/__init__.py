@@ -48,6 +48,16 @@ class Session(Protocol):
       served by ``replicas`` workers, through the system's dynamic batching
       (max_batch_size 32, wait 10 ms) when ``batched``, and ``async batches()``: the
       (batches, items) run so far, or None where the system cannot tell (``batched``).
+    * ``map(xs)``: ``[inc(x) for x in xs]``, computed on the workers through the
+      system's own way of fanning out many independent tasks (``map``).
+    * ``spawners()``: a context manager whose value maps each of ``sequential``,
+      ``gather`` and ``spawn_map`` to a function ``spawn(n)`` that submits
+      ``inc(0) .. inc(n - 1)`` as durable calls and returns once all were
+      accepted, with a callable that waits for and returns their results in
+      order (called outside the timed region) (``spawn``).
+
+    The basic methods are needed only by the workloads that use them: a system
+    without ``callers`` or ``identity`` shows "—" for latency or the round trip.
     """
 
     def __init__(self, code: RemoteCode) -> None: ...
@@ -136,6 +146,13 @@ SYSTEMS: dict[str, SystemSpec] = {
             venv="ray",
             env={"RAY_USAGE_STATS_ENABLED": "0"},
             fresh_dir_env="RAY_TMPDIR",  # its session logs go away with the harness's scratch
+        ),
+        SystemSpec(
+            "dask",
+            "Dask (2 workers)",
+            "`client.submit(f, x, pure=False).result()`; map: `client.gather(client.map(f, xs, "
+            "pure=False))` (LocalCluster, 2 worker processes, 1 thread each)",
+            venv="dask",
         ),
         SystemSpec(
             "zmq",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ipyparallel as ipp
@@ -16,6 +16,7 @@ from common import descendants
 
 PACKAGES = ["ipyparallel", "ipykernel", "jupyter_client", "pyzmq", "numpy"]
 ENGINE_TIMEOUT_S = 60
+MAP_TIMEOUT_S = 600
 
 
 class Session:
@@ -26,6 +27,7 @@ class Session:
     def start(self) -> None:
         self.client = self.cluster.start_and_connect_sync()
         self.view = self.client[0]
+        self.lview: Any = None
         assert self.view.apply_sync(self.code.inc, 1) == 2
 
     def callers(self) -> dict[str, Callable[[int], Any]]:
@@ -33,6 +35,12 @@ class Session:
 
     def identity(self, value: Any) -> Any:
         return self.view.apply_sync(self.code.identity, value)
+
+    def map(self, xs: Iterable[int]) -> list[int]:
+        if self.lview is None:
+            self.lview = self.client.load_balanced_view()
+        # chunksize=1: one task per input, as the anchors measured it
+        return self.lview.map_async(self.code.inc, xs, chunksize=1).get(timeout=MAP_TIMEOUT_S)
 
     def tidy(self) -> None:
         self.client.purge_everything()  # the hub and the client keep every result otherwise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,6 +46,9 @@ class Session:
 
     def identity(self, value: Any) -> Any:
         return ray.get(self.ident.remote(value))
+
+    def map(self, xs: Iterable[int]) -> list[int]:
+        return ray.get([self.task.remote(x) for x in xs])
 
     def tidy(self) -> None:
         pass

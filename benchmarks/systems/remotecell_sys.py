@@ -3,7 +3,10 @@
 The runtime lives in $REMOTECELL_HOME (the harness gives every process a fresh
 one), as a daemon of its own session with one container process per function.
 New workers (``container_cold``, ``scaling``) come from functions of a new app,
-which starts with no container and is stopped after the run.
+which starts with no container and is stopped after the run. ``map`` and
+``spawn`` run on a function of a new app with ``min_containers=2,
+max_containers=2`` (both containers warm before any timing; the app is stopped
+when the session ends, or after the spawn runs).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +28,9 @@ from common import alive, descendants
 from remotecell import _client
 
 PACKAGES = ["remotecell", "pyzmq", "cloudpickle", "numpy"]
+POOL_CONTAINERS = 2  # map and spawn: as many warm containers as the anchors have workers
+WARM_TIMEOUT_S = 60
+SPAWN_WINDOW = 1_000  # spawn "gather": this many f.spawn.aio at once, one window after another
 
 
 class Session:
@@ -36,6 +42,8 @@ class Session:
         rc.enter()(code.Pinger.setup)  # marks the methods' roles (in this agent's copy)
         rc.method()(code.Pinger.ping)
         self.apps = itertools.count(1)
+        self.pools = contextlib.ExitStack()  # apps kept for the session (map's pool)
+        self.map_fn: Any = None
 
     def start(self) -> None:
         assert self.inc.remote(1) == 2
@@ -55,6 +63,66 @@ class Session:
         app = rc.App(f"bench-{kind}-{next(self.apps)}")
         with app.run():
             yield app
+
+    def warm_pool(self, app: rc.App) -> Any:
+        """``inc`` on a new function of ``app`` with POOL_CONTAINERS containers, all started and idle."""
+        fn = app.function(min_containers=POOL_CONTAINERS, max_containers=POOL_CONTAINERS)(
+            self.code.inc
+        )
+        deadline = time.monotonic() + WARM_TIMEOUT_S
+        while (stats := fn.stats())["containers"].get("idle", 0) < POOL_CONTAINERS:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{POOL_CONTAINERS} containers not idle within {WARM_TIMEOUT_S} s: {stats}")
+            time.sleep(0.05)
+        return fn
+
+    def map(self, xs: Iterable[int]) -> list[int]:
+        if self.map_fn is None:
+            self.map_fn = self.warm_pool(self.pools.enter_context(self.fresh_app("map")))
+        return list(self.map_fn.map(xs))
+
+    @contextlib.contextmanager
+    def spawners(self) -> Iterator[dict[str, Callable[[int], Callable[[], list[int]]]]]:
+        with self.fresh_app("spawn") as app:
+            fn = self.warm_pool(app)
+
+            def collect(handles: list[Any]) -> Callable[[], list[int]]:
+                async def results() -> list[int]:
+                    out: list[int] = []
+                    for i in range(0, len(handles), SPAWN_WINDOW):
+                        window = handles[i : i + SPAWN_WINDOW]
+                        out += await asyncio.gather(*(h.get.aio(timeout=120) for h in window))
+                    return out
+
+                return lambda: asyncio.run(results())
+
+            def sequential(n: int) -> Callable[[], list[int]]:
+                return collect([fn.spawn(i) for i in range(n)])
+
+            def gather(n: int) -> Callable[[], list[int]]:
+                async def spawn_all() -> list[Any]:
+                    handles: list[Any] = []
+                    for i in range(0, n, SPAWN_WINDOW):
+                        window = range(i, min(i + SPAWN_WINDOW, n))
+                        handles += await asyncio.gather(*(fn.spawn.aio(j) for j in window))
+                    return handles
+
+                return collect(asyncio.run(spawn_all()))
+
+            def spawn_map(n: int) -> Callable[[], list[int]]:
+                group = fn.spawn_map(range(n))
+
+                def results() -> list[int]:
+                    last = group.get(index=n - 1, timeout=120)
+                    got = collect([group.call(i) for i in range(n)])()
+                    status = group.status()
+                    if last != n or status != {"succeeded": n}:
+                        raise AssertionError(f"spawn_map: last result {last!r}, status {status}")
+                    return got
+
+                return results
+
+            yield {"sequential": sequential, "gather": gather, "spawn_map": spawn_map}
 
     @contextlib.contextmanager
     def fresh_worker(self) -> Iterator[Callable[[], int]]:
@@ -105,6 +173,7 @@ class Session:
 
     def stop(self) -> None:
         pid = self.daemon_pid()
+        self.pools.close()
         self.app.stop()
         _client.connection().request({"t": "shutdown"})
         _client.reset_connection()

@@ -2,10 +2,12 @@
 
 A DEALER socket bound on ipc://, two worker processes (this file run as a
 script) whose DEALERs connect to it; DEALER round-robins the calls over them.
-A call is [function key, cloudpickled function, cloudpickled args, *buffers];
-the worker unpickles a function once per key, and large buffers travel as
-zero-copy out-of-band frames (pickle protocol 5) both ways. No scheduling,
-retries or heartbeats: a floor, not a competitor.
+A call is [function key, cloudpickled function, task id, cloudpickled args,
+*buffers] and its reply [task id, cloudpickled result, *buffers]; the worker
+unpickles a function once per key, and large buffers travel as zero-copy
+out-of-band frames (pickle protocol 5) both ways. ``map`` sends every task,
+one message each, then collects the replies and puts them in order by task
+id. No scheduling, retries or heartbeats: a floor, not a competitor.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import cloudpickle
@@ -56,8 +58,8 @@ def worker(endpoint: str) -> None:
             break
         if key not in functions:
             functions[key] = cloudpickle.loads(frames[1].bytes)
-        result = functions[key](*_loads(frames[2:]))
-        sock.send_multipart(_dumps(result), copy=False)
+        result = functions[key](*_loads(frames[3:]))
+        sock.send_multipart([frames[2], *_dumps(result)], copy=False)
     sock.close()
     ctx.term()
 
@@ -72,6 +74,7 @@ class Session:
         self.sock.bind(self.endpoint)
         self.procs: list[subprocess.Popen] = []
         self.functions: dict[Callable[..., Any], tuple[bytes, bytes]] = {}
+        self.tasks = 0
 
     def start(self) -> None:
         self.procs = [
@@ -82,12 +85,30 @@ class Session:
                 raise TimeoutError("floor workers did not start")
         assert self.call(self.code.inc, 1) == 2
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _function(self, fn: Callable[..., Any]) -> tuple[bytes, bytes]:
         if fn not in self.functions:
             self.functions[fn] = (str(id(fn)).encode(), cloudpickle.dumps(fn))
-        key, body = self.functions[fn]
-        self.sock.send_multipart([key, body, *_dumps(args)], copy=False)
-        return _loads(self.sock.recv_multipart(copy=False))
+        return self.functions[fn]
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        key, body = self._function(fn)
+        self.tasks += 1
+        self.sock.send_multipart([key, body, b"%d" % self.tasks, *_dumps(args)], copy=False)
+        return _loads(self.sock.recv_multipart(copy=False)[1:])
+
+    def map(self, xs: Iterable[int]) -> list[int]:
+        key, body = self._function(self.code.inc)
+        first = self.tasks + 1
+        send = self.sock.send_multipart
+        for x in xs:
+            self.tasks += 1
+            send([key, body, b"%d" % self.tasks, cloudpickle.dumps((x,), protocol=5)])
+        out: list[Any] = [None] * (self.tasks + 1 - first)
+        recv = self.sock.recv_multipart
+        for _ in out:
+            tid, payload, *buffers = recv()
+            out[int(tid) - first] = pickle.loads(payload, buffers=buffers)
+        return out
 
     def callers(self) -> dict[str, Callable[[int], Any]]:
         return {"main": lambda x: self.call(self.code.inc, x)}
