@@ -107,7 +107,8 @@ def render_table(results: Results, info: dict[str, Any]) -> str:
     note = (
         f"Each cell: the median over runs ({runs}) spread over {info['rounds']} interleaved "
         "round(s). (N×) = the system's value ÷ remotecell's (latency: p50; 100 MB: seconds; "
-        "new worker: ms): above 1× remotecell is faster / smaller."
+        "new worker: ms; map: seconds for all its tasks, i.e. remotecell's tasks/s ÷ the system's): "
+        "above 1× remotecell is faster / smaller."
     )
     host = (
         f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['mem_gib']:.0f} GiB, {m['platform']}; "
