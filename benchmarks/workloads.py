@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -212,7 +213,7 @@ def measure_map(session: Any, runs: int) -> Runs:
         _check_incremented(xs, got, "map")
         del got
         session.tidy()
-        out.append({"tasks_per_s": MAP_TASKS / seconds, "seconds": seconds})
+        out.append({"tasks_per_s": MAP_TASKS / seconds, "seconds": seconds, "load1": os.getloadavg()[0]})
     return {"main": out}
 
 
@@ -229,6 +230,7 @@ def measure_spawn(session: Any, runs: int) -> Runs:
                 _check_incremented(range(SPAWN_CALLS), collect(), f"spawn {mode}")
                 run[f"{mode}_per_s"] = SPAWN_CALLS / seconds
                 run[f"{mode}_s"] = seconds
+            run["load1"] = os.getloadavg()[0]  # the 1-minute load average after the run (noisy machine)
             out.append(run)
     return {"main": out}
 
