@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import os
 import sys
 import sysconfig
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +64,12 @@ async def _next_reply(conn: _client.Connection, arrived: asyncio.Queue[Any]) -> 
         except TimeoutError:
             conn.check_alive()
             conn.check_restart(runtime_id)
+
+
+@dataclasses.dataclass
+class _PendingSpawns:
+    accepted: asyncio.Future[None]
+    items: list[tuple[dict[str, Any], _wire.Payload]] = dataclasses.field(default_factory=list)
 
 
 def _flatten(batches: Iterator[list[Any]]) -> Iterator[Any]:
@@ -144,6 +152,9 @@ class Function:
         self.for_each = Twin(self._for_each, self._for_each_aio)
         self.spawn = Twin(self._spawn, self._spawn_aio)
         self.spawn_map = twin(self._spawn_map_aio)
+        # spawn.aio calls of one event-loop turn, sent together after it (one message, one commit)
+        self._pending_spawns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PendingSpawns] = (
+            weakref.WeakKeyDictionary())
         self.stats = twin(self._stats)
         self.batch_stats = twin(self._batch_stats)
 
@@ -353,8 +364,29 @@ class Function:
 
     async def _spawn_aio(self, *args: Any, **kwargs: Any) -> calls.FunctionCall:
         call_id, payload = calls.new_call_id(), self._spawn_payload(args, kwargs)
-        await self._spawn_many([({"id": call_id}, payload)])
+        loop = asyncio.get_running_loop()
+        pending = self._pending_spawns.get(loop)
+        if pending is None:
+            pending = self._pending_spawns[loop] = _PendingSpawns(loop.create_future())
+            loop.call_soon(self._send_pending_spawns, loop, pending)
+        pending.items.append(({"id": call_id}, payload))
+        await asyncio.shield(pending.accepted)  # one caller giving up does not unsend the others
         return calls.FunctionCall(call_id, self.name)
+
+    def _send_pending_spawns(self, loop: asyncio.AbstractEventLoop, pending: _PendingSpawns) -> None:
+        self._pending_spawns.pop(loop, None)
+
+        async def send() -> None:
+            try:
+                for start in range(0, len(pending.items), SPAWN_PER_MESSAGE):
+                    await self._spawn_many(pending.items[start:start + SPAWN_PER_MESSAGE])
+            except BaseException as exc:
+                pending.accepted.set_exception(exc)
+                pending.accepted.exception()  # mark it seen: every waiter may have gone
+                return
+            pending.accepted.set_result(None)
+
+        asyncio.ensure_future(send())
 
     async def _spawn_many(self, items: list[tuple[dict[str, Any], _wire.Payload]]) -> None:
         while True:

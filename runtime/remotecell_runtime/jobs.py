@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS calls (
     expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS calls_group ON calls (group_id, idx);
-CREATE INDEX IF NOT EXISTS calls_state ON calls (state);
+DROP INDEX IF EXISTS calls_state;
 CREATE INDEX IF NOT EXISTS calls_expiry ON calls (expires_at);
 """
 TOMBSTONE_S = 30 * 24 * 3600.0  # how long an expired call is still known as expired (then: not found)
