@@ -24,13 +24,18 @@ CALLS = 3000
 WARMUP = 500
 
 
-def serve_direct(folder: Path) -> None:
-    sock = zmq.Context().socket(zmq.ROUTER)
-    sock.bind(f"ipc://{folder}/direct")
+def answer_forever(sock: zmq.Socket) -> None:
+    """The worker's whole job: f(x) = x + 1 on the last frame, the routing frames sent back as they came."""
     while True:
         frames = sock.recv_multipart()
         frames[-1] = pickle.dumps(pickle.loads(frames[-1]) + 1)
         sock.send_multipart(frames)
+
+
+def serve_direct(folder: Path) -> None:
+    sock = zmq.Context().socket(zmq.ROUTER)
+    sock.bind(f"ipc://{folder}/direct")
+    answer_forever(sock)
 
 
 def serve_broker(folder: Path) -> None:
@@ -58,10 +63,7 @@ def serve_worker(folder: Path) -> None:
     sock = zmq.Context().socket(zmq.DEALER)
     sock.connect(f"ipc://{folder}/back")
     sock.send(b"ready")
-    while True:
-        frames = sock.recv_multipart()
-        frames[-1] = pickle.dumps(pickle.loads(frames[-1]) + 1)
-        sock.send_multipart(frames)
+    answer_forever(sock)
 
 
 def p50_us(address: str) -> float:
