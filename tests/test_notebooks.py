@@ -27,7 +27,7 @@ def test_notebook_runs(runtime, path):
     if path.stem == "quickstart":
         _check_quickstart(nb, code)
     if path.stem == "batched_inference":
-        _check_batched_inference(code)
+        _check_batched_inference(nb, code)
 
 
 def _check_quickstart(nb, code) -> None:
@@ -63,7 +63,13 @@ def _check_spawn(nb, code) -> None:
     assert not any("squaring 12" in _text(c) for c in code)  # the call's output is in its logs, not in a cell
 
 
-def _check_batched_inference(code) -> None:
+def _check_batched_inference(nb, code) -> None:
     assert "(same as unbatched: " in _text(code[0])
     assert "same predictions: True" in _text(code[1]) and "batching: " in _text(code[1])
     assert "'closed': {'full': " in _text(code[2]) and "queue wait: mean" in _text(code[2])
+    # batch_stats() as the last expression: the batching widget, starting from the numbers it returned
+    [view] = [o["data"] for o in code[3].outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert view["text/plain"].startswith("Classifier.predict: ")  # its stand-in where widgets are not rendered
+    states = [m["state"] for m in nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()]
+    [summary] = [s["value"] for s in states if "remotecell-batching-summary" in s.get("_dom_classes", [])]
+    assert " batches, 1,001 items, " in summary  # one call, then 500 callers twice

@@ -146,14 +146,19 @@ class GroupSnapshot:
         return self.line()
 
 
-class Watch(Protocol):
-    """Asks the runtime about one handle; ``cancel_soon`` makes the next refresh cancel it first."""
+class Refreshes(Protocol):
+    """Asks the runtime again; returns a snapshot (with ``final`` and ``text()``) for a surface."""
 
     def refresh(self) -> Any: ...
+
+
+class Watch(Refreshes, Protocol):
+    """Asks the runtime about one handle; ``cancel_soon`` makes the next refresh cancel it first."""
+
     def cancel_soon(self) -> None: ...
 
 
-def _problem(exc: Exception) -> str:
+def runtime_problem(exc: Exception) -> str:
     return f"cannot ask the runtime now ({type(exc).__name__}: {exc})"
 
 
@@ -194,7 +199,7 @@ class CallWatch(_Watch):
         except NotFoundError as exc:  # not on this runtime (another runtime's id, or its store was wiped)
             snap.state, snap.error, snap.problem = "missing", str(exc), ""
         except Exception as exc:  # the runtime is restarting or gone: say so and ask again next time
-            snap.problem = _problem(exc)
+            snap.problem = runtime_problem(exc)
         return snap
 
     def _read_status(self, status: dict[str, Any]) -> None:
@@ -236,7 +241,7 @@ class GroupWatch(_Watch):
             snap.total = len(self.group)
             snap.problem = ""
         except Exception as exc:
-            snap.problem = _problem(exc)
+            snap.problem = runtime_problem(exc)
         return snap
 
 
@@ -251,10 +256,24 @@ class Surface(Protocol):
     def render(self, snapshot: Any) -> None: ...
 
 
-class _Widget:
-    """What both widgets share: a Cancel button that disables itself, and knowing when they were closed."""
+class BoxSurface:
+    """An ipywidgets view in one box: shown with a text stand-in, closed when its box's comm is."""
 
     box: Any
+
+    @property
+    def closed(self) -> bool:
+        return self.box.comm is None
+
+    def show(self, text: str) -> None:
+        """Display the widget; ``text`` stands in for it where widgets are not rendered (a saved notebook)."""
+        from IPython.display import display
+
+        display(dict(self.box._repr_mimebundle_(), **{"text/plain": text}), raw=True)
+
+
+class _Widget(BoxSurface):
+    """What both call widgets share: a Cancel button that disables itself."""
 
     def __init__(self, on_cancel: Callable[[], None]) -> None:
         import ipywidgets as widgets
@@ -269,16 +288,6 @@ class _Widget:
 
         self.cancel.on_click(clicked)
 
-    @property
-    def closed(self) -> bool:
-        return self.box.comm is None
-
-    def show(self, text: str) -> None:
-        """Display the widget; ``text`` stands in for it where widgets are not rendered (a saved notebook)."""
-        from IPython.display import display
-
-        display(dict(self.box._repr_mimebundle_(), **{"text/plain": text}), raw=True)
-
     def finish(self) -> None:
         self.cancel.disabled = True
 
@@ -290,10 +299,10 @@ class CallWidget(_Widget):
         import ipywidgets as widgets
 
         super().__init__(on_cancel)
-        self.title = _html(widgets, "remotecell-call-title")
-        self.state = _html(widgets, "remotecell-call-state")
-        self.logs = _html(widgets, "remotecell-call-logs")
-        self.outcome = _html(widgets, "remotecell-call-outcome")
+        self.title = html_part(widgets, "remotecell-call-title")
+        self.state = html_part(widgets, "remotecell-call-state")
+        self.logs = html_part(widgets, "remotecell-call-logs")
+        self.outcome = html_part(widgets, "remotecell-call-outcome")
         self.box = widgets.VBox([widgets.HBox([self.title, self.state, self.cancel]), self.logs, self.outcome])
         self.box.add_class("remotecell-call")
         self.render(snap)
@@ -323,7 +332,7 @@ class GroupWidget(_Widget):
         self.bar = widgets.IntProgress(value=0, min=0, max=1, description=snap.function,
                                        style={"description_width": "initial"})
         self.bar.add_class("remotecell-group-bar")
-        self.counts = _html(widgets, "remotecell-group-counts")
+        self.counts = html_part(widgets, "remotecell-group-counts")
         self.box = widgets.HBox([self.bar, self.counts, self.cancel])
         self.box.add_class("remotecell-group")
         self.render(snap)
@@ -339,7 +348,7 @@ class GroupWidget(_Widget):
             self.bar.bar_style = _bar_style(snap)
 
 
-def _html(widgets: Any, css_class: str) -> Any:
+def html_part(widgets: Any, css_class: str) -> Any:
     """An HTML widget with a class (tests and styles find it by that)."""
     out = widgets.HTML()
     out.add_class(css_class)
@@ -376,9 +385,9 @@ class TextSurface:
 
 
 class Shown:
-    """A shown handle as the poller ticks it: ask the runtime, render, done when final or closed."""
+    """A shown view as the poller ticks it: ask the runtime, render, done when final or closed."""
 
-    def __init__(self, watch: Watch, surface: Surface) -> None:
+    def __init__(self, watch: Refreshes, surface: Surface) -> None:
         self.watch = watch
         self.surface = surface
 
@@ -407,17 +416,28 @@ def show(handle: FunctionCall | FunctionCallGroup) -> Shown | None:
         watch.cancel_soon()
         poller().wake()
 
-    surface: Surface = _surface(watch, cancel_soon)
-    surface.show(repr(handle))
+    return go_live(watch, _surface(watch, cancel_soon), repr(handle))
+
+
+def go_live(watch: Refreshes, surface: Surface, text: str) -> Shown:
+    """Display ``surface`` (``text`` where widgets are not rendered) and let the poller tick it from now on."""
+    surface.show(text)
     shown = Shown(watch, surface)
     poller().add(shown)
     return shown
 
 
-def _surface(watch: CallWatch | GroupWatch, on_cancel: Callable[[], None]) -> Surface:
+def have_ipywidgets() -> bool:
+    """ipywidgets can be imported (else views are text updated in place)."""
     try:
         import ipywidgets  # noqa: F401
     except ImportError:
+        return False
+    return True
+
+
+def _surface(watch: CallWatch | GroupWatch, on_cancel: Callable[[], None]) -> Surface:
+    if not have_ipywidgets():
         return TextSurface(watch.snapshot)
     if isinstance(watch, CallWatch):
         return CallWidget(watch.snapshot, on_cancel)

@@ -1,6 +1,6 @@
-"""One background thread that keeps the shown call handles up to date.
+"""One background thread that keeps the shown views (call handles, batch stats) up to date.
 
-Each shown handle is a :class:`Live`: ``tick()`` asks the runtime once, renders
+Each shown view is a :class:`Live`: ``tick()`` asks the runtime once, renders
 what it heard and says whether it is done (final, or its widget was closed).
 The thread ticks every live view every ``POLL_S``; with none left it sleeps
 until one is added (no polling).  It stays, rather than ending, because its
