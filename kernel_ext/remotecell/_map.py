@@ -55,13 +55,15 @@ class Fanout:
         self.output = _client.output_here()  # the map's output goes where it was called (its notebook cell)
 
     async def send(self, items: list[tuple[int, Sequence[Any]]], kwargs: dict[str, Any]) -> None:
+        new_id, args_payload, pending, waiting = self.conn.new_id, self.args_payload, self.pending, self.channel.waiting
+        route = (self.outcomes.deliver, self.output)
         for start in range(0, len(items), PER_MESSAGE):
             entries = []
-            for index, args in items[start:start + PER_MESSAGE]:
-                input_id = self.conn.new_id()
-                entries.append(({"id": input_id}, [self.args_payload(tuple(args), kwargs)]))
-                self.pending[input_id] = index
-                self.channel.waiting[input_id] = (self.outcomes.deliver, self.output)
+            for index, args in items[start:start + PER_MESSAGE]:  # once per input: kept lean
+                input_id = new_id()
+                entries.append(({"id": input_id}, [args_payload(tuple(args), kwargs)]))
+                pending[input_id] = index
+                waiting[input_id] = route
             message_id = self.conn.new_id()  # a refused message comes back under this id
             self.channel.waiting[message_id] = (self.outcomes.deliver, None)
             frames = _wire.encode_many("calls", entries, id=message_id, **self.header)

@@ -80,11 +80,10 @@ class Progress:
             self.done += 1
         else:
             self.failed += 1
-        self._maybe_render()
+        if self._factory is not None:  # once per result: nothing more when nothing shows it
+            self._maybe_render()
 
     def _maybe_render(self) -> None:
-        if self._factory is None:
-            return
         now = time.monotonic()
         if now - self._rendered_s < RENDER_EVERY_S or now - self.started_s < SHOW_AFTER_S:
             return

@@ -366,6 +366,8 @@ def deserialize(payload: Payload, hold: bool = False) -> Any:
     ``hold``: the segments stay the sender's until ``ShmPool.settle`` (an input the
     runtime may retry must find them intact).
     """
+    if len(payload.frames) == 1:  # no out-of-band buffers: the common small value
+        return pickle.loads(buffer_of(payload.frames[0]))
     buffers: list[Any] = [_writable(f) for f in payload.frames[1:]]
     for index, name, size in payload.shm:
         buffers[index - 1] = ShmPool.local().take(name, size, hold)
