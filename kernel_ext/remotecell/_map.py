@@ -17,7 +17,7 @@ from typing import Any
 from . import _client, _progress, _wire
 
 MAX_INFLIGHT = 1000  # inputs of one map on the runtime (or done and waiting for their turn) at once
-PER_MESSAGE = 128  # inputs in one `calls` message: the first results come back while the rest are pickled
+PER_MESSAGE = 256  # inputs in one `calls` message: the first results come back while the rest are pickled
 
 ArgsPayload = Callable[[tuple, dict], _wire.Payload]
 

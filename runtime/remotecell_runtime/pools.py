@@ -35,7 +35,7 @@ STOP_GRACE_S = 5.0
 CRASH_RETRY_CAP = 3  # containers lost under one input before it fails as poison
 EXIT_GRACE_S = 30.0  # what @exit hooks get at scale-down
 PREFETCH_BUDGET_US = 2000  # how much queued work a container may hold beyond its running inputs
-PREFETCH_MAX = 64
+PREFETCH_MAX = 256
 STARTUP_S = 0.5  # about what a new container costs before it helps: less queued work than this, don't start one
 Peer = tuple[Any, bytes]  # (socket, identity): where a caller's replies go
 

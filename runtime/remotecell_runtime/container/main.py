@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # asyncio (~60 ms) and concurrent.futures (~30 ms) load only 
 
 _RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXIT_GRACE_S = 30.0
-RESULTS_PER_MESSAGE = 32  # a backlog's results are sent at least this often (the daemon refills in halves)
+RESULTS_PER_MESSAGE = 128  # a backlog's results are sent at least this often (the daemon refills in halves)
 
 Work = tuple[dict[str, Any], list[Payload]]  # one input: its header fields and its arguments
 
