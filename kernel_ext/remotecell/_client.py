@@ -379,8 +379,9 @@ class AsyncChannel:
         # Calls made in one turn of the loop, by (fid, method, shm): they leave together, many to a message.
         self._outgoing: dict[tuple[str, Any, bool], list[_wire.Entry]] = {}
         self._flush_handle: asyncio.Handle | None = None
-        # input id -> its caller and the runtime it was sent to, for the watchdog
-        self._calls_waiting: dict[str, tuple[asyncio.Future[Any], str]] = {}
+        # whoever waits here, to be failed if the runtime stops answering or restarts meanwhile
+        self._watched: dict[int, tuple[Callable[[BaseException], None], str]] = {}
+        self._watch_keys = itertools.count()
         self._watchdog: asyncio.Future[None] | None = None
 
     async def _read(self) -> None:
@@ -404,28 +405,54 @@ class AsyncChannel:
         else:
             deliver(header, payloads)
 
-    async def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
-                        on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
-        request_id = header["id"]
+    def watch(self, fail: Callable[[BaseException], None]) -> Callable[[], None]:
+        """Have ``fail`` called if the runtime stops answering or restarts while its caller waits.
+
+        One watchdog task checks for every waiter here (no timer per call); returns the unwatch.
+        """
+        key = next(self._watch_keys)
+        self._watched[key] = (fail, self.conn.runtime_id)
+        if self._watchdog is None:
+            self._watchdog = asyncio.ensure_future(self._watch())
+            self._watchdog._log_destroy_pending = False  # type: ignore[attr-defined]  # as the reader
+
+        def unwatch() -> None:
+            self._watched.pop(key, None)
+
+        return unwatch
+
+    def _expect(self, request_id: str, on_output: OutputSink | None,
+                ) -> asyncio.Future[tuple[dict[str, Any], list[Payload]]]:
+        """A future for the reply to ``request_id``, watched, forgotten here once it is done."""
         future: asyncio.Future[tuple[dict[str, Any], list[Payload]]] = asyncio.get_running_loop().create_future()
 
         def deliver(reply: dict[str, Any], reply_payloads: list[Payload]) -> None:
             if not future.done():
                 future.set_result((reply, reply_payloads))
 
+        def fail(exc: BaseException) -> None:
+            if not future.done():
+                future.set_exception(exc)
+
         self.waiting[request_id] = (deliver, on_output or output_here())
-        runtime_id = self.conn.runtime_id
+        unwatch = self.watch(fail)
+
+        def forget(_: asyncio.Future[Any]) -> None:
+            self.waiting.pop(request_id, None)
+            unwatch()
+
+        future.add_done_callback(forget)
+        return future
+
+    async def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+                        on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
+        future = self._expect(header["id"], on_output)
         try:
             await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
-            while True:
-                done, _ = await asyncio.wait([future], timeout=WAKE_MS / 1000)
-                if done:
-                    break
-                self.conn.check_alive()
-                self.conn.check_restart(runtime_id)
-            reply, reply_payloads = future.result()
-        finally:
-            self.waiting.pop(request_id, None)
+        except BaseException:
+            future.cancel()
+            raise
+        reply, reply_payloads = await future
         _check_reply(reply, reply_payloads)
         return reply, reply_payloads
 
@@ -436,22 +463,11 @@ class AsyncChannel:
         Calls made by many tasks in the same turn of the event loop are sent together
         after it, as one ``calls`` message per function (one call alone goes as ``call``).
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[dict[str, Any], list[Payload]]] = loop.create_future()
-
-        def deliver(reply: dict[str, Any], reply_payloads: list[Payload]) -> None:
-            if not future.done():
-                future.set_result((reply, reply_payloads))
-
-        self.waiting[input_id] = (deliver, on_output or output_here())
-        self._calls_waiting[input_id] = (future, self.conn.runtime_id)
+        future = self._expect(input_id, on_output)
         key = (fields["fid"], fields.get("m"), bool(fields.get("shm")))
         self._outgoing.setdefault(key, []).append(({"id": input_id}, [payload]))
         if self._flush_handle is None:
-            self._flush_handle = loop.call_soon(self._flush, fields["sid"])
-        if self._watchdog is None:
-            self._watchdog = asyncio.ensure_future(self._watch())
-            self._watchdog._log_destroy_pending = False  # type: ignore[attr-defined]  # as the reader
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush, fields["sid"])
         try:
             reply, reply_payloads = await future
         except asyncio.CancelledError:
@@ -459,9 +475,6 @@ class AsyncChannel:
             if unsent:  # cancelled in the same turn: it never leaves
                 self._outgoing[key] = [e for e in unsent if e[0]["id"] != input_id]
             raise
-        finally:
-            self.waiting.pop(input_id, None)
-            self._calls_waiting.pop(input_id, None)
         _check_reply(reply, reply_payloads)
         return reply, reply_payloads
 
@@ -489,17 +502,15 @@ class AsyncChannel:
                 entry[0](dict(header, id=input_id), payloads)
 
     async def _watch(self) -> None:
-        """Fail the calls waiting here when the runtime stops answering heartbeats or restarted
-        (one timer for them all, not one per call)."""
         while True:
             await asyncio.sleep(WAKE_MS / 1000)
-            for future, runtime_id in list(self._calls_waiting.values()):
+            for key, (fail, runtime_id) in list(self._watched.items()):
                 try:
                     self.conn.check_alive()
                     self.conn.check_restart(runtime_id)
                 except exceptions.Error as exc:
-                    if not future.done():
-                        future.set_exception(exc)
+                    self._watched.pop(key, None)
+                    fail(exc)
 
     async def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
         await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)

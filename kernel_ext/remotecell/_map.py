@@ -28,18 +28,22 @@ class _Outcomes:
     def __init__(self) -> None:
         self.arrived: collections.deque[tuple[dict[str, Any], list[_wire.Payload]]] = collections.deque()
         self.event = asyncio.Event()
+        self.error: BaseException | None = None  # the runtime went away meanwhile
 
     def deliver(self, header: dict[str, Any], payloads: list[_wire.Payload]) -> None:
         self.arrived.append((header, payloads))
         self.event.set()
 
-    async def wait(self, conn: _client.Connection) -> None:
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.event.set()
+
+    async def wait(self) -> None:
         while not self.arrived:
+            if self.error is not None:
+                raise self.error
             self.event.clear()
-            try:
-                await asyncio.wait_for(self.event.wait(), _client.WAKE_MS / 1000)
-            except TimeoutError:
-                conn.check_alive()
+            await self.event.wait()
 
 
 class Fanout:
@@ -51,6 +55,7 @@ class Fanout:
         self.header = header  # fid, sid, shm, m: what every `calls` message of this map carries
         self.args_payload = args_payload
         self.outcomes = _Outcomes()
+        self.unwatch = self.channel.watch(self.outcomes.fail)
         self.pending: dict[str, int] = {}  # input id -> its index in the map
         self.output = _client.output_here()  # the map's output goes where it was called (its notebook cell)
 
@@ -71,7 +76,7 @@ class Fanout:
 
     async def finished(self) -> list[tuple[int, Any, bool]]:
         """Wait for results; return ``(index, value or exception, ok)`` for each that arrived."""
-        await self.outcomes.wait(self.conn)
+        await self.outcomes.wait()
         out = []
         while self.outcomes.arrived:
             header, payloads = self.outcomes.arrived.popleft()
@@ -90,6 +95,7 @@ class Fanout:
 
     async def cancel_rest(self) -> int:
         """Cancel the inputs still out; how many there were."""
+        self.unwatch()
         for input_id in self.pending:
             self.channel.waiting.pop(input_id, None)
         count = len(self.pending)

@@ -56,17 +56,6 @@ def _length(iterables: Sequence[Iterable[Any]]) -> int | None:
         return None
 
 
-async def _next_reply(conn: _client.Connection, arrived: asyncio.Queue[Any]) -> Any:
-    """The next message for a streaming call, looking at the runtime's health while it waits."""
-    runtime_id = conn.runtime_id
-    while True:
-        try:
-            return await asyncio.wait_for(arrived.get(), _client.WAKE_MS / 1000)
-        except TimeoutError:
-            conn.check_alive()
-            conn.check_restart(runtime_id)
-
-
 @dataclasses.dataclass
 class _PendingSpawns:
     accepted: asyncio.Future[None]
@@ -317,19 +306,24 @@ class Function:
         conn, fid = await self.fid_aio()
         header = dict(self._call_header(conn, fid), gen=True)
         channel = conn.async_channel()
-        arrived: asyncio.Queue[tuple[dict[str, Any], list[_wire.Payload]]] = asyncio.Queue()
+        arrived: asyncio.Queue[Any] = asyncio.Queue()  # replies, or the error that ends the wait
         channel.waiting[header["id"]] = (lambda h, p: arrived.put_nowait((h, p)), _client.output_here())
+        unwatch = channel.watch(arrived.put_nowait)
         finished = False
         try:
             await channel.send(header, [self._args_payload(conn, args, kwargs)])
             while True:
-                reply, payloads = await _next_reply(conn, arrived)
+                reply = await arrived.get()
+                if isinstance(reply, BaseException):
+                    raise reply
+                reply, payloads = reply
                 if reply["t"] != "item":
                     finished = True
                     _client.result_value(reply, payloads)
                     return
                 yield _wire.deserialize(payloads[0])
         finally:
+            unwatch()
             channel.waiting.pop(header["id"], None)
             if not finished:
                 await channel.send({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]})

@@ -113,6 +113,7 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
@@ -132,11 +133,9 @@ class JobStore:
         self.db.execute("COMMIT")
 
     def row(self, call_id: str) -> sqlite3.Row | None:
-        self.db.row_factory = sqlite3.Row
         return self.db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
 
     def unfinished(self) -> list[sqlite3.Row]:
-        self.db.row_factory = sqlite3.Row
         return self.db.execute(
             "SELECT * FROM calls WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') "
             "ORDER BY created_at").fetchall()

@@ -364,21 +364,21 @@ class Container:
         CURRENT.set(header["id"])  # this task's own context
         self.running_inputs[header["id"]] = asyncio.current_task()
         try:
-            if header["id"] in self.cancelled:
-                raise asyncio.CancelledError()
-            args, kwargs = _wire.deserialize(payloads[0], hold=True)
-            if inspect.isasyncgenfunction(method):
-                outcome: Any = _Returned(await self._send_async_items(header, method(*args, **kwargs)))
-            else:
-                outcome = _Returned(await method(*args, **kwargs))
-        except asyncio.CancelledError:
-            outcome = Cancelled()
-        except BaseException as exc:
-            outcome = exc
+            outcome = await _outcome_of(self._call_async(method, header, payloads))
         finally:
             self.running_inputs.pop(header["id"], None)
             self.cancelled.discard(header["id"])
         self._report(header, payloads, outcome)
+
+    async def _call_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> Any:
+        import asyncio
+
+        if header["id"] in self.cancelled:
+            raise asyncio.CancelledError()
+        args, kwargs = _wire.deserialize(payloads[0], hold=True)
+        if inspect.isasyncgenfunction(method):
+            return await self._send_async_items(header, method(*args, **kwargs))
+        return await method(*args, **kwargs)
 
     def _send_items(self, header: dict[str, Any], items: Any) -> int:
         """``remote_gen``: each item the generator yields goes to the caller at once; returns how many."""
@@ -473,18 +473,10 @@ class Container:
 
     async def _run_batch_async(self, method: Callable[..., Any], header: dict[str, Any],
                                payloads: list[Payload]) -> None:
-        import asyncio
 
         CURRENT.set(header["ids"][0])  # this task's own context
         live, args, kwargs = self._unpack_batch(method, header, payloads)
-        outcome: Any = None
-        if live:
-            try:
-                outcome = _Returned(await method(*args, **kwargs))
-            except asyncio.CancelledError:
-                outcome = Cancelled()
-            except BaseException as exc:
-                outcome = exc
+        outcome = await _outcome_of(method(*args, **kwargs)) if live else None
         self.on_io(lambda: self._report_batch(method, header, payloads, live, outcome))
 
     def _unpack_batch(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload],
@@ -586,6 +578,18 @@ class Container:
                 self._call_hook(hook)
             except BaseException:
                 traceback.print_exc(file=sys.__stderr__)
+
+
+async def _outcome_of(awaitable: Any) -> Any:
+    """What awaiting user code came to: ``_Returned(value)``, ``Cancelled()``, or the exception it raised."""
+    import asyncio
+
+    try:
+        return _Returned(await awaitable)
+    except asyncio.CancelledError:
+        return Cancelled()
+    except BaseException as exc:
+        return exc
 
 
 def _on_loop(fn: Callable[..., Any]) -> bool:
