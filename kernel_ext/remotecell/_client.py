@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextvars
+import dataclasses
 import functools
 import itertools
 import linecache
@@ -35,6 +36,9 @@ HEARTBEAT_INTERVAL_S = 2.0
 # No pong for this long: the runtime is gone, and calls waiting on it fail instead of hanging.
 RUNTIME_GONE_S = float(os.environ.get("REMOTECELL_RUNTIME_GONE_S", "15"))
 WAKE_MS = 1000  # how often a waiting call looks at the heartbeat
+# What the runtime says of leases: granted, taken back (the container ran none of the holder's
+# calls since), or lost (the container died, maybe under one of them).
+LEASE_NEWS = ("lease", "lease_ended", "lease_lost")
 
 OutputSink = Callable[[str, str], None]  # (stream name, text)
 Deliver = Callable[[dict[str, Any], list[Payload]], None]  # takes the reply to one request
@@ -208,6 +212,23 @@ class Connection:
             self._sockets.append(sock)
         return sock
 
+    def direct_socket(self, address: str) -> zmq.Socket:
+        """A socket to a leased container's own ipc:// endpoint (see ``SyncChannel.call``)."""
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.sndhwm = sock.rcvhwm = 0
+        sock.rcvtimeo = WAKE_MS
+        sock.connect(address)
+        with self._lock:
+            self._sockets.append(sock)
+        return sock
+
+    def close_socket(self, sock: zmq.Socket) -> None:
+        with self._lock:
+            if sock in self._sockets:
+                self._sockets.remove(sock)
+        sock.close(linger=0)
+
     # -- blocking ----------------------------------------------------------------------------
 
     def channel(self) -> SyncChannel:
@@ -313,12 +334,27 @@ def replies(header: dict[str, Any], payloads: list[Payload]) -> list[_wire.Entry
     return entries
 
 
+@dataclasses.dataclass
+class Lease:
+    """A container the runtime lent to one thread's blocking calls of one function: they go straight to it."""
+
+    fid: str
+    cid: str
+    token: str  # the container takes calls carrying it, until the runtime takes the lease back
+    sock: zmq.Socket
+    timeout_s: float
+    retries: bool  # the function retries errors: a failed call goes back to the runtime, which retries it
+    runtime_id: str
+    wait_ms: int = WAKE_MS  # the socket's RCVTIMEO: shorter when a call's deadline is near
+
+
 class SyncChannel:
-    """A blocking request/response socket owned by one thread."""
+    """A blocking request/response socket owned by one thread, and the leases that thread holds."""
 
     def __init__(self, conn: Connection, sock: zmq.Socket) -> None:
         self.conn = conn
         self.sock = sock
+        self.leases: dict[str, Lease] = {}  # fid -> lease
 
     def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                   on_output: OutputSink | None = None, timeout_s: float | None = None,
@@ -332,9 +368,12 @@ class SyncChannel:
                on_output: OutputSink | None = None, timeout_s: float | None = None,
                ) -> Iterator[tuple[dict[str, Any], list[Payload]]]:
         """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
-        request_id = header["id"]
         runtime_id = self.conn.runtime_id
         _wire.send(self.sock, _wire.encode(header, payloads))
+        return self._replies(header["id"], on_output, timeout_s, runtime_id)
+
+    def _replies(self, request_id: str, on_output: OutputSink | None, timeout_s: float | None, runtime_id: str,
+                 ) -> Iterator[tuple[dict[str, Any], list[Payload]]]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:
@@ -344,7 +383,9 @@ class SyncChannel:
                 self.conn.check_restart(runtime_id)
                 continue
             for reply, reply_payloads in replies(*_wire.decode(frames)):
-                if reply.get("id") != request_id:
+                if reply["t"] in LEASE_NEWS:
+                    self._lease_news(reply)
+                elif reply.get("id") != request_id:
                     _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
                 elif reply["t"] == "output":
                     (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
@@ -362,6 +403,144 @@ class SyncChannel:
                 "or it refused this client's key (check the token in REMOTECELL_RUNTIME)"
             )
         self.conn.check_alive()
+
+    # -- calls, and leases ---------------------------------------------------------------------
+
+    def call(self, header: dict[str, Any], payloads: list[Payload],
+             on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
+        """One input of a function (a ``call`` header); its result message.
+
+        With a lease on the function, it goes straight to the leased container (two hops);
+        else through the runtime, asking for a lease (granted when the container is free
+        and nothing else waits for it). Ctrl-C cancels the input wherever it runs.
+        """
+        if self.leases and int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            self._runtime_news()  # a lease may have ended meanwhile
+        lease = self.leases.get(header["fid"])
+        if lease is not None and lease.runtime_id != self.conn.runtime_id:
+            self._drop(lease)
+            lease = None
+        try:
+            if lease is not None:
+                answer = self._call_direct(lease, header, payloads, on_output)
+                if answer is not None:
+                    return answer
+            if self.conn.info.is_local:
+                header["lease"] = True
+            return self.roundtrip(header, payloads, on_output)
+        except KeyboardInterrupt:
+            self._cancel(header, lease)
+            raise
+
+    def _cancel(self, header: dict[str, Any], lease: Lease | None) -> None:
+        cancel: dict[str, Any] = {"t": "cancel", "sid": self.conn.sid, "ids": [header["id"]]}
+        if lease is not None and lease.fid in self.leases:
+            cancel["cid"] = lease.cid  # the runtime interrupts it there and takes the lease back
+            self._drop(lease)
+        self.sock.send_multipart(_wire.encode(cancel))
+
+    def _call_direct(self, lease: Lease, header: dict[str, Any], payloads: list[Payload],
+                     on_output: OutputSink | None) -> tuple[dict[str, Any], list[Payload]] | None:
+        """Send a call to the leased container and wait for it; None: the lease was taken back, go through the runtime.
+
+        The runtime is still the one that decides when anything goes wrong: a call that passes
+        the function's timeout, whose container dies (``lease_lost``), or that fails and should be
+        retried is handed back to it (``lease_return``) and waited for as any other call.
+        """
+        request_id = header["id"]
+        sock = lease.sock
+        direct = {"t": "call", "id": request_id, "shm": header.get("shm", False), "token": lease.token}
+        if "m" in header:
+            direct["m"] = header["m"]
+        _wire.send(sock, _wire.encode(direct, payloads))
+        deadline = time.monotonic() + lease.timeout_s
+        ended = False  # the lease ended after our call ran: its result is on the way, then the lease goes
+        while True:
+            try:
+                frames = _wire.recv(sock)  # RCVTIMEO wakes us to look at the runtime's news and the clock
+            except zmq.Again:
+                news = self._runtime_news(lease.cid)
+                if news is not None and news["t"] == "lease_ended":
+                    if news.get("last") != request_id:
+                        self._drop(lease)
+                        return None  # given up before our call came: it never ran there
+                    ended = True
+                elif news is not None:  # lease_lost: its container died, maybe under our call
+                    cause = str(news.get("cause", "its container died"))
+                    return self._hand_back(lease, header, payloads, on_output, why="crash", cause=cause)
+                left_ms = (deadline - time.monotonic()) * 1000
+                if left_ms <= 0:
+                    return self._hand_back(lease, header, payloads, on_output, why="timeout")
+                lease.wait_ms = sock.rcvtimeo = int(min(WAKE_MS, left_ms)) + 1
+                self.conn.check_alive()
+                self.conn.check_restart(lease.runtime_id)
+                continue
+            reply, reply_payloads = _wire.decode(frames)
+            if reply.get("id") != request_id:
+                _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
+            elif reply["t"] == "output":
+                (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
+            elif reply["t"] == "revoked":
+                self._drop(lease)
+                return None
+            elif reply.get("status") == "error" and lease.retries:
+                _wire.discard(reply_payloads)
+                return self._hand_back(lease, header, payloads, on_output, why="error", error=reply.get("error"))
+            else:
+                if ended:
+                    self._drop(lease)
+                elif lease.wait_ms != WAKE_MS:
+                    lease.wait_ms = sock.rcvtimeo = WAKE_MS
+                return reply, reply_payloads
+
+    def _runtime_news(self, cid: str | None = None) -> dict[str, Any] | None:
+        """Read what the runtime sent meanwhile and act on it; news of the lease on ``cid`` is returned instead."""
+        mine = None
+        while int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            for reply, reply_payloads in replies(*_wire.decode(_wire.recv(self.sock))):
+                if reply["t"] in LEASE_NEWS and reply["t"] != "lease" and reply.get("cid") == cid:
+                    mine = reply
+                elif reply["t"] in LEASE_NEWS:
+                    self._lease_news(reply)
+                else:
+                    _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
+        return mine
+
+    def _hand_back(self, lease: Lease, header: dict[str, Any], payloads: list[Payload],
+                   on_output: OutputSink | None, why: str, cause: str = "",
+                   error: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Payload]]:
+        """Give a call that went wrong under ``lease`` to the runtime, which retries or fails it; its reply."""
+        self._drop(lease)
+        back = {"t": "lease_return", "id": header["id"], "sid": self.conn.sid, "fid": lease.fid, "cid": lease.cid,
+                "why": why, "cause": cause, "error": error, "shm": header.get("shm", False)}
+        if "m" in header:
+            back["m"] = header["m"]
+        _wire.send(self.sock, _wire.encode(back, payloads))
+        for reply in self._replies(header["id"], on_output, None, lease.runtime_id):
+            return reply
+        raise AssertionError("unreachable: _replies() ends with the reply")
+
+    def _lease_news(self, news: dict[str, Any]) -> None:
+        """A ``lease`` granted to this thread, or one that ended (taken back, or its container is gone)."""
+        held = self.leases.get(str(news.get("fid")))
+        if news["t"] != "lease":
+            if held is not None and held.cid == news.get("cid"):
+                self._drop(held)
+            return
+        if held is not None and held.cid == news["cid"]:  # lent again: same container, same socket
+            held.token = str(news["token"])
+            return
+        if held is not None:
+            self._drop(held)
+        sock = self.conn.direct_socket(str(news["addr"]))
+        self.leases[str(news["fid"])] = Lease(str(news["fid"]), str(news["cid"]), str(news["token"]), sock,
+                                              float(news["timeout_s"]), bool(news.get("retries")),
+                                              self.conn.runtime_id)
+
+    def _drop(self, lease: Lease) -> None:
+        if self.leases.get(lease.fid) is lease:
+            del self.leases[lease.fid]
+        self.conn.close_socket(lease.sock)
 
 
 class AsyncChannel:

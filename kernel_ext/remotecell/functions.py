@@ -247,21 +247,23 @@ class Function:
     def _remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function remotely and return its result (or raise its exception)."""
         self._check_generator(False)
-        conn, fid = self.fid()
+        conn, fid = self.registration.cached() or self.fid()
         header = self._call_header(conn, fid)
         payload = self._args_payload(conn, args, kwargs)
-        channel = conn.channel()
         try:
-            reply, payloads = channel.roundtrip(header, [payload])
-        except KeyboardInterrupt:
-            channel.sock.send_multipart(_wire.encode({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]}))
+            reply, payloads = conn.channel().call(header, [payload])
+        except KeyboardInterrupt:  # the channel cancelled it
             print(f"remotecell: interrupted; cancelled the remote call to {self.name}", file=sys.stderr)
             raise
         return _client.result_value(reply, payloads)
 
-    def _check_generator(self, wanted: bool) -> None:
+    @functools.cached_property
+    def _is_generator(self) -> bool:
         user_fn = getattr(self.registration.target.cls, self.method) if self.method else self.raw_f
-        is_generator = inspect.isgeneratorfunction(user_fn) or inspect.isasyncgenfunction(user_fn)
+        return inspect.isgeneratorfunction(user_fn) or inspect.isasyncgenfunction(user_fn)
+
+    def _check_generator(self, wanted: bool) -> None:
+        is_generator = self._is_generator
         if is_generator and not wanted:
             raise InvalidError(f"{self.name} is a generator function: iterate over {self.name}.remote_gen(...) "
                                "to get its items as they are made")

@@ -31,6 +31,16 @@ class State(enum.Enum):
 
 
 @dataclass
+class Lease:
+    """The container lent to one blocking caller: its calls go straight to the container's own socket."""
+
+    peer: Any  # the caller's (listener, identity), where lease news goes
+    sid: str
+    token: str  # direct calls carry it: the container takes calls from this leaseholder only
+    revoking: bool = False  # asked back; the container answers ``released`` when it is free
+
+
+@dataclass
 class Container:
     id: str
     fid: str
@@ -44,6 +54,8 @@ class Container:
     idle_since: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None  # set when the runtime itself stops it (timeout, memory, ...)
     cancel_w: int | None = None  # the cancel pipe: ids of inputs to interrupt, read by its SIGINT handler
+    direct: str | None = None  # its own socket, for a leaseholder's calls (None: it takes no lease)
+    lease: Lease | None = None
 
     @property
     def free_slots(self) -> int:
@@ -70,8 +82,10 @@ class Container:
 class ContainerManager:
     """Starts container processes and reports their exits to ``on_exit``."""
 
-    def __init__(self, address: str, shm_prefix: str, on_exit: Callable[[Container, int | None], None]) -> None:
+    def __init__(self, address: str, shm_prefix: str, on_exit: Callable[[Container, int | None], None],
+                 sock_dir: str) -> None:
         self.address = address
+        self.sock_dir = sock_dir  # private (0700): where containers bind their own sockets
         self.shm_prefix = shm_prefix
         self.on_exit = on_exit
         self.containers: dict[str, Container] = {}
@@ -97,6 +111,7 @@ class ContainerManager:
             container.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "remotecell_runtime.container",
                 "--connect", self.address, "--id", container.id, "--cancel-fd", str(cancel_r),
+                "--direct", f"ipc://{self._direct_path(container)}",
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -124,11 +139,18 @@ class ContainerManager:
             log.debug("[%s] %s", container.id, line)
         self._exited(container, await container.proc.wait())
 
+    def _direct_path(self, container: Container) -> str:
+        return os.path.join(self.sock_dir, f"{container.id}.sock")
+
     def _exited(self, container: Container, returncode: int | None) -> None:
         container.state = State.DEAD
         if container.cancel_w is not None:
             os.close(container.cancel_w)
             container.cancel_w = None
+        try:  # a killed container leaves its socket file behind
+            os.unlink(self._direct_path(container))
+        except FileNotFoundError:
+            pass
         self.containers.pop(container.id, None)
         self.on_exit(container, returncode)
 

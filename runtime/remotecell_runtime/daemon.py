@@ -33,7 +33,7 @@ from .apps import App, AppRegistry
 from .containers import Container, ContainerManager, State
 from .gpus import GpuAllocator, inventory
 from .jobs import JOB_PEER, RETENTION_S, Jobs
-from .pools import FunctionDef, Input, Peer, Pool, Result, ResultMessage, error_result
+from .pools import CANCEL_GRACE_S, FunctionDef, Input, Peer, Pool, Result, ResultMessage, error_result
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -80,10 +80,12 @@ def versions() -> dict[str, str]:
 class Listener:
     """A zmq socket driven by the event loop's reader callbacks (no per-message futures)."""
 
-    def __init__(self, sock: zmq.Socket, on_message: Callable[[Listener, list[Frame]], None], shm: bool) -> None:
+    def __init__(self, sock: zmq.Socket, on_message: Callable[[Listener, list[Frame]], None], shm: bool,
+                 local: bool = True) -> None:
         self.sock = sock
         self.on_message = on_message
         self.shm = shm  # peers here share our host: large buffers may go through shared memory
+        self.local = local  # peers here reach our private socket folder (ipc://): they may hold leases
         self._drain_scheduled = False
         self.loop = asyncio.get_running_loop()
         self.fd = int(sock.getsockopt(zmq.FD))
@@ -151,6 +153,7 @@ class Daemon:
             "call_status": self.on_call_status,
             "call_cancel": self.on_call_cancel,
             "call_logs": self.on_call_logs,
+            "lease_return": self.on_lease_return,
             "status": self.on_status,
             "shutdown": self.on_shutdown,
         }
@@ -162,6 +165,8 @@ class Daemon:
             "item": self.on_container_output,  # what a generator yields, routed like its output
             "result": self.on_container_result,
             "results": self.on_container_results,
+            "released": self.on_container_released,
+            "lease_used": self.on_container_lease_used,
         }
         self._held: dict[Peer, list[Result]] | None = None  # results held back to go many to a message
 
@@ -187,7 +192,8 @@ class Daemon:
         csock.sndhwm = csock.rcvhwm = 0
         csock.bind(container_address)
         self.container_listener = Listener(csock, self.on_container_message, shm=True)
-        self.containers = ContainerManager(container_address, self.shm_prefix, self.on_container_exit)
+        self.containers = ContainerManager(container_address, self.shm_prefix, self.on_container_exit,
+                                           str(self.sock_dir))
         self.ticker = asyncio.ensure_future(self._tick())
         self._write_connection_file(keys)
         log.info("remotecell runtime %s serving on %s", self.runtime_id, ", ".join(self.endpoints))
@@ -221,7 +227,7 @@ class Daemon:
         sock.bind(address)
         if not is_tcp:
             os.chmod(address.removeprefix("ipc://"), 0o600)
-        return Listener(sock, self.on_client_message, shm=not is_tcp and _wire.ShmPool.available())
+        return Listener(sock, self.on_client_message, shm=not is_tcp and _wire.ShmPool.available(), local=not is_tcp)
 
     @property
     def endpoints(self) -> list[str]:
@@ -299,6 +305,10 @@ class Daemon:
                 for app in self.apps.ephemeral_of(sid):
                     log.info("client %s went quiet: stopping its ephemeral app %s", sid, app.name)
                     self.stop_app(app, f"app {app.name!r} stopped: its client stopped sending heartbeats")
+                for container in self.containers.all():
+                    pool = self._pool_of(container)
+                    if container.lease is not None and container.lease.sid == sid and pool is not None:
+                        pool.revoke(container)
 
     # -- client messages ----------------------------------------------------------------------
 
@@ -450,6 +460,8 @@ class Daemon:
             raise RequestError("InvalidError", f"call {input_id!r}: needs exactly one payload, the arguments")
         method = req.header.get("m")
         inp = Input(input_id, req.peer, req.payloads[0], req.frames, method, bool(req.header.get("shm")))
+        if req.header.get("lease") and req.peer[0].local:
+            inp.lease = str(req.header.get("sid", ""))
         self._submit(req, [inp])
 
     def on_calls(self, req: Request) -> None:
@@ -519,12 +531,38 @@ class Daemon:
     def on_call_logs(self, req: Request) -> dict[str, Any]:
         return {"text": self.jobs.logs(str(req.header["call"]))}
 
+    def on_lease_return(self, req: Request) -> None:
+        """A call made under a lease that ended badly there (see ``Pool.adopt``): it goes on as a plain input."""
+        input_id, why = str(req.header["id"]), req.header.get("why")
+        if len(req.payloads) != 1 or why not in ("timeout", "crash", "error"):
+            raise RequestError("InvalidError", f"lease_return {input_id!r}: needs why=timeout|crash|error "
+                                               "and one payload, the arguments")
+        inp = Input(input_id, req.peer, req.payloads[0], None, req.header.get("m"), bool(req.header.get("shm")))
+        if input_id in self.input_pool:  # resent: it runs once
+            _wire.discard(req.payloads)
+            return
+        pool = self._live_pool(req.header.get("fid"))
+        self.input_pool[input_id] = pool
+        pool.adopt(inp, str(why), str(req.header.get("cid", "")), str(req.header.get("cause", "")),
+                   req.header.get("error"))
+
     def on_cancel(self, req: Request) -> None:
         for input_id in req.header.get("ids", []):
             pool = self.input_pool.get(input_id)
             if pool is not None:
                 pool.cancel(input_id)
+            else:
+                self._cancel_leased(req, str(input_id))
         return None
+
+    def _cancel_leased(self, req: Request, input_id: str) -> None:
+        """A call its caller sent straight to a leased container: interrupt it there and take the lease back."""
+        container = self.containers.containers.get(str(req.header.get("cid", "")))
+        pool = self._pool_of(container) if container is not None else None
+        if container is None or pool is None or container.lease is None or container.lease.peer != req.peer:
+            return
+        self.containers.cancel(container, input_id)
+        pool.revoke(container, grace_s=CANCEL_GRACE_S)
 
     def on_status(self, req: Request) -> dict[str, Any]:
         return {
@@ -572,8 +610,20 @@ class Daemon:
 
     def on_container_ready(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
+        if isinstance(header.get("direct"), str):
+            container.direct = header["direct"]
         if pool is not None:
             pool.on_ready(container)
+
+    def on_container_released(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+        pool = self._pool_of(container)
+        if pool is not None:
+            pool.on_released(container, float(header.get("idle_s", 0.0)), str(header.get("last", "")))
+
+    def on_container_lease_used(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+        pool = self._pool_of(container)
+        if pool is not None:
+            pool.on_lease_used(container, int(header.get("n", 0)), int(header.get("us", 0)))
 
     def on_container_load_failed(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
@@ -608,6 +658,10 @@ class Daemon:
             self._send_held()
 
     def on_container_exit(self, container: Container, returncode: int | None) -> None:
+        if container.lease is not None:  # its leaseholder hands back the call it may be waiting for
+            lost = {"t": "lease_lost", "fid": container.fid, "cid": container.id,
+                    "cause": container.death_cause(returncode)}
+            self.send_peer(container.lease.peer, _wire.encode(lost))
         pool = self._pool_of(container)
         if pool is not None:
             pool.on_exit(container, returncode)

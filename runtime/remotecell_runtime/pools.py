@@ -8,6 +8,13 @@ the container's, a timeout, a crash or a cancellation.
 A fast function (its inputs run in well under ``PREFETCH_BUDGET_US``) gets
 inputs sent ahead: a container holds a few more than it runs, so it never
 waits for the daemon between two inputs, and inputs travel many to a message.
+
+A blocking caller on this host may be lent an idle container (a lease, asked
+for with the call's ``lease`` flag): its next calls go straight to the
+container, and the pool only hears how they went.  The pool takes the lease
+back when other inputs wait and no container is starting for them; an input
+that timed out, crashed its container or needs a retry under a lease is
+handed back by its caller (``adopt``) and goes on as any other input.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import asyncio
 import collections
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +33,7 @@ from remotecell import _wire
 from remotecell._wire import Frame, Payload
 
 from .batching import Batch, Batcher
-from .containers import Container, ContainerManager, State
+from .containers import Container, ContainerManager, Lease, State
 from .gpus import GpuAllocator
 
 log = logging.getLogger("remotecell.runtime")
@@ -95,6 +103,7 @@ class Input:
     deadline: float = 0.0  # event-loop time at which this attempt times out
     attempt: int = 1  # user errors and timeouts count; container losses do not
     crashes: int = 0
+    lease: str | None = None  # the caller's session, when it would take a lease of the container
 
     def entry(self) -> _wire.Entry:
         """This input as one entry of a ``calls`` message."""
@@ -208,7 +217,7 @@ class Pool:
         return min(PREFETCH_MAX, int(PREFETCH_BUDGET_US / max(self.run_us, 1.0)))
 
     def _room(self, c: Container, prefetch: int) -> int:
-        if c.state not in (State.IDLE, State.BUSY):
+        if c.state not in (State.IDLE, State.BUSY) or c.lease is not None:
             return 0
         room = c.max_inputs + prefetch - len(c.active)
         if len(c.active) >= c.max_inputs and room < prefetch // 2:
@@ -235,6 +244,8 @@ class Pool:
             frames = inputs[0].frames if len(inputs) == 1 else None
             self.rt.send_container(cid, frames or _wire.encode_many("calls", [inp.entry() for inp in inputs]))
         self.scale()
+        if self.queue and not any(c.state is State.STARTING for c in self.containers.values()):
+            self._take_a_lease_back()
 
     def _free_container(self, prefetch: int) -> Container | None:
         best, best_room = None, 0
@@ -414,13 +425,9 @@ class Pool:
     def _timed_out(self, inp: Input) -> None:
         container = inp.container
         assert container is not None
-        msg = (
-            f"{self.fn.name} ran past its timeout of {self.fn.timeout_s:g} s; "
-            f"container {container.id} was stopped and will be replaced"
-        )
         self.rt.containers.stop(container, f"it passed its timeout of {self.fn.timeout_s:g} s", STOP_GRACE_S,
                                 interrupt=True)
-        self.fail(inp, error_result(inp.id, "FunctionTimeoutError", msg))
+        self.fail(inp, error_result(inp.id, "FunctionTimeoutError", self._timeout_message(container.id)))
         self.dispatch()
 
     # -- container events ---------------------------------------------------------------------
@@ -437,6 +444,83 @@ class Pool:
         waiting = list(self.queue) + [inp for b in self.batchers.values() for inp in b.drain()]
         for inp in waiting:
             self.finish(inp.id, Result({"id": inp.id, "status": "error", "error": error}, payloads))
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def _lend(self, container: Container, inp: Input) -> bool:
+        """Lend ``container`` to the caller of ``inp`` (whose result is next) if nothing else wants it."""
+        if inp.lease is None or container.direct is None or container.state is not State.BUSY:
+            return False
+        if container.active != {inp.id} or self.queue or self.batchers or self.retired or self.fn.max_inputs != 1:
+            return False
+        container.lease = Lease(inp.peer, inp.lease, secrets.token_hex(8))
+        container.idle_since = time.monotonic()
+        self.rt.send_container(container.id, _wire.encode({"t": "lease", "token": container.lease.token}))
+        retries = int((self.fn.options.get("retries") or {}).get("max_retries", 0)) > 0
+        grant = {"t": "lease", "id": inp.id, "fid": self.fn.fid, "cid": container.id, "addr": container.direct,
+                 "token": container.lease.token, "timeout_s": self.fn.timeout_s, "retries": retries}
+        self.rt.send_peer(inp.peer, _wire.encode(grant))  # before the result: the caller's next call uses it
+        return True
+
+    def _take_a_lease_back(self) -> None:
+        leased = [c for c in self.live() if c.lease is not None and not c.lease.revoking]
+        if leased:
+            self.revoke(leased[0])
+
+    def revoke(self, container: Container, grace_s: float | None = None) -> None:
+        """Ask for the lease back; stop the container if it is not free ``grace_s`` later."""
+        lease = container.lease
+        if lease is None or lease.revoking:
+            return
+        lease.revoking = True
+        self.rt.send_container(container.id, _wire.encode({"t": "revoke"}))
+        if grace_s is not None:
+            def stop_if_still_held() -> None:
+                if container.lease is lease:
+                    reason = f"its leaseholder's call ignored cancellation for {grace_s:g} s"
+                    self.rt.containers.stop(container, reason, STOP_GRACE_S)
+
+            asyncio.get_running_loop().call_later(grace_s, stop_if_still_held)
+
+    def on_released(self, container: Container, idle_s: float, last_id: str) -> None:
+        """The container gave the lease up after its holder's call ``last_id``, and takes no more."""
+        if container.lease is not None:  # the holder's next call goes through the runtime at once
+            ended = {"t": "lease_ended", "fid": self.fn.fid, "cid": container.id, "last": last_id}
+            self.rt.send_peer(container.lease.peer, _wire.encode(ended))
+        container.lease = None
+        container.idle_since = time.monotonic() - max(idle_s, 0.0)  # idle since the leaseholder's last call
+        self.dispatch()
+
+    def on_lease_used(self, container: Container, runs: int, run_us: int) -> None:
+        """How the leaseholder's calls went: they count as use (scale-down) and as run time."""
+        container.idle_since = time.monotonic()
+        if runs > 0:
+            mean_us = run_us / runs
+            self.run_us = mean_us if self.run_us is None else 0.8 * self.run_us + 0.2 * mean_us
+
+    def adopt(self, inp: Input, why: str, cid: str, cause: str = "", error: dict[str, Any] | None = None) -> None:
+        """An input that ended badly on leased container ``cid``, handed back by its caller: it goes on here.
+
+        ``why``: "timeout" (the caller waited past the timeout: the container is stopped),
+        "crash" (the container died under it, ``cause`` says why) or "error" (it raised
+        ``error`` and the function has retries).
+        """
+        self.inputs[inp.id] = inp
+        if why == "timeout":
+            container = self.containers.get(cid)
+            if container is not None and container.lease is not None and container.lease.peer == inp.peer:
+                self.rt.containers.stop(container, f"it passed its timeout of {self.fn.timeout_s:g} s",
+                                        STOP_GRACE_S, interrupt=True)
+            self.fail(inp, error_result(inp.id, "FunctionTimeoutError", self._timeout_message(cid)))
+        elif why == "crash":
+            self.fail(inp, error_result(inp.id, "ContainerCrashed", cause), lost_container=True)
+        else:
+            self.fail(inp, Result({"id": inp.id, "status": "error", "error": error or {}}))
+        self.dispatch()
+
+    def _timeout_message(self, cid: str) -> str:
+        return (f"{self.fn.name} ran past its timeout of {self.fn.timeout_s:g} s; "
+                f"container {cid} was stopped and will be replaced")
 
     def on_results(self, container: Container, results: list[Result]) -> None:
         for result in results:
@@ -456,9 +540,10 @@ class Pool:
             container.active.discard(f"cancelled:{input_id}")
             self._release_slot(container, input_id)
             _wire.discard(result.payloads)
-        elif result.status == "error":
+        elif result.status == "error" and self.fn.retry_delay_s(inp.attempt) is not None:
             self.fail(inp, result)
         else:
+            self._lend(container, inp)
             self.finish(input_id, result)
 
     def on_exit(self, container: Container, returncode: int | None) -> None:
@@ -541,7 +626,14 @@ class Pool:
                 self.retire(c)
 
     def retire(self, c: Container) -> None:
-        """Ask an idle container to stop: it runs its @exit hooks and leaves; SIGKILL if it takes too long."""
+        """Ask an idle container to stop: it runs its @exit hooks and leaves; SIGKILL if it takes too long.
+
+        A leased one is asked for its lease back first (its leaseholder's call may be running):
+        once released it is idle as any other, and retired on a later tick.
+        """
+        if c.lease is not None:
+            self.revoke(c)
+            return
         self.rt.send_container(c.id, _wire.encode({"t": "stop"}))
         self.rt.containers.stop(c, None, EXIT_GRACE_S, signal_now=False)
 
@@ -598,6 +690,7 @@ class Pool:
             "containers": dict(states),
             "queued": waiting,
             "running": len(self.inputs) - waiting,
+            "leased": sum(1 for c in self.containers.values() if c.lease is not None),
             "waiting_reason": self._waiting_reason() if waiting else "",
         }
         if self.batchers:

@@ -4,6 +4,13 @@ It connects a DEALER socket to the daemon's container socket (ipc://), says
 hello, receives its function once (``load``), then serves ``call`` messages.
 This is the only place user payloads are unpickled on the runtime host.
 
+It also binds a ROUTER of its own (``--direct``, in the runtime's private socket
+folder): while the daemon lends the container to one blocking caller (a
+*lease*), that caller's calls come straight here and their output and results
+go straight back, two hops instead of four.  A call that arrives there while
+no lease is held is answered ``revoked``, and the caller goes through the
+daemon instead.
+
 How an input runs depends on the function:
 
 - sync, one input at a time: on the I/O thread itself, no thread hand-off on
@@ -26,6 +33,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import ctypes
+import functools
 import inspect
 import os
 import queue
@@ -49,6 +57,7 @@ if TYPE_CHECKING:  # asyncio (~60 ms) and concurrent.futures (~30 ms) load only 
 _RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXIT_GRACE_S = 30.0
 RESULTS_PER_MESSAGE = 128  # a backlog's results are sent at least this often (the daemon refills in halves)
+LEASE_REPORT_S = 1.0  # while leased, the daemon hears how direct calls went at most this often
 
 Work = tuple[dict[str, Any], list[Payload]]  # one input: its header fields and its arguments
 
@@ -139,15 +148,30 @@ class _Stream:
 
 
 class Container:
-    def __init__(self, address: str, container_id: str, cancel_fd: int | None = None) -> None:
+    def __init__(self, address: str, container_id: str, cancel_fd: int | None = None,
+                 direct_address: str | None = None) -> None:
         self.id = container_id
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.identity = container_id.encode()
         self.sock.linger = 2000
         self.sock.connect(address)
+        self.direct: zmq.Socket | None = None  # the leaseholder's calls come here
+        self.direct_address = direct_address
+        if direct_address:
+            self.direct = self.ctx.socket(zmq.ROUTER)
+            self.direct.linger = 0
+            self.direct.sndhwm = self.direct.rcvhwm = 0
+            self.direct.bind(direct_address)
+        self.lease_token: str | None = None  # while leased: what the leaseholder's calls carry
+        self.direct_peers: dict[str, bytes] = {}  # input id -> the leaseholder socket it came from
+        self.lease_runs = 0  # direct calls since the last report to the daemon, and their run time
+        self.lease_us = 0
+        self.lease_reported = time.monotonic()
+        self.lease_last_done = time.monotonic()  # the end of the leaseholder's last call
+        self.lease_last_id = ""  # and its id: the holder learns which of its calls ran before the lease ended
         self.io_thread = threading.get_ident()
-        self.outbox: queue.SimpleQueue[list[Frame] | Callable[[], None]] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[tuple[list[Frame], bool] | Callable[[], None]] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.shm = _wire.ShmPool.local()
@@ -172,17 +196,30 @@ class Container:
             "batch": self.on_batch,
             "cancel": self.on_cancel,
             "stop": self.on_stop,
+            "lease": self.on_lease,
+            "revoke": self.on_revoke,
         }
 
     # -- sending from any thread --------------------------------------------------------------
 
     def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
+        """To the daemon, or to the leaseholder when it is about one of its direct calls."""
         frames = _wire.encode(header, payloads)
+        peer = self.direct_peers.get(header.get("id", "")) if self.direct_peers else None
+        if peer is not None:
+            frames = [peer, *frames]
         if threading.get_ident() == self.io_thread:
-            _wire.send(self.sock, frames)
+            self._send_now(frames, direct=peer is not None)
             return
-        self.outbox.put(frames)
+        self.outbox.put((frames, peer is not None))
         os.write(self.wake_w, b"x")
+
+    def _send_now(self, frames: list[Frame], direct: bool) -> None:
+        if direct:
+            assert self.direct is not None
+            _wire.send(self.direct, frames)
+        else:
+            _wire.send(self.sock, frames)
 
     def _drain_outbox(self) -> None:
         try:
@@ -197,7 +234,7 @@ class Container:
             if callable(item):  # work handed to this thread (see on_io)
                 item()
             else:
-                _wire.send(self.sock, item)
+                self._send_now(*item)
 
     def on_io(self, work: Callable[[], None]) -> None:
         """Run ``work`` on the I/O thread: what it reports there goes out many results to a message."""
@@ -214,12 +251,13 @@ class Container:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
+        if self.direct is not None:
+            poller.register(self.direct, zmq.POLLIN)
         while self.running:
             if self.backlog:
                 self._run_backlog()
                 continue
-            if self.results:
-                self._flush_results()
+            self._flush_results()
             ready = dict(poller.poll(1000))
             if not ready and os.getppid() == 1:  # the daemon is gone
                 return
@@ -227,6 +265,8 @@ class Container:
                 self._drain_outbox()
             if self.sock in ready:
                 self._receive()
+            if self.direct in ready:
+                self._receive_direct()
 
     def _run_backlog(self) -> None:
         """Run the next queued input, reading what arrived meanwhile (cancels, more inputs) first."""
@@ -242,6 +282,8 @@ class Container:
             self._flush_results()
 
     def _flush_results(self) -> None:
+        if not self.results:  # e.g. the backlog's last input was a direct call, answered already
+            return
         results, self.results = self.results, []
         _wire.send(self.sock, _wire.encode_many("results", results))
 
@@ -258,6 +300,55 @@ class Container:
             return
         handler(header, payloads)
 
+    def _receive_direct(self) -> None:
+        """A leaseholder's call: run it now, or answer ``revoked`` when no lease is held."""
+        assert self.direct is not None
+        peer, *frames = _wire.recv(self.direct)
+        try:
+            header, payloads = _wire.decode(frames)
+        except _wire.WireError as exc:
+            print(f"remotecell container: dropped a malformed direct message: {exc}", file=sys.__stderr__)
+            return
+        input_id = header.get("id")
+        if header["t"] != "call" or not isinstance(input_id, str):
+            return
+        if header.get("token") != self.lease_token or self.lease_token is None or self.backlog or self.running_inputs:
+            _wire.send(self.direct, [peer.bytes, *_wire.encode({"t": "revoked", "id": input_id})])
+            return
+        self.direct_peers[input_id] = peer.bytes
+        method = self.methods.get(header.get("m"))
+        if method is not None and self.threads is None and header.get("m") not in self.loop_methods:
+            self._run_sync(method, header, payloads)  # the hot path: no hand-off, no backlog
+        else:
+            self.on_call(header, payloads)
+
+    def on_lease(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+        self.lease_token = str(header["token"])
+        self.lease_reported = self.lease_last_done = time.monotonic()
+
+    def on_revoke(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+        """The daemon takes the lease back; a direct call still running finishes first (it runs on this thread)."""
+        self.lease_token = None
+        self._report_lease()
+        self.send({"t": "released", "idle_s": time.monotonic() - self.lease_last_done, "last": self.lease_last_id})
+
+    def _direct_done(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+        """A direct call's result goes to its leaseholder at once; the daemon hears of it about once a second."""
+        self.send(header, payloads)
+        del self.direct_peers[header["id"]]
+        self.lease_last_id = header["id"]
+        self.lease_last_done = time.monotonic()
+        self.lease_runs += 1
+        self.lease_us += int(header.get("us", 0))
+        if time.monotonic() - self.lease_reported >= LEASE_REPORT_S:
+            self._report_lease()
+
+    def _report_lease(self) -> None:
+        if self.lease_runs:
+            self.send({"t": "lease_used", "n": self.lease_runs, "us": self.lease_us})
+        self.lease_runs = self.lease_us = 0
+        self.lease_reported = time.monotonic()
+
     # -- loading ------------------------------------------------------------------------------
 
     def on_load(self, header: dict[str, Any], payloads: list[Payload]) -> None:
@@ -267,7 +358,10 @@ class Container:
             failed = {"t": "load_failed"}
             self.send(failed, _describe_error(failed, exc, "loading the function failed"))
             return
-        self.send({"t": "ready"})
+        ready: dict[str, Any] = {"t": "ready"}
+        if self.direct_address and self.max_inputs == 1:  # a lease is one blocking caller's calls, one at a time
+            ready["direct"] = self.direct_address
+        self.send(ready)
 
     def _load(self, target: Any, options: dict[str, Any]) -> None:
         self.max_inputs = int(options.get("max_inputs", 1))
@@ -436,7 +530,9 @@ class Container:
                 stream.flush_input(input_id)
         # The input's shared memory is ours only when it succeeded; else the runtime may retry it.
         self.shm.settle(inputs[0].shm if inputs else [], keep=header["status"] == "ok")
-        if threading.get_ident() == self.io_thread:  # the serve loop sends these, many to a message
+        if input_id in self.direct_peers:
+            self.on_io(functools.partial(self._direct_done, header, payloads or []))
+        elif threading.get_ident() == self.io_thread:  # the serve loop sends these, many to a message
             header.pop("t", None)
             self.results.append((header, payloads or []))
         else:
@@ -656,11 +752,11 @@ def main(argv: list[str] | None = None) -> None:
         cancel_fd = int(options["--cancel-fd"]) if "--cancel-fd" in options else None
     except (KeyError, ValueError):
         sys.exit("usage: python -m remotecell_runtime.container --connect ADDR --id ID [--cancel-fd FD] "
-                 "(started by the runtime)")
+                 "[--direct ADDR] (started by the runtime)")
     _die_with_parent()
     if cancel_fd is not None:
         os.set_blocking(cancel_fd, False)
-    container = Container(address, container_id, cancel_fd)
+    container = Container(address, container_id, cancel_fd, options.get("--direct"))
     sys.stdout = _Stream(container, "stdout", sys.__stdout__)
     sys.stderr = _Stream(container, "stderr", sys.__stderr__)
     signal.signal(signal.SIGINT, container.on_sigint)
