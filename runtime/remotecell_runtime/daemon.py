@@ -537,10 +537,10 @@ class Daemon:
         if len(req.payloads) != 1 or why not in ("timeout", "crash", "error"):
             raise RequestError("InvalidError", f"lease_return {input_id!r}: needs why=timeout|crash|error "
                                                "and one payload, the arguments")
-        inp = Input(input_id, req.peer, req.payloads[0], None, req.header.get("m"), bool(req.header.get("shm")))
         if input_id in self.input_pool:  # resent: it runs once
             _wire.discard(req.payloads)
             return
+        inp = Input(input_id, req.peer, req.payloads[0], None, req.header.get("m"), bool(req.header.get("shm")))
         pool = self._live_pool(req.header.get("fid"))
         self.input_pool[input_id] = pool
         pool.adopt(inp, str(why), str(req.header.get("cid", "")), str(req.header.get("cause", "")),

@@ -447,12 +447,15 @@ class Pool:
 
     # -- leases -------------------------------------------------------------------------------
 
-    def _lend(self, container: Container, inp: Input) -> bool:
-        """Lend ``container`` to the caller of ``inp`` (whose result is next) if nothing else wants it."""
+    def _lend(self, container: Container, inp: Input) -> None:
+        """Lend ``container`` to the caller of ``inp`` (whose result is next) if nothing else wants it.
+
+        Only a container that runs one input at a time has a ``direct`` socket.
+        """
         if inp.lease is None or container.direct is None or container.state is not State.BUSY:
-            return False
-        if container.active != {inp.id} or self.queue or self.batchers or self.retired or self.fn.max_inputs != 1:
-            return False
+            return
+        if container.active != {inp.id} or self.queue or self.batchers or self.retired:
+            return
         container.lease = Lease(inp.peer, inp.lease, secrets.token_hex(8))
         container.idle_since = time.monotonic()
         self.rt.send_container(container.id, _wire.encode({"t": "lease", "token": container.lease.token}))
@@ -460,7 +463,6 @@ class Pool:
         grant = {"t": "lease", "id": inp.id, "fid": self.fn.fid, "cid": container.id, "addr": container.direct,
                  "token": container.lease.token, "timeout_s": self.fn.timeout_s, "retries": retries}
         self.rt.send_peer(inp.peer, _wire.encode(grant))  # before the result: the caller's next call uses it
-        return True
 
     def _take_a_lease_back(self) -> None:
         leased = [c for c in self.live() if c.lease is not None and not c.lease.revoking]

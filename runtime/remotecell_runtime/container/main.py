@@ -7,9 +7,9 @@ This is the only place user payloads are unpickled on the runtime host.
 It also binds a ROUTER of its own (``--direct``, in the runtime's private socket
 folder): while the daemon lends the container to one blocking caller (a
 *lease*), that caller's calls come straight here and their output and results
-go straight back, two hops instead of four.  A call that arrives there while
-no lease is held is answered ``revoked``, and the caller goes through the
-daemon instead.
+go straight back, two hops instead of four.  A call that arrives there without
+the current lease's token is answered ``revoked``, and the caller goes through
+the daemon instead.
 
 How an input runs depends on the function:
 
@@ -301,7 +301,7 @@ class Container:
         handler(header, payloads)
 
     def _receive_direct(self) -> None:
-        """A leaseholder's call: run it now, or answer ``revoked`` when no lease is held."""
+        """A leaseholder's call: run it now, or answer ``revoked`` when it lacks the current lease's token."""
         assert self.direct is not None
         peer, *frames = _wire.recv(self.direct)
         try:
@@ -323,7 +323,7 @@ class Container:
             self.on_call(header, payloads)
 
     def on_lease(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        self.lease_token = str(header["token"])
+        self.lease_token = str(header.get("token") or "") or None
         self.lease_reported = self.lease_last_done = time.monotonic()
 
     def on_revoke(self, header: dict[str, Any], payloads: list[Payload]) -> None:
