@@ -13,10 +13,11 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import remotecell as rc
 from conftest import wait_for
-from remotecell import _client, exceptions
+from remotecell import _client, _wire, exceptions
 
 
 def _lease(fn: rc.Function) -> _client.Lease | None:
@@ -65,6 +66,26 @@ def test_output_and_errors_under_a_lease(app, capfd):
         chatty.remote(-1)
     assert "Remote traceback" in str(info.value.__notes__)
     assert chatty.remote(1) == 1 and _lease(chatty) is not None  # an error does not end the lease
+
+
+def test_big_arrays_under_a_lease_leave_no_shared_memory_behind(app):
+    @app.function()
+    def total(a, fail=False):
+        if fail:
+            raise ValueError("refused")
+        return a * 2
+
+    _leased(total)
+    prefix = _wire.ShmPool.local().prefix
+    mine = lambda: {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}  # noqa: E731
+    big = np.arange(1_000_000, dtype=np.float32)  # 4 MB: through shared memory
+    np.testing.assert_array_equal(total.remote(big), big * 2)
+    before = mine()  # this process's pool keeps the segments it got back, for reuse
+    for _ in range(3):
+        with pytest.raises(ValueError, match="refused"):
+            total.remote(big, fail=True)
+    assert mine() <= before  # the failed calls' argument segments were freed
+    assert _lease(total) is not None
 
 
 def test_timeout_under_a_lease_replaces_the_container(app):

@@ -429,14 +429,15 @@ class SyncChannel:
                 header["lease"] = True
             return self.roundtrip(header, payloads, on_output)
         except KeyboardInterrupt:
-            self._cancel(header, lease)
+            self._cancel(header, payloads, lease)
             raise
 
-    def _cancel(self, header: dict[str, Any], lease: Lease | None) -> None:
+    def _cancel(self, header: dict[str, Any], payloads: list[Payload], lease: Lease | None) -> None:
         cancel: dict[str, Any] = {"t": "cancel", "sid": self.conn.sid, "ids": [header["id"]]}
-        if lease is not None and lease.fid in self.leases:
+        if lease is not None and self.leases.get(lease.fid) is lease:  # it runs there, unknown to the runtime
             cancel["cid"] = lease.cid  # the runtime interrupts it there and takes the lease back
             self._drop(lease)
+            _wire.discard(payloads)  # its shared memory is nobody else's to free
         self.sock.send_multipart(_wire.encode(cancel))
 
     def _call_direct(self, lease: Lease, header: dict[str, Any], payloads: list[Payload],
@@ -491,6 +492,8 @@ class SyncChannel:
                     self._drop(lease)
                 elif lease.wait_ms != WAKE_MS:
                     lease.wait_ms = sock.rcvtimeo = WAKE_MS
+                if reply.get("status") != "ok":  # the container kept no shared memory of the arguments
+                    _wire.discard(payloads)
                 return reply, reply_payloads
 
     def _runtime_news(self, cid: str | None = None) -> dict[str, Any] | None:

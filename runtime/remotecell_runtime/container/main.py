@@ -159,10 +159,7 @@ class Container:
         self.direct: zmq.Socket | None = None  # the leaseholder's calls come here
         self.direct_address = direct_address
         if direct_address:
-            self.direct = self.ctx.socket(zmq.ROUTER)
-            self.direct.linger = 0
-            self.direct.sndhwm = self.direct.rcvhwm = 0
-            self.direct.bind(direct_address)
+            self.direct = self._bind_direct(direct_address)
         self.lease_token: str | None = None  # while leased: what the leaseholder's calls carry
         self.direct_peers: dict[str, bytes] = {}  # input id -> the leaseholder socket it came from
         self.lease_runs = 0  # direct calls since the last report to the daemon, and their run time
@@ -199,6 +196,19 @@ class Container:
             "lease": self.on_lease,
             "revoke": self.on_revoke,
         }
+
+    def _bind_direct(self, address: str) -> zmq.Socket | None:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.sndhwm = sock.rcvhwm = 0
+        try:
+            sock.bind(address)
+        except zmq.ZMQError as exc:  # e.g. a socket path too long: serve through the daemon only
+            print(f"remotecell container: no direct socket at {address}: {exc}", file=sys.__stderr__)
+            sock.close()
+            self.direct_address = None
+            return None
+        return sock
 
     # -- sending from any thread --------------------------------------------------------------
 
