@@ -1,9 +1,10 @@
 """The floor of a brokered design: a raw pyzmq round trip direct (2 hops) and through a broker (4 hops).
 
-remotecell's warm call crosses the daemon (client -> daemon -> container -> daemon ->
-client). This measures what those hops cost with no Python work besides a recv, a
-send and pickling an int, on this machine, so the gap between the two floors and
-remotecell's own number is visible:
+A call through remotecell's router crosses the daemon (client -> daemon -> container ->
+daemon -> client); a warm blocking call under a lease goes straight to its container
+(client -> container -> client). This measures what those hops cost with no Python work
+besides a recv, a send and pickling an int, on this machine, so the gap between the
+floors and remotecell's own numbers is visible:
 
     .venv/bin/python benchmarks/hop_floor.py            # p50 of 2,500 calls, 3 rounds each
 """
