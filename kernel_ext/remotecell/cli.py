@@ -4,6 +4,7 @@
     remotecell status                                    what the runtime is doing
     remotecell stop                                      stop the local runtime
     remotecell token new|list|revoke [NAME]              client keys for tcp:// listeners
+    remotecell secret create|list|delete [NAME] [K=V]... named secrets on the runtime host
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from . import _client, _local, exceptions
 from .status import status
 
-RUNTIME_COMMANDS = ("serve", "token")
+RUNTIME_COMMANDS = ("serve", "token", "secret")
 
 
 def _forward_to_runtime(argv: list[str]) -> int:

@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import InvalidError
+from .infra import check_secrets
 
 # Options the runtime acts on today; the others are stored and reported, and a
 # warning says they are not in effect yet, rather than ignoring them silently.
 IN_EFFECT = {
     "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "buffer_containers",
-    "scaledown_window", "env", "name",
+    "scaledown_window", "env", "name", "secrets",
 }
 KNOWN = IN_EFFECT | {
-    "cpu", "image", "secrets", "volumes", "schedule",
+    "cpu", "image", "volumes", "schedule",
     "serialized",
 }
 
@@ -191,6 +192,8 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
         raise InvalidError(f"env={env!r} must be a dict of str to str")
     if env:
         out["env"] = env
+    if options.get("secrets"):
+        out["secrets"] = check_secrets(options["secrets"])
     not_yet = sorted(set(options) - IN_EFFECT)
     if not_yet:
         warnings.warn(

@@ -1,4 +1,7 @@
-"""`python -m remotecell_runtime serve [--bind ADDR]... [--state-dir DIR]`: the daemon, in the foreground."""
+"""`python -m remotecell_runtime serve [--bind ADDR]... [--state-dir DIR]`: the daemon, in the foreground.
+
+Also the runtime host's own commands: `token new|list|revoke` and `secret create|list|delete`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import auth
+from . import auth, vault
 from .auth import KeySetupError
 
 
@@ -60,6 +63,28 @@ def token(action: str, name: str | None, state_dir: Path, address: str | None, o
         return 2
 
 
+def secret(action: str, name: str | None, pairs: list[str], state_dir: Path, force: bool) -> int:
+    """`secret create NAME KEY=VALUE...`, `secret list`, `secret delete NAME` (values are never printed)."""
+    state_dir = state_dir.expanduser().resolve()
+    try:
+        if action == "list":
+            for secret_name in vault.names(state_dir):
+                print(secret_name)
+            return 0
+        if not name:
+            raise vault.SecretError("give the secret's NAME")
+        if action == "delete":
+            vault.delete(state_dir, name)
+            print(f"deleted secret {name}; functions registered from now on cannot use it")
+            return 0
+        path = vault.create(state_dir, name, vault.parse_assignments(pairs), force)
+        print(f"wrote {path} (mode 600); use it with rc.Secret.from_name({name!r})")
+        return 0
+    except (vault.SecretError, KeySetupError) as exc:
+        print(f"remotecell secret {action}: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m remotecell_runtime")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,7 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--state-dir", type=Path, default=default_state_dir())
     t.add_argument("--address", help="tcp://HOST:PORT clients should connect to (written into the file)")
     t.add_argument("--out", type=Path, help="where to write the client's file (default STATE/tokens/NAME.json)")
+    c = sub.add_parser("secret", help="named secrets: environment variables for functions")
+    c.add_argument("action", choices=["create", "list", "delete"])
+    c.add_argument("name", nargs="?")
+    c.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    c.add_argument("--force", action="store_true", help="create: replace an existing secret")
+    c.add_argument("--state-dir", type=Path, default=default_state_dir())
     args = parser.parse_args(argv)
+    if args.command == "secret":
+        return secret(args.action, args.name, args.pairs, args.state_dir, args.force)
     if args.command == "token":
         return token(args.action, args.name, args.state_dir, args.address, args.out)
     if args.result_retention_s is not None and args.result_retention_s <= 0:

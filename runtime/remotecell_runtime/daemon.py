@@ -28,7 +28,7 @@ import zmq
 from remotecell import _wire
 from remotecell._wire import Frame, Payload, WireError
 
-from . import auth
+from . import auth, vault
 from .apps import App, AppRegistry
 from .containers import Container, ContainerManager, State
 from .gpus import GpuAllocator, inventory
@@ -440,6 +440,7 @@ class Daemon:
         why = self.gpus.unsatisfiable(gpu) if gpu else None
         if why:
             raise RequestError("InvalidError", why)
+        env = self._environment(options)
         body = Payload([bytes(_wire.buffer_of(f)) for f in req.payloads[0].frames])
         digest = hashlib.sha256(b"".join(body.frames) + repr(sorted(options.items())).encode()).hexdigest()[:16]
         fid = f"fn-{app.app_id}-{name}-{digest}"
@@ -448,11 +449,22 @@ class Daemon:
             if old in self.pools:  # a new definition replaces the old one; its queued inputs still finish
                 self.pools[old].retired = True
             key = f"{app.sid}:{app.name}:{name}:{digest}"
-            pool = self.pools[fid] = Pool(FunctionDef(fid, app.app_id, name, options, body, key), self)
+            pool = self.pools[fid] = Pool(FunctionDef(fid, app.app_id, name, options, body, key, env), self)
             app.functions[name] = fid
             pool.scale()
             self.jobs.adopt(pool)
         return {"fid": fid}
+
+    def _environment(self, options: dict[str, Any]) -> dict[str, str]:
+        """A function's containers' variables: its ``env``, then its secrets (named ones read here)."""
+        env = {str(k): str(v) for k, v in (options.get("env") or {}).items()}
+        try:
+            env.update(vault.environment(self.state_dir, options.get("secrets")))
+        except vault.SecretNotFound as exc:
+            raise RequestError("NotFoundError", str(exc)) from None
+        except vault.SecretError as exc:
+            raise RequestError("InvalidError", str(exc)) from None
+        return env
 
     def on_call(self, req: Request) -> None:
         input_id = str(req.header["id"])

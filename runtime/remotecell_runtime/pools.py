@@ -67,6 +67,7 @@ class FunctionDef:
     options: dict[str, Any]
     body: Payload
     key: str = ""  # the same definition from the same client and app, across runtime restarts
+    env: dict[str, str] = field(default_factory=dict)  # its containers' variables: env= and its secrets
 
     @property
     def timeout_s(self) -> float:
@@ -610,8 +611,7 @@ class Pool:
                 return False
             gpus = got
         self.waiting_reason = "waiting for a container to start"
-        env = {str(k): str(v) for k, v in self.fn.options.get("env", {}).items()}
-        container = self.rt.containers.start(self.fn.fid, self.fn.max_inputs, gpus, env)
+        container = self.rt.containers.start(self.fn.fid, self.fn.max_inputs, gpus, self.fn.env)
         log.info("starting container %s for %s%s", container.id, self.fn.name, f" on GPUs {gpus}" if gpus else "")
         self.containers[container.id] = container
         return True

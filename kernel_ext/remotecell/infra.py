@@ -1,0 +1,78 @@
+"""Infrastructure declared in code: secrets (environment variables for a function's containers)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .exceptions import InvalidError
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Environment variables for a function's containers, given here or stored on the runtime host.
+
+    >>> @app.function(secrets=[rc.Secret.from_name("openai"), rc.Secret.from_dict({"MODE": "fast"})])
+    ... def ask(q): return os.environ["OPENAI_API_KEY"], os.environ["MODE"]
+
+    A named secret is created on the runtime host with
+    ``remotecell secret create openai OPENAI_API_KEY=...``; it is read when the
+    function is registered. Later secrets in the list win over earlier ones, and
+    all of them over ``env=``.
+    """
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    name: str | None = None
+
+    @staticmethod
+    def from_dict(values: Mapping[str, str]) -> Secret:
+        """Variables given here; they travel to the runtime with the function's options."""
+        if not isinstance(values, Mapping):
+            raise InvalidError(f"Secret.from_dict({values!r}): give a dict of variable names to str values")
+        for key, value in values.items():
+            if not isinstance(key, str) or not _ENV_NAME.match(key):
+                raise InvalidError(f"Secret.from_dict: {key!r} is not an environment variable name "
+                                   "(letters, digits and _, not starting with a digit)")
+            if not isinstance(value, str):
+                raise InvalidError(f"Secret.from_dict: the value of {key} is of type {type(value).__name__}; "
+                                   "environment variables are str")
+        return Secret(values=dict(values))
+
+    @staticmethod
+    def from_name(name: str) -> Secret:
+        """A secret stored on the runtime host (``remotecell secret create NAME KEY=VALUE ...``)."""
+        if not isinstance(name, str) or not SECRET_NAME.match(name):
+            raise InvalidError(f"Secret.from_name({name!r}): a secret name is 1 to 64 letters, digits, "
+                               "'_', '-' or '.', starting with a letter or digit")
+        return Secret(name=name)
+
+    @staticmethod
+    def from_local_environ(names: Iterable[str]) -> Secret:
+        """These variables of this process's environment, as they are now."""
+        names = list(names)
+        missing = [n for n in names if n not in os.environ]
+        if missing:
+            raise InvalidError(f"Secret.from_local_environ: {missing} not set in this process's environment")
+        return Secret.from_dict({n: os.environ[n] for n in names})
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name} if self.name is not None else {"values": dict(self.values)}
+
+    def __repr__(self) -> str:  # never the values
+        if self.name is not None:
+            return f"Secret.from_name({self.name!r})"
+        return f"Secret.from_dict(<{', '.join(sorted(self.values))}>)"
+
+
+def check_secrets(value: Any) -> list[dict[str, Any]]:
+    """``secrets=[...]`` of ``@app.function``: a list of ``rc.Secret``; returned as the runtime wants it."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(s, Secret) for s in value):
+        raise InvalidError(f"secrets={value!r} must be a list of rc.Secret "
+                           "(rc.Secret.from_dict({...}), rc.Secret.from_name('name'))")
+    return [s.to_wire() for s in value]
