@@ -21,11 +21,12 @@ _EXPORTS = {
     "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "batched": "options",
     "concurrent": "options", "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
     "status": "status", "FunctionCall": "calls", "FunctionCallGroup": "calls", "Secret": "infra",
+    "Image": "infra",
 }
 
 __all__ = [
-    "App", "Cls", "Function", "FunctionCall", "FunctionCallGroup", "Retries", "Secret", "__version__", "batched",
-    "concurrent", "enter", "exceptions", "exit", "method", "status",
+    "App", "Cls", "Function", "FunctionCall", "FunctionCallGroup", "Image", "Retries", "Secret", "__version__",
+    "batched", "concurrent", "enter", "exceptions", "exit", "method", "status",
 ]
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from .calls import FunctionCall, FunctionCallGroup
     from .cls import Cls, enter, exit, method
     from .functions import Function
-    from .infra import Secret
+    from .infra import Image, Secret
     from .options import Retries, batched, concurrent
     from .status import status
 

@@ -84,12 +84,16 @@ class SerializationError(Error):
     """A value could not be pickled or unpickled; the message names its type."""
 
 
+class ImageBuildError(Error):
+    """A function's ``image`` could not be built on the runtime host; the message quotes pip's output."""
+
+
 # Errors the runtime itself produces travel by name (the daemon pickles nothing).
 BY_NAME: dict[str, type[Exception]] = {
     cls.__name__: cls
     for cls in (
         InvalidError, NotFoundError, AuthError, ConnectionError, VersionMismatchError, RuntimeRestarted,
         FunctionTimeoutError, ContainerCrashed, OutputExpiredError, InputCancelled,
-        BatchContractError, PayloadTooLarge, SerializationError,
+        BatchContractError, PayloadTooLarge, SerializationError, ImageBuildError,
     )
 }

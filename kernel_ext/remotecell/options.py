@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import InvalidError
-from .infra import check_secrets
+from .infra import check_image, check_secrets
 
 # Options the runtime acts on today; the others are stored and reported, and a
 # warning says they are not in effect yet, rather than ignoring them silently.
 IN_EFFECT = {
     "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "buffer_containers",
-    "scaledown_window", "env", "name", "secrets",
+    "scaledown_window", "env", "name", "secrets", "image",
 }
 KNOWN = IN_EFFECT | {
-    "cpu", "image", "volumes", "schedule",
+    "cpu", "volumes", "schedule",
     "serialized",
 }
 
@@ -194,6 +194,9 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
         out["env"] = env
     if options.get("secrets"):
         out["secrets"] = check_secrets(options["secrets"])
+    image = check_image(options["image"]) if "image" in options else None
+    if image:
+        out["image"] = image
     not_yet = sorted(set(options) - IN_EFFECT)
     if not_yet:
         warnings.warn(

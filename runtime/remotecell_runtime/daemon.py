@@ -32,6 +32,7 @@ from . import auth, vault
 from .apps import App, AppRegistry
 from .containers import Container, ContainerManager, State
 from .gpus import GpuAllocator, inventory
+from .images import ImageError, Images, packages_of
 from .jobs import JOB_PEER, RETENTION_S, Jobs
 from .pools import CANCEL_GRACE_S, FunctionDef, Input, Peer, Pool, Result, ResultMessage, error_result
 
@@ -180,6 +181,7 @@ class Daemon:
         auth.ensure_private_dir(self.state_dir)
         auth.ensure_private_dir(self.sock_dir)
         self.jobs = Jobs(self, self.state_dir, self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S)
+        self.images = Images(self.state_dir, self._image_built)
         keys = auth.server_keys(self.state_dir)
         tcp = [b for b in self.binds if b.startswith("tcp://")]
         if tcp:
@@ -441,6 +443,11 @@ class Daemon:
         if why:
             raise RequestError("InvalidError", why)
         env = self._environment(options)
+        if options.get("image"):
+            try:
+                packages_of(options["image"])
+            except ImageError as exc:
+                raise RequestError("InvalidError", str(exc)) from None
         body = Payload([bytes(_wire.buffer_of(f)) for f in req.payloads[0].frames])
         digest = hashlib.sha256(b"".join(body.frames) + repr(sorted(options.items())).encode()).hexdigest()[:16]
         fid = f"fn-{app.app_id}-{name}-{digest}"
@@ -454,6 +461,11 @@ class Daemon:
             pool.scale()
             self.jobs.adopt(pool)
         return {"fid": fid}
+
+    def _image_built(self) -> None:
+        for pool in list(self.pools.values()):
+            if pool.waiting:
+                pool.dispatch()
 
     def _environment(self, options: dict[str, Any]) -> dict[str, str]:
         """A function's containers' variables: its ``env``, then its secrets (named ones read here)."""

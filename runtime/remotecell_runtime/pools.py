@@ -23,6 +23,7 @@ import asyncio
 import collections
 import logging
 import math
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from remotecell._wire import Frame, Payload
 from .batching import Batch, Batcher
 from .containers import Container, ContainerManager, Lease, State
 from .gpus import GpuAllocator
+from .images import Build, Images
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -51,6 +53,7 @@ Peer = tuple[Any, bytes]  # (socket, identity): where a caller's replies go
 class Runtime(Protocol):
     containers: ContainerManager
     gpus: GpuAllocator
+    images: Images
 
     def send_container(self, cid: str, frames: list[Frame]) -> None: ...
     def reclaim_gpus(self, requester: Pool) -> None: ...
@@ -441,7 +444,10 @@ class Pool:
     def on_load_failed(self, container: Container, error: dict[str, Any], frames: list[Frame]) -> None:
         """The body cannot load: every queued input gets that error, there is no point retrying."""
         self.rt.containers.stop(container, "its function failed to load", STOP_GRACE_S)
-        payloads = _wire.decode(frames)[1]
+        self._fail_waiting(error, _wire.decode(frames)[1])
+
+    def _fail_waiting(self, error: dict[str, Any], payloads: list[Payload]) -> None:
+        """Every input not yet on a container ends with ``error``."""
         waiting = list(self.queue) + [inp for b in self.batchers.values() for inp in b.drain()]
         for inp in waiting:
             self.finish(inp.id, Result({"id": inp.id, "status": "error", "error": error}, payloads))
@@ -601,6 +607,9 @@ class Pool:
                 break
 
     def _start_container(self) -> bool:
+        env = self._image_env()
+        if env is None:
+            return False
         gpu = self.fn.options.get("gpu")
         gpus: list[int] = []
         if gpu:
@@ -611,10 +620,31 @@ class Pool:
                 return False
             gpus = got
         self.waiting_reason = "waiting for a container to start"
-        container = self.rt.containers.start(self.fn.fid, self.fn.max_inputs, gpus, self.fn.env)
+        container = self.rt.containers.start(self.fn.fid, self.fn.max_inputs, gpus, env)
         log.info("starting container %s for %s%s", container.id, self.fn.name, f" on GPUs {gpus}" if gpus else "")
         self.containers[container.id] = container
         return True
+
+    def _image_env(self) -> dict[str, str] | None:
+        """The containers' environment, with the image's packages first on the path; None until it is built."""
+        image = self.fn.options.get("image")
+        if not image:
+            return self.fn.env
+        site = self.rt.images.site(image)
+        if isinstance(site, Build):
+            self._wait_for_image(site)
+            return None
+        path = os.pathsep.join(p for p in (site, self.fn.env.get("PYTHONPATH") or os.environ.get("PYTHONPATH")) if p)
+        return dict(self.fn.env, PYTHONPATH=path)
+
+    def _wait_for_image(self, build: Build) -> None:
+        if build.error is None:
+            waited_s = time.monotonic() - build.started
+            self.waiting_reason = f"building its image: pip install {' '.join(build.packages)} ({waited_s:.0f} s)"
+            return
+        error = {"type": "ImageBuildError", "message": f"the image of {self.fn.name} could not be built: "
+                                                        f"{build.error}", "traceback": ""}
+        self._fail_waiting(error, [])
 
     def scale_down(self, now: float) -> None:
         """Stop containers idle for ``scaledown_window``, keeping ``min_containers`` (+ buffer while busy)."""
@@ -666,7 +696,7 @@ class Pool:
 
     def queue_reason(self) -> str:
         """Why queued inputs wait: for a GPU, for containers to start, or for a busy one to be free."""
-        if self.waiting_reason.startswith("waiting for a GPU"):
+        if self.waiting_reason.startswith(("waiting for a GPU", "building its image")):
             return self.waiting_reason
         starting = sum(1 for c in self.containers.values() if c.state is State.STARTING)
         if starting:
