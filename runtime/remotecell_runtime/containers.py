@@ -83,8 +83,9 @@ class ContainerManager:
     """Starts container processes and reports their exits to ``on_exit``."""
 
     def __init__(self, address: str, shm_prefix: str, on_exit: Callable[[Container, int | None], None],
-                 sock_dir: str) -> None:
+                 sock_dir: str, client_env: dict[str, str]) -> None:
         self.address = address
+        self.client_env = client_env  # user code in a container talks to this runtime as a client
         self.sock_dir = sock_dir  # private (0700): where containers bind their own sockets
         self.shm_prefix = shm_prefix
         self.on_exit = on_exit
@@ -99,7 +100,7 @@ class ContainerManager:
         return container
 
     async def _spawn(self, container: Container, env: dict[str, str]) -> None:
-        child_env = dict(os.environ, **env)
+        child_env = {**os.environ, **env, **self.client_env}
         child_env["PYTHONUNBUFFERED"] = "1"
         child_env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode makes cold starts faster
         child_env["REMOTECELL_SHM_PREFIX"] = self.shm_prefix

@@ -34,6 +34,7 @@ from .containers import Container, ContainerManager, State
 from .gpus import GpuAllocator, inventory
 from .images import ImageError, Images, packages_of
 from .jobs import JOB_PEER, RETENTION_S, Jobs
+from .kv import Stores
 from .pools import CANCEL_GRACE_S, FunctionDef, Input, Peer, Pool, Result, ResultMessage, error_result
 
 log = logging.getLogger("remotecell.runtime")
@@ -182,6 +183,8 @@ class Daemon:
         auth.ensure_private_dir(self.sock_dir)
         self.jobs = Jobs(self, self.state_dir, self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S)
         self.images = Images(self.state_dir, self._image_built)
+        self.stores = Stores(self.state_dir, orphan_grace_s=HEARTBEAT_TIMEOUT_S)
+        self.handlers.update(self.stores.handlers)  # Dict and Queue messages: see kv.py
         keys = auth.server_keys(self.state_dir)
         tcp = [b for b in self.binds if b.startswith("tcp://")]
         if tcp:
@@ -195,7 +198,7 @@ class Daemon:
         csock.bind(container_address)
         self.container_listener = Listener(csock, self.on_container_message, shm=True)
         self.containers = ContainerManager(container_address, self.shm_prefix, self.on_container_exit,
-                                           str(self.sock_dir))
+                                           str(self.sock_dir), self._client_env())
         self.ticker = asyncio.ensure_future(self._tick())
         self._write_connection_file(keys)
         log.info("remotecell runtime %s serving on %s", self.runtime_id, ", ".join(self.endpoints))
@@ -231,6 +234,12 @@ class Daemon:
             os.chmod(address.removeprefix("ipc://"), 0o600)
         return Listener(sock, self.on_client_message, shm=not is_tcp and _wire.ShmPool.available(), local=not is_tcp)
 
+    def _client_env(self) -> dict[str, str]:
+        """What a container's own client needs to reach this runtime (for Dicts, Queues, calls), never another."""
+        local = [e for e in self.endpoints if e.startswith("ipc://")]
+        return {"REMOTECELL_HOME": str(self.state_dir),
+                "REMOTECELL_RUNTIME": local[0] if local else str(self.state_dir / "connection.json")}
+
     @property
     def endpoints(self) -> list[str]:
         return [lst.sock.getsockopt_string(zmq.LAST_ENDPOINT) for lst in self.listeners]
@@ -257,6 +266,7 @@ class Daemon:
             await self.close()
 
     async def close(self) -> None:
+        self.stores.close()
         self.jobs.close()  # unfinished spawned calls stay in the store and run again after a restart
         for pool in list(self.pools.values()):
             pool.stop("the runtime is shutting down")
@@ -285,6 +295,7 @@ class Daemon:
                 if now - jobs_tick >= JOBS_TICK_S:
                     jobs_tick = now
                     self.jobs.tick(now)
+                    self.stores.tick(now, set(self.sessions))
                 for pool in list(self.pools.values()):
                     pool.check_memory()
                     pool.scale_down(now)

@@ -1,0 +1,468 @@
+"""Dict and Queue storage: named and ephemeral stores in SQLite, served from the daemon's event loop.
+
+Keys, values and items are opaque bytes here (the client pickles them; the
+daemon never unpickles).  A Dict key arrives as the client's canonical pickle
+of the key, one frame, and is indexed as those bytes; a value or queue item
+is stored as its payload's frames packed in one blob (``jobs.pack``).
+
+Schema: ``stores`` (id, kind 'dict'|'queue', name, owner: the session id of an
+ephemeral store, else NULL), ``dict_entries`` (store, key, value; UNIQUE(store,
+key), rowid order = insertion order) and ``queue_items`` (seq AUTOINCREMENT,
+store, partition, item; FIFO = seq order within a partition).
+
+Writes follow the job store: a transaction opens with the first write of a
+loop turn and commits after it, and the replies of that turn go out after the
+commit (WAL, ``synchronous=NORMAL``: a runtime crash loses nothing acknowledged).
+
+A blocking ``queue_get`` waits here, not in the client: the request joins a
+waiter list that a ``queue_put`` to its partition wakes, and a timer answers
+``n: 0`` at its deadline.  One request waits at most ``MAX_WAIT_S`` (the client
+asks again), a waiter whose session expires is dropped, and items handed to a
+peer that is gone go back to the queue with their place in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from remotecell import _wire
+from remotecell._wire import Frame, Payload
+
+from .jobs import _refusal, pack, unpack
+from .pools import Peer
+
+if TYPE_CHECKING:
+    from .daemon import Request
+
+log = logging.getLogger("remotecell.runtime")
+
+MIB = 1024 * 1024
+LIMITS = {
+    "dict_value_bytes": int(os.environ.get("REMOTECELL_DICT_VALUE_MAX_BYTES", 100 * MIB)),
+    "dict_key_bytes": 64 * 1024,
+    "queue_item_bytes": int(os.environ.get("REMOTECELL_QUEUE_ITEM_MAX_BYTES", MIB)),
+    "partition_chars": 64,
+}
+MAX_WAIT_S = 50.0  # one blocking request waits at most this long here; the client asks again
+PAGE_BYTES = 8 * MIB  # keys()/values()/items() come in pages of about this size
+PAGE_ENTRIES = 1000
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stores (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT,
+    owner TEXT,
+    created_at REAL NOT NULL,
+    UNIQUE (kind, name)
+);
+CREATE TABLE IF NOT EXISTS dict_entries (
+    id INTEGER PRIMARY KEY,
+    store INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    UNIQUE (store, key)
+);
+CREATE TABLE IF NOT EXISTS queue_items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    store INTEGER NOT NULL,
+    partition TEXT NOT NULL,
+    item BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_order ON queue_items (store, partition, seq);
+"""
+
+
+@dataclass
+class Reply:
+    """An answer held until the loop turn's writes are committed; ``undo`` runs if it cannot be delivered."""
+
+    peer: Peer
+    request_id: Any
+    header: dict[str, Any]
+    payloads: list[Payload]
+    undo: Callable[[], None] | None = None
+
+
+@dataclass
+class Waiter:
+    """A blocking queue request: ``take`` answers it if its partition has what it wants."""
+
+    peer: Peer
+    request_id: Any
+    sid: str
+    take: Callable[[], bool]
+    timer: asyncio.TimerHandle | None = None
+
+
+class Stores:
+    """The kv message handlers (``handlers``) and the store behind them."""
+
+    def __init__(self, state_dir: Path, orphan_grace_s: float) -> None:
+        self.db = sqlite3.connect(str(state_dir / "kv.db"), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        # Ephemeral stores of sessions gone quiet are deleted; after a restart, their owners get this long
+        # to come back first.
+        self.sweep_after = time.monotonic() + orphan_grace_s
+        self.waiters: dict[tuple[int, str], list[Waiter]] = {}
+        self._replies: list[Reply] = []
+        self._flush_scheduled = False
+        self.handlers: dict[str, Callable[[Request], None]] = {
+            "kv_open": self.on_open,
+            "kv_delete": self.on_delete,
+            "kv_cancel": self.on_cancel,
+            "dict_get": self.on_dict_get,
+            "dict_put": self.on_dict_put,
+            "dict_pop": self.on_dict_pop,
+            "dict_len": self.on_dict_len,
+            "dict_clear": self.on_dict_clear,
+            "dict_scan": self.on_dict_scan,
+            "queue_put": self.on_queue_put,
+            "queue_get": self.on_queue_get,
+            "queue_peek": self.on_queue_peek,
+            "queue_len": self.on_queue_len,
+            "queue_clear": self.on_queue_clear,
+        }
+
+    # -- transactions and replies -------------------------------------------------------------
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+            self._schedule_flush()
+        return self.db.execute(sql, params)
+
+    def _reply(self, req: Request, header: dict[str, Any], payloads: list[Payload] | None = None,
+               undo: Callable[[], None] | None = None) -> None:
+        self._answer(Reply(req.peer, req.header.get("id"), header, payloads or [], undo))
+
+    def _answer(self, reply: Reply) -> None:
+        self._replies.append(reply)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Commit this turn's writes, then send its replies (errors instead, if the commit failed)."""
+        self._flush_scheduled = False
+        replies, self._replies = self._replies, []
+        failure = None
+        if self.db.in_transaction:
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                log.exception("the Dict/Queue store could not commit")
+                self.db.execute("ROLLBACK")
+                failure = {"type": "ConnectionError", "message": f"the runtime could not save the change: {exc}"}
+        for reply in replies:
+            if failure is not None:
+                _send(reply.peer, _wire.encode({"t": "error", "id": reply.request_id, "error": failure}))
+                continue
+            delivered = _send(reply.peer, _wire.encode(dict(reply.header, t="reply", id=reply.request_id),
+                                                           reply.payloads))
+            if not delivered and reply.undo is not None:
+                reply.undo()
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def _store(self, req: Request, kind: str) -> int:
+        oid = req.header.get("oid")
+        row = self.db.execute("SELECT kind FROM stores WHERE id = ?", (oid,)).fetchone() if type(oid) is int else None
+        if row is None or row[0] != kind:
+            raise _refusal("NotFoundError", f"no {kind.capitalize()} with id {oid!r} on this runtime "
+                                            "(it was deleted, or it was ephemeral and its context ended)")
+        return int(oid)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _payloads(req: Request, what: str, limit: str, count: int | None = None) -> list[Payload]:
+        """The request's payloads, each one inline and within ``LIMITS[limit]`` bytes."""
+        if count is not None and len(req.payloads) != count:
+            raise _refusal("InvalidError", f"{req.header['t']} needs {count} payload(s) ({what}), "
+                                           f"got {len(req.payloads)}")
+        return _within(req.payloads, what, limit)
+
+    @staticmethod
+    def _key(payload: Payload) -> bytes:
+        if len(payload.frames) != 1 or payload.nbytes > LIMITS["dict_key_bytes"]:
+            raise _refusal("InvalidError", f"a Dict key is one frame of at most {LIMITS['dict_key_bytes']} bytes")
+        return bytes(_wire.buffer_of(payload.frames[0]))
+
+    @staticmethod
+    def _partition(req: Request) -> str:
+        partition = req.header.get("partition") or ""
+        if not isinstance(partition, str) or len(partition) > LIMITS["partition_chars"]:
+            raise _refusal("InvalidError", f"partition {partition!r}: give a string of at most "
+                                           f"{LIMITS['partition_chars']} characters")
+        return partition
+
+    # -- stores -------------------------------------------------------------------------------
+
+    def on_open(self, req: Request) -> None:
+        """A named store (created if missing and asked to), or a new ephemeral one owned by the session."""
+        kind, name = req.header.get("kind"), req.header.get("name")
+        if kind not in ("dict", "queue"):
+            raise _refusal("InvalidError", f"kind {kind!r} must be 'dict' or 'queue'")
+        if name is None:
+            cur = self._write("INSERT INTO stores (kind, owner, created_at) VALUES (?, ?, ?)",
+                              (kind, str(req.header.get("sid", "")), time.time()))
+            self._reply(req, {"oid": cur.lastrowid, "limits": LIMITS})
+            return
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise _refusal("InvalidError", f"name {name!r}: use 1 to 128 letters, digits, '.', '_' or '-', "
+                                           "starting with a letter or digit")
+        row = self.db.execute("SELECT id FROM stores WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+        if row is None and not req.header.get("create"):
+            raise _refusal("NotFoundError", f"no {kind.capitalize()} named {name!r}: pass create_if_missing=True "
+                                            "to create it")
+        oid = row[0] if row is not None else self._write(
+            "INSERT INTO stores (kind, name, created_at) VALUES (?, ?, ?)", (kind, name, time.time())).lastrowid
+        self._reply(req, {"oid": oid, "limits": LIMITS})
+
+    def on_delete(self, req: Request) -> None:
+        kind = req.header.get("kind", "")
+        self._delete(self._store(req, str(kind)))
+        self._reply(req, {})
+
+    def _delete(self, oid: int) -> None:
+        self._write("DELETE FROM stores WHERE id = ?", (oid,))
+        self._write("DELETE FROM dict_entries WHERE store = ?", (oid,))
+        self._write("DELETE FROM queue_items WHERE store = ?", (oid,))
+        for key in [k for k in self.waiters if k[0] == oid]:
+            for waiter in self.waiters.pop(key):
+                self._drop_waiter(waiter)
+                error = {"type": "NotFoundError", "message": "the Queue was deleted while this request waited"}
+                _send(waiter.peer, _wire.encode({"t": "error", "id": waiter.request_id, "error": error}))
+
+    def tick(self, now: float, live_sids: set[str]) -> None:
+        """Delete the ephemeral stores, and drop the waiters, of sessions that went quiet."""
+        if now < self.sweep_after:
+            return
+        for oid, owner in self.db.execute("SELECT id, owner FROM stores WHERE owner IS NOT NULL").fetchall():
+            if owner not in live_sids:
+                log.info("deleting ephemeral store %s: its client session %s ended", oid, owner)
+                self._delete(int(oid))
+        for key, waiters in list(self.waiters.items()):
+            for waiter in [w for w in waiters if w.sid not in live_sids]:
+                self._unwait(key, waiter)
+
+    # -- Dict ---------------------------------------------------------------------------------
+
+    def _entry(self, req: Request) -> tuple[int, bytes, Any]:
+        oid = self._store(req, "dict")
+        key = self._key(self._payloads(req, "the key", "dict_key_bytes", 1)[0])
+        row = self.db.execute("SELECT id, value FROM dict_entries WHERE store = ? AND key = ?", (oid, key)).fetchone()
+        return oid, key, row
+
+    def on_dict_get(self, req: Request) -> None:
+        """``found``, and the value when found; ``exists_only`` answers without the value (``in``)."""
+        _, _, row = self._entry(req)
+        if row is None or req.header.get("exists_only"):
+            self._reply(req, {"found": row is not None})
+            return
+        self._reply(req, {"found": True}, [Payload(unpack(row[1]))])
+
+    def on_dict_pop(self, req: Request) -> None:
+        _, _, row = self._entry(req)
+        if row is None:
+            self._reply(req, {"found": False})
+            return
+        self._write("DELETE FROM dict_entries WHERE id = ?", (row[0],))
+        self._reply(req, {"found": True}, [Payload(unpack(row[1]))])
+
+    def on_dict_put(self, req: Request) -> None:
+        """Payloads key, value, key, value, ...; ``skip_if_exists`` keeps values already there."""
+        oid = self._store(req, "dict")
+        payloads = req.payloads
+        if not payloads or len(payloads) % 2:
+            raise _refusal("InvalidError", "dict_put needs payloads in pairs: key, value, key, value, ...")
+        keys = [self._key(p) for p in payloads[0::2]]
+        values = _within(payloads[1::2], "a Dict value", "dict_value_bytes")
+        conflict = "DO NOTHING" if req.header.get("skip_if_exists") else "DO UPDATE SET value = excluded.value"
+        written = 0
+        for key, value in zip(keys, values, strict=True):
+            written += self._write(f"INSERT INTO dict_entries (store, key, value) VALUES (?, ?, ?) "
+                                   f"ON CONFLICT (store, key) {conflict}", (oid, key, pack(value.frames))).rowcount
+        self._reply(req, {"written": written})
+
+    def on_dict_len(self, req: Request) -> None:
+        oid = self._store(req, "dict")
+        (n,) = self.db.execute("SELECT COUNT(*) FROM dict_entries WHERE store = ?", (oid,)).fetchone()
+        self._reply(req, {"n": n})
+
+    def on_dict_clear(self, req: Request) -> None:
+        self._write("DELETE FROM dict_entries WHERE store = ?", (self._store(req, "dict"),))
+        self._reply(req, {})
+
+    def on_dict_scan(self, req: Request) -> None:
+        """One page of keys, values or both (``what``) after entry ``after``; ``next`` is None on the last page."""
+        oid, after, what = self._store(req, "dict"), req.header.get("after") or 0, req.header.get("what")
+        if what not in ("keys", "values", "items") or type(after) is not int:
+            raise _refusal("InvalidError", "dict_scan needs what=keys|values|items and an integer 'after'")
+        rows = self.db.execute("SELECT id, key, value FROM dict_entries WHERE store = ? AND id > ? ORDER BY id "
+                               "LIMIT ?", (oid, after, PAGE_ENTRIES + 1))
+        payloads: list[Payload] = []
+        size, last, more = 0, after, False
+        for rowid, key, value in rows:
+            if size >= PAGE_BYTES or len(payloads) >= PAGE_ENTRIES * 2:
+                more = True
+                break
+            if what != "values":
+                payloads.append(Payload([key]))
+            if what != "keys":
+                payloads.append(Payload(unpack(value)))
+            size, last = size + len(key) + len(value), rowid
+        self._reply(req, {"next": last if more else None}, payloads)
+
+    # -- Queue --------------------------------------------------------------------------------
+
+    def on_queue_put(self, req: Request) -> None:
+        oid, partition = self._store(req, "queue"), self._partition(req)
+        items = self._payloads(req, "a Queue item", "queue_item_bytes")
+        for item in items:
+            self._write("INSERT INTO queue_items (store, partition, item) VALUES (?, ?, ?)",
+                        (oid, partition, pack(item.frames)))
+        self._reply(req, {"n": len(items)})
+        self._wake((oid, partition))
+
+    def on_queue_get(self, req: Request) -> None:
+        """Take up to ``n`` items, oldest first; with none there, wait up to ``wait_s`` for a put."""
+        oid, partition, n = self._store(req, "queue"), self._partition(req), self._count(req)
+        self._serve(req, (oid, partition), lambda: self._take(req, oid, partition, n))
+
+    def on_queue_peek(self, req: Request) -> None:
+        """Up to ``n`` items after position ``after``, left in the queue (``Queue.iterate``); waits as a get."""
+        oid, partition, n = self._store(req, "queue"), self._partition(req), self._count(req)
+        after = req.header.get("after") or 0
+        if type(after) is not int:
+            raise _refusal("InvalidError", "queue_peek needs an integer 'after'")
+        self._serve(req, (oid, partition), lambda: self._peek(req, oid, partition, n, after))
+
+    @staticmethod
+    def _count(req: Request) -> int:
+        n = req.header.get("n", 1)
+        if type(n) is not int or n < 1:
+            raise _refusal("InvalidError", f"n={n!r}: ask for at least 1 item")
+        return n
+
+    def _rows(self, oid: int, partition: str, after: int, n: int) -> list[tuple[int, bytes]]:
+        return self.db.execute("SELECT seq, item FROM queue_items WHERE store = ? AND partition = ? AND seq > ? "
+                               "ORDER BY seq LIMIT ?", (oid, partition, after, n)).fetchall()
+
+    def _take(self, req: Request, oid: int, partition: str, n: int) -> bool:
+        rows = self._rows(oid, partition, 0, n)
+        if not rows:
+            return False
+        self._write("DELETE FROM queue_items WHERE store = ? AND partition = ? AND seq <= ?",
+                    (oid, partition, rows[-1][0]))
+
+        def put_back() -> None:  # its asker is gone: the items keep their places
+            for seq, item in rows:
+                self._write("INSERT INTO queue_items (seq, store, partition, item) VALUES (?, ?, ?, ?)",
+                            (seq, oid, partition, item))
+            self._wake((oid, partition))
+
+        self._reply(req, {"n": len(rows)}, [Payload(unpack(item)) for _, item in rows], undo=put_back)
+        return True
+
+    def _peek(self, req: Request, oid: int, partition: str, n: int, after: int) -> bool:
+        rows = self._rows(oid, partition, after, n)
+        if not rows:
+            return False
+        self._reply(req, {"n": len(rows), "last": rows[-1][0]}, [Payload(unpack(item)) for _, item in rows])
+        return True
+
+    def _serve(self, req: Request, key: tuple[int, str], take: Callable[[], bool]) -> None:
+        """Answer now if ``take`` can; else wait for a put, at most ``wait_s`` (capped at ``MAX_WAIT_S``)."""
+        wait_s = req.header.get("wait_s", 0.0)
+        wait_s = MAX_WAIT_S if wait_s is None else min(max(float(wait_s), 0.0), MAX_WAIT_S)
+        if take():
+            return
+        if wait_s <= 0:
+            self._reply(req, {"n": 0})
+            return
+        waiter = Waiter(req.peer, req.header.get("id"), str(req.header.get("sid", "")), take)
+        waiter.timer = asyncio.get_running_loop().call_later(wait_s, self._timed_out, key, waiter)
+        self.waiters.setdefault(key, []).append(waiter)
+
+    def _timed_out(self, key: tuple[int, str], waiter: Waiter) -> None:
+        self._unwait(key, waiter)
+        self._answer(Reply(waiter.peer, waiter.request_id, {"n": 0}, []))
+
+    def _unwait(self, key: tuple[int, str], waiter: Waiter) -> None:
+        waiters = self.waiters.get(key, [])
+        if waiter in waiters:
+            waiters.remove(waiter)
+            self._drop_waiter(waiter)
+        if not waiters:
+            self.waiters.pop(key, None)
+
+    @staticmethod
+    def _drop_waiter(waiter: Waiter) -> None:
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+
+    def _wake(self, key: tuple[int, str]) -> None:
+        """Items arrived in a partition: answer its waiters, oldest first, while there are items for them."""
+        for waiter in list(self.waiters.get(key, [])):
+            if waiter.take():
+                self._unwait(key, waiter)
+
+    def on_cancel(self, req: Request) -> None:
+        """The client stopped waiting (Ctrl-C, a cancelled task): forget its waiting requests ``ids``."""
+        ids = set(req.header.get("ids") or [])
+        for key, waiters in list(self.waiters.items()):
+            for waiter in [w for w in waiters if w.peer == req.peer and w.request_id in ids]:
+                self._unwait(key, waiter)
+
+    def on_queue_len(self, req: Request) -> None:
+        oid = self._store(req, "queue")
+        if req.header.get("total"):
+            row = self.db.execute("SELECT COUNT(*) FROM queue_items WHERE store = ?", (oid,)).fetchone()
+        else:
+            row = self.db.execute("SELECT COUNT(*) FROM queue_items WHERE store = ? AND partition = ?",
+                                  (oid, self._partition(req))).fetchone()
+        self._reply(req, {"n": row[0]})
+
+    def on_queue_clear(self, req: Request) -> None:
+        oid = self._store(req, "queue")
+        if req.header.get("all"):
+            self._write("DELETE FROM queue_items WHERE store = ?", (oid,))
+        else:
+            self._write("DELETE FROM queue_items WHERE store = ? AND partition = ?", (oid, self._partition(req)))
+        self._reply(req, {})
+
+
+def _within(payloads: list[Payload], what: str, limit: str) -> list[Payload]:
+    """``payloads``, if each is inline (no shared memory) and within ``LIMITS[limit]`` bytes."""
+    for payload in payloads:
+        if payload.shm:
+            raise _refusal("InvalidError", "Dict and Queue data travel inline, not through shared memory")
+        if payload.nbytes > LIMITS[limit]:
+            raise _refusal("PayloadTooLarge", f"{what} of {payload.nbytes} bytes is over this runtime's limit "
+                                              f"of {LIMITS[limit]} bytes ({limit})")
+    return payloads
+
+
+def _send(peer: Peer, frames: list[Frame]) -> bool:
+    """Send to a client; False when it is gone (its listener says so)."""
+    listener, identity = peer
+    return bool(listener.send(identity, frames))
