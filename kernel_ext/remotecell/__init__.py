@@ -21,12 +21,12 @@ _EXPORTS = {
     "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "batched": "options",
     "concurrent": "options", "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
     "status": "status", "FunctionCall": "calls", "FunctionCallGroup": "calls", "Secret": "infra",
-    "Image": "infra",
+    "Image": "infra", "Dict": "stores", "Queue": "stores",
 }
 
 __all__ = [
-    "App", "Cls", "Function", "FunctionCall", "FunctionCallGroup", "Image", "Retries", "Secret", "__version__",
-    "batched", "concurrent", "enter", "exceptions", "exit", "method", "status",
+    "App", "Cls", "Dict", "Function", "FunctionCall", "FunctionCallGroup", "Image", "Queue", "Retries", "Secret",
+    "__version__", "batched", "concurrent", "enter", "exceptions", "exit", "method", "status",
 ]
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .infra import Image, Secret
     from .options import Retries, batched, concurrent
     from .status import status
+    from .stores import Dict, Queue
 
 
 def load_ipython_extension(shell: Any) -> None:

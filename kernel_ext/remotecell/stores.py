@@ -1,0 +1,355 @@
+"""Dict and Queue: named (or ephemeral) key-value stores and FIFO queues kept by the runtime.
+
+Every client and container connected to the same runtime sees the same named
+objects, and they survive a runtime restart.  Values are pickled here and
+travel as opaque payloads: the runtime stores bytes and never unpickles them.
+Dict keys must be str, int, float, bytes, bool, None or tuples of them; a key
+travels as its canonical pickle, so keys match by value *and* type (``1``,
+``1.0`` and ``True`` are three different keys).
+
+Every blocking method has an ``.aio`` twin: ``d.get(k)`` / ``await d.get.aio(k)``.
+A blocking ``Queue.get`` waits on the runtime (no polling here), asking again
+every ``MAX_WAIT_S`` or so when it waits without a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import pickle
+import queue
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, TypeVar
+
+from . import _bridge, _client, _wire
+from ._bridge import Twin, twin
+from ._wire import Payload
+from .exceptions import InvalidError, PayloadTooLarge
+
+S = TypeVar("S", bound="_Store")
+
+# What the runtime allows unless it says otherwise in its answer to kv_open.
+DEFAULT_LIMITS = {"dict_value_bytes": 100 << 20, "dict_key_bytes": 64 << 10, "queue_item_bytes": 1 << 20,
+                  "partition_chars": 64}
+_KEY_SCALARS = (str, int, float, bytes, bool, type(None))
+
+
+class _Store:
+    """What Dict and Queue share: the object's id on the runtime, its limits, and requests about it."""
+
+    _kind = ""
+
+    def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
+        self.object_id = oid
+        self.name = name
+        self.limits = {**DEFAULT_LIMITS, **limits}
+
+    def __reduce__(self) -> Any:  # into a container: the same object on the same runtime
+        return (type(self), (self.object_id, self.name, self.limits))
+
+    def __repr__(self) -> str:
+        return f"<rc.{type(self).__name__} {self.name or f'ephemeral #{self.object_id}'}>"
+
+    async def _request(self, t: str, payloads: list[Payload] | None = None,
+                       **fields: Any) -> tuple[dict[str, Any], list[Payload]]:
+        conn = _client.connection()
+        header = {"t": t, "oid": self.object_id, "id": conn.new_id(), "sid": conn.sid, **fields}
+        channel = conn.async_channel()
+        try:
+            return await channel.roundtrip(header, payloads or [])
+        except asyncio.CancelledError:  # Ctrl-C or a cancelled task: the runtime stops waiting for us
+            await channel.send({"t": "kv_cancel", "sid": conn.sid, "id": conn.new_id(), "ids": [header["id"]]})
+            raise
+
+    def _value(self, obj: Any, what: str, limit: str) -> Payload:
+        """``obj`` pickled, if it is within the runtime's limit."""
+        payload = _wire.serialize(obj)  # inline: the runtime keeps the bytes, not a shared-memory segment
+        if payload.nbytes > self.limits[limit]:
+            raise PayloadTooLarge(
+                f"{what} of {payload.nbytes:,} bytes pickled is over the limit of {self.limits[limit]:,} bytes "
+                f"({limit}); store something smaller (a path on a Volume, or a Dict value, up to "
+                f"{self.limits['dict_value_bytes']:,} bytes)")
+        return payload
+
+    @classmethod
+    async def _open(cls: type[S], name: str | None, create: bool) -> S:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise InvalidError(f"name {name!r}: give a non-empty string, e.g. {cls.__name__}.from_name('results')")
+        conn = _client.connection()
+        header = {"t": "kv_open", "kind": cls._kind, "name": name, "create": create, "id": conn.new_id(),
+                  "sid": conn.sid}
+        reply, _ = await conn.async_channel().roundtrip(header)
+        return cls(int(reply["oid"]), name, dict(reply.get("limits") or {}))
+
+    async def _delete(self) -> None:
+        await self._request("kv_delete", kind=self._kind)
+
+
+class _FromName:
+    """``X.from_name(name, create_if_missing=False)`` and its ``.aio`` twin, on the class."""
+
+    def __get__(self, obj: Any, owner: type[_Store]) -> Twin:
+        async def from_name(name: str, *, create_if_missing: bool = False) -> Any:
+            return await owner._open(name, create_if_missing)
+
+        from_name.__doc__ = (f"The {owner.__name__} named ``name``, shared by every client and container of the "
+                             "runtime; NotFoundError if there is none, unless ``create_if_missing``.")
+        return twin(from_name)
+
+
+class _Ephemeral:
+    """``with X.ephemeral() as x:`` (and ``async with X.ephemeral.aio() as x:``): deleted when the block ends."""
+
+    def __get__(self, obj: Any, owner: type[_Store]) -> Twin:
+        @contextlib.asynccontextmanager
+        async def ephemeral_aio() -> AsyncIterator[Any]:
+            store = await owner._open(None, True)
+            try:
+                yield store
+            finally:
+                await store._delete()
+
+        @contextlib.contextmanager
+        def ephemeral() -> Iterator[Any]:
+            manager = ephemeral_aio()
+            store = _bridge.run(manager.__aenter__())
+            try:
+                yield store
+            finally:
+                _bridge.run(manager.__aexit__(None, None, None))
+
+        return Twin(ephemeral, ephemeral_aio, self.__doc__)
+
+
+def _key_bytes(key: Any) -> bytes:
+    """The canonical encoding of a Dict key: its pickle without memo references (the same bytes every time)."""
+    if not _plain_key(key):
+        raise InvalidError(f"Dict key {key!r:.80} (type {type(key).__name__}): keys must be str, int, float, bytes, "
+                           "bool, None, or tuples of them")
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=5)
+    pickler.fast = True  # no memo: equal keys give equal bytes, however their parts are shared
+    pickler.dump(key)
+    return out.getvalue()
+
+
+def _plain_key(key: Any) -> bool:
+    if type(key) is tuple:
+        return all(_plain_key(part) for part in key)
+    return type(key) in _KEY_SCALARS
+
+
+class Dict(_Store):
+    """A persistent key-value store on the runtime.
+
+    >>> d = rc.Dict.from_name("results", create_if_missing=True)
+    >>> d["model"] = {"acc": 0.93}          # or d.put("model", ...), d.update({...})
+    >>> d.get("model")                       # {'acc': 0.93}; d.get("missing") -> None
+    >>> "model" in d, len(d), list(d.keys())
+    >>> with rc.Dict.ephemeral() as scratch: # deleted when the block ends
+    ...     scratch.put("k", 1)
+    >>> await d.get.aio("model")             # every method has an .aio twin
+    """
+
+    _kind = "dict"
+    from_name = _FromName()
+    ephemeral = _Ephemeral()
+
+    def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
+        super().__init__(oid, name, limits)
+        self.get = twin(self._get)
+        self.put = twin(self._put)
+        self.update = twin(self._update)
+        self.pop = twin(self._pop)
+        self.contains = twin(self._contains)
+        self.len = twin(self._len)
+        self.clear = twin(self._clear)
+        self.keys = self._scanner("keys")
+        self.values = self._scanner("values")
+        self.items = self._scanner("items")
+
+    def _key_payload(self, key: Any) -> Payload:
+        return Payload([_key_bytes(key)])
+
+    def _pairs(self, pairs: Iterable[tuple[Any, Any]]) -> list[Payload]:
+        payloads = []
+        for key, value in pairs:
+            payloads += [self._key_payload(key), self._value(value, f"the value of key {key!r:.80}",
+                                                             "dict_value_bytes")]
+        return payloads
+
+    async def _get(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key``, or ``default``."""
+        reply, payloads = await self._request("dict_get", [self._key_payload(key)])
+        return _wire.deserialize(payloads[0]) if reply["found"] else default
+
+    async def _put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
+        """Set ``key``; with ``skip_if_exists`` an existing value stays. True if the value was written."""
+        reply, _ = await self._request("dict_put", self._pairs([(key, value)]), skip_if_exists=skip_if_exists)
+        return bool(reply["written"])
+
+    async def _update(self, other: Any = (), /, **kwargs: Any) -> None:
+        """Set many keys in one request, as ``dict.update`` (a mapping, pairs, or keywords)."""
+        pairs = list(dict(other, **kwargs).items())
+        if pairs:
+            await self._request("dict_put", self._pairs(pairs))
+
+    async def _pop(self, key: Any, *default: Any) -> Any:
+        """Remove ``key`` and return its value; KeyError if missing and no default is given."""
+        reply, payloads = await self._request("dict_pop", [self._key_payload(key)])
+        if reply["found"]:
+            return _wire.deserialize(payloads[0])
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    async def _contains(self, key: Any) -> bool:
+        reply, _ = await self._request("dict_get", [self._key_payload(key)], exists_only=True)
+        return bool(reply["found"])
+
+    async def _len(self) -> int:
+        reply, _ = await self._request("dict_len")
+        return int(reply["n"])
+
+    async def _clear(self) -> None:
+        """Remove every key."""
+        await self._request("dict_clear")
+
+    async def _scan(self, what: str) -> AsyncIterator[Any]:
+        """Keys, values or (key, value) pairs in insertion order, fetched a page at a time."""
+        after: int | None = 0
+        while after is not None:
+            reply, payloads = await self._request("dict_scan", what=what, after=after)
+            after = reply["next"]
+            if what == "items":
+                for i in range(0, len(payloads), 2):
+                    yield _wire.deserialize(payloads[i]), _wire.deserialize(payloads[i + 1])
+            else:
+                for payload in payloads:
+                    yield _wire.deserialize(payload)
+
+    def _scanner(self, what: str) -> Twin:
+        return Twin(lambda: _bridge.iterate(self._scan(what)), lambda: self._scan(what), self._scan.__doc__)
+
+    def __getitem__(self, key: Any) -> Any:
+        missing = object()
+        value = self.get(key, missing)
+        if value is missing:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.put(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.pop(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return bool(self.contains(key))
+
+    def __len__(self) -> int:
+        return int(self.len())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+
+class Queue(_Store):
+    """A persistent FIFO queue on the runtime, with optional partitions (independent FIFOs by name).
+
+    >>> q = rc.Queue.from_name("jobs", create_if_missing=True)
+    >>> q.put(1); q.put_many([2, 3])
+    >>> q.get()                              # 1; waits for an item when empty
+    >>> q.get(timeout=5)                     # queue.Empty if nothing arrives within 5 s
+    >>> q.get(block=False)                   # None when empty
+    >>> q.get_many(10)                       # [2, 3]: up to 10, waiting for at least one
+    >>> q.put("x", partition="gpu0"); q.len(partition="gpu0"), q.len(total=True)
+    >>> await q.get.aio()                    # every method has an .aio twin
+    """
+
+    _kind = "queue"
+    from_name = _FromName()
+    ephemeral = _Ephemeral()
+
+    def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
+        super().__init__(oid, name, limits)
+        self.put = twin(self._put)
+        self.put_many = twin(self._put_many)
+        self.get = twin(self._get)
+        self.get_many = twin(self._get_many)
+        self.len = twin(self._len)
+        self.clear = twin(self._clear)
+        self.iterate = Twin(lambda **kw: _bridge.iterate(self._iterate(**kw)), self._iterate,
+                            self._iterate.__doc__)
+
+    def _partition(self, partition: str | None) -> str:
+        if partition is None:
+            return ""
+        if not isinstance(partition, str) or not 0 < len(partition) <= self.limits["partition_chars"]:
+            raise InvalidError(f"partition={partition!r}: give a string of 1 to {self.limits['partition_chars']} "
+                               "characters, or None for the default partition")
+        return partition
+
+    async def _put(self, v: Any, *, partition: str | None = None) -> None:
+        """Add ``v`` at the end of the queue (of ``partition``)."""
+        await self._put_many([v], partition=partition)
+
+    async def _put_many(self, vs: Iterable[Any], *, partition: str | None = None) -> None:
+        """Add every value of ``vs``, in order, in one request."""
+        key = self._partition(partition)
+        payloads = [self._value(v, "a Queue item", "queue_item_bytes") for v in vs]
+        if payloads:
+            await self._request("queue_put", payloads, partition=key)
+
+    async def _get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None) -> Any:
+        """The oldest item, removed. ``block=False``: None when empty; a ``timeout`` that passes: ``queue.Empty``."""
+        items = await self._take(1, block, timeout, partition)
+        return items[0] if items else None
+
+    async def _get_many(self, n_values: int, block: bool = True, timeout: float | None = None, *,
+                        partition: str | None = None) -> list[Any]:
+        """Up to ``n_values`` oldest items, removed; waits for at least one as ``get`` (``block=False``: maybe [])."""
+        if not isinstance(n_values, int) or n_values < 1:
+            raise InvalidError(f"n_values={n_values!r}: ask for at least 1 item")
+        return await self._take(n_values, block, timeout, partition)
+
+    async def _take(self, n: int, block: bool, timeout: float | None, partition: str | None) -> list[Any]:
+        if timeout is not None and timeout < 0:
+            raise InvalidError(f"timeout={timeout!r}: give seconds >= 0, or None to wait as long as it takes")
+        key = self._partition(partition)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait_s = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            reply, payloads = await self._request("queue_get", partition=key, n=n, wait_s=wait_s if block else 0)
+            if reply["n"]:
+                return [_wire.deserialize(p) for p in payloads]
+            if not block:
+                return []
+            if deadline is not None and time.monotonic() >= deadline:
+                raise queue.Empty(f"no item arrived in the Queue within {timeout:g} s")
+
+    async def _len(self, *, partition: str | None = None, total: bool = False) -> int:
+        """Items in ``partition`` (the default one if None), or in all of them with ``total=True``."""
+        reply, _ = await self._request("queue_len", partition=self._partition(partition), total=total)
+        return int(reply["n"])
+
+    async def _clear(self, *, partition: str | None = None, all: bool = False) -> None:
+        """Remove the items of ``partition``, or of every partition with ``all=True``."""
+        await self._request("queue_clear", partition=self._partition(partition), all=all)
+
+    async def _iterate(self, *, partition: str | None = None, item_poll_timeout: float = 0.0) -> AsyncIterator[Any]:
+        """The items, oldest first, without removing them; ends once none arrives for ``item_poll_timeout`` s."""
+        key, after = self._partition(partition), 0
+        while True:
+            reply, payloads = await self._request("queue_peek", partition=key, n=100, after=after,
+                                                  wait_s=item_poll_timeout)
+            if not reply["n"]:
+                return
+            after = reply["last"]
+            for payload in payloads:
+                yield _wire.deserialize(payload)
+
+    def __len__(self) -> int:
+        return int(self.len())
