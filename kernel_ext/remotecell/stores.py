@@ -171,7 +171,11 @@ class Dict(_Store):
         self.items = self._scanner("items")
 
     def _key_payload(self, key: Any) -> Payload:
-        return Payload([_key_bytes(key)])
+        encoded = _key_bytes(key)
+        if len(encoded) > self.limits["dict_key_bytes"]:
+            raise PayloadTooLarge(f"Dict key {key!r:.80} of {len(encoded):,} bytes pickled is over the limit of "
+                                  f"{self.limits['dict_key_bytes']:,} bytes (dict_key_bytes); use a shorter key")
+        return Payload([encoded])
 
     def _pairs(self, pairs: Iterable[tuple[Any, Any]]) -> list[Payload]:
         payloads = []

@@ -611,6 +611,7 @@ class Daemon:
             "pools": [p.stats() for p in self.pools.values() if not (p.retired and p.empty)],
             "containers": self.containers.stats(),
             "sessions": len(self.sessions),
+            "stores": self.stores.stats(),
         }
 
     def on_shutdown(self, req: Request) -> dict[str, Any]:

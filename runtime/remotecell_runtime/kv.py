@@ -182,6 +182,10 @@ class Stores:
         self.flush()
         self.db.close()
 
+    def stats(self) -> dict[str, int]:
+        """For ``status``: the blocking queue requests waiting now."""
+        return {"waiters": sum(len(w) for w in self.waiters.values())}
+
     # -- checks -------------------------------------------------------------------------------
 
     def _store(self, req: Request, kind: str) -> int:
@@ -202,8 +206,8 @@ class Stores:
 
     @staticmethod
     def _key(payload: Payload) -> bytes:
-        if len(payload.frames) != 1 or payload.nbytes > LIMITS["dict_key_bytes"]:
-            raise _refusal("InvalidError", f"a Dict key is one frame of at most {LIMITS['dict_key_bytes']} bytes")
+        if len(payload.frames) != 1:  # sizes are checked with the other payloads
+            raise _refusal("InvalidError", "a Dict key travels as one frame: its canonical pickle")
         return bytes(_wire.buffer_of(payload.frames[0]))
 
     @staticmethod
