@@ -266,7 +266,7 @@ class Stores:
                 self._delete(int(oid))
         for key, waiters in list(self.waiters.items()):
             for waiter in [w for w in waiters if w.sid not in live_sids]:
-                self._unwait(key, waiter)
+                self._timed_out(key, waiter)
 
     # -- Dict ---------------------------------------------------------------------------------
 
