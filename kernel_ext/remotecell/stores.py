@@ -36,57 +36,6 @@ DEFAULT_LIMITS = {"dict_value_bytes": 100 << 20, "dict_key_bytes": 64 << 10, "qu
 _KEY_SCALARS = (str, int, float, bytes, bool, type(None))
 
 
-class _Store:
-    """What Dict and Queue share: the object's id on the runtime, its limits, and requests about it."""
-
-    _kind = ""
-
-    def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
-        self.object_id = oid
-        self.name = name
-        self.limits = {**DEFAULT_LIMITS, **limits}
-
-    def __reduce__(self) -> Any:  # into a container: the same object on the same runtime
-        return (type(self), (self.object_id, self.name, self.limits))
-
-    def __repr__(self) -> str:
-        return f"<rc.{type(self).__name__} {self.name or f'ephemeral #{self.object_id}'}>"
-
-    async def _request(self, t: str, payloads: list[Payload] | None = None,
-                       **fields: Any) -> tuple[dict[str, Any], list[Payload]]:
-        conn = _client.connection()
-        header = {"t": t, "oid": self.object_id, "id": conn.new_id(), "sid": conn.sid, **fields}
-        channel = conn.async_channel()
-        try:
-            return await channel.roundtrip(header, payloads or [])
-        except asyncio.CancelledError:  # Ctrl-C or a cancelled task: the runtime stops waiting for us
-            await channel.send({"t": "kv_cancel", "sid": conn.sid, "id": conn.new_id(), "ids": [header["id"]]})
-            raise
-
-    def _value(self, obj: Any, what: str, limit: str) -> Payload:
-        """``obj`` pickled, if it is within the runtime's limit."""
-        payload = _wire.serialize(obj)  # inline: the runtime keeps the bytes, not a shared-memory segment
-        if payload.nbytes > self.limits[limit]:
-            raise PayloadTooLarge(
-                f"{what} of {payload.nbytes:,} bytes pickled is over the limit of {self.limits[limit]:,} bytes "
-                f"({limit}); store something smaller (a path on a Volume, or a Dict value, up to "
-                f"{self.limits['dict_value_bytes']:,} bytes)")
-        return payload
-
-    @classmethod
-    async def _open(cls: type[S], name: str | None, create: bool) -> S:
-        if name is not None and (not isinstance(name, str) or not name):
-            raise InvalidError(f"name {name!r}: give a non-empty string, e.g. {cls.__name__}.from_name('results')")
-        conn = _client.connection()
-        header = {"t": "kv_open", "kind": cls._kind, "name": name, "create": create, "id": conn.new_id(),
-                  "sid": conn.sid}
-        reply, _ = await conn.async_channel().roundtrip(header)
-        return cls(int(reply["oid"]), name, dict(reply.get("limits") or {}))
-
-    async def _delete(self) -> None:
-        await self._request("kv_delete", kind=self._kind)
-
-
 class _FromName:
     """``X.from_name(name, create_if_missing=False)`` and its ``.aio`` twin, on the class."""
 
@@ -123,6 +72,61 @@ class _Ephemeral:
         return Twin(ephemeral, ephemeral_aio, self.__doc__)
 
 
+class _Store:
+    """What Dict and Queue share: the object's id on the runtime, its limits, and requests about it."""
+
+    _kind = ""
+    from_name = _FromName()
+    ephemeral = _Ephemeral()
+    _methods: tuple[str, ...] = ()  # each ``_m`` coroutine method is offered as ``m(...)`` and ``m.aio(...)``
+
+    def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
+        self.object_id = oid
+        self.name = name
+        self.limits = {**DEFAULT_LIMITS, **limits}
+        for method in self._methods:
+            setattr(self, method, twin(getattr(self, f"_{method}")))
+
+    def __reduce__(self) -> Any:  # into a container: the same object on the same runtime
+        return (type(self), (self.object_id, self.name, self.limits))
+
+    def __repr__(self) -> str:
+        return f"<rc.{type(self).__name__} {self.name or f'ephemeral #{self.object_id}'}>"
+
+    async def _request(self, t: str, payloads: list[Payload] | None = None,
+                       **fields: Any) -> tuple[dict[str, Any], list[Payload]]:
+        conn = _client.connection()
+        header = {"t": t, "oid": self.object_id, "id": conn.new_id(), "sid": conn.sid, **fields}
+        channel = conn.async_channel()
+        try:
+            return await channel.roundtrip(header, payloads or [])
+        except asyncio.CancelledError:  # Ctrl-C or a cancelled task: the runtime stops waiting for us
+            await channel.send({"t": "kv_cancel", "sid": conn.sid, "id": conn.new_id(), "ids": [header["id"]]})
+            raise
+
+    def _value(self, obj: Any, what: str, limit: str) -> Payload:
+        """``obj`` pickled, if it is within the runtime's limit."""
+        payload = _wire.serialize(obj)  # inline: the runtime keeps the bytes, not a shared-memory segment
+        if payload.nbytes > self.limits[limit]:
+            raise PayloadTooLarge(
+                f"{what} of {payload.nbytes:,} bytes pickled is over the limit of {self.limits[limit]:,} bytes "
+                f"({limit}): store something smaller, e.g. the path of a file on a Volume")
+        return payload
+
+    @classmethod
+    async def _open(cls: type[S], name: str | None, create: bool) -> S:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise InvalidError(f"name {name!r}: give a non-empty string, e.g. {cls.__name__}.from_name('results')")
+        conn = _client.connection()
+        header = {"t": "kv_open", "kind": cls._kind, "name": name, "create": create, "id": conn.new_id(),
+                  "sid": conn.sid}
+        reply, _ = await conn.async_channel().roundtrip(header)
+        return cls(int(reply["oid"]), name, dict(reply.get("limits") or {}))
+
+    async def _delete(self) -> None:
+        await self._request("kv_delete", kind=self._kind)
+
+
 def _key_bytes(key: Any) -> bytes:
     """The canonical encoding of a Dict key: its pickle without memo references (the same bytes every time)."""
     if not _plain_key(key):
@@ -154,18 +158,10 @@ class Dict(_Store):
     """
 
     _kind = "dict"
-    from_name = _FromName()
-    ephemeral = _Ephemeral()
+    _methods = ("get", "put", "update", "pop", "contains", "len", "clear")
 
     def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
         super().__init__(oid, name, limits)
-        self.get = twin(self._get)
-        self.put = twin(self._put)
-        self.update = twin(self._update)
-        self.pop = twin(self._pop)
-        self.contains = twin(self._contains)
-        self.len = twin(self._len)
-        self.clear = twin(self._clear)
         self.keys = self._scanner("keys")
         self.values = self._scanner("values")
         self.items = self._scanner("items")
@@ -274,17 +270,10 @@ class Queue(_Store):
     """
 
     _kind = "queue"
-    from_name = _FromName()
-    ephemeral = _Ephemeral()
+    _methods = ("put", "put_many", "get", "get_many", "len", "clear")
 
     def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
         super().__init__(oid, name, limits)
-        self.put = twin(self._put)
-        self.put_many = twin(self._put_many)
-        self.get = twin(self._get)
-        self.get_many = twin(self._get_many)
-        self.len = twin(self._len)
-        self.clear = twin(self._clear)
         self.iterate = Twin(lambda **kw: _bridge.iterate(self._iterate(**kw)), self._iterate,
                             self._iterate.__doc__)
 

@@ -118,7 +118,7 @@ class Stores:
         self.sweep_after = time.monotonic() + orphan_grace_s
         self.waiters: dict[tuple[int, str], list[Waiter]] = {}
         self._replies: list[Reply] = []
-        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
         self.handlers: dict[str, Callable[[Request], None]] = {
             "kv_open": self.on_open,
             "kv_delete": self.on_delete,
@@ -153,13 +153,12 @@ class Stores:
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        if self._flush_handle is None:  # once per turn of the loop, after everything that turn brought
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         """Commit this turn's writes, then send its replies (errors instead, if the commit failed)."""
-        self._flush_scheduled = False
+        self._flush_handle = None
         replies, self._replies = self._replies, []
         failure = None
         if self.db.in_transaction:
