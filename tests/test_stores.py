@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -269,7 +270,7 @@ def test_malformed_kv_messages_leave_the_runtime_serving(runtime):
         ({"t": "dict_put", "oid": d.object_id}, one, "pairs"),
         ({"t": "dict_scan", "oid": d.object_id, "what": "all"}, [], "what=keys|values|items"),
         ({"t": "queue_get", "oid": q.object_id, "n": 0}, [], "at least 1 item"),
-        ({"t": "queue_get", "oid": q.object_id, "wait_s": "soon"}, [], "could not convert"),
+        ({"t": "queue_get", "oid": q.object_id, "wait_s": "soon"}, [], "wait_s='soon': give seconds"),
         ({"t": "queue_put", "oid": q.object_id, "partition": 5}, one, "partition 5"),
         ({"t": "queue_peek", "oid": q.object_id, "after": "x"}, [], "integer 'after'"),
     ]
@@ -324,3 +325,15 @@ def test_containers_use_the_same_dicts_and_queues(app, runtime):
     q.put("from the test")
     assert consume.remote(q) == "from the test"
     assert not (runtime.state_dir / "runtime.log").exists()  # nothing started a local runtime there
+
+
+def test_iterate_waits_item_poll_timeout_for_new_items(runtime):
+    with rc.Queue.ephemeral() as q:
+        q.put(1)
+        seen: list = []
+        reader = threading.Thread(target=lambda: seen.extend(q.iterate(item_poll_timeout=2)))
+        reader.start()
+        wait_for(lambda: seen == [1] and _waiters() == 1, what="iterate to wait for a next item")
+        q.put(2)
+        reader.join(30)
+        assert seen == [1, 2] and q.len() == 2  # iterate takes nothing

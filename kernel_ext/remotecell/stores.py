@@ -311,17 +311,24 @@ class Queue(_Store):
     async def _take(self, n: int, block: bool, timeout: float | None, partition: str | None) -> list[Any]:
         if timeout is not None and timeout < 0:
             raise InvalidError(f"timeout={timeout!r}: give seconds >= 0, or None to wait as long as it takes")
-        key = self._partition(partition)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        got = await self._ask("queue_get", timeout if block else 0.0, partition=self._partition(partition), n=n)
+        if got is not None:
+            return [_wire.deserialize(p) for p in got[1]]
+        if not block:
+            return []
+        raise queue.Empty(f"no item arrived in the Queue within {timeout:g} s")
+
+    async def _ask(self, t: str, timeout_s: float | None, **fields: Any) -> tuple[dict[str, Any], list[Payload]] | None:
+        """A ``queue_get``/``queue_peek`` that waits on the runtime up to ``timeout_s`` (None: as long as it takes),
+        asking again when the runtime's cap on one wait passes first; None if no item came."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             wait_s = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            reply, payloads = await self._request("queue_get", partition=key, n=n, wait_s=wait_s if block else 0)
+            reply, payloads = await self._request(t, wait_s=wait_s, **fields)
             if reply["n"]:
-                return [_wire.deserialize(p) for p in payloads]
-            if not block:
-                return []
+                return reply, payloads
             if deadline is not None and time.monotonic() >= deadline:
-                raise queue.Empty(f"no item arrived in the Queue within {timeout:g} s")
+                return None
 
     async def _len(self, *, partition: str | None = None, total: bool = False) -> int:
         """Items in ``partition`` (the default one if None), or in all of them with ``total=True``."""
@@ -336,12 +343,11 @@ class Queue(_Store):
         """The items, oldest first, without removing them; ends once none arrives for ``item_poll_timeout`` s."""
         key, after = self._partition(partition), 0
         while True:
-            reply, payloads = await self._request("queue_peek", partition=key, n=100, after=after,
-                                                  wait_s=item_poll_timeout)
-            if not reply["n"]:
+            got = await self._ask("queue_peek", item_poll_timeout, partition=key, n=100, after=after)
+            if got is None:
                 return
-            after = reply["last"]
-            for payload in payloads:
+            after = got[0]["last"]
+            for payload in got[1]:
                 yield _wire.deserialize(payload)
 
     def __len__(self) -> int:

@@ -396,6 +396,9 @@ class Stores:
     def _serve(self, req: Request, key: tuple[int, str], take: Callable[[], bool]) -> None:
         """Answer now if ``take`` can; else wait for a put, at most ``wait_s`` (capped at ``MAX_WAIT_S``)."""
         wait_s = req.header.get("wait_s", 0.0)
+        if wait_s is not None and type(wait_s) not in (int, float):
+            raise _refusal("InvalidError", f"wait_s={wait_s!r}: give seconds >= 0, or null to wait "
+                                           f"as long as the runtime allows ({MAX_WAIT_S:g} s)")
         wait_s = MAX_WAIT_S if wait_s is None else min(max(float(wait_s), 0.0), MAX_WAIT_S)
         if take():
             return
