@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import threading
@@ -9,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _client
+from ._bridge import Twin
 from .exceptions import InvalidError
 from .options import batching_of, check_function_options, concurrency_of
 
@@ -24,19 +26,21 @@ class App:
     9
 
     Without ``app.run()`` the first call starts the app as an ephemeral app that
-    lives as long as this process (the notebook case).
+    lives as long as this process (the notebook case). ``app.deploy()`` keeps it
+    on the runtime until it is stopped (see ``deploy``).
     """
 
     def __init__(self, name: str = "app") -> None:
-        if not isinstance(name, str) or not name or len(name) > 64:
-            raise InvalidError(f"App name {name!r} must be a non-empty string of at most 64 characters")
-        self.name = name
+        self.name = _checked_name(name)
         self.functions: dict[str, Any] = {}
+        self.local_entrypoints: dict[str, Callable[..., Any]] = {}
+        self._mode = "ephemeral"
         self._app_id: str | None = None
         self._conn: _client.Connection | None = None
         self._lock = threading.RLock()
         self._implicit = False
         self._runtime_id: str | None = None
+        self.deploy = Twin(self._deploy, self._deploy_aio)
 
     def function(self, _fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Declare a remote function: ``@app.function(gpu="any", timeout=600)``."""
@@ -72,6 +76,23 @@ class App:
 
         return wrap(_cls) if _cls is not None else wrap
 
+    def local_entrypoint(self, _fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+        """Mark the function that ``remotecell run FILE.py`` calls inside ``with app.run():``.
+
+        >>> @app.local_entrypoint()
+        ... def main(n: int = 3, label: str = "x"):
+        ...     print(label, square.remote(n))
+
+        ``remotecell run file.py --n 4`` parses ``--n`` and ``--label`` from the signature.
+        """
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if not callable(fn):
+                raise InvalidError(f"@app.local_entrypoint needs a function, got {fn!r}")
+            self.local_entrypoints[name or fn.__name__] = fn
+            return fn
+
+        return wrap(_fn) if _fn is not None else wrap
+
     @property
     def app_id(self) -> str | None:
         return self._app_id
@@ -89,7 +110,10 @@ class App:
 
     def _start(self, conn: _client.Connection) -> None:
         runtime_id = conn.runtime_id
-        reply = conn.request({"t": "app_create", "name": self.name, "mode": "ephemeral"})
+        header: dict[str, Any] = {"t": "app_create", "name": self.name, "mode": self._mode}
+        if self._mode == "deployed":  # a redeploy drops the functions this version no longer has
+            header["functions"] = sorted(self.functions)
+        reply = conn.request(header)
         self._app_id, self._conn, self._runtime_id = reply["app_id"], conn, runtime_id
         conn.on_restart.add(self)
         for f in self.functions.values():
@@ -114,6 +138,7 @@ class App:
         with self._lock:
             if self._app_id is not None and self._implicit:
                 self._stop_quietly()
+            self._mode = "ephemeral"
             self._start(_client.connection())
             self._implicit = False
         try:
@@ -121,20 +146,81 @@ class App:
         finally:
             self.stop()
 
+    def _deploy(self, name: str | None = None) -> str:
+        """Deploy the app: it stays on the runtime, also after this process and runtime restarts.
+
+        >>> app.deploy()                      # or: await app.deploy.aio(); CLI: remotecell deploy file.py
+        >>> rc.Function.from_name("demo", "square").remote(3)    # from any process
+        9
+
+        Deploying a name again replaces its definitions: new calls go to the new ones,
+        running inputs finish. A class serves its default instance (no parameters).
+        ``name`` deploys under another name. Returns the app id; ``app.stop()`` or
+        ``rc.App.stop_deployed(name)`` removes it.
+        """
+        from .cls import Cls
+
+        with self._lock:
+            if self._app_id is not None and not self._implicit and self._mode == "ephemeral":
+                raise InvalidError(f"app {self.name!r} runs in `with app.run():`; deploy it outside that block")
+            self._stop_quietly()  # the implicit ephemeral app, if any
+            self.name = _checked_name(name) if name is not None else self.name
+            self._mode, self._implicit = "deployed", False
+            self._start(_client.connection())
+            for f in self.functions.values():
+                if isinstance(f, Cls):
+                    f()  # the default instance is the one a deployed class serves
+                for registration in f.registrations():
+                    registration.fid()
+            assert self._app_id is not None
+            return self._app_id
+
+    async def _deploy_aio(self, name: str | None = None) -> str:
+        return await asyncio.to_thread(self._deploy, name)
+
     def stop(self) -> None:
-        """Stop the app on the runtime: its containers stop, waiting inputs are cancelled."""
+        """Stop the app on the runtime (a deployed one too): its containers stop, waiting inputs are cancelled."""
         with self._lock:
             app_id, conn = self._app_id, self._conn
             self._app_id = self._conn = None
+            self._mode = "ephemeral"
         if app_id is not None and conn is not None and not conn.closed:
             conn.request({"t": "app_stop", "app_id": app_id})
 
     def _stop_quietly(self) -> None:
+        """Stop an ephemeral app (at exit, or before another start); a deployed one stays."""
+        if self._mode == "deployed":
+            return
         try:
             self.stop()
         except Exception:
             pass
 
+    @staticmethod
+    def list_deployed() -> list[dict[str, Any]]:
+        """The apps deployed on the runtime: name, app_id, functions, created_at (``remotecell app list``).
+
+        >>> [a["name"] for a in rc.App.list_deployed()]
+        ['demo']
+        """
+        apps = _client.connection().request({"t": "status"})["apps"]
+        return sorted((a for a in apps if a["mode"] == "deployed"), key=lambda a: a["name"])
+
+    @staticmethod
+    def stop_deployed(name: str) -> None:
+        """Stop the deployed app ``name`` (``remotecell app stop NAME``); NotFoundError if there is none.
+
+        >>> rc.App.stop_deployed("demo")
+        """
+        _client.connection().request({"t": "app_stop", "name": name})
+
     def __repr__(self) -> str:
-        state = f"running as {self._app_id}" if self._app_id else "not running"
+        state = f"{'deployed' if self._mode == 'deployed' else 'running'} as {self._app_id}" if self._app_id \
+            else "not running"
         return f"<rc.App {self.name!r}, {len(self.functions)} function(s), {state}>"
+
+
+def _checked_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise InvalidError(f"App name {name!r} must be a non-empty string of at most 64 characters")
+    return name

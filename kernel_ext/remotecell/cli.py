@@ -2,6 +2,9 @@
 
     remotecell serve [--bind ADDR]... [--state-dir DIR]   run the runtime in the foreground
     remotecell status                                    what the runtime is doing
+    remotecell deploy FILE.py [--name NAME]              deploy the file's app (it stays until stopped)
+    remotecell app list | app stop NAME                  the deployed apps; stop one
+    remotecell run FILE.py[::ENTRYPOINT] [--ARG VALUE]...  run the app's @app.local_entrypoint()
     remotecell stop                                      stop the local runtime
     remotecell token new|list|revoke [NAME]              client keys for tcp:// listeners
     remotecell secret create|list|delete [NAME] [K=V]... named secrets on the runtime host
@@ -10,12 +13,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime
+import inspect
 import json
 import os
 import sys
 import time
 
-from . import _client, _local, exceptions
+from . import _client, _entry, _local, exceptions
+from .app import App
 from .status import status
 
 RUNTIME_COMMANDS = ("serve", "token", "secret")
@@ -54,6 +61,45 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    app = _entry.find_app(_entry.load_file(args.file), args.file)
+    app_id = app.deploy(name=args.name)
+    print(f"deployed app {app.name!r} ({app_id}): {', '.join(sorted(app.functions)) or 'no functions'}")
+    print(f"call it from anywhere: rc.Function.from_name({app.name!r}, NAME); stop it: remotecell app stop {app.name}")
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    if args.action == "stop":
+        App.stop_deployed(args.name)
+        print(f"stopped deployed app {args.name!r}")
+        return 0
+    apps = App.list_deployed()
+    if args.json:
+        print(json.dumps(apps, indent=2))
+    for a in [] if args.json else apps:
+        since = datetime.datetime.fromtimestamp(a["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{a['name']}\t{a['app_id']}\tdeployed {since}\t{', '.join(a['functions'])}")
+    if not apps and not args.json:
+        print("no deployed apps")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path, _, wanted = args.target.partition("::")
+    app = _entry.find_app(_entry.load_file(path), path)
+    entrypoint = _entry.find_entrypoint(app, path, wanted or None)
+    kwargs = _entry.parse_arguments(entrypoint, args.args, prog=f"remotecell run {args.target}")
+    with app.run():
+        result = entrypoint(**kwargs)
+        if inspect.iscoroutine(result):
+            asyncio.run(result)
+    return 0
+
+
+COMMANDS = {"status": cmd_status, "stop": cmd_stop, "deploy": cmd_deploy, "app": cmd_app, "run": cmd_run}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in RUNTIME_COMMANDS:
@@ -67,12 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--json", action="store_true")
     sub.add_parser("stop", help="stop the local runtime")
     sub.add_parser("version", help="print versions")
+    deploy = sub.add_parser("deploy", help="deploy a file's app: it stays on the runtime until stopped")
+    deploy.add_argument("file", help="a .py file that declares one rc.App")
+    deploy.add_argument("--name", help="deploy under this name instead of the app's own")
+    app = sub.add_parser("app", help="deployed apps: list, stop NAME")
+    app_sub = app.add_subparsers(dest="action", required=True)
+    app_list = app_sub.add_parser("list", help="the deployed apps")
+    app_list.add_argument("--json", action="store_true")
+    app_sub.add_parser("stop", help="stop a deployed app").add_argument("name")
+    run = sub.add_parser("run", help="run a file's app (ephemeral) and call its @app.local_entrypoint()")
+    run.add_argument("target", help="FILE.py or FILE.py::ENTRYPOINT")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="the entrypoint's arguments: --NAME VALUE ...")
     args = parser.parse_args(argv)
     try:
-        if args.command == "status":
-            return cmd_status(args)
-        if args.command == "stop":
-            return cmd_stop(args)
+        command = COMMANDS.get(args.command)
+        if command is not None:
+            return command(args)
         print(json.dumps(_client.client_versions()))
         return 0
     except exceptions.Error as exc:

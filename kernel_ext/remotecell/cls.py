@@ -23,6 +23,7 @@ from .options import batching_of
 
 if TYPE_CHECKING:
     from .app import App
+    from .deployed import DeployedCls
 
 _ROLE = "__remotecell_role__"
 
@@ -90,6 +91,20 @@ class Cls:
         if obj is None:
             obj = self._objs[key] = Obj(self, params)
         return obj
+
+    @staticmethod
+    def from_name(app_name: str, name: str) -> DeployedCls:
+        """A handle on class ``name`` of the deployed app ``app_name``, from any process.
+
+        >>> Model = rc.Cls.from_name("demo", "Model")
+        >>> Model().predict.remote(x)
+
+        A deployed class serves its default instance (no parameters). ``NotFoundError`` when
+        no such app or class is deployed.
+        """
+        from .deployed import DeployedCls
+
+        return DeployedCls(app_name, name)
 
     def forget_registrations(self) -> None:
         for obj in self._objs.values():

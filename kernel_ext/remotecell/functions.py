@@ -106,13 +106,25 @@ class Registration:
         except Exception as exc:
             raise SerializationError(f"{self.name} cannot be pickled to ship it: {exc}") from exc
 
+    def is_generator(self, method: str | None) -> bool:
+        user_fn = getattr(self.target.cls, method) if method else self.target
+        return inspect.isgeneratorfunction(user_fn) or inspect.isasyncgenfunction(user_fn)
+
+    def meta(self) -> dict[str, Any]:
+        """What a caller without the code needs (``Function.from_name``): the generators, a class's methods."""
+        methods: list[str] = list(getattr(self.target, "methods", []))
+        names = methods or [""]  # "" is a plain function
+        meta: dict[str, Any] = {"generators": [m for m in names if self.is_generator(m or None)]}
+        return meta | ({"methods": methods} if methods else {})
+
     def fid(self) -> tuple[_client.Connection, str]:
         """Register the current definition with the running app (once)."""
         conn, app_id = self.app.ensure_running()
         with self._lock:
             if self._fid is None or self._fid_app != app_id:
                 options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
-                header = {"t": "fn_register", "app_id": app_id, "name": self.name, "options": options}
+                header = {"t": "fn_register", "app_id": app_id, "name": self.name, "options": options,
+                          "meta": self.meta()}
                 self._fid = conn.request(header, [self._body()])["fid"]
                 self._fid_app = app_id
             return conn, self._fid
@@ -147,6 +159,21 @@ class Function:
             weakref.WeakKeyDictionary())
         self.stats = twin(self._stats)
         self.batch_stats = twin(self._batch_stats)
+
+    @staticmethod
+    def from_name(app_name: str, name: str) -> Function:
+        """A handle on function ``name`` of the deployed app ``app_name``, from any process.
+
+        >>> square = rc.Function.from_name("demo", "square")
+        >>> square.remote(3), list(square.map(range(3))), square.spawn(4).get()
+        (9, [0, 1, 4], 16)
+
+        Raises ``NotFoundError`` when no such app or function is deployed. Calls after a
+        redeploy go to the new definition.
+        """
+        from .deployed import function_from_name
+
+        return function_from_name(app_name, name)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -259,8 +286,7 @@ class Function:
 
     @functools.cached_property
     def _is_generator(self) -> bool:
-        user_fn = getattr(self.registration.target.cls, self.method) if self.method else self.raw_f
-        return inspect.isgeneratorfunction(user_fn) or inspect.isasyncgenfunction(user_fn)
+        return self.registration.is_generator(self.method)
 
     def _check_generator(self, wanted: bool) -> None:
         is_generator = self._is_generator

@@ -1,10 +1,24 @@
-"""The registry of apps: ephemeral ones live with their client session, deployed ones until stopped."""
+"""The registry of apps: ephemeral ones live with their client session, deployed ones until stopped.
+
+Deployed apps are unique by name and outlive their client and the runtime
+itself: ``DeployStore`` keeps each one's id and function definitions (name,
+options, what the client told about it, and the pickled body as opaque bytes)
+in SQLite in the state dir, and the daemon registers them again at start.
+"""
 
 from __future__ import annotations
 
+import json
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from remotecell._wire import Payload
+
+from .jobs import pack, unpack
 
 
 @dataclass
@@ -25,8 +39,11 @@ class AppRegistry:
     def __init__(self) -> None:
         self.apps: dict[str, App] = {}
 
-    def create(self, name: str, sid: str, mode: str) -> App:
-        app = App(f"ap-{secrets.token_hex(6)}", name, sid, mode)
+    def create(self, name: str, sid: str, mode: str, app_id: str | None = None,
+               created_at: float | None = None) -> App:
+        app = App(app_id or f"ap-{secrets.token_hex(6)}", name, sid, mode)
+        if created_at is not None:
+            app.created_at = created_at
         self.apps[app.app_id] = app
         return app
 
@@ -38,3 +55,83 @@ class AppRegistry:
 
     def ephemeral_of(self, sid: str) -> list[App]:
         return [a for a in self.apps.values() if a.sid == sid and a.mode == "ephemeral"]
+
+    def deployed(self, name: str) -> App | None:
+        return next((a for a in self.apps.values() if a.mode == "deployed" and a.name == name), None)
+
+    def deployed_names(self) -> list[str]:
+        return sorted(a.name for a in self.apps.values() if a.mode == "deployed")
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS apps (
+    name TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS functions (
+    app_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    options TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (app_name, name)
+);
+"""
+
+
+@dataclass
+class SavedFunction:
+    name: str
+    options: dict[str, Any]
+    meta: dict[str, Any]
+    body: Payload
+
+
+@dataclass
+class SavedApp:
+    name: str
+    app_id: str
+    created_at: float
+    functions: list[SavedFunction]
+
+
+class DeployStore:
+    """Deployed apps on disk (SQLite, WAL). Writes are rare (a deploy, a stop): each commits at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def save_app(self, app: App) -> None:
+        self.db.execute("INSERT OR REPLACE INTO apps (name, app_id, created_at) VALUES (?, ?, ?)",
+                        (app.name, app.app_id, app.created_at))
+
+    def save_function(self, app_name: str, fn: SavedFunction) -> None:
+        self.db.execute("INSERT OR REPLACE INTO functions (app_name, name, options, meta, body) VALUES (?, ?, ?, ?, ?)",
+                        (app_name, fn.name, json.dumps(fn.options), json.dumps(fn.meta), pack(fn.body.frames)))
+
+    def drop_function(self, app_name: str, name: str) -> None:
+        self.db.execute("DELETE FROM functions WHERE app_name = ? AND name = ?", (app_name, name))
+
+    def drop_app(self, name: str) -> None:
+        self.db.execute("BEGIN")
+        self.db.execute("DELETE FROM functions WHERE app_name = ?", (name,))
+        self.db.execute("DELETE FROM apps WHERE name = ?", (name,))
+        self.db.execute("COMMIT")
+
+    def load(self) -> list[SavedApp]:
+        apps = {name: SavedApp(name, app_id, created_at, []) for name, app_id, created_at
+                in self.db.execute("SELECT name, app_id, created_at FROM apps")}
+        for app_name, name, options, meta, body in self.db.execute(
+                "SELECT app_name, name, options, meta, body FROM functions ORDER BY app_name, name"):
+            if app_name in apps:
+                frames = [bytes(f) for f in unpack(body)]
+                apps[app_name].functions.append(SavedFunction(name, json.loads(options), json.loads(meta),
+                                                              Payload(list(frames))))
+        return list(apps.values())
+
+    def close(self) -> None:
+        self.db.close()

@@ -29,7 +29,7 @@ from remotecell import _wire
 from remotecell._wire import Frame, Payload, WireError
 
 from . import auth, vault
-from .apps import App, AppRegistry
+from .apps import App, AppRegistry, DeployStore, SavedFunction
 from .containers import Container, ContainerManager, State
 from .gpus import GpuAllocator, inventory
 from .images import ImageError, Images, packages_of
@@ -137,6 +137,7 @@ class Daemon:
         self.apps = AppRegistry()
         self.sessions: dict[str, Session] = {}
         self.pools: dict[str, Pool] = {}  # fid -> pool
+        self.superseded: dict[str, tuple[str, str]] = {}  # old fid of a deployed function -> (app_id, name)
         self.input_pool: dict[str, Pool] = {}  # input id -> pool
         self.gpus = GpuAllocator(inventory())
         self.stopped = asyncio.Event()
@@ -147,6 +148,7 @@ class Daemon:
             "app_create": self.on_app_create,
             "app_stop": self.on_app_stop,
             "fn_register": self.on_fn_register,
+            "fn_lookup": self.on_fn_lookup,
             "call": self.on_call,
             "calls": self.on_calls,
             "cancel": self.on_cancel,
@@ -199,6 +201,8 @@ class Daemon:
         self.container_listener = Listener(csock, self.on_container_message, shm=True)
         self.containers = ContainerManager(container_address, self.shm_prefix, self.on_container_exit,
                                            str(self.sock_dir), self._client_env())
+        self.deployed = DeployStore(self.state_dir / "deployed.db")
+        self._restore_deployed()
         self.ticker = asyncio.ensure_future(self._tick())
         self._write_connection_file(keys)
         log.info("remotecell runtime %s serving on %s", self.runtime_id, ", ".join(self.endpoints))
@@ -268,6 +272,7 @@ class Daemon:
     async def close(self) -> None:
         self.stores.close()
         self.jobs.close()  # unfinished spawned calls stay in the store and run again after a restart
+        self.deployed.close()
         for pool in list(self.pools.values()):
             pool.stop("the runtime is shutting down")
         deadline = time.monotonic() + 3
@@ -421,10 +426,34 @@ class Daemon:
 
     def on_app_create(self, req: Request) -> dict[str, Any]:
         mode = req.header.get("mode", "ephemeral")
-        if mode not in ("ephemeral", "deployed"):
+        name, sid = str(req.header["name"]), str(req.header["sid"])
+        if mode == "deployed":
+            return {"app_id": self._deploy(name, sid, req.header.get("functions")).app_id}
+        if mode != "ephemeral":
             raise RequestError("InvalidError", f"app mode {mode!r} must be 'ephemeral' or 'deployed'")
-        app = self.apps.create(str(req.header["name"]), str(req.header["sid"]), mode)
-        return {"app_id": app.app_id}
+        return {"app_id": self.apps.create(name, sid, mode).app_id}
+
+    def _deploy(self, name: str, sid: str, functions: Any) -> App:
+        """The deployed app ``name``, made if new; a redeploy keeps only the functions it names.
+
+        The functions it keeps are replaced as they are registered again; queued and
+        running inputs of a replaced or dropped definition finish on its old pool.
+        """
+        app = self.apps.deployed(name)
+        if app is None:
+            app = self.apps.create(name, sid, "deployed")
+            self.deployed.save_app(app)
+            return app
+        if isinstance(functions, list):
+            for dropped in set(app.functions) - {str(f) for f in functions}:
+                self._retire(app.functions.pop(dropped))
+                self.deployed.drop_function(name, dropped)
+        return app
+
+    def _retire(self, fid: str) -> None:
+        pool = self.pools.get(fid)
+        if pool is not None:
+            pool.retired = True
 
     def _app(self, app_id: Any) -> App:
         app = self.apps.get(app_id)
@@ -432,13 +461,28 @@ class Daemon:
             raise RequestError("NotFoundError", f"no app with id {app_id!r} (it was stopped, or the runtime restarted)")
         return app
 
+    def _deployed_app(self, name: Any) -> App:
+        app = self.apps.deployed(str(name))
+        if app is None:
+            known = ", ".join(self.apps.deployed_names()) or "none"
+            raise RequestError("NotFoundError", f"no deployed app named {name!r} on this runtime (deployed: {known}); "
+                                                "deploy it with `remotecell deploy FILE.py` or app.deploy()")
+        return app
+
     def on_app_stop(self, req: Request) -> dict[str, Any]:
-        app = self._app(req.header["app_id"])
+        """Stop an app by ``app_id``, or a deployed one by ``name``."""
+        if "name" in req.header:
+            app = self._deployed_app(req.header["name"])
+        else:
+            app = self._app(req.header["app_id"])
         self.stop_app(app, f"app {app.name!r} was stopped")
         return {}
 
     def stop_app(self, app: App, reason: str) -> None:
         self.apps.remove(app.app_id)
+        if app.mode == "deployed":
+            self.deployed.drop_app(app.name)
+            self.superseded = {fid: owner for fid, owner in self.superseded.items() if owner[0] != app.app_id}
         for fid in app.functions.values():
             pool = self.pools.get(fid)
             if pool is not None:
@@ -446,32 +490,79 @@ class Daemon:
 
     def on_fn_register(self, req: Request) -> dict[str, Any]:
         app = self._app(req.header["app_id"])
-        name, options = str(req.header["name"]), req.header.get("options", {})
         if len(req.payloads) != 1:
             raise RequestError("InvalidError", "fn_register needs exactly one payload: the function body")
-        gpu = options.get("gpu")
+        body = Payload([bytes(_wire.buffer_of(f)) for f in req.payloads[0].frames])
+        meta = req.header.get("meta") or {}
+        fn = SavedFunction(str(req.header["name"]), req.header.get("options", {}), meta, body)
+        return {"fid": self._register(app, fn)}
+
+    def _register(self, app: App, fn: SavedFunction) -> str:
+        """Make ``fn`` the app's current definition of its name (a new pool, unless it is the same one)."""
+        gpu = fn.options.get("gpu")
         why = self.gpus.unsatisfiable(gpu) if gpu else None
         if why:
             raise RequestError("InvalidError", why)
-        env = self._environment(options)
-        if options.get("image"):
+        env = self._environment(fn.options)
+        if fn.options.get("image"):
             try:
-                packages_of(options["image"])
+                packages_of(fn.options["image"])
             except ImageError as exc:
                 raise RequestError("InvalidError", str(exc)) from None
-        body = Payload([bytes(_wire.buffer_of(f)) for f in req.payloads[0].frames])
-        digest = hashlib.sha256(b"".join(body.frames) + repr(sorted(options.items())).encode()).hexdigest()[:16]
-        fid = f"fn-{app.app_id}-{name}-{digest}"
-        old = app.functions.get(name)
-        if old != fid:
-            if old in self.pools:  # a new definition replaces the old one; its queued inputs still finish
-                self.pools[old].retired = True
-            key = f"{app.sid}:{app.name}:{name}:{digest}"
-            pool = self.pools[fid] = Pool(FunctionDef(fid, app.app_id, name, options, body, key, env), self)
-            app.functions[name] = fid
-            pool.scale()
-            self.jobs.adopt(pool)
-        return {"fid": fid}
+        digest = hashlib.sha256(b"".join(fn.body.frames) + repr(sorted(fn.options.items())).encode()).hexdigest()[:16]
+        fid = f"fn-{app.app_id}-{fn.name}-{digest}"
+        old = app.functions.get(fn.name)
+        if old == fid:
+            return fid
+        deployed = app.mode == "deployed"
+        if old is not None:  # a new definition replaces the old one; its queued inputs still finish
+            self._retire(old)
+            if deployed:  # callers that still hold the old fid reach the new definition
+                self.superseded[old] = (app.app_id, fn.name)
+        # A deployed function's key outlives its deploying client: spawned calls come back after a restart.
+        owner = "deployed" if deployed else app.sid
+        pool = self.pools[fid] = Pool(FunctionDef(fid, app.app_id, fn.name, fn.options, fn.body,
+                                                  f"{owner}:{app.name}:{fn.name}:{digest}", env, fn.meta), self)
+        app.functions[fn.name] = fid
+        if deployed:
+            self.deployed.save_function(app.name, fn)
+        pool.scale()
+        self.jobs.adopt(pool)
+        return fid
+
+    def _restore_deployed(self) -> None:
+        """Register the deployed apps saved by an earlier run of the runtime (same app ids, same fids)."""
+        for saved in self.deployed.load():
+            app = self.apps.create(saved.name, "", "deployed", saved.app_id, saved.created_at)
+            for fn in saved.functions:
+                try:
+                    self._register(app, fn)
+                except RequestError as exc:  # e.g. the GPUs it asks for are not here any more
+                    log.warning("could not restore %s of deployed app %s: %s", fn.name, app.name, exc)
+            log.info("restored deployed app %s (%d functions)", app.name, len(app.functions))
+
+    def on_fn_lookup(self, req: Request) -> dict[str, Any]:
+        """A deployed function or class by app and function name: its fid and what a caller needs to know."""
+        app = self._deployed_app(req.header["app"])
+        name = str(req.header["name"])
+        fid = app.functions.get(name)
+        if fid is None or fid not in self.pools:
+            has = ", ".join(sorted(app.functions)) or "nothing"
+            raise RequestError("NotFoundError", f"deployed app {app.name!r} has no function or class {name!r} "
+                                                f"(it has: {has})")
+        fn = self.pools[fid].fn
+        return {"fid": fid, "options": fn.options, "meta": fn.meta}
+
+    def _current_pool(self, fid: Any) -> Pool | None:
+        """The live pool of ``fid``; for a replaced definition of a deployed app, that of its current one."""
+        pool = self.pools.get(str(fid))
+        if pool is not None and not pool.retired:
+            return pool
+        owner = self.superseded.get(str(fid))
+        app = self.apps.get(owner[0]) if owner is not None else None
+        current = app.functions.get(owner[1]) if app is not None and owner is not None else None
+        pool = self.pools.get(current) if current is not None else None
+        return pool if pool is not None and not pool.retired else None
 
     def _image_built(self) -> None:
         for pool in list(self.pools.values()):
@@ -510,7 +601,7 @@ class Daemon:
         self._submit(req, inputs)
 
     def _submit(self, req: Request, inputs: list[Input]) -> None:
-        pool = self.pools.get(req.header.get("fid", ""))
+        pool = self._current_pool(req.header.get("fid", ""))
         fresh = []
         for inp in inputs:
             known = self.input_pool.get(inp.id)
@@ -520,7 +611,7 @@ class Daemon:
                 _wire.discard([inp.payload])
                 if inp.id in known.inputs:
                     known.inputs[inp.id].peer = req.peer
-        if pool is None or pool.retired:
+        if pool is None:
             _wire.discard(req.payloads)
             msg = (f"function {req.header.get('fid')!r} is not registered here "
                    "(its app stopped, or the runtime restarted)")
@@ -531,11 +622,13 @@ class Daemon:
             return
         for inp in fresh:
             self.input_pool[inp.id] = pool
+            if pool.fn.fid != req.header.get("fid"):
+                inp.lease = None  # a lease is keyed by the fid the caller holds: a stale one would never be used
         pool.submit(*fresh)
 
     def _live_pool(self, fid: Any) -> Pool:
-        pool = self.pools.get(str(fid))
-        if pool is None or pool.retired:
+        pool = self._current_pool(fid)
+        if pool is None:
             raise RequestError("NotFoundError", f"function {fid!r} is not registered here "
                                                 "(its app stopped, or the runtime restarted)")
         return pool

@@ -71,6 +71,7 @@ class FunctionDef:
     body: Payload
     key: str = ""  # the same definition from the same client and app, across runtime restarts
     env: dict[str, str] = field(default_factory=dict)  # its containers' variables: env= and its secrets
+    meta: dict[str, Any] = field(default_factory=dict)  # what its client said of it: generators, methods
 
     @property
     def timeout_s(self) -> float:
