@@ -453,7 +453,7 @@ class Daemon:
     def _retire(self, fid: str) -> None:
         pool = self.pools.get(fid)
         if pool is not None:
-            pool.retired = True
+            pool.supersede()
 
     def _app(self, app_id: Any) -> App:
         app = self.apps.get(app_id)

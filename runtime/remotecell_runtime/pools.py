@@ -477,6 +477,13 @@ class Pool:
         if leased:
             self.revoke(leased[0])
 
+    def supersede(self) -> None:
+        """A newer definition replaces this one: no new inputs, and leases end (their next calls go to the new one)."""
+        self.retired = True
+        for c in self.live():
+            if c.lease is not None:
+                self.revoke(c)
+
     def revoke(self, container: Container, grace_s: float | None = None) -> None:
         """Ask for the lease back; stop the container if it is not free ``grace_s`` later."""
         lease = container.lease
