@@ -133,12 +133,18 @@ def test_redeploy_replaces_definitions_and_running_inputs_finish(deployed, tmp_p
     running = gated.spawn(str(gate))
     wait_for(lambda: running.status()["state"] == "running", what="the v1 input to run")
     deploy(tmp_path, deployed, "v2")
-    assert version.remote() == "v2"  # a handle made before the redeploy reaches the new definition
-    assert rc.Function.from_name(deployed, "version").remote() == "v2"
+    assert [version.remote() for _ in range(3)] == ["v2"] * 3  # a handle made before the redeploy: the new one
+    _, current_fid = rc.Function.from_name(deployed, "version").fid()
+    assert wait_for(lambda: _pool(current_fid)["leased"] == 1, what="the old handle to lease the new definition")
+    assert [version.remote() for _ in range(3)] == ["v2"] * 3  # straight to the new definition's container
     gate.touch()
     assert running.get(timeout=30) == "v1"  # the input that ran when the new version came finished there
     deployed_apps = [a for a in rc.App.list_deployed() if a["name"] == deployed]
     assert len(deployed_apps) == 1  # unique by name
+
+
+def _pool(fid):
+    return next(p for p in rc.status()["pools"] if p["fid"] == fid)
 
 
 def test_redeploy_drops_functions_the_new_version_lacks(deployed, tmp_path):
@@ -214,7 +220,8 @@ def test_deployed_apps_survive_a_runtime_restart_and_their_deployers_silence(tmp
             import remotecell as rc
             from conftest import wait_for
             WAIT
-            print(rc.Function.from_name("kept", "square").remote(3), rc.Cls.from_name("kept", "Model")().predict.remote(2))
+            model = rc.Cls.from_name("kept", "Model")()
+            print(rc.Function.from_name("kept", "square").remote(3), model.predict.remote(2))
         """)
         env_py = dict(env, PYTHONPATH=str(Path(__file__).parent))
         expired = 'wait_for(lambda: rc.status()["sessions"] == 1, what="the deployer\'s session to expire")'

@@ -37,6 +37,7 @@ class Lease:
     peer: Any  # the caller's (listener, identity), where lease news goes
     sid: str
     token: str  # direct calls carry it: the container takes calls from this leaseholder only
+    fid: str  # the fid its holder calls: the pool's, or one its app's redeploy superseded
     revoking: bool = False  # asked back; the container answers ``released`` when it is free
 
 

@@ -623,7 +623,7 @@ class Daemon:
         for inp in fresh:
             self.input_pool[inp.id] = pool
             if pool.fn.fid != req.header.get("fid"):
-                inp.lease = None  # a lease is keyed by the fid the caller holds: a stale one would never be used
+                inp.called_as = str(req.header.get("fid"))  # a lease, if any, is granted under the fid it holds
         pool.submit(*fresh)
 
     def _live_pool(self, fid: Any) -> Pool:
@@ -788,7 +788,7 @@ class Daemon:
 
     def on_container_exit(self, container: Container, returncode: int | None) -> None:
         if container.lease is not None:  # its leaseholder hands back the call it may be waiting for
-            lost = {"t": "lease_lost", "fid": container.fid, "cid": container.id,
+            lost = {"t": "lease_lost", "fid": container.lease.fid, "cid": container.id,
                     "cause": container.death_cause(returncode)}
             self.send_peer(container.lease.peer, _wire.encode(lost))
         pool = self._pool_of(container)

@@ -109,6 +109,7 @@ class Input:
     attempt: int = 1  # user errors and timeouts count; container losses do not
     crashes: int = 0
     lease: str | None = None  # the caller's session, when it would take a lease of the container
+    called_as: str | None = None  # the superseded fid its caller holds (a redeployed app), when not ours
 
     def entry(self) -> _wire.Entry:
         """This input as one entry of a ``calls`` message."""
@@ -464,11 +465,11 @@ class Pool:
             return
         if container.active != {inp.id} or self.queue or self.batchers or self.retired:
             return
-        container.lease = Lease(inp.peer, inp.lease, secrets.token_hex(8))
+        container.lease = Lease(inp.peer, inp.lease, secrets.token_hex(8), inp.called_as or self.fn.fid)
         container.idle_since = time.monotonic()
         self.rt.send_container(container.id, _wire.encode({"t": "lease", "token": container.lease.token}))
         retries = int((self.fn.options.get("retries") or {}).get("max_retries", 0)) > 0
-        grant = {"t": "lease", "id": inp.id, "fid": self.fn.fid, "cid": container.id, "addr": container.direct,
+        grant = {"t": "lease", "id": inp.id, "fid": container.lease.fid, "cid": container.id, "addr": container.direct,
                  "token": container.lease.token, "timeout_s": self.fn.timeout_s, "retries": retries}
         self.rt.send_peer(inp.peer, _wire.encode(grant))  # before the result: the caller's next call uses it
 
@@ -502,7 +503,7 @@ class Pool:
     def on_released(self, container: Container, idle_s: float, last_id: str) -> None:
         """The container gave the lease up after its holder's call ``last_id``, and takes no more."""
         if container.lease is not None:  # the holder's next call goes through the runtime at once
-            ended = {"t": "lease_ended", "fid": self.fn.fid, "cid": container.id, "last": last_id}
+            ended = {"t": "lease_ended", "fid": container.lease.fid, "cid": container.id, "last": last_id}
             self.rt.send_peer(container.lease.peer, _wire.encode(ended))
         container.lease = None
         container.idle_since = time.monotonic() - max(idle_s, 0.0)  # idle since the leaseholder's last call
