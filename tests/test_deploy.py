@@ -228,6 +228,15 @@ def test_deployed_apps_survive_a_runtime_restart_and_their_deployers_silence(tmp
         done = run_script(caller.replace("WAIT", expired), env=env_py, tmp_path=tmp_path)
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["9", "20"]
+        gate = tmp_path / "gate"
+        spawned = run_script(textwrap.dedent(f"""
+            import remotecell as rc
+            from conftest import wait_for
+            call = rc.Function.from_name("kept", "gated").spawn({str(gate)!r})
+            wait_for(lambda: call.status()["state"] == "running", what="the spawned call to run")
+            print(call.object_id)
+        """), env=env_py, tmp_path=tmp_path)
+        assert spawned.returncode == 0, spawned.stderr
         rt.proc.send_signal(signal.SIGKILL)  # a crash: what is deployed was on disk already
         rt.proc.wait(10)
         rt.log.close()
@@ -237,6 +246,10 @@ def test_deployed_apps_survive_a_runtime_restart_and_their_deployers_silence(tmp
         assert done.returncode == 0, done.stderr + rt.log_text()
         assert done.stdout.split() == ["9", "20"]
         assert "kept\t" in cli("app", "list", env=env).stdout
+        gate.touch()  # the spawned call that ran when the runtime died runs again on the restored definition
+        resumed = run_script(f"import remotecell as rc\nprint(rc.FunctionCall.from_id({spawned.stdout.strip()!r})"
+                             ".get(timeout=60))", env=env, tmp_path=tmp_path)
+        assert resumed.stdout.split() == ["v1"], resumed.stderr
     finally:
         rt.stop()
 

@@ -22,7 +22,7 @@ def load_file(path: str) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file() or file.suffix != ".py":
         raise InvalidError(f"{path!r} is not a Python file: give the path of a .py file that declares an rc.App")
-    name = file.stem if file.stem.isidentifier() else "remotecell_user_app"
+    name = file.stem if file.stem.isidentifier() and file.stem not in sys.modules else "remotecell_user_app"
     spec = importlib.util.spec_from_file_location(name, file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
