@@ -242,6 +242,7 @@ def test_deployed_apps_survive_a_runtime_restart_and_their_deployers_silence(tmp
         rt.log.close()
         rt = Runtime(state)
         assert "restored deployed app kept" in rt.log_text()
+        assert (state / "deployed.db").stat().st_mode & 0o777 == 0o600  # options may hold secret values
         done = run_script(caller.replace("WAIT", ""), env=env_py, tmp_path=tmp_path)
         assert done.returncode == 0, done.stderr + rt.log_text()
         assert done.stdout.split() == ["9", "20"]

@@ -100,6 +100,8 @@ class DeployStore:
     """Deployed apps on disk (SQLite, WAL). Writes are rare (a deploy, a stop): each commits at once."""
 
     def __init__(self, path: Path) -> None:
+        path.touch(mode=0o600)  # definitions may hold secret values (rc.Secret.from_dict options)
+        path.chmod(0o600)
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")

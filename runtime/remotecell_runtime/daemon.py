@@ -497,18 +497,22 @@ class Daemon:
         fn = SavedFunction(str(req.header["name"]), req.header.get("options", {}), meta, body)
         return {"fid": self._register(app, fn)}
 
-    def _register(self, app: App, fn: SavedFunction) -> str:
-        """Make ``fn`` the app's current definition of its name (a new pool, unless it is the same one)."""
-        gpu = fn.options.get("gpu")
+    def _check_host(self, options: dict[str, Any]) -> dict[str, str]:
+        """Refuse what this host cannot give a definition (its GPUs, its image); its containers' variables."""
+        gpu = options.get("gpu")
         why = self.gpus.unsatisfiable(gpu) if gpu else None
         if why:
             raise RequestError("InvalidError", why)
-        env = self._environment(fn.options)
-        if fn.options.get("image"):
+        if options.get("image"):
             try:
-                packages_of(fn.options["image"])
+                packages_of(options["image"])
             except ImageError as exc:
                 raise RequestError("InvalidError", str(exc)) from None
+        return self._environment(options)
+
+    def _register(self, app: App, fn: SavedFunction) -> str:
+        """Make ``fn`` the app's current definition of its name (a new pool, unless it is the same one)."""
+        env = self._check_host(fn.options)
         digest = hashlib.sha256(b"".join(fn.body.frames) + repr(sorted(fn.options.items())).encode()).hexdigest()[:16]
         fid = f"fn-{app.app_id}-{fn.name}-{digest}"
         old = app.functions.get(fn.name)
