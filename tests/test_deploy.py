@@ -159,7 +159,7 @@ def test_redeploy_drops_functions_the_new_version_lacks(deployed, tmp_path):
         rc.Function.from_name(deployed, "square")
 
 
-def test_app_stop_removes_it_and_calls_then_fail_clearly(deployed):
+def test_app_stop_removes_it_and_calls_then_fail_clearly(deployed, tmp_path):
     square = rc.Function.from_name(deployed, "square")
     assert square.remote(2) == 4
     done = cli("app", "list")
@@ -167,12 +167,16 @@ def test_app_stop_removes_it_and_calls_then_fail_clearly(deployed):
     done = cli("app", "stop", deployed)
     assert done.returncode == 0, done.stderr
     assert deployed not in cli("app", "list").stdout
-    with pytest.raises(NotFoundError, match="its app stopped"):
+    with pytest.raises(NotFoundError, match=f"square is not deployed here any more: app {deployed!r} was stopped"):
         square.remote(2)
+    with pytest.raises(NotFoundError, match="not deployed here any more"):
+        square.spawn(2)
     with pytest.raises(NotFoundError, match=f"no deployed app named {deployed!r}"):
         rc.Function.from_name(deployed, "square")
     again = cli("app", "stop", deployed)
     assert again.returncode == 1 and "no deployed app named" in again.stderr
+    deploy(tmp_path, deployed, "v2")  # deployed anew: a handle from before the stop reaches it
+    assert square.remote(5) == 25
 
 
 def test_bad_names_give_clear_errors(deployed):

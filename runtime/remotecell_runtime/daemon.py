@@ -137,7 +137,9 @@ class Daemon:
         self.apps = AppRegistry()
         self.sessions: dict[str, Session] = {}
         self.pools: dict[str, Pool] = {}  # fid -> pool
-        self.superseded: dict[str, tuple[str, str]] = {}  # old fid of a deployed function -> (app_id, name)
+        # Every fid a deployed app has had -> (app name, function name): callers that hold an old one
+        # (a redeploy, a stop and a new deploy) reach the definition deployed under that name now.
+        self.deployed_fids: dict[str, tuple[str, str]] = {}
         self.input_pool: dict[str, Pool] = {}  # input id -> pool
         self.gpus = GpuAllocator(inventory())
         self.stopped = asyncio.Event()
@@ -482,7 +484,6 @@ class Daemon:
         self.apps.remove(app.app_id)
         if app.mode == "deployed":
             self.deployed.drop_app(app.name)
-            self.superseded = {fid: owner for fid, owner in self.superseded.items() if owner[0] != app.app_id}
         for fid in app.functions.values():
             pool = self.pools.get(fid)
             if pool is not None:
@@ -521,14 +522,13 @@ class Daemon:
         deployed = app.mode == "deployed"
         if old is not None:  # a new definition replaces the old one; its queued inputs still finish
             self._retire(old)
-            if deployed:  # callers that still hold the old fid reach the new definition
-                self.superseded[old] = (app.app_id, fn.name)
         # A deployed function's key outlives its deploying client: spawned calls come back after a restart.
         owner = "deployed" if deployed else app.sid
         pool = self.pools[fid] = Pool(FunctionDef(fid, app.app_id, fn.name, fn.options, fn.body,
                                                   f"{owner}:{app.name}:{fn.name}:{digest}", env, fn.meta), self)
         app.functions[fn.name] = fid
         if deployed:
+            self.deployed_fids[fid] = (app.name, fn.name)
             self.deployed.save_function(app.name, fn)
         pool.scale()
         self.jobs.adopt(pool)
@@ -558,15 +558,24 @@ class Daemon:
         return {"fid": fid, "options": fn.options, "meta": fn.meta}
 
     def _current_pool(self, fid: Any) -> Pool | None:
-        """The live pool of ``fid``; for a replaced definition of a deployed app, that of its current one."""
+        """The live pool of ``fid``; for a deployed function, that of the definition deployed under its name now."""
         pool = self.pools.get(str(fid))
         if pool is not None and not pool.retired:
             return pool
-        owner = self.superseded.get(str(fid))
-        app = self.apps.get(owner[0]) if owner is not None else None
-        current = app.functions.get(owner[1]) if app is not None and owner is not None else None
-        pool = self.pools.get(current) if current is not None else None
+        owner = self.deployed_fids.get(str(fid))
+        app = self.apps.deployed(owner[0]) if owner is not None else None
+        if app is None or owner is None:
+            return None
+        pool = self.pools.get(app.functions.get(owner[1], ""))
         return pool if pool is not None and not pool.retired else None
+
+    def _gone(self, fid: Any) -> str:
+        """Why no pool takes calls of ``fid``, and what to do."""
+        owner = self.deployed_fids.get(str(fid))
+        if owner is not None:
+            return (f"{owner[1]} is not deployed here any more: app {owner[0]!r} was stopped, or its new version "
+                    "has no such function. Deploy it again (remotecell deploy FILE.py)")
+        return f"function {fid!r} is not registered here (its app stopped, or the runtime restarted)"
 
     def _image_built(self) -> None:
         for pool in list(self.pools.values()):
@@ -617,8 +626,7 @@ class Daemon:
                     known.inputs[inp.id].peer = req.peer
         if pool is None:
             _wire.discard(req.payloads)
-            msg = (f"function {req.header.get('fid')!r} is not registered here "
-                   "(its app stopped, or the runtime restarted)")
+            msg = self._gone(req.header.get("fid"))
             self._held = {}
             for inp in fresh:
                 self.send_result(req.peer, error_result(inp.id, "NotFoundError", msg))
@@ -633,8 +641,7 @@ class Daemon:
     def _live_pool(self, fid: Any) -> Pool:
         pool = self._current_pool(fid)
         if pool is None:
-            raise RequestError("NotFoundError", f"function {fid!r} is not registered here "
-                                                "(its app stopped, or the runtime restarted)")
+            raise RequestError("NotFoundError", self._gone(fid))
         return pool
 
     def on_spawn(self, req: Request) -> None:
