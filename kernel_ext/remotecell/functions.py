@@ -18,6 +18,7 @@ import cloudpickle
 
 from . import _bridge, _client, _map, _progress, _wire, calls, exceptions
 from ._bridge import Twin, twin
+from ._spec import ClsSpec
 from .batching import BatchStats
 from .exceptions import InvalidError, SerializationError
 
@@ -112,7 +113,7 @@ class Registration:
 
     def meta(self) -> dict[str, Any]:
         """What a caller without the code needs (``Function.from_name``): the generators, a class's methods."""
-        methods: list[str] = list(getattr(self.target, "methods", []))
+        methods = list(self.target.methods) if isinstance(self.target, ClsSpec) else []
         names = methods or [""]  # "" is a plain function
         meta: dict[str, Any] = {"generators": [m for m in names if self.is_generator(m or None)]}
         return meta | ({"methods": methods} if methods else {})

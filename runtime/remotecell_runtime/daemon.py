@@ -549,13 +549,12 @@ class Daemon:
         """A deployed function or class by app and function name: its fid and what a caller needs to know."""
         app = self._deployed_app(req.header["app"])
         name = str(req.header["name"])
-        fid = app.functions.get(name)
-        if fid is None or fid not in self.pools:
+        pool = self.pools.get(app.functions.get(name, ""))
+        if pool is None:
             has = ", ".join(sorted(app.functions)) or "nothing"
             raise RequestError("NotFoundError", f"deployed app {app.name!r} has no function or class {name!r} "
                                                 f"(it has: {has})")
-        fn = self.pools[fid].fn
-        return {"fid": fid, "options": fn.options, "meta": fn.meta}
+        return {"fid": pool.fn.fid, "options": pool.fn.options, "meta": pool.fn.meta}
 
     def _current_pool(self, fid: Any) -> Pool | None:
         """The live pool of ``fid``; for a deployed function, that of the definition deployed under its name now."""
