@@ -320,3 +320,33 @@ def test_a_file_needs_one_app_and_names_its_entrypoint_when_it_has_several(tmp_p
     assert _entry.find_entrypoint(app, str(two), "b").__name__ == "b"
     with pytest.raises(InvalidError, match="is not a Python file"):
         _entry.load_file(str(tmp_path / "missing.py"))
+
+
+def test_a_lease_held_by_a_client_that_went_silent_is_taken_back(tmp_path):
+    state = tmp_path / "silent"
+    env = {"REMOTECELL_HOME": str(state)}
+    rt = Runtime(state, env={"REMOTECELL_HEARTBEAT_TIMEOUT_S": "2"})
+    try:
+        deploy(tmp_path, "leasy", env=env)
+        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+            import os, signal, remotecell as rc
+            square = rc.Function.from_name("leasy", "square")
+            square.remote(1), square.remote(2)  # the second call went straight to the leased container
+            print("leased", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # gone without a word, still holding the lease
+        """)], stdout=subprocess.PIPE, text=True, env=dict(os.environ, **env))
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "leased"
+        holder.wait(30)
+        leased = textwrap.dedent("""
+            import remotecell as rc, sys
+            from conftest import wait_for
+            pool = lambda: next(p for p in rc.status()["pools"] if p["function"] == "square")
+            assert pool()["leased"] == 1, pool()
+            wait_for(lambda: pool()["leased"] == 0, what="the silent client's lease to be taken back")
+            print(pool()["containers"])
+        """)
+        done = run_script(leased, env=dict(env, PYTHONPATH=str(Path(__file__).parent)), tmp_path=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "{'idle': 1}"  # the container stayed, free for anyone
+    finally:
+        rt.stop()
