@@ -21,12 +21,12 @@ _EXPORTS = {
     "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "batched": "options",
     "concurrent": "options", "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
     "status": "status", "FunctionCall": "calls", "FunctionCallGroup": "calls", "Secret": "infra",
-    "Image": "infra", "Dict": "stores", "Queue": "stores",
+    "Image": "infra", "Volume": "infra", "Dict": "stores", "Queue": "stores",
 }
 
 __all__ = [
     "App", "Cls", "Dict", "Function", "FunctionCall", "FunctionCallGroup", "Image", "Queue", "Retries", "Secret",
-    "__version__", "batched", "concurrent", "enter", "exceptions", "exit", "method", "status",
+    "Volume", "__version__", "batched", "concurrent", "enter", "exceptions", "exit", "method", "status",
 ]
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .calls import FunctionCall, FunctionCallGroup
     from .cls import Cls, enter, exit, method
     from .functions import Function
-    from .infra import Image, Secret
+    from .infra import Image, Secret, Volume
     from .options import Retries, batched, concurrent
     from .status import status
     from .stores import Dict, Queue

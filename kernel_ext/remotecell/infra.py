@@ -1,17 +1,21 @@
-"""Infrastructure declared in code: images (Python packages) and secrets (environment variables)."""
+"""Infrastructure declared in code: images (Python packages), secrets (environment variables), volumes."""
 
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _client, _wire
+from ._bridge import Twin, twin
 from .exceptions import InvalidError
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+VOLUME_NAME = SECRET_NAME
 
 
 @dataclass(frozen=True)
@@ -118,3 +122,83 @@ def check_secrets(value: Any) -> list[dict[str, Any]]:
         raise InvalidError(f"secrets={value!r} must be a list of rc.Secret "
                            "(rc.Secret.from_dict({...}), rc.Secret.from_name('name'))")
     return [s.to_wire() for s in value]
+
+
+class Volume:
+    """A persistent directory on the runtime host, at a path of the function's choosing in its containers.
+
+    >>> vol = rc.Volume.from_name("models", create_if_missing=True)
+    >>> @app.function(volumes={"/srv/models": vol})
+    ... def save(name, data):
+    ...     open(f"/srv/models/{name}", "wb").write(data)
+    >>> vol.listdir("/")                 # or: await vol.listdir.aio("/")
+    [{'path': 'a.bin', 'type': 'file', 'size': 3}]
+    >>> vol.read_file("a.bin")
+    b'abc'
+
+    Every container of the host sees the same files at once (``commit`` and
+    ``reload`` are there for Modal code, and do nothing). The path is made a link
+    to the volume's folder on the host, so it must not exist there already, and
+    one path can hold one volume per host.
+    """
+
+    def __init__(self, name: str, create_if_missing: bool = False) -> None:
+        if not isinstance(name, str) or not VOLUME_NAME.match(name):
+            raise InvalidError(f"Volume.from_name({name!r}): a volume name is 1 to 64 letters, digits, "
+                               "'_', '-' or '.', starting with a letter or digit")
+        self.name = name
+        self.create_if_missing = create_if_missing
+
+    @staticmethod
+    def from_name(name: str, create_if_missing: bool = False) -> Volume:
+        """The volume ``name``; it must exist on the runtime unless ``create_if_missing`` (checked on first use)."""
+        return Volume(name, create_if_missing)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "create": self.create_if_missing}
+
+    @property
+    def listdir(self) -> Twin:
+        return twin(self._listdir)
+
+    @property
+    def read_file(self) -> Twin:
+        return twin(self._read_file)
+
+    async def _request(self, header: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        header.update(self.to_wire())
+        header.update(id=_client.connection().new_id(), sid=_client.connection().sid)
+        return await _client.connection().async_channel().roundtrip(header)
+
+    async def _listdir(self, path: str = "/") -> list[dict[str, Any]]:
+        """The entries under ``path`` (relative to the volume's root): path, type (file or dir), size."""
+        reply, _ = await self._request({"t": "volume_ls", "path": path})
+        return list(reply["entries"])
+
+    async def _read_file(self, path: str) -> bytes:
+        """The bytes of the file at ``path`` in the volume."""
+        _, payloads = await self._request({"t": "volume_read", "path": path})
+        return b"".join(bytes(_wire.buffer_of(f)) for f in payloads[0].frames) if payloads else b""
+
+    def commit(self) -> None:
+        """Nothing to do: writes are on the host's disk, seen by every container at once."""
+
+    def reload(self) -> None:
+        """Nothing to do: see ``commit``."""
+
+    def __repr__(self) -> str:
+        return f"Volume.from_name({self.name!r})"
+
+
+def check_volumes(value: Any) -> dict[str, dict[str, Any]]:
+    """``volumes={"/path": rc.Volume}`` of ``@app.function``: absolute, distinct paths other than ``/``."""
+    if not isinstance(value, Mapping) or not all(isinstance(v, Volume) for v in value.values()):
+        raise InvalidError(f"volumes={value!r} must be a dict of absolute paths to rc.Volume, "
+                           "e.g. {'/srv/models': rc.Volume.from_name('models')}")
+    out = {}
+    for path, volume in value.items():
+        normal = posixpath.normpath(path) if isinstance(path, str) else ""
+        if not normal.startswith("/") or normal == "/":
+            raise InvalidError(f"volumes: {path!r} is not an absolute path below / (e.g. '/srv/models')")
+        out[normal] = volume.to_wire()
+    return out

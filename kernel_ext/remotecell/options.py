@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import InvalidError
-from .infra import check_image, check_secrets
+from .infra import check_image, check_secrets, check_volumes
 
 # Options the runtime acts on today; the others are stored and reported, and a
 # warning says they are not in effect yet, rather than ignoring them silently.
 IN_EFFECT = {
     "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "buffer_containers",
-    "scaledown_window", "env", "name", "secrets", "image",
+    "scaledown_window", "env", "name", "secrets", "image", "volumes",
 }
 KNOWN = IN_EFFECT | {
-    "cpu", "volumes", "schedule",
+    "cpu", "schedule",
     "serialized",
 }
 
@@ -194,6 +194,8 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
         out["env"] = env
     if options.get("secrets"):
         out["secrets"] = check_secrets(options["secrets"])
+    if options.get("volumes"):
+        out["volumes"] = check_volumes(options["volumes"])
     image = check_image(options["image"]) if "image" in options else None
     if image:
         out["image"] = image

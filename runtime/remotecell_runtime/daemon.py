@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -36,9 +37,11 @@ from .images import ImageError, Images, packages_of
 from .jobs import JOB_PEER, RETENTION_S, Jobs
 from .kv import Stores
 from .pools import CANCEL_GRACE_S, FunctionDef, Input, Peer, Pool, Result, ResultMessage, error_result
+from .volumes import VolumeError, Volumes
 
 log = logging.getLogger("remotecell.runtime")
 
+VOLUMES_ENV = "REMOTECELL_VOLUMES"  # a container's volume links: {absolute path: host folder}, as JSON
 HEARTBEAT_TIMEOUT_S = float(os.environ.get("REMOTECELL_HEARTBEAT_TIMEOUT_S", "30"))
 TICK_S = 0.5
 JOBS_TICK_S = 5.0
@@ -160,6 +163,8 @@ class Daemon:
             "call_cancel": self.on_call_cancel,
             "call_logs": self.on_call_logs,
             "lease_return": self.on_lease_return,
+            "volume_ls": self.on_volume_ls,
+            "volume_read": self.on_volume_read,
             "status": self.on_status,
             "shutdown": self.on_shutdown,
         }
@@ -187,6 +192,7 @@ class Daemon:
         auth.ensure_private_dir(self.sock_dir)
         self.jobs = Jobs(self, self.state_dir, self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S)
         self.images = Images(self.state_dir, self._image_built)
+        self.volumes = Volumes(self.state_dir)
         self.stores = Stores(self.state_dir, orphan_grace_s=HEARTBEAT_TIMEOUT_S)
         self.handlers.update(self.stores.handlers)  # Dict and Queue messages: see kv.py
         keys = auth.server_keys(self.state_dir)
@@ -582,15 +588,39 @@ class Daemon:
                 pool.dispatch()
 
     def _environment(self, options: dict[str, Any]) -> dict[str, str]:
-        """A function's containers' variables: its ``env``, then its secrets (named ones read here)."""
+        """A function's containers' variables: its ``env``, then its secrets (named ones read here),
+        and where its volumes are (``REMOTECELL_VOLUMES``: the container links them before loading)."""
         env = {str(k): str(v) for k, v in (options.get("env") or {}).items()}
         try:
             env.update(vault.environment(self.state_dir, options.get("secrets")))
-        except vault.SecretNotFound as exc:
-            raise RequestError("NotFoundError", str(exc)) from None
+            if options.get("volumes"):
+                env[VOLUMES_ENV] = json.dumps(self.volumes.mounts(options["volumes"]))
+        except (vault.SecretNotFound, VolumeError) as exc:
+            missing = isinstance(exc, vault.SecretNotFound) or getattr(exc, "missing", False)
+            raise RequestError("NotFoundError" if missing else "InvalidError", str(exc)) from None
         except vault.SecretError as exc:
             raise RequestError("InvalidError", str(exc)) from None
         return env
+
+    def on_volume_ls(self, req: Request) -> dict[str, Any]:
+        h = req.header
+        return {"entries": self._volume(lambda: self.volumes.listdir(h.get("name"), bool(h.get("create")),
+                                                                     h.get("path")))}
+
+    def on_volume_read(self, req: Request) -> None:
+        h = req.header
+        data = self._volume(lambda: self.volumes.read(h.get("name"), bool(h.get("create")), h.get("path")))
+        self.send_peer(req.peer, _wire.encode({"t": "reply", "id": h.get("id"), "size": len(data)},
+                                              [Payload([data])]))
+
+    @staticmethod
+    def _volume(work: Callable[[], Any]) -> Any:
+        try:
+            return work()
+        except VolumeError as exc:
+            raise RequestError("NotFoundError" if exc.missing else "InvalidError", str(exc)) from None
+        except OSError as exc:
+            raise RequestError("InvalidError", f"volume: {exc}") from None
 
     def on_call(self, req: Request) -> None:
         input_id = str(req.header["id"])

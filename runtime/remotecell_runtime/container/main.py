@@ -374,6 +374,7 @@ class Container:
         self.send(ready)
 
     def _load(self, target: Any, options: dict[str, Any]) -> None:
+        _link_volumes(os.environ.get("REMOTECELL_VOLUMES"))
         self.max_inputs = int(options.get("max_inputs", 1))
         if isinstance(target, ClsSpec):
             instance = target.cls(**target.params)
@@ -696,6 +697,27 @@ async def _outcome_of(awaitable: Any) -> Any:
         return Cancelled()
     except BaseException as exc:
         return exc
+
+
+def _link_volumes(mounts_json: str | None) -> None:
+    """Each volume's path becomes a link to its folder on the host (the runtime resolved them: volumes.py)."""
+    if not mounts_json:
+        return
+    import json
+
+    for path, folder in json.loads(mounts_json).items():
+        if os.path.islink(path) and os.readlink(path) == folder:
+            continue  # linked by an earlier container of this volume
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.symlink(folder, path, target_is_directory=True)
+        except FileExistsError:
+            if not (os.path.islink(path) and os.readlink(path) == folder):
+                raise OSError(f"cannot mount a volume at {path}: that path exists on the runtime host and is not "
+                              "this volume; choose a path that does not exist there") from None
+        except OSError as exc:
+            raise OSError(f"cannot mount a volume at {path}: {exc.strerror}; choose a path the runtime's user "
+                          "can create") from None
 
 
 def _on_loop(fn: Callable[..., Any]) -> bool:
