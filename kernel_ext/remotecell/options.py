@@ -19,10 +19,10 @@ from .infra import check_image, check_secrets, check_volumes
 # warning says they are not in effect yet, rather than ignoring them silently.
 IN_EFFECT = {
     "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "buffer_containers",
-    "scaledown_window", "env", "name", "secrets", "image", "volumes",
+    "scaledown_window", "env", "name", "secrets", "image", "volumes", "cpu",
 }
 KNOWN = IN_EFFECT | {
-    "cpu", "schedule",
+    "schedule",
     "serialized",
 }
 

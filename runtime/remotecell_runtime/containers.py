@@ -47,6 +47,7 @@ class Container:
     fid: str
     max_inputs: int
     gpus: list[int]
+    cpus: float = 0.0  # reserved from the host's CPU budget while it lives
     proc: asyncio.subprocess.Process | None = None
     state: State = State.STARTING
     active: set[str] = field(default_factory=set)  # input ids running here

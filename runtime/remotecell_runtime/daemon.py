@@ -32,6 +32,7 @@ from remotecell._wire import Frame, Payload, WireError
 from . import auth, vault
 from .apps import App, AppRegistry, DeployStore, SavedFunction
 from .containers import Container, ContainerManager, State
+from .cpus import CpuBudget, host_cpus
 from .gpus import GpuAllocator, inventory
 from .images import ImageError, Images, packages_of
 from .jobs import JOB_PEER, RETENTION_S, Jobs
@@ -145,6 +146,7 @@ class Daemon:
         self.deployed_fids: dict[str, tuple[str, str]] = {}
         self.input_pool: dict[str, Pool] = {}  # input id -> pool
         self.gpus = GpuAllocator(inventory())
+        self.cpus = CpuBudget(host_cpus())
         self.stopped = asyncio.Event()
         self.authenticator: Any = None
         self.handlers: dict[str, Handler] = {
@@ -410,15 +412,15 @@ class Daemon:
     def send_container(self, cid: str, frames: list[Frame]) -> None:
         self.container_listener.send(cid.encode(), frames)
 
-    def reclaim_gpus(self, requester: Pool) -> None:
-        """A pool waits for a GPU: stop an idle container of another pool that holds one."""
-        if any(c.state is State.STOPPING and c.gpus for c in self.containers.all()):
-            return  # a GPU is on its way back already
+    def reclaim(self, requester: Pool, holds: Callable[[Container], bool]) -> None:
+        """A pool waits for GPUs or CPUs (``holds``): stop an idle container of another pool that holds some."""
+        if any(c.state is State.STOPPING and holds(c) for c in self.containers.all()):
+            return  # some are on their way back already
         for pool in self.pools.values():
-            holder = pool.idle_gpu_holder() if pool is not requester else None
+            holder = pool.idle_holder(holds) if pool is not requester else None
             if holder is not None:
-                log.info("stopping idle container %s of %s: %s waits for its GPU", holder.id, pool.fn.name,
-                         requester.fn.name)
+                log.info("stopping idle container %s of %s: %s waits for what it holds (%s)", holder.id,
+                         pool.fn.name, requester.fn.name, requester.waiting_reason)
                 pool.retire(holder)
                 return
 
@@ -507,7 +509,7 @@ class Daemon:
     def _check_host(self, options: dict[str, Any]) -> dict[str, str]:
         """Refuse what this host cannot give a definition (its GPUs, its image); its containers' variables."""
         gpu = options.get("gpu")
-        why = self.gpus.unsatisfiable(gpu) if gpu else None
+        why = (self.gpus.unsatisfiable(gpu) if gpu else None) or self.cpus.unsatisfiable(float(options.get("cpu") or 0))
         if why:
             raise RequestError("InvalidError", why)
         if options.get("image"):
@@ -740,6 +742,7 @@ class Daemon:
             "versions": versions(),
             "gpus": [g.__dict__ for g in self.gpus.gpus],
             "gpus_free": sorted(self.gpus.free),
+            "cpus": {"total": self.cpus.total, "reserved": self.cpus.reserved},
             "apps": [a.describe() for a in self.apps.apps.values()],
             "pools": [p.stats() for p in self.pools.values() if not (p.retired and p.empty)],
             "containers": self.containers.stats(),

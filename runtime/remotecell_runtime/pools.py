@@ -35,6 +35,7 @@ from remotecell._wire import Frame, Payload
 
 from .batching import Batch, Batcher
 from .containers import Container, ContainerManager, Lease, State
+from .cpus import CpuBudget, thread_env
 from .gpus import GpuAllocator
 from .images import Build, Images
 
@@ -53,10 +54,11 @@ Peer = tuple[Any, bytes]  # (socket, identity): where a caller's replies go
 class Runtime(Protocol):
     containers: ContainerManager
     gpus: GpuAllocator
+    cpus: CpuBudget
     images: Images
 
     def send_container(self, cid: str, frames: list[Frame]) -> None: ...
-    def reclaim_gpus(self, requester: Pool) -> None: ...
+    def reclaim(self, requester: Pool, holds: Callable[[Container], bool]) -> None: ...
     def send_peer(self, peer: Peer, frames: list[Frame]) -> None: ...
     def send_result(self, peer: Peer, result: Result) -> None: ...
     def input_done(self, input_id: str) -> None: ...
@@ -568,6 +570,7 @@ class Pool:
         log.info("container %s of %s exited (%s)", container.id, self.fn.name, returncode)
         self.containers.pop(container.id, None)
         self.rt.gpus.release(container.gpus)
+        self.rt.cpus.release(container.cpus)
         cause = container.death_cause(returncode)
         for batch in {b for b in self.batch_of.values() if b.container is container}:
             self._abandon_batch(batch, lambda input_id: error_result(input_id, "ContainerCrashed", cause),
@@ -616,35 +619,48 @@ class Pool:
                 break
 
     def _start_container(self) -> bool:
-        env = self._image_env()
+        env = self._container_env()
         if env is None:
+            return False
+        cpu = float(self.fn.options.get("cpu") or 0)
+        if cpu and not self.rt.cpus.acquire(cpu):
+            self.waiting_reason = f"waiting for CPUs (cpu={cpu:g}; {self.rt.cpus.describe()})"
+            self.rt.reclaim(self, lambda c: c.cpus > 0)
             return False
         gpu = self.fn.options.get("gpu")
         gpus: list[int] = []
         if gpu:
             got = self.rt.gpus.acquire(gpu)
             if got is None:
+                self.rt.cpus.release(cpu)
                 self.waiting_reason = f"waiting for a GPU ({gpu})"
-                self.rt.reclaim_gpus(self)
+                self.rt.reclaim(self, lambda c: bool(c.gpus))
                 return False
             gpus = got
         self.waiting_reason = "waiting for a container to start"
         container = self.rt.containers.start(self.fn.fid, self.fn.max_inputs, gpus, env)
+        container.cpus = cpu
         log.info("starting container %s for %s%s", container.id, self.fn.name, f" on GPUs {gpus}" if gpus else "")
         self.containers[container.id] = container
         return True
 
-    def _image_env(self) -> dict[str, str] | None:
-        """The containers' environment, with the image's packages first on the path; None until it is built."""
+    def _container_env(self) -> dict[str, str] | None:
+        """Its variables, thread pools sized to ``cpu=``, the image's packages first on the path; None until
+        the image is built."""
+        env = dict(self.fn.env)
+        cpu = self.fn.options.get("cpu")
+        if cpu:
+            env = {**thread_env(float(cpu)), **env}  # the user's own settings win
         image = self.fn.options.get("image")
         if not image:
-            return self.fn.env
+            return env
         site = self.rt.images.site(image)
         if isinstance(site, Build):
             self._wait_for_image(site)
             return None
-        path = os.pathsep.join(p for p in (site, self.fn.env.get("PYTHONPATH") or os.environ.get("PYTHONPATH")) if p)
-        return dict(self.fn.env, PYTHONPATH=path)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH") or os.environ.get("PYTHONPATH"))
+                                            if p)
+        return env
 
     def _wait_for_image(self, build: Build) -> None:
         if build.error is None:
@@ -678,11 +694,11 @@ class Pool:
         self.rt.send_container(c.id, _wire.encode({"t": "stop"}))
         self.rt.containers.stop(c, None, EXIT_GRACE_S, signal_now=False)
 
-    def idle_gpu_holder(self) -> Container | None:
-        """An idle container holding GPUs that this pool can give up (beyond min_containers)."""
+    def idle_holder(self, holds: Callable[[Container], bool]) -> Container | None:
+        """An idle container holding what ``holds`` looks for (GPUs, CPUs) that this pool can give up."""
         if len(self.live()) <= (0 if self.retired else self.min_containers):
             return None
-        return next((c for c in self.live() if c.state is State.IDLE and c.gpus), None)
+        return next((c for c in self.live() if c.state is State.IDLE and holds(c)), None)
 
     def check_memory(self) -> None:
         """Stop containers over ``memory=``; their inputs count as lost containers."""
@@ -705,7 +721,7 @@ class Pool:
 
     def queue_reason(self) -> str:
         """Why queued inputs wait: for a GPU, for containers to start, or for a busy one to be free."""
-        if self.waiting_reason.startswith(("waiting for a GPU", "building its image")):
+        if self.waiting_reason.startswith(("waiting for a GPU", "waiting for CPUs", "building its image")):
             return self.waiting_reason
         starting = sum(1 for c in self.containers.values() if c.state is State.STARTING)
         if starting:
