@@ -21,12 +21,14 @@ _EXPORTS = {
     "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "batched": "options",
     "concurrent": "options", "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
     "status": "status", "FunctionCall": "calls", "FunctionCallGroup": "calls", "Secret": "infra",
-    "Image": "infra", "Volume": "infra", "Dict": "stores", "Queue": "stores",
+    "Image": "infra", "Volume": "infra", "Dict": "stores", "Queue": "stores", "Cron": "options", "Period": "options",
+    "Schedule": "schedules",
 }
 
 __all__ = [
-    "App", "Cls", "Dict", "Function", "FunctionCall", "FunctionCallGroup", "Image", "Queue", "Retries", "Secret",
-    "Volume", "__version__", "batched", "concurrent", "enter", "exceptions", "exit", "method", "status",
+    "App", "Cls", "Cron", "Dict", "Function", "FunctionCall", "FunctionCallGroup", "Image", "Period", "Queue",
+    "Retries", "Schedule", "Secret", "Volume", "__version__", "batched", "concurrent", "enter", "exceptions", "exit",
+    "method", "status",
 ]
 
 if TYPE_CHECKING:
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
     from .cls import Cls, enter, exit, method
     from .functions import Function
     from .infra import Image, Secret, Volume
-    from .options import Retries, batched, concurrent
+    from .options import Cron, Period, Retries, batched, concurrent
+    from .schedules import Schedule
     from .status import status
     from .stores import Dict, Queue
 

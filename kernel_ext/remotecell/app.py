@@ -6,13 +6,14 @@ import asyncio
 import atexit
 import contextlib
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _client
 from ._bridge import Twin
 from .exceptions import InvalidError
-from .options import batching_of, check_function_options, concurrency_of
+from .options import batching_of, check_function_options, check_schedulable, concurrency_of
 
 
 class App:
@@ -52,6 +53,8 @@ class App:
             if not callable(fn) or isinstance(fn, type):
                 raise InvalidError(f"@app.function needs a function, got {fn!r}; use @app.cls for classes")
             name = options.get("name") or fn.__qualname__
+            if "schedule" in checked:
+                check_schedulable(fn, name)
             batch = batching_of(fn)
             full = checked | concurrency_of(fn) | ({"batched": {"": batch}} if batch else {})
             f = Function(Registration(self, fn, full, name), fn)
@@ -65,6 +68,8 @@ class App:
         from .cls import Cls
 
         checked = check_function_options(options)
+        if "schedule" in checked:
+            raise InvalidError("@app.cls takes no schedule: put schedule= on an @app.function that calls the class")
 
         def wrap(user_cls: type) -> Cls:
             if not isinstance(user_cls, type):
@@ -113,11 +118,19 @@ class App:
         header: dict[str, Any] = {"t": "app_create", "name": self.name, "mode": self._mode}
         if self._mode == "deployed":  # a redeploy drops the functions this version no longer has
             header["functions"] = sorted(self.functions)
+        if self._mode == "ephemeral":
+            self._warn_schedules()
         reply = conn.request(header)
         self._app_id, self._conn, self._runtime_id = reply["app_id"], conn, runtime_id
         conn.on_restart.add(self)
         for f in self.functions.values():
             f.forget_registrations()
+
+    def _warn_schedules(self) -> None:
+        scheduled = sorted(n for n, f in self.functions.items() if "schedule" in f.options)
+        if scheduled:
+            warnings.warn(f"app {self.name!r} runs as an ephemeral app: the schedules of {', '.join(scheduled)} "
+                          "fire only for deployed apps (app.deploy() or `remotecell deploy FILE.py`)", stacklevel=4)
 
     def restart_after_runtime_restart(self, conn: _client.Connection) -> None:
         """The runtime restarted: start the app there again and register what was registered.

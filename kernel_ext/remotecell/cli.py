@@ -4,6 +4,7 @@
     remotecell status                                    what the runtime is doing
     remotecell deploy FILE.py [--name NAME]              deploy the file's app (it stays until stopped)
     remotecell app list | app stop NAME                  the deployed apps; stop one
+    remotecell schedule list [APP] | pause|resume|run APP FUNCTION   schedules of deployed functions
     remotecell run FILE.py[::ENTRYPOINT] [--ARG VALUE]...  run the app's @app.local_entrypoint()
     remotecell stop                                      stop the local runtime
     remotecell token new|list|revoke [NAME]              client keys for tcp:// listeners
@@ -23,6 +24,7 @@ import time
 
 from . import _client, _entry, _local, exceptions
 from .app import App
+from .schedules import Schedule, list_schedules
 from .status import status
 
 RUNTIME_COMMANDS = ("serve", "token", "secret")
@@ -85,6 +87,26 @@ def cmd_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        found = list_schedules(args.app)
+        if args.json:
+            print(json.dumps([s.state for s in found], indent=2))
+        for schedule in [] if args.json else found:
+            print(schedule.text())
+        if not found and not args.json:
+            print("no schedules" + (f" in deployed app {args.app!r}" if args.app else ""))
+        return 0
+    schedule = Schedule(args.app, args.function, {})
+    if args.action == "run":
+        call = schedule.run_now()
+        print(f"started {call.object_id}; its result: rc.FunctionCall.from_id({call.object_id!r}).get()")
+        return 0
+    (schedule.pause if args.action == "pause" else schedule.resume)()
+    print(schedule.text())
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     path, _, wanted = args.target.partition("::")
     app = _entry.find_app(_entry.load_file(path), path)
@@ -97,7 +119,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"status": cmd_status, "stop": cmd_stop, "deploy": cmd_deploy, "app": cmd_app, "run": cmd_run}
+COMMANDS = {"status": cmd_status, "stop": cmd_stop, "deploy": cmd_deploy, "app": cmd_app, "run": cmd_run,
+            "schedule": cmd_schedule}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     app_list = app_sub.add_parser("list", help="the deployed apps")
     app_list.add_argument("--json", action="store_true")
     app_sub.add_parser("stop", help="stop a deployed app").add_argument("name")
+    schedule = sub.add_parser("schedule", help="schedules of deployed functions: list, pause, resume, run")
+    schedule_sub = schedule.add_subparsers(dest="action", required=True)
+    schedule_list = schedule_sub.add_parser("list", help="the schedules (of one deployed app, or all)")
+    schedule_list.add_argument("app", nargs="?")
+    schedule_list.add_argument("--json", action="store_true")
+    for action, help_text in (("pause", "stop firing until resumed"), ("resume", "fire again, from now"),
+                              ("run", "run it now, whatever its slots")):
+        one = schedule_sub.add_parser(action, help=help_text)
+        one.add_argument("app")
+        one.add_argument("function")
     run = sub.add_parser("run", help="run a file's app (ephemeral) and call its @app.local_entrypoint()")
     run.add_argument("target", help="FILE.py or FILE.py::ENTRYPOINT")
     run.add_argument("args", nargs=argparse.REMAINDER, help="the entrypoint's arguments: --NAME VALUE ...")

@@ -24,6 +24,7 @@ from .exceptions import InvalidError, SerializationError
 
 if TYPE_CHECKING:
     from .app import App
+    from .schedules import Schedule
 
 SPAWN_PER_MESSAGE = 500  # spawn_map sends its inputs in messages of this many
 SPAWN_MESSAGES_IN_FLIGHT = 4
@@ -160,6 +161,7 @@ class Function:
             weakref.WeakKeyDictionary())
         self.stats = twin(self._stats)
         self.batch_stats = twin(self._batch_stats)
+        self.schedule = twin(self._schedule)
 
     @staticmethod
     def from_name(app_name: str, name: str) -> Function:
@@ -257,6 +259,21 @@ class Function:
         if pool is None:
             raise InvalidError(f"app {self.app.name!r} is not running here: no batches to follow")
         return self._batch_stats_of(pool)
+
+    async def _schedule(self) -> Schedule:
+        """The schedule of this function in its deployed app: next run, last run, pause, resume, run now.
+
+        >>> s = nightly.schedule()        # or rc.Function.from_name("etl", "nightly").schedule()
+        >>> s.next_at, s.last["state"]
+        >>> s.pause(); s.resume(); call = s.run_now()
+
+        NotFoundError when the function has no schedule or its app is not deployed.
+        """
+        from .schedules import fetch
+
+        if self.method:
+            raise InvalidError(f"{self.name} is a method: only functions have schedules")
+        return await fetch(self.app.name, self.registration.name)
 
     # -- .remote ------------------------------------------------------------------------------
 

@@ -6,11 +6,15 @@ the normalized options (units in names: ``timeout_s``, ``memory_mib``).
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import re
 import warnings
+import zoneinfo
 from dataclasses import dataclass
 from typing import Any
+
+from croniter import croniter
 
 from .exceptions import InvalidError
 from .infra import check_image, check_secrets, check_volumes
@@ -19,10 +23,9 @@ from .infra import check_image, check_secrets, check_volumes
 # warning says they are not in effect yet, rather than ignoring them silently.
 IN_EFFECT = {
     "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "buffer_containers",
-    "scaledown_window", "env", "name", "secrets", "image", "volumes", "cpu",
+    "scaledown_window", "env", "name", "secrets", "image", "volumes", "cpu", "schedule",
 }
 KNOWN = IN_EFFECT | {
-    "schedule",
     "serialized",
 }
 
@@ -75,6 +78,85 @@ class Retries:
     def to_wire(self) -> dict[str, float]:
         return {"max_retries": self.max_retries, "backoff_coefficient": self.backoff_coefficient,
                 "initial_delay_s": self.initial_delay, "max_delay_s": self.max_delay}
+
+
+@dataclass(frozen=True)
+class Cron:
+    """Run a deployed function on a cron schedule, in a time zone (daylight saving time included).
+
+    >>> @app.function(schedule=rc.Cron("0 3 * * *", timezone="Europe/Berlin"))
+    ... def nightly(): ...
+
+    Five fields (minute hour day month weekday), or six with seconds last. A wall
+    time that happens twice when the clocks go back fires once (unless the hour
+    field is ``*``); one that is skipped when they go forward fires at the next
+    valid time. Schedules fire only for deployed apps (``app.deploy()``).
+    """
+
+    cron_string: str
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cron_string, str) or not croniter.is_valid(self.cron_string):
+            raise InvalidError(f"rc.Cron({self.cron_string!r}) is not a cron expression: give five fields "
+                               "'minute hour day month weekday' such as '0 3 * * *' (a sixth, seconds, is optional)")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+            raise InvalidError(f"rc.Cron(timezone={self.timezone!r}) is not a time zone: use an IANA name "
+                               "such as 'UTC' or 'Europe/Berlin'") from None
+
+    def to_wire(self) -> dict[str, str]:
+        return {"cron": self.cron_string, "timezone": self.timezone}
+
+
+@dataclass(frozen=True)
+class Period:
+    """Run a deployed function every so often, counted from its last run (or from the deploy).
+
+    >>> @app.function(schedule=rc.Period(hours=6))
+    ... def refresh(): ...
+
+    At least one second in all. Schedules fire only for deployed apps (``app.deploy()``).
+    """
+
+    days: float = 0
+    hours: float = 0
+    minutes: float = 0
+    seconds: float = 0
+
+    def __post_init__(self) -> None:
+        for name in ("days", "hours", "minutes", "seconds"):
+            check_range(name, getattr(self, name), 0, 1e6, float)
+        if self.period_s < 1:
+            raise InvalidError(f"rc.{self!r} is {self.period_s:g} s: a period must be at least 1 s")
+
+    @property
+    def period_s(self) -> float:
+        return float(datetime.timedelta(days=self.days, hours=self.hours, minutes=self.minutes,
+                                        seconds=self.seconds).total_seconds())
+
+    def to_wire(self) -> dict[str, float]:
+        return {"period_s": self.period_s}
+
+
+def check_schedule(value: Any) -> dict[str, Any]:
+    if not isinstance(value, (Cron, Period)):
+        raise InvalidError(f"schedule={value!r} must be rc.Cron(...) or rc.Period(...)")
+    return value.to_wire()
+
+
+def check_schedulable(fn: Any, name: str) -> None:
+    """A scheduled function is called with no arguments: every parameter needs a default."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return
+    required = [p.name for p in params if p.default is inspect.Parameter.empty
+                and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    if required:
+        raise InvalidError(f"{name} has a schedule, so it is called with no arguments, but it requires "
+                           f"{', '.join(required)}: give them defaults or drop the schedule")
 
 
 _CONCURRENCY_ATTR = "__remotecell_concurrency__"
@@ -199,6 +281,8 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
     image = check_image(options["image"]) if "image" in options else None
     if image:
         out["image"] = image
+    if options.get("schedule") is not None:
+        out["schedule"] = check_schedule(options["schedule"])
     not_yet = sorted(set(options) - IN_EFFECT)
     if not_yet:
         warnings.warn(

@@ -38,6 +38,7 @@ from .images import ImageError, Images, packages_of
 from .jobs import JOB_PEER, RETENTION_S, Jobs
 from .kv import Stores
 from .pools import CANCEL_GRACE_S, FunctionDef, Input, Peer, Pool, Result, ResultMessage, error_result
+from .scheduler import Scheduler, check_spec
 from .volumes import VolumeError, Volumes
 
 log = logging.getLogger("remotecell.runtime")
@@ -212,7 +213,10 @@ class Daemon:
         self.containers = ContainerManager(container_address, self.shm_prefix, self.on_container_exit,
                                            str(self.sock_dir), self._client_env())
         self.deployed = DeployStore(self.state_dir / "deployed.db")
+        self.scheduler = Scheduler(self.deployed.db, self.jobs, self._deployed_pool)
+        self.handlers.update(self.scheduler.handlers)  # schedule messages: see scheduler.py
         self._restore_deployed()
+        self.scheduler.start()
         self.ticker = asyncio.ensure_future(self._tick())
         self._write_connection_file(keys)
         log.info("remotecell runtime %s serving on %s", self.runtime_id, ", ".join(self.endpoints))
@@ -282,6 +286,7 @@ class Daemon:
     async def close(self) -> None:
         self.stores.close()
         self.jobs.close()  # unfinished spawned calls stay in the store and run again after a restart
+        self.scheduler.close()
         self.deployed.close()
         for pool in list(self.pools.values()):
             pool.stop("the runtime is shutting down")
@@ -458,6 +463,7 @@ class Daemon:
             for dropped in set(app.functions) - {str(f) for f in functions}:
                 self._retire(app.functions.pop(dropped))
                 self.deployed.drop_function(name, dropped)
+                self.scheduler.remove(name, dropped)
         return app
 
     def _retire(self, fid: str) -> None:
@@ -492,6 +498,7 @@ class Daemon:
         self.apps.remove(app.app_id)
         if app.mode == "deployed":
             self.deployed.drop_app(app.name)
+            self.scheduler.remove_app(app.name)
         for fid in app.functions.values():
             pool = self.pools.get(fid)
             if pool is not None:
@@ -512,6 +519,8 @@ class Daemon:
         why = (self.gpus.unsatisfiable(gpu) if gpu else None) or self.cpus.unsatisfiable(float(options.get("cpu") or 0))
         if why:
             raise RequestError("InvalidError", why)
+        if options.get("schedule") is not None:
+            check_spec(options["schedule"])
         if options.get("image"):
             try:
                 packages_of(options["image"])
@@ -538,6 +547,7 @@ class Daemon:
         if deployed:
             self.deployed_fids[fid] = (app.name, fn.name)
             self.deployed.save_function(app.name, fn)
+            self.scheduler.sync(app.name, fn.name, fn.options.get("schedule"))
         pool.scale()
         self.jobs.adopt(pool)
         return fid
@@ -564,17 +574,19 @@ class Daemon:
                                                 f"(it has: {has})")
         return {"fid": pool.fn.fid, "options": pool.fn.options, "meta": pool.fn.meta}
 
+    def _deployed_pool(self, app_name: str, name: str) -> Pool | None:
+        """The pool of function ``name`` as deployed in app ``app_name`` now."""
+        app = self.apps.deployed(app_name)
+        pool = self.pools.get(app.functions.get(name, "")) if app is not None else None
+        return pool if pool is not None and not pool.retired else None
+
     def _current_pool(self, fid: Any) -> Pool | None:
         """The live pool of ``fid``; for a deployed function, that of the definition deployed under its name now."""
         pool = self.pools.get(str(fid))
         if pool is not None and not pool.retired:
             return pool
         owner = self.deployed_fids.get(str(fid))
-        app = self.apps.deployed(owner[0]) if owner is not None else None
-        if app is None or owner is None:
-            return None
-        pool = self.pools.get(app.functions.get(owner[1], ""))
-        return pool if pool is not None and not pool.retired else None
+        return self._deployed_pool(*owner) if owner is not None else None
 
     def _gone(self, fid: Any) -> str:
         """Why no pool takes calls of ``fid``, and what to do."""

@@ -205,6 +205,19 @@ class Jobs:
 
     def spawn(self, peer: Peer, request_id: str, pool: Pool, entries: list[_wire.Entry], method: str | None) -> None:
         """Write the new calls, then reply and start them; calls already known are not run twice."""
+
+        def answer(error: Exception | None) -> None:
+            if error is not None:
+                refusal = {"type": "ConnectionError", "message": f"the runtime could not save the calls: {error}"}
+                self.rt.send_peer(peer, _wire.encode({"t": "error", "id": request_id, "error": refusal}))
+            else:
+                self.rt.send_peer(peer, _wire.encode({"t": "reply", "id": request_id, "accepted": len(entries)}))
+
+        self.submit(pool, entries, method, answer)
+
+    def submit(self, pool: Pool, entries: list[_wire.Entry], method: str | None,
+               then: Callable[[Exception | None], None]) -> None:
+        """Write the new calls; once committed, ``then(error)``, and start them unless the write failed."""
         fresh = []
         for head, payloads in entries:
             call_id = str(head["id"])
@@ -222,11 +235,9 @@ class Jobs:
             if error is not None:
                 for job in fresh:
                     self._untrack(job)
-                refusal = {"type": "ConnectionError", "message": f"the runtime could not save the calls: {error}"}
-                self.rt.send_peer(peer, _wire.encode({"t": "error", "id": request_id, "error": refusal}))
-                return
-            self.rt.send_peer(peer, _wire.encode({"t": "reply", "id": request_id, "accepted": len(entries)}))
-            self._start(pool, fresh)
+            then(error)
+            if error is None:
+                self._start(pool, fresh)
 
         self._then(accepted)
 

@@ -1,0 +1,339 @@
+"""Schedules of deployed functions: when each fires next, firing it as a spawned call, and what it did.
+
+A function deployed with ``schedule=`` has one row in ``schedules`` (in
+``deployed.db``, beside its definition): its spec, paused or not, the
+wall-clock time of its next slot, and its last run (call id, time, trigger;
+the run's outcome is that call's state in the job store).  Each slot that
+comes due gets a row in ``schedule_fires`` (primary key: schedule and slot)
+*before* its call is spawned, so a slot fires at most once, also across a
+restart.  A slot whose previous run is still queued or running is recorded as
+skipped (the overlap policy is skip).
+
+After downtime the stored next slot is in the past: it fires once at start and
+the next slot is counted from then, so a missed schedule runs once, not once
+per missed slot.
+
+One asyncio timer waits for the nearest slot.  Slots are wall-clock times; the
+timer is a duration (the loop's monotonic clock), so on waking the wall clock
+is read again and an early wake (the clock was set back) just waits again.  A
+wait is at most ``MAX_SLEEP_S`` so that a wall clock stepped forward is noticed.
+
+A scheduled call's arguments are ``((), {})``, pickled here once: the daemon
+pickles that constant and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import re
+import secrets
+import sqlite3
+import time
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from croniter import croniter
+from remotecell import _wire
+
+from .jobs import Jobs, _refusal
+from .pools import Pool
+
+if TYPE_CHECKING:
+    from .daemon import Request
+
+log = logging.getLogger("remotecell.runtime")
+
+MAX_SLEEP_S = 60.0
+FIRES_KEPT = 100  # fire records kept per schedule (older slots are long past)
+FIRES_SHOWN = 20
+CALL_ID = re.compile(r"fc-[0-9a-f]{1,64}")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedules (
+    app_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    next_at REAL,
+    last_call TEXT,
+    last_at REAL,
+    last_trigger TEXT,
+    PRIMARY KEY (app_name, name)
+);
+CREATE TABLE IF NOT EXISTS schedule_fires (
+    app_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    slot REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    call_id TEXT,
+    at REAL NOT NULL,
+    PRIMARY KEY (app_name, name, slot)
+);
+"""
+
+
+def _new_call_id() -> str:
+    return f"fc-{secrets.token_hex(10)}"  # as the client makes them (remotecell.calls.new_call_id)
+
+
+def next_fire_s(spec: dict[str, Any], after_s: float) -> float:
+    """The first slot of ``spec`` (``{"period_s"}`` or ``{"cron", "timezone"}``) after wall-clock ``after_s``."""
+    if "period_s" in spec:
+        return after_s + float(spec["period_s"])
+    return next_cron_s(str(spec["cron"]), str(spec["timezone"]), after_s)
+
+
+def next_cron_s(cron: str, timezone: str, after_s: float) -> float:
+    """The next time after ``after_s`` that ``cron`` matches in ``timezone``.
+
+    When the clocks go back a wall time happens twice: it fires the first time
+    only, unless the hour field is ``*`` (an hourly or finer cron goes on as time passes).
+    """
+    tz = zoneinfo.ZoneInfo(timezone)
+    every_hour = cron.split()[1].startswith("*")
+    t = after_s
+    while True:
+        t = float(croniter(cron, datetime.datetime.fromtimestamp(t, tz)).get_next(float))
+        if every_hour or not datetime.datetime.fromtimestamp(t, tz).fold:
+            return t
+
+
+def check_spec(spec: Any) -> None:
+    """Refuse a schedule that cannot fire (the client checks first; this guards what gets saved)."""
+    try:
+        if float(spec.get("period_s", 1)) < 1:
+            raise ValueError("a period is at least 1 s")
+        next_fire_s(spec, time.time())
+    except Exception as exc:
+        raise _refusal("InvalidError", f"schedule {spec!r} cannot fire: {exc}") from None
+
+
+def describe(spec: dict[str, Any]) -> str:
+    if "period_s" in spec:
+        return f"every {float(spec['period_s']):g} s"
+    return f"cron {spec['cron']!r} ({spec['timezone']})"
+
+
+@dataclass
+class Schedule:
+    app_name: str
+    name: str
+    spec: dict[str, Any]
+    paused: bool = False
+    next_at: float | None = None
+    last_call: str | None = None
+    last_at: float | None = None
+    last_trigger: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.app_name, self.name
+
+
+class Scheduler:
+    """The schedules of deployed functions on the daemon's loop; ``handlers`` answer the schedule messages."""
+
+    def __init__(self, db: sqlite3.Connection, jobs: Jobs, pool_of: Callable[[str, str], Pool | None]) -> None:
+        self.db = db
+        self.jobs = jobs
+        self.pool_of = pool_of  # (app name, function name) -> the pool deployed under it now
+        self.db.executescript(SCHEMA)
+        self.schedules = {s.key: s for s in self._load()}
+        self.timer: asyncio.TimerHandle | None = None
+        self.started = False
+        self.handlers: dict[str, Callable[[Request], dict[str, Any]]] = {
+            "schedule_list": self.on_list,
+            "schedule_get": self.on_get,
+            "schedule_pause": self.on_pause,
+            "schedule_resume": self.on_resume,
+            "schedule_run": self.on_run,
+        }
+
+    def _load(self) -> list[Schedule]:
+        rows = self.db.execute("SELECT app_name, name, spec, paused, next_at, last_call, last_at, last_trigger "
+                               "FROM schedules")
+        return [Schedule(a, n, json.loads(spec), bool(p), nx, lc, la, lt) for a, n, spec, p, nx, lc, la, lt in rows]
+
+    def start(self) -> None:
+        """Begin firing (after the deployed apps are restored); a slot missed while down fires now, once."""
+        self.started = True
+        self._arm()
+
+    def close(self) -> None:
+        self.started = False
+        if self.timer is not None:
+            self.timer.cancel()
+
+    # -- what deploys and stops change ----------------------------------------------------------
+
+    def sync(self, app_name: str, name: str, spec: dict[str, Any] | None) -> None:
+        """A deployed definition was registered: keep its schedule if unchanged, else replace or drop it."""
+        old = self.schedules.get((app_name, name))
+        if spec is None:
+            if old is not None:
+                self.remove(app_name, name)
+            return
+        if old is not None and old.spec == spec:
+            return  # the same schedule (a restore, or a redeploy of other changes): its state goes on
+        schedule = Schedule(app_name, name, dict(spec), next_at=next_fire_s(spec, time.time()))
+        if old is not None:
+            schedule.last_call, schedule.last_at, schedule.last_trigger = old.last_call, old.last_at, old.last_trigger
+        self.schedules[schedule.key] = schedule
+        self._save(schedule)
+        log.info("schedule of %s in %s: %s", name, app_name, describe(spec))
+        self._arm()
+
+    def remove(self, app_name: str, name: str) -> None:
+        self.schedules.pop((app_name, name), None)
+        self.db.execute("BEGIN")
+        self.db.execute("DELETE FROM schedules WHERE app_name = ? AND name = ?", (app_name, name))
+        self.db.execute("DELETE FROM schedule_fires WHERE app_name = ? AND name = ?", (app_name, name))
+        self.db.execute("COMMIT")
+        self._arm()
+
+    def remove_app(self, app_name: str) -> None:
+        for key in [k for k in self.schedules if k[0] == app_name]:
+            self.remove(*key)
+
+    def _save(self, s: Schedule) -> None:
+        self.db.execute("INSERT OR REPLACE INTO schedules (app_name, name, spec, paused, next_at, last_call, "
+                        "last_at, last_trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (s.app_name, s.name, json.dumps(s.spec), int(s.paused), s.next_at, s.last_call, s.last_at,
+                         s.last_trigger))
+
+    # -- the timer ----------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        due = [s.next_at for s in self.schedules.values() if s.next_at is not None]
+        if not self.started or not due:
+            return
+        wait_s = min(max(min(due) - time.time(), 0.0), MAX_SLEEP_S)
+        self.timer = asyncio.get_running_loop().call_later(wait_s, self._wake)
+
+    def _wake(self) -> None:
+        self.timer = None
+        try:
+            now = time.time()
+            for schedule in list(self.schedules.values()):
+                if schedule.next_at is not None and schedule.next_at <= now:
+                    self._fire_slot(schedule, schedule.next_at, now)
+        except Exception:
+            log.exception("firing schedules failed")
+        finally:
+            self._arm()
+
+    def _fire_slot(self, s: Schedule, slot: float, now: float) -> None:
+        """Record slot ``slot`` (once: a recorded slot never fires again), spawn its run unless skipped."""
+        s.next_at = next_fire_s(s.spec, now)  # from now: missed slots before it are not run one by one
+        pool = self.pool_of(s.app_name, s.name)
+        call_id = _new_call_id()
+        outcome = self._skip_reason(s, pool) or "spawned"
+        self.db.execute("BEGIN")
+        fresh = self.db.execute("INSERT OR IGNORE INTO schedule_fires (app_name, name, slot, outcome, call_id, at) "
+                                "VALUES (?, ?, ?, ?, ?, ?)", (s.app_name, s.name, slot, outcome,
+                                                              call_id if outcome == "spawned" else None, now)).rowcount
+        if fresh and outcome == "spawned":
+            s.last_call, s.last_at, s.last_trigger = call_id, now, "schedule"
+        self._save(s)
+        self.db.execute("DELETE FROM schedule_fires WHERE app_name = ? AND name = ? AND slot NOT IN (SELECT slot "
+                        "FROM schedule_fires WHERE app_name = ? AND name = ? ORDER BY slot DESC LIMIT ?)",
+                        (s.app_name, s.name, s.app_name, s.name, FIRES_KEPT))
+        self.db.execute("COMMIT")
+        if not fresh:
+            log.info("slot %s of %s in %s fired before the restart: not again", slot, s.name, s.app_name)
+        elif pool is not None and outcome == "spawned":
+            self._spawn(pool, call_id)
+        else:
+            log.info("skipped a slot of %s in %s: %s", s.name, s.app_name, outcome)
+
+    def _skip_reason(self, s: Schedule, pool: Pool | None) -> str | None:
+        if pool is None:
+            return "skipped: the function is not registered on this runtime (its restore failed)"
+        if s.last_call is not None and s.last_call in self.jobs.live:
+            return f"skipped: the run before ({s.last_call}) is still running"
+        return None
+
+    def _spawn(self, pool: Pool, call_id: str) -> None:
+        def saved(error: Exception | None) -> None:
+            if error is not None:
+                log.error("could not save scheduled call %s of %s: %s", call_id, pool.fn.name, error)
+
+        no_args = _wire.serialize(((), {}))
+        self.jobs.submit(pool, [({"id": call_id}, [no_args])], None, saved)
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _schedule(self, req: Request) -> Schedule:
+        app_name, name = str(req.header["app"]), str(req.header["name"])
+        schedule = self.schedules.get((app_name, name))
+        if schedule is None:
+            here = sorted(n for a, n in self.schedules if a == app_name)
+            has = f"its scheduled functions: {', '.join(here)}" if here else "is it deployed? see `remotecell app list`"
+            raise _refusal("NotFoundError", f"no schedule for {name!r} in deployed app {app_name!r} ({has})")
+        return schedule
+
+    def state(self, s: Schedule) -> dict[str, Any]:
+        """What a client shows: the spec, paused, the next slot, the last run and its state, recent fires."""
+        last = None
+        if s.last_call is not None:
+            last = {"call_id": s.last_call, "at": s.last_at, "trigger": s.last_trigger,
+                    "state": self._call_state(s.last_call)}
+        fires = [{"slot": slot, "outcome": outcome, "call_id": call_id, "at": at}
+                 for slot, outcome, call_id, at in self.db.execute(
+                     "SELECT slot, outcome, call_id, at FROM schedule_fires WHERE app_name = ? AND name = ? "
+                     "ORDER BY slot DESC LIMIT ?", (s.app_name, s.name, FIRES_SHOWN))]
+        return {"app": s.app_name, "function": s.name, "spec": s.spec, "description": describe(s.spec),
+                "paused": s.paused, "next_at": s.next_at, "last": last, "fires": fires}
+
+    def _call_state(self, call_id: str) -> str:
+        try:
+            return str(self.jobs.status(call_id)["state"])
+        except Exception:  # not in the job store (its write failed): say so rather than fail the answer
+            return "missing"
+
+    def on_list(self, req: Request) -> dict[str, Any]:
+        app_name = req.header.get("app")
+        chosen = [s for s in self.schedules.values() if app_name is None or s.app_name == app_name]
+        return {"schedules": [self.state(s) for s in sorted(chosen, key=lambda s: s.key)]}
+
+    def on_get(self, req: Request) -> dict[str, Any]:
+        return self.state(self._schedule(req))
+
+    def on_pause(self, req: Request) -> dict[str, Any]:
+        s = self._schedule(req)
+        s.paused, s.next_at = True, None
+        return self._changed(s)
+
+    def on_resume(self, req: Request) -> dict[str, Any]:
+        s = self._schedule(req)
+        if s.paused:
+            s.paused, s.next_at = False, next_fire_s(s.spec, time.time())
+        return self._changed(s)
+
+    def _changed(self, s: Schedule) -> dict[str, Any]:
+        self._save(s)
+        self._arm()
+        return self.state(s)
+
+    def on_run(self, req: Request) -> dict[str, Any]:
+        """Run it now, whatever its slots, overlap and pause say; the next slot stays as it was."""
+        s = self._schedule(req)
+        pool = self.pool_of(s.app_name, s.name)
+        if pool is None:
+            raise _refusal("NotFoundError", f"{s.name} of deployed app {s.app_name!r} is not registered on this "
+                                            "runtime: deploy it again")
+        call_id = req.header.get("call") or _new_call_id()  # the client's own id: a resent request runs once
+        if not isinstance(call_id, str) or not CALL_ID.fullmatch(call_id):
+            raise _refusal("InvalidError", f"schedule_run: call={call_id!r} is not a call id ('fc-' and hex digits)")
+        s.last_call, s.last_at, s.last_trigger = call_id, time.time(), "run_now"
+        self._save(s)
+        self._spawn(pool, call_id)
+        return dict(self.state(s), call_id=call_id)

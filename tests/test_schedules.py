@@ -1,0 +1,260 @@
+"""Schedules of deployed functions against a real runtime: firing, overlap, pause/resume/run now, restarts, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import zoneinfo
+from pathlib import Path
+
+import pytest
+import remotecell as rc
+from conftest import Runtime, wait_for
+from remotecell import _client, _wire
+from remotecell.exceptions import InvalidError, NotFoundError
+from remotecell.schedules import Schedule
+from remotecell_runtime.scheduler import next_cron_s
+from test_deploy import cli
+
+SCHEDULED = '''
+import os, time
+import remotecell as rc
+
+app = rc.App({name!r})
+
+@app.function(schedule={schedule})
+def tick(gate={gate!r}):
+    print("tick at", time.time())
+    while gate and not os.path.exists(gate):
+        time.sleep(0.01)
+    return "ticked"
+'''
+
+
+def deploy_scheduled(tmp_path: Path, name: str, schedule: str = "rc.Period(seconds=1)", gate: str = "",
+                     env: dict[str, str] | None = None) -> None:
+    path = tmp_path / f"sched_{name.replace('-', '_')}_{time.monotonic_ns()}.py"
+    path.write_text(SCHEDULED.format(name=name, schedule=schedule, gate=gate))
+    done = cli("deploy", str(path), env=env)
+    assert done.returncode == 0, done.stderr
+
+
+def spawned(schedule: Schedule) -> list[dict]:
+    """The fired slots that started a run, oldest first (after asking the runtime again)."""
+    return [f for f in reversed(schedule.refresh().fires) if f["outcome"] == "spawned"]
+
+
+@pytest.fixture
+def scheduled(runtime, tmp_path, request):
+    """The name of a deployed app whose ``tick`` runs every second; stopped at the end of the test."""
+    name = f"sched-{request.node.name[-40:]}".replace("_", "-")
+    deploy_scheduled(tmp_path, name)
+    yield name
+    if any(a["name"] == name for a in rc.App.list_deployed()):
+        rc.App.stop_deployed(name)
+
+
+def test_a_period_fires_repeatedly_each_fire_a_durable_call_with_logs(scheduled):
+    schedule = rc.Function.from_name(scheduled, "tick").schedule()
+    assert schedule.state["spec"] == {"period_s": 1.0} and not schedule.paused
+    fires = wait_for(lambda: (f := spawned(schedule)) and len(f) >= 3 and f, timeout_s=60, what="three fires")
+    assert len({f["call_id"] for f in fires}) == len(fires)
+    slots = [f["slot"] for f in fires]
+    assert all(b - a >= 1.0 for a, b in zip(slots, slots[1:], strict=False))  # a period apart, at least
+    for fire in fires[:3]:
+        call = rc.FunctionCall.from_id(fire["call_id"])
+        assert call.get(timeout=60) == "ticked"
+        assert "tick at" in call.logs()
+    assert schedule.refresh().last["trigger"] == "schedule"
+    assert schedule.next_at > schedule.last["at"]
+
+
+def test_overlap_skips_a_slot_whose_previous_run_is_still_running(runtime, tmp_path):
+    gate = tmp_path / "gate"
+    deploy_scheduled(tmp_path, "overlap", gate=str(gate))
+    try:
+        schedule = rc.Function.from_name("overlap", "tick").schedule()
+        first = wait_for(lambda: spawned(schedule), timeout_s=60, what="the first run")[0]
+        skipped = wait_for(lambda: [f for f in schedule.refresh().fires if f["outcome"].startswith("skipped")],
+                           timeout_s=30, what="a skipped slot")
+        assert f"the run before ({first['call_id']}) is still running" in skipped[0]["outcome"]
+        assert skipped[0]["call_id"] is None
+        assert [f["call_id"] for f in spawned(schedule)] == [first["call_id"]]  # one run at a time
+        gate.touch()
+        assert rc.FunctionCall.from_id(first["call_id"]).get(timeout=30) == "ticked"
+        wait_for(lambda: len(spawned(schedule)) >= 2, timeout_s=30, what="a run once the first one ended")
+    finally:
+        gate.touch()
+        rc.App.stop_deployed("overlap")
+
+
+def test_pause_resume_and_run_now_from_python(scheduled):
+    tick = rc.Function.from_name(scheduled, "tick")
+    schedule = tick.schedule()
+    wait_for(lambda: spawned(schedule), timeout_s=60, what="a first fire")
+    assert schedule.pause() is schedule and schedule.paused and schedule.next_at is None
+    paused_at, fired = time.time(), len(spawned(schedule))
+    call = schedule.run_now()
+    assert call.get(timeout=60) == "ticked"
+    assert schedule.refresh().last == {"call_id": call.object_id, "at": pytest.approx(paused_at, abs=30),
+                                       "trigger": "run_now", "state": "succeeded"}
+    # Nothing fires while paused: wait out two and a half periods of it.
+    wait_for(lambda: time.time() > paused_at + 2.5, what="two and a half periods")
+    assert len(spawned(schedule)) == fired and schedule.paused
+    resumed = asyncio.run(schedule.resume.aio())
+    assert not resumed.paused and resumed.next_at > paused_at
+    wait_for(lambda: len(spawned(schedule)) > fired, timeout_s=30, what="a fire after resume")
+
+
+def test_schedule_commands(scheduled):
+    listed = cli("schedule", "list", scheduled)
+    assert listed.returncode == 0 and f"tick in {scheduled}: every 1 s; next " in listed.stdout, listed.stderr
+    paused = cli("schedule", "pause", scheduled, "tick")
+    assert paused.returncode == 0 and "every 1 s; paused" in paused.stdout, paused.stderr
+    assert rc.Function.from_name(scheduled, "tick").schedule().paused
+    ran = cli("schedule", "run", scheduled, "tick")
+    assert ran.returncode == 0, ran.stderr
+    call_id = ran.stdout.split()[1].rstrip(";")
+    assert rc.FunctionCall.from_id(call_id).get(timeout=60) == "ticked"
+    resumed = cli("schedule", "resume", scheduled, "tick")
+    assert resumed.returncode == 0 and "; next " in resumed.stdout, resumed.stderr
+    missing = cli("schedule", "pause", scheduled, "nope")
+    assert missing.returncode == 1 and f"no schedule for 'nope' in deployed app {scheduled!r}" in missing.stderr
+    assert missing.returncode == 1 and "its scheduled functions: tick" in missing.stderr
+
+
+def test_redeploy_replaces_the_schedule_and_stop_removes_it(scheduled, tmp_path):
+    deploy_scheduled(tmp_path, scheduled, schedule='rc.Cron("0 3 * * *", timezone="Europe/Berlin")')
+    schedule = rc.Function.from_name(scheduled, "tick").schedule()
+    assert schedule.state["description"] == "cron '0 3 * * *' (Europe/Berlin)"
+    berlin = datetime.datetime.fromtimestamp(schedule.next_at, zoneinfo.ZoneInfo("Europe/Berlin"))
+    assert (berlin.hour, berlin.minute) == (3, 0)
+    assert scheduled in cli("schedule", "list").stdout
+    assert cli("app", "stop", scheduled).returncode == 0
+    assert scheduled not in cli("schedule", "list").stdout
+    with pytest.raises(NotFoundError, match=f"no schedule for 'tick' in deployed app {scheduled!r}"):
+        schedule.refresh()
+
+
+def _calls_of(state_dir: Path, function: str) -> set[str]:
+    db = sqlite3.connect(str(state_dir / "jobs.db"))
+    try:
+        return {row[0] for row in db.execute("SELECT id FROM calls WHERE function = ?", (function,))}
+    finally:
+        db.close()
+
+
+def test_restarts_fire_each_slot_at_most_once_and_a_missed_schedule_once(tmp_path):
+    state = tmp_path / "restarting"
+    env = {"REMOTECELL_HOME": str(state)}
+    rt = Runtime(state)
+    try:
+        deploy_scheduled(tmp_path, "every2", schedule="rc.Period(seconds=2)", env=env)
+        ask = ('import json, remotecell as rc; s = rc.Function.from_name("every2", "tick").schedule(); '
+               'print(json.dumps(s.state))')
+        def state_now() -> dict:
+            done = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, timeout=60,
+                                  env=dict(os.environ, **env))
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        before = wait_for(lambda: (s := state_now()) and s["fires"] and s, timeout_s=60, what="a first fire")
+        rt.stop()
+        stopped_at = time.time()
+        missed_slot = before["next_at"]
+        wait_for(lambda: time.time() > max(missed_slot, stopped_at) + 4, what="two more slots to pass, missed")
+        restarted_at = time.time()
+        rt = Runtime(state)
+        after = wait_for(lambda: (s := state_now()) and any(f["at"] >= restarted_at for f in s["fires"]) and s,
+                         timeout_s=60, what="the missed schedule to run after the restart")
+        caught_up = [f for f in after["fires"] if f["at"] >= restarted_at]
+        assert len(caught_up) == 1  # once, not once per missed slot
+        assert caught_up[0]["slot"] < restarted_at and caught_up[0]["outcome"] == "spawned"
+        assert after["next_at"] >= caught_up[0]["at"] + 2 - 0.01  # counted from the catch-up run
+        slots = [f["slot"] for f in after["fires"]]
+        assert len(slots) == len(set(slots))
+        fired = {f["call_id"] for f in after["fires"] if f["outcome"] == "spawned"}
+        assert _calls_of(state, "tick") == fired  # each fire record one call, no call without its record
+    finally:
+        rt.stop()
+
+
+def test_cron_next_run_is_wall_clock_in_its_time_zone_across_dst():
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    utc = datetime.timezone.utc
+
+    def runs(cron: str, start: datetime.datetime, n: int) -> list[datetime.datetime]:
+        t, out = start.timestamp(), []
+        for _ in range(n):
+            t = next_cron_s(cron, "Europe/Berlin", t)
+            out.append(datetime.datetime.fromtimestamp(t, utc))
+        return out
+
+    spring = runs("0 3 * * *", datetime.datetime(2026, 3, 28, 12, tzinfo=berlin), 2)
+    assert [d.hour for d in spring] == [1, 1]  # 03:00 CEST is 01:00 UTC
+    assert runs("0 3 * * *", datetime.datetime(2026, 3, 27, 12, tzinfo=berlin), 1)[0].hour == 2  # CET: 02:00 UTC
+    skipped = runs("30 2 * * *", datetime.datetime(2026, 3, 28, 12, tzinfo=berlin), 1)[0]
+    assert skipped == datetime.datetime(2026, 3, 29, 1, 0, tzinfo=utc)  # 02:30 does not exist: at 03:00 CEST
+    autumn = runs("30 2 * * *", datetime.datetime(2026, 10, 24, 12, tzinfo=berlin), 2)
+    assert autumn == [datetime.datetime(2026, 10, 25, 0, 30, tzinfo=utc),  # 02:30 CEST, the first of two
+                      datetime.datetime(2026, 10, 26, 1, 30, tzinfo=utc)]  # not 02:30 CET the same night
+    half_hourly = runs("*/30 * * * *", datetime.datetime(2026, 10, 25, 2, 10, tzinfo=berlin), 4)
+    assert [b - a for a, b in zip(half_hourly, half_hourly[1:], strict=False)] == [datetime.timedelta(minutes=30)] * 3
+
+
+def test_schedule_options_are_checked_where_they_are_given(runtime):
+    with pytest.raises(InvalidError, match=r"rc.Cron\('0 3 \* \*'\) is not a cron expression"):
+        rc.Cron("0 3 * *")
+    with pytest.raises(InvalidError, match=r"timezone='Europe/Nowhere'\) is not a time zone"):
+        rc.Cron("0 3 * * *", timezone="Europe/Nowhere")
+    with pytest.raises(InvalidError, match="is 0.5 s: a period must be at least 1 s"):
+        rc.Period(seconds=0.5)
+    with pytest.raises(InvalidError, match="minutes=-1 is out of range"):
+        rc.Period(minutes=-1)
+    app = rc.App("schedule-checks")
+    with pytest.raises(InvalidError, match="schedule='daily' must be rc.Cron"):
+        app.function(schedule="daily")
+    with pytest.raises(InvalidError, match="called with no arguments, but it requires x, y"):
+        app.function(schedule=rc.Period(hours=1))(lambda x, y, z=1: x)
+    with pytest.raises(InvalidError, match="@app.cls takes no schedule"):
+        app.cls(schedule=rc.Period(hours=1))
+
+    @app.function(schedule=rc.Period(hours=1), name="hourly")
+    def hourly(z=1):
+        return z
+
+    with pytest.warns(UserWarning, match="schedules of hourly fire only for deployed apps"):
+        with app.run():
+            assert hourly.remote() == 1
+    with pytest.raises(NotFoundError, match="no schedule for 'hourly' in deployed app 'schedule-checks'"):
+        hourly.schedule()
+
+
+def test_the_runtime_refuses_a_schedule_that_cannot_fire(runtime):
+    conn = _client.connection()
+    app_id = conn.request({"t": "app_create", "name": "raw-schedule", "mode": "deployed", "sid": conn.sid})["app_id"]
+    try:
+        with pytest.raises(InvalidError, match="cannot fire"):
+            conn.request({"t": "fn_register", "app_id": app_id, "name": "f",
+                          "options": {"schedule": {"cron": "nope", "timezone": "UTC"}}},
+                         [_wire.Payload([_wire.dumps(len)])])  # any body: the schedule is refused first
+    finally:
+        rc.App.stop_deployed("raw-schedule")
+
+
+def test_the_text_form_says_what_comes_next_and_how_the_last_run_went():
+    state = {"description": "every 60 s", "paused": False, "next_at": time.time() + 30,
+             "last": {"call_id": "fc-1", "at": 0.0, "trigger": "schedule", "state": "failed"}, "fires": []}
+    text = Schedule("etl", "nightly", state).text()
+    assert text.startswith("nightly in etl: every 60 s; next ")
+    assert "(in 30.0 s)" in text or "(in 29." in text
+    assert text.endswith("; last fc-1 at " + datetime.datetime.fromtimestamp(0).strftime("%Y-%m-%d %H:%M:%S")
+                         + " (schedule): failed")
+    paused = Schedule("etl", "nightly", dict(state, paused=True, next_at=None, last=None)).text()
+    assert paused == "nightly in etl: every 60 s; paused; not run yet"
