@@ -20,7 +20,9 @@ from remotecell import _client, _wire
 from remotecell.exceptions import InvalidError, NotFoundError
 from remotecell.schedules import Schedule
 from remotecell_runtime.scheduler import next_cron_s
+from test_call_views import click, shown_views, view_parts
 from test_deploy import cli
+from test_kernel import Kernel
 
 SCHEDULED = '''
 import os, time
@@ -142,12 +144,21 @@ def test_redeploy_replaces_the_schedule_and_stop_removes_it(scheduled, tmp_path)
         schedule.refresh()
 
 
-def _calls_of(state_dir: Path, function: str) -> set[str]:
-    db = sqlite3.connect(str(state_dir / "jobs.db"))
+def _query(path: Path, sql: str, *params: object) -> list[tuple]:
+    db = sqlite3.connect(str(path))
     try:
-        return {row[0] for row in db.execute("SELECT id FROM calls WHERE function = ?", (function,))}
+        return db.execute(sql, params).fetchall()
     finally:
         db.close()
+
+
+def _calls_of(state_dir: Path, function: str) -> set[str]:
+    return {row[0] for row in _query(state_dir / "jobs.db", "SELECT id FROM calls WHERE function = ?", function)}
+
+
+def _stored_next_at(state_dir: Path, app_name: str) -> float:
+    [(next_at,)] = _query(state_dir / "deployed.db", "SELECT next_at FROM schedules WHERE app_name = ?", app_name)
+    return float(next_at)
 
 
 def test_restarts_fire_each_slot_at_most_once_and_a_missed_schedule_once(tmp_path):
@@ -164,18 +175,18 @@ def test_restarts_fire_each_slot_at_most_once_and_a_missed_schedule_once(tmp_pat
             assert done.returncode == 0, done.stderr
             return json.loads(done.stdout)
 
-        before = wait_for(lambda: (s := state_now()) and s["fires"] and s, timeout_s=60, what="a first fire")
+        wait_for(lambda: state_now()["fires"], timeout_s=60, what="a first fire")
         rt.stop()
         stopped_at = time.time()
-        missed_slot = before["next_at"]
+        missed_slot = _stored_next_at(state, "every2")
         wait_for(lambda: time.time() > max(missed_slot, stopped_at) + 4, what="two more slots to pass, missed")
         restarted_at = time.time()
         rt = Runtime(state)
         after = wait_for(lambda: (s := state_now()) and any(f["at"] >= restarted_at for f in s["fires"]) and s,
                          timeout_s=60, what="the missed schedule to run after the restart")
-        caught_up = [f for f in after["fires"] if f["at"] >= restarted_at]
-        assert len(caught_up) == 1  # once, not once per missed slot
-        assert caught_up[0]["slot"] < restarted_at and caught_up[0]["outcome"] == "spawned"
+        caught_up = [f for f in after["fires"] if f["at"] >= restarted_at and f["slot"] < restarted_at]
+        assert len(caught_up) == 1  # the missed slots run once, not once each
+        assert caught_up[0]["slot"] == missed_slot and caught_up[0]["outcome"] == "spawned"
         assert after["next_at"] >= caught_up[0]["at"] + 2 - 0.01  # counted from the catch-up run
         slots = [f["slot"] for f in after["fires"]]
         assert len(slots) == len(set(slots))
@@ -258,3 +269,31 @@ def test_the_text_form_says_what_comes_next_and_how_the_last_run_went():
                          + " (schedule): failed")
     paused = Schedule("etl", "nightly", dict(state, paused=True, next_at=None, last=None)).text()
     assert paused == "nightly in etl: every 60 s; paused; not run yet"
+
+
+def test_the_notebook_view_shows_next_and_last_run_and_its_buttons_pause_resume_and_run(scheduled, tmp_path):
+    kernel = Kernel(tmp_path)
+    try:
+        shown = kernel.start(f"import remotecell as rc\ns = rc.Function.from_name({scheduled!r}, 'tick').schedule()\ns")
+        kernel.pump(lambda: kernel.finished(shown), what="the cell to finish")
+        [view] = shown_views(kernel, shown)
+
+        def part(css: str) -> dict:
+            return view_parts(kernel, view)[f"remotecell-schedule-{css}"]
+
+        assert "<b>tick</b> in " in part("title")["value"] and "every 1 s" in part("title")["value"]
+        kernel.pump(lambda: "(schedule)" in part("last")["value"], what="a scheduled run in the view")
+        assert part("next")["value"].startswith("next ")
+        click(kernel, part("toggle")["model_id"])
+        kernel.pump(lambda: part("next")["value"] == "paused" and part("toggle")["description"] == "Resume",
+                    what="the view to say paused")
+        assert rc.Function.from_name(scheduled, "tick").schedule().paused
+        click(kernel, part("run")["model_id"])
+        kernel.pump(lambda: "(run_now)" in part("last")["value"] and ">succeeded</b>" in part("last")["value"],
+                    what="the run started by the button to succeed")
+        click(kernel, part("toggle")["model_id"])
+        kernel.pump(lambda: part("next")["value"].startswith("next ") and not part("toggle")["disabled"],
+                    what="the view to say resumed")
+        assert not rc.Function.from_name(scheduled, "tick").schedule().paused
+    finally:
+        kernel.stop()

@@ -98,16 +98,17 @@ class Schedule:
         await self._ask("schedule_run", call=call_id)
         return calls.FunctionCall(call_id, self.function_name)
 
+    def upcoming(self) -> str:
+        """``next 2026-11-28 03:00:00 (in 1234 min)``, or ``paused``."""
+        if self.paused:
+            return "paused"
+        if self.next_at is None:
+            return "no next run"
+        return f"next {_when(self.next_at)} ({_from_now(self.next_at)})"
+
     def text(self) -> str:
         """One line: what, when next, the last run."""
-        state = self.state
-        if self.paused:
-            upcoming = "paused"
-        elif self.next_at is not None:
-            upcoming = f"next {_when(self.next_at)} ({_from_now(self.next_at)})"
-        else:
-            upcoming = "no next run"
-        line = f"{self.function_name} in {self.app_name}: {state.get('description', '?')}; {upcoming}"
+        line = f"{self.function_name} in {self.app_name}: {self.state.get('description', '?')}; {self.upcoming()}"
         last = self.last
         if last is None:
             return line + "; not run yet"
