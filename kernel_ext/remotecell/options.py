@@ -110,30 +110,32 @@ class Cron:
         return {"cron": self.cron_string, "timezone": self.timezone}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Period:
     """Run a deployed function every so often, counted from its last run (or from the deploy).
 
     >>> @app.function(schedule=rc.Period(hours=6))
     ... def refresh(): ...
 
-    At least one second in all. Schedules fire only for deployed apps (``app.deploy()``).
+    At least one second in all; Modal's keywords, less ``years`` and ``months``
+    (not a fixed length: use ``rc.Cron``). Schedules fire only for deployed apps.
     """
 
+    weeks: float = 0
     days: float = 0
     hours: float = 0
     minutes: float = 0
     seconds: float = 0
 
     def __post_init__(self) -> None:
-        for name in ("days", "hours", "minutes", "seconds"):
+        for name in ("weeks", "days", "hours", "minutes", "seconds"):
             check_range(name, getattr(self, name), 0, 1e6, float)
         if self.period_s < 1:
             raise InvalidError(f"rc.{self!r} is {self.period_s:g} s: a period must be at least 1 s")
 
     @property
     def period_s(self) -> float:
-        return float(datetime.timedelta(days=self.days, hours=self.hours, minutes=self.minutes,
+        return float(datetime.timedelta(weeks=self.weeks, days=self.days, hours=self.hours, minutes=self.minutes,
                                         seconds=self.seconds).total_seconds())
 
     def to_wire(self) -> dict[str, float]:
