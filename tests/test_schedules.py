@@ -19,7 +19,7 @@ from conftest import Runtime, wait_for
 from remotecell import _client, _wire
 from remotecell.exceptions import InvalidError, NotFoundError
 from remotecell.schedules import Schedule
-from remotecell_runtime.scheduler import next_cron_s
+from remotecell_runtime.scheduler import Scheduler, next_cron_s
 from test_call_views import click, shown_views, view_parts
 from test_deploy import cli
 from test_kernel import Kernel
@@ -297,3 +297,39 @@ def test_the_notebook_view_shows_next_and_last_run_and_its_buttons_pause_resume_
         assert not rc.Function.from_name(scheduled, "tick").schedule().paused
     finally:
         kernel.stop()
+
+
+def test_a_slot_with_a_fire_record_never_fires_again(tmp_path):
+    """The crash case the runtime tests cannot time: a slot recorded as fired, its next slot not yet saved."""
+    spawned_ids: list[str] = []
+
+    class Jobs:
+        live: dict[str, object] = {}
+
+        def submit(self, pool, entries, method, then):
+            spawned_ids.extend(entry["id"] for entry, _ in entries)
+
+    db = sqlite3.connect(str(tmp_path / "deployed.db"), isolation_level=None)
+    pool = type("Pool", (), {"fn": type("Fn", (), {"name": "tick"})})()
+    slot = time.time() - 5
+    first = Scheduler(db, Jobs(), lambda app, name: pool)
+    first.sync("etl", "tick", {"period_s": 60.0})
+    db.execute("UPDATE schedules SET next_at = ?", (slot,))  # the slot came while the runtime was down...
+    db.execute("INSERT INTO schedule_fires (app_name, name, slot, outcome, call_id, at) VALUES "
+               "('etl', 'tick', ?, 'spawned', 'fc-0', ?)", (slot, slot))  # ...but had fired before the crash
+
+    async def restart() -> Scheduler:
+        again = Scheduler(db, Jobs(), lambda app, name: pool)
+        again.start()  # arms a zero-second timer for the due slot
+        again._wake()  # what that timer runs
+        again.close()
+        return again
+
+    again = asyncio.run(restart())
+    assert spawned_ids == []
+    [s] = again.schedules.values()
+    assert s.next_at > time.time() + 50  # moved on, from now
+    db.execute("UPDATE schedules SET next_at = ?", (slot - 60,))  # an earlier slot, not recorded: it fires
+    asyncio.run(restart())
+    assert len(spawned_ids) == 1
+    db.close()
