@@ -284,9 +284,9 @@ class Daemon:
             await self.close()
 
     async def close(self) -> None:
+        self.scheduler.close()  # no slot fires into a closing job store
         self.stores.close()
         self.jobs.close()  # unfinished spawned calls stay in the store and run again after a restart
-        self.scheduler.close()
         self.deployed.close()
         for pool in list(self.pools.values()):
             pool.stop("the runtime is shutting down")
