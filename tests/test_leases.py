@@ -45,6 +45,10 @@ def test_warm_calls_go_straight_to_the_leased_container(app):
     assert _lease(where) is lease  # every one of them went direct: the lease was never given up
     stats = where.stats()
     assert stats["leased"] == 1 and stats["containers"] == {"idle": 1} and stats["running"] == 0
+    status = rc.status()
+    line = next(line for line in repr(status).splitlines() if line.strip().startswith(f"{stats['function']}:"))
+    assert "1 idle (1 leased)" in line
+    assert "<th>leased</th>" in status._repr_html_()
 
 
 def test_output_and_errors_under_a_lease(app, capfd):

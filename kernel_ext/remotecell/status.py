@@ -12,8 +12,10 @@ class RuntimeStatus(dict):  # type: ignore[type-arg]
 
     >>> rc.status()
     runtime 9860fc2d (pid 6380) on ipc:///home/me/.remotecell/sock/runtime.sock
-      GPUs: none; free: []
-      square: 2 idle; 0 queued, 0 running
+      python 3.11.7, remotecell 0.1.0, cloudpickle 3.1.3
+      GPUs: none; free: []; CPUs reserved: 1 of 2
+      apps: 1, client sessions: 1
+      square: 2 idle (1 leased); 0 queued, 0 running
     """
 
     def __repr__(self) -> str:
@@ -21,11 +23,14 @@ class RuntimeStatus(dict):  # type: ignore[type-arg]
         lines = [
             f"runtime {self['runtime_id']} (pid {self['pid']}) on {', '.join(self['endpoints'])}",
             f"  python {v['python']}, remotecell {v['remotecell']}, cloudpickle {v['cloudpickle']}",
-            f"  GPUs: {', '.join(g['name'] for g in self['gpus']) or 'none'}; free: {self['gpus_free']}",
+            f"  GPUs: {', '.join(g['name'] for g in self['gpus']) or 'none'}; free: {self['gpus_free']}"
+            + _cpus(self.get("cpus")),
             f"  apps: {len(self['apps'])}, client sessions: {self['sessions']}",
         ]
         for pool in self["pools"]:
             containers = ", ".join(f"{n} {state}" for state, n in pool["containers"].items()) or "no containers"
+            if pool.get("leased"):  # lent to a blocking caller: its calls skip the runtime's router
+                containers += f" ({pool['leased']} leased)"
             waiting = f" ({pool['waiting_reason']})" if pool.get("waiting_reason") else ""
             lines.append(f"  {pool['function']}: {containers}; {pool['queued']} queued{waiting}, "
                          f"{pool['running']} running")
@@ -35,6 +40,10 @@ class RuntimeStatus(dict):  # type: ignore[type-arg]
         from .widgets.status import status_html
 
         return status_html(self)
+
+
+def _cpus(cpus: dict[str, float] | None) -> str:
+    return f"; CPUs reserved: {cpus['reserved']:g} of {cpus['total']:g}" if cpus else ""
 
 
 def status() -> RuntimeStatus:

@@ -21,11 +21,15 @@ def status_html(status: dict[str, Any]) -> str:
             f"<code>{escape(', '.join(status['endpoints']))}</code><br>"
             f"python {escape(v['python'])}, remotecell {escape(v['remotecell'])}; "
             f"{len(status['apps'])} app(s), {status['sessions']} client session(s)<br>GPUs: {gpus}")
-    columns = ["function", *_STATES, "queued", "running", "waiting for"]
+    cpus = status.get("cpus")
+    if cpus:
+        head += f"; CPUs reserved: {cpus['reserved']:g} of {cpus['total']:g}"
+    columns = ["function", *_STATES, "leased", "queued", "running", "waiting for"]
     rows = []
     for pool in status["pools"]:
         cells = [escape(pool["function"]), *(str(pool["containers"].get(s, 0)) for s in _STATES),
-                 str(pool["queued"]), str(pool["running"]), escape(pool.get("waiting_reason") or "")]
+                 str(pool.get("leased", 0)), str(pool["queued"]), str(pool["running"]),
+                 escape(pool.get("waiting_reason") or "")]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     if not rows:
         return head + "<br><i>no functions registered</i>"
