@@ -303,6 +303,12 @@ class Connection:
         reply, _ = await self.async_channel().roundtrip(header, payloads)
         return reply
 
+    def stop_async_channel(self) -> None:
+        """Stop the running loop's channel (its reader and watchdog tasks) before a close() on another thread."""
+        ch = self._async.pop(asyncio.get_running_loop(), None)
+        if ch is not None:
+            ch.stop()
+
     def close(self) -> None:
         if self.closed:
             return
@@ -565,6 +571,12 @@ class AsyncChannel:
         self._watched: dict[int, tuple[Callable[[BaseException], None], str]] = {}
         self._watch_keys = itertools.count()
         self._watchdog: asyncio.Future[None] | None = None
+
+    def stop(self) -> None:
+        """Stop reading and watching: the socket is about to close (called on the channel's loop)."""
+        self.reader.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     async def _read(self) -> None:
         while True:

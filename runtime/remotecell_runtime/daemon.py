@@ -165,6 +165,7 @@ class Daemon:
             "call_status": self.on_call_status,
             "call_cancel": self.on_call_cancel,
             "call_logs": self.on_call_logs,
+            "calls_recent": self.on_calls_recent,
             "lease_return": self.on_lease_return,
             "volume_ls": self.on_volume_ls,
             "volume_read": self.on_volume_read,
@@ -712,6 +713,13 @@ class Daemon:
 
     def on_call_logs(self, req: Request) -> dict[str, Any]:
         return {"text": self.jobs.logs(str(req.header["call"]))}
+
+    def on_calls_recent(self, req: Request) -> dict[str, Any]:
+        """The latest spawned calls and their states, for the JupyterLab panel (``limit``: how many)."""
+        limit = req.header.get("limit", 50)
+        if type(limit) is not int or limit < 1:
+            raise RequestError("InvalidError", f"calls_recent: limit must be a positive integer, not {limit!r}")
+        return {"calls": self.jobs.recent(limit)}
 
     def on_lease_return(self, req: Request) -> None:
         """A call made under a lease that ended badly there (see ``Pool.adopt``): it goes on as a plain input."""

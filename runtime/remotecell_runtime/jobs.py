@@ -62,7 +62,9 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE INDEX IF NOT EXISTS calls_group ON calls (group_id, idx);
 DROP INDEX IF EXISTS calls_state;
 CREATE INDEX IF NOT EXISTS calls_expiry ON calls (expires_at);
+CREATE INDEX IF NOT EXISTS calls_created ON calls (created_at);
 """
+RECENT_MAX = 500  # calls_recent lists at most this many
 TOMBSTONE_S = 30 * 24 * 3600.0  # how long an expired call is still known as expired (then: not found)
 
 
@@ -143,6 +145,12 @@ class JobStore:
     def group_states(self, group_id: str) -> dict[str, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM calls WHERE group_id = ? GROUP BY state", (group_id,))
         return {str(state): int(n) for state, n in rows}
+
+    def recent(self, limit: int) -> list[sqlite3.Row]:
+        """The ``limit`` most recently spawned calls, newest first (no arguments, results or logs)."""
+        return self.db.execute(
+            "SELECT id, group_id, function, state, attempts, error_type, created_at, finished_at FROM calls "
+            "ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
 
     def expire(self, now_s: float) -> int:
         """Drop the results of calls past their retention; forget them entirely much later."""
@@ -347,6 +355,19 @@ class Jobs:
         if inp.container is not None:
             return dict(out, state="running", container=inp.container.id)
         return dict(out, state="queued", reason=pool.queue_reason())
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The latest spawned calls, newest first: running ones with their container, ended ones with their end."""
+        calls = []
+        for row in self.store.recent(min(max(limit, 0), RECENT_MAX)):
+            job = self.live.get(row["id"])
+            if job is not None:  # the row says 'queued' until it ends: the pools know better
+                calls.append(dict(self._live_status(job), group=job.group_id))
+                continue
+            calls.append({"id": row["id"], "group": row["group_id"], "function": row["function"],
+                          "state": row["state"], "attempts": row["attempts"], "error_type": row["error_type"],
+                          "created_at": row["created_at"], "finished_at": row["finished_at"]})
+        return calls
 
     def group_status(self, group_id: str) -> dict[str, int]:
         counts = self.store.group_states(group_id)

@@ -55,6 +55,7 @@ LIMITS = {
 MAX_WAIT_S = 50.0  # one blocking request waits at most this long here; the client asks again
 PAGE_BYTES = 8 * MIB  # keys()/values()/items() come in pages of about this size
 PAGE_ENTRIES = 1000
+LIST_MAX = 1000  # kv_list describes at most this many stores
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 SCHEMA = """
@@ -123,6 +124,7 @@ class Stores:
             "kv_open": self.on_open,
             "kv_delete": self.on_delete,
             "kv_cancel": self.on_cancel,
+            "kv_list": self.on_list,
             "dict_get": self.on_dict_get,
             "dict_put": self.on_dict_put,
             "dict_pop": self.on_dict_pop,
@@ -239,6 +241,20 @@ class Stores:
         oid = row[0] if row is not None else self._write(
             "INSERT INTO stores (kind, name, created_at) VALUES (?, ?, ?)", (kind, name, time.time())).lastrowid
         self._reply(req, {"oid": oid, "limits": LIMITS})
+
+    def on_list(self, req: Request) -> None:
+        """Every store's kind, name (None: ephemeral), owner session and size, for the JupyterLab panel.
+
+        Sizes are counts of entries or items: nothing stored is read, let alone unpickled.
+        """
+        rows = self.db.execute(
+            "SELECT id, kind, name, owner, created_at, CASE kind "
+            "WHEN 'dict' THEN (SELECT COUNT(*) FROM dict_entries WHERE store = stores.id) "
+            "ELSE (SELECT COUNT(*) FROM queue_items WHERE store = stores.id) END "
+            "FROM stores ORDER BY kind, name IS NULL, name, id LIMIT ?", (LIST_MAX,)).fetchall()
+        stores = [{"id": oid, "kind": kind, "name": name, "ephemeral": owner is not None, "created_at": created_at,
+                   "size": size} for oid, kind, name, owner, created_at, size in rows]
+        self._reply(req, {"stores": stores, "truncated": len(stores) == LIST_MAX})
 
     def on_delete(self, req: Request) -> None:
         kind = req.header.get("kind", "")

@@ -1,0 +1,118 @@
+"""The REST handlers under ``/remotecell/api/``: each asks the runtime one thing and answers JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+from .. import exceptions
+from .link import NoRuntime, RuntimeLink
+
+CALL_ID = r"fc-[0-9a-f]+|fg-[0-9a-f]+\.[0-9]+"  # a spawned call, or one input of a spawn_map
+DEFAULT_LIMIT = 50
+# The runtime's refusals, as HTTP statuses: anything else it reports is a 502.
+STATUS_OF_ERROR = {"NotFoundError": 404, "OutputExpiredError": 410, "InvalidError": 400}
+
+
+class RuntimeHandler(APIHandler):
+    """Asks the runtime through the server's one link; errors become JSON with a ``message``."""
+
+    @property
+    def link(self) -> RuntimeLink:
+        return self.settings["remotecell_link"]  # type: ignore[no-any-return]
+
+    async def ask(self, header: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self.link.request(header)
+        except NoRuntime as exc:
+            raise web.HTTPError(503, str(exc)) from exc
+        except exceptions.Error as exc:
+            raise web.HTTPError(STATUS_OF_ERROR.get(type(exc).__name__, 502), str(exc)) from exc
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """JSON ``{"message": ...}`` as APIHandler's, without its doubling of the ``%`` in messages."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(exc, web.HTTPError) or not exc.log_message:
+            super().write_error(status_code, **kwargs)
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": exc.log_message % exc.args}))
+
+    def reply(self, body: dict[str, Any]) -> None:
+        self.set_header("Cache-Control", "no-store")  # the panel polls: always the current state
+        self.finish(json.dumps(body))
+
+
+class StatusHandler(RuntimeHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        status = await self.ask({"t": "status"})
+        self.reply(dict(status, address=self.link.address))
+
+
+class CallsHandler(RuntimeHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        raw = self.get_query_argument("limit", str(DEFAULT_LIMIT))
+        if not raw.isdigit() or int(raw) < 1:
+            raise web.HTTPError(400, f"limit={raw!r}: give a positive number of calls")
+        self.reply(await self.ask({"t": "calls_recent", "limit": int(raw)}))
+
+
+class CallHandler(RuntimeHandler):
+    @web.authenticated
+    async def get(self, call_id: str) -> None:
+        self.reply(await self.ask({"t": "call_status", "call": call_id}))
+
+
+class CallLogsHandler(RuntimeHandler):
+    @web.authenticated
+    async def get(self, call_id: str) -> None:
+        reply = await self.ask({"t": "call_logs", "call": call_id})
+        self.reply({"id": call_id, "text": reply.get("text", "")})
+
+
+class CallCancelHandler(RuntimeHandler):
+    @web.authenticated
+    async def post(self, call_id: str) -> None:
+        await self.ask({"t": "call_status", "call": call_id})  # an unknown id is a 404, not a quiet no-op
+        reply = await self.ask({"t": "call_cancel", "calls": [call_id]})
+        self.reply({"id": call_id, "cancelled": bool(reply.get("cancelled"))})
+
+
+class StoresHandler(RuntimeHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        self.reply(await self.ask({"t": "kv_list"}))
+
+
+class BadCallIdHandler(RuntimeHandler):
+    """Any other path under calls/: say what an id looks like instead of a bare 404."""
+
+    @web.authenticated
+    def get(self, rest: str) -> None:
+        raise web.HTTPError(400, f"{rest.split('/')[0]!r} is not a call id: ids look like 'fc-...' or 'fg-....N'")
+
+    post = get
+
+
+ROUTES: list[tuple[str, type[RuntimeHandler]]] = [
+    (r"status", StatusHandler),
+    (r"calls", CallsHandler),
+    (rf"calls/({CALL_ID})", CallHandler),
+    (rf"calls/({CALL_ID})/logs", CallLogsHandler),
+    (rf"calls/({CALL_ID})/cancel", CallCancelHandler),
+    (r"calls/(.+)", BadCallIdHandler),
+    (r"stores", StoresHandler),
+]
+
+
+def setup_handlers(web_app: Any) -> None:
+    """Serve the API under ``{base_url}remotecell/api/``, with one runtime link for the whole server."""
+    web_app.settings["remotecell_link"] = RuntimeLink()
+    base = url_path_join(web_app.settings["base_url"], "remotecell", "api")
+    web_app.add_handlers(".*$", [(url_path_join(base, path) + "/?$", handler) for path, handler in ROUTES])
