@@ -2,8 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The JupyterLab side panel: built here, found by JupyterLab through the venv's share/jupyter.
+LABEXT := labextension/build/labextension
+LABEXT_LINK := $(VENV)/share/jupyter/labextensions/remotecell
+LABEXT_SOURCES := labextension/package.json labextension/tsconfig.json $(wildcard labextension/src/*.ts labextension/style/*)
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,12 +17,30 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+labextension/node_modules/.installed: labextension/package.json labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund
+	touch $@
+
+# build-labextension is what `jupyter labextension build` runs; it needs the installed JupyterLab's staging dir.
+$(LABEXT)/package.json: $(VENV)/.installed labextension/node_modules/.installed $(LABEXT_SOURCES)
+	cd labextension && node_modules/.bin/tsc
+	cd labextension && node_modules/.bin/build-labextension --core-path \
+		"$$($(abspath $(PY)) -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')" .
+	mkdir -p $(dir $(LABEXT_LINK))
+	rm -rf $(LABEXT_LINK)  # an editable install may have copied an older build here (pyproject shared-data)
+	ln -s $(abspath $(LABEXT)) $(LABEXT_LINK)
+	touch $@
+
+setup: $(VENV)/.installed $(LABEXT)/package.json
+
+# The panel's browser test drives Debian's chromium (Playwright's own download is not used).
+browser:
+	@test -x $(CHROMIUM) || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
 demo: setup
 	$(PY) notebooks/run.py notebooks/quickstart.ipynb
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 lint: setup
@@ -27,4 +51,4 @@ bench: setup
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache labextension/node_modules labextension/lib labextension/build

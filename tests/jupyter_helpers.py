@@ -31,7 +31,8 @@ class JupyterServer:
     where installing remotecell enables its server extension.
     """
 
-    def __init__(self, workdir: Path, remotecell_home: Path, app: str = "jupyter_server") -> None:
+    def __init__(self, workdir: Path, remotecell_home: Path, app: str = "jupyter_server",
+                 options: tuple[str, ...] = ()) -> None:
         self.token = secrets.token_hex(16)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -43,7 +44,7 @@ class JupyterServer:
         self.log = open(self.log_path, "wb")
         cmd = [sys.executable, "-m", app, "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={self.port}",
                "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-               f"--ServerApp.root_dir={workdir}"]
+               f"--ServerApp.root_dir={workdir}", *options]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         wait_for(self._up, timeout_s=START_TIMEOUT_S, what=f"{app} to start (log: {self.log_path})")
 

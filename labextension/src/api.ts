@@ -1,0 +1,79 @@
+// The remotecell server extension's REST API (/remotecell/api/), as the panel uses it.
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export interface IPool {
+  function: string;
+  fid: string;
+  containers: Record<string, number>;
+  queued: number;
+  running: number;
+  leased: number;
+  waiting_reason: string;
+}
+
+export interface IApp {
+  app_id: string;
+  name: string;
+  mode: string;
+  functions: string[];
+}
+
+export interface IGpu {
+  index: number;
+  name: string;
+}
+
+export interface IStatus {
+  runtime_id: string;
+  pid: number;
+  address: string | null;
+  versions: Record<string, string>;
+  gpus: IGpu[];
+  gpus_free: number[];
+  apps: IApp[];
+  pools: IPool[];
+  sessions: number;
+}
+
+export interface ICall {
+  id: string;
+  function: string;
+  state: string;
+  reason?: string;
+  container?: string;
+  attempts: number;
+  created_at: number;
+  finished_at?: number | null;
+}
+
+export interface IStore {
+  id: number;
+  kind: 'dict' | 'queue';
+  name: string | null;
+  ephemeral: boolean;
+  size: number;
+}
+
+/** An answer other than 2xx: its status and the server's message (e.g. 503: no runtime is running). */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string
+  ) {
+    super(message);
+  }
+}
+
+/** One request to the API; ServerConnection adds the token and the xsrf header. */
+export async function requestAPI<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, 'remotecell', 'api', path);
+  const response = await ServerConnection.makeRequest(url, init, settings);
+  const text = await response.text();
+  const body = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    throw new ApiError(response.status, (body && body.message) || response.statusText);
+  }
+  return body as T;
+}

@@ -1,0 +1,194 @@
+// The side panel: what the runtime is doing, polled from the REST API while the panel is visible.
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
+import { ApiError, ICall, IPool, IStatus, IStore, requestAPI } from './api';
+
+export const POLL_INTERVAL_MS = 2000;
+const ACTIVE_STATES = new Set(['queued', 'running']);
+
+/** A small DOM builder: text always goes in as text, never as HTML (names come from user code). */
+function el(tag: string, className: string, ...children: (Node | string)[]): HTMLElement {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  for (const child of children) {
+    node.append(child);
+  }
+  return node;
+}
+
+function section(title: string, rows: HTMLElement[], empty: string): HTMLElement {
+  const body = rows.length ? rows : [el('div', 'rc-empty', empty)];
+  return el('section', 'rc-section', el('h3', '', title), ...body);
+}
+
+function containers(pool: IPool): string {
+  const parts = Object.entries(pool.containers).map(([state, n]) => `${n} ${state}`);
+  return parts.join(', ') || 'no containers';
+}
+
+function elapsed(call: ICall, nowS: number): string {
+  const endS = call.finished_at || nowS;
+  return `${Math.max(0, endS - call.created_at).toFixed(1)} s`;
+}
+
+export class RemotecellPanel extends Widget {
+  private timer: number | null = null;
+  private logsOf: string | null = null; // the call whose logs are shown
+  private readonly content = el('div', 'rc-content');
+  private readonly logs = el('pre', 'rc-logs');
+
+  constructor() {
+    super();
+    this.id = 'remotecell-panel';
+    this.addClass('rc-panel');
+    this.title.caption = 'remotecell';
+    this.logs.hidden = true;
+    this.node.append(el('h2', '', 'remotecell'), this.content, this.logs);
+  }
+
+  /** Fetch everything once and redraw (also what each poll does). */
+  async refresh(): Promise<void> {
+    try {
+      const [status, calls, stores] = await Promise.all([
+        requestAPI<IStatus>('status'),
+        requestAPI<{ calls: ICall[] }>('calls?limit=50'),
+        requestAPI<{ stores: IStore[] }>('stores')
+      ]);
+      this.render(status, calls.calls, stores.stores);
+      await this.refreshLogs();
+    } catch (err) {
+      this.showError(err);
+    }
+  }
+
+  protected onAfterShow(msg: Message): void {
+    this.startPolling();
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    if (this.isVisible) {
+      this.startPolling();
+    }
+  }
+
+  protected onBeforeHide(msg: Message): void {
+    this.stopPolling();
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    this.stopPolling();
+  }
+
+  private startPolling(): void {
+    if (this.timer !== null) {
+      return;
+    }
+    void this.refresh();
+    this.timer = window.setInterval(() => void this.refresh(), POLL_INTERVAL_MS);
+  }
+
+  private stopPolling(): void {
+    if (this.timer !== null) {
+      window.clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  private showError(err: unknown): void {
+    const message = err instanceof ApiError || err instanceof Error ? err.message : String(err);
+    this.content.replaceChildren(el('div', 'rc-error', message));
+  }
+
+  private render(status: IStatus, calls: ICall[], stores: IStore[]): void {
+    const gpus = status.gpus.map(g => g.name).join(', ') || 'none';
+    const runtime = [
+      el('div', 'rc-row', `${status.runtime_id} (pid ${status.pid}) on ${status.address ?? ''}`),
+      el('div', 'rc-row', `GPUs: ${gpus}; free: [${status.gpus_free.join(', ')}]`),
+      el('div', 'rc-row', `client sessions: ${status.sessions}`)
+    ];
+    const apps = status.apps.map(a =>
+      el('div', 'rc-row rc-app', `${a.name} (${a.mode}): ${a.functions.join(', ') || 'no functions'}`)
+    );
+    const pools = status.pools.map(p => {
+      const waiting = p.waiting_reason ? ` (${p.waiting_reason})` : '';
+      return el(
+        'div',
+        'rc-row rc-function',
+        el('b', '', p.function),
+        `: ${containers(p)}; ${p.queued} queued${waiting}, ${p.running} running`
+      );
+    });
+    const nowS = Date.now() / 1000;
+    this.content.replaceChildren(
+      section('Runtime', runtime, ''),
+      section('Apps', apps, 'no apps'),
+      section('Functions', pools, 'no functions'),
+      section('Calls', calls.map(c => this.callRow(c, nowS)), 'no spawned calls'),
+      section('Dicts and Queues', stores.map(storeRow), 'no Dicts or Queues')
+    );
+  }
+
+  private callRow(call: ICall, nowS: number): HTMLElement {
+    const detail = call.reason ? ` (${call.reason})` : '';
+    const row = el(
+      'div',
+      `rc-row rc-call rc-state-${call.state}`,
+      el('span', 'rc-call-function', call.function),
+      ' ',
+      el('span', 'rc-call-state', call.state),
+      `${detail} ${elapsed(call, nowS)} `,
+      el('span', 'rc-call-id', call.id)
+    );
+    row.dataset.callId = call.id;
+    row.title = 'show its logs';
+    row.onclick = () => void this.showLogs(call.id);
+    if (ACTIVE_STATES.has(call.state)) {
+      const button = el('button', 'rc-cancel jp-Button', 'Cancel') as HTMLButtonElement;
+      button.onclick = event => {
+        event.stopPropagation(); // a click on Cancel is not a click on the row
+        button.disabled = true;
+        void this.cancel(call.id);
+      };
+      row.append(button);
+    }
+    return row;
+  }
+
+  private async cancel(callId: string): Promise<void> {
+    try {
+      await requestAPI(`calls/${callId}/cancel`, { method: 'POST' });
+    } catch (err) {
+      this.showError(err);
+    }
+    await this.refresh();
+  }
+
+  private async showLogs(callId: string): Promise<void> {
+    this.logsOf = callId;
+    await this.refreshLogs();
+  }
+
+  private async refreshLogs(): Promise<void> {
+    const callId = this.logsOf;
+    if (callId === null) {
+      return;
+    }
+    try {
+      const reply = await requestAPI<{ text: string }>(`calls/${callId}/logs`);
+      this.logs.textContent = `logs of ${callId}:\n${reply.text || '(nothing printed yet)'}`;
+    } catch (err) {
+      this.logs.textContent = `logs of ${callId}: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    this.logs.hidden = false;
+  }
+}
+
+function storeRow(store: IStore): HTMLElement {
+  const kind = store.kind === 'dict' ? 'Dict' : 'Queue';
+  const name = store.name ?? `(ephemeral #${store.id})`;
+  const unit = store.kind === 'dict' ? ['entry', 'entries'] : ['item', 'items'];
+  return el('div', 'rc-row rc-store', `${kind} ${name}: ${store.size} ${unit[store.size === 1 ? 0 : 1]}`);
+}

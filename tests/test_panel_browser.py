@@ -1,0 +1,96 @@
+"""The JupyterLab side panel in a real browser: headless Debian chromium driven by Playwright, on `jupyter lab`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from jupyter_helpers import JupyterServer
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("REMOTECELL_CHROMIUM", "/usr/bin/chromium")
+UI_TIMEOUT_MS = 60_000  # a cold JupyterLab page load on a small CI box takes a while
+PANEL = "#remotecell-panel"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"no browser at {CHROMIUM}: `make browser` installs Debian's chromium")
+
+
+def _gate(path: Path, timeout_s: float = 60) -> None:
+    """Inside a remote function: wait until the test creates ``path``."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def lab(runtime, tmp_path_factory):
+    # No announcements or extension manager: the test machine reaches no web.
+    srv = JupyterServer(tmp_path_factory.mktemp("lab"), runtime.state_dir, app="jupyterlab",
+                        options=("--LabApp.news_url=None", "--LabApp.extension_manager=readonly"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def page(lab):
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            tab = browser.new_page()
+            tab.set_default_timeout(UI_TIMEOUT_MS)
+            errors: list[str] = []
+            tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            # A new workspace each time: the panel starts closed (a saved layout would reopen it, and the
+            # click below would close it again).
+            tab.goto(f"{lab.url}/lab/workspaces/{secrets.token_hex(4)}?token={lab.token}")
+            tab.locator(f'.jp-SideBar [data-id="{PANEL[1:]}"]').click()  # the panel's tab in the left bar
+            playwright_api.expect(tab.locator(PANEL)).to_be_visible()
+            yield tab
+            assert not [e for e in errors if "remotecell" in e], errors
+        finally:
+            browser.close()
+
+
+def test_the_panel_shows_functions_and_cancels_a_spawned_call(page, app, tmp_path):
+    expect = playwright_api.expect
+
+    @app.function()
+    def browser_square(x):
+        return x * x
+
+    @app.function()
+    def browser_waits():
+        print("waiting in the browser test")
+        _gate(tmp_path / "never")
+
+    assert browser_square.remote(5) == 25
+    expect(page.locator(f"{PANEL} .rc-function", has_text="browser_square")).to_be_visible()
+    expect(page.locator(f"{PANEL} .rc-app", has_text="test")).to_be_visible()
+
+    call = browser_waits.spawn()
+    row = page.locator(f'{PANEL} [data-call-id="{call.object_id}"]')
+    expect(row.locator(".rc-call-state")).to_have_text("running")
+    row.locator(".rc-cancel").click()
+    wait_for(lambda: call.status()["state"] == "cancelled", what="the runtime to cancel the call")
+    expect(row.locator(".rc-call-state")).to_have_text("cancelled")
+    expect(row.locator(".rc-cancel")).to_have_count(0)
+
+    row.click()  # its logs, below the sections
+    expect(page.locator(f"{PANEL} .rc-logs")).to_contain_text("waiting in the browser test")
+
+
+def test_the_panel_lists_dicts_and_queues(page, runtime):
+    import remotecell as rc
+
+    q = rc.Queue.from_name("browser-queue", create_if_missing=True)
+    q.put_many(["a", "b"])
+    playwright_api.expect(page.locator(f"{PANEL} .rc-store", has_text="Queue browser-queue")).to_have_text(
+        "Queue browser-queue: 2 items")
