@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import wait_for
+from conftest import stop_process, wait_for
 
 START_TIMEOUT_S = 60.0
 
@@ -28,18 +28,20 @@ class JupyterServer:
     """``python -m jupyter_server`` (or ``jupyterlab``) on a free port with a known token.
 
     Its config and data dirs are private to the test; the sys.prefix config still applies, which is
-    where installing remotecell enables its server extension.
+    where installing remotecell enables its server extension. It finds the runtime of
+    ``remotecell_home``; the test's ``REMOTECELL_RUNTIME`` only with ``keep_runtime_env``.
     """
 
     def __init__(self, workdir: Path, remotecell_home: Path, app: str = "jupyter_server",
-                 options: tuple[str, ...] = ()) -> None:
+                 options: tuple[str, ...] = (), keep_runtime_env: bool = False) -> None:
         self.token = secrets.token_hex(16)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, REMOTECELL_HOME=str(remotecell_home), JUPYTER_CONFIG_DIR=str(workdir / "config"),
                    JUPYTER_DATA_DIR=str(workdir / "data"), JUPYTER_RUNTIME_DIR=str(workdir / "runtime"))
-        env.pop("REMOTECELL_RUNTIME", None)
+        if not keep_runtime_env:
+            env.pop("REMOTECELL_RUNTIME", None)
         self.log_path = workdir / f"{app}.log"
         self.log = open(self.log_path, "wb")
         cmd = [sys.executable, "-m", app, "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={self.port}",
@@ -78,11 +80,5 @@ class JupyterServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()

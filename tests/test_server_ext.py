@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import remotecell as rc
 from conftest import Runtime, wait_for
 from jupyter_helpers import JupyterServer
 from remotecell import _client
-
-
-def _gate(path: Path, timeout_s: float = 60) -> None:
-    """Inside a remote function: wait until the test creates ``path``."""
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +44,11 @@ def test_status_shows_the_apps_and_functions_called(server, app):
     assert sum(pool["containers"].values()) >= 1 and pool["queued"] == 0
 
 
-def test_a_spawned_call_is_listed_and_cancelled_through_the_api(server, app, tmp_path):
+def test_a_spawned_call_is_listed_and_cancelled_through_the_api(server, app):
     @app.function()
     def panel_waits():
         print("waiting for the test")
-        _gate(tmp_path / "never")
+        time.sleep(300)  # until the test cancels it
 
     call = panel_waits.spawn()
     wait_for(lambda: call.status()["state"] == "running", what="the call to run")
@@ -96,7 +86,9 @@ def test_stores_are_listed_with_their_sizes(server, runtime):
     q.put_many([1, 2, 3])
     with rc.Dict.ephemeral() as scratch:
         scratch["x"] = 1
-        stores = _ok(server, "GET", "stores")["stores"]
+        body = _ok(server, "GET", "stores")
+    stores = body["stores"]
+    assert body["truncated"] is False
     named = {(s["kind"], s["name"]): s for s in stores if s["name"]}
     assert named["dict", "panel-dict"]["size"] == 2 and not named["dict", "panel-dict"]["ephemeral"]
     assert named["queue", "panel-queue"]["size"] == 3
@@ -123,6 +115,16 @@ def test_without_a_runtime_the_api_says_so_and_starts_none(runtime, tmp_path):
         assert "`%load_ext remotecell`" in body["message"]
         assert srv.api("GET", "calls")[0] == 503
         assert not (empty_home / "connection.json").exists()
+    finally:
+        srv.stop()
+
+
+def test_a_configured_runtime_that_is_missing_is_a_503(runtime, tmp_path, monkeypatch):
+    monkeypatch.setenv("REMOTECELL_RUNTIME", str(tmp_path / "missing.json"))
+    srv = JupyterServer(tmp_path / "jupyter", tmp_path / "home", keep_runtime_env=True)
+    try:
+        code, body = srv.api("GET", "stores")
+        assert code == 503 and "missing.json does not exist" in body["message"]
     finally:
         srv.stop()
 

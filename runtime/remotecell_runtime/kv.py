@@ -251,10 +251,10 @@ class Stores:
             "SELECT id, kind, name, owner, created_at, CASE kind "
             "WHEN 'dict' THEN (SELECT COUNT(*) FROM dict_entries WHERE store = stores.id) "
             "ELSE (SELECT COUNT(*) FROM queue_items WHERE store = stores.id) END "
-            "FROM stores ORDER BY kind, name IS NULL, name, id LIMIT ?", (LIST_MAX,)).fetchall()
+            "FROM stores ORDER BY kind, name IS NULL, name, id LIMIT ?", (LIST_MAX + 1,)).fetchall()
         stores = [{"id": oid, "kind": kind, "name": name, "ephemeral": owner is not None, "created_at": created_at,
-                   "size": size} for oid, kind, name, owner, created_at, size in rows]
-        self._reply(req, {"stores": stores, "truncated": len(stores) == LIST_MAX})
+                   "size": size} for oid, kind, name, owner, created_at, size in rows[:LIST_MAX]]
+        self._reply(req, {"stores": stores, "truncated": len(rows) > LIST_MAX})
 
     def on_delete(self, req: Request) -> None:
         kind = req.header.get("kind", "")

@@ -80,9 +80,10 @@ def _find() -> _local.ConnectionInfo:
     ``remotecell serve``'s: a runtime started by the server would run user code with the server's
     environment and live as long as the server, which nobody asked for by opening a panel.
     """
-    if os.environ.get("REMOTECELL_RUNTIME"):
-        return _local.resolve()
-    info = _local.local_info()
+    try:
+        info = _local.resolve() if os.environ.get("REMOTECELL_RUNTIME") else _local.local_info()
+    except (exceptions.ConnectionError, exceptions.AuthError) as exc:  # a missing or unsafe connection file
+        raise NoRuntime(str(exc)) from exc
     if info is None:
         raise NoRuntime(f"no remotecell runtime is running (state in {_local.home()}); it starts with a notebook's "
                         "first remote call or `%load_ext remotecell`, or run `remotecell serve`")
