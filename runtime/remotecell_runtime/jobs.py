@@ -359,7 +359,7 @@ class Jobs:
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The latest spawned calls, newest first: running ones with their container, ended ones with their end."""
         calls = []
-        for row in self.store.recent(min(max(limit, 0), RECENT_MAX)):
+        for row in self.store.recent(min(limit, RECENT_MAX)):
             job = self.live.get(row["id"])
             if job is not None:  # the row says 'queued' until it ends: the pools know better
                 calls.append(dict(self._live_status(job), group=job.group_id))
