@@ -23,7 +23,7 @@ class RuntimeHandler(APIHandler):
 
     @property
     def link(self) -> RuntimeLink:
-        return self.settings["remotecell_link"]  # type: ignore[no-any-return]
+        return self.settings["remotecell_link"]
 
     async def ask(self, header: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -39,11 +39,11 @@ class RuntimeLink:
         try:
             reply = await asyncio.wait_for(conn.arequest(dict(header)), REQUEST_TIMEOUT_S)
         except asyncio.TimeoutError:
-            self._drop()
+            self._drop(conn)
             raise NoRuntime(f"the runtime at {conn.info.address} did not answer within {REQUEST_TIMEOUT_S:g} s") \
                 from None
         except exceptions.ConnectionError as exc:  # it stopped, or restarted under the request
-            self._drop()
+            self._drop(conn)
             raise NoRuntime(str(exc)) from exc
         return {k: v for k, v in reply.items() if k not in ("t", "id", "sid")}
 
@@ -56,7 +56,7 @@ class RuntimeLink:
         key = (info.address, info.pid)
         async with self._lock:  # concurrent requests share one connection attempt
             if self._conn is not None and (self._conn.closed or self._key != key):
-                self._drop()
+                self._drop(self._conn)
             if self._conn is None:
                 try:
                     self._conn = await asyncio.get_running_loop().run_in_executor(None, _client.Connection, info)
@@ -65,12 +65,13 @@ class RuntimeLink:
                 self._key = key
             return self._conn
 
-    def _drop(self) -> None:
-        """Forget the connection; it closes on a worker thread (closing lingers on its sockets)."""
-        conn, self._conn, self._key = self._conn, None, None
-        if conn is not None:
-            conn.stop_async_channel()
-            asyncio.get_running_loop().run_in_executor(None, conn.close)
+    def _drop(self, conn: _client.Connection) -> None:
+        """Forget ``conn`` unless another request replaced it already; it closes on a worker thread (it lingers)."""
+        if self._conn is not conn:
+            return
+        self._conn, self._key = None, None
+        conn.stop_async_channel()
+        asyncio.get_running_loop().run_in_executor(None, conn.close)
 
 
 def _find() -> _local.ConnectionInfo:
