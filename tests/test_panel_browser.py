@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 from jupyter_helpers import JupyterServer
+from test_schedules import deploy_scheduled
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -86,3 +87,24 @@ def test_the_panel_lists_dicts_and_queues(page, runtime):
     q.put_many(["a", "b"])
     playwright_api.expect(page.locator(f"{PANEL} .rc-store", has_text="Queue browser-queue")).to_have_text(
         "Queue browser-queue: 2 items")
+
+
+def test_the_panel_pauses_and_runs_a_schedule(page, runtime, tmp_path):
+    import remotecell as rc
+
+    expect = playwright_api.expect
+    deploy_scheduled(tmp_path, "browser-sched", schedule="rc.Period(hours=1)")
+    try:
+        row = page.locator(f'{PANEL} [data-schedule="browser-sched/tick"]')
+        expect(row).to_contain_text("every")
+        row.get_by_role("button", name="Pause").click()
+        schedule = rc.Function.from_name("browser-sched", "tick").schedule()
+        wait_for(lambda: schedule.refresh().paused, what="the runtime to pause the schedule")
+        expect(row.locator(".rc-schedule-state")).to_have_text("paused")
+        row.get_by_role("button", name="Run now").click()
+        last = wait_for(lambda: schedule.refresh().last, what="a run started from the panel")
+        assert last["trigger"] == "run_now"
+        assert rc.FunctionCall.from_id(last["call_id"]).get(timeout=60) == "ticked"
+        expect(row).to_contain_text("last run succeeded (run_now)")
+    finally:
+        rc.App.stop_deployed("browser-sched")

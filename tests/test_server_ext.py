@@ -9,6 +9,7 @@ import remotecell as rc
 from conftest import Runtime, wait_for
 from jupyter_helpers import JupyterServer
 from remotecell import _client
+from test_schedules import deploy_scheduled
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,25 @@ def test_stores_are_listed_with_their_sizes(server, runtime):
     assert named["dict", "panel-dict"]["size"] == 2 and not named["dict", "panel-dict"]["ephemeral"]
     assert named["queue", "panel-queue"]["size"] == 3
     assert any(s["ephemeral"] and s["kind"] == "dict" and s["size"] == 1 for s in stores)
+
+
+def test_schedules_are_listed_paused_resumed_and_run_now(server, runtime, tmp_path):
+    deploy_scheduled(tmp_path, "panel-sched", schedule="rc.Period(hours=1)")
+    try:
+        listed = _ok(server, "GET", "schedules")["schedules"]
+        mine = next(s for s in listed if s["app"] == "panel-sched")
+        assert mine["function"] == "tick" and not mine["paused"] and mine["next_at"]
+        paused = _ok(server, "POST", "schedules/panel-sched/tick/pause")
+        assert paused["paused"] and paused["next_at"] is None
+        assert rc.Function.from_name("panel-sched", "tick").schedule().paused
+        assert not _ok(server, "POST", "schedules/panel-sched/tick/resume")["paused"]
+        ran = _ok(server, "POST", "schedules/panel-sched/tick/run")
+        assert ran["last"]["trigger"] == "run_now"
+        assert rc.FunctionCall.from_id(ran["call_id"]).get(timeout=60) == "ticked"
+        code, body = server.api("POST", "schedules/panel-sched/nope/pause")
+        assert code == 404 and "no schedule for 'nope'" in body["message"]
+    finally:
+        rc.App.stop_deployed("panel-sched")
 
 
 def test_bad_and_unknown_call_ids_and_limits(server, runtime):

@@ -55,6 +55,15 @@ export interface IStore {
   size: number;
 }
 
+export interface ISchedule {
+  app: string;
+  function: string;
+  description: string;
+  paused: boolean;
+  next_at: number | null;
+  last: { call_id: string; at: number; trigger: string; state: string } | null;
+}
+
 /** An answer other than 2xx: its status and the server's message (e.g. 503: no runtime is running). */
 export class ApiError extends Error {
   constructor(

@@ -2,7 +2,7 @@
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, ICall, IPool, IStatus, IStore, requestAPI } from './api';
+import { ApiError, ICall, IPool, ISchedule, IStatus, IStore, requestAPI } from './api';
 
 export const POLL_INTERVAL_MS = 2000;
 const ACTIVE_STATES = new Set(['queued', 'running']);
@@ -52,12 +52,13 @@ export class RemotecellPanel extends Widget {
   /** Fetch everything once and redraw (also what each poll does). */
   async refresh(): Promise<void> {
     try {
-      const [status, calls, stores] = await Promise.all([
+      const [status, calls, schedules, stores] = await Promise.all([
         requestAPI<IStatus>('status'),
         requestAPI<{ calls: ICall[] }>('calls?limit=50'),
+        requestAPI<{ schedules: ISchedule[] }>('schedules'),
         requestAPI<{ stores: IStore[] }>('stores')
       ]);
-      this.render(status, calls.calls, stores.stores);
+      this.render(status, calls.calls, schedules.schedules, stores.stores);
       await this.refreshLogs();
     } catch (err) {
       this.showError(err);
@@ -102,7 +103,7 @@ export class RemotecellPanel extends Widget {
     this.content.replaceChildren(el('div', 'rc-error', message));
   }
 
-  private render(status: IStatus, calls: ICall[], stores: IStore[]): void {
+  private render(status: IStatus, calls: ICall[], schedules: ISchedule[], stores: IStore[]): void {
     const gpus = status.gpus.map(g => g.name).join(', ') || 'none';
     const runtime = [
       el('div', 'rc-row', `${status.runtime_id} (pid ${status.pid}) on ${status.address ?? ''}`),
@@ -127,6 +128,7 @@ export class RemotecellPanel extends Widget {
       section('Apps', apps, 'no apps'),
       section('Functions', pools, 'no functions'),
       section('Calls', calls.map(c => this.callRow(c, nowS)), 'no spawned calls'),
+      section('Schedules', schedules.map(c => this.scheduleRow(c)), 'no schedules'),
       section('Dicts and Queues', stores.map(storeRow), 'no Dicts or Queues')
     );
   }
@@ -146,20 +148,47 @@ export class RemotecellPanel extends Widget {
     row.title = 'show its logs';
     row.onclick = () => void this.showLogs(call.id);
     if (ACTIVE_STATES.has(call.state)) {
-      const button = el('button', 'rc-cancel jp-Button', 'Cancel') as HTMLButtonElement;
-      button.onclick = event => {
-        event.stopPropagation(); // a click on Cancel is not a click on the row
-        button.disabled = true;
-        void this.cancel(call.id);
-      };
+      const button = this.actionButton('Cancel', `calls/${call.id}/cancel`);
+      button.classList.add('rc-cancel');
       row.append(button);
     }
     return row;
   }
 
-  private async cancel(callId: string): Promise<void> {
+  private scheduleRow(schedule: ISchedule): HTMLElement {
+    const next = schedule.paused
+      ? 'paused'
+      : `next ${schedule.next_at ? new Date(schedule.next_at * 1000).toLocaleString() : 'not planned'}`;
+    const last = schedule.last ? `; last run ${schedule.last.state} (${schedule.last.trigger})` : '';
+    const row = el(
+      'div',
+      'rc-row rc-schedule',
+      el('b', '', schedule.function),
+      ` (${schedule.app}): ${schedule.description}; `,
+      el('span', 'rc-schedule-state', next),
+      last
+    );
+    row.dataset.schedule = `${schedule.app}/${schedule.function}`;
+    const path = `schedules/${encodeURIComponent(schedule.app)}/${encodeURIComponent(schedule.function)}`;
+    const [label, action] = schedule.paused ? ['Resume', 'resume'] : ['Pause', 'pause'];
+    row.append(this.actionButton(label, `${path}/${action}`), this.actionButton('Run now', `${path}/run`));
+    return row;
+  }
+
+  /** A button that POSTs to ``path`` once, then redraws the panel. */
+  private actionButton(label: string, path: string): HTMLButtonElement {
+    const button = el('button', 'rc-action jp-Button', label) as HTMLButtonElement;
+    button.onclick = event => {
+      event.stopPropagation(); // a click on a button is not a click on its row
+      button.disabled = true;
+      void this.post(path);
+    };
+    return button;
+  }
+
+  private async post(path: string): Promise<void> {
     try {
-      await requestAPI(`calls/${callId}/cancel`, { method: 'POST' });
+      await requestAPI(path, { method: 'POST' });
     } catch (err) {
       this.showError(err);
     }

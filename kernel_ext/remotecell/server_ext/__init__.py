@@ -9,6 +9,8 @@ Installing remotecell enables it (``etc/jupyter/jupyter_server_config.d/remotece
     GET  calls/<id>/logs       what it printed
     POST calls/<id>/cancel     stop it
     GET  stores                Dicts and Queues: names and sizes
+    GET  schedules             deployed functions' schedules: next run, paused, last run
+    POST schedules/<app>/<function>/pause|resume|run
 
 >>> requests.get(f"{url}/remotecell/api/status", headers={"Authorization": f"token {token}"}).json()["pools"]
 [{'function': 'square', 'containers': {'idle': 1}, 'queued': 0, 'running': 0, ...}]

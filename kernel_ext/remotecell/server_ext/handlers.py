@@ -90,6 +90,20 @@ class StoresHandler(RuntimeHandler):
         self.reply(await self.ask({"t": "kv_list"}))
 
 
+class SchedulesHandler(RuntimeHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        self.reply(await self.ask({"t": "schedule_list"}))
+
+
+class ScheduleActionHandler(RuntimeHandler):
+    """Pause, resume or run now a deployed function's schedule; the answer is its state after that."""
+
+    @web.authenticated
+    async def post(self, app_name: str, function: str, action: str) -> None:
+        self.reply(await self.ask({"t": f"schedule_{action}", "app": app_name, "name": function}))
+
+
 class BadCallIdHandler(RuntimeHandler):
     """Any other path under calls/: say what an id looks like instead of a bare 404."""
 
@@ -108,6 +122,8 @@ ROUTES: list[tuple[str, type[RuntimeHandler]]] = [
     (rf"calls/({CALL_ID})/cancel", CallCancelHandler),
     (r"calls/(.+)", BadCallIdHandler),
     (r"stores", StoresHandler),
+    (r"schedules", SchedulesHandler),
+    (r"schedules/([^/]+)/([^/]+)/(pause|resume|run)", ScheduleActionHandler),
 ]
 
 
