@@ -9,7 +9,7 @@ LABEXT_SOURCES := labextension/package.json labextension/tsconfig.json $(wildcar
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup demo test lint bench clean browser
+.PHONY: setup demo test lint bench clean browser node
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-labextension/node_modules/.installed: labextension/package.json labextension/package-lock.json
+# Node.js builds the side panel: Debian's when the machine has none.
+node:
+	@command -v npm >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q nodejs npm)
+
+labextension/node_modules/.installed: labextension/package.json labextension/package-lock.json | node
 	cd labextension && npm ci --no-audit --no-fund
 	touch $@
 
