@@ -214,12 +214,23 @@ def test_app_deploy_from_python_stays_after_the_process_exits(runtime, tmp_path)
         rc.App.stop_deployed("py-deployed")
 
 
-def test_deployed_apps_survive_a_runtime_restart_and_their_deployers_silence(tmp_path):
-    state = tmp_path / "restarting"
+def own_runtime(tmp_path: Path, folder: str, app: str) -> tuple[Runtime, dict[str, str]]:
+    """A runtime of its own (sessions expire after 2 s of silence) with the demo app deployed on it."""
+    state = tmp_path / folder
     env = {"REMOTECELL_HOME": str(state)}
     rt = Runtime(state, env={"REMOTECELL_HEARTBEAT_TIMEOUT_S": "2"})
     try:
-        deploy(tmp_path, "kept", env=env)
+        deploy(tmp_path, app, env=env)
+    except BaseException:
+        rt.stop()
+        raise
+    return rt, env
+
+
+def test_deployed_apps_survive_a_runtime_restart_and_their_deployers_silence(tmp_path):
+    rt, env = own_runtime(tmp_path, "restarting", "kept")
+    state = Path(env["REMOTECELL_HOME"])
+    try:
         caller = textwrap.dedent("""
             import remotecell as rc
             from conftest import wait_for
@@ -323,11 +334,8 @@ def test_a_file_needs_one_app_and_names_its_entrypoint_when_it_has_several(tmp_p
 
 
 def test_a_lease_held_by_a_client_that_went_silent_is_taken_back(tmp_path):
-    state = tmp_path / "silent"
-    env = {"REMOTECELL_HOME": str(state)}
-    rt = Runtime(state, env={"REMOTECELL_HEARTBEAT_TIMEOUT_S": "2"})
+    rt, env = own_runtime(tmp_path, "silent", "leasy")
     try:
-        deploy(tmp_path, "leasy", env=env)
         holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
             import os, signal, remotecell as rc
             square = rc.Function.from_name("leasy", "square")
@@ -338,7 +346,7 @@ def test_a_lease_held_by_a_client_that_went_silent_is_taken_back(tmp_path):
         assert holder.stdout is not None and holder.stdout.readline().strip() == "leased"
         holder.wait(30)
         leased = textwrap.dedent("""
-            import remotecell as rc, sys
+            import remotecell as rc
             from conftest import wait_for
             pool = lambda: next(p for p in rc.status()["pools"] if p["function"] == "square")
             assert pool()["leased"] == 1, pool()

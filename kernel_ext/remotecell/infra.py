@@ -166,9 +166,9 @@ class Volume:
         return twin(self._read_file)
 
     async def _request(self, header: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-        header.update(self.to_wire())
-        header.update(id=_client.connection().new_id(), sid=_client.connection().sid)
-        return await _client.connection().async_channel().roundtrip(header)
+        conn = _client.connection()
+        header.update(self.to_wire(), id=conn.new_id(), sid=conn.sid)
+        return await conn.async_channel().roundtrip(header)
 
     async def _listdir(self, path: str = "/") -> list[dict[str, Any]]:
         """The entries under ``path`` (relative to the volume's root): path, type (file or dir), size."""

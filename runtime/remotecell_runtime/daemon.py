@@ -608,13 +608,12 @@ class Daemon:
         env = {str(k): str(v) for k, v in (options.get("env") or {}).items()}
         try:
             env.update(vault.environment(self.state_dir, options.get("secrets")))
-            if options.get("volumes"):
-                env[VOLUMES_ENV] = json.dumps(self.volumes.mounts(options["volumes"]))
-        except (vault.SecretNotFound, VolumeError) as exc:
-            missing = isinstance(exc, vault.SecretNotFound) or getattr(exc, "missing", False)
-            raise RequestError("NotFoundError" if missing else "InvalidError", str(exc)) from None
+        except vault.SecretNotFound as exc:
+            raise RequestError("NotFoundError", str(exc)) from None
         except vault.SecretError as exc:
             raise RequestError("InvalidError", str(exc)) from None
+        if options.get("volumes"):
+            env[VOLUMES_ENV] = json.dumps(self._volume(lambda: self.volumes.mounts(options["volumes"])))
         return env
 
     def on_volume_ls(self, req: Request) -> dict[str, Any]:
