@@ -7,24 +7,22 @@ import secrets
 import time
 from pathlib import Path
 
+import playwright.sync_api as playwright_api
 import pytest
 from conftest import wait_for
 from jupyter_helpers import JupyterServer
 from test_schedules import deploy_scheduled
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
 CHROMIUM = os.environ.get("REMOTECELL_CHROMIUM", "/usr/bin/chromium")
 UI_TIMEOUT_MS = 60_000  # a cold JupyterLab page load on a small CI box takes a while
 PANEL = "#remotecell-panel"
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"no browser at {CHROMIUM}: `make browser` installs Debian's chromium")
 
 
 
 @pytest.fixture(scope="module")
 def lab(runtime, tmp_path_factory):
+    if not Path(CHROMIUM).exists():  # a failure, not a skip: `make test` installs it first
+        pytest.fail(f"no browser at {CHROMIUM}: `make browser` installs Debian's chromium")
     # No announcements or extension manager: the test machine reaches no web.
     srv = JupyterServer(tmp_path_factory.mktemp("lab"), runtime.state_dir, app="jupyterlab",
                         options=("--LabApp.news_url=None", "--LabApp.extension_manager=readonly"))
