@@ -7,7 +7,8 @@ import threading
 import pytest
 import remotecell as rc
 from conftest import wait_for
-from remotecell import _client, _wire, exceptions
+from remotecell import _client, exceptions
+from remotecell_runtime.protocol import pickling
 
 # Small, pure Python, and not among remotecell's own dependencies (the first test checks that).
 PACKAGE = "tabulate==0.9.0"
@@ -94,5 +95,5 @@ def test_the_runtime_refuses_pip_options_from_any_client(app, runtime):
     header = {"t": "fn_register", "app_id": app_id, "name": "sneaky",
               "options": {"image": {"python_packages": ["-r/etc/passwd"]}}}
     with pytest.raises(exceptions.InvalidError, match="no pip options"):
-        conn.request(header, [_wire.serialize(lambda: 1)])
+        conn.request(header, [pickling.serialize(lambda: 1)])
     wait_for(lambda: "refused a message" in runtime.log_text(), what="the refusal in the runtime's log")

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import remotecell as rc
 from conftest import wait_for
-from remotecell import _client, _wire, exceptions
+from remotecell import _client, exceptions
+from remotecell_runtime.protocol import sharedmem
 
 
 def _lease(fn: rc.Function) -> _client.Lease | None:
@@ -80,7 +81,7 @@ def test_big_arrays_under_a_lease_leave_no_shared_memory_behind(app):
         return a * 2
 
     _leased(total)
-    prefix = _wire.ShmPool.local().prefix
+    prefix = sharedmem.ShmPool.local().prefix
     mine = lambda: {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}  # noqa: E731
     big = np.arange(1_000_000, dtype=np.float32)  # 4 MB: through shared memory
     np.testing.assert_array_equal(total.remote(big), big * 2)

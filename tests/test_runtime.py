@@ -18,7 +18,8 @@ import remotecell as rc
 import remotecell._client as client_mod
 import zmq
 from conftest import Runtime, run_script, wait_for
-from remotecell import _wire, exceptions
+from remotecell import exceptions
+from remotecell_runtime.protocol import framing
 
 _RAW = zmq.Context()  # test-only sockets; destroyed at exit so nothing blocks on term()
 atexit.register(_RAW.destroy, linger=0)
@@ -36,7 +37,7 @@ def _raw_socket(address: str, **curve: bytes) -> zmq.Socket:
 def _reply(sock: zmq.Socket, timeout_ms: int = 5000) -> dict | None:
     if not sock.poll(timeout_ms):
         return None
-    header, _ = _wire.decode(sock.recv_multipart())
+    header, _ = framing.decode(sock.recv_multipart())
     return header
 
 
@@ -47,15 +48,15 @@ def test_malformed_messages_leave_the_runtime_serving(app, runtime):
         [b"just one frame"],
         [b"not-rc", b"{}"],
         [b"rc/9", b'{"t": "hello", "id": "x"}'],
-        [_wire.PROTOCOL, b"{not json"],
-        [_wire.PROTOCOL, b'["a list"]'],
-        [_wire.PROTOCOL, b'{"t": "no_such_type", "id": "u1"}'],
-        [_wire.PROTOCOL, b'{"t": "call", "id": "c1", "fid": "nope", "p": [{"n": 5}]}', b"x"],
-        [_wire.PROTOCOL,
+        [framing.PROTOCOL, b"{not json"],
+        [framing.PROTOCOL, b'["a list"]'],
+        [framing.PROTOCOL, b'{"t": "no_such_type", "id": "u1"}'],
+        [framing.PROTOCOL, b'{"t": "call", "id": "c1", "fid": "nope", "p": [{"n": 5}]}', b"x"],
+        [framing.PROTOCOL,
          b'{"t": "call", "id": "c2", "fid": "nope", "p": [{"n": 2, "shm": [[1, "../../etc/passwd", 3]]}]}',
          b"x", b""],
-        [_wire.PROTOCOL, b'{"t": "app_stop", "id": "s1"}'],
-        [_wire.PROTOCOL, b'{"t": "call", "id": "c3", "fid": "nope", "p": [{"n": 1}]}', b"\x80garbage pickle"],
+        [framing.PROTOCOL, b'{"t": "app_stop", "id": "s1"}'],
+        [framing.PROTOCOL, b'{"t": "call", "id": "c3", "fid": "nope", "p": [{"n": 1}]}', b"\x80garbage pickle"],
     ]
     for frames in bad_messages:
         sock.send_multipart(frames)
@@ -80,7 +81,7 @@ def test_malformed_messages_leave_the_runtime_serving(app, runtime):
     assert still_fine.remote(1) == 2
     # garbage arguments reach the container, which reports them and keeps serving
     conn, fid = still_fine.fid()
-    sock.send_multipart([_wire.PROTOCOL, json.dumps({"t": "call", "id": "g1", "fid": fid, "sid": conn.sid,
+    sock.send_multipart([framing.PROTOCOL, json.dumps({"t": "call", "id": "g1", "fid": fid, "sid": conn.sid,
                                                      "p": [{"n": 1}]}).encode(), b"\x80garbage"])
     reply = _reply(sock)
     assert reply["t"] == "result" and reply["status"] == "error"
@@ -99,12 +100,12 @@ def test_unauthorized_tcp_clients_execute_nothing(tmp_path):
         server_key = json.loads(token.read_text())["server_key"].encode()
         # 1. no key at all: a plain socket to a CURVE listener gets nowhere
         plain = _raw_socket(address)
-        plain.send_multipart(_wire.encode({"t": "hello", "id": "p1", "versions": {}}))
+        plain.send_multipart(framing.encode({"t": "hello", "id": "p1", "versions": {}}))
         assert _reply(plain, 1500) is None
         # 2. a well-formed key the runtime does not know
         public, secret = zmq.curve_keypair()
         stranger = _raw_socket(address, curve_serverkey=server_key, curve_publickey=public, curve_secretkey=secret)
-        stranger.send_multipart(_wire.encode({"t": "app_create", "id": "s1", "sid": "x", "name": "evil"}))
+        stranger.send_multipart(framing.encode({"t": "app_create", "id": "s1", "sid": "x", "name": "evil"}))
         assert _reply(stranger, 1500) is None
         # 3. the SDK says why
         wrong = dict(json.loads(token.read_text()), client_public=public.decode(), client_secret=secret.decode())
@@ -194,8 +195,8 @@ def test_local_runtime_autostarts_once_and_is_reused(tmp_path):
 
 
 def test_version_mismatch_fails_fast_with_a_hint(runtime, monkeypatch):
-    real = client_mod.client_versions()
-    monkeypatch.setattr(client_mod, "client_versions", lambda: dict(real, cloudpickle="0.0.1"))
+    real = client_mod.versions()
+    monkeypatch.setattr(client_mod, "versions", lambda: dict(real, cloudpickle="0.0.1"))
     client_mod.reset_connection()
     try:
         with pytest.raises(exceptions.VersionMismatchError, match=r"cloudpickle .* there, 0\.0\.1 here.*pip install"):

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import remotecell as rc
 from conftest import Runtime, wait_for
-from remotecell import _client, _wire
+from remotecell import _client
 from remotecell.exceptions import InvalidError, NotFoundError
 from remotecell.schedules import Schedule
+from remotecell_runtime.protocol import framing, pickling
 from remotecell_runtime.scheduler import Scheduler, next_cron_s
 from test_call_views import click, shown_views, view_parts
 from test_deploy import cli
@@ -260,7 +261,7 @@ def test_the_runtime_refuses_a_schedule_that_cannot_fire(runtime):
         with pytest.raises(InvalidError, match="cannot fire"):
             conn.request({"t": "fn_register", "app_id": app_id, "name": "f",
                           "options": {"schedule": {"cron": "nope", "timezone": "UTC"}}},
-                         [_wire.Payload([_wire.dumps(len)])])  # any body: the schedule is refused first
+                         [framing.Payload([pickling.dumps(len)])])  # any body: the schedule is refused first
     finally:
         rc.App.stop_deployed("raw-schedule")
 

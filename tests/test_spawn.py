@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import remotecell as rc
 from conftest import Runtime, run_script, wait_for
-from remotecell import _client, _wire, exceptions
+from remotecell import _client, exceptions
+from remotecell_runtime.protocol import framing, pickling
 
 
 def _gate(path: Path, timeout_s: float = 60) -> None:
@@ -140,7 +141,7 @@ def test_a_resent_request_runs_once(app, tmp_path):
 
     conn, fid = record.fid()
     call_id = "fc-resent-request"
-    payload = _wire.serialize(((7,), {}))
+    payload = pickling.serialize(((7,), {}))
     for _ in range(3):  # the same spawn, as a client would resend it after a reconnect
         header = {"t": "spawn", "id": conn.new_id(), "sid": conn.sid, "fid": fid, "e": [{"id": call_id, "np": 1}]}
         reply, _ = conn.channel().roundtrip(header, [payload])
@@ -149,9 +150,9 @@ def test_a_resent_request_runs_once(app, tmp_path):
     # a .remote() call resent while it runs is not run twice either
     header = {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid}
     channel = conn.channel()
-    frames = _wire.encode(header, [_wire.serialize(((8,), {}))])
+    frames = framing.encode(header, [pickling.serialize(((8,), {}))])
     channel.sock.send_multipart(frames)
-    reply, payloads = channel.roundtrip(dict(header), [_wire.serialize(((8,), {}))])
+    reply, payloads = channel.roundtrip(dict(header), [pickling.serialize(((8,), {}))])
     assert _client.result_value(reply, payloads) == 8
     assert runs.read_text().split() == ["7", "8"]
 

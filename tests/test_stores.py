@@ -17,7 +17,8 @@ import pytest
 import remotecell as rc
 import remotecell._client as client_mod
 from conftest import Runtime, run_script, wait_for
-from remotecell import _wire, exceptions
+from remotecell import exceptions
+from remotecell_runtime.protocol import framing
 
 
 def _name(prefix: str) -> str:
@@ -245,11 +246,11 @@ def test_size_limits_are_checked_here_and_by_the_runtime(runtime):
     assert len(d["fits"]) == 2 << 20
     # a client that skips the check: the runtime refuses, and goes on serving
     conn = client_mod.connection()
-    big = _wire.Payload([b"x" * (2 << 20)])
+    big = framing.Payload([b"x" * (2 << 20)])
     with pytest.raises(exceptions.PayloadTooLarge, match="over this runtime's limit of 1048576 bytes"):
         conn.request({"t": "queue_put", "oid": q.object_id}, [big])
     with pytest.raises(exceptions.PayloadTooLarge, match="the key of 70000 bytes is over this runtime's limit"):
-        conn.request({"t": "dict_get", "oid": d.object_id}, [_wire.Payload([b"k" * 70_000])])
+        conn.request({"t": "dict_get", "oid": d.object_id}, [framing.Payload([b"k" * 70_000])])
     with pytest.raises(exceptions.PayloadTooLarge, match="Dict key 'kkk.* of 70,0\\d\\d bytes pickled .* 65,536"):
         d.get("k" * 70_000)
     assert q.len() == 0 and d["fits"][:1] == b"x"
@@ -259,7 +260,7 @@ def test_malformed_kv_messages_leave_the_runtime_serving(runtime):
     conn = client_mod.connection()
     d = rc.Dict.from_name(_name("ok"), create_if_missing=True)
     q = rc.Queue.from_name(_name("okq"), create_if_missing=True)
-    one = [_wire.Payload([b"k"])]
+    one = [framing.Payload([b"k"])]
     bad = [
         ({"t": "kv_open", "kind": "list", "name": "x"}, [], "kind 'list' must be 'dict' or 'queue'"),
         ({"t": "kv_open", "kind": "dict", "name": "../x"}, [], "use 1 to 128 letters"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from remotecell_runtime.protocol.versions import VERSION as __version__
 
 # Public name -> the module that owns it. Loaded on first use (PEP 562), so a container,
 # which needs only the wire module, does not pay for the client's imports at cold start.

@@ -24,12 +24,13 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import cloudpickle
 import zmq
 import zmq.asyncio
+from remotecell_runtime.protocol import framing, pickling, sharedmem
+from remotecell_runtime.protocol.framing import Payload
+from remotecell_runtime.protocol.versions import versions
 
-from . import _local, _wire, exceptions
-from ._wire import Payload
+from . import _local, exceptions
 
 HELLO_TIMEOUT_S = float(os.environ.get("REMOTECELL_HELLO_TIMEOUT_S", "10"))
 HEARTBEAT_INTERVAL_S = 2.0
@@ -90,7 +91,7 @@ def result_value(header: dict[str, Any], payloads: list[Payload]) -> Any:
     """The value a result message carries, or raise the error it reports."""
     status = header.get("status")
     if status == "ok":
-        return _wire.deserialize(payloads[0])
+        return pickling.deserialize(payloads[0])
     if status == "cancelled":
         raise exceptions.InputCancelled(f"input {header.get('id')} was cancelled")
     raise error_from(header.get("error") or {}, payloads)
@@ -105,7 +106,7 @@ def error_from(error: dict[str, Any], payloads: list[Payload]) -> BaseException:
     exc: BaseException | None = None
     if payloads:
         try:
-            exc = _wire.deserialize(payloads[0])
+            exc = pickling.deserialize(payloads[0])
         except Exception:
             exc = None
         if not isinstance(exc, BaseException):
@@ -151,18 +152,18 @@ class Connection:
             reply = self._hello()
             self.runtime_versions: dict[str, str] = reply["versions"]
             self.runtime_id: str = reply["runtime_id"]
-            check_versions(client_versions(), self.runtime_versions, info.address)
+            check_versions(versions(), self.runtime_versions, info.address)
         except BaseException:
             self.close()  # a half-made connection must not leave sockets that block term()
             raise
-        self.shm = bool(reply.get("shm")) and _wire.ShmPool.available()
+        self.shm = bool(reply.get("shm")) and sharedmem.ShmPool.available()
         self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="remotecell-heartbeat", daemon=True)
         self._heartbeat_thread.start()
         atexit.register(self.close)
 
     def _hello(self) -> dict[str, Any]:
         """The first request; over tcp:// a socket monitor tells a refused key from a dead runtime."""
-        header = {"t": "hello", "versions": client_versions()}
+        header = {"t": "hello", "versions": versions()}
         if self.info.is_local:
             return self.request(header, timeout_s=HELLO_TIMEOUT_S)
         sock = self.channel().sock
@@ -170,7 +171,7 @@ class Connection:
         monitor = sock.get_monitor_socket(failures)
         try:
             header.update(id=self.new_id(), sid=self.sid)
-            _wire.send(sock, _wire.encode(header))
+            framing.send(sock, framing.encode(header))
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
             poller.register(monitor, zmq.POLLIN)
@@ -184,7 +185,7 @@ class Connection:
                 raise exceptions.ConnectionError(
                     f"the runtime at {self.info.address} did not answer within {HELLO_TIMEOUT_S:g} s"
                 )
-            reply, payloads = _wire.decode(_wire.recv(sock))
+            reply, payloads = framing.decode(framing.recv(sock))
             _check_reply(reply, payloads)
             return reply
         finally:
@@ -251,9 +252,9 @@ class Connection:
         sock = self.new_socket()
         while not self._stop_heartbeat.wait(HEARTBEAT_INTERVAL_S):
             try:
-                sock.send_multipart(_wire.encode({"t": "ping", "id": "hb", "sid": self.sid}))
+                sock.send_multipart(framing.encode({"t": "ping", "id": "hb", "sid": self.sid}))
                 while sock.poll(0):
-                    pong = _wire.decode_header(sock.recv_multipart())
+                    pong = framing.decode_header(sock.recv_multipart())
                     self.last_pong = time.monotonic()
                     if pong.get("runtime_id") not in (None, self.runtime_id):
                         self._restarted(str(pong["runtime_id"]))
@@ -330,11 +331,11 @@ def _check_reply(header: dict[str, Any], payloads: list[Payload]) -> None:
         raise error_from(header.get("error") or {}, payloads)
 
 
-def replies(header: dict[str, Any], payloads: list[Payload]) -> list[_wire.Entry]:
+def replies(header: dict[str, Any], payloads: list[Payload]) -> list[framing.Entry]:
     """The replies one message carries: many results travel in one ``results`` message."""
     if header.get("t") != "results":
         return [(header, payloads)]
-    entries = _wire.split_many(header, payloads)
+    entries = framing.split_many(header, payloads)
     for entry, _ in entries:
         entry["t"] = "result"  # each is a result on its own now (the entries are this message's own dicts)
     return entries
@@ -375,7 +376,7 @@ class SyncChannel:
                ) -> Iterator[tuple[dict[str, Any], list[Payload]]]:
         """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
         runtime_id = self.conn.runtime_id
-        _wire.send(self.sock, _wire.encode(header, payloads))
+        framing.send(self.sock, framing.encode(header, payloads))
         return self._replies(header["id"], on_output, timeout_s, runtime_id)
 
     def _replies(self, request_id: str, on_output: OutputSink | None, timeout_s: float | None, runtime_id: str,
@@ -383,16 +384,16 @@ class SyncChannel:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:
-                frames = _wire.recv(self.sock)  # RCVTIMEO wakes us to look at the heartbeat
+                frames = framing.recv(self.sock)  # RCVTIMEO wakes us to look at the heartbeat
             except zmq.Again:
                 self._check_waiting(deadline, timeout_s)
                 self.conn.check_restart(runtime_id)
                 continue
-            for reply, reply_payloads in replies(*_wire.decode(frames)):
+            for reply, reply_payloads in replies(*framing.decode(frames)):
                 if reply["t"] in LEASE_NEWS:
                     self._lease_news(reply)
                 elif reply.get("id") != request_id:
-                    _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
+                    sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
                 elif reply["t"] == "output":
                     (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
                 elif reply["t"] == "item":
@@ -443,8 +444,8 @@ class SyncChannel:
         if lease is not None and self.leases.get(lease.fid) is lease:  # it runs there, unknown to the runtime
             cancel["cid"] = lease.cid  # the runtime interrupts it there and takes the lease back
             self._drop(lease)
-            _wire.discard(payloads)  # its shared memory is nobody else's to free
-        self.sock.send_multipart(_wire.encode(cancel))
+            sharedmem.discard(payloads)  # its shared memory is nobody else's to free
+        self.sock.send_multipart(framing.encode(cancel))
 
     def _call_direct(self, lease: Lease, header: dict[str, Any], payloads: list[Payload],
                      on_output: OutputSink | None) -> tuple[dict[str, Any], list[Payload]] | None:
@@ -459,12 +460,12 @@ class SyncChannel:
         direct = {"t": "call", "id": request_id, "shm": header.get("shm", False), "token": lease.token}
         if "m" in header:
             direct["m"] = header["m"]
-        _wire.send(sock, _wire.encode(direct, payloads))
+        framing.send(sock, framing.encode(direct, payloads))
         deadline = time.monotonic() + lease.timeout_s
         ended = False  # the lease ended after our call ran: its result is on the way, then the lease goes
         while True:
             try:
-                frames = _wire.recv(sock)  # RCVTIMEO wakes us to look at the runtime's news and the clock
+                frames = framing.recv(sock)  # RCVTIMEO wakes us to look at the runtime's news and the clock
             except zmq.Again:
                 news = self._runtime_news(lease.cid)
                 if news is not None and news["t"] == "lease_ended":
@@ -482,16 +483,16 @@ class SyncChannel:
                 self.conn.check_alive()
                 self.conn.check_restart(lease.runtime_id)
                 continue
-            reply, reply_payloads = _wire.decode(frames)
+            reply, reply_payloads = framing.decode(frames)
             if reply.get("id") != request_id:
-                _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
+                sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
             elif reply["t"] == "output":
                 (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
             elif reply["t"] == "revoked":
                 self._drop(lease)
                 return None
             elif reply.get("status") == "error" and lease.retries:
-                _wire.discard(reply_payloads)
+                sharedmem.discard(reply_payloads)
                 return self._hand_back(lease, header, payloads, on_output, why="error", error=reply.get("error"))
             else:
                 if ended:
@@ -499,20 +500,20 @@ class SyncChannel:
                 elif lease.wait_ms != WAKE_MS:
                     lease.wait_ms = sock.rcvtimeo = WAKE_MS
                 if reply.get("status") != "ok":  # the container kept no shared memory of the arguments
-                    _wire.discard(payloads)
+                    sharedmem.discard(payloads)
                 return reply, reply_payloads
 
     def _runtime_news(self, cid: str | None = None) -> dict[str, Any] | None:
         """Read what the runtime sent meanwhile and act on it; news of the lease on ``cid`` is returned instead."""
         mine = None
         while int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
-            for reply, reply_payloads in replies(*_wire.decode(_wire.recv(self.sock))):
+            for reply, reply_payloads in replies(*framing.decode(framing.recv(self.sock))):
                 if reply["t"] in LEASE_NEWS and reply["t"] != "lease" and reply.get("cid") == cid:
                     mine = reply
                 elif reply["t"] in LEASE_NEWS:
                     self._lease_news(reply)
                 else:
-                    _wire.discard(reply_payloads)  # a late reply to a call this thread gave up on
+                    sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
         return mine
 
     def _hand_back(self, lease: Lease, header: dict[str, Any], payloads: list[Payload],
@@ -524,7 +525,7 @@ class SyncChannel:
                 "why": why, "cause": cause, "error": error, "shm": header.get("shm", False)}
         if "m" in header:
             back["m"] = header["m"]
-        _wire.send(self.sock, _wire.encode(back, payloads))
+        framing.send(self.sock, framing.encode(back, payloads))
         for reply in self._replies(header["id"], on_output, None, lease.runtime_id):
             return reply
         raise AssertionError("unreachable: _replies() ends with the reply")
@@ -565,7 +566,7 @@ class AsyncChannel:
         # at exit with the reader still waiting, which is fine: don't warn about it.
         self.reader._log_destroy_pending = False  # type: ignore[attr-defined]
         # Calls made in one turn of the loop, by (fid, method, shm): they leave together, many to a message.
-        self._outgoing: dict[tuple[str, Any, bool], list[_wire.Entry]] = {}
+        self._outgoing: dict[tuple[str, Any, bool], list[framing.Entry]] = {}
         self._flush_handle: asyncio.Handle | None = None
         # whoever waits here, to be failed if the runtime stops answering or restarts meanwhile
         self._watched: dict[int, tuple[Callable[[BaseException], None], str]] = {}
@@ -582,8 +583,8 @@ class AsyncChannel:
         while True:
             frames = await self.sock.recv_multipart(copy=False)
             try:
-                messages = replies(*_wire.decode(frames))
-            except _wire.WireError:
+                messages = replies(*framing.decode(frames))
+            except framing.WireError:
                 continue
             for header, payloads in messages:
                 self._route(header, payloads)
@@ -591,7 +592,7 @@ class AsyncChannel:
     def _route(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         entry = self.waiting.get(header.get("id", ""))
         if entry is None:
-            _wire.discard(payloads)
+            sharedmem.discard(payloads)
             return
         deliver, on_output = entry
         if header["t"] == "output":
@@ -642,7 +643,7 @@ class AsyncChannel:
                         on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
         future = self._expect(header["id"], on_output)
         try:
-            await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
+            await self.sock.send_multipart(framing.encode(header, payloads), copy=False)
         except BaseException:
             future.cancel()
             raise
@@ -681,11 +682,11 @@ class AsyncChannel:
                 fields["m"] = method
             if len(entries) == 1:  # alone: a plain call, which the runtime forwards untouched
                 (head, payloads), = entries
-                frames = _wire.encode(dict(fields, t="call", id=head["id"]), payloads)
+                frames = framing.encode(dict(fields, t="call", id=head["id"]), payloads)
             else:
                 message_id = self.conn.new_id()  # a refused message comes back under this id
                 self.waiting[message_id] = (functools.partial(self._refused, [h["id"] for h, _ in entries]), None)
-                frames = _wire.encode_many("calls", entries, id=message_id, **fields)
+                frames = framing.encode_many("calls", entries, id=message_id, **fields)
             self.sock.send_multipart(frames, copy=False)  # never blocks: no high-water mark
 
     def _refused(self, input_ids: list[str], header: dict[str, Any], payloads: list[Payload]) -> None:
@@ -707,15 +708,7 @@ class AsyncChannel:
                     fail(exc)
 
     async def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
-        await self.sock.send_multipart(_wire.encode(header, payloads), copy=False)
-
-
-def client_versions() -> dict[str, str]:
-    from . import __version__
-
-    v = sys.version_info
-    return {"python": f"{v.major}.{v.minor}.{v.micro}", "cloudpickle": cloudpickle.__version__,
-            "remotecell": __version__}
+        await self.sock.send_multipart(framing.encode(header, payloads), copy=False)
 
 
 def check_versions(mine: dict[str, str], theirs: dict[str, str], address: str) -> None:

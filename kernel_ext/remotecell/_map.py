@@ -14,23 +14,25 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-from . import _client, _progress, _wire
+from remotecell_runtime.protocol import framing, sharedmem
+
+from . import _client, _progress
 
 MAX_INFLIGHT = 1000  # inputs of one map on the runtime (or done and waiting for their turn) at once
 PER_MESSAGE = 256  # inputs in one `calls` message: the first results come back while the rest are pickled
 
-ArgsPayload = Callable[[tuple, dict], _wire.Payload]
+ArgsPayload = Callable[[tuple, dict], framing.Payload]
 
 
 class _Outcomes:
     """Replies to a map's inputs, in arrival order, and a wake-up for the loop that consumes them."""
 
     def __init__(self) -> None:
-        self.arrived: collections.deque[tuple[dict[str, Any], list[_wire.Payload]]] = collections.deque()
+        self.arrived: collections.deque[tuple[dict[str, Any], list[framing.Payload]]] = collections.deque()
         self.event = asyncio.Event()
         self.error: BaseException | None = None  # the runtime went away meanwhile
 
-    def deliver(self, header: dict[str, Any], payloads: list[_wire.Payload]) -> None:
+    def deliver(self, header: dict[str, Any], payloads: list[framing.Payload]) -> None:
         self.arrived.append((header, payloads))
         self.event.set()
 
@@ -71,7 +73,7 @@ class Fanout:
                 waiting[input_id] = route
             message_id = self.conn.new_id()  # a refused message comes back under this id
             self.channel.waiting[message_id] = (self.outcomes.deliver, None)
-            frames = _wire.encode_many("calls", entries, id=message_id, **self.header)
+            frames = framing.encode_many("calls", entries, id=message_id, **self.header)
             await self.channel.sock.send_multipart(frames, copy=False)
 
     async def finished(self) -> list[tuple[int, Any, bool]]:
@@ -85,7 +87,7 @@ class Fanout:
             index = self.pending.pop(header["id"], None)
             self.channel.waiting.pop(header["id"], None)
             if index is None:
-                _wire.discard(payloads)
+                sharedmem.discard(payloads)
                 continue
             try:
                 out.append((index, _client.result_value(header, payloads), True))

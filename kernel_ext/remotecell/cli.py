@@ -22,6 +22,8 @@ import os
 import sys
 import time
 
+from remotecell_runtime.protocol.versions import versions
+
 from . import _client, _entry, _local, exceptions
 from .app import App
 from .schedules import Schedule, list_schedules
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         command = COMMANDS.get(args.command)
         if command is not None:
             return command(args)
-        print(json.dumps(_client.client_versions()))
+        print(json.dumps(versions()))
         return 0
     except exceptions.Error as exc:
         print(f"remotecell {args.command}: {exc}", file=sys.stderr)

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._spec import ClsSpec
+from remotecell_runtime.protocol.spec import ClsSpec
+
 from .exceptions import InvalidError
 from .functions import Function, Registration
 from .options import batching_of

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from remotecell_runtime.protocol.errors import ErrorName
+
 
 class Error(Exception):
     """Base class of remotecell's own errors."""
@@ -88,12 +90,5 @@ class ImageBuildError(Error):
     """A function's ``image`` could not be built on the runtime host; the message quotes pip's output."""
 
 
-# Errors the runtime itself produces travel by name (the daemon pickles nothing).
-BY_NAME: dict[str, type[Exception]] = {
-    cls.__name__: cls
-    for cls in (
-        InvalidError, NotFoundError, AuthError, ConnectionError, VersionMismatchError, RuntimeRestarted,
-        FunctionTimeoutError, ContainerCrashed, OutputExpiredError, InputCancelled,
-        BatchContractError, PayloadTooLarge, SerializationError, ImageBuildError,
-    )
-}
+# Errors the runtime itself produces travel by name (the daemon pickles nothing): one class per registered name.
+BY_NAME: dict[str, type[Exception]] = {name.value: globals()[name.value] for name in ErrorName}

@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
+from remotecell_runtime.protocol import framing, pickling, sharedmem
+from remotecell_runtime.protocol.spec import ClsSpec
 
-from . import _bridge, _client, _map, _progress, _wire, calls, exceptions
+from . import _bridge, _client, _map, _progress, calls, exceptions
 from ._bridge import Twin, twin
-from ._spec import ClsSpec
 from .batching import BatchStats
 from .exceptions import InvalidError, SerializationError
 
@@ -61,7 +62,7 @@ def _length(iterables: Sequence[Iterable[Any]]) -> int | None:
 @dataclasses.dataclass
 class _PendingSpawns:
     accepted: asyncio.Future[None]
-    items: list[tuple[dict[str, Any], _wire.Payload]] = dataclasses.field(default_factory=list)
+    items: list[tuple[dict[str, Any], framing.Payload]] = dataclasses.field(default_factory=list)
 
 
 def _flatten(batches: Iterator[list[Any]]) -> Iterator[Any]:
@@ -101,10 +102,10 @@ class Registration:
             return None
         return conn, fid
 
-    def _body(self) -> _wire.Payload:
+    def _body(self) -> framing.Payload:
         _ship_module_by_value(getattr(self.target, "cls", self.target))
         try:
-            return _wire.Payload([_wire.dumps(self.target)])
+            return framing.Payload([pickling.dumps(self.target)])
         except Exception as exc:
             raise SerializationError(f"{self.name} cannot be pickled to ship it: {exc}") from exc
 
@@ -283,9 +284,9 @@ class Function:
             header["m"] = self.method
         return header
 
-    def _args_payload(self, conn: _client.Connection, args: tuple, kwargs: dict) -> _wire.Payload:
+    def _args_payload(self, conn: _client.Connection, args: tuple, kwargs: dict) -> framing.Payload:
         try:
-            return _wire.serialize_args(args, kwargs, _wire.ShmPool.local() if conn.shm else None)
+            return pickling.serialize_args(args, kwargs, sharedmem.ShmPool.local() if conn.shm else None)
         except Exception as exc:
             raise SerializationError(f"arguments of {self.name} cannot be pickled: {exc}") from exc
 
@@ -338,10 +339,10 @@ class Function:
                     finished = True
                     _client.result_value(reply, payloads)  # raises what the generator raised
                     return
-                yield _wire.deserialize(payloads[0])
+                yield pickling.deserialize(payloads[0])
         finally:
             if not finished:  # the caller stopped early (break, Ctrl-C): stop the generator there too
-                channel.sock.send_multipart(_wire.encode({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]}))
+                channel.sock.send_multipart(framing.encode({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]}))
                 replies.close()
 
     def _remote_gen_aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
@@ -367,7 +368,7 @@ class Function:
                     finished = True
                     _client.result_value(reply, payloads)
                     return
-                yield _wire.deserialize(payloads[0])
+                yield pickling.deserialize(payloads[0])
         finally:
             unwatch()
             channel.waiting.pop(header["id"], None)
@@ -393,16 +394,16 @@ class Function:
     # -- spawn --------------------------------------------------------------------------------
 
     def _spawn_message(self, conn: _client.Connection, fid: str, entries: list[dict[str, Any]],
-                       payloads: list[_wire.Payload]) -> dict[str, Any]:
+                       payloads: list[framing.Payload]) -> dict[str, Any]:
         header = {"t": "spawn", "id": conn.new_id(), "sid": conn.sid, "fid": fid,
                   "e": entries}  # one payload each
         if self.method:
             header["m"] = self.method
         return header
 
-    def _spawn_payload(self, args: tuple, kwargs: dict) -> _wire.Payload:
+    def _spawn_payload(self, args: tuple, kwargs: dict) -> framing.Payload:
         try:  # no shared memory: the runtime keeps spawned inputs in its job store
-            return _wire.serialize((args, kwargs))
+            return pickling.serialize((args, kwargs))
         except Exception as exc:
             raise SerializationError(f"arguments of {self.name} cannot be pickled: {exc}") from exc
 
@@ -451,7 +452,7 @@ class Function:
 
         asyncio.ensure_future(send())
 
-    async def _spawn_many(self, items: list[tuple[dict[str, Any], _wire.Payload]]) -> None:
+    async def _spawn_many(self, items: list[tuple[dict[str, Any], framing.Payload]]) -> None:
         while True:
             conn, fid = await self.fid_aio()
             entries, payloads = [entry for entry, _ in items], [payload for _, payload in items]
@@ -470,7 +471,7 @@ class Function:
         (49, {'succeeded': 1000})
         """
         group_id, count = calls.new_group_id(), 0
-        chunk: list[tuple[dict[str, Any], _wire.Payload]] = []
+        chunk: list[tuple[dict[str, Any], framing.Payload]] = []
         sending: set[asyncio.Task[None]] = set()  # a few messages in flight: pickling overlaps the runtime's writes
         try:
             for args in zip(*iterables, strict=False):

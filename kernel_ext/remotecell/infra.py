@@ -9,7 +9,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _client, _wire
+from remotecell_runtime.protocol import framing
+
+from . import _client
 from ._bridge import Twin, twin
 from .exceptions import InvalidError
 
@@ -178,7 +180,7 @@ class Volume:
     async def _read_file(self, path: str) -> bytes:
         """The bytes of the file at ``path`` in the volume."""
         _, payloads = await self._request({"t": "volume_read", "path": path})
-        return b"".join(bytes(_wire.buffer_of(f)) for f in payloads[0].frames) if payloads else b""
+        return b"".join(bytes(framing.buffer_of(f)) for f in payloads[0].frames) if payloads else b""
 
     def commit(self) -> None:
         """Nothing to do: writes are on the host's disk, seen by every container at once."""

@@ -23,9 +23,11 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, TypeVar
 
-from . import _bridge, _client, _wire
+from remotecell_runtime.protocol import pickling
+from remotecell_runtime.protocol.framing import Payload
+
+from . import _bridge, _client
 from ._bridge import Twin, twin
-from ._wire import Payload
 from .exceptions import InvalidError, PayloadTooLarge
 
 S = TypeVar("S", bound="_Store")
@@ -106,7 +108,7 @@ class _Store:
 
     def _value(self, obj: Any, what: str, limit: str) -> Payload:
         """``obj`` pickled, if it is within the runtime's limit."""
-        payload = _wire.serialize(obj)  # inline: the runtime keeps the bytes, not a shared-memory segment
+        payload = pickling.serialize(obj)  # inline: the runtime keeps the bytes, not a shared-memory segment
         if payload.nbytes > self.limits[limit]:
             raise PayloadTooLarge(
                 f"{what} of {payload.nbytes:,} bytes pickled is over the limit of {self.limits[limit]:,} bytes "
@@ -183,7 +185,7 @@ class Dict(_Store):
     async def _get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
         reply, payloads = await self._request("dict_get", [self._key_payload(key)])
-        return _wire.deserialize(payloads[0]) if reply["found"] else default
+        return pickling.deserialize(payloads[0]) if reply["found"] else default
 
     async def _put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
         """Set ``key``; with ``skip_if_exists`` an existing value stays. True if the value was written."""
@@ -200,7 +202,7 @@ class Dict(_Store):
         """Remove ``key`` and return its value; KeyError if missing and no default is given."""
         reply, payloads = await self._request("dict_pop", [self._key_payload(key)])
         if reply["found"]:
-            return _wire.deserialize(payloads[0])
+            return pickling.deserialize(payloads[0])
         if default:
             return default[0]
         raise KeyError(key)
@@ -225,10 +227,10 @@ class Dict(_Store):
             after = reply["next"]
             if what == "items":
                 for i in range(0, len(payloads), 2):
-                    yield _wire.deserialize(payloads[i]), _wire.deserialize(payloads[i + 1])
+                    yield pickling.deserialize(payloads[i]), pickling.deserialize(payloads[i + 1])
             else:
                 for payload in payloads:
-                    yield _wire.deserialize(payload)
+                    yield pickling.deserialize(payload)
 
     def _scanner(self, what: str) -> Twin:
         return Twin(lambda: _bridge.iterate(self._scan(what)), lambda: self._scan(what), self._scan.__doc__)
@@ -313,7 +315,7 @@ class Queue(_Store):
             raise InvalidError(f"timeout={timeout!r}: give seconds >= 0, or None to wait as long as it takes")
         got = await self._ask("queue_get", timeout if block else 0.0, partition=self._partition(partition), n=n)
         if got is not None:
-            return [_wire.deserialize(p) for p in got[1]]
+            return [pickling.deserialize(p) for p in got[1]]
         if not block:
             return []
         raise queue.Empty(f"no item arrived in the Queue within {timeout:g} s")
@@ -348,7 +350,7 @@ class Queue(_Store):
                 return
             after = got[0]["last"]
             for payload in got[1]:
-                yield _wire.deserialize(payload)
+                yield pickling.deserialize(payload)
 
     def __len__(self) -> int:
         return int(self.len())

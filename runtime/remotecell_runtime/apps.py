@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remotecell._wire import Payload
-
 from .jobs import pack, unpack
+from .protocol.framing import Payload
 
 
 @dataclass

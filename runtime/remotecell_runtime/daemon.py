@@ -16,18 +16,13 @@ import logging
 import os
 import secrets
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-import remotecell
 import zmq
-from remotecell import _wire
-from remotecell._wire import Frame, Payload, WireError
 
 from . import auth, vault
 from .apps import App, AppRegistry, DeployStore, SavedFunction
@@ -38,6 +33,10 @@ from .images import ImageError, Images, packages_of
 from .jobs import JOB_PEER, RETENTION_S, Jobs
 from .kv import Stores
 from .pools import CANCEL_GRACE_S, FunctionDef, Input, Peer, Pool, Result, ResultMessage, error_result
+from .protocol import framing, sharedmem
+from .protocol.errors import ErrorName
+from .protocol.framing import Frame, Payload, WireError
+from .protocol.versions import versions
 from .scheduler import Scheduler, check_spec
 from .volumes import VolumeError, Volumes
 
@@ -76,14 +75,6 @@ class Session:
     last_seen: float = field(default_factory=time.monotonic)
 
 
-def versions() -> dict[str, str]:
-    return {
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}",
-        "cloudpickle": cloudpickle.__version__,
-        "remotecell": remotecell.__version__,
-    }
-
-
 class Listener:
     """A zmq socket driven by the event loop's reader callbacks (no per-message futures)."""
 
@@ -105,7 +96,7 @@ class Listener:
         for _ in range(1000):  # yield to other work now and then under a flood
             if not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
                 return
-            self.on_message(self, _wire.recv(sock, zmq.NOBLOCK))
+            self.on_message(self, framing.recv(sock, zmq.NOBLOCK))
         self._schedule_drain()
 
     def _schedule_drain(self) -> None:
@@ -115,7 +106,7 @@ class Listener:
 
     def send(self, identity: bytes, frames: list[Frame]) -> bool:
         try:
-            _wire.send(self.sock, [identity, *frames], zmq.NOBLOCK)
+            framing.send(self.sock, [identity, *frames], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: that peer is gone
             log.debug("could not send to %r: %s", identity, exc)
             return False
@@ -251,7 +242,8 @@ class Daemon:
         sock.bind(address)
         if not is_tcp:
             os.chmod(address.removeprefix("ipc://"), 0o600)
-        return Listener(sock, self.on_client_message, shm=not is_tcp and _wire.ShmPool.available(), local=not is_tcp)
+        shm = not is_tcp and sharedmem.ShmPool.available()
+        return Listener(sock, self.on_client_message, shm=shm, local=not is_tcp)
 
     def _client_env(self) -> dict[str, str]:
         """What a container's own client needs to reach this runtime (for Dicts, Queues, calls), never another."""
@@ -302,7 +294,7 @@ class Daemon:
         if self.authenticator is not None:
             self.authenticator.stop()
         (self.state_dir / "connection.json").unlink(missing_ok=True)
-        _wire.sweep_segments(self.shm_prefix)
+        sharedmem.sweep_segments(self.shm_prefix)
         self.ctx.term()
         log.info("remotecell runtime %s stopped", self.runtime_id)
 
@@ -351,15 +343,15 @@ class Daemon:
         peer: Peer = (listener, identity)
         request_id = None
         try:
-            header = _wire.decode_header(frames[1:])
+            header = framing.decode_header(frames[1:])
             request_id = header.get("id")
-            payloads = _wire.split_payloads(header, frames[3:])
+            payloads = framing.split_payloads(header, frames[3:])
             if not listener.shm and (header.get("shm") or any(p.shm for p in payloads)):
-                raise RequestError("InvalidError", "shared memory is only for clients on the runtime's host")
+                raise RequestError(ErrorName.INVALID, "shared memory is only for clients on the runtime's host")
             self._seen(header.get("sid"))
             handler = self.handlers.get(header["t"])
             if handler is None:
-                raise RequestError("InvalidError", f"unknown message type {header['t']!r}")
+                raise RequestError(ErrorName.INVALID, f"unknown message type {header['t']!r}")
             reply = handler(Request(peer, header, payloads, frames[1:]))
         except (WireError, RequestError, KeyError, TypeError, ValueError) as exc:
             self._refuse(peer, request_id, exc)
@@ -371,7 +363,7 @@ class Daemon:
         if reply is not None:
             reply.setdefault("t", "reply")
             reply["id"] = request_id
-            self.send_peer(peer, _wire.encode(reply))
+            self.send_peer(peer, framing.encode(reply))
 
     def _seen(self, sid: Any) -> None:
         if not isinstance(sid, str):
@@ -382,11 +374,11 @@ class Daemon:
         session.last_seen = time.monotonic()
 
     def _refuse(self, peer: Peer, request_id: Any, exc: Exception) -> None:
-        type_name = getattr(exc, "type_name", "InvalidError")
+        type_name = getattr(exc, "type_name", ErrorName.INVALID)
         message = str(exc) if not isinstance(exc, KeyError) else f"missing field {exc}"
         log.warning("refused a message from %r: %s", peer[1], message)
         error = {"type": type_name, "message": message, "traceback": ""}
-        self.send_peer(peer, _wire.encode({"t": "error", "id": request_id, "error": error}))
+        self.send_peer(peer, framing.encode({"t": "error", "id": request_id, "error": error}))
 
     def send_peer(self, peer: Peer, frames: list[Frame]) -> None:
         listener, identity = peer
@@ -401,7 +393,7 @@ class Daemon:
         elif result.frames is not None:
             self.send_peer(peer, result.frames)
         else:
-            self.send_peer(peer, _wire.encode_many("results", [(result.header, result.payloads)]))
+            self.send_peer(peer, framing.encode_many("results", [(result.header, result.payloads)]))
 
     def _send_held(self) -> None:
         held, self._held = self._held or {}, None
@@ -413,7 +405,7 @@ class Daemon:
             elif len(results) == 1 and results[0].frames is not None:
                 self.send_peer(peer, results[0].frames)
             else:
-                self.send_peer(peer, _wire.encode_many("results", [(r.header, r.payloads) for r in results]))
+                self.send_peer(peer, framing.encode_many("results", [(r.header, r.payloads) for r in results]))
 
     def send_container(self, cid: str, frames: list[Frame]) -> None:
         self.container_listener.send(cid.encode(), frames)
@@ -446,7 +438,7 @@ class Daemon:
         if mode == "deployed":
             return {"app_id": self._deploy(name, sid, req.header.get("functions")).app_id}
         if mode != "ephemeral":
-            raise RequestError("InvalidError", f"app mode {mode!r} must be 'ephemeral' or 'deployed'")
+            raise RequestError(ErrorName.INVALID, f"app mode {mode!r} must be 'ephemeral' or 'deployed'")
         return {"app_id": self.apps.create(name, sid, mode).app_id}
 
     def _deploy(self, name: str, sid: str, functions: Any) -> App:
@@ -475,15 +467,17 @@ class Daemon:
     def _app(self, app_id: Any) -> App:
         app = self.apps.get(app_id)
         if app is None:
-            raise RequestError("NotFoundError", f"no app with id {app_id!r} (it was stopped, or the runtime restarted)")
+            raise RequestError(ErrorName.NOT_FOUND,
+                               f"no app with id {app_id!r} (it was stopped, or the runtime restarted)")
         return app
 
     def _deployed_app(self, name: Any) -> App:
         app = self.apps.deployed(str(name))
         if app is None:
             known = ", ".join(self.apps.deployed_names()) or "none"
-            raise RequestError("NotFoundError", f"no deployed app named {name!r} on this runtime (deployed: {known}); "
-                                                "deploy it with `remotecell deploy FILE.py` or app.deploy()")
+            raise RequestError(ErrorName.NOT_FOUND,
+                               f"no deployed app named {name!r} on this runtime (deployed: {known}); "
+                               "deploy it with `remotecell deploy FILE.py` or app.deploy()")
         return app
 
     def on_app_stop(self, req: Request) -> dict[str, Any]:
@@ -508,8 +502,8 @@ class Daemon:
     def on_fn_register(self, req: Request) -> dict[str, Any]:
         app = self._app(req.header["app_id"])
         if len(req.payloads) != 1:
-            raise RequestError("InvalidError", "fn_register needs exactly one payload: the function body")
-        body = Payload([bytes(_wire.buffer_of(f)) for f in req.payloads[0].frames])
+            raise RequestError(ErrorName.INVALID, "fn_register needs exactly one payload: the function body")
+        body = Payload([bytes(framing.buffer_of(f)) for f in req.payloads[0].frames])
         meta = req.header.get("meta") or {}
         fn = SavedFunction(str(req.header["name"]), req.header.get("options", {}), meta, body)
         return {"fid": self._register(app, fn)}
@@ -519,14 +513,14 @@ class Daemon:
         gpu = options.get("gpu")
         why = (self.gpus.unsatisfiable(gpu) if gpu else None) or self.cpus.unsatisfiable(float(options.get("cpu") or 0))
         if why:
-            raise RequestError("InvalidError", why)
+            raise RequestError(ErrorName.INVALID, why)
         if options.get("schedule") is not None:
             check_spec(options["schedule"])
         if options.get("image"):
             try:
                 packages_of(options["image"])
             except ImageError as exc:
-                raise RequestError("InvalidError", str(exc)) from None
+                raise RequestError(ErrorName.INVALID, str(exc)) from None
         return self._environment(options)
 
     def _register(self, app: App, fn: SavedFunction) -> str:
@@ -571,8 +565,8 @@ class Daemon:
         pool = self.pools.get(app.functions.get(name, ""))
         if pool is None:
             has = ", ".join(sorted(app.functions)) or "nothing"
-            raise RequestError("NotFoundError", f"deployed app {app.name!r} has no function or class {name!r} "
-                                                f"(it has: {has})")
+            raise RequestError(ErrorName.NOT_FOUND, f"deployed app {app.name!r} has no function or class {name!r} "
+                               f"(it has: {has})")
         return {"fid": pool.fn.fid, "options": pool.fn.options, "meta": pool.fn.meta}
 
     def _deployed_pool(self, app_name: str, name: str) -> Pool | None:
@@ -609,9 +603,9 @@ class Daemon:
         try:
             env.update(vault.environment(self.state_dir, options.get("secrets")))
         except vault.SecretNotFound as exc:
-            raise RequestError("NotFoundError", str(exc)) from None
+            raise RequestError(ErrorName.NOT_FOUND, str(exc)) from None
         except vault.SecretError as exc:
-            raise RequestError("InvalidError", str(exc)) from None
+            raise RequestError(ErrorName.INVALID, str(exc)) from None
         if options.get("volumes"):
             env[VOLUMES_ENV] = json.dumps(self._volume(lambda: self.volumes.mounts(options["volumes"])))
         return env
@@ -624,7 +618,7 @@ class Daemon:
     def on_volume_read(self, req: Request) -> None:
         h = req.header
         data = self._volume(lambda: self.volumes.read(h.get("name"), bool(h.get("create")), h.get("path")))
-        self.send_peer(req.peer, _wire.encode({"t": "reply", "id": h.get("id"), "size": len(data)},
+        self.send_peer(req.peer, framing.encode({"t": "reply", "id": h.get("id"), "size": len(data)},
                                               [Payload([data])]))
 
     @staticmethod
@@ -632,14 +626,14 @@ class Daemon:
         try:
             return work()
         except VolumeError as exc:
-            raise RequestError("NotFoundError" if exc.missing else "InvalidError", str(exc)) from None
+            raise RequestError(ErrorName.NOT_FOUND if exc.missing else ErrorName.INVALID, str(exc)) from None
         except OSError as exc:
-            raise RequestError("InvalidError", f"volume: {exc}") from None
+            raise RequestError(ErrorName.INVALID, f"volume: {exc}") from None
 
     def on_call(self, req: Request) -> None:
         input_id = str(req.header["id"])
         if len(req.payloads) != 1:
-            raise RequestError("InvalidError", f"call {input_id!r}: needs exactly one payload, the arguments")
+            raise RequestError(ErrorName.INVALID, f"call {input_id!r}: needs exactly one payload, the arguments")
         method = req.header.get("m")
         inp = Input(input_id, req.peer, req.payloads[0], req.frames, method, bool(req.header.get("shm")))
         if req.header.get("lease") and req.peer[0].local:
@@ -650,9 +644,9 @@ class Daemon:
         """Many inputs of one function in one message: ``e`` lists them, one payload each."""
         method, shm = req.header.get("m"), bool(req.header.get("shm"))
         inputs = []
-        for entry, payloads in _wire.split_many(req.header, req.payloads):
+        for entry, payloads in framing.split_many(req.header, req.payloads):
             if len(payloads) != 1:
-                raise RequestError("InvalidError", f"call {entry['id']!r}: needs exactly one payload, the arguments")
+                raise RequestError(ErrorName.INVALID, f"call {entry['id']!r}: needs exactly one payload, the arguments")
             inputs.append(Input(entry["id"], req.peer, payloads[0], None, method, shm))
         self._submit(req, inputs)
 
@@ -664,15 +658,15 @@ class Daemon:
             if known is None:
                 fresh.append(inp)
             else:  # resent (after a reconnect): it runs once, and answers the socket that asked last
-                _wire.discard([inp.payload])
+                sharedmem.discard([inp.payload])
                 if inp.id in known.inputs:
                     known.inputs[inp.id].peer = req.peer
         if pool is None:
-            _wire.discard(req.payloads)
+            sharedmem.discard(req.payloads)
             msg = self._gone(req.header.get("fid"))
             self._held = {}
             for inp in fresh:
-                self.send_result(req.peer, error_result(inp.id, "NotFoundError", msg))
+                self.send_result(req.peer, error_result(inp.id, ErrorName.NOT_FOUND, msg))
             self._send_held()
             return
         for inp in fresh:
@@ -684,15 +678,16 @@ class Daemon:
     def _live_pool(self, fid: Any) -> Pool:
         pool = self._current_pool(fid)
         if pool is None:
-            raise RequestError("NotFoundError", self._gone(fid))
+            raise RequestError(ErrorName.NOT_FOUND, self._gone(fid))
         return pool
 
     def on_spawn(self, req: Request) -> None:
         """Spawned calls (``e`` lists them, one payload each): saved to the job store, then run."""
         pool = self._live_pool(req.header.get("fid"))
-        entries = _wire.split_many(req.header, req.payloads)
+        entries = framing.split_many(req.header, req.payloads)
         if any(len(payloads) != 1 or payloads[0].shm for _, payloads in entries):
-            raise RequestError("InvalidError", "a spawned call needs one payload, its arguments, without shared memory")
+            raise RequestError(ErrorName.INVALID,
+                               "a spawned call needs one payload, its arguments, without shared memory")
         self.jobs.spawn(req.peer, str(req.header["id"]), pool, entries, req.header.get("m"))
 
     def on_call_get(self, req: Request) -> dict[str, Any] | None:
@@ -717,17 +712,17 @@ class Daemon:
         """The latest spawned calls and their states, for the JupyterLab panel (``limit``: how many)."""
         limit = req.header.get("limit", 50)
         if type(limit) is not int or limit < 1:
-            raise RequestError("InvalidError", f"calls_recent: limit must be a positive integer, not {limit!r}")
+            raise RequestError(ErrorName.INVALID, f"calls_recent: limit must be a positive integer, not {limit!r}")
         return {"calls": self.jobs.recent(limit)}
 
     def on_lease_return(self, req: Request) -> None:
         """A call made under a lease that ended badly there (see ``Pool.adopt``): it goes on as a plain input."""
         input_id, why = str(req.header["id"]), req.header.get("why")
         if len(req.payloads) != 1 or why not in ("timeout", "crash", "error"):
-            raise RequestError("InvalidError", f"lease_return {input_id!r}: needs why=timeout|crash|error "
-                                               "and one payload, the arguments")
+            raise RequestError(ErrorName.INVALID, f"lease_return {input_id!r}: needs why=timeout|crash|error "
+                               "and one payload, the arguments")
         if input_id in self.input_pool:  # resent: it runs once
-            _wire.discard(req.payloads)
+            sharedmem.discard(req.payloads)
             return
         inp = Input(input_id, req.peer, req.payloads[0], None, req.header.get("m"), bool(req.header.get("shm")))
         pool = self._live_pool(req.header.get("fid"))
@@ -779,7 +774,7 @@ class Daemon:
         cid = frames[0].bytes.decode(errors="replace")
         container = self.containers.containers.get(cid)
         try:
-            header = _wire.decode_header(frames[1:])  # payloads pass through unread
+            header = framing.decode_header(frames[1:])  # payloads pass through unread
             handler = self.container_handlers.get(header["t"])
             if container is None or handler is None:
                 log.warning("dropped %r from container %s (unknown container or type)", header["t"], cid)
@@ -797,7 +792,8 @@ class Daemon:
             self.containers.stop(container, "its function is gone", 1.0)
             return
         fn = pool.fn
-        self.send_container(container.id, _wire.encode({"t": "load", "fid": fn.fid, "options": fn.options}, [fn.body]))
+        load = {"t": "load", "fid": fn.fid, "options": fn.options}
+        self.send_container(container.id, framing.encode(load, [fn.body]))
 
     def on_container_ready(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
@@ -835,7 +831,7 @@ class Daemon:
     def on_container_result(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
         if pool is not None:
-            pool.on_results(container, [Result(header, _wire.split_payloads(header, frames[2:]), frames)])
+            pool.on_results(container, [Result(header, framing.split_payloads(header, frames[2:]), frames)])
 
     def on_container_results(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
@@ -852,7 +848,7 @@ class Daemon:
         if container.lease is not None:  # its leaseholder hands back the call it may be waiting for
             lost = {"t": "lease_lost", "fid": container.lease.fid, "cid": container.id,
                     "cause": container.death_cause(returncode)}
-            self.send_peer(container.lease.peer, _wire.encode(lost))
+            self.send_peer(container.lease.peer, framing.encode(lost))
         pool = self._pool_of(container)
         if pool is not None:
             pool.on_exit(container, returncode)

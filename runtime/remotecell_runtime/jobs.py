@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from remotecell import _wire
-from remotecell._wire import Frame, Payload
-
 from .pools import Input, Peer, Pool, Result, error_result
+from .protocol import framing
+from .protocol.errors import ErrorName
+from .protocol.framing import Frame, Payload
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -70,7 +70,7 @@ TOMBSTONE_S = 30 * 24 * 3600.0  # how long an expired call is still known as exp
 
 def pack(frames: list[Frame]) -> bytes:
     """Frames in one blob: their count, their lengths, then their bytes."""
-    views = [memoryview(_wire.buffer_of(f)).cast("B") for f in frames]
+    views = [memoryview(framing.buffer_of(f)).cast("B") for f in frames]
     head = struct.pack(f"<I{len(views)}Q", len(views), *(len(v) for v in views))
     return head + b"".join(views)
 
@@ -211,19 +211,19 @@ class Jobs:
 
     # -- spawning -----------------------------------------------------------------------------
 
-    def spawn(self, peer: Peer, request_id: str, pool: Pool, entries: list[_wire.Entry], method: str | None) -> None:
+    def spawn(self, peer: Peer, request_id: str, pool: Pool, entries: list[framing.Entry], method: str | None) -> None:
         """Write the new calls, then reply and start them; calls already known are not run twice."""
 
         def answer(error: Exception | None) -> None:
             if error is not None:
-                refusal = {"type": "ConnectionError", "message": f"the runtime could not save the calls: {error}"}
-                self.rt.send_peer(peer, _wire.encode({"t": "error", "id": request_id, "error": refusal}))
+                refusal = {"type": ErrorName.CONNECTION, "message": f"the runtime could not save the calls: {error}"}
+                self.rt.send_peer(peer, framing.encode({"t": "error", "id": request_id, "error": refusal}))
             else:
-                self.rt.send_peer(peer, _wire.encode({"t": "reply", "id": request_id, "accepted": len(entries)}))
+                self.rt.send_peer(peer, framing.encode({"t": "reply", "id": request_id, "accepted": len(entries)}))
 
         self.submit(pool, entries, method, answer)
 
-    def submit(self, pool: Pool, entries: list[_wire.Entry], method: str | None,
+    def submit(self, pool: Pool, entries: list[framing.Entry], method: str | None,
                then: Callable[[Exception | None], None]) -> None:
         """Write the new calls; once committed, ``then(error)``, and start them unless the write failed."""
         fresh = []
@@ -278,7 +278,7 @@ class Jobs:
             return
         job.ended = True
         header = {k: v for k, v in result.header.items() if k not in ("t", "id", "p", "pk", "np")}
-        frames = _wire.encode(dict(header, t="result"), result.payloads)
+        frames = framing.encode(dict(header, t="result"), result.payloads)
         now = time.time()
         self._write("UPDATE calls SET state = ?, result = ?, error_type = ?, attempts = ?, logs = ?, args = NULL, "
                     "finished_at = ?, expires_at = ? WHERE id = ?",
@@ -289,7 +289,7 @@ class Jobs:
             self._untrack(job)
             waiters, job.waiters = job.waiters, []
             for peer, request_id in waiters:
-                self.rt.send_peer(peer, _wire.encode(dict(header, t="result", id=request_id), result.payloads))
+                self.rt.send_peer(peer, framing.encode(dict(header, t="result", id=request_id), result.payloads))
 
         self._then(ended)
 
@@ -314,26 +314,26 @@ class Jobs:
             asyncio.get_running_loop().call_later(timeout_s, self._get_timed_out, job, peer, request_id)
             return None
         row = self._finished_row(call_id)
-        header, payloads = _wire.decode(unpack(row["result"]))
-        self.rt.send_peer(peer, _wire.encode(dict(header, t="result", id=request_id), payloads))
+        header, payloads = framing.decode(unpack(row["result"]))
+        self.rt.send_peer(peer, framing.encode(dict(header, t="result", id=request_id), payloads))
         return None
 
     def _get_timed_out(self, job: Job, peer: Peer, request_id: str) -> None:
         if (peer, request_id) in job.waiters:
             job.waiters.remove((peer, request_id))
-            self.rt.send_peer(peer, _wire.encode({"t": "reply", "id": request_id, "pending": True}))
+            self.rt.send_peer(peer, framing.encode({"t": "reply", "id": request_id, "pending": True}))
 
     def _finished_row(self, call_id: str) -> sqlite3.Row:
         row = self._row(call_id)
         if row["state"] == "expired":
-            raise _refusal("OutputExpiredError",
+            raise _refusal(ErrorName.OUTPUT_EXPIRED,
                            f"the output of call {call_id} expired: results are kept {self.retention_s:g} s")
         return row
 
     def _row(self, call_id: str) -> sqlite3.Row:
         row = self.store.row(call_id)
         if row is None:
-            raise _refusal("NotFoundError", f"no spawned call with id {call_id!r} on this runtime")
+            raise _refusal(ErrorName.NOT_FOUND, f"no spawned call with id {call_id!r} on this runtime")
         return row
 
     def status(self, call_id: str) -> dict[str, Any]:
@@ -433,7 +433,7 @@ class Jobs:
                 for job in jobs:
                     msg = (f"spawned call {job.id} of {job.function} could not run again after the runtime "
                            "restarted: its app is gone (the client that ran it did not come back). Spawn it again")
-                    self.on_result(error_result(job.id, "InputCancelled", msg))
+                    self.on_result(error_result(job.id, ErrorName.CANCELLED, msg))
         expired = self.store.expire(time.time())
         if expired:
             log.info("expired the outputs of %d spawned calls", expired)
@@ -453,7 +453,7 @@ def _refusal(type_name: str, message: str) -> Exception:
 def _state_of(result: Result) -> str:
     if result.status == "ok":
         return "succeeded"
-    if result.status == "cancelled" or (result.header.get("error") or {}).get("type") == "InputCancelled":
+    if result.status == "cancelled" or (result.header.get("error") or {}).get("type") == ErrorName.CANCELLED:
         return "cancelled"
     return "failed"
 

@@ -30,14 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from remotecell import _wire
-from remotecell._wire import Frame, Payload
-
 from .batching import Batch, Batcher
 from .containers import Container, ContainerManager, Lease, State
 from .cpus import CpuBudget, thread_env
 from .gpus import GpuAllocator
 from .images import Build, Images
+from .protocol import framing, sharedmem
+from .protocol.errors import ErrorName
+from .protocol.framing import Frame, Payload
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -113,7 +113,7 @@ class Input:
     lease: str | None = None  # the caller's session, when it would take a lease of the container
     called_as: str | None = None  # the superseded fid its caller holds (a redeployed app), when not ours
 
-    def entry(self) -> _wire.Entry:
+    def entry(self) -> framing.Entry:
         """This input as one entry of a ``calls`` message."""
         head: dict[str, Any] = {"id": self.id, "shm": self.shm}
         if self.method is not None:
@@ -132,13 +132,13 @@ class ResultMessage:
         if not isinstance(self.entries, list) or not all(
                 isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("np", 1), int)
                 for e in self.entries) or sum(e.get("np", 1) for e in self.entries) != len(metas):
-            raise _wire.WireError("a results message whose entries do not match its payloads")
+            raise framing.WireError("a results message whose entries do not match its payloads")
         self._split: list[list[Payload]] | None = None
 
     def payloads(self, index: int) -> list[Payload]:
         if self._split is None:
-            payloads = _wire.split_payloads(self.header, self.frames[2:])
-            self._split = [own for _, own in _wire.split_many(self.header, payloads)]
+            payloads = framing.split_payloads(self.header, self.frames[2:])
+            self._split = [own for _, own in framing.split_many(self.header, payloads)]
         return self._split[index]
 
     def results(self) -> list[Result]:
@@ -250,7 +250,7 @@ class Pool:
                 sent.setdefault(container.id, []).append(inp)
         for cid, inputs in sent.items():
             frames = inputs[0].frames if len(inputs) == 1 else None
-            self.rt.send_container(cid, frames or _wire.encode_many("calls", [inp.entry() for inp in inputs]))
+            self.rt.send_container(cid, frames or framing.encode_many("calls", [inp.entry() for inp in inputs]))
         self.scale()
         if self.queue and not any(c.state is State.STARTING for c in self.containers.values()):
             self._take_a_lease_back()
@@ -285,7 +285,7 @@ class Pool:
         for inp in batch.items:
             inp.container = container
             self.batch_of[inp.id] = batch
-        self.rt.send_container(container.id, _wire.encode(header, [inp.payload for inp in batch.items]))
+        self.rt.send_container(container.id, framing.encode(header, [inp.payload for inp in batch.items]))
         # The timeout covers one attempt of the whole batch.
         batch.timer = asyncio.get_running_loop().call_later(self.fn.timeout_s, self._batch_timed_out, batch)
 
@@ -317,7 +317,7 @@ class Pool:
                f"{self.fn.timeout_s:g} s; container {container.id} was stopped and will be replaced")
         self.rt.containers.stop(container, f"it passed its timeout of {self.fn.timeout_s:g} s", STOP_GRACE_S,
                                 interrupt=True)
-        self._abandon_batch(batch, lambda input_id: error_result(input_id, "FunctionTimeoutError", msg))
+        self._abandon_batch(batch, lambda input_id: error_result(input_id, ErrorName.TIMEOUT, msg))
         self.dispatch()
 
     def _run(self, inp: Input, container: Container) -> None:
@@ -348,7 +348,7 @@ class Pool:
             return
         self._detach(inp)
         if result.status != "ok":  # a container that succeeded owns the input's shared memory now
-            _wire.discard([inp.payload])
+            sharedmem.discard([inp.payload])
         if inp.attempt > 1:
             result.header["attempt"] = inp.attempt
         self.rt.send_result(inp.peer, result)
@@ -383,7 +383,7 @@ class Pool:
             delay_s = self.fn.retry_delay_s(inp.attempt)
             if delay_s is not None:
                 inp.attempt += 1
-                _wire.discard(result.payloads)
+                sharedmem.discard(result.payloads)
                 self._retry(inp, delay_s)
                 return
         self.finish(inp.id, result)
@@ -418,7 +418,7 @@ class Pool:
             if container.max_inputs == 1:  # the input may run on its I/O thread: interrupt it
                 self.rt.containers.cancel(container, input_id)
             else:
-                self.rt.send_container(container.id, _wire.encode({"t": "cancel", "id": input_id}))
+                self.rt.send_container(container.id, framing.encode({"t": "cancel", "id": input_id}))
             loop = asyncio.get_running_loop()
             loop.call_later(CANCEL_GRACE_S, self._force_stop, container, input_id)
             container.active.add(f"cancelled:{input_id}")
@@ -435,7 +435,7 @@ class Pool:
         assert container is not None
         self.rt.containers.stop(container, f"it passed its timeout of {self.fn.timeout_s:g} s", STOP_GRACE_S,
                                 interrupt=True)
-        self.fail(inp, error_result(inp.id, "FunctionTimeoutError", self._timeout_message(container.id)))
+        self.fail(inp, error_result(inp.id, ErrorName.TIMEOUT, self._timeout_message(container.id)))
         self.dispatch()
 
     # -- container events ---------------------------------------------------------------------
@@ -448,7 +448,7 @@ class Pool:
     def on_load_failed(self, container: Container, error: dict[str, Any], frames: list[Frame]) -> None:
         """The body cannot load: every queued input gets that error, there is no point retrying."""
         self.rt.containers.stop(container, "its function failed to load", STOP_GRACE_S)
-        self._fail_waiting(error, _wire.decode(frames)[1])
+        self._fail_waiting(error, framing.decode(frames)[1])
 
     def _fail_waiting(self, error: dict[str, Any], payloads: list[Payload]) -> None:
         """Every input not yet on a container ends with ``error``."""
@@ -469,11 +469,11 @@ class Pool:
             return
         container.lease = Lease(inp.peer, inp.lease, secrets.token_hex(8), inp.called_as or self.fn.fid)
         container.idle_since = time.monotonic()
-        self.rt.send_container(container.id, _wire.encode({"t": "lease", "token": container.lease.token}))
+        self.rt.send_container(container.id, framing.encode({"t": "lease", "token": container.lease.token}))
         retries = int((self.fn.options.get("retries") or {}).get("max_retries", 0)) > 0
         grant = {"t": "lease", "id": inp.id, "fid": container.lease.fid, "cid": container.id, "addr": container.direct,
                  "token": container.lease.token, "timeout_s": self.fn.timeout_s, "retries": retries}
-        self.rt.send_peer(inp.peer, _wire.encode(grant))  # before the result: the caller's next call uses it
+        self.rt.send_peer(inp.peer, framing.encode(grant))  # before the result: the caller's next call uses it
 
     def _take_a_lease_back(self) -> None:
         leased = [c for c in self.live() if c.lease is not None and not c.lease.revoking]
@@ -493,7 +493,7 @@ class Pool:
         if lease is None or lease.revoking:
             return
         lease.revoking = True
-        self.rt.send_container(container.id, _wire.encode({"t": "revoke"}))
+        self.rt.send_container(container.id, framing.encode({"t": "revoke"}))
         if grace_s is not None:
             def stop_if_still_held() -> None:
                 if container.lease is lease:
@@ -506,7 +506,7 @@ class Pool:
         """The container gave the lease up after its holder's call ``last_id``, and takes no more."""
         if container.lease is not None:  # the holder's next call goes through the runtime at once
             ended = {"t": "lease_ended", "fid": container.lease.fid, "cid": container.id, "last": last_id}
-            self.rt.send_peer(container.lease.peer, _wire.encode(ended))
+            self.rt.send_peer(container.lease.peer, framing.encode(ended))
         container.lease = None
         container.idle_since = time.monotonic() - max(idle_s, 0.0)  # idle since the leaseholder's last call
         self.dispatch()
@@ -531,9 +531,9 @@ class Pool:
             if container is not None and container.lease is not None and container.lease.peer == inp.peer:
                 self.rt.containers.stop(container, f"it passed its timeout of {self.fn.timeout_s:g} s",
                                         STOP_GRACE_S, interrupt=True)
-            self.fail(inp, error_result(inp.id, "FunctionTimeoutError", self._timeout_message(cid)))
+            self.fail(inp, error_result(inp.id, ErrorName.TIMEOUT, self._timeout_message(cid)))
         elif why == "crash":
-            self.fail(inp, error_result(inp.id, "ContainerCrashed", cause), lost_container=True)
+            self.fail(inp, error_result(inp.id, ErrorName.CRASHED, cause), lost_container=True)
         else:
             self.fail(inp, Result({"id": inp.id, "status": "error", "error": error or {}}))
         self.dispatch()
@@ -559,7 +559,7 @@ class Pool:
         if inp is None or inp.container is not container:  # cancelled or timed out meanwhile
             container.active.discard(f"cancelled:{input_id}")
             self._release_slot(container, input_id)
-            _wire.discard(result.payloads)
+            sharedmem.discard(result.payloads)
         elif result.status == "error" and self.fn.retry_delay_s(inp.attempt) is not None:
             self.fail(inp, result)
         else:
@@ -573,12 +573,12 @@ class Pool:
         self.rt.cpus.release(container.cpus)
         cause = container.death_cause(returncode)
         for batch in {b for b in self.batch_of.values() if b.container is container}:
-            self._abandon_batch(batch, lambda input_id: error_result(input_id, "ContainerCrashed", cause),
+            self._abandon_batch(batch, lambda input_id: error_result(input_id, ErrorName.CRASHED, cause),
                                 lost_container=True)
         for input_id in list(container.active):
             inp = self.inputs.get(input_id)
             if inp is not None and inp.container is container:
-                self.fail(inp, error_result(input_id, "ContainerCrashed", cause), lost_container=True)
+                self.fail(inp, error_result(input_id, ErrorName.CRASHED, cause), lost_container=True)
         if container.stop_reason is None and returncode != 0:
             log.warning("%s", cause)
         self.dispatch()
@@ -667,7 +667,7 @@ class Pool:
             waited_s = time.monotonic() - build.started
             self.waiting_reason = f"building its image: pip install {' '.join(build.packages)} ({waited_s:.0f} s)"
             return
-        error = {"type": "ImageBuildError", "message": f"the image of {self.fn.name} could not be built: "
+        error = {"type": ErrorName.IMAGE_BUILD, "message": f"the image of {self.fn.name} could not be built: "
                                                         f"{build.error}", "traceback": ""}
         self._fail_waiting(error, [])
 
@@ -691,7 +691,7 @@ class Pool:
         if c.lease is not None:
             self.revoke(c)
             return
-        self.rt.send_container(c.id, _wire.encode({"t": "stop"}))
+        self.rt.send_container(c.id, framing.encode({"t": "stop"}))
         self.rt.containers.stop(c, None, EXIT_GRACE_S, signal_now=False)
 
     def idle_holder(self, holds: Callable[[Container], bool]) -> Container | None:
@@ -715,7 +715,7 @@ class Pool:
         """The app is gone: fail what waits, stop every container."""
         self.retired = True
         for inp in list(self.inputs.values()):
-            self.finish(inp.id, error_result(inp.id, "InputCancelled", reason))
+            self.finish(inp.id, error_result(inp.id, ErrorName.CANCELLED, reason))
         for c in list(self.containers.values()):
             self.rt.containers.stop(c, reason, STOP_GRACE_S)
 

@@ -38,10 +38,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from croniter import croniter
-from remotecell import _wire
 
 from .jobs import Jobs, _refusal
 from .pools import Pool
+from .protocol import pickling
+from .protocol.errors import ErrorName
 
 if TYPE_CHECKING:
     from .daemon import Request
@@ -110,7 +111,7 @@ def check_spec(spec: Any) -> None:
             raise ValueError("a period is at least 1 s")
         next_fire_s(spec, time.time())
     except Exception as exc:
-        raise _refusal("InvalidError", f"schedule {spec!r} cannot fire: {exc}") from None
+        raise _refusal(ErrorName.INVALID, f"schedule {spec!r} cannot fire: {exc}") from None
 
 
 def describe(spec: dict[str, Any]) -> str:
@@ -266,7 +267,7 @@ class Scheduler:
             if error is not None:
                 log.error("could not save scheduled call %s of %s: %s", call_id, pool.fn.name, error)
 
-        no_args = _wire.serialize(((), {}))
+        no_args = pickling.serialize(((), {}))
         self.jobs.submit(pool, [({"id": call_id}, [no_args])], None, saved)
 
     # -- messages -----------------------------------------------------------------------------
@@ -277,7 +278,7 @@ class Scheduler:
         if schedule is None:
             here = sorted(n for a, n in self.schedules if a == app_name)
             has = f"its scheduled functions: {', '.join(here)}" if here else "is it deployed? see `remotecell app list`"
-            raise _refusal("NotFoundError", f"no schedule for {name!r} in deployed app {app_name!r} ({has})")
+            raise _refusal(ErrorName.NOT_FOUND, f"no schedule for {name!r} in deployed app {app_name!r} ({has})")
         return schedule
 
     def state(self, s: Schedule) -> dict[str, Any]:
@@ -328,11 +329,11 @@ class Scheduler:
         s = self._schedule(req)
         pool = self.pool_of(s.app_name, s.name)
         if pool is None:
-            raise _refusal("NotFoundError", f"{s.name} of deployed app {s.app_name!r} is not registered on this "
-                                            "runtime: deploy it again")
+            raise _refusal(ErrorName.NOT_FOUND, f"{s.name} of deployed app {s.app_name!r} is not registered on this "
+                           "runtime: deploy it again")
         call_id = req.header.get("call") or _new_call_id()  # the client's own id: a resent request runs once
         if not isinstance(call_id, str) or not CALL_ID.fullmatch(call_id):
-            raise _refusal("InvalidError", f"schedule_run: call={call_id!r} is not a call id ('fc-' and hex digits)")
+            raise _refusal(ErrorName.INVALID, f"schedule_run: call={call_id!r} is not a call id ('fc-' and hex digits)")
         s.last_call, s.last_at, s.last_trigger = call_id, time.time(), "run_now"
         self._save(s)
         self._spawn(pool, call_id)

@@ -28,8 +28,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .. import _client, _wire
-from .._spec import ClsSpec
+from remotecell_runtime.protocol import framing, pickling, sharedmem
+from remotecell_runtime.protocol.errors import ErrorName
+from remotecell_runtime.protocol.spec import ClsSpec
+
+from .. import _client
 from ..app import App
 from ..exceptions import FunctionTimeoutError, InvalidError, SerializationError
 from ..functions import Registration
@@ -232,7 +235,7 @@ class RemoteSession:
         bad = []
         for name, value in values.items():
             try:
-                _wire.dumps(value)
+                pickling.dumps(value)
             except Exception as exc:
                 bad.append(f"{name} ({type(value).__name__}: {exc})")
         if bad:
@@ -271,11 +274,11 @@ class RemoteSession:
         self.token = outcome.token
 
     def _roundtrip(self, method: str, args: list[Any], on_output: OutputSink | None, limit_s: float | None,
-                   report_push: bool = False) -> tuple[dict[str, Any], list[_wire.Payload]]:
+                   report_push: bool = False) -> tuple[dict[str, Any], list[framing.Payload]]:
         conn, fid = self.registration.fid()
         header = {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid, "shm": conn.shm, "m": method}
         try:
-            payload = _wire.serialize((args, {}), _wire.ShmPool.local() if conn.shm else None)
+            payload = pickling.serialize((args, {}), sharedmem.ShmPool.local() if conn.shm else None)
         except Exception as exc:
             raise SerializationError(f"cannot send the cell to session {self.name!r}: {exc}") from exc
         if report_push and payload.nbytes > PUSH_REPORT_BYTES:
@@ -289,7 +292,7 @@ class RemoteSession:
         try:
             return channel.roundtrip(header, [payload], on_output=on_output)
         except KeyboardInterrupt:
-            channel.sock.send_multipart(_wire.encode({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]}))
+            channel.sock.send_multipart(framing.encode({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]}))
             print(f"remotecell: interrupted the remote cell; session {self.name!r} keeps its state",
                   file=sys.stderr)
             raise
@@ -302,12 +305,12 @@ class RemoteSession:
         with self._cancel_lock:
             if self._cancel_sock is None:
                 self._cancel_sock = conn.new_socket()
-            self._cancel_sock.send_multipart(_wire.encode({"t": "cancel", "sid": conn.sid, "ids": [input_id]}))
+            self._cancel_sock.send_multipart(framing.encode({"t": "cancel", "sid": conn.sid, "ids": [input_id]}))
 
-    def _error(self, reply: dict[str, Any], payloads: list[_wire.Payload]) -> BaseException:
+    def _error(self, reply: dict[str, Any], payloads: list[framing.Payload]) -> BaseException:
         """The cell's exception, with the remote traceback of the cell's own frames only."""
         error = dict(reply.get("error") or {})
-        if error.get("type") == "ContainerCrashed":
+        if error.get("type") == ErrorName.CRASHED:
             self.token, self.lost = None, error.get("message", "")
             return SessionDied(f"session {self.name!r} died while running this cell: {error.get('message')}\n"
                                "Its state is gone; the next %%remote cell starts a fresh session.")

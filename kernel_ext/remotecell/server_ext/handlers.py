@@ -15,7 +15,9 @@ from .link import NoRuntime, RuntimeLink
 CALL_ID = r"fc-[0-9a-f]+|fg-[0-9a-f]+\.[0-9]+"  # a spawned call, or one input of a spawn_map
 DEFAULT_LIMIT = 50
 # The runtime's refusals, as HTTP statuses: anything else it reports is a 502.
-STATUS_OF_ERROR = {"NotFoundError": 404, "OutputExpiredError": 410, "InvalidError": 400}
+STATUS_OF_ERROR: dict[type[Exception], int] = {
+    exceptions.NotFoundError: 404, exceptions.OutputExpiredError: 410, exceptions.InvalidError: 400,
+}
 
 
 class RuntimeHandler(APIHandler):
@@ -31,7 +33,7 @@ class RuntimeHandler(APIHandler):
         except NoRuntime as exc:
             raise web.HTTPError(503, str(exc)) from exc
         except exceptions.Error as exc:
-            raise web.HTTPError(STATUS_OF_ERROR.get(type(exc).__name__, 502), str(exc)) from exc
+            raise web.HTTPError(STATUS_OF_ERROR.get(type(exc), 502), str(exc)) from exc
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """JSON ``{"message": ...}`` as APIHandler's, without its doubling of the ``%`` in messages."""

@@ -46,9 +46,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
-from remotecell import _wire
-from remotecell._spec import ClsSpec
-from remotecell._wire import Frame, Payload
+
+from ..protocol import framing, pickling, sharedmem
+from ..protocol.errors import ErrorName
+from ..protocol.framing import Frame, Payload
+from ..protocol.spec import ClsSpec
 
 if TYPE_CHECKING:  # asyncio (~60 ms) and concurrent.futures (~30 ms) load only when a function needs them
     import asyncio
@@ -171,7 +173,7 @@ class Container:
         self.outbox: queue.SimpleQueue[tuple[list[Frame], bool] | Callable[[], None]] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
-        self.shm = _wire.ShmPool.local()
+        self.shm = sharedmem.ShmPool.local()
         self.running = True
         self.target: Any = None  # the loaded function, or a ClsSpec's instance
         self.methods: dict[str | None, Callable[..., Any]] = {}
@@ -214,7 +216,7 @@ class Container:
 
     def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
         """To the daemon, or to the leaseholder when it is about one of its direct calls."""
-        frames = _wire.encode(header, payloads)
+        frames = framing.encode(header, payloads)
         peer = self.direct_peers.get(header.get("id", "")) if self.direct_peers else None
         if peer is not None:
             frames = [peer, *frames]
@@ -227,9 +229,9 @@ class Container:
     def _send_now(self, frames: list[Frame], direct: bool) -> None:
         if direct:
             assert self.direct is not None
-            _wire.send(self.direct, frames)
+            framing.send(self.direct, frames)
         else:
-            _wire.send(self.sock, frames)
+            framing.send(self.sock, frames)
 
     def _drain_outbox(self) -> None:
         try:
@@ -295,13 +297,13 @@ class Container:
         if not self.results:  # e.g. the backlog's last input was a direct call, answered already
             return
         results, self.results = self.results, []
-        _wire.send(self.sock, _wire.encode_many("results", results))
+        framing.send(self.sock, framing.encode_many("results", results))
 
     def _receive(self) -> None:
-        frames = _wire.recv(self.sock)
+        frames = framing.recv(self.sock)
         try:
-            header, payloads = _wire.decode(frames)
-        except _wire.WireError as exc:
+            header, payloads = framing.decode(frames)
+        except framing.WireError as exc:
             print(f"remotecell container: dropped a malformed message: {exc}", file=sys.__stderr__)
             return
         handler = self.handlers.get(header["t"])
@@ -313,17 +315,17 @@ class Container:
     def _receive_direct(self) -> None:
         """A leaseholder's call: run it now, or answer ``revoked`` when it lacks the current lease's token."""
         assert self.direct is not None
-        peer, *frames = _wire.recv(self.direct)
+        peer, *frames = framing.recv(self.direct)
         try:
-            header, payloads = _wire.decode(frames)
-        except _wire.WireError as exc:
+            header, payloads = framing.decode(frames)
+        except framing.WireError as exc:
             print(f"remotecell container: dropped a malformed direct message: {exc}", file=sys.__stderr__)
             return
         input_id = header.get("id")
         if header["t"] != "call" or not isinstance(input_id, str):
             return
         if header.get("token") != self.lease_token or self.lease_token is None or self.backlog or self.running_inputs:
-            _wire.send(self.direct, [peer.bytes, *_wire.encode({"t": "revoked", "id": input_id})])
+            framing.send(self.direct, [peer.bytes, *framing.encode({"t": "revoked", "id": input_id})])
             return
         self.direct_peers[input_id] = peer.bytes
         method = self.methods.get(header.get("m"))
@@ -363,7 +365,7 @@ class Container:
 
     def on_load(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         try:
-            self._load(_wire.deserialize(payloads[0]), header.get("options", {}))
+            self._load(pickling.deserialize(payloads[0]), header.get("options", {}))
         except BaseException as exc:
             failed = {"t": "load_failed"}
             self.send(failed, _describe_error(failed, exc, "loading the function failed"))
@@ -412,7 +414,7 @@ class Container:
     # -- running inputs -----------------------------------------------------------------------
 
     def on_calls(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        for entry, own in _wire.split_many(header, payloads):
+        for entry, own in framing.split_many(header, payloads):
             self.on_call(entry, own)
 
     def on_call(self, header: dict[str, Any], payloads: list[Payload]) -> None:
@@ -447,7 +449,7 @@ class Container:
         try:
             if input_id in self.cancelled:
                 raise Cancelled()
-            args, kwargs = _wire.deserialize(payloads[0], hold=True)
+            args, kwargs = pickling.deserialize(payloads[0], hold=True)
             value = method(*args, **kwargs)
             outcome: Any = _Returned(self._send_items(header, value) if header.get("gen") else value)
         except Terminated:
@@ -480,7 +482,7 @@ class Container:
 
         if header["id"] in self.cancelled:
             raise asyncio.CancelledError()
-        args, kwargs = _wire.deserialize(payloads[0], hold=True)
+        args, kwargs = pickling.deserialize(payloads[0], hold=True)
         if inspect.isasyncgenfunction(method):
             return await self._send_async_items(header, method(*args, **kwargs))
         return await method(*args, **kwargs)
@@ -510,8 +512,8 @@ class Container:
         for stream in (sys.stdout, sys.stderr):  # what it printed before this item comes first
             if isinstance(stream, _Stream):
                 stream.flush_input(input_id)
-        use_shm = bool(header.get("shm")) and _wire.ShmPool.available()
-        self.send({"t": "item", "id": input_id, "i": index}, [_wire.serialize(item, self.shm if use_shm else None)])
+        use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
+        self.send({"t": "item", "id": input_id, "i": index}, [pickling.serialize(item, self.shm if use_shm else None)])
 
     def _report(self, header: dict[str, Any], payloads: list[Payload], outcome: Any) -> None:
         input_id = header["id"]
@@ -524,12 +526,12 @@ class Container:
             self._finish(input_id, payloads, result, _describe_error(result, outcome))
 
     def _succeed(self, result: dict[str, Any], header: dict[str, Any], payloads: list[Payload], value: Any) -> None:
-        use_shm = bool(header.get("shm")) and _wire.ShmPool.available()
+        use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
         try:
-            payload = _wire.serialize(value, self.shm if use_shm else None)
+            payload = pickling.serialize(value, self.shm if use_shm else None)
         except BaseException as exc:
             message = f"the return value of type {_type_name(value)} cannot be pickled: {exc}"
-            error = {"type": "SerializationError", "message": message, "traceback": ""}
+            error = {"type": ErrorName.SERIALIZATION, "message": message, "traceback": ""}
             self._finish(result["id"], payloads, dict(result, status="error", error=error))
             return
         self._finish(result["id"], payloads, dict(result, status="ok"), [payload])
@@ -603,7 +605,7 @@ class Container:
         live = []
         for index, (input_id, payload) in enumerate(zip(header["ids"], payloads, strict=True)):
             try:
-                call_args, call_kwargs = _wire.deserialize(payload, hold=True)
+                call_args, call_kwargs = pickling.deserialize(payload, hold=True)
                 if not call_kwargs and not keyword and len(call_args) == len(positional):
                     values = list(call_args)  # the common case: one positional item per parameter
                 else:
@@ -634,7 +636,7 @@ class Container:
                     self._succeed({"t": "result", "id": ids[index]}, use_shm, [payloads[index]], value)
                 return
             name = getattr(method, "__qualname__", "the batched function")
-            error = {"type": "BatchContractError", "message": f"{name} {problem}", "traceback": ""}
+            error = {"type": ErrorName.BATCH_CONTRACT, "message": f"{name} {problem}", "traceback": ""}
             for index in live:
                 result = {"t": "result", "id": ids[index], "status": "error", "error": error}
                 self._finish(ids[index], [payloads[index]], result)
@@ -758,7 +760,7 @@ def _describe_error(header: dict[str, Any], exc: BaseException, context: str = "
                                          "frames": frames})
     exc.__traceback__ = None
     try:
-        return [_wire.serialize(exc)]
+        return [pickling.serialize(exc)]
     except BaseException:  # an unpicklable exception travels as its text
         return []
 

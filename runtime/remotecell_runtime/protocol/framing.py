@@ -1,0 +1,242 @@
+"""Message framing: a list of ZeroMQ frames per message, a JSON header, payload frames.
+
+A message is::
+
+    [PROTOCOL, header_json, *payload_frames]
+
+The header is a JSON object with at least ``t`` (the message type) and, for
+requests, ``id`` (a client-made request id).  It describes its payloads in
+``p``: one entry per payload, ``{"n": frame_count, "shm": [[i, name, size]]}``.
+A payload is a pickle-5 stream followed by its out-of-band buffers; a buffer
+listed in ``shm`` travels through a shared-memory segment and its frame is
+empty.
+
+Invariant: nothing here unpickles.  The daemon uses this module alone and
+treats payload frames as opaque bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL = b"rc/1"
+PROTOCOL_PREFIX = b"rc/"
+
+# Buffers smaller than this stay inside the pickle stream: a frame of their own
+# costs more than the copy.
+OOB_MIN_BYTES = 64 * 1024
+# In a message with many payloads, one-frame payloads under this size share one frame (the pack):
+# a zmq frame costs each hop more than a copy of a few hundred bytes.
+PACK_MAX_BYTES = 16 * 1024
+
+Frame = Any  # bytes, memoryview or zmq.Frame
+
+
+class WireError(ValueError):
+    """A message that does not follow the protocol."""
+
+
+@dataclass
+class Payload:
+    """One pickled object: the pickle stream, then its out-of-band buffers."""
+
+    frames: list[Frame]
+    shm: list[list[Any]] = field(default_factory=list)  # [buffer index, segment name, size]
+
+    def meta(self) -> dict[str, Any]:
+        if self.shm:
+            return {"n": len(self.frames), "shm": self.shm}
+        return {"n": len(self.frames)}
+
+    @property
+    def nbytes(self) -> int:
+        inline = sum(len(memoryview(buffer_of(f))) for f in self.frames)
+        return inline + sum(int(size) for _, _, size in self.shm)
+
+
+def buffer_of(frame: Frame) -> Any:
+    return frame.buffer if hasattr(frame, "buffer") else frame
+
+
+def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Frame]:
+    """Frames for one message; the header's ``p`` is filled in from the payloads.
+
+    With several payloads, the small one-frame ones travel packed in one frame
+    (``header["pk"]``; such a payload is described by its length alone, an int).
+    """
+    if len(payloads) > 1:
+        return _encode_packed(header, payloads)
+    if payloads:
+        header["p"] = [p.meta() for p in payloads]
+    frames: list[Frame] = [PROTOCOL, _encode_json(header).encode()]
+    for payload in payloads:
+        frames.extend(payload.frames)
+    return frames
+
+
+def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload]) -> list[Frame]:
+    metas: list[Any] = []  # an int for a packed payload (its length), else its description
+    packed, rest = [], []
+    for payload in payloads:
+        if len(payload.frames) == 1 and not payload.shm:
+            data = buffer_of(payload.frames[0])
+            size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+            if size <= PACK_MAX_BYTES:
+                metas.append(size)
+                packed.append(data)
+                continue
+        metas.append(payload.meta())
+        rest.extend(payload.frames)
+    header["p"] = metas
+    if packed:
+        header["pk"] = 1
+    frames: list[Frame] = [PROTOCOL, _encode_json(header).encode()]
+    if packed:
+        frames.append(b"".join(packed))
+    frames.extend(rest)
+    return frames
+
+
+def decode(frames: Sequence[Frame]) -> tuple[dict[str, Any], list[Payload]]:
+    """Parse one message; raise WireError saying what is wrong with it."""
+    header = decode_header(frames)
+    return header, split_payloads(header, list(frames[2:]))
+
+
+def decode_header(frames: Sequence[Frame]) -> dict[str, Any]:
+    """The header alone (enough to route a message, or to answer a broken one by id)."""
+    if len(frames) < 2:
+        raise WireError(f"a message needs at least 2 frames (protocol, header), got {len(frames)}")
+    tag = bytes(buffer_of(frames[0]))
+    if tag != PROTOCOL:
+        if tag.startswith(PROTOCOL_PREFIX):
+            raise WireError(f"protocol {tag!r} is not supported; this side speaks {PROTOCOL!r}")
+        raise WireError(f"not a remotecell message (first frame {tag[:16]!r})")
+    try:
+        header = _decode_json(bytes(buffer_of(frames[1])).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("t"), str):
+        raise WireError("header must be a JSON object with a string 't' (message type)")
+    return header
+
+
+# One encoder and decoder for every message: json.dumps/loads with options build new ones per call.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_decode_json = json.JSONDecoder().decode
+
+
+def split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
+    metas = header.get("p")
+    if metas is None:
+        if rest:
+            raise WireError(f"{len(rest)} frames are not described by the header")
+        return []
+    if not isinstance(metas, list):
+        raise WireError("header 'p' must be a list of payload descriptions")
+    pack, offset = None, 0
+    if header.get("pk"):
+        if not rest:
+            raise WireError("header 'pk' announces a pack frame, but there is none")
+        pack = memoryview(buffer_of(rest[0])).cast("B")
+        rest = rest[1:]
+    payloads, start = [], 0
+    for meta in metas:
+        if type(meta) is int:  # a packed payload: its length
+            if pack is None or meta < 0 or offset + meta > len(pack):
+                raise WireError(f"packed payload of {meta} bytes does not fit the pack frame")
+            payloads.append(Payload([pack[offset:offset + meta]]))
+            offset += meta
+            continue
+        n = meta.get("n") if isinstance(meta, dict) else None
+        if not isinstance(n, int) or n < 1 or start + n > len(rest):
+            raise WireError(f"payload description {meta!r} does not match the {len(rest)} frames sent")
+        shm = meta.get("shm")
+        if shm is None:
+            shm = []
+        elif not _valid_shm(shm, n):
+            raise WireError(f"payload shared-memory list {shm!r} is malformed")
+        payloads.append(Payload(rest[start:start + n], shm))
+        start += n
+    if start != len(rest) or (pack is not None and offset != len(pack)):
+        raise WireError(f"{len(rest) - start} frames are not described by the header")
+    return payloads
+
+
+Entry = tuple[dict[str, Any], list[Payload]]  # one input's header fields and its payloads
+
+
+def encode_many(kind: str, entries: Sequence[Entry], **fields: Any) -> list[Frame]:
+    """One ``calls``/``results`` message for many inputs: ``header["e"]`` lists them, each with ``np`` payloads
+    (1 when not said).
+
+    A single result goes as a plain ``result`` message, the form every receiver knows.
+    """
+    if kind == "results" and len(entries) == 1:
+        header, payloads = entries[0]
+        return encode(dict(header, t="result"), payloads)
+    described, payloads = [], []
+    for head, own in entries:
+        described.append(head if head.get("np", 1) == len(own) else dict(head, np=len(own)))
+        payloads.extend(own)
+    return encode({"t": kind, "e": described, **fields}, payloads)
+
+
+def split_many(header: dict[str, Any], payloads: list[Payload]) -> list[Entry]:
+    """The entries of a ``calls``/``results`` message (the inverse of :func:`encode_many`)."""
+    entries = header.get("e")
+    if not isinstance(entries, list):
+        raise WireError(f"a {header.get('t')!r} message needs a list 'e' of entries")
+    out, start = [], 0
+    for entry in entries:
+        n = entry.get("np", 1) if isinstance(entry, dict) else None
+        if not isinstance(n, int) or n < 0 or start + n > len(payloads) or not isinstance(entry.get("id"), str):
+            raise WireError(f"entry {entry!r} does not match the {len(payloads)} payloads sent")
+        out.append((entry, payloads[start:start + n]))
+        start += n
+    if start != len(payloads):
+        raise WireError(f"{len(payloads) - start} payloads are not described by the entries")
+    return out
+
+
+def _valid_shm(shm: Any, n: int) -> bool:
+    if not isinstance(shm, list):
+        return False
+    for entry in shm:
+        if not (isinstance(entry, list) and len(entry) == 3):
+            return False
+        index, name, size = entry
+        if not (isinstance(index, int) and 0 < index < n and isinstance(size, int) and size >= 0):
+            return False
+        if not (isinstance(name, str) and segment_name_ok(name)):
+            return False
+    return True
+
+
+def segment_name_ok(name: str) -> bool:
+    # Names come from the network: never let one escape the shm directory.
+    return name.startswith("rc-") and "/" not in name and ".." not in name and len(name) < 128
+
+
+def send(sock: Any, frames: Sequence[Frame], flags: int = 0) -> None:
+    """send_multipart without its per-frame checks; large frames go without a copy."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        small = isinstance(frame, bytes) and len(frame) < OOB_MIN_BYTES
+        sock.send(frame, flags | (_SNDMORE if i < last else 0), copy=small)
+
+
+def recv(sock: Any, flags: int = 0) -> list[Any]:
+    """All frames of one message as zmq.Frame objects (no copy of large payloads)."""
+    frame = sock.recv(flags, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = sock.recv(0, copy=False)
+        frames.append(frame)
+    return frames
+
+
+_SNDMORE = 2  # zmq.SNDMORE, without importing zmq into code that only pickles
