@@ -59,7 +59,7 @@ class Agent:
         self.log_file = open(log_path, "a")
         self.started = time.time()
         self.proc = subprocess.Popen(
-            [str(spec.python), str(HERE / "agent.py"), spec.name, *args],
+            [str(spec.python), str(HERE / "agent.py"), spec.impl or spec.name, *args],
             cwd=HERE,
             env=self.env,
             stdin=subprocess.PIPE,

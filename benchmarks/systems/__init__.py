@@ -101,13 +101,17 @@ class SystemSpec:
     env: dict[str, str] = field(default_factory=dict)
     fresh_dir_env: str | None = None  # an env var set to a new empty directory per process
     leftovers: Callable[[dict[str, str]], list[int]] | None = None  # pids to kill if the agent died
+    impl: str = ""  # the systems/<impl>_sys.py module, when not the name's
+    venv_env: str = ""  # an env var naming the venv to use instead (remotecell_base: an older checkout's)
 
     @property
     def module(self) -> str:
-        return f"systems.{self.name}_sys"
+        return f"systems.{self.impl or self.name}_sys"
 
     @property
     def python(self) -> Path:
+        if self.venv_env:
+            return Path(os.environ.get(self.venv_env, "/nonexistent")) / "bin" / "python"
         return (
             Path(sys.executable) if self.venv is None else VENV_ROOT / self.venv / "bin" / "python"
         )
@@ -116,6 +120,9 @@ class SystemSpec:
         """Why this system cannot run here (with the fix), or None."""
         if self.python.exists():
             return None
+        if self.venv_env:
+            return (f"{self.name}: set {self.venv_env} to the venv of the checkout to compare with "
+                    "(see benchmarks/README.md, 'Before and after')")
         return (
             f"{self.name}: no venv at {self.python.parent.parent}; create it with "
             f"`bash benchmarks/setup_envs.sh {self.venv}`"
@@ -131,6 +138,15 @@ SYSTEMS: dict[str, SystemSpec] = {
             "`f.remote(x)` (app.function, local runtime over ipc://)",
             fresh_dir_env="REMOTECELL_HOME",
             leftovers=remotecell_daemon_pids,
+        ),
+        SystemSpec(
+            "remotecell_base",
+            "remotecell (before)",
+            "as remotecell, from the checkout whose venv REMOTECELL_BENCH_BASE names",
+            fresh_dir_env="REMOTECELL_HOME",
+            leftovers=remotecell_daemon_pids,
+            impl="remotecell",
+            venv_env="REMOTECELL_BENCH_BASE",
         ),
         SystemSpec(
             "ipp",

@@ -5,19 +5,26 @@ script) whose DEALERs connect to it; DEALER round-robins the calls over them.
 A call is [function key, cloudpickled function, task id, cloudpickled args,
 *buffers] and its reply [task id, cloudpickled result, *buffers]; the worker
 unpickles a function once per key, and large buffers travel as zero-copy
-out-of-band frames (pickle protocol 5) both ways. ``map`` sends every task,
-one message each, then collects the replies and puts them in order by task
-id. No scheduling, retries or heartbeats: a floor, not a competitor.
+out-of-band frames (pickle protocol 5) both ways. ``map`` sends one message
+per task with at most ``MAP_IN_FLIGHT`` unanswered, and puts the replies in
+order by task id. No scheduling, retries or heartbeats: a floor, not a competitor.
+
+The spawn floor is a store process (this file run with ``store``): a durable
+spawn is one hop to it and one SQLite WAL commit of the call's row before it
+answers; a ``spawn_map`` message of ``SPAWN_BATCH`` calls is one commit. The
+calls run when their results are asked for (outside the timed region).
 """
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import cloudpickle
@@ -25,6 +32,9 @@ import zmq
 
 PACKAGES = ["pyzmq", "cloudpickle", "numpy"]
 WORKERS = 2
+MAP_IN_FLIGHT = 1_000  # as remotecell's map: at most this many tasks unanswered
+SPAWN_WINDOW = 1_000  # spawn "gather": requests in flight, as remotecell_sys's
+SPAWN_BATCH = 500  # spawn "spawn_map": calls per message (one commit), as remotecell's spawn_map
 
 
 def _socket(ctx: zmq.Context) -> zmq.Socket:
@@ -64,6 +74,34 @@ def worker(endpoint: str) -> None:
     ctx.term()
 
 
+def store(endpoint: str, db_path: str) -> None:
+    """The spawn floor's store: commit each message's calls, then answer; run them when asked for results."""
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # as remotecell's job store
+    db.execute("CREATE TABLE calls (id INTEGER PRIMARY KEY, args BLOB)")
+    sock = zmq.Context().socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    fn: Callable[..., Any] | None = None
+    while True:
+        ident, kind, *frames = sock.recv_multipart()
+        if kind == b"F":
+            fn = cloudpickle.loads(frames[0])
+            reply = [b"ok"]
+        elif kind == b"S":  # frames: id, args, id, args, ...
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO calls VALUES (?, ?)", zip(map(int, frames[::2]), frames[1::2], strict=True))
+            db.execute("COMMIT")
+            reply = [frames[-2]]
+        elif kind == b"G" and fn is not None:
+            rows = db.execute("SELECT args FROM calls ORDER BY id").fetchall()
+            db.execute("DELETE FROM calls")
+            reply = [pickle.dumps([fn(*pickle.loads(args)) for (args,) in rows])]
+        else:
+            break
+        sock.send_multipart([ident, *reply])
+
+
 class Session:
     def __init__(self, code: Any) -> None:
         self.code = code
@@ -99,16 +137,60 @@ class Session:
     def map(self, xs: Iterable[int]) -> list[int]:
         key, body = self._function(self.code.inc)
         first = self.tasks + 1
-        send = self.sock.send_multipart
+        send, recv = self.sock.send_multipart, self.sock.recv_multipart
+        results: dict[int, Any] = {}
+        in_flight = 0
+
+        def take_one() -> None:
+            tid, payload, *buffers = recv()
+            results[int(tid) - first] = pickle.loads(payload, buffers=buffers)
+
         for x in xs:
+            if in_flight == MAP_IN_FLIGHT:
+                take_one()
+                in_flight -= 1
             self.tasks += 1
             send([key, body, b"%d" % self.tasks, cloudpickle.dumps((x,), protocol=5)])
-        out: list[Any] = [None] * (self.tasks + 1 - first)
-        recv = self.sock.recv_multipart
-        for _ in out:
-            tid, payload, *buffers = recv()
-            out[int(tid) - first] = pickle.loads(payload, buffers=buffers)
-        return out
+            in_flight += 1
+        for _ in range(in_flight):
+            take_one()
+        return [results[i] for i in range(len(results))]
+
+    @contextlib.contextmanager
+    def spawners(self) -> Iterator[dict[str, Callable[[int], Callable[[], list[int]]]]]:
+        endpoint = f"ipc://{self.dir}/store.sock"
+        proc = subprocess.Popen([sys.executable, __file__, "store", endpoint, f"{self.dir}/jobs.db"])
+        sock = _socket(self.ctx)
+        sock.connect(endpoint)
+        sock.send_multipart([b"F", cloudpickle.dumps(self.code.inc)])
+        if not sock.poll(60_000):
+            raise TimeoutError("the spawn floor's store did not start")
+        sock.recv()
+
+        def collect() -> list[int]:
+            sock.send(b"G")
+            return pickle.loads(sock.recv())
+
+        def spawn(n: int, per_message: int, in_flight: int) -> Callable[[], list[int]]:
+            unanswered = 0
+            for start in range(0, n, per_message):
+                if unanswered == in_flight:
+                    sock.recv()
+                    unanswered -= 1
+                calls = range(start, min(start + per_message, n))
+                sock.send_multipart([b"S", *(f for i in calls for f in (b"%d" % i, pickle.dumps((i,))))])
+                unanswered += 1
+            for _ in range(unanswered):
+                sock.recv()
+            return collect
+
+        try:
+            yield {"sequential": lambda n: spawn(n, 1, 1), "gather": lambda n: spawn(n, 1, SPAWN_WINDOW),
+                   "spawn_map": lambda n: spawn(n, SPAWN_BATCH, 1)}
+        finally:
+            sock.send(b"Q")
+            proc.wait(timeout=10)
+            sock.close()
 
     def callers(self) -> dict[str, Callable[[int], Any]]:
         return {"main": lambda x: self.call(self.code.inc, x)}
@@ -137,4 +219,7 @@ class Session:
 
 
 if __name__ == "__main__":
-    worker(sys.argv[1])
+    if sys.argv[1] == "store":
+        store(sys.argv[2], sys.argv[3])
+    else:
+        worker(sys.argv[1])
