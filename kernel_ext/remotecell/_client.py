@@ -4,6 +4,14 @@ Blocking calls use a DEALER socket of their own thread (a blocking poll: no
 thread hand-off on the hot path); ``.aio`` calls use one asyncio DEALER per
 event loop with a reader task that routes replies by request id.  Both speak
 the same messages and share how replies turn into values or exceptions.
+
+Socket lifecycle (the invariants): at most ``MAX_THREAD_CHANNELS`` threads hold
+a blocking channel at once; the blocking calls of threads past that share the
+background loop's channel (``BridgedChannel``: one socket, a thread hop per
+call). A thread's channel, with its leases' sockets, is closed when the thread
+ends; a loop's async channel when the loop is closed (a private loop of
+``_bridge`` when its thread ends; any other loop is noticed at the next
+``async_channel()``). So sockets are bounded and come back when their users go.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import zmq
@@ -30,13 +38,16 @@ from remotecell_runtime.protocol import framing, pickling, sharedmem
 from remotecell_runtime.protocol.framing import Payload
 from remotecell_runtime.protocol.versions import versions
 
-from . import _local, exceptions
+from . import _bridge, _local, exceptions
 
 HELLO_TIMEOUT_S = float(os.environ.get("REMOTECELL_HELLO_TIMEOUT_S", "10"))
 HEARTBEAT_INTERVAL_S = 2.0
 # No pong for this long: the runtime is gone, and calls waiting on it fail instead of hanging.
 RUNTIME_GONE_S = float(os.environ.get("REMOTECELL_RUNTIME_GONE_S", "15"))
 WAKE_MS = 1000  # how often a waiting call looks at the heartbeat
+# Threads that hold a blocking channel (one socket, and one per lease) at once; zmq allows 1,023
+# sockets per context, and each costs an fd here and one in the daemon.
+MAX_THREAD_CHANNELS = int(os.environ.get("REMOTECELL_MAX_THREAD_CHANNELS", "64"))
 # What the runtime says of leases: granted, taken back (the container ran none of the holder's
 # calls since), or lost (the container died, maybe under one of them).
 LEASE_NEWS = ("lease", "lease_ended", "lease_lost")
@@ -141,9 +152,12 @@ class Connection:
         self._stop_heartbeat = threading.Event()
         self.last_pong = time.monotonic()
         self._local = threading.local()
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncChannel] = weakref.WeakKeyDictionary()
+        self._async: dict[asyncio.AbstractEventLoop, AsyncChannel] = {}  # under _lock
         self._sockets: list[zmq.Socket] = []
         self._lock = threading.Lock()
+        self._thread_channels = 0  # live SyncChannels, under _lock
+        self._bridged = BridgedChannel(self)
+        _bridge.when_loop_closes(self._loop_closed)
         self._heartbeat_thread: threading.Thread | None = None
         # Called (on the heartbeat thread) when the runtime restarted: apps register themselves again.
         self.on_restart: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -166,7 +180,9 @@ class Connection:
         header = {"t": "hello", "versions": versions()}
         if self.info.is_local:
             return self.request(header, timeout_s=HELLO_TIMEOUT_S)
-        sock = self.channel().sock
+        channel = self.channel()
+        assert isinstance(channel, SyncChannel), "the first channel of a connection is its thread's own"
+        sock = channel.sock
         failures = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
         monitor = sock.get_monitor_socket(failures)
         try:
@@ -228,17 +244,33 @@ class Connection:
         with self._lock:
             if sock in self._sockets:
                 self._sockets.remove(sock)
-        sock.close(linger=0)
+        sock.close()  # with its own linger: a thread's last message (a cancel, say) still goes out
 
     # -- blocking ----------------------------------------------------------------------------
 
-    def channel(self) -> SyncChannel:
-        ch = getattr(self._local, "channel", None)
-        if ch is None:
+    def channel(self) -> SyncChannel | BridgedChannel:
+        """This thread's blocking channel, made on first use; the shared one past ``MAX_THREAD_CHANNELS``."""
+        slot = getattr(self._local, "slot", None)
+        if slot is not None:
+            return slot.channel  # type: ignore[no-any-return]
+        with self._lock:
+            if self._thread_channels >= MAX_THREAD_CHANNELS:
+                return self._bridged
+            self._thread_channels += 1
+        try:
             sock = self.new_socket()
-            sock.rcvtimeo = WAKE_MS
-            ch = self._local.channel = SyncChannel(self, sock)
+        except BaseException:
+            self._channel_closed()
+            raise
+        sock.rcvtimeo = WAKE_MS
+        ch = SyncChannel(self, sock)
+        self._local.slot = slot = _ThreadSlot(ch)
+        weakref.finalize(slot, ch.close)  # the thread ended: its local storage, and so the slot, is gone
         return ch
+
+    def _channel_closed(self) -> None:
+        with self._lock:
+            self._thread_channels -= 1
 
     def request(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                 timeout_s: float | None = 30.0) -> dict[str, Any]:
@@ -295,8 +327,22 @@ class Connection:
         loop = asyncio.get_running_loop()
         ch = self._async.get(loop)
         if ch is None:
-            ch = self._async[loop] = AsyncChannel(self)
+            with self._lock:
+                closed = [other for other in self._async if other.is_closed()]
+                gone = [self._async.pop(other) for other in closed]
+            for old in gone:  # loops closed since (asyncio.run ended): their sockets go now
+                self.close_socket(old.sock)
+            ch = AsyncChannel(self)
+            with self._lock:
+                self._async[loop] = ch
         return ch
+
+    def _loop_closed(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A private loop of ``_bridge`` closes (its thread ended): so does its channel's socket."""
+        with self._lock:
+            ch = self._async.pop(loop, None)
+        if ch is not None:
+            self.close_socket(ch.sock)
 
     async def arequest(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> dict[str, Any]:
         header.setdefault("id", self.new_id())
@@ -306,7 +352,8 @@ class Connection:
 
     def stop_async_channel(self) -> None:
         """Stop the running loop's channel (its reader and watchdog tasks) before a close() on another thread."""
-        ch = self._async.pop(asyncio.get_running_loop(), None)
+        with self._lock:
+            ch = self._async.pop(asyncio.get_running_loop(), None)
         if ch is not None:
             ch.stop()
 
@@ -355,6 +402,17 @@ class Lease:
     wait_ms: int = WAKE_MS  # the socket's RCVTIMEO: shorter when a call's deadline is near
 
 
+class _ThreadSlot:
+    """A thread's channel, in that thread's local storage: it goes when the thread ends."""
+
+    def __init__(self, channel: SyncChannel) -> None:
+        self.channel = channel
+
+
+def cancel_header(conn: Connection, ids: list[str]) -> dict[str, Any]:
+    return {"t": "cancel", "sid": conn.sid, "ids": ids}
+
+
 class SyncChannel:
     """A blocking request/response socket owned by one thread, and the leases that thread holds."""
 
@@ -362,6 +420,16 @@ class SyncChannel:
         self.conn = conn
         self.sock = sock
         self.leases: dict[str, Lease] = {}  # fid -> lease
+
+    def close(self) -> None:
+        """Its thread ended: close its socket and its leases' (called by a finalizer, on any thread)."""
+        for lease in list(self.leases.values()):
+            self._drop(lease)
+        self.conn.close_socket(self.sock)
+        self.conn._channel_closed()
+
+    def cancel(self, ids: list[str]) -> None:
+        self.sock.send_multipart(framing.encode(cancel_header(self.conn, ids)))
 
     def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                   on_output: OutputSink | None = None, timeout_s: float | None = None,
@@ -440,7 +508,7 @@ class SyncChannel:
             raise
 
     def _cancel(self, header: dict[str, Any], payloads: list[Payload], lease: Lease | None) -> None:
-        cancel: dict[str, Any] = {"t": "cancel", "sid": self.conn.sid, "ids": [header["id"]]}
+        cancel = cancel_header(self.conn, [header["id"]])
         if lease is not None and self.leases.get(lease.fid) is lease:  # it runs there, unknown to the runtime
             cancel["cid"] = lease.cid  # the runtime interrupts it there and takes the lease back
             self._drop(lease)
@@ -709,6 +777,85 @@ class AsyncChannel:
 
     async def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
         await self.sock.send_multipart(framing.encode(header, payloads), copy=False)
+
+    async def stream(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+                     on_output: OutputSink | None = None) -> AsyncIterator[tuple[dict[str, Any], list[Payload]]]:
+        """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
+        arrived: asyncio.Queue[Any] = asyncio.Queue()  # replies, or the error that ends the wait
+        self.waiting[header["id"]] = (lambda h, p: arrived.put_nowait((h, p)), on_output or output_here())
+        unwatch = self.watch(arrived.put_nowait)
+        try:
+            await self.send(header, payloads)
+            while True:
+                got = await arrived.get()
+                if isinstance(got, BaseException):
+                    raise got
+                reply, reply_payloads = got
+                if reply["t"] != "item":
+                    _check_reply(reply, reply_payloads)
+                    yield reply, reply_payloads
+                    return
+                yield reply, reply_payloads
+        finally:
+            unwatch()
+            self.waiting.pop(header["id"], None)
+
+
+class BridgedChannel:
+    """The blocking calls of threads past ``MAX_THREAD_CHANNELS``, on the background loop's channel.
+
+    One socket for all of them (a thread hop per call rather than a socket per thread),
+    and no leases: their calls go through the runtime.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.leases: dict[str, Lease] = {}  # always empty
+
+    def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+                  on_output: OutputSink | None = None, timeout_s: float | None = None,
+                  ) -> tuple[dict[str, Any], list[Payload]]:
+        return _bridge.run_in_background(self._roundtrip(header, payloads, on_output, timeout_s))
+
+    async def _roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()],
+                         on_output: OutputSink | None, timeout_s: float | None,
+                         ) -> tuple[dict[str, Any], list[Payload]]:
+        try:
+            return await asyncio.wait_for(self.conn.async_channel().roundtrip(header, payloads, on_output),
+                                          timeout_s)
+        except asyncio.TimeoutError:
+            raise exceptions.ConnectionError(
+                f"the runtime at {self.conn.info.address} did not answer within {timeout_s:g} s: it is down, "
+                "or it refused this client's key (check the token in REMOTECELL_RUNTIME)"
+            ) from None
+
+    def stream(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+               on_output: OutputSink | None = None, timeout_s: float | None = None,
+               ) -> Iterator[tuple[dict[str, Any], list[Payload]]]:
+        async def replies() -> AsyncIterator[tuple[dict[str, Any], list[Payload]]]:
+            async for reply in self.conn.async_channel().stream(header, payloads, on_output):
+                yield reply
+
+        return _bridge.iterate(replies(), _bridge.run_in_background)
+
+    def call(self, header: dict[str, Any], payloads: list[Payload],
+             on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
+        return _bridge.run_in_background(self._call(header, payloads, on_output))
+
+    async def _call(self, header: dict[str, Any], payloads: list[Payload],
+                    on_output: OutputSink | None) -> tuple[dict[str, Any], list[Payload]]:
+        channel = self.conn.async_channel()
+        try:
+            return await channel.call(header, header["id"], payloads[0], on_output)
+        except asyncio.CancelledError:  # Ctrl-C in the caller: run_in_background cancelled us
+            await channel.send(cancel_header(self.conn, [header["id"]]))
+            raise
+
+    def cancel(self, ids: list[str]) -> None:
+        async def send() -> None:
+            await self.conn.async_channel().send(cancel_header(self.conn, ids))
+
+        _bridge.run_in_background(send())
 
 
 def check_versions(mine: dict[str, str], theirs: dict[str, str], address: str) -> None:

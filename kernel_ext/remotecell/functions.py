@@ -342,7 +342,7 @@ class Function:
                 yield pickling.deserialize(payloads[0])
         finally:
             if not finished:  # the caller stopped early (break, Ctrl-C): stop the generator there too
-                channel.sock.send_multipart(framing.encode({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]}))
+                channel.cancel([header["id"]])
                 replies.close()
 
     def _remote_gen_aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
@@ -353,27 +353,19 @@ class Function:
         conn, fid = await self.fid_aio()
         header = dict(self._call_header(conn, fid), gen=True)
         channel = conn.async_channel()
-        arrived: asyncio.Queue[Any] = asyncio.Queue()  # replies, or the error that ends the wait
-        channel.waiting[header["id"]] = (lambda h, p: arrived.put_nowait((h, p)), _client.output_here())
-        unwatch = channel.watch(arrived.put_nowait)
+        replies = channel.stream(header, [self._args_payload(conn, args, kwargs)])
         finished = False
         try:
-            await channel.send(header, [self._args_payload(conn, args, kwargs)])
-            while True:
-                reply = await arrived.get()
-                if isinstance(reply, BaseException):
-                    raise reply
-                reply, payloads = reply
+            async for reply, payloads in replies:
                 if reply["t"] != "item":
                     finished = True
                     _client.result_value(reply, payloads)
                     return
                 yield pickling.deserialize(payloads[0])
         finally:
-            unwatch()
-            channel.waiting.pop(header["id"], None)
+            await replies.aclose()
             if not finished:
-                await channel.send({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]})
+                await channel.send(_client.cancel_header(conn, [header["id"]]))
 
     async def _remote_aio(self, *args: Any, **kwargs: Any) -> Any:
         self._check_generator(False)

@@ -165,8 +165,6 @@ class RemoteSession:
         self.lost: str | None = None   # why the previous instance died, said at the next cell
         self.where = ""
         self._cells = itertools.count(1)
-        self._cancel_sock: Any = None
-        self._cancel_lock = threading.Lock()
 
     @property
     def started(self) -> bool:
@@ -292,7 +290,7 @@ class RemoteSession:
         try:
             return channel.roundtrip(header, [payload], on_output=on_output)
         except KeyboardInterrupt:
-            channel.sock.send_multipart(framing.encode({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]}))
+            channel.cancel([header["id"]])
             print(f"remotecell: interrupted the remote cell; session {self.name!r} keeps its state",
                   file=sys.stderr)
             raise
@@ -302,10 +300,7 @@ class RemoteSession:
 
     def _cancel(self, conn: _client.Connection, input_id: str) -> None:
         """The cell passed its timeout: cancel it as an interrupt would (SIGINT, then a stop after a grace)."""
-        with self._cancel_lock:
-            if self._cancel_sock is None:
-                self._cancel_sock = conn.new_socket()
-            self._cancel_sock.send_multipart(framing.encode({"t": "cancel", "sid": conn.sid, "ids": [input_id]}))
+        conn.channel().cancel([input_id])  # the timer thread's channel, closed when the timer thread ends
 
     def _error(self, reply: dict[str, Any], payloads: list[framing.Payload]) -> BaseException:
         """The cell's exception, with the remote traceback of the cell's own frames only."""
