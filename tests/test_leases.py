@@ -21,12 +21,12 @@ from remotecell import _client, exceptions
 from remotecell_runtime.protocol import sharedmem
 
 
-def _lease(fn: rc.Function) -> _client.Lease | None:
+def _lease(fn: rc.Function) -> _client.HeldLease | None:
     conn, fid = fn.fid()
     return conn.channel().leases.get(fid)
 
 
-def _leased(fn: rc.Function) -> _client.Lease:
+def _leased(fn: rc.Function) -> _client.HeldLease:
     """Warm ``fn`` up (one call through the runtime) and return the lease that call brought."""
     fn.remote(0)
     lease = _lease(fn)

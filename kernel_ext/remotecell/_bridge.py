@@ -18,7 +18,7 @@ import asyncio
 import concurrent.futures
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -42,7 +42,7 @@ class _LoopSlot:
 
 def when_loop_closes(watcher: Callable[[asyncio.AbstractEventLoop], None]) -> None:
     """Have the bound method ``watcher`` called with each private loop closed because its thread ended."""
-    _loop_watchers.append(weakref.WeakMethod(watcher))  # type: ignore[arg-type]
+    _loop_watchers.append(weakref.WeakMethod(watcher))
 
 
 def _private_loop() -> asyncio.AbstractEventLoop | None:
@@ -140,7 +140,8 @@ def _settle(outcome: concurrent.futures.Future[T], task: asyncio.Task[T]) -> Non
         outcome.set_result(task.result())
 
 
-def iterate(results: AsyncIterator[T], runner: Callable[[Coroutine[Any, Any, Any]], Any] = run) -> Iterator[T]:
+def iterate(results: AsyncIterator[T], runner: Callable[[Coroutine[Any, Any, Any]], Any] = run,
+            ) -> Generator[T, None, None]:
     """A blocking iterator over an async one, one ``runner`` (``run``) per item; closing it closes the source."""
     try:
         while True:
@@ -155,7 +156,8 @@ def iterate(results: AsyncIterator[T], runner: Callable[[Coroutine[Any, Any, Any
 class Twin:
     """A blocking callable with its async twin at ``.aio``."""
 
-    def __init__(self, sync: Callable[..., Any], async_: Callable[..., Awaitable[Any]], doc: str | None = None) -> None:
+    def __init__(self, sync: Callable[..., Any], async_: Callable[..., Any], doc: str | None = None) -> None:
+        """``async_`` returns what ``await``, ``async for`` or ``async with`` takes, as ``sync``'s twin."""
         self._sync = sync
         self.aio = async_
         self.__doc__ = doc or sync.__doc__

@@ -29,8 +29,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -161,11 +161,11 @@ class Connection:
         self._heartbeat_thread: threading.Thread | None = None
         # Called (on the heartbeat thread) when the runtime restarted: apps register themselves again.
         self.on_restart: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.runtime_id = ""  # the runtime process we talk to; a new one means it restarted
+        self.runtime_id: str = ""  # the runtime process we talk to; a new one means it restarted
         try:
             reply = self._hello()
             self.runtime_versions: dict[str, str] = reply["versions"]
-            self.runtime_id: str = reply["runtime_id"]
+            self.runtime_id = reply["runtime_id"]
             check_versions(versions(), self.runtime_versions, info.address)
         except BaseException:
             self.close()  # a half-made connection must not leave sockets that block term()
@@ -252,7 +252,7 @@ class Connection:
         """This thread's blocking channel, made on first use; the shared one past ``MAX_THREAD_CHANNELS``."""
         slot = getattr(self._local, "slot", None)
         if slot is not None:
-            return slot.channel  # type: ignore[no-any-return]
+            return slot.channel
         with self._lock:
             if self._thread_channels >= MAX_THREAD_CHANNELS:
                 return self._bridged
@@ -389,7 +389,7 @@ def replies(header: dict[str, Any], payloads: list[Payload]) -> list[framing.Ent
 
 
 @dataclasses.dataclass
-class Lease:
+class HeldLease:
     """A container the runtime lent to one thread's blocking calls of one function: they go straight to it."""
 
     fid: str
@@ -419,7 +419,7 @@ class SyncChannel:
     def __init__(self, conn: Connection, sock: zmq.Socket) -> None:
         self.conn = conn
         self.sock = sock
-        self.leases: dict[str, Lease] = {}  # fid -> lease
+        self.leases: dict[str, HeldLease] = {}  # fid -> lease
 
     def close(self) -> None:
         """Its thread ended: close its socket and its leases' (called by a finalizer, on any thread)."""
@@ -441,14 +441,14 @@ class SyncChannel:
 
     def stream(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                on_output: OutputSink | None = None, timeout_s: float | None = None,
-               ) -> Iterator[tuple[dict[str, Any], list[Payload]]]:
+               ) -> Generator[tuple[dict[str, Any], list[Payload]]]:
         """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
         runtime_id = self.conn.runtime_id
         framing.send(self.sock, framing.encode(header, payloads))
         return self._replies(header["id"], on_output, timeout_s, runtime_id)
 
     def _replies(self, request_id: str, on_output: OutputSink | None, timeout_s: float | None, runtime_id: str,
-                 ) -> Iterator[tuple[dict[str, Any], list[Payload]]]:
+                 ) -> Generator[tuple[dict[str, Any], list[Payload]]]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:
@@ -507,7 +507,7 @@ class SyncChannel:
             self._cancel(header, payloads, lease)
             raise
 
-    def _cancel(self, header: dict[str, Any], payloads: list[Payload], lease: Lease | None) -> None:
+    def _cancel(self, header: dict[str, Any], payloads: list[Payload], lease: HeldLease | None) -> None:
         cancel = cancel_header(self.conn, [header["id"]])
         if lease is not None and self.leases.get(lease.fid) is lease:  # it runs there, unknown to the runtime
             cancel["cid"] = lease.cid  # the runtime interrupts it there and takes the lease back
@@ -515,7 +515,7 @@ class SyncChannel:
             sharedmem.discard(payloads)  # its shared memory is nobody else's to free
         self.sock.send_multipart(framing.encode(cancel))
 
-    def _call_direct(self, lease: Lease, header: dict[str, Any], payloads: list[Payload],
+    def _call_direct(self, lease: HeldLease, header: dict[str, Any], payloads: list[Payload],
                      on_output: OutputSink | None) -> tuple[dict[str, Any], list[Payload]] | None:
         """Send a call to the leased container and wait for it; None: the lease was taken back, go through the runtime.
 
@@ -584,7 +584,7 @@ class SyncChannel:
                     sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
         return mine
 
-    def _hand_back(self, lease: Lease, header: dict[str, Any], payloads: list[Payload],
+    def _hand_back(self, lease: HeldLease, header: dict[str, Any], payloads: list[Payload],
                    on_output: OutputSink | None, why: str, cause: str = "",
                    error: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Payload]]:
         """Give a call that went wrong under ``lease`` to the runtime, which retries or fails it; its reply."""
@@ -611,11 +611,11 @@ class SyncChannel:
         if held is not None:
             self._drop(held)
         sock = self.conn.direct_socket(str(news["addr"]))
-        self.leases[str(news["fid"])] = Lease(str(news["fid"]), str(news["cid"]), str(news["token"]), sock,
+        self.leases[str(news["fid"])] = HeldLease(str(news["fid"]), str(news["cid"]), str(news["token"]), sock,
                                               float(news["timeout_s"]), bool(news.get("retries")),
                                               self.conn.runtime_id)
 
-    def _drop(self, lease: Lease) -> None:
+    def _drop(self, lease: HeldLease) -> None:
         if self.leases.get(lease.fid) is lease:
             del self.leases[lease.fid]
         self.conn.close_socket(lease.sock)
@@ -627,7 +627,7 @@ class AsyncChannel:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.ctx = zmq.asyncio.Context.shadow(conn.ctx)
-        self.sock = conn.new_socket(self.ctx)
+        self.sock = cast(zmq.asyncio.Socket, conn.new_socket(self.ctx))
         self.waiting: dict[str, tuple[Deliver, OutputSink | None]] = {}  # request id -> who takes its reply
         self.reader = asyncio.ensure_future(self._read())
         # The reader lives as long as its loop; a blocking caller's private loop is simply dropped
@@ -779,7 +779,7 @@ class AsyncChannel:
         await self.sock.send_multipart(framing.encode(header, payloads), copy=False)
 
     async def stream(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
-                     on_output: OutputSink | None = None) -> AsyncIterator[tuple[dict[str, Any], list[Payload]]]:
+                     on_output: OutputSink | None = None) -> AsyncGenerator[tuple[dict[str, Any], list[Payload]]]:
         """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
         arrived: asyncio.Queue[Any] = asyncio.Queue()  # replies, or the error that ends the wait
         self.waiting[header["id"]] = (lambda h, p: arrived.put_nowait((h, p)), on_output or output_here())
@@ -810,7 +810,7 @@ class BridgedChannel:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.leases: dict[str, Lease] = {}  # always empty
+        self.leases: dict[str, HeldLease] = {}  # always empty
 
     def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                   on_output: OutputSink | None = None, timeout_s: float | None = None,
@@ -831,7 +831,7 @@ class BridgedChannel:
 
     def stream(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                on_output: OutputSink | None = None, timeout_s: float | None = None,
-               ) -> Iterator[tuple[dict[str, Any], list[Payload]]]:
+               ) -> Generator[tuple[dict[str, Any], list[Payload]]]:
         async def replies() -> AsyncIterator[tuple[dict[str, Any], list[Payload]]]:
             async for reply in self.conn.async_channel().stream(header, payloads, on_output):
                 yield reply

@@ -5,51 +5,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import inspect
-import os
 import sys
-import sysconfig
-import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
 from remotecell_runtime.protocol import framing, pickling, sharedmem
-from remotecell_runtime.protocol.spec import ClsSpec
 
 from . import _bridge, _client, _map, _progress, calls, exceptions
 from ._bridge import Twin, twin
 from .batching import BatchStats
 from .exceptions import InvalidError, SerializationError
+from .registration import Lookup, Registration, code_elsewhere
 
 if TYPE_CHECKING:
-    from .app import App
     from .schedules import Schedule
 
 SPAWN_PER_MESSAGE = 500  # spawn_map sends its inputs in messages of this many
 SPAWN_MESSAGES_IN_FLIGHT = 4
-
-_INSTALLED = tuple(
-    os.path.realpath(p) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
-                                  sysconfig.get_paths()["stdlib"]}
-)
-
-
-def _ship_module_by_value(fn: Callable[..., Any]) -> None:
-    """Functions from the user's own files travel by value, like those of ``__main__``.
-
-    The runtime cannot import a module that lives only in the caller's working
-    directory (a script, a test file); installed packages are imported there.
-    """
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    path = getattr(module, "__file__", None)
-    if module is None or module.__name__ == "__main__" or not path:
-        return
-    if os.path.realpath(path).startswith(_INSTALLED) or module.__name__.split(".")[0] in ("remotecell",):
-        return
-    cloudpickle.register_pickle_by_value(module)
-
 
 def _length(iterables: Sequence[Iterable[Any]]) -> int | None:
     """How many calls zipping ``iterables`` makes, when they all know their length."""
@@ -73,66 +46,6 @@ def _flatten(batches: Iterator[list[Any]]) -> Iterator[Any]:
         batches.close()  # type: ignore[attr-defined]  # stops the map when the caller stops early
 
 
-class Registration:
-    """One definition on the runtime: what a pool of containers loads (a function or a ClsSpec)."""
-
-    def __init__(self, app: App, target: Any, options: dict[str, Any], name: str) -> None:
-        self.app = app
-        self.target = target
-        self.options = options
-        self.name = name
-        self._fid: str | None = None
-        self._fid_app: str | None = None
-        self._lock = threading.Lock()
-
-    def forget(self) -> None:
-        self._fid = None
-
-    @property
-    def registered(self) -> bool:
-        return self._fid is not None
-
-    def cached(self) -> tuple[_client.Connection, str] | None:
-        """``fid()`` without blocking, when it is known for the running app (the hot path of ``.aio``)."""
-        app = self.app
-        conn, fid = app._conn, self._fid
-        if conn is None or fid is None or conn.closed or self._fid_app != app.app_id:
-            return None
-        if app._runtime_id != conn.runtime_id:
-            return None
-        return conn, fid
-
-    def _body(self) -> framing.Payload:
-        _ship_module_by_value(getattr(self.target, "cls", self.target))
-        try:
-            return framing.Payload([pickling.dumps(self.target)])
-        except Exception as exc:
-            raise SerializationError(f"{self.name} cannot be pickled to ship it: {exc}") from exc
-
-    def is_generator(self, method: str | None) -> bool:
-        user_fn = getattr(self.target.cls, method) if method else self.target
-        return inspect.isgeneratorfunction(user_fn) or inspect.isasyncgenfunction(user_fn)
-
-    def meta(self) -> dict[str, Any]:
-        """What a caller without the code needs (``Function.from_name``): the generators, a class's methods."""
-        methods = list(self.target.methods) if isinstance(self.target, ClsSpec) else []
-        names = methods or [""]  # "" is a plain function
-        meta: dict[str, Any] = {"generators": [m for m in names if self.is_generator(m or None)]}
-        return meta | ({"methods": methods} if methods else {})
-
-    def fid(self) -> tuple[_client.Connection, str]:
-        """Register the current definition with the running app (once)."""
-        conn, app_id = self.app.ensure_running()
-        with self._lock:
-            if self._fid is None or self._fid_app != app_id:
-                options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
-                header = {"t": "fn_register", "app_id": app_id, "name": self.name, "options": options,
-                          "meta": self.meta()}
-                self._fid = conn.request(header, [self._body()])["fid"]
-                self._fid_app = app_id
-            return conn, self._fid
-
-
 class Function:
     """A function that runs on the runtime.
 
@@ -149,7 +62,7 @@ class Function:
         self.raw_f = local
         self.method = method
         self.name = f"{registration.name}.{method}" if method else registration.name
-        functools.update_wrapper(self, local)  # type: ignore[arg-type]
+        functools.update_wrapper(self, local)
         self.remote = Twin(self._remote, self._remote_aio)
         self.remote_gen = Twin(self._remote_gen, self._remote_gen_aio)
         self.map = Twin(self._map, self._map_aio)
@@ -175,9 +88,11 @@ class Function:
         Raises ``NotFoundError`` when no such app or function is deployed. Calls after a
         redeploy go to the new definition.
         """
-        from .deployed import function_from_name
-
-        return function_from_name(app_name, name)
+        lookup = Lookup(app_name, name)
+        if lookup.methods:
+            raise InvalidError(f"{name!r} in deployed app {app_name!r} is a class: use rc.Cls.from_name("
+                               f"{app_name!r}, {name!r})")
+        return Function(lookup, code_elsewhere(name))
 
     @property
     def options(self) -> dict[str, Any]:
@@ -203,7 +118,8 @@ class Function:
         return [self.registration]
 
     async def fid_aio(self) -> tuple[_client.Connection, str]:
-        return self.registration.cached() or await asyncio.to_thread(self.fid)
+        cached = self.registration.cached()
+        return cached if cached is not None else await asyncio.to_thread(self.fid)
 
     async def _stats(self) -> dict[str, Any]:
         """The function's pool now: containers by state (starting, idle, busy), queued and running inputs.

@@ -35,8 +35,8 @@ from remotecell_runtime.protocol.spec import ClsSpec
 from .. import _client
 from ..app import App
 from ..exceptions import FunctionTimeoutError, InvalidError, SerializationError
-from ..functions import Registration
 from ..options import check_function_options, check_gpu, check_range
+from ..registration import Registration
 from .worker import CellOutcome, SessionWorker
 
 CELL_LIMIT_S = 86400  # the runtime's longest timeout: no cell runs longer; --timeout S sets less
@@ -274,7 +274,8 @@ class RemoteSession:
     def _roundtrip(self, method: str, args: list[Any], on_output: OutputSink | None, limit_s: float | None,
                    report_push: bool = False) -> tuple[dict[str, Any], list[framing.Payload]]:
         conn, fid = self.registration.fid()
-        header = {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid, "shm": conn.shm, "m": method}
+        header: dict[str, Any] = {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid, "shm": conn.shm,
+                                  "m": method}
         try:
             payload = pickling.serialize((args, {}), sharedmem.ShmPool.local() if conn.shm else None)
         except Exception as exc:
