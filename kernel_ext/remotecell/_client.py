@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextvars
-import dataclasses
 import functools
 import itertools
 import linecache
@@ -30,7 +29,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import zmq
 import zmq.asyncio
@@ -388,20 +387,6 @@ def replies(header: dict[str, Any], payloads: list[Payload]) -> list[framing.Ent
     return entries
 
 
-@dataclasses.dataclass
-class HeldLease:
-    """A container the runtime lent to one thread's blocking calls of one function: they go straight to it."""
-
-    fid: str
-    cid: str
-    token: str  # the container takes calls carrying it, until the runtime takes the lease back
-    sock: zmq.Socket
-    timeout_s: float
-    retries: bool  # the function retries errors: a failed call goes back to the runtime, which retries it
-    runtime_id: str
-    wait_ms: int = WAKE_MS  # the socket's RCVTIMEO: shorter when a call's deadline is near
-
-
 class _ThreadSlot:
     """A thread's channel, in that thread's local storage: it goes when the thread ends."""
 
@@ -413,18 +398,26 @@ def cancel_header(conn: Connection, ids: list[str]) -> dict[str, Any]:
     return {"t": "cancel", "sid": conn.sid, "ids": ids}
 
 
+class LeaseHolder(Protocol):
+    """Who keeps a channel's leases (``_invocation.Leases``): it hears the runtime's lease news."""
+
+    def news(self, header: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class SyncChannel:
-    """A blocking request/response socket owned by one thread, and the leases that thread holds."""
+    """A blocking request/response socket owned by one thread, and who keeps the leases that thread holds."""
 
     def __init__(self, conn: Connection, sock: zmq.Socket) -> None:
         self.conn = conn
         self.sock = sock
-        self.leases: dict[str, HeldLease] = {}  # fid -> lease
+        self.holder: LeaseHolder | None = None  # made by the first call that may bring a lease
 
     def close(self) -> None:
         """Its thread ended: close its socket and its leases' (called by a finalizer, on any thread)."""
-        for lease in list(self.leases.values()):
-            self._drop(lease)
+        if self.holder is not None:
+            self.holder.close()
         self.conn.close_socket(self.sock)
         self.conn._channel_closed()
 
@@ -445,9 +438,9 @@ class SyncChannel:
         """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
         runtime_id = self.conn.runtime_id
         framing.send(self.sock, framing.encode(header, payloads))
-        return self._replies(header["id"], on_output, timeout_s, runtime_id)
+        return self.replies_to(header["id"], on_output, timeout_s, runtime_id)
 
-    def _replies(self, request_id: str, on_output: OutputSink | None, timeout_s: float | None, runtime_id: str,
+    def replies_to(self, request_id: str, on_output: OutputSink | None, timeout_s: float | None, runtime_id: str,
                  ) -> Generator[tuple[dict[str, Any], list[Payload]]]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -459,7 +452,8 @@ class SyncChannel:
                 continue
             for reply, reply_payloads in replies(*framing.decode(frames)):
                 if reply["t"] in LEASE_NEWS:
-                    self._lease_news(reply)
+                    if self.holder is not None:
+                        self.holder.news(reply)
                 elif reply.get("id") != request_id:
                     sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
                 elif reply["t"] == "output":
@@ -478,148 +472,6 @@ class SyncChannel:
                 "or it refused this client's key (check the token in REMOTECELL_RUNTIME)"
             )
         self.conn.check_alive()
-
-    # -- calls, and leases ---------------------------------------------------------------------
-
-    def call(self, header: dict[str, Any], payloads: list[Payload],
-             on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
-        """One input of a function (a ``call`` header); its result message.
-
-        With a lease on the function, it goes straight to the leased container (two hops);
-        else through the runtime, asking for a lease (granted when the container is free
-        and nothing else waits for it). Ctrl-C cancels the input wherever it runs.
-        """
-        if self.leases and int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
-            self._runtime_news()  # a lease may have ended meanwhile
-        lease = self.leases.get(header["fid"])
-        if lease is not None and lease.runtime_id != self.conn.runtime_id:
-            self._drop(lease)
-            lease = None
-        try:
-            if lease is not None:
-                answer = self._call_direct(lease, header, payloads, on_output)
-                if answer is not None:
-                    return answer
-            if self.conn.info.is_local:
-                header["lease"] = True
-            return self.roundtrip(header, payloads, on_output)
-        except KeyboardInterrupt:
-            self._cancel(header, payloads, lease)
-            raise
-
-    def _cancel(self, header: dict[str, Any], payloads: list[Payload], lease: HeldLease | None) -> None:
-        cancel = cancel_header(self.conn, [header["id"]])
-        if lease is not None and self.leases.get(lease.fid) is lease:  # it runs there, unknown to the runtime
-            cancel["cid"] = lease.cid  # the runtime interrupts it there and takes the lease back
-            self._drop(lease)
-            sharedmem.discard(payloads)  # its shared memory is nobody else's to free
-        self.sock.send_multipart(framing.encode(cancel))
-
-    def _call_direct(self, lease: HeldLease, header: dict[str, Any], payloads: list[Payload],
-                     on_output: OutputSink | None) -> tuple[dict[str, Any], list[Payload]] | None:
-        """Send a call to the leased container and wait for it; None: the lease was taken back, go through the runtime.
-
-        The runtime is still the one that decides when anything goes wrong: a call that passes
-        the function's timeout, whose container dies (``lease_lost``), or that fails and should be
-        retried is handed back to it (``lease_return``) and waited for as any other call.
-        """
-        request_id = header["id"]
-        sock = lease.sock
-        direct = {"t": "call", "id": request_id, "shm": header.get("shm", False), "token": lease.token}
-        if "m" in header:
-            direct["m"] = header["m"]
-        framing.send(sock, framing.encode(direct, payloads))
-        deadline = time.monotonic() + lease.timeout_s
-        ended = False  # the lease ended after our call ran: its result is on the way, then the lease goes
-        while True:
-            try:
-                frames = framing.recv(sock)  # RCVTIMEO wakes us to look at the runtime's news and the clock
-            except zmq.Again:
-                news = self._runtime_news(lease.cid)
-                if news is not None and news["t"] == "lease_ended":
-                    if news.get("last") != request_id:
-                        self._drop(lease)
-                        return None  # given up before our call came: it never ran there
-                    ended = True
-                elif news is not None:  # lease_lost: its container died, maybe under our call
-                    cause = str(news.get("cause", "its container died"))
-                    return self._hand_back(lease, header, payloads, on_output, why="crash", cause=cause)
-                left_ms = (deadline - time.monotonic()) * 1000
-                if left_ms <= 0:
-                    return self._hand_back(lease, header, payloads, on_output, why="timeout")
-                lease.wait_ms = sock.rcvtimeo = int(min(WAKE_MS, left_ms)) + 1
-                self.conn.check_alive()
-                self.conn.check_restart(lease.runtime_id)
-                continue
-            reply, reply_payloads = framing.decode(frames)
-            if reply.get("id") != request_id:
-                sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
-            elif reply["t"] == "output":
-                (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
-            elif reply["t"] == "revoked":
-                self._drop(lease)
-                return None
-            elif reply.get("status") == "error" and lease.retries:
-                sharedmem.discard(reply_payloads)
-                return self._hand_back(lease, header, payloads, on_output, why="error", error=reply.get("error"))
-            else:
-                if ended:
-                    self._drop(lease)
-                elif lease.wait_ms != WAKE_MS:
-                    lease.wait_ms = sock.rcvtimeo = WAKE_MS
-                if reply.get("status") != "ok":  # the container kept no shared memory of the arguments
-                    sharedmem.discard(payloads)
-                return reply, reply_payloads
-
-    def _runtime_news(self, cid: str | None = None) -> dict[str, Any] | None:
-        """Read what the runtime sent meanwhile and act on it; news of the lease on ``cid`` is returned instead."""
-        mine = None
-        while int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
-            for reply, reply_payloads in replies(*framing.decode(framing.recv(self.sock))):
-                if reply["t"] in LEASE_NEWS and reply["t"] != "lease" and reply.get("cid") == cid:
-                    mine = reply
-                elif reply["t"] in LEASE_NEWS:
-                    self._lease_news(reply)
-                else:
-                    sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
-        return mine
-
-    def _hand_back(self, lease: HeldLease, header: dict[str, Any], payloads: list[Payload],
-                   on_output: OutputSink | None, why: str, cause: str = "",
-                   error: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Payload]]:
-        """Give a call that went wrong under ``lease`` to the runtime, which retries or fails it; its reply."""
-        self._drop(lease)
-        back = {"t": "lease_return", "id": header["id"], "sid": self.conn.sid, "fid": lease.fid, "cid": lease.cid,
-                "why": why, "cause": cause, "error": error, "shm": header.get("shm", False)}
-        if "m" in header:
-            back["m"] = header["m"]
-        framing.send(self.sock, framing.encode(back, payloads))
-        for reply in self._replies(header["id"], on_output, None, lease.runtime_id):
-            return reply
-        raise AssertionError("unreachable: _replies() ends with the reply")
-
-    def _lease_news(self, news: dict[str, Any]) -> None:
-        """A ``lease`` granted to this thread, or one that ended (taken back, or its container is gone)."""
-        held = self.leases.get(str(news.get("fid")))
-        if news["t"] != "lease":
-            if held is not None and held.cid == news.get("cid"):
-                self._drop(held)
-            return
-        if held is not None and held.cid == news["cid"]:  # lent again: same container, same socket
-            held.token = str(news["token"])
-            return
-        if held is not None:
-            self._drop(held)
-        sock = self.conn.direct_socket(str(news["addr"]))
-        self.leases[str(news["fid"])] = HeldLease(str(news["fid"]), str(news["cid"]), str(news["token"]), sock,
-                                              float(news["timeout_s"]), bool(news.get("retries")),
-                                              self.conn.runtime_id)
-
-    def _drop(self, lease: HeldLease) -> None:
-        if self.leases.get(lease.fid) is lease:
-            del self.leases[lease.fid]
-        self.conn.close_socket(lease.sock)
-
 
 class AsyncChannel:
     """One asyncio DEALER per event loop; a reader task routes replies by request id."""
@@ -802,15 +654,14 @@ class AsyncChannel:
 
 
 class BridgedChannel:
-    """The blocking calls of threads past ``MAX_THREAD_CHANNELS``, on the background loop's channel.
+    """The blocking requests of threads past ``MAX_THREAD_CHANNELS``, on the background loop's channel.
 
-    One socket for all of them (a thread hop per call rather than a socket per thread),
-    and no leases: their calls go through the runtime.
+    One socket for all of them (a thread hop per request rather than a socket per thread),
+    and no leases: their calls go through the runtime (``_invocation.call``).
     """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.leases: dict[str, HeldLease] = {}  # always empty
 
     def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                   on_output: OutputSink | None = None, timeout_s: float | None = None,
@@ -837,19 +688,6 @@ class BridgedChannel:
                 yield reply
 
         return _bridge.iterate(replies(), _bridge.run_in_background)
-
-    def call(self, header: dict[str, Any], payloads: list[Payload],
-             on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
-        return _bridge.run_in_background(self._call(header, payloads, on_output))
-
-    async def _call(self, header: dict[str, Any], payloads: list[Payload],
-                    on_output: OutputSink | None) -> tuple[dict[str, Any], list[Payload]]:
-        channel = self.conn.async_channel()
-        try:
-            return await channel.call(header, header["id"], payloads[0], on_output)
-        except asyncio.CancelledError:  # Ctrl-C in the caller: run_in_background cancelled us
-            await channel.send(cancel_header(self.conn, [header["id"]]))
-            raise
 
     def cancel(self, ids: list[str]) -> None:
         async def send() -> None:

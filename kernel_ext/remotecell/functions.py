@@ -10,12 +10,12 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from remotecell_runtime.protocol import framing, pickling, sharedmem
+from remotecell_runtime.protocol import framing
 
-from . import _bridge, _client, _map, _progress, calls, exceptions
+from . import _bridge, _client, _invocation, _map, _progress, calls
 from ._bridge import Twin, twin
 from .batching import BatchStats
-from .exceptions import InvalidError, SerializationError
+from .exceptions import InvalidError
 from .registration import Lookup, Registration, code_elsewhere
 
 if TYPE_CHECKING:
@@ -194,30 +194,23 @@ class Function:
 
     # -- .remote ------------------------------------------------------------------------------
 
-    def _call_header(self, conn: _client.Connection, fid: str) -> dict[str, Any]:
-        header = {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid, "shm": conn.shm}
-        if self.method:
-            header["m"] = self.method
-        return header
+    def target(self) -> _invocation.Target:
+        """What this function's calls go to now (registering it first when needed)."""
+        conn, fid = self.registration.cached() or self.fid()
+        return _invocation.Target(conn, fid, self.method, self.name)
 
-    def _args_payload(self, conn: _client.Connection, args: tuple, kwargs: dict) -> framing.Payload:
-        try:
-            return pickling.serialize_args(args, kwargs, sharedmem.ShmPool.local() if conn.shm else None)
-        except Exception as exc:
-            raise SerializationError(f"arguments of {self.name} cannot be pickled: {exc}") from exc
+    async def target_aio(self) -> _invocation.Target:
+        conn, fid = await self.fid_aio()
+        return _invocation.Target(conn, fid, self.method, self.name)
 
     def _remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function remotely and return its result (or raise its exception)."""
         self._check_generator(False)
-        conn, fid = self.registration.cached() or self.fid()
-        header = self._call_header(conn, fid)
-        payload = self._args_payload(conn, args, kwargs)
         try:
-            reply, payloads = conn.channel().call(header, [payload])
-        except KeyboardInterrupt:  # the channel cancelled it
+            return _invocation.call(self.target(), args, kwargs)
+        except KeyboardInterrupt:  # the pipeline cancelled it
             print(f"remotecell: interrupted; cancelled the remote call to {self.name}", file=sys.stderr)
             raise
-        return _client.result_value(reply, payloads)
 
     @functools.cached_property
     def _is_generator(self) -> bool:
@@ -245,75 +238,24 @@ class Function:
 
     def _items(self, args: tuple, kwargs: dict) -> Iterator[Any]:
         conn, fid = self.fid()
-        header = dict(self._call_header(conn, fid), gen=True)
-        channel = conn.channel()
-        replies = channel.stream(header, [self._args_payload(conn, args, kwargs)])
-        finished = False
-        try:
-            for reply, payloads in replies:
-                if reply["t"] != "item":
-                    finished = True
-                    _client.result_value(reply, payloads)  # raises what the generator raised
-                    return
-                yield pickling.deserialize(payloads[0])
-        finally:
-            if not finished:  # the caller stopped early (break, Ctrl-C): stop the generator there too
-                channel.cancel([header["id"]])
-                replies.close()
+        return _invocation.items(_invocation.Target(conn, fid, self.method, self.name), args, kwargs)
 
     def _remote_gen_aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         self._check_generator(True)
         return self._items_aio(args, kwargs)
 
     async def _items_aio(self, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
-        conn, fid = await self.fid_aio()
-        header = dict(self._call_header(conn, fid), gen=True)
-        channel = conn.async_channel()
-        replies = channel.stream(header, [self._args_payload(conn, args, kwargs)])
-        finished = False
-        try:
-            async for reply, payloads in replies:
-                if reply["t"] != "item":
-                    finished = True
-                    _client.result_value(reply, payloads)
-                    return
-                yield pickling.deserialize(payloads[0])
-        finally:
-            await replies.aclose()
-            if not finished:
-                await channel.send(_client.cancel_header(conn, [header["id"]]))
+        async for item in _invocation.items_aio(await self.target_aio(), args, kwargs):
+            yield item
 
     async def _remote_aio(self, *args: Any, **kwargs: Any) -> Any:
         self._check_generator(False)
-        conn, fid = await self.fid_aio()
-        return await self._call_aio(conn, fid, args, kwargs)
-
-    async def _call_aio(self, conn: _client.Connection, fid: str, args: tuple, kwargs: dict) -> Any:
-        header = self._call_header(conn, fid)
-        payload = self._args_payload(conn, args, kwargs)
-        channel = conn.async_channel()
-        try:
-            reply, payloads = await channel.call(header, header["id"], payload)
-        except asyncio.CancelledError:
-            await channel.send({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]})
-            raise
-        return _client.result_value(reply, payloads)
+        return await _invocation.call_aio(await self.target_aio(), args, kwargs)
 
     # -- spawn --------------------------------------------------------------------------------
 
-    def _spawn_message(self, conn: _client.Connection, fid: str, entries: list[dict[str, Any]],
-                       payloads: list[framing.Payload]) -> dict[str, Any]:
-        header = {"t": "spawn", "id": conn.new_id(), "sid": conn.sid, "fid": fid,
-                  "e": entries}  # one payload each
-        if self.method:
-            header["m"] = self.method
-        return header
-
     def _spawn_payload(self, args: tuple, kwargs: dict) -> framing.Payload:
-        try:  # no shared memory: the runtime keeps spawned inputs in its job store
-            return pickling.serialize((args, kwargs))
-        except Exception as exc:
-            raise SerializationError(f"arguments of {self.name} cannot be pickled: {exc}") from exc
+        return _invocation.spawn_payload(self.name, args, kwargs)
 
     def _spawn(self, *args: Any, **kwargs: Any) -> calls.FunctionCall:
         """Start the function remotely and return at once with a handle on the call.
@@ -326,13 +268,12 @@ class Function:
         16
         """
         call_id, payload = calls.new_call_id(), self._spawn_payload(args, kwargs)
-        while True:
-            conn, fid = self.fid()
-            try:
-                conn.channel().roundtrip(self._spawn_message(conn, fid, [{"id": call_id}], [payload]), [payload])
-            except exceptions.RuntimeRestarted:
-                continue  # sent again with the same id: it is not run twice
-            return calls.FunctionCall(call_id, self.name)
+        _invocation.spawn(self._fresh_target, [{"id": call_id}], [payload])
+        return calls.FunctionCall(call_id, self.name)
+
+    def _fresh_target(self) -> _invocation.Target:
+        conn, fid = self.fid()  # looked at again each time: after a restart, the app registers again
+        return _invocation.Target(conn, fid, self.method, self.name)
 
     async def _spawn_aio(self, *args: Any, **kwargs: Any) -> calls.FunctionCall:
         call_id, payload = calls.new_call_id(), self._spawn_payload(args, kwargs)
@@ -361,14 +302,7 @@ class Function:
         asyncio.ensure_future(send())
 
     async def _spawn_many(self, items: list[tuple[dict[str, Any], framing.Payload]]) -> None:
-        while True:
-            conn, fid = await self.fid_aio()
-            entries, payloads = [entry for entry, _ in items], [payload for _, payload in items]
-            try:
-                await conn.async_channel().roundtrip(self._spawn_message(conn, fid, entries, payloads), payloads)
-            except exceptions.RuntimeRestarted:
-                continue
-            return
+        await _invocation.spawn_aio(self.target_aio, [entry for entry, _ in items], [payload for _, payload in items])
 
     async def _spawn_map_aio(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
                              ) -> calls.FunctionCallGroup:
@@ -408,10 +342,7 @@ class Function:
                          order_outputs: bool = True, return_exceptions: bool = False,
                          progress: bool | None = None, total: int | None = None) -> AsyncIterator[list[Any]]:
         """One remote call per tuple of arguments; lists of results as they finish (in input order by default)."""
-        conn, fid = await self.fid_aio()
-        header = self._call_header(conn, fid)
-        del header["t"], header["id"]
-        fanout = _map.Fanout(conn, header, functools.partial(self._args_payload, conn))
+        fanout = _invocation.fanout(await self.target_aio())
         meter = _progress.Progress(f"{self.name}.map", total, progress)
         async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter):
             yield values

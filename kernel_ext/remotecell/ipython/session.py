@@ -32,7 +32,7 @@ from remotecell_runtime.protocol import framing, pickling, sharedmem
 from remotecell_runtime.protocol.errors import ErrorName
 from remotecell_runtime.protocol.spec import ClsSpec
 
-from .. import _client
+from .. import _client, _invocation
 from ..app import App
 from ..exceptions import FunctionTimeoutError, InvalidError, SerializationError
 from ..options import check_function_options, check_gpu, check_range
@@ -274,8 +274,8 @@ class RemoteSession:
     def _roundtrip(self, method: str, args: list[Any], on_output: OutputSink | None, limit_s: float | None,
                    report_push: bool = False) -> tuple[dict[str, Any], list[framing.Payload]]:
         conn, fid = self.registration.fid()
-        header: dict[str, Any] = {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid, "shm": conn.shm,
-                                  "m": method}
+        target = _invocation.Target(conn, fid, method, f"session {self.name!r}")
+        header = target.header()
         try:
             payload = pickling.serialize((args, {}), sharedmem.ShmPool.local() if conn.shm else None)
         except Exception as exc:
@@ -283,15 +283,13 @@ class RemoteSession:
         if report_push and payload.nbytes > PUSH_REPORT_BYTES:
             print(f"remotecell: pushed {', '.join(sorted(args[4]))} ({_size(payload.nbytes)}) to session "
                   f"{self.name!r}", file=sys.stderr)
-        channel = conn.channel()
         timer = threading.Timer(limit_s, self._cancel, [conn, header["id"]]) if limit_s else None
         if timer is not None:
             timer.daemon = True
             timer.start()
         try:
-            return channel.roundtrip(header, [payload], on_output=on_output)
-        except KeyboardInterrupt:
-            channel.cancel([header["id"]])
+            return _invocation.exchange(target, header, payload, on_output)
+        except KeyboardInterrupt:  # the pipeline cancelled it
             print(f"remotecell: interrupted the remote cell; session {self.name!r} keeps its state",
                   file=sys.stderr)
             raise
