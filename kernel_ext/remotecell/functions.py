@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import sys
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from remotecell_runtime.protocol import framing
-
-from . import _bridge, _client, _invocation, _map, _progress, calls
+from . import _bridge, _client, _forms, _invocation
 from ._bridge import Twin, twin
 from .batching import BatchStats
 from .exceptions import InvalidError
@@ -20,30 +16,6 @@ from .registration import Lookup, Registration, code_elsewhere
 
 if TYPE_CHECKING:
     from .schedules import Schedule
-
-SPAWN_PER_MESSAGE = 500  # spawn_map sends its inputs in messages of this many
-SPAWN_MESSAGES_IN_FLIGHT = 4
-
-def _length(iterables: Sequence[Iterable[Any]]) -> int | None:
-    """How many calls zipping ``iterables`` makes, when they all know their length."""
-    try:
-        return min(len(it) for it in iterables)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
-@dataclasses.dataclass
-class _PendingSpawns:
-    accepted: asyncio.Future[None]
-    items: list[tuple[dict[str, Any], framing.Payload]] = dataclasses.field(default_factory=list)
-
-
-def _flatten(batches: Iterator[list[Any]]) -> Iterator[Any]:
-    try:
-        for batch in batches:
-            yield from batch
-    finally:
-        batches.close()  # type: ignore[attr-defined]  # stops the map when the caller stops early
 
 
 class Function:
@@ -65,14 +37,13 @@ class Function:
         functools.update_wrapper(self, local)
         self.remote = Twin(self._remote, self._remote_aio)
         self.remote_gen = Twin(self._remote_gen, self._remote_gen_aio)
-        self.map = Twin(self._map, self._map_aio)
-        self.starmap = Twin(self._starmap, self._starmap_aio)
-        self.for_each = Twin(self._for_each, self._for_each_aio)
-        self.spawn = Twin(self._spawn, self._spawn_aio)
-        self.spawn_map = twin(self._spawn_map_aio)
-        # spawn.aio calls of one event-loop turn, sent together after it (one message, one commit)
-        self._pending_spawns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PendingSpawns] = (
-            weakref.WeakKeyDictionary())
+        maps = _forms.MapForms(self.name, self.target_aio)
+        self.map = Twin(maps.map, maps.map_aio)
+        self.starmap = Twin(maps.starmap, maps.starmap_aio)
+        self.for_each = Twin(maps.for_each, maps.for_each_aio)
+        spawns = _forms.SpawnForms(self.name, functools.partial(self.target, fresh=True), self.target_aio)
+        self.spawn = Twin(spawns.spawn, spawns.spawn_aio)
+        self.spawn_map = twin(spawns.spawn_map_aio)
         self.stats = twin(self._stats)
         self.batch_stats = twin(self._batch_stats)
         self.schedule = twin(self._schedule)
@@ -194,9 +165,12 @@ class Function:
 
     # -- .remote ------------------------------------------------------------------------------
 
-    def target(self) -> _invocation.Target:
-        """What this function's calls go to now (registering it first when needed)."""
-        conn, fid = self.registration.cached() or self.fid()
+    def target(self, fresh: bool = False) -> _invocation.Target:
+        """What this function's calls go to now, registering it first when needed.
+
+        ``fresh``: ask the app again rather than take the cached fid (a resend after a restart).
+        """
+        conn, fid = (None if fresh else self.registration.cached()) or self.fid()
         return _invocation.Target(conn, fid, self.method, self.name)
 
     async def target_aio(self) -> _invocation.Target:
@@ -234,11 +208,7 @@ class Function:
         [0, 1, 2]
         """
         self._check_generator(True)
-        return self._items(args, kwargs)
-
-    def _items(self, args: tuple, kwargs: dict) -> Iterator[Any]:
-        conn, fid = self.fid()
-        return _invocation.items(_invocation.Target(conn, fid, self.method, self.name), args, kwargs)
+        return _invocation.items(self.target(fresh=True), args, kwargs)
 
     def _remote_gen_aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         self._check_generator(True)
@@ -251,143 +221,6 @@ class Function:
     async def _remote_aio(self, *args: Any, **kwargs: Any) -> Any:
         self._check_generator(False)
         return await _invocation.call_aio(await self.target_aio(), args, kwargs)
-
-    # -- spawn --------------------------------------------------------------------------------
-
-    def _spawn_payload(self, args: tuple, kwargs: dict) -> framing.Payload:
-        return _invocation.spawn_payload(self.name, args, kwargs)
-
-    def _spawn(self, *args: Any, **kwargs: Any) -> calls.FunctionCall:
-        """Start the function remotely and return at once with a handle on the call.
-
-        The runtime writes the input to its job store before this returns; the
-        result is kept (7 days by default) for ``call.get()`` from any process.
-
-        >>> call = square.spawn(4)
-        >>> call.get()
-        16
-        """
-        call_id, payload = calls.new_call_id(), self._spawn_payload(args, kwargs)
-        _invocation.spawn(self._fresh_target, [{"id": call_id}], [payload])
-        return calls.FunctionCall(call_id, self.name)
-
-    def _fresh_target(self) -> _invocation.Target:
-        conn, fid = self.fid()  # looked at again each time: after a restart, the app registers again
-        return _invocation.Target(conn, fid, self.method, self.name)
-
-    async def _spawn_aio(self, *args: Any, **kwargs: Any) -> calls.FunctionCall:
-        call_id, payload = calls.new_call_id(), self._spawn_payload(args, kwargs)
-        loop = asyncio.get_running_loop()
-        pending = self._pending_spawns.get(loop)
-        if pending is None:
-            pending = self._pending_spawns[loop] = _PendingSpawns(loop.create_future())
-            loop.call_soon(self._send_pending_spawns, loop, pending)
-        pending.items.append(({"id": call_id}, payload))
-        await asyncio.shield(pending.accepted)  # one caller giving up does not unsend the others
-        return calls.FunctionCall(call_id, self.name)
-
-    def _send_pending_spawns(self, loop: asyncio.AbstractEventLoop, pending: _PendingSpawns) -> None:
-        self._pending_spawns.pop(loop, None)
-
-        async def send() -> None:
-            try:
-                for start in range(0, len(pending.items), SPAWN_PER_MESSAGE):
-                    await self._spawn_many(pending.items[start:start + SPAWN_PER_MESSAGE])
-            except BaseException as exc:
-                pending.accepted.set_exception(exc)
-                pending.accepted.exception()  # mark it seen: every waiter may have gone
-                return
-            pending.accepted.set_result(None)
-
-        asyncio.ensure_future(send())
-
-    async def _spawn_many(self, items: list[tuple[dict[str, Any], framing.Payload]]) -> None:
-        await _invocation.spawn_aio(self.target_aio, [entry for entry, _ in items], [payload for _, payload in items])
-
-    async def _spawn_map_aio(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
-                             ) -> calls.FunctionCallGroup:
-        """Spawn one call per item (as ``map``), and return one handle for all of them.
-
-        >>> group = square.spawn_map(range(1000))
-        >>> group.get(index=7), group.status()
-        (49, {'succeeded': 1000})
-        """
-        group_id, count = calls.new_group_id(), 0
-        chunk: list[tuple[dict[str, Any], framing.Payload]] = []
-        sending: set[asyncio.Task[None]] = set()  # a few messages in flight: pickling overlaps the runtime's writes
-        try:
-            for args in zip(*iterables, strict=False):
-                entry = {"id": f"{group_id}.{count}", "g": group_id, "i": count}
-                chunk.append((entry, self._spawn_payload(tuple(args), kwargs or {})))
-                count += 1
-                if len(chunk) == SPAWN_PER_MESSAGE:
-                    sending.add(asyncio.ensure_future(self._spawn_many(chunk)))
-                    chunk = []
-                if len(sending) >= SPAWN_MESSAGES_IN_FLIGHT:
-                    done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()
-            if chunk:
-                sending.add(asyncio.ensure_future(self._spawn_many(chunk)))
-            for task in sending:
-                await task
-        finally:
-            for task in sending:
-                task.cancel()
-        return calls.FunctionCallGroup(group_id, count, self.name)
-
-    # -- map and friends ----------------------------------------------------------------------
-
-    async def _calls_aio(self, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any] | None = None,
-                         order_outputs: bool = True, return_exceptions: bool = False,
-                         progress: bool | None = None, total: int | None = None) -> AsyncIterator[list[Any]]:
-        """One remote call per tuple of arguments; lists of results as they finish (in input order by default)."""
-        fanout = _invocation.fanout(await self.target_aio())
-        meter = _progress.Progress(f"{self.name}.map", total, progress)
-        async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter):
-            yield values
-
-    def _map_batches(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[list[Any]]:
-        return self._calls_aio(zip(*iterables, strict=False), total=_length(iterables), **options)  # shortest wins
-
-    def _starmap_batches(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[list[Any]]:
-        return self._calls_aio(items, total=_length([items]), **options)
-
-    async def _map_aio(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[Any]:
-        async for values in self._map_batches(*iterables, **options):
-            for value in values:
-                yield value
-
-    async def _starmap_aio(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[Any]:
-        async for values in self._starmap_batches(items, **options):
-            for value in values:
-                yield value
-
-    def _map(self, *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:
-        """``f.map(xs, ys)`` calls ``f(x, y)`` for each pair; results in input order.
-
-        Options: ``kwargs={...}`` for every call, ``order_outputs=False``, ``return_exceptions=True``,
-        ``progress=True/False`` (default: a progress line on a terminal, a widget in a notebook).
-
-        >>> list(square.map(range(5)))
-        [0, 1, 4, 9, 16]
-        """
-        return _flatten(_bridge.iterate(self._map_batches(*iterables, **options)))
-
-    def _starmap(self, items: Iterable[Sequence[Any]], **options: Any) -> Iterator[Any]:
-        """``f.starmap([(1, 2), (3, 4)])`` calls ``f(1, 2)`` and ``f(3, 4)``."""
-        return _flatten(_bridge.iterate(self._starmap_batches(items, **options)))
-
-    def _for_each(self, *iterables: Iterable[Any], ignore_exceptions: bool = False, **options: Any) -> None:
-        """Call ``f`` on every item for its effects; results are dropped."""
-        for _ in self._map(*iterables, return_exceptions=ignore_exceptions, order_outputs=False, **options):
-            pass
-
-    async def _for_each_aio(self, *iterables: Iterable[Any], ignore_exceptions: bool = False,
-                            **options: Any) -> None:
-        async for _ in self._map_aio(*iterables, return_exceptions=ignore_exceptions, order_outputs=False,
-                                     **options):
-            pass
 
     def __repr__(self) -> str:
         return f"<rc.Function {self.app.name}.{self.name}>"
