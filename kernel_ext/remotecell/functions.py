@@ -6,16 +6,14 @@ import asyncio
 import functools
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _bridge, _client, _forms, _invocation
 from ._bridge import Twin, twin
 from .batching import BatchStats
 from .exceptions import InvalidError
 from .registration import Lookup, Registration, code_elsewhere
-
-if TYPE_CHECKING:
-    from .schedules import Schedule
+from .schedules import Schedule, fetch
 
 
 class Function:
@@ -157,8 +155,6 @@ class Function:
 
         NotFoundError when the function has no schedule or its app is not deployed.
         """
-        from .schedules import fetch
-
         if self.method:
             raise InvalidError(f"{self.name} is a method: only functions have schedules")
         return await fetch(self.app.name, self.registration.name)
