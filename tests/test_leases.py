@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 import remotecell as rc
 from conftest import wait_for
-from remotecell import _client, exceptions
+from remotecell import _invocation, exceptions
 from remotecell_runtime.protocol import sharedmem
 
 
-def _lease(fn: rc.Function) -> _client.Lease | None:
+def _lease(fn: rc.Function) -> _invocation.HeldLease | None:
     conn, fid = fn.fid()
-    return conn.channel().leases.get(fid)
+    return _invocation.leases_of(conn.channel()).held.get(fid)
 
 
-def _leased(fn: rc.Function) -> _client.Lease:
+def _leased(fn: rc.Function) -> _invocation.HeldLease:
     """Warm ``fn`` up (one call through the runtime) and return the lease that call brought."""
     fn.remote(0)
     lease = _lease(fn)

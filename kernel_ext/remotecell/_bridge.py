@@ -5,6 +5,11 @@ event loop of this thread when none is running here, else (inside Jupyter,
 whose loop is already running in this thread) on a background loop thread,
 so no one calls `asyncio.run` inside a kernel.  `twin(sync, async_)` makes the
 callable that users see: ``f.remote(x)`` and ``await f.remote.aio(x)``.
+
+Invariants: at most ``MAX_PRIVATE_LOOPS`` private loops live at once (threads
+past that run on the background loop), and a private loop is closed when its
+thread ends; whoever keeps something per loop (the connection's channel and
+socket) hears of it through ``when_loop_closes``.
 """
 
 from __future__ import annotations
@@ -12,21 +17,63 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# Each private loop costs a socket of the connection (its channel) and the loop's own fds.
+MAX_PRIVATE_LOOPS = 64
+
 _local = threading.local()
 _background: asyncio.AbstractEventLoop | None = None
 _background_lock = threading.Lock()
+_private_loops = 0  # live ones, under _background_lock
+_loop_watchers: list[weakref.WeakMethod[Callable[[asyncio.AbstractEventLoop], None]]] = []
 
 
-def _private_loop() -> asyncio.AbstractEventLoop:
-    loop = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _local.loop = asyncio.new_event_loop()
+class _LoopSlot:
+    """A thread's private loop, in that thread's local storage: it goes when the thread ends."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+
+def when_loop_closes(watcher: Callable[[asyncio.AbstractEventLoop], None]) -> None:
+    """Have the bound method ``watcher`` called with each private loop closed because its thread ended."""
+    _loop_watchers.append(weakref.WeakMethod(watcher))
+
+
+def _private_loop() -> asyncio.AbstractEventLoop | None:
+    """This thread's private loop; None when ``MAX_PRIVATE_LOOPS`` other threads have one."""
+    global _private_loops
+    slot = getattr(_local, "slot", None)
+    if slot is not None and not slot.loop.is_closed():
+        return slot.loop
+    with _background_lock:
+        if _private_loops >= MAX_PRIVATE_LOOPS:
+            return None
+        _private_loops += 1
+    loop = asyncio.new_event_loop()
+    _local.slot = slot = _LoopSlot(loop)
+    weakref.finalize(slot, _close_private_loop, loop)
     return loop
+
+
+def _close_private_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Its thread ended: tell the watchers, then close it (its selector and self-pipe fds)."""
+    global _private_loops
+    with _background_lock:
+        _private_loops -= 1
+    for ref in list(_loop_watchers):
+        watcher = ref()
+        if watcher is None:
+            _loop_watchers.remove(ref)
+        else:
+            watcher(loop)
+    if not loop.is_running():
+        loop.close()
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -44,6 +91,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         asyncio.get_running_loop()
     except RuntimeError:
         loop = _private_loop()
+        if loop is None:
+            return run_in_background(coro)
         task = loop.create_task(coro)
         try:
             return loop.run_until_complete(task)
@@ -51,10 +100,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             task.cancel()  # let the coroutine cancel what it started remotely
             loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
             raise
-    return _run_in_background(coro)
+    return run_in_background(coro)
 
 
-def _run_in_background(coro: Coroutine[Any, Any, T]) -> T:
+def run_in_background(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` as a task of the background loop, in a copy of the caller's context.
 
     On Ctrl-C the task is cancelled and awaited (up to 5 s), so that what it
@@ -91,22 +140,24 @@ def _settle(outcome: concurrent.futures.Future[T], task: asyncio.Task[T]) -> Non
         outcome.set_result(task.result())
 
 
-def iterate(results: AsyncIterator[T]) -> Iterator[T]:
-    """A blocking iterator over an async one, one ``run`` per item; closing it closes the source."""
+def iterate(results: AsyncIterator[T], runner: Callable[[Coroutine[Any, Any, Any]], Any] = run,
+            ) -> Generator[T, None, None]:
+    """A blocking iterator over an async one, one ``runner`` (``run``) per item; closing it closes the source."""
     try:
         while True:
             try:
-                yield run(results.__anext__())  # type: ignore[arg-type]
+                yield runner(results.__anext__())  # type: ignore[arg-type]
             except StopAsyncIteration:
                 return
     finally:
-        run(results.aclose())  # type: ignore[attr-defined]
+        runner(results.aclose())  # type: ignore[attr-defined]
 
 
 class Twin:
     """A blocking callable with its async twin at ``.aio``."""
 
-    def __init__(self, sync: Callable[..., Any], async_: Callable[..., Awaitable[Any]], doc: str | None = None) -> None:
+    def __init__(self, sync: Callable[..., Any], async_: Callable[..., Any], doc: str | None = None) -> None:
+        """``async_`` returns what ``await``, ``async for`` or ``async with`` takes, as ``sync``'s twin."""
         self._sync = sync
         self.aio = async_
         self.__doc__ = doc or sync.__doc__

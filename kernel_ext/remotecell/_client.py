@@ -4,6 +4,14 @@ Blocking calls use a DEALER socket of their own thread (a blocking poll: no
 thread hand-off on the hot path); ``.aio`` calls use one asyncio DEALER per
 event loop with a reader task that routes replies by request id.  Both speak
 the same messages and share how replies turn into values or exceptions.
+
+Socket lifecycle (the invariants): at most ``MAX_THREAD_CHANNELS`` threads hold
+a blocking channel at once; the blocking calls of threads past that share the
+background loop's channel (``BridgedChannel``: one socket, a thread hop per
+call). A thread's channel, with its leases' sockets, is closed when the thread
+ends; a loop's async channel when the loop is closed (a private loop of
+``_bridge`` when its thread ends; any other loop is noticed at the next
+``async_channel()``). So sockets are bounded and come back when their users go.
 """
 
 from __future__ import annotations
@@ -11,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextvars
-import dataclasses
 import functools
 import itertools
 import linecache
@@ -21,8 +28,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from typing import Any, Protocol, cast
 
 import zmq
 import zmq.asyncio
@@ -30,13 +37,16 @@ from remotecell_runtime.protocol import framing, pickling, sharedmem
 from remotecell_runtime.protocol.framing import Payload
 from remotecell_runtime.protocol.versions import versions
 
-from . import _local, exceptions
+from . import _bridge, _local, exceptions
 
 HELLO_TIMEOUT_S = float(os.environ.get("REMOTECELL_HELLO_TIMEOUT_S", "10"))
 HEARTBEAT_INTERVAL_S = 2.0
 # No pong for this long: the runtime is gone, and calls waiting on it fail instead of hanging.
 RUNTIME_GONE_S = float(os.environ.get("REMOTECELL_RUNTIME_GONE_S", "15"))
 WAKE_MS = 1000  # how often a waiting call looks at the heartbeat
+# Threads that hold a blocking channel (one socket, and one per lease) at once; zmq allows 1,023
+# sockets per context, and each costs an fd here and one in the daemon.
+MAX_THREAD_CHANNELS = int(os.environ.get("REMOTECELL_MAX_THREAD_CHANNELS", "64"))
 # What the runtime says of leases: granted, taken back (the container ran none of the holder's
 # calls since), or lost (the container died, maybe under one of them).
 LEASE_NEWS = ("lease", "lease_ended", "lease_lost")
@@ -141,17 +151,20 @@ class Connection:
         self._stop_heartbeat = threading.Event()
         self.last_pong = time.monotonic()
         self._local = threading.local()
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncChannel] = weakref.WeakKeyDictionary()
+        self._async: dict[asyncio.AbstractEventLoop, AsyncChannel] = {}  # under _lock
         self._sockets: list[zmq.Socket] = []
         self._lock = threading.Lock()
+        self._thread_channels = 0  # live SyncChannels, under _lock
+        self._bridged = BridgedChannel(self)
+        _bridge.when_loop_closes(self._loop_closed)
         self._heartbeat_thread: threading.Thread | None = None
         # Called (on the heartbeat thread) when the runtime restarted: apps register themselves again.
         self.on_restart: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.runtime_id = ""  # the runtime process we talk to; a new one means it restarted
+        self.runtime_id: str = ""  # the runtime process we talk to; a new one means it restarted
         try:
             reply = self._hello()
             self.runtime_versions: dict[str, str] = reply["versions"]
-            self.runtime_id: str = reply["runtime_id"]
+            self.runtime_id = reply["runtime_id"]
             check_versions(versions(), self.runtime_versions, info.address)
         except BaseException:
             self.close()  # a half-made connection must not leave sockets that block term()
@@ -166,7 +179,9 @@ class Connection:
         header = {"t": "hello", "versions": versions()}
         if self.info.is_local:
             return self.request(header, timeout_s=HELLO_TIMEOUT_S)
-        sock = self.channel().sock
+        channel = self.channel()
+        assert isinstance(channel, SyncChannel), "the first channel of a connection is its thread's own"
+        sock = channel.sock
         failures = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
         monitor = sock.get_monitor_socket(failures)
         try:
@@ -228,17 +243,33 @@ class Connection:
         with self._lock:
             if sock in self._sockets:
                 self._sockets.remove(sock)
-        sock.close(linger=0)
+        sock.close()  # with its own linger: a thread's last message (a cancel, say) still goes out
 
     # -- blocking ----------------------------------------------------------------------------
 
-    def channel(self) -> SyncChannel:
-        ch = getattr(self._local, "channel", None)
-        if ch is None:
+    def channel(self) -> SyncChannel | BridgedChannel:
+        """This thread's blocking channel, made on first use; the shared one past ``MAX_THREAD_CHANNELS``."""
+        slot = getattr(self._local, "slot", None)
+        if slot is not None:
+            return slot.channel
+        with self._lock:
+            if self._thread_channels >= MAX_THREAD_CHANNELS:
+                return self._bridged
+            self._thread_channels += 1
+        try:
             sock = self.new_socket()
-            sock.rcvtimeo = WAKE_MS
-            ch = self._local.channel = SyncChannel(self, sock)
+        except BaseException:
+            self._channel_closed()
+            raise
+        sock.rcvtimeo = WAKE_MS
+        ch = SyncChannel(self, sock)
+        self._local.slot = slot = _ThreadSlot(ch)
+        weakref.finalize(slot, ch.close)  # the thread ended: its local storage, and so the slot, is gone
         return ch
+
+    def _channel_closed(self) -> None:
+        with self._lock:
+            self._thread_channels -= 1
 
     def request(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                 timeout_s: float | None = 30.0) -> dict[str, Any]:
@@ -295,8 +326,22 @@ class Connection:
         loop = asyncio.get_running_loop()
         ch = self._async.get(loop)
         if ch is None:
-            ch = self._async[loop] = AsyncChannel(self)
+            with self._lock:
+                closed = [other for other in self._async if other.is_closed()]
+                gone = [self._async.pop(other) for other in closed]
+            for old in gone:  # loops closed since (asyncio.run ended): their sockets go now
+                self.close_socket(old.sock)
+            ch = AsyncChannel(self)
+            with self._lock:
+                self._async[loop] = ch
         return ch
+
+    def _loop_closed(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A private loop of ``_bridge`` closes (its thread ended): so does its channel's socket."""
+        with self._lock:
+            ch = self._async.pop(loop, None)
+        if ch is not None:
+            self.close_socket(ch.sock)
 
     async def arequest(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> dict[str, Any]:
         header.setdefault("id", self.new_id())
@@ -306,7 +351,8 @@ class Connection:
 
     def stop_async_channel(self) -> None:
         """Stop the running loop's channel (its reader and watchdog tasks) before a close() on another thread."""
-        ch = self._async.pop(asyncio.get_running_loop(), None)
+        with self._lock:
+            ch = self._async.pop(asyncio.get_running_loop(), None)
         if ch is not None:
             ch.stop()
 
@@ -341,27 +387,42 @@ def replies(header: dict[str, Any], payloads: list[Payload]) -> list[framing.Ent
     return entries
 
 
-@dataclasses.dataclass
-class Lease:
-    """A container the runtime lent to one thread's blocking calls of one function: they go straight to it."""
+class _ThreadSlot:
+    """A thread's channel, in that thread's local storage: it goes when the thread ends."""
 
-    fid: str
-    cid: str
-    token: str  # the container takes calls carrying it, until the runtime takes the lease back
-    sock: zmq.Socket
-    timeout_s: float
-    retries: bool  # the function retries errors: a failed call goes back to the runtime, which retries it
-    runtime_id: str
-    wait_ms: int = WAKE_MS  # the socket's RCVTIMEO: shorter when a call's deadline is near
+    def __init__(self, channel: SyncChannel) -> None:
+        self.channel = channel
+
+
+def cancel_header(conn: Connection, ids: list[str]) -> dict[str, Any]:
+    return {"t": "cancel", "sid": conn.sid, "ids": ids}
+
+
+class LeaseHolder(Protocol):
+    """Who keeps a channel's leases (``_invocation.Leases``): it hears the runtime's lease news."""
+
+    def news(self, header: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class SyncChannel:
-    """A blocking request/response socket owned by one thread, and the leases that thread holds."""
+    """A blocking request/response socket owned by one thread, and who keeps the leases that thread holds."""
 
     def __init__(self, conn: Connection, sock: zmq.Socket) -> None:
         self.conn = conn
         self.sock = sock
-        self.leases: dict[str, Lease] = {}  # fid -> lease
+        self.holder: LeaseHolder | None = None  # made by the first call that may bring a lease
+
+    def close(self) -> None:
+        """Its thread ended: close its socket and its leases' (called by a finalizer, on any thread)."""
+        if self.holder is not None:
+            self.holder.close()
+        self.conn.close_socket(self.sock)
+        self.conn._channel_closed()
+
+    def cancel(self, ids: list[str]) -> None:
+        self.sock.send_multipart(framing.encode(cancel_header(self.conn, ids)))
 
     def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                   on_output: OutputSink | None = None, timeout_s: float | None = None,
@@ -373,14 +434,14 @@ class SyncChannel:
 
     def stream(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                on_output: OutputSink | None = None, timeout_s: float | None = None,
-               ) -> Iterator[tuple[dict[str, Any], list[Payload]]]:
+               ) -> Generator[tuple[dict[str, Any], list[Payload]]]:
         """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
         runtime_id = self.conn.runtime_id
         framing.send(self.sock, framing.encode(header, payloads))
-        return self._replies(header["id"], on_output, timeout_s, runtime_id)
+        return self.replies_to(header["id"], on_output, timeout_s, runtime_id)
 
-    def _replies(self, request_id: str, on_output: OutputSink | None, timeout_s: float | None, runtime_id: str,
-                 ) -> Iterator[tuple[dict[str, Any], list[Payload]]]:
+    def replies_to(self, request_id: str, on_output: OutputSink | None, timeout_s: float | None, runtime_id: str,
+                 ) -> Generator[tuple[dict[str, Any], list[Payload]]]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:
@@ -391,7 +452,8 @@ class SyncChannel:
                 continue
             for reply, reply_payloads in replies(*framing.decode(frames)):
                 if reply["t"] in LEASE_NEWS:
-                    self._lease_news(reply)
+                    if self.holder is not None:
+                        self.holder.news(reply)
                 elif reply.get("id") != request_id:
                     sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
                 elif reply["t"] == "output":
@@ -411,155 +473,13 @@ class SyncChannel:
             )
         self.conn.check_alive()
 
-    # -- calls, and leases ---------------------------------------------------------------------
-
-    def call(self, header: dict[str, Any], payloads: list[Payload],
-             on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
-        """One input of a function (a ``call`` header); its result message.
-
-        With a lease on the function, it goes straight to the leased container (two hops);
-        else through the runtime, asking for a lease (granted when the container is free
-        and nothing else waits for it). Ctrl-C cancels the input wherever it runs.
-        """
-        if self.leases and int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
-            self._runtime_news()  # a lease may have ended meanwhile
-        lease = self.leases.get(header["fid"])
-        if lease is not None and lease.runtime_id != self.conn.runtime_id:
-            self._drop(lease)
-            lease = None
-        try:
-            if lease is not None:
-                answer = self._call_direct(lease, header, payloads, on_output)
-                if answer is not None:
-                    return answer
-            if self.conn.info.is_local:
-                header["lease"] = True
-            return self.roundtrip(header, payloads, on_output)
-        except KeyboardInterrupt:
-            self._cancel(header, payloads, lease)
-            raise
-
-    def _cancel(self, header: dict[str, Any], payloads: list[Payload], lease: Lease | None) -> None:
-        cancel: dict[str, Any] = {"t": "cancel", "sid": self.conn.sid, "ids": [header["id"]]}
-        if lease is not None and self.leases.get(lease.fid) is lease:  # it runs there, unknown to the runtime
-            cancel["cid"] = lease.cid  # the runtime interrupts it there and takes the lease back
-            self._drop(lease)
-            sharedmem.discard(payloads)  # its shared memory is nobody else's to free
-        self.sock.send_multipart(framing.encode(cancel))
-
-    def _call_direct(self, lease: Lease, header: dict[str, Any], payloads: list[Payload],
-                     on_output: OutputSink | None) -> tuple[dict[str, Any], list[Payload]] | None:
-        """Send a call to the leased container and wait for it; None: the lease was taken back, go through the runtime.
-
-        The runtime is still the one that decides when anything goes wrong: a call that passes
-        the function's timeout, whose container dies (``lease_lost``), or that fails and should be
-        retried is handed back to it (``lease_return``) and waited for as any other call.
-        """
-        request_id = header["id"]
-        sock = lease.sock
-        direct = {"t": "call", "id": request_id, "shm": header.get("shm", False), "token": lease.token}
-        if "m" in header:
-            direct["m"] = header["m"]
-        framing.send(sock, framing.encode(direct, payloads))
-        deadline = time.monotonic() + lease.timeout_s
-        ended = False  # the lease ended after our call ran: its result is on the way, then the lease goes
-        while True:
-            try:
-                frames = framing.recv(sock)  # RCVTIMEO wakes us to look at the runtime's news and the clock
-            except zmq.Again:
-                news = self._runtime_news(lease.cid)
-                if news is not None and news["t"] == "lease_ended":
-                    if news.get("last") != request_id:
-                        self._drop(lease)
-                        return None  # given up before our call came: it never ran there
-                    ended = True
-                elif news is not None:  # lease_lost: its container died, maybe under our call
-                    cause = str(news.get("cause", "its container died"))
-                    return self._hand_back(lease, header, payloads, on_output, why="crash", cause=cause)
-                left_ms = (deadline - time.monotonic()) * 1000
-                if left_ms <= 0:
-                    return self._hand_back(lease, header, payloads, on_output, why="timeout")
-                lease.wait_ms = sock.rcvtimeo = int(min(WAKE_MS, left_ms)) + 1
-                self.conn.check_alive()
-                self.conn.check_restart(lease.runtime_id)
-                continue
-            reply, reply_payloads = framing.decode(frames)
-            if reply.get("id") != request_id:
-                sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
-            elif reply["t"] == "output":
-                (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
-            elif reply["t"] == "revoked":
-                self._drop(lease)
-                return None
-            elif reply.get("status") == "error" and lease.retries:
-                sharedmem.discard(reply_payloads)
-                return self._hand_back(lease, header, payloads, on_output, why="error", error=reply.get("error"))
-            else:
-                if ended:
-                    self._drop(lease)
-                elif lease.wait_ms != WAKE_MS:
-                    lease.wait_ms = sock.rcvtimeo = WAKE_MS
-                if reply.get("status") != "ok":  # the container kept no shared memory of the arguments
-                    sharedmem.discard(payloads)
-                return reply, reply_payloads
-
-    def _runtime_news(self, cid: str | None = None) -> dict[str, Any] | None:
-        """Read what the runtime sent meanwhile and act on it; news of the lease on ``cid`` is returned instead."""
-        mine = None
-        while int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
-            for reply, reply_payloads in replies(*framing.decode(framing.recv(self.sock))):
-                if reply["t"] in LEASE_NEWS and reply["t"] != "lease" and reply.get("cid") == cid:
-                    mine = reply
-                elif reply["t"] in LEASE_NEWS:
-                    self._lease_news(reply)
-                else:
-                    sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
-        return mine
-
-    def _hand_back(self, lease: Lease, header: dict[str, Any], payloads: list[Payload],
-                   on_output: OutputSink | None, why: str, cause: str = "",
-                   error: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Payload]]:
-        """Give a call that went wrong under ``lease`` to the runtime, which retries or fails it; its reply."""
-        self._drop(lease)
-        back = {"t": "lease_return", "id": header["id"], "sid": self.conn.sid, "fid": lease.fid, "cid": lease.cid,
-                "why": why, "cause": cause, "error": error, "shm": header.get("shm", False)}
-        if "m" in header:
-            back["m"] = header["m"]
-        framing.send(self.sock, framing.encode(back, payloads))
-        for reply in self._replies(header["id"], on_output, None, lease.runtime_id):
-            return reply
-        raise AssertionError("unreachable: _replies() ends with the reply")
-
-    def _lease_news(self, news: dict[str, Any]) -> None:
-        """A ``lease`` granted to this thread, or one that ended (taken back, or its container is gone)."""
-        held = self.leases.get(str(news.get("fid")))
-        if news["t"] != "lease":
-            if held is not None and held.cid == news.get("cid"):
-                self._drop(held)
-            return
-        if held is not None and held.cid == news["cid"]:  # lent again: same container, same socket
-            held.token = str(news["token"])
-            return
-        if held is not None:
-            self._drop(held)
-        sock = self.conn.direct_socket(str(news["addr"]))
-        self.leases[str(news["fid"])] = Lease(str(news["fid"]), str(news["cid"]), str(news["token"]), sock,
-                                              float(news["timeout_s"]), bool(news.get("retries")),
-                                              self.conn.runtime_id)
-
-    def _drop(self, lease: Lease) -> None:
-        if self.leases.get(lease.fid) is lease:
-            del self.leases[lease.fid]
-        self.conn.close_socket(lease.sock)
-
-
 class AsyncChannel:
     """One asyncio DEALER per event loop; a reader task routes replies by request id."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.ctx = zmq.asyncio.Context.shadow(conn.ctx)
-        self.sock = conn.new_socket(self.ctx)
+        self.sock = cast(zmq.asyncio.Socket, conn.new_socket(self.ctx))
         self.waiting: dict[str, tuple[Deliver, OutputSink | None]] = {}  # request id -> who takes its reply
         self.reader = asyncio.ensure_future(self._read())
         # The reader lives as long as its loop; a blocking caller's private loop is simply dropped
@@ -709,6 +629,71 @@ class AsyncChannel:
 
     async def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
         await self.sock.send_multipart(framing.encode(header, payloads), copy=False)
+
+    async def stream(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+                     on_output: OutputSink | None = None) -> AsyncGenerator[tuple[dict[str, Any], list[Payload]]]:
+        """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
+        arrived: asyncio.Queue[Any] = asyncio.Queue()  # replies, or the error that ends the wait
+        self.waiting[header["id"]] = (lambda h, p: arrived.put_nowait((h, p)), on_output or output_here())
+        unwatch = self.watch(arrived.put_nowait)
+        try:
+            await self.send(header, payloads)
+            while True:
+                got = await arrived.get()
+                if isinstance(got, BaseException):
+                    raise got
+                reply, reply_payloads = got
+                if reply["t"] != "item":
+                    _check_reply(reply, reply_payloads)
+                    yield reply, reply_payloads
+                    return
+                yield reply, reply_payloads
+        finally:
+            unwatch()
+            self.waiting.pop(header["id"], None)
+
+
+class BridgedChannel:
+    """The blocking requests of threads past ``MAX_THREAD_CHANNELS``, on the background loop's channel.
+
+    One socket for all of them (a thread hop per request rather than a socket per thread),
+    and no leases: their calls go through the runtime (``_invocation.call``).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+                  on_output: OutputSink | None = None, timeout_s: float | None = None,
+                  ) -> tuple[dict[str, Any], list[Payload]]:
+        return _bridge.run_in_background(self._roundtrip(header, payloads, on_output, timeout_s))
+
+    async def _roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()],
+                         on_output: OutputSink | None, timeout_s: float | None,
+                         ) -> tuple[dict[str, Any], list[Payload]]:
+        try:
+            return await asyncio.wait_for(self.conn.async_channel().roundtrip(header, payloads, on_output),
+                                          timeout_s)
+        except asyncio.TimeoutError:
+            raise exceptions.ConnectionError(
+                f"the runtime at {self.conn.info.address} did not answer within {timeout_s:g} s: it is down, "
+                "or it refused this client's key (check the token in REMOTECELL_RUNTIME)"
+            ) from None
+
+    def stream(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
+               on_output: OutputSink | None = None, timeout_s: float | None = None,
+               ) -> Generator[tuple[dict[str, Any], list[Payload]]]:
+        async def replies() -> AsyncIterator[tuple[dict[str, Any], list[Payload]]]:
+            async for reply in self.conn.async_channel().stream(header, payloads, on_output):
+                yield reply
+
+        return _bridge.iterate(replies(), _bridge.run_in_background)
+
+    def cancel(self, ids: list[str]) -> None:
+        async def send() -> None:
+            await self.conn.async_channel().send(cancel_header(self.conn, ids))
+
+        _bridge.run_in_background(send())
 
 
 def check_versions(mine: dict[str, str], theirs: dict[str, str], address: str) -> None:

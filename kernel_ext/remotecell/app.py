@@ -12,8 +12,11 @@ from typing import Any
 
 from . import _client
 from ._bridge import Twin
+from .cls import Cls
 from .exceptions import InvalidError
+from .functions import Function
 from .options import batching_of, check_function_options, check_schedulable, concurrency_of
+from .registration import Registration
 
 
 class App:
@@ -45,8 +48,6 @@ class App:
 
     def function(self, _fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Declare a remote function: ``@app.function(gpu="any", timeout=600)``."""
-        from .functions import Function, Registration
-
         checked = check_function_options(options)
 
         def wrap(fn: Callable[..., Any]) -> Function:
@@ -65,8 +66,6 @@ class App:
 
     def cls(self, _cls: type | None = None, **options: Any) -> Any:
         """Declare a remote class: ``@app.cls(gpu="any")`` with ``@rc.enter``/``@rc.method``/``@rc.exit``."""
-        from .cls import Cls
-
         checked = check_function_options(options)
         if "schedule" in checked:
             raise InvalidError("@app.cls takes no schedule: put schedule= on an @app.function that calls the class")
@@ -171,8 +170,6 @@ class App:
         ``name`` deploys under another name. Returns the app id; ``app.stop()`` or
         ``rc.App.stop_deployed(name)`` removes it.
         """
-        from .cls import Cls
-
         with self._lock:
             if self._app_id is not None and not self._implicit and self._mode == "ephemeral":
                 raise InvalidError(f"app {self.name!r} runs in `with app.run():`; deploy it outside that block")

@@ -14,17 +14,14 @@ Constructor keyword arguments are parameters: each distinct set gets its own poo
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from remotecell_runtime.protocol.spec import ClsSpec
 
 from .exceptions import InvalidError
-from .functions import Function, Registration
+from .functions import Function
 from .options import batching_of
-
-if TYPE_CHECKING:
-    from .app import App
-    from .deployed import DeployedCls
+from .registration import AppLike, Lookup, Registration, code_elsewhere
 
 _ROLE = "__remotecell_role__"
 
@@ -75,7 +72,7 @@ def _batched_methods(user_cls: type, methods: list[str]) -> dict[str, dict[str, 
 class Cls:
     """A remote class; call it with keyword parameters to get a handle on instances."""
 
-    def __init__(self, app: App, user_cls: type, options: dict[str, Any], name: str) -> None:
+    def __init__(self, app: AppLike, user_cls: type, options: dict[str, Any], name: str) -> None:
         self.app = app
         self.user_cls = user_cls
         self.name = name
@@ -103,8 +100,6 @@ class Cls:
         A deployed class serves its default instance (no parameters). ``NotFoundError`` when
         no such app or class is deployed.
         """
-        from .deployed import DeployedCls
-
         return DeployedCls(app_name, name)
 
     def forget_registrations(self) -> None:
@@ -140,3 +135,36 @@ class Obj:
 
         call_here.__name__ = name
         return call_here
+
+
+class DeployedCls:
+    """A deployed class found by name: ``Model()`` gives the handle on its instance, whose methods call it.
+
+    >>> Model = rc.Cls.from_name("demo", "Model")
+    >>> Model().predict.remote(x)
+    """
+
+    def __init__(self, app_name: str, name: str) -> None:
+        self._lookup = Lookup(app_name, name)
+        self.name = name
+        if not self._lookup.methods:
+            raise InvalidError(f"{name!r} in deployed app {app_name!r} is a function, not a class: use "
+                               f"rc.Function.from_name({app_name!r}, {name!r})")
+        self._obj = DeployedObj(self._lookup)
+
+    def __call__(self, **params: Any) -> DeployedObj:
+        if params:
+            raise InvalidError(f"deployed class {self.name} serves its default instance only: call {self.name}() "
+                               "without parameters (deploy one class per parameter set)")
+        return self._obj
+
+    def __repr__(self) -> str:
+        return f"<rc.Cls {self._lookup.app.name}.{self.name} (deployed)>"
+
+
+class DeployedObj:
+    """The instance of a deployed class: one ``Function`` per ``@rc.method``."""
+
+    def __init__(self, lookup: Lookup) -> None:
+        for method in lookup.methods:
+            setattr(self, method, Function(lookup, code_elsewhere(f"{lookup.name}.{method}"), method=method))

@@ -3,134 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
-import inspect
-import os
 import sys
-import sysconfig
-import threading
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
-import cloudpickle
-from remotecell_runtime.protocol import framing, pickling, sharedmem
-from remotecell_runtime.protocol.spec import ClsSpec
-
-from . import _bridge, _client, _map, _progress, calls, exceptions
+from . import _bridge, _client, _forms, _invocation
 from ._bridge import Twin, twin
 from .batching import BatchStats
-from .exceptions import InvalidError, SerializationError
-
-if TYPE_CHECKING:
-    from .app import App
-    from .schedules import Schedule
-
-SPAWN_PER_MESSAGE = 500  # spawn_map sends its inputs in messages of this many
-SPAWN_MESSAGES_IN_FLIGHT = 4
-
-_INSTALLED = tuple(
-    os.path.realpath(p) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
-                                  sysconfig.get_paths()["stdlib"]}
-)
-
-
-def _ship_module_by_value(fn: Callable[..., Any]) -> None:
-    """Functions from the user's own files travel by value, like those of ``__main__``.
-
-    The runtime cannot import a module that lives only in the caller's working
-    directory (a script, a test file); installed packages are imported there.
-    """
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    path = getattr(module, "__file__", None)
-    if module is None or module.__name__ == "__main__" or not path:
-        return
-    if os.path.realpath(path).startswith(_INSTALLED) or module.__name__.split(".")[0] in ("remotecell",):
-        return
-    cloudpickle.register_pickle_by_value(module)
-
-
-def _length(iterables: Sequence[Iterable[Any]]) -> int | None:
-    """How many calls zipping ``iterables`` makes, when they all know their length."""
-    try:
-        return min(len(it) for it in iterables)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
-@dataclasses.dataclass
-class _PendingSpawns:
-    accepted: asyncio.Future[None]
-    items: list[tuple[dict[str, Any], framing.Payload]] = dataclasses.field(default_factory=list)
-
-
-def _flatten(batches: Iterator[list[Any]]) -> Iterator[Any]:
-    try:
-        for batch in batches:
-            yield from batch
-    finally:
-        batches.close()  # type: ignore[attr-defined]  # stops the map when the caller stops early
-
-
-class Registration:
-    """One definition on the runtime: what a pool of containers loads (a function or a ClsSpec)."""
-
-    def __init__(self, app: App, target: Any, options: dict[str, Any], name: str) -> None:
-        self.app = app
-        self.target = target
-        self.options = options
-        self.name = name
-        self._fid: str | None = None
-        self._fid_app: str | None = None
-        self._lock = threading.Lock()
-
-    def forget(self) -> None:
-        self._fid = None
-
-    @property
-    def registered(self) -> bool:
-        return self._fid is not None
-
-    def cached(self) -> tuple[_client.Connection, str] | None:
-        """``fid()`` without blocking, when it is known for the running app (the hot path of ``.aio``)."""
-        app = self.app
-        conn, fid = app._conn, self._fid
-        if conn is None or fid is None or conn.closed or self._fid_app != app.app_id:
-            return None
-        if app._runtime_id != conn.runtime_id:
-            return None
-        return conn, fid
-
-    def _body(self) -> framing.Payload:
-        _ship_module_by_value(getattr(self.target, "cls", self.target))
-        try:
-            return framing.Payload([pickling.dumps(self.target)])
-        except Exception as exc:
-            raise SerializationError(f"{self.name} cannot be pickled to ship it: {exc}") from exc
-
-    def is_generator(self, method: str | None) -> bool:
-        user_fn = getattr(self.target.cls, method) if method else self.target
-        return inspect.isgeneratorfunction(user_fn) or inspect.isasyncgenfunction(user_fn)
-
-    def meta(self) -> dict[str, Any]:
-        """What a caller without the code needs (``Function.from_name``): the generators, a class's methods."""
-        methods = list(self.target.methods) if isinstance(self.target, ClsSpec) else []
-        names = methods or [""]  # "" is a plain function
-        meta: dict[str, Any] = {"generators": [m for m in names if self.is_generator(m or None)]}
-        return meta | ({"methods": methods} if methods else {})
-
-    def fid(self) -> tuple[_client.Connection, str]:
-        """Register the current definition with the running app (once)."""
-        conn, app_id = self.app.ensure_running()
-        with self._lock:
-            if self._fid is None or self._fid_app != app_id:
-                options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
-                header = {"t": "fn_register", "app_id": app_id, "name": self.name, "options": options,
-                          "meta": self.meta()}
-                self._fid = conn.request(header, [self._body()])["fid"]
-                self._fid_app = app_id
-            return conn, self._fid
+from .exceptions import InvalidError
+from .registration import Lookup, Registration, code_elsewhere
+from .schedules import Schedule, fetch
 
 
 class Function:
@@ -149,17 +32,16 @@ class Function:
         self.raw_f = local
         self.method = method
         self.name = f"{registration.name}.{method}" if method else registration.name
-        functools.update_wrapper(self, local)  # type: ignore[arg-type]
+        functools.update_wrapper(self, local)
         self.remote = Twin(self._remote, self._remote_aio)
         self.remote_gen = Twin(self._remote_gen, self._remote_gen_aio)
-        self.map = Twin(self._map, self._map_aio)
-        self.starmap = Twin(self._starmap, self._starmap_aio)
-        self.for_each = Twin(self._for_each, self._for_each_aio)
-        self.spawn = Twin(self._spawn, self._spawn_aio)
-        self.spawn_map = twin(self._spawn_map_aio)
-        # spawn.aio calls of one event-loop turn, sent together after it (one message, one commit)
-        self._pending_spawns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PendingSpawns] = (
-            weakref.WeakKeyDictionary())
+        maps = _forms.MapForms(self.name, self.target_aio)
+        self.map = Twin(maps.map, maps.map_aio)
+        self.starmap = Twin(maps.starmap, maps.starmap_aio)
+        self.for_each = Twin(maps.for_each, maps.for_each_aio)
+        spawns = _forms.SpawnForms(self.name, functools.partial(self.target, fresh=True), self.target_aio)
+        self.spawn = Twin(spawns.spawn, spawns.spawn_aio)
+        self.spawn_map = twin(spawns.spawn_map_aio)
         self.stats = twin(self._stats)
         self.batch_stats = twin(self._batch_stats)
         self.schedule = twin(self._schedule)
@@ -175,9 +57,11 @@ class Function:
         Raises ``NotFoundError`` when no such app or function is deployed. Calls after a
         redeploy go to the new definition.
         """
-        from .deployed import function_from_name
-
-        return function_from_name(app_name, name)
+        lookup = Lookup(app_name, name)
+        if lookup.methods:
+            raise InvalidError(f"{name!r} in deployed app {app_name!r} is a class: use rc.Cls.from_name("
+                               f"{app_name!r}, {name!r})")
+        return Function(lookup, code_elsewhere(name))
 
     @property
     def options(self) -> dict[str, Any]:
@@ -203,7 +87,8 @@ class Function:
         return [self.registration]
 
     async def fid_aio(self) -> tuple[_client.Connection, str]:
-        return self.registration.cached() or await asyncio.to_thread(self.fid)
+        cached = self.registration.cached()
+        return cached if cached is not None else await asyncio.to_thread(self.fid)
 
     async def _stats(self) -> dict[str, Any]:
         """The function's pool now: containers by state (starting, idle, busy), queued and running inputs.
@@ -270,38 +155,32 @@ class Function:
 
         NotFoundError when the function has no schedule or its app is not deployed.
         """
-        from .schedules import fetch
-
         if self.method:
             raise InvalidError(f"{self.name} is a method: only functions have schedules")
         return await fetch(self.app.name, self.registration.name)
 
     # -- .remote ------------------------------------------------------------------------------
 
-    def _call_header(self, conn: _client.Connection, fid: str) -> dict[str, Any]:
-        header = {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid, "shm": conn.shm}
-        if self.method:
-            header["m"] = self.method
-        return header
+    def target(self, fresh: bool = False) -> _invocation.Target:
+        """What this function's calls go to now, registering it first when needed.
 
-    def _args_payload(self, conn: _client.Connection, args: tuple, kwargs: dict) -> framing.Payload:
-        try:
-            return pickling.serialize_args(args, kwargs, sharedmem.ShmPool.local() if conn.shm else None)
-        except Exception as exc:
-            raise SerializationError(f"arguments of {self.name} cannot be pickled: {exc}") from exc
+        ``fresh``: ask the app again rather than take the cached fid (a resend after a restart).
+        """
+        conn, fid = (None if fresh else self.registration.cached()) or self.fid()
+        return _invocation.Target(conn, fid, self.method, self.name)
+
+    async def target_aio(self) -> _invocation.Target:
+        conn, fid = await self.fid_aio()
+        return _invocation.Target(conn, fid, self.method, self.name)
 
     def _remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function remotely and return its result (or raise its exception)."""
         self._check_generator(False)
-        conn, fid = self.registration.cached() or self.fid()
-        header = self._call_header(conn, fid)
-        payload = self._args_payload(conn, args, kwargs)
         try:
-            reply, payloads = conn.channel().call(header, [payload])
-        except KeyboardInterrupt:  # the channel cancelled it
+            return _invocation.call(self.target(), args, kwargs)
+        except KeyboardInterrupt:  # the pipeline cancelled it
             print(f"remotecell: interrupted; cancelled the remote call to {self.name}", file=sys.stderr)
             raise
-        return _client.result_value(reply, payloads)
 
     @functools.cached_property
     def _is_generator(self) -> bool:
@@ -325,230 +204,19 @@ class Function:
         [0, 1, 2]
         """
         self._check_generator(True)
-        return self._items(args, kwargs)
-
-    def _items(self, args: tuple, kwargs: dict) -> Iterator[Any]:
-        conn, fid = self.fid()
-        header = dict(self._call_header(conn, fid), gen=True)
-        channel = conn.channel()
-        replies = channel.stream(header, [self._args_payload(conn, args, kwargs)])
-        finished = False
-        try:
-            for reply, payloads in replies:
-                if reply["t"] != "item":
-                    finished = True
-                    _client.result_value(reply, payloads)  # raises what the generator raised
-                    return
-                yield pickling.deserialize(payloads[0])
-        finally:
-            if not finished:  # the caller stopped early (break, Ctrl-C): stop the generator there too
-                channel.sock.send_multipart(framing.encode({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]}))
-                replies.close()
+        return _invocation.items(self.target(fresh=True), args, kwargs)
 
     def _remote_gen_aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         self._check_generator(True)
         return self._items_aio(args, kwargs)
 
     async def _items_aio(self, args: tuple, kwargs: dict) -> AsyncIterator[Any]:
-        conn, fid = await self.fid_aio()
-        header = dict(self._call_header(conn, fid), gen=True)
-        channel = conn.async_channel()
-        arrived: asyncio.Queue[Any] = asyncio.Queue()  # replies, or the error that ends the wait
-        channel.waiting[header["id"]] = (lambda h, p: arrived.put_nowait((h, p)), _client.output_here())
-        unwatch = channel.watch(arrived.put_nowait)
-        finished = False
-        try:
-            await channel.send(header, [self._args_payload(conn, args, kwargs)])
-            while True:
-                reply = await arrived.get()
-                if isinstance(reply, BaseException):
-                    raise reply
-                reply, payloads = reply
-                if reply["t"] != "item":
-                    finished = True
-                    _client.result_value(reply, payloads)
-                    return
-                yield pickling.deserialize(payloads[0])
-        finally:
-            unwatch()
-            channel.waiting.pop(header["id"], None)
-            if not finished:
-                await channel.send({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]})
+        async for item in _invocation.items_aio(await self.target_aio(), args, kwargs):
+            yield item
 
     async def _remote_aio(self, *args: Any, **kwargs: Any) -> Any:
         self._check_generator(False)
-        conn, fid = await self.fid_aio()
-        return await self._call_aio(conn, fid, args, kwargs)
-
-    async def _call_aio(self, conn: _client.Connection, fid: str, args: tuple, kwargs: dict) -> Any:
-        header = self._call_header(conn, fid)
-        payload = self._args_payload(conn, args, kwargs)
-        channel = conn.async_channel()
-        try:
-            reply, payloads = await channel.call(header, header["id"], payload)
-        except asyncio.CancelledError:
-            await channel.send({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]})
-            raise
-        return _client.result_value(reply, payloads)
-
-    # -- spawn --------------------------------------------------------------------------------
-
-    def _spawn_message(self, conn: _client.Connection, fid: str, entries: list[dict[str, Any]],
-                       payloads: list[framing.Payload]) -> dict[str, Any]:
-        header = {"t": "spawn", "id": conn.new_id(), "sid": conn.sid, "fid": fid,
-                  "e": entries}  # one payload each
-        if self.method:
-            header["m"] = self.method
-        return header
-
-    def _spawn_payload(self, args: tuple, kwargs: dict) -> framing.Payload:
-        try:  # no shared memory: the runtime keeps spawned inputs in its job store
-            return pickling.serialize((args, kwargs))
-        except Exception as exc:
-            raise SerializationError(f"arguments of {self.name} cannot be pickled: {exc}") from exc
-
-    def _spawn(self, *args: Any, **kwargs: Any) -> calls.FunctionCall:
-        """Start the function remotely and return at once with a handle on the call.
-
-        The runtime writes the input to its job store before this returns; the
-        result is kept (7 days by default) for ``call.get()`` from any process.
-
-        >>> call = square.spawn(4)
-        >>> call.get()
-        16
-        """
-        call_id, payload = calls.new_call_id(), self._spawn_payload(args, kwargs)
-        while True:
-            conn, fid = self.fid()
-            try:
-                conn.channel().roundtrip(self._spawn_message(conn, fid, [{"id": call_id}], [payload]), [payload])
-            except exceptions.RuntimeRestarted:
-                continue  # sent again with the same id: it is not run twice
-            return calls.FunctionCall(call_id, self.name)
-
-    async def _spawn_aio(self, *args: Any, **kwargs: Any) -> calls.FunctionCall:
-        call_id, payload = calls.new_call_id(), self._spawn_payload(args, kwargs)
-        loop = asyncio.get_running_loop()
-        pending = self._pending_spawns.get(loop)
-        if pending is None:
-            pending = self._pending_spawns[loop] = _PendingSpawns(loop.create_future())
-            loop.call_soon(self._send_pending_spawns, loop, pending)
-        pending.items.append(({"id": call_id}, payload))
-        await asyncio.shield(pending.accepted)  # one caller giving up does not unsend the others
-        return calls.FunctionCall(call_id, self.name)
-
-    def _send_pending_spawns(self, loop: asyncio.AbstractEventLoop, pending: _PendingSpawns) -> None:
-        self._pending_spawns.pop(loop, None)
-
-        async def send() -> None:
-            try:
-                for start in range(0, len(pending.items), SPAWN_PER_MESSAGE):
-                    await self._spawn_many(pending.items[start:start + SPAWN_PER_MESSAGE])
-            except BaseException as exc:
-                pending.accepted.set_exception(exc)
-                pending.accepted.exception()  # mark it seen: every waiter may have gone
-                return
-            pending.accepted.set_result(None)
-
-        asyncio.ensure_future(send())
-
-    async def _spawn_many(self, items: list[tuple[dict[str, Any], framing.Payload]]) -> None:
-        while True:
-            conn, fid = await self.fid_aio()
-            entries, payloads = [entry for entry, _ in items], [payload for _, payload in items]
-            try:
-                await conn.async_channel().roundtrip(self._spawn_message(conn, fid, entries, payloads), payloads)
-            except exceptions.RuntimeRestarted:
-                continue
-            return
-
-    async def _spawn_map_aio(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
-                             ) -> calls.FunctionCallGroup:
-        """Spawn one call per item (as ``map``), and return one handle for all of them.
-
-        >>> group = square.spawn_map(range(1000))
-        >>> group.get(index=7), group.status()
-        (49, {'succeeded': 1000})
-        """
-        group_id, count = calls.new_group_id(), 0
-        chunk: list[tuple[dict[str, Any], framing.Payload]] = []
-        sending: set[asyncio.Task[None]] = set()  # a few messages in flight: pickling overlaps the runtime's writes
-        try:
-            for args in zip(*iterables, strict=False):
-                entry = {"id": f"{group_id}.{count}", "g": group_id, "i": count}
-                chunk.append((entry, self._spawn_payload(tuple(args), kwargs or {})))
-                count += 1
-                if len(chunk) == SPAWN_PER_MESSAGE:
-                    sending.add(asyncio.ensure_future(self._spawn_many(chunk)))
-                    chunk = []
-                if len(sending) >= SPAWN_MESSAGES_IN_FLIGHT:
-                    done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()
-            if chunk:
-                sending.add(asyncio.ensure_future(self._spawn_many(chunk)))
-            for task in sending:
-                await task
-        finally:
-            for task in sending:
-                task.cancel()
-        return calls.FunctionCallGroup(group_id, count, self.name)
-
-    # -- map and friends ----------------------------------------------------------------------
-
-    async def _calls_aio(self, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any] | None = None,
-                         order_outputs: bool = True, return_exceptions: bool = False,
-                         progress: bool | None = None, total: int | None = None) -> AsyncIterator[list[Any]]:
-        """One remote call per tuple of arguments; lists of results as they finish (in input order by default)."""
-        conn, fid = await self.fid_aio()
-        header = self._call_header(conn, fid)
-        del header["t"], header["id"]
-        fanout = _map.Fanout(conn, header, functools.partial(self._args_payload, conn))
-        meter = _progress.Progress(f"{self.name}.map", total, progress)
-        async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter):
-            yield values
-
-    def _map_batches(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[list[Any]]:
-        return self._calls_aio(zip(*iterables, strict=False), total=_length(iterables), **options)  # shortest wins
-
-    def _starmap_batches(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[list[Any]]:
-        return self._calls_aio(items, total=_length([items]), **options)
-
-    async def _map_aio(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[Any]:
-        async for values in self._map_batches(*iterables, **options):
-            for value in values:
-                yield value
-
-    async def _starmap_aio(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[Any]:
-        async for values in self._starmap_batches(items, **options):
-            for value in values:
-                yield value
-
-    def _map(self, *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:
-        """``f.map(xs, ys)`` calls ``f(x, y)`` for each pair; results in input order.
-
-        Options: ``kwargs={...}`` for every call, ``order_outputs=False``, ``return_exceptions=True``,
-        ``progress=True/False`` (default: a progress line on a terminal, a widget in a notebook).
-
-        >>> list(square.map(range(5)))
-        [0, 1, 4, 9, 16]
-        """
-        return _flatten(_bridge.iterate(self._map_batches(*iterables, **options)))
-
-    def _starmap(self, items: Iterable[Sequence[Any]], **options: Any) -> Iterator[Any]:
-        """``f.starmap([(1, 2), (3, 4)])`` calls ``f(1, 2)`` and ``f(3, 4)``."""
-        return _flatten(_bridge.iterate(self._starmap_batches(items, **options)))
-
-    def _for_each(self, *iterables: Iterable[Any], ignore_exceptions: bool = False, **options: Any) -> None:
-        """Call ``f`` on every item for its effects; results are dropped."""
-        for _ in self._map(*iterables, return_exceptions=ignore_exceptions, order_outputs=False, **options):
-            pass
-
-    async def _for_each_aio(self, *iterables: Iterable[Any], ignore_exceptions: bool = False,
-                            **options: Any) -> None:
-        async for _ in self._map_aio(*iterables, return_exceptions=ignore_exceptions, order_outputs=False,
-                                     **options):
-            pass
+        return await _invocation.call_aio(await self.target_aio(), args, kwargs)
 
     def __repr__(self) -> str:
         return f"<rc.Function {self.app.name}.{self.name}>"

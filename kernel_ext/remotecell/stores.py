@@ -161,6 +161,13 @@ class Dict(_Store):
 
     _kind = "dict"
     _methods = ("get", "put", "update", "pop", "contains", "len", "clear")
+    get: Twin
+    put: Twin
+    update: Twin
+    pop: Twin
+    contains: Twin
+    len: Twin
+    clear: Twin
 
     def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
         super().__init__(oid, name, limits)
@@ -273,6 +280,12 @@ class Queue(_Store):
 
     _kind = "queue"
     _methods = ("put", "put_many", "get", "get_many", "len", "clear")
+    put: Twin
+    put_many: Twin
+    get: Twin
+    get_many: Twin
+    len: Twin
+    clear: Twin
 
     def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
         super().__init__(oid, name, limits)

@@ -32,11 +32,11 @@ from remotecell_runtime.protocol import framing, pickling, sharedmem
 from remotecell_runtime.protocol.errors import ErrorName
 from remotecell_runtime.protocol.spec import ClsSpec
 
-from .. import _client
+from .. import _client, _invocation
 from ..app import App
 from ..exceptions import FunctionTimeoutError, InvalidError, SerializationError
-from ..functions import Registration
 from ..options import check_function_options, check_gpu, check_range
+from ..registration import Registration
 from .worker import CellOutcome, SessionWorker
 
 CELL_LIMIT_S = 86400  # the runtime's longest timeout: no cell runs longer; --timeout S sets less
@@ -165,8 +165,6 @@ class RemoteSession:
         self.lost: str | None = None   # why the previous instance died, said at the next cell
         self.where = ""
         self._cells = itertools.count(1)
-        self._cancel_sock: Any = None
-        self._cancel_lock = threading.Lock()
 
     @property
     def started(self) -> bool:
@@ -276,7 +274,8 @@ class RemoteSession:
     def _roundtrip(self, method: str, args: list[Any], on_output: OutputSink | None, limit_s: float | None,
                    report_push: bool = False) -> tuple[dict[str, Any], list[framing.Payload]]:
         conn, fid = self.registration.fid()
-        header = {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid, "shm": conn.shm, "m": method}
+        target = _invocation.Target(conn, fid, method, f"session {self.name!r}")
+        header = target.header()
         try:
             payload = pickling.serialize((args, {}), sharedmem.ShmPool.local() if conn.shm else None)
         except Exception as exc:
@@ -284,15 +283,13 @@ class RemoteSession:
         if report_push and payload.nbytes > PUSH_REPORT_BYTES:
             print(f"remotecell: pushed {', '.join(sorted(args[4]))} ({_size(payload.nbytes)}) to session "
                   f"{self.name!r}", file=sys.stderr)
-        channel = conn.channel()
         timer = threading.Timer(limit_s, self._cancel, [conn, header["id"]]) if limit_s else None
         if timer is not None:
             timer.daemon = True
             timer.start()
         try:
-            return channel.roundtrip(header, [payload], on_output=on_output)
-        except KeyboardInterrupt:
-            channel.sock.send_multipart(framing.encode({"t": "cancel", "sid": conn.sid, "ids": [header["id"]]}))
+            return _invocation.exchange(target, header, payload, on_output)
+        except KeyboardInterrupt:  # the pipeline cancelled it
             print(f"remotecell: interrupted the remote cell; session {self.name!r} keeps its state",
                   file=sys.stderr)
             raise
@@ -302,10 +299,7 @@ class RemoteSession:
 
     def _cancel(self, conn: _client.Connection, input_id: str) -> None:
         """The cell passed its timeout: cancel it as an interrupt would (SIGINT, then a stop after a grace)."""
-        with self._cancel_lock:
-            if self._cancel_sock is None:
-                self._cancel_sock = conn.new_socket()
-            self._cancel_sock.send_multipart(framing.encode({"t": "cancel", "sid": conn.sid, "ids": [input_id]}))
+        conn.channel().cancel([input_id])  # the timer thread's channel, closed when the timer thread ends
 
     def _error(self, reply: dict[str, Any], payloads: list[framing.Payload]) -> BaseException:
         """The cell's exception, with the remote traceback of the cell's own frames only."""

@@ -1,0 +1,362 @@
+"""One call pipeline: sending a call, leasing a container for warm calls, falling back, retrying, receiving.
+
+Every calling form goes through here. ``call`` (``.remote``, class methods, batched
+functions: the runtime batches) sends one input on this thread's ``SyncChannel``,
+straight to a leased container when the thread holds a lease on the function
+(``Leases``), else through the runtime, asking for one; past the thread cap it
+goes as ``call_aio`` on the shared background loop. ``call_aio`` (``.remote.aio``)
+sends on the running loop's ``AsyncChannel``, which sends the calls of one loop
+turn together. ``items``/``items_aio`` (``remote_gen``) stream a generator's items;
+``fanout`` hands ``.map``/``.starmap``/``.for_each`` to ``_map``; ``spawn``/
+``spawn_aio`` (``.spawn``/``.spawn_map``) write calls to the job store, sent again
+after a runtime restart (the ids make that safe). The connection itself (hello,
+heartbeats, sockets) is ``_client``'s.
+
+Invariants: the runtime decides everything that goes wrong under a lease: a call
+that passes the function's timeout, whose container dies, or that fails and should
+be retried is handed back (``lease_return``) and waited for as any other call. A
+lease is the thread's hold: only its own thread's calls use it, and it goes with
+the thread's channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import zmq
+from remotecell_runtime.protocol import framing, pickling, sharedmem
+from remotecell_runtime.protocol.framing import Payload
+
+from . import _bridge, _client, _map, exceptions
+from .exceptions import SerializationError
+
+Reply = tuple[dict[str, Any], list[Payload]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What a call goes to: a registered definition (fid) on a connection, a class's method or not."""
+
+    conn: _client.Connection
+    fid: str
+    method: str | None
+    name: str  # for messages: ``square``, ``Model.predict``
+
+    def fields(self) -> dict[str, Any]:
+        """What every input message to this target carries (a ``call``'s header without its type and id)."""
+        fields: dict[str, Any] = {"fid": self.fid, "sid": self.conn.sid, "shm": self.conn.shm}
+        if self.method:
+            fields["m"] = self.method
+        return fields
+
+    def header(self, **extra: Any) -> dict[str, Any]:
+        return {"t": "call", "id": self.conn.new_id(), **self.fields(), **extra}
+
+    def args_payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Payload:
+        try:
+            return pickling.serialize_args(args, kwargs, sharedmem.ShmPool.local() if self.conn.shm else None)
+        except Exception as exc:
+            raise SerializationError(f"arguments of {self.name} cannot be pickled: {exc}") from exc
+
+
+# -- one input -------------------------------------------------------------------------------------
+
+def call(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """One input, blocking: its value, or raise its error; Ctrl-C cancels it wherever it runs."""
+    header, payload = target.header(), target.args_payload(args, kwargs)
+    channel = target.conn.channel()
+    if isinstance(channel, _client.BridgedChannel):  # past the thread cap: on the shared loop
+        return _bridge.run_in_background(_call_on_loop(target, header, payload))
+    reply, payloads = leases_of(channel).call(header, [payload])
+    return _client.result_value(reply, payloads)
+
+
+def exchange(target: Target, header: dict[str, Any], payload: Payload,
+             on_output: _client.OutputSink | None) -> Reply:
+    """One input through the runtime, never a lease (a ``%%remote`` session's cell); its raw reply.
+
+    ``header`` is ``target.header()``, made by the caller, which may cancel by its id meanwhile.
+    """
+    channel = target.conn.channel()
+    try:
+        return channel.roundtrip(header, [payload], on_output=on_output)
+    except KeyboardInterrupt:
+        channel.cancel([header["id"]])
+        raise
+
+
+async def call_aio(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """One input from a coroutine; cancelling the task cancels the input."""
+    return await _call_on_loop(target, target.header(), target.args_payload(args, kwargs))
+
+
+async def _call_on_loop(target: Target, header: dict[str, Any], payload: Payload) -> Any:
+    channel = target.conn.async_channel()
+    try:
+        reply, payloads = await channel.call(header, header["id"], payload)
+    except asyncio.CancelledError:
+        await channel.send(_client.cancel_header(target.conn, [header["id"]]))
+        raise
+    return _client.result_value(reply, payloads)
+
+
+def items(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
+    """A generator's items as the remote generator makes them; stopping early stops it there too."""
+    header = target.header(gen=True)
+    channel = target.conn.channel()
+    replies = channel.stream(header, [target.args_payload(args, kwargs)])
+    finished = False
+    try:
+        for reply, payloads in replies:
+            if reply["t"] != "item":
+                finished = True
+                _client.result_value(reply, payloads)  # raises what the generator raised
+                return
+            yield pickling.deserialize(payloads[0])
+    finally:
+        if not finished:  # the caller stopped early (break, Ctrl-C)
+            channel.cancel([header["id"]])
+            replies.close()
+
+
+async def items_aio(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    header = target.header(gen=True)
+    channel = target.conn.async_channel()
+    replies = channel.stream(header, [target.args_payload(args, kwargs)])
+    finished = False
+    try:
+        async for reply, payloads in replies:
+            if reply["t"] != "item":
+                finished = True
+                _client.result_value(reply, payloads)
+                return
+            yield pickling.deserialize(payloads[0])
+    finally:
+        await replies.aclose()
+        if not finished:
+            await channel.send(_client.cancel_header(target.conn, [header["id"]]))
+
+
+# -- many inputs -----------------------------------------------------------------------------------
+
+def fanout(target: Target) -> _map.Fanout:
+    """A map's inputs to ``target`` (``_map.run`` sends them, many to a message, and receives them)."""
+    return _map.Fanout(target.conn, target.fields(), target.args_payload)
+
+
+def spawn_payload(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Payload:
+    try:  # no shared memory: the runtime keeps spawned inputs in its job store
+        return pickling.serialize((args, kwargs))
+    except Exception as exc:
+        raise SerializationError(f"arguments of {name} cannot be pickled: {exc}") from exc
+
+
+def _spawn_header(target: Target, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    header = {"t": "spawn", "id": target.conn.new_id(), "sid": target.conn.sid, "fid": target.fid,
+              "e": entries}  # one payload each
+    if target.method:
+        header["m"] = target.method
+    return header
+
+
+def spawn(resolve: Callable[[], Target], entries: list[dict[str, Any]], payloads: list[Payload]) -> None:
+    """Write calls to the job store (``entries``: their ids), once the runtime committed them."""
+    while True:
+        target = resolve()
+        try:
+            target.conn.channel().roundtrip(_spawn_header(target, entries), payloads)
+        except exceptions.RuntimeRestarted:
+            continue  # sent again with the same ids: they are not run twice
+        return
+
+
+async def spawn_aio(resolve: Callable[[], Awaitable[Target]], entries: list[dict[str, Any]],
+                    payloads: list[Payload]) -> None:
+    while True:
+        target = await resolve()
+        try:
+            await target.conn.async_channel().roundtrip(_spawn_header(target, entries), payloads)
+        except exceptions.RuntimeRestarted:
+            continue
+        return
+
+
+# -- leases ----------------------------------------------------------------------------------------
+
+def leases_of(channel: _client.SyncChannel) -> Leases:
+    """The leases a thread's channel holds, made with its first call."""
+    if channel.holder is None:
+        channel.holder = Leases(channel)
+    assert isinstance(channel.holder, Leases)
+    return channel.holder
+
+
+@dataclasses.dataclass
+class HeldLease:
+    """A container the runtime lent to one thread's blocking calls of one function: they go straight to it."""
+
+    fid: str
+    cid: str
+    token: str  # the container takes calls carrying it, until the runtime takes the lease back
+    sock: zmq.Socket
+    timeout_s: float
+    retries: bool  # the function retries errors: a failed call goes back to the runtime, which retries it
+    runtime_id: str
+    wait_ms: int = _client.WAKE_MS  # the socket's RCVTIMEO: shorter when a call's deadline is near
+
+
+class Leases:
+    """The leases one thread's channel holds (one per function), and its calls that use them."""
+
+    def __init__(self, channel: _client.SyncChannel) -> None:
+        self.channel = channel
+        self.conn = channel.conn
+        self.held: dict[str, HeldLease] = {}  # fid -> lease
+
+    def close(self) -> None:
+        """The channel closes (its thread ended): so do its leases' sockets."""
+        for lease in list(self.held.values()):
+            self._drop(lease)
+
+    def call(self, header: dict[str, Any], payloads: list[Payload],
+             on_output: _client.OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
+        """One input of a function (a ``call`` header); its result message.
+
+        With a lease on the function, it goes straight to the leased container (two hops);
+        else through the runtime, asking for a lease (granted when the container is free
+        and nothing else waits for it). Ctrl-C cancels the input wherever it runs.
+        """
+        if self.held and int(self.channel.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            self._runtime_news()  # a lease may have ended meanwhile
+        lease = self.held.get(header["fid"])
+        if lease is not None and lease.runtime_id != self.conn.runtime_id:
+            self._drop(lease)
+            lease = None
+        try:
+            if lease is not None:
+                answer = self._call_direct(lease, header, payloads, on_output)
+                if answer is not None:
+                    return answer
+            if self.conn.info.is_local:
+                header["lease"] = True
+            return self.channel.roundtrip(header, payloads, on_output)
+        except KeyboardInterrupt:
+            self._cancel(header, payloads, lease)
+            raise
+
+    def _cancel(self, header: dict[str, Any], payloads: list[Payload], lease: HeldLease | None) -> None:
+        cancel = _client.cancel_header(self.conn, [header["id"]])
+        if lease is not None and self.held.get(lease.fid) is lease:  # it runs there, unknown to the runtime
+            cancel["cid"] = lease.cid  # the runtime interrupts it there and takes the lease back
+            self._drop(lease)
+            sharedmem.discard(payloads)  # its shared memory is nobody else's to free
+        self.channel.sock.send_multipart(framing.encode(cancel))
+
+    def _call_direct(self, lease: HeldLease, header: dict[str, Any], payloads: list[Payload],
+                     on_output: _client.OutputSink | None) -> tuple[dict[str, Any], list[Payload]] | None:
+        """Send a call to the leased container and wait for it; None: the lease was taken back, go through the runtime.
+
+        The runtime is still the one that decides when anything goes wrong: a call that passes
+        the function's timeout, whose container dies (``lease_lost``), or that fails and should be
+        retried is handed back to it (``lease_return``) and waited for as any other call.
+        """
+        request_id = header["id"]
+        sock = lease.sock
+        direct = {"t": "call", "id": request_id, "shm": header.get("shm", False), "token": lease.token}
+        if "m" in header:
+            direct["m"] = header["m"]
+        framing.send(sock, framing.encode(direct, payloads))
+        deadline = time.monotonic() + lease.timeout_s
+        ended = False  # the lease ended after our call ran: its result is on the way, then the lease goes
+        while True:
+            try:
+                frames = framing.recv(sock)  # RCVTIMEO wakes us to look at the runtime's news and the clock
+            except zmq.Again:
+                news = self._runtime_news(lease.cid)
+                if news is not None and news["t"] == "lease_ended":
+                    if news.get("last") != request_id:
+                        self._drop(lease)
+                        return None  # given up before our call came: it never ran there
+                    ended = True
+                elif news is not None:  # lease_lost: its container died, maybe under our call
+                    cause = str(news.get("cause", "its container died"))
+                    return self._hand_back(lease, header, payloads, on_output, why="crash", cause=cause)
+                left_ms = (deadline - time.monotonic()) * 1000
+                if left_ms <= 0:
+                    return self._hand_back(lease, header, payloads, on_output, why="timeout")
+                lease.wait_ms = sock.rcvtimeo = int(min(_client.WAKE_MS, left_ms)) + 1
+                self.conn.check_alive()
+                self.conn.check_restart(lease.runtime_id)
+                continue
+            reply, reply_payloads = framing.decode(frames)
+            if reply.get("id") != request_id:
+                sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
+            elif reply["t"] == "output":
+                (on_output or _client.write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
+            elif reply["t"] == "revoked":
+                self._drop(lease)
+                return None
+            elif reply.get("status") == "error" and lease.retries:
+                sharedmem.discard(reply_payloads)
+                return self._hand_back(lease, header, payloads, on_output, why="error", error=reply.get("error"))
+            else:
+                if ended:
+                    self._drop(lease)
+                elif lease.wait_ms != _client.WAKE_MS:
+                    lease.wait_ms = sock.rcvtimeo = _client.WAKE_MS
+                if reply.get("status") != "ok":  # the container kept no shared memory of the arguments
+                    sharedmem.discard(payloads)
+                return reply, reply_payloads
+
+    def _runtime_news(self, cid: str | None = None) -> dict[str, Any] | None:
+        """Read what the runtime sent meanwhile and act on it; news of the lease on ``cid`` is returned instead."""
+        mine = None
+        while int(self.channel.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            for reply, reply_payloads in _client.replies(*framing.decode(framing.recv(self.channel.sock))):
+                if reply["t"] in _client.LEASE_NEWS and reply["t"] != "lease" and reply.get("cid") == cid:
+                    mine = reply
+                elif reply["t"] in _client.LEASE_NEWS:
+                    self.news(reply)
+                else:
+                    sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
+        return mine
+
+    def _hand_back(self, lease: HeldLease, header: dict[str, Any], payloads: list[Payload],
+                   on_output: _client.OutputSink | None, why: str, cause: str = "",
+                   error: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Payload]]:
+        """Give a call that went wrong under ``lease`` to the runtime, which retries or fails it; its reply."""
+        self._drop(lease)
+        back = {"t": "lease_return", "id": header["id"], "sid": self.conn.sid, "fid": lease.fid, "cid": lease.cid,
+                "why": why, "cause": cause, "error": error, "shm": header.get("shm", False)}
+        if "m" in header:
+            back["m"] = header["m"]
+        framing.send(self.channel.sock, framing.encode(back, payloads))
+        for reply in self.channel.replies_to(header["id"], on_output, None, lease.runtime_id):
+            return reply
+        raise AssertionError("unreachable: _replies() ends with the reply")
+
+    def news(self, news: dict[str, Any]) -> None:
+        """A ``lease`` granted to this thread, or one that ended (taken back, or its container is gone)."""
+        held = self.held.get(str(news.get("fid")))
+        if news["t"] != "lease":
+            if held is not None and held.cid == news.get("cid"):
+                self._drop(held)
+            return
+        if held is not None and held.cid == news["cid"]:  # lent again: same container, same socket
+            held.token = str(news["token"])
+            return
+        if held is not None:
+            self._drop(held)
+        sock = self.conn.direct_socket(str(news["addr"]))
+        self.held[str(news["fid"])] = HeldLease(str(news["fid"]), str(news["cid"]), str(news["token"]), sock,
+                                              float(news["timeout_s"]), bool(news.get("retries")),
+                                              self.conn.runtime_id)
+
+    def _drop(self, lease: HeldLease) -> None:
+        if self.held.get(lease.fid) is lease:
+            del self.held[lease.fid]
+        self.conn.close_socket(lease.sock)

@@ -1,0 +1,180 @@
+"""Definitions on the runtime: one registered by value from this process (``Registration``), or one
+found by name in a deployed app (``Lookup``).
+
+Below ``functions``, ``cls`` and ``app`` on purpose: a registration knows its app only through
+``AppLike`` (what it asks of one), so nothing here imports the modules that build registrations.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import sysconfig
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import cloudpickle
+from remotecell_runtime.protocol import framing, pickling
+from remotecell_runtime.protocol.spec import ClsSpec
+
+from . import _client
+from .exceptions import InvalidError, SerializationError
+
+
+class AppLike(Protocol):
+    """What a registration asks of its app (``app.App``; ``DeployedApp`` for a definition found by name)."""
+
+    name: str
+    _conn: _client.Connection | None
+    _runtime_id: str | None
+
+    @property
+    def app_id(self) -> str | None: ...
+
+    def ensure_running(self) -> tuple[_client.Connection, str]: ...
+
+
+class DeployedApp:
+    """The deployed app of a definition found by name: known here by its name only, never started from here."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._conn: _client.Connection | None = None
+        self._runtime_id: str | None = None
+
+    @property
+    def app_id(self) -> str | None:
+        return None
+
+    def ensure_running(self) -> tuple[_client.Connection, str]:
+        raise InvalidError(f"app {self.name!r} is deployed elsewhere: a handle found by name cannot start it")
+
+    def __repr__(self) -> str:
+        return f"<rc.App {self.name} (deployed)>"
+
+
+_INSTALLED = tuple(
+    os.path.realpath(p) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
+                                  sysconfig.get_paths()["stdlib"]}
+)
+
+
+def _ship_module_by_value(fn: Callable[..., Any]) -> None:
+    """Functions from the user's own files travel by value, like those of ``__main__``.
+
+    The runtime cannot import a module that lives only in the caller's working
+    directory (a script, a test file); installed packages are imported there.
+    """
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    path = getattr(module, "__file__", None)
+    if module is None or module.__name__ == "__main__" or not path:
+        return
+    if os.path.realpath(path).startswith(_INSTALLED) or module.__name__.split(".")[0] in ("remotecell",):
+        return
+    cloudpickle.register_pickle_by_value(module)
+
+
+class Registration:
+    """One definition on the runtime: what a pool of containers loads (a function or a ClsSpec)."""
+
+    def __init__(self, app: AppLike, target: Any, options: dict[str, Any], name: str) -> None:
+        self.app = app
+        self.target = target
+        self.options = options
+        self.name = name
+        self._fid: str | None = None
+        self._fid_app: str | None = None
+        self._lock = threading.Lock()
+
+    def forget(self) -> None:
+        self._fid = None
+
+    @property
+    def registered(self) -> bool:
+        return self._fid is not None
+
+    def cached(self) -> tuple[_client.Connection, str] | None:
+        """``fid()`` without blocking, when it is known for the running app (the hot path of ``.aio``)."""
+        app = self.app
+        conn, fid = app._conn, self._fid
+        if conn is None or fid is None or conn.closed or self._fid_app != app.app_id:
+            return None
+        if app._runtime_id != conn.runtime_id:
+            return None
+        return conn, fid
+
+    def _body(self) -> framing.Payload:
+        _ship_module_by_value(getattr(self.target, "cls", self.target))
+        try:
+            return framing.Payload([pickling.dumps(self.target)])
+        except Exception as exc:
+            raise SerializationError(f"{self.name} cannot be pickled to ship it: {exc}") from exc
+
+    def is_generator(self, method: str | None) -> bool:
+        user_fn = getattr(self.target.cls, method) if method else self.target
+        return inspect.isgeneratorfunction(user_fn) or inspect.isasyncgenfunction(user_fn)
+
+    def meta(self) -> dict[str, Any]:
+        """What a caller without the code needs (``Function.from_name``): the generators, a class's methods."""
+        methods = list(self.target.methods) if isinstance(self.target, ClsSpec) else []
+        names = methods or [""]  # "" is a plain function
+        meta: dict[str, Any] = {"generators": [m for m in names if self.is_generator(m or None)]}
+        return meta | ({"methods": methods} if methods else {})
+
+    def fid(self) -> tuple[_client.Connection, str]:
+        """Register the current definition with the running app (once)."""
+        conn, app_id = self.app.ensure_running()
+        with self._lock:
+            if self._fid is None or self._fid_app != app_id:
+                options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
+                header = {"t": "fn_register", "app_id": app_id, "name": self.name, "options": options,
+                          "meta": self.meta()}
+                self._fid = conn.request(header, [self._body()])["fid"]
+                self._fid_app = app_id
+            return conn, self._fid
+
+
+class Lookup(Registration):
+    """A deployed definition found by name; looked up again when the runtime restarted."""
+
+    def __init__(self, app_name: str, name: str) -> None:
+        super().__init__(DeployedApp(app_name), None, {}, name)
+        self._meta: dict[str, Any] = {}
+        self._conn: _client.Connection | None = None
+        self._runtime_id = ""
+        self.fid()  # a name that is not deployed fails here, not at the first call
+
+    def fid(self) -> tuple[_client.Connection, str]:
+        with self._lock:
+            conn = _client.connection()
+            if self._fid is None or self._conn is not conn or self._runtime_id != conn.runtime_id:
+                runtime_id = conn.runtime_id
+                reply = conn.request({"t": "fn_lookup", "app": self.app.name, "name": self.name})
+                self._fid, self._conn, self._runtime_id = str(reply["fid"]), conn, runtime_id
+                self.options, self._meta = dict(reply.get("options") or {}), dict(reply.get("meta") or {})
+            return conn, self._fid
+
+    def cached(self) -> tuple[_client.Connection, str] | None:
+        conn, fid = self._conn, self._fid
+        if conn is None or fid is None or conn.closed or self._runtime_id != conn.runtime_id:
+            return None
+        return conn, fid
+
+    def is_generator(self, method: str | None) -> bool:
+        return (method or "") in self._meta.get("generators", [])
+
+    @property
+    def methods(self) -> list[str]:
+        return [str(m) for m in self._meta.get("methods", [])]
+
+
+def code_elsewhere(name: str) -> Callable[..., Any]:
+    def local(*args: Any, **kwargs: Any) -> Any:
+        raise InvalidError(f"{name} was found by name: its code is not in this process. Call {name}.remote(...)")
+
+    local.__name__ = local.__qualname__ = name
+    return local
+
+
