@@ -12,7 +12,7 @@ free containers.  A due batch that finds no free container keeps taking inputs
     >>> b.add(inp)                      # inp.queued_at: when it arrived (time.monotonic())
     >>> while b.due() and (c := free()): run(b.take(), c)
 
-The stats (``BatchStats``) are kept here too: sizes, why batches closed, each
+The stats (``BatcherStats``) are kept here too: sizes, why batches closed, each
 input's wait, items per second, and the last batches with their timestamps.
 """
 
@@ -62,7 +62,7 @@ class Batch(Generic[T]):
         self.outstanding = {item.id for item in self.items}
 
 
-class BatchStats:
+class BatcherStats:
     """What ``f.batch_stats()`` reports for one batched function."""
 
     def __init__(self, max_batch_size: int, wait_ms: int) -> None:
@@ -127,7 +127,7 @@ class Batcher(Generic[T]):
         self.on_due = on_due
         self.clock = clock
         self.pending: collections.deque[T] = collections.deque()
-        self.stats = BatchStats(max_batch_size, wait_ms)
+        self.stats = BatcherStats(max_batch_size, wait_ms)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_for: T | None = None  # the oldest input the timer was armed for
 

@@ -1,24 +1,29 @@
-"""Container processes: start, watch, stop, and say why one died."""
+"""The daemon's records of its containers, and their start and stop through a ``Backend``.
+
+A ``ContainerRecord`` is what the daemon and the pools know of one container: its
+state, the inputs running on it, its lease, the resources reserved for it, why the
+runtime stopped it.  Where and how it runs is its backend's business
+(``backends/``): ``ContainerManager`` is the one place that calls the backend.
+
+Invariants: a record is in ``ContainerManager.containers`` from ``start`` until its
+backend reports its exit, then its state is DEAD, its ``exit`` says how it ended,
+and ``on_exit`` is called once; ``stop_reason`` (set by the runtime when it stops a
+container) wins over the backend's cause in the sentence that reports a death.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import enum
 import itertools
-import logging
 import os
-import signal
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-log = logging.getLogger("remotecell.runtime")
+from .backends.base import Backend, ContainerExit, ContainerSpec
 
-LOG_TAIL_LINES = 40
-INTERRUPT_GRACE_S = 1.0
 _ids = itertools.count(1)
 
 
@@ -31,8 +36,8 @@ class State(enum.Enum):
 
 
 @dataclass
-class Lease:
-    """The container lent to one blocking caller: its calls go straight to the container's own socket."""
+class ContainerLease:
+    """A container lent to one blocking caller: its calls go straight to the container's own socket."""
 
     peer: Any  # the caller's (listener, identity), where lease news goes
     sid: str
@@ -42,171 +47,88 @@ class Lease:
 
 
 @dataclass
-class Container:
+class ContainerRecord:
+    """The daemon's record of one container of one function."""
+
     id: str
     fid: str
     max_inputs: int
     gpus: list[int]
     cpus: float = 0.0  # reserved from the host's CPU budget while it lives
-    proc: asyncio.subprocess.Process | None = None
     state: State = State.STARTING
     active: set[str] = field(default_factory=set)  # input ids running here
-    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
     started_at: float = field(default_factory=time.monotonic)
     idle_since: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None  # set when the runtime itself stops it (timeout, memory, ...)
-    cancel_w: int | None = None  # the cancel pipe: ids of inputs to interrupt, read by its SIGINT handler
     direct: str | None = None  # its own socket, for a leaseholder's calls (None: it takes no lease)
-    lease: Lease | None = None
+    lease: ContainerLease | None = None
+    exit: ContainerExit | None = None  # how it ended, once its backend said so
 
-    @property
-    def free_slots(self) -> int:
-        if self.state not in (State.IDLE, State.BUSY):
-            return 0
-        return self.max_inputs - len(self.active)
-
-    def death_cause(self, returncode: int | None) -> str:
+    def death_cause(self) -> str:
         """A sentence saying why this container ended, with its last lines of output."""
-        if self.stop_reason:
-            cause = self.stop_reason
-        elif returncode is None:
-            cause = "it vanished"
-        elif returncode < 0:
-            cause = f"it was killed by signal {signal.Signals(-returncode).name}"
-        else:
-            cause = f"it exited with code {returncode}"
-        lines = "\n".join(list(self.tail)[-10:])
+        exit = self.exit or ContainerExit("it vanished")
+        cause = self.stop_reason or exit.cause
+        lines = "\n".join(exit.tail[-10:])
         return f"container {self.id} died under the call: {cause}" + (
             f"\nlast output lines:\n{lines}" if lines else ""
         )
 
 
 class ContainerManager:
-    """Starts container processes and reports their exits to ``on_exit``."""
+    """Starts containers through its backend, keeps their records, reports their exits to ``on_exit``."""
 
-    def __init__(self, address: str, shm_prefix: str, on_exit: Callable[[Container, int | None], None],
-                 sock_dir: str, client_env: dict[str, str]) -> None:
-        self.address = address
-        self.client_env = client_env  # user code in a container talks to this runtime as a client
-        self.sock_dir = sock_dir  # private (0700): where containers bind their own sockets
-        self.shm_prefix = shm_prefix
+    def __init__(self, backend: Backend, on_exit: Callable[[ContainerRecord], None]) -> None:
+        self.backend = backend
         self.on_exit = on_exit
-        self.containers: dict[str, Container] = {}
+        self.containers: dict[str, ContainerRecord] = {}
 
-    def start(self, fid: str, max_inputs: int, gpus: list[int], env: dict[str, str]) -> Container:
-        """A container in state STARTING; its process comes up in the background."""
-        cid = f"c{next(_ids)}-{os.getpid()}"
-        container = Container(cid, fid, max_inputs, gpus)
-        self.containers[cid] = container
-        asyncio.ensure_future(self._spawn(container, env))
-        return container
+    def check(self, options: dict[str, Any]) -> None:
+        """Raise ``SpecRefused`` when the backend could never start a container for these options."""
+        self.backend.check(ContainerSpec.wanted(options))
 
-    async def _spawn(self, container: Container, env: dict[str, str]) -> None:
-        child_env = {**os.environ, **env, **self.client_env}
-        child_env["PYTHONUNBUFFERED"] = "1"
-        child_env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode makes cold starts faster
-        child_env["REMOTECELL_SHM_PREFIX"] = self.shm_prefix
-        child_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in container.gpus)
-        child_env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # number devices as nvidia-smi does
-        cancel_r, cancel_w = os.pipe()
-        os.set_blocking(cancel_w, False)
-        try:
-            container.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "remotecell_runtime.container",
-                "--connect", self.address, "--id", container.id, "--cancel-fd", str(cancel_r),
-                "--direct", f"ipc://{self._direct_path(container)}",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=child_env,
-                pass_fds=(cancel_r,),
-                start_new_session=True,  # a ^C in the daemon's terminal is not theirs
-            )
-        except OSError as exc:
-            os.close(cancel_w)
-            container.stop_reason = f"it could not be started: {exc}"
-            self._exited(container, None)
+    def start(self, spec: ContainerSpec) -> ContainerRecord:
+        """A container in state STARTING; it comes up in the background and says hello when it is up."""
+        spec = replace(spec, cid=f"c{next(_ids)}-{os.getpid()}", connect=self.backend.connect_back.connect)
+        record = ContainerRecord(spec.cid, spec.fid, spec.max_inputs, list(spec.gpus), spec.cpu)
+        self.containers[spec.cid] = record
+        self.backend.start(spec, self._exited)
+        return record
+
+    def _exited(self, cid: str, exit: ContainerExit) -> None:
+        record = self.containers.pop(cid, None)
+        if record is None:
             return
-        finally:
-            os.close(cancel_r)
-        container.cancel_w = cancel_w
-        if container.state is State.STOPPING:  # stopped while its process was starting
-            self.signal(container, signal.SIGKILL)
-        await self._watch(container)
+        record.state = State.DEAD
+        record.exit = exit
+        self.on_exit(record)
 
-    async def _watch(self, container: Container) -> None:
-        assert container.proc is not None and container.proc.stdout is not None
-        async for raw in container.proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            container.tail.append(line)
-            log.debug("[%s] %s", container.id, line)
-        self._exited(container, await container.proc.wait())
+    def stop(self, container: ContainerRecord, reason: str | None, grace_s: float, interrupt: bool = False,
+             asked: bool = False) -> None:
+        """Stop it (``reason``: why the runtime did, for its death report); forced ``grace_s`` later.
 
-    def _direct_path(self, container: Container) -> str:
-        return os.path.join(self.sock_dir, f"{container.id}.sock")
-
-    def _exited(self, container: Container, returncode: int | None) -> None:
-        container.state = State.DEAD
-        if container.cancel_w is not None:
-            os.close(container.cancel_w)
-            container.cancel_w = None
-        try:  # a killed container leaves its socket file behind
-            os.unlink(self._direct_path(container))
-        except FileNotFoundError:
-            pass
-        self.containers.pop(container.id, None)
-        self.on_exit(container, returncode)
-
-    def signal(self, container: Container, sig: int) -> None:
-        if container.proc is not None and container.proc.returncode is None:
-            try:
-                container.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
-
-    def cancel(self, container: Container, input_id: str) -> None:
-        """Interrupt ``input_id`` if it is the one running; the container skips it if it is still queued."""
-        if container.cancel_w is None:
-            return
-        try:
-            os.write(container.cancel_w, input_id.encode() + b"\n")
-        except OSError:  # gone, or the pipe is full of names it never read
-            return
-        self.signal(container, signal.SIGINT)
-
-    def stop(self, container: Container, reason: str | None, grace_s: float, interrupt: bool = False,
-             signal_now: bool = True) -> None:
-        """SIGTERM now (after SIGINT and ``INTERRUPT_GRACE_S`` with ``interrupt``), SIGKILL ``grace_s`` later.
-
-        ``signal_now=False``: the container was asked to stop by message; only SIGKILL follows.
+        ``interrupt``: let the user code running there unwind first; ``asked``: it was told to stop
+        by message (it runs its @exit hooks), so nothing more happens before the force.
         """
         if container.state is State.DEAD:
             return
         container.state = State.STOPPING
         container.stop_reason = container.stop_reason or reason
-        loop = asyncio.get_running_loop()
-        if interrupt:  # let the running code unwind first
-            self.signal(container, signal.SIGINT)
-            loop.call_later(INTERRUPT_GRACE_S, self.signal, container, signal.SIGTERM)
-            grace_s += INTERRUPT_GRACE_S
-        elif signal_now:
-            self.signal(container, signal.SIGTERM)
-        loop.call_later(grace_s, self.signal, container, signal.SIGKILL)
+        self.backend.stop(container.id, grace_s, interrupt=interrupt, asked=asked)
 
-    def rss_mib(self, container: Container) -> float | None:
-        """Resident memory of the container's process, from /proc (Linux)."""
-        if container.proc is None:
-            return None
-        try:
-            with open(f"/proc/{container.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
+    def kill(self, container: ContainerRecord) -> None:
+        self.backend.kill(container.id)
 
-    def all(self) -> list[Container]:
+    def cancel(self, container: ContainerRecord, input_id: str) -> None:
+        """Interrupt ``input_id`` if it is the one running; the container skips it if it is still queued."""
+        self.backend.interrupt(container.id, input_id)
+
+    def memory_mib(self, container: ContainerRecord) -> float | None:
+        return self.backend.memory_mib(container.id)
+
+    def placement(self, container: ContainerRecord) -> str:
+        return self.backend.placement(container.id)
+
+    def all(self) -> list[ContainerRecord]:
         return list(self.containers.values())
 
     def stats(self) -> dict[str, Any]:

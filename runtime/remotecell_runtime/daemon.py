@@ -26,7 +26,9 @@ import zmq
 
 from . import auth, vault
 from .apps import App, AppRegistry, DeployStore, SavedFunction
-from .containers import Container, ContainerManager, State
+from .backends.base import SpecRefused
+from .backends.local import LocalBackend
+from .containers import ContainerManager, ContainerRecord, State
 from .cpus import CpuBudget, host_cpus
 from .gpus import GpuAllocator, inventory
 from .images import ImageError, Images, packages_of
@@ -163,7 +165,7 @@ class Daemon:
             "status": self.on_status,
             "shutdown": self.on_shutdown,
         }
-        self.container_handlers: dict[str, Callable[[Container, dict[str, Any], list[Frame]], None]] = {
+        self.container_handlers: dict[str, Callable[[ContainerRecord, dict[str, Any], list[Frame]], None]] = {
             "hello": self.on_container_hello,
             "ready": self.on_container_ready,
             "load_failed": self.on_container_load_failed,
@@ -196,14 +198,14 @@ class Daemon:
             self._start_authenticator()
         for address in self.binds:
             self.listeners.append(self._bind_client(address, keys))
-        container_address = f"ipc://{self.sock_dir / f'containers-{self.runtime_id}.sock'}"
+        backend = LocalBackend(str(self.sock_dir), self.runtime_id, self.shm_prefix, self._client_env(),
+                               self.gpus, self.cpus)
         csock = self.ctx.socket(zmq.ROUTER)
         csock.router_mandatory = True
         csock.sndhwm = csock.rcvhwm = 0
-        csock.bind(container_address)
-        self.container_listener = Listener(csock, self.on_container_message, shm=True)
-        self.containers = ContainerManager(container_address, self.shm_prefix, self.on_container_exit,
-                                           str(self.sock_dir), self._client_env())
+        csock.bind(backend.connect_back.bind)
+        self.container_listener = Listener(csock, self.on_container_message, shm=backend.connect_back.same_host)
+        self.containers = ContainerManager(backend, self.on_container_exit)
         self.deployed = DeployStore(self.state_dir / "deployed.db")
         self.scheduler = Scheduler(self.deployed.db, self.jobs, self._deployed_pool)
         self.handlers.update(self.scheduler.handlers)  # schedule messages: see scheduler.py
@@ -287,7 +289,7 @@ class Daemon:
         while self.containers.all() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for c in self.containers.all():
-            self.containers.signal(c, signal.SIGKILL)
+            self.containers.kill(c)
         self.ticker.cancel()
         for lst in [*self.listeners, self.container_listener]:
             lst.close()
@@ -410,7 +412,7 @@ class Daemon:
     def send_container(self, cid: str, frames: list[Frame]) -> None:
         self.container_listener.send(cid.encode(), frames)
 
-    def reclaim(self, requester: Pool, holds: Callable[[Container], bool]) -> None:
+    def reclaim(self, requester: Pool, holds: Callable[[ContainerRecord], bool]) -> None:
         """A pool waits for GPUs or CPUs (``holds``): stop an idle container of another pool that holds some."""
         if any(c.state is State.STOPPING and holds(c) for c in self.containers.all()):
             return  # some are on their way back already
@@ -510,10 +512,10 @@ class Daemon:
 
     def _check_host(self, options: dict[str, Any]) -> dict[str, str]:
         """Refuse what this host cannot give a definition (its GPUs, its image); its containers' variables."""
-        gpu = options.get("gpu")
-        why = (self.gpus.unsatisfiable(gpu) if gpu else None) or self.cpus.unsatisfiable(float(options.get("cpu") or 0))
-        if why:
-            raise RequestError(ErrorName.INVALID, why)
+        try:
+            self.containers.check(options)
+        except SpecRefused as exc:
+            raise RequestError(ErrorName.INVALID, str(exc)) from None
         if options.get("schedule") is not None:
             check_spec(options["schedule"])
         if options.get("image"):
@@ -783,10 +785,10 @@ class Daemon:
         except Exception:
             log.exception("bad message from container %s", cid)
 
-    def _pool_of(self, container: Container) -> Pool | None:
+    def _pool_of(self, container: ContainerRecord) -> Pool | None:
         return self.pools.get(container.fid)
 
-    def on_container_hello(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_container_hello(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
         if pool is None:
             self.containers.stop(container, "its function is gone", 1.0)
@@ -795,29 +797,29 @@ class Daemon:
         load = {"t": "load", "fid": fn.fid, "options": fn.options}
         self.send_container(container.id, framing.encode(load, [fn.body]))
 
-    def on_container_ready(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_container_ready(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
         if isinstance(header.get("direct"), str):
             container.direct = header["direct"]
         if pool is not None:
             pool.on_ready(container)
 
-    def on_container_released(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_container_released(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
         if pool is not None:
             pool.on_released(container, float(header.get("idle_s", 0.0)), str(header.get("last", "")))
 
-    def on_container_lease_used(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_container_lease_used(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
         if pool is not None:
             pool.on_lease_used(container, int(header.get("n", 0)), int(header.get("us", 0)))
 
-    def on_container_load_failed(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_container_load_failed(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
         if pool is not None:
             pool.on_load_failed(container, header["error"], frames)
 
-    def on_container_output(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_container_output(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self.input_pool.get(header.get("id", ""))
         inp = pool.inputs.get(header["id"]) if pool is not None else None
         if inp is None:
@@ -828,12 +830,12 @@ class Daemon:
         else:
             self.send_peer(inp.peer, frames)
 
-    def on_container_result(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_container_result(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
         if pool is not None:
             pool.on_results(container, [Result(header, framing.split_payloads(header, frames[2:]), frames)])
 
-    def on_container_results(self, container: Container, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_container_results(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
         pool = self._pool_of(container)
         message = ResultMessage(header, frames)
         if pool is None:
@@ -844,14 +846,14 @@ class Daemon:
         finally:
             self._send_held()
 
-    def on_container_exit(self, container: Container, returncode: int | None) -> None:
+    def on_container_exit(self, container: ContainerRecord) -> None:
         if container.lease is not None:  # its leaseholder hands back the call it may be waiting for
             lost = {"t": "lease_lost", "fid": container.lease.fid, "cid": container.id,
-                    "cause": container.death_cause(returncode)}
+                    "cause": container.death_cause()}
             self.send_peer(container.lease.peer, framing.encode(lost))
         pool = self._pool_of(container)
         if pool is not None:
-            pool.on_exit(container, returncode)
+            pool.on_exit(container)
         for other in self.pools.values():  # a freed GPU may unblock another pool
             if other is not pool and other.waiting:
                 other.dispatch()

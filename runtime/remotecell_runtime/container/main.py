@@ -86,7 +86,7 @@ class Terminated(SystemExit):
 class _Stream:
     """sys.stdout/sys.stderr stand-in: lines written during an input go to its caller."""
 
-    def __init__(self, container: Container, name: str, fallback: Any) -> None:
+    def __init__(self, container: ContainerLoop, name: str, fallback: Any) -> None:
         self.container = container
         self.name = name
         self.fallback = fallback
@@ -149,7 +149,9 @@ class _Stream:
         return int(self.fallback.fileno())
 
 
-class Container:
+class ContainerLoop:
+    """The container process's main loop: loads the function once, serves inputs, reports results."""
+
     def __init__(self, address: str, container_id: str, cancel_fd: int | None = None,
                  direct_address: str | None = None) -> None:
         self.id = container_id
@@ -790,7 +792,7 @@ def main(argv: list[str] | None = None) -> None:
     _die_with_parent()
     if cancel_fd is not None:
         os.set_blocking(cancel_fd, False)
-    container = Container(address, container_id, cancel_fd, options.get("--direct"))
+    container = ContainerLoop(address, container_id, cancel_fd, options.get("--direct"))
     sys.stdout = _Stream(container, "stdout", sys.__stdout__)
     sys.stderr = _Stream(container, "stderr", sys.__stderr__)
     signal.signal(signal.SIGINT, container.on_sigint)

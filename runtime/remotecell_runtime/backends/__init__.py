@@ -1,0 +1,1 @@
+"""Where containers run: the ``Backend`` interface (``base``) and its implementations (``local``)."""

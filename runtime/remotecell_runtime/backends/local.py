@@ -1,0 +1,200 @@
+"""The local backend: each container is a process on this host, ``python -m remotecell_runtime.container``.
+
+The only module that knows containers are processes: it spawns them, reads their
+output (the last ``LOG_TAIL_LINES`` kept for the exit report), signals them, and
+turns an exit status into the sentence that says why one ended.
+
+Invariants: a process is started in its own session (a ^C in the daemon's terminal
+is not its), with the daemon's own runtime as its client's runtime; each has a
+cancel pipe (ids of inputs to interrupt, read by its SIGINT handler) and its own
+ipc:// socket for a leaseholder's direct calls in the daemon's private socket
+folder, both gone when it exits; every process started is reported to ``on_exit``
+once, when its output has closed and it has been reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from ..cpus import CpuBudget
+from ..gpus import GpuAllocator
+from .base import ConnectBack, ContainerExit, ContainerSpec, ExitCallback, SpecRefused
+
+log = logging.getLogger("remotecell.runtime")
+
+LOG_TAIL_LINES = 40
+INTERRUPT_GRACE_S = 1.0  # SIGINT, then SIGTERM this much later
+
+
+@dataclass
+class _Process:
+    spec: ContainerSpec
+    proc: asyncio.subprocess.Process | None = None  # None while it is being spawned
+    cancel_w: int | None = None  # the cancel pipe's write end
+    tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
+    stopping: bool = False  # stopped before its process existed: killed as soon as it does
+
+
+class LocalBackend:
+    """Containers as local processes that connect back over ipc:// and may use this host's shared memory."""
+
+    def __init__(self, sock_dir: str, runtime_id: str, shm_prefix: str, client_env: dict[str, str],
+                 gpus: GpuAllocator, cpus: CpuBudget) -> None:
+        self.sock_dir = sock_dir  # private (0700): the daemon's socket and the containers' own
+        self.shm_prefix = shm_prefix
+        self.client_env = client_env  # user code in a container talks to this runtime as a client
+        self.gpus = gpus
+        self.cpus = cpus
+        address = f"ipc://{os.path.join(sock_dir, f'containers-{runtime_id}.sock')}"
+        self._connect_back = ConnectBack(bind=address, connect=address, same_host=True)
+        self.processes: dict[str, _Process] = {}
+
+    @property
+    def connect_back(self) -> ConnectBack:
+        return self._connect_back
+
+    def check(self, spec: ContainerSpec) -> None:
+        why = (self.gpus.unsatisfiable(spec.gpu) if spec.gpu else None) or self.cpus.unsatisfiable(spec.cpu)
+        if why:
+            raise SpecRefused(why)
+
+    def start(self, spec: ContainerSpec, on_exit: ExitCallback) -> None:
+        process = self.processes[spec.cid] = _Process(spec)
+        asyncio.ensure_future(self._run(process, on_exit))
+
+    def _environment(self, spec: ContainerSpec) -> dict[str, str]:
+        env = {**os.environ, **spec.env, **self.client_env}
+        if spec.image_site:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (spec.image_site, spec.env.get("PYTHONPATH")
+                                                            or os.environ.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode makes cold starts faster
+        env["REMOTECELL_SHM_PREFIX"] = self.shm_prefix
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # number devices as nvidia-smi does
+        return env
+
+    async def _run(self, process: _Process, on_exit: ExitCallback) -> None:
+        spec = process.spec
+        cancel_r, cancel_w = os.pipe()
+        os.set_blocking(cancel_w, False)
+        try:
+            process.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "remotecell_runtime.container",
+                "--connect", spec.connect, "--id", spec.cid, "--cancel-fd", str(cancel_r),
+                "--direct", f"ipc://{self._direct_path(spec.cid)}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._environment(spec),
+                pass_fds=(cancel_r,),
+                start_new_session=True,  # a ^C in the daemon's terminal is not theirs
+            )
+        except OSError as exc:
+            os.close(cancel_w)
+            self._ended(process, ContainerExit(f"it could not be started: {exc}"), on_exit)
+            return
+        finally:
+            os.close(cancel_r)
+        process.cancel_w = cancel_w
+        if process.stopping:  # stopped while its process was starting
+            self._signal(process, signal.SIGKILL)
+        assert process.proc.stdout is not None
+        async for raw in process.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            process.tail.append(line)
+            log.debug("[%s] %s", spec.cid, line)
+        code = await process.proc.wait()
+        self._ended(process, ContainerExit(_cause(code), code, tuple(process.tail)), on_exit)
+
+    def _direct_path(self, cid: str) -> str:
+        return os.path.join(self.sock_dir, f"{cid}.sock")
+
+    def _ended(self, process: _Process, exit: ContainerExit, on_exit: ExitCallback) -> None:
+        if process.cancel_w is not None:
+            os.close(process.cancel_w)
+            process.cancel_w = None
+        try:  # a killed container leaves its socket file behind
+            os.unlink(self._direct_path(process.spec.cid))
+        except FileNotFoundError:
+            pass
+        self.processes.pop(process.spec.cid, None)
+        on_exit(process.spec.cid, exit)
+
+    def _signal(self, process: _Process, sig: int) -> None:
+        if process.proc is not None and process.proc.returncode is None:
+            try:
+                process.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def _signal_cid(self, cid: str, sig: int) -> None:
+        process = self.processes.get(cid)
+        if process is not None:
+            self._signal(process, sig)
+
+    def stop(self, cid: str, grace_s: float, *, interrupt: bool = False, asked: bool = False) -> None:
+        """SIGTERM now (after SIGINT and ``INTERRUPT_GRACE_S`` with ``interrupt``; not at all when ``asked``),
+        SIGKILL ``grace_s`` later."""
+        process = self.processes.get(cid)
+        if process is None:
+            return
+        process.stopping = True
+        loop = asyncio.get_running_loop()
+        if interrupt:  # let the running code unwind first
+            self._signal(process, signal.SIGINT)
+            loop.call_later(INTERRUPT_GRACE_S, self._signal_cid, cid, signal.SIGTERM)
+            grace_s += INTERRUPT_GRACE_S
+        elif not asked:
+            self._signal(process, signal.SIGTERM)
+        loop.call_later(grace_s, self._signal_cid, cid, signal.SIGKILL)
+
+    def kill(self, cid: str) -> None:
+        self._signal_cid(cid, signal.SIGKILL)
+
+    def interrupt(self, cid: str, input_id: str) -> None:
+        """Write ``input_id`` to the cancel pipe and SIGINT: its handler raises only if that input runs."""
+        process = self.processes.get(cid)
+        if process is None or process.cancel_w is None:
+            return
+        try:
+            os.write(process.cancel_w, input_id.encode() + b"\n")
+        except OSError:  # gone, or the pipe is full of names it never read
+            return
+        self._signal(process, signal.SIGINT)
+
+    def alive(self, cid: str) -> bool:
+        process = self.processes.get(cid)
+        return process is not None and process.proc is not None and process.proc.returncode is None
+
+    def placement(self, cid: str) -> str:
+        process = self.processes.get(cid)
+        if process is None or process.proc is None:
+            return "a local process (not running)"
+        return f"pid {process.proc.pid} on this host"
+
+    def memory_mib(self, cid: str) -> float | None:
+        """Resident memory of the container's process, from /proc (Linux)."""
+        process = self.processes.get(cid)
+        if process is None or process.proc is None:
+            return None
+        try:
+            with open(f"/proc/{process.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+
+def _cause(code: int) -> str:
+    if code < 0:
+        return f"it was killed by signal {signal.Signals(-code).name}"
+    return f"it exited with code {code}"

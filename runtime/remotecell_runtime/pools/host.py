@@ -1,0 +1,35 @@
+"""``PoolHost``: what a pool needs of the process that holds it (the daemon).
+
+A pool sends through its host (to containers, to callers), starts and stops
+containers through the host's ``ContainerManager`` (never a backend directly),
+reserves GPUs and CPUs from the host's inventories, and asks the host to free
+what another pool's idle container holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from ..containers import ContainerManager, ContainerRecord
+from ..cpus import CpuBudget
+from ..gpus import GpuAllocator
+from ..images import Images
+from ..protocol.framing import Frame
+from .inputs import Peer, Result
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+
+class PoolHost(Protocol):
+    containers: ContainerManager
+    gpus: GpuAllocator
+    cpus: CpuBudget
+    images: Images
+
+    def send_container(self, cid: str, frames: list[Frame]) -> None: ...
+    def reclaim(self, requester: Pool, holds: Callable[[ContainerRecord], bool]) -> None: ...
+    def send_peer(self, peer: Peer, frames: list[Frame]) -> None: ...
+    def send_result(self, peer: Peer, result: Result) -> None: ...
+    def input_done(self, input_id: str) -> None: ...

@@ -1,0 +1,135 @@
+"""What flows through a pool: a function's definition, its inputs, and how each one ended.
+
+Invariants: an ``Input`` belongs to at most one pool and, at any time, to at most one
+place in it (the queue, a batcher, a container); a ``Result`` is sent to its caller
+at most once (``Pool.finish``).  Payload frames are never unpickled here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..protocol import framing
+from ..protocol.framing import Frame, Payload
+
+if TYPE_CHECKING:
+    from ..containers import ContainerRecord
+
+Peer = tuple[Any, bytes]  # (socket, identity): where a caller's replies go
+
+
+@dataclass
+class FunctionDef:
+    fid: str
+    app_id: str
+    name: str
+    options: dict[str, Any]
+    body: Payload
+    key: str = ""  # the same definition from the same client and app, across runtime restarts
+    env: dict[str, str] = field(default_factory=dict)  # its containers' variables: env= and its secrets
+    meta: dict[str, Any] = field(default_factory=dict)  # what its client said of it: generators, methods
+
+    @property
+    def timeout_s(self) -> float:
+        return float(self.options.get("timeout_s", 300))
+
+    @property
+    def max_inputs(self) -> int:
+        return int(self.options.get("max_inputs", 1))
+
+    @property
+    def target_inputs(self) -> int:
+        return int(self.options.get("target_inputs", self.max_inputs))
+
+    def retry_delay_s(self, attempt: int) -> float | None:
+        """Seconds before the next try after failed ``attempt``, or None when the budget is spent."""
+        retries = self.options.get("retries") or {}
+        if attempt > int(retries.get("max_retries", 0)):
+            return None
+        delay = float(retries.get("initial_delay_s", 1.0)) * float(retries.get("backoff_coefficient", 2.0)) ** (
+            attempt - 1)
+        return min(delay, float(retries.get("max_delay_s", 60.0)))
+
+
+@dataclass
+class Input:
+    id: str
+    peer: Peer
+    payload: Payload
+    frames: list[Frame] | None = None  # the caller's one-call message, forwarded as it came when sent alone
+    method: str | None = None
+    shm: bool = False  # the caller takes large results through shared memory
+    queued_at: float = field(default_factory=time.monotonic)
+    container: ContainerRecord | None = None
+    deadline: float = 0.0  # event-loop time at which this attempt times out
+    attempt: int = 1  # user errors and timeouts count; container losses do not
+    crashes: int = 0
+    lease: str | None = None  # the caller's session, when it would take a lease of the container
+    called_as: str | None = None  # the superseded fid its caller holds (a redeployed app), when not ours
+
+    def entry(self) -> framing.Entry:
+        """This input as one entry of a ``calls`` message."""
+        head: dict[str, Any] = {"id": self.id, "shm": self.shm}
+        if self.method is not None:
+            head["m"] = self.method
+        return head, [self.payload]
+
+
+class ResultMessage:
+    """A container's ``results`` message: sent on whole when all of it goes to one caller, split only if needed."""
+
+    def __init__(self, header: dict[str, Any], frames: list[Frame]) -> None:
+        self.header = header
+        self.frames = frames
+        self.entries: list[dict[str, Any]] = header.get("e")  # type: ignore[assignment]
+        metas = header.get("p") or []
+        if not isinstance(self.entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("np", 1), int)
+                for e in self.entries) or sum(e.get("np", 1) for e in self.entries) != len(metas):
+            raise framing.WireError("a results message whose entries do not match its payloads")
+        self._split: list[list[Payload]] | None = None
+
+    def payloads(self, index: int) -> list[Payload]:
+        if self._split is None:
+            payloads = framing.split_payloads(self.header, self.frames[2:])
+            self._split = [own for _, own in framing.split_many(self.header, payloads)]
+        return self._split[index]
+
+    def results(self) -> list[Result]:
+        return [Result(entry, source=self, index=i) for i, entry in enumerate(self.entries)]
+
+
+class Result:
+    """How one input ended: its result header (id, status, error) and payloads."""
+
+    __slots__ = ("header", "_payloads", "frames", "source", "index")
+
+    def __init__(self, header: dict[str, Any], payloads: list[Payload] | None = None,
+                 frames: list[Frame] | None = None, source: ResultMessage | None = None, index: int = 0) -> None:
+        self.header = header
+        self._payloads = payloads
+        self.frames = frames  # the container's own one-result message: forwarded untouched
+        self.source = source  # or the many-results message it came in
+        self.index = index
+
+    @property
+    def payloads(self) -> list[Payload]:
+        if self._payloads is None:
+            self._payloads = self.source.payloads(self.index) if self.source is not None else []
+        return self._payloads
+
+    @property
+    def status(self) -> str:
+        return str(self.header.get("status"))
+
+
+def error_result(input_id: str, type_name: str, message: str) -> Result:
+    """A result made by the runtime itself: the error travels by name, nothing pickled."""
+    error = {"type": type_name, "message": message, "traceback": ""}
+    return Result({"id": input_id, "status": "error", "error": error})
+
+
+def cancelled_result(input_id: str) -> Result:
+    return Result({"id": input_id, "status": "cancelled"})

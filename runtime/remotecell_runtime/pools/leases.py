@@ -1,0 +1,110 @@
+"""Leases: an idle container lent to one blocking caller on this host, who then calls it directly.
+
+A container is lent when the result of its caller's input is next, the caller asked
+for a lease, the container runs one input at a time (it has a ``direct`` socket) and
+nothing else wants it (nothing pending, not batched, the pool not retired).  The
+pool only hears how the direct calls went (``lease_used``).
+
+Invariants: a leased container takes no other input (``InputQueue.room`` is 0); the
+grant reaches the caller before the result it came with; a lease ends only by
+``released`` from the container (after a ``revoke``) or by the container's exit,
+and its holder is told either way (``lease_ended`` here, ``lease_lost`` by the
+daemon); an input handed back under a lease (``adopt``) goes on as any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..containers import ContainerLease, ContainerRecord, State
+from ..protocol import framing
+from ..protocol.errors import ErrorName
+from .inputs import Input, Result, error_result
+from .queue import STOP_GRACE_S, stop_timed_out, timeout_result
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+
+class Leases:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def lend(self, container: ContainerRecord, inp: Input) -> None:
+        """Lend ``container`` to the caller of ``inp`` (whose result is next) if nothing else wants it."""
+        pool = self.pool
+        if inp.lease is None or container.direct is None or container.state is not State.BUSY:
+            return
+        if container.active != {inp.id} or pool.queue.pending or pool.batches.batchers or pool.retired:
+            return
+        lease = container.lease = ContainerLease(inp.peer, inp.lease, secrets.token_hex(8),
+                                                 inp.called_as or pool.fn.fid)
+        container.idle_since = time.monotonic()
+        pool.rt.send_container(container.id, framing.encode({"t": "lease", "token": lease.token}))
+        retries = int((pool.fn.options.get("retries") or {}).get("max_retries", 0)) > 0
+        grant = {"t": "lease", "id": inp.id, "fid": lease.fid, "cid": container.id, "addr": container.direct,
+                 "token": lease.token, "timeout_s": pool.fn.timeout_s, "retries": retries}
+        pool.rt.send_peer(inp.peer, framing.encode(grant))  # before the result: the caller's next call uses it
+
+    def take_one_back(self) -> None:
+        leased = [c for c in self.pool.live() if c.lease is not None and not c.lease.revoking]
+        if leased:
+            self.revoke(leased[0])
+
+    def revoke_all(self) -> None:
+        for c in self.pool.live():
+            if c.lease is not None:
+                self.revoke(c)
+
+    def revoke(self, container: ContainerRecord, grace_s: float | None = None) -> None:
+        """Ask for the lease back; stop the container if it is not free ``grace_s`` later."""
+        lease = container.lease
+        if lease is None or lease.revoking:
+            return
+        lease.revoking = True
+        self.pool.rt.send_container(container.id, framing.encode({"t": "revoke"}))
+        if grace_s is None:
+            return
+
+        def stop_if_still_held() -> None:
+            if container.lease is lease:
+                reason = f"its leaseholder's call ignored cancellation for {grace_s:g} s"
+                self.pool.rt.containers.stop(container, reason, STOP_GRACE_S)
+
+        asyncio.get_running_loop().call_later(grace_s, stop_if_still_held)
+
+    def on_released(self, container: ContainerRecord, idle_s: float, last_id: str) -> None:
+        """The container gave the lease up after its holder's call ``last_id``, and takes no more."""
+        if container.lease is not None:  # the holder's next call goes through the runtime at once
+            ended = {"t": "lease_ended", "fid": container.lease.fid, "cid": container.id, "last": last_id}
+            self.pool.rt.send_peer(container.lease.peer, framing.encode(ended))
+        container.lease = None
+        container.idle_since = time.monotonic() - max(idle_s, 0.0)  # idle since the leaseholder's last call
+
+    def on_used(self, container: ContainerRecord, runs: int, run_us: int) -> None:
+        """How the leaseholder's calls went: they count as use (scale-down) and as run time."""
+        container.idle_since = time.monotonic()
+        if runs > 0:
+            self.pool.queue.observe_run(run_us / runs)
+
+    def adopt(self, inp: Input, why: str, cid: str, cause: str = "", error: dict[str, Any] | None = None) -> None:
+        """An input that ended badly on leased container ``cid``, handed back by its caller: it goes on here.
+
+        ``why``: "timeout" (the caller waited past the timeout: the container is stopped),
+        "crash" (the container died under it, ``cause`` says why) or "error" (it raised
+        ``error`` and the function has retries).
+        """
+        pool = self.pool
+        pool.inputs[inp.id] = inp
+        if why == "timeout":
+            container = pool.containers.get(cid)
+            if container is not None and container.lease is not None and container.lease.peer == inp.peer:
+                stop_timed_out(pool, container)
+            pool.queue.fail(inp, timeout_result(pool, inp.id, cid))
+        elif why == "crash":
+            pool.queue.fail(inp, error_result(inp.id, ErrorName.CRASHED, cause), lost_container=True)
+        else:
+            pool.queue.fail(inp, Result({"id": inp.id, "status": "error", "error": error or {}}))

@@ -1,0 +1,215 @@
+"""``Pool``: one autoscaling pool of containers per function definition, the one object others hold.
+
+The pool's work is split by concern, each part holding this pool: ``InputQueue``
+(``queue.py``), ``BatchAssembly`` (``batches.py``), ``Leases`` (``leases.py``) and
+``Scaler`` (``scaling.py``).  The pool itself keeps what they share (the definition,
+its inputs, its containers), routes container events to them, and answers for the
+whole (stats, why inputs wait).
+
+Invariants: the pool never drops an input: each one ends with exactly one result sent
+to its caller, be it the container's, a timeout, a crash or a cancellation; a retired
+pool (superseded or stopped) takes no new containers and lends none, and its inputs
+still finish.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..containers import ContainerRecord, State
+from ..protocol import framing, sharedmem
+from ..protocol.errors import ErrorName
+from ..protocol.framing import Frame, Payload
+from .batches import BatchAssembly
+from .host import PoolHost
+from .inputs import FunctionDef, Input, Result, error_result
+from .leases import Leases
+from .queue import STOP_GRACE_S, InputQueue
+from .scaling import Scaler
+
+log = logging.getLogger("remotecell.runtime")
+
+
+class Pool:
+    def __init__(self, fn: FunctionDef, runtime: PoolHost) -> None:
+        self.fn = fn
+        self.rt = runtime
+        self.inputs: dict[str, Input] = {}
+        self.containers: dict[str, ContainerRecord] = {}
+        self.retired = False
+        self.waiting_reason = ""
+        self.queue = InputQueue(self)
+        self.batches = BatchAssembly(self)
+        self.leases = Leases(self)
+        self.scaler = Scaler(self)
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def submit(self, *inputs: Input) -> None:
+        for inp in inputs:
+            self.inputs[inp.id] = inp
+            if not self.batches.add(inp):
+                self.queue.pending.append(inp)
+        self.dispatch()
+
+    @property
+    def waiting(self) -> int:
+        """Inputs not yet on a container: queued, or waiting for their batch."""
+        return len(self.queue.pending) + len(self.batches)
+
+    def dispatch(self) -> None:
+        """Give waiting inputs (and due batches) to free slots, then start containers for what is left."""
+        if self.batches.batchers:
+            self.batches.dispatch()
+        self.queue.dispatch()
+        self.scaler.scale()
+        if self.queue.pending and not any(c.state is State.STARTING for c in self.containers.values()):
+            self.leases.take_one_back()
+
+    def cancel(self, input_id: str) -> None:
+        self.queue.cancel(input_id)
+
+    def fail_waiting(self, error: dict[str, Any], payloads: list[Payload]) -> None:
+        """Every input not yet on a container ends with ``error``."""
+        for inp in list(self.queue.pending) + self.batches.drain():
+            self.queue.finish(inp.id, Result({"id": inp.id, "status": "error", "error": error}, payloads))
+
+    # -- container events ---------------------------------------------------------------------
+
+    def on_ready(self, container: ContainerRecord) -> None:
+        container.state = State.IDLE
+        container.idle_since = time.monotonic()
+        self.dispatch()
+
+    def on_load_failed(self, container: ContainerRecord, error: dict[str, Any], frames: list[Frame]) -> None:
+        """The body cannot load: every queued input gets that error, there is no point retrying."""
+        self.rt.containers.stop(container, "its function failed to load", STOP_GRACE_S)
+        self.fail_waiting(error, framing.decode(frames)[1])
+
+    def on_results(self, container: ContainerRecord, results: list[Result]) -> None:
+        for result in results:
+            self._on_result(container, result)
+        self.dispatch()
+
+    def _on_result(self, container: ContainerRecord, result: Result) -> None:
+        input_id = str(result.header.get("id"))
+        run_us = result.header.get("us")
+        if isinstance(run_us, int):
+            self.queue.observe_run(run_us)
+        self.batches.answered(container, input_id)
+        inp = self.inputs.get(input_id)
+        if inp is None or inp.container is not container:  # cancelled or timed out meanwhile
+            container.active.discard(f"cancelled:{input_id}")
+            self.queue.release_slot(container, input_id)
+            sharedmem.discard(result.payloads)
+        elif result.status == "error" and self.fn.retry_delay_s(inp.attempt) is not None:
+            self.queue.fail(inp, result)
+        else:
+            self.leases.lend(container, inp)
+            self.queue.finish(input_id, result)
+
+    def on_exit(self, container: ContainerRecord) -> None:
+        assert container.exit is not None
+        log.info("container %s of %s exited (%s)", container.id, self.fn.name, container.exit.cause)
+        self.containers.pop(container.id, None)
+        self.rt.gpus.release(container.gpus)
+        self.rt.cpus.release(container.cpus)
+        cause = container.death_cause()
+        self.batches.container_lost(container, cause)
+        for input_id in list(container.active):
+            inp = self.inputs.get(input_id)
+            if inp is not None and inp.container is container:
+                self.queue.fail(inp, error_result(input_id, ErrorName.CRASHED, cause), lost_container=True)
+        if container.stop_reason is None and not container.exit.clean:
+            log.warning("%s", cause)
+        self.dispatch()
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def supersede(self) -> None:
+        """A newer definition replaces this one: no new inputs, and leases end (their next calls go to the new one)."""
+        self.retired = True
+        self.leases.revoke_all()
+
+    def revoke(self, container: ContainerRecord, grace_s: float | None = None) -> None:
+        self.leases.revoke(container, grace_s)
+
+    def on_released(self, container: ContainerRecord, idle_s: float, last_id: str) -> None:
+        self.leases.on_released(container, idle_s, last_id)
+        self.dispatch()
+
+    def on_lease_used(self, container: ContainerRecord, runs: int, run_us: int) -> None:
+        self.leases.on_used(container, runs, run_us)
+
+    def adopt(self, inp: Input, why: str, cid: str, cause: str = "", error: dict[str, Any] | None = None) -> None:
+        """An input handed back by its caller from a leased container (see ``Leases.adopt``)."""
+        self.leases.adopt(inp, why, cid, cause, error)
+        self.dispatch()
+
+    # -- scaling ------------------------------------------------------------------------------
+
+    def live(self) -> list[ContainerRecord]:
+        return [c for c in self.containers.values() if c.state is not State.STOPPING]
+
+    def scale(self) -> None:
+        self.scaler.scale()
+
+    def scale_down(self, now: float) -> None:
+        self.scaler.scale_down(now)
+
+    def retire(self, c: ContainerRecord) -> None:
+        self.scaler.retire(c)
+
+    def idle_holder(self, holds: Callable[[ContainerRecord], bool]) -> ContainerRecord | None:
+        return self.scaler.idle_holder(holds)
+
+    def check_memory(self) -> None:
+        self.scaler.check_memory()
+
+    def stop(self, reason: str) -> None:
+        """The app is gone: fail what waits, stop every container."""
+        self.retired = True
+        for inp in list(self.inputs.values()):
+            self.queue.finish(inp.id, error_result(inp.id, ErrorName.CANCELLED, reason))
+        for c in list(self.containers.values()):
+            self.rt.containers.stop(c, reason, STOP_GRACE_S)
+
+    # -- what it reports ----------------------------------------------------------------------
+
+    def queue_reason(self) -> str:
+        """Why queued inputs wait: for a GPU, for containers to start, or for a busy one to be free."""
+        if self.waiting_reason.startswith(("waiting for a GPU", "waiting for CPUs", "building its image")):
+            return self.waiting_reason
+        starting = sum(1 for c in self.containers.values() if c.state is State.STARTING)
+        if starting:
+            return f"waiting for a container to start ({starting} starting)"
+        return f"waiting for a free container ({len(self.live())} running, max_containers={self.scaler.max_containers})"
+
+    def _waiting_reason(self) -> str:
+        if self.queue.pending or self.batches.any_due():
+            return self.queue_reason()
+        return "waiting for its batch to fill (max_batch_size) or its oldest input's wait_ms"
+
+    @property
+    def empty(self) -> bool:
+        return not self.inputs and not self.containers
+
+    def stats(self) -> dict[str, Any]:
+        states = collections.Counter(c.state.value for c in self.containers.values())
+        waiting = self.waiting
+        out = {
+            "function": self.fn.name,
+            "fid": self.fn.fid,
+            "containers": dict(states),
+            "queued": waiting,
+            "running": len(self.inputs) - waiting,
+            "leased": sum(1 for c in self.containers.values() if c.lease is not None),
+            "waiting_reason": self._waiting_reason() if waiting else "",
+        }
+        if self.batches.batchers:
+            out["batching"] = self.batches.stats()
+        return out

@@ -1,0 +1,219 @@
+"""The input queue of one pool: pending inputs, dispatch to free slots, deadlines, cancels, retries.
+
+Invariants: every input of the pool is in ``pool.inputs`` until ``finish`` sends its
+one result and forgets it; meanwhile it is in exactly one of ``pending`` (waiting for
+a slot), a batcher (``batches.py``), a retry timer, or on a container (``running``,
+``inp.container`` set, its id in the container's ``active``).  ``running`` is in the
+order inputs were sent; every attempt has the same timeout, so the first one has
+the earliest deadline and one timer watches them all.  A retry goes to the front.
+
+A fast function (its inputs run in well under ``PREFETCH_BUDGET_US``) gets a backlog:
+a container holds more inputs than it runs, so it never waits for the daemon between
+two of them, and they travel many to a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..containers import ContainerRecord, State
+from ..protocol import framing, sharedmem
+from ..protocol.errors import ErrorName
+from .inputs import Input, Result, cancelled_result, error_result
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+log = logging.getLogger("remotecell.runtime")
+
+CANCEL_GRACE_S = 5.0
+STOP_GRACE_S = 5.0
+CRASH_RETRY_CAP = 3  # containers lost under one input before it fails as poison
+PREFETCH_BUDGET_US = 2000  # how much queued work a container may hold beyond its running inputs
+PREFETCH_MAX = 256
+
+
+def stop_timed_out(pool: Pool, container: ContainerRecord) -> None:
+    """Stop a container whose input (or batch) passed the function's timeout, interrupting it first."""
+    pool.rt.containers.stop(container, f"it passed its timeout of {pool.fn.timeout_s:g} s", STOP_GRACE_S,
+                            interrupt=True)
+
+
+def timeout_result(pool: Pool, input_id: str, cid: str) -> Result:
+    message = (f"{pool.fn.name} ran past its timeout of {pool.fn.timeout_s:g} s; "
+               f"container {cid} was stopped and will be replaced")
+    return error_result(input_id, ErrorName.TIMEOUT, message)
+
+
+class InputQueue:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.pending: collections.deque[Input] = collections.deque()
+        self.running: dict[str, Input] = {}
+        self.run_us: float | None = None  # moving average of how long one input runs
+        self._deadline_timer: asyncio.TimerHandle | None = None
+
+    def observe_run(self, run_us: float) -> None:
+        self.run_us = run_us if self.run_us is None else 0.8 * self.run_us + 0.2 * run_us
+
+    @property
+    def prefetch(self) -> int:
+        """Inputs a container may hold beyond ``max_inputs``: none until the function is known to be fast."""
+        if self.run_us is None or self.run_us >= PREFETCH_BUDGET_US:
+            return 0
+        return min(PREFETCH_MAX, int(PREFETCH_BUDGET_US / max(self.run_us, 1.0)))
+
+    @staticmethod
+    def room(c: ContainerRecord, prefetch: int) -> int:
+        if c.state not in (State.IDLE, State.BUSY) or c.lease is not None:
+            return 0
+        room = c.max_inputs + prefetch - len(c.active)
+        if len(c.active) >= c.max_inputs and room < prefetch // 2:
+            return 0  # its backlog is refilled in batches, not one input per message
+        return room
+
+    def free_container(self, prefetch: int) -> ContainerRecord | None:
+        best, best_room = None, 0
+        for c in self.pool.containers.values():
+            room = self.room(c, prefetch)
+            if room > best_room:
+                best, best_room = c, room
+        return best
+
+    def dispatch(self) -> None:
+        """Give pending inputs to free slots, many to a message."""
+        prefetch = self.prefetch
+        sent: dict[str, list[Input]] = {}
+        while self.pending:
+            container = self.free_container(prefetch)
+            if container is None:
+                break
+            # Slow functions spread one input at a time over the freest containers; fast ones fill a backlog.
+            n = min(self.room(container, prefetch), len(self.pending)) if prefetch else 1
+            for _ in range(n):
+                inp = self.pending.popleft()
+                self._run(inp, container)
+                sent.setdefault(container.id, []).append(inp)
+        for cid, inputs in sent.items():
+            frames = inputs[0].frames if len(inputs) == 1 else None
+            self.pool.rt.send_container(cid, frames or framing.encode_many("calls", [inp.entry() for inp in inputs]))
+
+    def _run(self, inp: Input, container: ContainerRecord) -> None:
+        inp.container = container
+        container.active.add(inp.id)
+        container.state = State.BUSY
+        loop = asyncio.get_running_loop()
+        inp.deadline = loop.time() + self.pool.fn.timeout_s
+        self.running[inp.id] = inp
+        if self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(inp.deadline, self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        self._deadline_timer = None
+        loop = asyncio.get_running_loop()
+        for inp in list(self.running.values()):
+            if self.running.get(inp.id) is not inp:  # ended meanwhile
+                continue
+            if inp.deadline > loop.time():
+                self._deadline_timer = loop.call_at(inp.deadline, self._check_deadlines)
+                return
+            self._timed_out(inp)
+
+    def _timed_out(self, inp: Input) -> None:
+        container = inp.container
+        assert container is not None
+        stop_timed_out(self.pool, container)
+        self.fail(inp, timeout_result(self.pool, inp.id, container.id))
+        self.pool.dispatch()
+
+    def finish(self, input_id: str, result: Result) -> None:
+        """Send the one result of ``input_id`` to its caller and forget the input."""
+        inp = self.pool.inputs.pop(input_id, None)
+        if inp is None:
+            return
+        self._detach(inp)
+        if result.status != "ok":  # a container that succeeded owns the input's shared memory now
+            sharedmem.discard([inp.payload])
+        if inp.attempt > 1:
+            result.header["attempt"] = inp.attempt
+        self.pool.rt.send_result(inp.peer, result)
+        self.pool.rt.input_done(input_id)
+
+    def _detach(self, inp: Input) -> None:
+        """Take ``inp`` off its container (or out of the queue, or its batcher)."""
+        self.running.pop(inp.id, None)
+        if inp.container is not None:
+            self.release_slot(inp.container, inp.id)  # a batched input's slot is its batch's: no-op
+            inp.container = None
+        elif not self.pool.batches.remove(inp) and inp in self.pending:
+            self.pending.remove(inp)
+
+    def fail(self, inp: Input, result: Result, lost_container: bool = False) -> None:
+        """An attempt failed: try again per the function's retries, else send ``result``."""
+        self._detach(inp)
+        fn = self.pool.fn
+        if lost_container:
+            inp.crashes += 1
+            # A %%remote session must not rerun a cell on a fresh container: it sets crash_retries=0.
+            cap = int(fn.options.get("crash_retries", CRASH_RETRY_CAP))
+            if inp.crashes <= cap:
+                self._retry(inp, 0.0)
+                return
+            if cap:
+                result.header["error"]["message"] += (
+                    f"\nthe input failed as poison: {inp.crashes} containers died under it")
+                result.frames = None
+        else:
+            delay_s = fn.retry_delay_s(inp.attempt)
+            if delay_s is not None:
+                inp.attempt += 1
+                sharedmem.discard(result.payloads)
+                self._retry(inp, delay_s)
+                return
+        self.finish(inp.id, result)
+
+    def _retry(self, inp: Input, delay_s: float) -> None:
+        log.info("retrying input %s of %s in %.3g s (attempt %d)", inp.id, self.pool.fn.name, delay_s, inp.attempt)
+        asyncio.get_running_loop().call_later(delay_s, self._requeue, inp)
+
+    def _requeue(self, inp: Input) -> None:
+        if self.pool.inputs.get(inp.id) is not inp:  # cancelled meanwhile
+            return
+        if not self.pool.batches.add(inp, front=True):  # a batched one joins its next batch (retries are per input)
+            self.pending.appendleft(inp)
+        self.pool.dispatch()
+
+    @staticmethod
+    def release_slot(container: ContainerRecord, input_id: str) -> None:
+        container.active.discard(input_id)
+        if container.state is State.BUSY and not container.active:
+            container.state = State.IDLE
+            container.idle_since = time.monotonic()
+
+    def cancel(self, input_id: str) -> None:
+        inp = self.pool.inputs.get(input_id)
+        if inp is None:
+            return
+        container = inp.container
+        if self.pool.batches.running(input_id):
+            container = None  # its batch runs on for the others; its result will be dropped
+        if container is not None:
+            # The container is told; it frees the slot when it reports back, or is stopped.
+            if container.max_inputs == 1:  # the input may run on its I/O thread: interrupt it
+                self.pool.rt.containers.cancel(container, input_id)
+            else:
+                self.pool.rt.send_container(container.id, framing.encode({"t": "cancel", "id": input_id}))
+            loop = asyncio.get_running_loop()
+            loop.call_later(CANCEL_GRACE_S, self._force_stop, container, input_id)
+            container.active.add(f"cancelled:{input_id}")
+        self.finish(input_id, cancelled_result(input_id))
+        self.pool.dispatch()
+
+    def _force_stop(self, container: ContainerRecord, input_id: str) -> None:
+        if f"cancelled:{input_id}" in container.active:
+            reason = f"it was stopped because input {input_id} ignored cancellation for {CANCEL_GRACE_S:g} s"
+            self.pool.rt.containers.stop(container, reason, STOP_GRACE_S)

@@ -1,0 +1,172 @@
+"""Scaling of one pool: when to start a container, what it reserves, when idle ones stop.
+
+The pool wants ``ceil(demand / target_inputs)`` containers (+ ``buffer_containers``
+while busy), at least ``min_containers``, at most ``max_containers``; a fast function
+whose containers finish the work before a new one could help starts none.  A
+container starts only once its image is built and its CPU share and GPUs are
+reserved; when they are not free, an idle container of another pool that holds
+them is stopped early (``PoolHost.reclaim``).
+
+Invariants: a container's CPU share and GPUs are reserved from ``start`` until its
+exit (released in ``Pool.on_exit``); scale-down stops only idle containers past
+``scaledown_window`` beyond what the pool keeps, and a leased one is revoked first
+rather than stopped; containers are started only through the host's
+``ContainerManager`` with a ``ContainerSpec``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..backends.base import ContainerSpec
+from ..containers import ContainerRecord, State
+from ..cpus import thread_env
+from ..images import Build
+from ..protocol import framing
+from ..protocol.errors import ErrorName
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+log = logging.getLogger("remotecell.runtime")
+
+EXIT_GRACE_S = 30.0  # what @exit hooks get at scale-down
+STARTUP_S = 0.5  # about what a new container costs before it helps: less queued work than this, don't start one
+
+
+class Scaler:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    @property
+    def min_containers(self) -> int:
+        return int(self.pool.fn.options.get("min_containers", 0))
+
+    @property
+    def buffer_containers(self) -> int:
+        return int(self.pool.fn.options.get("buffer_containers", 0))
+
+    @property
+    def max_containers(self) -> int:
+        return int(self.pool.fn.options.get("max_containers", 100))
+
+    def scale(self) -> None:
+        """Start containers so that each holds about ``target_inputs`` of the demand."""
+        pool = self.pool
+        if pool.retired:
+            return
+        fn = pool.fn
+        simple = fn.target_inputs == fn.max_inputs and not self.buffer_containers
+        if simple and not pool.waiting and len(pool.containers) >= self.min_containers:
+            return  # the hot path: nothing waits, nothing to add
+        live = pool.live()
+        if len(live) >= self.max_containers:
+            return  # a busy pool at its limit (the common case under load): nothing to work out
+        # A batch takes one slot: what waits for a batch counts as the batches it will make.
+        waiting = len(pool.queue.pending) + pool.batches.batches_waiting
+        demand = waiting + sum(len(c.active) for c in live)
+        run_us = pool.queue.run_us
+        fast = run_us is not None and demand * run_us / 1e6 < STARTUP_S * len(live)
+        if fast and len(live) >= self.min_containers:
+            return  # the containers there finish this work before a new one could help
+        wanted = math.ceil(demand / fn.target_inputs) + (self.buffer_containers if demand else 0)
+        wanted = min(max(wanted, self.min_containers), self.max_containers)
+        for _ in range(wanted - len(live)):
+            if not self._start_container():
+                break
+
+    def _start_container(self) -> bool:
+        pool, rt = self.pool, self.pool.rt
+        spec = self._spec()
+        if spec is None:
+            return False
+        cpu = spec.cpu
+        if cpu and not rt.cpus.acquire(cpu):
+            pool.waiting_reason = f"waiting for CPUs (cpu={cpu:g}; {rt.cpus.describe()})"
+            rt.reclaim(pool, lambda c: c.cpus > 0)
+            return False
+        gpu = spec.gpu
+        gpus: list[int] = []
+        if gpu:
+            got = rt.gpus.acquire(gpu)
+            if got is None:
+                rt.cpus.release(cpu)
+                pool.waiting_reason = f"waiting for a GPU ({gpu})"
+                rt.reclaim(pool, lambda c: bool(c.gpus))
+                return False
+            gpus = got
+        pool.waiting_reason = "waiting for a container to start"
+        container = rt.containers.start(ContainerSpec(spec.fid, spec.options, spec.env, spec.image_site,
+                                                      tuple(gpus), cpu))
+        log.info("starting container %s for %s%s", container.id, pool.fn.name, f" on GPUs {gpus}" if gpus else "")
+        pool.containers[container.id] = container
+        return True
+
+    def _spec(self) -> ContainerSpec | None:
+        """What a container of this function gets (thread pools sized to ``cpu=``; the user's own settings win),
+        GPUs not yet reserved; None until its image is built."""
+        fn = self.pool.fn
+        cpu = float(fn.options.get("cpu") or 0)
+        env = {**thread_env(cpu), **fn.env} if cpu else dict(fn.env)
+        image = fn.options.get("image")
+        site = self.pool.rt.images.site(image) if image else None
+        if isinstance(site, Build):
+            self._wait_for_image(site)
+            return None
+        return ContainerSpec(fn.fid, fn.options, env, site, (), cpu)
+
+    def _wait_for_image(self, build: Build) -> None:
+        pool = self.pool
+        if build.error is None:
+            waited_s = time.monotonic() - build.started
+            pool.waiting_reason = f"building its image: pip install {' '.join(build.packages)} ({waited_s:.0f} s)"
+            return
+        error = {"type": ErrorName.IMAGE_BUILD, "message": f"the image of {pool.fn.name} could not be built: "
+                                                        f"{build.error}", "traceback": ""}
+        pool.fail_waiting(error, [])
+
+    def scale_down(self, now: float) -> None:
+        """Stop containers idle for ``scaledown_window``, keeping ``min_containers`` (+ buffer while busy)."""
+        pool = self.pool
+        busy = bool(pool.waiting) or any(c.state is State.BUSY for c in pool.containers.values())
+        keep = 0 if pool.retired else self.min_containers + (self.buffer_containers if busy else 0)
+        window_s = float(pool.fn.options.get("scaledown_window_s", 60))
+        live = pool.live()
+        idle = sorted((c for c in live if c.state is State.IDLE), key=lambda c: c.idle_since)
+        for c in idle[:max(0, len(live) - keep)]:
+            if pool.retired or now - c.idle_since >= window_s:
+                self.retire(c)
+
+    def retire(self, c: ContainerRecord) -> None:
+        """Ask an idle container to stop: it runs its @exit hooks and leaves; forced if it takes too long.
+
+        A leased one is asked for its lease back first (its leaseholder's call may be running):
+        once released it is idle as any other, and retired on a later tick.
+        """
+        if c.lease is not None:
+            self.pool.leases.revoke(c)
+            return
+        self.pool.rt.send_container(c.id, framing.encode({"t": "stop"}))
+        self.pool.rt.containers.stop(c, None, EXIT_GRACE_S, asked=True)
+
+    def idle_holder(self, holds: Callable[[ContainerRecord], bool]) -> ContainerRecord | None:
+        """An idle container holding what ``holds`` looks for (GPUs, CPUs) that this pool can give up."""
+        live = self.pool.live()
+        if len(live) <= (0 if self.pool.retired else self.min_containers):
+            return None
+        return next((c for c in live if c.state is State.IDLE and holds(c)), None)
+
+    def check_memory(self) -> None:
+        """Stop containers over ``memory=``; their inputs count as lost containers."""
+        limit = self.pool.fn.options.get("memory_mib")
+        if not limit:
+            return
+        for c in self.pool.live():
+            rss = self.pool.rt.containers.memory_mib(c)
+            if rss is not None and rss > limit:
+                reason = f"it ran out of memory: {rss:.0f} MiB resident, over its limit of memory={limit} MiB"
+                self.pool.rt.containers.stop(c, reason, grace_s=1.0)
