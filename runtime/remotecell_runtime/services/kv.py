@@ -31,17 +31,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .jobs import _refusal, pack, unpack
-from .pools import Peer
-from .protocol import framing
-from .protocol.errors import ErrorName
-from .protocol.framing import Frame, Payload
-
-if TYPE_CHECKING:
-    from .daemon import Request
+from ..pools import Peer
+from ..protocol import framing
+from ..protocol.errors import ErrorName
+from ..protocol.framing import Frame, Payload
+from ..storage import open_db, pack, unpack
+from .base import Handler, Host, Request, Service, error_reply, refusal
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -106,21 +103,23 @@ class Waiter:
     timer: asyncio.TimerHandle | None = None
 
 
-class Stores:
-    """The kv message handlers (``handlers``) and the store behind them."""
+class Stores(Service):
+    """The kv message handlers (``handlers()``) and the store behind them."""
 
-    def __init__(self, state_dir: Path, orphan_grace_s: float) -> None:
-        self.db = sqlite3.connect(str(state_dir / "kv.db"), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+    tick_every_s = 5.0
+
+    def __init__(self, host: Host, orphan_grace_s: float) -> None:
+        self.host = host
+        self.db = open_db(host.state_dir / "kv.db", SCHEMA)
         # Ephemeral stores of sessions gone quiet are deleted; after a restart, their owners get this long
         # to come back first.
         self.sweep_after = time.monotonic() + orphan_grace_s
         self.waiters: dict[tuple[int, str], list[Waiter]] = {}
         self._replies: list[Reply] = []
         self._flush_handle: asyncio.Handle | None = None
-        self.handlers: dict[str, Callable[[Request], None]] = {
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
             "kv_open": self.on_open,
             "kv_delete": self.on_delete,
             "kv_cancel": self.on_cancel,
@@ -169,10 +168,10 @@ class Stores:
             except sqlite3.Error as exc:
                 log.exception("the Dict/Queue store could not commit")
                 self.db.execute("ROLLBACK")
-                failure = {"type": ErrorName.CONNECTION, "message": f"the runtime could not save the change: {exc}"}
+                failure = f"the runtime could not save the change: {exc}"
         for reply in replies:
             if failure is not None:
-                _send(reply.peer, framing.encode({"t": "error", "id": reply.request_id, "error": failure}))
+                _send(reply.peer, error_reply(reply.request_id, ErrorName.CONNECTION, failure))
                 continue
             delivered = _send(reply.peer, framing.encode(dict(reply.header, t="reply", id=reply.request_id),
                                                            reply.payloads))
@@ -193,7 +192,7 @@ class Stores:
         oid = req.header.get("oid")
         row = self.db.execute("SELECT kind FROM stores WHERE id = ?", (oid,)).fetchone() if type(oid) is int else None
         if row is None or row[0] != kind:
-            raise _refusal(ErrorName.NOT_FOUND, f"no {kind.capitalize()} with id {oid!r} on this runtime "
+            raise refusal(ErrorName.NOT_FOUND, f"no {kind.capitalize()} with id {oid!r} on this runtime "
                            "(it was deleted, or it was ephemeral and its context ended)")
         return int(oid)  # type: ignore[arg-type]
 
@@ -201,21 +200,21 @@ class Stores:
     def _payloads(req: Request, what: str, limit: str, count: int | None = None) -> list[Payload]:
         """The request's payloads, each one inline and within ``LIMITS[limit]`` bytes."""
         if count is not None and len(req.payloads) != count:
-            raise _refusal(ErrorName.INVALID, f"{req.header['t']} needs {count} payload(s) ({what}), "
+            raise refusal(ErrorName.INVALID, f"{req.header['t']} needs {count} payload(s) ({what}), "
                            f"got {len(req.payloads)}")
         return _within(req.payloads, what, limit)
 
     @staticmethod
     def _key(payload: Payload) -> bytes:
         if len(payload.frames) != 1:  # sizes are checked with the other payloads
-            raise _refusal(ErrorName.INVALID, "a Dict key travels as one frame: its canonical pickle")
+            raise refusal(ErrorName.INVALID, "a Dict key travels as one frame: its canonical pickle")
         return bytes(framing.buffer_of(payload.frames[0]))
 
     @staticmethod
     def _partition(req: Request) -> str:
         partition = req.header.get("partition") or ""
         if not isinstance(partition, str) or len(partition) > LIMITS["partition_chars"]:
-            raise _refusal(ErrorName.INVALID, f"partition {partition!r}: give a string of at most "
+            raise refusal(ErrorName.INVALID, f"partition {partition!r}: give a string of at most "
                            f"{LIMITS['partition_chars']} characters")
         return partition
 
@@ -225,18 +224,18 @@ class Stores:
         """A named store (created if missing and asked to), or a new ephemeral one owned by the session."""
         kind, name = req.header.get("kind"), req.header.get("name")
         if kind not in ("dict", "queue"):
-            raise _refusal(ErrorName.INVALID, f"kind {kind!r} must be 'dict' or 'queue'")
+            raise refusal(ErrorName.INVALID, f"kind {kind!r} must be 'dict' or 'queue'")
         if name is None:
             cur = self._write("INSERT INTO stores (kind, owner, created_at) VALUES (?, ?, ?)",
                               (kind, str(req.header.get("sid", "")), time.time()))
             self._reply(req, {"oid": cur.lastrowid, "limits": LIMITS})
             return
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise _refusal(ErrorName.INVALID, f"name {name!r}: use 1 to 128 letters, digits, '.', '_' or '-', "
+            raise refusal(ErrorName.INVALID, f"name {name!r}: use 1 to 128 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit")
         row = self.db.execute("SELECT id FROM stores WHERE kind = ? AND name = ?", (kind, name)).fetchone()
         if row is None and not req.header.get("create"):
-            raise _refusal(ErrorName.NOT_FOUND, f"no {kind.capitalize()} named {name!r}: pass create_if_missing=True "
+            raise refusal(ErrorName.NOT_FOUND, f"no {kind.capitalize()} named {name!r}: pass create_if_missing=True "
                            "to create it")
         oid = row[0] if row is not None else self._write(
             "INSERT INTO stores (kind, name, created_at) VALUES (?, ?, ?)", (kind, name, time.time())).lastrowid
@@ -268,13 +267,14 @@ class Stores:
         for key in [k for k in self.waiters if k[0] == oid]:
             for waiter in self.waiters.pop(key):
                 self._drop_waiter(waiter)
-                error = {"type": ErrorName.NOT_FOUND, "message": "the Queue was deleted while this request waited"}
-                _send(waiter.peer, framing.encode({"t": "error", "id": waiter.request_id, "error": error}))
+                _send(waiter.peer, error_reply(waiter.request_id, ErrorName.NOT_FOUND,
+                                               "the Queue was deleted while this request waited"))
 
-    def tick(self, now: float, live_sids: set[str]) -> None:
+    def tick(self, now: float) -> None:
         """Delete the ephemeral stores, and drop the waiters, of sessions that went quiet."""
         if now < self.sweep_after:
             return
+        live_sids = self.host.live_sessions()
         for oid, owner in self.db.execute("SELECT id, owner FROM stores WHERE owner IS NOT NULL").fetchall():
             if owner not in live_sids:
                 log.info("deleting ephemeral store %s: its client session %s ended", oid, owner)
@@ -312,7 +312,7 @@ class Stores:
         oid = self._store(req, "dict")
         payloads = req.payloads
         if not payloads or len(payloads) % 2:
-            raise _refusal(ErrorName.INVALID, "dict_put needs payloads in pairs: key, value, key, value, ...")
+            raise refusal(ErrorName.INVALID, "dict_put needs payloads in pairs: key, value, key, value, ...")
         keys = [self._key(p) for p in payloads[0::2]]
         values = _within(payloads[1::2], "a Dict value", "dict_value_bytes")
         conflict = "DO NOTHING" if req.header.get("skip_if_exists") else "DO UPDATE SET value = excluded.value"
@@ -335,7 +335,7 @@ class Stores:
         """One page of keys, values or both (``what``) after entry ``after``; ``next`` is None on the last page."""
         oid, after, what = self._store(req, "dict"), req.header.get("after") or 0, req.header.get("what")
         if what not in ("keys", "values", "items") or type(after) is not int:
-            raise _refusal(ErrorName.INVALID, "dict_scan needs what=keys|values|items and an integer 'after'")
+            raise refusal(ErrorName.INVALID, "dict_scan needs what=keys|values|items and an integer 'after'")
         rows = self.db.execute("SELECT id, key, value FROM dict_entries WHERE store = ? AND id > ? ORDER BY id "
                                "LIMIT ?", (oid, after, PAGE_ENTRIES + 1))
         payloads: list[Payload] = []
@@ -372,14 +372,14 @@ class Stores:
         oid, partition, n = self._store(req, "queue"), self._partition(req), self._count(req)
         after = req.header.get("after") or 0
         if type(after) is not int:
-            raise _refusal(ErrorName.INVALID, "queue_peek needs an integer 'after'")
+            raise refusal(ErrorName.INVALID, "queue_peek needs an integer 'after'")
         self._serve(req, (oid, partition), lambda: self._peek(req, oid, partition, n, after))
 
     @staticmethod
     def _count(req: Request) -> int:
         n = req.header.get("n", 1)
         if type(n) is not int or n < 1:
-            raise _refusal(ErrorName.INVALID, f"n={n!r}: ask for at least 1 item")
+            raise refusal(ErrorName.INVALID, f"n={n!r}: ask for at least 1 item")
         return n
 
     def _rows(self, oid: int, partition: str, after: int, n: int) -> list[tuple[int, bytes]]:
@@ -413,7 +413,7 @@ class Stores:
         """Answer now if ``take`` can; else wait for a put, at most ``wait_s`` (capped at ``MAX_WAIT_S``)."""
         wait_s = req.header.get("wait_s", 0.0)
         if wait_s is not None and type(wait_s) not in (int, float):
-            raise _refusal(ErrorName.INVALID, f"wait_s={wait_s!r}: give seconds >= 0, or null to wait "
+            raise refusal(ErrorName.INVALID, f"wait_s={wait_s!r}: give seconds >= 0, or null to wait "
                            f"as long as the runtime allows ({MAX_WAIT_S:g} s)")
         wait_s = MAX_WAIT_S if wait_s is None else min(max(float(wait_s), 0.0), MAX_WAIT_S)
         if take():
@@ -477,9 +477,9 @@ def _within(payloads: list[Payload], what: str, limit: str) -> list[Payload]:
     """``payloads``, if each is inline (no shared memory) and within ``LIMITS[limit]`` bytes."""
     for payload in payloads:
         if payload.shm:
-            raise _refusal(ErrorName.INVALID, "Dict and Queue data travel inline, not through shared memory")
+            raise refusal(ErrorName.INVALID, "Dict and Queue data travel inline, not through shared memory")
         if payload.nbytes > LIMITS[limit]:
-            raise _refusal(ErrorName.PAYLOAD_TOO_LARGE,
+            raise refusal(ErrorName.PAYLOAD_TOO_LARGE,
                            f"{what} of {payload.nbytes} bytes is over this runtime's limit "
                            f"of {LIMITS[limit]} bytes ({limit})")
     return payloads
