@@ -111,6 +111,16 @@ class JobStore:
     def row(self, call_id: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
 
+    def known(self, call_id: str) -> sqlite3.Row:
+        """The row of ``call_id``, or a refusal: no such call."""
+        row = self.row(call_id)
+        if row is None:
+            raise refusal(ErrorName.NOT_FOUND, f"no spawned call with id {call_id!r} on this runtime")
+        return row
+
+    def group_ids(self, group_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT id FROM calls WHERE group_id = ? ORDER BY idx", (group_id,))]
+
     def unfinished(self) -> list[sqlite3.Row]:
         return self.db.execute(
             "SELECT * FROM calls WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') "
@@ -185,19 +195,6 @@ class Jobs:
             callback(error)
 
     # -- spawning -----------------------------------------------------------------------------
-
-    def spawn(self, peer: Peer, request_id: str, pool: Pool, entries: list[framing.Entry], method: str | None) -> None:
-        """Write the new calls, then reply and start them; calls already known are not run twice."""
-
-        def answer(error: Exception | None) -> None:
-            if error is not None:
-                self.functions.send_peer(peer, error_reply(request_id, ErrorName.CONNECTION,
-                                                           f"the runtime could not save the calls: {error}"))
-            else:
-                accepted = {"t": "reply", "id": request_id, "accepted": len(entries)}
-                self.functions.send_peer(peer, framing.encode(accepted))
-
-        self.submit(pool, entries, method, answer)
 
     def submit(self, pool: Pool, entries: list[framing.Entry], method: str | None,
                then: Callable[[Exception | None], None]) -> None:
@@ -300,23 +297,17 @@ class Jobs:
             self.functions.send_peer(peer, framing.encode({"t": "reply", "id": request_id, "pending": True}))
 
     def _finished_row(self, call_id: str) -> sqlite3.Row:
-        row = self._row(call_id)
+        row = self.store.known(call_id)
         if row["state"] == "expired":
             raise refusal(ErrorName.OUTPUT_EXPIRED,
                            f"the output of call {call_id} expired: results are kept {self.retention_s:g} s")
-        return row
-
-    def _row(self, call_id: str) -> sqlite3.Row:
-        row = self.store.row(call_id)
-        if row is None:
-            raise refusal(ErrorName.NOT_FOUND, f"no spawned call with id {call_id!r} on this runtime")
         return row
 
     def status(self, call_id: str) -> dict[str, Any]:
         job = self.live.get(call_id)
         if job is not None:
             return self._live_status(job)
-        row = self._row(call_id)
+        row = self.store.known(call_id)
         return {"id": call_id, "function": row["function"], "state": row["state"], "attempts": row["attempts"],
                 "error_type": row["error_type"], "created_at": row["created_at"],
                 "finished_at": row["finished_at"]}
@@ -352,10 +343,6 @@ class Jobs:
         counts.pop("queued", None)
         counts.update(queued=len(live) - running, running=running)
         return {k: v for k, v in counts.items() if v}
-
-    def group_ids(self, group_id: str) -> list[str]:
-        return [r[0] for r in self.store.db.execute(
-            "SELECT id FROM calls WHERE group_id = ? ORDER BY idx", (group_id,))]
 
     def cancel(self, call_ids: list[str]) -> int:
         cancelled = 0
@@ -447,7 +434,17 @@ class SpawnedCalls(Service):
         if any(len(payloads) != 1 or payloads[0].shm for _, payloads in entries):
             raise refusal(ErrorName.INVALID,
                           "a spawned call needs one payload, its arguments, without shared memory")
-        self.jobs.spawn(req.peer, str(req.header["id"]), pool, entries, req.header.get("m"))
+        peer, request_id = req.peer, req.header["id"]
+
+        def answer(error: Exception | None) -> None:  # once the calls are saved, or could not be
+            if error is not None:
+                self.jobs.functions.send_peer(peer, error_reply(request_id, ErrorName.CONNECTION,
+                                                                f"the runtime could not save the calls: {error}"))
+            else:
+                accepted = {"t": "reply", "id": request_id, "accepted": len(entries)}
+                self.jobs.functions.send_peer(peer, framing.encode(accepted))
+
+        self.jobs.submit(pool, entries, req.header.get("m"), answer)  # calls already known are not run twice
 
     def on_get(self, req: Request) -> dict[str, Any] | None:
         timeout_s = min(max(float(req.header.get("timeout_s", 0)), 0.0), 60.0)
@@ -461,7 +458,7 @@ class SpawnedCalls(Service):
     def on_cancel(self, req: Request) -> dict[str, Any]:
         ids = [str(i) for i in req.header.get("calls", [])]
         if "group" in req.header:
-            ids += self.jobs.group_ids(str(req.header["group"]))
+            ids += self.jobs.store.group_ids(str(req.header["group"]))
         return {"cancelled": self.jobs.cancel(ids)}
 
     def on_logs(self, req: Request) -> dict[str, Any]:
