@@ -105,7 +105,7 @@ class Daemon:
         self.listeners: list[Listener] = []
         self.sessions: dict[str, Session] = {}
         self.stopped = asyncio.Event()
-        self.authenticator: Any = None
+        self.gate: auth.ZapGate | None = None
 
     @property
     def sock_dir(self) -> Path:
@@ -118,7 +118,7 @@ class Daemon:
         auth.ensure_private_dir(self.sock_dir)
         keys = auth.server_keys(self.state_dir)
         if any(b.startswith("tcp://") for b in self.binds):
-            self._start_authenticator()
+            self.gate = auth.ZapGate(self.ctx, self.state_dir)
         for address in self.binds:
             self.listeners.append(self._bind_client(address, keys))
         container_address = f"ipc://{self.sock_dir / f'containers-{self.runtime_id}.sock'}"
@@ -135,29 +135,6 @@ class Daemon:
         self.ticker = asyncio.ensure_future(self._tick())
         self._write_connection_file(keys)
         log.info("remotecell runtime %s serving on %s", self.runtime_id, ", ".join(self.endpoints))
-
-    def _start_authenticator(self) -> None:
-        if not auth.authorized_keys(self.state_dir):
-            raise auth.KeySetupError(
-                "refusing to listen on tcp:// without client keys: create one with "
-                f"`remotecell token new NAME --state-dir {self.state_dir}` and give the client its file"
-            )
-        from zmq.auth.asyncio import AsyncioAuthenticator
-
-        self.authenticator = AsyncioAuthenticator(self.ctx)
-        self.authenticator.start()
-        self._reload_keys()
-
-    def _reload_keys(self) -> None:
-        adir = auth.authorized_dir(self.state_dir)
-        self._keys_mtime = adir.stat().st_mtime_ns if adir.exists() else 0
-        self.authenticator.configure_curve(domain="*", location=str(adir))
-
-    def _reload_keys_if_changed(self) -> None:
-        """A token made or revoked since: the allowlist is read again (no restart)."""
-        adir = auth.authorized_dir(self.state_dir)
-        if self.authenticator is not None and adir.exists() and adir.stat().st_mtime_ns != self._keys_mtime:
-            self._reload_keys()
 
     def _bind_client(self, address: str, keys: auth.ServerKeys) -> Listener:
         sock = self.ctx.socket(zmq.ROUTER)
@@ -214,8 +191,8 @@ class Daemon:
         self.ticker.cancel()
         for lst in [*self.listeners, self.container_listener]:
             lst.close()
-        if self.authenticator is not None:
-            self.authenticator.stop()
+        if self.gate is not None:
+            self.gate.stop()
         (self.state_dir / "connection.json").unlink(missing_ok=True)
         sharedmem.sweep_segments(self.shm_prefix)
         self.ctx.term()
@@ -228,7 +205,8 @@ class Daemon:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             _periodic(self._expire_sessions)
-            _periodic(self._reload_keys_if_changed)
+            if self.gate is not None:
+                _periodic(self.gate.reload_if_changed)
             for i, service in enumerate(self.services.all):
                 if now - last_s[i] >= service.tick_every_s:
                     last_s[i] = now
