@@ -18,6 +18,7 @@ from .calls import Calls
 from .functions import Functions
 from .jobs import Jobs, SpawnedCalls
 from .kv import Stores
+from .queues import Queues
 from .registry import AppRegistry, DeployStore
 from .schedules import Scheduler
 from .status import Status
@@ -67,11 +68,12 @@ def build(host: Host, container_address: str, shm_prefix: str, client_env: dict[
     jobs = Jobs(functions, host.state_dir, retention_s, orphan_grace_s=orphan_grace_s)
     volumes = Volumes(host)
     stores = Stores(host, orphan_grace_s=orphan_grace_s)
+    queues = Queues(stores)
     store = DeployStore(host.state_dir / "deployed.db")
     scheduler = Scheduler(store.db, jobs, functions.deployed_pool)
     apps = Apps(host, registry, store, functions, jobs, scheduler, volumes)
-    status = Status(host, functions, apps, stores)
+    status = Status(host, functions, apps, queues)
     # Closing order: schedules, stores, jobs, deployed apps, then the pools.
-    ordered: list[Service] = [scheduler, stores, SpawnedCalls(jobs), apps, volumes, status, Calls(functions),
+    ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes, status, Calls(functions),
                               functions]
     return Services(functions, apps, scheduler, ordered)

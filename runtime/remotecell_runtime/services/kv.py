@@ -3,7 +3,7 @@
 Keys, values and items are opaque bytes here (the client pickles them; the
 daemon never unpickles).  A Dict key arrives as the client's canonical pickle
 of the key, one frame, and is indexed as those bytes; a value or queue item
-is stored as its payload's frames packed in one blob (``jobs.pack``).
+is stored as its payload's frames packed in one blob (``storage.pack``).
 
 Schema: ``stores`` (id, kind 'dict'|'queue', name, owner: the session id of an
 ephemeral store, else NULL), ``dict_entries`` (store, key, value; UNIQUE(store,
@@ -14,11 +14,9 @@ Writes follow the job store: a transaction opens with the first write of a
 loop turn and commits after it, and the replies of that turn go out after the
 commit (WAL, ``synchronous=NORMAL``: a runtime crash loses nothing acknowledged).
 
-A blocking ``queue_get`` waits here, not in the client: the request joins a
-waiter list that a ``queue_put`` to its partition wakes, and a timer answers
-``n: 0`` at its deadline.  One request waits at most ``MAX_WAIT_S`` (the client
-asks again), a waiter whose session expires is dropped, and items handed to a
-peer that is gone go back to the queue with their place in it.
+The ``queue_*`` handlers and the blocking requests that wait for a put are in
+``queues.py``; they watch this store (``StoreWatcher``) for deleted stores and
+quiet sessions.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..pools import Peer
 from ..protocol import framing
@@ -92,19 +90,16 @@ class Reply:
     undo: Callable[[], None] | None = None
 
 
-@dataclass
-class Waiter:
-    """A blocking queue request: ``take`` answers it if its partition has what it wants."""
+class StoreWatcher(Protocol):
+    """Who holds requests on stores: told when one is deleted, and which sessions still live."""
 
-    peer: Peer
-    request_id: Any
-    sid: str
-    take: Callable[[], bool]
-    timer: asyncio.TimerHandle | None = None
+    def store_deleted(self, oid: int) -> None: ...
+
+    def sessions_gone(self, live_sids: set[str]) -> None: ...
 
 
 class Stores(Service):
-    """The kv message handlers (``handlers()``) and the store behind them."""
+    """The store (transactions, replies after the commit, checks), the ``kv_*`` and the ``dict_*`` handlers."""
 
     tick_every_s = 5.0
 
@@ -114,7 +109,7 @@ class Stores(Service):
         # Ephemeral stores of sessions gone quiet are deleted; after a restart, their owners get this long
         # to come back first.
         self.sweep_after = time.monotonic() + orphan_grace_s
-        self.waiters: dict[tuple[int, str], list[Waiter]] = {}
+        self.watchers: list[StoreWatcher] = []  # told of deleted stores and quiet sessions (queue waiters)
         self._replies: list[Reply] = []
         self._flush_handle: asyncio.Handle | None = None
 
@@ -122,7 +117,6 @@ class Stores(Service):
         return {
             "kv_open": self.on_open,
             "kv_delete": self.on_delete,
-            "kv_cancel": self.on_cancel,
             "kv_list": self.on_list,
             "dict_get": self.on_dict_get,
             "dict_put": self.on_dict_put,
@@ -130,26 +124,21 @@ class Stores(Service):
             "dict_len": self.on_dict_len,
             "dict_clear": self.on_dict_clear,
             "dict_scan": self.on_dict_scan,
-            "queue_put": self.on_queue_put,
-            "queue_get": self.on_queue_get,
-            "queue_peek": self.on_queue_peek,
-            "queue_len": self.on_queue_len,
-            "queue_clear": self.on_queue_clear,
         }
 
     # -- transactions and replies -------------------------------------------------------------
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+    def write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
         if not self.db.in_transaction:
             self.db.execute("BEGIN")
             self._schedule_flush()
         return self.db.execute(sql, params)
 
-    def _reply(self, req: Request, header: dict[str, Any], payloads: list[Payload] | None = None,
+    def reply(self, req: Request, header: dict[str, Any], payloads: list[Payload] | None = None,
                undo: Callable[[], None] | None = None) -> None:
-        self._answer(Reply(req.peer, req.header.get("id"), header, payloads or [], undo))
+        self.answer(Reply(req.peer, req.header.get("id"), header, payloads or [], undo))
 
-    def _answer(self, reply: Reply) -> None:
+    def answer(self, reply: Reply) -> None:
         self._replies.append(reply)
         self._schedule_flush()
 
@@ -171,9 +160,9 @@ class Stores(Service):
                 failure = f"the runtime could not save the change: {exc}"
         for reply in replies:
             if failure is not None:
-                _send(reply.peer, error_reply(reply.request_id, ErrorName.CONNECTION, failure))
+                deliver(reply.peer, error_reply(reply.request_id, ErrorName.CONNECTION, failure))
                 continue
-            delivered = _send(reply.peer, framing.encode(dict(reply.header, t="reply", id=reply.request_id),
+            delivered = deliver(reply.peer, framing.encode(dict(reply.header, t="reply", id=reply.request_id),
                                                            reply.payloads))
             if not delivered and reply.undo is not None:
                 reply.undo()
@@ -182,41 +171,15 @@ class Stores(Service):
         self.flush()
         self.db.close()
 
-    def stats(self) -> dict[str, int]:
-        """For ``status``: the blocking queue requests waiting now."""
-        return {"waiters": sum(len(w) for w in self.waiters.values())}
-
     # -- checks -------------------------------------------------------------------------------
 
-    def _store(self, req: Request, kind: str) -> int:
+    def store_of(self, req: Request, kind: str) -> int:
         oid = req.header.get("oid")
         row = self.db.execute("SELECT kind FROM stores WHERE id = ?", (oid,)).fetchone() if type(oid) is int else None
         if row is None or row[0] != kind:
             raise refusal(ErrorName.NOT_FOUND, f"no {kind.capitalize()} with id {oid!r} on this runtime "
                            "(it was deleted, or it was ephemeral and its context ended)")
         return int(oid)  # type: ignore[arg-type]
-
-    @staticmethod
-    def _payloads(req: Request, what: str, limit: str, count: int | None = None) -> list[Payload]:
-        """The request's payloads, each one inline and within ``LIMITS[limit]`` bytes."""
-        if count is not None and len(req.payloads) != count:
-            raise refusal(ErrorName.INVALID, f"{req.header['t']} needs {count} payload(s) ({what}), "
-                           f"got {len(req.payloads)}")
-        return _within(req.payloads, what, limit)
-
-    @staticmethod
-    def _key(payload: Payload) -> bytes:
-        if len(payload.frames) != 1:  # sizes are checked with the other payloads
-            raise refusal(ErrorName.INVALID, "a Dict key travels as one frame: its canonical pickle")
-        return bytes(framing.buffer_of(payload.frames[0]))
-
-    @staticmethod
-    def _partition(req: Request) -> str:
-        partition = req.header.get("partition") or ""
-        if not isinstance(partition, str) or len(partition) > LIMITS["partition_chars"]:
-            raise refusal(ErrorName.INVALID, f"partition {partition!r}: give a string of at most "
-                           f"{LIMITS['partition_chars']} characters")
-        return partition
 
     # -- stores -------------------------------------------------------------------------------
 
@@ -226,9 +189,9 @@ class Stores(Service):
         if kind not in ("dict", "queue"):
             raise refusal(ErrorName.INVALID, f"kind {kind!r} must be 'dict' or 'queue'")
         if name is None:
-            cur = self._write("INSERT INTO stores (kind, owner, created_at) VALUES (?, ?, ?)",
+            cur = self.write("INSERT INTO stores (kind, owner, created_at) VALUES (?, ?, ?)",
                               (kind, str(req.header.get("sid", "")), time.time()))
-            self._reply(req, {"oid": cur.lastrowid, "limits": LIMITS})
+            self.reply(req, {"oid": cur.lastrowid, "limits": LIMITS})
             return
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise refusal(ErrorName.INVALID, f"name {name!r}: use 1 to 128 letters, digits, '.', '_' or '-', "
@@ -237,9 +200,9 @@ class Stores(Service):
         if row is None and not req.header.get("create"):
             raise refusal(ErrorName.NOT_FOUND, f"no {kind.capitalize()} named {name!r}: pass create_if_missing=True "
                            "to create it")
-        oid = row[0] if row is not None else self._write(
+        oid = row[0] if row is not None else self.write(
             "INSERT INTO stores (kind, name, created_at) VALUES (?, ?, ?)", (kind, name, time.time())).lastrowid
-        self._reply(req, {"oid": oid, "limits": LIMITS})
+        self.reply(req, {"oid": oid, "limits": LIMITS})
 
     def on_list(self, req: Request) -> None:
         """Every store's kind, name (None: ephemeral), owner session and size, for the JupyterLab panel.
@@ -253,22 +216,19 @@ class Stores(Service):
             "FROM stores ORDER BY kind, name IS NULL, name, id LIMIT ?", (LIST_MAX + 1,)).fetchall()
         stores = [{"id": oid, "kind": kind, "name": name, "ephemeral": owner is not None, "created_at": created_at,
                    "size": size} for oid, kind, name, owner, created_at, size in rows[:LIST_MAX]]
-        self._reply(req, {"stores": stores, "truncated": len(rows) > LIST_MAX})
+        self.reply(req, {"stores": stores, "truncated": len(rows) > LIST_MAX})
 
     def on_delete(self, req: Request) -> None:
         kind = req.header.get("kind", "")
-        self._delete(self._store(req, str(kind)))
-        self._reply(req, {})
+        self._delete(self.store_of(req, str(kind)))
+        self.reply(req, {})
 
     def _delete(self, oid: int) -> None:
-        self._write("DELETE FROM stores WHERE id = ?", (oid,))
-        self._write("DELETE FROM dict_entries WHERE store = ?", (oid,))
-        self._write("DELETE FROM queue_items WHERE store = ?", (oid,))
-        for key in [k for k in self.waiters if k[0] == oid]:
-            for waiter in self.waiters.pop(key):
-                self._drop_waiter(waiter)
-                _send(waiter.peer, error_reply(waiter.request_id, ErrorName.NOT_FOUND,
-                                               "the Queue was deleted while this request waited"))
+        self.write("DELETE FROM stores WHERE id = ?", (oid,))
+        self.write("DELETE FROM dict_entries WHERE store = ?", (oid,))
+        self.write("DELETE FROM queue_items WHERE store = ?", (oid,))
+        for watcher in self.watchers:
+            watcher.store_deleted(oid)
 
     def tick(self, now: float) -> None:
         """Delete the ephemeral stores, and drop the waiters, of sessions that went quiet."""
@@ -279,15 +239,14 @@ class Stores(Service):
             if owner not in live_sids:
                 log.info("deleting ephemeral store %s: its client session %s ended", oid, owner)
                 self._delete(int(oid))
-        for key, waiters in list(self.waiters.items()):
-            for waiter in [w for w in waiters if w.sid not in live_sids]:
-                self._timed_out(key, waiter)
+        for watcher in self.watchers:
+            watcher.sessions_gone(live_sids)
 
     # -- Dict ---------------------------------------------------------------------------------
 
     def _entry(self, req: Request) -> tuple[int, bytes, Any]:
-        oid = self._store(req, "dict")
-        key = self._key(self._payloads(req, "the key", "dict_key_bytes", 1)[0])
+        oid = self.store_of(req, "dict")
+        key = dict_key(payloads_of(req, "the key", "dict_key_bytes", 1)[0])
         row = self.db.execute("SELECT id, value FROM dict_entries WHERE store = ? AND key = ?", (oid, key)).fetchone()
         return oid, key, row
 
@@ -295,45 +254,45 @@ class Stores(Service):
         """``found``, and the value when found; ``exists_only`` answers without the value (``in``)."""
         _, _, row = self._entry(req)
         if row is None or req.header.get("exists_only"):
-            self._reply(req, {"found": row is not None})
+            self.reply(req, {"found": row is not None})
             return
-        self._reply(req, {"found": True}, [Payload(unpack(row[1]))])
+        self.reply(req, {"found": True}, [Payload(unpack(row[1]))])
 
     def on_dict_pop(self, req: Request) -> None:
         _, _, row = self._entry(req)
         if row is None:
-            self._reply(req, {"found": False})
+            self.reply(req, {"found": False})
             return
-        self._write("DELETE FROM dict_entries WHERE id = ?", (row[0],))
-        self._reply(req, {"found": True}, [Payload(unpack(row[1]))])
+        self.write("DELETE FROM dict_entries WHERE id = ?", (row[0],))
+        self.reply(req, {"found": True}, [Payload(unpack(row[1]))])
 
     def on_dict_put(self, req: Request) -> None:
         """Payloads key, value, key, value, ...; ``skip_if_exists`` keeps values already there."""
-        oid = self._store(req, "dict")
+        oid = self.store_of(req, "dict")
         payloads = req.payloads
         if not payloads or len(payloads) % 2:
             raise refusal(ErrorName.INVALID, "dict_put needs payloads in pairs: key, value, key, value, ...")
-        keys = [self._key(p) for p in payloads[0::2]]
+        keys = [dict_key(p) for p in payloads[0::2]]
         values = _within(payloads[1::2], "a Dict value", "dict_value_bytes")
         conflict = "DO NOTHING" if req.header.get("skip_if_exists") else "DO UPDATE SET value = excluded.value"
         written = 0
         for key, value in zip(keys, values, strict=True):
-            written += self._write(f"INSERT INTO dict_entries (store, key, value) VALUES (?, ?, ?) "
+            written += self.write(f"INSERT INTO dict_entries (store, key, value) VALUES (?, ?, ?) "
                                    f"ON CONFLICT (store, key) {conflict}", (oid, key, pack(value.frames))).rowcount
-        self._reply(req, {"written": written})
+        self.reply(req, {"written": written})
 
     def on_dict_len(self, req: Request) -> None:
-        oid = self._store(req, "dict")
+        oid = self.store_of(req, "dict")
         (n,) = self.db.execute("SELECT COUNT(*) FROM dict_entries WHERE store = ?", (oid,)).fetchone()
-        self._reply(req, {"n": n})
+        self.reply(req, {"n": n})
 
     def on_dict_clear(self, req: Request) -> None:
-        self._write("DELETE FROM dict_entries WHERE store = ?", (self._store(req, "dict"),))
-        self._reply(req, {})
+        self.write("DELETE FROM dict_entries WHERE store = ?", (self.store_of(req, "dict"),))
+        self.reply(req, {})
 
     def on_dict_scan(self, req: Request) -> None:
         """One page of keys, values or both (``what``) after entry ``after``; ``next`` is None on the last page."""
-        oid, after, what = self._store(req, "dict"), req.header.get("after") or 0, req.header.get("what")
+        oid, after, what = self.store_of(req, "dict"), req.header.get("after") or 0, req.header.get("what")
         if what not in ("keys", "values", "items") or type(after) is not int:
             raise refusal(ErrorName.INVALID, "dict_scan needs what=keys|values|items and an integer 'after'")
         rows = self.db.execute("SELECT id, key, value FROM dict_entries WHERE store = ? AND id > ? ORDER BY id "
@@ -349,128 +308,27 @@ class Stores(Service):
             if what != "keys":
                 payloads.append(Payload(unpack(value)))
             size, last = size + len(key) + len(value), rowid
-        self._reply(req, {"next": last if more else None}, payloads)
+        self.reply(req, {"next": last if more else None}, payloads)
 
-    # -- Queue --------------------------------------------------------------------------------
 
-    def on_queue_put(self, req: Request) -> None:
-        oid, partition = self._store(req, "queue"), self._partition(req)
-        items = self._payloads(req, "a Queue item", "queue_item_bytes")
-        for item in items:
-            self._write("INSERT INTO queue_items (store, partition, item) VALUES (?, ?, ?)",
-                        (oid, partition, pack(item.frames)))
-        self._reply(req, {"n": len(items)})
-        self._wake((oid, partition))
+def payloads_of(req: Request, what: str, limit: str, count: int | None = None) -> list[Payload]:
+    """The request's payloads, each one inline and within ``LIMITS[limit]`` bytes."""
+    if count is not None and len(req.payloads) != count:
+        raise refusal(ErrorName.INVALID, f"{req.header['t']} needs {count} payload(s) ({what}), "
+                       f"got {len(req.payloads)}")
+    return _within(req.payloads, what, limit)
 
-    def on_queue_get(self, req: Request) -> None:
-        """Take up to ``n`` items, oldest first; with none there, wait up to ``wait_s`` for a put."""
-        oid, partition, n = self._store(req, "queue"), self._partition(req), self._count(req)
-        self._serve(req, (oid, partition), lambda: self._take(req, oid, partition, n))
+def dict_key(payload: Payload) -> bytes:
+    if len(payload.frames) != 1:  # sizes are checked with the other payloads
+        raise refusal(ErrorName.INVALID, "a Dict key travels as one frame: its canonical pickle")
+    return bytes(framing.buffer_of(payload.frames[0]))
 
-    def on_queue_peek(self, req: Request) -> None:
-        """Up to ``n`` items after position ``after``, left in the queue (``Queue.iterate``); waits as a get."""
-        oid, partition, n = self._store(req, "queue"), self._partition(req), self._count(req)
-        after = req.header.get("after") or 0
-        if type(after) is not int:
-            raise refusal(ErrorName.INVALID, "queue_peek needs an integer 'after'")
-        self._serve(req, (oid, partition), lambda: self._peek(req, oid, partition, n, after))
-
-    @staticmethod
-    def _count(req: Request) -> int:
-        n = req.header.get("n", 1)
-        if type(n) is not int or n < 1:
-            raise refusal(ErrorName.INVALID, f"n={n!r}: ask for at least 1 item")
-        return n
-
-    def _rows(self, oid: int, partition: str, after: int, n: int) -> list[tuple[int, bytes]]:
-        return self.db.execute("SELECT seq, item FROM queue_items WHERE store = ? AND partition = ? AND seq > ? "
-                               "ORDER BY seq LIMIT ?", (oid, partition, after, n)).fetchall()
-
-    def _take(self, req: Request, oid: int, partition: str, n: int) -> bool:
-        rows = self._rows(oid, partition, 0, n)
-        if not rows:
-            return False
-        self._write("DELETE FROM queue_items WHERE store = ? AND partition = ? AND seq <= ?",
-                    (oid, partition, rows[-1][0]))
-
-        def put_back() -> None:  # its asker is gone: the items keep their places
-            for seq, item in rows:
-                self._write("INSERT INTO queue_items (seq, store, partition, item) VALUES (?, ?, ?, ?)",
-                            (seq, oid, partition, item))
-            self._wake((oid, partition))
-
-        self._reply(req, {"n": len(rows)}, [Payload(unpack(item)) for _, item in rows], undo=put_back)
-        return True
-
-    def _peek(self, req: Request, oid: int, partition: str, n: int, after: int) -> bool:
-        rows = self._rows(oid, partition, after, n)
-        if not rows:
-            return False
-        self._reply(req, {"n": len(rows), "last": rows[-1][0]}, [Payload(unpack(item)) for _, item in rows])
-        return True
-
-    def _serve(self, req: Request, key: tuple[int, str], take: Callable[[], bool]) -> None:
-        """Answer now if ``take`` can; else wait for a put, at most ``wait_s`` (capped at ``MAX_WAIT_S``)."""
-        wait_s = req.header.get("wait_s", 0.0)
-        if wait_s is not None and type(wait_s) not in (int, float):
-            raise refusal(ErrorName.INVALID, f"wait_s={wait_s!r}: give seconds >= 0, or null to wait "
-                           f"as long as the runtime allows ({MAX_WAIT_S:g} s)")
-        wait_s = MAX_WAIT_S if wait_s is None else min(max(float(wait_s), 0.0), MAX_WAIT_S)
-        if take():
-            return
-        if wait_s <= 0:
-            self._reply(req, {"n": 0})
-            return
-        waiter = Waiter(req.peer, req.header.get("id"), str(req.header.get("sid", "")), take)
-        waiter.timer = asyncio.get_running_loop().call_later(wait_s, self._timed_out, key, waiter)
-        self.waiters.setdefault(key, []).append(waiter)
-
-    def _timed_out(self, key: tuple[int, str], waiter: Waiter) -> None:
-        self._unwait(key, waiter)
-        self._answer(Reply(waiter.peer, waiter.request_id, {"n": 0}, []))
-
-    def _unwait(self, key: tuple[int, str], waiter: Waiter) -> None:
-        waiters = self.waiters.get(key, [])
-        if waiter in waiters:
-            waiters.remove(waiter)
-            self._drop_waiter(waiter)
-        if not waiters:
-            self.waiters.pop(key, None)
-
-    @staticmethod
-    def _drop_waiter(waiter: Waiter) -> None:
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-
-    def _wake(self, key: tuple[int, str]) -> None:
-        """Items arrived in a partition: answer its waiters, oldest first, while there are items for them."""
-        for waiter in list(self.waiters.get(key, [])):
-            if waiter.take():
-                self._unwait(key, waiter)
-
-    def on_cancel(self, req: Request) -> None:
-        """The client stopped waiting (Ctrl-C, a cancelled task): forget its waiting requests ``ids``."""
-        ids = set(req.header.get("ids") or [])
-        for key, waiters in list(self.waiters.items()):
-            for waiter in [w for w in waiters if w.peer == req.peer and w.request_id in ids]:
-                self._unwait(key, waiter)
-
-    def on_queue_len(self, req: Request) -> None:
-        oid = self._store(req, "queue")
-        if req.header.get("total"):
-            row = self.db.execute("SELECT COUNT(*) FROM queue_items WHERE store = ?", (oid,)).fetchone()
-        else:
-            row = self.db.execute("SELECT COUNT(*) FROM queue_items WHERE store = ? AND partition = ?",
-                                  (oid, self._partition(req))).fetchone()
-        self._reply(req, {"n": row[0]})
-
-    def on_queue_clear(self, req: Request) -> None:
-        oid = self._store(req, "queue")
-        if req.header.get("all"):
-            self._write("DELETE FROM queue_items WHERE store = ?", (oid,))
-        else:
-            self._write("DELETE FROM queue_items WHERE store = ? AND partition = ?", (oid, self._partition(req)))
-        self._reply(req, {})
+def partition_of(req: Request) -> str:
+    partition = req.header.get("partition") or ""
+    if not isinstance(partition, str) or len(partition) > LIMITS["partition_chars"]:
+        raise refusal(ErrorName.INVALID, f"partition {partition!r}: give a string of at most "
+                       f"{LIMITS['partition_chars']} characters")
+    return partition
 
 
 def _within(payloads: list[Payload], what: str, limit: str) -> list[Payload]:
@@ -485,7 +343,7 @@ def _within(payloads: list[Payload], what: str, limit: str) -> list[Payload]:
     return payloads
 
 
-def _send(peer: Peer, frames: list[Frame]) -> bool:
+def deliver(peer: Peer, frames: list[Frame]) -> bool:
     """Send to a client; False when it is gone (its listener says so)."""
     listener, identity = peer
     return bool(listener.send(identity, frames))

@@ -10,17 +10,17 @@ from ..protocol.versions import versions
 from .apps import Apps
 from .base import Handler, Host, Request, Service
 from .functions import Functions
-from .kv import Stores
+from .queues import Queues
 
 SHUTDOWN_DELAY_S = 0.05  # the reply goes out before the loop stops
 
 
 class Status(Service):
-    def __init__(self, host: Host, functions: Functions, apps: Apps, stores: Stores) -> None:
+    def __init__(self, host: Host, functions: Functions, apps: Apps, queues: Queues) -> None:
         self.host = host
         self.functions = functions
         self.apps = apps
-        self.stores = stores
+        self.queues = queues
 
     def handlers(self) -> dict[str, Handler]:
         return {"hello": self.on_hello, "ping": self.on_ping, "status": self.on_status, "shutdown": self.on_shutdown}
@@ -41,7 +41,7 @@ class Status(Service):
             **self.functions.stats(),
             "apps": self.apps.stats(),
             "sessions": len(self.host.live_sessions()),
-            "stores": self.stores.stats(),
+            "stores": self.queues.stats(),
         }
 
     def on_shutdown(self, req: Request) -> dict[str, Any]:
