@@ -30,7 +30,7 @@ from .protocol import framing, sharedmem
 from .protocol.errors import ErrorName
 from .protocol.framing import Frame, WireError
 from .protocol.versions import versions
-from .services.base import Request, RequestError, error_reply
+from .services.base import Request, RequestError, error_reply, refusal
 from .services.jobs import RETENTION_S
 
 log = logging.getLogger("remotecell.runtime")
@@ -244,11 +244,11 @@ class Daemon:
             request_id = header.get("id")
             payloads = framing.split_payloads(header, frames[3:])
             if not listener.shm and (header.get("shm") or any(p.shm for p in payloads)):
-                raise RequestError(ErrorName.INVALID, "shared memory is only for clients on the runtime's host")
+                raise refusal(ErrorName.INVALID, "shared memory is only for clients on the runtime's host")
             self._seen(header.get("sid"))
             handler = self.handlers.get(header["t"])
             if handler is None:
-                raise RequestError(ErrorName.INVALID, f"unknown message type {header['t']!r}")
+                raise refusal(ErrorName.INVALID, f"unknown message type {header['t']!r}")
             reply = handler(Request(peer, header, payloads, frames[1:]))
         except (WireError, RequestError, KeyError, TypeError, ValueError) as exc:
             self._refuse(peer, request_id, exc)
