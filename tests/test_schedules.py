@@ -20,7 +20,7 @@ from remotecell import _client
 from remotecell.exceptions import InvalidError, NotFoundError
 from remotecell.schedules import Schedule
 from remotecell_runtime.protocol import framing, pickling
-from remotecell_runtime.scheduler import Scheduler, next_cron_s
+from remotecell_runtime.services.schedules import Scheduler, next_cron_s
 from test_call_views import click, shown_views, view_parts
 from test_deploy import cli
 from test_kernel import Kernel

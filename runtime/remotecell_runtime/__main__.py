@@ -22,7 +22,7 @@ def default_state_dir() -> Path:
 
 def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_s: float | None = None) -> int:
     from .daemon import Daemon
-    from .jobs import RETENTION_S
+    from .services.jobs import RETENTION_S
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if retention_s is None:

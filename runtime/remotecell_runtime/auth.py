@@ -140,3 +140,32 @@ def write_private_json(path: Path, data: dict) -> None:
         json.dump(data, f, indent=2)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+class ZapGate:
+    """ZAP for the tcp:// listeners: CURVE clients whose key is in ``keys/authorized``, read again as it changes."""
+
+    def __init__(self, ctx: zmq.Context, state_dir: Path) -> None:
+        if not authorized_keys(state_dir):
+            raise KeySetupError(
+                "refusing to listen on tcp:// without client keys: create one with "
+                f"`remotecell token new NAME --state-dir {state_dir}` and give the client its file"
+            )
+        from zmq.auth.asyncio import AsyncioAuthenticator  # only a runtime that listens on tcp:// needs it
+
+        self.dir = authorized_dir(state_dir)
+        self.authenticator = AsyncioAuthenticator(ctx)
+        self.authenticator.start()
+        self._load()
+
+    def _load(self) -> None:
+        self.mtime_ns = self.dir.stat().st_mtime_ns if self.dir.exists() else 0
+        self.authenticator.configure_curve(domain="*", location=str(self.dir))
+
+    def reload_if_changed(self) -> None:
+        """A token made or revoked since: the allowlist is read again (no restart)."""
+        if self.dir.exists() and self.dir.stat().st_mtime_ns != self.mtime_ns:
+            self._load()
+
+    def stop(self) -> None:
+        self.authenticator.stop()

@@ -22,24 +22,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from .pools import Input, Peer, Pool, Result, error_result
-from .protocol import framing
-from .protocol.errors import ErrorName
-from .protocol.framing import Frame, Payload
+from ..pools import Input, Peer, Pool, Result, error_result
+from ..protocol import framing
+from ..protocol.errors import ErrorName
+from ..protocol.framing import Payload
+from ..storage import open_db, pack, unpack
+from .base import Handler, Request, Service, error_reply, refusal
+from .functions import JOB_PEER, Functions
 
 log = logging.getLogger("remotecell.runtime")
 
 RETENTION_S = 7 * 24 * 3600.0
 LOG_TAIL_BYTES = 1 << 20  # what a call's logs keep
 FINAL_STATES = ("succeeded", "failed", "cancelled")
-JOB_PEER: Peer = (None, b"jobs")  # results of spawned inputs come here, not to a socket
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -68,23 +69,6 @@ RECENT_MAX = 500  # calls_recent lists at most this many
 TOMBSTONE_S = 30 * 24 * 3600.0  # how long an expired call is still known as expired (then: not found)
 
 
-def pack(frames: list[Frame]) -> bytes:
-    """Frames in one blob: their count, their lengths, then their bytes."""
-    views = [memoryview(framing.buffer_of(f)).cast("B") for f in frames]
-    head = struct.pack(f"<I{len(views)}Q", len(views), *(len(v) for v in views))
-    return head + b"".join(views)
-
-
-def unpack(blob: bytes) -> list[Frame]:
-    (count,) = struct.unpack_from("<I", blob)
-    lengths = struct.unpack_from(f"<{count}Q", blob, 4)
-    view, offset, frames = memoryview(blob), 4 + 8 * count, []
-    for n in lengths:
-        frames.append(view[offset:offset + n])
-        offset += n
-    return frames
-
-
 @dataclass
 class Job:
     """A spawned call the runtime is working on (its row says the rest)."""
@@ -103,22 +87,12 @@ class Job:
     ended: bool = False  # its result is being written
 
 
-class Runtime(Protocol):
-    pools: dict[str, Pool]
-    input_pool: dict[str, Pool]
-
-    def send_peer(self, peer: Peer, frames: list[Frame]) -> None: ...
-
-
 class JobStore:
     """The SQLite side: rows in, rows out; no sockets, no event loop."""
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db = open_db(path, SCHEMA)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
 
     def close(self) -> None:
         self.db.close()
@@ -136,6 +110,16 @@ class JobStore:
 
     def row(self, call_id: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
+
+    def known(self, call_id: str) -> sqlite3.Row:
+        """The row of ``call_id``, or a refusal: no such call."""
+        row = self.row(call_id)
+        if row is None:
+            raise refusal(ErrorName.NOT_FOUND, f"no spawned call with id {call_id!r} on this runtime")
+        return row
+
+    def group_ids(self, group_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT id FROM calls WHERE group_id = ? ORDER BY idx", (group_id,))]
 
     def unfinished(self) -> list[sqlite3.Row]:
         return self.db.execute(
@@ -164,9 +148,10 @@ class JobStore:
 class Jobs:
     """Spawned calls on the daemon's event loop: accept, run through pools, answer get/status/cancel/logs."""
 
-    def __init__(self, rt: Runtime, state_dir: Path, retention_s: float = RETENTION_S,
+    def __init__(self, functions: Functions, state_dir: Path, retention_s: float = RETENTION_S,
                  orphan_grace_s: float = 30.0) -> None:
-        self.rt = rt
+        self.functions = functions
+        functions.job_sink = self  # spawned inputs' results and output come here
         self.store = JobStore(state_dir / "jobs.db")
         self.retention_s = retention_s
         self.live: dict[str, Job] = {}
@@ -211,18 +196,6 @@ class Jobs:
 
     # -- spawning -----------------------------------------------------------------------------
 
-    def spawn(self, peer: Peer, request_id: str, pool: Pool, entries: list[framing.Entry], method: str | None) -> None:
-        """Write the new calls, then reply and start them; calls already known are not run twice."""
-
-        def answer(error: Exception | None) -> None:
-            if error is not None:
-                refusal = {"type": ErrorName.CONNECTION, "message": f"the runtime could not save the calls: {error}"}
-                self.rt.send_peer(peer, framing.encode({"t": "error", "id": request_id, "error": refusal}))
-            else:
-                self.rt.send_peer(peer, framing.encode({"t": "reply", "id": request_id, "accepted": len(entries)}))
-
-        self.submit(pool, entries, method, answer)
-
     def submit(self, pool: Pool, entries: list[framing.Entry], method: str | None,
                then: Callable[[Exception | None], None]) -> None:
         """Write the new calls; once committed, ``then(error)``, and start them unless the write failed."""
@@ -266,7 +239,7 @@ class Jobs:
         inputs = []
         for job in jobs:
             self._track(job)
-            self.rt.input_pool[job.id] = pool
+            self.functions.input_pool[job.id] = pool
             inputs.append(Input(job.id, JOB_PEER, job.payload, None, job.method, False))
         pool.submit(*inputs)
 
@@ -289,7 +262,7 @@ class Jobs:
             self._untrack(job)
             waiters, job.waiters = job.waiters, []
             for peer, request_id in waiters:
-                self.rt.send_peer(peer, framing.encode(dict(header, t="result", id=request_id), result.payloads))
+                self.functions.send_peer(peer, framing.encode(dict(header, t="result", id=request_id), result.payloads))
 
         self._then(ended)
 
@@ -315,39 +288,33 @@ class Jobs:
             return None
         row = self._finished_row(call_id)
         header, payloads = framing.decode(unpack(row["result"]))
-        self.rt.send_peer(peer, framing.encode(dict(header, t="result", id=request_id), payloads))
+        self.functions.send_peer(peer, framing.encode(dict(header, t="result", id=request_id), payloads))
         return None
 
     def _get_timed_out(self, job: Job, peer: Peer, request_id: str) -> None:
         if (peer, request_id) in job.waiters:
             job.waiters.remove((peer, request_id))
-            self.rt.send_peer(peer, framing.encode({"t": "reply", "id": request_id, "pending": True}))
+            self.functions.send_peer(peer, framing.encode({"t": "reply", "id": request_id, "pending": True}))
 
     def _finished_row(self, call_id: str) -> sqlite3.Row:
-        row = self._row(call_id)
+        row = self.store.known(call_id)
         if row["state"] == "expired":
-            raise _refusal(ErrorName.OUTPUT_EXPIRED,
+            raise refusal(ErrorName.OUTPUT_EXPIRED,
                            f"the output of call {call_id} expired: results are kept {self.retention_s:g} s")
-        return row
-
-    def _row(self, call_id: str) -> sqlite3.Row:
-        row = self.store.row(call_id)
-        if row is None:
-            raise _refusal(ErrorName.NOT_FOUND, f"no spawned call with id {call_id!r} on this runtime")
         return row
 
     def status(self, call_id: str) -> dict[str, Any]:
         job = self.live.get(call_id)
         if job is not None:
             return self._live_status(job)
-        row = self._row(call_id)
+        row = self.store.known(call_id)
         return {"id": call_id, "function": row["function"], "state": row["state"], "attempts": row["attempts"],
                 "error_type": row["error_type"], "created_at": row["created_at"],
                 "finished_at": row["finished_at"]}
 
     def _live_status(self, job: Job) -> dict[str, Any]:
         out = {"id": job.id, "function": job.function, "created_at": job.created_at, "attempts": 1}
-        pool = self.rt.input_pool.get(job.id)
+        pool = self.functions.input_pool.get(job.id)
         inp = pool.inputs.get(job.id) if pool is not None else None
         if pool is None or inp is None:
             return dict(out, state="queued", reason="waiting for its app to be registered again after a restart")
@@ -377,14 +344,10 @@ class Jobs:
         counts.update(queued=len(live) - running, running=running)
         return {k: v for k, v in counts.items() if v}
 
-    def group_ids(self, group_id: str) -> list[str]:
-        return [r[0] for r in self.store.db.execute(
-            "SELECT id FROM calls WHERE group_id = ? ORDER BY idx", (group_id,))]
-
     def cancel(self, call_ids: list[str]) -> int:
         cancelled = 0
         for call_id in call_ids:
-            pool = self.rt.input_pool.get(call_id)
+            pool = self.functions.input_pool.get(call_id)
             if pool is not None:
                 pool.cancel(call_id)
                 cancelled += 1
@@ -444,12 +407,6 @@ class Jobs:
         self.store.close()
 
 
-def _refusal(type_name: str, message: str) -> Exception:
-    from .daemon import RequestError  # the daemon answers it by name
-
-    return RequestError(type_name, message)
-
-
 def _state_of(result: Result) -> str:
     if result.status == "ok":
         return "succeeded"
@@ -457,3 +414,65 @@ def _state_of(result: Result) -> str:
         return "cancelled"
     return "failed"
 
+
+class SpawnedCalls(Service):
+    """The spawned-call messages: ``spawn`` saves calls to the job store and runs them; the rest ask about them."""
+
+    tick_every_s = 5.0
+
+    def __init__(self, jobs: Jobs) -> None:
+        self.jobs = jobs
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"spawn": self.on_spawn, "call_get": self.on_get, "call_status": self.on_status,
+                "call_cancel": self.on_cancel, "call_logs": self.on_logs, "calls_recent": self.on_recent}
+
+    def on_spawn(self, req: Request) -> None:
+        """Spawned calls (``e`` lists them, one payload each): saved to the job store, then run."""
+        pool = self.jobs.functions.live_pool(req.header.get("fid"))
+        entries = framing.split_many(req.header, req.payloads)
+        if any(len(payloads) != 1 or payloads[0].shm for _, payloads in entries):
+            raise refusal(ErrorName.INVALID,
+                          "a spawned call needs one payload, its arguments, without shared memory")
+        peer, request_id = req.peer, req.header["id"]
+
+        def answer(error: Exception | None) -> None:  # once the calls are saved, or could not be
+            if error is not None:
+                self.jobs.functions.send_peer(peer, error_reply(request_id, ErrorName.CONNECTION,
+                                                                f"the runtime could not save the calls: {error}"))
+            else:
+                accepted = {"t": "reply", "id": request_id, "accepted": len(entries)}
+                self.jobs.functions.send_peer(peer, framing.encode(accepted))
+
+        self.jobs.submit(pool, entries, req.header.get("m"), answer)  # calls already known are not run twice
+
+    def on_get(self, req: Request) -> dict[str, Any] | None:
+        timeout_s = min(max(float(req.header.get("timeout_s", 0)), 0.0), 60.0)
+        return self.jobs.get(req.peer, str(req.header["id"]), str(req.header["call"]), timeout_s)
+
+    def on_status(self, req: Request) -> dict[str, Any]:
+        if "group" in req.header:
+            return {"counts": self.jobs.group_status(str(req.header["group"]))}
+        return self.jobs.status(str(req.header["call"]))
+
+    def on_cancel(self, req: Request) -> dict[str, Any]:
+        ids = [str(i) for i in req.header.get("calls", [])]
+        if "group" in req.header:
+            ids += self.jobs.store.group_ids(str(req.header["group"]))
+        return {"cancelled": self.jobs.cancel(ids)}
+
+    def on_logs(self, req: Request) -> dict[str, Any]:
+        return {"text": self.jobs.logs(str(req.header["call"]))}
+
+    def on_recent(self, req: Request) -> dict[str, Any]:
+        """The latest spawned calls and their states, for the JupyterLab panel (``limit``: how many)."""
+        limit = req.header.get("limit", 50)
+        if type(limit) is not int or limit < 1:
+            raise refusal(ErrorName.INVALID, f"calls_recent: limit must be a positive integer, not {limit!r}")
+        return {"calls": self.jobs.recent(limit)}
+
+    def tick(self, now: float) -> None:
+        self.jobs.tick(now)
+
+    def close(self) -> None:
+        self.jobs.close()  # unfinished spawned calls stay in the store and run again after a restart

@@ -1,27 +1,29 @@
 """The registry of apps: ephemeral ones live with their client session, deployed ones until stopped.
 
+An ``AppEntry`` is the runtime's record of one app (not the client's ``App``):
+its id, name, owning session and the current fid of each function name.
 Deployed apps are unique by name and outlive their client and the runtime
 itself: ``DeployStore`` keeps each one's id and function definitions (name,
 options, what the client told about it, and the pickled body as opaque bytes)
-in SQLite in the state dir, and the daemon registers them again at start.
+in SQLite in the state dir, and ``Apps.restore_deployed`` registers them again
+at start.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .jobs import pack, unpack
-from .protocol.framing import Payload
+from ..protocol.framing import Payload
+from ..storage import open_db, pack, unpack
 
 
 @dataclass
-class App:
+class AppEntry:
     app_id: str
     name: str
     sid: str  # the client session that created it
@@ -36,26 +38,26 @@ class App:
 
 class AppRegistry:
     def __init__(self) -> None:
-        self.apps: dict[str, App] = {}
+        self.apps: dict[str, AppEntry] = {}
 
     def create(self, name: str, sid: str, mode: str, app_id: str | None = None,
-               created_at: float | None = None) -> App:
-        app = App(app_id or f"ap-{secrets.token_hex(6)}", name, sid, mode)
+               created_at: float | None = None) -> AppEntry:
+        app = AppEntry(app_id or f"ap-{secrets.token_hex(6)}", name, sid, mode)
         if created_at is not None:
             app.created_at = created_at
         self.apps[app.app_id] = app
         return app
 
-    def get(self, app_id: str) -> App | None:
+    def get(self, app_id: str) -> AppEntry | None:
         return self.apps.get(app_id)
 
-    def remove(self, app_id: str) -> App | None:
+    def remove(self, app_id: str) -> AppEntry | None:
         return self.apps.pop(app_id, None)
 
-    def ephemeral_of(self, sid: str) -> list[App]:
+    def ephemeral_of(self, sid: str) -> list[AppEntry]:
         return [a for a in self.apps.values() if a.sid == sid and a.mode == "ephemeral"]
 
-    def deployed(self, name: str) -> App | None:
+    def deployed(self, name: str) -> AppEntry | None:
         return next((a for a in self.apps.values() if a.mode == "deployed" and a.name == name), None)
 
     def deployed_names(self) -> list[str]:
@@ -101,12 +103,9 @@ class DeployStore:
     def __init__(self, path: Path) -> None:
         path.touch(mode=0o600)  # definitions may hold secret values (rc.Secret.from_dict options)
         path.chmod(0o600)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        self.db = open_db(path, SCHEMA)
 
-    def save_app(self, app: App) -> None:
+    def save_app(self, app: AppEntry) -> None:
         self.db.execute("INSERT OR REPLACE INTO apps (name, app_id, created_at) VALUES (?, ?, ?)",
                         (app.name, app.app_id, app.created_at))
 

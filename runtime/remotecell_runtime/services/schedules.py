@@ -35,17 +35,15 @@ import time
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from croniter import croniter
 
-from .jobs import Jobs, _refusal
-from .pools import Pool
-from .protocol import pickling
-from .protocol.errors import ErrorName
-
-if TYPE_CHECKING:
-    from .daemon import Request
+from ..pools import Pool
+from ..protocol import pickling
+from ..protocol.errors import ErrorName
+from .base import Handler, Request, Service, refusal
+from .jobs import Jobs
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -111,7 +109,7 @@ def check_spec(spec: Any) -> None:
             raise ValueError("a period is at least 1 s")
         next_fire_s(spec, time.time())
     except Exception as exc:
-        raise _refusal(ErrorName.INVALID, f"schedule {spec!r} cannot fire: {exc}") from None
+        raise refusal(ErrorName.INVALID, f"schedule {spec!r} cannot fire: {exc}") from None
 
 
 def describe(spec: dict[str, Any]) -> str:
@@ -121,7 +119,7 @@ def describe(spec: dict[str, Any]) -> str:
 
 
 @dataclass
-class Schedule:
+class ScheduleState:
     app_name: str
     name: str
     spec: dict[str, Any]
@@ -136,7 +134,7 @@ class Schedule:
         return self.app_name, self.name
 
 
-class Scheduler:
+class Scheduler(Service):
     """The schedules of deployed functions on the daemon's loop; ``handlers`` answer the schedule messages."""
 
     def __init__(self, db: sqlite3.Connection, jobs: Jobs, pool_of: Callable[[str, str], Pool | None]) -> None:
@@ -147,7 +145,9 @@ class Scheduler:
         self.schedules = {s.key: s for s in self._load()}
         self.timer: asyncio.TimerHandle | None = None
         self.started = False
-        self.handlers: dict[str, Callable[[Request], dict[str, Any]]] = {
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
             "schedule_list": self.on_list,
             "schedule_get": self.on_get,
             "schedule_pause": self.on_pause,
@@ -155,10 +155,11 @@ class Scheduler:
             "schedule_run": self.on_run,
         }
 
-    def _load(self) -> list[Schedule]:
+    def _load(self) -> list[ScheduleState]:
         rows = self.db.execute("SELECT app_name, name, spec, paused, next_at, last_call, last_at, last_trigger "
                                "FROM schedules")
-        return [Schedule(a, n, json.loads(spec), bool(p), nx, lc, la, lt) for a, n, spec, p, nx, lc, la, lt in rows]
+        return [ScheduleState(a, n, json.loads(spec), bool(p), nx, lc, la, lt)
+                for a, n, spec, p, nx, lc, la, lt in rows]
 
     def start(self) -> None:
         """Begin firing (after the deployed apps are restored); a slot missed while down fires now, once."""
@@ -181,7 +182,7 @@ class Scheduler:
             return
         if old is not None and old.spec == spec:
             return  # the same schedule (a restore, or a redeploy of other changes): its state goes on
-        schedule = Schedule(app_name, name, dict(spec), next_at=next_fire_s(spec, time.time()))
+        schedule = ScheduleState(app_name, name, dict(spec), next_at=next_fire_s(spec, time.time()))
         if old is not None:
             schedule.last_call, schedule.last_at, schedule.last_trigger = old.last_call, old.last_at, old.last_trigger
         self.schedules[schedule.key] = schedule
@@ -201,7 +202,7 @@ class Scheduler:
         for key in [k for k in self.schedules if k[0] == app_name]:
             self.remove(*key)
 
-    def _save(self, s: Schedule) -> None:
+    def _save(self, s: ScheduleState) -> None:
         self.db.execute("INSERT OR REPLACE INTO schedules (app_name, name, spec, paused, next_at, last_call, "
                         "last_at, last_trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (s.app_name, s.name, json.dumps(s.spec), int(s.paused), s.next_at, s.last_call, s.last_at,
@@ -231,7 +232,7 @@ class Scheduler:
         finally:
             self._arm()
 
-    def _fire_slot(self, s: Schedule, slot: float, now: float) -> None:
+    def _fire_slot(self, s: ScheduleState, slot: float, now: float) -> None:
         """Record slot ``slot`` (once: a recorded slot never fires again), spawn its run unless skipped."""
         s.next_at = next_fire_s(s.spec, now)  # from now: missed slots before it are not run one by one
         pool = self.pool_of(s.app_name, s.name)
@@ -255,7 +256,7 @@ class Scheduler:
         else:
             log.info("skipped a slot of %s in %s: %s", s.name, s.app_name, outcome)
 
-    def _skip_reason(self, s: Schedule, pool: Pool | None) -> str | None:
+    def _skip_reason(self, s: ScheduleState, pool: Pool | None) -> str | None:
         if pool is None:
             return "skipped: the function is not registered on this runtime (its restore failed)"
         if s.last_call is not None and s.last_call in self.jobs.live:
@@ -272,16 +273,16 @@ class Scheduler:
 
     # -- messages -----------------------------------------------------------------------------
 
-    def _schedule(self, req: Request) -> Schedule:
+    def _schedule(self, req: Request) -> ScheduleState:
         app_name, name = str(req.header["app"]), str(req.header["name"])
         schedule = self.schedules.get((app_name, name))
         if schedule is None:
             here = sorted(n for a, n in self.schedules if a == app_name)
             has = f"its scheduled functions: {', '.join(here)}" if here else "is it deployed? see `remotecell app list`"
-            raise _refusal(ErrorName.NOT_FOUND, f"no schedule for {name!r} in deployed app {app_name!r} ({has})")
+            raise refusal(ErrorName.NOT_FOUND, f"no schedule for {name!r} in deployed app {app_name!r} ({has})")
         return schedule
 
-    def state(self, s: Schedule) -> dict[str, Any]:
+    def state(self, s: ScheduleState) -> dict[str, Any]:
         """What a client shows: the spec, paused, the next slot, the last run and its state, recent fires."""
         last = None
         if s.last_call is not None:
@@ -319,7 +320,7 @@ class Scheduler:
             s.paused, s.next_at = False, next_fire_s(s.spec, time.time())
         return self._changed(s)
 
-    def _changed(self, s: Schedule) -> dict[str, Any]:
+    def _changed(self, s: ScheduleState) -> dict[str, Any]:
         self._save(s)
         self._arm()
         return self.state(s)
@@ -329,11 +330,11 @@ class Scheduler:
         s = self._schedule(req)
         pool = self.pool_of(s.app_name, s.name)
         if pool is None:
-            raise _refusal(ErrorName.NOT_FOUND, f"{s.name} of deployed app {s.app_name!r} is not registered on this "
+            raise refusal(ErrorName.NOT_FOUND, f"{s.name} of deployed app {s.app_name!r} is not registered on this "
                            "runtime: deploy it again")
         call_id = req.header.get("call") or _new_call_id()  # the client's own id: a resent request runs once
         if not isinstance(call_id, str) or not CALL_ID.fullmatch(call_id):
-            raise _refusal(ErrorName.INVALID, f"schedule_run: call={call_id!r} is not a call id ('fc-' and hex digits)")
+            raise refusal(ErrorName.INVALID, f"schedule_run: call={call_id!r} is not a call id ('fc-' and hex digits)")
         s.last_call, s.last_at, s.last_trigger = call_id, time.time(), "run_now"
         self._save(s)
         self._spawn(pool, call_id)

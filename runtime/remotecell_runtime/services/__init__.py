@@ -1,0 +1,79 @@
+"""The runtime's services, each owning one kind of work, and how they are put together.
+
+``build`` makes them for one ``Host`` (the daemon) and ``Services`` gives the
+daemon what it routes by: one table of client handlers and one of container
+handlers, each message type owned by exactly one service (a clash fails at
+start).  The order of ``Services.all`` is the order of closing: the scheduler
+first (no slot fires into a closing job store), the pools last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .apps import Apps
+from .base import ContainerHandler, Handler, Host, Service
+from .calls import Calls
+from .functions import Functions
+from .jobs import Jobs, SpawnedCalls
+from .kv import Stores
+from .queues import Queues
+from .registry import AppRegistry, DeployStore
+from .schedules import Scheduler
+from .status import Status
+from .volumes import Volumes
+
+H = TypeVar("H")
+
+
+@dataclass
+class Services:
+    functions: Functions
+    apps: Apps
+    scheduler: Scheduler
+    all: list[Service]
+
+    def handlers(self) -> dict[str, Handler]:
+        return _merged([s.handlers() for s in self.all])
+
+    def container_handlers(self) -> dict[str, ContainerHandler]:
+        return _merged([s.container_handlers() for s in self.all])
+
+    def start(self) -> None:
+        """Register the deployed apps again, then let the schedules fire."""
+        self.apps.restore_deployed()
+        self.scheduler.start()
+
+    def close(self) -> None:
+        for service in self.all:
+            service.close()
+
+
+def _merged(tables: list[dict[str, H]]) -> dict[str, H]:
+    merged: dict[str, H] = {}
+    for table in tables:
+        clash = merged.keys() & table.keys()
+        if clash:
+            raise RuntimeError(f"message types {sorted(clash)} have two handlers")
+        merged.update(table)
+    return merged
+
+
+def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str], retention_s: float,
+          orphan_grace_s: float) -> Services:
+    """Every service of one runtime, wired to ``host`` and to each other."""
+    registry = AppRegistry()
+    functions = Functions(host, registry, sock_dir, shm_prefix, client_env)
+    jobs = Jobs(functions, host.state_dir, retention_s, orphan_grace_s=orphan_grace_s)
+    volumes = Volumes(host)
+    stores = Stores(host, orphan_grace_s=orphan_grace_s)
+    queues = Queues(stores)
+    store = DeployStore(host.state_dir / "deployed.db")
+    scheduler = Scheduler(store.db, jobs, functions.deployed_pool)
+    apps = Apps(host, registry, store, functions, jobs, scheduler, volumes)
+    status = Status(host, functions, apps, queues)
+    # Closing order: schedules, stores, jobs, deployed apps, then the pools.
+    ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes, status, Calls(functions),
+                              functions]
+    return Services(functions, apps, scheduler, ordered)

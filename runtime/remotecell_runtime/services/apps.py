@@ -1,0 +1,210 @@
+"""Apps and deployments: ``app_create``, ``app_stop``, ``fn_register``, ``fn_lookup``.
+
+An ephemeral app lives as long as its client session; a deployed one is
+unique by name, saved in ``deployed.db`` and registered again at start
+(``restore_deployed``, with the same app ids and so the same fids).
+
+A registered definition gets a fid from its app, name, body and options, and
+a pool.  Before that, the host check refuses what this host can never give it
+(GPUs, CPUs, an image, a schedule that cannot fire, a secret or volume that is
+not here): a refusal at registration, not a call that waits forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from .. import vault
+from ..backends.base import SpecRefused
+from ..images import ImageError, packages_of
+from ..pools import FunctionDef
+from ..protocol import framing
+from ..protocol.errors import ErrorName
+from ..protocol.framing import Payload
+from .base import Handler, Host, Request, RequestError, Service, refusal
+from .functions import Functions
+from .jobs import Jobs
+from .registry import AppEntry, AppRegistry, DeployStore, SavedFunction
+from .schedules import Scheduler, check_spec
+from .volumes import Volumes
+
+log = logging.getLogger("remotecell.runtime")
+
+VOLUMES_ENV = "REMOTECELL_VOLUMES"  # a container's volume links: {absolute path: host folder}, as JSON
+
+
+class Apps(Service):
+    def __init__(self, host: Host, registry: AppRegistry, store: DeployStore, functions: Functions, jobs: Jobs,
+                 scheduler: Scheduler, volumes: Volumes) -> None:
+        self.host = host
+        self.registry = registry
+        self.store = store
+        self.functions = functions
+        self.jobs = jobs
+        self.scheduler = scheduler
+        self.volumes = volumes
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"app_create": self.on_create, "app_stop": self.on_stop, "fn_register": self.on_register,
+                "fn_lookup": self.on_lookup}
+
+    # -- apps ---------------------------------------------------------------------------------
+
+    def on_create(self, req: Request) -> dict[str, Any]:
+        mode = req.header.get("mode", "ephemeral")
+        name, sid = str(req.header["name"]), str(req.header["sid"])
+        if mode == "deployed":
+            return {"app_id": self._deploy(name, sid, req.header.get("functions")).app_id}
+        if mode != "ephemeral":
+            raise refusal(ErrorName.INVALID, f"app mode {mode!r} must be 'ephemeral' or 'deployed'")
+        return {"app_id": self.registry.create(name, sid, mode).app_id}
+
+    def _deploy(self, name: str, sid: str, functions: Any) -> AppEntry:
+        """The deployed app ``name``, made if new; a redeploy keeps only the functions it names.
+
+        The functions it keeps are replaced as they are registered again; queued and
+        running inputs of a replaced or dropped definition finish on its old pool.
+        """
+        app = self.registry.deployed(name)
+        if app is None:
+            app = self.registry.create(name, sid, "deployed")
+            self.store.save_app(app)
+            return app
+        if isinstance(functions, list):
+            for dropped in set(app.functions) - {str(f) for f in functions}:
+                self.functions.retire(app.functions.pop(dropped))
+                self.store.drop_function(name, dropped)
+                self.scheduler.remove(name, dropped)
+        return app
+
+    def _app(self, app_id: Any) -> AppEntry:
+        app = self.registry.get(app_id)
+        if app is None:
+            raise refusal(ErrorName.NOT_FOUND, f"no app with id {app_id!r} (it was stopped, or the runtime restarted)")
+        return app
+
+    def _deployed_app(self, name: Any) -> AppEntry:
+        app = self.registry.deployed(str(name))
+        if app is None:
+            known = ", ".join(self.registry.deployed_names()) or "none"
+            raise refusal(ErrorName.NOT_FOUND, f"no deployed app named {name!r} on this runtime (deployed: {known}); "
+                          "deploy it with `remotecell deploy FILE.py` or app.deploy()")
+        return app
+
+    def on_stop(self, req: Request) -> dict[str, Any]:
+        """Stop an app by ``app_id``, or a deployed one by ``name``."""
+        if "name" in req.header:
+            app = self._deployed_app(req.header["name"])
+        else:
+            app = self._app(req.header["app_id"])
+        self.stop_app(app, f"app {app.name!r} was stopped")
+        return {}
+
+    def stop_app(self, app: AppEntry, reason: str) -> None:
+        self.registry.remove(app.app_id)
+        if app.mode == "deployed":
+            self.store.drop_app(app.name)
+            self.scheduler.remove_app(app.name)
+        for fid in app.functions.values():
+            self.functions.stop(fid, reason)
+
+    def session_ended(self, sid: str) -> None:
+        for app in self.registry.ephemeral_of(sid):
+            log.info("client %s went quiet: stopping its ephemeral app %s", sid, app.name)
+            self.stop_app(app, f"app {app.name!r} stopped: its client stopped sending heartbeats")
+
+    # -- functions ----------------------------------------------------------------------------
+
+    def on_register(self, req: Request) -> dict[str, Any]:
+        app = self._app(req.header["app_id"])
+        if len(req.payloads) != 1:
+            raise refusal(ErrorName.INVALID, "fn_register needs exactly one payload: the function body")
+        body = Payload([bytes(framing.buffer_of(f)) for f in req.payloads[0].frames])
+        meta = req.header.get("meta") or {}
+        fn = SavedFunction(str(req.header["name"]), req.header.get("options", {}), meta, body)
+        return {"fid": self.register(app, fn)}
+
+    def _check_host(self, options: dict[str, Any]) -> dict[str, str]:
+        """Refuse what this host cannot give a definition (its GPUs, its image); its containers' variables."""
+        try:
+            self.functions.containers.check(options)
+        except SpecRefused as exc:
+            raise refusal(ErrorName.INVALID, str(exc)) from None
+        if options.get("schedule") is not None:
+            check_spec(options["schedule"])
+        if options.get("image"):
+            try:
+                packages_of(options["image"])
+            except ImageError as exc:
+                raise refusal(ErrorName.INVALID, str(exc)) from None
+        return self._environment(options)
+
+    def _environment(self, options: dict[str, Any]) -> dict[str, str]:
+        """A function's containers' variables: its ``env``, then its secrets (named ones read here),
+        and where its volumes are (``REMOTECELL_VOLUMES``: the container links them before loading)."""
+        env = {str(k): str(v) for k, v in (options.get("env") or {}).items()}
+        try:
+            env.update(vault.environment(self.host.state_dir, options.get("secrets")))
+        except vault.SecretNotFound as exc:
+            raise refusal(ErrorName.NOT_FOUND, str(exc)) from None
+        except vault.SecretError as exc:
+            raise refusal(ErrorName.INVALID, str(exc)) from None
+        if options.get("volumes"):
+            env[VOLUMES_ENV] = json.dumps(self.volumes.mounts(options["volumes"]))
+        return env
+
+    def register(self, app: AppEntry, fn: SavedFunction) -> str:
+        """Make ``fn`` the app's current definition of its name (a new pool, unless it is the same one)."""
+        env = self._check_host(fn.options)
+        digest = hashlib.sha256(b"".join(fn.body.frames) + repr(sorted(fn.options.items())).encode()).hexdigest()[:16]
+        fid = f"fn-{app.app_id}-{fn.name}-{digest}"
+        old = app.functions.get(fn.name)
+        if old == fid:
+            return fid
+        deployed = app.mode == "deployed"
+        if old is not None:  # a new definition replaces the old one; its queued inputs still finish
+            self.functions.retire(old)
+        # A deployed function's key outlives its deploying client: spawned calls come back after a restart.
+        owner = "deployed" if deployed else app.sid
+        pool = self.functions.add(FunctionDef(fid, app.app_id, fn.name, fn.options, fn.body,
+                                              f"{owner}:{app.name}:{fn.name}:{digest}", env, fn.meta))
+        app.functions[fn.name] = fid
+        if deployed:
+            self.functions.deployed_fids[fid] = (app.name, fn.name)
+            self.store.save_function(app.name, fn)
+            self.scheduler.sync(app.name, fn.name, fn.options.get("schedule"))
+        pool.scale()
+        self.jobs.adopt(pool)
+        return fid
+
+    def restore_deployed(self) -> None:
+        """Register the deployed apps saved by an earlier run of the runtime (same app ids, same fids)."""
+        for saved in self.store.load():
+            app = self.registry.create(saved.name, "", "deployed", saved.app_id, saved.created_at)
+            for fn in saved.functions:
+                try:
+                    self.register(app, fn)
+                except RequestError as exc:  # e.g. the GPUs it asks for are not here any more
+                    log.warning("could not restore %s of deployed app %s: %s", fn.name, app.name, exc)
+            log.info("restored deployed app %s (%d functions)", app.name, len(app.functions))
+
+    def on_lookup(self, req: Request) -> dict[str, Any]:
+        """A deployed function or class by app and function name: its fid and what a caller needs to know."""
+        app = self._deployed_app(req.header["app"])
+        name = str(req.header["name"])
+        pool = self.functions.pools.get(app.functions.get(name, ""))
+        if pool is None:
+            has = ", ".join(sorted(app.functions)) or "nothing"
+            raise refusal(ErrorName.NOT_FOUND, f"deployed app {app.name!r} has no function or class {name!r} "
+                          f"(it has: {has})")
+        return {"fid": pool.fn.fid, "options": pool.fn.options, "meta": pool.fn.meta}
+
+    def close(self) -> None:
+        self.store.close()
+
+    def stats(self) -> list[dict[str, object]]:
+        """For ``status``: every app."""
+        return [a.describe() for a in self.registry.apps.values()]

@@ -1,0 +1,98 @@
+"""What a service and the daemon agree on: requests, refusals, handler tables and the ``Host``.
+
+A service owns one kind of work (calls, spawned jobs, Dict/Queue, ...) and
+registers its handlers: ``handlers()`` maps client message types to handlers,
+``container_handlers()`` container message types.  The daemon routes each
+message to the one handler of its type; a handler answers with a reply header
+(the daemon adds ``id``), or ``None`` when it answers later or itself, or
+raises ``RequestError`` (made with ``refusal``), which the daemon sends back as
+an ``error`` by name.  Services reach the daemon only through ``Host``; no
+service imports the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..protocol import framing
+from ..protocol.errors import ErrorName
+from ..protocol.framing import Frame, Payload
+
+if TYPE_CHECKING:
+    from ..containers import ContainerRecord
+    from ..pools import Peer
+
+
+@dataclass
+class Request:
+    """One client message: who sent it, its header, its payloads and its raw frames."""
+
+    peer: Peer
+    header: dict[str, Any]
+    payloads: list[Payload]
+    frames: list[Frame]  # without the routing identity: ready to forward
+
+
+class RequestError(Exception):
+    """A request the runtime refuses; travels back by name (``type_name``) with its message."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
+def refusal(name: ErrorName, message: str) -> RequestError:
+    """The error a handler raises to refuse a request: ``name`` tells the client which exception it is."""
+    return RequestError(name, message)
+
+
+def error_reply(request_id: Any, name: ErrorName | str, message: str) -> list[Frame]:
+    """The ``error`` message that answers request ``request_id``: the client raises the exception ``name``."""
+    return framing.encode({"t": "error", "id": request_id, "error": {"type": name, "message": message,
+                                                                     "traceback": ""}})
+
+
+Handler = Callable[[Request], "dict[str, Any] | None"]
+ContainerHandler = Callable[["ContainerRecord", dict[str, Any], list[Frame]], None]
+
+
+class Host(Protocol):
+    """What services need from the daemon: where state lives, who is connected, and sending."""
+
+    state_dir: Path
+    runtime_id: str
+
+    @property
+    def endpoints(self) -> list[str]: ...
+
+    def live_sessions(self) -> set[str]: ...
+
+    def send_peer(self, peer: Peer, frames: list[Frame]) -> None: ...
+
+    def send_container(self, cid: str, frames: list[Frame]) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Service:
+    """A unit of the runtime's work; every hook defaults to nothing."""
+
+    def handlers(self) -> dict[str, Handler]:
+        return {}
+
+    def container_handlers(self) -> dict[str, ContainerHandler]:
+        return {}
+
+    tick_every_s = 0.5
+
+    def tick(self, now: float) -> None:
+        """Periodic work, about every ``tick_every_s`` on the daemon's loop (``now``: monotonic seconds)."""
+
+    def session_ended(self, sid: str) -> None:
+        """A client session stopped sending heartbeats."""
+
+    def close(self) -> None:
+        """The runtime is stopping: save what must be saved, stop timers."""

@@ -1,0 +1,227 @@
+"""The registered functions: one pool per definition (by fid), the inputs in flight, and what pools need.
+
+``Functions`` is what every ``Pool`` calls back (the pools' ``Runtime``): it
+sends to containers and callers, takes CPUs and GPUs back from idle containers
+of other pools, and routes each result to its caller: a socket, or the job
+store for spawned inputs (``JOB_PEER``, given to ``job_sink``).  Results that
+come in one turn (a container's ``results`` message, a refused ``calls``)
+are held in ``batched()`` and go out many to a message.
+
+A fid names one definition for good.  A deployed function keeps its name across
+redeploys: ``deployed_fids`` remembers every fid a deployed app has had, so a
+caller holding an old one reaches the definition deployed under that name now
+(``current_pool``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from ..backends.local import LocalBackend
+from ..containers import ContainerManager, ContainerRecord, State
+from ..cpus import CpuBudget, host_cpus
+from ..gpus import GpuAllocator, inventory
+from ..images import Images
+from ..pools import FunctionDef, Peer, Pool, Result
+from ..protocol import framing
+from ..protocol.errors import ErrorName
+from ..protocol.framing import Frame
+from .base import Host, Service, refusal
+from .registry import AppRegistry
+
+log = logging.getLogger("remotecell.runtime")
+
+JOB_PEER: Peer = (None, b"jobs")  # results of spawned inputs come here, not to a socket
+
+
+class JobSink(Protocol):
+    """Where results and output of spawned inputs go (the job store)."""
+
+    def on_result(self, result: Result) -> None: ...
+
+    def on_output(self, call_id: str, text: str) -> None: ...
+
+
+class Functions(Service):
+    def __init__(self, host: Host, apps: AppRegistry, sock_dir: str, shm_prefix: str,
+                 client_env: dict[str, str]) -> None:
+        self.host = host
+        self.apps = apps
+        self.pools: dict[str, Pool] = {}  # fid -> pool
+        self.deployed_fids: dict[str, tuple[str, str]] = {}  # every fid a deployed app has had -> (app, name)
+        self.input_pool: dict[str, Pool] = {}  # input id -> pool
+        self.job_sink: JobSink | None = None
+        self.gpus = GpuAllocator(inventory())
+        self.cpus = CpuBudget(host_cpus())
+        self.images = Images(host.state_dir, self.image_built)
+        backend = LocalBackend(sock_dir, host.runtime_id, shm_prefix, client_env, self.gpus, self.cpus)
+        self.containers = ContainerManager(backend, self.on_container_exit)
+        self._held: dict[Peer, list[Result]] | None = None  # results held back to go many to a message
+
+    # -- the function table -------------------------------------------------------------------
+
+    def add(self, fn: FunctionDef) -> Pool:
+        pool = self.pools[fn.fid] = Pool(fn, self)
+        return pool
+
+    def retire(self, fid: str) -> None:
+        """A new definition replaced ``fid`` (or a redeploy dropped it): its queued inputs still finish."""
+        pool = self.pools.get(fid)
+        if pool is not None:
+            pool.supersede()
+
+    def stop(self, fid: str, reason: str) -> None:
+        pool = self.pools.get(fid)
+        if pool is not None:
+            pool.stop(reason)
+
+    def deployed_pool(self, app_name: str, name: str) -> Pool | None:
+        """The pool of function ``name`` as deployed in app ``app_name`` now."""
+        app = self.apps.deployed(app_name)
+        pool = self.pools.get(app.functions.get(name, "")) if app is not None else None
+        return pool if pool is not None and not pool.retired else None
+
+    def current_pool(self, fid: Any) -> Pool | None:
+        """The live pool of ``fid``; for a deployed function, that of the definition deployed under its name now."""
+        pool = self.pools.get(str(fid))
+        if pool is not None and not pool.retired:
+            return pool
+        owner = self.deployed_fids.get(str(fid))
+        return self.deployed_pool(*owner) if owner is not None else None
+
+    def live_pool(self, fid: Any) -> Pool:
+        """``current_pool``, or a refusal that says why there is none."""
+        pool = self.current_pool(fid)
+        if pool is None:
+            raise refusal(ErrorName.NOT_FOUND, self.gone(fid))
+        return pool
+
+    def gone(self, fid: Any) -> str:
+        """Why no pool takes calls of ``fid``, and what to do."""
+        owner = self.deployed_fids.get(str(fid))
+        if owner is not None:
+            return (f"{owner[1]} is not deployed here any more: app {owner[0]!r} was stopped, or its new version "
+                    "has no such function. Deploy it again (remotecell deploy FILE.py)")
+        return f"function {fid!r} is not registered here (its app stopped, or the runtime restarted)"
+
+    def pool_of(self, container: ContainerRecord) -> Pool | None:
+        return self.pools.get(container.fid)
+
+    # -- what pools call back -----------------------------------------------------------------
+
+    def send_peer(self, peer: Peer, frames: list[Frame]) -> None:
+        self.host.send_peer(peer, frames)
+
+    def send_container(self, cid: str, frames: list[Frame]) -> None:
+        self.host.send_container(cid, frames)
+
+    def send_result(self, peer: Peer, result: Result) -> None:
+        """One input's result to its caller: untouched when it came alone, else many to a message."""
+        if peer is JOB_PEER:
+            if self.job_sink is not None:
+                self.job_sink.on_result(result)
+        elif self._held is not None:
+            self._held.setdefault(peer, []).append(result)
+        elif result.frames is not None:
+            self.send_peer(peer, result.frames)
+        else:
+            self.send_peer(peer, framing.encode_many("results", [(result.header, result.payloads)]))
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Hold the results sent inside, then send them many to a message per caller."""
+        self._held = {}
+        try:
+            yield
+        finally:
+            held, self._held = self._held or {}, None
+            for peer, results in held.items():
+                self._send_many(peer, results)
+
+    def _send_many(self, peer: Peer, results: list[Result]) -> None:
+        source = results[0].source
+        if source is not None and len(results) == len(source.entries) and all(
+                r.source is source for r in results):  # the container's message goes on as it came
+            self.send_peer(peer, source.frames)
+        elif len(results) == 1 and results[0].frames is not None:
+            self.send_peer(peer, results[0].frames)
+        else:
+            self.send_peer(peer, framing.encode_many("results", [(r.header, r.payloads) for r in results]))
+
+    def input_done(self, input_id: str) -> None:
+        self.input_pool.pop(input_id, None)
+
+    def reclaim(self, requester: Pool, holds: Callable[[ContainerRecord], bool]) -> None:
+        """A pool waits for GPUs or CPUs (``holds``): stop an idle container of another pool that holds some."""
+        if any(c.state is State.STOPPING and holds(c) for c in self.containers.all()):
+            return  # some are on their way back already
+        for pool in self.pools.values():
+            holder = pool.idle_holder(holds) if pool is not requester else None
+            if holder is not None:
+                log.info("stopping idle container %s of %s: %s waits for what it holds (%s)", holder.id,
+                         pool.fn.name, requester.fn.name, requester.waiting_reason)
+                pool.retire(holder)
+                return
+
+    def image_built(self) -> None:
+        self._dispatch_waiting()
+
+    def _dispatch_waiting(self, but: Pool | None = None) -> None:
+        for pool in list(self.pools.values()):
+            if pool is not but and pool.waiting:
+                pool.dispatch()
+
+    def on_container_exit(self, container: ContainerRecord) -> None:
+        if container.lease is not None:  # its leaseholder hands back the call it may be waiting for
+            lost = {"t": "lease_lost", "fid": container.lease.fid, "cid": container.id,
+                    "cause": container.death_cause()}
+            self.send_peer(container.lease.peer, framing.encode(lost))
+        pool = self.pool_of(container)
+        if pool is not None:
+            pool.on_exit(container)
+        self._dispatch_waiting(but=pool)  # a freed GPU may unblock another pool
+
+    # -- service hooks ------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        for pool in list(self.pools.values()):
+            pool.check_memory()
+            pool.scale_down(now)
+            if pool.waiting:  # e.g. waiting for a GPU that an idle container elsewhere holds
+                pool.dispatch()
+            if pool.retired and pool.empty:
+                self.pools.pop(pool.fn.fid, None)
+
+    def session_ended(self, sid: str) -> None:
+        """Take back the leases the quiet session held."""
+        for container in self.containers.all():
+            pool = self.pool_of(container)
+            if container.lease is not None and container.lease.sid == sid and pool is not None:
+                pool.revoke(container)
+
+    def close(self) -> None:
+        for pool in list(self.pools.values()):
+            pool.stop("the runtime is shutting down")
+
+    async def wait_stopped(self, grace_s: float) -> None:
+        """Give the containers ``grace_s`` to exit (after ``close``), then kill the rest."""
+        deadline = time.monotonic() + grace_s
+        while self.containers.all() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for c in self.containers.all():
+            self.containers.kill(c)
+
+    def stats(self) -> dict[str, Any]:
+        """For ``status``: the host's GPUs and CPUs, the pools and the containers."""
+        return {
+            "gpus": [g.__dict__ for g in self.gpus.gpus],
+            "gpus_free": sorted(self.gpus.free),
+            "cpus": {"total": self.cpus.total, "reserved": self.cpus.reserved},
+            "pools": [p.stats() for p in self.pools.values() if not (p.retired and p.empty)],
+            "containers": self.containers.stats(),
+        }

@@ -1,0 +1,49 @@
+"""The runtime itself: ``hello`` (versions, shared memory, GPUs), ``ping``, ``status`` and ``shutdown``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from ..protocol.versions import versions
+from .apps import Apps
+from .base import Handler, Host, Request, Service
+from .functions import Functions
+from .queues import Queues
+
+SHUTDOWN_DELAY_S = 0.05  # the reply goes out before the loop stops
+
+
+class Status(Service):
+    def __init__(self, host: Host, functions: Functions, apps: Apps, queues: Queues) -> None:
+        self.host = host
+        self.functions = functions
+        self.apps = apps
+        self.queues = queues
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"hello": self.on_hello, "ping": self.on_ping, "status": self.on_status, "shutdown": self.on_shutdown}
+
+    def on_hello(self, req: Request) -> dict[str, Any]:
+        return {"versions": versions(), "runtime_id": self.host.runtime_id, "shm": req.peer[0].shm,
+                "gpus": self.functions.gpus.describe()}
+
+    def on_ping(self, req: Request) -> dict[str, Any]:
+        return {"t": "pong", "runtime_id": self.host.runtime_id}
+
+    def on_status(self, req: Request) -> dict[str, Any]:
+        return {
+            "runtime_id": self.host.runtime_id,
+            "pid": os.getpid(),
+            "endpoints": self.host.endpoints,
+            "versions": versions(),
+            **self.functions.stats(),
+            "apps": self.apps.stats(),
+            "sessions": len(self.host.live_sessions()),
+            "stores": self.queues.stats(),
+        }
+
+    def on_shutdown(self, req: Request) -> dict[str, Any]:
+        asyncio.get_running_loop().call_later(SHUTDOWN_DELAY_S, self.host.stop)
+        return {}

@@ -1,0 +1,53 @@
+"""The daemon's tables as the services fill them: every message type has exactly one handler (no runtime)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from remotecell_runtime import services
+from remotecell_runtime.pools import Peer
+from remotecell_runtime.protocol.framing import Frame
+
+CLIENT_TYPES = {
+    "hello", "ping", "status", "shutdown", "app_create", "app_stop", "fn_register", "fn_lookup", "call", "calls",
+    "cancel", "lease_return", "spawn", "call_get", "call_status", "call_cancel", "call_logs", "calls_recent",
+    "volume_ls", "volume_read", "kv_open", "kv_delete", "kv_cancel", "kv_list", "dict_get", "dict_put", "dict_pop",
+    "dict_len", "dict_clear", "dict_scan", "queue_put", "queue_get", "queue_peek", "queue_len", "queue_clear",
+    "schedule_list", "schedule_get", "schedule_pause", "schedule_resume", "schedule_run",
+}
+CONTAINER_TYPES = {"hello", "ready", "load_failed", "output", "item", "result", "results", "released", "lease_used"}
+
+
+class Host:
+    runtime_id = "test"
+    endpoints: list[str] = []
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def live_sessions(self) -> set[str]:
+        return set()
+
+    def send_peer(self, peer: Peer, frames: list[Frame]) -> None:
+        raise AssertionError("nothing is sent while the tables are built")
+
+    def send_container(self, cid: str, frames: list[Frame]) -> None:
+        raise AssertionError("nothing is sent while the tables are built")
+
+    def stop(self) -> None:
+        raise AssertionError("nothing stops")
+
+
+def test_every_message_type_has_one_handler(tmp_path):
+    built = services.build(Host(tmp_path), f"ipc://{tmp_path}/c.sock", "rc-test", {}, 60.0, orphan_grace_s=1.0)
+    try:
+        assert set(built.handlers()) == CLIENT_TYPES
+        assert set(built.container_handlers()) == CONTAINER_TYPES
+    finally:
+        built.close()
+
+
+def test_two_handlers_for_one_type_fail_at_start():
+    with pytest.raises(RuntimeError, match=r"\['ping'\] have two handlers"):
+        services._merged([{"ping": 1}, {"ping": 2}])
