@@ -44,7 +44,7 @@ browser:
 demo: setup
 	$(PY) notebooks/run.py notebooks/quickstart.ipynb
 
-test: setup browser
+test: lint browser
 	$(PY) -m pytest -q
 
 lint: setup

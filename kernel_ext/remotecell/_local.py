@@ -72,7 +72,7 @@ def read_connection_file(path: Path) -> ConnectionInfo:
 
 def _pick_endpoint(endpoints: list[str]) -> str | None:
     local = [e for e in endpoints if e.startswith("ipc://")]
-    return (local or endpoints or [None])[0]
+    return (local or endpoints)[0] if endpoints else None
 
 
 def _alive(pid: int | None) -> bool:

@@ -88,8 +88,10 @@ class Progress:
         if now - self._rendered_s < RENDER_EVERY_S or now - self.started_s < SHOW_AFTER_S:
             return
         self._rendered_s = now
-        if self._view is None:
+        if self._view is None and self._factory is not None:
             self._view = self._factory(self)
+        if self._view is None:
+            return
         self._view.render(self)
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from . import _client
 
 
-class RuntimeStatus(dict):  # type: ignore[type-arg]
+class RuntimeStatus(dict[str, Any]):
     """The runtime's status as a dict, shown as a short report.
 
     >>> rc.status()
