@@ -1,0 +1,83 @@
+"""The protocol package shared by both sides: framing round trips, malformed messages, the error registry.
+
+No runtime: these run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from remotecell import exceptions
+from remotecell_runtime.protocol import framing, pickling
+from remotecell_runtime.protocol.errors import ErrorName
+from remotecell_runtime.protocol.framing import Payload, WireError
+
+PROTOCOL_DIR = Path(framing.__file__).parent
+
+
+def test_every_runtime_error_name_is_an_exception_class_of_the_client():
+    for name in ErrorName:
+        cls = exceptions.BY_NAME[name.value]
+        assert cls.__name__ == name.value and issubclass(cls, exceptions.Error)
+    assert set(exceptions.BY_NAME) == {n.value for n in ErrorName}
+
+
+def test_an_error_name_travels_as_its_plain_name():
+    frames = framing.encode({"t": "error", "error": {"type": ErrorName.NOT_FOUND, "message": "m"}})
+    assert json.loads(bytes(frames[1]))["error"]["type"] == "NotFoundError"
+    assert f"{ErrorName.TIMEOUT}" == "FunctionTimeoutError"
+
+
+def test_the_protocol_package_imports_nothing_outside_itself():
+    for path in PROTOCOL_DIR.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert not (node.module or "").startswith(("remotecell", "remotecell_runtime")), (path, node.module)
+            if isinstance(node, ast.ImportFrom) and node.level > 1:
+                pytest.fail(f"{path.name} imports from outside protocol/: {'.' * node.level}{node.module}")
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("remotecell") for a in node.names), (path, node.names)
+
+
+def test_header_and_payloads_round_trip_packed_and_unpacked():
+    small = [pickling.serialize(i) for i in range(3)]
+    big = Payload([b"x" * (framing.PACK_MAX_BYTES + 1)])
+    header, payloads = framing.decode(framing.encode({"t": "calls", "fid": "f"}, [*small, big]))
+    assert header["t"] == "calls" and header["pk"] == 1
+    assert [pickling.deserialize(p) for p in payloads[:3]] == [0, 1, 2]
+    assert bytes(framing.buffer_of(payloads[3].frames[0])) == b"x" * (framing.PACK_MAX_BYTES + 1)
+
+
+def test_many_inputs_in_one_message_split_back_per_entry():
+    entries = [({"id": "a"}, [pickling.serialize("one")]), ({"id": "b", "np": 2}, [pickling.serialize(2),
+                                                                                  pickling.serialize(3)])]
+    header, payloads = framing.decode(framing.encode_many("calls", entries, fid="f"))
+    split = framing.split_many(header, payloads)
+    assert [e["id"] for e, _ in split] == ["a", "b"]
+    assert [[pickling.deserialize(p) for p in ps] for _, ps in split] == [["one"], [2, 3]]
+
+
+@pytest.mark.parametrize(("frames", "says"), [
+    ([framing.PROTOCOL], "at least 2 frames"),
+    ([b"rc/9", b"{}"], "protocol b'rc/9' is not supported"),
+    ([b"GET /", b"{}"], "not a remotecell message"),
+    ([framing.PROTOCOL, b"{nope"], "header is not JSON"),
+    ([framing.PROTOCOL, b'["t"]'], "must be a JSON object"),
+    ([framing.PROTOCOL, b'{"t": "call", "p": [{"n": 2}]}', b"x"], "does not match the 1 frames"),
+    ([framing.PROTOCOL, b'{"t": "call"}', b"x"], "not described by the header"),
+    ([framing.PROTOCOL, b'{"t": "call", "p": [{"n": 2, "shm": [[1, "../etc/passwd", 4]]}]}', b"x", b""],
+     "shared-memory list"),
+])
+def test_a_malformed_message_raises_wire_error_saying_what_is_wrong(frames, says):
+    with pytest.raises(WireError) as info:
+        framing.decode(frames)
+    assert says in str(info.value)
+
+
+def test_a_segment_name_cannot_leave_the_shared_memory_folder():
+    assert framing.segment_name_ok("rc-1234-5")
+    for bad in ("../rc-1", "rc-a/b", "other", "rc-" + "x" * 200):
+        assert not framing.segment_name_ok(bad)
