@@ -34,6 +34,8 @@ from remotecell_runtime.protocol.framing import Payload
 from . import _bridge, _client, _map, exceptions
 from .exceptions import SerializationError
 
+EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: pyzmq's enums cost a microsecond a use
+
 Reply = tuple[dict[str, Any], list[Payload]]
 
 
@@ -230,7 +232,7 @@ class Leases:
         else through the runtime, asking for a lease (granted when the container is free
         and nothing else waits for it). Ctrl-C cancels the input wherever it runs.
         """
-        if self.held and int(self.channel.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+        if self.held and int(self.channel.sock.get(EVENTS)) & POLLIN:
             self._runtime_news()  # a lease may have ended meanwhile
         lease = self.held.get(header["fid"])
         if lease is not None and lease.runtime_id != self.conn.runtime_id:
@@ -315,7 +317,7 @@ class Leases:
     def _runtime_news(self, cid: str | None = None) -> dict[str, Any] | None:
         """Read what the runtime sent meanwhile and act on it; news of the lease on ``cid`` is returned instead."""
         mine = None
-        while int(self.channel.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+        while int(self.channel.sock.get(EVENTS)) & POLLIN:
             for reply, reply_payloads in _client.replies(*framing.decode(framing.recv(self.channel.sock))):
                 if reply["t"] in _client.LEASE_NEWS and reply["t"] != "lease" and reply.get("cid") == cid:
                     mine = reply

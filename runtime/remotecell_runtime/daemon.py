@@ -38,6 +38,8 @@ log = logging.getLogger("remotecell.runtime")
 HEARTBEAT_TIMEOUT_S = float(os.environ.get("REMOTECELL_HEARTBEAT_TIMEOUT_S", "30"))
 TICK_S = 0.5
 CONTAINER_STOP_GRACE_S = 3.0  # at shutdown, then the rest are killed
+# Plain ints: pyzmq's enum members cost a microsecond an operation, a few times per message here.
+EVENTS, POLLIN, NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
 @dataclass
@@ -65,9 +67,9 @@ class Listener:
         sock = self.sock
         # Checking EVENTS is cheaper than a recv that raises zmq.Again.
         for _ in range(1000):  # yield to other work now and then under a flood
-            if not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            if not int(sock.get(EVENTS)) & POLLIN:
                 return
-            self.on_message(self, framing.recv(sock, zmq.NOBLOCK))
+            self.on_message(self, framing.recv(sock, NOBLOCK))
         self._schedule_drain()
 
     def _schedule_drain(self) -> None:
@@ -77,13 +79,13 @@ class Listener:
 
     def send(self, identity: bytes, frames: list[Frame]) -> bool:
         try:
-            framing.send(self.sock, [identity, *frames], zmq.NOBLOCK)
+            framing.send(self.sock, [identity, *frames], NOBLOCK)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: that peer is gone
             log.debug("could not send to %r: %s", identity, exc)
             return False
         finally:
             # A send can consume the FD's edge: if input is queued, read it.
-            if int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            if int(self.sock.get(EVENTS)) & POLLIN:
                 self._schedule_drain()
         return True
 
