@@ -9,7 +9,7 @@ LABEXT_SOURCES := labextension/package.json labextension/tsconfig.json $(wildcar
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup demo test lint bench clean browser node
+.PHONY: setup demo test test-unit lint bench clean browser node
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ demo: setup
 
 test: lint browser
 	$(PY) -m pytest -q
+
+# No runtime, no kernel: seconds.
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -q tests/unit
 
 lint: setup
 	$(PY) -m mypy

@@ -102,6 +102,40 @@ def app(runtime):
         yield application
 
 
+@pytest.fixture(scope="module")
+def kernel(runtime, tmp_path_factory, request):
+    """A real Jupyter kernel for the test module, with remotecell loaded and an app ``app`` named after the module.
+
+    A module that needs more set-up overrides it: ``def kernel(kernel): kernel.run(...); return kernel``.
+    """
+    from kernels import Kernel
+
+    k = Kernel(tmp_path_factory.mktemp("kernel"))
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    k.run(f"%load_ext remotecell\nimport remotecell as rc\napp = rc.App({name!r})")
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def scheduled(runtime, tmp_path, request):
+    """The name of a deployed app whose ``tick`` runs every second; stopped at the end of the test."""
+    import remotecell as rc
+    from scheduling import deploy_scheduled
+
+    name = f"sched-{request.node.name[-40:]}".replace("_", "-")
+    deploy_scheduled(tmp_path, name)
+    yield name
+    if any(a["name"] == name for a in rc.App.list_deployed()):
+        rc.App.stop_deployed(name)
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """``remotecell ARGS`` in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "remotecell.cli", *args], capture_output=True, text=True,
+                          timeout=timeout_s, env=dict(os.environ, **(env or {})))
+
+
 def run_script(code: str, env: dict[str, str] | None = None, timeout_s: float = 60,
                tmp_path: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``code`` as ``__main__`` of a fresh interpreter (the notebook/script case)."""

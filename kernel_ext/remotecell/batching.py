@@ -17,6 +17,8 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
+from . import _views
+
 SIZE_ROWS = 8  # the histogram of batch sizes shows at most this many rows (ranges when sizes vary more)
 BAR_WIDTH = 24  # characters of the longest text bar
 
@@ -51,9 +53,7 @@ class BatchStats(dict[str, Any]):
 
     def _ipython_display_(self) -> None:
         """In a notebook: a live view of these numbers; elsewhere the report."""
-        from .widgets.batching import show  # only IPython calls this, so only then are widgets imported
-
-        show(self)
+        _views.show(self)
 
     def lines(self) -> list[str]:
         """The report, line by line (also the text view in a notebook without ipywidgets)."""

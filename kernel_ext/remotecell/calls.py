@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from . import _client
+from . import _client, _views
 from ._bridge import Twin, twin
 from .exceptions import InvalidError, RuntimeRestarted
 
@@ -112,7 +112,7 @@ class FunctionCall:
 
     def _ipython_display_(self) -> None:
         """In a notebook: a live view (state, elapsed, attempts, log tail, Cancel, result); elsewhere the repr."""
-        _show(self)
+        _views.show(self)
 
 
 async def _gather(*calls: FunctionCall) -> list[Any]:
@@ -181,11 +181,4 @@ class FunctionCallGroup:
 
     def _ipython_display_(self) -> None:
         """In a notebook: live counts per state as a bar, with Cancel; elsewhere the repr."""
-        _show(self)
-
-
-def _show(handle: FunctionCall | FunctionCallGroup) -> None:
-    """Only IPython calls this, so only then are the widgets (and IPython, ipywidgets) imported."""
-    from .widgets.calls import show
-
-    show(handle)
+        _views.show(self)

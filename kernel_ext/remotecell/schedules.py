@@ -16,7 +16,7 @@ import datetime
 import time
 from typing import Any
 
-from . import calls
+from . import _views, calls
 from ._bridge import twin
 
 
@@ -119,9 +119,7 @@ class Schedule:
 
     def _ipython_display_(self) -> None:
         """In a notebook: a live view (next run, last result, Pause/Resume, Run now); elsewhere the text."""
-        from .widgets.schedules import show
-
-        show(self)
+        _views.show(self)
 
 
 async def fetch(app_name: str, function_name: str) -> Schedule:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 
+from .. import _views
 from .._progress import _in_kernel
 from ..batching import BatchStats, bar_length, closes, limits, number, size_rows, summary, waits
 from .calls import BoxSurface, Shown, Surface, TextSurface, go_live, have_ipywidgets, html_part, runtime_problem
@@ -147,3 +148,6 @@ def show(stats: BatchStats) -> Shown | None:
         surface.show(repr(stats))
         return None
     return go_live(watch, surface, repr(stats))
+
+
+_views.register(BatchStats, show)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .. import _views
 from .._progress import _in_kernel
 from ..calls import FunctionCall, FunctionCallGroup
 from ..exceptions import InputCancelled, NotFoundError
@@ -442,3 +443,7 @@ def _surface(watch: CallWatch | GroupWatch, on_cancel: Callable[[], None]) -> Su
     if isinstance(watch, CallWatch):
         return CallWidget(watch.snapshot, on_cancel)
     return GroupWidget(watch.snapshot, on_cancel)
+
+
+_views.register(FunctionCall, show)
+_views.register(FunctionCallGroup, show)

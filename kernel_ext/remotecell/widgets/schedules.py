@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import _views
 from .._progress import _in_kernel
 from ..exceptions import NotFoundError
 from ..schedules import Schedule
@@ -137,3 +138,6 @@ def show(schedule: Schedule) -> None:
 
     surface: Surface = ScheduleWidget(watch.snapshot, act) if have_ipywidgets() else TextSurface(watch.snapshot)
     go_live(watch, surface, schedule.text())
+
+
+_views.register(Schedule, show)

@@ -107,22 +107,3 @@ def test_signatures_that_cannot_take_lists_are_refused():
         deco(gen)
     with pytest.raises(InvalidError, match="not bare @rc.batched"):
         rc.batched(lambda xs: xs)
-
-
-def test_batched_goes_below_the_app_decorators(runtime):
-    app = rc.App("order")
-    f = app.function()(lambda xs: xs)
-    with pytest.raises(InvalidError, match="goes below @app.function"):
-        rc.batched(max_batch_size=4, wait_ms=1)(f)
-
-    class Model:
-        @rc.batched(max_batch_size=4, wait_ms=1)
-        def predict(self, xs):
-            return xs
-
-        @rc.method()
-        def other(self, x):
-            return x
-
-    with pytest.raises(InvalidError, match="is @rc.batched but not @rc.method"):
-        app.cls()(Model)

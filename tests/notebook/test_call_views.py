@@ -3,69 +3,17 @@ comm messages the kernel sends; the text view without ipywidgets; the plain repr
 
 from __future__ import annotations
 
-import pytest
 from conftest import run_script, wait_for
 from IPython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
+from kernels import VIEW, Kernel, click, shown_views, view_parts
 from remotecell.widgets.calls import CallSnapshot, GroupSnapshot, duration, short_repr, tail
 from remotecell.widgets.poller import Poller
-from test_kernel import Kernel
-
-VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-def widget_states(messages: list[dict]) -> dict[str, dict]:
-    """Every widget model's state as the kernel's comm messages left it, by model id."""
-    states: dict[str, dict] = {}
-    for m in messages:
-        content = m["content"]
-        if m["msg_type"] == "comm_open" and content.get("target_name") == "jupyter.widget":
-            states[content["comm_id"]] = dict(content["data"]["state"])
-        elif m["msg_type"] == "comm_msg" and content["data"].get("method") == "update":
-            states.setdefault(content["comm_id"], {}).update(content["data"]["state"])
-    return states
-
-
-def view_parts(kernel: Kernel, model_id: str) -> dict[str, dict]:
-    """The parts of one shown view (the model ``model_id`` and its descendants), by CSS class."""
-    states = widget_states(kernel.messages)
-    parts, todo = {}, [model_id]
-    while todo:
-        model_id = todo.pop()
-        state = states[model_id]
-        for css in state.get("_dom_classes", []):
-            parts[css] = dict(state, model_id=model_id)
-        todo += [child.removeprefix("IPY_MODEL_") for child in state.get("children", [])]
-    return parts
-
-
-def shown_views(kernel: Kernel, msg_id: str) -> list[str]:
-    """The model ids of the widgets a cell displayed, in order."""
-    return [o["content"]["data"][VIEW]["model_id"] for o in kernel.outputs(msg_id)
-            if VIEW in o["content"].get("data", {})]
-
-
-def click(kernel: Kernel, model_id: str) -> None:
-    """What the frontend sends when a Button is pressed."""
-    msg = kernel.kc.session.msg("comm_msg", {"comm_id": model_id,
-                                             "data": {"method": "custom", "content": {"event": "click"}}})
-    kernel.kc.shell_channel.send(msg)
 
 
 def state_of(kernel: Kernel, model_id: str) -> str:
     return view_parts(kernel, model_id)["remotecell-call-state"]["value"]
-
-
-@pytest.fixture(scope="module")
-def kernel(runtime, tmp_path_factory):
-    k = Kernel(tmp_path_factory.mktemp("kernel"))
-    k.run("%load_ext remotecell\nimport remotecell as rc\napp = rc.App('call-views')")
-    yield k
-    k.stop()
-
-
-# -- formatting, no kernel -------------------------------------------------------------------
 
 
 def test_snapshot_lines():

@@ -3,91 +3,11 @@ streamed order, display data, interrupts, output routing to the cell that made t
 
 from __future__ import annotations
 
-import queue
-import time
-from pathlib import Path
-
 import nbformat
-import pytest
 from conftest import wait_for
-from jupyter_client import KernelManager
 from nbclient import NotebookClient
 
 PNG_1PX = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
-
-
-class Kernel:
-    """A real ipykernel; every iopub message is kept, so a test can ask which cell got what."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.km = KernelManager(kernel_name="python3")
-        self.km.start_kernel(cwd=str(cwd))
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
-        self.messages: list[dict] = []
-
-    def stop(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
-
-    def pump(self, until, timeout_s: float = 60, what: str = "a kernel message"):
-        """Read iopub messages until ``until()`` is true."""
-        deadline = time.monotonic() + timeout_s
-        while not until():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; got {self.texts()}")
-            try:
-                self.messages.append(self.kc.get_iopub_msg(timeout=0.2))
-            except queue.Empty:
-                pass
-        return until()
-
-    def start(self, code: str) -> str:
-        return self.kc.execute(code)
-
-    def finished(self, msg_id: str) -> bool:
-        return any(m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
-                   and m["parent_header"].get("msg_id") == msg_id for m in self.messages)
-
-    def run(self, code: str, ok: bool = True, timeout_s: float = 60) -> list[dict]:
-        """Execute a cell to its end; its outputs (stream, display_data, execute_result, error)."""
-        msg_id = self.start(code)
-        self.pump(lambda: self.finished(msg_id), timeout_s, f"cell {code[:40]!r} to finish")
-        outs = self.outputs(msg_id)
-        errors = [o for o in outs if o["msg_type"] == "error"]
-        if ok and errors:
-            raise AssertionError(f"cell failed: {errors[0]['content']['ename']}: {errors[0]['content']['evalue']}"
-                                 f"\n{self.texts(msg_id)}")
-        return outs
-
-    def outputs(self, msg_id: str) -> list[dict]:
-        kinds = ("stream", "display_data", "execute_result", "error", "update_display_data")
-        return [m for m in self.messages if m["msg_type"] in kinds and m["parent_header"].get("msg_id") == msg_id]
-
-    def texts(self, msg_id: str | None = None) -> str:
-        parts = []
-        for m in self.messages:
-            if msg_id is not None and m["parent_header"].get("msg_id") != msg_id:
-                continue
-            c = m["content"]
-            parts.append(c.get("text") or c.get("data", {}).get("text/plain", "") or
-                         (f"{c['ename']}: {c['evalue']}" if "ename" in c else ""))
-        return "".join(p if p.endswith("\n") else p + "\n" for p in parts if p)
-
-    def value(self, code: str):
-        outs = self.run(code)
-        results = [o for o in outs if o["msg_type"] == "execute_result"]
-        assert results, f"no value from {code!r}: {self.texts()}"
-        return results[-1]["content"]["data"]["text/plain"]
-
-
-@pytest.fixture(scope="module")
-def kernel(runtime, tmp_path_factory):
-    k = Kernel(tmp_path_factory.mktemp("kernel"))
-    k.run("%load_ext remotecell\nimport remotecell as rc\napp = rc.App('kernel-tests')")
-    yield k
-    k.stop()
 
 
 def test_remote_cell_streams_in_order_with_display_and_value(kernel):

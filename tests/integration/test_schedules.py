@@ -15,52 +15,17 @@ from pathlib import Path
 
 import pytest
 import remotecell as rc
-from conftest import Runtime, wait_for
+from conftest import Runtime, cli, wait_for
 from remotecell import _client
 from remotecell.exceptions import InvalidError, NotFoundError
 from remotecell.schedules import Schedule
 from remotecell_runtime.protocol import framing, pickling
-from remotecell_runtime.services.schedules import Scheduler, next_cron_s
-from test_call_views import click, shown_views, view_parts
-from test_deploy import cli
-from test_kernel import Kernel
-
-SCHEDULED = '''
-import os, time
-import remotecell as rc
-
-app = rc.App({name!r})
-
-@app.function(schedule={schedule})
-def tick(gate={gate!r}):
-    print("tick at", time.time())
-    while gate and not os.path.exists(gate):
-        time.sleep(0.01)
-    return "ticked"
-'''
-
-
-def deploy_scheduled(tmp_path: Path, name: str, schedule: str = "rc.Period(seconds=1)", gate: str = "",
-                     env: dict[str, str] | None = None) -> None:
-    path = tmp_path / f"sched_{name.replace('-', '_')}_{time.monotonic_ns()}.py"
-    path.write_text(SCHEDULED.format(name=name, schedule=schedule, gate=gate))
-    done = cli("deploy", str(path), env=env)
-    assert done.returncode == 0, done.stderr
+from scheduling import deploy_scheduled
 
 
 def spawned(schedule: Schedule) -> list[dict]:
     """The fired slots that started a run, oldest first (after asking the runtime again)."""
     return [f for f in reversed(schedule.refresh().fires) if f["outcome"] == "spawned"]
-
-
-@pytest.fixture
-def scheduled(runtime, tmp_path, request):
-    """The name of a deployed app whose ``tick`` runs every second; stopped at the end of the test."""
-    name = f"sched-{request.node.name[-40:]}".replace("_", "-")
-    deploy_scheduled(tmp_path, name)
-    yield name
-    if any(a["name"] == name for a in rc.App.list_deployed()):
-        rc.App.stop_deployed(name)
 
 
 def test_a_period_fires_repeatedly_each_fire_a_durable_call_with_logs(scheduled):
@@ -203,29 +168,6 @@ def test_restarts_fire_each_slot_at_most_once_and_a_missed_schedule_once(tmp_pat
         rt.stop()
 
 
-def test_cron_next_run_is_wall_clock_in_its_time_zone_across_dst():
-    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
-    utc = datetime.timezone.utc
-
-    def runs(cron: str, start: datetime.datetime, n: int) -> list[datetime.datetime]:
-        t, out = start.timestamp(), []
-        for _ in range(n):
-            t = next_cron_s(cron, "Europe/Berlin", t)
-            out.append(datetime.datetime.fromtimestamp(t, utc))
-        return out
-
-    spring = runs("0 3 * * *", datetime.datetime(2026, 3, 28, 12, tzinfo=berlin), 2)
-    assert [d.hour for d in spring] == [1, 1]  # 03:00 CEST is 01:00 UTC
-    assert runs("0 3 * * *", datetime.datetime(2026, 3, 27, 12, tzinfo=berlin), 1)[0].hour == 2  # CET: 02:00 UTC
-    skipped = runs("30 2 * * *", datetime.datetime(2026, 3, 28, 12, tzinfo=berlin), 1)[0]
-    assert skipped == datetime.datetime(2026, 3, 29, 1, 0, tzinfo=utc)  # 02:30 does not exist: at 03:00 CEST
-    autumn = runs("30 2 * * *", datetime.datetime(2026, 10, 24, 12, tzinfo=berlin), 2)
-    assert autumn == [datetime.datetime(2026, 10, 25, 0, 30, tzinfo=utc),  # 02:30 CEST, the first of two
-                      datetime.datetime(2026, 10, 26, 1, 30, tzinfo=utc)]  # not 02:30 CET the same night
-    half_hourly = runs("*/30 * * * *", datetime.datetime(2026, 10, 25, 2, 10, tzinfo=berlin), 4)
-    assert [b - a for a, b in zip(half_hourly, half_hourly[1:], strict=False)] == [datetime.timedelta(minutes=30)] * 3
-
-
 def test_schedule_options_are_checked_where_they_are_given(runtime):
     with pytest.raises(InvalidError, match=r"rc.Cron\('0 3 \* \*'\) is not a cron expression"):
         rc.Cron("0 3 * *")
@@ -264,79 +206,3 @@ def test_the_runtime_refuses_a_schedule_that_cannot_fire(runtime):
                          [framing.Payload([pickling.dumps(len)])])  # any body: the schedule is refused first
     finally:
         rc.App.stop_deployed("raw-schedule")
-
-
-def test_the_text_form_says_what_comes_next_and_how_the_last_run_went():
-    state = {"description": "every 60 s", "paused": False, "next_at": time.time() + 30,
-             "last": {"call_id": "fc-1", "at": 0.0, "trigger": "schedule", "state": "failed"}, "fires": []}
-    text = Schedule("etl", "nightly", state).text()
-    assert text.startswith("nightly in etl: every 60 s; next ")
-    assert "(in 30.0 s)" in text or "(in 29." in text
-    assert text.endswith("; last fc-1 at " + datetime.datetime.fromtimestamp(0).strftime("%Y-%m-%d %H:%M:%S")
-                         + " (schedule): failed")
-    paused = Schedule("etl", "nightly", dict(state, paused=True, next_at=None, last=None)).text()
-    assert paused == "nightly in etl: every 60 s; paused; not run yet"
-
-
-def test_the_notebook_view_shows_next_and_last_run_and_its_buttons_pause_resume_and_run(scheduled, tmp_path):
-    kernel = Kernel(tmp_path)
-    try:
-        shown = kernel.start(f"import remotecell as rc\ns = rc.Function.from_name({scheduled!r}, 'tick').schedule()\ns")
-        kernel.pump(lambda: kernel.finished(shown), what="the cell to finish")
-        [view] = shown_views(kernel, shown)
-
-        def part(css: str) -> dict:
-            return view_parts(kernel, view)[f"remotecell-schedule-{css}"]
-
-        assert "<b>tick</b> in " in part("title")["value"] and "every 1 s" in part("title")["value"]
-        kernel.pump(lambda: "(schedule)" in part("last")["value"], what="a scheduled run in the view")
-        assert part("next")["value"].startswith("next ")
-        click(kernel, part("toggle")["model_id"])
-        kernel.pump(lambda: part("next")["value"] == "paused" and part("toggle")["description"] == "Resume",
-                    what="the view to say paused")
-        assert rc.Function.from_name(scheduled, "tick").schedule().paused
-        click(kernel, part("run")["model_id"])
-        kernel.pump(lambda: "(run_now)" in part("last")["value"] and ">succeeded</b>" in part("last")["value"],
-                    what="the run started by the button to succeed")
-        click(kernel, part("toggle")["model_id"])
-        kernel.pump(lambda: part("next")["value"].startswith("next ") and not part("toggle")["disabled"],
-                    what="the view to say resumed")
-        assert not rc.Function.from_name(scheduled, "tick").schedule().paused
-    finally:
-        kernel.stop()
-
-
-def test_a_slot_with_a_fire_record_never_fires_again(tmp_path):
-    """The crash case the runtime tests cannot time: a slot recorded as fired, its next slot not yet saved."""
-    spawned_ids: list[str] = []
-
-    class Jobs:
-        live: dict[str, object] = {}
-
-        def submit(self, pool, entries, method, then):
-            spawned_ids.extend(entry["id"] for entry, _ in entries)
-
-    db = sqlite3.connect(str(tmp_path / "deployed.db"), isolation_level=None)
-    pool = type("Pool", (), {"fn": type("Fn", (), {"name": "tick"})})()
-    slot = time.time() - 5
-    first = Scheduler(db, Jobs(), lambda app, name: pool)
-    first.sync("etl", "tick", {"period_s": 60.0})
-    db.execute("UPDATE schedules SET next_at = ?", (slot,))  # the slot came while the runtime was down...
-    db.execute("INSERT INTO schedule_fires (app_name, name, slot, outcome, call_id, at) VALUES "
-               "('etl', 'tick', ?, 'spawned', 'fc-0', ?)", (slot, slot))  # ...but had fired before the crash
-
-    async def restart() -> Scheduler:
-        again = Scheduler(db, Jobs(), lambda app, name: pool)
-        again.start()  # arms a zero-second timer for the due slot
-        again._wake()  # what that timer runs
-        again.close()
-        return again
-
-    again = asyncio.run(restart())
-    assert spawned_ids == []
-    [s] = again.schedules.values()
-    assert s.next_at > time.time() + 50  # moved on, from now
-    db.execute("UPDATE schedules SET next_at = ?", (slot - 60,))  # an earlier slot, not recorded: it fires
-    asyncio.run(restart())
-    assert len(spawned_ids) == 1
-    db.close()

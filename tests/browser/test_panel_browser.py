@@ -11,7 +11,7 @@ import playwright.sync_api as playwright_api
 import pytest
 from conftest import wait_for
 from jupyter_helpers import JupyterServer
-from test_schedules import deploy_scheduled
+from scheduling import deploy_scheduled
 
 CHROMIUM = os.environ.get("REMOTECELL_CHROMIUM", "/usr/bin/chromium")
 UI_TIMEOUT_MS = 60_000  # a cold JupyterLab page load on a small CI box takes a while

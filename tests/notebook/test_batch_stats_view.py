@@ -12,10 +12,9 @@ from conftest import run_script
 from IPython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
+from kernels import VIEW, shown_views, view_parts
 from remotecell.batching import BatchStats, size_rows
 from remotecell.widgets.batching import QUIET_EVERY_S, StatsWatch, sizes_html
-from test_call_views import VIEW, shown_views, view_parts
-from test_kernel import Kernel
 
 FULL = 4  # max_batch_size of the kernel's function; its wait is long, so every batch closes full
 
@@ -90,14 +89,13 @@ def test_the_watch_asks_each_tick_while_batches_come_and_seldom_once_quiet():
 
 
 @pytest.fixture(scope="module")
-def kernel(runtime, tmp_path_factory):
-    k = Kernel(tmp_path_factory.mktemp("kernel"))
-    k.run("%load_ext remotecell\nimport asyncio\nimport remotecell as rc\napp = rc.App('batch-stats-views')\n"
-          f"@app.function(max_containers=1)\n@rc.batched(max_batch_size={FULL}, wait_ms=60_000)\n"
-          "def tens(xs):\n    return [10 * x for x in xs]\n"
-          "async def calls(n):\n    return await asyncio.gather(*(tens.remote.aio(i) for i in range(n)))")
-    yield k
-    k.stop()
+def kernel(kernel):
+    """The conftest kernel, with a batched function ``tens`` and ``calls(n)``, n concurrent calls of it."""
+    kernel.run("import asyncio\n"
+               f"@app.function(max_containers=1)\n@rc.batched(max_batch_size={FULL}, wait_ms=60_000)\n"
+               "def tens(xs):\n    return [10 * x for x in xs]\n"
+               "async def calls(n):\n    return await asyncio.gather(*(tens.remote.aio(i) for i in range(n)))")
+    return kernel
 
 
 def test_the_widget_shows_the_stats_and_follows_new_batches_until_closed(kernel):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import remotecell as rc
-from conftest import Runtime, run_script, wait_for
+from conftest import Runtime, cli, run_script, wait_for
 from remotecell import _entry
 from remotecell.exceptions import InvalidError, NotFoundError
 
@@ -58,11 +58,6 @@ class Model:
 
 {extra}
 '''
-
-
-def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "remotecell.cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s, env=dict(os.environ, **(env or {})))
 
 
 def write_demo(tmp_path: Path, name: str, version: str = "v1", extra: str = "") -> Path:
@@ -238,7 +233,7 @@ def test_deployed_apps_survive_a_runtime_restart_and_their_deployers_silence(tmp
             model = rc.Cls.from_name("kept", "Model")()
             print(rc.Function.from_name("kept", "square").remote(3), model.predict.remote(2))
         """)
-        env_py = dict(env, PYTHONPATH=str(Path(__file__).parent))
+        env_py = dict(env, PYTHONPATH=str(Path(__file__).parents[1]))
         expired = 'wait_for(lambda: rc.status()["sessions"] == 1, what="the deployer\'s session to expire")'
         done = run_script(caller.replace("WAIT", expired), env=env_py, tmp_path=tmp_path)
         assert done.returncode == 0, done.stderr
@@ -353,7 +348,7 @@ def test_a_lease_held_by_a_client_that_went_silent_is_taken_back(tmp_path):
             wait_for(lambda: pool()["leased"] == 0, what="the silent client's lease to be taken back")
             print(pool()["containers"])
         """)
-        done = run_script(leased, env=dict(env, PYTHONPATH=str(Path(__file__).parent)), tmp_path=tmp_path)
+        done = run_script(leased, env=dict(env, PYTHONPATH=str(Path(__file__).parents[1])), tmp_path=tmp_path)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "{'idle': 1}"  # the container stayed, free for anyone
     finally:

@@ -10,7 +10,7 @@ import time
 import pytest
 import remotecell as rc
 from conftest import wait_for
-from remotecell.exceptions import BatchContractError
+from remotecell.exceptions import BatchContractError, InvalidError
 
 LONG_WAIT_MS = 60_000  # batches in these tests close because they are full, never by waiting this long
 
@@ -254,3 +254,22 @@ def test_spawned_inputs_share_batches_with_remote_calls(app):
     together = ["r1", "r2", "s1", "s2"]
     assert asyncio.run(main()) == [("r1", together), ("r2", together)]
     assert [call.get(timeout=30) for call in spawned] == [("s1", together), ("s2", together)]
+
+
+def test_batched_goes_below_the_app_decorators(runtime):
+    app = rc.App("order")
+    f = app.function()(lambda xs: xs)
+    with pytest.raises(InvalidError, match="goes below @app.function"):
+        rc.batched(max_batch_size=4, wait_ms=1)(f)
+
+    class Model:
+        @rc.batched(max_batch_size=4, wait_ms=1)
+        def predict(self, xs):
+            return xs
+
+        @rc.method()
+        def other(self, x):
+            return x
+
+    with pytest.raises(InvalidError, match="is @rc.batched but not @rc.method"):
+        app.cls()(Model)

@@ -9,7 +9,7 @@ import remotecell as rc
 from conftest import Runtime, wait_for
 from jupyter_helpers import JupyterServer
 from remotecell import _client
-from test_schedules import deploy_scheduled
+from scheduling import deploy_scheduled
 
 
 @pytest.fixture(scope="module")

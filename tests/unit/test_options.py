@@ -1,0 +1,53 @@
+"""Function options are checked where they are given: each bad value's error names it and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+from remotecell.exceptions import InvalidError
+from remotecell.options import Cron, Period, Retries, batched, check_function_options, concurrent
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"timeout": 0}, "timeout=0 is out of range: allowed 1 to 86400"),
+    ({"timeout": "soon"}, "timeout='soon' must be a number"),
+    ({"max_containers": 0}, "max_containers=0 is out of range: allowed 1 to 1000"),
+    ({"min_containers": 3, "max_containers": 2}, "min_containers=3 is more than max_containers=2"),
+    ({"scaledown_window": 1}, "scaledown_window=1 is out of range: allowed 2 to 3600"),
+    ({"cpu": 0.1}, "cpu=0.1 is out of range: allowed 0.125 to 512"),
+    ({"memory": 10}, "memory=10 is out of range: allowed 64 to"),
+    ({"retries": 11}, "retries=11 is out of range: allowed 0 to 10"),
+    ({"retries": "twice"}, "retries='twice' must be an integer from 0 to 10 or rc.Retries"),
+    ({"gpu": 3}, "gpu=3 must be a string like 'any'"),
+    ({"env": {"A": 1}}, "env={'A': 1} must be a dict of str to str"),
+    ({"schedule": "daily"}, "schedule='daily' must be rc.Cron(...) or rc.Period(...)"),
+    ({"gpus": "any"}, "unknown function option(s) ['gpus']; known:"),
+])
+def test_a_bad_option_names_its_value_and_the_allowed_range(options, says):
+    with pytest.raises(InvalidError) as info:
+        check_function_options(options)
+    assert says in str(info.value)
+
+
+def test_good_options_are_normalized_with_units_in_their_names():
+    out = check_function_options({"timeout": 60, "scaledown_window": 5, "retries": 2, "memory": 512})
+    assert out["timeout_s"] == 60 and out["scaledown_window_s"] == 5 and out["memory_mib"] == 512
+    # retries=N is Modal's fixed delay: N retries 1 s apart
+    assert out["retries"] == {"max_retries": 2, "backoff_coefficient": 1.0, "initial_delay_s": 1.0,
+                              "max_delay_s": 60.0}
+    assert (out["min_containers"], out["max_containers"]) == (0, 100)
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda: Retries(max_retries=11), "max_retries=11 is out of range: allowed 0 to 10"),
+    (lambda: Retries(max_retries=1, initial_delay=61), "initial_delay=61 is out of range: allowed 0 to 60"),
+    (lambda: Cron("every day"), "is not a cron expression"),
+    (lambda: Cron("0 3 * * *", timezone="Mars/Olympus"), "is not a time zone"),
+    (lambda: Period(seconds=0.5), "a period must be at least 1 s"),
+    (lambda: batched(max_batch_size=1001, wait_ms=1), "max_batch_size=1001 is out of range: allowed 1 to 1000"),
+    (lambda: batched(max_batch_size=8, wait_ms=600_001), "wait_ms=600001 is out of range: allowed 0 to 600000"),
+    (lambda: concurrent(max_inputs=0), "max_inputs=0 is out of range"),
+])
+def test_the_option_objects_check_their_values_where_they_are_made(make, says):
+    with pytest.raises(InvalidError) as info:
+        make()
+    assert says in str(info.value)
