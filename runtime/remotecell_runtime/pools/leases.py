@@ -5,7 +5,7 @@ for a lease, the container runs one input at a time (it has a ``direct`` socket)
 nothing else wants it (nothing pending, not batched, the pool not retired).  The
 pool only hears how the direct calls went (``lease_used``).
 
-Invariants: a leased container takes no other input (``InputQueue.room`` is 0); the
+Invariants: a leased container takes no other input (``state.room`` is 0); the
 grant reaches the caller before the result it came with; a lease ends only by
 ``released`` from the container (after a ``revoke``) or by the container's exit,
 and its holder is told either way (``lease_ended`` here, ``lease_lost`` by the
