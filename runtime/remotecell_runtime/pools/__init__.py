@@ -3,7 +3,8 @@
 ``Pool`` (``pool.py``) is the one object the daemon, the job store and the scheduler
 hold; its parts live beside it, one concern each: the input queue (``queue.py``),
 batch assembly for ``@rc.batched`` (``batches.py``), leases (``leases.py``) and
-scaling (``scaling.py``).  ``inputs.py`` has what flows through a pool, ``host.py``
+scaling (``scaling.py``), each over ``PoolState`` (``state.py``, what they share; the
+pool is one), never the pool.  ``inputs.py`` has what flows through a pool, ``host.py``
 what a pool needs of the daemon (``PoolHost``).
 """
 

@@ -15,24 +15,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..batching import Batch, Batcher
 from ..containers import ContainerRecord, State
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from .inputs import Input, Result, error_result
-from .queue import stop_timed_out
+from .state import PoolState, release_slot
 
-if TYPE_CHECKING:
-    from .pool import Pool
+Fail = Callable[..., None]  # ``InputQueue.fail(inp, result, lost_container=False)``: retries, else the result
 
 
 class BatchAssembly:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: PoolState, dispatch: Callable[[], None], fail: Fail) -> None:
         self.pool = pool
+        self.dispatch_all = dispatch  # the whole pool's dispatch
+        self.fail = fail
         self.batchers: dict[str, Batcher[Input]] = {
-            method: Batcher(method, int(spec["max_batch_size"]), int(spec["wait_ms"]), pool.dispatch)
+            method: Batcher(method, int(spec["max_batch_size"]), int(spec["wait_ms"]), dispatch)
             for method, spec in (pool.fn.options.get("batched") or {}).items()
         }
         self.batch_of: dict[str, Batch[Input]] = {}  # input id -> its running batch (until its result is in)
@@ -71,7 +72,7 @@ class BatchAssembly:
     def dispatch(self) -> None:
         for batcher in self.batchers.values():
             while batcher.due():
-                container = self.pool.queue.free_container(0)
+                container = self.pool.free_container(0)
                 if container is None:
                     return
                 batch = batcher.take()
@@ -109,7 +110,7 @@ class BatchAssembly:
             batch.timer.cancel()
             batch.timer = None
         if batch.container is not None:
-            self.pool.queue.release_slot(batch.container, batch.id)
+            release_slot(batch.container, batch.id)
 
     def _abandon(self, batch: Batch[Input], result_for: Callable[[str], Result], lost_container: bool = False) -> None:
         """The batch's attempt ended without its results (timeout, crash): each live input fails."""
@@ -117,7 +118,7 @@ class BatchAssembly:
             self._done(batch, input_id)
             inp = self.pool.inputs.get(input_id)
             if inp is not None and inp.container is batch.container:
-                self.pool.queue.fail(inp, result_for(input_id), lost_container=lost_container)
+                self.fail(inp, result_for(input_id), lost_container=lost_container)
 
     def _timed_out(self, batch: Batch[Input]) -> None:
         container = batch.container
@@ -125,9 +126,9 @@ class BatchAssembly:
         fn = self.pool.fn
         msg = (f"a batch of {len(batch.items)} inputs of {fn.name} ran past its timeout of "
                f"{fn.timeout_s:g} s; container {container.id} was stopped and will be replaced")
-        stop_timed_out(self.pool, container)
+        self.pool.stop_timed_out(container)
         self._abandon(batch, lambda input_id: error_result(input_id, ErrorName.TIMEOUT, msg))
-        self.pool.dispatch()
+        self.dispatch_all()
 
     def container_lost(self, container: ContainerRecord, cause: str) -> None:
         """``container`` died: every batch on it fails its inputs as a lost container."""

@@ -9,17 +9,21 @@ what another pool's idle container holds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..containers import ContainerManager, ContainerRecord
 from ..cpus import CpuBudget
 from ..gpus import GpuAllocator
 from ..images import Images
 from ..protocol.framing import Frame
-from .inputs import Peer, Result
+from .inputs import FunctionDef, Peer, Result
 
-if TYPE_CHECKING:
-    from .pool import Pool
+
+class Requester(Protocol):
+    """The pool that asks for a ``reclaim`` (a ``Pool``), as far as the host reads it."""
+
+    fn: FunctionDef
+    waiting_reason: str
 
 
 class PoolHost(Protocol):
@@ -29,7 +33,7 @@ class PoolHost(Protocol):
     images: Images
 
     def send_container(self, cid: str, frames: list[Frame]) -> None: ...
-    def reclaim(self, requester: Pool, holds: Callable[[ContainerRecord], bool]) -> None: ...
+    def reclaim(self, requester: Requester, holds: Callable[[ContainerRecord], bool]) -> None: ...
     def send_peer(self, peer: Peer, frames: list[Frame]) -> None: ...
     def send_result(self, peer: Peer, result: Result) -> None: ...
     def input_done(self, input_id: str) -> None: ...

@@ -5,7 +5,7 @@ for a lease, the container runs one input at a time (it has a ``direct`` socket)
 nothing else wants it (nothing pending, not batched, the pool not retired).  The
 pool only hears how the direct calls went (``lease_used``).
 
-Invariants: a leased container takes no other input (``InputQueue.room`` is 0); the
+Invariants: a leased container takes no other input (``state.room`` is 0); the
 grant reaches the caller before the result it came with; a lease ends only by
 ``released`` from the container (after a ``revoke``) or by the container's exit,
 and its holder is told either way (``lease_ended`` here, ``lease_lost`` by the
@@ -17,28 +17,27 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..containers import ContainerLease, ContainerRecord, State
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from .inputs import Input, Result, error_result
-from .queue import STOP_GRACE_S, stop_timed_out, timeout_result
-
-if TYPE_CHECKING:
-    from .pool import Pool
+from .queue import InputQueue
+from .state import STOP_GRACE_S, PoolState
 
 
 class Leases:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: PoolState, queue: InputQueue) -> None:
         self.pool = pool
+        self.queue = queue
 
     def lend(self, container: ContainerRecord, inp: Input) -> None:
         """Lend ``container`` to the caller of ``inp`` (whose result is next) if nothing else wants it."""
-        pool = self.pool
+        pool, queue = self.pool, self.queue
         if inp.lease is None or container.direct is None or container.state is not State.BUSY:
             return
-        if container.active != {inp.id} or pool.queue.pending or pool.batches.batchers or pool.retired:
+        if container.active != {inp.id} or queue.pending or queue.batches.batchers or pool.retired:
             return
         lease = container.lease = ContainerLease(inp.peer, inp.lease, secrets.token_hex(8),
                                                  inp.called_as or pool.fn.fid)
@@ -88,7 +87,7 @@ class Leases:
         """How the leaseholder's calls went: they count as use (scale-down) and as run time."""
         container.idle_since = time.monotonic()
         if runs > 0:
-            self.pool.queue.observe_run(run_us / runs)
+            self.queue.observe_run(run_us / runs)
 
     def adopt(self, inp: Input, why: str, cid: str, cause: str = "", error: dict[str, Any] | None = None) -> None:
         """An input that ended badly on leased container ``cid``, handed back by its caller: it goes on here.
@@ -102,9 +101,9 @@ class Leases:
         if why == "timeout":
             container = pool.containers.get(cid)
             if container is not None and container.lease is not None and container.lease.peer == inp.peer:
-                stop_timed_out(pool, container)
-            pool.queue.fail(inp, timeout_result(pool, inp.id, cid))
+                pool.stop_timed_out(container)
+            self.queue.fail(inp, pool.timeout_result(inp.id, cid))
         elif why == "crash":
-            pool.queue.fail(inp, error_result(inp.id, ErrorName.CRASHED, cause), lost_container=True)
+            self.queue.fail(inp, error_result(inp.id, ErrorName.CRASHED, cause), lost_container=True)
         else:
-            pool.queue.fail(inp, Result({"id": inp.id, "status": "error", "error": error or {}}))
+            self.queue.fail(inp, Result({"id": inp.id, "status": "error", "error": error or {}}))

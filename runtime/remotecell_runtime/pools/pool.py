@@ -1,10 +1,11 @@
 """``Pool``: one autoscaling pool of containers per function definition, the one object others hold.
 
-The pool's work is split by concern, each part holding this pool: ``InputQueue``
-(``queue.py``), ``BatchAssembly`` (``batches.py``), ``Leases`` (``leases.py``) and
-``Scaler`` (``scaling.py``).  The pool itself keeps what they share (the definition,
-its inputs, its containers), routes container events to them, and answers for the
-whole (stats, why inputs wait).
+The pool's work is split by concern, each part holding what the parts share
+(``PoolState``, ``state.py``, which the pool is) and the lower parts it calls, never
+the pool: ``InputQueue`` (``queue.py``, holding the ``BatchAssembly`` of ``batches.py``),
+``Leases`` (``leases.py``, over the queue) and ``Scaler`` (``scaling.py``, over both).
+The pool composes them, routes container events to them, and answers for the whole
+(stats, why inputs wait).
 
 Invariants: the pool never drops an input: each one ends with exactly one result sent
 to its caller, be it the container's, a timeout, a crash or a cancellation; a retired
@@ -24,28 +25,23 @@ from ..containers import ContainerRecord, State
 from ..protocol import framing, sharedmem
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Frame, Payload
-from .batches import BatchAssembly
 from .host import PoolHost
 from .inputs import FunctionDef, Input, Result, error_result
 from .leases import Leases
-from .queue import STOP_GRACE_S, InputQueue
+from .queue import InputQueue
 from .scaling import Scaler
+from .state import STOP_GRACE_S, PoolState, release_slot
 
 log = logging.getLogger("remotecell.runtime")
 
 
-class Pool:
+class Pool(PoolState):
     def __init__(self, fn: FunctionDef, runtime: PoolHost) -> None:
-        self.fn = fn
-        self.rt = runtime
-        self.inputs: dict[str, Input] = {}
-        self.containers: dict[str, ContainerRecord] = {}
-        self.retired = False
-        self.waiting_reason = ""
-        self.queue = InputQueue(self)
-        self.batches = BatchAssembly(self)
-        self.leases = Leases(self)
-        self.scaler = Scaler(self)
+        super().__init__(fn, runtime)
+        self.queue = InputQueue(self, self.dispatch)
+        self.batches = self.queue.batches
+        self.leases = Leases(self, self.queue)
+        self.scaler = Scaler(self, self.queue, self.leases)
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -59,7 +55,7 @@ class Pool:
     @property
     def waiting(self) -> int:
         """Inputs not yet on a container: queued, or waiting for their batch."""
-        return len(self.queue.pending) + len(self.batches)
+        return self.queue.waiting
 
     def dispatch(self) -> None:
         """Give waiting inputs (and due batches) to free slots, then start containers for what is left."""
@@ -75,8 +71,7 @@ class Pool:
 
     def fail_waiting(self, error: dict[str, Any], payloads: list[Payload]) -> None:
         """Every input not yet on a container ends with ``error``."""
-        for inp in list(self.queue.pending) + self.batches.drain():
-            self.queue.finish(inp.id, Result({"id": inp.id, "status": "error", "error": error}, payloads))
+        self.queue.fail_waiting(error, payloads)
 
     # -- container events ---------------------------------------------------------------------
 
@@ -104,7 +99,7 @@ class Pool:
         inp = self.inputs.get(input_id)
         if inp is None or inp.container is not container:  # cancelled or timed out meanwhile
             container.active.discard(f"cancelled:{input_id}")
-            self.queue.release_slot(container, input_id)
+            release_slot(container, input_id)
             sharedmem.discard(result.payloads)
         elif result.status == "error" and self.fn.retry_delay_s(inp.attempt) is not None:
             self.queue.fail(inp, result)
@@ -151,9 +146,6 @@ class Pool:
         self.dispatch()
 
     # -- scaling ------------------------------------------------------------------------------
-
-    def live(self) -> list[ContainerRecord]:
-        return [c for c in self.containers.values() if c.state is not State.STOPPING]
 
     def scale(self) -> None:
         self.scaler.scale()

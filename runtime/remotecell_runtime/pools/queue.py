@@ -17,45 +17,43 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from ..containers import ContainerRecord, State
 from ..protocol import framing, sharedmem
-from ..protocol.errors import ErrorName
-from .inputs import Input, Result, cancelled_result, error_result
-
-if TYPE_CHECKING:
-    from .pool import Pool
+from ..protocol.framing import Payload
+from .batches import BatchAssembly
+from .inputs import Input, Result, cancelled_result
+from .state import STOP_GRACE_S, PoolState, release_slot, room
 
 log = logging.getLogger("remotecell.runtime")
 
 CANCEL_GRACE_S = 5.0
-STOP_GRACE_S = 5.0
 CRASH_RETRY_CAP = 3  # containers lost under one input before it fails as poison
 PREFETCH_BUDGET_US = 2000  # how much queued work a container may hold beyond its running inputs
 PREFETCH_MAX = 256
 
 
-def stop_timed_out(pool: Pool, container: ContainerRecord) -> None:
-    """Stop a container whose input (or batch) passed the function's timeout, interrupting it first."""
-    pool.rt.containers.stop(container, f"it passed its timeout of {pool.fn.timeout_s:g} s", STOP_GRACE_S,
-                            interrupt=True)
-
-
-def timeout_result(pool: Pool, input_id: str, cid: str) -> Result:
-    message = (f"{pool.fn.name} ran past its timeout of {pool.fn.timeout_s:g} s; "
-               f"container {cid} was stopped and will be replaced")
-    return error_result(input_id, ErrorName.TIMEOUT, message)
-
-
 class InputQueue:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: PoolState, dispatch: Callable[[], None]) -> None:
         self.pool = pool
+        self.dispatch_all = dispatch  # the whole pool's dispatch: batches, this queue, scaling
+        self.batches = BatchAssembly(pool, dispatch, self.fail)  # batched inputs wait there, not in ``pending``
         self.pending: collections.deque[Input] = collections.deque()
         self.running: dict[str, Input] = {}
         self.run_us: float | None = None  # moving average of how long one input runs
         self._deadline_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Inputs not yet on a container: queued, or waiting for their batch."""
+        return len(self.pending) + len(self.batches)
+
+    def fail_waiting(self, error: dict[str, Any], payloads: list[Payload]) -> None:
+        """Every input not yet on a container ends with ``error``."""
+        for inp in list(self.pending) + self.batches.drain():
+            self.finish(inp.id, Result({"id": inp.id, "status": "error", "error": error}, payloads))
 
     def observe_run(self, run_us: float) -> None:
         self.run_us = run_us if self.run_us is None else 0.8 * self.run_us + 0.2 * run_us
@@ -67,33 +65,16 @@ class InputQueue:
             return 0
         return min(PREFETCH_MAX, int(PREFETCH_BUDGET_US / max(self.run_us, 1.0)))
 
-    @staticmethod
-    def room(c: ContainerRecord, prefetch: int) -> int:
-        if c.state not in (State.IDLE, State.BUSY) or c.lease is not None:
-            return 0
-        room = c.max_inputs + prefetch - len(c.active)
-        if len(c.active) >= c.max_inputs and room < prefetch // 2:
-            return 0  # its backlog is refilled in batches, not one input per message
-        return room
-
-    def free_container(self, prefetch: int) -> ContainerRecord | None:
-        best, best_room = None, 0
-        for c in self.pool.containers.values():
-            room = self.room(c, prefetch)
-            if room > best_room:
-                best, best_room = c, room
-        return best
-
     def dispatch(self) -> None:
         """Give pending inputs to free slots, many to a message."""
         prefetch = self.prefetch
         sent: dict[str, list[Input]] = {}
         while self.pending:
-            container = self.free_container(prefetch)
+            container = self.pool.free_container(prefetch)
             if container is None:
                 break
             # Slow functions spread one input at a time over the freest containers; fast ones fill a backlog.
-            n = min(self.room(container, prefetch), len(self.pending)) if prefetch else 1
+            n = min(room(container, prefetch), len(self.pending)) if prefetch else 1
             for _ in range(n):
                 inp = self.pending.popleft()
                 self._run(inp, container)
@@ -126,9 +107,9 @@ class InputQueue:
     def _timed_out(self, inp: Input) -> None:
         container = inp.container
         assert container is not None
-        stop_timed_out(self.pool, container)
-        self.fail(inp, timeout_result(self.pool, inp.id, container.id))
-        self.pool.dispatch()
+        self.pool.stop_timed_out(container)
+        self.fail(inp, self.pool.timeout_result(inp.id, container.id))
+        self.dispatch_all()
 
     def finish(self, input_id: str, result: Result) -> None:
         """Send the one result of ``input_id`` to its caller and forget the input."""
@@ -147,9 +128,9 @@ class InputQueue:
         """Take ``inp`` off its container (or out of the queue, or its batcher)."""
         self.running.pop(inp.id, None)
         if inp.container is not None:
-            self.release_slot(inp.container, inp.id)  # a batched input's slot is its batch's: no-op
+            release_slot(inp.container, inp.id)  # a batched input's slot is its batch's: no-op
             inp.container = None
-        elif not self.pool.batches.remove(inp) and inp in self.pending:
+        elif not self.batches.remove(inp) and inp in self.pending:
             self.pending.remove(inp)
 
     def fail(self, inp: Input, result: Result, lost_container: bool = False) -> None:
@@ -183,23 +164,16 @@ class InputQueue:
     def _requeue(self, inp: Input) -> None:
         if self.pool.inputs.get(inp.id) is not inp:  # cancelled meanwhile
             return
-        if not self.pool.batches.add(inp, front=True):  # a batched one joins its next batch (retries are per input)
+        if not self.batches.add(inp, front=True):  # a batched one joins its next batch (retries are per input)
             self.pending.appendleft(inp)
-        self.pool.dispatch()
-
-    @staticmethod
-    def release_slot(container: ContainerRecord, input_id: str) -> None:
-        container.active.discard(input_id)
-        if container.state is State.BUSY and not container.active:
-            container.state = State.IDLE
-            container.idle_since = time.monotonic()
+        self.dispatch_all()
 
     def cancel(self, input_id: str) -> None:
         inp = self.pool.inputs.get(input_id)
         if inp is None:
             return
         container = inp.container
-        if self.pool.batches.running(input_id):
+        if self.batches.running(input_id):
             container = None  # its batch runs on for the others; its result will be dropped
         if container is not None:
             # The container is told; it frees the slot when it reports back, or is stopped.
@@ -211,7 +185,7 @@ class InputQueue:
             loop.call_later(CANCEL_GRACE_S, self._force_stop, container, input_id)
             container.active.add(f"cancelled:{input_id}")
         self.finish(input_id, cancelled_result(input_id))
-        self.pool.dispatch()
+        self.dispatch_all()
 
     def _force_stop(self, container: ContainerRecord, input_id: str) -> None:
         if f"cancelled:{input_id}" in container.active:

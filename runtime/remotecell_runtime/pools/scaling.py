@@ -20,7 +20,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ..backends.base import ContainerSpec
 from ..containers import ContainerRecord, State
@@ -28,9 +27,9 @@ from ..cpus import thread_env
 from ..images import Build
 from ..protocol import framing
 from ..protocol.errors import ErrorName
-
-if TYPE_CHECKING:
-    from .pool import Pool
+from .leases import Leases
+from .queue import InputQueue
+from .state import PoolState
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -39,8 +38,10 @@ STARTUP_S = 0.5  # about what a new container costs before it helps: less queued
 
 
 class Scaler:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: PoolState, queue: InputQueue, leases: Leases) -> None:
         self.pool = pool
+        self.queue = queue
+        self.leases = leases
 
     @property
     def min_containers(self) -> int:
@@ -61,15 +62,15 @@ class Scaler:
             return
         fn = pool.fn
         simple = fn.target_inputs == fn.max_inputs and not self.buffer_containers
-        if simple and not pool.waiting and len(pool.containers) >= self.min_containers:
+        if simple and not self.queue.waiting and len(pool.containers) >= self.min_containers:
             return  # the hot path: nothing waits, nothing to add
         live = pool.live()
         if len(live) >= self.max_containers:
             return  # a busy pool at its limit (the common case under load): nothing to work out
         # A batch takes one slot: what waits for a batch counts as the batches it will make.
-        waiting = len(pool.queue.pending) + pool.batches.batches_waiting
+        waiting = len(self.queue.pending) + self.queue.batches.batches_waiting
         demand = waiting + sum(len(c.active) for c in live)
-        run_us = pool.queue.run_us
+        run_us = self.queue.run_us
         fast = run_us is not None and demand * run_us / 1e6 < STARTUP_S * len(live)
         if fast and len(live) >= self.min_containers:
             return  # the containers there finish this work before a new one could help
@@ -127,12 +128,12 @@ class Scaler:
             return
         error = {"type": ErrorName.IMAGE_BUILD, "message": f"the image of {pool.fn.name} could not be built: "
                                                         f"{build.error}", "traceback": ""}
-        pool.fail_waiting(error, [])
+        self.queue.fail_waiting(error, [])
 
     def scale_down(self, now: float) -> None:
         """Stop containers idle for ``scaledown_window``, keeping ``min_containers`` (+ buffer while busy)."""
         pool = self.pool
-        busy = bool(pool.waiting) or any(c.state is State.BUSY for c in pool.containers.values())
+        busy = bool(self.queue.waiting) or any(c.state is State.BUSY for c in pool.containers.values())
         keep = 0 if pool.retired else self.min_containers + (self.buffer_containers if busy else 0)
         window_s = float(pool.fn.options.get("scaledown_window_s", 60))
         live = pool.live()
@@ -148,7 +149,7 @@ class Scaler:
         once released it is idle as any other, and retired on a later tick.
         """
         if c.lease is not None:
-            self.pool.leases.revoke(c)
+            self.leases.revoke(c)
             return
         self.pool.rt.send_container(c.id, framing.encode({"t": "stop"}))
         self.pool.rt.containers.stop(c, None, EXIT_GRACE_S, asked=True)

@@ -28,6 +28,7 @@ from ..cpus import CpuBudget, host_cpus
 from ..gpus import GpuAllocator, inventory
 from ..images import Images
 from ..pools import FunctionDef, Peer, Pool, Result
+from ..pools.host import Requester
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Frame
@@ -156,7 +157,7 @@ class Functions(Service):
     def input_done(self, input_id: str) -> None:
         self.input_pool.pop(input_id, None)
 
-    def reclaim(self, requester: Pool, holds: Callable[[ContainerRecord], bool]) -> None:
+    def reclaim(self, requester: Requester, holds: Callable[[ContainerRecord], bool]) -> None:
         """A pool waits for GPUs or CPUs (``holds``): stop an idle container of another pool that holds some."""
         if any(c.state is State.STOPPING and holds(c) for c in self.containers.all()):
             return  # some are on their way back already
