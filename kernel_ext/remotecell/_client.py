@@ -399,7 +399,7 @@ def cancel_header(conn: Connection, ids: list[str]) -> dict[str, Any]:
 
 
 class LeaseHolder(Protocol):
-    """Who keeps a channel's leases (``_invocation.Leases``): it hears the runtime's lease news."""
+    """Who keeps a channel's leases (``_invocation.ThreadLeases``): it hears the runtime's lease news."""
 
     def news(self, header: dict[str, Any]) -> None: ...
 

@@ -3,7 +3,7 @@
 Every calling form goes through here. ``call`` (``.remote``, class methods, batched
 functions: the runtime batches) sends one input on this thread's ``SyncChannel``,
 straight to a leased container when the thread holds a lease on the function
-(``Leases``), else through the runtime, asking for one; past the thread cap it
+(``ThreadLeases``), else through the runtime, asking for one; past the thread cap it
 goes as ``call_aio`` on the shared background loop. ``call_aio`` (``.remote.aio``)
 sends on the running loop's ``AsyncChannel``, which sends the calls of one loop
 turn together. ``items``/``items_aio`` (``remote_gen``) stream a generator's items;
@@ -189,11 +189,11 @@ async def spawn_aio(resolve: Callable[[], Awaitable[Target]], entries: list[dict
 
 # -- leases ----------------------------------------------------------------------------------------
 
-def leases_of(channel: _client.SyncChannel) -> Leases:
+def leases_of(channel: _client.SyncChannel) -> ThreadLeases:
     """The leases a thread's channel holds, made with its first call."""
     if channel.holder is None:
-        channel.holder = Leases(channel)
-    assert isinstance(channel.holder, Leases)
+        channel.holder = ThreadLeases(channel)
+    assert isinstance(channel.holder, ThreadLeases)
     return channel.holder
 
 
@@ -211,7 +211,7 @@ class HeldLease:
     wait_ms: int = _client.WAKE_MS  # the socket's RCVTIMEO: shorter when a call's deadline is near
 
 
-class Leases:
+class ThreadLeases:
     """The leases one thread's channel holds (one per function), and its calls that use them."""
 
     def __init__(self, channel: _client.SyncChannel) -> None:
