@@ -704,7 +704,7 @@ async def _outcome_of(awaitable: Any) -> Any:
 
 
 def _link_volumes(mounts_json: str | None) -> None:
-    """Each volume's path becomes a link to its folder on the host (the runtime resolved them: volumes.py)."""
+    """Each volume's path becomes a link to its folder on the host (the runtime resolved them: services/volumes.py)."""
     if not mounts_json:
         return
     import json
