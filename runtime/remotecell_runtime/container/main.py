@@ -57,7 +57,6 @@ if TYPE_CHECKING:  # asyncio (~60 ms) and concurrent.futures (~30 ms) load only 
     import concurrent.futures
 
 _RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXIT_GRACE_S = 30.0
 RESULTS_PER_MESSAGE = 128  # a backlog's results are sent at least this often (the daemon refills in halves)
 LEASE_REPORT_S = 1.0  # while leased, the daemon hears how direct calls went at most this often
 
