@@ -90,3 +90,30 @@ def test_a_slot_with_a_fire_record_never_fires_again(tmp_path):
     asyncio.run(restart())
     assert len(spawned_ids) == 1
     db.close()
+
+
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+UTC = datetime.timezone.utc
+
+
+def _slots(cron: str, start: datetime.datetime, n: int, timezone: str = "Europe/Berlin") -> list[datetime.datetime]:
+    """The next ``n`` slots of ``cron`` after ``start``, each counted from the one before, in UTC."""
+    t, out = start.timestamp(), []
+    for _ in range(n):
+        t = next_fire_s({"cron": cron, "timezone": timezone}, t)
+        out.append(datetime.datetime.fromtimestamp(t, UTC))
+    return out
+
+
+def test_a_wall_time_the_spring_gap_skips_fires_when_the_clocks_jump():
+    skipped = _slots("30 2 * * *", datetime.datetime(2026, 3, 28, 12, tzinfo=BERLIN), 2)
+    assert skipped[0] == datetime.datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 02:30 does not exist: at 03:00 CEST
+    assert skipped[1] == datetime.datetime(2026, 3, 30, 0, 30, tzinfo=UTC)  # then 02:30 CEST again
+
+
+def test_a_wall_time_that_happens_twice_fires_once_unless_the_cron_is_hourly():
+    autumn = _slots("30 2 * * *", datetime.datetime(2026, 10, 24, 12, tzinfo=BERLIN), 2)
+    assert autumn == [datetime.datetime(2026, 10, 25, 0, 30, tzinfo=UTC),  # 02:30 CEST, the first of two
+                      datetime.datetime(2026, 10, 26, 1, 30, tzinfo=UTC)]  # not 02:30 CET the same night
+    half_hourly = _slots("*/30 * * * *", datetime.datetime(2026, 10, 25, 2, 10, tzinfo=BERLIN), 4)
+    assert [b - a for a, b in zip(half_hourly, half_hourly[1:], strict=False)] == [datetime.timedelta(minutes=30)] * 3
