@@ -30,7 +30,7 @@ from .protocol import framing, sharedmem
 from .protocol.errors import ErrorName
 from .protocol.framing import Frame, WireError
 from .protocol.versions import versions
-from .services.base import Request, RequestError, error_reply, refusal
+from .services.base import Report, Request, RequestError, error_reply, refusal, with_id
 from .services.jobs import RETENTION_S
 
 log = logging.getLogger("remotecell.runtime")
@@ -216,9 +216,7 @@ class Daemon:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def _seen(self, sid: Any) -> None:
-        if not isinstance(sid, str):
-            return
+    def _seen(self, sid: str) -> None:
         session = self.sessions.get(sid)
         if session is None:
             session = self.sessions[sid] = Session(sid)
@@ -244,14 +242,19 @@ class Daemon:
         try:
             header = framing.decode_header(frames[1:])
             request_id = header.get("id")
+            route = self.handlers.get(header.get("t"))  # type: ignore[arg-type]
+            if route is None:
+                raise refusal(ErrorName.INVALID, f"unknown message type {header.get('t')!r}")
+            cls, handler = route
+            msg = cls.from_wire(header)
             payloads = framing.split_payloads(header, frames[3:])
             if not listener.shm and (header.get("shm") or any(p.shm for p in payloads)):
                 raise refusal(ErrorName.INVALID, "shared memory is only for clients on the runtime's host")
-            self._seen(header.get("sid"))
-            handler = self.handlers.get(header["t"])
-            if handler is None:
-                raise refusal(ErrorName.INVALID, f"unknown message type {header['t']!r}")
-            reply = handler(Request(peer, header, payloads, frames[1:]))
+            sid = header.get("sid")
+            sid = sid if type(sid) is str else ""
+            if sid:
+                self._seen(sid)
+            reply = handler(Request(peer, msg, request_id, sid, payloads, frames[1:]))
         except (WireError, RequestError, KeyError, TypeError, ValueError) as exc:
             self._refuse(peer, request_id, exc)
             return
@@ -260,9 +263,7 @@ class Daemon:
             self._refuse(peer, request_id, exc)
             return
         if reply is not None:
-            reply.setdefault("t", "reply")
-            reply["id"] = request_id
-            self.send_peer(peer, framing.encode(reply))
+            self.send_peer(peer, framing.encode(with_id(reply, request_id)))
 
     def _refuse(self, peer: Peer, request_id: Any, exc: Exception) -> None:
         type_name = getattr(exc, "type_name", ErrorName.INVALID)
@@ -275,11 +276,12 @@ class Daemon:
         container = self.services.functions.containers.containers.get(cid)
         try:
             header = framing.decode_header(frames[1:])  # payloads pass through unread
-            handler = self.container_handlers.get(header["t"])
-            if container is None or handler is None:
-                log.warning("dropped %r from container %s (unknown container or type)", header["t"], cid)
+            route = self.container_handlers.get(header.get("t"))  # type: ignore[arg-type]
+            if container is None or route is None:
+                log.warning("dropped %r from container %s (unknown container or type)", header.get("t"), cid)
                 return
-            handler(container, header, frames[1:])
+            cls, handler = route
+            handler(container, Report(cls.from_wire(header), header, frames[1:]))
         except Exception:
             log.exception("bad message from container %s", cid)
 

@@ -56,6 +56,8 @@ def test_malformed_messages_leave_the_runtime_serving(app, runtime):
          b'{"t": "call", "id": "c2", "fid": "nope", "p": [{"n": 2, "shm": [[1, "../../etc/passwd", 3]]}]}',
          b"x", b""],
         [framing.PROTOCOL, b'{"t": "app_stop", "id": "s1"}'],
+        [framing.PROTOCOL, b'{"t": "fn_lookup", "id": "s2", "name": "f"}'],
+        [framing.PROTOCOL, b'{"t": "queue_get", "id": "s3", "oid": "seven"}'],
         [framing.PROTOCOL, b'{"t": "call", "id": "c3", "fid": "nope", "p": [{"n": 1}]}', b"\x80garbage pickle"],
     ]
     for frames in bad_messages:
@@ -69,7 +71,9 @@ def test_malformed_messages_leave_the_runtime_serving(app, runtime):
     assert by_id["u1"]["t"] == "error" and "unknown message type" in by_id["u1"]["error"]["message"]
     assert "does not match" in by_id["c1"]["error"]["message"]
     assert "malformed" in by_id["c2"]["error"]["message"]
-    assert "missing field" in by_id["s1"]["error"]["message"]
+    assert "app_stop needs 'app_id'" in by_id["s1"]["error"]["message"]
+    assert by_id["s2"]["error"]["message"] == "a 'fn_lookup' message needs 'app'"  # named fields, checked
+    assert by_id["s3"]["error"]["message"] == "'queue_get' field 'oid' must be an integer, got 'seven'"
     assert by_id["c3"]["error"]["type"] == "NotFoundError"
     assert not os.path.exists("/dev/shm/../../etc/passwd.rc")  # names are never resolved outside /dev/shm
     assert runtime.alive()

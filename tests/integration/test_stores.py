@@ -264,16 +264,16 @@ def test_malformed_kv_messages_leave_the_runtime_serving(runtime):
     bad = [
         ({"t": "kv_open", "kind": "list", "name": "x"}, [], "kind 'list' must be 'dict' or 'queue'"),
         ({"t": "kv_open", "kind": "dict", "name": "../x"}, [], "use 1 to 128 letters"),
-        ({"t": "dict_get"}, one, "no Dict with id None"),
-        ({"t": "dict_get", "oid": "1"}, one, "no Dict with id '1'"),
+        ({"t": "dict_get"}, one, "a 'dict_get' message needs 'oid'"),
+        ({"t": "dict_get", "oid": "1"}, one, "'dict_get' field 'oid' must be an integer, got '1'"),
         ({"t": "dict_get", "oid": q.object_id}, one, "no Dict with id"),  # a Queue's id
         ({"t": "dict_get", "oid": d.object_id}, [], "needs 1 payload"),
         ({"t": "dict_put", "oid": d.object_id}, one, "pairs"),
-        ({"t": "dict_scan", "oid": d.object_id, "what": "all"}, [], "what=keys|values|items"),
+        ({"t": "dict_scan", "oid": d.object_id, "what": "all"}, [], "what='all' must be keys, values or items"),
         ({"t": "queue_get", "oid": q.object_id, "n": 0}, [], "at least 1 item"),
-        ({"t": "queue_get", "oid": q.object_id, "wait_s": "soon"}, [], "wait_s='soon': give seconds"),
-        ({"t": "queue_put", "oid": q.object_id, "partition": 5}, one, "partition 5"),
-        ({"t": "queue_peek", "oid": q.object_id, "after": "x"}, [], "integer 'after'"),
+        ({"t": "queue_get", "oid": q.object_id, "wait_s": "soon"}, [], "'wait_s' must be a number or null"),
+        ({"t": "queue_put", "oid": q.object_id, "partition": 5}, one, "'partition' must be a string or null"),
+        ({"t": "queue_peek", "oid": q.object_id, "after": "x"}, [], "'after' must be an integer or null"),
     ]
     for header, payloads, message in bad:
         with pytest.raises(exceptions.Error, match=message):

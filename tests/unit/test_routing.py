@@ -8,6 +8,8 @@ import pytest
 from remotecell_runtime import services
 from remotecell_runtime.pools import Peer
 from remotecell_runtime.protocol.framing import Frame
+from remotecell_runtime.protocol.message import Message, message
+from remotecell_runtime.protocol.messages.session import PingMsg
 
 CLIENT_TYPES = {
     "hello", "ping", "status", "shutdown", "app_create", "app_stop", "fn_register", "fn_lookup", "call", "calls",
@@ -49,5 +51,18 @@ def test_every_message_type_has_one_handler(tmp_path):
 
 
 def test_two_handlers_for_one_type_fail_at_start():
-    with pytest.raises(RuntimeError, match=r"\['ping'\] have two handlers"):
-        services._merged([{"ping": 1}, {"ping": 2}])
+    @message("ping")
+    class OtherPingMsg(Message):
+        pass
+
+    with pytest.raises(RuntimeError, match=r"'ping' has two handlers \(PingMsg, OtherPingMsg\)"):
+        services._merged([{PingMsg: 1}, {OtherPingMsg: 2}])
+
+
+def test_each_handler_is_keyed_by_its_message_class(tmp_path):
+    built = services.build(Host(tmp_path), f"ipc://{tmp_path}/c.sock", "rc-test", {}, 60.0, orphan_grace_s=1.0)
+    try:
+        for type_name, (cls, _) in {**built.handlers(), **built.container_handlers()}.items():
+            assert issubclass(cls, Message) and cls.TYPE == type_name
+    finally:
+        built.close()

@@ -64,7 +64,7 @@ def test_a_slot_with_a_fire_record_never_fires_again(tmp_path):
         live: dict[str, object] = {}
 
         def submit(self, pool, entries, method, then):
-            spawned_ids.extend(entry["id"] for entry, _ in entries)
+            spawned_ids.extend(entry.id for entry, _ in entries)
 
     db = sqlite3.connect(str(tmp_path / "deployed.db"), isolation_level=None)
     pool = type("Pool", (), {"fn": type("Fn", (), {"name": "tick"})})()

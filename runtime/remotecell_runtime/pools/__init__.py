@@ -9,9 +9,9 @@ what a pool needs of the daemon (``PoolHost``).
 """
 
 from .host import PoolHost
-from .inputs import FunctionDef, Input, Peer, Result, ResultMessage, cancelled_result, error_result
+from .inputs import FunctionDef, Input, Peer, Result, ResultMessage, cancelled_result, error_result, failed_result
 from .pool import Pool
 from .queue import CANCEL_GRACE_S
 
 __all__ = ["CANCEL_GRACE_S", "FunctionDef", "Input", "Peer", "Pool", "PoolHost", "Result", "ResultMessage",
-           "cancelled_result", "error_result"]
+           "cancelled_result", "error_result", "failed_result"]

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol import framing
 from ..protocol.framing import Frame, Payload
+from ..protocol.messages.calls import CallEntry, ResultEntry, ResultsMsg
+from ..protocol.messages.session import ErrorInfo
 
 if TYPE_CHECKING:
     from ..containers import ContainerRecord
@@ -69,32 +71,29 @@ class Input:
     lease: str | None = None  # the caller's session, when it would take a lease of the container
     called_as: str | None = None  # the superseded fid its caller holds (a redeployed app), when not ours
 
-    def entry(self) -> framing.Entry:
+    def entry(self) -> tuple[dict[str, Any], list[Payload]]:
         """This input as one entry of a ``calls`` message."""
-        head: dict[str, Any] = {"id": self.id, "shm": self.shm}
-        if self.method is not None:
-            head["m"] = self.method
-        return head, [self.payload]
+        return CallEntry(id=self.id, method=self.method, shm=self.shm).fields(), [self.payload]
 
 
 class ResultMessage:
-    """A container's ``results`` message: sent on whole when all of it goes to one caller, split only if needed."""
+    """A container's ``results`` message: sent on whole when all of it goes to one caller, split only if needed.
 
-    def __init__(self, header: dict[str, Any], frames: list[Frame]) -> None:
+    ``header`` is the decoded header, kept only for where the payloads are (``p``, ``pk``).
+    """
+
+    def __init__(self, msg: ResultsMsg, header: dict[str, Any], frames: list[Frame]) -> None:
+        self.entries = msg.entries
         self.header = header
         self.frames = frames
-        self.entries: list[dict[str, Any]] = header.get("e")  # type: ignore[assignment]
-        metas = header.get("p") or []
-        if not isinstance(self.entries, list) or not all(
-                isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("np", 1), int)
-                for e in self.entries) or sum(e.get("np", 1) for e in self.entries) != len(metas):
+        if sum(e.n_payloads for e in self.entries) != len(header.get("p") or []):
             raise framing.WireError("a results message whose entries do not match its payloads")
         self._split: list[list[Payload]] | None = None
 
     def payloads(self, index: int) -> list[Payload]:
         if self._split is None:
             payloads = framing.split_payloads(self.header, self.frames[2:])
-            self._split = [own for _, own in framing.split_many(self.header, payloads)]
+            self._split = [own for _, own in framing.pair(self.entries, payloads)]
         return self._split[index]
 
     def results(self) -> list[Result]:
@@ -102,13 +101,13 @@ class ResultMessage:
 
 
 class Result:
-    """How one input ended: its result header (id, status, error) and payloads."""
+    """How one input ended: its entry (id, status, error, attempt) and payloads."""
 
-    __slots__ = ("header", "_payloads", "frames", "source", "index")
+    __slots__ = ("entry", "_payloads", "frames", "source", "index")
 
-    def __init__(self, header: dict[str, Any], payloads: list[Payload] | None = None,
+    def __init__(self, entry: ResultEntry, payloads: list[Payload] | None = None,
                  frames: list[Frame] | None = None, source: ResultMessage | None = None, index: int = 0) -> None:
-        self.header = header
+        self.entry = entry
         self._payloads = payloads
         self.frames = frames  # the container's own one-result message: forwarded untouched
         self.source = source  # or the many-results message it came in
@@ -122,14 +121,21 @@ class Result:
 
     @property
     def status(self) -> str:
-        return str(self.header.get("status"))
+        return self.entry.status
+
+    def wire_entry(self) -> tuple[dict[str, Any], list[Payload]]:
+        """This result as one entry of a ``results`` message."""
+        return self.entry.fields(), self.payloads
 
 
 def error_result(input_id: str, type_name: str, message: str) -> Result:
     """A result made by the runtime itself: the error travels by name, nothing pickled."""
-    error = {"type": type_name, "message": message, "traceback": ""}
-    return Result({"id": input_id, "status": "error", "error": error})
+    return failed_result(input_id, ErrorInfo(type=str(type_name), message=message))
+
+
+def failed_result(input_id: str, error: ErrorInfo, payloads: list[Payload] | None = None) -> Result:
+    return Result(ResultEntry(id=input_id, status="error", error=error), payloads)
 
 
 def cancelled_result(input_id: str) -> Result:
-    return Result({"id": input_id, "status": "cancelled"})
+    return Result(ResultEntry(id=input_id, status="cancelled"))

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from typing import Any
 
 from ..containers import ContainerLease, ContainerRecord, State
 from ..protocol import framing
 from ..protocol.errors import ErrorName
-from .inputs import Input, Result, error_result
+from ..protocol.messages.session import ErrorInfo
+from .inputs import Input, error_result, failed_result
 from .queue import InputQueue
 from .state import STOP_GRACE_S, PoolState
 
@@ -89,7 +89,7 @@ class Leases:
         if runs > 0:
             self.queue.observe_run(run_us / runs)
 
-    def adopt(self, inp: Input, why: str, cid: str, cause: str = "", error: dict[str, Any] | None = None) -> None:
+    def adopt(self, inp: Input, why: str, cid: str, cause: str = "", error: ErrorInfo | None = None) -> None:
         """An input that ended badly on leased container ``cid``, handed back by its caller: it goes on here.
 
         ``why``: "timeout" (the caller waited past the timeout: the container is stopped),
@@ -106,4 +106,4 @@ class Leases:
         elif why == "crash":
             self.queue.fail(inp, error_result(inp.id, ErrorName.CRASHED, cause), lost_container=True)
         else:
-            self.queue.fail(inp, Result({"id": inp.id, "status": "error", "error": error or {}}))
+            self.queue.fail(inp, failed_result(inp.id, error or ErrorInfo(type="Exception", message="")))

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..containers import ContainerRecord, State
-from ..protocol import framing, sharedmem
+from ..protocol import sharedmem
 from ..protocol.errors import ErrorName
-from ..protocol.framing import Frame, Payload
+from ..protocol.framing import Payload
+from ..protocol.messages.session import ErrorInfo
 from .host import PoolHost
 from .inputs import FunctionDef, Input, Result, error_result
 from .leases import Leases
@@ -69,7 +70,7 @@ class Pool(PoolState):
     def cancel(self, input_id: str) -> None:
         self.queue.cancel(input_id)
 
-    def fail_waiting(self, error: dict[str, Any], payloads: list[Payload]) -> None:
+    def fail_waiting(self, error: ErrorInfo, payloads: list[Payload]) -> None:
         """Every input not yet on a container ends with ``error``."""
         self.queue.fail_waiting(error, payloads)
 
@@ -80,10 +81,10 @@ class Pool(PoolState):
         container.idle_since = time.monotonic()
         self.dispatch()
 
-    def on_load_failed(self, container: ContainerRecord, error: dict[str, Any], frames: list[Frame]) -> None:
+    def on_load_failed(self, container: ContainerRecord, error: ErrorInfo, payloads: list[Payload]) -> None:
         """The body cannot load: every queued input gets that error, there is no point retrying."""
         self.rt.containers.stop(container, "its function failed to load", STOP_GRACE_S)
-        self.fail_waiting(error, framing.decode(frames)[1])
+        self.fail_waiting(error, payloads)
 
     def on_results(self, container: ContainerRecord, results: list[Result]) -> None:
         for result in results:
@@ -91,10 +92,9 @@ class Pool(PoolState):
         self.dispatch()
 
     def _on_result(self, container: ContainerRecord, result: Result) -> None:
-        input_id = str(result.header.get("id"))
-        run_us = result.header.get("us")
-        if isinstance(run_us, int):
-            self.queue.observe_run(run_us)
+        input_id = result.entry.id
+        if result.entry.run_us:  # a result the runtime made has none
+            self.queue.observe_run(result.entry.run_us)
         self.batches.answered(container, input_id)
         inp = self.inputs.get(input_id)
         if inp is None or inp.container is not container:  # cancelled or timed out meanwhile
@@ -140,7 +140,7 @@ class Pool(PoolState):
     def on_lease_used(self, container: ContainerRecord, runs: int, run_us: int) -> None:
         self.leases.on_used(container, runs, run_us)
 
-    def adopt(self, inp: Input, why: str, cid: str, cause: str = "", error: dict[str, Any] | None = None) -> None:
+    def adopt(self, inp: Input, why: str, cid: str, cause: str = "", error: ErrorInfo | None = None) -> None:
         """An input handed back by its caller from a leased container (see ``Leases.adopt``)."""
         self.leases.adopt(inp, why, cid, cause, error)
         self.dispatch()

@@ -18,13 +18,13 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from ..containers import ContainerRecord, State
 from ..protocol import framing, sharedmem
 from ..protocol.framing import Payload
+from ..protocol.messages.session import ErrorInfo
 from .batches import BatchAssembly
-from .inputs import Input, Result, cancelled_result
+from .inputs import Input, Result, cancelled_result, failed_result
 from .state import STOP_GRACE_S, PoolState, release_slot, room
 
 log = logging.getLogger("remotecell.runtime")
@@ -50,10 +50,10 @@ class InputQueue:
         """Inputs not yet on a container: queued, or waiting for their batch."""
         return len(self.pending) + len(self.batches)
 
-    def fail_waiting(self, error: dict[str, Any], payloads: list[Payload]) -> None:
+    def fail_waiting(self, error: ErrorInfo, payloads: list[Payload]) -> None:
         """Every input not yet on a container ends with ``error``."""
         for inp in list(self.pending) + self.batches.drain():
-            self.finish(inp.id, Result({"id": inp.id, "status": "error", "error": error}, payloads))
+            self.finish(inp.id, failed_result(inp.id, error, payloads))
 
     def observe_run(self, run_us: float) -> None:
         self.run_us = run_us if self.run_us is None else 0.8 * self.run_us + 0.2 * run_us
@@ -120,7 +120,7 @@ class InputQueue:
         if result.status != "ok":  # a container that succeeded owns the input's shared memory now
             sharedmem.discard([inp.payload])
         if inp.attempt > 1:
-            result.header["attempt"] = inp.attempt
+            result.entry.attempt = inp.attempt
         self.pool.rt.send_result(inp.peer, result)
         self.pool.rt.input_done(input_id)
 
@@ -144,9 +144,8 @@ class InputQueue:
             if inp.crashes <= cap:
                 self._retry(inp, 0.0)
                 return
-            if cap:
-                result.header["error"]["message"] += (
-                    f"\nthe input failed as poison: {inp.crashes} containers died under it")
+            if cap and result.entry.error is not None:
+                result.entry.error.message += f"\nthe input failed as poison: {inp.crashes} containers died under it"
                 result.frames = None
         else:
             delay_s = fn.retry_delay_s(inp.attempt)

@@ -27,6 +27,7 @@ from ..cpus import thread_env
 from ..images import Build
 from ..protocol import framing
 from ..protocol.errors import ErrorName
+from ..protocol.messages.session import ErrorInfo
 from .leases import Leases
 from .queue import InputQueue
 from .state import PoolState
@@ -126,9 +127,8 @@ class Scaler:
             waited_s = time.monotonic() - build.started
             pool.waiting_reason = f"building its image: pip install {' '.join(build.packages)} ({waited_s:.0f} s)"
             return
-        error = {"type": ErrorName.IMAGE_BUILD, "message": f"the image of {pool.fn.name} could not be built: "
-                                                        f"{build.error}", "traceback": ""}
-        self.queue.fail_waiting(error, [])
+        why = f"the image of {pool.fn.name} could not be built: {build.error}"
+        self.queue.fail_waiting(ErrorInfo(type=ErrorName.IMAGE_BUILD, message=why), [])
 
     def scale_down(self, now: float) -> None:
         """Stop containers idle for ``scaledown_window``, keeping ``min_containers`` (+ buffer while busy)."""

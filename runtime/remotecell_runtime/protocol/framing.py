@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 PROTOCOL = b"rc/1"
 PROTOCOL_PREFIX = b"rc/"
@@ -194,6 +194,30 @@ def split_many(header: dict[str, Any], payloads: list[Payload]) -> list[Entry]:
     for entry in entries:
         n = entry.get("np", 1) if isinstance(entry, dict) else None
         if not isinstance(n, int) or n < 0 or start + n > len(payloads) or not isinstance(entry.get("id"), str):
+            raise WireError(f"entry {entry!r} does not match the {len(payloads)} payloads sent")
+        out.append((entry, payloads[start:start + n]))
+        start += n
+    if start != len(payloads):
+        raise WireError(f"{len(payloads) - start} payloads are not described by the entries")
+    return out
+
+
+class Counted(Protocol):
+    """An entry of a many-entries message: how many of the message's payloads are its own."""
+
+    @property
+    def n_payloads(self) -> int: ...
+
+
+C = TypeVar("C", bound=Counted)
+
+
+def pair(entries: Sequence[C], payloads: list[Payload]) -> list[tuple[C, list[Payload]]]:
+    """Typed entries (``calls``, ``results``, ``spawn``) with their payloads, in order; WireError on a mismatch."""
+    out, start = [], 0
+    for entry in entries:
+        n = entry.n_payloads
+        if n < 0 or start + n > len(payloads):
             raise WireError(f"entry {entry!r} does not match the {len(payloads)} payloads sent")
         out.append((entry, payloads[start:start + n]))
         start += n

@@ -2,8 +2,8 @@
 
 ``build`` makes them for one ``Host`` (the daemon) and ``Services`` gives the
 daemon what it routes by: one table of client handlers and one of container
-handlers, each message type owned by exactly one service (a clash fails at
-start).  The order of ``Services.all`` is the order of closing: the scheduler
+handlers, keyed by message class, each message type owned by exactly one
+service (a clash fails at start).  The order of ``Services.all`` is the order of closing: the scheduler
 first (no slot fires into a closing job store), the pools last.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ..protocol.message import Message
 from .apps import Apps
 from .base import ContainerHandler, Handler, Host, Service
 from .calls import Calls
@@ -34,10 +35,11 @@ class Services:
     scheduler: Scheduler
     all: list[Service]
 
-    def handlers(self) -> dict[str, Handler]:
+    def handlers(self) -> dict[str, tuple[type[Message], Handler]]:
+        """Client message type -> its class and its handler."""
         return _merged([s.handlers() for s in self.all])
 
-    def container_handlers(self) -> dict[str, ContainerHandler]:
+    def container_handlers(self) -> dict[str, tuple[type[Message], ContainerHandler]]:
         return _merged([s.container_handlers() for s in self.all])
 
     def start(self) -> None:
@@ -50,13 +52,15 @@ class Services:
             service.close()
 
 
-def _merged(tables: list[dict[str, H]]) -> dict[str, H]:
-    merged: dict[str, H] = {}
+def _merged(tables: list[dict[type[Message], H]]) -> dict[str, tuple[type[Message], H]]:
+    """One table by type name, for routing a decoded header before it is read as its class."""
+    merged: dict[str, tuple[type[Message], H]] = {}
     for table in tables:
-        clash = merged.keys() & table.keys()
-        if clash:
-            raise RuntimeError(f"message types {sorted(clash)} have two handlers")
-        merged.update(table)
+        for cls, handler in table.items():
+            if cls.TYPE in merged:
+                raise RuntimeError(f"message type {cls.TYPE!r} has two handlers ({merged[cls.TYPE][0].__name__}, "
+                                   f"{cls.__name__})")
+            merged[cls.TYPE] = (cls, handler)
     return merged
 
 

@@ -24,6 +24,17 @@ from ..pools import FunctionDef
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
+from ..protocol.message import Message
+from ..protocol.messages.apps import (
+    AppCreateMsg,
+    AppCreateReply,
+    AppStopMsg,
+    FnLookupMsg,
+    FnLookupReply,
+    FnRegisterMsg,
+    FnRegisterReply,
+)
+from ..protocol.messages.session import EmptyReply
 from .base import Handler, Host, Request, RequestError, Service, refusal
 from .functions import Functions
 from .jobs import Jobs
@@ -47,22 +58,21 @@ class Apps(Service):
         self.scheduler = scheduler
         self.volumes = volumes
 
-    def handlers(self) -> dict[str, Handler]:
-        return {"app_create": self.on_create, "app_stop": self.on_stop, "fn_register": self.on_register,
-                "fn_lookup": self.on_lookup}
+    def handlers(self) -> dict[type[Message], Handler]:
+        return {AppCreateMsg: self.on_create, AppStopMsg: self.on_stop, FnRegisterMsg: self.on_register,
+                FnLookupMsg: self.on_lookup}
 
     # -- apps ---------------------------------------------------------------------------------
 
-    def on_create(self, req: Request) -> dict[str, Any]:
-        mode = req.header.get("mode", "ephemeral")
-        name, sid = str(req.header["name"]), str(req.header["sid"])
-        if mode == "deployed":
-            return {"app_id": self._deploy(name, sid, req.header.get("functions")).app_id}
-        if mode != "ephemeral":
-            raise refusal(ErrorName.INVALID, f"app mode {mode!r} must be 'ephemeral' or 'deployed'")
-        return {"app_id": self.registry.create(name, sid, mode).app_id}
+    def on_create(self, req: Request[AppCreateMsg]) -> AppCreateReply:
+        msg = req.msg
+        if msg.mode == "deployed":
+            return AppCreateReply(app_id=self._deploy(msg.name, req.sid, msg.functions).app_id)
+        if msg.mode != "ephemeral":
+            raise refusal(ErrorName.INVALID, f"app mode {msg.mode!r} must be 'ephemeral' or 'deployed'")
+        return AppCreateReply(app_id=self.registry.create(msg.name, req.sid, msg.mode).app_id)
 
-    def _deploy(self, name: str, sid: str, functions: Any) -> AppEntry:
+    def _deploy(self, name: str, sid: str, functions: list[str] | None) -> AppEntry:
         """The deployed app ``name``, made if new; a redeploy keeps only the functions it names.
 
         The functions it keeps are replaced as they are registered again; queued and
@@ -73,35 +83,35 @@ class Apps(Service):
             app = self.registry.create(name, sid, "deployed")
             self.store.save_app(app)
             return app
-        if isinstance(functions, list):
-            for dropped in set(app.functions) - {str(f) for f in functions}:
+        if functions is not None:
+            for dropped in set(app.functions) - set(functions):
                 self.functions.retire(app.functions.pop(dropped))
                 self.store.drop_function(name, dropped)
                 self.scheduler.remove(name, dropped)
         return app
 
-    def _app(self, app_id: Any) -> AppEntry:
-        app = self.registry.get(app_id)
+    def _app(self, app_id: str | None) -> AppEntry:
+        app = self.registry.get(app_id) if app_id is not None else None
         if app is None:
             raise refusal(ErrorName.NOT_FOUND, f"no app with id {app_id!r} (it was stopped, or the runtime restarted)")
         return app
 
-    def _deployed_app(self, name: Any) -> AppEntry:
-        app = self.registry.deployed(str(name))
+    def _deployed_app(self, name: str) -> AppEntry:
+        app = self.registry.deployed(name)
         if app is None:
             known = ", ".join(self.registry.deployed_names()) or "none"
             raise refusal(ErrorName.NOT_FOUND, f"no deployed app named {name!r} on this runtime (deployed: {known}); "
                           "deploy it with `remotecell deploy FILE.py` or app.deploy()")
         return app
 
-    def on_stop(self, req: Request) -> dict[str, Any]:
+    def on_stop(self, req: Request[AppStopMsg]) -> EmptyReply:
         """Stop an app by ``app_id``, or a deployed one by ``name``."""
-        if "name" in req.header:
-            app = self._deployed_app(req.header["name"])
-        else:
-            app = self._app(req.header["app_id"])
+        name, app_id = req.msg.name, req.msg.app_id
+        if name is None and app_id is None:
+            raise refusal(ErrorName.INVALID, "app_stop needs 'app_id' (an app's id) or 'name' (a deployed app's)")
+        app = self._deployed_app(name) if name is not None else self._app(app_id)
         self.stop_app(app, f"app {app.name!r} was stopped")
-        return {}
+        return EmptyReply()
 
     def stop_app(self, app: AppEntry, reason: str) -> None:
         self.registry.remove(app.app_id)
@@ -118,14 +128,13 @@ class Apps(Service):
 
     # -- functions ----------------------------------------------------------------------------
 
-    def on_register(self, req: Request) -> dict[str, Any]:
-        app = self._app(req.header["app_id"])
+    def on_register(self, req: Request[FnRegisterMsg]) -> FnRegisterReply:
+        msg = req.msg
+        app = self._app(msg.app_id)
         if len(req.payloads) != 1:
             raise refusal(ErrorName.INVALID, "fn_register needs exactly one payload: the function body")
         body = Payload([bytes(framing.buffer_of(f)) for f in req.payloads[0].frames])
-        meta = req.header.get("meta") or {}
-        fn = SavedFunction(str(req.header["name"]), req.header.get("options", {}), meta, body)
-        return {"fid": self.register(app, fn)}
+        return FnRegisterReply(fid=self.register(app, SavedFunction(msg.name, msg.options, msg.meta or {}, body)))
 
     def _check_host(self, options: dict[str, Any]) -> dict[str, str]:
         """Refuse what this host cannot give a definition (its GPUs, its image); its containers' variables."""
@@ -191,16 +200,16 @@ class Apps(Service):
                     log.warning("could not restore %s of deployed app %s: %s", fn.name, app.name, exc)
             log.info("restored deployed app %s (%d functions)", app.name, len(app.functions))
 
-    def on_lookup(self, req: Request) -> dict[str, Any]:
+    def on_lookup(self, req: Request[FnLookupMsg]) -> FnLookupReply:
         """A deployed function or class by app and function name: its fid and what a caller needs to know."""
-        app = self._deployed_app(req.header["app"])
-        name = str(req.header["name"])
+        app = self._deployed_app(req.msg.app)
+        name = req.msg.name
         pool = self.functions.pools.get(app.functions.get(name, ""))
         if pool is None:
             has = ", ".join(sorted(app.functions)) or "nothing"
             raise refusal(ErrorName.NOT_FOUND, f"deployed app {app.name!r} has no function or class {name!r} "
                           f"(it has: {has})")
-        return {"fid": pool.fn.fid, "options": pool.fn.options, "meta": pool.fn.meta}
+        return FnLookupReply(fid=pool.fn.fid, options=pool.fn.options, meta=pool.fn.meta)
 
     def close(self) -> None:
         self.store.close()

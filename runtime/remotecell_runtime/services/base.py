@@ -1,13 +1,14 @@
 """What a service and the daemon agree on: requests, refusals, handler tables and the ``Host``.
 
 A service owns one kind of work (calls, spawned jobs, Dict/Queue, ...) and
-registers its handlers: ``handlers()`` maps client message types to handlers,
-``container_handlers()`` container message types.  The daemon routes each
-message to the one handler of its type; a handler answers with a reply header
-(the daemon adds ``id``), or ``None`` when it answers later or itself, or
-raises ``RequestError`` (made with ``refusal``), which the daemon sends back as
-an ``error`` by name.  Services reach the daemon only through ``Host``; no
-service imports the daemon.
+registers its handlers: ``handlers()`` maps client message classes (see
+``protocol.messages``) to handlers, ``container_handlers()`` container message
+classes.  The daemon reads each message as the class of its type and routes it
+to that class's one handler; a handler answers with a reply message (the
+daemon adds ``id``), or ``None`` when it answers later or itself, or raises
+``RequestError`` (made with ``refusal``), which the daemon sends back as an
+``error`` by name.  Services reach the daemon only through ``Host``; no service
+imports the daemon.
 """
 
 from __future__ import annotations
@@ -15,25 +16,44 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Frame, Payload
+from ..protocol.message import Message
+from ..protocol.messages.session import ErrorInfo, ErrorReply
 
 if TYPE_CHECKING:
     from ..containers import ContainerRecord
     from ..pools import Peer
 
 
-@dataclass
-class Request:
-    """One client message: who sent it, its header, its payloads and its raw frames."""
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(slots=True)
+class Request(Generic[M]):
+    """One client message: who sent it, the message, its envelope (``id``, ``sid``), payloads and raw frames."""
 
     peer: Peer
-    header: dict[str, Any]
+    msg: M
+    id: Any  # the request's id: its reply carries it
+    sid: str  # the sender's session ("" when it said none)
     payloads: list[Payload]
     frames: list[Frame]  # without the routing identity: ready to forward
+
+
+@dataclass(slots=True)
+class Report(Generic[M]):
+    """One container message: the message and its frames (header first: to forward, or to split)."""
+
+    msg: M
+    header: dict[str, Any]  # the decoded header, for framing only: where the payloads are (``p``, ``pk``)
+    frames: list[Frame]
+
+    def payloads(self) -> list[Payload]:
+        return framing.split_payloads(self.header, self.frames[2:])
 
 
 class RequestError(Exception):
@@ -51,12 +71,19 @@ def refusal(name: ErrorName, message: str) -> RequestError:
 
 def error_reply(request_id: Any, name: ErrorName | str, message: str) -> list[Frame]:
     """The ``error`` message that answers request ``request_id``: the client raises the exception ``name``."""
-    return framing.encode({"t": "error", "id": request_id, "error": {"type": name, "message": message,
-                                                                     "traceback": ""}})
+    return framing.encode(with_id(ErrorReply(error=ErrorInfo(type=str(name), message=message)), request_id))
 
 
-Handler = Callable[[Request], "dict[str, Any] | None"]
-ContainerHandler = Callable[["ContainerRecord", dict[str, Any], list[Frame]], None]
+def with_id(reply: Message, request_id: Any) -> dict[str, Any]:
+    """The header of ``reply`` to request ``request_id``."""
+    header = reply.to_wire()
+    header["id"] = request_id
+    return header
+
+
+# A handler is typed for its own message class (``Request[CallMsg]``); tables hold them all.
+Handler = Callable[[Request[Any]], "Message | None"]
+ContainerHandler = Callable[["ContainerRecord", Report[Any]], None]
 
 
 class Host(Protocol):
@@ -80,10 +107,10 @@ class Host(Protocol):
 class Service:
     """A unit of the runtime's work; every hook defaults to nothing."""
 
-    def handlers(self) -> dict[str, Handler]:
+    def handlers(self) -> dict[type[Message], Handler]:
         return {}
 
-    def container_handlers(self) -> dict[str, ContainerHandler]:
+    def container_handlers(self) -> dict[type[Message], ContainerHandler]:
         return {}
 
     tick_every_s = 0.5

@@ -14,14 +14,30 @@ Container side: a new container says ``hello`` and gets its function
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..containers import ContainerRecord
-from ..pools import CANCEL_GRACE_S, Input, Result, ResultMessage, error_result
+from ..pools import CANCEL_GRACE_S, Input, Peer, Result, ResultMessage, error_result
 from ..protocol import framing, sharedmem
 from ..protocol.errors import ErrorName
-from ..protocol.framing import Frame
-from .base import ContainerHandler, Handler, Request, Service, refusal
+from ..protocol.message import Message
+from ..protocol.messages.calls import (
+    CallMsg,
+    CallsMsg,
+    CancelMsg,
+    ItemMsg,
+    LeaseReturnMsg,
+    OutputMsg,
+    ResultMsg,
+    ResultsMsg,
+)
+from ..protocol.messages.containers import (
+    ContainerHelloMsg,
+    LeaseUsedMsg,
+    LoadFailedMsg,
+    LoadMsg,
+    ReadyMsg,
+    ReleasedMsg,
+)
+from .base import ContainerHandler, Handler, Report, Request, Service, refusal
 from .functions import JOB_PEER, Functions
 
 LEASE_RETURN_WHY = ("timeout", "crash", "error")
@@ -31,48 +47,47 @@ class Calls(Service):
     def __init__(self, functions: Functions) -> None:
         self.functions = functions
 
-    def handlers(self) -> dict[str, Handler]:
-        return {"call": self.on_call, "calls": self.on_calls, "cancel": self.on_cancel,
-                "lease_return": self.on_lease_return}
+    def handlers(self) -> dict[type[Message], Handler]:
+        return {CallMsg: self.on_call, CallsMsg: self.on_calls, CancelMsg: self.on_cancel,
+                LeaseReturnMsg: self.on_lease_return}
 
-    def container_handlers(self) -> dict[str, ContainerHandler]:
+    def container_handlers(self) -> dict[type[Message], ContainerHandler]:
         return {
-            "hello": self.on_hello,
-            "ready": self.on_ready,
-            "load_failed": self.on_load_failed,
-            "output": self.on_output,
-            "item": self.on_output,  # what a generator yields, routed like its output
-            "result": self.on_result,
-            "results": self.on_results,
-            "released": self.on_released,
-            "lease_used": self.on_lease_used,
+            ContainerHelloMsg: self.on_hello,
+            ReadyMsg: self.on_ready,
+            LoadFailedMsg: self.on_load_failed,
+            OutputMsg: self.on_output,
+            ItemMsg: self.on_item,
+            ResultMsg: self.on_result,
+            ResultsMsg: self.on_results,
+            ReleasedMsg: self.on_released,
+            LeaseUsedMsg: self.on_lease_used,
         }
 
     # -- client messages ----------------------------------------------------------------------
 
-    def on_call(self, req: Request) -> None:
-        input_id = str(req.header["id"])
+    def on_call(self, req: Request[CallMsg]) -> None:
+        msg = req.msg
         if len(req.payloads) != 1:
-            raise refusal(ErrorName.INVALID, f"call {input_id!r}: needs exactly one payload, the arguments")
-        method = req.header.get("m")
-        inp = Input(input_id, req.peer, req.payloads[0], req.frames, method, bool(req.header.get("shm")))
-        if req.header.get("lease") and req.peer[0].local:
-            inp.lease = str(req.header.get("sid", ""))
-        self._submit(req, [inp])
+            raise refusal(ErrorName.INVALID, f"call {msg.id!r}: needs exactly one payload, the arguments")
+        inp = Input(msg.id, req.peer, req.payloads[0], req.frames, msg.method, msg.shm)
+        if msg.lease and req.peer[0].local:
+            inp.lease = req.sid
+        self._submit(req, msg.fid, [inp])
 
-    def on_calls(self, req: Request) -> None:
-        """Many inputs of one function in one message: ``e`` lists them, one payload each."""
-        method, shm = req.header.get("m"), bool(req.header.get("shm"))
+    def on_calls(self, req: Request[CallsMsg]) -> None:
+        """Many inputs of one function in one message, one payload each."""
+        msg = req.msg
         inputs = []
-        for entry, payloads in framing.split_many(req.header, req.payloads):
+        for entry, payloads in framing.pair(msg.entries, req.payloads):
             if len(payloads) != 1:
-                raise refusal(ErrorName.INVALID, f"call {entry['id']!r}: needs exactly one payload, the arguments")
-            inputs.append(Input(entry["id"], req.peer, payloads[0], None, method, shm))
-        self._submit(req, inputs)
+                raise refusal(ErrorName.INVALID, f"call {entry.id!r}: needs exactly one payload, the arguments")
+            inputs.append(Input(entry.id, req.peer, payloads[0], None, msg.method, msg.shm))
+        self._submit(req, msg.fid, inputs)
 
-    def _submit(self, req: Request, inputs: list[Input]) -> None:
+    def _submit(self, req: Request[CallMsg] | Request[CallsMsg], fid: str, inputs: list[Input]) -> None:
         fns = self.functions
-        pool = fns.current_pool(req.header.get("fid", ""))
+        pool = fns.current_pool(fid)
         fresh = []
         for inp in inputs:
             known = fns.input_pool.get(inp.id)
@@ -84,44 +99,43 @@ class Calls(Service):
                     known.inputs[inp.id].peer = req.peer
         if pool is None:
             sharedmem.discard(req.payloads)
-            msg = fns.gone(req.header.get("fid"))
+            why = fns.gone(fid)
             with fns.batched():
                 for inp in fresh:
-                    fns.send_result(req.peer, error_result(inp.id, ErrorName.NOT_FOUND, msg))
+                    fns.send_result(req.peer, error_result(inp.id, ErrorName.NOT_FOUND, why))
             return
         for inp in fresh:
             fns.input_pool[inp.id] = pool
-            if pool.fn.fid != req.header.get("fid"):
-                inp.called_as = str(req.header.get("fid"))  # a lease, if any, is granted under the fid it holds
+            if pool.fn.fid != fid:
+                inp.called_as = fid  # a lease, if any, is granted under the fid it holds
         pool.submit(*fresh)
 
-    def on_lease_return(self, req: Request) -> None:
+    def on_lease_return(self, req: Request[LeaseReturnMsg]) -> None:
         """A call made under a lease that ended badly there (see ``Pool.adopt``): it goes on as a plain input."""
-        input_id, why = str(req.header["id"]), req.header.get("why")
-        if len(req.payloads) != 1 or why not in LEASE_RETURN_WHY:
-            raise refusal(ErrorName.INVALID, f"lease_return {input_id!r}: needs why=timeout|crash|error "
+        msg = req.msg
+        if len(req.payloads) != 1 or msg.why not in LEASE_RETURN_WHY:
+            raise refusal(ErrorName.INVALID, f"lease_return {msg.id!r}: needs why=timeout|crash|error "
                           "and one payload, the arguments")
-        if input_id in self.functions.input_pool:  # resent: it runs once
+        if msg.id in self.functions.input_pool:  # resent: it runs once
             sharedmem.discard(req.payloads)
             return
-        inp = Input(input_id, req.peer, req.payloads[0], None, req.header.get("m"), bool(req.header.get("shm")))
-        pool = self.functions.live_pool(req.header.get("fid"))
-        self.functions.input_pool[input_id] = pool
-        pool.adopt(inp, str(why), str(req.header.get("cid", "")), str(req.header.get("cause", "")),
-                   req.header.get("error"))
+        inp = Input(msg.id, req.peer, req.payloads[0], None, msg.method, msg.shm)
+        pool = self.functions.live_pool(msg.fid)
+        self.functions.input_pool[msg.id] = pool
+        pool.adopt(inp, msg.why, msg.cid, msg.cause, msg.error)
 
-    def on_cancel(self, req: Request) -> None:
-        for input_id in req.header.get("ids", []):
+    def on_cancel(self, req: Request[CancelMsg]) -> None:
+        for input_id in req.msg.ids:
             pool = self.functions.input_pool.get(input_id)
             if pool is not None:
                 pool.cancel(input_id)
             else:
-                self._cancel_leased(req, str(input_id))
+                self._cancel_leased(req, input_id)
 
-    def _cancel_leased(self, req: Request, input_id: str) -> None:
+    def _cancel_leased(self, req: Request[CancelMsg], input_id: str) -> None:
         """A call its caller sent straight to a leased container: interrupt it there and take the lease back."""
         fns = self.functions
-        container = fns.containers.containers.get(str(req.header.get("cid", "")))
+        container = fns.containers.containers.get(req.msg.cid or "")
         pool = fns.pool_of(container) if container is not None else None
         if container is None or pool is None or container.lease is None or container.lease.peer != req.peer:
             return
@@ -130,56 +144,65 @@ class Calls(Service):
 
     # -- container messages -------------------------------------------------------------------
 
-    def on_hello(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_hello(self, container: ContainerRecord, report: Report[ContainerHelloMsg]) -> None:
         pool = self.functions.pool_of(container)
         if pool is None:
             self.functions.containers.stop(container, "its function is gone", 1.0)
             return
         fn = pool.fn
-        load = {"t": "load", "fid": fn.fid, "options": fn.options}
-        self.functions.send_container(container.id, framing.encode(load, [fn.body]))
+        load = LoadMsg(fid=fn.fid, options=fn.options)
+        self.functions.send_container(container.id, framing.encode(load.to_wire(), [fn.body]))
 
-    def on_ready(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_ready(self, container: ContainerRecord, report: Report[ReadyMsg]) -> None:
         pool = self.functions.pool_of(container)
-        if isinstance(header.get("direct"), str):
-            container.direct = header["direct"]
+        if report.msg.direct is not None:
+            container.direct = report.msg.direct
         if pool is not None:
             pool.on_ready(container)
 
-    def on_released(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_released(self, container: ContainerRecord, report: Report[ReleasedMsg]) -> None:
         pool = self.functions.pool_of(container)
         if pool is not None:
-            pool.on_released(container, float(header.get("idle_s", 0.0)), str(header.get("last", "")))
+            pool.on_released(container, report.msg.idle_s, report.msg.last)
 
-    def on_lease_used(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_lease_used(self, container: ContainerRecord, report: Report[LeaseUsedMsg]) -> None:
         pool = self.functions.pool_of(container)
         if pool is not None:
-            pool.on_lease_used(container, int(header.get("n", 0)), int(header.get("us", 0)))
+            pool.on_lease_used(container, report.msg.n, report.msg.us)
 
-    def on_load_failed(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_load_failed(self, container: ContainerRecord, report: Report[LoadFailedMsg]) -> None:
         pool = self.functions.pool_of(container)
         if pool is not None:
-            pool.on_load_failed(container, header["error"], frames)
+            pool.on_load_failed(container, report.msg.error, report.payloads())
 
-    def on_output(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
-        pool = self.functions.input_pool.get(header.get("id", ""))
-        inp = pool.inputs.get(header["id"]) if pool is not None else None
-        if inp is None:
-            return
-        if inp.peer is not JOB_PEER:
-            self.functions.send_peer(inp.peer, frames)
-        elif header["t"] == "output" and self.functions.job_sink is not None:
-            self.functions.job_sink.on_output(inp.id, str(header.get("text", "")))
+    def on_output(self, container: ContainerRecord, report: Report[OutputMsg]) -> None:
+        peer = self._caller_of(report.msg.id)
+        if peer is JOB_PEER:
+            if self.functions.job_sink is not None:
+                self.functions.job_sink.on_output(report.msg.id, report.msg.text)
+        elif peer is not None:
+            self.functions.send_peer(peer, report.frames)
 
-    def on_result(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_item(self, container: ContainerRecord, report: Report[ItemMsg]) -> None:
+        """What a generator yields goes to its caller as it came (a spawned generator keeps no items)."""
+        peer = self._caller_of(report.msg.id)
+        if peer is not None and peer is not JOB_PEER:
+            self.functions.send_peer(peer, report.frames)
+
+    def _caller_of(self, input_id: str) -> Peer | None:
+        pool = self.functions.input_pool.get(input_id)
+        inp = pool.inputs.get(input_id) if pool is not None else None
+        return inp.peer if inp is not None else None
+
+    def on_result(self, container: ContainerRecord, report: Report[ResultMsg]) -> None:
         pool = self.functions.pool_of(container)
         if pool is not None:
-            pool.on_results(container, [Result(header, framing.split_payloads(header, frames[2:]), frames)])
+            pool.on_results(container, [Result(report.msg, report.payloads(), report.frames)])
 
-    def on_results(self, container: ContainerRecord, header: dict[str, Any], frames: list[Frame]) -> None:
+    def on_results(self, container: ContainerRecord, report: Report[ResultsMsg]) -> None:
         pool = self.functions.pool_of(container)
         if pool is None:
             return
-        message = ResultMessage(header, frames)
+        message = ResultMessage(report.msg, report.header, report.frames)
         with self.functions.batched():
             pool.on_results(container, message.results())

@@ -131,7 +131,7 @@ class Functions(Service):
         elif result.frames is not None:
             self.send_peer(peer, result.frames)
         else:
-            self.send_peer(peer, framing.encode_many("results", [(result.header, result.payloads)]))
+            self.send_peer(peer, framing.encode_many("results", [result.wire_entry()]))
 
     @contextmanager
     def batched(self) -> Iterator[None]:
@@ -152,7 +152,7 @@ class Functions(Service):
         elif len(results) == 1 and results[0].frames is not None:
             self.send_peer(peer, results[0].frames)
         else:
-            self.send_peer(peer, framing.encode_many("results", [(r.header, r.payloads) for r in results]))
+            self.send_peer(peer, framing.encode_many("results", [r.wire_entry() for r in results]))
 
     def input_done(self, input_id: str) -> None:
         self.input_pool.pop(input_id, None)

@@ -28,12 +28,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..pools import Input, Peer, Pool, Result, error_result
+from ..pools import Input, Peer, Pool, Result, cancelled_result, error_result
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
+from ..protocol.message import Message
+from ..protocol.messages.jobs import (
+    CallCancelMsg,
+    CallCancelReply,
+    CallGetMsg,
+    CallLogsMsg,
+    CallLogsReply,
+    CallsRecentMsg,
+    CallsRecentReply,
+    CallStatusMsg,
+    CallStatusReply,
+    GroupStatusReply,
+    PendingReply,
+    SpawnEntry,
+    SpawnMsg,
+    SpawnReply,
+)
 from ..storage import open_db, pack, unpack
-from .base import Handler, Request, Service, error_reply, refusal
+from .base import Handler, Request, Service, error_reply, refusal, with_id
 from .functions import JOB_PEER, Functions
 
 log = logging.getLogger("remotecell.runtime")
@@ -196,15 +213,15 @@ class Jobs:
 
     # -- spawning -----------------------------------------------------------------------------
 
-    def submit(self, pool: Pool, entries: list[framing.Entry], method: str | None,
+    def submit(self, pool: Pool, entries: list[tuple[SpawnEntry, list[Payload]]], method: str | None,
                then: Callable[[Exception | None], None]) -> None:
         """Write the new calls; once committed, ``then(error)``, and start them unless the write failed."""
         fresh = []
-        for head, payloads in entries:
-            call_id = str(head["id"])
+        for entry, payloads in entries:
+            call_id = entry.id
             if call_id in self.live or self.store.row(call_id) is not None:
                 continue  # a resent request
-            job = Job(call_id, pool.fn.key, pool.fn.name, method, payloads[0], head.get("g"), head.get("i"))
+            job = Job(call_id, pool.fn.key, pool.fn.name, method, payloads[0], entry.group, entry.index)
             self._track(job)
             self._write("INSERT INTO calls (id, group_id, idx, fn_key, function, method, state, args, created_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
@@ -246,17 +263,18 @@ class Jobs:
     # -- results and output -------------------------------------------------------------------
 
     def on_result(self, result: Result) -> None:
-        job = self.live.get(str(result.header.get("id")))
+        job = self.live.get(result.entry.id)
         if job is None or job.ended or self.closing:  # shutting down: the row stays, the call runs after a restart
             return
         job.ended = True
-        header = {k: v for k, v in result.header.items() if k not in ("t", "id", "p", "pk", "np")}
+        header = result.entry.fields()  # saved as a ``result`` message: answered to each get under its id
+        header.pop("np", None)
         frames = framing.encode(dict(header, t="result"), result.payloads)
         now = time.time()
         self._write("UPDATE calls SET state = ?, result = ?, error_type = ?, attempts = ?, logs = ?, args = NULL, "
                     "finished_at = ?, expires_at = ? WHERE id = ?",
-                    (_state_of(result), pack(frames), (result.header.get("error") or {}).get("type"),
-                     int(result.header.get("attempt", 1)), "".join(job.logs), now, now + self.retention_s, job.id))
+                    (_state_of(result), pack(frames), result.entry.error and result.entry.error.type,
+                     result.entry.attempt, "".join(job.logs), now, now + self.retention_s, job.id))
 
         def ended(error: Exception | None) -> None:  # waiters hear of it once it is on disk
             self._untrack(job)
@@ -277,12 +295,12 @@ class Jobs:
 
     # -- get, status, cancel, logs ------------------------------------------------------------
 
-    def get(self, peer: Peer, request_id: str, call_id: str, timeout_s: float) -> dict[str, Any] | None:
+    def get(self, peer: Peer, request_id: str, call_id: str, timeout_s: float) -> PendingReply | None:
         """Answer with the result now, or when it comes, or ``pending`` after ``timeout_s``."""
         job = self.live.get(call_id)
         if job is not None:
             if timeout_s <= 0:
-                return {"pending": True}
+                return PendingReply()
             job.waiters.append((peer, request_id))
             asyncio.get_running_loop().call_later(timeout_s, self._get_timed_out, job, peer, request_id)
             return None
@@ -294,7 +312,7 @@ class Jobs:
     def _get_timed_out(self, job: Job, peer: Peer, request_id: str) -> None:
         if (peer, request_id) in job.waiters:
             job.waiters.remove((peer, request_id))
-            self.functions.send_peer(peer, framing.encode({"t": "reply", "id": request_id, "pending": True}))
+            self.functions.send_peer(peer, framing.encode(with_id(PendingReply(), request_id)))
 
     def _finished_row(self, call_id: str) -> sqlite3.Row:
         row = self.store.known(call_id)
@@ -352,7 +370,7 @@ class Jobs:
                 pool.cancel(call_id)
                 cancelled += 1
             elif call_id in self.live:  # an orphan after a restart
-                self.on_result(Result({"id": call_id, "status": "cancelled"}))
+                self.on_result(cancelled_result(call_id))
                 self._forget_orphan(call_id)
                 cancelled += 1
         return cancelled
@@ -410,7 +428,8 @@ class Jobs:
 def _state_of(result: Result) -> str:
     if result.status == "ok":
         return "succeeded"
-    if result.status == "cancelled" or (result.header.get("error") or {}).get("type") == ErrorName.CANCELLED:
+    error = result.entry.error
+    if result.status == "cancelled" or (error is not None and error.type == ErrorName.CANCELLED):
         return "cancelled"
     return "failed"
 
@@ -423,53 +442,55 @@ class SpawnedCalls(Service):
     def __init__(self, jobs: Jobs) -> None:
         self.jobs = jobs
 
-    def handlers(self) -> dict[str, Handler]:
-        return {"spawn": self.on_spawn, "call_get": self.on_get, "call_status": self.on_status,
-                "call_cancel": self.on_cancel, "call_logs": self.on_logs, "calls_recent": self.on_recent}
+    def handlers(self) -> dict[type[Message], Handler]:
+        return {SpawnMsg: self.on_spawn, CallGetMsg: self.on_get, CallStatusMsg: self.on_status,
+                CallCancelMsg: self.on_cancel, CallLogsMsg: self.on_logs, CallsRecentMsg: self.on_recent}
 
-    def on_spawn(self, req: Request) -> None:
-        """Spawned calls (``e`` lists them, one payload each): saved to the job store, then run."""
-        pool = self.jobs.functions.live_pool(req.header.get("fid"))
-        entries = framing.split_many(req.header, req.payloads)
+    def on_spawn(self, req: Request[SpawnMsg]) -> None:
+        """Spawned calls (one payload each): saved to the job store, then run."""
+        pool = self.jobs.functions.live_pool(req.msg.fid)
+        entries = framing.pair(req.msg.entries, req.payloads)
         if any(len(payloads) != 1 or payloads[0].shm for _, payloads in entries):
             raise refusal(ErrorName.INVALID,
                           "a spawned call needs one payload, its arguments, without shared memory")
-        peer, request_id = req.peer, req.header["id"]
+        peer, request_id = req.peer, req.id
 
         def answer(error: Exception | None) -> None:  # once the calls are saved, or could not be
             if error is not None:
                 self.jobs.functions.send_peer(peer, error_reply(request_id, ErrorName.CONNECTION,
                                                                 f"the runtime could not save the calls: {error}"))
             else:
-                accepted = {"t": "reply", "id": request_id, "accepted": len(entries)}
+                accepted = with_id(SpawnReply(accepted=len(entries)), request_id)
                 self.jobs.functions.send_peer(peer, framing.encode(accepted))
 
-        self.jobs.submit(pool, entries, req.header.get("m"), answer)  # calls already known are not run twice
+        self.jobs.submit(pool, entries, req.msg.method, answer)  # calls already known are not run twice
 
-    def on_get(self, req: Request) -> dict[str, Any] | None:
-        timeout_s = min(max(float(req.header.get("timeout_s", 0)), 0.0), 60.0)
-        return self.jobs.get(req.peer, str(req.header["id"]), str(req.header["call"]), timeout_s)
+    def on_get(self, req: Request[CallGetMsg]) -> PendingReply | None:
+        timeout_s = min(max(req.msg.timeout_s, 0.0), 60.0)
+        return self.jobs.get(req.peer, req.id, req.msg.call, timeout_s)
 
-    def on_status(self, req: Request) -> dict[str, Any]:
-        if "group" in req.header:
-            return {"counts": self.jobs.group_status(str(req.header["group"]))}
-        return self.jobs.status(str(req.header["call"]))
+    def on_status(self, req: Request[CallStatusMsg]) -> Message:
+        if req.msg.group is not None:
+            return GroupStatusReply(counts=self.jobs.group_status(req.msg.group))
+        if req.msg.call is None:
+            raise refusal(ErrorName.INVALID, "call_status needs a call id ('call') or a group id ('group')")
+        return CallStatusReply(**self.jobs.status(req.msg.call))
 
-    def on_cancel(self, req: Request) -> dict[str, Any]:
-        ids = [str(i) for i in req.header.get("calls", [])]
-        if "group" in req.header:
-            ids += self.jobs.store.group_ids(str(req.header["group"]))
-        return {"cancelled": self.jobs.cancel(ids)}
+    def on_cancel(self, req: Request[CallCancelMsg]) -> CallCancelReply:
+        ids = list(req.msg.calls)
+        if req.msg.group is not None:
+            ids += self.jobs.store.group_ids(req.msg.group)
+        return CallCancelReply(cancelled=self.jobs.cancel(ids))
 
-    def on_logs(self, req: Request) -> dict[str, Any]:
-        return {"text": self.jobs.logs(str(req.header["call"]))}
+    def on_logs(self, req: Request[CallLogsMsg]) -> CallLogsReply:
+        return CallLogsReply(text=self.jobs.logs(req.msg.call))
 
-    def on_recent(self, req: Request) -> dict[str, Any]:
+    def on_recent(self, req: Request[CallsRecentMsg]) -> CallsRecentReply:
         """The latest spawned calls and their states, for the JupyterLab panel (``limit``: how many)."""
-        limit = req.header.get("limit", 50)
-        if type(limit) is not int or limit < 1:
+        limit = req.msg.limit
+        if limit < 1:
             raise refusal(ErrorName.INVALID, f"calls_recent: limit must be a positive integer, not {limit!r}")
-        return {"calls": self.jobs.recent(limit)}
+        return CallsRecentReply(calls=self.jobs.recent(limit))
 
     def tick(self, now: float) -> None:
         self.jobs.tick(now)

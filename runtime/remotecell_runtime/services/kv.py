@@ -35,8 +35,27 @@ from ..pools import Peer
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Frame, Payload
+from ..protocol.message import Message
+from ..protocol.messages.session import EmptyReply
+from ..protocol.messages.stores import (
+    CountReply,
+    DictClearMsg,
+    DictFoundReply,
+    DictGetMsg,
+    DictLenMsg,
+    DictPopMsg,
+    DictPutMsg,
+    DictPutReply,
+    DictScanMsg,
+    DictScanReply,
+    KvDeleteMsg,
+    KvListMsg,
+    KvListReply,
+    KvOpenMsg,
+    KvOpenReply,
+)
 from ..storage import open_db, pack, unpack
-from .base import Handler, Host, Request, Service, error_reply, refusal
+from .base import Handler, Host, Request, Service, error_reply, refusal, with_id
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -85,7 +104,7 @@ class Reply:
 
     peer: Peer
     request_id: Any
-    header: dict[str, Any]
+    message: Message
     payloads: list[Payload]
     undo: Callable[[], None] | None = None
 
@@ -113,18 +132,10 @@ class Stores(Service):
         self._replies: list[Reply] = []
         self._flush_handle: asyncio.Handle | None = None
 
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "kv_open": self.on_open,
-            "kv_delete": self.on_delete,
-            "kv_list": self.on_list,
-            "dict_get": self.on_dict_get,
-            "dict_put": self.on_dict_put,
-            "dict_pop": self.on_dict_pop,
-            "dict_len": self.on_dict_len,
-            "dict_clear": self.on_dict_clear,
-            "dict_scan": self.on_dict_scan,
-        }
+    def handlers(self) -> dict[type[Message], Handler]:
+        return {KvOpenMsg: self.on_open, KvDeleteMsg: self.on_delete, KvListMsg: self.on_list,
+                DictGetMsg: self.on_dict_get, DictPutMsg: self.on_dict_put, DictPopMsg: self.on_dict_pop,
+                DictLenMsg: self.on_dict_len, DictClearMsg: self.on_dict_clear, DictScanMsg: self.on_dict_scan}
 
     # -- transactions and replies -------------------------------------------------------------
 
@@ -134,9 +145,9 @@ class Stores(Service):
             self._schedule_flush()
         return self.db.execute(sql, params)
 
-    def reply(self, req: Request, header: dict[str, Any], payloads: list[Payload] | None = None,
+    def reply(self, req: Request[Any], message: Message, payloads: list[Payload] | None = None,
                undo: Callable[[], None] | None = None) -> None:
-        self.answer(Reply(req.peer, req.header.get("id"), header, payloads or [], undo))
+        self.answer(Reply(req.peer, req.id, message, payloads or [], undo))
 
     def answer(self, reply: Reply) -> None:
         self._replies.append(reply)
@@ -162,8 +173,7 @@ class Stores(Service):
             if failure is not None:
                 deliver(reply.peer, error_reply(reply.request_id, ErrorName.CONNECTION, failure))
                 continue
-            delivered = deliver(reply.peer, framing.encode(dict(reply.header, t="reply", id=reply.request_id),
-                                                           reply.payloads))
+            delivered = deliver(reply.peer, framing.encode(with_id(reply.message, reply.request_id), reply.payloads))
             if not delivered and reply.undo is not None:
                 reply.undo()
 
@@ -173,38 +183,37 @@ class Stores(Service):
 
     # -- checks -------------------------------------------------------------------------------
 
-    def store_of(self, req: Request, kind: str) -> int:
-        oid = req.header.get("oid")
-        row = self.db.execute("SELECT kind FROM stores WHERE id = ?", (oid,)).fetchone() if type(oid) is int else None
+    def store_of(self, oid: int, kind: str) -> int:
+        row = self.db.execute("SELECT kind FROM stores WHERE id = ?", (oid,)).fetchone()
         if row is None or row[0] != kind:
             raise refusal(ErrorName.NOT_FOUND, f"no {kind.capitalize()} with id {oid!r} on this runtime "
                            "(it was deleted, or it was ephemeral and its context ended)")
-        return int(oid)  # type: ignore[arg-type]
+        return oid
 
     # -- stores -------------------------------------------------------------------------------
 
-    def on_open(self, req: Request) -> None:
+    def on_open(self, req: Request[KvOpenMsg]) -> None:
         """A named store (created if missing and asked to), or a new ephemeral one owned by the session."""
-        kind, name = req.header.get("kind"), req.header.get("name")
+        kind, name = req.msg.kind, req.msg.name
         if kind not in ("dict", "queue"):
             raise refusal(ErrorName.INVALID, f"kind {kind!r} must be 'dict' or 'queue'")
         if name is None:
             cur = self.write("INSERT INTO stores (kind, owner, created_at) VALUES (?, ?, ?)",
-                              (kind, str(req.header.get("sid", "")), time.time()))
-            self.reply(req, {"oid": cur.lastrowid, "limits": LIMITS})
+                              (kind, req.sid, time.time()))
+            self.reply(req, KvOpenReply(oid=int(cur.lastrowid or 0), limits=LIMITS))
             return
-        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        if not NAME_RE.fullmatch(name):
             raise refusal(ErrorName.INVALID, f"name {name!r}: use 1 to 128 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit")
         row = self.db.execute("SELECT id FROM stores WHERE kind = ? AND name = ?", (kind, name)).fetchone()
-        if row is None and not req.header.get("create"):
+        if row is None and not req.msg.create:
             raise refusal(ErrorName.NOT_FOUND, f"no {kind.capitalize()} named {name!r}: pass create_if_missing=True "
                            "to create it")
         oid = row[0] if row is not None else self.write(
             "INSERT INTO stores (kind, name, created_at) VALUES (?, ?, ?)", (kind, name, time.time())).lastrowid
-        self.reply(req, {"oid": oid, "limits": LIMITS})
+        self.reply(req, KvOpenReply(oid=int(oid or 0), limits=LIMITS))
 
-    def on_list(self, req: Request) -> None:
+    def on_list(self, req: Request[KvListMsg]) -> None:
         """Every store's kind, name (None: ephemeral), owner session and size, for the JupyterLab panel.
 
         Sizes are counts of entries or items: nothing stored is read, let alone unpickled.
@@ -216,12 +225,11 @@ class Stores(Service):
             "FROM stores ORDER BY kind, name IS NULL, name, id LIMIT ?", (LIST_MAX + 1,)).fetchall()
         stores = [{"id": oid, "kind": kind, "name": name, "ephemeral": owner is not None, "created_at": created_at,
                    "size": size} for oid, kind, name, owner, created_at, size in rows[:LIST_MAX]]
-        self.reply(req, {"stores": stores, "truncated": len(rows) > LIST_MAX})
+        self.reply(req, KvListReply(stores=stores, truncated=len(rows) > LIST_MAX))
 
-    def on_delete(self, req: Request) -> None:
-        kind = req.header.get("kind", "")
-        self._delete(self.store_of(req, str(kind)))
-        self.reply(req, {})
+    def on_delete(self, req: Request[KvDeleteMsg]) -> None:
+        self._delete(self.store_of(req.msg.oid, req.msg.kind))
+        self.reply(req, EmptyReply())
 
     def _delete(self, oid: int) -> None:
         self.write("DELETE FROM stores WHERE id = ?", (oid,))
@@ -244,57 +252,57 @@ class Stores(Service):
 
     # -- Dict ---------------------------------------------------------------------------------
 
-    def _entry(self, req: Request) -> tuple[int, bytes, Any]:
-        oid = self.store_of(req, "dict")
+    def _entry(self, req: Request[DictGetMsg] | Request[DictPopMsg]) -> tuple[int, bytes, Any]:
+        oid = self.store_of(req.msg.oid, "dict")
         key = dict_key(payloads_of(req, "the key", "dict_key_bytes", 1)[0])
         row = self.db.execute("SELECT id, value FROM dict_entries WHERE store = ? AND key = ?", (oid, key)).fetchone()
         return oid, key, row
 
-    def on_dict_get(self, req: Request) -> None:
+    def on_dict_get(self, req: Request[DictGetMsg]) -> None:
         """``found``, and the value when found; ``exists_only`` answers without the value (``in``)."""
         _, _, row = self._entry(req)
-        if row is None or req.header.get("exists_only"):
-            self.reply(req, {"found": row is not None})
+        if row is None or req.msg.exists_only:
+            self.reply(req, DictFoundReply(found=row is not None))
             return
-        self.reply(req, {"found": True}, [Payload(unpack(row[1]))])
+        self.reply(req, DictFoundReply(found=True), [Payload(unpack(row[1]))])
 
-    def on_dict_pop(self, req: Request) -> None:
+    def on_dict_pop(self, req: Request[DictPopMsg]) -> None:
         _, _, row = self._entry(req)
         if row is None:
-            self.reply(req, {"found": False})
+            self.reply(req, DictFoundReply(found=False))
             return
         self.write("DELETE FROM dict_entries WHERE id = ?", (row[0],))
-        self.reply(req, {"found": True}, [Payload(unpack(row[1]))])
+        self.reply(req, DictFoundReply(found=True), [Payload(unpack(row[1]))])
 
-    def on_dict_put(self, req: Request) -> None:
+    def on_dict_put(self, req: Request[DictPutMsg]) -> None:
         """Payloads key, value, key, value, ...; ``skip_if_exists`` keeps values already there."""
-        oid = self.store_of(req, "dict")
+        oid = self.store_of(req.msg.oid, "dict")
         payloads = req.payloads
         if not payloads or len(payloads) % 2:
             raise refusal(ErrorName.INVALID, "dict_put needs payloads in pairs: key, value, key, value, ...")
         keys = [dict_key(p) for p in payloads[0::2]]
         values = _within(payloads[1::2], "a Dict value", "dict_value_bytes")
-        conflict = "DO NOTHING" if req.header.get("skip_if_exists") else "DO UPDATE SET value = excluded.value"
+        conflict = "DO NOTHING" if req.msg.skip_if_exists else "DO UPDATE SET value = excluded.value"
         written = 0
         for key, value in zip(keys, values, strict=True):
             written += self.write(f"INSERT INTO dict_entries (store, key, value) VALUES (?, ?, ?) "
                                    f"ON CONFLICT (store, key) {conflict}", (oid, key, pack(value.frames))).rowcount
-        self.reply(req, {"written": written})
+        self.reply(req, DictPutReply(written=written))
 
-    def on_dict_len(self, req: Request) -> None:
-        oid = self.store_of(req, "dict")
+    def on_dict_len(self, req: Request[DictLenMsg]) -> None:
+        oid = self.store_of(req.msg.oid, "dict")
         (n,) = self.db.execute("SELECT COUNT(*) FROM dict_entries WHERE store = ?", (oid,)).fetchone()
-        self.reply(req, {"n": n})
+        self.reply(req, CountReply(n=n))
 
-    def on_dict_clear(self, req: Request) -> None:
-        self.write("DELETE FROM dict_entries WHERE store = ?", (self.store_of(req, "dict"),))
-        self.reply(req, {})
+    def on_dict_clear(self, req: Request[DictClearMsg]) -> None:
+        self.write("DELETE FROM dict_entries WHERE store = ?", (self.store_of(req.msg.oid, "dict"),))
+        self.reply(req, EmptyReply())
 
-    def on_dict_scan(self, req: Request) -> None:
+    def on_dict_scan(self, req: Request[DictScanMsg]) -> None:
         """One page of keys, values or both (``what``) after entry ``after``; ``next`` is None on the last page."""
-        oid, after, what = self.store_of(req, "dict"), req.header.get("after") or 0, req.header.get("what")
-        if what not in ("keys", "values", "items") or type(after) is not int:
-            raise refusal(ErrorName.INVALID, "dict_scan needs what=keys|values|items and an integer 'after'")
+        oid, after, what = self.store_of(req.msg.oid, "dict"), req.msg.after or 0, req.msg.what
+        if what not in ("keys", "values", "items"):
+            raise refusal(ErrorName.INVALID, f"dict_scan: what={what!r} must be keys, values or items")
         rows = self.db.execute("SELECT id, key, value FROM dict_entries WHERE store = ? AND id > ? ORDER BY id "
                                "LIMIT ?", (oid, after, PAGE_ENTRIES + 1))
         payloads: list[Payload] = []
@@ -308,13 +316,13 @@ class Stores(Service):
             if what != "keys":
                 payloads.append(Payload(unpack(value)))
             size, last = size + len(key) + len(value), rowid
-        self.reply(req, {"next": last if more else None}, payloads)
+        self.reply(req, DictScanReply(next=last if more else None), payloads)
 
 
-def payloads_of(req: Request, what: str, limit: str, count: int | None = None) -> list[Payload]:
+def payloads_of(req: Request[Any], what: str, limit: str, count: int | None = None) -> list[Payload]:
     """The request's payloads, each one inline and within ``LIMITS[limit]`` bytes."""
     if count is not None and len(req.payloads) != count:
-        raise refusal(ErrorName.INVALID, f"{req.header['t']} needs {count} payload(s) ({what}), "
+        raise refusal(ErrorName.INVALID, f"{req.msg.TYPE} needs {count} payload(s) ({what}), "
                        f"got {len(req.payloads)}")
     return _within(req.payloads, what, limit)
 
@@ -323,9 +331,9 @@ def dict_key(payload: Payload) -> bytes:
         raise refusal(ErrorName.INVALID, "a Dict key travels as one frame: its canonical pickle")
     return bytes(framing.buffer_of(payload.frames[0]))
 
-def partition_of(req: Request) -> str:
-    partition = req.header.get("partition") or ""
-    if not isinstance(partition, str) or len(partition) > LIMITS["partition_chars"]:
+def partition_of(partition: str | None) -> str:
+    partition = partition or ""
+    if len(partition) > LIMITS["partition_chars"]:
         raise refusal(ErrorName.INVALID, f"partition {partition!r}: give a string of at most "
                        f"{LIMITS['partition_chars']} characters")
     return partition

@@ -19,6 +19,18 @@ from typing import Any
 from ..pools import Peer
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
+from ..protocol.message import Message
+from ..protocol.messages.session import EmptyReply
+from ..protocol.messages.stores import (
+    CountReply,
+    KvCancelMsg,
+    QueueClearMsg,
+    QueueGetMsg,
+    QueueLenMsg,
+    QueuePeekMsg,
+    QueuePutMsg,
+    QueueWait,
+)
 from ..storage import pack, unpack
 from .base import Handler, Request, Service, error_reply, refusal
 from .kv import MAX_WAIT_S, Reply, Stores, deliver, partition_of, payloads_of
@@ -43,44 +55,40 @@ class Queues(Service):
         self.waiters: dict[Key, list[Waiter]] = {}
         kv.watchers.append(self)
 
-    def handlers(self) -> dict[str, Handler]:
-        return {"queue_put": self.on_queue_put, "queue_get": self.on_queue_get, "queue_peek": self.on_queue_peek,
-                "queue_len": self.on_queue_len, "queue_clear": self.on_queue_clear, "kv_cancel": self.on_cancel}
+    def handlers(self) -> dict[type[Message], Handler]:
+        return {QueuePutMsg: self.on_queue_put, QueueGetMsg: self.on_queue_get, QueuePeekMsg: self.on_queue_peek,
+                QueueLenMsg: self.on_queue_len, QueueClearMsg: self.on_queue_clear, KvCancelMsg: self.on_cancel}
 
-    def on_queue_put(self, req: Request) -> None:
-        oid, partition = self.kv.store_of(req, "queue"), partition_of(req)
+    def on_queue_put(self, req: Request[QueuePutMsg]) -> None:
+        oid, partition = self.kv.store_of(req.msg.oid, "queue"), partition_of(req.msg.partition)
         items = payloads_of(req, "a Queue item", "queue_item_bytes")
         for item in items:
             self.kv.write("INSERT INTO queue_items (store, partition, item) VALUES (?, ?, ?)",
                         (oid, partition, pack(item.frames)))
-        self.kv.reply(req, {"n": len(items)})
+        self.kv.reply(req, CountReply(n=len(items)))
         self._wake((oid, partition))
 
-    def on_queue_get(self, req: Request) -> None:
+    def on_queue_get(self, req: Request[QueueGetMsg]) -> None:
         """Take up to ``n`` items, oldest first; with none there, wait up to ``wait_s`` for a put."""
-        oid, partition, n = self.kv.store_of(req, "queue"), partition_of(req), self._count(req)
+        oid, partition, n = self._where(req.msg)
         self._serve(req, (oid, partition), lambda: self._take(req, oid, partition, n))
 
-    def on_queue_peek(self, req: Request) -> None:
+    def on_queue_peek(self, req: Request[QueuePeekMsg]) -> None:
         """Up to ``n`` items after position ``after``, left in the queue (``Queue.iterate``); waits as a get."""
-        oid, partition, n = self.kv.store_of(req, "queue"), partition_of(req), self._count(req)
-        after = req.header.get("after") or 0
-        if type(after) is not int:
-            raise refusal(ErrorName.INVALID, "queue_peek needs an integer 'after'")
+        oid, partition, n = self._where(req.msg)
+        after = req.msg.after or 0
         self._serve(req, (oid, partition), lambda: self._peek(req, oid, partition, n, after))
 
-    @staticmethod
-    def _count(req: Request) -> int:
-        n = req.header.get("n", 1)
-        if type(n) is not int or n < 1:
-            raise refusal(ErrorName.INVALID, f"n={n!r}: ask for at least 1 item")
-        return n
+    def _where(self, msg: QueueWait) -> tuple[int, str, int]:
+        if msg.n < 1:
+            raise refusal(ErrorName.INVALID, f"n={msg.n!r}: ask for at least 1 item")
+        return self.kv.store_of(msg.oid, "queue"), partition_of(msg.partition), msg.n
 
     def _rows(self, oid: int, partition: str, after: int, n: int) -> list[tuple[int, bytes]]:
         return self.kv.db.execute("SELECT seq, item FROM queue_items WHERE store = ? AND partition = ? AND seq > ? "
                                "ORDER BY seq LIMIT ?", (oid, partition, after, n)).fetchall()
 
-    def _take(self, req: Request, oid: int, partition: str, n: int) -> bool:
+    def _take(self, req: Request[QueueGetMsg], oid: int, partition: str, n: int) -> bool:
         rows = self._rows(oid, partition, 0, n)
         if not rows:
             return False
@@ -93,35 +101,32 @@ class Queues(Service):
                             (seq, oid, partition, item))
             self._wake((oid, partition))
 
-        self.kv.reply(req, {"n": len(rows)}, [Payload(unpack(item)) for _, item in rows], undo=put_back)
+        self.kv.reply(req, CountReply(n=len(rows)), [Payload(unpack(item)) for _, item in rows], undo=put_back)
         return True
 
-    def _peek(self, req: Request, oid: int, partition: str, n: int, after: int) -> bool:
+    def _peek(self, req: Request[QueuePeekMsg], oid: int, partition: str, n: int, after: int) -> bool:
         rows = self._rows(oid, partition, after, n)
         if not rows:
             return False
-        self.kv.reply(req, {"n": len(rows), "last": rows[-1][0]}, [Payload(unpack(item)) for _, item in rows])
+        self.kv.reply(req, CountReply(n=len(rows), last=rows[-1][0]), [Payload(unpack(item)) for _, item in rows])
         return True
 
-    def _serve(self, req: Request, key: Key, take: Callable[[], bool]) -> None:
+    def _serve(self, req: Request[QueueGetMsg] | Request[QueuePeekMsg], key: Key, take: Callable[[], bool]) -> None:
         """Answer now if ``take`` can; else wait for a put, at most ``wait_s`` (capped at ``MAX_WAIT_S``)."""
-        wait_s = req.header.get("wait_s", 0.0)
-        if wait_s is not None and type(wait_s) not in (int, float):
-            raise refusal(ErrorName.INVALID, f"wait_s={wait_s!r}: give seconds >= 0, or null to wait "
-                           f"as long as the runtime allows ({MAX_WAIT_S:g} s)")
-        wait_s = MAX_WAIT_S if wait_s is None else min(max(float(wait_s), 0.0), MAX_WAIT_S)
+        wait_s = req.msg.wait_s
+        wait_s = MAX_WAIT_S if wait_s is None else min(max(wait_s, 0.0), MAX_WAIT_S)
         if take():
             return
         if wait_s <= 0:
-            self.kv.reply(req, {"n": 0})
+            self.kv.reply(req, CountReply(n=0))
             return
-        waiter = Waiter(req.peer, req.header.get("id"), str(req.header.get("sid", "")), take)
+        waiter = Waiter(req.peer, req.id, req.sid, take)
         waiter.timer = asyncio.get_running_loop().call_later(wait_s, self._timed_out, key, waiter)
         self.waiters.setdefault(key, []).append(waiter)
 
     def _timed_out(self, key: Key, waiter: Waiter) -> None:
         self._unwait(key, waiter)
-        self.kv.answer(Reply(waiter.peer, waiter.request_id, {"n": 0}, []))
+        self.kv.answer(Reply(waiter.peer, waiter.request_id, CountReply(n=0), []))
 
     def _unwait(self, key: Key, waiter: Waiter) -> None:
         waiters = self.waiters.get(key, [])
@@ -142,29 +147,30 @@ class Queues(Service):
             if waiter.take():
                 self._unwait(key, waiter)
 
-    def on_cancel(self, req: Request) -> None:
+    def on_cancel(self, req: Request[KvCancelMsg]) -> None:
         """The client stopped waiting (Ctrl-C, a cancelled task): forget its waiting requests ``ids``."""
-        ids = set(req.header.get("ids") or [])
+        ids = set(req.msg.ids)
         for key, waiters in list(self.waiters.items()):
             for waiter in [w for w in waiters if w.peer == req.peer and w.request_id in ids]:
                 self._unwait(key, waiter)
 
-    def on_queue_len(self, req: Request) -> None:
-        oid = self.kv.store_of(req, "queue")
-        if req.header.get("total"):
+    def on_queue_len(self, req: Request[QueueLenMsg]) -> None:
+        oid = self.kv.store_of(req.msg.oid, "queue")
+        if req.msg.total:
             row = self.kv.db.execute("SELECT COUNT(*) FROM queue_items WHERE store = ?", (oid,)).fetchone()
         else:
             row = self.kv.db.execute("SELECT COUNT(*) FROM queue_items WHERE store = ? AND partition = ?",
-                                  (oid, partition_of(req))).fetchone()
-        self.kv.reply(req, {"n": row[0]})
+                                  (oid, partition_of(req.msg.partition))).fetchone()
+        self.kv.reply(req, CountReply(n=row[0]))
 
-    def on_queue_clear(self, req: Request) -> None:
-        oid = self.kv.store_of(req, "queue")
-        if req.header.get("all"):
+    def on_queue_clear(self, req: Request[QueueClearMsg]) -> None:
+        oid = self.kv.store_of(req.msg.oid, "queue")
+        if req.msg.all:
             self.kv.write("DELETE FROM queue_items WHERE store = ?", (oid,))
         else:
-            self.kv.write("DELETE FROM queue_items WHERE store = ? AND partition = ?", (oid, partition_of(req)))
-        self.kv.reply(req, {})
+            self.kv.write("DELETE FROM queue_items WHERE store = ? AND partition = ?",
+                          (oid, partition_of(req.msg.partition)))
+        self.kv.reply(req, EmptyReply())
 
     def store_deleted(self, oid: int) -> None:
         for key in [k for k in self.waiters if k[0] == oid]:

@@ -42,6 +42,18 @@ from croniter import croniter
 from ..pools import Pool
 from ..protocol import pickling
 from ..protocol.errors import ErrorName
+from ..protocol.message import Message
+from ..protocol.messages.apps import (
+    ScheduleGetMsg,
+    ScheduleListMsg,
+    ScheduleListReply,
+    SchedulePauseMsg,
+    ScheduleRef,
+    ScheduleReply,
+    ScheduleResumeMsg,
+    ScheduleRunMsg,
+)
+from ..protocol.messages.jobs import SpawnEntry
 from .base import Handler, Request, Service, refusal
 from .jobs import Jobs
 
@@ -146,14 +158,9 @@ class Scheduler(Service):
         self.timer: asyncio.TimerHandle | None = None
         self.started = False
 
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "schedule_list": self.on_list,
-            "schedule_get": self.on_get,
-            "schedule_pause": self.on_pause,
-            "schedule_resume": self.on_resume,
-            "schedule_run": self.on_run,
-        }
+    def handlers(self) -> dict[type[Message], Handler]:
+        return {ScheduleListMsg: self.on_list, ScheduleGetMsg: self.on_get, SchedulePauseMsg: self.on_pause,
+                ScheduleResumeMsg: self.on_resume, ScheduleRunMsg: self.on_run}
 
     def _load(self) -> list[ScheduleState]:
         rows = self.db.execute("SELECT app_name, name, spec, paused, next_at, last_call, last_at, last_trigger "
@@ -269,12 +276,12 @@ class Scheduler(Service):
                 log.error("could not save scheduled call %s of %s: %s", call_id, pool.fn.name, error)
 
         no_args = pickling.serialize(((), {}))
-        self.jobs.submit(pool, [({"id": call_id}, [no_args])], None, saved)
+        self.jobs.submit(pool, [(SpawnEntry(id=call_id), [no_args])], None, saved)
 
     # -- messages -----------------------------------------------------------------------------
 
-    def _schedule(self, req: Request) -> ScheduleState:
-        app_name, name = str(req.header["app"]), str(req.header["name"])
+    def _schedule(self, ref: ScheduleRef) -> ScheduleState:
+        app_name, name = ref.app, ref.name
         schedule = self.schedules.get((app_name, name))
         if schedule is None:
             here = sorted(n for a, n in self.schedules if a == app_name)
@@ -282,7 +289,7 @@ class Scheduler(Service):
             raise refusal(ErrorName.NOT_FOUND, f"no schedule for {name!r} in deployed app {app_name!r} ({has})")
         return schedule
 
-    def state(self, s: ScheduleState) -> dict[str, Any]:
+    def state(self, s: ScheduleState) -> ScheduleReply:
         """What a client shows: the spec, paused, the next slot, the last run and its state, recent fires."""
         last = None
         if s.last_call is not None:
@@ -292,8 +299,8 @@ class Scheduler(Service):
                  for slot, outcome, call_id, at in self.db.execute(
                      "SELECT slot, outcome, call_id, at FROM schedule_fires WHERE app_name = ? AND name = ? "
                      "ORDER BY slot DESC LIMIT ?", (s.app_name, s.name, FIRES_SHOWN))]
-        return {"app": s.app_name, "function": s.name, "spec": s.spec, "description": describe(s.spec),
-                "paused": s.paused, "next_at": s.next_at, "last": last, "fires": fires}
+        return ScheduleReply(app=s.app_name, function=s.name, spec=s.spec, description=describe(s.spec),
+                             paused=s.paused, next_at=s.next_at, last=last, fires=fires)
 
     def _call_state(self, call_id: str) -> str:
         try:
@@ -301,41 +308,43 @@ class Scheduler(Service):
         except Exception:  # not in the job store (its write failed): say so rather than fail the answer
             return "missing"
 
-    def on_list(self, req: Request) -> dict[str, Any]:
-        app_name = req.header.get("app")
+    def on_list(self, req: Request[ScheduleListMsg]) -> ScheduleListReply:
+        app_name = req.msg.app
         chosen = [s for s in self.schedules.values() if app_name is None or s.app_name == app_name]
-        return {"schedules": [self.state(s) for s in sorted(chosen, key=lambda s: s.key)]}
+        return ScheduleListReply(schedules=[self.state(s) for s in sorted(chosen, key=lambda s: s.key)])
 
-    def on_get(self, req: Request) -> dict[str, Any]:
-        return self.state(self._schedule(req))
+    def on_get(self, req: Request[ScheduleGetMsg]) -> ScheduleReply:
+        return self.state(self._schedule(req.msg))
 
-    def on_pause(self, req: Request) -> dict[str, Any]:
-        s = self._schedule(req)
+    def on_pause(self, req: Request[SchedulePauseMsg]) -> ScheduleReply:
+        s = self._schedule(req.msg)
         s.paused, s.next_at = True, None
         return self._changed(s)
 
-    def on_resume(self, req: Request) -> dict[str, Any]:
-        s = self._schedule(req)
+    def on_resume(self, req: Request[ScheduleResumeMsg]) -> ScheduleReply:
+        s = self._schedule(req.msg)
         if s.paused:
             s.paused, s.next_at = False, next_fire_s(s.spec, time.time())
         return self._changed(s)
 
-    def _changed(self, s: ScheduleState) -> dict[str, Any]:
+    def _changed(self, s: ScheduleState) -> ScheduleReply:
         self._save(s)
         self._arm()
         return self.state(s)
 
-    def on_run(self, req: Request) -> dict[str, Any]:
+    def on_run(self, req: Request[ScheduleRunMsg]) -> ScheduleReply:
         """Run it now, whatever its slots, overlap and pause say; the next slot stays as it was."""
-        s = self._schedule(req)
+        s = self._schedule(req.msg)
         pool = self.pool_of(s.app_name, s.name)
         if pool is None:
             raise refusal(ErrorName.NOT_FOUND, f"{s.name} of deployed app {s.app_name!r} is not registered on this "
                            "runtime: deploy it again")
-        call_id = req.header.get("call") or _new_call_id()  # the client's own id: a resent request runs once
-        if not isinstance(call_id, str) or not CALL_ID.fullmatch(call_id):
+        call_id = req.msg.call or _new_call_id()  # the client's own id: a resent request runs once
+        if not CALL_ID.fullmatch(call_id):
             raise refusal(ErrorName.INVALID, f"schedule_run: call={call_id!r} is not a call id ('fc-' and hex digits)")
         s.last_call, s.last_at, s.last_trigger = call_id, time.time(), "run_now"
         self._save(s)
         self._spawn(pool, call_id)
-        return dict(self.state(s), call_id=call_id)
+        reply = self.state(s)
+        reply.call_id = call_id
+        return reply

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
 
+from ..protocol.message import Message
+from ..protocol.messages.session import (
+    EmptyReply,
+    HelloMsg,
+    HelloReply,
+    PingMsg,
+    PongMsg,
+    ShutdownMsg,
+    StatusMsg,
+    StatusReply,
+)
 from ..protocol.versions import versions
 from .apps import Apps
 from .base import Handler, Host, Request, Service
@@ -22,28 +32,22 @@ class Status(Service):
         self.apps = apps
         self.queues = queues
 
-    def handlers(self) -> dict[str, Handler]:
-        return {"hello": self.on_hello, "ping": self.on_ping, "status": self.on_status, "shutdown": self.on_shutdown}
+    def handlers(self) -> dict[type[Message], Handler]:
+        return {HelloMsg: self.on_hello, PingMsg: self.on_ping, StatusMsg: self.on_status,
+                ShutdownMsg: self.on_shutdown}
 
-    def on_hello(self, req: Request) -> dict[str, Any]:
-        return {"versions": versions(), "runtime_id": self.host.runtime_id, "shm": req.peer[0].shm,
-                "gpus": self.functions.gpus.describe()}
+    def on_hello(self, req: Request[HelloMsg]) -> HelloReply:
+        return HelloReply(versions=versions(), runtime_id=self.host.runtime_id, shm=req.peer[0].shm,
+                          gpus=self.functions.gpus.describe())
 
-    def on_ping(self, req: Request) -> dict[str, Any]:
-        return {"t": "pong", "runtime_id": self.host.runtime_id}
+    def on_ping(self, req: Request[PingMsg]) -> PongMsg:
+        return PongMsg(runtime_id=self.host.runtime_id)
 
-    def on_status(self, req: Request) -> dict[str, Any]:
-        return {
-            "runtime_id": self.host.runtime_id,
-            "pid": os.getpid(),
-            "endpoints": self.host.endpoints,
-            "versions": versions(),
-            **self.functions.stats(),
-            "apps": self.apps.stats(),
-            "sessions": len(self.host.live_sessions()),
-            "stores": self.queues.stats(),
-        }
+    def on_status(self, req: Request[StatusMsg]) -> StatusReply:
+        return StatusReply(runtime_id=self.host.runtime_id, pid=os.getpid(), endpoints=self.host.endpoints,
+                           versions=versions(), **self.functions.stats(), apps=self.apps.stats(),
+                           sessions=len(self.host.live_sessions()), stores=self.queues.stats())
 
-    def on_shutdown(self, req: Request) -> dict[str, Any]:
+    def on_shutdown(self, req: Request[ShutdownMsg]) -> EmptyReply:
         asyncio.get_running_loop().call_later(SHUTDOWN_DELAY_S, self.host.stop)
-        return {}
+        return EmptyReply()

@@ -19,7 +19,9 @@ from typing import Any
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
-from .base import Handler, Host, Request, RequestError, Service, refusal
+from ..protocol.message import Message
+from ..protocol.messages.apps import VolumeLsMsg, VolumeLsReply, VolumeReadMsg, VolumeReadReply
+from .base import Handler, Host, Request, RequestError, Service, refusal, with_id
 
 READ_MAX_BYTES = 100 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as rc.Volume.from_name checks it
@@ -49,20 +51,20 @@ class Volumes(Service):
         self.host = host
         self.root = host.state_dir / "volumes"
 
-    def handlers(self) -> dict[str, Handler]:
-        return {"volume_ls": self.on_ls, "volume_read": self.on_read}
+    def handlers(self) -> dict[type[Message], Handler]:
+        return {VolumeLsMsg: self.on_ls, VolumeReadMsg: self.on_read}
 
-    def on_ls(self, req: Request) -> dict[str, Any]:
-        h = req.header
+    def on_ls(self, req: Request[VolumeLsMsg]) -> VolumeLsReply:
+        msg = req.msg
         with _os_errors():
-            return {"entries": self.listdir(h.get("name"), bool(h.get("create")), h.get("path"))}
+            return VolumeLsReply(entries=self.listdir(msg.name, msg.create, msg.path))
 
-    def on_read(self, req: Request) -> None:
+    def on_read(self, req: Request[VolumeReadMsg]) -> None:
         """The file's bytes, raw, as the reply's one payload."""
-        h = req.header
+        msg = req.msg
         with _os_errors():
-            data = self.read(h.get("name"), bool(h.get("create")), h.get("path"))
-        self.host.send_peer(req.peer, framing.encode({"t": "reply", "id": h.get("id"), "size": len(data)},
+            data = self.read(msg.name, msg.create, msg.path)
+        self.host.send_peer(req.peer, framing.encode(with_id(VolumeReadReply(size=len(data)), req.id),
                                                      [Payload([data])]))
 
     def folder(self, name: Any, create: bool = False) -> Path:

@@ -1,0 +1,214 @@
+"""Typed messages: one class per message type, named fields, checked when read off the wire.
+
+A message class is a dataclass made with ``@message("type")`` (``@message()``
+for an entry of a many-entries message, which has no type of its own).  Its
+fields are its header's fields; ``wire("k")`` gives a field a short key on the
+wire (code only ever uses the field's name), a default makes it optional there.
+Each class gets two functions generated once, when the class is made:
+
+- ``from_wire(header)``: the message of a decoded header, every field checked
+  against its annotation (``str``, ``int``, ``float``, ``bool``, ``dict``,
+  ``list``, ``list[str]``, ``list[int]``, a message class or a list of them,
+  ``Any``, and ``X | None``); a missing or mistyped field raises ``WireError``
+  naming the field, the type it must have and the message type.  Unknown keys
+  are ignored, so a newer peer's extra fields do no harm.
+- ``to_wire()``: the header dict, the type under ``t``, fields left at their
+  default omitted (the wire stays as compact as a hand-written dict).
+
+Invariant: decoding never unpickles and never runs code from the message; the
+generated functions depend on the class alone.  They are generated (not a loop
+over fields) because the hot path decodes one per call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, dataclass_transform
+
+from .framing import WireError
+
+M = TypeVar("M", bound="Message")
+
+_MISSING = dataclasses.MISSING
+_LITERALS = (type(None), bool, int, float, str)
+
+
+class Message:
+    """The base of every message class: its type name, and the two generated codecs."""
+
+    TYPE: ClassVar[str] = ""
+    __slots__ = ()
+
+    @classmethod
+    def from_wire(cls: type[M], header: dict[str, Any]) -> M:  # replaced on every class by @message
+        raise NotImplementedError
+
+    def to_wire(self) -> dict[str, Any]:  # replaced on every class by @message
+        raise NotImplementedError
+
+    def fields(self) -> dict[str, Any]:
+        """The header without its type: this message as a field, or an entry, of another."""
+        header = self.to_wire()
+        header.pop("t", None)
+        return header
+
+
+def wire(key: str | None = None, *, default: Any = _MISSING, factory: Callable[[], Any] | None = None) -> Any:
+    """A field that travels under the short ``key`` (else its name); with ``default`` or ``factory`` it may be
+    left out (``factory`` for a list or dict: an empty one is left out too)."""
+    metadata = {} if key is None else {"wire": key}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclass_transform(kw_only_default=True, field_specifiers=(wire, dataclasses.field))
+def message(type_name: str = "") -> Callable[[type[M]], type[M]]:
+    """Make ``cls`` a message of ``type_name``: a keyword-only slotted dataclass with its codecs.
+
+    Example::
+
+        @message("call")
+        class CallMsg(Message):
+            id: str
+            method: str | None = wire("m", default=None)
+
+        CallMsg.from_wire({"t": "call", "id": "a1"}).method  # None
+    """
+
+    def make(cls: type[M]) -> type[M]:
+        cls.TYPE = type_name
+        made = dataclasses.dataclass(kw_only=True, slots=True)(cls)
+        _generate(made)
+        return made
+
+    return make
+
+
+def _generate(cls: type[Message]) -> None:
+    hints = typing.get_type_hints(cls)
+    env: dict[str, Any] = {"cls": cls, "WireError": WireError, "_MISSING": _MISSING}
+    reads, writes, names = [], [], []
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # a dataclass by now
+        key = f.metadata.get("wire", f.name)
+        want, check, build = _describe(hints[f.name], env, f.name)
+        env[f"_want_{f.name}"] = want
+        env[f"_default_{f.name}"] = f.default
+        env[f"_factory_{f.name}"] = f.default_factory
+        names.append(f.name)
+        reads.extend(_read(f, key, check, build, cls.TYPE or cls.__name__))
+        writes.extend(_write(f, key, build))
+    head = "{'t': cls.TYPE}" if cls.TYPE else "{}"
+    made = ", ".join(f"{n}=v_{n}" for n in names)
+    source = "\n".join(["def from_wire(c, h):", *(f"    {line}" for line in reads), f"    return cls({made})",
+                        "def to_wire(self):", f"    h = {head}", *(f"    {line}" for line in writes), "    return h"])
+    exec(source, env)
+    cls.from_wire = classmethod(env["from_wire"])  # type: ignore[assignment]
+    cls.to_wire = env["to_wire"]  # type: ignore[method-assign]
+
+
+def _default_expr(f: dataclasses.Field[Any]) -> str | None:
+    """The default as an expression of the generated code, or None for a required field."""
+    if f.default_factory is not _MISSING:
+        return f"_factory_{f.name}()"
+    if f.default is _MISSING:
+        return None
+    return repr(f.default) if isinstance(f.default, _LITERALS) else f"_default_{f.name}"
+
+
+def _read(f: dataclasses.Field[Any], key: str, check: str, build: str | None, type_name: str) -> list[str]:
+    # Locals are v_<field>: a field named like a builtin the checks use (``type``) must not shadow it.
+    name, default = f"v_{f.name}", _default_expr(f)
+    bad = f"raise WireError(f\"{type_name!r} field {key!r} must be {{_want_{f.name}}}, got {{{name}!r:.80}}\")"
+    lines = [f"{name} = h.get({key!r}, _MISSING)"]
+    if default is None:
+        lines.append(f"if {name} is _MISSING: raise WireError({f'a {type_name!r} message needs {key!r}'!r})")
+        lines.append(f"if not ({check.format(v=name)}): {bad}")
+    else:
+        lines.append(f"if {name} is _MISSING: {name} = {default}")
+        lines.append(f"elif not ({check.format(v=name)}): {bad}")
+    if build is not None:
+        lines.append(f"{name} = {build.format(v=name)}")
+    return lines
+
+
+def _write(f: dataclasses.Field[Any], key: str, build: str | None) -> list[str]:
+    value = f"self.{f.name}"
+    if build is not None:  # a nested message (or a list of them) travels as its fields
+        value = (f"[e.fields() for e in {value}]" if build.startswith("[")
+                 else f"(None if {value} is None else {value}.fields())")
+    default = _default_expr(f)
+    if default is None:
+        return [f"h[{key!r}] = {value}"]
+    if f.default_factory is not _MISSING:
+        return [f"if self.{f.name}: h[{key!r}] = {value}"]
+    compare = "is not" if f.default is None or isinstance(f.default, bool) else "!="
+    return [f"if self.{f.name} {compare} {default}: h[{key!r}] = {value}"]
+
+
+_SIMPLE: dict[Any, tuple[str, str]] = {
+    str: ("type({v}) is str", "a string"),
+    int: ("type({v}) is int", "an integer"),
+    float: ("type({v}) in (int, float)", "a number"),
+    bool: ("type({v}) is bool", "true or false"),
+    dict: ("type({v}) is dict", "a JSON object"),
+    list: ("type({v}) is list", "a list"),
+}
+
+
+def _describe(hint: Any, env: dict[str, Any], name: str) -> tuple[str, str, str | None]:
+    """What a field must be (in words), its check (over ``{v}``) and, for nested messages, how to build it."""
+    args, origin = typing.get_args(hint), typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1 or len(args) != 2:
+            raise TypeError(f"field {name!r}: only 'X | None' unions are supported, got {hint!r}")
+        want, check, build = _describe(inner[0], env, name)
+        return (f"{want} or null", f"{{v}} is None or ({check})",
+                None if build is None else f"(None if {{v}} is None else {build})")
+    if hint is Any:
+        return "anything", "True", None
+    if isinstance(hint, type) and issubclass(hint, Message):
+        env[f"_cls_{name}"] = hint
+        return "a JSON object", "type({v}) is dict", f"_cls_{name}.from_wire({{v}})"
+    item = args[0] if origin is list and len(args) == 1 else None
+    if isinstance(item, type) and issubclass(item, Message):
+        env[f"_cls_{name}"] = item
+        return ("a list of JSON objects", "type({v}) is list and all(type(e) is dict for e in {v})",
+                f"[_cls_{name}.from_wire(e) for e in {{v}}]")
+    if item in (str, int):
+        return (f"a list of {_SIMPLE[item][1].split(' ', 1)[1]}s",
+                f"type({{v}}) is list and all(type(e) is {item.__name__} for e in {{v}})", None)
+    if (origin or hint) in _SIMPLE:
+        check, want = _SIMPLE[origin or hint]
+        return want, check, None
+    raise TypeError(f"field {name!r}: a message field must be str, int, float, bool, dict, list, list[str], "
+                    f"list[int], a message, a list of messages or Any (or one of those | None); got {hint!r}")
+
+
+class Decoder:
+    """Reads a header as the message class of its type, one of the classes it was made with.
+
+    Example::
+
+        decode = Decoder([CallMsg, CancelMsg])
+        decode({"t": "call", "id": "a1"})  # CallMsg(id='a1', method=None)
+    """
+
+    def __init__(self, classes: typing.Iterable[type[Message]]) -> None:
+        self.by_type: dict[str, type[Message]] = {}
+        for cls in classes:
+            if not cls.TYPE:
+                raise TypeError(f"{cls.__name__} is an entry, not a message: it has no type to decode by")
+            other = self.by_type.setdefault(cls.TYPE, cls)
+            if other is not cls:
+                raise TypeError(f"two message classes of type {cls.TYPE!r}: {other.__name__}, {cls.__name__}")
+
+    def __call__(self, header: dict[str, Any]) -> Message:
+        cls = self.by_type.get(header.get("t"))  # type: ignore[arg-type]
+        if cls is None:
+            raise WireError(f"unknown message type {header.get('t')!r}")
+        return cls.from_wire(header)

@@ -1,0 +1,18 @@
+"""Every message of the protocol, one class each, grouped by what they are about.
+
+- `session`: hello, heartbeats, status and shutdown; the ``error`` reply.
+- `calls`: calls and their results, output and items, leases, cancelling.
+- `containers`: what a container and the daemon say to each other.
+- `apps`: apps, function registration and lookup, schedules, volumes.
+- `jobs`: spawned calls and their handles.
+- `stores`: Dict and Queue.
+
+Naming: a request is ``<Name>Msg``; its answer, when it has fields, ``<Name>Reply``
+(every reply travels as ``t: "reply"`` with the request's ``id``).  Fields every
+client message may carry (``t``, ``id``, ``sid``) and the framing's own (``p``,
+``pk``) are the envelope: the daemon reads them, message classes do not repeat them.
+"""
+
+from ..message import Decoder, Message, message, wire
+
+__all__ = ["Decoder", "Message", "message", "wire"]

@@ -1,0 +1,146 @@
+"""Apps and the functions registered in them, deployed lookups, schedules, volumes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..message import Message, message, wire
+
+
+@message("app_create")
+class AppCreateMsg(Message):
+    """A new app (its envelope's ``sid`` owns an ephemeral one); a deployed one by name is made once.
+
+    ``functions``: on a redeploy, the functions it keeps (the others are dropped).
+    """
+
+    name: str
+    mode: str = "ephemeral"
+    functions: list[str] | None = None
+
+
+@message("reply")
+class AppCreateReply(Message):
+    app_id: str
+
+
+@message("app_stop")
+class AppStopMsg(Message):
+    """Stop an app by ``app_id``, or a deployed one by ``name``."""
+
+    app_id: str | None = None
+    name: str | None = None
+
+
+@message("fn_register")
+class FnRegisterMsg(Message):
+    """A function or class of app ``app_id``; its one payload is its body, which the daemon never unpickles."""
+
+    app_id: str
+    name: str
+    options: dict[str, Any] = wire(factory=dict)
+    meta: dict[str, Any] | None = None
+
+
+@message("reply")
+class FnRegisterReply(Message):
+    fid: str
+
+
+@message("fn_lookup")
+class FnLookupMsg(Message):
+    """A deployed function or class by its app's name and its own."""
+
+    app: str
+    name: str
+
+
+@message("reply")
+class FnLookupReply(Message):
+    fid: str
+    options: dict[str, Any]
+    meta: dict[str, Any]
+
+
+@message()
+class ScheduleRef(Message):
+    """Which schedule: a deployed app's name and its function's."""
+
+    app: str
+    name: str
+
+
+@message("schedule_list")
+class ScheduleListMsg(Message):
+    app: str | None = None  # None: every app's
+
+
+@message("schedule_get")
+class ScheduleGetMsg(ScheduleRef):
+    pass
+
+
+@message("schedule_pause")
+class SchedulePauseMsg(ScheduleRef):
+    pass
+
+
+@message("schedule_resume")
+class ScheduleResumeMsg(ScheduleRef):
+    pass
+
+
+@message("schedule_run")
+class ScheduleRunMsg(ScheduleRef):
+    """Run it now; ``call`` is the client's own call id, so a resent request runs once."""
+
+    call: str | None = None
+
+
+@message("reply")
+class ScheduleReply(Message):
+    """A schedule as a client shows it: its spec, the next slot, the last run and the recent fires."""
+
+    app: str
+    function: str
+    spec: dict[str, Any]
+    description: str
+    paused: bool
+    next_at: float | None
+    last: dict[str, Any] | None
+    fires: list[dict[str, Any]]
+    call_id: str | None = None  # after schedule_run: the call it started
+
+
+@message("reply")
+class ScheduleListReply(Message):
+    schedules: list[ScheduleReply]
+
+
+@message()
+class VolumePath(Message):
+    """A path in a volume; ``create`` makes the volume when it is missing."""
+
+    name: str
+    path: str = "/"
+    create: bool = False
+
+
+@message("volume_ls")
+class VolumeLsMsg(VolumePath):
+    pass
+
+
+@message("reply")
+class VolumeLsReply(Message):
+    entries: list[dict[str, Any]]
+
+
+@message("volume_read")
+class VolumeReadMsg(VolumePath):
+    """A file's bytes come back raw as the reply's one payload."""
+
+
+@message("reply")
+class VolumeReadReply(Message):
+    size: int
