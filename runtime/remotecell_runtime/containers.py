@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .backends.base import Backend, ContainerExit, ContainerSpec
+from .protocol.options import FunctionOptions
 
 _ids = itertools.count(1)
 
@@ -82,7 +83,7 @@ class ContainerManager:
         self.on_exit = on_exit
         self.containers: dict[str, ContainerRecord] = {}
 
-    def check(self, options: dict[str, Any]) -> None:
+    def check(self, options: FunctionOptions) -> None:
         """Raise ``SpecRefused`` when the backend could never start a container for these options."""
         self.backend.check(ContainerSpec.wanted(options))
 

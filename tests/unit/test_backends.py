@@ -14,6 +14,7 @@ from remotecell_runtime.backends.local import LocalBackend
 from remotecell_runtime.containers import ContainerManager, ContainerRecord, State
 from remotecell_runtime.cpus import CpuBudget
 from remotecell_runtime.gpus import Gpu, GpuAllocator
+from remotecell_runtime.protocol.options import FunctionOptions
 
 
 def local_backend(sock_dir: str, gpus: list[Gpu] | None = None, cpus: float = 4.0) -> LocalBackend:
@@ -23,18 +24,18 @@ def local_backend(sock_dir: str, gpus: list[Gpu] | None = None, cpus: float = 4.
 def test_a_gpu_the_host_lacks_is_refused_saying_what_it_has(tmp_path):
     backend = local_backend(str(tmp_path), [Gpu(0, "NVIDIA A100")])
     with pytest.raises(SpecRefused, match=r"gpu='H100' cannot be met: this host has 0: NVIDIA A100"):
-        backend.check(ContainerSpec.wanted({"gpu": "H100"}))
+        backend.check(ContainerSpec.wanted(FunctionOptions(gpu="H100")))
     with pytest.raises(SpecRefused, match="gpu='any:2' cannot be met"):
-        backend.check(ContainerSpec.wanted({"gpu": "any:2"}))
-    backend.check(ContainerSpec.wanted({"gpu": "A100"}))  # one it has: no error
-    backend.check(ContainerSpec.wanted({}))
+        backend.check(ContainerSpec.wanted(FunctionOptions(gpu="any:2")))
+    backend.check(ContainerSpec.wanted(FunctionOptions(gpu="A100")))  # one it has: no error
+    backend.check(ContainerSpec.wanted(FunctionOptions()))
 
 
 def test_more_cpus_than_the_host_has_are_refused(tmp_path):
     backend = local_backend(str(tmp_path), cpus=2.0)
     with pytest.raises(SpecRefused, match=r"cpu=3 cannot be met: this host has 2 CPUs"):
-        backend.check(ContainerSpec.wanted({"cpu": 3}))
-    backend.check(ContainerSpec.wanted({"cpu": 2}))
+        backend.check(ContainerSpec.wanted(FunctionOptions(cpu=3)))
+    backend.check(ContainerSpec.wanted(FunctionOptions(cpu=2)))
 
 
 class RecordingBackend:
@@ -81,13 +82,13 @@ class RecordingBackend:
 def test_the_manager_names_the_container_and_gives_it_the_backends_connect_back_address():
     backend = RecordingBackend()
     manager = ContainerManager(backend, lambda record: None)
-    record = manager.start(ContainerSpec("fn-1", {"max_inputs": 4}, {"A": "1"}, gpus=(1,), cpu=2.0))
+    record = manager.start(ContainerSpec("fn-1", FunctionOptions(max_inputs=4), {"A": "1"}, gpus=(1,), cpu=2.0))
     spec, _ = backend.started[record.id]
     assert spec.cid == record.id and spec.connect == "tcp://10.0.0.1:5555"
     assert (record.fid, record.max_inputs, record.gpus, record.cpus) == ("fn-1", 4, [1], 2.0)
     assert record.state is State.STARTING and manager.all() == [record]
     with pytest.raises(SpecRefused, match="no GPUs"):
-        manager.check({"gpu": "any"})
+        manager.check(FunctionOptions(gpu="any"))
 
 
 def test_an_exit_is_reported_once_and_the_runtimes_reason_wins_over_the_backends_cause():

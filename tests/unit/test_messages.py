@@ -55,6 +55,15 @@ def test_fields_left_at_their_default_stay_off_the_wire():
     assert ProbeMsg.from_wire({"id": "a"}) == ProbeMsg(id="a")
 
 
+def test_a_nested_message_left_out_takes_its_default_and_one_given_is_read():
+    @message("outer")
+    class OuterMsg(Message):
+        part: Part = wire(factory=lambda: Part(id="default"))
+
+    assert OuterMsg.from_wire({}).part == Part(id="default")
+    assert OuterMsg.from_wire({"part": {"id": "given", "np": 3}}).part == Part(id="given", n_payloads=3)
+
+
 def test_unknown_keys_from_a_newer_peer_are_ignored():
     assert ProbeMsg.from_wire({"id": "a", "from_the_future": [1, 2]}) == ProbeMsg(id="a")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from remotecell.exceptions import InvalidError
 from remotecell.options import Cron, Period, Retries, batched, check_function_options, concurrent
+from remotecell_runtime.protocol.framing import WireError
+from remotecell_runtime.protocol.options import FunctionOptions
 
 
 @pytest.mark.parametrize(("options", "says"), [
@@ -51,3 +53,37 @@ def test_the_option_objects_check_their_values_where_they_are_made(make, says):
     with pytest.raises(InvalidError) as info:
         make()
     assert says in str(info.value)
+
+
+def test_what_the_client_sends_reads_as_the_runtimes_options_schema():
+    sent = check_function_options({"timeout": 30, "retries": Retries(max_retries=2, initial_delay=0.5),
+                                   "memory": 512, "cpu": 2, "max_containers": 3, "env": {"A": "1"},
+                                   "schedule": Period(minutes=5)})
+    opts = FunctionOptions.from_wire(sent)
+    assert (opts.timeout_s, opts.memory_mib, opts.cpu, opts.max_containers, opts.env) == (30, 512, 2, 3, {"A": "1"})
+    assert opts.schedule == {"period_s": 300}
+    assert [opts.retries.delay_s(n) for n in (1, 2, 3)] == [0.5, 1.0, None]
+
+
+def test_options_left_out_take_the_runtimes_defaults():
+    opts = FunctionOptions.from_wire({})
+    assert (opts.timeout_s, opts.max_inputs, opts.inputs_per_container, opts.max_containers) == (300, 1, 1, 100)
+    assert opts.retries.delay_s(1) is None and opts.batch_policies() == {}
+    assert FunctionOptions.from_wire({"max_inputs": 8, "target_inputs": 6}).inputs_per_container == 6
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"timeout_s": "long"}, "field 'timeout_s' must be a number, got 'long'"),
+    ({"retries": {"max_retries": "2"}}, "'RetryPolicy' field 'max_retries' must be an integer"),
+    ({"env": []}, "field 'env' must be a JSON object"),
+])
+def test_a_mistyped_option_is_refused_by_name_when_read(options, says):
+    with pytest.raises(WireError, match=says):
+        FunctionOptions.from_wire(options)
+
+
+def test_a_malformed_batch_policy_is_refused_by_name():
+    with pytest.raises(WireError, match="option 'batched' of 'embed' must be a JSON object"):
+        FunctionOptions.from_wire({"batched": {"embed": 4}}).batch_policies()
+    with pytest.raises(WireError, match="'BatchPolicy' message needs 'wait_ms'"):
+        FunctionOptions.from_wire({"batched": {"": {"max_batch_size": 4}}}).batch_policies()

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..protocol.errors import ErrorName
+from ..protocol.options import FunctionOptions
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class ContainerSpec:
     """
 
     fid: str
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: FunctionOptions = field(default_factory=FunctionOptions)
     env: Mapping[str, str] = field(default_factory=dict)
     image_site: str | None = None  # the image's packages, first on the container's path
     gpus: tuple[int, ...] = ()  # device indices reserved on this host (CUDA_VISIBLE_DEVICES)
@@ -67,19 +68,18 @@ class ContainerSpec:
     connect: str = ""  # where it connects back
 
     @classmethod
-    def wanted(cls, options: Mapping[str, Any]) -> ContainerSpec:
+    def wanted(cls, options: FunctionOptions) -> ContainerSpec:
         """What a function's options ask of every container of it: what ``check`` judges at registration."""
-        return cls("", options, cpu=float(options.get("cpu") or 0))
+        return cls("", options, cpu=options.cpu or 0.0)
 
     @property
     def max_inputs(self) -> int:
-        return int(self.options.get("max_inputs", 1))
+        return self.options.max_inputs
 
     @property
     def gpu(self) -> str | list[str] | None:
         """The GPU request as the user wrote it (``"any"``, ``"H100:2"``, a list of choices), or None."""
-        gpu = self.options.get("gpu")
-        return gpu or None
+        return self.options.gpu or None
 
 
 @dataclass(frozen=True)

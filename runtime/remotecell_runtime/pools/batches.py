@@ -19,8 +19,9 @@ from typing import Any
 
 from ..batching import Batch, Batcher
 from ..containers import ContainerRecord, State
-from ..protocol import framing
 from ..protocol.errors import ErrorName
+from ..protocol.message import encode
+from ..protocol.messages.containers import BatchMsg
 from .inputs import Input, Result, error_result
 from .state import PoolState, release_slot
 
@@ -33,8 +34,8 @@ class BatchAssembly:
         self.dispatch_all = dispatch  # the whole pool's dispatch
         self.fail = fail
         self.batchers: dict[str, Batcher[Input]] = {
-            method: Batcher(method, int(spec["max_batch_size"]), int(spec["wait_ms"]), dispatch)
-            for method, spec in (pool.fn.options.get("batched") or {}).items()
+            method: Batcher(method, policy.max_batch_size, policy.wait_ms, dispatch)
+            for method, policy in pool.fn.opts.batch_policies().items()
         }
         self.batch_of: dict[str, Batch[Input]] = {}  # input id -> its running batch (until its result is in)
 
@@ -84,14 +85,12 @@ class BatchAssembly:
         batch.container = container
         container.active.add(batch.id)  # a batch takes one slot
         container.state = State.BUSY
-        header: dict[str, Any] = {"t": "batch", "id": batch.id, "ids": [inp.id for inp in batch.items],
-                                  "shm": [inp.shm for inp in batch.items]}
-        if batch.method:
-            header["m"] = batch.method
+        order = BatchMsg(id=batch.id, ids=[inp.id for inp in batch.items], shm=[inp.shm for inp in batch.items],
+                         method=batch.method or None)
         for inp in batch.items:
             inp.container = container
             self.batch_of[inp.id] = batch
-        self.pool.rt.send_container(container.id, framing.encode(header, [inp.payload for inp in batch.items]))
+        self.pool.rt.send_container(container.id, encode(order, [inp.payload for inp in batch.items]))
         batch.timer = asyncio.get_running_loop().call_later(self.pool.fn.timeout_s, self._timed_out, batch)
 
     def answered(self, container: ContainerRecord, input_id: str) -> None:

@@ -15,6 +15,7 @@ from ..protocol import framing
 from ..protocol.framing import Frame, Payload
 from ..protocol.messages.calls import CallEntry, ResultEntry, ResultsMsg
 from ..protocol.messages.session import ErrorInfo
+from ..protocol.options import FunctionOptions
 
 if TYPE_CHECKING:
     from ..containers import ContainerRecord
@@ -32,27 +33,18 @@ class FunctionDef:
     key: str = ""  # the same definition from the same client and app, across runtime restarts
     env: dict[str, str] = field(default_factory=dict)  # its containers' variables: env= and its secrets
     meta: dict[str, Any] = field(default_factory=dict)  # what its client said of it: generators, methods
+    opts: FunctionOptions = field(init=False)  # ``options`` read once: code uses these fields, never the dict
+
+    def __post_init__(self) -> None:
+        self.opts = FunctionOptions.from_wire(self.options)
 
     @property
     def timeout_s(self) -> float:
-        return float(self.options.get("timeout_s", 300))
-
-    @property
-    def max_inputs(self) -> int:
-        return int(self.options.get("max_inputs", 1))
-
-    @property
-    def target_inputs(self) -> int:
-        return int(self.options.get("target_inputs", self.max_inputs))
+        return self.opts.timeout_s
 
     def retry_delay_s(self, attempt: int) -> float | None:
         """Seconds before the next try after failed ``attempt``, or None when the budget is spent."""
-        retries = self.options.get("retries") or {}
-        if attempt > int(retries.get("max_retries", 0)):
-            return None
-        delay = float(retries.get("initial_delay_s", 1.0)) * float(retries.get("backoff_coefficient", 2.0)) ** (
-            attempt - 1)
-        return min(delay, float(retries.get("max_delay_s", 60.0)))
+        return self.opts.retries.delay_s(attempt)
 
 
 @dataclass

@@ -19,8 +19,10 @@ import secrets
 import time
 
 from ..containers import ContainerLease, ContainerRecord, State
-from ..protocol import framing
 from ..protocol.errors import ErrorName
+from ..protocol.message import encode
+from ..protocol.messages.calls import LeaseEndedMsg, LeaseMsg
+from ..protocol.messages.containers import LeaseTokenMsg, RevokeMsg
 from ..protocol.messages.session import ErrorInfo
 from .inputs import Input, error_result, failed_result
 from .queue import InputQueue
@@ -42,11 +44,11 @@ class Leases:
         lease = container.lease = ContainerLease(inp.peer, inp.lease, secrets.token_hex(8),
                                                  inp.called_as or pool.fn.fid)
         container.idle_since = time.monotonic()
-        pool.rt.send_container(container.id, framing.encode({"t": "lease", "token": lease.token}))
-        retries = int((pool.fn.options.get("retries") or {}).get("max_retries", 0)) > 0
-        grant = {"t": "lease", "id": inp.id, "fid": lease.fid, "cid": container.id, "addr": container.direct,
-                 "token": lease.token, "timeout_s": pool.fn.timeout_s, "retries": retries}
-        pool.rt.send_peer(inp.peer, framing.encode(grant))  # before the result: the caller's next call uses it
+        pool.rt.send_container(container.id, encode(LeaseTokenMsg(token=lease.token)))
+        retries = pool.fn.opts.retries.max_retries > 0
+        grant = LeaseMsg(id=inp.id, fid=lease.fid, cid=container.id, addr=container.direct, token=lease.token,
+                         timeout_s=pool.fn.timeout_s, retries=retries)
+        pool.rt.send_peer(inp.peer, encode(grant))  # before the result: the caller's next call uses it
 
     def take_one_back(self) -> None:
         leased = [c for c in self.pool.live() if c.lease is not None and not c.lease.revoking]
@@ -64,7 +66,7 @@ class Leases:
         if lease is None or lease.revoking:
             return
         lease.revoking = True
-        self.pool.rt.send_container(container.id, framing.encode({"t": "revoke"}))
+        self.pool.rt.send_container(container.id, encode(RevokeMsg()))
         if grace_s is None:
             return
 
@@ -78,8 +80,8 @@ class Leases:
     def on_released(self, container: ContainerRecord, idle_s: float, last_id: str) -> None:
         """The container gave the lease up after its holder's call ``last_id``, and takes no more."""
         if container.lease is not None:  # the holder's next call goes through the runtime at once
-            ended = {"t": "lease_ended", "fid": container.lease.fid, "cid": container.id, "last": last_id}
-            self.pool.rt.send_peer(container.lease.peer, framing.encode(ended))
+            ended = LeaseEndedMsg(fid=container.lease.fid, cid=container.id, last=last_id)
+            self.pool.rt.send_peer(container.lease.peer, encode(ended))
         container.lease = None
         container.idle_since = time.monotonic() - max(idle_s, 0.0)  # idle since the leaseholder's last call
 

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from ..containers import ContainerRecord, State
 from ..protocol import framing, sharedmem
 from ..protocol.framing import Payload
+from ..protocol.message import encode
+from ..protocol.messages.containers import CancelInputMsg
 from ..protocol.messages.session import ErrorInfo
 from .batches import BatchAssembly
 from .inputs import Input, Result, cancelled_result, failed_result
@@ -30,7 +32,6 @@ from .state import STOP_GRACE_S, PoolState, release_slot, room
 log = logging.getLogger("remotecell.runtime")
 
 CANCEL_GRACE_S = 5.0
-CRASH_RETRY_CAP = 3  # containers lost under one input before it fails as poison
 PREFETCH_BUDGET_US = 2000  # how much queued work a container may hold beyond its running inputs
 PREFETCH_MAX = 256
 
@@ -140,7 +141,7 @@ class InputQueue:
         if lost_container:
             inp.crashes += 1
             # A %%remote session must not rerun a cell on a fresh container: it sets crash_retries=0.
-            cap = int(fn.options.get("crash_retries", CRASH_RETRY_CAP))
+            cap = fn.opts.crash_retries
             if inp.crashes <= cap:
                 self._retry(inp, 0.0)
                 return
@@ -179,7 +180,7 @@ class InputQueue:
             if container.max_inputs == 1:  # the input may run on its I/O thread: interrupt it
                 self.pool.rt.containers.cancel(container, input_id)
             else:
-                self.pool.rt.send_container(container.id, framing.encode({"t": "cancel", "id": input_id}))
+                self.pool.rt.send_container(container.id, encode(CancelInputMsg(id=input_id)))
             loop = asyncio.get_running_loop()
             loop.call_later(CANCEL_GRACE_S, self._force_stop, container, input_id)
             container.active.add(f"cancelled:{input_id}")

@@ -25,8 +25,9 @@ from ..backends.base import ContainerSpec
 from ..containers import ContainerRecord, State
 from ..cpus import thread_env
 from ..images import Build
-from ..protocol import framing
 from ..protocol.errors import ErrorName
+from ..protocol.message import encode
+from ..protocol.messages.containers import StopMsg
 from ..protocol.messages.session import ErrorInfo
 from .leases import Leases
 from .queue import InputQueue
@@ -46,15 +47,15 @@ class Scaler:
 
     @property
     def min_containers(self) -> int:
-        return int(self.pool.fn.options.get("min_containers", 0))
+        return self.pool.fn.opts.min_containers
 
     @property
     def buffer_containers(self) -> int:
-        return int(self.pool.fn.options.get("buffer_containers", 0))
+        return self.pool.fn.opts.buffer_containers
 
     @property
     def max_containers(self) -> int:
-        return int(self.pool.fn.options.get("max_containers", 100))
+        return self.pool.fn.opts.max_containers
 
     def scale(self) -> None:
         """Start containers so that each holds about ``target_inputs`` of the demand."""
@@ -62,7 +63,7 @@ class Scaler:
         if pool.retired:
             return
         fn = pool.fn
-        simple = fn.target_inputs == fn.max_inputs and not self.buffer_containers
+        simple = fn.opts.inputs_per_container == fn.opts.max_inputs and not self.buffer_containers
         if simple and not self.queue.waiting and len(pool.containers) >= self.min_containers:
             return  # the hot path: nothing waits, nothing to add
         live = pool.live()
@@ -75,7 +76,7 @@ class Scaler:
         fast = run_us is not None and demand * run_us / 1e6 < STARTUP_S * len(live)
         if fast and len(live) >= self.min_containers:
             return  # the containers there finish this work before a new one could help
-        wanted = math.ceil(demand / fn.target_inputs) + (self.buffer_containers if demand else 0)
+        wanted = math.ceil(demand / fn.opts.inputs_per_container) + (self.buffer_containers if demand else 0)
         wanted = min(max(wanted, self.min_containers), self.max_containers)
         for _ in range(wanted - len(live)):
             if not self._start_container():
@@ -112,14 +113,14 @@ class Scaler:
         """What a container of this function gets (thread pools sized to ``cpu=``; the user's own settings win),
         GPUs not yet reserved; None until its image is built."""
         fn = self.pool.fn
-        cpu = float(fn.options.get("cpu") or 0)
+        cpu = fn.opts.cpu or 0.0
         env = {**thread_env(cpu), **fn.env} if cpu else dict(fn.env)
-        image = fn.options.get("image")
+        image = fn.opts.image
         site = self.pool.rt.images.site(image) if image else None
         if isinstance(site, Build):
             self._wait_for_image(site)
             return None
-        return ContainerSpec(fn.fid, fn.options, env, site, (), cpu)
+        return ContainerSpec(fn.fid, fn.opts, env, site, (), cpu)
 
     def _wait_for_image(self, build: Build) -> None:
         pool = self.pool
@@ -135,7 +136,7 @@ class Scaler:
         pool = self.pool
         busy = bool(self.queue.waiting) or any(c.state is State.BUSY for c in pool.containers.values())
         keep = 0 if pool.retired else self.min_containers + (self.buffer_containers if busy else 0)
-        window_s = float(pool.fn.options.get("scaledown_window_s", 60))
+        window_s = pool.fn.opts.scaledown_window_s
         live = pool.live()
         idle = sorted((c for c in live if c.state is State.IDLE), key=lambda c: c.idle_since)
         for c in idle[:max(0, len(live) - keep)]:
@@ -151,7 +152,7 @@ class Scaler:
         if c.lease is not None:
             self.leases.revoke(c)
             return
-        self.pool.rt.send_container(c.id, framing.encode({"t": "stop"}))
+        self.pool.rt.send_container(c.id, encode(StopMsg()))
         self.pool.rt.containers.stop(c, None, EXIT_GRACE_S, asked=True)
 
     def idle_holder(self, holds: Callable[[ContainerRecord], bool]) -> ContainerRecord | None:
@@ -163,7 +164,7 @@ class Scaler:
 
     def check_memory(self) -> None:
         """Stop containers over ``memory=``; their inputs count as lost containers."""
-        limit = self.pool.fn.options.get("memory_mib")
+        limit = self.pool.fn.opts.memory_mib
         if not limit:
             return
         for c in self.pool.live():

@@ -28,7 +28,8 @@ import typing
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-from .framing import WireError
+from .framing import Frame, Payload, WireError
+from .framing import encode as encode_header
 
 M = TypeVar("M", bound="Message")
 
@@ -54,6 +55,11 @@ class Message:
         header = self.to_wire()
         header.pop("t", None)
         return header
+
+
+def encode(msg: Message, payloads: typing.Sequence[Payload] = ()) -> list[Frame]:
+    """The frames of ``msg`` and its payloads."""
+    return encode_header(msg.to_wire(), payloads)
 
 
 def wire(key: str | None = None, *, default: Any = _MISSING, factory: Callable[[], Any] | None = None) -> Any:
@@ -130,6 +136,9 @@ def _read(f: dataclasses.Field[Any], key: str, check: str, build: str | None, ty
     else:
         lines.append(f"if {name} is _MISSING: {name} = {default}")
         lines.append(f"elif not ({check.format(v=name)}): {bad}")
+        if build is not None:  # a default is built already
+            lines.append(f"else: {name} = {build.format(v=name)}")
+        return lines
     if build is not None:
         lines.append(f"{name} = {build.format(v=name)}")
     return lines

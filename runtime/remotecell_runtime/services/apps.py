@@ -23,7 +23,7 @@ from ..images import ImageError, packages_of
 from ..pools import FunctionDef
 from ..protocol import framing
 from ..protocol.errors import ErrorName
-from ..protocol.framing import Payload
+from ..protocol.framing import Payload, WireError
 from ..protocol.message import Message
 from ..protocol.messages.apps import (
     AppCreateMsg,
@@ -35,6 +35,7 @@ from ..protocol.messages.apps import (
     FnRegisterReply,
 )
 from ..protocol.messages.session import EmptyReply
+from ..protocol.options import FunctionOptions
 from .base import Handler, Host, Request, RequestError, Service, refusal
 from .functions import Functions
 from .jobs import Jobs
@@ -136,33 +137,38 @@ class Apps(Service):
         body = Payload([bytes(framing.buffer_of(f)) for f in req.payloads[0].frames])
         return FnRegisterReply(fid=self.register(app, SavedFunction(msg.name, msg.options, msg.meta or {}, body)))
 
-    def _check_host(self, options: dict[str, Any]) -> dict[str, str]:
+    def _check_host(self, raw: dict[str, Any]) -> dict[str, str]:
         """Refuse what this host cannot give a definition (its GPUs, its image); its containers' variables."""
+        try:
+            options = FunctionOptions.from_wire(raw)
+            options.batch_policies()
+        except WireError as exc:
+            raise refusal(ErrorName.INVALID, f"function options: {exc}") from None
         try:
             self.functions.containers.check(options)
         except SpecRefused as exc:
             raise refusal(ErrorName.INVALID, str(exc)) from None
-        if options.get("schedule") is not None:
-            check_spec(options["schedule"])
-        if options.get("image"):
+        if options.schedule is not None:
+            check_spec(options.schedule)
+        if options.image:
             try:
-                packages_of(options["image"])
+                packages_of(options.image)
             except ImageError as exc:
                 raise refusal(ErrorName.INVALID, str(exc)) from None
         return self._environment(options)
 
-    def _environment(self, options: dict[str, Any]) -> dict[str, str]:
+    def _environment(self, options: FunctionOptions) -> dict[str, str]:
         """A function's containers' variables: its ``env``, then its secrets (named ones read here),
         and where its volumes are (``REMOTECELL_VOLUMES``: the container links them before loading)."""
-        env = {str(k): str(v) for k, v in (options.get("env") or {}).items()}
+        env = dict(options.env)
         try:
-            env.update(vault.environment(self.host.state_dir, options.get("secrets")))
+            env.update(vault.environment(self.host.state_dir, options.secrets))
         except vault.SecretNotFound as exc:
             raise refusal(ErrorName.NOT_FOUND, str(exc)) from None
         except vault.SecretError as exc:
             raise refusal(ErrorName.INVALID, str(exc)) from None
-        if options.get("volumes"):
-            env[VOLUMES_ENV] = json.dumps(self.volumes.mounts(options["volumes"]))
+        if options.volumes:
+            env[VOLUMES_ENV] = json.dumps(self.volumes.mounts(options.volumes))
         return env
 
     def register(self, app: AppEntry, fn: SavedFunction) -> str:
@@ -184,7 +190,7 @@ class Apps(Service):
         if deployed:
             self.functions.deployed_fids[fid] = (app.name, fn.name)
             self.store.save_function(app.name, fn)
-            self.scheduler.sync(app.name, fn.name, fn.options.get("schedule"))
+            self.scheduler.sync(app.name, fn.name, pool.fn.opts.schedule)
         pool.scale()
         self.jobs.adopt(pool)
         return fid

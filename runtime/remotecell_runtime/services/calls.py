@@ -18,7 +18,7 @@ from ..containers import ContainerRecord
 from ..pools import CANCEL_GRACE_S, Input, Peer, Result, ResultMessage, error_result
 from ..protocol import framing, sharedmem
 from ..protocol.errors import ErrorName
-from ..protocol.message import Message
+from ..protocol.message import Message, encode
 from ..protocol.messages.calls import (
     CallMsg,
     CallsMsg,
@@ -150,8 +150,7 @@ class Calls(Service):
             self.functions.containers.stop(container, "its function is gone", 1.0)
             return
         fn = pool.fn
-        load = LoadMsg(fid=fn.fid, options=fn.options)
-        self.functions.send_container(container.id, framing.encode(load.to_wire(), [fn.body]))
+        self.functions.send_container(container.id, encode(LoadMsg(fid=fn.fid, options=fn.options), [fn.body]))
 
     def on_ready(self, container: ContainerRecord, report: Report[ReadyMsg]) -> None:
         pool = self.functions.pool_of(container)

@@ -32,6 +32,8 @@ from ..pools.host import Requester
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Frame
+from ..protocol.message import encode
+from ..protocol.messages.calls import LeaseLostMsg
 from .base import Host, Service, refusal
 from .registry import AppRegistry
 
@@ -179,9 +181,8 @@ class Functions(Service):
 
     def on_container_exit(self, container: ContainerRecord) -> None:
         if container.lease is not None:  # its leaseholder hands back the call it may be waiting for
-            lost = {"t": "lease_lost", "fid": container.lease.fid, "cid": container.id,
-                    "cause": container.death_cause()}
-            self.send_peer(container.lease.peer, framing.encode(lost))
+            lost = LeaseLostMsg(fid=container.lease.fid, cid=container.id, cause=container.death_cause())
+            self.send_peer(container.lease.peer, encode(lost))
         pool = self.pool_of(container)
         if pool is not None:
             pool.on_exit(container)

@@ -1,0 +1,89 @@
+"""The function options schema: what a registered function or class asks of the runtime, field by field.
+
+The client checks what the user wrote (ranges, spellings; ``remotecell.options``)
+and sends the normalized options as ``fn_register``'s ``options``, units in names
+(``timeout_s``, ``memory_mib``).  The runtime reads them once, at registration,
+as a ``FunctionOptions`` (a field of the wrong type is refused there, by name)
+and never looks a key up again.  The dict itself is kept as it came: it is
+saved with a deployed app, sent to containers in ``load``, and part of the fid.
+
+Defaults here are the runtime's: an option left out means its default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .framing import WireError
+from .message import Message, message, wire
+
+CRASH_RETRY_CAP = 3  # containers that may die under one input before it fails as poison
+
+
+@message()
+class RetryPolicy(Message):
+    """``retries=``: how many more tries a failed input gets, and the waits between them."""
+
+    max_retries: int = 0
+    backoff_coefficient: float = 2.0
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+    def delay_s(self, attempt: int) -> float | None:
+        """Seconds before the next try after failed ``attempt``, or None when the budget is spent."""
+        if attempt > self.max_retries:
+            return None
+        return min(self.initial_delay_s * self.backoff_coefficient ** (attempt - 1), self.max_delay_s)
+
+
+@message()
+class BatchPolicy(Message):
+    """``@batched``: inputs per call, and how long the first of a batch waits for the rest."""
+
+    max_batch_size: int
+    wait_ms: int
+
+
+@message()
+class FunctionOptions(Message):
+    """The options of one registered definition, as the runtime acts on them.
+
+    Example::
+
+        opts = FunctionOptions.from_wire({"timeout_s": 30, "max_containers": 2})
+        opts.timeout_s, opts.retries.delay_s(1)  # 30, None
+    """
+
+    gpu: Any = None  # "any", "H100:2" or a list of choices; the host's GPU check reads it
+    timeout_s: float = 300.0
+    min_containers: int = 0
+    max_containers: int = 100
+    buffer_containers: int = 0
+    scaledown_window_s: float = 60.0
+    cpu: float | None = None  # cores; None: no share of the host's budget reserved
+    memory_mib: int | None = None
+    retries: RetryPolicy = wire(factory=RetryPolicy)
+    crash_retries: int = CRASH_RETRY_CAP  # a %%remote session sets 0: a cell never reruns behind its back
+    max_inputs: int = 1  # inputs one container runs at once (@concurrent)
+    target_inputs: int | None = None  # the scaler's aim per container; None: max_inputs
+    batched: dict[str, Any] = wire(factory=dict)  # method ("" for a function) -> BatchPolicy fields
+    env: dict[str, str] = wire(factory=dict)
+    secrets: list[dict[str, Any]] = wire(factory=list)
+    volumes: dict[str, dict[str, Any]] = wire(factory=dict)  # mount path -> volume
+    image: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None  # {"period_s"} or {"cron", "timezone"}
+    not_in_effect: list[str] = wire(factory=list)  # accepted and reported, not enforced yet
+
+    @property
+    def inputs_per_container(self) -> int:
+        """What the scaler aims at per container."""
+        return self.target_inputs if self.target_inputs is not None else self.max_inputs
+
+    def batch_policies(self) -> dict[str, BatchPolicy]:
+        """Each ``@batched`` method's policy; WireError on a malformed one."""
+        policies = {}
+        for method, spec in self.batched.items():
+            if type(spec) is not dict:
+                raise WireError(f"option 'batched' of {method!r} must be a JSON object, got {spec!r:.80}")
+            policies[method] = BatchPolicy.from_wire(spec)
+        return policies
