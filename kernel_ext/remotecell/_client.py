@@ -29,12 +29,15 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import zmq
 import zmq.asyncio
 from remotecell_runtime.protocol import framing, pickling, sharedmem
 from remotecell_runtime.protocol.framing import Payload
+from remotecell_runtime.protocol.message import Message
+from remotecell_runtime.protocol.messages.calls import CancelMsg, OutputMsg, ResultEntry
+from remotecell_runtime.protocol.messages.session import ErrorInfo, ErrorReply, HelloMsg, HelloReply, PingMsg, PongMsg
 from remotecell_runtime.protocol.versions import versions
 
 from . import _bridge, _local, exceptions
@@ -53,6 +56,8 @@ LEASE_NEWS = ("lease", "lease_ended", "lease_lost")
 
 OutputSink = Callable[[str, str], None]  # (stream name, text)
 Deliver = Callable[[dict[str, Any], list[Payload]], None]  # takes the reply to one request
+
+R = TypeVar("R", bound=Message)
 
 _CONNECTION: Connection | None = None
 _CONNECTION_LOCK = threading.Lock()
@@ -99,19 +104,19 @@ def output_here() -> OutputSink:
 
 def result_value(header: dict[str, Any], payloads: list[Payload]) -> Any:
     """The value a result message carries, or raise the error it reports."""
-    status = header.get("status")
-    if status == "ok":
+    result = ResultEntry.from_wire(header)
+    if result.status == "ok":
         return pickling.deserialize(payloads[0])
-    if status == "cancelled":
-        raise exceptions.InputCancelled(f"input {header.get('id')} was cancelled")
-    raise error_from(header.get("error") or {}, payloads)
+    if result.status == "cancelled":
+        raise exceptions.InputCancelled(f"input {result.id} was cancelled")
+    raise error_from(result.error, payloads)
 
 
-def error_from(error: dict[str, Any], payloads: list[Payload]) -> BaseException:
-    type_name = str(error.get("type", "Error"))
-    message = str(error.get("message", ""))
-    frames = error.get("frames")
-    tb = format_frames(frames, type_name, message) if frames else str(error.get("traceback", ""))
+def error_from(error: ErrorInfo | None, payloads: list[Payload]) -> BaseException:
+    """The exception an ``error`` reply or a failed result reports (the pickled one when it came along)."""
+    error = error or ErrorInfo(type="Error", message="")
+    type_name, message = error.type, error.message
+    tb = format_frames(error.frames, type_name, message) if error.frames else error.traceback
     tb = tb.removeprefix("Traceback (most recent call last):\n")
     exc: BaseException | None = None
     if payloads:
@@ -162,21 +167,21 @@ class Connection:
         self.on_restart: weakref.WeakSet[Any] = weakref.WeakSet()
         self.runtime_id: str = ""  # the runtime process we talk to; a new one means it restarted
         try:
-            reply = self._hello()
-            self.runtime_versions: dict[str, str] = reply["versions"]
-            self.runtime_id = reply["runtime_id"]
+            reply = HelloReply.from_wire(self._hello())
+            self.runtime_versions: dict[str, str] = reply.versions
+            self.runtime_id = reply.runtime_id
             check_versions(versions(), self.runtime_versions, info.address)
         except BaseException:
             self.close()  # a half-made connection must not leave sockets that block term()
             raise
-        self.shm = bool(reply.get("shm")) and sharedmem.ShmPool.available()
+        self.shm = reply.shm and sharedmem.ShmPool.available()
         self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="remotecell-heartbeat", daemon=True)
         self._heartbeat_thread.start()
         atexit.register(self.close)
 
     def _hello(self) -> dict[str, Any]:
         """The first request; over tcp:// a socket monitor tells a refused key from a dead runtime."""
-        header = {"t": "hello", "versions": versions()}
+        header = HelloMsg(versions=versions()).to_wire()
         if self.info.is_local:
             return self.request(header, timeout_s=HELLO_TIMEOUT_S)
         channel = self.channel()
@@ -279,16 +284,40 @@ class Connection:
         reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
         return reply
 
+    def envelope(self, msg: Message) -> dict[str, Any]:
+        """The header of request ``msg`` from this session, under a new request id."""
+        header = msg.to_wire()
+        header["id"] = self.new_id()
+        header["sid"] = self.sid
+        return header
+
+    def ask(self, msg: Message, answer: type[R], payloads: list[Payload] | tuple[()] = (),
+            timeout_s: float | None = 30.0) -> R:
+        """One request, its reply read as ``answer``; raise the error it reports.
+
+        Example::
+
+            status = conn.ask(StatusMsg(), StatusReply)
+        """
+        reply, _ = self.channel().roundtrip(self.envelope(msg), payloads, timeout_s=timeout_s)
+        return answer.from_wire(reply)
+
+    async def ask_aio(self, msg: Message, answer: type[R],
+                      payloads: list[Payload] | tuple[()] = ()) -> tuple[R, list[Payload]]:
+        """The ``.aio`` twin of ``ask``, with the reply's payloads."""
+        reply, reply_payloads = await self.async_channel().roundtrip(self.envelope(msg), payloads)
+        return answer.from_wire(reply), reply_payloads
+
     def _heartbeat(self) -> None:
         sock = self.new_socket()
         while not self._stop_heartbeat.wait(HEARTBEAT_INTERVAL_S):
             try:
-                sock.send_multipart(framing.encode({"t": "ping", "id": "hb", "sid": self.sid}))
+                sock.send_multipart(framing.encode(dict(PingMsg().to_wire(), id="hb", sid=self.sid)))
                 while sock.poll(0):
                     pong = framing.decode_header(sock.recv_multipart())
                     self.last_pong = time.monotonic()
-                    if pong.get("runtime_id") not in (None, self.runtime_id):
-                        self._restarted(str(pong["runtime_id"]))
+                    if pong.get("t") == "pong" and PongMsg.from_wire(pong).runtime_id != self.runtime_id:
+                        self._restarted(PongMsg.from_wire(pong).runtime_id)
             except zmq.ZMQError:  # the context was destroyed under us: we are closing
                 return
 
@@ -374,7 +403,7 @@ class Connection:
 
 def _check_reply(header: dict[str, Any], payloads: list[Payload]) -> None:
     if header.get("t") == "error":
-        raise error_from(header.get("error") or {}, payloads)
+        raise error_from(ErrorReply.from_wire(header).error, payloads)
 
 
 def replies(header: dict[str, Any], payloads: list[Payload]) -> list[framing.Entry]:
@@ -394,8 +423,14 @@ class _ThreadSlot:
         self.channel = channel
 
 
-def cancel_header(conn: Connection, ids: list[str]) -> dict[str, Any]:
-    return {"t": "cancel", "sid": conn.sid, "ids": ids}
+def cancel_header(conn: Connection, ids: list[str], cid: str | None = None) -> dict[str, Any]:
+    return dict(CancelMsg(ids=ids, cid=cid).to_wire(), sid=conn.sid)
+
+
+def write_to(on_output: OutputSink | None, header: dict[str, Any]) -> None:
+    """An ``output`` message, to where its call's output goes (``on_output``; else this process's streams)."""
+    out = OutputMsg.from_wire(header)
+    (on_output or write_output)(out.stream, out.text)
 
 
 class LeaseHolder(Protocol):
@@ -457,7 +492,7 @@ class SyncChannel:
                 elif reply.get("id") != request_id:
                     sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
                 elif reply["t"] == "output":
-                    (on_output or write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
+                    write_to(on_output, reply)
                 elif reply["t"] == "item":
                     yield reply, reply_payloads
                 else:
@@ -516,7 +551,7 @@ class AsyncChannel:
             return
         deliver, on_output = entry
         if header["t"] == "output":
-            (on_output or write_output)(header.get("stream", "stdout"), header.get("text", ""))
+            write_to(on_output, header)
         else:
             deliver(header, payloads)
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from remotecell_runtime.protocol import framing, sharedmem
+from remotecell_runtime.protocol.messages.session import ErrorReply
 
 from . import _client, _progress
 
@@ -83,7 +84,7 @@ class Fanout:
         while self.outcomes.arrived:
             header, payloads = self.outcomes.arrived.popleft()
             if header.get("t") == "error":  # the runtime refused a whole message
-                raise _client.error_from(header.get("error") or {}, payloads)
+                raise _client.error_from(ErrorReply.from_wire(header).error, payloads)
             index = self.pending.pop(header["id"], None)
             self.channel.waiting.pop(header["id"], None)
             if index is None:
@@ -102,7 +103,7 @@ class Fanout:
             self.channel.waiting.pop(input_id, None)
         count = len(self.pending)
         if count:
-            await self.channel.send({"t": "cancel", "sid": self.conn.sid, "ids": list(self.pending)})
+            await self.channel.send(_client.cancel_header(self.conn, list(self.pending)))
             self.pending.clear()
         return count
 

@@ -10,6 +10,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from remotecell_runtime.protocol.messages.apps import AppCreateMsg, AppCreateReply, AppStopMsg
+from remotecell_runtime.protocol.messages.session import EmptyReply, StatusMsg, StatusReply
+
 from . import _client
 from ._bridge import Twin
 from .cls import Cls
@@ -114,13 +117,12 @@ class App:
 
     def _start(self, conn: _client.Connection) -> None:
         runtime_id = conn.runtime_id
-        header: dict[str, Any] = {"t": "app_create", "name": self.name, "mode": self._mode}
-        if self._mode == "deployed":  # a redeploy drops the functions this version no longer has
-            header["functions"] = sorted(self.functions)
+        # A redeploy drops the functions this version no longer has.
+        keep = sorted(self.functions) if self._mode == "deployed" else None
         if self._mode == "ephemeral":
             self._warn_schedules()
-        reply = conn.request(header)
-        self._app_id, self._conn, self._runtime_id = reply["app_id"], conn, runtime_id
+        reply = conn.ask(AppCreateMsg(name=self.name, mode=self._mode, functions=keep), AppCreateReply)
+        self._app_id, self._conn, self._runtime_id = reply.app_id, conn, runtime_id
         conn.on_restart.add(self)
         for f in self.functions.values():
             f.forget_registrations()
@@ -195,7 +197,7 @@ class App:
             self._app_id = self._conn = None
             self._mode = "ephemeral"
         if app_id is not None and conn is not None and not conn.closed:
-            conn.request({"t": "app_stop", "app_id": app_id})
+            conn.ask(AppStopMsg(app_id=app_id), EmptyReply)
 
     def _stop_quietly(self) -> None:
         """Stop an ephemeral app (at exit, or before another start); a deployed one stays."""
@@ -213,7 +215,7 @@ class App:
         >>> [a["name"] for a in rc.App.list_deployed()]
         ['demo']
         """
-        apps = _client.connection().request({"t": "status"})["apps"]
+        apps = _client.connection().ask(StatusMsg(), StatusReply).apps
         return sorted((a for a in apps if a["mode"] == "deployed"), key=lambda a: a["name"])
 
     @staticmethod
@@ -222,7 +224,7 @@ class App:
 
         >>> rc.App.stop_deployed("demo")
         """
-        _client.connection().request({"t": "app_stop", "name": name})
+        _client.connection().ask(AppStopMsg(name=name), EmptyReply)
 
     def __repr__(self) -> str:
         state = f"{'deployed' if self._mode == 'deployed' else 'running'} as {self._app_id}" if self._app_id \

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remotecell_runtime.protocol import framing
+from remotecell_runtime.protocol.messages.apps import VolumeLsMsg, VolumeLsReply, VolumeReadMsg, VolumeReadReply
 
 from . import _client
 from ._bridge import Twin, twin
@@ -167,19 +168,16 @@ class Volume:
     def read_file(self) -> Twin:
         return twin(self._read_file)
 
-    async def _request(self, header: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-        conn = _client.connection()
-        header.update(self.to_wire(), id=conn.new_id(), sid=conn.sid)
-        return await conn.async_channel().roundtrip(header)
-
     async def _listdir(self, path: str = "/") -> list[dict[str, Any]]:
         """The entries under ``path`` (relative to the volume's root): path, type (file or dir), size."""
-        reply, _ = await self._request({"t": "volume_ls", "path": path})
-        return list(reply["entries"])
+        msg = VolumeLsMsg(name=self.name, create=self.create_if_missing, path=path)
+        reply, _ = await _client.connection().ask_aio(msg, VolumeLsReply)
+        return reply.entries
 
     async def _read_file(self, path: str) -> bytes:
         """The bytes of the file at ``path`` in the volume."""
-        _, payloads = await self._request({"t": "volume_read", "path": path})
+        msg = VolumeReadMsg(name=self.name, create=self.create_if_missing, path=path)
+        _, payloads = await _client.connection().ask_aio(msg, VolumeReadReply)
         return b"".join(bytes(framing.buffer_of(f)) for f in payloads[0].frames) if payloads else b""
 
     def commit(self) -> None:

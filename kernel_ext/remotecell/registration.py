@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import cloudpickle
 from remotecell_runtime.protocol import framing, pickling
+from remotecell_runtime.protocol.messages.apps import FnLookupMsg, FnLookupReply, FnRegisterMsg, FnRegisterReply
 from remotecell_runtime.protocol.spec import ClsSpec
 
 from . import _client
@@ -129,9 +130,8 @@ class Registration:
         with self._lock:
             if self._fid is None or self._fid_app != app_id:
                 options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
-                header = {"t": "fn_register", "app_id": app_id, "name": self.name, "options": options,
-                          "meta": self.meta()}
-                self._fid = conn.request(header, [self._body()])["fid"]
+                register = FnRegisterMsg(app_id=app_id, name=self.name, options=options, meta=self.meta())
+                self._fid = conn.ask(register, FnRegisterReply, [self._body()]).fid
                 self._fid_app = app_id
             return conn, self._fid
 
@@ -151,9 +151,9 @@ class Lookup(Registration):
             conn = _client.connection()
             if self._fid is None or self._conn is not conn or self._runtime_id != conn.runtime_id:
                 runtime_id = conn.runtime_id
-                reply = conn.request({"t": "fn_lookup", "app": self.app.name, "name": self.name})
-                self._fid, self._conn, self._runtime_id = str(reply["fid"]), conn, runtime_id
-                self.options, self._meta = dict(reply.get("options") or {}), dict(reply.get("meta") or {})
+                reply = conn.ask(FnLookupMsg(app=self.app.name, name=self.name), FnLookupReply)
+                self._fid, self._conn, self._runtime_id = reply.fid, conn, runtime_id
+                self.options, self._meta = reply.options, reply.meta
             return conn, self._fid
 
     def cached(self) -> tuple[_client.Connection, str] | None:

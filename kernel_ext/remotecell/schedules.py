@@ -16,6 +16,17 @@ import datetime
 import time
 from typing import Any
 
+from remotecell_runtime.protocol.messages.apps import (
+    ScheduleGetMsg,
+    ScheduleListMsg,
+    ScheduleListReply,
+    SchedulePauseMsg,
+    ScheduleRef,
+    ScheduleReply,
+    ScheduleResumeMsg,
+    ScheduleRunMsg,
+)
+
 from . import _views, calls
 from ._bridge import twin
 
@@ -71,31 +82,30 @@ class Schedule:
     def fires(self) -> list[dict[str, Any]]:
         return list(self.state.get("fires") or [])
 
-    async def _ask(self, message_type: str, **fields: Any) -> dict[str, Any]:
-        reply, _ = await calls._request({"t": message_type, "app": self.app_name, "name": self.function_name,
-                                         **fields})
-        self.state = {k: v for k, v in reply.items() if k not in ("t", "id")}
+    async def _ask(self, kind: type[ScheduleRef], **fields: Any) -> dict[str, Any]:
+        reply, _ = await calls._request(kind(app=self.app_name, name=self.function_name, **fields).to_wire())
+        self.state = ScheduleReply.from_wire(reply).fields()
         return self.state
 
     async def _refresh(self) -> Schedule:
         """Ask the runtime again; returns this object."""
-        await self._ask("schedule_get")
+        await self._ask(ScheduleGetMsg)
         return self
 
     async def _pause(self) -> Schedule:
         """No more slots fire until ``resume()``; a run in progress goes on."""
-        await self._ask("schedule_pause")
+        await self._ask(SchedulePauseMsg)
         return self
 
     async def _resume(self) -> Schedule:
         """Slots fire again, the next one counted from now (missed ones while paused do not run)."""
-        await self._ask("schedule_resume")
+        await self._ask(ScheduleResumeMsg)
         return self
 
     async def _run_now(self) -> calls.FunctionCall:
         """Run the function now as a spawned call, whatever its slots (also while paused)."""
         call_id = calls.new_call_id()  # made here: a request sent again after a reconnect runs once
-        await self._ask("schedule_run", call=call_id)
+        await self._ask(ScheduleRunMsg, call=call_id)
         return calls.FunctionCall(call_id, self.function_name)
 
     def upcoming(self) -> str:
@@ -130,9 +140,8 @@ async def fetch(app_name: str, function_name: str) -> Schedule:
 
 async def _list(app_name: str | None = None) -> list[Schedule]:
     """The schedules on the runtime (of one deployed app, or all)."""
-    header: dict[str, Any] = {"t": "schedule_list"} | ({"app": app_name} if app_name else {})
-    reply, _ = await calls._request(header)
-    return [Schedule(s["app"], s["function"], s) for s in reply.get("schedules", [])]
+    reply, _ = await calls._request(ScheduleListMsg(app=app_name or None).to_wire())
+    return [Schedule(s.app, s.function, s.fields()) for s in ScheduleListReply.from_wire(reply).schedules]
 
 
 list_schedules = twin(_list)

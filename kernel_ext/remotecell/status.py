@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from remotecell_runtime.protocol.messages.session import StatusMsg, StatusReply
+
 from . import _client
 
 
@@ -48,5 +50,4 @@ def _cpus(cpus: dict[str, float] | None) -> str:
 
 def status() -> RuntimeStatus:
     """Ask the runtime what it is doing (starts the local runtime if none runs)."""
-    reply: dict[str, Any] = _client.connection().request({"t": "status"})
-    return RuntimeStatus({k: v for k, v in reply.items() if k not in ("t", "id")})
+    return RuntimeStatus(_client.connection().ask(StatusMsg(), StatusReply).fields())

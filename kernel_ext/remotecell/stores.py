@@ -16,21 +16,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import pickle
 import queue
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from remotecell_runtime.protocol import pickling
 from remotecell_runtime.protocol.framing import Payload
+from remotecell_runtime.protocol.message import Message
+from remotecell_runtime.protocol.messages.session import EmptyReply
+from remotecell_runtime.protocol.messages.stores import (
+    CountReply,
+    DictClearMsg,
+    DictFoundReply,
+    DictGetMsg,
+    DictLenMsg,
+    DictPopMsg,
+    DictPutMsg,
+    DictPutReply,
+    DictScanMsg,
+    DictScanReply,
+    KvCancelMsg,
+    KvDeleteMsg,
+    KvOpenMsg,
+    KvOpenReply,
+    QueueClearMsg,
+    QueueGetMsg,
+    QueueLenMsg,
+    QueuePeekMsg,
+    QueuePutMsg,
+    QueueWait,
+)
 
 from . import _bridge, _client
 from ._bridge import Twin, twin
 from .exceptions import InvalidError, PayloadTooLarge
 
 S = TypeVar("S", bound="_Store")
+R = TypeVar("R", bound=Message)
 
 # What the runtime allows unless it says otherwise in its answer to kv_open.
 DEFAULT_LIMITS = {"dict_value_bytes": 100 << 20, "dict_key_bytes": 64 << 10, "queue_item_bytes": 1 << 20,
@@ -95,16 +121,17 @@ class _Store:
     def __repr__(self) -> str:
         return f"<rc.{type(self).__name__} {self.name or f'ephemeral #{self.object_id}'}>"
 
-    async def _request(self, t: str, payloads: list[Payload] | None = None,
-                       **fields: Any) -> tuple[dict[str, Any], list[Payload]]:
+    async def _request(self, msg: Message, answer: type[R], payloads: list[Payload] | None = None,
+                       ) -> tuple[R, list[Payload]]:
         conn = _client.connection()
-        header = {"t": t, "oid": self.object_id, "id": conn.new_id(), "sid": conn.sid, **fields}
+        header = conn.envelope(msg)
         channel = conn.async_channel()
         try:
-            return await channel.roundtrip(header, payloads or [])
+            reply, reply_payloads = await channel.roundtrip(header, payloads or [])
         except asyncio.CancelledError:  # Ctrl-C or a cancelled task: the runtime stops waiting for us
-            await channel.send({"t": "kv_cancel", "sid": conn.sid, "id": conn.new_id(), "ids": [header["id"]]})
+            await channel.send(conn.envelope(KvCancelMsg(ids=[header["id"]])))
             raise
+        return answer.from_wire(reply), reply_payloads
 
     def _value(self, obj: Any, what: str, limit: str) -> Payload:
         """``obj`` pickled, if it is within the runtime's limit."""
@@ -119,14 +146,12 @@ class _Store:
     async def _open(cls: type[S], name: str | None, create: bool) -> S:
         if name is not None and (not isinstance(name, str) or not name):
             raise InvalidError(f"name {name!r}: give a non-empty string, e.g. {cls.__name__}.from_name('results')")
-        conn = _client.connection()
-        header = {"t": "kv_open", "kind": cls._kind, "name": name, "create": create, "id": conn.new_id(),
-                  "sid": conn.sid}
-        reply, _ = await conn.async_channel().roundtrip(header)
-        return cls(int(reply["oid"]), name, dict(reply.get("limits") or {}))
+        reply, _ = await _client.connection().ask_aio(KvOpenMsg(kind=cls._kind, name=name, create=create),
+                                                      KvOpenReply)
+        return cls(reply.oid, name, reply.limits)
 
     async def _delete(self) -> None:
-        await self._request("kv_delete", kind=self._kind)
+        await self._request(KvDeleteMsg(oid=self.object_id, kind=self._kind), EmptyReply)
 
 
 def _key_bytes(key: Any) -> bytes:
@@ -191,47 +216,50 @@ class Dict(_Store):
 
     async def _get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
-        reply, payloads = await self._request("dict_get", [self._key_payload(key)])
-        return pickling.deserialize(payloads[0]) if reply["found"] else default
+        reply, payloads = await self._request(DictGetMsg(oid=self.object_id), DictFoundReply, [self._key_payload(key)])
+        return pickling.deserialize(payloads[0]) if reply.found else default
 
     async def _put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
         """Set ``key``; with ``skip_if_exists`` an existing value stays. True if the value was written."""
-        reply, _ = await self._request("dict_put", self._pairs([(key, value)]), skip_if_exists=skip_if_exists)
-        return bool(reply["written"])
+        reply, _ = await self._request(DictPutMsg(oid=self.object_id, skip_if_exists=skip_if_exists), DictPutReply,
+                                       self._pairs([(key, value)]))
+        return bool(reply.written)
 
     async def _update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Set many keys in one request, as ``dict.update`` (a mapping, pairs, or keywords)."""
         pairs = list(dict(other, **kwargs).items())
         if pairs:
-            await self._request("dict_put", self._pairs(pairs))
+            await self._request(DictPutMsg(oid=self.object_id), DictPutReply, self._pairs(pairs))
 
     async def _pop(self, key: Any, *default: Any) -> Any:
         """Remove ``key`` and return its value; KeyError if missing and no default is given."""
-        reply, payloads = await self._request("dict_pop", [self._key_payload(key)])
-        if reply["found"]:
+        reply, payloads = await self._request(DictPopMsg(oid=self.object_id), DictFoundReply, [self._key_payload(key)])
+        if reply.found:
             return pickling.deserialize(payloads[0])
         if default:
             return default[0]
         raise KeyError(key)
 
     async def _contains(self, key: Any) -> bool:
-        reply, _ = await self._request("dict_get", [self._key_payload(key)], exists_only=True)
-        return bool(reply["found"])
+        reply, _ = await self._request(DictGetMsg(oid=self.object_id, exists_only=True), DictFoundReply,
+                                       [self._key_payload(key)])
+        return reply.found
 
     async def _len(self) -> int:
-        reply, _ = await self._request("dict_len")
-        return int(reply["n"])
+        reply, _ = await self._request(DictLenMsg(oid=self.object_id), CountReply)
+        return reply.n
 
     async def _clear(self) -> None:
         """Remove every key."""
-        await self._request("dict_clear")
+        await self._request(DictClearMsg(oid=self.object_id), EmptyReply)
 
     async def _scan(self, what: str) -> AsyncIterator[Any]:
         """Keys, values or (key, value) pairs in insertion order, fetched a page at a time."""
         after: int | None = 0
         while after is not None:
-            reply, payloads = await self._request("dict_scan", what=what, after=after)
-            after = reply["next"]
+            reply, payloads = await self._request(DictScanMsg(oid=self.object_id, what=what, after=after),
+                                                  DictScanReply)
+            after = reply.next
             if what == "items":
                 for i in range(0, len(payloads), 2):
                     yield pickling.deserialize(payloads[i]), pickling.deserialize(payloads[i + 1])
@@ -309,7 +337,7 @@ class Queue(_Store):
         key = self._partition(partition)
         payloads = [self._value(v, "a Queue item", "queue_item_bytes") for v in vs]
         if payloads:
-            await self._request("queue_put", payloads, partition=key)
+            await self._request(QueuePutMsg(oid=self.object_id, partition=key), CountReply, payloads)
 
     async def _get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None) -> Any:
         """The oldest item, removed. ``block=False``: None when empty; a ``timeout`` that passes: ``queue.Empty``."""
@@ -326,42 +354,50 @@ class Queue(_Store):
     async def _take(self, n: int, block: bool, timeout: float | None, partition: str | None) -> list[Any]:
         if timeout is not None and timeout < 0:
             raise InvalidError(f"timeout={timeout!r}: give seconds >= 0, or None to wait as long as it takes")
-        got = await self._ask("queue_get", timeout if block else 0.0, partition=self._partition(partition), n=n)
+        key = self._partition(partition)
+        got = await self._ask(lambda wait_s: QueueGetMsg(oid=self.object_id, partition=key, n=n, wait_s=wait_s),
+                              timeout if block else 0.0)
         if got is not None:
             return [pickling.deserialize(p) for p in got[1]]
         if not block:
             return []
         raise queue.Empty(f"no item arrived in the Queue within {timeout:g} s")
 
-    async def _ask(self, t: str, timeout_s: float | None, **fields: Any) -> tuple[dict[str, Any], list[Payload]] | None:
-        """A ``queue_get``/``queue_peek`` that waits on the runtime up to ``timeout_s`` (None: as long as it takes),
-        asking again when the runtime's cap on one wait passes first; None if no item came."""
+    async def _ask(self, ask: Callable[[float | None], QueueWait],
+                   timeout_s: float | None) -> tuple[CountReply, list[Payload]] | None:
+        """A ``queue_get``/``queue_peek`` (``ask(wait_s)``) that waits on the runtime up to ``timeout_s`` (None: as
+        long as it takes), asking again when the runtime's cap on one wait passes first; None if no item came."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             wait_s = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            reply, payloads = await self._request(t, wait_s=wait_s, **fields)
-            if reply["n"]:
+            reply, payloads = await self._request(ask(wait_s), CountReply)
+            if reply.n:
                 return reply, payloads
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
     async def _len(self, *, partition: str | None = None, total: bool = False) -> int:
         """Items in ``partition`` (the default one if None), or in all of them with ``total=True``."""
-        reply, _ = await self._request("queue_len", partition=self._partition(partition), total=total)
-        return int(reply["n"])
+        reply, _ = await self._request(QueueLenMsg(oid=self.object_id, partition=self._partition(partition),
+                                                   total=total), CountReply)
+        return reply.n
 
     async def _clear(self, *, partition: str | None = None, all: bool = False) -> None:
         """Remove the items of ``partition``, or of every partition with ``all=True``."""
-        await self._request("queue_clear", partition=self._partition(partition), all=all)
+        await self._request(QueueClearMsg(oid=self.object_id, partition=self._partition(partition), all=all),
+                            EmptyReply)
+
+    def _peek_msg(self, partition: str, after: int, wait_s: float | None) -> QueuePeekMsg:
+        return QueuePeekMsg(oid=self.object_id, partition=partition, n=100, after=after, wait_s=wait_s)
 
     async def _iterate(self, *, partition: str | None = None, item_poll_timeout: float = 0.0) -> AsyncIterator[Any]:
         """The items, oldest first, without removing them; ends once none arrives for ``item_poll_timeout`` s."""
         key, after = self._partition(partition), 0
         while True:
-            got = await self._ask("queue_peek", item_poll_timeout, partition=key, n=100, after=after)
+            got = await self._ask(functools.partial(self._peek_msg, key, after), item_poll_timeout)
             if got is None:
                 return
-            after = got[0]["last"]
+            after = got[0].last or after
             for payload in got[1]:
                 yield pickling.deserialize(payload)
 

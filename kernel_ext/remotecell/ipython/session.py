@@ -30,6 +30,8 @@ from typing import Any
 
 from remotecell_runtime.protocol import framing, pickling, sharedmem
 from remotecell_runtime.protocol.errors import ErrorName
+from remotecell_runtime.protocol.messages.calls import ResultEntry
+from remotecell_runtime.protocol.messages.session import ErrorInfo
 from remotecell_runtime.protocol.spec import ClsSpec
 
 from .. import _client, _invocation
@@ -250,7 +252,7 @@ class RemoteSession:
     def _call(self, args: list[Any], on_output: OutputSink | None, limit_s: float | None) -> CellOutcome:
         pushed = args[4]
         reply, payloads = self._roundtrip("run_cell", args, on_output, limit_s, report_push=bool(pushed))
-        status = reply.get("status")
+        status = ResultEntry.from_wire(reply).status
         if status == "cancelled":  # only our timer cancels without an interrupt here
             raise FunctionTimeoutError(f"the cell ran past its timeout of {limit_s:g} s and was interrupted; "
                                        f"session {self.name!r} keeps its state")
@@ -303,17 +305,16 @@ class RemoteSession:
 
     def _error(self, reply: dict[str, Any], payloads: list[framing.Payload]) -> BaseException:
         """The cell's exception, with the remote traceback of the cell's own frames only."""
-        error = dict(reply.get("error") or {})
-        if error.get("type") == ErrorName.CRASHED:
-            self.token, self.lost = None, error.get("message", "")
-            return SessionDied(f"session {self.name!r} died while running this cell: {error.get('message')}\n"
+        error = ResultEntry.from_wire(reply).error or ErrorInfo(type="Error", message="")
+        if error.type == ErrorName.CRASHED:
+            self.token, self.lost = None, error.message
+            return SessionDied(f"session {self.name!r} died while running this cell: {error.message}\n"
                                "Its state is gone; the next %%remote cell starts a fresh session.")
-        frames = [f for f in error.get("frames") or [] if not str(f[0]).endswith(_WORKER_FILE)]
-        error["frames"] = frames
+        error.frames = [f for f in error.frames if not str(f[0]).endswith(_WORKER_FILE)]
         exc = _client.error_from(error, payloads)
-        if frames:
+        if error.frames:
             exc.remote_cell_traceback = _client.format_frames(  # type: ignore[attr-defined]
-                frames, str(error.get("type")), str(error.get("message")))
+                error.frames, error.type, error.message)
         return exc
 
     # -- stopping ---------------------------------------------------------------------------------

@@ -7,6 +7,24 @@ from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
+from remotecell_runtime.protocol.message import Message
+from remotecell_runtime.protocol.messages.apps import (
+    ScheduleListMsg,
+    SchedulePauseMsg,
+    ScheduleRef,
+    ScheduleResumeMsg,
+    ScheduleRunMsg,
+)
+from remotecell_runtime.protocol.messages.jobs import (
+    CallCancelMsg,
+    CallCancelReply,
+    CallLogsMsg,
+    CallLogsReply,
+    CallsRecentMsg,
+    CallStatusMsg,
+)
+from remotecell_runtime.protocol.messages.session import StatusMsg
+from remotecell_runtime.protocol.messages.stores import KvListMsg
 from tornado import web
 
 from .. import exceptions
@@ -27,9 +45,10 @@ class RuntimeHandler(APIHandler):
     def link(self) -> RuntimeLink:
         return self.settings["remotecell_link"]
 
-    async def ask(self, header: dict[str, Any]) -> dict[str, Any]:
+    async def ask(self, msg: Message) -> dict[str, Any]:
+        """The runtime's answer to ``msg``, as the JSON the panel reads."""
         try:
-            return await self.link.request(header)
+            return await self.link.request(msg)
         except NoRuntime as exc:
             raise web.HTTPError(503, str(exc)) from exc
         except exceptions.Error as exc:
@@ -52,7 +71,7 @@ class RuntimeHandler(APIHandler):
 class StatusHandler(RuntimeHandler):
     @web.authenticated
     async def get(self) -> None:
-        status = await self.ask({"t": "status"})
+        status = await self.ask(StatusMsg())
         self.reply(dict(status, address=self.link.address))
 
 
@@ -62,40 +81,45 @@ class CallsHandler(RuntimeHandler):
         raw = self.get_query_argument("limit", str(DEFAULT_LIMIT))
         if not raw.isdigit() or int(raw) < 1:
             raise web.HTTPError(400, f"limit={raw!r}: give a positive number of calls")
-        self.reply(await self.ask({"t": "calls_recent", "limit": int(raw)}))
+        self.reply(await self.ask(CallsRecentMsg(limit=int(raw))))
 
 
 class CallHandler(RuntimeHandler):
     @web.authenticated
     async def get(self, call_id: str) -> None:
-        self.reply(await self.ask({"t": "call_status", "call": call_id}))
+        self.reply(await self.ask(CallStatusMsg(call=call_id)))
 
 
 class CallLogsHandler(RuntimeHandler):
     @web.authenticated
     async def get(self, call_id: str) -> None:
-        reply = await self.ask({"t": "call_logs", "call": call_id})
-        self.reply({"id": call_id, "text": reply.get("text", "")})
+        logs = CallLogsReply.from_wire(await self.ask(CallLogsMsg(call=call_id)))
+        self.reply({"id": call_id, "text": logs.text})
 
 
 class CallCancelHandler(RuntimeHandler):
     @web.authenticated
     async def post(self, call_id: str) -> None:
-        await self.ask({"t": "call_status", "call": call_id})  # an unknown id is a 404, not a quiet no-op
-        reply = await self.ask({"t": "call_cancel", "calls": [call_id]})
-        self.reply({"id": call_id, "cancelled": bool(reply.get("cancelled"))})
+        await self.ask(CallStatusMsg(call=call_id))  # an unknown id is a 404, not a quiet no-op
+        done = CallCancelReply.from_wire(await self.ask(CallCancelMsg(calls=[call_id])))
+        self.reply({"id": call_id, "cancelled": bool(done.cancelled)})
 
 
 class StoresHandler(RuntimeHandler):
     @web.authenticated
     async def get(self) -> None:
-        self.reply(await self.ask({"t": "kv_list"}))
+        self.reply(await self.ask(KvListMsg()))
 
 
 class SchedulesHandler(RuntimeHandler):
     @web.authenticated
     async def get(self) -> None:
-        self.reply(await self.ask({"t": "schedule_list"}))
+        self.reply(await self.ask(ScheduleListMsg()))
+
+
+# The routes' actions (see ``ROUTES``): each its request.
+SCHEDULE_ACTIONS: dict[str, type[ScheduleRef]] = {"pause": SchedulePauseMsg, "resume": ScheduleResumeMsg,
+                                                  "run": ScheduleRunMsg}
 
 
 class ScheduleActionHandler(RuntimeHandler):
@@ -103,7 +127,7 @@ class ScheduleActionHandler(RuntimeHandler):
 
     @web.authenticated
     async def post(self, app_name: str, function: str, action: str) -> None:
-        self.reply(await self.ask({"t": f"schedule_{action}", "app": app_name, "name": function}))
+        self.reply(await self.ask(SCHEDULE_ACTIONS[action](app=app_name, name=function)))
 
 
 class BadCallIdHandler(RuntimeHandler):

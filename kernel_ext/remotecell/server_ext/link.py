@@ -11,6 +11,8 @@ import asyncio
 import os
 from typing import Any
 
+from remotecell_runtime.protocol.message import Message
+
 from .. import _client, _local, exceptions
 
 REQUEST_TIMEOUT_S = float(os.environ.get("REMOTECELL_PANEL_TIMEOUT_S", "10"))
@@ -24,7 +26,7 @@ class RuntimeLink:
     """One connection to the runtime, remade when the local runtime is replaced by another process.
 
     >>> link = RuntimeLink()
-    >>> await link.request({"t": "status"})
+    >>> await link.request(StatusMsg())
     {'runtime_id': '9860fc2d', 'pools': [...], ...}
     """
 
@@ -33,11 +35,11 @@ class RuntimeLink:
         self._key: tuple[str, int | None] | None = None
         self._lock = asyncio.Lock()
 
-    async def request(self, header: dict[str, Any]) -> dict[str, Any]:
-        """The runtime's reply to ``header``, without ``t`` and ``id``; raise its error, or NoRuntime."""
+    async def request(self, msg: Message) -> dict[str, Any]:
+        """The runtime's reply to ``msg``, without ``t`` and ``id``; raise its error, or NoRuntime."""
         conn = await self._connection()
         try:
-            reply = await asyncio.wait_for(conn.arequest(dict(header)), REQUEST_TIMEOUT_S)
+            reply = await asyncio.wait_for(conn.arequest(msg.to_wire()), REQUEST_TIMEOUT_S)
         except asyncio.TimeoutError:
             self._drop(conn)
             raise NoRuntime(f"the runtime at {conn.info.address} did not answer within {REQUEST_TIMEOUT_S:g} s") \
