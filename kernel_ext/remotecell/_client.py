@@ -36,7 +36,7 @@ import zmq.asyncio
 from remotecell_runtime.protocol import framing, pickling, sharedmem
 from remotecell_runtime.protocol.framing import Payload
 from remotecell_runtime.protocol.message import Message
-from remotecell_runtime.protocol.messages.calls import CancelMsg, OutputMsg, ResultEntry
+from remotecell_runtime.protocol.messages.calls import CallMsg, CallsMsg, CancelMsg, OutputMsg, ResultEntry
 from remotecell_runtime.protocol.messages.session import ErrorInfo, ErrorReply, HelloMsg, HelloReply, PingMsg, PongMsg
 from remotecell_runtime.protocol.versions import versions
 
@@ -606,18 +606,19 @@ class AsyncChannel:
         _check_reply(reply, reply_payloads)
         return reply, reply_payloads
 
-    async def call(self, fields: dict[str, Any], input_id: str, payload: Payload,
+    async def call(self, msg: CallMsg, sid: str, payload: Payload,
                    on_output: OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
-        """One input of a function (``fields``: fid, sid, shm, m); its result message.
+        """One input of a function, from session ``sid``; its result message.
 
         Calls made by many tasks in the same turn of the event loop are sent together
         after it, as one ``calls`` message per function (one call alone goes as ``call``).
         """
+        input_id = msg.id
         future = self._expect(input_id, on_output)
-        key = (fields["fid"], fields.get("m"), bool(fields.get("shm")))
+        key = (msg.fid, msg.method, msg.shm)
         self._outgoing.setdefault(key, []).append(({"id": input_id}, [payload]))
         if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush, fields["sid"])
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush, sid)
         try:
             reply, reply_payloads = await future
         except asyncio.CancelledError:
@@ -632,16 +633,16 @@ class AsyncChannel:
         self._flush_handle = None
         outgoing, self._outgoing = self._outgoing, {}
         for (fid, method, shm), entries in outgoing.items():
-            fields: dict[str, Any] = {"fid": fid, "sid": sid, "shm": shm}
-            if method is not None:
-                fields["m"] = method
             if len(entries) == 1:  # alone: a plain call, which the runtime forwards untouched
                 (head, payloads), = entries
-                frames = framing.encode(dict(fields, t="call", id=head["id"]), payloads)
+                call = CallMsg(id=head["id"], fid=fid, method=method, shm=shm)
+                frames = framing.encode(dict(call.to_wire(), sid=sid), payloads)
             else:
                 message_id = self.conn.new_id()  # a refused message comes back under this id
                 self.waiting[message_id] = (functools.partial(self._refused, [h["id"] for h, _ in entries]), None)
-                frames = framing.encode_many("calls", entries, id=message_id, **fields)
+                fields = CallsMsg(entries=[], fid=fid, method=method, shm=shm).fields()
+                del fields["e"]  # encode_many writes the entries
+                frames = framing.encode_many("calls", entries, id=message_id, sid=sid, **fields)
             self.sock.send_multipart(frames, copy=False)  # never blocks: no high-water mark
 
     def _refused(self, input_ids: list[str], header: dict[str, Any], payloads: list[Payload]) -> None:

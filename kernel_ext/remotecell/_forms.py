@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from typing import Any
 
 from remotecell_runtime.protocol import framing
+from remotecell_runtime.protocol.messages.jobs import SpawnEntry
 
 from . import _bridge, _invocation, _map, _progress, calls
 
@@ -35,7 +36,7 @@ def _length(iterables: Sequence[Iterable[Any]]) -> int | None:
 @dataclasses.dataclass
 class _PendingSpawns:
     accepted: asyncio.Future[None]
-    items: list[tuple[dict[str, Any], framing.Payload]] = dataclasses.field(default_factory=list)
+    items: list[tuple[SpawnEntry, framing.Payload]] = dataclasses.field(default_factory=list)
 
 
 def _flatten(batches: Iterator[list[Any]]) -> Iterator[Any]:
@@ -71,7 +72,7 @@ class SpawnForms:
         16
         """
         call_id, payload = calls.new_call_id(), self._spawn_payload(args, kwargs)
-        _invocation.spawn(self.resolve, [{"id": call_id}], [payload])
+        _invocation.spawn(self.resolve, [SpawnEntry(id=call_id)], [payload])
         return calls.FunctionCall(call_id, self.name)
 
     async def spawn_aio(self, *args: Any, **kwargs: Any) -> calls.FunctionCall:
@@ -81,7 +82,7 @@ class SpawnForms:
         if pending is None:
             pending = self._pending_spawns[loop] = _PendingSpawns(loop.create_future())
             loop.call_soon(self._send_pending_spawns, loop, pending)
-        pending.items.append(({"id": call_id}, payload))
+        pending.items.append((SpawnEntry(id=call_id), payload))
         await asyncio.shield(pending.accepted)  # one caller giving up does not unsend the others
         return calls.FunctionCall(call_id, self.name)
 
@@ -100,7 +101,7 @@ class SpawnForms:
 
         asyncio.ensure_future(send())
 
-    async def _spawn_many(self, items: list[tuple[dict[str, Any], framing.Payload]]) -> None:
+    async def _spawn_many(self, items: list[tuple[SpawnEntry, framing.Payload]]) -> None:
         await _invocation.spawn_aio(self.resolve_aio, [entry for entry, _ in items], [payload for _, payload in items])
 
     async def spawn_map_aio(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
@@ -112,11 +113,11 @@ class SpawnForms:
         (49, {'succeeded': 1000})
         """
         group_id, count = calls.new_group_id(), 0
-        chunk: list[tuple[dict[str, Any], framing.Payload]] = []
+        chunk: list[tuple[SpawnEntry, framing.Payload]] = []
         sending: set[asyncio.Task[None]] = set()  # a few messages in flight: pickling overlaps the runtime's writes
         try:
             for args in zip(*iterables, strict=False):
-                entry = {"id": f"{group_id}.{count}", "g": group_id, "i": count}
+                entry = SpawnEntry(id=f"{group_id}.{count}", group=group_id, index=count)
                 chunk.append((entry, self._spawn_payload(tuple(args), kwargs or {})))
                 count += 1
                 if len(chunk) == SPAWN_PER_MESSAGE:

@@ -30,6 +30,18 @@ from typing import Any
 import zmq
 from remotecell_runtime.protocol import framing, pickling, sharedmem
 from remotecell_runtime.protocol.framing import Payload
+from remotecell_runtime.protocol.message import Decoder
+from remotecell_runtime.protocol.messages.calls import (
+    CallMsg,
+    CallsMsg,
+    LeaseEndedMsg,
+    LeaseLostMsg,
+    LeaseMsg,
+    LeaseReturnMsg,
+    ResultEntry,
+)
+from remotecell_runtime.protocol.messages.jobs import SpawnEntry, SpawnMsg
+from remotecell_runtime.protocol.messages.session import ErrorInfo
 
 from . import _bridge, _client, _map, exceptions
 from .exceptions import SerializationError
@@ -37,6 +49,7 @@ from .exceptions import SerializationError
 EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: pyzmq's enums cost a microsecond a use
 
 Reply = tuple[dict[str, Any], list[Payload]]
+LEASE_NEWS = Decoder([LeaseMsg, LeaseEndedMsg, LeaseLostMsg])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,15 +61,22 @@ class Target:
     method: str | None
     name: str  # for messages: ``square``, ``Model.predict``
 
-    def fields(self) -> dict[str, Any]:
-        """What every input message to this target carries (a ``call``'s header without its type and id)."""
-        fields: dict[str, Any] = {"fid": self.fid, "sid": self.conn.sid, "shm": self.conn.shm}
-        if self.method:
-            fields["m"] = self.method
-        return fields
+    def call_msg(self, gen: bool = False) -> CallMsg:
+        """One new input to this target."""
+        return CallMsg(id=self.conn.new_id(), fid=self.fid, method=self.method or None, shm=self.conn.shm, gen=gen)
 
-    def header(self, **extra: Any) -> dict[str, Any]:
-        return {"t": "call", "id": self.conn.new_id(), **self.fields(), **extra}
+    def header(self, msg: CallMsg | None = None) -> dict[str, Any]:
+        """The header of ``msg`` (a new input when None) from this target's session."""
+        header = (msg or self.call_msg()).to_wire()
+        header["sid"] = self.conn.sid
+        return header
+
+    def fields(self) -> dict[str, Any]:
+        """What every ``calls`` message of a map to this target carries besides its entries."""
+        fields = CallsMsg(entries=[], fid=self.fid, method=self.method or None, shm=self.conn.shm).fields()
+        del fields["e"]
+        fields["sid"] = self.conn.sid
+        return fields
 
     def args_payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Payload:
         try:
@@ -69,11 +89,11 @@ class Target:
 
 def call(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """One input, blocking: its value, or raise its error; Ctrl-C cancels it wherever it runs."""
-    header, payload = target.header(), target.args_payload(args, kwargs)
+    msg, payload = target.call_msg(), target.args_payload(args, kwargs)
     channel = target.conn.channel()
     if isinstance(channel, _client.BridgedChannel):  # past the thread cap: on the shared loop
-        return _bridge.run_in_background(_call_on_loop(target, header, payload))
-    reply, payloads = leases_of(channel).call(header, [payload])
+        return _bridge.run_in_background(_call_on_loop(target, msg, payload))
+    reply, payloads = leases_of(channel).call(target, msg, [payload])
     return _client.result_value(reply, payloads)
 
 
@@ -93,22 +113,22 @@ def exchange(target: Target, header: dict[str, Any], payload: Payload,
 
 async def call_aio(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """One input from a coroutine; cancelling the task cancels the input."""
-    return await _call_on_loop(target, target.header(), target.args_payload(args, kwargs))
+    return await _call_on_loop(target, target.call_msg(), target.args_payload(args, kwargs))
 
 
-async def _call_on_loop(target: Target, header: dict[str, Any], payload: Payload) -> Any:
+async def _call_on_loop(target: Target, msg: CallMsg, payload: Payload) -> Any:
     channel = target.conn.async_channel()
     try:
-        reply, payloads = await channel.call(header, header["id"], payload)
+        reply, payloads = await channel.call(msg, target.conn.sid, payload)
     except asyncio.CancelledError:
-        await channel.send(_client.cancel_header(target.conn, [header["id"]]))
+        await channel.send(_client.cancel_header(target.conn, [msg.id]))
         raise
     return _client.result_value(reply, payloads)
 
 
 def items(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
     """A generator's items as the remote generator makes them; stopping early stops it there too."""
-    header = target.header(gen=True)
+    header = target.header(target.call_msg(gen=True))
     channel = target.conn.channel()
     replies = channel.stream(header, [target.args_payload(args, kwargs)])
     finished = False
@@ -126,7 +146,7 @@ def items(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iter
 
 
 async def items_aio(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-    header = target.header(gen=True)
+    header = target.header(target.call_msg(gen=True))
     channel = target.conn.async_channel()
     replies = channel.stream(header, [target.args_payload(args, kwargs)])
     finished = False
@@ -157,15 +177,11 @@ def spawn_payload(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> P
         raise SerializationError(f"arguments of {name} cannot be pickled: {exc}") from exc
 
 
-def _spawn_header(target: Target, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    header = {"t": "spawn", "id": target.conn.new_id(), "sid": target.conn.sid, "fid": target.fid,
-              "e": entries}  # one payload each
-    if target.method:
-        header["m"] = target.method
-    return header
+def _spawn_header(target: Target, entries: list[SpawnEntry]) -> dict[str, Any]:
+    return target.conn.envelope(SpawnMsg(fid=target.fid, method=target.method or None, entries=entries))
 
 
-def spawn(resolve: Callable[[], Target], entries: list[dict[str, Any]], payloads: list[Payload]) -> None:
+def spawn(resolve: Callable[[], Target], entries: list[SpawnEntry], payloads: list[Payload]) -> None:
     """Write calls to the job store (``entries``: their ids), once the runtime committed them."""
     while True:
         target = resolve()
@@ -176,7 +192,7 @@ def spawn(resolve: Callable[[], Target], entries: list[dict[str, Any]], payloads
         return
 
 
-async def spawn_aio(resolve: Callable[[], Awaitable[Target]], entries: list[dict[str, Any]],
+async def spawn_aio(resolve: Callable[[], Awaitable[Target]], entries: list[SpawnEntry],
                     payloads: list[Payload]) -> None:
     while True:
         target = await resolve()
@@ -224,9 +240,9 @@ class ThreadLeases:
         for lease in list(self.held.values()):
             self._drop(lease)
 
-    def call(self, header: dict[str, Any], payloads: list[Payload],
+    def call(self, target: Target, msg: CallMsg, payloads: list[Payload],
              on_output: _client.OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
-        """One input of a function (a ``call`` header); its result message.
+        """One input of a function; its result message.
 
         With a lease on the function, it goes straight to the leased container (two hops);
         else through the runtime, asking for a lease (granted when the container is free
@@ -234,31 +250,30 @@ class ThreadLeases:
         """
         if self.held and int(self.channel.sock.get(EVENTS)) & POLLIN:
             self._runtime_news()  # a lease may have ended meanwhile
-        lease = self.held.get(header["fid"])
+        lease = self.held.get(msg.fid)
         if lease is not None and lease.runtime_id != self.conn.runtime_id:
             self._drop(lease)
             lease = None
         try:
             if lease is not None:
-                answer = self._call_direct(lease, header, payloads, on_output)
+                answer = self._call_direct(lease, msg, payloads, on_output)
                 if answer is not None:
                     return answer
-            if self.conn.info.is_local:
-                header["lease"] = True
-            return self.channel.roundtrip(header, payloads, on_output)
+            msg.lease = self.conn.info.is_local
+            return self.channel.roundtrip(target.header(msg), payloads, on_output)
         except KeyboardInterrupt:
-            self._cancel(header, payloads, lease)
+            self._cancel(msg, payloads, lease)
             raise
 
-    def _cancel(self, header: dict[str, Any], payloads: list[Payload], lease: HeldLease | None) -> None:
-        cancel = _client.cancel_header(self.conn, [header["id"]])
+    def _cancel(self, msg: CallMsg, payloads: list[Payload], lease: HeldLease | None) -> None:
+        cid = None
         if lease is not None and self.held.get(lease.fid) is lease:  # it runs there, unknown to the runtime
-            cancel["cid"] = lease.cid  # the runtime interrupts it there and takes the lease back
+            cid = lease.cid  # the runtime interrupts it there and takes the lease back
             self._drop(lease)
             sharedmem.discard(payloads)  # its shared memory is nobody else's to free
-        self.channel.sock.send_multipart(framing.encode(cancel))
+        self.channel.sock.send_multipart(framing.encode(_client.cancel_header(self.conn, [msg.id], cid)))
 
-    def _call_direct(self, lease: HeldLease, header: dict[str, Any], payloads: list[Payload],
+    def _call_direct(self, lease: HeldLease, msg: CallMsg, payloads: list[Payload],
                      on_output: _client.OutputSink | None) -> tuple[dict[str, Any], list[Payload]] | None:
         """Send a call to the leased container and wait for it; None: the lease was taken back, go through the runtime.
 
@@ -266,12 +281,10 @@ class ThreadLeases:
         the function's timeout, whose container dies (``lease_lost``), or that fails and should be
         retried is handed back to it (``lease_return``) and waited for as any other call.
         """
-        request_id = header["id"]
+        request_id = msg.id
         sock = lease.sock
-        direct = {"t": "call", "id": request_id, "shm": header.get("shm", False), "token": lease.token}
-        if "m" in header:
-            direct["m"] = header["m"]
-        framing.send(sock, framing.encode(direct, payloads))
+        direct = CallMsg(id=request_id, method=msg.method, shm=msg.shm, token=lease.token)
+        framing.send(sock, framing.encode(direct.to_wire(), payloads))
         deadline = time.monotonic() + lease.timeout_s
         ended = False  # the lease ended after our call ran: its result is on the way, then the lease goes
         while True:
@@ -279,17 +292,17 @@ class ThreadLeases:
                 frames = framing.recv(sock)  # RCVTIMEO wakes us to look at the runtime's news and the clock
             except zmq.Again:
                 news = self._runtime_news(lease.cid)
-                if news is not None and news["t"] == "lease_ended":
-                    if news.get("last") != request_id:
+                if isinstance(news, LeaseEndedMsg):
+                    if news.last != request_id:
                         self._drop(lease)
                         return None  # given up before our call came: it never ran there
                     ended = True
-                elif news is not None:  # lease_lost: its container died, maybe under our call
-                    cause = str(news.get("cause", "its container died"))
-                    return self._hand_back(lease, header, payloads, on_output, why="crash", cause=cause)
+                elif isinstance(news, LeaseLostMsg):  # its container died, maybe under our call
+                    cause = news.cause or "its container died"
+                    return self._hand_back(lease, msg, payloads, on_output, why="crash", cause=cause)
                 left_ms = (deadline - time.monotonic()) * 1000
                 if left_ms <= 0:
-                    return self._hand_back(lease, header, payloads, on_output, why="timeout")
+                    return self._hand_back(lease, msg, payloads, on_output, why="timeout")
                 lease.wait_ms = sock.rcvtimeo = int(min(_client.WAKE_MS, left_ms)) + 1
                 self.conn.check_alive()
                 self.conn.check_restart(lease.runtime_id)
@@ -298,65 +311,67 @@ class ThreadLeases:
             if reply.get("id") != request_id:
                 sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
             elif reply["t"] == "output":
-                (on_output or _client.write_output)(reply.get("stream", "stdout"), reply.get("text", ""))
+                _client.write_to(on_output, reply)
             elif reply["t"] == "revoked":
                 self._drop(lease)
                 return None
-            elif reply.get("status") == "error" and lease.retries:
-                sharedmem.discard(reply_payloads)
-                return self._hand_back(lease, header, payloads, on_output, why="error", error=reply.get("error"))
             else:
+                result = ResultEntry.from_wire(reply)
+                if result.status == "error" and lease.retries:
+                    sharedmem.discard(reply_payloads)
+                    return self._hand_back(lease, msg, payloads, on_output, why="error", error=result.error)
                 if ended:
                     self._drop(lease)
                 elif lease.wait_ms != _client.WAKE_MS:
                     lease.wait_ms = sock.rcvtimeo = _client.WAKE_MS
-                if reply.get("status") != "ok":  # the container kept no shared memory of the arguments
+                if result.status != "ok":  # the container kept no shared memory of the arguments
                     sharedmem.discard(payloads)
                 return reply, reply_payloads
 
-    def _runtime_news(self, cid: str | None = None) -> dict[str, Any] | None:
-        """Read what the runtime sent meanwhile and act on it; news of the lease on ``cid`` is returned instead."""
+    def _runtime_news(self, cid: str | None = None) -> LeaseEndedMsg | LeaseLostMsg | None:
+        """Read what the runtime sent meanwhile and act on it; news of the end of the lease on ``cid`` is returned
+        instead."""
         mine = None
         while int(self.channel.sock.get(EVENTS)) & POLLIN:
             for reply, reply_payloads in _client.replies(*framing.decode(framing.recv(self.channel.sock))):
-                if reply["t"] in _client.LEASE_NEWS and reply["t"] != "lease" and reply.get("cid") == cid:
-                    mine = reply
-                elif reply["t"] in _client.LEASE_NEWS:
-                    self.news(reply)
-                else:
+                if reply["t"] not in _client.LEASE_NEWS:
                     sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
+                    continue
+                news = LEASE_NEWS(reply)
+                if isinstance(news, LeaseEndedMsg | LeaseLostMsg) and news.cid == cid:
+                    mine = news
+                else:
+                    self.news(reply)
         return mine
 
-    def _hand_back(self, lease: HeldLease, header: dict[str, Any], payloads: list[Payload],
+    def _hand_back(self, lease: HeldLease, msg: CallMsg, payloads: list[Payload],
                    on_output: _client.OutputSink | None, why: str, cause: str = "",
-                   error: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Payload]]:
+                   error: ErrorInfo | None = None) -> tuple[dict[str, Any], list[Payload]]:
         """Give a call that went wrong under ``lease`` to the runtime, which retries or fails it; its reply."""
         self._drop(lease)
-        back = {"t": "lease_return", "id": header["id"], "sid": self.conn.sid, "fid": lease.fid, "cid": lease.cid,
-                "why": why, "cause": cause, "error": error, "shm": header.get("shm", False)}
-        if "m" in header:
-            back["m"] = header["m"]
-        framing.send(self.channel.sock, framing.encode(back, payloads))
-        for reply in self.channel.replies_to(header["id"], on_output, None, lease.runtime_id):
+        back = LeaseReturnMsg(id=msg.id, fid=lease.fid, cid=lease.cid, why=why, cause=cause, error=error,
+                              method=msg.method, shm=msg.shm)
+        framing.send(self.channel.sock, framing.encode(dict(back.to_wire(), sid=self.conn.sid), payloads))
+        for reply in self.channel.replies_to(msg.id, on_output, None, lease.runtime_id):
             return reply
         raise AssertionError("unreachable: _replies() ends with the reply")
 
-    def news(self, news: dict[str, Any]) -> None:
+    def news(self, header: dict[str, Any]) -> None:
         """A ``lease`` granted to this thread, or one that ended (taken back, or its container is gone)."""
-        held = self.held.get(str(news.get("fid")))
-        if news["t"] != "lease":
-            if held is not None and held.cid == news.get("cid"):
+        news = LEASE_NEWS(header)
+        held = self.held.get(news.fid)  # type: ignore[attr-defined]  # every lease news names its fid
+        if not isinstance(news, LeaseMsg):
+            if held is not None and held.cid == news.cid:  # type: ignore[attr-defined]
                 self._drop(held)
             return
-        if held is not None and held.cid == news["cid"]:  # lent again: same container, same socket
-            held.token = str(news["token"])
+        if held is not None and held.cid == news.cid:  # lent again: same container, same socket
+            held.token = news.token
             return
         if held is not None:
             self._drop(held)
-        sock = self.conn.direct_socket(str(news["addr"]))
-        self.held[str(news["fid"])] = HeldLease(str(news["fid"]), str(news["cid"]), str(news["token"]), sock,
-                                              float(news["timeout_s"]), bool(news.get("retries")),
-                                              self.conn.runtime_id)
+        sock = self.conn.direct_socket(news.addr)
+        self.held[news.fid] = HeldLease(news.fid, news.cid, news.token, sock, news.timeout_s, news.retries,
+                                        self.conn.runtime_id)
 
     def _drop(self, lease: HeldLease) -> None:
         if self.held.get(lease.fid) is lease:
