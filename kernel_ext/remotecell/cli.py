@@ -22,6 +22,7 @@ import os
 import sys
 import time
 
+from remotecell_runtime.protocol.messages.session import EmptyReply, ShutdownMsg
 from remotecell_runtime.protocol.versions import versions
 
 from . import _client, _entry, _local, exceptions
@@ -53,7 +54,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     if info is None:
         print("no local runtime is running")
         return 0
-    _client.connection().request({"t": "shutdown"})
+    _client.connection().ask(ShutdownMsg(), EmptyReply)
     _client.reset_connection()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
