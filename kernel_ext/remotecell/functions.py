@@ -8,9 +8,9 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from . import _bridge, _client, _forms, _invocation
+from . import _client, _forms, _invocation
 from ._bridge import Twin, twin
-from .batching import BatchStats
+from ._pool_stats import PoolStats
 from .exceptions import InvalidError
 from .registration import Lookup, Registration, code_elsewhere
 from .schedules import Schedule, fetch
@@ -42,8 +42,9 @@ class Function:
         spawns = _forms.SpawnForms(self.name, functools.partial(self.target, fresh=True), self.target_aio)
         self.spawn = Twin(spawns.spawn, spawns.spawn_aio)
         self.spawn_map = twin(spawns.spawn_map_aio)
-        self.stats = twin(self._stats)
-        self.batch_stats = twin(self._batch_stats)
+        stats = PoolStats(self.name, method, registration, lambda: self.batching, self.fid_aio)
+        self.stats = twin(stats.stats)
+        self.batch_stats = twin(stats.batch_stats)
         self.schedule = twin(self._schedule)
 
     @staticmethod
@@ -90,61 +91,11 @@ class Function:
         cached = self.registration.cached()
         return cached if cached is not None else await asyncio.to_thread(self.fid)
 
-    async def _stats(self) -> dict[str, Any]:
-        """The function's pool now: containers by state (starting, idle, busy), queued and running inputs.
-
-        >>> square.stats()            # or: await square.stats.aio()
-        {'function': 'square', 'containers': {'idle': 2}, 'queued': 0, 'running': 0, ...}
-        """
-        return await self._pool_status(*await self.fid_aio()) or {"function": self.name, "containers": {}}
-
-    async def _pool_status(self, conn: _client.Connection, fid: str) -> dict[str, Any] | None:
-        """The pool of ``fid`` in the runtime's status; None when the runtime has none (its app stopped)."""
-        pools = (await conn.arequest({"t": "status"}))["pools"]
-        return next((p for p in pools if p["fid"] == fid), None)
-
     @property
     def batching(self) -> dict[str, int] | None:
         """The ``@rc.batched`` limits of this function (or method), or None."""
         batched: dict[str, dict[str, int]] = self.options.get("batched") or {}
         return batched.get(self.method or "")
-
-    async def _batch_stats(self) -> BatchStats:
-        """How the runtime batched this ``@rc.batched`` function's inputs so far.
-
-        >>> stats = embed.batch_stats()       # or: await embed.batch_stats.aio()
-        >>> dict(stats)
-        {'batches': 63, 'items': 2000, 'sizes': {32: 62, 16: 1}, 'closed': {'full': 62, 'waited': 1},
-         'wait_ms_mean': 4.1, 'wait_ms_p99': 9.8, 'items_per_s': 10230.5, 'recent': [...], ...}
-
-        ``sizes`` is the histogram of batch sizes; ``closed`` says why batches closed (``full``:
-        reached max_batch_size; ``waited``: the oldest input waited ``wait_ms``); waits are each
-        input's time in the queue; ``recent`` lists the last batches with the runtime's timestamps.
-        A ``BatchStats`` is that dict; its repr is a short report, and in a notebook it shows as a
-        live view of the same numbers.
-        """
-        if self.batching is None:
-            raise InvalidError(f"{self.name} is not @rc.batched: it has no batch stats (see .stats())")
-        return self._batch_stats_of(await self._stats())
-
-    def _batch_stats_of(self, pool: dict[str, Any]) -> BatchStats:
-        batching = self.batching or {}
-        found = (pool.get("batching") or {}).get(self.method or "")
-        stats = dict(found or dict(batching, batches=0, items=0, sizes={}))  # no stats there: the declared limits
-        stats["sizes"] = {int(size): n for size, n in stats.get("sizes", {}).items()}  # JSON keys are strings
-        return BatchStats(stats, function=self.name, fetch=self._batch_stats_while_running)
-
-    def _batch_stats_while_running(self) -> BatchStats:
-        """``batch_stats()`` for a live view, which only looks: it never starts the app nor registers anything.
-
-        A view left open after ``with app.run():`` ended would otherwise start the app again; and
-        a pool gone from the runtime (its app stopped) raises, so the view keeps its last numbers.
-        """
-        cached = self.registration.cached()
-        pool = None if cached is None else _bridge.run(self._pool_status(*cached))
-        if pool is None:
-            raise InvalidError(f"app {self.app.name!r} is not running here: no batches to follow")
-        return self._batch_stats_of(pool)
 
     async def _schedule(self) -> Schedule:
         """The schedule of this function in its deployed app: next run, last run, pause, resume, run now.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..containers import ContainerRecord, State
@@ -137,9 +136,6 @@ class Pool(PoolState):
         self.leases.on_released(container, idle_s, last_id)
         self.dispatch()
 
-    def on_lease_used(self, container: ContainerRecord, runs: int, run_us: int) -> None:
-        self.leases.on_used(container, runs, run_us)
-
     def adopt(self, inp: Input, why: str, cid: str, cause: str = "", error: ErrorInfo | None = None) -> None:
         """An input handed back by its caller from a leased container (see ``Leases.adopt``)."""
         self.leases.adopt(inp, why, cid, cause, error)
@@ -149,18 +145,6 @@ class Pool(PoolState):
 
     def scale(self) -> None:
         self.scaler.scale()
-
-    def scale_down(self, now: float) -> None:
-        self.scaler.scale_down(now)
-
-    def retire(self, c: ContainerRecord) -> None:
-        self.scaler.retire(c)
-
-    def idle_holder(self, holds: Callable[[ContainerRecord], bool]) -> ContainerRecord | None:
-        return self.scaler.idle_holder(holds)
-
-    def check_memory(self) -> None:
-        self.scaler.check_memory()
 
     def stop(self, reason: str) -> None:
         """The app is gone: fail what waits, stop every container."""

@@ -167,7 +167,7 @@ class Calls(Service):
     def on_lease_used(self, container: ContainerRecord, report: Report[LeaseUsedMsg]) -> None:
         pool = self.functions.pool_of(container)
         if pool is not None:
-            pool.on_lease_used(container, report.msg.n, report.msg.us)
+            pool.leases.on_used(container, report.msg.n, report.msg.us)
 
     def on_load_failed(self, container: ContainerRecord, report: Report[LoadFailedMsg]) -> None:
         pool = self.functions.pool_of(container)

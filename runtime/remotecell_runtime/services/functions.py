@@ -164,11 +164,11 @@ class Functions(Service):
         if any(c.state is State.STOPPING and holds(c) for c in self.containers.all()):
             return  # some are on their way back already
         for pool in self.pools.values():
-            holder = pool.idle_holder(holds) if pool is not requester else None
+            holder = pool.scaler.idle_holder(holds) if pool is not requester else None
             if holder is not None:
                 log.info("stopping idle container %s of %s: %s waits for what it holds (%s)", holder.id,
                          pool.fn.name, requester.fn.name, requester.waiting_reason)
-                pool.retire(holder)
+                pool.scaler.retire(holder)
                 return
 
     def image_built(self) -> None:
@@ -192,8 +192,8 @@ class Functions(Service):
 
     def tick(self, now: float) -> None:
         for pool in list(self.pools.values()):
-            pool.check_memory()
-            pool.scale_down(now)
+            pool.scaler.check_memory()
+            pool.scaler.scale_down(now)
             if pool.waiting:  # e.g. waiting for a GPU that an idle container elsewhere holds
                 pool.dispatch()
             if pool.retired and pool.empty:
