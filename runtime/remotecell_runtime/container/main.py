@@ -31,7 +31,6 @@ tasks each see their own.
 from __future__ import annotations
 
 import collections
-import contextvars
 import ctypes
 import functools
 import inspect
@@ -51,101 +50,15 @@ from ..protocol import framing, pickling, sharedmem
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Frame, Payload
 from ..protocol.spec import ClsSpec
+from .inputs import CURRENT, Cancelled, Returned, Terminated, Work, describe_error, outcome_of, type_name
+from .streams import Stream, flush_output
 
 if TYPE_CHECKING:  # asyncio (~60 ms) and concurrent.futures (~30 ms) load only when a function needs them
     import asyncio
     import concurrent.futures
 
-_RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_PER_MESSAGE = 128  # a backlog's results are sent at least this often (the daemon refills in halves)
 LEASE_REPORT_S = 1.0  # while leased, the daemon hears how direct calls went at most this often
-
-Work = tuple[dict[str, Any], list[Payload]]  # one input: its header fields and its arguments
-
-CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("remotecell_input", default=None)
-
-
-class Cancelled(BaseException):
-    """Raised inside user code when the daemon cancels the running input."""
-
-
-class _Returned:
-    """What an input returned (any value, exceptions included, as opposed to what it raised)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-class Terminated(SystemExit):
-    """SIGTERM: the container is being stopped; unwind and run the @exit hooks."""
-
-
-class _Stream:
-    """sys.stdout/sys.stderr stand-in: lines written during an input go to its caller."""
-
-    def __init__(self, container: ContainerLoop, name: str, fallback: Any) -> None:
-        self.container = container
-        self.name = name
-        self.fallback = fallback
-        self.pending: dict[str, list[str]] = {}
-        self.lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        input_id = CURRENT.get()
-        if input_id is None:
-            return int(self.fallback.write(text))
-        with self.lock:
-            parts = self.pending.setdefault(input_id, [])
-            parts.append(text)
-            full = "\n" in text or "\r" in text or sum(map(len, parts)) > 8192
-        if full:
-            self.flush_input(input_id)
-        return len(text)
-
-    def flush(self) -> None:
-        input_id = CURRENT.get()
-        if input_id is not None:
-            self.flush_input(input_id)
-        self.fallback.flush()
-
-    def flush_input(self, input_id: str) -> None:
-        if input_id not in self.pending:  # the common case, checked without the lock
-            return
-        with self.lock:
-            parts = self.pending.pop(input_id, None)
-        if not parts:
-            return
-        text = "".join(parts)
-        # Also into the process's own pipe: the daemon keeps its last lines, which must
-        # survive a crash that loses the message still queued in the socket.
-        self.fallback.write(text)
-        self.fallback.flush()
-        self.container.send({"t": "output", "id": input_id, "stream": self.name, "text": text})
-
-    def emit(self, kind: str, text: str) -> bool:
-        """Send output of another kind (``"display"``: a JSON mime bundle) to the current input's caller.
-
-        It follows what the input wrote to this stream so far; the daemon routes it by
-        input id like any output.  False when no input runs in this thread or task.
-        """
-        input_id = CURRENT.get()
-        if input_id is None:
-            return False
-        self.flush_input(input_id)
-        self.container.send({"t": "output", "id": input_id, "stream": kind, "text": text})
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
-
-    def fileno(self) -> int:
-        return int(self.fallback.fileno())
 
 
 class ContainerLoop:
@@ -369,7 +282,7 @@ class ContainerLoop:
             self._load(pickling.deserialize(payloads[0]), header.get("options", {}))
         except BaseException as exc:
             failed = {"t": "load_failed"}
-            self.send(failed, _describe_error(failed, exc, "loading the function failed"))
+            self.send(failed, describe_error(failed, exc, "loading the function failed"))
             return
         ready: dict[str, Any] = {"t": "ready"}
         if self.direct_address and self.max_inputs == 1:  # a lease is one blocking caller's calls, one at a time
@@ -422,7 +335,7 @@ class ContainerLoop:
         method = self.methods.get(header.get("m"))
         if method is None:
             result = {"t": "result", "id": header["id"], "status": "error"}
-            self._finish(header["id"], payloads, result, _describe_error(result, self._no_method(header)))
+            self._finish(header["id"], payloads, result, describe_error(result, self._no_method(header)))
             return
         self._start(method, self._run_async, self._run_sync, self.backlog.append, header, payloads)
 
@@ -452,7 +365,7 @@ class ContainerLoop:
                 raise Cancelled()
             args, kwargs = pickling.deserialize(payloads[0], hold=True)
             value = method(*args, **kwargs)
-            outcome: Any = _Returned(self._send_items(header, value) if header.get("gen") else value)
+            outcome: Any = Returned(self._send_items(header, value) if header.get("gen") else value)
         except Terminated:
             raise
         except BaseException as exc:
@@ -472,7 +385,7 @@ class ContainerLoop:
         CURRENT.set(header["id"])  # this task's own context
         self.running_inputs[header["id"]] = asyncio.current_task()
         try:
-            outcome = await _outcome_of(self._call_async(method, header, payloads))
+            outcome = await outcome_of(self._call_async(method, header, payloads))
         finally:
             self.running_inputs.pop(header["id"], None)
             self.cancelled.discard(header["id"])
@@ -491,7 +404,7 @@ class ContainerLoop:
     def _send_items(self, header: dict[str, Any], items: Any) -> int:
         """``remote_gen``: each item the generator yields goes to the caller at once; returns how many."""
         if not inspect.isgenerator(items):
-            raise TypeError(f"remote_gen needs a generator function; this one returned {_type_name(items)} "
+            raise TypeError(f"remote_gen needs a generator function; this one returned {type_name(items)} "
                             "(call it with .remote())")
         count = 0
         for item in items:
@@ -510,28 +423,26 @@ class ContainerLoop:
 
     def _send_item(self, header: dict[str, Any], index: int, item: Any) -> None:
         input_id = header["id"]
-        for stream in (sys.stdout, sys.stderr):  # what it printed before this item comes first
-            if isinstance(stream, _Stream):
-                stream.flush_input(input_id)
+        flush_output(input_id)  # what it printed before this item comes first
         use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
         self.send({"t": "item", "id": input_id, "i": index}, [pickling.serialize(item, self.shm if use_shm else None)])
 
     def _report(self, header: dict[str, Any], payloads: list[Payload], outcome: Any) -> None:
         input_id = header["id"]
         result = {"t": "result", "id": input_id, "us": header.get("us", 0)}
-        if isinstance(outcome, _Returned):
+        if isinstance(outcome, Returned):
             self._succeed(result, header, payloads, outcome.value)
         elif isinstance(outcome, Cancelled):
             self._finish(input_id, payloads, dict(result, status="cancelled"))
         else:
-            self._finish(input_id, payloads, result, _describe_error(result, outcome))
+            self._finish(input_id, payloads, result, describe_error(result, outcome))
 
     def _succeed(self, result: dict[str, Any], header: dict[str, Any], payloads: list[Payload], value: Any) -> None:
         use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
         try:
             payload = pickling.serialize(value, self.shm if use_shm else None)
         except BaseException as exc:
-            message = f"the return value of type {_type_name(value)} cannot be pickled: {exc}"
+            message = f"the return value of type {type_name(value)} cannot be pickled: {exc}"
             error = {"type": ErrorName.SERIALIZATION, "message": message, "traceback": ""}
             self._finish(result["id"], payloads, dict(result, status="error", error=error))
             return
@@ -539,9 +450,7 @@ class ContainerLoop:
 
     def _finish(self, input_id: str, inputs: list[Payload], header: dict[str, Any],
                 payloads: list[Payload] | None = None) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            if isinstance(stream, _Stream):
-                stream.flush_input(input_id)
+        flush_output(input_id)
         # The input's shared memory is ours only when it succeeded; else the runtime may retry it.
         self.shm.settle(inputs[0].shm if inputs else [], keep=header["status"] == "ok")
         if input_id in self.direct_peers:
@@ -572,7 +481,7 @@ class ContainerLoop:
             outcome: Any = None
             if live:
                 try:
-                    outcome = _Returned(method(*args, **kwargs))
+                    outcome = Returned(method(*args, **kwargs))
                 except Terminated:
                     raise
                 except BaseException as exc:
@@ -586,7 +495,7 @@ class ContainerLoop:
 
         CURRENT.set(header["ids"][0])  # this task's own context
         live, args, kwargs = self._unpack_batch(method, header, payloads)
-        outcome = await _outcome_of(method(*args, **kwargs)) if live else None
+        outcome = await outcome_of(method(*args, **kwargs)) if live else None
         self.on_io(lambda: self._report_batch(method, header, payloads, live, outcome))
 
     def _unpack_batch(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload],
@@ -618,7 +527,7 @@ class ContainerLoop:
                 raise
             except BaseException as exc:
                 result = {"t": "result", "id": input_id}
-                self._finish(input_id, [payload], result, _describe_error(result, exc))
+                self._finish(input_id, [payload], result, describe_error(result, exc))
                 continue
             for column, value in zip(args, values, strict=True):
                 column.append(value)
@@ -629,7 +538,7 @@ class ContainerLoop:
                       live: list[int], outcome: Any) -> None:
         """One result per input of the batch: its item of the returned list, or the batch's error."""
         ids, shm = header["ids"], header.get("shm") or []
-        if isinstance(outcome, _Returned):
+        if isinstance(outcome, Returned):
             problem = _contract_problem(outcome.value, len(live))
             if problem is None:
                 for index, value in zip(live, outcome.value, strict=True):
@@ -646,7 +555,7 @@ class ContainerLoop:
                 self._finish(ids[index], [payloads[index]], {"t": "result", "id": ids[index], "status": "cancelled"})
         elif outcome is not None:
             described: dict[str, Any] = {"t": "result"}
-            error_payloads = _describe_error(described, outcome)  # once: every input gets the same error
+            error_payloads = describe_error(described, outcome)  # once: every input gets the same error
             for index in live:
                 self._finish(ids[index], [payloads[index]], dict(described, id=ids[index]), error_payloads)
 
@@ -690,18 +599,6 @@ class ContainerLoop:
                 traceback.print_exc(file=sys.__stderr__)
 
 
-async def _outcome_of(awaitable: Any) -> Any:
-    """What awaiting user code came to: ``_Returned(value)``, ``Cancelled()``, or the exception it raised."""
-    import asyncio
-
-    try:
-        return _Returned(await awaitable)
-    except asyncio.CancelledError:
-        return Cancelled()
-    except BaseException as exc:
-        return exc
-
-
 def _link_volumes(mounts_json: str | None) -> None:
     """Each volume's path becomes a link to its folder on the host (the runtime resolved them: services/volumes.py)."""
     if not mounts_json:
@@ -728,11 +625,6 @@ def _on_loop(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
 
 
-def _type_name(obj: Any) -> str:
-    cls = obj if isinstance(obj, type) else type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else cls.__qualname__
-
-
 def _contract_problem(value: Any, n: int) -> str | None:
     """What is wrong with a batched function's return value for ``n`` inputs, or None."""
     if not isinstance(value, list):
@@ -740,30 +632,12 @@ def _contract_problem(value: Any, n: int) -> str | None:
             size = f" of length {len(value)}"
         except TypeError:  # no length (or a 0-d tensor)
             size = ""
-        return (f"returned {_type_name(value)}{size} instead of a list of {n} results (one per input, in "
+        return (f"returned {type_name(value)}{size} instead of a list of {n} results (one per input, in "
                 "order); return a list, e.g. list(outputs)")
     if len(value) != n:
         return (f"returned a list of {len(value)} results for a batch of {n} inputs; it must return "
                 "one result per input, in order")
     return None
-
-
-def _describe_error(header: dict[str, Any], exc: BaseException, context: str = "") -> list[Payload]:
-    """Describe ``exc`` in the header; the exception itself is the payload when it pickles."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    message = f"{context}: {exc}" if context else str(exc)
-    frames = [
-        [f.filename, f.lineno, f.name, f.line or ""]
-        for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_RUNTIME_DIR)
-    ]
-    header.update(status="error", error={"type": _type_name(exc), "message": message, "traceback": tb,
-                                         "frames": frames})
-    exc.__traceback__ = None
-    try:
-        return [pickling.serialize(exc)]
-    except BaseException:  # an unpicklable exception travels as its text
-        return []
 
 
 def _die_with_parent() -> None:
@@ -792,8 +666,8 @@ def main(argv: list[str] | None = None) -> None:
     if cancel_fd is not None:
         os.set_blocking(cancel_fd, False)
     container = ContainerLoop(address, container_id, cancel_fd, options.get("--direct"))
-    sys.stdout = _Stream(container, "stdout", sys.__stdout__)
-    sys.stderr = _Stream(container, "stderr", sys.__stderr__)
+    sys.stdout = Stream(container.send, "stdout", sys.__stdout__)
+    sys.stderr = Stream(container.send, "stderr", sys.__stderr__)
     signal.signal(signal.SIGINT, container.on_sigint)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     threading.current_thread().name = f"container-{container_id}"
