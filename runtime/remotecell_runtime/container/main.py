@@ -35,27 +35,22 @@ import ctypes
 import functools
 import inspect
 import os
-import queue
 import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
 from ..protocol import framing, pickling, sharedmem
 from ..protocol.errors import ErrorName
-from ..protocol.framing import Frame, Payload
-from ..protocol.spec import ClsSpec
+from ..protocol.framing import Payload
 from .inputs import CURRENT, Cancelled, Returned, Terminated, Work, describe_error, outcome_of, type_name
+from .loading import Loaded
+from .outbox import Outbox
 from .streams import Stream, flush_output
-
-if TYPE_CHECKING:  # asyncio (~60 ms) and concurrent.futures (~30 ms) load only when a function needs them
-    import asyncio
-    import concurrent.futures
 
 RESULTS_PER_MESSAGE = 128  # a backlog's results are sent at least this often (the daemon refills in halves)
 LEASE_REPORT_S = 1.0  # while leased, the daemon hears how direct calls went at most this often
@@ -68,42 +63,23 @@ class ContainerLoop:
                  direct_address: str | None = None) -> None:
         self.id = container_id
         self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.identity = container_id.encode()
-        self.sock.linger = 2000
-        self.sock.connect(address)
-        self.direct: zmq.Socket | None = None  # the leaseholder's calls come here
-        self.direct_address = direct_address
-        if direct_address:
-            self.direct = self._bind_direct(direct_address)
+        self.outbox = Outbox(self.ctx, address, container_id, direct_address)
+        self.loaded = Loaded(self.outbox)
         self.lease_token: str | None = None  # while leased: what the leaseholder's calls carry
-        self.direct_peers: dict[str, bytes] = {}  # input id -> the leaseholder socket it came from
         self.lease_runs = 0  # direct calls since the last report to the daemon, and their run time
         self.lease_us = 0
         self.lease_reported = time.monotonic()
         self.lease_last_done = time.monotonic()  # the end of the leaseholder's last call
         self.lease_last_id = ""  # and its id: the holder learns which of its calls ran before the lease ended
-        self.io_thread = threading.get_ident()
-        self.outbox: queue.SimpleQueue[tuple[list[Frame], bool] | Callable[[], None]] = queue.SimpleQueue()
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
         self.shm = sharedmem.ShmPool.local()
         self.running = True
-        self.target: Any = None  # the loaded function, or a ClsSpec's instance
-        self.methods: dict[str | None, Callable[..., Any]] = {}
-        self.loop_methods: set[str | None] = set()  # those that run on the event loop
-        self.exit_hooks: list[Callable[[], Any]] = []
-        self.max_inputs = 1
-        self.threads: concurrent.futures.ThreadPoolExecutor | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.running_inputs: dict[str, Any] = {}  # input id -> thread ident or asyncio task
         self.backlog: collections.deque[Work] = collections.deque()  # inline inputs not started yet
-        self.results: list[Work] = []  # inline results not sent yet
         self.cancelled: set[str] = set()  # cancelled before they started: skip them
         self.cancel_fd = cancel_fd
         self.batch_params: dict[Any, list[inspect.Parameter]] = {}  # method name -> its parameters
         self.handlers: dict[str, Callable[[dict[str, Any], list[Payload]], None]] = {
-            "load": self.on_load,
+            "load": self.loaded.on_load,
             "call": self.on_call,
             "calls": self.on_calls,
             "batch": self.on_batch,
@@ -113,108 +89,45 @@ class ContainerLoop:
             "revoke": self.on_revoke,
         }
 
-    def _bind_direct(self, address: str) -> zmq.Socket | None:
-        sock = self.ctx.socket(zmq.ROUTER)
-        sock.linger = 0
-        sock.sndhwm = sock.rcvhwm = 0
-        try:
-            sock.bind(address)
-        except zmq.ZMQError as exc:  # e.g. a socket path too long: serve through the daemon only
-            print(f"remotecell container: no direct socket at {address}: {exc}", file=sys.__stderr__)
-            sock.close()
-            self.direct_address = None
-            return None
-        return sock
-
-    # -- sending from any thread --------------------------------------------------------------
-
-    def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
-        """To the daemon, or to the leaseholder when it is about one of its direct calls."""
-        frames = framing.encode(header, payloads)
-        peer = self.direct_peers.get(header.get("id", "")) if self.direct_peers else None
-        if peer is not None:
-            frames = [peer, *frames]
-        if threading.get_ident() == self.io_thread:
-            self._send_now(frames, direct=peer is not None)
-            return
-        self.outbox.put((frames, peer is not None))
-        os.write(self.wake_w, b"x")
-
-    def _send_now(self, frames: list[Frame], direct: bool) -> None:
-        if direct:
-            assert self.direct is not None
-            framing.send(self.direct, frames)
-        else:
-            framing.send(self.sock, frames)
-
-    def _drain_outbox(self) -> None:
-        try:
-            os.read(self.wake_r, 4096)
-        except BlockingIOError:
-            pass
-        while True:
-            try:
-                item = self.outbox.get_nowait()
-            except queue.Empty:
-                return
-            if callable(item):  # work handed to this thread (see on_io)
-                item()
-            else:
-                self._send_now(*item)
-
-    def on_io(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on the I/O thread: what it reports there goes out many results to a message."""
-        if threading.get_ident() == self.io_thread:
-            work()
-            return
-        self.outbox.put(work)
-        os.write(self.wake_w, b"x")
-
     # -- the I/O loop -------------------------------------------------------------------------
 
     def serve(self) -> None:
-        self.send({"t": "hello", "cid": self.id, "pid": os.getpid()})
+        self.outbox.send({"t": "hello", "cid": self.id, "pid": os.getpid()})
         poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        poller.register(self.wake_r, zmq.POLLIN)
-        if self.direct is not None:
-            poller.register(self.direct, zmq.POLLIN)
+        poller.register(self.outbox.sock, zmq.POLLIN)
+        poller.register(self.outbox.wake_r, zmq.POLLIN)
+        if self.outbox.direct is not None:
+            poller.register(self.outbox.direct, zmq.POLLIN)
         while self.running:
             if self.backlog:
                 self._run_backlog()
                 continue
-            self._flush_results()
+            self.outbox.flush_results()
             ready = dict(poller.poll(1000))
             if not ready and os.getppid() == 1:  # the daemon is gone
                 return
-            if self.wake_r in ready:
-                self._drain_outbox()
-            if self.sock in ready:
+            if self.outbox.wake_r in ready:
+                self.outbox.drain()
+            if self.outbox.sock in ready:
                 self._receive()
-            if self.direct in ready:
+            if self.outbox.direct in ready:
                 self._receive_direct()
 
     def _run_backlog(self) -> None:
         """Run the next queued input, reading what arrived meanwhile (cancels, more inputs) first."""
-        while int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+        while int(self.outbox.sock.get(zmq.EVENTS)) & zmq.POLLIN:
             self._receive()
-        if not self.outbox.empty():
-            self._drain_outbox()
+        if not self.outbox.queue.empty():
+            self.outbox.drain()
         if not self.backlog:
             return
         header, payloads = self.backlog.popleft()
-        self._run_sync(self.methods[header.get("m")], header, payloads)
-        if not self.backlog or len(self.results) >= RESULTS_PER_MESSAGE:
-            self._flush_results()
-
-    def _flush_results(self) -> None:
-        if not self.results:  # e.g. the backlog's last input was a direct call, answered already
-            return
-        results, self.results = self.results, []
-        framing.send(self.sock, framing.encode_many("results", results))
+        self._run_sync(self.loaded.methods[header.get("m")], header, payloads)
+        if not self.backlog or len(self.outbox.results) >= RESULTS_PER_MESSAGE:
+            self.outbox.flush_results()
 
     def _receive(self) -> None:
-        frames = framing.recv(self.sock)
+        frames = framing.recv(self.outbox.sock)
         try:
             header, payloads = framing.decode(frames)
         except framing.WireError as exc:
@@ -228,8 +141,8 @@ class ContainerLoop:
 
     def _receive_direct(self) -> None:
         """A leaseholder's call: run it now, or answer ``revoked`` when it lacks the current lease's token."""
-        assert self.direct is not None
-        peer, *frames = framing.recv(self.direct)
+        assert self.outbox.direct is not None
+        peer, *frames = framing.recv(self.outbox.direct)
         try:
             header, payloads = framing.decode(frames)
         except framing.WireError as exc:
@@ -239,11 +152,11 @@ class ContainerLoop:
         if header["t"] != "call" or not isinstance(input_id, str):
             return
         if header.get("token") != self.lease_token or self.lease_token is None or self.backlog or self.running_inputs:
-            framing.send(self.direct, [peer.bytes, *framing.encode({"t": "revoked", "id": input_id})])
+            framing.send(self.outbox.direct, [peer.bytes, *framing.encode({"t": "revoked", "id": input_id})])
             return
-        self.direct_peers[input_id] = peer.bytes
-        method = self.methods.get(header.get("m"))
-        if method is not None and self.threads is None and header.get("m") not in self.loop_methods:
+        self.outbox.direct_peers[input_id] = peer.bytes
+        method = self.loaded.methods.get(header.get("m"))
+        if method is not None and self.loaded.threads is None and header.get("m") not in self.loaded.loop_methods:
             self._run_sync(method, header, payloads)  # the hot path: no hand-off, no backlog
         else:
             self.on_call(header, payloads)
@@ -256,12 +169,13 @@ class ContainerLoop:
         """The daemon takes the lease back; a direct call still running finishes first (it runs on this thread)."""
         self.lease_token = None
         self._report_lease()
-        self.send({"t": "released", "idle_s": time.monotonic() - self.lease_last_done, "last": self.lease_last_id})
+        idle_s = time.monotonic() - self.lease_last_done
+        self.outbox.send({"t": "released", "idle_s": idle_s, "last": self.lease_last_id})
 
     def _direct_done(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         """A direct call's result goes to its leaseholder at once; the daemon hears of it about once a second."""
-        self.send(header, payloads)
-        del self.direct_peers[header["id"]]
+        self.outbox.send(header, payloads)
+        del self.outbox.direct_peers[header["id"]]
         self.lease_last_id = header["id"]
         self.lease_last_done = time.monotonic()
         self.lease_runs += 1
@@ -271,59 +185,9 @@ class ContainerLoop:
 
     def _report_lease(self) -> None:
         if self.lease_runs:
-            self.send({"t": "lease_used", "n": self.lease_runs, "us": self.lease_us})
+            self.outbox.send({"t": "lease_used", "n": self.lease_runs, "us": self.lease_us})
         self.lease_runs = self.lease_us = 0
         self.lease_reported = time.monotonic()
-
-    # -- loading ------------------------------------------------------------------------------
-
-    def on_load(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        try:
-            self._load(pickling.deserialize(payloads[0]), header.get("options", {}))
-        except BaseException as exc:
-            failed = {"t": "load_failed"}
-            self.send(failed, describe_error(failed, exc, "loading the function failed"))
-            return
-        ready: dict[str, Any] = {"t": "ready"}
-        if self.direct_address and self.max_inputs == 1:  # a lease is one blocking caller's calls, one at a time
-            ready["direct"] = self.direct_address
-        self.send(ready)
-
-    def _load(self, target: Any, options: dict[str, Any]) -> None:
-        _link_volumes(os.environ.get("REMOTECELL_VOLUMES"))
-        self.max_inputs = int(options.get("max_inputs", 1))
-        if isinstance(target, ClsSpec):
-            instance = target.cls(**target.params)
-            self.methods = {name: getattr(instance, name) for name in target.methods}
-            self.exit_hooks = [getattr(instance, name) for name in target.exit_hooks]
-            for name in target.enter_hooks:
-                self._call_hook(getattr(instance, name))
-        else:
-            self.methods = {None: target}
-        self.loop_methods = {name for name, m in self.methods.items() if _on_loop(m)}
-        if self.loop_methods:
-            self._start_loop()
-        if self.max_inputs > 1:
-            import concurrent.futures
-
-            self.threads = concurrent.futures.ThreadPoolExecutor(self.max_inputs, thread_name_prefix="input")
-
-    def _start_loop(self) -> None:
-        import asyncio
-
-        if self.loop is None:
-            self.loop = asyncio.new_event_loop()
-            threading.Thread(target=self.loop.run_forever, name="inputs-loop", daemon=True).start()
-
-    def _call_hook(self, hook: Callable[[], Any]) -> None:
-        if inspect.iscoroutinefunction(hook):
-            import asyncio
-
-            self._start_loop()
-            assert self.loop is not None
-            asyncio.run_coroutine_threadsafe(hook(), self.loop).result()
-        else:
-            hook()
 
     # -- running inputs -----------------------------------------------------------------------
 
@@ -332,26 +196,23 @@ class ContainerLoop:
             self.on_call(entry, own)
 
     def on_call(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        method = self.methods.get(header.get("m"))
+        method = self.loaded.methods.get(header.get("m"))
         if method is None:
             result = {"t": "result", "id": header["id"], "status": "error"}
-            self._finish(header["id"], payloads, result, describe_error(result, self._no_method(header)))
+            self._finish(header["id"], payloads, result, describe_error(result, self.loaded.no_method(header)))
             return
         self._start(method, self._run_async, self._run_sync, self.backlog.append, header, payloads)
-
-    def _no_method(self, header: dict[str, Any]) -> AttributeError:
-        return AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}")
 
     def _start(self, method: Callable[..., Any], run_async: Callable[..., Any], run_sync: Callable[..., None],
                inline: Callable[[Work], None], header: dict[str, Any], payloads: list[Payload]) -> None:
         """Run an input (or a batch) where its function runs: the event loop, a worker thread, or ``inline``."""
-        if header.get("m") in self.loop_methods:  # known at load
+        if header.get("m") in self.loaded.loop_methods:  # known at load
             import asyncio
 
-            assert self.loop is not None
-            asyncio.run_coroutine_threadsafe(run_async(method, header, payloads), self.loop)
-        elif self.threads is not None:
-            self.threads.submit(run_sync, method, header, payloads)
+            assert self.loaded.loop is not None
+            asyncio.run_coroutine_threadsafe(run_async(method, header, payloads), self.loaded.loop)
+        elif self.loaded.threads is not None:
+            self.loaded.threads.submit(run_sync, method, header, payloads)
         else:
             inline((header, payloads))
 
@@ -425,7 +286,8 @@ class ContainerLoop:
         input_id = header["id"]
         flush_output(input_id)  # what it printed before this item comes first
         use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
-        self.send({"t": "item", "id": input_id, "i": index}, [pickling.serialize(item, self.shm if use_shm else None)])
+        payload = pickling.serialize(item, self.shm if use_shm else None)
+        self.outbox.send({"t": "item", "id": input_id, "i": index}, [payload])
 
     def _report(self, header: dict[str, Any], payloads: list[Payload], outcome: Any) -> None:
         input_id = header["id"]
@@ -453,21 +315,21 @@ class ContainerLoop:
         flush_output(input_id)
         # The input's shared memory is ours only when it succeeded; else the runtime may retry it.
         self.shm.settle(inputs[0].shm if inputs else [], keep=header["status"] == "ok")
-        if input_id in self.direct_peers:
-            self.on_io(functools.partial(self._direct_done, header, payloads or []))
-        elif threading.get_ident() == self.io_thread:  # the serve loop sends these, many to a message
+        if input_id in self.outbox.direct_peers:
+            self.outbox.on_io(functools.partial(self._direct_done, header, payloads or []))
+        elif threading.get_ident() == self.outbox.io_thread:  # the serve loop sends these, many to a message
             header.pop("t", None)
-            self.results.append((header, payloads or []))
+            self.outbox.results.append((header, payloads or []))
         else:
-            self.send(header, payloads or ())
+            self.outbox.send(header, payloads or ())
 
     # -- batches (@rc.batched) ----------------------------------------------------------------
 
     def on_batch(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         """Call the function once for the batch, with one list per parameter; answer per input."""
-        method = self.methods.get(header.get("m"))
+        method = self.loaded.methods.get(header.get("m"))
         if method is None or len(payloads) != len(header["ids"]):
-            exc = self._no_method(header) if method is None else ValueError(
+            exc = self.loaded.no_method(header) if method is None else ValueError(
                 f"a batch of {len(header['ids'])} ids came with {len(payloads)} payloads")
             self._report_batch(method, header, payloads, list(range(len(payloads))), exc)
             return
@@ -486,7 +348,7 @@ class ContainerLoop:
                     raise
                 except BaseException as exc:
                     outcome = exc
-            self.on_io(lambda: self._report_batch(method, header, payloads, live, outcome))
+            self.outbox.on_io(lambda: self._report_batch(method, header, payloads, live, outcome))
         finally:
             CURRENT.reset(token)
 
@@ -496,7 +358,7 @@ class ContainerLoop:
         CURRENT.set(header["ids"][0])  # this task's own context
         live, args, kwargs = self._unpack_batch(method, header, payloads)
         outcome = await outcome_of(method(*args, **kwargs)) if live else None
-        self.on_io(lambda: self._report_batch(method, header, payloads, live, outcome))
+        self.outbox.on_io(lambda: self._report_batch(method, header, payloads, live, outcome))
 
     def _unpack_batch(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload],
                       ) -> tuple[list[int], list[list[Any]], dict[str, list[Any]]]:
@@ -564,9 +426,9 @@ class ContainerLoop:
     def on_cancel(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         self.cancelled.add(str(header.get("id", "")))  # in case it has not started yet
         runner = self.running_inputs.get(header.get("id", ""))
-        if self.loop is not None and hasattr(runner, "cancel"):  # an asyncio task
-            self.loop.call_soon_threadsafe(runner.cancel)  # type: ignore[union-attr]
-        elif isinstance(runner, int) and runner != self.io_thread:
+        if self.loaded.loop is not None and hasattr(runner, "cancel"):  # an asyncio task
+            self.loaded.loop.call_soon_threadsafe(runner.cancel)  # type: ignore[union-attr]
+        elif isinstance(runner, int) and runner != self.outbox.io_thread:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(runner), ctypes.py_object(Cancelled))
 
     def on_sigint(self, signum: int, frame: Any) -> None:
@@ -590,40 +452,6 @@ class ContainerLoop:
 
     def on_stop(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         self.running = False
-
-    def run_exit_hooks(self) -> None:
-        for hook in self.exit_hooks:
-            try:
-                self._call_hook(hook)
-            except BaseException:
-                traceback.print_exc(file=sys.__stderr__)
-
-
-def _link_volumes(mounts_json: str | None) -> None:
-    """Each volume's path becomes a link to its folder on the host (the runtime resolved them: services/volumes.py)."""
-    if not mounts_json:
-        return
-    import json
-
-    for path, folder in json.loads(mounts_json).items():
-        if os.path.islink(path) and os.readlink(path) == folder:
-            continue  # linked by an earlier container of this volume
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.symlink(folder, path, target_is_directory=True)
-        except FileExistsError:
-            if not (os.path.islink(path) and os.readlink(path) == folder):
-                raise OSError(f"cannot mount a volume at {path}: that path exists on the runtime host and is not "
-                              "this volume; choose a path that does not exist there") from None
-        except OSError as exc:
-            raise OSError(f"cannot mount a volume at {path}: {exc.strerror}; choose a path the runtime's user "
-                          "can create") from None
-
-
-def _on_loop(fn: Callable[..., Any]) -> bool:
-    """``async def`` functions and async generators run on the container's event loop."""
-    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
-
 
 def _contract_problem(value: Any, n: int) -> str | None:
     """What is wrong with a batched function's return value for ``n`` inputs, or None."""
@@ -666,8 +494,8 @@ def main(argv: list[str] | None = None) -> None:
     if cancel_fd is not None:
         os.set_blocking(cancel_fd, False)
     container = ContainerLoop(address, container_id, cancel_fd, options.get("--direct"))
-    sys.stdout = Stream(container.send, "stdout", sys.__stdout__)
-    sys.stderr = Stream(container.send, "stderr", sys.__stderr__)
+    sys.stdout = Stream(container.outbox.send, "stdout", sys.__stdout__)
+    sys.stderr = Stream(container.outbox.send, "stderr", sys.__stderr__)
     signal.signal(signal.SIGINT, container.on_sigint)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     threading.current_thread().name = f"container-{container_id}"
@@ -675,5 +503,5 @@ def main(argv: list[str] | None = None) -> None:
         container.serve()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        container.run_exit_hooks()
+        container.loaded.run_exit_hooks()
         container.shm.clear()
