@@ -30,15 +30,12 @@ tasks each see their own.
 
 from __future__ import annotations
 
-import collections
 import ctypes
-import functools
 import inspect
 import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,13 +44,14 @@ import zmq
 from ..protocol import framing, pickling, sharedmem
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
-from .inputs import CURRENT, Cancelled, Returned, Terminated, Work, describe_error, outcome_of, type_name
+from .direct import DirectLease
+from .inputs import CURRENT, Cancelled, Returned, Terminated, describe_error, outcome_of, type_name
 from .loading import Loaded
 from .outbox import Outbox
-from .streams import Stream, flush_output
+from .running import Runner
+from .streams import Stream
 
 RESULTS_PER_MESSAGE = 128  # a backlog's results are sent at least this often (the daemon refills in halves)
-LEASE_REPORT_S = 1.0  # while leased, the daemon hears how direct calls went at most this often
 
 
 class ContainerLoop:
@@ -65,28 +63,21 @@ class ContainerLoop:
         self.ctx = zmq.Context()
         self.outbox = Outbox(self.ctx, address, container_id, direct_address)
         self.loaded = Loaded(self.outbox)
-        self.lease_token: str | None = None  # while leased: what the leaseholder's calls carry
-        self.lease_runs = 0  # direct calls since the last report to the daemon, and their run time
-        self.lease_us = 0
-        self.lease_reported = time.monotonic()
-        self.lease_last_done = time.monotonic()  # the end of the leaseholder's last call
-        self.lease_last_id = ""  # and its id: the holder learns which of its calls ran before the lease ended
+        self.lease = DirectLease(self.outbox)
         self.shm = sharedmem.ShmPool.local()
+        self.runner = Runner(self.outbox, self.loaded, self.lease, self.shm)
         self.running = True
-        self.running_inputs: dict[str, Any] = {}  # input id -> thread ident or asyncio task
-        self.backlog: collections.deque[Work] = collections.deque()  # inline inputs not started yet
-        self.cancelled: set[str] = set()  # cancelled before they started: skip them
         self.cancel_fd = cancel_fd
         self.batch_params: dict[Any, list[inspect.Parameter]] = {}  # method name -> its parameters
         self.handlers: dict[str, Callable[[dict[str, Any], list[Payload]], None]] = {
             "load": self.loaded.on_load,
-            "call": self.on_call,
-            "calls": self.on_calls,
+            "call": self.runner.on_call,
+            "calls": self.runner.on_calls,
             "batch": self.on_batch,
             "cancel": self.on_cancel,
             "stop": self.on_stop,
-            "lease": self.on_lease,
-            "revoke": self.on_revoke,
+            "lease": self.lease.on_lease,
+            "revoke": self.lease.on_revoke,
         }
 
     # -- the I/O loop -------------------------------------------------------------------------
@@ -99,7 +90,7 @@ class ContainerLoop:
         if self.outbox.direct is not None:
             poller.register(self.outbox.direct, zmq.POLLIN)
         while self.running:
-            if self.backlog:
+            if self.runner.backlog:
                 self._run_backlog()
                 continue
             self.outbox.flush_results()
@@ -119,11 +110,11 @@ class ContainerLoop:
             self._receive()
         if not self.outbox.queue.empty():
             self.outbox.drain()
-        if not self.backlog:
+        if not self.runner.backlog:
             return
-        header, payloads = self.backlog.popleft()
-        self._run_sync(self.loaded.methods[header.get("m")], header, payloads)
-        if not self.backlog or len(self.outbox.results) >= RESULTS_PER_MESSAGE:
+        header, payloads = self.runner.backlog.popleft()
+        self.runner.run_sync(self.loaded.methods[header.get("m")], header, payloads)
+        if not self.runner.backlog or len(self.outbox.results) >= RESULTS_PER_MESSAGE:
             self.outbox.flush_results()
 
     def _receive(self) -> None:
@@ -140,188 +131,17 @@ class ContainerLoop:
         handler(header, payloads)
 
     def _receive_direct(self) -> None:
-        """A leaseholder's call: run it now, or answer ``revoked`` when it lacks the current lease's token."""
-        assert self.outbox.direct is not None
-        peer, *frames = framing.recv(self.outbox.direct)
-        try:
-            header, payloads = framing.decode(frames)
-        except framing.WireError as exc:
-            print(f"remotecell container: dropped a malformed direct message: {exc}", file=sys.__stderr__)
+        """A leaseholder's call, admitted by the lease: run it now."""
+        work = self.lease.receive(busy=bool(self.runner.backlog or self.runner.running_inputs))
+        if work is None:
             return
-        input_id = header.get("id")
-        if header["t"] != "call" or not isinstance(input_id, str):
-            return
-        if header.get("token") != self.lease_token or self.lease_token is None or self.backlog or self.running_inputs:
-            framing.send(self.outbox.direct, [peer.bytes, *framing.encode({"t": "revoked", "id": input_id})])
-            return
-        self.outbox.direct_peers[input_id] = peer.bytes
-        method = self.loaded.methods.get(header.get("m"))
-        if method is not None and self.loaded.threads is None and header.get("m") not in self.loaded.loop_methods:
-            self._run_sync(method, header, payloads)  # the hot path: no hand-off, no backlog
+        header, payloads = work
+        loaded = self.loaded
+        method = loaded.methods.get(header.get("m"))
+        if method is not None and loaded.threads is None and header.get("m") not in loaded.loop_methods:
+            self.runner.run_sync(method, header, payloads)  # the hot path: no hand-off, no backlog
         else:
-            self.on_call(header, payloads)
-
-    def on_lease(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        self.lease_token = str(header.get("token") or "") or None
-        self.lease_reported = self.lease_last_done = time.monotonic()
-
-    def on_revoke(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        """The daemon takes the lease back; a direct call still running finishes first (it runs on this thread)."""
-        self.lease_token = None
-        self._report_lease()
-        idle_s = time.monotonic() - self.lease_last_done
-        self.outbox.send({"t": "released", "idle_s": idle_s, "last": self.lease_last_id})
-
-    def _direct_done(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        """A direct call's result goes to its leaseholder at once; the daemon hears of it about once a second."""
-        self.outbox.send(header, payloads)
-        del self.outbox.direct_peers[header["id"]]
-        self.lease_last_id = header["id"]
-        self.lease_last_done = time.monotonic()
-        self.lease_runs += 1
-        self.lease_us += int(header.get("us", 0))
-        if time.monotonic() - self.lease_reported >= LEASE_REPORT_S:
-            self._report_lease()
-
-    def _report_lease(self) -> None:
-        if self.lease_runs:
-            self.outbox.send({"t": "lease_used", "n": self.lease_runs, "us": self.lease_us})
-        self.lease_runs = self.lease_us = 0
-        self.lease_reported = time.monotonic()
-
-    # -- running inputs -----------------------------------------------------------------------
-
-    def on_calls(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        for entry, own in framing.split_many(header, payloads):
-            self.on_call(entry, own)
-
-    def on_call(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        method = self.loaded.methods.get(header.get("m"))
-        if method is None:
-            result = {"t": "result", "id": header["id"], "status": "error"}
-            self._finish(header["id"], payloads, result, describe_error(result, self.loaded.no_method(header)))
-            return
-        self._start(method, self._run_async, self._run_sync, self.backlog.append, header, payloads)
-
-    def _start(self, method: Callable[..., Any], run_async: Callable[..., Any], run_sync: Callable[..., None],
-               inline: Callable[[Work], None], header: dict[str, Any], payloads: list[Payload]) -> None:
-        """Run an input (or a batch) where its function runs: the event loop, a worker thread, or ``inline``."""
-        if header.get("m") in self.loaded.loop_methods:  # known at load
-            import asyncio
-
-            assert self.loaded.loop is not None
-            asyncio.run_coroutine_threadsafe(run_async(method, header, payloads), self.loaded.loop)
-        elif self.loaded.threads is not None:
-            self.loaded.threads.submit(run_sync, method, header, payloads)
-        else:
-            inline((header, payloads))
-
-    def _run_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
-        input_id = header["id"]
-        token = CURRENT.set(input_id)
-        self.running_inputs[input_id] = threading.get_ident()
-        started_s = time.perf_counter()
-        try:
-            if input_id in self.cancelled:
-                raise Cancelled()
-            args, kwargs = pickling.deserialize(payloads[0], hold=True)
-            value = method(*args, **kwargs)
-            outcome: Any = Returned(self._send_items(header, value) if header.get("gen") else value)
-        except Terminated:
-            raise
-        except BaseException as exc:
-            outcome = exc
-        finally:
-            self.running_inputs.pop(input_id, None)
-            self.cancelled.discard(input_id)
-        header["us"] = int((time.perf_counter() - started_s) * 1e6)
-        try:
-            self._report(header, payloads, outcome)
-        finally:
-            CURRENT.reset(token)
-
-    async def _run_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
-        import asyncio
-
-        CURRENT.set(header["id"])  # this task's own context
-        self.running_inputs[header["id"]] = asyncio.current_task()
-        try:
-            outcome = await outcome_of(self._call_async(method, header, payloads))
-        finally:
-            self.running_inputs.pop(header["id"], None)
-            self.cancelled.discard(header["id"])
-        self._report(header, payloads, outcome)
-
-    async def _call_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> Any:
-        import asyncio
-
-        if header["id"] in self.cancelled:
-            raise asyncio.CancelledError()
-        args, kwargs = pickling.deserialize(payloads[0], hold=True)
-        if inspect.isasyncgenfunction(method):
-            return await self._send_async_items(header, method(*args, **kwargs))
-        return await method(*args, **kwargs)
-
-    def _send_items(self, header: dict[str, Any], items: Any) -> int:
-        """``remote_gen``: each item the generator yields goes to the caller at once; returns how many."""
-        if not inspect.isgenerator(items):
-            raise TypeError(f"remote_gen needs a generator function; this one returned {type_name(items)} "
-                            "(call it with .remote())")
-        count = 0
-        for item in items:
-            self._send_item(header, count, item)
-            count += 1
-        return count
-
-    async def _send_async_items(self, header: dict[str, Any], items: Any) -> int:
-        if not header.get("gen"):
-            raise TypeError("this is an async generator function: call it with .remote_gen()")
-        count = 0
-        async for item in items:
-            self._send_item(header, count, item)
-            count += 1
-        return count
-
-    def _send_item(self, header: dict[str, Any], index: int, item: Any) -> None:
-        input_id = header["id"]
-        flush_output(input_id)  # what it printed before this item comes first
-        use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
-        payload = pickling.serialize(item, self.shm if use_shm else None)
-        self.outbox.send({"t": "item", "id": input_id, "i": index}, [payload])
-
-    def _report(self, header: dict[str, Any], payloads: list[Payload], outcome: Any) -> None:
-        input_id = header["id"]
-        result = {"t": "result", "id": input_id, "us": header.get("us", 0)}
-        if isinstance(outcome, Returned):
-            self._succeed(result, header, payloads, outcome.value)
-        elif isinstance(outcome, Cancelled):
-            self._finish(input_id, payloads, dict(result, status="cancelled"))
-        else:
-            self._finish(input_id, payloads, result, describe_error(result, outcome))
-
-    def _succeed(self, result: dict[str, Any], header: dict[str, Any], payloads: list[Payload], value: Any) -> None:
-        use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
-        try:
-            payload = pickling.serialize(value, self.shm if use_shm else None)
-        except BaseException as exc:
-            message = f"the return value of type {type_name(value)} cannot be pickled: {exc}"
-            error = {"type": ErrorName.SERIALIZATION, "message": message, "traceback": ""}
-            self._finish(result["id"], payloads, dict(result, status="error", error=error))
-            return
-        self._finish(result["id"], payloads, dict(result, status="ok"), [payload])
-
-    def _finish(self, input_id: str, inputs: list[Payload], header: dict[str, Any],
-                payloads: list[Payload] | None = None) -> None:
-        flush_output(input_id)
-        # The input's shared memory is ours only when it succeeded; else the runtime may retry it.
-        self.shm.settle(inputs[0].shm if inputs else [], keep=header["status"] == "ok")
-        if input_id in self.outbox.direct_peers:
-            self.outbox.on_io(functools.partial(self._direct_done, header, payloads or []))
-        elif threading.get_ident() == self.outbox.io_thread:  # the serve loop sends these, many to a message
-            header.pop("t", None)
-            self.outbox.results.append((header, payloads or []))
-        else:
-            self.outbox.send(header, payloads or ())
+            self.runner.on_call(header, payloads)
 
     # -- batches (@rc.batched) ----------------------------------------------------------------
 
@@ -333,7 +153,7 @@ class ContainerLoop:
                 f"a batch of {len(header['ids'])} ids came with {len(payloads)} payloads")
             self._report_batch(method, header, payloads, list(range(len(payloads))), exc)
             return
-        self._start(method, self._run_batch_async, self._run_batch_sync,
+        self.runner.start(method, self._run_batch_async, self._run_batch_sync,
                     lambda work: self._run_batch_sync(method, *work), header, payloads)
 
     def _run_batch_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
@@ -389,7 +209,7 @@ class ContainerLoop:
                 raise
             except BaseException as exc:
                 result = {"t": "result", "id": input_id}
-                self._finish(input_id, [payload], result, describe_error(result, exc))
+                self.runner.finish(input_id, [payload], result, describe_error(result, exc))
                 continue
             for column, value in zip(args, values, strict=True):
                 column.append(value)
@@ -405,27 +225,28 @@ class ContainerLoop:
             if problem is None:
                 for index, value in zip(live, outcome.value, strict=True):
                     use_shm = {"shm": bool(shm[index]) if index < len(shm) else False}
-                    self._succeed({"t": "result", "id": ids[index]}, use_shm, [payloads[index]], value)
+                    self.runner.succeed({"t": "result", "id": ids[index]}, use_shm, [payloads[index]], value)
                 return
             name = getattr(method, "__qualname__", "the batched function")
             error = {"type": ErrorName.BATCH_CONTRACT, "message": f"{name} {problem}", "traceback": ""}
             for index in live:
                 result = {"t": "result", "id": ids[index], "status": "error", "error": error}
-                self._finish(ids[index], [payloads[index]], result)
+                self.runner.finish(ids[index], [payloads[index]], result)
         elif isinstance(outcome, Cancelled):
             for index in live:
-                self._finish(ids[index], [payloads[index]], {"t": "result", "id": ids[index], "status": "cancelled"})
+                cancelled = {"t": "result", "id": ids[index], "status": "cancelled"}
+                self.runner.finish(ids[index], [payloads[index]], cancelled)
         elif outcome is not None:
             described: dict[str, Any] = {"t": "result"}
             error_payloads = describe_error(described, outcome)  # once: every input gets the same error
             for index in live:
-                self._finish(ids[index], [payloads[index]], dict(described, id=ids[index]), error_payloads)
+                self.runner.finish(ids[index], [payloads[index]], dict(described, id=ids[index]), error_payloads)
 
     # -- cancelling and stopping --------------------------------------------------------------
 
     def on_cancel(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        self.cancelled.add(str(header.get("id", "")))  # in case it has not started yet
-        runner = self.running_inputs.get(header.get("id", ""))
+        self.runner.cancelled.add(str(header.get("id", "")))  # in case it has not started yet
+        runner = self.runner.running_inputs.get(header.get("id", ""))
         if self.loaded.loop is not None and hasattr(runner, "cancel"):  # an asyncio task
             self.loaded.loop.call_soon_threadsafe(runner.cancel)  # type: ignore[union-attr]
         elif isinstance(runner, int) and runner != self.outbox.io_thread:
@@ -434,7 +255,7 @@ class ContainerLoop:
     def on_sigint(self, signum: int, frame: Any) -> None:
         """Cancel the input named on the cancel pipe if it runs here; no name: whatever runs (a stop)."""
         named = self._read_cancel_pipe()
-        self.cancelled |= named
+        self.runner.cancelled |= named
         current = CURRENT.get()
         if current is not None and (not named or current in named):  # it runs on this (the I/O) thread
             raise Cancelled()
