@@ -26,282 +26,108 @@ Worker threads hand their messages to the I/O thread through an outbox and a
 wake-up pipe (a zmq socket is not thread-safe).  What user code prints goes to
 its own input's caller: the current input is a context variable, so threads and
 tasks each see their own.
+
+The parts, each holding what it needs (imports point one way, down this list):
+``inputs`` (what an input is and came to), ``streams`` (sys.stdout/sys.stderr),
+``outbox`` (the sockets; sending from any thread), ``loading`` (the function),
+``direct`` (the lease), ``running`` (running and reporting an input), ``batches``
+and ``cancelling``.  This module wires them, receives and dispatches by message
+type; the hot path (a leaseholder's call, or the backlog) goes from the poll to
+``Runner.run_sync`` without a hand-off.
 """
 
 from __future__ import annotations
 
-import collections
-import contextvars
 import ctypes
-import functools
-import inspect
 import os
-import queue
 import signal
 import sys
 import threading
-import time
-import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
-from ..protocol import framing, pickling, sharedmem
-from ..protocol.errors import ErrorName
-from ..protocol.framing import Frame, Payload
-from ..protocol.spec import ClsSpec
+from ..protocol import framing, sharedmem
+from ..protocol.framing import Payload
+from .batches import Batches
+from .cancelling import Canceller
+from .direct import DirectLease
+from .inputs import Terminated
+from .loading import Loaded
+from .outbox import Outbox
+from .running import Runner
+from .streams import Stream
 
-if TYPE_CHECKING:  # asyncio (~60 ms) and concurrent.futures (~30 ms) load only when a function needs them
-    import asyncio
-    import concurrent.futures
-
-_RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_PER_MESSAGE = 128  # a backlog's results are sent at least this often (the daemon refills in halves)
-LEASE_REPORT_S = 1.0  # while leased, the daemon hears how direct calls went at most this often
-
-Work = tuple[dict[str, Any], list[Payload]]  # one input: its header fields and its arguments
-
-CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("remotecell_input", default=None)
-
-
-class Cancelled(BaseException):
-    """Raised inside user code when the daemon cancels the running input."""
-
-
-class _Returned:
-    """What an input returned (any value, exceptions included, as opposed to what it raised)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-class Terminated(SystemExit):
-    """SIGTERM: the container is being stopped; unwind and run the @exit hooks."""
-
-
-class _Stream:
-    """sys.stdout/sys.stderr stand-in: lines written during an input go to its caller."""
-
-    def __init__(self, container: ContainerLoop, name: str, fallback: Any) -> None:
-        self.container = container
-        self.name = name
-        self.fallback = fallback
-        self.pending: dict[str, list[str]] = {}
-        self.lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        input_id = CURRENT.get()
-        if input_id is None:
-            return int(self.fallback.write(text))
-        with self.lock:
-            parts = self.pending.setdefault(input_id, [])
-            parts.append(text)
-            full = "\n" in text or "\r" in text or sum(map(len, parts)) > 8192
-        if full:
-            self.flush_input(input_id)
-        return len(text)
-
-    def flush(self) -> None:
-        input_id = CURRENT.get()
-        if input_id is not None:
-            self.flush_input(input_id)
-        self.fallback.flush()
-
-    def flush_input(self, input_id: str) -> None:
-        if input_id not in self.pending:  # the common case, checked without the lock
-            return
-        with self.lock:
-            parts = self.pending.pop(input_id, None)
-        if not parts:
-            return
-        text = "".join(parts)
-        # Also into the process's own pipe: the daemon keeps its last lines, which must
-        # survive a crash that loses the message still queued in the socket.
-        self.fallback.write(text)
-        self.fallback.flush()
-        self.container.send({"t": "output", "id": input_id, "stream": self.name, "text": text})
-
-    def emit(self, kind: str, text: str) -> bool:
-        """Send output of another kind (``"display"``: a JSON mime bundle) to the current input's caller.
-
-        It follows what the input wrote to this stream so far; the daemon routes it by
-        input id like any output.  False when no input runs in this thread or task.
-        """
-        input_id = CURRENT.get()
-        if input_id is None:
-            return False
-        self.flush_input(input_id)
-        self.container.send({"t": "output", "id": input_id, "stream": kind, "text": text})
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
-
-    def fileno(self) -> int:
-        return int(self.fallback.fileno())
 
 
 class ContainerLoop:
-    """The container process's main loop: loads the function once, serves inputs, reports results."""
+    """The container process's main loop: wires the parts, receives messages and hands each to its part."""
 
     def __init__(self, address: str, container_id: str, cancel_fd: int | None = None,
                  direct_address: str | None = None) -> None:
         self.id = container_id
         self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.identity = container_id.encode()
-        self.sock.linger = 2000
-        self.sock.connect(address)
-        self.direct: zmq.Socket | None = None  # the leaseholder's calls come here
-        self.direct_address = direct_address
-        if direct_address:
-            self.direct = self._bind_direct(direct_address)
-        self.lease_token: str | None = None  # while leased: what the leaseholder's calls carry
-        self.direct_peers: dict[str, bytes] = {}  # input id -> the leaseholder socket it came from
-        self.lease_runs = 0  # direct calls since the last report to the daemon, and their run time
-        self.lease_us = 0
-        self.lease_reported = time.monotonic()
-        self.lease_last_done = time.monotonic()  # the end of the leaseholder's last call
-        self.lease_last_id = ""  # and its id: the holder learns which of its calls ran before the lease ended
-        self.io_thread = threading.get_ident()
-        self.outbox: queue.SimpleQueue[tuple[list[Frame], bool] | Callable[[], None]] = queue.SimpleQueue()
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
+        self.outbox = Outbox(self.ctx, address, container_id, direct_address)
+        self.loaded = Loaded(self.outbox)
+        self.lease = DirectLease(self.outbox)
         self.shm = sharedmem.ShmPool.local()
+        self.runner = Runner(self.outbox, self.loaded, self.lease, self.shm)
+        self.batches = Batches(self.runner)
+        self.canceller = Canceller(self.runner, cancel_fd)
         self.running = True
-        self.target: Any = None  # the loaded function, or a ClsSpec's instance
-        self.methods: dict[str | None, Callable[..., Any]] = {}
-        self.loop_methods: set[str | None] = set()  # those that run on the event loop
-        self.exit_hooks: list[Callable[[], Any]] = []
-        self.max_inputs = 1
-        self.threads: concurrent.futures.ThreadPoolExecutor | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.running_inputs: dict[str, Any] = {}  # input id -> thread ident or asyncio task
-        self.backlog: collections.deque[Work] = collections.deque()  # inline inputs not started yet
-        self.results: list[Work] = []  # inline results not sent yet
-        self.cancelled: set[str] = set()  # cancelled before they started: skip them
-        self.cancel_fd = cancel_fd
-        self.batch_params: dict[Any, list[inspect.Parameter]] = {}  # method name -> its parameters
         self.handlers: dict[str, Callable[[dict[str, Any], list[Payload]], None]] = {
-            "load": self.on_load,
-            "call": self.on_call,
-            "calls": self.on_calls,
-            "batch": self.on_batch,
-            "cancel": self.on_cancel,
+            "load": self.loaded.on_load,
+            "call": self.runner.on_call,
+            "calls": self.runner.on_calls,
+            "batch": self.batches.on_batch,
+            "cancel": self.canceller.on_cancel,
             "stop": self.on_stop,
-            "lease": self.on_lease,
-            "revoke": self.on_revoke,
+            "lease": self.lease.on_lease,
+            "revoke": self.lease.on_revoke,
         }
 
-    def _bind_direct(self, address: str) -> zmq.Socket | None:
-        sock = self.ctx.socket(zmq.ROUTER)
-        sock.linger = 0
-        sock.sndhwm = sock.rcvhwm = 0
-        try:
-            sock.bind(address)
-        except zmq.ZMQError as exc:  # e.g. a socket path too long: serve through the daemon only
-            print(f"remotecell container: no direct socket at {address}: {exc}", file=sys.__stderr__)
-            sock.close()
-            self.direct_address = None
-            return None
-        return sock
-
-    # -- sending from any thread --------------------------------------------------------------
-
-    def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
-        """To the daemon, or to the leaseholder when it is about one of its direct calls."""
-        frames = framing.encode(header, payloads)
-        peer = self.direct_peers.get(header.get("id", "")) if self.direct_peers else None
-        if peer is not None:
-            frames = [peer, *frames]
-        if threading.get_ident() == self.io_thread:
-            self._send_now(frames, direct=peer is not None)
-            return
-        self.outbox.put((frames, peer is not None))
-        os.write(self.wake_w, b"x")
-
-    def _send_now(self, frames: list[Frame], direct: bool) -> None:
-        if direct:
-            assert self.direct is not None
-            framing.send(self.direct, frames)
-        else:
-            framing.send(self.sock, frames)
-
-    def _drain_outbox(self) -> None:
-        try:
-            os.read(self.wake_r, 4096)
-        except BlockingIOError:
-            pass
-        while True:
-            try:
-                item = self.outbox.get_nowait()
-            except queue.Empty:
-                return
-            if callable(item):  # work handed to this thread (see on_io)
-                item()
-            else:
-                self._send_now(*item)
-
-    def on_io(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on the I/O thread: what it reports there goes out many results to a message."""
-        if threading.get_ident() == self.io_thread:
-            work()
-            return
-        self.outbox.put(work)
-        os.write(self.wake_w, b"x")
-
-    # -- the I/O loop -------------------------------------------------------------------------
-
     def serve(self) -> None:
-        self.send({"t": "hello", "cid": self.id, "pid": os.getpid()})
+        outbox, backlog = self.outbox, self.runner.backlog  # neither is ever rebound: read once, not per message
+        sock, wake_r, direct = outbox.sock, outbox.wake_r, outbox.direct
+        outbox.send({"t": "hello", "cid": self.id, "pid": os.getpid()})
         poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        poller.register(self.wake_r, zmq.POLLIN)
-        if self.direct is not None:
-            poller.register(self.direct, zmq.POLLIN)
+        poller.register(sock, zmq.POLLIN)
+        poller.register(wake_r, zmq.POLLIN)
+        if direct is not None:
+            poller.register(direct, zmq.POLLIN)
         while self.running:
-            if self.backlog:
+            if backlog:
                 self._run_backlog()
                 continue
-            self._flush_results()
+            outbox.flush_results()
             ready = dict(poller.poll(1000))
             if not ready and os.getppid() == 1:  # the daemon is gone
                 return
-            if self.wake_r in ready:
-                self._drain_outbox()
-            if self.sock in ready:
+            if wake_r in ready:
+                outbox.drain()
+            if sock in ready:
                 self._receive()
-            if self.direct in ready:
+            if direct in ready:
                 self._receive_direct()
 
     def _run_backlog(self) -> None:
         """Run the next queued input, reading what arrived meanwhile (cancels, more inputs) first."""
-        while int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+        outbox, backlog = self.outbox, self.runner.backlog
+        while int(outbox.sock.get(zmq.EVENTS)) & zmq.POLLIN:
             self._receive()
-        if not self.outbox.empty():
-            self._drain_outbox()
-        if not self.backlog:
+        if not outbox.queue.empty():
+            outbox.drain()
+        if not backlog:
             return
-        header, payloads = self.backlog.popleft()
-        self._run_sync(self.methods[header.get("m")], header, payloads)
-        if not self.backlog or len(self.results) >= RESULTS_PER_MESSAGE:
-            self._flush_results()
-
-    def _flush_results(self) -> None:
-        if not self.results:  # e.g. the backlog's last input was a direct call, answered already
-            return
-        results, self.results = self.results, []
-        framing.send(self.sock, framing.encode_many("results", results))
+        header, payloads = backlog.popleft()
+        self.runner.run_sync(self.loaded.methods[header.get("m")], header, payloads)
+        if not backlog or len(outbox.results) >= RESULTS_PER_MESSAGE:
+            outbox.flush_results()
 
     def _receive(self) -> None:
-        frames = framing.recv(self.sock)
+        frames = framing.recv(self.outbox.sock)
         try:
             header, payloads = framing.decode(frames)
         except framing.WireError as exc:
@@ -314,456 +140,20 @@ class ContainerLoop:
         handler(header, payloads)
 
     def _receive_direct(self) -> None:
-        """A leaseholder's call: run it now, or answer ``revoked`` when it lacks the current lease's token."""
-        assert self.direct is not None
-        peer, *frames = framing.recv(self.direct)
-        try:
-            header, payloads = framing.decode(frames)
-        except framing.WireError as exc:
-            print(f"remotecell container: dropped a malformed direct message: {exc}", file=sys.__stderr__)
+        """A leaseholder's call that the lease admits: run now, on this thread when its function runs inline."""
+        runner, loaded = self.runner, self.loaded
+        work = self.lease.receive(busy=bool(runner.backlog or runner.running_inputs))
+        if work is None:
             return
-        input_id = header.get("id")
-        if header["t"] != "call" or not isinstance(input_id, str):
-            return
-        if header.get("token") != self.lease_token or self.lease_token is None or self.backlog or self.running_inputs:
-            framing.send(self.direct, [peer.bytes, *framing.encode({"t": "revoked", "id": input_id})])
-            return
-        self.direct_peers[input_id] = peer.bytes
-        method = self.methods.get(header.get("m"))
-        if method is not None and self.threads is None and header.get("m") not in self.loop_methods:
-            self._run_sync(method, header, payloads)  # the hot path: no hand-off, no backlog
+        header, payloads = work
+        method = loaded.methods.get(header.get("m"))
+        if method is not None and loaded.threads is None and header.get("m") not in loaded.loop_methods:
+            runner.run_sync(method, header, payloads)  # the hot path: no hand-off, no backlog
         else:
-            self.on_call(header, payloads)
-
-    def on_lease(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        self.lease_token = str(header.get("token") or "") or None
-        self.lease_reported = self.lease_last_done = time.monotonic()
-
-    def on_revoke(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        """The daemon takes the lease back; a direct call still running finishes first (it runs on this thread)."""
-        self.lease_token = None
-        self._report_lease()
-        self.send({"t": "released", "idle_s": time.monotonic() - self.lease_last_done, "last": self.lease_last_id})
-
-    def _direct_done(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        """A direct call's result goes to its leaseholder at once; the daemon hears of it about once a second."""
-        self.send(header, payloads)
-        del self.direct_peers[header["id"]]
-        self.lease_last_id = header["id"]
-        self.lease_last_done = time.monotonic()
-        self.lease_runs += 1
-        self.lease_us += int(header.get("us", 0))
-        if time.monotonic() - self.lease_reported >= LEASE_REPORT_S:
-            self._report_lease()
-
-    def _report_lease(self) -> None:
-        if self.lease_runs:
-            self.send({"t": "lease_used", "n": self.lease_runs, "us": self.lease_us})
-        self.lease_runs = self.lease_us = 0
-        self.lease_reported = time.monotonic()
-
-    # -- loading ------------------------------------------------------------------------------
-
-    def on_load(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        try:
-            self._load(pickling.deserialize(payloads[0]), header.get("options", {}))
-        except BaseException as exc:
-            failed = {"t": "load_failed"}
-            self.send(failed, _describe_error(failed, exc, "loading the function failed"))
-            return
-        ready: dict[str, Any] = {"t": "ready"}
-        if self.direct_address and self.max_inputs == 1:  # a lease is one blocking caller's calls, one at a time
-            ready["direct"] = self.direct_address
-        self.send(ready)
-
-    def _load(self, target: Any, options: dict[str, Any]) -> None:
-        _link_volumes(os.environ.get("REMOTECELL_VOLUMES"))
-        self.max_inputs = int(options.get("max_inputs", 1))
-        if isinstance(target, ClsSpec):
-            instance = target.cls(**target.params)
-            self.methods = {name: getattr(instance, name) for name in target.methods}
-            self.exit_hooks = [getattr(instance, name) for name in target.exit_hooks]
-            for name in target.enter_hooks:
-                self._call_hook(getattr(instance, name))
-        else:
-            self.methods = {None: target}
-        self.loop_methods = {name for name, m in self.methods.items() if _on_loop(m)}
-        if self.loop_methods:
-            self._start_loop()
-        if self.max_inputs > 1:
-            import concurrent.futures
-
-            self.threads = concurrent.futures.ThreadPoolExecutor(self.max_inputs, thread_name_prefix="input")
-
-    def _start_loop(self) -> None:
-        import asyncio
-
-        if self.loop is None:
-            self.loop = asyncio.new_event_loop()
-            threading.Thread(target=self.loop.run_forever, name="inputs-loop", daemon=True).start()
-
-    def _call_hook(self, hook: Callable[[], Any]) -> None:
-        if inspect.iscoroutinefunction(hook):
-            import asyncio
-
-            self._start_loop()
-            assert self.loop is not None
-            asyncio.run_coroutine_threadsafe(hook(), self.loop).result()
-        else:
-            hook()
-
-    # -- running inputs -----------------------------------------------------------------------
-
-    def on_calls(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        for entry, own in framing.split_many(header, payloads):
-            self.on_call(entry, own)
-
-    def on_call(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        method = self.methods.get(header.get("m"))
-        if method is None:
-            result = {"t": "result", "id": header["id"], "status": "error"}
-            self._finish(header["id"], payloads, result, _describe_error(result, self._no_method(header)))
-            return
-        self._start(method, self._run_async, self._run_sync, self.backlog.append, header, payloads)
-
-    def _no_method(self, header: dict[str, Any]) -> AttributeError:
-        return AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}")
-
-    def _start(self, method: Callable[..., Any], run_async: Callable[..., Any], run_sync: Callable[..., None],
-               inline: Callable[[Work], None], header: dict[str, Any], payloads: list[Payload]) -> None:
-        """Run an input (or a batch) where its function runs: the event loop, a worker thread, or ``inline``."""
-        if header.get("m") in self.loop_methods:  # known at load
-            import asyncio
-
-            assert self.loop is not None
-            asyncio.run_coroutine_threadsafe(run_async(method, header, payloads), self.loop)
-        elif self.threads is not None:
-            self.threads.submit(run_sync, method, header, payloads)
-        else:
-            inline((header, payloads))
-
-    def _run_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
-        input_id = header["id"]
-        token = CURRENT.set(input_id)
-        self.running_inputs[input_id] = threading.get_ident()
-        started_s = time.perf_counter()
-        try:
-            if input_id in self.cancelled:
-                raise Cancelled()
-            args, kwargs = pickling.deserialize(payloads[0], hold=True)
-            value = method(*args, **kwargs)
-            outcome: Any = _Returned(self._send_items(header, value) if header.get("gen") else value)
-        except Terminated:
-            raise
-        except BaseException as exc:
-            outcome = exc
-        finally:
-            self.running_inputs.pop(input_id, None)
-            self.cancelled.discard(input_id)
-        header["us"] = int((time.perf_counter() - started_s) * 1e6)
-        try:
-            self._report(header, payloads, outcome)
-        finally:
-            CURRENT.reset(token)
-
-    async def _run_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
-        import asyncio
-
-        CURRENT.set(header["id"])  # this task's own context
-        self.running_inputs[header["id"]] = asyncio.current_task()
-        try:
-            outcome = await _outcome_of(self._call_async(method, header, payloads))
-        finally:
-            self.running_inputs.pop(header["id"], None)
-            self.cancelled.discard(header["id"])
-        self._report(header, payloads, outcome)
-
-    async def _call_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> Any:
-        import asyncio
-
-        if header["id"] in self.cancelled:
-            raise asyncio.CancelledError()
-        args, kwargs = pickling.deserialize(payloads[0], hold=True)
-        if inspect.isasyncgenfunction(method):
-            return await self._send_async_items(header, method(*args, **kwargs))
-        return await method(*args, **kwargs)
-
-    def _send_items(self, header: dict[str, Any], items: Any) -> int:
-        """``remote_gen``: each item the generator yields goes to the caller at once; returns how many."""
-        if not inspect.isgenerator(items):
-            raise TypeError(f"remote_gen needs a generator function; this one returned {_type_name(items)} "
-                            "(call it with .remote())")
-        count = 0
-        for item in items:
-            self._send_item(header, count, item)
-            count += 1
-        return count
-
-    async def _send_async_items(self, header: dict[str, Any], items: Any) -> int:
-        if not header.get("gen"):
-            raise TypeError("this is an async generator function: call it with .remote_gen()")
-        count = 0
-        async for item in items:
-            self._send_item(header, count, item)
-            count += 1
-        return count
-
-    def _send_item(self, header: dict[str, Any], index: int, item: Any) -> None:
-        input_id = header["id"]
-        for stream in (sys.stdout, sys.stderr):  # what it printed before this item comes first
-            if isinstance(stream, _Stream):
-                stream.flush_input(input_id)
-        use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
-        self.send({"t": "item", "id": input_id, "i": index}, [pickling.serialize(item, self.shm if use_shm else None)])
-
-    def _report(self, header: dict[str, Any], payloads: list[Payload], outcome: Any) -> None:
-        input_id = header["id"]
-        result = {"t": "result", "id": input_id, "us": header.get("us", 0)}
-        if isinstance(outcome, _Returned):
-            self._succeed(result, header, payloads, outcome.value)
-        elif isinstance(outcome, Cancelled):
-            self._finish(input_id, payloads, dict(result, status="cancelled"))
-        else:
-            self._finish(input_id, payloads, result, _describe_error(result, outcome))
-
-    def _succeed(self, result: dict[str, Any], header: dict[str, Any], payloads: list[Payload], value: Any) -> None:
-        use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
-        try:
-            payload = pickling.serialize(value, self.shm if use_shm else None)
-        except BaseException as exc:
-            message = f"the return value of type {_type_name(value)} cannot be pickled: {exc}"
-            error = {"type": ErrorName.SERIALIZATION, "message": message, "traceback": ""}
-            self._finish(result["id"], payloads, dict(result, status="error", error=error))
-            return
-        self._finish(result["id"], payloads, dict(result, status="ok"), [payload])
-
-    def _finish(self, input_id: str, inputs: list[Payload], header: dict[str, Any],
-                payloads: list[Payload] | None = None) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            if isinstance(stream, _Stream):
-                stream.flush_input(input_id)
-        # The input's shared memory is ours only when it succeeded; else the runtime may retry it.
-        self.shm.settle(inputs[0].shm if inputs else [], keep=header["status"] == "ok")
-        if input_id in self.direct_peers:
-            self.on_io(functools.partial(self._direct_done, header, payloads or []))
-        elif threading.get_ident() == self.io_thread:  # the serve loop sends these, many to a message
-            header.pop("t", None)
-            self.results.append((header, payloads or []))
-        else:
-            self.send(header, payloads or ())
-
-    # -- batches (@rc.batched) ----------------------------------------------------------------
-
-    def on_batch(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        """Call the function once for the batch, with one list per parameter; answer per input."""
-        method = self.methods.get(header.get("m"))
-        if method is None or len(payloads) != len(header["ids"]):
-            exc = self._no_method(header) if method is None else ValueError(
-                f"a batch of {len(header['ids'])} ids came with {len(payloads)} payloads")
-            self._report_batch(method, header, payloads, list(range(len(payloads))), exc)
-            return
-        self._start(method, self._run_batch_async, self._run_batch_sync,
-                    lambda work: self._run_batch_sync(method, *work), header, payloads)
-
-    def _run_batch_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
-        token = CURRENT.set(header["ids"][0])  # what a batch prints goes to the caller of its first input
-        try:
-            live, args, kwargs = self._unpack_batch(method, header, payloads)
-            outcome: Any = None
-            if live:
-                try:
-                    outcome = _Returned(method(*args, **kwargs))
-                except Terminated:
-                    raise
-                except BaseException as exc:
-                    outcome = exc
-            self.on_io(lambda: self._report_batch(method, header, payloads, live, outcome))
-        finally:
-            CURRENT.reset(token)
-
-    async def _run_batch_async(self, method: Callable[..., Any], header: dict[str, Any],
-                               payloads: list[Payload]) -> None:
-
-        CURRENT.set(header["ids"][0])  # this task's own context
-        live, args, kwargs = self._unpack_batch(method, header, payloads)
-        outcome = await _outcome_of(method(*args, **kwargs)) if live else None
-        self.on_io(lambda: self._report_batch(method, header, payloads, live, outcome))
-
-    def _unpack_batch(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload],
-                      ) -> tuple[list[int], list[list[Any]], dict[str, list[Any]]]:
-        """Each input's (args, kwargs) bound to the parameters, as one list per parameter.
-
-        An input that does not unpickle or does not fit the signature fails alone, at once;
-        the others go on. Returns the indexes of the inputs that made it, and the lists.
-        """
-        params = self.batch_params.get(header.get("m"))
-        if params is None:
-            params = self.batch_params[header.get("m")] = list(inspect.signature(method).parameters.values())
-        positional = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
-        keyword = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        args: list[list[Any]] = [[] for _ in positional]
-        kwargs: dict[str, list[Any]] = {p.name: [] for p in keyword}
-        live = []
-        for index, (input_id, payload) in enumerate(zip(header["ids"], payloads, strict=True)):
-            try:
-                call_args, call_kwargs = pickling.deserialize(payload, hold=True)
-                if not call_kwargs and not keyword and len(call_args) == len(positional):
-                    values = list(call_args)  # the common case: one positional item per parameter
-                else:
-                    bound = inspect.Signature(params).bind(*call_args, **call_kwargs).arguments
-                    values = [bound[p.name] for p in positional]
-                    for p in keyword:
-                        kwargs[p.name].append(bound[p.name])
-            except Terminated:
-                raise
-            except BaseException as exc:
-                result = {"t": "result", "id": input_id}
-                self._finish(input_id, [payload], result, _describe_error(result, exc))
-                continue
-            for column, value in zip(args, values, strict=True):
-                column.append(value)
-            live.append(index)
-        return live, args, kwargs
-
-    def _report_batch(self, method: Callable[..., Any] | None, header: dict[str, Any], payloads: list[Payload],
-                      live: list[int], outcome: Any) -> None:
-        """One result per input of the batch: its item of the returned list, or the batch's error."""
-        ids, shm = header["ids"], header.get("shm") or []
-        if isinstance(outcome, _Returned):
-            problem = _contract_problem(outcome.value, len(live))
-            if problem is None:
-                for index, value in zip(live, outcome.value, strict=True):
-                    use_shm = {"shm": bool(shm[index]) if index < len(shm) else False}
-                    self._succeed({"t": "result", "id": ids[index]}, use_shm, [payloads[index]], value)
-                return
-            name = getattr(method, "__qualname__", "the batched function")
-            error = {"type": ErrorName.BATCH_CONTRACT, "message": f"{name} {problem}", "traceback": ""}
-            for index in live:
-                result = {"t": "result", "id": ids[index], "status": "error", "error": error}
-                self._finish(ids[index], [payloads[index]], result)
-        elif isinstance(outcome, Cancelled):
-            for index in live:
-                self._finish(ids[index], [payloads[index]], {"t": "result", "id": ids[index], "status": "cancelled"})
-        elif outcome is not None:
-            described: dict[str, Any] = {"t": "result"}
-            error_payloads = _describe_error(described, outcome)  # once: every input gets the same error
-            for index in live:
-                self._finish(ids[index], [payloads[index]], dict(described, id=ids[index]), error_payloads)
-
-    # -- cancelling and stopping --------------------------------------------------------------
-
-    def on_cancel(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        self.cancelled.add(str(header.get("id", "")))  # in case it has not started yet
-        runner = self.running_inputs.get(header.get("id", ""))
-        if self.loop is not None and hasattr(runner, "cancel"):  # an asyncio task
-            self.loop.call_soon_threadsafe(runner.cancel)  # type: ignore[union-attr]
-        elif isinstance(runner, int) and runner != self.io_thread:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(runner), ctypes.py_object(Cancelled))
-
-    def on_sigint(self, signum: int, frame: Any) -> None:
-        """Cancel the input named on the cancel pipe if it runs here; no name: whatever runs (a stop)."""
-        named = self._read_cancel_pipe()
-        self.cancelled |= named
-        current = CURRENT.get()
-        if current is not None and (not named or current in named):  # it runs on this (the I/O) thread
-            raise Cancelled()
-
-    def _read_cancel_pipe(self) -> set[str]:
-        if self.cancel_fd is None:
-            return set()
-        data = b""
-        try:
-            while chunk := os.read(self.cancel_fd, 65536):
-                data += chunk
-        except BlockingIOError:
-            pass
-        return {line for line in data.decode(errors="replace").split("\n") if line}
+            runner.on_call(header, payloads)
 
     def on_stop(self, header: dict[str, Any], payloads: list[Payload]) -> None:
         self.running = False
-
-    def run_exit_hooks(self) -> None:
-        for hook in self.exit_hooks:
-            try:
-                self._call_hook(hook)
-            except BaseException:
-                traceback.print_exc(file=sys.__stderr__)
-
-
-async def _outcome_of(awaitable: Any) -> Any:
-    """What awaiting user code came to: ``_Returned(value)``, ``Cancelled()``, or the exception it raised."""
-    import asyncio
-
-    try:
-        return _Returned(await awaitable)
-    except asyncio.CancelledError:
-        return Cancelled()
-    except BaseException as exc:
-        return exc
-
-
-def _link_volumes(mounts_json: str | None) -> None:
-    """Each volume's path becomes a link to its folder on the host (the runtime resolved them: services/volumes.py)."""
-    if not mounts_json:
-        return
-    import json
-
-    for path, folder in json.loads(mounts_json).items():
-        if os.path.islink(path) and os.readlink(path) == folder:
-            continue  # linked by an earlier container of this volume
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.symlink(folder, path, target_is_directory=True)
-        except FileExistsError:
-            if not (os.path.islink(path) and os.readlink(path) == folder):
-                raise OSError(f"cannot mount a volume at {path}: that path exists on the runtime host and is not "
-                              "this volume; choose a path that does not exist there") from None
-        except OSError as exc:
-            raise OSError(f"cannot mount a volume at {path}: {exc.strerror}; choose a path the runtime's user "
-                          "can create") from None
-
-
-def _on_loop(fn: Callable[..., Any]) -> bool:
-    """``async def`` functions and async generators run on the container's event loop."""
-    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
-
-
-def _type_name(obj: Any) -> str:
-    cls = obj if isinstance(obj, type) else type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else cls.__qualname__
-
-
-def _contract_problem(value: Any, n: int) -> str | None:
-    """What is wrong with a batched function's return value for ``n`` inputs, or None."""
-    if not isinstance(value, list):
-        try:
-            size = f" of length {len(value)}"
-        except TypeError:  # no length (or a 0-d tensor)
-            size = ""
-        return (f"returned {_type_name(value)}{size} instead of a list of {n} results (one per input, in "
-                "order); return a list, e.g. list(outputs)")
-    if len(value) != n:
-        return (f"returned a list of {len(value)} results for a batch of {n} inputs; it must return "
-                "one result per input, in order")
-    return None
-
-
-def _describe_error(header: dict[str, Any], exc: BaseException, context: str = "") -> list[Payload]:
-    """Describe ``exc`` in the header; the exception itself is the payload when it pickles."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    message = f"{context}: {exc}" if context else str(exc)
-    frames = [
-        [f.filename, f.lineno, f.name, f.line or ""]
-        for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_RUNTIME_DIR)
-    ]
-    header.update(status="error", error={"type": _type_name(exc), "message": message, "traceback": tb,
-                                         "frames": frames})
-    exc.__traceback__ = None
-    try:
-        return [pickling.serialize(exc)]
-    except BaseException:  # an unpicklable exception travels as its text
-        return []
 
 
 def _die_with_parent() -> None:
@@ -792,14 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     if cancel_fd is not None:
         os.set_blocking(cancel_fd, False)
     container = ContainerLoop(address, container_id, cancel_fd, options.get("--direct"))
-    sys.stdout = _Stream(container, "stdout", sys.__stdout__)
-    sys.stderr = _Stream(container, "stderr", sys.__stderr__)
-    signal.signal(signal.SIGINT, container.on_sigint)
+    sys.stdout = Stream(container.outbox.send, "stdout", sys.__stdout__)
+    sys.stderr = Stream(container.outbox.send, "stderr", sys.__stderr__)
+    signal.signal(signal.SIGINT, container.canceller.on_sigint)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     threading.current_thread().name = f"container-{container_id}"
     try:
         container.serve()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        container.run_exit_hooks()
+        container.loaded.run_exit_hooks()
         container.shm.clear()

@@ -1,0 +1,105 @@
+"""A container's sockets and how anything reaches them: one I/O thread sends, other threads hand it their messages.
+
+The DEALER to the daemon and the ROUTER a leaseholder's direct calls arrive on
+(``direct``; None when it could not be bound) are used by the I/O thread only (a zmq
+socket is not thread-safe).  ``send`` from another thread, and ``on_io`` work, go
+through a queue and a wake-up pipe that the serve loop drains.  A message about an
+input in ``direct_peers`` goes to that leaseholder, any other to the daemon.
+``results`` holds the I/O thread's results not sent yet; ``flush_results`` sends them
+as one ``results`` message.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from ..protocol import framing
+from ..protocol.framing import Frame, Payload
+from .inputs import Work
+
+
+class Outbox:
+    """The container's sockets, and the queue that hands other threads' messages to the I/O thread."""
+
+    def __init__(self, ctx: zmq.Context, address: str, container_id: str, direct_address: str | None) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.identity = container_id.encode()
+        self.sock.linger = 2000
+        self.sock.connect(address)
+        self.direct = _bind_direct(ctx, direct_address) if direct_address else None  # the leaseholder's calls
+        self.direct_address = direct_address if self.direct is not None else None
+        self.direct_peers: dict[str, bytes] = {}  # input id -> the leaseholder socket it came from
+        self.io_thread = threading.get_ident()
+        self.queue: queue.SimpleQueue[tuple[list[Frame], bool] | Callable[[], None]] = queue.SimpleQueue()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        self.results: list[Work] = []  # inline results not sent yet
+
+    def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
+        """To the daemon, or to the leaseholder when it is about one of its direct calls; from any thread."""
+        frames = framing.encode(header, payloads)
+        peer = self.direct_peers.get(header.get("id", "")) if self.direct_peers else None
+        if peer is not None:
+            frames = [peer, *frames]
+        if threading.get_ident() == self.io_thread:
+            self._send_now(frames, direct=peer is not None)
+            return
+        self.queue.put((frames, peer is not None))
+        os.write(self.wake_w, b"x")
+
+    def _send_now(self, frames: list[Frame], direct: bool) -> None:
+        if direct:
+            assert self.direct is not None
+            framing.send(self.direct, frames)
+        else:
+            framing.send(self.sock, frames)
+
+    def drain(self) -> None:
+        """On the I/O thread: send what other threads queued, and run the work they handed it."""
+        try:
+            os.read(self.wake_r, 4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if callable(item):  # work handed to this thread (see on_io)
+                item()
+            else:
+                self._send_now(*item)
+
+    def on_io(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the I/O thread: what it reports there goes out many results to a message."""
+        if threading.get_ident() == self.io_thread:
+            work()
+            return
+        self.queue.put(work)
+        os.write(self.wake_w, b"x")
+
+    def flush_results(self) -> None:
+        if not self.results:  # e.g. the backlog's last input was a direct call, answered already
+            return
+        results, self.results = self.results, []
+        framing.send(self.sock, framing.encode_many("results", results))
+
+
+def _bind_direct(ctx: zmq.Context, address: str) -> zmq.Socket | None:
+    sock = ctx.socket(zmq.ROUTER)
+    sock.linger = 0
+    sock.sndhwm = sock.rcvhwm = 0
+    try:
+        sock.bind(address)
+    except zmq.ZMQError as exc:  # e.g. a socket path too long: serve through the daemon only
+        print(f"remotecell container: no direct socket at {address}: {exc}", file=sys.__stderr__)
+        sock.close()
+        return None
+    return sock
