@@ -261,7 +261,7 @@ class Jobs:
             self._track(job)
             self.functions.input_pool[job.id] = pool
             inputs.append(Input(job.id, JOB_PEER, job.payload, None, job.method, False))
-        pool.submit(*inputs)
+        pool.submit(*inputs, soon=True)  # in a burst, they go to the containers together
 
     # -- results and output -------------------------------------------------------------------
 
