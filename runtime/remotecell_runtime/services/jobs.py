@@ -66,11 +66,13 @@ DROP INDEX IF EXISTS calls_group;
 DROP INDEX IF EXISTS calls_expiry;
 CREATE INDEX IF NOT EXISTS calls_of_group ON calls (group_id, idx) WHERE group_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS calls_expiring ON calls (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS calls_created ON calls (created_at);
+DROP INDEX IF EXISTS calls_created;
 """
-# Partial indexes: a plain spawn's INSERT (no group, no expiry yet) writes neither, so its commit
-# writes two index pages fewer to the WAL. ``group_id = ?`` and ``expires_at < ?`` imply NOT NULL:
-# SQLite still uses them there.
+# A plain spawn's INSERT writes the table and its id index, nothing else: the group and expiry
+# indexes are partial (``group_id = ?`` and ``expires_at < ?`` imply NOT NULL, so SQLite still uses
+# them there), and "newest first" is the rowid order (rows are inserted as calls are spawned, and
+# only old tombstones are ever deleted), not an index on created_at. Each index a commit touches is
+# one more page written to the WAL per spawn.
 INSERT_CALL = ("INSERT INTO calls (id, group_id, idx, fn_key, function, method, state, args, created_at) "
                "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (id) DO NOTHING")
 RECENT_MAX = 500  # calls_recent lists at most this many
@@ -132,7 +134,7 @@ class JobStore:
     def unfinished(self) -> list[sqlite3.Row]:
         return self.db.execute(
             "SELECT * FROM calls WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') "
-            "ORDER BY created_at").fetchall()
+            "ORDER BY rowid").fetchall()
 
     def group_states(self, group_id: str) -> dict[str, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM calls WHERE group_id = ? GROUP BY state", (group_id,))
@@ -142,7 +144,7 @@ class JobStore:
         """The ``limit`` most recently spawned calls, newest first (no arguments, results or logs)."""
         return self.db.execute(
             "SELECT id, group_id, function, state, attempts, error_type, created_at, finished_at FROM calls "
-            "ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+            "ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
 
     def expire(self, now_s: float) -> int:
         """Drop the results of calls past their retention; forget them entirely much later."""
