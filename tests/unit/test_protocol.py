@@ -51,6 +51,13 @@ def test_header_and_payloads_round_trip_packed_and_unpacked():
     assert bytes(framing.buffer_of(payloads[3].frames[0])) == b"x" * (framing.PACK_MAX_BYTES + 1)
 
 
+def test_a_header_decodes_as_json_compact_or_not():
+    header = {"t": "call", "id": "é-1", "n": [1, 2.5, None, True], "e": {"x": -3}}
+    assert framing.decode_header(framing.encode(dict(header))) == header
+    assert framing.decode_header([framing.PROTOCOL, b' {\n "t": "call", "n": [1, 2.5] }\n']) == {"t": "call",
+                                                                                               "n": [1, 2.5]}
+
+
 def test_many_inputs_in_one_message_split_back_per_entry():
     entries = [({"id": "a"}, [pickling.serialize("one")]), ({"id": "b", "np": 2}, [pickling.serialize(2),
                                                                                   pickling.serialize(3)])]
@@ -65,6 +72,8 @@ def test_many_inputs_in_one_message_split_back_per_entry():
     ([b"rc/9", b"{}"], "protocol b'rc/9' is not supported"),
     ([b"GET /", b"{}"], "not a remotecell message"),
     ([framing.PROTOCOL, b"{nope"], "header is not JSON"),
+    ([framing.PROTOCOL, b'{"t": "call"} {}'], "header is not JSON: Extra data"),
+    ([framing.PROTOCOL, b""], "header is not JSON"),
     ([framing.PROTOCOL, b'["t"]'], "must be a JSON object"),
     ([framing.PROTOCOL, b'{"t": "call", "p": [{"n": 2}]}', b"x"], "does not match the 1 frames"),
     ([framing.PROTOCOL, b'{"t": "call"}', b"x"], "not described by the header"),
