@@ -9,11 +9,12 @@ same runtime can turn back into a handle with ``rc.FunctionCall.from_id``.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from remotecell_runtime.protocol import ids
 
 from . import _client, _views
 from ._bridge import Twin, TwinMethod, twin
@@ -23,11 +24,11 @@ LONG_POLL_S = 5.0  # one `get` request waits at most this long on the runtime, t
 
 
 def new_call_id() -> str:
-    return f"fc-{secrets.token_hex(10)}"
+    return ids.new_call_id("fc")
 
 
 def new_group_id() -> str:
-    return f"fg-{secrets.token_hex(10)}"
+    return ids.new_call_id("fg")
 
 
 async def _request(header: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:

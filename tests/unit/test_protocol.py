@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from remotecell import exceptions
-from remotecell_runtime.protocol import framing, pickling
+from remotecell_runtime.protocol import framing, ids, pickling
 from remotecell_runtime.protocol.errors import ErrorName
 from remotecell_runtime.protocol.framing import Payload, WireError
 
@@ -84,6 +84,13 @@ def test_a_malformed_message_raises_wire_error_saying_what_is_wrong(frames, says
     with pytest.raises(WireError) as info:
         framing.decode(frames)
     assert says in str(info.value)
+
+
+def test_call_ids_are_unique_and_in_the_order_they_were_made():
+    made = [ids.new_call_id() for _ in range(1000)]
+    assert len(set(made)) == len(made) and all(i.startswith("fc-") for i in made)
+    assert sorted(made, key=lambda i: i[:16]) == made  # the time part: the job store's index grows at its end
+    assert ids.new_call_id("fg").startswith("fg-")
 
 
 def test_a_segment_name_cannot_leave_the_shared_memory_folder():
