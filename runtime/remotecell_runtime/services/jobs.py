@@ -5,8 +5,10 @@ Its result (the container's header and frames, opaque here) is written when it
 ends and kept ``retention_s`` (7 days by default); after that the row stays as
 a tombstone so that ``get`` can say the output expired rather than "not found".
 
-Writes are grouped: everything that arrives in one turn of the event loop goes
-in one transaction, and the replies that depend on it go out after the commit.
+Writes are grouped: everything the daemon reads from a socket in one go goes in
+one transaction (``SpawnedCalls.drained``; writes made elsewhere, by timers, at
+the end of that turn of the event loop), and the replies that depend on it go
+out after the commit.
 WAL with ``synchronous=NORMAL`` survives a crash of the runtime (not a power
 loss of the host).
 
@@ -172,7 +174,7 @@ class Jobs:
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._changed: list[Callable[[int], None] | None] = []  # per pending statement: told its row count
         self._after_commit: list[Callable[[Exception | None], None]] = []
-        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
         self._load_unfinished()
 
     # -- group commit -------------------------------------------------------------------------
@@ -189,12 +191,17 @@ class Jobs:
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        if self._flush_handle is None:  # a fallback: the daemon flushes once it has drained a socket
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    @property
+    def unwritten(self) -> bool:
+        return self._flush_handle is not None
 
     def flush(self) -> None:
-        self._flush_scheduled = False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         statements, self._pending = self._pending, []
         told, self._changed = self._changed, []
         callbacks, self._after_commit = self._after_commit, []
@@ -495,6 +502,10 @@ class SpawnedCalls(Service):
 
     def tick(self, now: float) -> None:
         self.jobs.tick(now)
+
+    def drained(self) -> None:
+        if self.jobs.unwritten:  # one commit for the spawns (and results) of one read, then their replies
+            self.jobs.flush()
 
     def close(self) -> None:
         self.jobs.close()  # unfinished spawned calls stay in the store and run again after a restart
