@@ -35,7 +35,7 @@ from ..pools import Input, Peer, Pool, Result, error_result
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
-from ..storage import open_db, pack, unpack
+from ..storage import Checkpointer, open_db, pack, unpack
 from .base import Handler, Request, Service, error_reply, refusal
 from .functions import JOB_PEER, Functions
 
@@ -77,6 +77,8 @@ DROP INDEX IF EXISTS calls_created;
 # one more page written to the WAL per spawn.
 INSERT_CALL = ("INSERT INTO calls (id, group_id, idx, fn_key, function, method, state, args, created_at) "
                "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (id) DO NOTHING")
+CHECKPOINT_EVERY_S = 0.02  # the background checkpoint's pace while spawns come in (storage.Checkpointer)
+CHECKPOINT_BACKSTOP_PAGES = 4000  # the committing thread's own checkpoint, should that one fall behind
 RECENT_MAX = 500  # calls_recent lists at most this many
 TOMBSTONE_S = 30 * 24 * 3600.0  # how long an expired call is still known as expired (then: not found)
 
@@ -105,8 +107,11 @@ class JobStore:
     def __init__(self, path: Path) -> None:
         self.db = open_db(path, SCHEMA)
         self.db.row_factory = sqlite3.Row
+        # a spawn is a commit: thousands a second, so the WAL fills in well under a second
+        self.checkpointer = Checkpointer(self.db, path, CHECKPOINT_EVERY_S, CHECKPOINT_BACKSTOP_PAGES)
 
     def close(self) -> None:
+        self.checkpointer.stop()
         self.db.close()
 
     def write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
@@ -118,6 +123,7 @@ class JobStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        self.checkpointer.wake()
         return changed
 
     def row(self, call_id: str) -> sqlite3.Row | None:
