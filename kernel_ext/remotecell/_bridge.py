@@ -172,3 +172,24 @@ def twin(async_: Callable[..., Coroutine[Any, Any, Any]], sync: Callable[..., An
         def sync(*args: Any, **kwargs: Any) -> Any:
             return run(async_(*args, **kwargs))
     return Twin(sync, async_, async_.__doc__)
+
+
+class TwinMethod:
+    """``get = TwinMethod(_get)`` in a class body: ``obj.get`` is ``twin(obj._get)``, made on first use.
+
+    A handle made in a hot loop (one per ``f.spawn``) then pays nothing for the forms it never uses.
+    """
+
+    def __init__(self, async_: Callable[..., Coroutine[Any, Any, Any]]) -> None:
+        self.async_ = async_
+        self.__doc__ = async_.__doc__
+        self.name = async_.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        made = obj.__dict__[self.name] = twin(self.async_.__get__(obj, owner))  # later lookups find it there
+        return made

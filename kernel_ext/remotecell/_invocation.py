@@ -172,7 +172,7 @@ def fanout(target: Target) -> _map.Fanout:
 
 def spawn_payload(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Payload:
     try:  # no shared memory: the runtime keeps spawned inputs in its job store
-        return pickling.serialize((args, kwargs))
+        return pickling.serialize_args(args, kwargs)
     except Exception as exc:
         raise SerializationError(f"arguments of {name} cannot be pickled: {exc}") from exc
 

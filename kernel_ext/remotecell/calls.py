@@ -9,25 +9,26 @@ same runtime can turn back into a handle with ``rc.FunctionCall.from_id``.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from remotecell_runtime.protocol import ids
+
 from . import _client, _views
-from ._bridge import Twin, twin
+from ._bridge import Twin, TwinMethod, twin
 from .exceptions import InvalidError, RuntimeRestarted
 
 LONG_POLL_S = 5.0  # one `get` request waits at most this long on the runtime, then asks again
 
 
 def new_call_id() -> str:
-    return f"fc-{secrets.token_hex(10)}"
+    return ids.new_call_id("fc")
 
 
 def new_group_id() -> str:
-    return f"fg-{secrets.token_hex(10)}"
+    return ids.new_call_id("fg")
 
 
 async def _request(header: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -55,10 +56,6 @@ class FunctionCall:
     def __init__(self, object_id: str, function_name: str | None = None) -> None:
         self.object_id = object_id
         self.function_name = function_name
-        self.get = twin(self._get)
-        self.status = twin(self._status)
-        self.cancel = twin(self._cancel)
-        self.logs = twin(self._logs)
 
     @staticmethod
     def from_id(object_id: str) -> FunctionCall | FunctionCallGroup:
@@ -90,19 +87,27 @@ class FunctionCall:
                   file=sys.stderr)
             raise
 
+    get = TwinMethod(_get)
+
     async def _status(self) -> dict[str, Any]:
         """``state`` (queued, running, succeeded, failed, cancelled, expired), ``reason`` when queued, ``attempts``."""
         reply, _ = await _request({"t": "call_status", "call": self.object_id})
         return {k: v for k, v in reply.items() if k not in ("t", "id")}
 
+    status = TwinMethod(_status)
+
     async def _cancel(self) -> None:
         """Stop the call: a queued input never runs, a running one is interrupted."""
         await _request({"t": "call_cancel", "calls": [self.object_id]})
+
+    cancel = TwinMethod(_cancel)
 
     async def _logs(self) -> str:
         """What the call printed (stdout and stderr), so far."""
         reply, _ = await _request({"t": "call_logs", "call": self.object_id})
         return str(reply.get("text", ""))
+
+    logs = TwinMethod(_logs)
 
     gather: Twin  # set below: FunctionCall.gather(*calls) and its .aio twin
 
@@ -141,9 +146,6 @@ class FunctionCallGroup:
         self.object_id = object_id
         self.function_name = function_name
         self._count = count
-        self.get = twin(self._get)
-        self.status = twin(self._status)
-        self.cancel = twin(self._cancel)
 
     def call(self, index: int) -> FunctionCall:
         """The handle of one input."""
@@ -162,6 +164,8 @@ class FunctionCallGroup:
             return await self.call(index).get.aio(timeout=timeout)
         return [await self.call(i).get.aio(timeout=timeout) for i in range(len(self))]
 
+    get = TwinMethod(_get)
+
     def __iter__(self) -> Iterator[Any]:
         for i in range(len(self)):
             yield self.call(i).get()
@@ -171,8 +175,12 @@ class FunctionCallGroup:
         reply, _ = await _request({"t": "call_status", "group": self.object_id})
         return dict(reply.get("counts", {}))
 
+    status = TwinMethod(_status)
+
     async def _cancel(self) -> None:
         await _request({"t": "call_cancel", "group": self.object_id})
+
+    cancel = TwinMethod(_cancel)
 
     def __repr__(self) -> str:
         of = f" of {self.function_name}" if self.function_name else ""

@@ -39,7 +39,7 @@ class Function:
         self.map = Twin(maps.map, maps.map_aio)
         self.starmap = Twin(maps.starmap, maps.starmap_aio)
         self.for_each = Twin(maps.for_each, maps.for_each_aio)
-        spawns = _forms.SpawnForms(self.name, functools.partial(self.target, fresh=True), self.target_aio)
+        spawns = _forms.SpawnForms(self.name, self.target, self.target_aio)
         self.spawn = Twin(spawns.spawn, spawns.spawn_aio)
         self.spawn_map = twin(spawns.spawn_map_aio)
         stats = PoolStats(self.name, method, registration, lambda: self.batching, self.fid_aio)

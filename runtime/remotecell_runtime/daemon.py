@@ -49,12 +49,17 @@ class Session:
 
 
 class Listener:
-    """A zmq socket driven by the event loop's reader callbacks (no per-message futures)."""
+    """A zmq socket driven by the event loop's reader callbacks (no per-message futures).
 
-    def __init__(self, sock: zmq.Socket, on_message: Callable[[Listener, list[Frame]], None], shm: bool,
-                 local: bool = True) -> None:
+    ``drained`` runs after each read of the socket, once the messages it brought are handled
+    (the services write what those changed in one go: see ``Service.drained``).
+    """
+
+    def __init__(self, sock: zmq.Socket, on_message: Callable[[Listener, list[Frame]], None],
+                 drained: Callable[[], None], shm: bool, local: bool = True) -> None:
         self.sock = sock
         self.on_message = on_message
+        self.drained = drained
         self.shm = shm  # peers here share our host: large buffers may go through shared memory
         self.local = local  # peers here reach our private socket folder (ipc://): they may hold leases
         self._drain_scheduled = False
@@ -66,11 +71,14 @@ class Listener:
         self._drain_scheduled = False
         sock = self.sock
         # Checking EVENTS is cheaper than a recv that raises zmq.Again.
-        for _ in range(1000):  # yield to other work now and then under a flood
-            if not int(sock.get(EVENTS)) & POLLIN:
-                return
-            self.on_message(self, framing.recv(sock, NOBLOCK))
-        self._schedule_drain()
+        try:
+            for _ in range(1000):  # yield to other work now and then under a flood
+                if not int(sock.get(EVENTS)) & POLLIN:
+                    return
+                self.on_message(self, framing.recv(sock, NOBLOCK))
+            self._schedule_drain()
+        finally:
+            self.drained()
 
     def _schedule_drain(self) -> None:
         if not self._drain_scheduled:
@@ -130,7 +138,8 @@ class Daemon:
         csock.router_mandatory = True
         csock.sndhwm = csock.rcvhwm = 0
         csock.bind(connect_back.bind)
-        self.container_listener = Listener(csock, self.on_container_message, shm=connect_back.same_host)
+        self.container_listener = Listener(csock, self.on_container_message, self._drained,
+                                           shm=connect_back.same_host)
         self.handlers = self.services.handlers()
         self.container_handlers = self.services.container_handlers()
         self.services.start()
@@ -151,7 +160,7 @@ class Daemon:
         if not is_tcp:
             os.chmod(address.removeprefix("ipc://"), 0o600)
         shm = not is_tcp and sharedmem.ShmPool.available()
-        return Listener(sock, self.on_client_message, shm=shm, local=not is_tcp)
+        return Listener(sock, self.on_client_message, self._drained, shm=shm, local=not is_tcp)
 
     def _client_env(self) -> dict[str, str]:
         """What a container's own client needs to reach this runtime (for Dicts, Queues, calls), never another."""
@@ -270,6 +279,9 @@ class Daemon:
         message = str(exc) if not isinstance(exc, KeyError) else f"missing field {exc}"
         log.warning("refused a message from %r: %s", peer[1], message)
         self.send_peer(peer, error_reply(request_id, type_name, message))
+
+    def _drained(self) -> None:
+        self.services.drained()
 
     def on_container_message(self, listener: Listener, frames: list[Frame]) -> None:
         cid = frames[0].bytes.decode(errors="replace")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from remotecell import exceptions
-from remotecell_runtime.protocol import framing, pickling
+from remotecell_runtime.protocol import framing, ids, pickling
 from remotecell_runtime.protocol.errors import ErrorName
 from remotecell_runtime.protocol.framing import Payload, WireError
 
@@ -51,6 +51,13 @@ def test_header_and_payloads_round_trip_packed_and_unpacked():
     assert bytes(framing.buffer_of(payloads[3].frames[0])) == b"x" * (framing.PACK_MAX_BYTES + 1)
 
 
+def test_a_header_decodes_as_json_compact_or_not():
+    header = {"t": "call", "id": "é-1", "n": [1, 2.5, None, True], "e": {"x": -3}}
+    assert framing.decode_header(framing.encode(dict(header))) == header
+    assert framing.decode_header([framing.PROTOCOL, b' {\n "t": "call", "n": [1, 2.5] }\n']) == {"t": "call",
+                                                                                               "n": [1, 2.5]}
+
+
 def test_many_inputs_in_one_message_split_back_per_entry():
     entries = [({"id": "a"}, [pickling.serialize("one")]), ({"id": "b", "np": 2}, [pickling.serialize(2),
                                                                                   pickling.serialize(3)])]
@@ -65,6 +72,8 @@ def test_many_inputs_in_one_message_split_back_per_entry():
     ([b"rc/9", b"{}"], "protocol b'rc/9' is not supported"),
     ([b"GET /", b"{}"], "not a remotecell message"),
     ([framing.PROTOCOL, b"{nope"], "header is not JSON"),
+    ([framing.PROTOCOL, b'{"t": "call"} {}'], "header is not JSON: Extra data"),
+    ([framing.PROTOCOL, b""], "header is not JSON"),
     ([framing.PROTOCOL, b'["t"]'], "must be a JSON object"),
     ([framing.PROTOCOL, b'{"t": "call", "p": [{"n": 2}]}', b"x"], "does not match the 1 frames"),
     ([framing.PROTOCOL, b'{"t": "call"}', b"x"], "not described by the header"),
@@ -75,6 +84,13 @@ def test_a_malformed_message_raises_wire_error_saying_what_is_wrong(frames, says
     with pytest.raises(WireError) as info:
         framing.decode(frames)
     assert says in str(info.value)
+
+
+def test_call_ids_are_unique_and_in_the_order_they_were_made():
+    made = [ids.new_call_id() for _ in range(1000)]
+    assert len(set(made)) == len(made) and all(i.startswith("fc-") for i in made)
+    assert sorted(made, key=lambda i: i[:16]) == made  # the time part: the job store's index grows at its end
+    assert ids.new_call_id("fg").startswith("fg-")
 
 
 def test_a_segment_name_cannot_leave_the_shared_memory_folder():

@@ -45,12 +45,15 @@ class Pool(PoolState):
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def submit(self, *inputs: Input) -> None:
+    def submit(self, *inputs: Input, soon: bool = False) -> None:
+        """Take ``inputs`` and dispatch; ``soon``: they may wait a little to leave with a burst (spawned calls)."""
+        queued = []
         for inp in inputs:
             self.inputs[inp.id] = inp
             if not self.batches.add(inp):
-                self.queue.pending.append(inp)
-        self.dispatch()
+                queued.append(inp)
+        if self.queue.enqueue(queued, soon):
+            self.dispatch()
 
     @property
     def waiting(self) -> int:
@@ -166,7 +169,7 @@ class Pool(PoolState):
         return f"waiting for a free container ({len(self.live())} running, max_containers={self.scaler.max_containers})"
 
     def _waiting_reason(self) -> str:
-        if self.queue.pending or self.batches.any_due():
+        if self.queue.pending or self.queue.held or self.batches.any_due():
             return self.queue_reason()
         return "waiting for its batch to fill (max_batch_size) or its oldest input's wait_ms"
 

@@ -2,14 +2,21 @@
 
 Invariants: every input of the pool is in ``pool.inputs`` until ``finish`` sends its
 one result and forgets it; meanwhile it is in exactly one of ``pending`` (waiting for
-a slot), a batcher (``batches.py``), a retry timer, or on a container (``running``,
-``inp.container`` set, its id in the container's ``active``).  ``running`` is in the
+a slot), ``held`` (a burst's, see below), a batcher (``batches.py``), a retry timer, or
+on a container (``running``, ``inp.container`` set, its id in the container's ``active``).  ``running`` is in the
 order inputs were sent; every attempt has the same timeout, so the first one has
 the earliest deadline and one timer watches them all.  A retry goes to the front.
 
 A fast function (its inputs run in well under ``PREFETCH_BUDGET_US``) gets a backlog:
 a container holds more inputs than it runs, so it never waits for the daemon between
 two of them, and they travel many to a message.
+
+Inputs that need not start at once (spawned calls, whose callers only wait for the
+job store's commit) come through ``enqueue(soon=True)``: one after a quiet spell is
+dispatched at once; those that follow within ``BURST_HOLD_S`` of it are ``held`` and
+dispatched together when the hold ends, ``BURST_HOLD_S`` later at most.  A sequential
+``f.spawn`` loop then reaches its containers many inputs to a message, and their
+results come back the same way, rather than one message each way per call.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ log = logging.getLogger("remotecell.runtime")
 CANCEL_GRACE_S = 5.0
 PREFETCH_BUDGET_US = 2000  # how much queued work a container may hold beyond its running inputs
 PREFETCH_MAX = 256
+BURST_HOLD_S = 0.002  # the longest a spawned input of a burst waits, to leave with the others
 
 
 class InputQueue:
@@ -42,6 +50,9 @@ class InputQueue:
         self.dispatch_all = dispatch  # the whole pool's dispatch: batches, this queue, scaling
         self.batches = BatchAssembly(pool, dispatch, self.fail)  # batched inputs wait there, not in ``pending``
         self.pending: collections.deque[Input] = collections.deque()
+        self.held: list[Input] = []  # a burst's inputs that may start a little later (see enqueue)
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._last_release = -BURST_HOLD_S  # event-loop time the last ``soon`` inputs were let go
         self.running: dict[str, Input] = {}
         self.run_us: float | None = None  # moving average of how long one input runs
         self._deadline_timer: asyncio.TimerHandle | None = None
@@ -49,11 +60,34 @@ class InputQueue:
     @property
     def waiting(self) -> int:
         """Inputs not yet on a container: queued, or waiting for their batch."""
-        return len(self.pending) + len(self.batches)
+        return len(self.pending) + len(self.held) + len(self.batches)
+
+    def enqueue(self, inputs: list[Input], soon: bool) -> bool:
+        """Queue ``inputs``; False when they are all held back (``soon``, in a burst): nothing to dispatch now."""
+        if not soon or not inputs:
+            self.pending.extend(inputs)
+            return True
+        loop = asyncio.get_running_loop()
+        if self._hold_timer is None and loop.time() - self._last_release >= BURST_HOLD_S:
+            self._last_release = loop.time()
+            self.pending.extend(inputs)
+            return True
+        self.held.extend(inputs)
+        if self._hold_timer is None:
+            self._hold_timer = loop.call_later(BURST_HOLD_S, self._release_held)
+        return False
+
+    def _release_held(self) -> None:
+        self._hold_timer = None
+        self._last_release = asyncio.get_running_loop().time()
+        if self.held:  # none when they were cancelled meanwhile, or their pool stopped
+            self.pending.extend(self.held)
+            self.held.clear()
+            self.dispatch_all()
 
     def fail_waiting(self, error: ErrorInfo, payloads: list[Payload]) -> None:
         """Every input not yet on a container ends with ``error``."""
-        for inp in list(self.pending) + self.batches.drain():
+        for inp in list(self.pending) + self.held + self.batches.drain():
             self.finish(inp.id, failed_result(inp.id, error, payloads))
 
     def observe_run(self, run_us: float) -> None:
@@ -131,6 +165,8 @@ class InputQueue:
         if inp.container is not None:
             release_slot(inp.container, inp.id)  # a batched input's slot is its batch's: no-op
             inp.container = None
+        elif inp in self.held:
+            self.held.remove(inp)
         elif not self.batches.remove(inp) and inp in self.pending:
             self.pending.remove(inp)
 

@@ -18,9 +18,11 @@ treats payload frames as opaque bytes.
 from __future__ import annotations
 
 import json
+import json.encoder
+import json.scanner
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 PROTOCOL = b"rc/1"
 PROTOCOL_PREFIX = b"rc/"
@@ -124,9 +126,29 @@ def decode_header(frames: Sequence[Frame]) -> dict[str, Any]:
     return header
 
 
-# One encoder and decoder for every message: json.dumps/loads with options build new ones per call.
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
-_decode_json = json.JSONDecoder().decode
+# One encoder and decoder for every message: json.dumps/loads with options build new ones per call,
+# and even JSONEncoder.encode builds its C encoder anew each time; a header is encoded and decoded a
+# few times per call, so the C encoder is made once here (no circular check: headers are ours) and
+# compact JSON is scanned without the decoder's whitespace passes.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_MAKE_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)  # None without the C module; not in typeshed
+_C_ENCODE = _MAKE_C_ENCODER and _MAKE_C_ENCODER(
+    None, _ENCODER.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+_DECODER = json.JSONDecoder()
+_SCAN: Any = json.scanner.make_scanner(cast(Any, _DECODER))  # typeshed has it a class of its own
+
+
+def _encode_json(obj: Any) -> str:
+    return "".join(_C_ENCODE(obj, 0)) if _C_ENCODE is not None else _ENCODER.encode(obj)
+
+
+def _decode_json(text: str) -> Any:
+    """``json.loads(text)``; a compact header in one scan, anything else through the full decoder."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:  # not a value where the text starts (e.g. whitespace): let the decoder say
+        end = -1
+    return value if end == len(text) else _DECODER.decode(text)
 
 
 def split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:

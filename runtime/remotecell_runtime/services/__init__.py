@@ -42,6 +42,14 @@ class Services:
     def container_handlers(self) -> dict[str, tuple[type[Message], ContainerHandler]]:
         return _merged([s.container_handlers() for s in self.all])
 
+    def __post_init__(self) -> None:
+        # ``drained`` runs after every read of a socket: only the services that have one are asked.
+        self._drainers = [s.drained for s in self.all if type(s).drained is not Service.drained]
+
+    def drained(self) -> None:
+        for drained in self._drainers:
+            drained()
+
     def start(self) -> None:
         """Register the deployed apps again, then let the schedules fire."""
         self.apps.restore_deployed()

@@ -118,6 +118,10 @@ class Service:
     def tick(self, now: float) -> None:
         """Periodic work, about every ``tick_every_s`` on the daemon's loop (``now``: monotonic seconds)."""
 
+    def drained(self) -> None:
+        """The daemon handled every message that one read of a socket brought: a moment to write what they
+        changed, together, before the loop turns (called often: return at once when there is nothing)."""
+
     def session_ended(self, sid: str) -> None:
         """A client session stopped sending heartbeats."""
 

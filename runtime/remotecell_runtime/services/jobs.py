@@ -5,8 +5,10 @@ Its result (the container's header and frames, opaque here) is written when it
 ends and kept ``retention_s`` (7 days by default); after that the row stays as
 a tombstone so that ``get`` can say the output expired rather than "not found".
 
-Writes are grouped: everything that arrives in one turn of the event loop goes
-in one transaction, and the replies that depend on it go out after the commit.
+Writes are grouped: everything the daemon reads from a socket in one go goes in
+one transaction (``SpawnedCalls.drained``; writes made elsewhere, by timers, at
+the end of that turn of the event loop), and the replies that depend on it go
+out after the commit.
 WAL with ``synchronous=NORMAL`` survives a crash of the runtime (not a power
 loss of the host).
 
@@ -20,6 +22,7 @@ one that was running when the runtime died runs again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -49,7 +52,7 @@ from ..protocol.messages.jobs import (
     SpawnMsg,
     SpawnReply,
 )
-from ..storage import open_db, pack, unpack
+from ..storage import Checkpointer, open_db, pack, unpack
 from .base import Handler, Request, Service, error_reply, refusal, with_id
 from .functions import JOB_PEER, Functions
 
@@ -77,11 +80,22 @@ CREATE TABLE IF NOT EXISTS calls (
     finished_at REAL,
     expires_at REAL
 );
-CREATE INDEX IF NOT EXISTS calls_group ON calls (group_id, idx);
 DROP INDEX IF EXISTS calls_state;
-CREATE INDEX IF NOT EXISTS calls_expiry ON calls (expires_at);
-CREATE INDEX IF NOT EXISTS calls_created ON calls (created_at);
+DROP INDEX IF EXISTS calls_group;
+DROP INDEX IF EXISTS calls_expiry;
+CREATE INDEX IF NOT EXISTS calls_of_group ON calls (group_id, idx) WHERE group_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS calls_expiring ON calls (expires_at) WHERE expires_at IS NOT NULL;
+DROP INDEX IF EXISTS calls_created;
 """
+# A plain spawn's INSERT writes the table and its id index, nothing else: the group and expiry
+# indexes are partial (``group_id = ?`` and ``expires_at < ?`` imply NOT NULL, so SQLite still uses
+# them there), and "newest first" is the rowid order (rows are inserted as calls are spawned, and
+# only old tombstones are ever deleted), not an index on created_at. Each index a commit touches is
+# one more page written to the WAL per spawn.
+INSERT_CALL = ("INSERT INTO calls (id, group_id, idx, fn_key, function, method, state, args, created_at) "
+               "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (id) DO NOTHING")
+CHECKPOINT_EVERY_S = 0.02  # the background checkpoint's pace while spawns come in (storage.Checkpointer)
+CHECKPOINT_BACKSTOP_PAGES = 4000  # the committing thread's own checkpoint, should that one fall behind
 RECENT_MAX = 500  # calls_recent lists at most this many
 TOMBSTONE_S = 30 * 24 * 3600.0  # how long an expired call is still known as expired (then: not found)
 
@@ -110,20 +124,24 @@ class JobStore:
     def __init__(self, path: Path) -> None:
         self.db = open_db(path, SCHEMA)
         self.db.row_factory = sqlite3.Row
+        # a spawn is a commit: thousands a second, so the WAL fills in well under a second
+        self.checkpointer = Checkpointer(self.db, path, CHECKPOINT_EVERY_S, CHECKPOINT_BACKSTOP_PAGES)
 
     def close(self) -> None:
+        self.checkpointer.stop()
         self.db.close()
 
-    def write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Run ``statements`` in one transaction."""
+    def write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Run ``statements`` in one transaction; how many rows each one changed."""
         self.db.execute("BEGIN")
         try:
-            for sql, params in statements:
-                self.db.execute(sql, params)
+            changed = [self.db.execute(sql, params).rowcount for sql, params in statements]
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        self.checkpointer.wake()
+        return changed
 
     def row(self, call_id: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
@@ -141,7 +159,7 @@ class JobStore:
     def unfinished(self) -> list[sqlite3.Row]:
         return self.db.execute(
             "SELECT * FROM calls WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') "
-            "ORDER BY created_at").fetchall()
+            "ORDER BY rowid").fetchall()
 
     def group_states(self, group_id: str) -> dict[str, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM calls WHERE group_id = ? GROUP BY state", (group_id,))
@@ -151,7 +169,7 @@ class JobStore:
         """The ``limit`` most recently spawned calls, newest first (no arguments, results or logs)."""
         return self.db.execute(
             "SELECT id, group_id, function, state, attempts, error_type, created_at, finished_at FROM calls "
-            "ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+            "ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
 
     def expire(self, now_s: float) -> int:
         """Drop the results of calls past their retention; forget them entirely much later."""
@@ -160,6 +178,61 @@ class JobStore:
             "UPDATE calls SET state = 'expired', result = NULL, args = NULL, logs = NULL "
             "WHERE expires_at < ? AND state != 'expired'", (now_s,))
         return cur.rowcount
+
+
+class GroupCommit:
+    """Writes to the job store, many to a commit: a statement waits for the next one, its callbacks after it.
+
+    The daemon flushes once it has drained a socket (``SpawnedCalls.drained``); a flush scheduled
+    on the loop is the fallback for writes made elsewhere (a timer, a container's result).
+    """
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._changed: list[Callable[[int], None] | None] = []  # per pending statement: told its row count
+        self._after_commit: list[Callable[[Exception | None], None]] = []
+        self._flush_handle: asyncio.Handle | None = None
+
+    def write(self, sql: str, params: tuple[Any, ...], changed: Callable[[int], None] | None = None) -> None:
+        """Queue a statement for the next commit; ``changed(rows)`` is told how many rows it changed."""
+        self._pending.append((sql, params))
+        self._changed.append(changed)
+        self._schedule_flush()
+
+    def then(self, callback: Callable[[Exception | None], None]) -> None:
+        """Run ``callback`` after the writes so far are committed (with the error if they failed)."""
+        self._after_commit.append(callback)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:  # a fallback: the daemon flushes once it has drained a socket
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    @property
+    def unwritten(self) -> bool:
+        return self._flush_handle is not None
+
+    def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        statements, self._pending = self._pending, []
+        told, self._changed = self._changed, []
+        callbacks, self._after_commit = self._after_commit, []
+        error: Exception | None = None
+        if statements:
+            try:
+                counts = self.store.write(statements)
+            except sqlite3.Error as exc:
+                log.exception("the job store could not write %d changes", len(statements))
+                error = exc
+            else:
+                for changed, count in zip(told, counts, strict=True):
+                    if changed is not None:
+                        changed(count)
+        for callback in callbacks:
+            callback(error)
 
 
 class Jobs:
@@ -176,40 +249,8 @@ class Jobs:
         self.orphans: dict[str, list[Job]] = {}  # fn key -> jobs that wait for their function after a restart
         self.orphan_deadline = time.monotonic() + orphan_grace_s
         self.closing = False
-        self._pending: list[tuple[str, tuple[Any, ...]]] = []
-        self._after_commit: list[Callable[[Exception | None], None]] = []
-        self._flush_scheduled = False
+        self.commits = GroupCommit(self.store)
         self._load_unfinished()
-
-    # -- group commit -------------------------------------------------------------------------
-
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        self._pending.append((sql, params))
-        self._schedule_flush()
-
-    def _then(self, callback: Callable[[Exception | None], None]) -> None:
-        """Run ``callback`` after the writes so far are committed (with the error if they failed)."""
-        self._after_commit.append(callback)
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._flush_scheduled = False
-        statements, self._pending = self._pending, []
-        callbacks, self._after_commit = self._after_commit, []
-        error: Exception | None = None
-        if statements:
-            try:
-                self.store.write(statements)
-            except sqlite3.Error as exc:
-                log.exception("the job store could not write %d changes", len(statements))
-                error = exc
-        for callback in callbacks:
-            callback(error)
 
     # -- spawning -----------------------------------------------------------------------------
 
@@ -219,14 +260,13 @@ class Jobs:
         fresh = []
         for entry, payloads in entries:
             call_id = entry.id
-            if call_id in self.live or self.store.row(call_id) is not None:
-                continue  # a resent request
+            if call_id in self.live:
+                continue  # a resent request (a call that ended already is known to the store: see _inserted)
             job = Job(call_id, pool.fn.key, pool.fn.name, method, payloads[0], entry.group, entry.index)
             self._track(job)
-            self._write("INSERT INTO calls (id, group_id, idx, fn_key, function, method, state, args, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                        (job.id, job.group_id, job.index, job.fn_key, job.function, method,
-                         pack(job.payload.frames), job.created_at))
+            self.commits.write(INSERT_CALL, (job.id, job.group_id, job.index, job.fn_key, job.function, method,
+                                      pack(job.payload.frames), job.created_at),
+                        functools.partial(self._inserted, job))
             fresh.append(job)
 
         def accepted(error: Exception | None) -> None:
@@ -235,9 +275,14 @@ class Jobs:
                     self._untrack(job)
             then(error)
             if error is None:
-                self._start(pool, fresh)
+                self._start(pool, [job for job in fresh if self.live.get(job.id) is job])
 
-        self._then(accepted)
+        self.commits.then(accepted)
+
+    def _inserted(self, job: Job, rows: int) -> None:
+        """No row inserted: the store had the call already, ended (a resend after a restart): it does not run again."""
+        if not rows:
+            self._untrack(job)
 
     def _track(self, job: Job) -> None:
         self.live[job.id] = job
@@ -258,7 +303,7 @@ class Jobs:
             self._track(job)
             self.functions.input_pool[job.id] = pool
             inputs.append(Input(job.id, JOB_PEER, job.payload, None, job.method, False))
-        pool.submit(*inputs)
+        pool.submit(*inputs, soon=True)  # in a burst, they go to the containers together
 
     # -- results and output -------------------------------------------------------------------
 
@@ -271,10 +316,11 @@ class Jobs:
         header.pop("np", None)
         frames = framing.encode(dict(header, t="result"), result.payloads)
         now = time.time()
-        self._write("UPDATE calls SET state = ?, result = ?, error_type = ?, attempts = ?, logs = ?, args = NULL, "
-                    "finished_at = ?, expires_at = ? WHERE id = ?",
-                    (_state_of(result), pack(frames), result.entry.error and result.entry.error.type,
-                     result.entry.attempt, "".join(job.logs), now, now + self.retention_s, job.id))
+        error_type = result.entry.error and result.entry.error.type
+        self.commits.write("UPDATE calls SET state = ?, result = ?, error_type = ?, attempts = ?, logs = ?, "
+                           "args = NULL, finished_at = ?, expires_at = ? WHERE id = ?",
+                           (_state_of(result), pack(frames), error_type, result.entry.attempt, "".join(job.logs), now,
+                            now + self.retention_s, job.id))
 
         def ended(error: Exception | None) -> None:  # waiters hear of it once it is on disk
             self._untrack(job)
@@ -282,7 +328,7 @@ class Jobs:
             for peer, request_id in waiters:
                 self.functions.send_peer(peer, framing.encode(dict(header, t="result", id=request_id), result.payloads))
 
-        self._then(ended)
+        self.commits.then(ended)
 
     def on_output(self, call_id: str, text: str) -> None:
         job = self.live.get(call_id)
@@ -420,7 +466,7 @@ class Jobs:
             log.info("expired the outputs of %d spawned calls", expired)
 
     def close(self) -> None:
-        self.flush()
+        self.commits.flush()
         self.closing = True
         self.store.close()
 
@@ -494,6 +540,10 @@ class SpawnedCalls(Service):
 
     def tick(self, now: float) -> None:
         self.jobs.tick(now)
+
+    def drained(self) -> None:
+        if self.jobs.commits.unwritten:  # one commit for the spawns (and results) of one read, then their replies
+            self.jobs.commits.flush()
 
     def close(self) -> None:
         self.jobs.close()  # unfinished spawned calls stay in the store and run again after a restart

@@ -29,7 +29,6 @@ import datetime
 import json
 import logging
 import re
-import secrets
 import sqlite3
 import time
 import zoneinfo
@@ -40,7 +39,7 @@ from typing import Any
 from croniter import croniter
 
 from ..pools import Pool
-from ..protocol import pickling
+from ..protocol import ids, pickling
 from ..protocol.errors import ErrorName
 from ..protocol.message import Message
 from ..protocol.messages.apps import (
@@ -86,10 +85,6 @@ CREATE TABLE IF NOT EXISTS schedule_fires (
     PRIMARY KEY (app_name, name, slot)
 );
 """
-
-
-def _new_call_id() -> str:
-    return f"fc-{secrets.token_hex(10)}"  # as the client makes them (remotecell.calls.new_call_id)
 
 
 def next_fire_s(spec: dict[str, Any], after_s: float) -> float:
@@ -243,7 +238,7 @@ class Scheduler(Service):
         """Record slot ``slot`` (once: a recorded slot never fires again), spawn its run unless skipped."""
         s.next_at = next_fire_s(s.spec, now)  # from now: missed slots before it are not run one by one
         pool = self.pool_of(s.app_name, s.name)
-        call_id = _new_call_id()
+        call_id = ids.new_call_id()
         outcome = self._skip_reason(s, pool) or "spawned"
         self.db.execute("BEGIN")
         fresh = self.db.execute("INSERT OR IGNORE INTO schedule_fires (app_name, name, slot, outcome, call_id, at) "
@@ -339,7 +334,7 @@ class Scheduler(Service):
         if pool is None:
             raise refusal(ErrorName.NOT_FOUND, f"{s.name} of deployed app {s.app_name!r} is not registered on this "
                            "runtime: deploy it again")
-        call_id = req.msg.call or _new_call_id()  # the client's own id: a resent request runs once
+        call_id = req.msg.call or ids.new_call_id()  # the client's own id: a resent request runs once
         if not CALL_ID.fullmatch(call_id):
             raise refusal(ErrorName.INVALID, f"schedule_run: call={call_id!r} is not a call id ('fc-' and hex digits)")
         s.last_call, s.last_at, s.last_trigger = call_id, time.time(), "run_now"
