@@ -9,12 +9,23 @@ same runtime can turn back into a handle with ``rc.FunctionCall.from_id``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from remotecell_runtime.protocol import ids
+from remotecell_runtime.protocol.message import Message
+from remotecell_runtime.protocol.messages.jobs import (
+    CallCancelMsg,
+    CallGetMsg,
+    CallLogsMsg,
+    CallLogsReply,
+    CallStatusMsg,
+    CallStatusReply,
+    GroupStatusReply,
+)
 
 from . import _client, _views
 from ._bridge import Twin, TwinMethod, twin
@@ -31,13 +42,12 @@ def new_group_id() -> str:
     return ids.new_call_id("fg")
 
 
-async def _request(header: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+async def _request(msg: Message) -> tuple[dict[str, Any], list[Any]]:
     """One request about spawned calls; sent again if the runtime restarts meanwhile (they are idempotent)."""
     while True:
         conn = _client.connection()
-        header.update(id=conn.new_id(), sid=conn.sid)
         try:
-            return await conn.async_channel().roundtrip(header)
+            return await conn.async_channel().roundtrip(conn.envelope(msg))
         except RuntimeRestarted:
             continue
 
@@ -75,8 +85,7 @@ class FunctionCall:
         try:
             while True:
                 left_s = LONG_POLL_S if deadline is None else min(LONG_POLL_S, deadline - time.monotonic())
-                reply, payloads = await _request({"t": "call_get", "call": self.object_id,
-                                                  "timeout_s": max(left_s, 0.0)})
+                reply, payloads = await _request(CallGetMsg(call=self.object_id, timeout_s=max(left_s, 0.0)))
                 if reply.get("t") == "result":
                     return _client.result_value(reply, payloads)
                 if deadline is not None and time.monotonic() >= deadline:
@@ -91,21 +100,21 @@ class FunctionCall:
 
     async def _status(self) -> dict[str, Any]:
         """``state`` (queued, running, succeeded, failed, cancelled, expired), ``reason`` when queued, ``attempts``."""
-        reply, _ = await _request({"t": "call_status", "call": self.object_id})
-        return {k: v for k, v in reply.items() if k not in ("t", "id")}
+        reply, _ = await _request(CallStatusMsg(call=self.object_id))
+        return dataclasses.asdict(CallStatusReply.from_wire(reply))
 
     status = TwinMethod(_status)
 
     async def _cancel(self) -> None:
         """Stop the call: a queued input never runs, a running one is interrupted."""
-        await _request({"t": "call_cancel", "calls": [self.object_id]})
+        await _request(CallCancelMsg(calls=[self.object_id]))
 
     cancel = TwinMethod(_cancel)
 
     async def _logs(self) -> str:
         """What the call printed (stdout and stderr), so far."""
-        reply, _ = await _request({"t": "call_logs", "call": self.object_id})
-        return str(reply.get("text", ""))
+        reply, _ = await _request(CallLogsMsg(call=self.object_id))
+        return CallLogsReply.from_wire(reply).text
 
     logs = TwinMethod(_logs)
 
@@ -172,13 +181,13 @@ class FunctionCallGroup:
 
     async def _status(self) -> dict[str, int]:
         """How many inputs are in each state."""
-        reply, _ = await _request({"t": "call_status", "group": self.object_id})
-        return dict(reply.get("counts", {}))
+        reply, _ = await _request(CallStatusMsg(group=self.object_id))
+        return GroupStatusReply.from_wire(reply).counts
 
     status = TwinMethod(_status)
 
     async def _cancel(self) -> None:
-        await _request({"t": "call_cancel", "group": self.object_id})
+        await _request(CallCancelMsg(group=self.object_id))
 
     cancel = TwinMethod(_cancel)
 

@@ -83,7 +83,7 @@ class Schedule:
         return list(self.state.get("fires") or [])
 
     async def _ask(self, kind: type[ScheduleRef], **fields: Any) -> dict[str, Any]:
-        reply, _ = await calls._request(kind(app=self.app_name, name=self.function_name, **fields).to_wire())
+        reply, _ = await calls._request(kind(app=self.app_name, name=self.function_name, **fields))
         self.state = ScheduleReply.from_wire(reply).fields()
         return self.state
 
@@ -140,7 +140,7 @@ async def fetch(app_name: str, function_name: str) -> Schedule:
 
 async def _list(app_name: str | None = None) -> list[Schedule]:
     """The schedules on the runtime (of one deployed app, or all)."""
-    reply, _ = await calls._request(ScheduleListMsg(app=app_name or None).to_wire())
+    reply, _ = await calls._request(ScheduleListMsg(app=app_name or None))
     return [Schedule(s.app, s.function, s.fields()) for s in ScheduleListReply.from_wire(reply).schedules]
 
 
