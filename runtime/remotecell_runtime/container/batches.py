@@ -18,6 +18,9 @@ from typing import Any
 from ..protocol import pickling
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
+from ..protocol.messages.calls import ResultMsg
+from ..protocol.messages.containers import BatchMsg
+from ..protocol.messages.session import ErrorInfo
 from .inputs import CURRENT, Cancelled, Returned, Terminated, describe_error, outcome_of, type_name
 from .running import Runner
 
@@ -29,21 +32,21 @@ class Batches:
         self.runner = runner
         self.params: dict[Any, list[inspect.Parameter]] = {}  # method name -> its parameters
 
-    def on_batch(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+    def on_batch(self, msg: BatchMsg, payloads: list[Payload]) -> None:
         """Call the function once for the batch, with one list per parameter; answer per input."""
-        method = self.runner.loaded.methods.get(header.get("m"))
-        if method is None or len(payloads) != len(header["ids"]):
-            exc = self.runner.loaded.no_method(header) if method is None else ValueError(
-                f"a batch of {len(header['ids'])} ids came with {len(payloads)} payloads")
-            self._report(method, header, payloads, list(range(len(payloads))), exc)
+        method = self.runner.loaded.methods.get(msg.method)
+        if method is None or len(payloads) != len(msg.ids):
+            exc = self.runner.loaded.no_method(msg.method) if method is None else ValueError(
+                f"a batch of {len(msg.ids)} ids came with {len(payloads)} payloads")
+            self._report(method, msg, payloads, list(range(min(len(payloads), len(msg.ids)))), exc)
             return
-        self.runner.start(method, self._run_async, self._run_sync,
-                          lambda work: self._run_sync(method, *work), header, payloads)
+        self.runner.start(method, msg.method, self._run_async, self._run_sync,
+                          lambda work: self._run_sync(method, *work), msg, payloads)
 
-    def _run_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
-        token = CURRENT.set(header["ids"][0])  # what a batch prints goes to the caller of its first input
+    def _run_sync(self, method: Callable[..., Any], msg: BatchMsg, payloads: list[Payload]) -> None:
+        token = CURRENT.set(msg.ids[0])  # what a batch prints goes to the caller of its first input
         try:
-            live, args, kwargs = self._unpack(method, header, payloads)
+            live, args, kwargs = self._unpack(method, msg, payloads)
             outcome: Any = None
             if live:
                 try:
@@ -52,32 +55,32 @@ class Batches:
                     raise
                 except BaseException as exc:
                     outcome = exc
-            self.runner.outbox.on_io(lambda: self._report(method, header, payloads, live, outcome))
+            self.runner.outbox.on_io(lambda: self._report(method, msg, payloads, live, outcome))
         finally:
             CURRENT.reset(token)
 
-    async def _run_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
-        CURRENT.set(header["ids"][0])  # this task's own context
-        live, args, kwargs = self._unpack(method, header, payloads)
+    async def _run_async(self, method: Callable[..., Any], msg: BatchMsg, payloads: list[Payload]) -> None:
+        CURRENT.set(msg.ids[0])  # this task's own context
+        live, args, kwargs = self._unpack(method, msg, payloads)
         outcome = await outcome_of(method(*args, **kwargs)) if live else None
-        self.runner.outbox.on_io(lambda: self._report(method, header, payloads, live, outcome))
+        self.runner.outbox.on_io(lambda: self._report(method, msg, payloads, live, outcome))
 
-    def _unpack(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload],
+    def _unpack(self, method: Callable[..., Any], msg: BatchMsg, payloads: list[Payload],
                 ) -> tuple[list[int], list[list[Any]], dict[str, list[Any]]]:
         """Each input's (args, kwargs) bound to the parameters, as one list per parameter.
 
         An input that does not unpickle or does not fit the signature fails alone, at once;
         the others go on. Returns the indexes of the inputs that made it, and the lists.
         """
-        params = self.params.get(header.get("m"))
+        params = self.params.get(msg.method)
         if params is None:
-            params = self.params[header.get("m")] = list(inspect.signature(method).parameters.values())
+            params = self.params[msg.method] = list(inspect.signature(method).parameters.values())
         positional = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         keyword = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
         args: list[list[Any]] = [[] for _ in positional]
         kwargs: dict[str, list[Any]] = {p.name: [] for p in keyword}
         live = []
-        for index, (input_id, payload) in enumerate(zip(header["ids"], payloads, strict=True)):
+        for index, (input_id, payload) in enumerate(zip(msg.ids, payloads, strict=True)):
             try:
                 call_args, call_kwargs = pickling.deserialize(payload, hold=True)
                 if not call_kwargs and not keyword and len(call_args) == len(positional):
@@ -90,39 +93,35 @@ class Batches:
             except Terminated:
                 raise
             except BaseException as exc:
-                result = {"t": "result", "id": input_id}
-                self.runner.finish(input_id, [payload], result, describe_error(result, exc))
+                self.runner.fail(input_id, [payload], exc)
                 continue
             for column, value in zip(args, values, strict=True):
                 column.append(value)
             live.append(index)
         return live, args, kwargs
 
-    def _report(self, method: Callable[..., Any] | None, header: dict[str, Any], payloads: list[Payload],
+    def _report(self, method: Callable[..., Any] | None, msg: BatchMsg, payloads: list[Payload],
                 live: list[int], outcome: Any) -> None:
         """One result per input of the batch: its item of the returned list, or the batch's error."""
-        ids, shm = header["ids"], header.get("shm") or []
+        ids, shm, finish = msg.ids, msg.shm, self.runner.finish
         if isinstance(outcome, Returned):
             problem = _contract_problem(outcome.value, len(live))
             if problem is None:
                 for index, value in zip(live, outcome.value, strict=True):
-                    use_shm = {"shm": bool(shm[index]) if index < len(shm) else False}
-                    self.runner.succeed({"t": "result", "id": ids[index]}, use_shm, [payloads[index]], value)
+                    use_shm = bool(shm[index]) if index < len(shm) else False
+                    self.runner.succeed(ResultMsg(id=ids[index]), use_shm, [payloads[index]], value)
                 return
             name = getattr(method, "__qualname__", "the batched function")
-            error = {"type": ErrorName.BATCH_CONTRACT, "message": f"{name} {problem}", "traceback": ""}
+            error = ErrorInfo(type=ErrorName.BATCH_CONTRACT, message=f"{name} {problem}")
             for index in live:
-                result = {"t": "result", "id": ids[index], "status": "error", "error": error}
-                self.runner.finish(ids[index], [payloads[index]], result)
+                finish([payloads[index]], ResultMsg(id=ids[index], status="error", error=error))
         elif isinstance(outcome, Cancelled):
             for index in live:
-                cancelled = {"t": "result", "id": ids[index], "status": "cancelled"}
-                self.runner.finish(ids[index], [payloads[index]], cancelled)
+                finish([payloads[index]], ResultMsg(id=ids[index], status="cancelled"))
         elif outcome is not None:
-            described: dict[str, Any] = {"t": "result"}
-            error_payloads = describe_error(described, outcome)  # once: every input gets the same error
+            error, error_payloads = describe_error(outcome)  # once: every input gets the same error
             for index in live:
-                self.runner.finish(ids[index], [payloads[index]], dict(described, id=ids[index]), error_payloads)
+                finish([payloads[index]], ResultMsg(id=ids[index], status="error", error=error), error_payloads)
 
 
 def _contract_problem(value: Any, n: int) -> str | None:

@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from ..protocol.framing import Payload
+from ..protocol.messages.containers import CancelInputMsg
 from .inputs import CURRENT, Cancelled
 from .running import Runner
 
@@ -27,10 +28,10 @@ class Canceller:
         self.runner = runner
         self.cancel_fd = cancel_fd
 
-    def on_cancel(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+    def on_cancel(self, msg: CancelInputMsg, payloads: list[Payload]) -> None:
         runner = self.runner
-        runner.cancelled.add(str(header.get("id", "")))  # in case it has not started yet
-        running = runner.running_inputs.get(header.get("id", ""))
+        runner.cancelled.add(msg.id)  # in case it has not started yet
+        running = runner.running_inputs.get(msg.id)
         loop = runner.loaded.loop
         if loop is not None and hasattr(running, "cancel"):  # an asyncio task
             loop.call_soon_threadsafe(running.cancel)  # type: ignore[union-attr]

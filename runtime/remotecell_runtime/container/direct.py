@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 from ..protocol import framing
 from ..protocol.framing import Payload
+from ..protocol.messages.calls import CallMsg, ResultMsg, RevokedMsg
+from ..protocol.messages.containers import LeaseTokenMsg, LeaseUsedMsg, ReleasedMsg, RevokeMsg
 from .inputs import Work
 from .outbox import Outbox
 
@@ -43,41 +44,41 @@ class DirectLease:
         peer, *frames = framing.recv(direct)
         try:
             header, payloads = framing.decode(frames)
+            if header.get("t") != "call":
+                return None
+            msg = CallMsg.from_wire(header)
         except framing.WireError as exc:
             print(f"remotecell container: dropped a malformed direct message: {exc}", file=sys.__stderr__)
             return None
-        input_id = header.get("id")
-        if header["t"] != "call" or not isinstance(input_id, str):
+        if msg.token != self.token or self.token is None or busy:
+            framing.send(direct, [peer.bytes, *framing.encode(RevokedMsg(id=msg.id).to_wire())])
             return None
-        if header.get("token") != self.token or self.token is None or busy:
-            framing.send(direct, [peer.bytes, *framing.encode({"t": "revoked", "id": input_id})])
-            return None
-        self.outbox.direct_peers[input_id] = peer.bytes
-        return header, payloads
+        self.outbox.direct_peers[msg.id] = peer.bytes
+        return msg, payloads
 
-    def on_lease(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        self.token = str(header.get("token") or "") or None
+    def on_lease(self, msg: LeaseTokenMsg, payloads: list[Payload]) -> None:
+        self.token = msg.token or None
         self.reported = self.last_done = time.monotonic()
 
-    def on_revoke(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+    def on_revoke(self, msg: RevokeMsg, payloads: list[Payload]) -> None:
         """The daemon takes the lease back; a direct call still running finishes first (it runs on this thread)."""
         self.token = None
         self._report()
-        self.outbox.send({"t": "released", "idle_s": time.monotonic() - self.last_done, "last": self.last_id})
+        self.outbox.send(ReleasedMsg(idle_s=time.monotonic() - self.last_done, last=self.last_id))
 
-    def done(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+    def done(self, result: ResultMsg, payloads: list[Payload]) -> None:
         """A direct call's result goes to its leaseholder at once; the daemon hears of it about once a second."""
-        self.outbox.send(header, payloads)
-        del self.outbox.direct_peers[header["id"]]
-        self.last_id = header["id"]
+        self.outbox.send(result, payloads)
+        del self.outbox.direct_peers[result.id]
+        self.last_id = result.id
         self.last_done = time.monotonic()
         self.runs += 1
-        self.us += int(header.get("us", 0))
+        self.us += result.run_us
         if time.monotonic() - self.reported >= LEASE_REPORT_S:
             self._report()
 
     def _report(self) -> None:
         if self.runs:
-            self.outbox.send({"t": "lease_used", "n": self.runs, "us": self.us})
+            self.outbox.send(LeaseUsedMsg(n=self.runs, us=self.us))
         self.runs = self.us = 0
         self.reported = time.monotonic()

@@ -4,7 +4,7 @@
 threads and asyncio tasks each see their own); what user code prints goes to that
 input's caller.  An input comes to a ``Returned`` value (exceptions included, when
 returned), a ``Cancelled``, or the exception it raised; ``describe_error`` turns the
-last into a result header and, when it pickles, the exception as the payload.
+last into an ``ErrorInfo`` and, when it pickles, the exception as the payload.
 This module imports no other module of the container.
 """
 
@@ -17,10 +17,12 @@ from typing import Any
 
 from ..protocol import pickling
 from ..protocol.framing import Payload
+from ..protocol.messages.calls import CallMsg
+from ..protocol.messages.session import ErrorInfo
 
 _RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-Work = tuple[dict[str, Any], list[Payload]]  # one input: its header fields and its arguments
+Work = tuple[CallMsg, list[Payload]]  # one input: its call and its arguments
 
 CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("remotecell_input", default=None)
 
@@ -59,8 +61,8 @@ def type_name(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else cls.__qualname__
 
 
-def describe_error(header: dict[str, Any], exc: BaseException, context: str = "") -> list[Payload]:
-    """Describe ``exc`` in the header; the exception itself is the payload when it pickles."""
+def describe_error(exc: BaseException, context: str = "") -> tuple[ErrorInfo, list[Payload]]:
+    """What ``exc`` was, and the exception itself as the payload when it pickles."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     message = f"{context}: {exc}" if context else str(exc)
     frames = [
@@ -68,10 +70,9 @@ def describe_error(header: dict[str, Any], exc: BaseException, context: str = ""
         for f in traceback.extract_tb(exc.__traceback__)
         if not f.filename.startswith(_RUNTIME_DIR)
     ]
-    header.update(status="error", error={"type": type_name(exc), "message": message, "traceback": tb,
-                                         "frames": frames})
+    error = ErrorInfo(type=type_name(exc), message=message, traceback=tb, frames=frames)
     exc.__traceback__ = None
     try:
-        return [pickling.serialize(exc)]
+        return error, [pickling.serialize(exc)]
     except BaseException:  # an unpicklable exception travels as its text
-        return []
+        return error, []

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol import pickling
 from ..protocol.framing import Payload
+from ..protocol.messages.containers import LoadFailedMsg, LoadMsg, ReadyMsg
+from ..protocol.options import FunctionOptions
 from ..protocol.spec import ClsSpec
 from .inputs import describe_error
 from .outbox import Outbox
@@ -40,22 +42,20 @@ class Loaded:
         self.threads: concurrent.futures.ThreadPoolExecutor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def on_load(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+    def on_load(self, msg: LoadMsg, payloads: list[Payload]) -> None:
         try:
-            self.load(pickling.deserialize(payloads[0]), header.get("options", {}))
+            self.load(pickling.deserialize(payloads[0]), FunctionOptions.from_wire(msg.options))
         except BaseException as exc:
-            failed = {"t": "load_failed"}
-            self.outbox.send(failed, describe_error(failed, exc, "loading the function failed"))
+            error, error_payloads = describe_error(exc, "loading the function failed")
+            self.outbox.send(LoadFailedMsg(error=error), error_payloads)
             return
-        ready: dict[str, Any] = {"t": "ready"}
         direct_address = self.outbox.direct_address
-        if direct_address and self.max_inputs == 1:  # a lease is one blocking caller's calls, one at a time
-            ready["direct"] = direct_address
-        self.outbox.send(ready)
+        # A lease is one blocking caller's calls, one at a time.
+        self.outbox.send(ReadyMsg(direct=direct_address if self.max_inputs == 1 else None))
 
-    def load(self, target: Any, options: dict[str, Any]) -> None:
+    def load(self, target: Any, options: FunctionOptions) -> None:
         _link_volumes(os.environ.get("REMOTECELL_VOLUMES"))
-        self.max_inputs = int(options.get("max_inputs", 1))
+        self.max_inputs = options.max_inputs
         if isinstance(target, ClsSpec):
             instance = target.cls(**target.params)
             self.methods = {name: getattr(instance, name) for name in target.methods}
@@ -96,8 +96,8 @@ class Loaded:
             except BaseException:
                 traceback.print_exc(file=sys.__stderr__)
 
-    def no_method(self, header: dict[str, Any]) -> AttributeError:
-        return AttributeError(f"no remote method {header.get('m')!r}; methods: {sorted(map(str, self.methods))}")
+    def no_method(self, name: str | None) -> AttributeError:
+        return AttributeError(f"no remote method {name!r}; methods: {sorted(map(str, self.methods))}")
 
 
 def _link_volumes(mounts_json: str | None) -> None:

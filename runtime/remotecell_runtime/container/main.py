@@ -50,6 +50,17 @@ import zmq
 
 from ..protocol import framing, sharedmem
 from ..protocol.framing import Payload
+from ..protocol.message import Message
+from ..protocol.messages.calls import CallMsg, CallsMsg
+from ..protocol.messages.containers import (
+    BatchMsg,
+    CancelInputMsg,
+    ContainerHelloMsg,
+    LeaseTokenMsg,
+    LoadMsg,
+    RevokeMsg,
+    StopMsg,
+)
 from .batches import Batches
 from .cancelling import Canceller
 from .direct import DirectLease
@@ -77,21 +88,23 @@ class ContainerLoop:
         self.batches = Batches(self.runner)
         self.canceller = Canceller(self.runner, cancel_fd)
         self.running = True
-        self.handlers: dict[str, Callable[[dict[str, Any], list[Payload]], None]] = {
-            "load": self.loaded.on_load,
-            "call": self.runner.on_call,
-            "calls": self.runner.on_calls,
-            "batch": self.batches.on_batch,
-            "cancel": self.canceller.on_cancel,
-            "stop": self.on_stop,
-            "lease": self.lease.on_lease,
-            "revoke": self.lease.on_revoke,
+        table: dict[type[Message], Callable[[Any, list[Payload]], None]] = {
+            LoadMsg: self.loaded.on_load,
+            CallMsg: self.runner.on_call,
+            CallsMsg: self.runner.on_calls,
+            BatchMsg: self.batches.on_batch,
+            CancelInputMsg: self.canceller.on_cancel,
+            StopMsg: self.on_stop,
+            LeaseTokenMsg: self.lease.on_lease,
+            RevokeMsg: self.lease.on_revoke,
         }
+        # By type name: a header is read as its class, then handed to its part.
+        self.handlers = {cls.TYPE: (cls, handler) for cls, handler in table.items()}
 
     def serve(self) -> None:
         outbox, backlog = self.outbox, self.runner.backlog  # neither is ever rebound: read once, not per message
         sock, wake_r, direct = outbox.sock, outbox.wake_r, outbox.direct
-        outbox.send({"t": "hello", "cid": self.id, "pid": os.getpid()})
+        outbox.send(ContainerHelloMsg(cid=self.id, pid=os.getpid()))
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
@@ -121,8 +134,8 @@ class ContainerLoop:
             outbox.drain()
         if not backlog:
             return
-        header, payloads = backlog.popleft()
-        self.runner.run_sync(self.loaded.methods[header.get("m")], header, payloads)
+        msg, payloads = backlog.popleft()
+        self.runner.run_sync(self.loaded.methods[msg.method], msg, payloads)
         if not backlog or len(outbox.results) >= RESULTS_PER_MESSAGE:
             outbox.flush_results()
 
@@ -130,14 +143,16 @@ class ContainerLoop:
         frames = framing.recv(self.outbox.sock)
         try:
             header, payloads = framing.decode(frames)
+            route = self.handlers.get(header["t"])
+            if route is None:
+                print(f"remotecell container: unknown message type {header['t']!r}", file=sys.__stderr__)
+                return
+            cls, handler = route
+            msg = cls.from_wire(header)
         except framing.WireError as exc:
             print(f"remotecell container: dropped a malformed message: {exc}", file=sys.__stderr__)
             return
-        handler = self.handlers.get(header["t"])
-        if handler is None:
-            print(f"remotecell container: unknown message type {header['t']!r}", file=sys.__stderr__)
-            return
-        handler(header, payloads)
+        handler(msg, payloads)
 
     def _receive_direct(self) -> None:
         """A leaseholder's call that the lease admits: run now, on this thread when its function runs inline."""
@@ -145,14 +160,14 @@ class ContainerLoop:
         work = self.lease.receive(busy=bool(runner.backlog or runner.running_inputs))
         if work is None:
             return
-        header, payloads = work
-        method = loaded.methods.get(header.get("m"))
-        if method is not None and loaded.threads is None and header.get("m") not in loaded.loop_methods:
-            runner.run_sync(method, header, payloads)  # the hot path: no hand-off, no backlog
+        msg, payloads = work
+        method = loaded.methods.get(msg.method)
+        if method is not None and loaded.threads is None and msg.method not in loaded.loop_methods:
+            runner.run_sync(method, msg, payloads)  # the hot path: no hand-off, no backlog
         else:
-            runner.on_call(header, payloads)
+            runner.on_call(msg, payloads)
 
-    def on_stop(self, header: dict[str, Any], payloads: list[Payload]) -> None:
+    def on_stop(self, msg: StopMsg, payloads: list[Payload]) -> None:
         self.running = False
 
 

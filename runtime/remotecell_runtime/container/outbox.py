@@ -16,13 +16,13 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import zmq
 
 from ..protocol import framing
 from ..protocol.framing import Frame, Payload
-from .inputs import Work
+from ..protocol.message import Message
+from ..protocol.messages.calls import ResultEntry
 
 
 class Outbox:
@@ -40,12 +40,13 @@ class Outbox:
         self.queue: queue.SimpleQueue[tuple[list[Frame], bool] | Callable[[], None]] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
-        self.results: list[Work] = []  # inline results not sent yet
+        self.results: list[tuple[ResultEntry, list[Payload]]] = []  # inline results not sent yet
 
-    def send(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = ()) -> None:
+    def send(self, msg: Message, payloads: list[Payload] | tuple[()] = ()) -> None:
         """To the daemon, or to the leaseholder when it is about one of its direct calls; from any thread."""
-        frames = framing.encode(header, payloads)
-        peer = self.direct_peers.get(header.get("id", "")) if self.direct_peers else None
+        frames = framing.encode(msg.to_wire(), payloads)
+        # Messages about one input (result, output, item) carry its id.
+        peer = self.direct_peers.get(getattr(msg, "id", "")) if self.direct_peers else None
         if peer is not None:
             frames = [peer, *frames]
         if threading.get_ident() == self.io_thread:
@@ -89,7 +90,7 @@ class Outbox:
         if not self.results:  # e.g. the backlog's last input was a direct call, answered already
             return
         results, self.results = self.results, []
-        framing.send(self.sock, framing.encode_many("results", results))
+        framing.send(self.sock, framing.encode_many("results", [(r.fields(), own) for r, own in results]))
 
 
 def _bind_direct(ctx: zmq.Context, address: str) -> zmq.Socket | None:

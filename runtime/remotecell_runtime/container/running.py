@@ -23,6 +23,8 @@ from typing import Any
 from ..protocol import framing, pickling, sharedmem
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
+from ..protocol.messages.calls import CallMsg, CallsMsg, ItemMsg, ResultMsg
+from ..protocol.messages.session import ErrorInfo
 from .direct import DirectLease
 from .inputs import CURRENT, Cancelled, Returned, Terminated, Work, describe_error, outcome_of, type_name
 from .loading import Loaded
@@ -42,33 +44,35 @@ class Runner:
         self.backlog: collections.deque[Work] = collections.deque()  # inline inputs not started yet
         self.cancelled: set[str] = set()  # cancelled before they started: skip them
 
-    def on_calls(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        for entry, own in framing.split_many(header, payloads):
-            self.on_call(entry, own)
+    def on_calls(self, msg: CallsMsg, payloads: list[Payload]) -> None:
+        for entry, own in framing.pair(msg.entries, payloads):
+            self.on_call(CallMsg(id=entry.id, method=entry.method or msg.method, shm=entry.shm or msg.shm,
+                                 gen=entry.gen), own)
 
-    def on_call(self, header: dict[str, Any], payloads: list[Payload]) -> None:
-        method = self.loaded.methods.get(header.get("m"))
+    def on_call(self, msg: CallMsg, payloads: list[Payload]) -> None:
+        method = self.loaded.methods.get(msg.method)
         if method is None:
-            result = {"t": "result", "id": header["id"], "status": "error"}
-            self.finish(header["id"], payloads, result, describe_error(result, self.loaded.no_method(header)))
+            self.fail(msg.id, payloads, self.loaded.no_method(msg.method))
             return
-        self.start(method, self._run_async, self.run_sync, self.backlog.append, header, payloads)
+        self.start(method, msg.method, self._run_async, self.run_sync, self.backlog.append, msg, payloads)
 
-    def start(self, method: Callable[..., Any], run_async: Callable[..., Any], run_sync: Callable[..., None],
-              inline: Callable[[Work], None], header: dict[str, Any], payloads: list[Payload]) -> None:
-        """Run an input (or a batch) where its function runs: the event loop, a worker thread, or ``inline``."""
-        if header.get("m") in self.loaded.loop_methods:  # known at load
+    def start(self, method: Callable[..., Any], name: str | None, run_async: Callable[..., Any],
+              run_sync: Callable[..., None], inline: Callable[[Any], None], msg: Any, payloads: list[Payload],
+              ) -> None:
+        """Run an input (or a batch) of method ``name`` where it runs: the event loop, a worker thread, or
+        ``inline`` (given ``(msg, payloads)``)."""
+        if name in self.loaded.loop_methods:  # known at load
             import asyncio
 
             assert self.loaded.loop is not None
-            asyncio.run_coroutine_threadsafe(run_async(method, header, payloads), self.loaded.loop)
+            asyncio.run_coroutine_threadsafe(run_async(method, msg, payloads), self.loaded.loop)
         elif self.loaded.threads is not None:
-            self.loaded.threads.submit(run_sync, method, header, payloads)
+            self.loaded.threads.submit(run_sync, method, msg, payloads)
         else:
-            inline((header, payloads))
+            inline((msg, payloads))
 
-    def run_sync(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
-        input_id = header["id"]
+    def run_sync(self, method: Callable[..., Any], msg: CallMsg, payloads: list[Payload]) -> None:
+        input_id = msg.id
         token = CURRENT.set(input_id)
         self.running_inputs[input_id] = threading.get_ident()
         started_s = time.perf_counter()
@@ -77,7 +81,7 @@ class Runner:
                 raise Cancelled()
             args, kwargs = pickling.deserialize(payloads[0], hold=True)
             value = method(*args, **kwargs)
-            outcome: Any = Returned(self._send_items(header, value) if header.get("gen") else value)
+            outcome: Any = Returned(self._send_items(msg, value) if msg.gen else value)
         except Terminated:
             raise
         except BaseException as exc:
@@ -85,92 +89,95 @@ class Runner:
         finally:
             self.running_inputs.pop(input_id, None)
             self.cancelled.discard(input_id)
-        header["us"] = int((time.perf_counter() - started_s) * 1e6)
+        run_us = int((time.perf_counter() - started_s) * 1e6)
         try:
-            self._report(header, payloads, outcome)
+            self._report(msg, payloads, outcome, run_us)
         finally:
             CURRENT.reset(token)
 
-    async def _run_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> None:
+    async def _run_async(self, method: Callable[..., Any], msg: CallMsg, payloads: list[Payload]) -> None:
         import asyncio
 
-        CURRENT.set(header["id"])  # this task's own context
-        self.running_inputs[header["id"]] = asyncio.current_task()
+        CURRENT.set(msg.id)  # this task's own context
+        self.running_inputs[msg.id] = asyncio.current_task()
         try:
-            outcome = await outcome_of(self._call_async(method, header, payloads))
+            outcome = await outcome_of(self._call_async(method, msg, payloads))
         finally:
-            self.running_inputs.pop(header["id"], None)
-            self.cancelled.discard(header["id"])
-        self._report(header, payloads, outcome)
+            self.running_inputs.pop(msg.id, None)
+            self.cancelled.discard(msg.id)
+        self._report(msg, payloads, outcome, 0)  # the loop interleaves tasks: no run time of its own
 
-    async def _call_async(self, method: Callable[..., Any], header: dict[str, Any], payloads: list[Payload]) -> Any:
+    async def _call_async(self, method: Callable[..., Any], msg: CallMsg, payloads: list[Payload]) -> Any:
         import asyncio
 
-        if header["id"] in self.cancelled:
+        if msg.id in self.cancelled:
             raise asyncio.CancelledError()
         args, kwargs = pickling.deserialize(payloads[0], hold=True)
         if inspect.isasyncgenfunction(method):
-            return await self._send_async_items(header, method(*args, **kwargs))
+            return await self._send_async_items(msg, method(*args, **kwargs))
         return await method(*args, **kwargs)
 
-    def _send_items(self, header: dict[str, Any], items: Any) -> int:
+    def _send_items(self, msg: CallMsg, items: Any) -> int:
         """``remote_gen``: each item the generator yields goes to the caller at once; returns how many."""
         if not inspect.isgenerator(items):
             raise TypeError(f"remote_gen needs a generator function; this one returned {type_name(items)} "
                             "(call it with .remote())")
         count = 0
         for item in items:
-            self._send_item(header, count, item)
+            self._send_item(msg, count, item)
             count += 1
         return count
 
-    async def _send_async_items(self, header: dict[str, Any], items: Any) -> int:
-        if not header.get("gen"):
+    async def _send_async_items(self, msg: CallMsg, items: Any) -> int:
+        if not msg.gen:
             raise TypeError("this is an async generator function: call it with .remote_gen()")
         count = 0
         async for item in items:
-            self._send_item(header, count, item)
+            self._send_item(msg, count, item)
             count += 1
         return count
 
-    def _send_item(self, header: dict[str, Any], index: int, item: Any) -> None:
-        input_id = header["id"]
-        flush_output(input_id)  # what it printed before this item comes first
-        use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
+    def _send_item(self, msg: CallMsg, index: int, item: Any) -> None:
+        flush_output(msg.id)  # what it printed before this item comes first
+        use_shm = msg.shm and sharedmem.ShmPool.available()
         payload = pickling.serialize(item, self.shm if use_shm else None)
-        self.outbox.send({"t": "item", "id": input_id, "i": index}, [payload])
+        self.outbox.send(ItemMsg(id=msg.id, index=index), [payload])
 
-    def _report(self, header: dict[str, Any], payloads: list[Payload], outcome: Any) -> None:
-        input_id = header["id"]
-        result = {"t": "result", "id": input_id, "us": header.get("us", 0)}
+    def _report(self, msg: CallMsg, payloads: list[Payload], outcome: Any, run_us: int) -> None:
         if isinstance(outcome, Returned):
-            self.succeed(result, header, payloads, outcome.value)
+            self.succeed(ResultMsg(id=msg.id, run_us=run_us), msg.shm, payloads, outcome.value)
         elif isinstance(outcome, Cancelled):
-            self.finish(input_id, payloads, dict(result, status="cancelled"))
+            self.finish(payloads, ResultMsg(id=msg.id, status="cancelled", run_us=run_us))
         else:
-            self.finish(input_id, payloads, result, describe_error(result, outcome))
+            self.fail(msg.id, payloads, outcome, run_us)
 
-    def succeed(self, result: dict[str, Any], header: dict[str, Any], payloads: list[Payload], value: Any) -> None:
-        use_shm = bool(header.get("shm")) and sharedmem.ShmPool.available()
+    def fail(self, input_id: str, payloads: list[Payload], exc: BaseException, run_us: int = 0) -> None:
+        """Input ``input_id`` raised ``exc``: its error result, with the exception when it pickles."""
+        error, error_payloads = describe_error(exc)
+        self.finish(payloads, ResultMsg(id=input_id, status="error", error=error, run_us=run_us), error_payloads)
+
+    def succeed(self, result: ResultMsg, shm: bool, payloads: list[Payload], value: Any) -> None:
+        """``result`` (an input's id and run time) with ``value``, in shared memory when its caller takes it."""
+        use_shm = shm and sharedmem.ShmPool.available()
         try:
             payload = pickling.serialize(value, self.shm if use_shm else None)
         except BaseException as exc:
             message = f"the return value of type {type_name(value)} cannot be pickled: {exc}"
-            error = {"type": ErrorName.SERIALIZATION, "message": message, "traceback": ""}
-            self.finish(result["id"], payloads, dict(result, status="error", error=error))
+            result.status, result.error = "error", ErrorInfo(type=ErrorName.SERIALIZATION, message=message)
+            self.finish(payloads, result)
             return
-        self.finish(result["id"], payloads, dict(result, status="ok"), [payload])
+        result.status = "ok"
+        self.finish(payloads, result, [payload])
 
-    def finish(self, input_id: str, inputs: list[Payload], header: dict[str, Any],
-               payloads: list[Payload] | None = None) -> None:
-        flush_output(input_id)
+    def finish(self, inputs: list[Payload], result: ResultMsg, payloads: list[Payload] | None = None) -> None:
+        """Every input's one way out: its output first, its shared memory settled, then ``result`` to its caller."""
+        flush_output(result.id)
         # The input's shared memory is ours only when it succeeded; else the runtime may retry it.
-        self.shm.settle(inputs[0].shm if inputs else [], keep=header["status"] == "ok")
+        self.shm.settle(inputs[0].shm if inputs else [], keep=result.status == "ok")
         outbox = self.outbox
-        if input_id in outbox.direct_peers:
-            outbox.on_io(functools.partial(self.lease.done, header, payloads or []))
+        if result.id in outbox.direct_peers:
+            outbox.on_io(functools.partial(self.lease.done, result, payloads or []))
         elif threading.get_ident() == outbox.io_thread:  # the serve loop sends these, many to a message
-            header.pop("t", None)
-            outbox.results.append((header, payloads or []))
+            outbox.results.append((result, payloads or []))
         else:
-            outbox.send(header, payloads or ())
+            outbox.send(result, payloads or ())

@@ -14,9 +14,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..protocol.message import Message
+from ..protocol.messages.calls import OutputMsg
 from .inputs import CURRENT
 
-Send = Callable[[dict[str, Any]], None]
+Send = Callable[[Message], None]
 
 
 class Stream:
@@ -59,7 +61,7 @@ class Stream:
         # survive a crash that loses the message still queued in the socket.
         self.fallback.write(text)
         self.fallback.flush()
-        self.send({"t": "output", "id": input_id, "stream": self.name, "text": text})
+        self.send(OutputMsg(id=input_id, stream=self.name, text=text))
 
     def emit(self, kind: str, text: str) -> bool:
         """Send output of another kind (``"display"``: a JSON mime bundle) to the current input's caller.
@@ -71,7 +73,7 @@ class Stream:
         if input_id is None:
             return False
         self.flush_input(input_id)
-        self.send({"t": "output", "id": input_id, "stream": kind, "text": text})
+        self.send(OutputMsg(id=input_id, stream=kind, text=text))
         return True
 
     def isatty(self) -> bool:
