@@ -208,20 +208,14 @@ def encode_many(kind: str, entries: Sequence[Entry], **fields: Any) -> list[Fram
 
 
 def split_many(header: dict[str, Any], payloads: list[Payload]) -> list[Entry]:
-    """The entries of a ``calls``/``results`` message (the inverse of :func:`encode_many`)."""
+    """The entries of a ``calls``/``results`` message as dicts (the inverse of :func:`encode_many`)."""
     entries = header.get("e")
     if not isinstance(entries, list):
         raise WireError(f"a {header.get('t')!r} message needs a list 'e' of entries")
-    out, start = [], 0
     for entry in entries:
-        n = entry.get("np", 1) if isinstance(entry, dict) else None
-        if not isinstance(n, int) or n < 0 or start + n > len(payloads) or not isinstance(entry.get("id"), str):
+        if not (isinstance(entry, dict) and isinstance(entry.get("id"), str) and type(entry.get("np", 1)) is int):
             raise WireError(f"entry {entry!r} does not match the {len(payloads)} payloads sent")
-        out.append((entry, payloads[start:start + n]))
-        start += n
-    if start != len(payloads):
-        raise WireError(f"{len(payloads) - start} payloads are not described by the entries")
-    return out
+    return _paired(entries, [e.get("np", 1) for e in entries], payloads)
 
 
 class Counted(Protocol):
@@ -236,9 +230,15 @@ C = TypeVar("C", bound=Counted)
 
 def pair(entries: Sequence[C], payloads: list[Payload]) -> list[tuple[C, list[Payload]]]:
     """Typed entries (``calls``, ``results``, ``spawn``) with their payloads, in order; WireError on a mismatch."""
+    return _paired(entries, [e.n_payloads for e in entries], payloads)
+
+
+E = TypeVar("E")
+
+
+def _paired(entries: Sequence[E], counts: list[int], payloads: list[Payload]) -> list[tuple[E, list[Payload]]]:
     out, start = [], 0
-    for entry in entries:
-        n = entry.n_payloads
+    for entry, n in zip(entries, counts, strict=True):
         if n < 0 or start + n > len(payloads):
             raise WireError(f"entry {entry!r} does not match the {len(payloads)} payloads sent")
         out.append((entry, payloads[start:start + n]))
