@@ -109,11 +109,18 @@ def test_a_decoder_refuses_two_classes_of_one_type_and_entries():
         Decoder([Part])
 
 
-def test_an_unsupported_annotation_fails_when_the_class_is_made():
+def test_an_unsupported_annotation_fails_at_first_use_naming_the_field():
+    @message("bad")
+    class BadMsg(Message):
+        when: set[str]
+
     with pytest.raises(TypeError, match="field 'when': a message field must be"):
-        @message("bad")
-        class BadMsg(Message):
-            when: set[str]
+        BadMsg.from_wire({"when": []})
+
+
+def test_a_subclass_reads_and_writes_as_itself():
+    assert type(apps.ScheduleRunMsg.from_wire({"app": "a", "name": "f"})) is apps.ScheduleRunMsg
+    assert apps.ScheduleGetMsg(app="a", name="f").to_wire()["t"] == "schedule_get"
 
 
 def test_every_catalogue_class_reads_back_its_own_minimal_header():

@@ -88,10 +88,22 @@ def message(type_name: str = "") -> Callable[[type[M]], type[M]]:
     def make(cls: type[M]) -> type[M]:
         cls.TYPE = type_name
         made = dataclasses.dataclass(kw_only=True, slots=True)(cls)
-        _generate(made)
+        # The codecs are made at first use: a process imports the whole catalogue and speaks a few types.
+        made.from_wire = classmethod(_from_wire_first)  # type: ignore[assignment]
+        made.to_wire = _to_wire_first  # type: ignore[method-assign]
         return made
 
     return make
+
+
+def _from_wire_first(cls: type[M], header: dict[str, Any]) -> M:
+    _generate(cls)
+    return cls.from_wire(header)
+
+
+def _to_wire_first(self: Message) -> dict[str, Any]:
+    _generate(type(self))
+    return self.to_wire()
 
 
 def _generate(cls: type[Message]) -> None:
