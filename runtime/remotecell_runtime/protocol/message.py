@@ -50,6 +50,18 @@ class Message:
     def to_wire(self) -> dict[str, Any]:  # replaced on every class by @message
         raise NotImplementedError
 
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Message) and type(other) is type(self) and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        return f"{type(self).__name__}({shown})"
+
     def fields(self) -> dict[str, Any]:
         """The header without its type: this message as a field, or an entry, of another."""
         header = self.to_wire()
@@ -87,7 +99,8 @@ def message(type_name: str = "") -> Callable[[type[M]], type[M]]:
 
     def make(cls: type[M]) -> type[M]:
         cls.TYPE = type_name
-        made = dataclasses.dataclass(kw_only=True, slots=True)(cls)
+        # repr and eq come from Message: the dataclass ones cost an exec each, per class, at import.
+        made = dataclasses.dataclass(kw_only=True, slots=True, repr=False, eq=False, match_args=False)(cls)
         # The codecs are made at first use: a process imports the whole catalogue and speaks a few types.
         made.from_wire = classmethod(_from_wire_first)  # type: ignore[assignment]
         made.to_wire = _to_wire_first  # type: ignore[method-assign]
@@ -108,7 +121,7 @@ def _to_wire_first(self: Message) -> dict[str, Any]:
 
 def _generate(cls: type[Message]) -> None:
     hints = typing.get_type_hints(cls)
-    env: dict[str, Any] = {"cls": cls, "WireError": WireError, "_MISSING": _MISSING}
+    env: dict[str, Any] = {"cls": cls, "WireError": WireError, "_MISSING": _MISSING, "_new": object.__new__}
     reads, writes, names = [], [], []
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # a dataclass by now
         key = f.metadata.get("wire", f.name)
@@ -119,13 +132,18 @@ def _generate(cls: type[Message]) -> None:
         names.append(f.name)
         reads.extend(_read(f, key, check, build, cls.TYPE or cls.__name__))
         writes.extend(_write(f, key, build))
-    head = "{'t': cls.TYPE}" if cls.TYPE else "{}"
-    made = ", ".join(f"{n}=v_{n}" for n in names)
-    source = "\n".join(["def from_wire(c, h):", *(f"    {line}" for line in reads), f"    return cls({made})",
-                        "def to_wire(self):", f"    h = {head}", *(f"    {line}" for line in writes), "    return h"])
+    head = f"{{'t': {cls.TYPE!r}}}" if cls.TYPE else "{}"
+    # Fields are set on a bare instance: the dataclass __init__ (keywords, defaults again) costs as much as
+    # all the checks; everything __init__ would do is done above.
+    made = [f"o.{n} = v_{n}" for n in names]
+    source = "\n".join(["def from_wire(c, h):", *(f"    {line}" for line in reads), "    o = _new(cls)",
+                        *(f"    {line}" for line in made), "    return o",
+                        "def to_wire(self):", f"    h = {head}", *(f"    {line}" for line in writes), "    return h",
+                        "def fields(self):", "    h = {}", *(f"    {line}" for line in writes), "    return h"])
     exec(source, env)
     cls.from_wire = classmethod(env["from_wire"])  # type: ignore[assignment]
     cls.to_wire = env["to_wire"]  # type: ignore[method-assign]
+    cls.fields = env["fields"]  # type: ignore[method-assign]
 
 
 def _default_expr(f: dataclasses.Field[Any]) -> str | None:
