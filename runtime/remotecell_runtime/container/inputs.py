@@ -17,12 +17,13 @@ from typing import Any
 
 from ..protocol import pickling
 from ..protocol.framing import Payload
-from ..protocol.messages.calls import CallMsg
+from ..protocol.messages.calls import CallEntry, CallMsg
 from ..protocol.messages.session import ErrorInfo
 
 _RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-Work = tuple[CallMsg, list[Payload]]  # one input: its call and its arguments
+Call = CallMsg | CallEntry  # one input: alone, or an entry of a ``calls`` message (the same fields it reads)
+Work = tuple[Call, list[Payload]]  # one input: its call and its arguments
 
 CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("remotecell_input", default=None)
 

@@ -26,7 +26,7 @@ from ..protocol.framing import Payload
 from ..protocol.messages.calls import CallMsg, CallsMsg, ItemMsg, ResultMsg
 from ..protocol.messages.session import ErrorInfo
 from .direct import DirectLease
-from .inputs import CURRENT, Cancelled, Returned, Terminated, Work, describe_error, outcome_of, type_name
+from .inputs import CURRENT, Call, Cancelled, Returned, Terminated, Work, describe_error, outcome_of, type_name
 from .loading import Loaded
 from .outbox import Outbox
 from .streams import flush_output
@@ -45,11 +45,13 @@ class Runner:
         self.cancelled: set[str] = set()  # cancelled before they started: skip them
 
     def on_calls(self, msg: CallsMsg, payloads: list[Payload]) -> None:
+        shared = msg.method is not None or msg.shm  # the daemon says both per entry; a client might not
         for entry, own in framing.pair(msg.entries, payloads):
-            self.on_call(CallMsg(id=entry.id, method=entry.method or msg.method, shm=entry.shm or msg.shm,
-                                 gen=entry.gen), own)
+            call: Call = entry if not shared else CallMsg(id=entry.id, method=entry.method or msg.method,
+                                                          shm=entry.shm or msg.shm, gen=entry.gen)
+            self.on_call(call, own)
 
-    def on_call(self, msg: CallMsg, payloads: list[Payload]) -> None:
+    def on_call(self, msg: Call, payloads: list[Payload]) -> None:
         method = self.loaded.methods.get(msg.method)
         if method is None:
             self.fail(msg.id, payloads, self.loaded.no_method(msg.method))
@@ -71,7 +73,7 @@ class Runner:
         else:
             inline((msg, payloads))
 
-    def run_sync(self, method: Callable[..., Any], msg: CallMsg, payloads: list[Payload]) -> None:
+    def run_sync(self, method: Callable[..., Any], msg: Call, payloads: list[Payload]) -> None:
         input_id = msg.id
         token = CURRENT.set(input_id)
         self.running_inputs[input_id] = threading.get_ident()
@@ -95,7 +97,7 @@ class Runner:
         finally:
             CURRENT.reset(token)
 
-    async def _run_async(self, method: Callable[..., Any], msg: CallMsg, payloads: list[Payload]) -> None:
+    async def _run_async(self, method: Callable[..., Any], msg: Call, payloads: list[Payload]) -> None:
         import asyncio
 
         CURRENT.set(msg.id)  # this task's own context
@@ -107,7 +109,7 @@ class Runner:
             self.cancelled.discard(msg.id)
         self._report(msg, payloads, outcome, 0)  # the loop interleaves tasks: no run time of its own
 
-    async def _call_async(self, method: Callable[..., Any], msg: CallMsg, payloads: list[Payload]) -> Any:
+    async def _call_async(self, method: Callable[..., Any], msg: Call, payloads: list[Payload]) -> Any:
         import asyncio
 
         if msg.id in self.cancelled:
@@ -117,7 +119,7 @@ class Runner:
             return await self._send_async_items(msg, method(*args, **kwargs))
         return await method(*args, **kwargs)
 
-    def _send_items(self, msg: CallMsg, items: Any) -> int:
+    def _send_items(self, msg: Call, items: Any) -> int:
         """``remote_gen``: each item the generator yields goes to the caller at once; returns how many."""
         if not inspect.isgenerator(items):
             raise TypeError(f"remote_gen needs a generator function; this one returned {type_name(items)} "
@@ -128,7 +130,7 @@ class Runner:
             count += 1
         return count
 
-    async def _send_async_items(self, msg: CallMsg, items: Any) -> int:
+    async def _send_async_items(self, msg: Call, items: Any) -> int:
         if not msg.gen:
             raise TypeError("this is an async generator function: call it with .remote_gen()")
         count = 0
@@ -137,13 +139,13 @@ class Runner:
             count += 1
         return count
 
-    def _send_item(self, msg: CallMsg, index: int, item: Any) -> None:
+    def _send_item(self, msg: Call, index: int, item: Any) -> None:
         flush_output(msg.id)  # what it printed before this item comes first
         use_shm = msg.shm and sharedmem.ShmPool.available()
         payload = pickling.serialize(item, self.shm if use_shm else None)
         self.outbox.send(ItemMsg(id=msg.id, index=index), [payload])
 
-    def _report(self, msg: CallMsg, payloads: list[Payload], outcome: Any, run_us: int) -> None:
+    def _report(self, msg: Call, payloads: list[Payload], outcome: Any, run_us: int) -> None:
         if isinstance(outcome, Returned):
             self.succeed(ResultMsg(id=msg.id, run_us=run_us), msg.shm, payloads, outcome.value)
         elif isinstance(outcome, Cancelled):
