@@ -9,7 +9,6 @@ same runtime can turn back into a handle with ``rc.FunctionCall.from_id``.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sys
 import time
 from collections.abc import Iterator
@@ -101,7 +100,7 @@ class FunctionCall:
     async def _status(self) -> dict[str, Any]:
         """``state`` (queued, running, succeeded, failed, cancelled, expired), ``reason`` when queued, ``attempts``."""
         reply, _ = await _request(CallStatusMsg(call=self.object_id))
-        return dataclasses.asdict(CallStatusReply.from_wire(reply))
+        return CallStatusReply.from_wire(reply).values()
 
     status = TwinMethod(_status)
 

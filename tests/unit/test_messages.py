@@ -129,8 +129,8 @@ def test_every_catalogue_class_reads_back_its_own_minimal_header():
     classes = _classes()
     assert len(classes) > 60
     for cls in classes:
-        hints = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        required = [f for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        hints = {k: v for c in reversed(cls.__mro__) for k, v in c.__dict__.get("__annotations__", {}).items()}
+        required = [f for f in cls.__msg_fields__
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         values = {f.name: _sample(hints[f.name], samples) for f in required}
         msg = cls(**values)

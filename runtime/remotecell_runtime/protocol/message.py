@@ -1,6 +1,6 @@
 """Typed messages: one class per message type, named fields, checked when read off the wire.
 
-A message class is a dataclass made with ``@message("type")`` (``@message()``
+A message class is a class made with ``@message("type")`` (``@message()``
 for an entry of a many-entries message, which has no type of its own).  Its
 fields are its header's fields; ``wire("k")`` gives a field a short key on the
 wire (code only ever uses the field's name), a default makes it optional there.
@@ -50,8 +50,10 @@ class Message:
     def to_wire(self) -> dict[str, Any]:  # replaced on every class by @message
         raise NotImplementedError
 
+    __msg_fields__: ClassVar[tuple[dataclasses.Field[Any], ...]] = ()
+
     def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        return tuple(getattr(self, f.name) for f in self.__msg_fields__)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Message) and type(other) is type(self) and self._values() == other._values()
@@ -59,8 +61,12 @@ class Message:
     __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in self.__msg_fields__)
         return f"{type(self).__name__}({shown})"
+
+    def values(self) -> dict[str, Any]:
+        """Every field by name, defaults included (what a user-facing dict of it shows)."""
+        return {f.name: getattr(self, f.name) for f in self.__msg_fields__}
 
     def fields(self) -> dict[str, Any]:
         """The header without its type: this message as a field, or an entry, of another."""
@@ -85,7 +91,7 @@ def wire(key: str | None = None, *, default: Any = _MISSING, factory: Callable[[
 
 @dataclass_transform(kw_only_default=True, field_specifiers=(wire, dataclasses.field))
 def message(type_name: str = "") -> Callable[[type[M]], type[M]]:
-    """Make ``cls`` a message of ``type_name``: a keyword-only slotted dataclass with its codecs.
+    """Make ``cls`` a message of ``type_name``: keyword-only fields in slots, with its codecs.
 
     Example::
 
@@ -98,15 +104,58 @@ def message(type_name: str = "") -> Callable[[type[M]], type[M]]:
     """
 
     def make(cls: type[M]) -> type[M]:
-        cls.TYPE = type_name
-        # repr and eq come from Message: the dataclass ones cost an exec each, per class, at import.
-        made = dataclasses.dataclass(kw_only=True, slots=True, repr=False, eq=False, match_args=False)(cls)
-        # The codecs are made at first use: a process imports the whole catalogue and speaks a few types.
+        made = _slotted(cls)
+        made.TYPE = type_name
+        # __init__ and the codecs are made at first use: a process imports the whole catalogue (a dataclass
+        # costs ~0.3 ms a class at import) and speaks a few types.
+        made.__init__ = _init_first  # type: ignore[method-assign, assignment]
         made.from_wire = classmethod(_from_wire_first)  # type: ignore[assignment]
         made.to_wire = _to_wire_first  # type: ignore[method-assign]
         return made
 
     return make
+
+
+def _slotted(cls: type[M]) -> type[M]:
+    """``cls`` again with ``__slots__`` for its own fields; every field (inherited first) in ``__msg_fields__``."""
+    inherited = list(getattr(cls, "__msg_fields__", ()))
+    namespace = dict(cls.__dict__)
+    own = []
+    for name in cls.__dict__.get("__annotations__", {}):
+        value = namespace.pop(name, _MISSING)
+        f = value if isinstance(value, dataclasses.Field) else dataclasses.field(default=value)
+        f.name = name
+        own.append(f)
+    namespace.pop("__dict__", None)
+    namespace.pop("__weakref__", None)
+    namespace["__slots__"] = tuple(f.name for f in own)
+    namespace["__msg_fields__"] = (*inherited, *own)
+    made: Any = type(cls.__name__, cls.__bases__, namespace)
+    return typing.cast("type[M]", made)
+
+
+def _init_first(self: Message, **values: Any) -> None:
+    cls = type(self)
+    fields = cls.__msg_fields__
+    env: dict[str, Any] = {"_MISSING": _MISSING}
+    params, lines = [], []
+    for f in fields:
+        if f.default_factory is not _MISSING:
+            env[f"_factory_{f.name}"] = f.default_factory
+            params.append(f"{f.name}=_MISSING")
+            lines.append(f"self.{f.name} = _factory_{f.name}() if {f.name} is _MISSING else {f.name}")
+            continue
+        if f.default is not _MISSING:
+            env[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        else:
+            params.append(f.name)
+        lines.append(f"self.{f.name} = {f.name}")
+    signature = f"self, *, {', '.join(params)}" if params else "self"
+    body = "\n".join(f"    {line}" for line in lines) or "    pass"
+    exec(f"def __init__({signature}):\n{body}\n", env)
+    cls.__init__ = env["__init__"]  # type: ignore[method-assign]
+    cls.__init__(self, **values)
 
 
 def _from_wire_first(cls: type[M], header: dict[str, Any]) -> M:
@@ -123,7 +172,7 @@ def _generate(cls: type[Message]) -> None:
     hints = typing.get_type_hints(cls)
     env: dict[str, Any] = {"cls": cls, "WireError": WireError, "_MISSING": _MISSING, "_new": object.__new__}
     reads, writes, names = [], [], []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # a dataclass by now
+    for f in cls.__msg_fields__:
         key = f.metadata.get("wire", f.name)
         want, check, build = _describe(hints[f.name], env, f.name)
         env[f"_want_{f.name}"] = want
