@@ -169,3 +169,13 @@ def test_a_result_entry_carries_an_error_as_typed_fields():
     msg = calls.ResultMsg.from_wire(header)
     assert msg.error is not None and msg.error.type == "ValueError" and msg.run_us == 12
     assert msg.to_wire() == header
+
+
+def test_an_input_sent_with_others_keeps_what_its_call_said():
+    """A generator's input, queued and sent to its container inside a ``calls`` message, is still a generator's."""
+    from remotecell_runtime.pools import Input
+
+    inp = Input("i", (None, b"peer"), framing.Payload([b"args"]), None, "predict", True, gen=True)
+    head, payloads = inp.entry()
+    assert calls.CallEntry.from_wire(head) == calls.CallEntry(id="i", method="predict", shm=True, gen=True)
+    assert payloads == [inp.payload]

@@ -62,10 +62,11 @@ class Input:
     crashes: int = 0
     lease: str | None = None  # the caller's session, when it would take a lease of the container
     called_as: str | None = None  # the superseded fid its caller holds (a redeployed app), when not ours
+    gen: bool = False  # a generator's: its items come back before its result
 
     def entry(self) -> tuple[dict[str, Any], list[Payload]]:
-        """This input as one entry of a ``calls`` message."""
-        return CallEntry(id=self.id, method=self.method, shm=self.shm).fields(), [self.payload]
+        """This input as one entry of a ``calls`` message (with several others, not forwarded as it came)."""
+        return CallEntry(id=self.id, method=self.method, shm=self.shm, gen=self.gen).fields(), [self.payload]
 
 
 class ResultMessage:

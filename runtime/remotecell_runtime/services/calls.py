@@ -70,7 +70,7 @@ class Calls(Service):
         msg = req.msg
         if len(req.payloads) != 1:
             raise refusal(ErrorName.INVALID, f"call {msg.id!r}: needs exactly one payload, the arguments")
-        inp = Input(msg.id, req.peer, req.payloads[0], req.frames, msg.method, msg.shm)
+        inp = Input(msg.id, req.peer, req.payloads[0], req.frames, msg.method, msg.shm, gen=msg.gen)
         if msg.lease and req.peer[0].local:
             inp.lease = req.sid
         self._submit(req, msg.fid, [inp])
@@ -82,7 +82,8 @@ class Calls(Service):
         for entry, payloads in framing.pair(msg.entries, req.payloads):
             if len(payloads) != 1:
                 raise refusal(ErrorName.INVALID, f"call {entry.id!r}: needs exactly one payload, the arguments")
-            inputs.append(Input(entry.id, req.peer, payloads[0], None, msg.method, msg.shm))
+            inputs.append(Input(entry.id, req.peer, payloads[0], None, entry.method or msg.method,
+                                entry.shm or msg.shm, gen=entry.gen))
         self._submit(req, msg.fid, inputs)
 
     def _submit(self, req: Request[CallMsg] | Request[CallsMsg], fid: str, inputs: list[Input]) -> None:
