@@ -316,8 +316,9 @@ class Connection:
                 while sock.poll(0):
                     pong = framing.decode_header(sock.recv_multipart())
                     self.last_pong = time.monotonic()
-                    if pong.get("t") == "pong" and PongMsg.from_wire(pong).runtime_id != self.runtime_id:
-                        self._restarted(PongMsg.from_wire(pong).runtime_id)
+                    runtime_id = PongMsg.from_wire(pong).runtime_id if pong.get("t") == "pong" else None
+                    if runtime_id not in (None, self.runtime_id):
+                        self._restarted(runtime_id)
             except zmq.ZMQError:  # the context was destroyed under us: we are closing
                 return
 

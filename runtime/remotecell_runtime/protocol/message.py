@@ -4,7 +4,8 @@ A message class is a class made with ``@message("type")`` (``@message()``
 for an entry of a many-entries message, which has no type of its own).  Its
 fields are its header's fields; ``wire("k")`` gives a field a short key on the
 wire (code only ever uses the field's name), a default makes it optional there.
-Each class gets two functions generated once, when the class is made:
+Each class gets its ``__init__`` and two codecs, generated at their first use
+(a process imports the whole catalogue and speaks a few types):
 
 - ``from_wire(header)``: the message of a decoded header, every field checked
   against its annotation (``str``, ``int``, ``float``, ``bool``, ``dict``,
@@ -52,11 +53,8 @@ class Message:
 
     __msg_fields__: ClassVar[tuple[dataclasses.Field[Any], ...]] = ()
 
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, f.name) for f in self.__msg_fields__)
-
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Message) and type(other) is type(self) and self._values() == other._values()
+        return isinstance(other, Message) and type(other) is type(self) and self.values() == other.values()
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
 
@@ -68,11 +66,10 @@ class Message:
         """Every field by name, defaults included (what a user-facing dict of it shows)."""
         return {f.name: getattr(self, f.name) for f in self.__msg_fields__}
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:  # replaced on every class by @message, as to_wire
         """The header without its type: this message as a field, or an entry, of another."""
-        header = self.to_wire()
-        header.pop("t", None)
-        return header
+        _generate(type(self))
+        return self.fields()
 
 
 def encode(msg: Message, payloads: typing.Sequence[Payload] = ()) -> list[Frame]:
@@ -106,8 +103,7 @@ def message(type_name: str = "") -> Callable[[type[M]], type[M]]:
     def make(cls: type[M]) -> type[M]:
         made = _slotted(cls)
         made.TYPE = type_name
-        # __init__ and the codecs are made at first use: a process imports the whole catalogue (a dataclass
-        # costs ~0.3 ms a class at import) and speaks a few types.
+        # Made at first use (see the module's docstring): a dataclass costs ~0.3 ms a class at import.
         made.__init__ = _init_first  # type: ignore[method-assign, assignment]
         made.from_wire = classmethod(_from_wire_first)  # type: ignore[assignment]
         made.to_wire = _to_wire_first  # type: ignore[method-assign]
