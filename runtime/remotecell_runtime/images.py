@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from .protocol.options import ImageSpec
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -36,11 +37,9 @@ class ImageError(ValueError):
     """An image spec the runtime refuses: the message says what is wrong."""
 
 
-def packages_of(spec: Any) -> list[str]:
+def packages_of(spec: ImageSpec) -> list[str]:
     """The package specifiers of an ``image`` option, checked (the client checks them too)."""
-    packages = spec.get("python_packages") if isinstance(spec, dict) else None
-    if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
-        raise ImageError("image must be {'python_packages': [specifier, ...]}")
+    packages = spec.python_packages
     for package in packages:
         if not package.strip() or package.lstrip().startswith("-") or "\n" in package:
             raise ImageError(f"image package {package!r} is not a requirement specifier (no pip options)")
@@ -69,7 +68,7 @@ class Images:
         python = f"{sys.version_info.major}.{sys.version_info.minor}"
         return hashlib.sha256(json.dumps([python, packages]).encode()).hexdigest()[:16]
 
-    def site(self, spec: Any) -> str | Build:
+    def site(self, spec: ImageSpec) -> str | Build:
         """The image's folder when it is built; else its build (started now if needed), which may have failed."""
         packages = packages_of(spec)
         key = self.key(packages)

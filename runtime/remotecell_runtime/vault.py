@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 from . import auth
+from .protocol.options import SecretRef
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as rc.Secret.from_name checks it
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -88,14 +88,14 @@ def load(state_dir: Path, name: str) -> dict[str, str]:
     return values
 
 
-def environment(state_dir: Path, secrets: Any) -> dict[str, str]:
+def environment(state_dir: Path, secrets: list[SecretRef]) -> dict[str, str]:
     """The variables a function's ``secrets`` option adds, later ones winning."""
     env: dict[str, str] = {}
-    for secret in secrets or []:
-        if isinstance(secret, dict) and isinstance(secret.get("name"), str):
-            env.update(load(state_dir, secret["name"]))
-        elif isinstance(secret, dict) and isinstance(secret.get("values"), dict):
-            env.update({str(k): str(v) for k, v in secret["values"].items()})
+    for secret in secrets:
+        if secret.name is not None and secret.variables is None:
+            env.update(load(state_dir, secret.name))
+        elif secret.variables is not None and secret.name is None:
+            env.update({str(k): str(v) for k, v in secret.variables.items()})
         else:
             raise SecretError("each secret must be {'name': NAME} or {'values': {KEY: VALUE}}")
     return env

@@ -6,7 +6,7 @@ import pytest
 from remotecell.exceptions import InvalidError
 from remotecell.options import Cron, Period, Retries, batched, check_function_options, concurrent
 from remotecell_runtime.protocol.framing import WireError
-from remotecell_runtime.protocol.options import FunctionOptions
+from remotecell_runtime.protocol.options import FunctionOptions, ImageSpec, ScheduleSpec, SecretRef, VolumeMount
 
 
 @pytest.mark.parametrize(("options", "says"), [
@@ -61,7 +61,7 @@ def test_what_the_client_sends_reads_as_the_runtimes_options_schema():
                                    "schedule": Period(minutes=5)})
     opts = FunctionOptions.from_wire(sent)
     assert (opts.timeout_s, opts.memory_mib, opts.cpu, opts.max_containers, opts.env) == (30, 512, 2, 3, {"A": "1"})
-    assert opts.schedule == {"period_s": 300}
+    assert opts.schedule == ScheduleSpec(period_s=300)
     assert [opts.retries.delay_s(n) for n in (1, 2, 3)] == [0.5, 1.0, None]
 
 
@@ -87,3 +87,27 @@ def test_a_malformed_batch_policy_is_refused_by_name():
         FunctionOptions.from_wire({"batched": {"embed": 4}}).batch_policies()
     with pytest.raises(WireError, match="'BatchPolicy' message needs 'wait_ms'"):
         FunctionOptions.from_wire({"batched": {"": {"max_batch_size": 4}}}).batch_policies()
+
+
+def test_nested_options_read_as_their_own_classes():
+    opts = FunctionOptions.from_wire({"volumes": {"/data": {"name": "cache", "create": True}},
+                                      "secrets": [{"name": "hf"}, {"values": {"MODE": "x"}}],
+                                      "image": {"python_packages": ["tabulate"]},
+                                      "schedule": {"cron": "0 3 * * *", "timezone": "Europe/Berlin"}})
+    assert opts.volumes == {"/data": VolumeMount(name="cache", create=True)}
+    assert opts.secrets == [SecretRef(name="hf"), SecretRef(variables={"MODE": "x"})]
+    assert opts.image == ImageSpec(python_packages=["tabulate"])
+    assert opts.schedule is not None and opts.schedule.describe() == "cron '0 3 * * *' (Europe/Berlin)"
+    assert opts.to_wire()["volumes"] == {"/data": {"name": "cache", "create": True}}
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    ({"volumes": {"/data": "cache"}}, "'volumes' must be a JSON object of JSON objects"),
+    ({"volumes": {"/data": {"create": True}}}, "needs 'name'"),
+    ({"secrets": [{"name": 3}]}, "'name' must be a string or null"),
+    ({"schedule": {"period_s": "often"}}, "'period_s' must be a number or null"),
+])
+def test_a_malformed_nested_option_is_refused_by_name(raw, says):
+    with pytest.raises(WireError) as info:
+        FunctionOptions.from_wire(raw)
+    assert says in str(info.value)

@@ -9,15 +9,16 @@ import time
 import zoneinfo
 
 from remotecell.schedules import Schedule
+from remotecell_runtime.protocol.options import ScheduleSpec
 from remotecell_runtime.services.schedules import Scheduler, next_cron_s, next_fire_s
 
 
 def test_a_period_counts_from_the_last_run_and_a_cron_from_the_wall_clock():
-    assert next_fire_s({"period_s": 90}, 1_000.0) == 1_090.0
+    assert next_fire_s(ScheduleSpec(period_s=90), 1_000.0) == 1_090.0
     utc_noon = datetime.datetime(2026, 6, 1, 12, 0, 30, tzinfo=datetime.timezone.utc).timestamp()
-    at = next_fire_s({"cron": "*/15 * * * *", "timezone": "UTC"}, utc_noon)
+    at = next_fire_s(ScheduleSpec(cron="*/15 * * * *"), utc_noon)
     assert datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%H:%M:%S") == "12:15:00"
-    tokyo = next_fire_s({"cron": "0 9 * * *", "timezone": "Asia/Tokyo"}, utc_noon)  # 21:00 in Tokyo now
+    tokyo = next_fire_s(ScheduleSpec(cron="0 9 * * *", timezone="Asia/Tokyo"), utc_noon)  # 21:00 in Tokyo now
     assert datetime.datetime.fromtimestamp(tokyo, zoneinfo.ZoneInfo("Asia/Tokyo")).strftime("%d %H:%M") == "02 09:00"
 
 
@@ -70,7 +71,7 @@ def test_a_slot_with_a_fire_record_never_fires_again(tmp_path):
     pool = type("Pool", (), {"fn": type("Fn", (), {"name": "tick"})})()
     slot = time.time() - 5
     first = Scheduler(db, Jobs(), lambda app, name: pool)
-    first.sync("etl", "tick", {"period_s": 60.0})
+    first.sync("etl", "tick", ScheduleSpec(period_s=60.0))
     db.execute("UPDATE schedules SET next_at = ?", (slot,))  # the slot came while the runtime was down...
     db.execute("INSERT INTO schedule_fires (app_name, name, slot, outcome, call_id, at) VALUES "
                "('etl', 'tick', ?, 'spawned', 'fc-0', ?)", (slot, slot))  # ...but had fired before the crash
@@ -100,7 +101,7 @@ def _slots(cron: str, start: datetime.datetime, n: int, timezone: str = "Europe/
     """The next ``n`` slots of ``cron`` after ``start``, each counted from the one before, in UTC."""
     t, out = start.timestamp(), []
     for _ in range(n):
-        t = next_fire_s({"cron": cron, "timezone": timezone}, t)
+        t = next_fire_s(ScheduleSpec(cron=cron, timezone=timezone), t)
         out.append(datetime.datetime.fromtimestamp(t, UTC))
     return out
 

@@ -9,8 +9,8 @@ Each class gets its ``__init__`` and two codecs, generated at their first use
 
 - ``from_wire(header)``: the message of a decoded header, every field checked
   against its annotation (``str``, ``int``, ``float``, ``bool``, ``dict``,
-  ``list``, ``list[str]``, ``list[int]``, a message class or a list of them,
-  ``Any``, and ``X | None``); a missing or mistyped field raises ``WireError``
+  ``list``, ``list[str]``, ``list[int]``, a message class, a list of them or a
+  ``dict[str, ...]`` of them, ``Any``, and ``X | None``); a missing or mistyped field raises ``WireError``
   naming the field, the type it must have and the message type.  Unknown keys
   are ignored, so a newer peer's extra fields do no harm.
 - ``to_wire()``: the header dict, the type under ``t``, fields left at their
@@ -170,13 +170,13 @@ def _generate(cls: type[Message]) -> None:
     reads, writes, names = [], [], []
     for f in cls.__msg_fields__:
         key = f.metadata.get("wire", f.name)
-        want, check, build = _describe(hints[f.name], env, f.name)
-        env[f"_want_{f.name}"] = want
+        shape = _describe(hints[f.name], env, f.name)
+        env[f"_want_{f.name}"] = shape.want
         env[f"_default_{f.name}"] = f.default
         env[f"_factory_{f.name}"] = f.default_factory
         names.append(f.name)
-        reads.extend(_read(f, key, check, build, cls.TYPE or cls.__name__))
-        writes.extend(_write(f, key, build))
+        reads.extend(_read(f, key, shape, cls.TYPE or cls.__name__))
+        writes.extend(_write(f, key, shape))
     head = f"{{'t': {cls.TYPE!r}}}" if cls.TYPE else "{}"
     # Fields are set on a bare instance: the dataclass __init__ (keywords, defaults again) costs as much as
     # all the checks; everything __init__ would do is done above.
@@ -200,30 +200,29 @@ def _default_expr(f: dataclasses.Field[Any]) -> str | None:
     return repr(f.default) if isinstance(f.default, _LITERALS) else f"_default_{f.name}"
 
 
-def _read(f: dataclasses.Field[Any], key: str, check: str, build: str | None, type_name: str) -> list[str]:
+def _read(f: dataclasses.Field[Any], key: str, shape: Shape, type_name: str) -> list[str]:
     # Locals are v_<field>: a field named like a builtin the checks use (``type``) must not shadow it.
     name, default = f"v_{f.name}", _default_expr(f)
     bad = f"raise WireError(f\"{type_name!r} field {key!r} must be {{_want_{f.name}}}, got {{{name}!r:.80}}\")"
     lines = [f"{name} = h.get({key!r}, _MISSING)"]
     if default is None:
         lines.append(f"if {name} is _MISSING: raise WireError({f'a {type_name!r} message needs {key!r}'!r})")
-        lines.append(f"if not ({check.format(v=name)}): {bad}")
+        lines.append(f"if not ({shape.check.format(v=name)}): {bad}")
     else:
         lines.append(f"if {name} is _MISSING: {name} = {default}")
-        lines.append(f"elif not ({check.format(v=name)}): {bad}")
-        if build is not None:  # a default is built already
-            lines.append(f"else: {name} = {build.format(v=name)}")
+        lines.append(f"elif not ({shape.check.format(v=name)}): {bad}")
+        if shape.build is not None:  # a default is built already
+            lines.append(f"else: {name} = {shape.build.format(v=name)}")
         return lines
-    if build is not None:
-        lines.append(f"{name} = {build.format(v=name)}")
+    if shape.build is not None:
+        lines.append(f"{name} = {shape.build.format(v=name)}")
     return lines
 
 
-def _write(f: dataclasses.Field[Any], key: str, build: str | None) -> list[str]:
+def _write(f: dataclasses.Field[Any], key: str, shape: Shape) -> list[str]:
     value = f"self.{f.name}"
-    if build is not None:  # a nested message (or a list of them) travels as its fields
-        value = (f"[e.fields() for e in {value}]" if build.startswith("[")
-                 else f"(None if {value} is None else {value}.fields())")
+    if shape.dump is not None:
+        value = shape.dump.format(v=value)
     default = _default_expr(f)
     if default is None:
         return [f"h[{key!r}] = {value}"]
@@ -243,34 +242,69 @@ _SIMPLE: dict[Any, tuple[str, str]] = {
 }
 
 
-def _describe(hint: Any, env: dict[str, Any], name: str) -> tuple[str, str, str | None]:
-    """What a field must be (in words), its check (over ``{v}``) and, for nested messages, how to build it."""
+class Shape(typing.NamedTuple):
+    """How one field is read and written by the generated codecs; templates over ``{v}``, the value."""
+
+    want: str  # in words, for the error
+    check: str  # true when the wire value is of the right shape
+    build: str | None = None  # the field's value from the wire value, for nested messages
+    dump: str | None = None  # the wire value from the field's value, for nested messages
+
+
+def _describe(hint: Any, env: dict[str, Any], name: str) -> Shape:
+    """What a field must be on the wire, and for nested messages how to build and dump it."""
     args, origin = typing.get_args(hint), typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         if len(inner) != 1 or len(args) != 2:
             raise TypeError(f"field {name!r}: only 'X | None' unions are supported, got {hint!r}")
-        want, check, build = _describe(inner[0], env, name)
-        return (f"{want} or null", f"{{v}} is None or ({check})",
-                None if build is None else f"(None if {{v}} is None else {build})")
+        shape = _describe(inner[0], env, name)
+        if shape.build is None or shape.dump is None:
+            return Shape(f"{shape.want} or null", f"{{v}} is None or ({shape.check})")
+        return Shape(f"{shape.want} or null", f"{{v}} is None or ({shape.check})",
+                     f"(None if {{v}} is None else {shape.build})", f"(None if {{v}} is None else {shape.dump})")
     if hint is Any:
-        return "anything", "True", None
-    if isinstance(hint, type) and issubclass(hint, Message):
-        env[f"_cls_{name}"] = hint
-        return "a JSON object", "type({v}) is dict", f"_cls_{name}.from_wire({{v}})"
+        return Shape("anything", "True")
+    nested = _nested(hint, args, origin)
+    if nested is not None:
+        kind, env[f"_cls_{name}"] = nested
+        want, check, build, dump = _NESTED[kind]
+        return Shape(want, check, build.format(c=f"_cls_{name}"), dump)
     item = args[0] if origin is list and len(args) == 1 else None
-    if isinstance(item, type) and issubclass(item, Message):
-        env[f"_cls_{name}"] = item
-        return ("a list of JSON objects", "type({v}) is list and all(type(e) is dict for e in {v})",
-                f"[_cls_{name}.from_wire(e) for e in {{v}}]")
     if item in (str, int):
-        return (f"a list of {_SIMPLE[item][1].split(' ', 1)[1]}s",
-                f"type({{v}}) is list and all(type(e) is {item.__name__} for e in {{v}})", None)
+        return Shape(f"a list of {_SIMPLE[item][1].split(' ', 1)[1]}s",
+                     f"type({{v}}) is list and all(type(e) is {item.__name__} for e in {{v}})")
     if (origin or hint) in _SIMPLE:
         check, want = _SIMPLE[origin or hint]
-        return want, check, None
+        return Shape(want, check)
     raise TypeError(f"field {name!r}: a message field must be str, int, float, bool, dict, list, list[str], "
-                    f"list[int], a message, a list of messages or Any (or one of those | None); got {hint!r}")
+                    f"list[int], a message, a list or dict[str, ...] of messages or Any (or one of those | None); "
+                    f"got {hint!r}")
+
+
+def _is_message(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, Message)
+
+
+def _nested(hint: Any, args: tuple[Any, ...], origin: Any) -> tuple[str, type[Message]] | None:
+    """``("one" | "list" | "dict", the message class)`` for a nested field, else None."""
+    if _is_message(hint):
+        return "one", hint
+    if origin is list and len(args) == 1 and _is_message(args[0]):
+        return "list", args[0]
+    if origin is dict and len(args) == 2 and args[0] is str and _is_message(args[1]):
+        return "dict", args[1]
+    return None
+
+
+# Nested messages travel as their fields: (want, check, build, dump); ``{c}`` in a build is the class.
+_NESTED: dict[str, tuple[str, str, str, str]] = {
+    "one": ("a JSON object", "type({v}) is dict", "{c}.from_wire({{v}})", "{v}.fields()"),
+    "list": ("a list of JSON objects", "type({v}) is list and all(type(e) is dict for e in {v})",
+                  "[{c}.from_wire(e) for e in {{v}}]", "[e.fields() for e in {v}]"),
+    "dict": ("a JSON object of JSON objects", "type({v}) is dict and all(type(e) is dict for e in {v}.values())",
+                  "{{{{k: {c}.from_wire(e) for k, e in {{v}}.items()}}}}", "{{k: e.fields() for k, e in {v}.items()}}"),
+}
 
 
 class Decoder:

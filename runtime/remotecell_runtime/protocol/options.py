@@ -45,6 +45,44 @@ class BatchPolicy(Message):
 
 
 @message()
+class ScheduleSpec(Message):
+    """``schedule=``: ``rc.Period`` (``period_s``) or ``rc.Cron`` (``cron`` in ``timezone``), exactly one."""
+
+    period_s: float | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+
+    def describe(self) -> str:
+        """One line for logs and the CLI."""
+        if self.period_s is not None:
+            return f"every {self.period_s:g} s"
+        return f"cron {self.cron!r} ({self.timezone})"
+
+
+@message()
+class VolumeMount(Message):
+    """One entry of ``volumes=``: the named volume mounted at its path (created first when ``create``)."""
+
+    name: str
+    create: bool = False
+
+
+@message()
+class SecretRef(Message):
+    """One entry of ``secrets=``: a named secret of the runtime, or values given in code (``Secret.from_dict``)."""
+
+    name: str | None = None
+    variables: dict[str, Any] | None = wire("values", default=None)
+
+
+@message()
+class ImageSpec(Message):
+    """``image=``: the Python packages installed for the function's containers."""
+
+    python_packages: list[str] = wire(factory=list)
+
+
+@message()
 class FunctionOptions(Message):
     """The options of one registered definition, as the runtime acts on them.
 
@@ -68,10 +106,10 @@ class FunctionOptions(Message):
     target_inputs: int | None = None  # the scaler's aim per container; None: max_inputs
     batched: dict[str, Any] = wire(factory=dict)  # method ("" for a function) -> BatchPolicy fields
     env: dict[str, str] = wire(factory=dict)
-    secrets: list[dict[str, Any]] = wire(factory=list)
-    volumes: dict[str, dict[str, Any]] = wire(factory=dict)  # mount path -> volume
-    image: dict[str, Any] | None = None
-    schedule: dict[str, Any] | None = None  # {"period_s"} or {"cron", "timezone"}
+    secrets: list[SecretRef] = wire(factory=list)
+    volumes: dict[str, VolumeMount] = wire(factory=dict)  # mount path -> volume
+    image: ImageSpec | None = None
+    schedule: ScheduleSpec | None = None
     not_in_effect: list[str] = wire(factory=list)  # accepted and reported, not enforced yet
 
     @property

@@ -34,7 +34,6 @@ import time
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from croniter import croniter
 
@@ -53,6 +52,7 @@ from ..protocol.messages.apps import (
     ScheduleRunMsg,
 )
 from ..protocol.messages.jobs import SpawnEntry
+from ..protocol.options import ScheduleSpec
 from .base import Handler, Request, Service, refusal
 from .jobs import Jobs
 
@@ -87,11 +87,11 @@ CREATE TABLE IF NOT EXISTS schedule_fires (
 """
 
 
-def next_fire_s(spec: dict[str, Any], after_s: float) -> float:
-    """The first slot of ``spec`` (``{"period_s"}`` or ``{"cron", "timezone"}``) after wall-clock ``after_s``."""
-    if "period_s" in spec:
-        return after_s + float(spec["period_s"])
-    return next_cron_s(str(spec["cron"]), str(spec["timezone"]), after_s)
+def next_fire_s(spec: ScheduleSpec, after_s: float) -> float:
+    """The first slot of ``spec`` after wall-clock ``after_s``."""
+    if spec.period_s is not None:
+        return after_s + spec.period_s
+    return next_cron_s(str(spec.cron), spec.timezone, after_s)
 
 
 def next_cron_s(cron: str, timezone: str, after_s: float) -> float:
@@ -109,27 +109,23 @@ def next_cron_s(cron: str, timezone: str, after_s: float) -> float:
             return t
 
 
-def check_spec(spec: Any) -> None:
+def check_spec(spec: ScheduleSpec) -> None:
     """Refuse a schedule that cannot fire (the client checks first; this guards what gets saved)."""
     try:
-        if float(spec.get("period_s", 1)) < 1:
+        if (spec.period_s is None) == (spec.cron is None):
+            raise ValueError("give period_s or cron, not both or neither")
+        if spec.period_s is not None and spec.period_s < 1:
             raise ValueError("a period is at least 1 s")
         next_fire_s(spec, time.time())
     except Exception as exc:
-        raise refusal(ErrorName.INVALID, f"schedule {spec!r} cannot fire: {exc}") from None
-
-
-def describe(spec: dict[str, Any]) -> str:
-    if "period_s" in spec:
-        return f"every {float(spec['period_s']):g} s"
-    return f"cron {spec['cron']!r} ({spec['timezone']})"
+        raise refusal(ErrorName.INVALID, f"schedule {spec.fields()!r} cannot fire: {exc}") from None
 
 
 @dataclass
 class ScheduleState:
     app_name: str
     name: str
-    spec: dict[str, Any]
+    spec: ScheduleSpec
     paused: bool = False
     next_at: float | None = None
     last_call: str | None = None
@@ -160,7 +156,7 @@ class Scheduler(Service):
     def _load(self) -> list[ScheduleState]:
         rows = self.db.execute("SELECT app_name, name, spec, paused, next_at, last_call, last_at, last_trigger "
                                "FROM schedules")
-        return [ScheduleState(a, n, json.loads(spec), bool(p), nx, lc, la, lt)
+        return [ScheduleState(a, n, ScheduleSpec.from_wire(json.loads(spec)), bool(p), nx, lc, la, lt)
                 for a, n, spec, p, nx, lc, la, lt in rows]
 
     def start(self) -> None:
@@ -175,7 +171,7 @@ class Scheduler(Service):
 
     # -- what deploys and stops change ----------------------------------------------------------
 
-    def sync(self, app_name: str, name: str, spec: dict[str, Any] | None) -> None:
+    def sync(self, app_name: str, name: str, spec: ScheduleSpec | None) -> None:
         """A deployed definition was registered: keep its schedule if unchanged, else replace or drop it."""
         old = self.schedules.get((app_name, name))
         if spec is None:
@@ -184,12 +180,12 @@ class Scheduler(Service):
             return
         if old is not None and old.spec == spec:
             return  # the same schedule (a restore, or a redeploy of other changes): its state goes on
-        schedule = ScheduleState(app_name, name, dict(spec), next_at=next_fire_s(spec, time.time()))
+        schedule = ScheduleState(app_name, name, spec, next_at=next_fire_s(spec, time.time()))
         if old is not None:
             schedule.last_call, schedule.last_at, schedule.last_trigger = old.last_call, old.last_at, old.last_trigger
         self.schedules[schedule.key] = schedule
         self._save(schedule)
-        log.info("schedule of %s in %s: %s", name, app_name, describe(spec))
+        log.info("schedule of %s in %s: %s", name, app_name, spec.describe())
         self._arm()
 
     def remove(self, app_name: str, name: str) -> None:
@@ -207,8 +203,8 @@ class Scheduler(Service):
     def _save(self, s: ScheduleState) -> None:
         self.db.execute("INSERT OR REPLACE INTO schedules (app_name, name, spec, paused, next_at, last_call, "
                         "last_at, last_trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (s.app_name, s.name, json.dumps(s.spec), int(s.paused), s.next_at, s.last_call, s.last_at,
-                         s.last_trigger))
+                        (s.app_name, s.name, json.dumps(s.spec.fields()), int(s.paused), s.next_at, s.last_call,
+                         s.last_at, s.last_trigger))
 
     # -- the timer ----------------------------------------------------------------------------
 
@@ -294,7 +290,7 @@ class Scheduler(Service):
                  for slot, outcome, call_id, at in self.db.execute(
                      "SELECT slot, outcome, call_id, at FROM schedule_fires WHERE app_name = ? AND name = ? "
                      "ORDER BY slot DESC LIMIT ?", (s.app_name, s.name, FIRES_SHOWN))]
-        return ScheduleReply(app=s.app_name, function=s.name, spec=s.spec, description=describe(s.spec),
+        return ScheduleReply(app=s.app_name, function=s.name, spec=s.spec.fields(), description=s.spec.describe(),
                              paused=s.paused, next_at=s.next_at, last=last, fires=fires)
 
     def _call_state(self, call_id: str) -> str:

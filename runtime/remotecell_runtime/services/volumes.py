@@ -21,6 +21,7 @@ from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
 from ..protocol.message import Message
 from ..protocol.messages.apps import VolumeLsMsg, VolumeLsReply, VolumeReadMsg, VolumeReadReply
+from ..protocol.options import VolumeMount
 from .base import Handler, Host, Request, RequestError, Service, refusal, with_id
 
 READ_MAX_BYTES = 100 << 20
@@ -79,18 +80,14 @@ class Volumes(Service):
             folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def mounts(self, option: Any) -> dict[str, str]:
-        """``{path: {"name", "create"}}`` of a function's options -> ``{path: host folder}``."""
-        if not isinstance(option, dict):
-            raise _invalid("volumes must be {absolute path: {'name': NAME, 'create': bool}}")
+    def mounts(self, option: dict[str, VolumeMount]) -> dict[str, str]:
+        """A function's ``volumes`` option -> ``{path: host folder}``."""
         mounts = {}
-        for path, spec in option.items():
-            if not isinstance(path, str) or not path.startswith("/") or path.rstrip("/") == "":
+        for path, volume in option.items():
+            if not path.startswith("/") or path.rstrip("/") == "":
                 raise _invalid(f"volume path {path!r} must be absolute and below /")
-            if not isinstance(spec, dict):
-                raise _invalid(f"volume at {path!r} must be {{'name': NAME, 'create': bool}}")
             with _os_errors():
-                mounts[path] = str(self.folder(spec.get("name"), bool(spec.get("create"))))
+                mounts[path] = str(self.folder(volume.name, volume.create))
         return mounts
 
     def _inside(self, name: Any, create: bool, path: Any) -> Path:
