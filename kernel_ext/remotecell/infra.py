@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remotecell_runtime.protocol import framing
+from remotecell_runtime.protocol.image_spec import ImageSpec, ImageStep
 from remotecell_runtime.protocol.messages.apps import VolumeLsMsg, VolumeLsReply, VolumeReadMsg, VolumeReadReply
 
 from . import _client
@@ -109,7 +110,7 @@ class Image:
         return Image(python_packages=(*self.python_packages, *packages))
 
     def to_wire(self) -> dict[str, Any]:
-        return {"python_packages": sorted(set(self.python_packages))}
+        return ImageSpec(steps=[ImageStep(kind="pip", packages=sorted(set(self.python_packages)))]).fields()
 
 
 def check_image(value: Any) -> dict[str, Any] | None:

@@ -39,7 +39,11 @@ class ImageError(ValueError):
 
 def packages_of(spec: ImageSpec) -> list[str]:
     """The package specifiers of an ``image`` option, checked (the client checks them too)."""
-    packages = spec.python_packages
+    packages = []
+    for step in spec.steps:
+        if step.kind not in ("pip", "uv_pip"):
+            raise ImageError(f"image step {step.kind!r} is not supported by this runtime yet")
+        packages.extend(step.packages)
     for package in packages:
         if not package.strip() or package.lstrip().startswith("-") or "\n" in package:
             raise ImageError(f"image package {package!r} is not a requirement specifier (no pip options)")

@@ -93,7 +93,7 @@ def test_the_runtime_refuses_pip_options_from_any_client(app, runtime):
     conn = _client.connection()
     app_id = app.ensure_running()[1]
     header = {"t": "fn_register", "app_id": app_id, "name": "sneaky",
-              "options": {"image": {"python_packages": ["-r/etc/passwd"]}}}
+              "options": {"image": {"steps": [{"kind": "pip", "packages": ["-r/etc/passwd"]}]}}}
     with pytest.raises(exceptions.InvalidError, match="no pip options"):
         conn.request(header, [pickling.serialize(lambda: 1)])
     wait_for(lambda: "refused a message" in runtime.log_text(), what="the refusal in the runtime's log")

@@ -6,7 +6,8 @@ import pytest
 from remotecell.exceptions import InvalidError
 from remotecell.options import Cron, Period, Retries, batched, check_function_options, concurrent
 from remotecell_runtime.protocol.framing import WireError
-from remotecell_runtime.protocol.options import FunctionOptions, ImageSpec, ScheduleSpec, SecretRef, VolumeMount
+from remotecell_runtime.protocol.image_spec import ImageSpec, ImageStep
+from remotecell_runtime.protocol.options import FunctionOptions, ScheduleSpec, SecretRef, VolumeMount
 
 
 @pytest.mark.parametrize(("options", "says"), [
@@ -92,11 +93,11 @@ def test_a_malformed_batch_policy_is_refused_by_name():
 def test_nested_options_read_as_their_own_classes():
     opts = FunctionOptions.from_wire({"volumes": {"/data": {"name": "cache", "create": True}},
                                       "secrets": [{"name": "hf"}, {"values": {"MODE": "x"}}],
-                                      "image": {"python_packages": ["tabulate"]},
+                                      "image": {"steps": [{"kind": "pip", "packages": ["tabulate"]}]},
                                       "schedule": {"cron": "0 3 * * *", "timezone": "Europe/Berlin"}})
     assert opts.volumes == {"/data": VolumeMount(name="cache", create=True)}
     assert opts.secrets == [SecretRef(name="hf"), SecretRef(variables={"MODE": "x"})]
-    assert opts.image == ImageSpec(python_packages=["tabulate"])
+    assert opts.image == ImageSpec(steps=[ImageStep(kind="pip", packages=["tabulate"])])
     assert opts.schedule is not None and opts.schedule.describe() == "cron '0 3 * * *' (Europe/Berlin)"
     assert opts.to_wire()["volumes"] == {"/data": {"name": "cache", "create": True}}
 
@@ -111,3 +112,15 @@ def test_a_malformed_nested_option_is_refused_by_name(raw, says):
     with pytest.raises(WireError) as info:
         FunctionOptions.from_wire(raw)
     assert says in str(info.value)
+
+
+def test_images_that_start_alike_share_their_first_layers():
+    pip = ImageStep(kind="uv_pip", packages=["tabulate==0.9.0"])
+    one = ImageSpec(steps=[pip, ImageStep(kind="env", env={"A": "1"})])
+    other = ImageSpec(steps=[pip, ImageStep(kind="env", env={"A": "2"})])
+    mounted = ImageSpec(steps=[pip, ImageStep(kind="files", digest="d1", path="/root/src")])
+    assert one.layer_keys("s")[:2] == other.layer_keys("s")[:2]
+    assert one.layer_keys("s")[2] != other.layer_keys("s")[2]
+    assert mounted.layer_keys("s") == one.layer_keys("s")[:2]  # copy=False files are not a layer
+    assert [m.digest for m in mounted.mounts] == ["d1"]
+    assert one.layer_keys("s") != one.layer_keys("new runtime")

@@ -15,7 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from .framing import WireError
+from .image_spec import ImageSpec
 from .message import Message, message, wire
+
+__all__ = ["BatchPolicy", "FunctionOptions", "ImageSpec", "RetryPolicy", "ScheduleSpec", "SecretRef",
+           "VolumeMount"]
 
 CRASH_RETRY_CAP = 3  # containers that may die under one input before it fails as poison
 
@@ -73,13 +77,6 @@ class SecretRef(Message):
 
     name: str | None = None
     variables: dict[str, Any] | None = wire("values", default=None)
-
-
-@message()
-class ImageSpec(Message):
-    """``image=``: the Python packages installed for the function's containers."""
-
-    python_packages: list[str] = wire(factory=list)
 
 
 @message()
