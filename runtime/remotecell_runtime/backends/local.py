@@ -9,13 +9,16 @@ is not its), with the daemon's own runtime as its client's runtime; each has a
 cancel pipe (ids of inputs to interrupt, read by its SIGINT handler) and its own
 ipc:// socket for a leaseholder's direct calls in the daemon's private socket
 folder, both gone when it exits; every process started is reported to ``on_exit``
-once, when its output has closed and it has been reaped.
+once, when its output has closed and it has been reaped.  With a ``Sandbox``
+(bubblewrap on this host) each process runs inside one, its volumes mounted at
+their paths; without, its volumes are links the container makes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 import signal
@@ -25,17 +28,20 @@ from dataclasses import dataclass, field
 from ..cpus import CpuBudget
 from ..gpus import GpuAllocator
 from .base import ConnectBack, ContainerExit, ContainerSpec, ExitCallback, SpecRefused
+from .sandbox import Sandbox, container_pid
 
 log = logging.getLogger("remotecell.runtime")
 
 LOG_TAIL_LINES = 40
 INTERRUPT_GRACE_S = 1.0  # SIGINT, then SIGTERM this much later
+VOLUMES_ENV = "REMOTECELL_VOLUMES"  # {mount path: host folder}: links the container makes, or the sandbox's mounts
 
 
 @dataclass
 class _Process:
     spec: ContainerSpec
     proc: asyncio.subprocess.Process | None = None  # None while it is being spawned
+    pid: int | None = None  # the container's own process (inside a sandbox, not bwrap's)
     cancel_w: int | None = None  # the cancel pipe's write end
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
     stopping: bool = False  # stopped before its process existed: killed as soon as it does
@@ -45,8 +51,9 @@ class LocalBackend:
     """Containers as local processes that connect back over ipc:// and may use this host's shared memory."""
 
     def __init__(self, sock_dir: str, runtime_id: str, shm_prefix: str, client_env: dict[str, str],
-                 gpus: GpuAllocator, cpus: CpuBudget) -> None:
+                 gpus: GpuAllocator, cpus: CpuBudget, sandbox: Sandbox | None = None) -> None:
         self.sock_dir = sock_dir  # private (0700): the daemon's socket and the containers' own
+        self.sandbox = sandbox
         self.shm_prefix = shm_prefix
         self.client_env = client_env  # user code in a container talks to this runtime as a client
         self.gpus = gpus
@@ -76,32 +83,51 @@ class LocalBackend:
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode makes cold starts faster
         env["REMOTECELL_SHM_PREFIX"] = self.shm_prefix
+        env["REMOTECELL_TASK_ID"] = spec.cid  # which container this is (its pid may repeat: sandboxes have their own)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # number devices as nvidia-smi does
+        if self.sandbox is not None:
+            env.pop(VOLUMES_ENV, None)  # mounted by the sandbox instead
         return env
+
+    def _command(self, spec: ContainerSpec, cancel_r: int) -> tuple[list[str], tuple[int, int] | None]:
+        """The container's command line, in its sandbox when there is one, and the sandbox's info pipe."""
+        command = [sys.executable, "-m", "remotecell_runtime.container",
+                   "--connect", spec.connect, "--id", spec.cid, "--cancel-fd", str(cancel_r),
+                   "--direct", f"ipc://{self._direct_path(spec.cid)}"]
+        if self.sandbox is None:
+            return command, None
+        info_r, info_w = os.pipe()
+        volumes = json.loads(spec.env.get(VOLUMES_ENV) or "{}")
+        extra = [spec.image_site] if spec.image_site else []
+        return self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=extra), (info_r, info_w)
 
     async def _run(self, process: _Process, on_exit: ExitCallback) -> None:
         spec = process.spec
         cancel_r, cancel_w = os.pipe()
         os.set_blocking(cancel_w, False)
+        command, info = self._command(spec, cancel_r)
+        passed = (cancel_r,) if info is None else (cancel_r, info[1])
         try:
             process.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "remotecell_runtime.container",
-                "--connect", spec.connect, "--id", spec.cid, "--cancel-fd", str(cancel_r),
-                "--direct", f"ipc://{self._direct_path(spec.cid)}",
+                *command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=self._environment(spec),
-                pass_fds=(cancel_r,),
+                pass_fds=passed,
                 start_new_session=True,  # a ^C in the daemon's terminal is not theirs
             )
         except OSError as exc:
             os.close(cancel_w)
+            if info is not None:
+                os.close(info[0])
             self._ended(process, ContainerExit(f"it could not be started: {exc}"), on_exit)
             return
         finally:
-            os.close(cancel_r)
+            for fd in passed:
+                os.close(fd)
+        process.pid = process.proc.pid if info is None else await _child_pid(info[0])
         process.cancel_w = cancel_w
         if process.stopping:  # stopped while its process was starting
             self._signal(process, signal.SIGKILL)
@@ -111,6 +137,8 @@ class LocalBackend:
             process.tail.append(line)
             log.debug("[%s] %s", spec.cid, line)
         code = await process.proc.wait()
+        if self.sandbox is not None and code > 128:  # bwrap exits 128 + N for a container killed by signal N
+            code = 128 - code
         self._ended(process, ContainerExit(_cause(code), code, tuple(process.tail)), on_exit)
 
     def _direct_path(self, cid: str) -> str:
@@ -128,9 +156,9 @@ class LocalBackend:
         on_exit(process.spec.cid, exit)
 
     def _signal(self, process: _Process, sig: int) -> None:
-        if process.proc is not None and process.proc.returncode is None:
+        if process.pid is not None and process.proc is not None and process.proc.returncode is None:
             try:
-                process.proc.send_signal(sig)
+                os.kill(process.pid, sig)
             except ProcessLookupError:
                 pass
 
@@ -175,23 +203,27 @@ class LocalBackend:
 
     def placement(self, cid: str) -> str:
         process = self.processes.get(cid)
-        if process is None or process.proc is None:
+        if process is None or process.pid is None:
             return "a local process (not running)"
-        return f"pid {process.proc.pid} on this host"
+        return f"pid {process.pid} on this host" + (" in a sandbox" if self.sandbox else "")
 
     def memory_mib(self, cid: str) -> float | None:
         """Resident memory of the container's process, from /proc (Linux)."""
         process = self.processes.get(cid)
-        if process is None or process.proc is None:
+        if process is None or process.pid is None:
             return None
         try:
-            with open(f"/proc/{process.proc.pid}/status") as f:
+            with open(f"/proc/{process.pid}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         return int(line.split()[1]) / 1024
         except OSError:
             return None
         return None
+
+
+async def _child_pid(info_r: int) -> int | None:
+    return await asyncio.get_running_loop().run_in_executor(None, container_pid, info_r)
 
 
 def _cause(code: int) -> str:

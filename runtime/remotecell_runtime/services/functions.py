@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..backends.local import LocalBackend
+from ..backends.sandbox import Sandbox
 from ..containers import ContainerManager, ContainerRecord, State
 from ..cpus import CpuBudget, host_cpus
 from ..gpus import GpuAllocator, inventory
@@ -62,7 +65,9 @@ class Functions(Service):
         self.gpus = GpuAllocator(inventory())
         self.cpus = CpuBudget(host_cpus())
         self.images = Images(host.state_dir, self.image_built)
-        backend = LocalBackend(sock_dir, host.runtime_id, shm_prefix, client_env, self.gpus, self.cpus)
+        self.sandbox = _sandbox(sock_dir, host.state_dir)
+        backend = LocalBackend(sock_dir, host.runtime_id, shm_prefix, client_env, self.gpus, self.cpus,
+                               self.sandbox)
         self.containers = ContainerManager(backend, self.on_container_exit)
         self._held: dict[Peer, list[Result]] | None = None  # results held back to go many to a message
 
@@ -226,4 +231,25 @@ class Functions(Service):
             "cpus": {"total": self.cpus.total, "reserved": self.cpus.reserved},
             "pools": [p.stats() for p in self.pools.values() if not (p.retired and p.empty)],
             "containers": self.containers.stats(),
+            "sandbox": self.sandbox.version if self.sandbox else f"off: {SANDBOX_OFF}",
         }
+
+
+SANDBOX_OFF = ("containers run as plain processes that can read this runtime's state folder; "
+               "start the runtime with REMOTECELL_SANDBOX=1 (and bubblewrap installed) to sandbox them")
+
+
+def _sandbox(sock_dir: str, state_dir: Path) -> Sandbox | None:
+    """The container sandbox with ``REMOTECELL_SANDBOX=1`` and bubblewrap here; else None (said in the log).
+
+    Opt-in while the rest of the isolation work (images as root filesystems, limits) lands.
+    """
+    if os.environ.get("REMOTECELL_SANDBOX", "0") != "1":
+        log.info("sandbox off: %s", SANDBOX_OFF)
+        return None
+    sandbox = Sandbox.find(sock_dir, hidden=str(state_dir))
+    if sandbox is None:
+        log.warning("REMOTECELL_SANDBOX=1 but bubblewrap (bwrap) was not found: %s", SANDBOX_OFF)
+    else:
+        log.info("containers run in sandboxes (%s)", sandbox.version)
+    return sandbox

@@ -50,6 +50,7 @@ class StatusReply(Message):
     cpus: dict[str, Any]
     pools: list[dict[str, Any]]
     containers: dict[str, int]  # how many containers are in each state
+    sandbox: str  # what isolates containers ("bubblewrap 0.8.0"), or "off: " and why
     apps: list[dict[str, Any]]
     sessions: int
     stores: dict[str, Any]

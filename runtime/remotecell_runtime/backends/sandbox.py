@@ -1,0 +1,160 @@
+"""The container sandbox: bubblewrap around a container's process, so user code sees only what it may.
+
+Inside, read-only: the host's system (``/usr`` and its ``/bin``, ``/lib`` links,
+``/etc``) and the Python the container runs (its prefixes and import paths).
+Inside, writable: a private ``/tmp`` and home (``/root``), the runtime's socket
+folder (connect back, direct calls, and the container's own client of this
+runtime), ``/dev/shm`` (zero-copy frames are shared-memory files), the volumes at
+their mount paths.  Device files: a fresh ``/dev`` with the host's GPU devices.
+Not inside: the rest of the runtime's state folder (keys, tokens, databases),
+the user's home, other containers' files, other processes (own pid namespace).
+
+Invariants: each container has its own pid namespace, whose pid 1 is bwrap's
+init (it reaps, and user code may signal itself as on a host); bwrap forwards
+no signals, so the backend signals the container itself, the init's one child
+(``container_pid``), never bwrap; bwrap dies with the daemon
+(``--die-with-parent``) and the container with bwrap (``PR_SET_PDEATHSIG`` in
+the container); no capabilities (``--cap-drop ALL``).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+
+HOME = "/root"  # a container's home, as in Modal's containers: private and empty
+SYSTEM_LINKS = ("bin", "lib", "lib64", "sbin")  # merged-/usr links of Debian and others
+GPU_DEVICES = ("/dev/nvidia*", "/dev/dri")
+FORK_WAIT_S = 5.0  # how long the init may take to fork the container (it is a few ms)
+
+
+class Sandbox:
+    """Makes the bwrap command line of one container; one per runtime.
+
+    Example::
+
+        sandbox = Sandbox.find(sock_dir="/home/u/.remotecell/sock", hidden="/home/u/.remotecell")
+        argv = sandbox.argv(["python", "-m", "remotecell_runtime.container"], info_fd=5)
+    """
+
+    def __init__(self, bwrap: str, version: str, sock_dir: str, python_roots: list[str]) -> None:
+        self.bwrap = bwrap
+        self.version = version
+        self.sock_dir = sock_dir
+        self.python_roots = python_roots
+
+    @classmethod
+    def find(cls, sock_dir: str, hidden: str) -> Sandbox | None:
+        """The sandbox of this host, or None without bubblewrap; nothing under ``hidden`` is ever bound."""
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            return None
+        try:
+            version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return cls(bwrap, version.strip() or "bubblewrap", sock_dir, python_roots(hidden))
+
+    def argv(self, command: list[str], *, info_fd: int, volumes: Mapping[str, str] | None = None,
+             extra_roots: Iterable[str] = (), workdir: str | None = None, block_network: bool = False) -> list[str]:
+        """bwrap's command line around ``command``; ``volumes``: mount path -> host folder."""
+        args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+                "--cap-drop", "ALL", "--info-fd", str(info_fd)]
+        if block_network:
+            args.append("--unshare-net")
+        args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+        for name in SYSTEM_LINKS:
+            args += _system_link(name)
+        args += ["--proc", "/proc", "--dev", "/dev", "--bind", "/dev/shm", "/dev/shm"]
+        for device in _gpu_devices():
+            args += ["--dev-bind", device, device]
+        args += ["--tmpfs", "/tmp", "--tmpfs", HOME]
+        for root in _outermost([*self.python_roots, *extra_roots]):
+            args += ["--ro-bind", root, root]
+        args += ["--bind", self.sock_dir, self.sock_dir]
+        for path, folder in sorted((volumes or {}).items()):
+            args += ["--bind", folder, path]
+        args += ["--chdir", workdir or HOME, "--setenv", "HOME", HOME, "--"]
+        return args + command
+
+
+def container_pid(info_fd: int) -> int | None:
+    """The container's pid (as this host sees it), or None when bwrap or its init failed first.
+
+    bwrap's info pipe (closed here) names its init; the container is that init's one child.
+    """
+    init = _init_pid(info_fd)
+    deadline = time.monotonic() + FORK_WAIT_S
+    while init is not None and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{init}/task/{init}/children") as f:
+                children = f.read().split()
+        except OSError:
+            return None  # the init is gone: the container ended (or never started)
+        if children:
+            return int(children[0])
+        time.sleep(0.001)  # a blocking helper thread of the backend: the fork is a few ms away
+    return None
+
+
+def _init_pid(info_fd: int) -> int | None:
+    """Read until the JSON is whole, not to the end: the pipe may stay open as long as the sandbox."""
+    data = b""
+    with os.fdopen(info_fd, "rb", buffering=0) as info:
+        while chunk := info.read(4096):
+            data += chunk
+            try:
+                return int(json.loads(data)["child-pid"])
+            except ValueError:
+                continue  # not whole yet
+            except (KeyError, TypeError):
+                return None
+    return None
+
+
+def python_roots(hidden: str) -> list[str]:
+    """Where this runtime's Python and its packages live (what a container imports), none inside ``hidden``."""
+    hidden = os.path.realpath(hidden)
+    # sys.path[0] of ``python -m`` is the folder it was started in (often a home): not an import root.
+    paths = sys.path[1:] if sys.path and sys.path[0] in ("", os.getcwd()) else sys.path
+    candidates = [sys.base_prefix, sys.prefix, os.path.dirname(sys.executable),
+                  *(p for p in paths if p and os.path.isdir(p))]
+    roots = []
+    for path in candidates:
+        real = os.path.realpath(path)
+        if real == "/" or _inside(real, hidden) or _inside(hidden, real) or _inside(real, "/usr"):
+            continue  # never the state folder, nor a folder holding it; /usr is bound anyway
+        roots.append(real)
+    return _outermost(roots)
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """``paths`` without those inside another of them, sorted."""
+    kept: list[str] = []
+    for path in sorted(set(paths)):
+        if not any(_inside(path, k) for k in kept):
+            kept.append(path)
+    return kept
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _system_link(name: str) -> list[str]:
+    path = f"/{name}"
+    if os.path.islink(path):
+        return ["--symlink", os.readlink(path), path]
+    if os.path.isdir(path):
+        return ["--ro-bind", path, path]
+    return []
+
+
+def _gpu_devices() -> list[str]:
+    return sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern))

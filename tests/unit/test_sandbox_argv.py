@@ -1,0 +1,36 @@
+"""The bubblewrap command line of a container: what is bound, and what never is."""
+
+from __future__ import annotations
+
+import sys
+
+from remotecell_runtime.backends.sandbox import Sandbox, python_roots
+
+
+def _pairs(argv: list[str], flag: str) -> list[tuple[str, str]]:
+    return [(argv[i + 1], argv[i + 2]) for i, a in enumerate(argv) if a == flag]
+
+
+def test_the_state_folder_is_never_bound_but_its_sockets_are(tmp_path):
+    state = tmp_path / "home"
+    sandbox = Sandbox("/usr/bin/bwrap", "bubblewrap 0.8.0", str(state / "sock"), ["/opt/py", str(state / "x")])
+    argv = sandbox.argv(["python", "-m", "c"], info_fd=7)
+    binds = _pairs(argv, "--bind") + _pairs(argv, "--ro-bind")
+    assert (str(state / "sock"), str(state / "sock")) in binds
+    assert not any(src == str(state) for src, _ in binds)
+    assert argv[argv.index("--info-fd") + 1] == "7" and argv[-3:] == ["python", "-m", "c"]
+    assert "--unshare-pid" in argv and "--as-pid-1" not in argv and "--unshare-net" not in argv
+
+
+def test_python_roots_leave_out_the_state_folder_and_what_holds_it(tmp_path):
+    roots = python_roots(str(tmp_path))
+    assert all(not r.startswith(str(tmp_path)) and not str(tmp_path).startswith(r + "/") for r in roots)
+    assert any(sys.prefix.startswith(r) or r.startswith("/usr") for r in roots) or sys.prefix.startswith("/usr")
+
+
+def test_volumes_mount_at_their_paths_and_block_network_unshares_it():
+    sandbox = Sandbox("bwrap", "bubblewrap", "/s", [])
+    argv = sandbox.argv(["true"], info_fd=3, volumes={"/data": "/host/vols/data"}, block_network=True,
+                        workdir="/work")
+    assert ("/host/vols/data", "/data") in _pairs(argv, "--bind")
+    assert "--unshare-net" in argv and argv[argv.index("--chdir") + 1] == "/work"
