@@ -107,6 +107,11 @@ def _specifiers(method: str, packages: list[str]) -> list[str]:
     return sorted(set(packages))
 
 
+def _merged(flags: dict[str, Any], read: sources.Requirements) -> dict[str, Any]:
+    """The index settings given in code, and for those not given, what the requirements file says."""
+    return flags | {k: v for k, v in read.options.items() if not flags.get(k)}
+
+
 def _python_version(value: Any, where: str) -> str | None:
     if value is None:
         return None
@@ -156,6 +161,11 @@ class Image:
             raise InvalidError(_BUILD_AFTER_MOUNT)
         return Image._made(self._base, (*self._steps, step))
 
+    def _reading(self, what: str, is_layer: bool, make: Callable[[], _Step]) -> Image:
+        """A new image with a step that reads local files: made now, or only recorded in a container (where the
+        files are not: they are on the client that publishes the image)."""
+        return self._then(_Elsewhere(what, is_layer) if in_container() else make())
+
     @staticmethod
     def debian_slim(python_version: str | None = None) -> Image:
         """The default image: Debian with Python ``python_version`` (None: the runtime's own minor version)."""
@@ -190,25 +200,32 @@ class Image:
         if not pkgs and not requirements:
             return self
         flags = {"find_links": find_links, "index_url": index_url, "extra_index_url": extra_index_url, "pre": pre}
-        if requirements and in_container():
-            return self._then(_Elsewhere(f"uv_pip_install(requirements={requirements!r})", True))
-        for path in requirements or []:
-            read = sources.read_requirements(path, f"uv_pip_install(requirements=[{path!r}])")
-            pkgs += read.packages
-            flags |= {k: v for k, v in read.options.items() if not flags.get(k)}
-        return self._then(_installer_step("uv_pip", "uv_pip_install", pkgs, extra_options=extra_options, **flags))
+
+        def make() -> ImageStep:
+            every = pkgs.copy()
+            merged = flags
+            for path in requirements or []:
+                read = sources.read_requirements(path, f"uv_pip_install(requirements=[{path!r}])")
+                every += read.packages
+                merged = _merged(merged, read)
+            return _installer_step("uv_pip", "uv_pip_install", every, extra_options=extra_options, **merged)
+
+        if not requirements:
+            return self._then(make())
+        return self._reading(f"uv_pip_install(requirements={requirements!r})", True, make)
 
     def pip_install_from_requirements(self, requirements_txt: str, find_links: str | None = None, *,
                                       index_url: str | None = None, extra_index_url: str | None = None,
                                       pre: bool = False, extra_options: str = "") -> Image:
         """The packages of a local ``requirements.txt`` (read here: the step carries its specifiers)."""
         what = f"pip_install_from_requirements({requirements_txt!r})"
-        if in_container():
-            return self._then(_Elsewhere(what, True))
-        read = sources.read_requirements(requirements_txt, what)
         flags = {"find_links": find_links, "index_url": index_url, "extra_index_url": extra_index_url, "pre": pre}
-        flags |= {k: v for k, v in read.options.items() if not flags.get(k)}
-        return self._then(_installer_step("pip", what, read.packages, extra_options=extra_options, **flags))
+
+        def make() -> ImageStep:
+            read = sources.read_requirements(requirements_txt, what)
+            return _installer_step("pip", what, read.packages, extra_options=extra_options, **_merged(flags, read))
+
+        return self._reading(what, True, make)
 
     def pip_install_from_pyproject(self, pyproject_toml: str, optional_dependencies: Sequence[str] = (), *,
                                    find_links: str | None = None, index_url: str | None = None,
@@ -216,11 +233,13 @@ class Image:
                                    extra_options: str = "") -> Image:
         """The ``[project] dependencies`` of a local ``pyproject.toml``, and those of the optional groups named."""
         what = f"pip_install_from_pyproject({pyproject_toml!r})"
-        if in_container():
-            return self._then(_Elsewhere(what, True))
-        pkgs = sources.read_pyproject(pyproject_toml, list(optional_dependencies), what)
-        return self._then(_installer_step("pip", what, pkgs, find_links=find_links, index_url=index_url,
-                                          extra_index_url=extra_index_url, pre=pre, extra_options=extra_options))
+
+        def make() -> ImageStep:
+            pkgs = sources.read_pyproject(pyproject_toml, list(optional_dependencies), what)
+            return _installer_step("pip", what, pkgs, find_links=find_links, index_url=index_url,
+                                   extra_index_url=extra_index_url, pre=pre, extra_options=extra_options)
+
+        return self._reading(what, True, make)
 
     def apt_install(self, *packages: str | list[str]) -> Image:
         """Debian packages: ``.apt_install("git", "ffmpeg")``."""
@@ -259,17 +278,15 @@ class Image:
 
     def add_local_file(self, local_path: str | Path, remote_path: str, *, copy: bool = False) -> Image:
         """A local file at ``remote_path`` (absolute; ending in '/': a folder, the name kept) in the containers."""
-        if in_container():
-            return self._then(_Elsewhere(f"add_local_file({str(local_path)!r})", copy))
-        return self._then(sources.local_file(local_path, remote_path, copy))
+        return self._reading(f"add_local_file({str(local_path)!r})", copy,
+                             lambda: sources.local_file(local_path, remote_path, copy))
 
     def add_local_dir(self, local_path: str | Path, remote_path: str, *, copy: bool = False,
                       ignore: Sequence[str] | Callable[[Path], bool] = ()) -> Image:
         """A local folder's files under ``remote_path``; ``ignore``: patterns (``["*.venv", "**/*.pyc"]``) or a
         function of each file's path relative to the folder, True to leave it out."""
-        if in_container():
-            return self._then(_Elsewhere(f"add_local_dir({str(local_path)!r})", copy))
-        return self._then(sources.local_dir(local_path, remote_path, copy, ignore_fn(ignore)))
+        return self._reading(f"add_local_dir({str(local_path)!r})", copy,
+                             lambda: sources.local_dir(local_path, remote_path, copy, ignore_fn(ignore)))
 
     def add_local_python_source(self, *modules: str, copy: bool = False,
                                 ignore: Sequence[str] | Callable[[Path], bool] = NON_PYTHON_FILES) -> Image:
@@ -277,9 +294,8 @@ class Image:
         Only ``.py`` files unless ``ignore`` says otherwise; bytecode and dot-prefixed paths never."""
         if not all(isinstance(m, str) for m in modules):
             raise InvalidError(f"add_local_python_source{modules!r}: give module names as strings")
-        if in_container():
-            return self._then(_Elsewhere(f"add_local_python_source{modules!r}", copy))
-        return self._then(sources.python_source(modules, copy, ignore_fn(ignore)))
+        return self._reading(f"add_local_python_source{modules!r}", copy,
+                             lambda: sources.python_source(modules, copy, ignore_fn(ignore)))
 
     def run_function(self, raw_f: Callable[..., Any], *, secrets: Sequence[Secret] = (),
                      volumes: Mapping[str, Volume] = {}) -> Image:
