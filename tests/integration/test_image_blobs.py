@@ -1,4 +1,5 @@
-"""An image's local files reach a real runtime as blobs, once; App(image=) reaches the registered options."""
+"""Images on a real runtime: local files arrive as blobs, once; App(image=) reaches the registered options;
+a container knows it is one (Image.imports raises there)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,20 @@ def test_the_app_image_is_every_definitions_default_and_their_own_overrides_it(r
         assert registered("plain") is None  # the default image: no option
     finally:
         rc.App.stop_deployed("image-defaults")
+
+
+def test_imports_raise_in_a_container_what_they_swallow_here(app):
+    image = rc.Image.debian_slim()
+    with image.imports():
+        import remotecell_no_such_module_xyz  # noqa: F401
+
+    @app.function()
+    def inside() -> str:
+        try:
+            with image.imports():
+                import remotecell_no_such_module_xyz  # noqa: F401
+        except ImportError:
+            return "raised"
+        return "swallowed"
+
+    assert inside.remote() == "raised"
