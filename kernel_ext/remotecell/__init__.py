@@ -21,14 +21,14 @@ _EXPORTS = {
     "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "batched": "options",
     "concurrent": "options", "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
     "status": "status", "FunctionCall": "calls", "FunctionCallGroup": "calls", "Secret": "infra",
-    "Image": "infra", "Volume": "infra", "Dict": "stores", "Queue": "stores", "Cron": "options", "Period": "options",
-    "Schedule": "schedules",
+    "Image": "images", "FilePatternMatcher": "file_pattern_matcher", "Volume": "infra", "Dict": "stores",
+    "Queue": "stores", "Cron": "options", "Period": "options", "Schedule": "schedules",
 }
 
 __all__ = [
-    "App", "Cls", "Cron", "Dict", "Function", "FunctionCall", "FunctionCallGroup", "Image", "Period", "Queue",
-    "Retries", "Schedule", "Secret", "Volume", "__version__", "batched", "concurrent", "enter", "exceptions", "exit",
-    "method", "status",
+    "App", "Cls", "Cron", "Dict", "FilePatternMatcher", "Function", "FunctionCall", "FunctionCallGroup", "Image",
+    "Period", "Queue", "Retries", "Schedule", "Secret", "Volume", "__version__", "batched", "concurrent", "enter",
+    "exceptions", "exit", "method", "status",
 ]
 
 if TYPE_CHECKING:
@@ -36,8 +36,10 @@ if TYPE_CHECKING:
     from .app import App
     from .calls import FunctionCall, FunctionCallGroup
     from .cls import Cls, enter, exit, method
+    from .file_pattern_matcher import FilePatternMatcher
     from .functions import Function
-    from .infra import Image, Secret, Volume
+    from .images import Image
+    from .infra import Secret, Volume
     from .options import Cron, Period, Retries, batched, concurrent
     from .schedules import Schedule
     from .status import status

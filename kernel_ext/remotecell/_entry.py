@@ -26,7 +26,7 @@ def load_file(path: str) -> dict[str, Any]:
     spec = importlib.util.spec_from_file_location(name, file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # cloudpickle ships its functions by value (see functions._ship_module_by_value)
+    sys.modules[name] = module  # cloudpickle ships its functions by value (see registration.ship_module_by_value)
     sys.path.insert(0, str(file.resolve().parent))  # its sibling modules import as they would for `python file.py`
     spec.loader.exec_module(module)
     return vars(module)

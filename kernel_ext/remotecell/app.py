@@ -18,6 +18,7 @@ from ._bridge import Twin
 from .cls import Cls
 from .exceptions import InvalidError
 from .functions import Function
+from .images import Image, check_image
 from .options import batching_of, check_function_options, check_schedulable, concurrency_of
 from .registration import Registration
 
@@ -34,11 +35,13 @@ class App:
 
     Without ``app.run()`` the first call starts the app as an ephemeral app that
     lives as long as this process (the notebook case). ``app.deploy()`` keeps it
-    on the runtime until it is stopped (see ``deploy``).
+    on the runtime until it is stopped (see ``deploy``). ``image`` is the image of
+    every function and class of the app that does not name its own.
     """
 
-    def __init__(self, name: str = "app") -> None:
+    def __init__(self, name: str = "app", *, image: Image | None = None) -> None:
         self.name = _checked_name(name)
+        self.image = check_image(image) if image is not None else None
         self.functions: dict[str, Any] = {}
         self.local_entrypoints: dict[str, Callable[..., Any]] = {}
         self._mode = "ephemeral"
@@ -61,7 +64,7 @@ class App:
                 check_schedulable(fn, name)
             batch = batching_of(fn)
             full = checked | concurrency_of(fn) | ({"batched": {"": batch}} if batch else {})
-            f = Function(Registration(self, fn, full, name), fn)
+            f = Function(Registration(self, fn, full, name, self._image_of(options)), fn)
             self.functions[f.name] = f
             return f
 
@@ -77,11 +80,16 @@ class App:
             if not isinstance(user_cls, type):
                 raise InvalidError(f"@app.cls needs a class, got {user_cls!r}")
             name = options.get("name") or user_cls.__qualname__
-            c = Cls(self, user_cls, checked | concurrency_of(user_cls), name)
+            c = Cls(self, user_cls, checked | concurrency_of(user_cls), name, self._image_of(options))
             self.functions[c.name] = c
             return c
 
         return wrap(_cls) if _cls is not None else wrap
+
+    def _image_of(self, options: dict[str, Any]) -> Image | None:
+        """A definition's image: its own ``image=``, else the app's."""
+        own = options.get("image")
+        return own if own is not None else self.image
 
     def local_entrypoint(self, _fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
         """Mark the function that ``remotecell run FILE.py`` calls inside ``with app.run():``.

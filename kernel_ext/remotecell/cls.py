@@ -21,7 +21,7 @@ from remotecell_runtime.protocol.spec import ClsSpec
 from .exceptions import InvalidError
 from .functions import Function
 from .options import batching_of
-from .registration import AppLike, Lookup, Registration, code_elsewhere
+from .registration import AppLike, ImageLike, Lookup, Registration, code_elsewhere
 
 _ROLE = "__remotecell_role__"
 
@@ -72,8 +72,10 @@ def _batched_methods(user_cls: type, methods: list[str]) -> dict[str, dict[str, 
 class Cls:
     """A remote class; call it with keyword parameters to get a handle on instances."""
 
-    def __init__(self, app: AppLike, user_cls: type, options: dict[str, Any], name: str) -> None:
+    def __init__(self, app: AppLike, user_cls: type, options: dict[str, Any], name: str,
+                 image: ImageLike | None = None) -> None:
         self.app = app
+        self.image = image
         self.user_cls = user_cls
         self.name = name
         self.roles = _roles(user_cls)
@@ -118,7 +120,7 @@ class Obj:
 
     def __init__(self, cls: Cls, params: dict[str, Any]) -> None:
         spec = ClsSpec(cls.user_cls, params, cls.roles["method"], cls.roles["enter"], cls.roles["exit"])
-        self.registration = Registration(cls.app, spec, cls.options, cls.name)
+        self.registration = Registration(cls.app, spec, cls.options, cls.name, cls.image)
         self._cls = cls
         self._params = params
         self._local: Any = None

@@ -1,4 +1,4 @@
-"""Infrastructure declared in code: images (Python packages), secrets (environment variables), volumes."""
+"""Infrastructure declared in code: secrets (environment variables) and volumes (``images`` has the images)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remotecell_runtime.protocol import framing
-from remotecell_runtime.protocol.image_spec import ImageSpec, ImageStep
 from remotecell_runtime.protocol.messages.apps import VolumeLsMsg, VolumeLsReply, VolumeReadMsg, VolumeReadReply
 
 from . import _client
@@ -76,48 +75,6 @@ class Secret:
         if self.name is not None:
             return f"Secret.from_name({self.name!r})"
         return f"Secret.from_dict(<{', '.join(sorted(self.values))}>)"
-
-
-@dataclass(frozen=True)
-class Image:
-    """Python packages for a function's containers, installed once on the runtime host and cached.
-
-    >>> image = rc.Image(python_packages=["tabulate==0.9.0"])     # or: rc.Image().pip_install("tabulate")
-    >>> @app.function(image=image)
-    ... def table(rows): import tabulate; return tabulate.tabulate(rows)
-
-    The first container waits while pip installs them (``f.stats()`` says so);
-    later ones, and every function with the same packages, reuse the build. The
-    container runs the runtime's Python with these packages over its own, so do
-    not pin remotecell's own dependencies (pyzmq, cloudpickle) to other versions.
-    """
-
-    python_packages: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        packages = self.python_packages
-        if isinstance(packages, str) or not all(isinstance(p, str) for p in packages):
-            raise InvalidError(f"Image(python_packages={packages!r}): give a list of requirement specifiers, "
-                               "e.g. ['numpy>=2', 'tabulate']")
-        for package in packages:
-            if not package.strip() or package.lstrip().startswith("-") or "\n" in package:
-                raise InvalidError(f"Image: {package!r} is not a requirement specifier (pip options are not "
-                                   "accepted here)")
-        object.__setattr__(self, "python_packages", tuple(packages))
-
-    def pip_install(self, *packages: str) -> Image:
-        """This image with more packages."""
-        return Image(python_packages=(*self.python_packages, *packages))
-
-    def to_wire(self) -> dict[str, Any]:
-        return ImageSpec(steps=[ImageStep(kind="pip", packages=sorted(set(self.python_packages)))]).fields()
-
-
-def check_image(value: Any) -> dict[str, Any] | None:
-    """``image=`` of ``@app.function``: an ``rc.Image``; None when it installs nothing."""
-    if not isinstance(value, Image):
-        raise InvalidError(f"image={value!r} must be an rc.Image, e.g. rc.Image(python_packages=['tabulate'])")
-    return value.to_wire() if value.python_packages else None
 
 
 def check_secrets(value: Any) -> list[dict[str, Any]]:

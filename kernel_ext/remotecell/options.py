@@ -17,7 +17,8 @@ from typing import Any
 from croniter import croniter
 
 from .exceptions import InvalidError
-from .infra import check_image, check_secrets, check_volumes
+from .images import check_image
+from .infra import check_secrets, check_volumes
 
 # Options the runtime acts on today; the others are stored and reported, and a
 # warning says they are not in effect yet, rather than ignoring them silently.
@@ -280,9 +281,8 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
         out["secrets"] = check_secrets(options["secrets"])
     if options.get("volumes"):
         out["volumes"] = check_volumes(options["volumes"])
-    image = check_image(options["image"]) if "image" in options else None
-    if image:
-        out["image"] = image
+    if options.get("image") is not None:  # it travels with its registration, made when the app starts
+        check_image(options["image"])
     if options.get("schedule") is not None:
         out["schedule"] = check_schedule(options["schedule"])
     not_yet = sorted(set(options) - IN_EFFECT)

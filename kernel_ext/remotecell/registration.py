@@ -37,6 +37,12 @@ class AppLike(Protocol):
     def ensure_running(self) -> tuple[_client.Connection, str]: ...
 
 
+class ImageLike(Protocol):
+    """What a registration asks of its image (``images.Image``): the ``image`` option, its files sent first."""
+
+    def publish(self, conn: _client.Connection, app_id: str) -> dict[str, Any] | None: ...
+
+
 class DeployedApp:
     """The deployed app of a definition found by name: known here by its name only, never started from here."""
 
@@ -62,7 +68,7 @@ _INSTALLED = tuple(
 )
 
 
-def _ship_module_by_value(fn: Callable[..., Any]) -> None:
+def ship_module_by_value(fn: Callable[..., Any]) -> None:
     """Functions from the user's own files travel by value, like those of ``__main__``.
 
     The runtime cannot import a module that lives only in the caller's working
@@ -80,8 +86,10 @@ def _ship_module_by_value(fn: Callable[..., Any]) -> None:
 class Registration:
     """One definition on the runtime: what a pool of containers loads (a function or a ClsSpec)."""
 
-    def __init__(self, app: AppLike, target: Any, options: dict[str, Any], name: str) -> None:
+    def __init__(self, app: AppLike, target: Any, options: dict[str, Any], name: str,
+                 image: ImageLike | None = None) -> None:
         self.app = app
+        self.image = image
         self.target = target
         self.options = options
         self.name = name
@@ -107,7 +115,7 @@ class Registration:
         return conn, fid
 
     def _body(self) -> framing.Payload:
-        _ship_module_by_value(getattr(self.target, "cls", self.target))
+        ship_module_by_value(getattr(self.target, "cls", self.target))
         try:
             return framing.Payload([pickling.dumps(self.target)])
         except Exception as exc:
@@ -130,6 +138,9 @@ class Registration:
         with self._lock:
             if self._fid is None or self._fid_app != app_id:
                 options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
+                image = self.image.publish(conn, app_id) if self.image is not None else None
+                if image is not None:
+                    options["image"] = image
                 register = FnRegisterMsg(app_id=app_id, name=self.name, options=options, meta=self.meta())
                 self._fid = conn.ask(register, FnRegisterReply, [self._body()]).fid
                 self._fid_app = app_id

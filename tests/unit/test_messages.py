@@ -13,9 +13,9 @@ import pytest
 from remotecell_runtime.protocol import framing
 from remotecell_runtime.protocol.framing import WireError
 from remotecell_runtime.protocol.message import Decoder, Message, message, wire
-from remotecell_runtime.protocol.messages import apps, calls, containers, jobs, session, stores
+from remotecell_runtime.protocol.messages import apps, blobs, calls, containers, jobs, session, stores
 
-MODULES = [session, calls, containers, apps, jobs, stores]
+MODULES = [session, calls, containers, apps, jobs, stores, blobs]
 
 
 def _classes() -> list[type[Message]]:

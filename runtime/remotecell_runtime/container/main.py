@@ -50,6 +50,7 @@ import zmq
 
 from ..protocol import framing, sharedmem
 from ..protocol.framing import Payload
+from ..protocol.image_spec import IN_CONTAINER_ENV
 from ..protocol.message import Message
 from ..protocol.messages.calls import CallMsg, CallsMsg
 from ..protocol.messages.containers import (
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyError, ValueError):
         sys.exit("usage: python -m remotecell_runtime.container --connect ADDR --id ID [--cancel-fd FD] "
                  "[--direct ADDR] (started by the runtime)")
+    os.environ[IN_CONTAINER_ENV] = "1"  # before user code: its imports may ask (Image.imports)
     _die_with_parent()
     if cancel_fd is not None:
         os.set_blocking(cancel_fd, False)

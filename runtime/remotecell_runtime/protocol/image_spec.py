@@ -31,6 +31,9 @@ BASES = ("debian_slim", "registry")
 # uv_pip: uv_pip_install; apt: apt_install; run: run_commands; env; workdir; files: add_local_*;
 # function: run_function.
 STEP_KINDS = ("pip", "uv_pip", "apt", "run", "env", "workdir", "files", "function")
+# "1" in a container's environment, set by the container process itself (whatever the backend) before any user
+# code runs: code there runs remotely, so ``Image.imports()`` raises the ImportError it swallows on a client.
+IN_CONTAINER_ENV = "REMOTECELL_IS_REMOTE"
 
 
 @message()

@@ -15,6 +15,7 @@ from typing import TypeVar
 from ..protocol.message import Message
 from .apps import Apps
 from .base import ContainerHandler, Handler, Host, Service
+from .blobs import Blobs
 from .calls import Calls
 from .functions import Functions
 from .jobs import Jobs, SpawnedCalls
@@ -33,6 +34,7 @@ class Services:
     functions: Functions
     apps: Apps
     scheduler: Scheduler
+    blobs: Blobs  # what an image's builder reads its local files from
     all: list[Service]
 
     def handlers(self) -> dict[str, tuple[type[Message], Handler]]:
@@ -79,6 +81,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     functions = Functions(host, registry, sock_dir, shm_prefix, client_env)
     jobs = Jobs(functions, host.state_dir, retention_s, orphan_grace_s=orphan_grace_s)
     volumes = Volumes(host)
+    blobs = Blobs(host)
     stores = Stores(host, orphan_grace_s=orphan_grace_s)
     queues = Queues(stores)
     store = DeployStore(host.state_dir / "deployed.db")
@@ -86,6 +89,6 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     apps = Apps(host, registry, store, functions, jobs, scheduler, volumes)
     status = Status(host, functions, apps, queues)
     # Closing order: schedules, stores, jobs, deployed apps, then the pools.
-    ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes, status, Calls(functions),
-                              functions]
-    return Services(functions, apps, scheduler, ordered)
+    ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes, blobs, status,
+                              Calls(functions), functions]
+    return Services(functions, apps, scheduler, blobs, ordered)
