@@ -42,6 +42,19 @@ def check_range(name: str, value: Any, low: float, high: float, kind: type = int
     return value
 
 
+def check_request_limit(name: str, value: Any, low: float, high: float, kind: type = int) -> tuple[Any, Any]:
+    """``cpu=``/``memory=``: a request, or Modal's ``(request, limit)``; the limit is None when not given."""
+    if not isinstance(value, tuple):
+        return check_range(name, value, low, high, kind), None
+    if len(value) != 2:
+        raise InvalidError(f"{name}={value!r} must be a number or a (request, limit) pair")
+    request = check_range(f"{name} request", value[0], low, high, kind)
+    limit = check_range(f"{name} limit", value[1], low, high, kind)
+    if limit < request:
+        raise InvalidError(f"{name}={value!r}: the limit {limit:g} is below the request {request:g}")
+    return request, limit
+
+
 def check_gpu(gpu: Any) -> str | list[str] | None:
     if gpu is None:
         return None
@@ -267,9 +280,13 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
     if "buffer_containers" in options:
         out["buffer_containers"] = check_range("buffer_containers", options["buffer_containers"], 0, 1000)
     if "cpu" in options:
-        out["cpu"] = check_range("cpu", options["cpu"], 0.125, 512, float)
+        out["cpu"], cpu_limit = check_request_limit("cpu", options["cpu"], 0.125, 512, float)
+        if cpu_limit is not None:
+            out["cpu_limit"] = cpu_limit
     if "memory" in options:
-        out["memory_mib"] = check_range("memory", options["memory"], 64, 4 * 1024 * 1024)
+        out["memory_mib"], memory_limit = check_request_limit("memory", options["memory"], 64, 4 * 1024 * 1024)
+        if memory_limit is not None:
+            out["memory_limit_mib"] = memory_limit
     if "retries" in options:
         out["retries"] = _check_retries(options["retries"]).to_wire()
     env = options.get("env", {})

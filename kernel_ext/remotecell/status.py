@@ -17,7 +17,7 @@ class RuntimeStatus(dict[str, Any]):
       python 3.11.7, remotecell 0.1.0, cloudpickle 3.1.3
       GPUs: none; free: []; CPUs reserved: 1 of 2
       apps: 1, client sessions: 1
-      containers sandboxed: bubblewrap 0.8.0
+      containers sandboxed: bubblewrap 0.8.0; memory and cpu limits enforced (cgroup v1)
       square: 2 idle (1 leased); 0 queued, 0 running
     """
 
@@ -29,7 +29,7 @@ class RuntimeStatus(dict[str, Any]):
             f"  GPUs: {', '.join(g['name'] for g in self['gpus']) or 'none'}; free: {self['gpus_free']}"
             + _cpus(self.get("cpus")),
             f"  apps: {len(self['apps'])}, client sessions: {self['sessions']}",
-            f"  containers sandboxed: {self.get('sandbox', 'unknown')}",
+            f"  containers sandboxed: {self.get('sandbox', 'unknown')}; {self.get('limits', '')}",
         ]
         for pool in self["pools"]:
             containers = ", ".join(f"{n} {state}" for state, n in pool["containers"].items()) or "no containers"

@@ -147,6 +147,12 @@ def test_memory_limit_stops_the_container_and_says_so(app):
         time.sleep(30)
         return block.size
 
-    expected = r"out of memory: \d+ MiB resident, over its limit of memory=256 MiB(.|\n)*failed as poison"
+    @app.function()
+    def fine():
+        return "unharmed"
+
+    expected = r"out of memory: the kernel killed it at its limit of memory=256 MiB(.|\n)*failed as poison"
     with pytest.raises(exceptions.ContainerCrashed, match=expected):
         hog.remote()
+    assert fine.remote() == "unharmed"  # the runtime and the other functions go on
+    assert rc.status()["limits"].startswith("memory and cpu limits enforced")

@@ -124,3 +124,24 @@ def test_images_that_start_alike_share_their_first_layers():
     assert mounted.layer_keys("s") == one.layer_keys("s")[:2]  # copy=False files are not a layer
     assert [m.digest for m in mounted.mounts] == ["d1"]
     assert one.layer_keys("s") != one.layer_keys("new runtime")
+
+
+def test_memory_and_cpu_take_a_request_or_a_request_limit_pair():
+    sent = check_function_options({"memory": (256, 1024), "cpu": (0.5, 2)})
+    opts = FunctionOptions.from_wire(sent)
+    assert (opts.memory_mib, opts.memory_limit_mib, opts.memory_cap_mib) == (256, 1024, 1024)
+    assert (opts.cpu, opts.cpu_limit) == (0.5, 2)
+    assert FunctionOptions.from_wire(check_function_options({"memory": 512})).memory_cap_mib == 512
+    with pytest.raises(InvalidError, match=r"memory=\(1024, 256\): the limit 256 is below the request 1024"):
+        check_function_options({"memory": (1024, 256)})
+    with pytest.raises(InvalidError, match="must be a number or a"):
+        check_function_options({"cpu": (1, 2, 3)})
+
+
+def test_a_container_with_limits_joins_its_groups_before_it_runs():
+    from remotecell_runtime.backends.limits import Limits
+
+    argv = Limits.wrap(["/cg/memory/c1/cgroup.procs"], ["python", "-m", "x"])
+    assert argv[:2] == ["/bin/sh", "-c"] and "echo $$ > /cg/memory/c1/cgroup.procs" in argv[2]
+    assert argv[-3:] == ["python", "-m", "x"] and 'exec "$@"' in argv[2]
+    assert Limits.wrap([], ["python"]) == ["python"]

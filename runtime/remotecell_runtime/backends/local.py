@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from ..cpus import CpuBudget
 from ..gpus import GpuAllocator
 from .base import ConnectBack, ContainerExit, ContainerSpec, ExitCallback, SpecRefused
+from .limits import Limits
 from .sandbox import Sandbox, container_pid
 
 log = logging.getLogger("remotecell.runtime")
@@ -51,9 +52,11 @@ class LocalBackend:
     """Containers as local processes that connect back over ipc:// and may use this host's shared memory."""
 
     def __init__(self, sock_dir: str, runtime_id: str, shm_prefix: str, client_env: dict[str, str],
-                 gpus: GpuAllocator, cpus: CpuBudget, sandbox: Sandbox | None = None) -> None:
+                 gpus: GpuAllocator, cpus: CpuBudget, sandbox: Sandbox | None = None,
+                 limits: Limits | None = None) -> None:
         self.sock_dir = sock_dir  # private (0700): the daemon's socket and the containers' own
         self.sandbox = sandbox
+        self.limits = limits  # None: memory= is watched by the pools' polling instead
         self.shm_prefix = shm_prefix
         self.client_env = client_env  # user code in a container talks to this runtime as a client
         self.gpus = gpus
@@ -90,23 +93,32 @@ class LocalBackend:
             env.pop(VOLUMES_ENV, None)  # mounted by the sandbox instead
         return env
 
-    def _command(self, spec: ContainerSpec, cancel_r: int) -> tuple[list[str], tuple[int, int] | None]:
-        """The container's command line, in its sandbox when there is one, and the sandbox's info pipe."""
+    def _command(self, spec: ContainerSpec, cancel_r: int,
+                 procs: list[str]) -> tuple[list[str], tuple[int, int] | None]:
+        """The container's command line (in its sandbox when there is one, joining the cgroups of ``procs``),
+        and the sandbox's info pipe."""
         command = [sys.executable, "-m", "remotecell_runtime.container",
                    "--connect", spec.connect, "--id", spec.cid, "--cancel-fd", str(cancel_r),
                    "--direct", f"ipc://{self._direct_path(spec.cid)}"]
         if self.sandbox is None:
-            return command, None
+            return Limits.wrap(procs, command), None
         info_r, info_w = os.pipe()
         volumes = json.loads(spec.env.get(VOLUMES_ENV) or "{}")
         extra = [spec.image_site] if spec.image_site else []
-        return self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=extra), (info_r, info_w)
+        sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=extra)
+        return Limits.wrap(procs, sandboxed), (info_r, info_w)
 
     async def _run(self, process: _Process, on_exit: ExitCallback) -> None:
         spec = process.spec
+        try:
+            procs = self.limits.prepare(spec.cid, spec.options.memory_cap_mib, spec.options.cpu_limit) \
+                if self.limits else []
+        except OSError as exc:
+            self._ended(process, ContainerExit(f"its limits could not be set: {exc}"), on_exit)
+            return
         cancel_r, cancel_w = os.pipe()
         os.set_blocking(cancel_w, False)
-        command, info = self._command(spec, cancel_r)
+        command, info = self._command(spec, cancel_r, procs)
         passed = (cancel_r,) if info is None else (cancel_r, info[1])
         try:
             process.proc = await asyncio.create_subprocess_exec(
@@ -139,7 +151,13 @@ class LocalBackend:
         code = await process.proc.wait()
         if self.sandbox is not None and code > 128:  # bwrap exits 128 + N for a container killed by signal N
             code = 128 - code
-        self._ended(process, ContainerExit(_cause(code), code, tuple(process.tail)), on_exit)
+        self._ended(process, ContainerExit(self._cause(spec, code), code, tuple(process.tail)), on_exit)
+
+    def _cause(self, spec: ContainerSpec, code: int) -> str:
+        if self.limits is not None and self.limits.oom_killed(spec.cid):
+            return (f"it ran out of memory: the kernel killed it at its limit of memory="
+                    f"{spec.options.memory_cap_mib} MiB")
+        return _cause(code)
 
     def _direct_path(self, cid: str) -> str:
         return os.path.join(self.sock_dir, f"{cid}.sock")
@@ -153,6 +171,8 @@ class LocalBackend:
         except FileNotFoundError:
             pass
         self.processes.pop(process.spec.cid, None)
+        if self.limits is not None:
+            self.limits.release(process.spec.cid)
         on_exit(process.spec.cid, exit)
 
     def _signal(self, process: _Process, sig: int) -> None:

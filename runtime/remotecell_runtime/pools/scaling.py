@@ -163,8 +163,9 @@ class Scaler:
         return next((c for c in live if c.state is State.IDLE and holds(c)), None)
 
     def check_memory(self) -> None:
-        """Stop containers over ``memory=``; their inputs count as lost containers."""
-        limit = self.pool.fn.opts.memory_mib
+        """Stop containers over ``memory=`` (on hosts whose cgroups cannot enforce it); their inputs count as lost
+        containers."""
+        limit = self.pool.fn.opts.memory_cap_mib
         if not limit:
             return
         for c in self.pool.live():

@@ -95,8 +95,10 @@ class FunctionOptions(Message):
     max_containers: int = 100
     buffer_containers: int = 0
     scaledown_window_s: float = 60.0
-    cpu: float | None = None  # cores; None: no share of the host's budget reserved
-    memory_mib: int | None = None
+    cpu: float | None = None  # cores reserved from the host's budget; None: none reserved
+    cpu_limit: float | None = None  # cores a container may use at most (throttled above); None: no cap
+    memory_mib: int | None = None  # the request, and the limit too unless memory_limit_mib says otherwise
+    memory_limit_mib: int | None = None
     retries: RetryPolicy = wire(factory=RetryPolicy)
     crash_retries: int = CRASH_RETRY_CAP  # a %%remote session sets 0: a cell never reruns behind its back
     max_inputs: int = 1  # inputs one container runs at once (@concurrent)
@@ -108,6 +110,11 @@ class FunctionOptions(Message):
     image: ImageSpec | None = None
     schedule: ScheduleSpec | None = None
     not_in_effect: list[str] = wire(factory=list)  # accepted and reported, not enforced yet
+
+    @property
+    def memory_cap_mib(self) -> int | None:
+        """Memory a container may use before it is killed (``memory=N`` caps at N, Modal's pair at its limit)."""
+        return self.memory_limit_mib or self.memory_mib
 
     @property
     def inputs_per_container(self) -> int:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..backends.limits import Limits
 from ..backends.local import LocalBackend
 from ..backends.sandbox import Sandbox
 from ..containers import ContainerManager, ContainerRecord, State
@@ -66,8 +67,11 @@ class Functions(Service):
         self.cpus = CpuBudget(host_cpus())
         self.images = Images(host.state_dir, self.image_built)
         self.sandbox = _sandbox(sock_dir, host.state_dir)
+        self.limits, self.limits_off = Limits.find(host.runtime_id)
+        if self.limits is None:
+            log.warning("%s", self.limits_off)
         backend = LocalBackend(sock_dir, host.runtime_id, shm_prefix, client_env, self.gpus, self.cpus,
-                               self.sandbox)
+                               self.sandbox, self.limits)
         self.containers = ContainerManager(backend, self.on_container_exit)
         self._held: dict[Peer, list[Result]] | None = None  # results held back to go many to a message
 
@@ -197,7 +201,8 @@ class Functions(Service):
 
     def tick(self, now: float) -> None:
         for pool in list(self.pools.values()):
-            pool.scaler.check_memory()
+            if self.limits is None:  # else the kernel enforces memory= itself
+                pool.scaler.check_memory()
             pool.scaler.scale_down(now)
             if pool.waiting:  # e.g. waiting for a GPU that an idle container elsewhere holds
                 pool.dispatch()
@@ -232,6 +237,7 @@ class Functions(Service):
             "pools": [p.stats() for p in self.pools.values() if not (p.retired and p.empty)],
             "containers": self.containers.stats(),
             "sandbox": self.sandbox.version if self.sandbox else f"off: {SANDBOX_OFF}",
+            "limits": self.limits.describe if self.limits else self.limits_off,
         }
 
 

@@ -51,6 +51,7 @@ class StatusReply(Message):
     pools: list[dict[str, Any]]
     containers: dict[str, int]  # how many containers are in each state
     sandbox: str  # what isolates containers ("bubblewrap 0.8.0"), or "off: " and why
+    limits: str  # which of memory= and cpu= are enforced, and how
     apps: list[dict[str, Any]]
     sessions: int
     stores: dict[str, Any]
