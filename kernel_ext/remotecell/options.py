@@ -25,9 +25,10 @@ from .infra import check_secrets, check_volumes
 IN_EFFECT = {
     "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "buffer_containers",
     "scaledown_window", "env", "name", "secrets", "image", "volumes", "cpu", "schedule",
+    "single_use_containers", "block_network",
 }
 KNOWN = IN_EFFECT | {
-    "serialized",
+    "serialized", "ephemeral_disk",
 }
 
 _GPU_ITEM = re.compile(r"^[A-Za-z0-9_-]+(:[1-8])?$")
@@ -287,6 +288,14 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
         out["memory_mib"], memory_limit = check_request_limit("memory", options["memory"], 64, 4 * 1024 * 1024)
         if memory_limit is not None:
             out["memory_limit_mib"] = memory_limit
+    for flag in ("single_use_containers", "block_network"):
+        if flag in options:
+            if not isinstance(options[flag], bool):
+                raise InvalidError(f"{flag}={options[flag]!r} must be True or False")
+            if options[flag]:
+                out[flag] = True
+    if "ephemeral_disk" in options:
+        out["ephemeral_disk_mib"] = check_range("ephemeral_disk", options["ephemeral_disk"], 1, 3 * 1024 * 1024)
     if "retries" in options:
         out["retries"] = _check_retries(options["retries"]).to_wire()
     env = options.get("env", {})

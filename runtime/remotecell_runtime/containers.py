@@ -61,6 +61,7 @@ class ContainerRecord:
     started_at: float = field(default_factory=time.monotonic)
     idle_since: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None  # set when the runtime itself stops it (timeout, memory, ...)
+    uses_left: int | None = None  # single_use_containers: inputs it may still be given (None: no end)
     direct: str | None = None  # its own socket, for a leaseholder's calls (None: it takes no lease)
     lease: ContainerLease | None = None
     exit: ContainerExit | None = None  # how it ended, once its backend said so
@@ -90,7 +91,8 @@ class ContainerManager:
     def start(self, spec: ContainerSpec) -> ContainerRecord:
         """A container in state STARTING; it comes up in the background and says hello when it is up."""
         spec = replace(spec, cid=f"c{next(_ids)}-{os.getpid()}", connect=self.backend.connect_back.connect)
-        record = ContainerRecord(spec.cid, spec.fid, spec.max_inputs, list(spec.gpus), spec.cpu)
+        record = ContainerRecord(spec.cid, spec.fid, spec.max_inputs, list(spec.gpus), spec.cpu,
+                                 uses_left=1 if spec.options.single_use_containers else None)
         self.containers[spec.cid] = record
         self.backend.start(spec, self._exited)
         return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -54,3 +55,22 @@ def _container_groups() -> list[Path]:
     runtime_id = rc.status()["runtime_id"]
     return [c for g in Path("/sys/fs/cgroup").rglob(f"remotecell-{runtime_id}") if g.is_dir()
             for c in g.iterdir() if c.is_dir()]
+
+
+def test_single_use_containers_serve_one_input_each(app):
+    @app.function(single_use_containers=True, max_containers=2)
+    def who(x):
+        return os.environ["REMOTECELL_TASK_ID"], x
+
+    assert [x for _, x in who.map(range(5))] == list(range(5))
+    assert len({task for task, _ in who.map(range(4))}) == 4  # a new container for every input
+    assert len({who.remote(i)[0] for i in range(3)}) == 3  # sequential calls too: no lease keeps one
+
+
+def test_block_network_needs_the_sandbox(app):
+    @app.function(block_network=True)
+    def offline():
+        return 1
+
+    with pytest.raises(exceptions.InvalidError, match="block_network=True needs the container sandbox"):
+        offline.remote()

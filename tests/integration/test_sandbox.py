@@ -134,3 +134,18 @@ def test_containers_have_distinct_task_ids(sandboxed):
     ids = {task for task, _ in results}
     assert len(results) == 2 and len(ids) == 2  # two containers ...
     assert {pid for _, pid in results} == {2}  # ... each the one process under its sandbox's init
+
+
+def test_block_network_leaves_a_container_no_network(sandboxed):
+    app = rc.App("sandbox-net")
+
+    def interfaces():
+        import socket
+
+        return sorted(name for _, name in socket.if_nameindex())
+
+    offline = app.function(block_network=True, name="offline")(interfaces)
+    online = app.function(name="online")(interfaces)
+    with app.run():
+        assert offline.remote() == ["lo"]  # only its own loopback
+        assert len(online.remote()) > 1

@@ -71,6 +71,9 @@ class LocalBackend:
 
     def check(self, spec: ContainerSpec) -> None:
         why = (self.gpus.unsatisfiable(spec.gpu) if spec.gpu else None) or self.cpus.unsatisfiable(spec.cpu)
+        if spec.options.block_network and self.sandbox is None:
+            why = ("block_network=True needs the container sandbox, which this runtime does not use: start it with "
+                   "REMOTECELL_SANDBOX=1 and bubblewrap installed")
         if why:
             raise SpecRefused(why)
 
@@ -105,7 +108,8 @@ class LocalBackend:
         info_r, info_w = os.pipe()
         volumes = json.loads(spec.env.get(VOLUMES_ENV) or "{}")
         extra = [spec.image_site] if spec.image_site else []
-        sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=extra)
+        sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=extra,
+                                      block_network=spec.options.block_network)
         return Limits.wrap(procs, sandboxed), (info_r, info_w)
 
     async def _run(self, process: _Process, on_exit: ExitCallback) -> None:

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ..batching import Batch, Batcher
-from ..containers import ContainerRecord, State
+from ..containers import ContainerRecord
 from ..protocol.errors import ErrorName
 from ..protocol.message import encode
 from ..protocol.messages.containers import BatchMsg
 from .inputs import Input, Result, error_result
-from .state import PoolState, release_slot
+from .state import PoolState, occupy, release_slot
 
 Fail = Callable[..., None]  # ``InputQueue.fail(inp, result, lost_container=False)``: retries, else the result
 
@@ -83,8 +83,7 @@ class BatchAssembly:
     def _run(self, batch: Batch[Input], container: ContainerRecord) -> None:
         """One message to the container: the inputs' payloads as they came, to be called once with lists."""
         batch.container = container
-        container.active.add(batch.id)  # a batch takes one slot
-        container.state = State.BUSY
+        occupy(container, batch.id)  # a batch takes one slot
         order = BatchMsg(id=batch.id, ids=[inp.id for inp in batch.items], shm=[inp.shm for inp in batch.items],
                          method=batch.method or None)
         for inp in batch.items:

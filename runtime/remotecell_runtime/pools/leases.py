@@ -39,6 +39,8 @@ class Leases:
         pool, queue = self.pool, self.queue
         if inp.lease is None or container.direct is None or container.state is not State.BUSY:
             return
+        if container.uses_left is not None:  # a single-use container serves no more calls
+            return
         if container.active != {inp.id} or queue.pending or queue.batches.batchers or pool.retired:
             return
         lease = container.lease = ContainerLease(inp.peer, inp.lease, secrets.token_hex(8),

@@ -30,7 +30,7 @@ from .inputs import FunctionDef, Input, Result, error_result
 from .leases import Leases
 from .queue import InputQueue
 from .scaling import Scaler
-from .state import STOP_GRACE_S, PoolState, release_slot
+from .state import STOP_GRACE_S, PoolState, release_slot, spent
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -91,6 +91,8 @@ class Pool(PoolState):
     def on_results(self, container: ContainerRecord, results: list[Result]) -> None:
         for result in results:
             self._on_result(container, result)
+        if spent(container):
+            self.scaler.retire(container)
         self.dispatch()
 
     def _on_result(self, container: ContainerRecord, result: Result) -> None:

@@ -26,7 +26,7 @@ import collections
 import logging
 from collections.abc import Callable
 
-from ..containers import ContainerRecord, State
+from ..containers import ContainerRecord
 from ..protocol import framing, sharedmem
 from ..protocol.framing import Payload
 from ..protocol.message import encode
@@ -34,7 +34,7 @@ from ..protocol.messages.containers import CancelInputMsg
 from ..protocol.messages.session import ErrorInfo
 from .batches import BatchAssembly
 from .inputs import Input, Result, cancelled_result, failed_result
-from .state import STOP_GRACE_S, PoolState, release_slot, room
+from .state import STOP_GRACE_S, PoolState, occupy, release_slot, room
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -120,8 +120,7 @@ class InputQueue:
 
     def _run(self, inp: Input, container: ContainerRecord) -> None:
         inp.container = container
-        container.active.add(inp.id)
-        container.state = State.BUSY
+        occupy(container, inp.id)
         loop = asyncio.get_running_loop()
         inp.deadline = loop.time() + self.pool.fn.timeout_s
         self.running[inp.id] = inp

@@ -58,10 +58,25 @@ def room(c: ContainerRecord, prefetch: int) -> int:
     """How many more inputs ``c`` may take: none unless it is idle or busy and not leased."""
     if c.state not in (State.IDLE, State.BUSY) or c.lease is not None:
         return 0
+    if c.uses_left is not None:  # single use: no backlog, and nothing once its input was given
+        return min(c.uses_left, max(0, c.max_inputs - len(c.active)))
     free = c.max_inputs + prefetch - len(c.active)
     if len(c.active) >= c.max_inputs and free < prefetch // 2:
         return 0  # its backlog is refilled in batches, not one input per message
     return free
+
+
+def occupy(container: ContainerRecord, slot_id: str) -> None:
+    """An input (or a batch: one slot) goes to ``container``."""
+    container.active.add(slot_id)
+    container.state = State.BUSY
+    if container.uses_left is not None:
+        container.uses_left -= 1
+
+
+def spent(container: ContainerRecord) -> bool:
+    """A single-use container whose one input is done: it is to stop."""
+    return container.uses_left == 0 and not container.active
 
 
 def release_slot(container: ContainerRecord, input_id: str) -> None:
