@@ -61,6 +61,7 @@ class ContainerRecord:
     started_at: float = field(default_factory=time.monotonic)
     idle_since: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None  # set when the runtime itself stops it (timeout, memory, ...)
+    ready: bool = False  # it said hello and loaded its function
     uses_left: int | None = None  # single_use_containers: inputs it may still be given (None: no end)
     direct: str | None = None  # its own socket, for a leaseholder's calls (None: it takes no lease)
     lease: ContainerLease | None = None

@@ -156,3 +156,23 @@ def test_memory_limit_stops_the_container_and_says_so(app):
         hog.remote()
     assert fine.remote() == "unharmed"  # the runtime and the other functions go on
     assert rc.status()["limits"].startswith("memory and cpu limits enforced")
+
+
+def test_a_container_that_can_never_start_fails_the_call_instead_of_restarting_forever(app):
+    @app.function(env={"PYTHONHOME": "/nonexistent"})  # its interpreter dies before it runs a line
+    def never():
+        return 1
+
+    @app.function()
+    def fine():
+        return "unharmed"
+
+    begin = time.monotonic()
+    with pytest.raises(exceptions.ContainerCrashed, match=r"cannot start: 3 in a row died(.|\n)*exited with code"):
+        never.remote()
+    assert time.monotonic() - begin < 30
+    begin = time.monotonic()
+    with pytest.raises(exceptions.ContainerCrashed, match="cannot start"):
+        never.remote()  # refused at once while the pool holds off
+    assert time.monotonic() - begin < 5
+    assert fine.remote() == "unharmed"

@@ -80,7 +80,9 @@ class Pool(PoolState):
 
     def on_ready(self, container: ContainerRecord) -> None:
         container.state = State.IDLE
+        container.ready = True
         container.idle_since = time.monotonic()
+        self.scaler.started()
         self.dispatch()
 
     def on_load_failed(self, container: ContainerRecord, error: ErrorInfo, payloads: list[Payload]) -> None:
@@ -125,6 +127,8 @@ class Pool(PoolState):
                 self.queue.fail(inp, error_result(input_id, ErrorName.CRASHED, cause), lost_container=True)
         if container.stop_reason is None and not container.exit.clean:
             log.warning("%s", cause)
+        if not container.ready and container.stop_reason is None:
+            self.scaler.start_failed(container.exit)
         self.dispatch()
 
     # -- leases -------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ Invariants: a container's CPU share and GPUs are reserved from ``start`` until i
 exit (released in ``Pool.on_exit``); scale-down stops only idle containers past
 ``scaledown_window`` beyond what the pool keeps, and a leased one is revoked first
 rather than stopped; containers are started only through the host's
-``ContainerManager`` with a ``ContainerSpec``.
+``ContainerManager`` with a ``ContainerSpec``.  Containers that die before they
+are ready ``START_FAILURES`` times in a row fail what waits with their cause and
+block new starts for ``START_BLOCK_S`` (inputs that come meanwhile fail at once):
+a container that can never start does not restart forever.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import math
 import time
 from collections.abc import Callable
 
-from ..backends.base import ContainerSpec
+from ..backends.base import ContainerExit, ContainerSpec
 from ..containers import ContainerRecord, State
 from ..cpus import thread_env
 from ..images import Build
@@ -37,6 +40,8 @@ log = logging.getLogger("remotecell.runtime")
 
 EXIT_GRACE_S = 30.0  # what @exit hooks get at scale-down
 STARTUP_S = 0.5  # about what a new container costs before it helps: less queued work than this, don't start one
+START_FAILURES = 3  # containers dying before they are ready, in a row, before the pool gives up for a while
+START_BLOCK_S = 30.0
 
 
 class Scaler:
@@ -44,6 +49,8 @@ class Scaler:
         self.pool = pool
         self.queue = queue
         self.leases = leases
+        self.failed_starts = 0  # containers in a row that died before they were ready
+        self.blocked: tuple[float, ErrorInfo] | None = None  # until when no container starts, and why
 
     @property
     def min_containers(self) -> int:
@@ -60,7 +67,7 @@ class Scaler:
     def scale(self) -> None:
         """Start containers so that each holds about ``target_inputs`` of the demand."""
         pool = self.pool
-        if pool.retired:
+        if pool.retired or self._start_blocked():
             return
         fn = pool.fn
         simple = fn.opts.inputs_per_container == fn.opts.max_inputs and not self.buffer_containers
@@ -81,6 +88,36 @@ class Scaler:
         for _ in range(wanted - len(live)):
             if not self._start_container():
                 break
+
+    def started(self) -> None:
+        """A container became ready: the pool can start them."""
+        self.failed_starts, self.blocked = 0, None
+
+    def start_failed(self, exit: ContainerExit) -> None:
+        """A container died before it was ready; after ``START_FAILURES`` in a row, fail what waits."""
+        self.failed_starts += 1
+        if self.failed_starts < START_FAILURES:
+            return
+        lines = "\n".join(exit.tail[-10:])
+        error = ErrorInfo(type=ErrorName.CRASHED,
+                          message=f"containers of {self.pool.fn.name} cannot start: {START_FAILURES} in a row died "
+                                  f"before they were ready; the last: {exit.cause}"
+                                  + (f"\nlast output lines:\n{lines}" if lines else ""))
+        log.warning("%s (no new container for %g s)", error.message, START_BLOCK_S)
+        self.blocked = (time.monotonic() + START_BLOCK_S, error)
+        self.queue.fail_waiting(error, [])
+
+    def _start_blocked(self) -> bool:
+        """Whether starts are blocked now; inputs waiting meanwhile fail at once with the reason."""
+        if self.blocked is None:
+            return False
+        until, error = self.blocked
+        if time.monotonic() >= until:
+            self.blocked, self.failed_starts = None, START_FAILURES - 1  # one more try, then blocked again
+            return False
+        if self.queue.waiting and not self.pool.live():
+            self.queue.fail_waiting(error, [])
+        return True
 
     def _start_container(self) -> bool:
         pool, rt = self.pool, self.pool.rt
