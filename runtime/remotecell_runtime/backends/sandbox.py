@@ -125,6 +125,8 @@ def python_roots(hidden: str) -> list[str]:
     paths = sys.path[1:] if sys.path and sys.path[0] in ("", os.getcwd()) else sys.path
     candidates = [sys.base_prefix, sys.prefix, os.path.dirname(sys.executable),
                   *(p for p in paths if p and os.path.isdir(p))]
+    if sys.pycache_prefix and os.path.isdir(sys.pycache_prefix):  # cached bytecode: a container compiles nothing
+        candidates.append(sys.pycache_prefix)
     roots = []
     for path in candidates:
         real = os.path.realpath(path)
