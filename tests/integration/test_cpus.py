@@ -14,9 +14,9 @@ from remotecell import exceptions
 
 
 @pytest.fixture
-def two_cpus(tmp_path, monkeypatch):
+def two_cpus(tmp_path, monkeypatch, new_home):
     """A runtime that hands out 2 CPUs, whatever this machine has."""
-    state = tmp_path / "cpu-home"
+    state = new_home("cpu-home")
     rt = Runtime(state, env={"REMOTECELL_CPUS": "2"})
     monkeypatch.setenv("REMOTECELL_HOME", str(state))
     client_mod.reset_connection()

@@ -1,42 +1,50 @@
-"""Containers in bubblewrap sandboxes (REMOTECELL_SANDBOX=1): what user code sees, and what still works."""
+"""Containers in bubblewrap sandboxes (the default where bwrap works): what user code sees, and what still works."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import remotecell as rc
-from conftest import Runtime, wait_for
+from conftest import Runtime, cli, wait_for
 from remotecell import _client as client_mod
 from remotecell import exceptions
 
 
 @pytest.fixture(scope="module")
-def sandboxed(tmp_path_factory):
-    """A runtime whose containers run sandboxed; the client talks to it for this module."""
-    state = tmp_path_factory.mktemp("sandboxed") / "home"
+def sandboxed(new_home):
+    """A runtime whose containers run sandboxed (even in a suite run with REMOTECELL_SANDBOX=0); the client
+    talks to it for this module.  Skipped where bubblewrap cannot make sandboxes."""
+    state = new_home("sandboxed")
     rt = Runtime(state, env={"REMOTECELL_SANDBOX": "1"})
     old = os.environ.get("REMOTECELL_HOME")
     os.environ["REMOTECELL_HOME"] = str(state)
     client_mod.reset_connection()
-    yield rt
-    client_mod.reset_connection()
-    rt.stop()
-    if old is not None:
-        os.environ["REMOTECELL_HOME"] = old
+    try:
+        why = rc.status()["sandbox"]
+        if why.startswith("off:"):
+            pytest.skip(f"no sandbox on this host: {why}")
+        yield rt
+    finally:
+        client_mod.reset_connection()
+        rt.stop()
+        if old is not None:
+            os.environ["REMOTECELL_HOME"] = old
 
 
 def test_the_status_says_containers_are_sandboxed(sandboxed):
     assert rc.status()["sandbox"].startswith("bubblewrap")
 
 
-def test_user_code_sees_neither_the_runtimes_state_nor_the_hosts_files(sandboxed, tmp_path):
+def test_user_code_sees_neither_the_runtimes_state_nor_the_hosts_files(sandboxed, new_home):
     (sandboxed.state_dir / "secret-marker").write_text("keys live here")
-    host_file = tmp_path / "host-only.txt"
+    host_file = new_home("unshared") / "host-only.txt"  # not under the pytest folders, which are shared
     host_file.write_text("on the host")
     app = rc.App("sandbox-view")
 
@@ -134,3 +142,43 @@ def test_containers_have_distinct_task_ids(sandboxed):
     ids = {task for task, _ in results}
     assert len(results) == 2 and len(ids) == 2  # two containers ...
     assert {pid for _, pid in results} == {2}  # ... each the one process under its sandbox's init
+
+
+def test_shared_folders_are_read_write_at_their_own_paths(sandboxed, tmp_path):
+    note = tmp_path / "note.txt"  # the conftest's runtimes share the pytest folders (REMOTECELL_SHARE)
+    note.write_text("host;")
+    app = rc.App("sandbox-share")
+
+    @app.function()
+    def append(path: str):
+        with open(path, "a") as f:
+            f.write("container")
+        with open(path) as f:
+            return f.read()
+
+    with app.run():
+        assert append.remote(str(note)) == "host;container"
+    assert note.read_text() == "host;container"
+    assert f"sharing {os.environ['REMOTECELL_SHARE']}" in rc.status()["sandbox"]
+
+
+def test_a_share_that_holds_the_state_folder_is_refused(tmp_path):
+    state = tmp_path / "home"
+    done = subprocess.run([sys.executable, "-m", "remotecell_runtime", "serve", "--state-dir", str(state),
+                           "--share", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "REMOTECELL_SHARE"})
+    assert done.returncode == 2
+    assert f"shared folder {tmp_path}: it holds or lies in the runtime's state folder" in done.stderr
+    assert not (state / "connection.json").exists()
+
+
+def test_remotecell_sandbox_0_turns_it_off_and_the_status_says_so(new_home):
+    state = new_home("unsandboxed")
+    rt = Runtime(state, env={"REMOTECELL_SANDBOX": "0"})
+    try:
+        done = cli("status", env={"REMOTECELL_HOME": str(state)})
+        assert done.returncode == 0, done.stderr
+        assert "containers sandboxed: off: REMOTECELL_SANDBOX=0: containers run as plain processes" in done.stdout
+        assert "sandbox off: REMOTECELL_SANDBOX=0" in rt.log_text()
+    finally:
+        rt.stop()

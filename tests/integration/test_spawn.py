@@ -157,8 +157,8 @@ def test_a_resent_request_runs_once(app, tmp_path):
     assert runs.read_text().split() == ["7", "8"]
 
 
-def test_results_expire(tmp_path):
-    state = tmp_path / "short-memory"
+def test_results_expire(tmp_path, new_home):
+    state = new_home("short-memory")
     rt = Runtime(state, env={"REMOTECELL_RESULT_RETENTION_S": "0.2"})
     try:
         out = run_script("""

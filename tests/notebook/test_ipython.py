@@ -213,11 +213,11 @@ def test_names_a_cell_reads_before_binding_them():
     assert names_used("await asyncio.sleep(0)") == ["asyncio"]  # top-level await is allowed
 
 
-def test_changing_the_gpu_restarts_the_session_saying_so(shell, tmp_path, monkeypatch):
+def test_changing_the_gpu_restarts_the_session_saying_so(shell, tmp_path, monkeypatch, new_home):
     import remotecell._client as client_mod
     from conftest import Runtime
 
-    state = tmp_path / "gpu-home"
+    state = new_home("gpu-home")
     rt = Runtime(state, env={"REMOTECELL_FAKE_GPUS": "H100,H100"})
     monkeypatch.setenv("REMOTECELL_HOME", str(state))
     client_mod.reset_connection()

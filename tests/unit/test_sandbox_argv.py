@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from remotecell_runtime.backends.sandbox import Sandbox, python_roots
+import pytest
+from remotecell_runtime.backends.sandbox import Sandbox, ShareRefused, checked_shares, python_roots
 
 
 def _pairs(argv: list[str], flag: str) -> list[tuple[str, str]]:
@@ -34,3 +35,27 @@ def test_volumes_mount_at_their_paths_and_block_network_unshares_it():
                         workdir="/work")
     assert ("/host/vols/data", "/data") in _pairs(argv, "--bind")
     assert "--unshare-net" in argv and argv[argv.index("--chdir") + 1] == "/work"
+
+
+def test_shares_bind_read_write_and_an_inner_folder_is_mounted_over_its_outer_one():
+    sandbox = Sandbox("bwrap", "bubblewrap 0.8.0", "/s", ["/work/venv", "/opt/py"], shares=["/work", "/opt/py/data"])
+    argv = sandbox.argv(["true"])
+    binds = [(argv[i], argv[i + 1]) for i, a in enumerate(argv) if a in ("--bind", "--ro-bind")]
+    order = [path for flag, path in binds if path in ("/work", "/work/venv", "/opt/py", "/opt/py/data")]
+    assert order == ["/opt/py", "/opt/py/data", "/work", "/work/venv"]  # a Python in a share stays read-only
+    assert ("--bind", "/work") in binds and ("--ro-bind", "/work/venv") in binds
+    assert argv.index("/work") > argv.index("/tmp")  # over the private /tmp: a share there is seen
+    assert "--info-fd" not in argv and sandbox.describe() == "bubblewrap 0.8.0, sharing /opt/py/data, /work"
+
+
+def test_a_share_that_holds_or_lies_in_the_state_folder_is_refused(tmp_path):
+    state = tmp_path / "state"
+    (state / "volumes").mkdir(parents=True)
+    for path in (tmp_path, state, state / "volumes"):
+        with pytest.raises(ShareRefused, match="holds or lies in the runtime's state folder"):
+            checked_shares([str(path)], str(state))
+    with pytest.raises(ShareRefused, match="no such folder"):
+        checked_shares([str(tmp_path / "missing")], str(state))
+    (tmp_path / "data" / "inner").mkdir(parents=True)
+    assert checked_shares([str(tmp_path / "data" / "inner"), str(tmp_path / "data")], str(state)) == [
+        str(tmp_path / "data")]
