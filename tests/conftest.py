@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -63,6 +64,17 @@ class Runtime:
     def stop(self) -> None:
         stop_process(self.proc)
         self.log.close()
+
+
+def host_pid(stats: dict, cid: str) -> int:
+    """The host pid of container ``cid`` of a pool (``f.stats()``), from its placement "pid N on this host".
+
+    Not ``os.getpid()`` inside it: a sandboxed container has its own pid namespace (there it is pid 2).
+    """
+    placement = stats["placements"][cid]
+    found = re.match(r"pid (\d+) on this host", placement)
+    assert found, f"container {cid} is not a local process: {placement}"
+    return int(found.group(1))
 
 
 def stop_process(proc: subprocess.Popen, grace_s: float = 15) -> None:

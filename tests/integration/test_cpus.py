@@ -33,7 +33,7 @@ def test_cpu_reservations_limit_containers_and_size_thread_pools(two_cpus, tmp_p
     def heavy(wait):
         while wait and not os.path.exists(wait):
             time.sleep(0.01)
-        return os.getpid(), os.environ["OMP_NUM_THREADS"]
+        return os.environ["REMOTECELL_TASK_ID"], os.environ["OMP_NUM_THREADS"]
 
     @app.function(cpu=3)
     def too_big():
@@ -63,11 +63,11 @@ def test_an_idle_container_gives_its_cpus_to_another_function(two_cpus):
 
     @app.function(cpu=1.5)
     def first():
-        return os.getpid()
+        return os.environ["REMOTECELL_TASK_ID"]
 
     @app.function(cpu=1)
     def second():
-        return os.getpid()
+        return os.environ["REMOTECELL_TASK_ID"]
 
     with app.run():
         held = first.remote()  # its idle container keeps 1.5 CPUs for the 60 s scale-down window

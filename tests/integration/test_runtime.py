@@ -233,7 +233,7 @@ def test_gpu_requests_against_a_fake_inventory(tmp_path, monkeypatch, new_home):
             deadline = time.monotonic() + 20
             while not os.path.exists(path) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            return os.environ["CUDA_VISIBLE_DEVICES"], os.getpid()
+            return os.environ["CUDA_VISIBLE_DEVICES"], os.environ["REMOTECELL_TASK_ID"]
 
         with app.run():
             taken = visible.remote()  # its warm container keeps that GPU

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import remotecell as rc
 from conftest import Runtime, cli, wait_for
@@ -182,3 +183,20 @@ def test_remotecell_sandbox_0_turns_it_off_and_the_status_says_so(new_home):
         assert "sandbox off: REMOTECELL_SANDBOX=0" in rt.log_text()
     finally:
         rt.stop()
+
+
+def test_big_results_of_two_containers_never_share_a_segment_name(sandboxed):
+    app = rc.App("sandbox-shm")
+
+    @app.function()
+    def ones(n):
+        return np.ones(n, dtype=np.float32)
+
+    @app.function()
+    def twos(n):
+        return np.full(n, 2, dtype=np.float32)
+
+    with app.run():  # both are pid 2 in their sandboxes; their segments in the one /dev/shm must not clash
+        a = ones.remote(1_000_000)  # 4 MB: through shared memory, held here while the other sends
+        b = twos.remote(1_000_000)
+    assert a.sum() == 1_000_000 and b.sum() == 2_000_000

@@ -19,13 +19,13 @@ def test_files_written_by_one_function_are_seen_by_another_and_by_the_client(app
         with open(f"{mount}/{name}", "wb") as f:
             f.write(data)
         vol.commit()
-        return os.getpid()
+        return os.environ["REMOTECELL_TASK_ID"]
 
     @app.function(volumes={mount: vol})
     def load(name):
         vol.reload()
         with open(f"{mount}/{name}", "rb") as f:
-            return f.read(), os.getpid()
+            return f.read(), os.environ["REMOTECELL_TASK_ID"]
 
     writer = save.remote("a.bin", b"abc")
     data, reader = load.remote("a.bin")

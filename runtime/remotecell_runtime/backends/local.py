@@ -82,7 +82,9 @@ class LocalBackend:
                                                             or os.environ.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode makes cold starts faster
-        env["REMOTECELL_SHM_PREFIX"] = self.shm_prefix
+        # Segment names carry the pid, which repeats across sandboxes (each its own pid namespace, one /dev/shm):
+        # the container's id makes them unique; the runtime's prefix still sweeps them all.
+        env["REMOTECELL_SHM_PREFIX"] = f"{self.shm_prefix}-{spec.cid}"
         env["REMOTECELL_TASK_ID"] = spec.cid  # which container this is (its pid may repeat: sandboxes have their own)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # number devices as nvidia-smi does
