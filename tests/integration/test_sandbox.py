@@ -200,3 +200,16 @@ def test_big_results_of_two_containers_never_share_a_segment_name(sandboxed):
         a = ones.remote(1_000_000)  # 4 MB: through shared memory, held here while the other sends
         b = twos.remote(1_000_000)
     assert a.sum() == 1_000_000 and b.sum() == 2_000_000
+
+
+def test_an_idle_container_stays_though_its_parent_is_pid_1(sandboxed):
+    app = rc.App("sandbox-idle")
+
+    @app.function()
+    def whoami():
+        return os.environ["REMOTECELL_TASK_ID"], os.getppid()
+
+    with app.run():
+        first, parent = whoami.remote()
+        time.sleep(2.5)  # idle past its 1 s polls, each of which asks whether its daemon is gone
+        assert whoami.remote() == (first, parent) and parent == 1  # the same container, under bwrap's init
