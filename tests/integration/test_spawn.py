@@ -215,8 +215,8 @@ print(pending.get(timeout=60), pending.status()["state"], flush=True)
 """
 
 
-def test_runtime_restart_keeps_finished_and_reruns_pending_spawned_calls(tmp_path):
-    state, gate = tmp_path / "restarting", tmp_path / "gate"
+def test_runtime_restart_keeps_finished_and_reruns_pending_spawned_calls(tmp_path, new_home):
+    state, gate = new_home("restarting"), tmp_path / "gate"
     env = dict(os.environ, REMOTECELL_HOME=str(state))
     env.pop("REMOTECELL_RUNTIME", None)
     rt = Runtime(state)
