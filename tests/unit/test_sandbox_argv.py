@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from remotecell_runtime.backends import sandbox as sandbox_mod
 from remotecell_runtime.backends.sandbox import Sandbox, ShareRefused, checked_shares, python_roots
 
 
@@ -59,3 +60,13 @@ def test_a_share_that_holds_or_lies_in_the_state_folder_is_refused(tmp_path):
     (tmp_path / "data" / "inner").mkdir(parents=True)
     assert checked_shares([str(tmp_path / "data" / "inner"), str(tmp_path / "data")], str(state)) == [
         str(tmp_path / "data")]
+
+
+def test_gpu_devices_come_with_a_read_only_sys(monkeypatch):
+    sandbox = Sandbox("bwrap", "bubblewrap", "/s", [])
+    monkeypatch.setattr(sandbox_mod, "_gpu_devices", lambda: [])
+    assert ("/sys", "/sys") not in _pairs(sandbox.argv(["true"]), "--ro-bind")
+    monkeypatch.setattr(sandbox_mod, "_gpu_devices", lambda: ["/dev/nvidia0", "/dev/nvidiactl"])
+    argv = sandbox.argv(["true"])
+    assert ("/dev/nvidia0", "/dev/nvidia0") in _pairs(argv, "--dev-bind")
+    assert ("/sys", "/sys") in _pairs(argv, "--ro-bind")  # cuInit fails without it

@@ -6,7 +6,8 @@ Inside, writable: a private ``/tmp`` and home (``/root``), the runtime's socket
 folder (connect back, direct calls, and the container's own client of this
 runtime), ``/dev/shm`` (zero-copy frames are shared-memory files), the volumes at
 their mount paths, and the operator's shared folders (``remotecell serve --share``)
-at their own paths.  Device files: a fresh ``/dev`` with the host's GPU devices.
+at their own paths.  Device files: a fresh ``/dev`` with the host's GPU devices
+(and, where there are any, ``/sys`` read-only: the CUDA driver needs it).
 Not inside: the rest of the runtime's state folder (keys, tokens, databases),
 the user's home, other containers' files, other processes (own pid namespace).
 
@@ -117,8 +118,11 @@ class Sandbox:
         for name in SYSTEM_LINKS:
             args += _system_link(name)
         args += ["--proc", "/proc", "--dev", "/dev", "--bind", "/dev/shm", "/dev/shm"]
-        for device in _gpu_devices():
+        devices = _gpu_devices()
+        for device in devices:
             args += ["--dev-bind", device, device]
+        if devices:  # the CUDA driver reads the devices' PCI topology there: cuInit fails without it
+            args += ["--ro-bind", "/sys", "/sys"]
         args += ["--tmpfs", "/tmp", "--tmpfs", HOME]
         args += _folder_binds(_outermost([*self.python_roots, *extra_roots]), self.shares)
         args += ["--bind", self.sock_dir, self.sock_dir]
