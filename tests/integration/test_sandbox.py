@@ -213,3 +213,14 @@ def test_an_idle_container_stays_though_its_parent_is_pid_1(sandboxed):
         first, parent = whoami.remote()
         time.sleep(2.5)  # idle past its 1 s polls, each of which asks whether its daemon is gone
         assert whoami.remote() == (first, parent) and parent == 1  # the same container, under bwrap's init
+
+
+def test_without_bubblewrap_the_runtime_warns_and_the_status_says_how_to_fix(new_home, tmp_path):
+    state = new_home("no-bwrap")
+    rt = Runtime(state, env={"PATH": str(tmp_path)})  # no bwrap there
+    try:
+        done = cli("status", env={"REMOTECELL_HOME": str(state)})
+        assert "containers sandboxed: off: bubblewrap (bwrap) is not installed; install it" in done.stdout
+        assert "WARNING remotecell.runtime: sandbox off: bubblewrap (bwrap) is not installed" in rt.log_text()
+    finally:
+        rt.stop()

@@ -6,7 +6,13 @@ import sys
 
 import pytest
 from remotecell_runtime.backends import sandbox as sandbox_mod
-from remotecell_runtime.backends.sandbox import Sandbox, ShareRefused, checked_shares, python_roots
+from remotecell_runtime.backends.sandbox import (
+    Sandbox,
+    SandboxUnavailable,
+    ShareRefused,
+    checked_shares,
+    python_roots,
+)
 
 
 def _pairs(argv: list[str], flag: str) -> list[tuple[str, str]]:
@@ -70,3 +76,19 @@ def test_gpu_devices_come_with_a_read_only_sys(monkeypatch):
     argv = sandbox.argv(["true"])
     assert ("/dev/nvidia0", "/dev/nvidia0") in _pairs(argv, "--dev-bind")
     assert ("/sys", "/sys") in _pairs(argv, "--ro-bind")  # cuInit fails without it
+
+
+def _fake_bwrap(tmp_path, stderr: str) -> str:
+    script = tmp_path / "bwrap"
+    script.write_text(f"#!/bin/sh\ncat >&2 <<'END'\n{stderr}\nEND\nexit 1\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_probe_that_fails_says_why_and_how_to_allow_user_namespaces(tmp_path):
+    denied = Sandbox(_fake_bwrap(tmp_path, "bwrap: No permissions to create new namespace"), "bubblewrap", "/s", [])
+    with pytest.raises(SandboxUnavailable, match="No permissions to create new namespace.*unprivileged_userns"):
+        denied.probe()
+    missing = Sandbox(_fake_bwrap(tmp_path, "bwrap: Can't find source path /s"), "bubblewrap", "/s", [])
+    with pytest.raises(SandboxUnavailable, match=r"find source path /s\)$"):  # no namespace hint: not the cause
+        missing.probe()

@@ -43,6 +43,7 @@ FORK_WAIT_S = 5.0  # how long the init may take to fork the container (it is a f
 PROBE_TIMEOUT_S = 10.0
 USERNS_HINT = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 "
                "an AppArmor profile for bwrap, or kernel.apparmor_restrict_unprivileged_userns=0)")
+USERNS_SIGNS = ("namespace", "permission", "not permitted", "uid map")  # how bwrap says user namespaces are denied
 
 
 class SandboxUnavailable(Exception):
@@ -98,7 +99,8 @@ class Sandbox:
             raise SandboxUnavailable(f"{self.bwrap} could not be run: {exc}") from exc
         if done.returncode != 0:
             said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise SandboxUnavailable(f"bubblewrap cannot make a sandbox here ({said}); {USERNS_HINT}")
+            hint = f"; {USERNS_HINT}" if any(w in said.lower() for w in USERNS_SIGNS) else ""
+            raise SandboxUnavailable(f"bubblewrap cannot make a sandbox here ({said}){hint}")
 
     def describe(self) -> str:
         """For the status: the version, and the shared folders."""
