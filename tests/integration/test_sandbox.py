@@ -217,7 +217,7 @@ def test_an_idle_container_stays_though_its_parent_is_pid_1(sandboxed):
 
 def test_without_bubblewrap_the_runtime_warns_and_the_status_says_how_to_fix(new_home, tmp_path):
     state = new_home("no-bwrap")
-    rt = Runtime(state, env={"PATH": str(tmp_path)})  # no bwrap there
+    rt = Runtime(state, env={"PATH": str(tmp_path), "REMOTECELL_SANDBOX": "1"})  # no bwrap there
     try:
         done = cli("status", env={"REMOTECELL_HOME": str(state)})
         assert "containers sandboxed: off: bubblewrap (bwrap) is not installed; install it" in done.stdout
