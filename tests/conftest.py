@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,17 @@ class Runtime:
         self.log.close()
 
 
+def host_pid(stats: dict, cid: str) -> int:
+    """The host pid of container ``cid`` of a pool (``f.stats()``), from its placement "pid N on this host".
+
+    Not ``os.getpid()`` inside it: a sandboxed container has its own pid namespace (there it is pid 2).
+    """
+    placement = stats["placements"][cid]
+    found = re.match(r"pid (\d+) on this host", placement)
+    assert found, f"container {cid} is not a local process: {placement}"
+    return int(found.group(1))
+
+
 def stop_process(proc: subprocess.Popen, grace_s: float = 15) -> None:
     """SIGTERM, then SIGKILL if it is still there after ``grace_s``."""
     if proc.poll() is None:
@@ -74,10 +88,36 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 15) -> None:
             proc.wait()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_tmp(tmp_path_factory) -> Iterator[Path]:
+    """The pytest folders (every ``tmp_path``), shared with the containers of every runtime the tests start.
+
+    A test's remote functions read and write its marker files there as on the host; without the share
+    a sandboxed container's /tmp is its own.
+    """
+    basetemp = tmp_path_factory.getbasetemp()
+    old = os.environ.get("REMOTECELL_SHARE")
+    os.environ["REMOTECELL_SHARE"] = str(basetemp)
+    yield basetemp
+    if old is None:
+        os.environ.pop("REMOTECELL_SHARE", None)
+    else:
+        os.environ["REMOTECELL_SHARE"] = old
+
+
 @pytest.fixture(scope="session")
-def runtime(tmp_path_factory) -> Iterator[Runtime]:
+def new_home() -> Iterator[Callable[[str], Path]]:
+    """``new_home(name)``: a fresh state folder for a runtime, outside the shared pytest folders (a runtime
+    refuses to share its own state folder with containers); all removed at the end of the session."""
+    root = Path(tempfile.mkdtemp(prefix="rc-homes-"))
+    yield lambda name: Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def runtime(new_home) -> Iterator[Runtime]:
     """One runtime for the session; the client finds it through REMOTECELL_HOME."""
-    home = tmp_path_factory.mktemp("rc-home")
+    home = new_home("rc-home")
     rt = Runtime(home)
     old = os.environ.get("REMOTECELL_HOME")
     os.environ["REMOTECELL_HOME"] = str(home)

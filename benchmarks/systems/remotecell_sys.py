@@ -127,8 +127,13 @@ class Session:
     @contextlib.contextmanager
     def fresh_worker(self) -> Iterator[Callable[[], int]]:
         with self.fresh_app("cold") as app:
-            pinger = app.cls(max_containers=1)(self.code.Pinger)
-            yield pinger().ping.remote  # the first call registers the class and starts its container
+            ping = app.cls(max_containers=1)(self.code.Pinger)().ping
+
+            def start() -> int:  # the first call registers the class and starts its container
+                pid = ping.remote()
+                return _host_pids(ping.stats(), [pid])[0]  # one status ask more: its pid on this host
+
+            yield start
 
     @contextlib.contextmanager
     def nap_pool(self, max_containers: int) -> Iterator[Callable[[int, float], list[int]]]:
@@ -138,7 +143,8 @@ class Session:
                 raise AssertionError(f"a new function has containers already: {nap.stats()}")
 
             async def burst(n: int, seconds: float) -> list[int]:
-                return list(await asyncio.gather(*(nap.remote.aio(seconds) for _ in range(n))))
+                pids = list(await asyncio.gather(*(nap.remote.aio(seconds) for _ in range(n))))
+                return _host_pids(await nap.stats.aio(), pids)  # one status ask, its containers still there
 
             yield lambda n, seconds: asyncio.run(burst(n, seconds))
 
@@ -182,3 +188,12 @@ class Session:
             time.sleep(0.05)
         if alive(pid):
             os.kill(pid, signal.SIGTERM)
+
+
+def _host_pids(stats: dict[str, Any], returned: list[int]) -> list[int]:
+    """The host pids of a new app's function's containers (the ones its calls started), from the
+    placements of its ``stats`` ("pid N on this host"): a sandboxed container's own pid is 2 of its
+    namespace. A checkout from before placements (``remotecell_base``) runs plain processes: the pids
+    they ``returned``."""
+    placements = stats.get("placements")
+    return returned if placements is None else [int(p.split()[1]) for p in placements.values()]

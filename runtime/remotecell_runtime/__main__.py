@@ -1,4 +1,4 @@
-"""`python -m remotecell_runtime serve [--bind ADDR]... [--state-dir DIR]`: the daemon, in the foreground.
+"""`python -m remotecell_runtime serve [--bind ADDR]... [--share PATH]... [--state-dir DIR]`: the daemon.
 
 Also the runtime host's own commands: `token new|list|revoke` and `secret create|list|delete`.
 """
@@ -10,26 +10,35 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import auth, vault
 from .auth import KeySetupError
+
+SHARE_ENV = "REMOTECELL_SHARE"  # more --share folders, separated by ":"
 
 
 def default_state_dir() -> Path:
     return Path(os.environ.get("REMOTECELL_HOME") or Path.home() / ".remotecell")
 
 
-def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_s: float | None = None) -> int:
+def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_s: float | None = None,
+          shares: Sequence[str] = ()) -> int:
+    """Run the daemon; ``shares`` (with those of ``REMOTECELL_SHARE``): folders every container sees."""
+    from .backends.sandbox import ShareRefused, checked_shares
     from .daemon import Daemon
     from .services.jobs import RETENTION_S
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if retention_s is None:
         retention_s = float(os.environ.get("REMOTECELL_RESULT_RETENTION_S", RETENTION_S))
+    state_dir = state_dir.expanduser().resolve()
     try:
-        asyncio.run(Daemon(state_dir.expanduser().resolve(), binds, retention_s).serve_forever())
-    except KeySetupError as exc:
+        shared = checked_shares([*shares, *filter(None, os.environ.get(SHARE_ENV, "").split(os.pathsep))],
+                                str(state_dir))
+        asyncio.run(Daemon(state_dir, binds, retention_s, shared).serve_forever())
+    except (KeySetupError, ShareRefused) as exc:
         print(f"remotecell serve: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -94,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--result-retention-s", type=float, default=None,
                    help="how long spawned calls' results are kept (default 7 days; env REMOTECELL_RESULT_RETENTION_S)")
+    p.add_argument("--share", action="append", default=[], metavar="PATH",
+                   help="a host folder every container sees read-write at the same path (repeatable; env "
+                        "REMOTECELL_SHARE=PATH[:PATH...]); never one that holds or lies in the state folder")
     t = sub.add_parser("token", help="client keys for tcp:// listeners")
     t.add_argument("action", choices=["new", "list", "revoke"])
     t.add_argument("name", nargs="?")
@@ -113,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return token(args.action, args.name, args.state_dir, args.address, args.out)
     if args.result_retention_s is not None and args.result_retention_s <= 0:
         parser.error(f"--result-retention-s {args.result_retention_s:g}: must be more than 0 seconds")
-    return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s)
+    return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s, args.share)
 
 
 if __name__ == "__main__":

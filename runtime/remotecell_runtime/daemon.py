@@ -17,7 +17,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,9 +105,11 @@ class Listener:
 class Daemon:
     """Sockets, keys, sessions and the handler tables; implements ``services.base.Host``."""
 
-    def __init__(self, state_dir: Path, binds: list[str], retention_s: float = RETENTION_S) -> None:
+    def __init__(self, state_dir: Path, binds: list[str], retention_s: float = RETENTION_S,
+                 shares: Sequence[str] = ()) -> None:
         self.state_dir = state_dir
         self.retention_s = retention_s
+        self.shares = shares  # checked by ``sandbox.checked_shares``
         self.binds = binds or [f"ipc://{self.sock_dir / 'runtime.sock'}"]
         self.runtime_id = secrets.token_hex(4)
         self.shm_prefix = f"rc-{self.runtime_id}"
@@ -132,7 +134,7 @@ class Daemon:
         for address in self.binds:
             self.listeners.append(self._bind_client(address, keys))
         self.services = services.build(self, str(self.sock_dir), self.shm_prefix, self._client_env(),
-                                       self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S)
+                                       self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S, shares=self.shares)
         connect_back = self.services.functions.containers.backend.connect_back
         csock = self.ctx.socket(zmq.ROUTER)
         csock.router_mandatory = True

@@ -93,7 +93,7 @@ def test_wrong_returns_fail_the_batch_with_batch_contract_error_and_the_containe
             return xs[:-1]
         if kind == "tuple":
             return tuple(xs)
-        return [(x, os.getpid()) for x in xs]
+        return [(x, os.environ["REMOTECELL_TASK_ID"]) for x in xs]
 
     async def batch(kind):
         return await asyncio.gather(*(shape.remote.aio((kind, i)) for i in range(3)), return_exceptions=True)
@@ -116,7 +116,7 @@ def test_an_exception_fails_every_input_of_its_batch_with_the_traceback(app):
     def divide(xs):
         if 0 in xs:
             return [1 / x for x in xs]  # ZeroDivisionError for the whole batch
-        return [os.getpid()] * len(xs)
+        return [os.environ["REMOTECELL_TASK_ID"]] * len(xs)
 
     async def batch(values):
         return await asyncio.gather(*(divide.remote.aio(v) for v in values), return_exceptions=True)
@@ -165,7 +165,7 @@ def test_two_containers_each_run_a_batch_while_more_inputs_queue(app):
     def slow(xs):
         start = time.time()
         time.sleep(1.0)
-        return [(os.getpid(), start, time.time(), len(xs))] * len(xs)
+        return [(os.environ["REMOTECELL_TASK_ID"], start, time.time(), len(xs))] * len(xs)
 
     async def main():
         return await asyncio.gather(*(slow.remote.aio(i) for i in range(12)))
@@ -193,7 +193,7 @@ def test_concurrent_batched_class_holds_several_batches_in_one_container(app):
             start = time.time()
             time.sleep(0.5)
             end = time.time()
-            return [(x + self.offset, os.getpid(), start, end) for x in xs]
+            return [(x + self.offset, os.environ["REMOTECELL_TASK_ID"], start, end) for x in xs]
 
         @rc.method()
         def plain(self, x):

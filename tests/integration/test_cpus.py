@@ -14,9 +14,9 @@ from remotecell import exceptions
 
 
 @pytest.fixture
-def two_cpus(tmp_path, monkeypatch):
+def two_cpus(tmp_path, monkeypatch, new_home):
     """A runtime that hands out 2 CPUs, whatever this machine has."""
-    state = tmp_path / "cpu-home"
+    state = new_home("cpu-home")
     rt = Runtime(state, env={"REMOTECELL_CPUS": "2"})
     monkeypatch.setenv("REMOTECELL_HOME", str(state))
     client_mod.reset_connection()
@@ -33,7 +33,7 @@ def test_cpu_reservations_limit_containers_and_size_thread_pools(two_cpus, tmp_p
     def heavy(wait):
         while wait and not os.path.exists(wait):
             time.sleep(0.01)
-        return os.getpid(), os.environ["OMP_NUM_THREADS"]
+        return os.environ["REMOTECELL_TASK_ID"], os.environ["OMP_NUM_THREADS"]
 
     @app.function(cpu=3)
     def too_big():
@@ -63,11 +63,11 @@ def test_an_idle_container_gives_its_cpus_to_another_function(two_cpus):
 
     @app.function(cpu=1.5)
     def first():
-        return os.getpid()
+        return os.environ["REMOTECELL_TASK_ID"]
 
     @app.function(cpu=1)
     def second():
-        return os.getpid()
+        return os.environ["REMOTECELL_TASK_ID"]
 
     with app.run():
         held = first.remote()  # its idle container keeps 1.5 CPUs for the 60 s scale-down window

@@ -209,9 +209,8 @@ def test_app_deploy_from_python_stays_after_the_process_exits(runtime, tmp_path)
         rc.App.stop_deployed("py-deployed")
 
 
-def own_runtime(tmp_path: Path, folder: str, app: str) -> tuple[Runtime, dict[str, str]]:
-    """A runtime of its own (sessions expire after 2 s of silence) with the demo app deployed on it."""
-    state = tmp_path / folder
+def own_runtime(tmp_path: Path, state: Path, app: str) -> tuple[Runtime, dict[str, str]]:
+    """A runtime of its own in ``state`` (sessions expire after 2 s of silence) with the demo app deployed on it."""
     env = {"REMOTECELL_HOME": str(state)}
     rt = Runtime(state, env={"REMOTECELL_HEARTBEAT_TIMEOUT_S": "2"})
     try:
@@ -222,8 +221,8 @@ def own_runtime(tmp_path: Path, folder: str, app: str) -> tuple[Runtime, dict[st
     return rt, env
 
 
-def test_deployed_apps_survive_a_runtime_restart_and_their_deployers_silence(tmp_path):
-    rt, env = own_runtime(tmp_path, "restarting", "kept")
+def test_deployed_apps_survive_a_runtime_restart_and_their_deployers_silence(tmp_path, new_home):
+    rt, env = own_runtime(tmp_path, new_home("restarting"), "kept")
     state = Path(env["REMOTECELL_HOME"])
     try:
         caller = textwrap.dedent("""
@@ -328,8 +327,8 @@ def test_a_file_needs_one_app_and_names_its_entrypoint_when_it_has_several(tmp_p
         _entry.load_file(str(tmp_path / "missing.py"))
 
 
-def test_a_lease_held_by_a_client_that_went_silent_is_taken_back(tmp_path):
-    rt, env = own_runtime(tmp_path, "silent", "leasy")
+def test_a_lease_held_by_a_client_that_went_silent_is_taken_back(tmp_path, new_home):
+    rt, env = own_runtime(tmp_path, new_home("silent"), "leasy")
     try:
         holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
             import os, signal, remotecell as rc

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 import remotecell as rc
-from conftest import wait_for
+from conftest import host_pid, wait_for
 from remotecell import _invocation, exceptions
 from remotecell_runtime.protocol import sharedmem
 
@@ -37,7 +37,7 @@ def _leased(fn: rc.Function) -> _invocation.HeldLease:
 def test_warm_calls_go_straight_to_the_leased_container(app):
     @app.function()
     def where(x):
-        return os.getpid(), x + 1
+        return os.environ["REMOTECELL_TASK_ID"], x + 1
 
     lease = _leased(where)
     results = [where.remote(i) for i in range(50)]
@@ -97,7 +97,7 @@ def test_timeout_under_a_lease_replaces_the_container(app):
     @app.function(timeout=1)
     def slow(seconds):
         time.sleep(seconds)
-        return os.getpid()
+        return os.environ["REMOTECELL_TASK_ID"]
 
     lease = _leased(slow)
     first_pid = slow.remote(0)
@@ -114,26 +114,26 @@ def test_container_killed_under_a_leased_call_is_retried_on_a_new_one(app, tmp_p
 
     @app.function()
     def sleepy(seconds):
-        marker.write_text(str(os.getpid()))
+        marker.write_text(os.environ["REMOTECELL_TASK_ID"])
         time.sleep(seconds)
-        return os.getpid()
+        return os.environ["REMOTECELL_TASK_ID"]
 
     _leased(sleepy)
-    leased_pid = sleepy.remote(0)  # a direct call: the leased container's pid
+    leased = sleepy.remote(0)  # a direct call: the leased container's id
     marker.unlink()
-    killed: list[int] = []
+    killed: list[str] = []
 
     def kill() -> None:
         wait_for(marker.exists, what="the leased call to start")
-        killed.append(int(marker.read_text()))
-        os.kill(killed[0], signal.SIGKILL)
+        killed.append(marker.read_text())
+        os.kill(host_pid(sleepy.stats(), killed[0]), signal.SIGKILL)
 
     killer = threading.Thread(target=kill)
     killer.start()
-    pid = sleepy.remote(2)  # its container dies under it; the runtime runs it again on a new one
+    finisher = sleepy.remote(2)  # its container dies under it; the runtime runs it again on a new one
     killer.join()
-    assert killed == [leased_pid] and pid != leased_pid  # the leased container ran it first, another finished it
-    assert sleepy.remote(0) == pid
+    assert killed == [leased] and finisher != leased  # the leased container ran it first, another finished it
+    assert sleepy.remote(0) == finisher
 
 
 def test_a_crash_that_repeats_under_a_lease_says_why(app):
@@ -200,7 +200,7 @@ def test_ctrl_c_under_a_lease_cancels_the_remote_call(app, tmp_path, capsys):
 def test_other_callers_take_the_lease_back(app):
     @app.function(max_containers=1)
     def one(x):
-        return os.getpid(), x
+        return os.environ["REMOTECELL_TASK_ID"], x
 
     pid, _ = one.remote(0)
     assert _lease(one) is not None
@@ -226,7 +226,7 @@ def test_other_callers_take_the_lease_back(app):
 def test_an_idle_leased_container_is_scaled_down(app):
     @app.function(scaledown_window=2)
     def brief(x):
-        return os.getpid()
+        return os.environ["REMOTECELL_TASK_ID"]
 
     first = brief.remote(0)
     assert _lease(brief) is not None

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import remotecell as rc
-from conftest import wait_for
+from conftest import Runtime, wait_for
+from remotecell import _client as client_mod
 from remotecell import exceptions
 
 
@@ -67,10 +68,20 @@ def test_single_use_containers_serve_one_input_each(app):
     assert len({who.remote(i)[0] for i in range(3)}) == 3  # sequential calls too: no lease keeps one
 
 
-def test_block_network_needs_the_sandbox(app):
-    @app.function(block_network=True)
-    def offline():
-        return 1
+def test_block_network_needs_the_sandbox(new_home, monkeypatch):
+    state = new_home("no-sandbox")
+    rt = Runtime(state, env={"REMOTECELL_SANDBOX": "0"})
+    monkeypatch.setenv("REMOTECELL_HOME", str(state))
+    client_mod.reset_connection()
+    try:
+        app = rc.App("offline")
 
-    with pytest.raises(exceptions.InvalidError, match="block_network=True needs the container sandbox"):
-        offline.remote()
+        @app.function(block_network=True)
+        def offline():
+            return 1
+
+        with app.run(), pytest.raises(exceptions.InvalidError, match="block_network=True needs the container sandbox"):
+            offline.remote()
+    finally:
+        client_mod.reset_connection()
+        rt.stop()

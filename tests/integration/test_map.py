@@ -88,8 +88,8 @@ def test_map_aio_in_a_running_loop(app):
 
 
 @pytest.mark.timeout(400)  # ~50 s on a quiet 2-core machine; much more when it is shared
-def test_a_million_item_map_runs_in_bounded_memory(tmp_path):
-    state = tmp_path / "big-map"
+def test_a_million_item_map_runs_in_bounded_memory(tmp_path, new_home):
+    state = new_home("big-map")
     rt = Runtime(state)
     try:
         daemon_before = _peak_rss_kib(rt.proc.pid)

@@ -25,7 +25,7 @@ def test_sync_inputs_run_concurrently_on_threads(app):
     def nap(seconds):
         start = time.time()
         time.sleep(seconds)
-        return start, time.time(), os.getpid(), threading.current_thread().name
+        return start, time.time(), os.environ["REMOTECELL_TASK_ID"], threading.current_thread().name
 
     async def main():
         return await asyncio.gather(*(nap.remote.aio(0.5) for _ in range(4)))
@@ -43,7 +43,7 @@ def test_async_inputs_run_concurrently_on_the_event_loop(app):
         start = time.time()
         await asyncio.sleep(0.5)
         print(f"fetched {i}")
-        return start, time.time(), os.getpid()
+        return start, time.time(), os.environ["REMOTECELL_TASK_ID"]
 
     async def main():
         return await asyncio.gather(*(fetch.remote.aio(i) for i in range(8)))
@@ -84,12 +84,12 @@ def test_class_enter_once_per_container_and_parameters_make_pools(app, tmp_path)
         @rc.enter()
         def load(self):
             with open(log, "a") as f:
-                f.write(f"{os.getpid()}\n")
+                f.write(f"{os.environ.get('REMOTECELL_TASK_ID')}\n")
             self.weights = [self.scale] * 3
 
         @rc.method()
         def predict(self, x):
-            return [w * x for w in self.weights], os.getpid()
+            return [w * x for w in self.weights], os.environ.get("REMOTECELL_TASK_ID")
 
         @rc.method()
         async def predict_async(self, x):
@@ -97,13 +97,13 @@ def test_class_enter_once_per_container_and_parameters_make_pools(app, tmp_path)
 
     small = Model(scale=1)
     assert small.predict.remote(2)[0] == [2, 2, 2]
-    pid = small.predict.remote(3)[1]
+    small_id = small.predict.remote(3)[1]
     assert asyncio.run(small.predict_async.remote.aio(1)) == 3
     big = Model(scale=10)
-    values, big_pid = big.predict.remote(1)
-    assert values == [10, 10, 10] and big_pid != pid
-    assert log.read_text().split() == [str(pid), str(big_pid)]  # one @enter per container
-    assert small.predict.local(1) == ([1, 1, 1], os.getpid())
+    values, big_id = big.predict.remote(1)
+    assert values == [10, 10, 10] and big_id != small_id
+    assert log.read_text().split() == [small_id, big_id]  # one @enter per container
+    assert small.predict.local(1) == ([1, 1, 1], None)  # here, in no container
 
 
 def test_exit_hook_runs_at_scale_down(app, tmp_path):
@@ -113,7 +113,7 @@ def test_exit_hook_runs_at_scale_down(app, tmp_path):
     class Worker:
         @rc.method()
         def work(self):
-            return os.getpid()
+            return os.environ["REMOTECELL_TASK_ID"]
 
         @rc.exit()
         def close(self):
@@ -130,7 +130,7 @@ def test_scale_up_to_max_and_back_down_to_min(app, tmp_path):
     def busy(path):
         while not os.path.exists(path):
             time.sleep(0.01)
-        return os.getpid()
+        return os.environ["REMOTECELL_TASK_ID"]
 
     wait_for(lambda: busy.stats()["containers"].get("idle") == 1, what="min_containers=1 warm")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import remotecell as rc
-from conftest import wait_for
+from conftest import host_pid, wait_for
 from remotecell import exceptions
 
 
@@ -113,22 +114,21 @@ def test_retried_input_finds_its_shared_memory_intact(app, tmp_path):
     assert checksum.remote(str(log), a) == float(a.sum(dtype=np.float64))
 
 
-def test_timeout_escalates_to_sigkill_for_code_that_ignores_signals(app, tmp_path):
-    pid_file = tmp_path / "pid"
+def test_timeout_escalates_to_sigkill_for_code_that_ignores_signals(app):
 
     @app.function(timeout=1)
-    def stubborn(path):
+    def stubborn():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        Path(path).write_text(str(os.getpid()))
         while True:
             time.sleep(0.1)
 
     start = time.monotonic()
-    with pytest.raises(exceptions.FunctionTimeoutError):
-        stubborn.remote(str(pid_file))
+    with pytest.raises(exceptions.FunctionTimeoutError) as timed_out:
+        stubborn.remote()
     assert time.monotonic() - start < 5  # the caller hears at the timeout, not after the escalation
-    pid = int(pid_file.read_text())
+    cid = re.search(r"container (\S+) was stopped", str(timed_out.value)).group(1)
+    pid = host_pid(stubborn.stats(), cid)  # still there: SIGKILL comes seconds after the timeout
 
     def gone() -> bool:
         try:

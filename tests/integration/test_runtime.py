@@ -93,8 +93,8 @@ def test_malformed_messages_leave_the_runtime_serving(app, runtime):
     assert still_fine.remote(2) == 3
 
 
-def test_unauthorized_tcp_clients_execute_nothing(tmp_path):
-    state = tmp_path / "state"
+def test_unauthorized_tcp_clients_execute_nothing(tmp_path, new_home):
+    state = new_home("state")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     token = _token(state, "alice", address)
@@ -141,17 +141,17 @@ def test_unauthorized_tcp_clients_execute_nothing(tmp_path):
         rt.stop()
 
 
-def test_tcp_listener_refused_without_keys(tmp_path):
+def test_tcp_listener_refused_without_keys(new_home):
     result = subprocess.run(
         [sys.executable, "-m", "remotecell_runtime", "serve", "--bind", f"tcp://127.0.0.1:{_free_port()}",
-         "--state-dir", str(tmp_path / "s")], capture_output=True, text=True, timeout=30)
+         "--state-dir", str(new_home("s"))], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "refusing to listen on tcp:// without client keys" in result.stderr
     assert "remotecell token new" in result.stderr
 
 
-def test_loose_key_permissions_are_refused(tmp_path):
-    state = tmp_path / "s"
+def test_loose_key_permissions_are_refused(tmp_path, new_home):
+    state = new_home("s")
     _token(state, "bob", None)
     secret = state / "keys" / "server.key_secret"
     secret.chmod(0o644)
@@ -161,8 +161,8 @@ def test_loose_key_permissions_are_refused(tmp_path):
     assert f"chmod 600 {secret}" in result.stderr
 
 
-def test_local_runtime_autostarts_once_and_is_reused(tmp_path):
-    home = tmp_path / "home"
+def test_local_runtime_autostarts_once_and_is_reused(tmp_path, new_home):
+    home = new_home("home")
     env = {"REMOTECELL_HOME": str(home)}
     env_all = dict(os.environ, **env)
     env_all.pop("REMOTECELL_RUNTIME", None)
@@ -212,8 +212,8 @@ def test_version_mismatch_fails_fast_with_a_hint(runtime, monkeypatch):
         client_mod.check_versions(dict(real, python="3.11.1"), dict(real, python="3.99.0"), "x")
 
 
-def test_gpu_requests_against_a_fake_inventory(tmp_path, monkeypatch):
-    state = tmp_path / "gpu-home"
+def test_gpu_requests_against_a_fake_inventory(tmp_path, monkeypatch, new_home):
+    state = new_home("gpu-home")
     rt = Runtime(state, env={"REMOTECELL_FAKE_GPUS": "H100,H100"})
     monkeypatch.setenv("REMOTECELL_HOME", str(state))
     client_mod.reset_connection()
@@ -233,7 +233,7 @@ def test_gpu_requests_against_a_fake_inventory(tmp_path, monkeypatch):
             deadline = time.monotonic() + 20
             while not os.path.exists(path) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            return os.environ["CUDA_VISIBLE_DEVICES"], os.getpid()
+            return os.environ["CUDA_VISIBLE_DEVICES"], os.environ["REMOTECELL_TASK_ID"]
 
         with app.run():
             taken = visible.remote()  # its warm container keeps that GPU
@@ -377,11 +377,11 @@ print(f"shm={{c.connection().shm}} sum={{total}}")
 
 
 @pytest.mark.parametrize("form", ["remote", "remote.aio"])
-def test_a_call_fails_plainly_when_the_runtime_dies_under_it(tmp_path, form):
+def test_a_call_fails_plainly_when_the_runtime_dies_under_it(tmp_path, form, new_home):
     call = f"wait_long.remote({str(tmp_path / 'started')!r})"
     if form == "remote.aio":
         call = f"asyncio.run(wait_long.remote.aio({str(tmp_path / 'started')!r}))"
-    state = tmp_path / "dying-home"
+    state = new_home("dying-home")
     rt = Runtime(state)
     started = tmp_path / "started"
     script = tmp_path / "waiting.py"

@@ -1,42 +1,51 @@
-"""Containers in bubblewrap sandboxes (REMOTECELL_SANDBOX=1): what user code sees, and what still works."""
+"""Containers in bubblewrap sandboxes (the default where bwrap works): what user code sees, and what still works."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import remotecell as rc
-from conftest import Runtime, wait_for
+from conftest import Runtime, cli, wait_for
 from remotecell import _client as client_mod
 from remotecell import exceptions
 
 
 @pytest.fixture(scope="module")
-def sandboxed(tmp_path_factory):
-    """A runtime whose containers run sandboxed; the client talks to it for this module."""
-    state = tmp_path_factory.mktemp("sandboxed") / "home"
+def sandboxed(new_home):
+    """A runtime whose containers run sandboxed (even in a suite run with REMOTECELL_SANDBOX=0); the client
+    talks to it for this module.  Skipped where bubblewrap cannot make sandboxes."""
+    state = new_home("sandboxed")
     rt = Runtime(state, env={"REMOTECELL_SANDBOX": "1"})
     old = os.environ.get("REMOTECELL_HOME")
     os.environ["REMOTECELL_HOME"] = str(state)
     client_mod.reset_connection()
-    yield rt
-    client_mod.reset_connection()
-    rt.stop()
-    if old is not None:
-        os.environ["REMOTECELL_HOME"] = old
+    try:
+        why = rc.status()["sandbox"]
+        if why.startswith("off:"):
+            pytest.skip(f"no sandbox on this host: {why}")
+        yield rt
+    finally:
+        client_mod.reset_connection()
+        rt.stop()
+        if old is not None:
+            os.environ["REMOTECELL_HOME"] = old
 
 
 def test_the_status_says_containers_are_sandboxed(sandboxed):
     assert rc.status()["sandbox"].startswith("bubblewrap")
 
 
-def test_user_code_sees_neither_the_runtimes_state_nor_the_hosts_files(sandboxed, tmp_path):
+def test_user_code_sees_neither_the_runtimes_state_nor_the_hosts_files(sandboxed, new_home):
     (sandboxed.state_dir / "secret-marker").write_text("keys live here")
-    host_file = tmp_path / "host-only.txt"
+    host_file = new_home("unshared") / "host-only.txt"  # not under the pytest folders, which are shared
     host_file.write_text("on the host")
     app = rc.App("sandbox-view")
 
@@ -149,3 +158,84 @@ def test_block_network_leaves_a_container_no_network(sandboxed):
     with app.run():
         assert offline.remote() == ["lo"]  # only its own loopback
         assert len(online.remote()) > 1
+
+
+def test_shared_folders_are_read_write_at_their_own_paths(sandboxed, tmp_path):
+    note = tmp_path / "note.txt"  # the conftest's runtimes share the pytest folders (REMOTECELL_SHARE)
+    note.write_text("host;")
+    app = rc.App("sandbox-share")
+
+    @app.function()
+    def append(path: str):
+        with open(path, "a") as f:
+            f.write("container")
+        with open(path) as f:
+            return f.read()
+
+    with app.run():
+        assert append.remote(str(note)) == "host;container"
+    assert note.read_text() == "host;container"
+    assert f"sharing {os.environ['REMOTECELL_SHARE']}" in rc.status()["sandbox"]
+
+
+def test_a_share_that_holds_the_state_folder_is_refused(tmp_path):
+    state = tmp_path / "home"
+    done = subprocess.run([sys.executable, "-m", "remotecell_runtime", "serve", "--state-dir", str(state),
+                           "--share", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "REMOTECELL_SHARE"})
+    assert done.returncode == 2
+    assert f"shared folder {tmp_path}: it holds or lies in the runtime's state folder" in done.stderr
+    assert not (state / "connection.json").exists()
+
+
+def test_remotecell_sandbox_0_turns_it_off_and_the_status_says_so(new_home):
+    state = new_home("unsandboxed")
+    rt = Runtime(state, env={"REMOTECELL_SANDBOX": "0"})
+    try:
+        done = cli("status", env={"REMOTECELL_HOME": str(state)})
+        assert done.returncode == 0, done.stderr
+        assert "containers sandboxed: off: REMOTECELL_SANDBOX=0: containers run as plain processes" in done.stdout
+        assert "sandbox off: REMOTECELL_SANDBOX=0" in rt.log_text()
+    finally:
+        rt.stop()
+
+
+def test_big_results_of_two_containers_never_share_a_segment_name(sandboxed):
+    app = rc.App("sandbox-shm")
+
+    @app.function()
+    def ones(n):
+        return np.ones(n, dtype=np.float32)
+
+    @app.function()
+    def twos(n):
+        return np.full(n, 2, dtype=np.float32)
+
+    with app.run():  # both are pid 2 in their sandboxes; their segments in the one /dev/shm must not clash
+        a = ones.remote(1_000_000)  # 4 MB: through shared memory, held here while the other sends
+        b = twos.remote(1_000_000)
+    assert a.sum() == 1_000_000 and b.sum() == 2_000_000
+
+
+def test_an_idle_container_stays_though_its_parent_is_pid_1(sandboxed):
+    app = rc.App("sandbox-idle")
+
+    @app.function()
+    def whoami():
+        return os.environ["REMOTECELL_TASK_ID"], os.getppid()
+
+    with app.run():
+        first, parent = whoami.remote()
+        time.sleep(2.5)  # idle past its 1 s polls, each of which asks whether its daemon is gone
+        assert whoami.remote() == (first, parent) and parent == 1  # the same container, under bwrap's init
+
+
+def test_without_bubblewrap_the_runtime_warns_and_the_status_says_how_to_fix(new_home, tmp_path):
+    state = new_home("no-bwrap")
+    rt = Runtime(state, env={"PATH": str(tmp_path), "REMOTECELL_SANDBOX": "1"})  # no bwrap there
+    try:
+        done = cli("status", env={"REMOTECELL_HOME": str(state)})
+        assert "containers sandboxed: off: bubblewrap (bwrap) is not installed; install it" in done.stdout
+        assert "WARNING remotecell.runtime: sandbox off: bubblewrap (bwrap) is not installed" in rt.log_text()
+    finally:
+        rt.stop()

@@ -127,8 +127,8 @@ def _stored_next_at(state_dir: Path, app_name: str) -> float:
     return float(next_at)
 
 
-def test_restarts_fire_each_slot_at_most_once_and_a_missed_schedule_once(tmp_path):
-    state = tmp_path / "restarting"
+def test_restarts_fire_each_slot_at_most_once_and_a_missed_schedule_once(tmp_path, new_home):
+    state = new_home("restarting")
     env = {"REMOTECELL_HOME": str(state)}
     rt = Runtime(state)
     try:

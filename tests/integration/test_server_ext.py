@@ -149,8 +149,8 @@ def test_a_configured_runtime_that_is_missing_is_a_503(runtime, tmp_path, monkey
         srv.stop()
 
 
-def test_the_server_follows_the_runtime_stopping_and_a_new_one_starting(runtime, tmp_path):
-    home = tmp_path / "home"
+def test_the_server_follows_the_runtime_stopping_and_a_new_one_starting(runtime, tmp_path, new_home):
+    home = new_home("home")
     first = Runtime(home)
     srv = JupyterServer(tmp_path / "jupyter", home)
     try:

@@ -157,8 +157,8 @@ def test_a_resent_request_runs_once(app, tmp_path):
     assert runs.read_text().split() == ["7", "8"]
 
 
-def test_results_expire(tmp_path):
-    state = tmp_path / "short-memory"
+def test_results_expire(tmp_path, new_home):
+    state = new_home("short-memory")
     rt = Runtime(state, env={"REMOTECELL_RESULT_RETENTION_S": "0.2"})
     try:
         out = run_script("""
@@ -215,8 +215,8 @@ print(pending.get(timeout=60), pending.status()["state"], flush=True)
 """
 
 
-def test_runtime_restart_keeps_finished_and_reruns_pending_spawned_calls(tmp_path):
-    state, gate = tmp_path / "restarting", tmp_path / "gate"
+def test_runtime_restart_keeps_finished_and_reruns_pending_spawned_calls(tmp_path, new_home):
+    state, gate = new_home("restarting"), tmp_path / "gate"
     env = dict(os.environ, REMOTECELL_HOME=str(state))
     env.pop("REMOTECELL_RUNTIME", None)
     rt = Runtime(state)

@@ -171,8 +171,8 @@ def test_ephemeral_objects_go_with_their_context(runtime):
             gone()
 
 
-def test_ephemeral_objects_of_a_client_that_dies_are_deleted(tmp_path):
-    state = tmp_path / "short-sessions"
+def test_ephemeral_objects_of_a_client_that_dies_are_deleted(tmp_path, new_home):
+    state = new_home("short-sessions")
     rt = Runtime(state, env={"REMOTECELL_HEARTBEAT_TIMEOUT_S": "1"})
     try:
         script = tmp_path / "dies.py"
@@ -206,8 +206,8 @@ while time.monotonic() < deadline:
         rt.stop()
 
 
-def test_named_objects_survive_a_runtime_crash(tmp_path):
-    state = tmp_path / "durable-kv"
+def test_named_objects_survive_a_runtime_crash(tmp_path, new_home):
+    state = new_home("durable-kv")
     env = {"REMOTECELL_HOME": str(state)}
     rt = Runtime(state)
     try:

@@ -7,7 +7,7 @@ import os
 import signal
 
 import pytest
-from conftest import wait_for
+from conftest import host_pid, wait_for
 from IPython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
@@ -147,17 +147,19 @@ def test_a_session_that_dies_under_a_cell_is_reported_and_replaced(shell):
 
 
 def test_a_session_killed_between_cells_says_its_state_is_gone(shell):
-    run(shell, "%%remote --session idle\nimport os\npid = os.getpid()\nstate = 1")
-    pid = run(shell, "%%remote --session idle\npid")[0].result
-    os.kill(pid, signal.SIGKILL)
-    shell.user_ns["pid"] = pid
+    run(shell, "%%remote --session idle\nimport os\ntask = os.environ['REMOTECELL_TASK_ID']\nstate = 1")
+    task = run(shell, "%%remote --session idle\ntask")[0].result
     session = magics(shell).sessions.by_name["idle"]
+    pid = host_pid(_pool(session), task)  # not os.getpid() there: a sandboxed container has its own pids
+    os.kill(pid, signal.SIGKILL)
+    shell.user_ns["task"] = task
     wait_for(lambda: not _exists(pid), what="the runtime to reap the killed container")
     # the runtime keeps one container warm: wait until the replacement is there
-    wait_for(lambda: _pool_has_idle(session), what="the replacement container")
-    result, out = run(shell, "%%remote --session idle\nimport os\n'state' in globals(), os.getpid() != pid")
+    wait_for(lambda: _pool(session).get("containers", {}).get("idle") == 1, what="the replacement container")
+    result, out = run(shell, "%%remote --session idle\nimport os\n'state' in globals(), "
+                             "os.environ['REMOTECELL_TASK_ID'] != task")
     assert "session 'idle' was restarted since the last cell" in out.stderr and "its state is gone" in out.stderr
-    assert result.result == (False, True)  # `pid` was pushed from here: the cell ran in the new container
+    assert result.result == (False, True)  # `task` was pushed from here: the cell ran in the new container
 
 
 def _exists(pid: int) -> bool:
@@ -168,19 +170,19 @@ def _exists(pid: int) -> bool:
     return True
 
 
-def _pool_has_idle(session: RemoteSession) -> bool:
+def _pool(session: RemoteSession) -> dict:
+    """The session's pool in the runtime's status ({} when it has none)."""
     import remotecell as rc
 
     _, fid = session.registration.fid()
-    pools = [p for p in rc.status()["pools"] if p["fid"] == fid]
-    return bool(pools) and pools[0]["containers"].get("idle") == 1
+    return next((p for p in rc.status()["pools"] if p["fid"] == fid), {})
 
 
 def test_remote_session_shows_and_stop_ends(shell):
     run(shell, "%%remote --session show\nv = 1")
     with capture_output() as out:
         shell.run_line_magic("remote_session", "--session show --names")
-    assert "session 'show': no GPU, no cell timeout; running (pid" in out.stdout
+    assert "session 'show': no GPU, no cell timeout; running (container c" in out.stdout
     assert "variables: v" in out.stdout
     with capture_output() as out:
         shell.run_line_magic("remote_session", "--session show --timeout 30")
@@ -213,11 +215,11 @@ def test_names_a_cell_reads_before_binding_them():
     assert names_used("await asyncio.sleep(0)") == ["asyncio"]  # top-level await is allowed
 
 
-def test_changing_the_gpu_restarts_the_session_saying_so(shell, tmp_path, monkeypatch):
+def test_changing_the_gpu_restarts_the_session_saying_so(shell, tmp_path, monkeypatch, new_home):
     import remotecell._client as client_mod
     from conftest import Runtime
 
-    state = tmp_path / "gpu-home"
+    state = new_home("gpu-home")
     rt = Runtime(state, env={"REMOTECELL_FAKE_GPUS": "H100,H100"})
     monkeypatch.setenv("REMOTECELL_HOME", str(state))
     client_mod.reset_connection()

@@ -6,12 +6,14 @@ No runtime: these run in milliseconds.
 from __future__ import annotations
 
 import ast
+import gc
 import json
+import os
 from pathlib import Path
 
 import pytest
 from remotecell import exceptions
-from remotecell_runtime.protocol import framing, ids, pickling
+from remotecell_runtime.protocol import framing, ids, pickling, sharedmem
 from remotecell_runtime.protocol.errors import ErrorName
 from remotecell_runtime.protocol.framing import Payload, WireError
 
@@ -97,3 +99,17 @@ def test_a_segment_name_cannot_leave_the_shared_memory_folder():
     assert framing.segment_name_ok("rc-1234-5")
     for bad in ("../rc-1", "rc-a/b", "other", "rc-" + "x" * 200):
         assert not framing.segment_name_ok(bad)
+
+
+def test_an_idle_segment_swept_meanwhile_is_not_reused():
+    theirs = sharedmem.ShmPool(prefix=f"rc-test{os.getpid()}-theirs")  # a stopped runtime's container
+    mine = sharedmem.ShmPool(prefix=f"rc-test{os.getpid()}-mine")
+    data = memoryview(bytearray(b"x" * 4096))
+    got = theirs.put(data)
+    view = mine.take(got, 4096)
+    del view  # idle here now, kept for my next send
+    gc.collect()
+    assert sharedmem.sweep_segments(theirs.prefix) == 1  # its runtime stopped and swept what its containers made
+    sent = mine.put(data)
+    assert sent != got and sent.startswith(mine.prefix)
+    sharedmem.discard([Payload([], shm=[[0, sent, 4096]])])

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from remotecell_runtime.backends.sandbox import Sandbox, python_roots
+import pytest
+from remotecell_runtime.backends import sandbox as sandbox_mod
+from remotecell_runtime.backends.sandbox import (
+    Sandbox,
+    SandboxUnavailable,
+    ShareRefused,
+    checked_shares,
+    python_roots,
+)
 
 
 def _pairs(argv: list[str], flag: str) -> list[tuple[str, str]]:
@@ -34,3 +42,53 @@ def test_volumes_mount_at_their_paths_and_block_network_unshares_it():
                         workdir="/work")
     assert ("/host/vols/data", "/data") in _pairs(argv, "--bind")
     assert "--unshare-net" in argv and argv[argv.index("--chdir") + 1] == "/work"
+
+
+def test_shares_bind_read_write_and_an_inner_folder_is_mounted_over_its_outer_one():
+    sandbox = Sandbox("bwrap", "bubblewrap 0.8.0", "/s", ["/work/venv", "/opt/py"], shares=["/work", "/opt/py/data"])
+    argv = sandbox.argv(["true"])
+    binds = [(argv[i], argv[i + 1]) for i, a in enumerate(argv) if a in ("--bind", "--ro-bind")]
+    order = [path for flag, path in binds if path in ("/work", "/work/venv", "/opt/py", "/opt/py/data")]
+    assert order == ["/opt/py", "/opt/py/data", "/work", "/work/venv"]  # a Python in a share stays read-only
+    assert ("--bind", "/work") in binds and ("--ro-bind", "/work/venv") in binds
+    assert argv.index("/work") > argv.index("/tmp")  # over the private /tmp: a share there is seen
+    assert "--info-fd" not in argv and sandbox.describe() == "bubblewrap 0.8.0, sharing /opt/py/data, /work"
+
+
+def test_a_share_that_holds_or_lies_in_the_state_folder_is_refused(tmp_path):
+    state = tmp_path / "state"
+    (state / "volumes").mkdir(parents=True)
+    for path in (tmp_path, state, state / "volumes"):
+        with pytest.raises(ShareRefused, match="holds or lies in the runtime's state folder"):
+            checked_shares([str(path)], str(state))
+    with pytest.raises(ShareRefused, match="no such folder"):
+        checked_shares([str(tmp_path / "missing")], str(state))
+    (tmp_path / "data" / "inner").mkdir(parents=True)
+    assert checked_shares([str(tmp_path / "data" / "inner"), str(tmp_path / "data")], str(state)) == [
+        str(tmp_path / "data")]
+
+
+def test_gpu_devices_come_with_a_read_only_sys(monkeypatch):
+    sandbox = Sandbox("bwrap", "bubblewrap", "/s", [])
+    monkeypatch.setattr(sandbox_mod, "_gpu_devices", lambda: [])
+    assert ("/sys", "/sys") not in _pairs(sandbox.argv(["true"]), "--ro-bind")
+    monkeypatch.setattr(sandbox_mod, "_gpu_devices", lambda: ["/dev/nvidia0", "/dev/nvidiactl"])
+    argv = sandbox.argv(["true"])
+    assert ("/dev/nvidia0", "/dev/nvidia0") in _pairs(argv, "--dev-bind")
+    assert ("/sys", "/sys") in _pairs(argv, "--ro-bind")  # cuInit fails without it
+
+
+def _fake_bwrap(tmp_path, stderr: str) -> str:
+    script = tmp_path / "bwrap"
+    script.write_text(f"#!/bin/sh\ncat >&2 <<'END'\n{stderr}\nEND\nexit 1\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_probe_that_fails_says_why_and_how_to_allow_user_namespaces(tmp_path):
+    denied = Sandbox(_fake_bwrap(tmp_path, "bwrap: No permissions to create new namespace"), "bubblewrap", "/s", [])
+    with pytest.raises(SandboxUnavailable, match="No permissions to create new namespace.*unprivileged_userns"):
+        denied.probe()
+    missing = Sandbox(_fake_bwrap(tmp_path, "bwrap: Can't find source path /s"), "bubblewrap", "/s", [])
+    with pytest.raises(SandboxUnavailable, match=r"find source path /s\)$"):  # no namespace hint: not the cause
+        missing.probe()

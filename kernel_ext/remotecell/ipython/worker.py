@@ -49,7 +49,7 @@ class CellOutcome:
     value: Any = None                # the last expression's value (None when the cell ends in a statement)
     pulled: dict[str, Any] = field(default_factory=dict)
     not_found: list[str] = field(default_factory=list)  # --pull names the session does not have
-    where: str = ""                  # host and pid of the session's container
+    where: str = ""                  # the session's container and its host
 
 
 def mime_bundle(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -142,7 +142,8 @@ class SessionWorker:
         _channel = sys.stdout
         os.environ.setdefault("MPLBACKEND", MPL_BACKEND)
         self.token = secrets.token_hex(8)
-        self.where = f"pid {os.getpid()} on {socket.gethostname()}"
+        # its id, not its pid: in a sandbox every container is pid 2 of its own namespace
+        self.where = f"container {os.environ.get('REMOTECELL_TASK_ID', os.getpid())} on {socket.gethostname()}"
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, "display": display}
         self.loop: asyncio.AbstractEventLoop | None = None
 

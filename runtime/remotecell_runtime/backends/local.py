@@ -72,8 +72,8 @@ class LocalBackend:
     def check(self, spec: ContainerSpec) -> None:
         why = (self.gpus.unsatisfiable(spec.gpu) if spec.gpu else None) or self.cpus.unsatisfiable(spec.cpu)
         if spec.options.block_network and self.sandbox is None:
-            why = ("block_network=True needs the container sandbox, which this runtime does not use: start it with "
-                   "REMOTECELL_SANDBOX=1 and bubblewrap installed")
+            why = ("block_network=True needs the container sandbox, which this runtime does not use: start it "
+                   "with bubblewrap installed and without REMOTECELL_SANDBOX=0 (`remotecell status` says why it is off)")
         if why:
             raise SpecRefused(why)
 
@@ -88,7 +88,9 @@ class LocalBackend:
                                                             or os.environ.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode makes cold starts faster
-        env["REMOTECELL_SHM_PREFIX"] = self.shm_prefix
+        # Segment names carry the pid, which repeats across sandboxes (each its own pid namespace, one /dev/shm):
+        # the container's id makes them unique; the runtime's prefix still sweeps them all.
+        env["REMOTECELL_SHM_PREFIX"] = f"{self.shm_prefix}-{spec.cid}"
         env["REMOTECELL_TASK_ID"] = spec.cid  # which container this is (its pid may repeat: sandboxes have their own)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # number devices as nvidia-smi does

@@ -5,16 +5,24 @@ Inside, read-only: the host's system (``/usr`` and its ``/bin``, ``/lib`` links,
 Inside, writable: a private ``/tmp`` and home (``/root``), the runtime's socket
 folder (connect back, direct calls, and the container's own client of this
 runtime), ``/dev/shm`` (zero-copy frames are shared-memory files), the volumes at
-their mount paths.  Device files: a fresh ``/dev`` with the host's GPU devices.
+their mount paths, and the operator's shared folders (``remotecell serve --share``)
+at their own paths.  Device files: a fresh ``/dev`` with the host's GPU devices
+(and, where there are any, ``/sys`` read-only: the CUDA driver needs it).
 Not inside: the rest of the runtime's state folder (keys, tokens, databases),
 the user's home, other containers' files, other processes (own pid namespace).
+
+On by default wherever bubblewrap works (``find`` runs one empty sandbox to
+know); ``REMOTECELL_SANDBOX=0`` turns it off.
 
 Invariants: each container has its own pid namespace, whose pid 1 is bwrap's
 init (it reaps, and user code may signal itself as on a host); bwrap forwards
 no signals, so the backend signals the container itself, the init's one child
 (``container_pid``), never bwrap; bwrap dies with the daemon
 (``--die-with-parent``) and the container with bwrap (``PR_SET_PDEATHSIG`` in
-the container); no capabilities (``--cap-drop ALL``).
+the container); no capabilities (``--cap-drop ALL``); no shared folder is,
+holds or lies in the state folder (``checked_shares`` refuses it); of the Python
+roots and the shares, an inner folder is mounted over its outer one (a Python
+inside a share stays read-only).
 """
 
 from __future__ import annotations
@@ -32,6 +40,18 @@ HOME = "/root"  # a container's home, as in Modal's containers: private and empt
 SYSTEM_LINKS = ("bin", "lib", "lib64", "sbin")  # merged-/usr links of Debian and others
 GPU_DEVICES = ("/dev/nvidia*", "/dev/dri")
 FORK_WAIT_S = 5.0  # how long the init may take to fork the container (it is a few ms)
+PROBE_TIMEOUT_S = 10.0
+USERNS_HINT = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 "
+               "an AppArmor profile for bwrap, or kernel.apparmor_restrict_unprivileged_userns=0)")
+USERNS_SIGNS = ("namespace", "permission", "not permitted", "uid map")  # how bwrap says user namespaces are denied
+
+
+class SandboxUnavailable(Exception):
+    """Why containers cannot be sandboxed on this host, and how to fix it."""
+
+
+class ShareRefused(ValueError):
+    """A shared folder the runtime will not bind into containers."""
 
 
 class Sandbox:
@@ -39,44 +59,74 @@ class Sandbox:
 
     Example::
 
-        sandbox = Sandbox.find(sock_dir="/home/u/.remotecell/sock", hidden="/home/u/.remotecell")
+        sandbox = Sandbox.find(sock_dir="/home/u/.remotecell/sock", hidden="/home/u/.remotecell",
+                               shares=["/data/shared"])
         argv = sandbox.argv(["python", "-m", "remotecell_runtime.container"], info_fd=5)
     """
 
-    def __init__(self, bwrap: str, version: str, sock_dir: str, python_roots: list[str]) -> None:
+    def __init__(self, bwrap: str, version: str, sock_dir: str, python_roots: list[str],
+                 shares: Iterable[str] = ()) -> None:
         self.bwrap = bwrap
         self.version = version
         self.sock_dir = sock_dir
         self.python_roots = python_roots
+        self.shares = sorted(shares)  # host folders bound read-write at their own paths
 
     @classmethod
-    def find(cls, sock_dir: str, hidden: str) -> Sandbox | None:
-        """The sandbox of this host, or None without bubblewrap; nothing under ``hidden`` is ever bound."""
+    def find(cls, sock_dir: str, hidden: str, shares: Iterable[str] = ()) -> Sandbox:
+        """The sandbox of this host, tried once; nothing under ``hidden`` is ever bound.
+
+        Raises ``SandboxUnavailable`` without bubblewrap, or where it cannot make a sandbox
+        (user namespaces not allowed: typical inside unprivileged containers).
+        """
         bwrap = shutil.which("bwrap")
         if bwrap is None:
-            return None
+            raise SandboxUnavailable("bubblewrap (bwrap) is not installed; install it (apt install bubblewrap)")
         try:
-            version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return cls(bwrap, version.strip() or "bubblewrap", sock_dir, python_roots(hidden))
+            version = subprocess.run([bwrap, "--version"], capture_output=True, text=True,
+                                     timeout=PROBE_TIMEOUT_S).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise SandboxUnavailable(f"{bwrap} --version failed: {exc}") from exc
+        sandbox = cls(bwrap, version.strip() or "bubblewrap", sock_dir, python_roots(hidden), shares)
+        sandbox.probe()
+        return sandbox
 
-    def argv(self, command: list[str], *, info_fd: int, volumes: Mapping[str, str] | None = None,
+    def probe(self) -> None:
+        """Run ``true`` in a sandbox as containers get them; ``SandboxUnavailable`` says why it failed."""
+        try:
+            done = subprocess.run(self.argv(["true"]), capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise SandboxUnavailable(f"{self.bwrap} could not be run: {exc}") from exc
+        if done.returncode != 0:
+            said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            hint = f"; {USERNS_HINT}" if any(w in said.lower() for w in USERNS_SIGNS) else ""
+            raise SandboxUnavailable(f"bubblewrap cannot make a sandbox here ({said}){hint}")
+
+    def describe(self) -> str:
+        """For the status: the version, and the shared folders."""
+        return self.version + (f", sharing {', '.join(self.shares)}" if self.shares else "")
+
+    def argv(self, command: list[str], *, info_fd: int | None = None, volumes: Mapping[str, str] | None = None,
              extra_roots: Iterable[str] = (), workdir: str | None = None, block_network: bool = False) -> list[str]:
-        """bwrap's command line around ``command``; ``volumes``: mount path -> host folder."""
+        """bwrap's command line around ``command``; ``volumes``: mount path -> host folder;
+        ``info_fd``: where bwrap writes its init's pid (see ``container_pid``)."""
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                "--cap-drop", "ALL", "--info-fd", str(info_fd)]
+                "--cap-drop", "ALL"]
+        if info_fd is not None:
+            args += ["--info-fd", str(info_fd)]
         if block_network:
             args.append("--unshare-net")
         args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
         for name in SYSTEM_LINKS:
             args += _system_link(name)
         args += ["--proc", "/proc", "--dev", "/dev", "--bind", "/dev/shm", "/dev/shm"]
-        for device in _gpu_devices():
+        devices = _gpu_devices()
+        for device in devices:
             args += ["--dev-bind", device, device]
+        if devices:  # the CUDA driver reads the devices' PCI topology there: cuInit fails without it
+            args += ["--ro-bind", "/sys", "/sys"]
         args += ["--tmpfs", "/tmp", "--tmpfs", HOME]
-        for root in _outermost([*self.python_roots, *extra_roots]):
-            args += ["--ro-bind", root, root]
+        args += _folder_binds(_outermost([*self.python_roots, *extra_roots]), self.shares)
         args += ["--bind", self.sock_dir, self.sock_dir]
         for path, folder in sorted((volumes or {}).items()):
             args += ["--bind", folder, path]
@@ -134,6 +184,29 @@ def python_roots(hidden: str) -> list[str]:
             continue  # never the state folder, nor a folder holding it; /usr is bound anyway
         roots.append(real)
     return _outermost(roots)
+
+
+def checked_shares(paths: Iterable[str], state_dir: str) -> list[str]:
+    """``paths`` resolved, outermost only; ``ShareRefused`` for one that is no folder or meets the state folder."""
+    state = os.path.realpath(state_dir)
+    shares = []
+    for path in paths:
+        real = os.path.realpath(os.path.expanduser(path))
+        if not os.path.isdir(real):
+            raise ShareRefused(f"shared folder {path}: no such folder")
+        if _inside(state, real) or _inside(real, state):
+            raise ShareRefused(f"shared folder {path}: it holds or lies in the runtime's state folder {state} "
+                               "(its keys, tokens and databases are never shown to containers); share a "
+                               "folder beside it, or move the state folder (--state-dir, REMOTECELL_HOME)")
+        shares.append(real)
+    return _outermost(shares)
+
+
+def _folder_binds(read_only: list[str], shared: list[str]) -> list[str]:
+    """Outer folders first, so an inner one is mounted over its outer one: a Python inside a share
+    stays read-only, a share inside a Python root stays writable."""
+    binds = sorted([(root, "--ro-bind") for root in read_only] + [(share, "--bind") for share in shared])
+    return [arg for path, flag in binds for arg in (flag, path, path)]
 
 
 def _outermost(paths: Iterable[str]) -> list[str]:

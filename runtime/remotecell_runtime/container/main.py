@@ -89,6 +89,8 @@ class ContainerLoop:
         self.batches = Batches(self.runner)
         self.canceller = Canceller(self.runner, cancel_fd)
         self.running = True
+        # The daemon, or in a sandbox bwrap's init (pid 1 there): once it is gone we are reparented.
+        self.parent = os.getppid()
         table: dict[type[Message], Callable[[Any, list[Payload]], None]] = {
             LoadMsg: self.loaded.on_load,
             CallMsg: self.runner.on_call,
@@ -117,7 +119,7 @@ class ContainerLoop:
                 continue
             outbox.flush_results()
             ready = dict(poller.poll(1000))
-            if not ready and os.getppid() == 1:  # the daemon is gone
+            if not ready and os.getppid() != self.parent:  # the daemon is gone
                 return
             if wake_r in ready:
                 outbox.drain()

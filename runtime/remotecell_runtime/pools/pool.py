@@ -194,6 +194,8 @@ class Pool(PoolState):
             "running": len(self.inputs) - waiting,
             "leased": sum(1 for c in self.containers.values() if c.lease is not None),
             "waiting_reason": self._waiting_reason() if waiting else "",
+            # where each runs, as its backend says: "pid 4242 on this host in a sandbox"
+            "placements": {cid: self.rt.containers.placement(c) for cid, c in self.containers.items()},
         }
         if self.batches.batchers:
             out["batching"] = self.batches.stats()

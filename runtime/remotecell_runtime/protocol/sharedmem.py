@@ -63,12 +63,7 @@ class ShmPool:
     def put(self, data: memoryview) -> str:
         """Copy ``data`` into a segment this process gives away; return its name."""
         size = data.nbytes
-        name = self._reuse(size)
-        if name is None:
-            name = f"{self.prefix}-{os.getpid()}-{next(self._counter)}"
-            fd = os.open(os.path.join(SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-        else:
-            fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+        name, fd = self._reused(size) or self._created()
         try:
             os.ftruncate(fd, size)
             if size:
@@ -118,6 +113,20 @@ class ShmPool:
                     self._disowned.add(name)
             if keep and released:
                 self._give_back(name, size)
+
+    def _created(self) -> tuple[str, int]:
+        name = f"{self.prefix}-{os.getpid()}-{next(self._counter)}"
+        return name, os.open(os.path.join(SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+
+    def _reused(self, size: int) -> tuple[str, int] | None:
+        """An idle segment that fits, opened; one gone meanwhile is dropped (a runtime that stopped
+        swept the segments its containers made, some of them idle here)."""
+        while (name := self._reuse(size)) is not None:
+            try:
+                return name, os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+            except FileNotFoundError:
+                continue
+        return None
 
     def _reuse(self, size: int) -> str | None:
         with self._lock:

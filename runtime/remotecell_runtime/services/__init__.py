@@ -9,6 +9,7 @@ first (no slot fires into a closing job store), the pools last.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -75,10 +76,11 @@ def _merged(tables: list[dict[type[Message], H]]) -> dict[str, tuple[type[Messag
 
 
 def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str], retention_s: float,
-          orphan_grace_s: float) -> Services:
-    """Every service of one runtime, wired to ``host`` and to each other."""
+          orphan_grace_s: float, shares: Sequence[str] = ()) -> Services:
+    """Every service of one runtime, wired to ``host`` and to each other; ``shares``: folders every
+    sandboxed container sees (``remotecell serve --share``)."""
     registry = AppRegistry()
-    functions = Functions(host, registry, sock_dir, shm_prefix, client_env)
+    functions = Functions(host, registry, sock_dir, shm_prefix, client_env, shares)
     jobs = Jobs(functions, host.state_dir, retention_s, orphan_grace_s=orphan_grace_s)
     volumes = Volumes(host)
     blobs = Blobs(host)

@@ -19,14 +19,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..backends.limits import Limits
 from ..backends.local import LocalBackend
-from ..backends.sandbox import Sandbox
+from ..backends.sandbox import Sandbox, SandboxUnavailable
 from ..containers import ContainerManager, ContainerRecord, State
 from ..cpus import CpuBudget, host_cpus
 from ..gpus import GpuAllocator, inventory
@@ -56,7 +56,7 @@ class JobSink(Protocol):
 
 class Functions(Service):
     def __init__(self, host: Host, apps: AppRegistry, sock_dir: str, shm_prefix: str,
-                 client_env: dict[str, str]) -> None:
+                 client_env: dict[str, str], shares: Sequence[str]) -> None:
         self.host = host
         self.apps = apps
         self.pools: dict[str, Pool] = {}  # fid -> pool
@@ -66,7 +66,7 @@ class Functions(Service):
         self.gpus = GpuAllocator(inventory())
         self.cpus = CpuBudget(host_cpus())
         self.images = Images(host.state_dir, self.image_built)
-        self.sandbox = _sandbox(sock_dir, host.state_dir)
+        self.sandbox, self.sandbox_state = _sandbox(sock_dir, host.state_dir, shares)
         self.limits, self.limits_off = Limits.find(host.runtime_id)
         if self.limits is None:
             log.warning("%s", self.limits_off)
@@ -236,26 +236,27 @@ class Functions(Service):
             "cpus": {"total": self.cpus.total, "reserved": self.cpus.reserved},
             "pools": [p.stats() for p in self.pools.values() if not (p.retired and p.empty)],
             "containers": self.containers.stats(),
-            "sandbox": self.sandbox.version if self.sandbox else f"off: {SANDBOX_OFF}",
+            "sandbox": self.sandbox_state,
             "limits": self.limits.describe if self.limits else self.limits_off,
         }
 
 
-SANDBOX_OFF = ("containers run as plain processes that can read this runtime's state folder; "
-               "start the runtime with REMOTECELL_SANDBOX=1 (and bubblewrap installed) to sandbox them")
+SANDBOX_ENV = "REMOTECELL_SANDBOX"  # "0": containers run as plain processes
+PLAIN = "containers run as plain processes that can read this runtime's state folder and the user's files"
 
 
-def _sandbox(sock_dir: str, state_dir: Path) -> Sandbox | None:
-    """The container sandbox with ``REMOTECELL_SANDBOX=1`` and bubblewrap here; else None (said in the log).
-
-    Opt-in while the rest of the isolation work (images as root filesystems, limits) lands.
-    """
-    if os.environ.get("REMOTECELL_SANDBOX", "0") != "1":
-        log.info("sandbox off: %s", SANDBOX_OFF)
-        return None
-    sandbox = Sandbox.find(sock_dir, hidden=str(state_dir))
-    if sandbox is None:
-        log.warning("REMOTECELL_SANDBOX=1 but bubblewrap (bwrap) was not found: %s", SANDBOX_OFF)
-    else:
-        log.info("containers run in sandboxes (%s)", sandbox.version)
-    return sandbox
+def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[Sandbox | None, str]:
+    """The container sandbox (on wherever bubblewrap works, unless ``REMOTECELL_SANDBOX=0``) and what the
+    status says of it: its version, or ``off: `` with why and how to turn it on (also in the log)."""
+    if os.environ.get(SANDBOX_ENV) == "0":
+        why = f"{SANDBOX_ENV}=0: {PLAIN}; unset it to sandbox them"
+        log.warning("sandbox off: %s", why)
+        return None, f"off: {why}"
+    try:
+        sandbox = Sandbox.find(sock_dir, hidden=str(state_dir), shares=shares)
+    except SandboxUnavailable as exc:
+        why = f"{exc}: {PLAIN}"
+        log.warning("sandbox off: %s", why)
+        return None, f"off: {why}"
+    log.info("containers run in sandboxes (%s)", sandbox.describe())
+    return sandbox, sandbox.describe()
