@@ -104,13 +104,18 @@ class Limits:
             return False
         return int(fields.get("oom_kill", "0")) > 0
 
-    def release(self, cid: str) -> None:
-        """Remove the container's groups (it has exited; an empty group is all that is left)."""
+    def release(self, cid: str) -> bool:
+        """Remove the container's groups; False while one still holds a process (a sandbox's init may outlive
+        bwrap's exit by a moment), to be tried again."""
+        done = True
         for runtime_group in self.groups.values():
             try:
                 (runtime_group / cid).rmdir()
-            except OSError:
+            except FileNotFoundError:
                 pass  # never made (no limits), or already gone
+            except OSError:
+                done = False
+        return done
 
 
 def _own_path(controller: str) -> str:

@@ -35,6 +35,7 @@ log = logging.getLogger("remotecell.runtime")
 
 LOG_TAIL_LINES = 40
 INTERRUPT_GRACE_S = 1.0  # SIGINT, then SIGTERM this much later
+RELEASE_TRIES, RELEASE_RETRY_S = 20, 0.25  # removing a container's cgroups while its last processes exit
 VOLUMES_ENV = "REMOTECELL_VOLUMES"  # {mount path: host folder}: links the container makes, or the sandbox's mounts
 
 
@@ -177,9 +178,12 @@ class LocalBackend:
         except FileNotFoundError:
             pass
         self.processes.pop(process.spec.cid, None)
-        if self.limits is not None:
-            self.limits.release(process.spec.cid)
+        self._release_limits(process.spec.cid, RELEASE_TRIES)
         on_exit(process.spec.cid, exit)
+
+    def _release_limits(self, cid: str, tries: int) -> None:
+        if self.limits is not None and not self.limits.release(cid) and tries > 1:
+            asyncio.get_running_loop().call_later(RELEASE_RETRY_S, self._release_limits, cid, tries - 1)
 
     def _signal(self, process: _Process, sig: int) -> None:
         if process.pid is not None and process.proc is not None and process.proc.returncode is None:
