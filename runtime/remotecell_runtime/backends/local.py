@@ -74,7 +74,8 @@ class LocalBackend:
         why = (self.gpus.unsatisfiable(spec.gpu) if spec.gpu else None) or self.cpus.unsatisfiable(spec.cpu)
         if spec.options.block_network and self.sandbox is None:
             why = ("block_network=True needs the container sandbox, which this runtime does not use: start it "
-                   "with bubblewrap installed and without REMOTECELL_SANDBOX=0 (`remotecell status` says why it is off)")
+                   "with bubblewrap installed and without REMOTECELL_SANDBOX=0 (`remotecell status` says why it is "
+                   "off)")
         if why:
             raise SpecRefused(why)
 
