@@ -14,8 +14,6 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
-from croniter import croniter
-
 from .exceptions import InvalidError
 from .images import check_image
 from .infra import check_secrets, check_volumes
@@ -112,6 +110,8 @@ class Cron:
     timezone: str = "UTC"
 
     def __post_init__(self) -> None:
+        from croniter import croniter  # here, not at the top: it costs ``import remotecell`` ~14 ms
+
         if not isinstance(self.cron_string, str) or not croniter.is_valid(self.cron_string):
             raise InvalidError(f"rc.Cron({self.cron_string!r}) is not a cron expression: give five fields "
                                "'minute hour day month weekday' such as '0 3 * * *' (a sixth, seconds, is optional)")
