@@ -284,7 +284,7 @@ class ThreadLeases:
         request_id = msg.id
         sock = lease.sock
         direct = CallMsg(id=request_id, method=msg.method, shm=msg.shm, token=lease.token)
-        framing.send(sock, framing.encode(direct.to_wire(), payloads))
+        framing.send(sock, framing.encode(direct.to_wire(), payloads, inline=True))
         deadline = time.monotonic() + lease.timeout_s
         ended = False  # the lease ended after our call ran: its result is on the way, then the lease goes
         while True:

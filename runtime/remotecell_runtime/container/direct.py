@@ -51,7 +51,7 @@ class DirectLease:
             print(f"remotecell container: dropped a malformed direct message: {exc}", file=sys.__stderr__)
             return None
         if msg.token != self.token or self.token is None or busy:
-            framing.send(direct, [peer.bytes, *framing.encode(RevokedMsg(id=msg.id).to_wire())])
+            framing.send(direct, [peer.bytes, *framing.encode(RevokedMsg(id=msg.id).to_wire(), inline=True)])
             return None
         self.outbox.direct_peers[msg.id] = peer.bytes
         return msg, payloads

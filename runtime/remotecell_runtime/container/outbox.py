@@ -44,11 +44,12 @@ class Outbox:
 
     def send(self, msg: Message, payloads: list[Payload] | tuple[()] = ()) -> None:
         """To the daemon, or to the leaseholder when it is about one of its direct calls; from any thread."""
-        frames = framing.encode(msg.to_wire(), payloads)
         # Messages about one input (result, output, item) carry its id.
         peer = self.direct_peers.get(getattr(msg, "id", "")) if self.direct_peers else None
-        if peer is not None:
-            frames = [peer, *frames]
+        if peer is None:
+            frames = framing.encode(msg.to_wire(), payloads)
+        else:  # the direct hop: one frame for the message and its small payloads
+            frames = [peer, *framing.encode(msg.to_wire(), payloads, inline=True)]
         if threading.get_ident() == self.io_thread:
             self._send_now(frames, direct=peer is not None)
             return

@@ -11,6 +11,16 @@ A payload is a pickle-5 stream followed by its out-of-band buffers; a buffer
 listed in ``shm`` travels through a shared-memory segment and its frame is
 empty.
 
+On the direct hop (a leaseholder and its leased container) a message goes
+*inline*: the tag, the header and its small payloads share one frame::
+
+    [PROTOCOL + header_json + b"\n" + pack, *other_payload_frames]
+
+(compact JSON never holds a raw newline), because each zmq frame costs more than
+the whole header: a call and its result there are one frame each way.  ``decode``
+reads both forms; the daemon slices frames itself, so only the two ends of the
+direct hop send inline.
+
 Invariant: nothing here unpickles.  The daemon uses this module alone and
 treats payload frames as opaque bytes.
 """
@@ -26,6 +36,8 @@ from typing import Any, Protocol, TypeVar, cast
 
 PROTOCOL = b"rc/1"
 PROTOCOL_PREFIX = b"rc/"
+_INLINE_START = PROTOCOL + b"{"  # an inline message's first frame: the tag, then its header
+_INLINE_PACK = b"\n"  # ends an inline header that small payloads follow
 
 # Buffers smaller than this stay inside the pickle stream: a frame of their own
 # costs more than the copy.
@@ -63,14 +75,15 @@ def buffer_of(frame: Frame) -> Any:
     return frame.buffer if hasattr(frame, "buffer") else frame
 
 
-def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Frame]:
+def encode(header: dict[str, Any], payloads: Sequence[Payload] = (), inline: bool = False) -> list[Frame]:
     """Frames for one message; the header's ``p`` is filled in from the payloads.
 
     With several payloads, the small one-frame ones travel packed in one frame
     (``header["pk"]``; such a payload is described by its length alone, an int).
+    ``inline`` (the direct hop only): the tag, the header and the pack in the first frame.
     """
-    if len(payloads) > 1:
-        return _encode_packed(header, payloads)
+    if inline or len(payloads) > 1:
+        return _encode_packed(header, payloads, inline)
     if payloads:
         header["p"] = [p.meta() for p in payloads]
     frames: list[Frame] = [PROTOCOL, _encode_json(header).encode()]
@@ -79,7 +92,7 @@ def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Fra
     return frames
 
 
-def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload]) -> list[Frame]:
+def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload], inline: bool) -> list[Frame]:
     metas: list[Any] = []  # an int for a packed payload (its length), else its description
     packed, rest = [], []
     for payload in payloads:
@@ -92,10 +105,14 @@ def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload]) -> list[
                 continue
         metas.append(payload.meta())
         rest.extend(payload.frames)
-    header["p"] = metas
+    if metas:
+        header["p"] = metas
     if packed:
         header["pk"] = 1
-    frames: list[Frame] = [PROTOCOL, _encode_json(header).encode()]
+    head = _encode_json(header).encode()
+    if inline:
+        return [b"".join((PROTOCOL, head, _INLINE_PACK, *packed)) if packed else PROTOCOL + head, *rest]
+    frames: list[Frame] = [PROTOCOL, head]
     if packed:
         frames.append(b"".join(packed))
     frames.extend(rest)
@@ -103,27 +120,50 @@ def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload]) -> list[
 
 
 def decode(frames: Sequence[Frame]) -> tuple[dict[str, Any], list[Payload]]:
-    """Parse one message; raise WireError saying what is wrong with it."""
-    header = decode_header(frames)
-    return header, split_payloads(header, list(frames[2:]))
+    """Parse one message, classic or inline; raise WireError saying what is wrong with it."""
+    header, pack, start = _read_head(frames)
+    return header, split_payloads(header, list(frames[start:]), pack)
 
 
 def decode_header(frames: Sequence[Frame]) -> dict[str, Any]:
     """The header alone (enough to route a message, or to answer a broken one by id)."""
-    if len(frames) < 2:
-        raise WireError(f"a message needs at least 2 frames (protocol, header), got {len(frames)}")
-    tag = bytes(buffer_of(frames[0]))
-    if tag != PROTOCOL:
+    return _read_head(frames)[0]
+
+
+def _read_head(frames: Sequence[Frame]) -> tuple[dict[str, Any], memoryview | None, int]:
+    """The header, the pack when it travels inline (else None), and the index of the first payload frame."""
+    first = _bytes_of(frames[0]) if frames else PROTOCOL
+    if first == PROTOCOL:
+        if len(frames) < 2:
+            raise WireError(f"a message needs at least 2 frames (protocol, header), got {len(frames)}")
+        return _parse_header(_bytes_of(frames[1])), None, 2
+    if not first.startswith(_INLINE_START):
+        tag = first.split(b"{", 1)[0]
         if tag.startswith(PROTOCOL_PREFIX):
             raise WireError(f"protocol {tag!r} is not supported; this side speaks {PROTOCOL!r}")
-        raise WireError(f"not a remotecell message (first frame {tag[:16]!r})")
+        raise WireError(f"not a remotecell message (first frame {first[:16]!r})")
+    end = first.find(_INLINE_PACK, len(PROTOCOL))
+    if end < 0:
+        return _parse_header(first[len(PROTOCOL):]), None, 1
+    return _parse_header(first[len(PROTOCOL):end]), memoryview(first)[end + 1:], 1
+
+
+def _parse_header(raw: bytes) -> dict[str, Any]:
     try:
-        header = _decode_json(bytes(buffer_of(frames[1])).decode())
+        header = _decode_json(raw.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("t"), str):
         raise WireError("header must be a JSON object with a string 't' (message type)")
     return header
+
+
+def _bytes_of(frame: Frame) -> bytes:
+    """A small frame's bytes: a zmq.Frame's cached copy (cheaper than a memoryview of it), bytes as they are."""
+    if type(frame) is bytes:
+        return frame
+    data = getattr(frame, "bytes", None)
+    return data if data is not None else bytes(frame)
 
 
 # One encoder and decoder for every message: json.dumps/loads with options build new ones per call,
@@ -151,20 +191,23 @@ def _decode_json(text: str) -> Any:
     return value if end == len(text) else _DECODER.decode(text)
 
 
-def split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
+def split_payloads(header: dict[str, Any], rest: list[Frame], pack: memoryview | None = None) -> list[Payload]:
+    """The payloads ``header`` describes, in frames ``rest`` (and ``pack``, when it came inline)."""
     metas = header.get("p")
     if metas is None:
-        if rest:
+        if rest or pack:
             raise WireError(f"{len(rest)} frames are not described by the header")
         return []
     if not isinstance(metas, list):
         raise WireError("header 'p' must be a list of payload descriptions")
-    pack, offset = None, 0
-    if header.get("pk"):
+    offset = 0
+    if header.get("pk") and pack is None:
         if not rest:
             raise WireError("header 'pk' announces a pack frame, but there is none")
         pack = memoryview(buffer_of(rest[0])).cast("B")
         rest = rest[1:]
+    elif pack is not None and not header.get("pk"):
+        raise WireError("an inline pack that the header does not announce ('pk')")
     payloads, start = [], 0
     for meta in metas:
         if type(meta) is int:  # a packed payload: its length
