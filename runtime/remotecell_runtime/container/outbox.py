@@ -11,11 +11,13 @@ as one ``results`` message.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -37,7 +39,7 @@ class Outbox:
         self.direct_address = direct_address if self.direct is not None else None
         self.direct_peers: dict[str, bytes] = {}  # input id -> the leaseholder socket it came from
         self.io_thread = threading.get_ident()
-        self.queue: queue.SimpleQueue[tuple[list[Frame], bool] | Callable[[], None]] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[zmq.Socket, list[Frame]] | Callable[[], None]] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.results: list[tuple[ResultEntry, list[Payload]]] = []  # inline results not sent yet
@@ -47,21 +49,14 @@ class Outbox:
         # Messages about one input (result, output, item) carry its id.
         peer = self.direct_peers.get(getattr(msg, "id", "")) if self.direct_peers else None
         if peer is None:
-            frames = framing.encode(msg.to_wire(), payloads)
+            frames, sock = framing.encode(msg.to_wire(), payloads), self.sock
         else:  # the direct hop: one frame for the message and its small payloads
-            frames = [peer, *framing.encode(msg.to_wire(), payloads, inline=True)]
+            frames, sock = [peer, *framing.encode(msg.to_wire(), payloads, inline=True)], self.direct
         if threading.get_ident() == self.io_thread:
-            self._send_now(frames, direct=peer is not None)
+            framing.send(sock, frames)
             return
-        self.queue.put((frames, peer is not None))
+        self.queue.put((sock, frames))
         os.write(self.wake_w, b"x")
-
-    def _send_now(self, frames: list[Frame], direct: bool) -> None:
-        if direct:
-            assert self.direct is not None
-            framing.send(self.direct, frames)
-        else:
-            framing.send(self.sock, frames)
 
     def drain(self) -> None:
         """On the I/O thread: send what other threads queued, and run the work they handed it."""
@@ -77,14 +72,14 @@ class Outbox:
             if callable(item):  # work handed to this thread (see on_io)
                 item()
             else:
-                self._send_now(*item)
+                framing.send(*item)
 
-    def on_io(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on the I/O thread: what it reports there goes out many results to a message."""
+    def on_io(self, work: Callable[..., None], *args: Any) -> None:
+        """Run ``work(*args)`` on the I/O thread: what it reports there goes out many results to a message."""
         if threading.get_ident() == self.io_thread:
-            work()
+            work(*args)
             return
-        self.queue.put(work)
+        self.queue.put(functools.partial(work, *args))
         os.write(self.wake_w, b"x")
 
     def flush_results(self) -> None:

@@ -36,6 +36,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 PROTOCOL = b"rc/1"
 PROTOCOL_PREFIX = b"rc/"
+_TAG_LEN = len(PROTOCOL)
 _INLINE_START = PROTOCOL + b"{"  # an inline message's first frame: the tag, then its header
 _INLINE_PACK = b"\n"  # ends an inline header that small payloads follow
 
@@ -96,9 +97,14 @@ def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload], inline: 
     metas: list[Any] = []  # an int for a packed payload (its length), else its description
     packed, rest = [], []
     for payload in payloads:
-        if len(payload.frames) == 1 and not payload.shm:
-            data = buffer_of(payload.frames[0])
-            size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+        frames = payload.frames
+        if len(frames) == 1 and not payload.shm:
+            data = frames[0]
+            if type(data) is bytes:  # what pickling makes: a small payload's one frame
+                size = len(data)
+            else:
+                data = buffer_of(data)
+                size = memoryview(data).nbytes
             if size <= PACK_MAX_BYTES:
                 metas.append(size)
                 packed.append(data)
@@ -112,11 +118,9 @@ def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload], inline: 
     head = _encode_json(header).encode()
     if inline:
         return [b"".join((PROTOCOL, head, _INLINE_PACK, *packed)) if packed else PROTOCOL + head, *rest]
-    frames: list[Frame] = [PROTOCOL, head]
     if packed:
-        frames.append(b"".join(packed))
-    frames.extend(rest)
-    return frames
+        return [PROTOCOL, head, b"".join(packed), *rest]
+    return [PROTOCOL, head, *rest]
 
 
 def decode(frames: Sequence[Frame]) -> tuple[dict[str, Any], list[Payload]]:
@@ -133,19 +137,19 @@ def decode_header(frames: Sequence[Frame]) -> dict[str, Any]:
 def _read_head(frames: Sequence[Frame]) -> tuple[dict[str, Any], memoryview | None, int]:
     """The header, the pack when it travels inline (else None), and the index of the first payload frame."""
     first = _bytes_of(frames[0]) if frames else PROTOCOL
+    if first.startswith(_INLINE_START):  # the direct hop's messages: looked at first
+        end = first.find(_INLINE_PACK, _TAG_LEN)
+        if end < 0:
+            return _parse_header(first[_TAG_LEN:]), None, 1
+        return _parse_header(first[_TAG_LEN:end]), memoryview(first)[end + 1:], 1
     if first == PROTOCOL:
         if len(frames) < 2:
             raise WireError(f"a message needs at least 2 frames (protocol, header), got {len(frames)}")
         return _parse_header(_bytes_of(frames[1])), None, 2
-    if not first.startswith(_INLINE_START):
-        tag = first.split(b"{", 1)[0]
-        if tag.startswith(PROTOCOL_PREFIX):
-            raise WireError(f"protocol {tag!r} is not supported; this side speaks {PROTOCOL!r}")
-        raise WireError(f"not a remotecell message (first frame {first[:16]!r})")
-    end = first.find(_INLINE_PACK, len(PROTOCOL))
-    if end < 0:
-        return _parse_header(first[len(PROTOCOL):]), None, 1
-    return _parse_header(first[len(PROTOCOL):end]), memoryview(first)[end + 1:], 1
+    tag = first.split(b"{", 1)[0]
+    if tag.startswith(PROTOCOL_PREFIX):
+        raise WireError(f"protocol {tag!r} is not supported; this side speaks {PROTOCOL!r}")
+    raise WireError(f"not a remotecell message (first frame {first[:16]!r})")
 
 
 def _parse_header(raw: bytes) -> dict[str, Any]:
@@ -198,23 +202,26 @@ def split_payloads(header: dict[str, Any], rest: list[Frame], pack: memoryview |
         if rest or pack:
             raise WireError(f"{len(rest)} frames are not described by the header")
         return []
-    if not isinstance(metas, list):
+    if type(metas) is not list:
         raise WireError("header 'p' must be a list of payload descriptions")
-    offset = 0
-    if header.get("pk") and pack is None:
-        if not rest:
-            raise WireError("header 'pk' announces a pack frame, but there is none")
-        pack = memoryview(buffer_of(rest[0])).cast("B")
-        rest = rest[1:]
-    elif pack is not None and not header.get("pk"):
+    announced = header.get("pk")
+    if pack is None:
+        if announced:
+            if not rest:
+                raise WireError("header 'pk' announces a pack frame, but there is none")
+            pack = memoryview(buffer_of(rest[0])).cast("B")
+            rest = rest[1:]
+    elif not announced:
         raise WireError("an inline pack that the header does not announce ('pk')")
-    payloads, start = [], 0
+    payloads: list[Payload] = []
+    offset = start = 0
     for meta in metas:
         if type(meta) is int:  # a packed payload: its length
-            if pack is None or meta < 0 or offset + meta > len(pack):
+            end = offset + meta
+            if pack is None or meta < 0 or end > len(pack):
                 raise WireError(f"packed payload of {meta} bytes does not fit the pack frame")
-            payloads.append(Payload([pack[offset:offset + meta]]))
-            offset += meta
+            payloads.append(Payload([pack[offset:end]]))
+            offset = end
             continue
         n = meta.get("n") if isinstance(meta, dict) else None
         if not isinstance(n, int) or n < 1 or start + n > len(rest):
@@ -314,8 +321,8 @@ def send(sock: Any, frames: Sequence[Frame], flags: int = 0) -> None:
     """send_multipart without its per-frame checks; large frames go without a copy."""
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        small = isinstance(frame, bytes) and len(frame) < OOB_MIN_BYTES
-        sock.send(frame, flags | (_SNDMORE if i < last else 0), copy=small)
+        small = type(frame) is bytes and len(frame) < OOB_MIN_BYTES  # a copy costs less than a zmq.Frame
+        sock.send(frame, flags | _SNDMORE if i < last else flags, small)
 
 
 def recv(sock: Any, flags: int = 0) -> list[Any]:
