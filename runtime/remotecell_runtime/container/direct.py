@@ -51,7 +51,7 @@ class DirectLease:
             print(f"remotecell container: dropped a malformed direct message: {exc}", file=sys.__stderr__)
             return None
         if msg.token != self.token or self.token is None or busy:
-            framing.send(direct, [peer, *framing.encode(RevokedMsg(id=msg.id).to_wire(), inline=True)])
+            self.outbox.to_peer(peer, RevokedMsg(id=msg.id))
             return None
         self.outbox.direct_peers[msg.id] = peer
         return msg, payloads
@@ -68,8 +68,8 @@ class DirectLease:
 
     def done(self, result: ResultMsg, payloads: list[Payload]) -> None:
         """A direct call's result goes to its leaseholder at once; the daemon hears of it about once a second."""
-        self.outbox.send(result, payloads)
-        del self.outbox.direct_peers[result.id]
+        outbox = self.outbox
+        outbox.to_peer(outbox.direct_peers.pop(result.id), result, payloads)
         self.last_id = result.id
         self.last_done = now = time.monotonic()
         self.runs += 1

@@ -159,13 +159,13 @@ class ContainerLoop:
 
     def _receive_direct(self) -> None:
         """A leaseholder's call that the lease admits: run now, on this thread when its function runs inline."""
-        runner, loaded = self.runner, self.loaded
+        runner = self.runner
         work = self.lease.receive(busy=bool(runner.backlog or runner.running_inputs))
         if work is None:
             return
         msg, payloads = work
-        method = loaded.methods.get(msg.method)
-        if method is not None and loaded.threads is None and msg.method not in loaded.loop_methods:
+        method = self.loaded.inline.get(msg.method)
+        if method is not None:
             runner.run_sync(method, msg, payloads)  # the hot path: no hand-off, no backlog
         else:
             runner.on_call(msg, payloads)

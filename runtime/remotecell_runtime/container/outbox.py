@@ -50,13 +50,17 @@ class Outbox:
         peer = self.direct_peers.get(getattr(msg, "id", "")) if self.direct_peers else None
         if peer is None:
             frames, sock = framing.encode(msg.to_wire(), payloads), self.sock
-        else:  # the direct hop: one frame for the message and its small payloads
-            frames, sock = [peer, *framing.encode(msg.to_wire(), payloads, inline=True)], self.direct
+        else:
+            frames, sock = _to_peer(peer, msg, payloads), self.direct
         if threading.get_ident() == self.io_thread:
             framing.send(sock, frames)
             return
         self.queue.put((sock, frames))
         os.write(self.wake_w, b"x")
+
+    def to_peer(self, peer: bytes, msg: Message, payloads: list[Payload] | tuple[()] = ()) -> None:
+        """On the I/O thread: ``msg`` to the leaseholder ``peer`` (a direct call's result, ``revoked``)."""
+        framing.send(self.direct, _to_peer(peer, msg, payloads))
 
     def drain(self) -> None:
         """On the I/O thread: send what other threads queued, and run the work they handed it."""
@@ -87,6 +91,11 @@ class Outbox:
             return
         results, self.results = self.results, []
         framing.send(self.sock, framing.encode_many("results", [(r.fields(), own) for r, own in results]))
+
+
+def _to_peer(peer: bytes, msg: Message, payloads: list[Payload] | tuple[()]) -> list[Frame]:
+    """The frames of ``msg`` on the direct hop: one for it and its small payloads, after the peer's identity."""
+    return [peer, *framing.encode(msg.to_wire(), payloads, inline=True)]
 
 
 def _bind_direct(ctx: zmq.Context, address: str) -> zmq.Socket | None:

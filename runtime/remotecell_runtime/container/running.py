@@ -89,7 +89,8 @@ class Runner:
             outcome = exc
         finally:
             self.running_inputs.pop(input_id, None)
-            self.cancelled.discard(input_id)
+            if self.cancelled:  # seldom anything: no call then
+                self.cancelled.discard(input_id)
         run_us = int((time.perf_counter() - started_s) * 1e6)
         try:
             self._report(msg, payloads, outcome, run_us)
