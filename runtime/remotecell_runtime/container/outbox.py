@@ -98,9 +98,13 @@ def _to_peer(peer: bytes, msg: Message, payloads: list[Payload] | tuple[()]) -> 
     return [peer, *framing.encode(msg.to_wire(), payloads, inline=True)]
 
 
+LEASED_WAIT_MS = 2  # how long a leased container waits for its holder's next call before it polls (main.py)
+
+
 def _bind_direct(ctx: zmq.Context, address: str) -> zmq.Socket | None:
     sock = ctx.socket(zmq.ROUTER)
     sock.linger = 0
+    sock.rcvtimeo = LEASED_WAIT_MS
     sock.sndhwm = sock.rcvhwm = 0
     try:
         sock.bind(address)
