@@ -98,6 +98,8 @@ def test_many_inputs_in_one_message_split_back_per_entry():
      "shared-memory list"),
     ([framing.PROTOCOL + b'{"t": "call", "p": [3]}\nabc'], "does not announce"),
     ([framing.PROTOCOL + b'{"t": "call", "p": [9], "pk": 1}\nabc'], "does not fit the pack frame"),
+    ([framing.PROTOCOL + b'{"t": "call", "p": [3.0], "pk": 1}\nabc'], "payload description 3.0 does not match"),
+    ([framing.PROTOCOL + b'{"t": "call", "p": [2], "pk": 1}\nabc'], "not described by the header"),
     ([framing.PROTOCOL + b'{"t": "call"'], "header is not JSON"),
     ([b"rc/9{}"], "protocol b'rc/9' is not supported"),
 ])

@@ -83,6 +83,11 @@ def encode(header: dict[str, Any], payloads: Sequence[Payload] = (), inline: boo
     (``header["pk"]``; such a payload is described by its length alone, an int).
     ``inline`` (the direct hop only): the tag, the header and the pack in the first frame.
     """
+    if inline and len(payloads) == 1:
+        data = _small(payloads[0])
+        if data is not None:  # the direct hop's call or result: its one small payload is the pack
+            header["p"], header["pk"] = [len(data)], 1
+            return [b"".join((PROTOCOL, _encode_json(header).encode(), _INLINE_PACK, data))]
     if inline or len(payloads) > 1:
         return _encode_packed(header, payloads, inline)
     if payloads:
@@ -91,6 +96,14 @@ def encode(header: dict[str, Any], payloads: Sequence[Payload] = (), inline: boo
     for payload in payloads:
         frames.extend(payload.frames)
     return frames
+
+
+def _small(payload: Payload) -> bytes | None:
+    """The bytes of a payload that is one small bytes frame (what pickling makes of a small value), else None."""
+    frames = payload.frames
+    if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) <= PACK_MAX_BYTES and not payload.shm:
+        return frames[0]
+    return None
 
 
 def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload], inline: bool) -> list[Frame]:
@@ -126,6 +139,10 @@ def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload], inline: 
 def decode(frames: Sequence[Frame]) -> tuple[dict[str, Any], list[Payload]]:
     """Parse one message, classic or inline; raise WireError saying what is wrong with it."""
     header, pack, start = _read_head(frames)
+    metas = header.get("p")
+    if (pack is not None and start == len(frames) and type(metas) is list and len(metas) == 1
+            and type(metas[0]) is int and metas[0] == len(pack) and header.get("pk")):
+        return header, [Payload([pack])]  # the direct hop's call or result: its one small payload is the pack
     return header, split_payloads(header, list(frames[start:]), pack)
 
 
@@ -153,8 +170,15 @@ def _read_head(frames: Sequence[Frame]) -> tuple[dict[str, Any], memoryview | No
 
 
 def _parse_header(raw: bytes) -> dict[str, Any]:
+    """``json.loads(raw)``, a compact header in one scan (anything else through the full decoder), checked."""
     try:
-        header = _decode_json(raw.decode())
+        text = raw.decode()
+        try:
+            header, end = _SCAN(text, 0)
+        except StopIteration:  # not a value where the text starts (e.g. whitespace): let the decoder say
+            end = -1
+        if end != len(text):
+            header = _DECODER.decode(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("t"), str):
@@ -184,15 +208,6 @@ _SCAN: Any = json.scanner.make_scanner(cast(Any, _DECODER))  # typeshed has it a
 
 def _encode_json(obj: Any) -> str:
     return "".join(_C_ENCODE(obj, 0)) if _C_ENCODE is not None else _ENCODER.encode(obj)
-
-
-def _decode_json(text: str) -> Any:
-    """``json.loads(text)``; a compact header in one scan, anything else through the full decoder."""
-    try:
-        value, end = _SCAN(text, 0)
-    except StopIteration:  # not a value where the text starts (e.g. whitespace): let the decoder say
-        end = -1
-    return value if end == len(text) else _DECODER.decode(text)
 
 
 def split_payloads(header: dict[str, Any], rest: list[Frame], pack: memoryview | None = None) -> list[Payload]:
