@@ -59,9 +59,10 @@ class Target:
     method: str | None
     name: str  # for messages: ``square``, ``Model.predict``
 
-    def call_msg(self, gen: bool = False) -> CallMsg:
-        """One new input to this target."""
-        return CallMsg(id=self.conn.new_id(), fid=self.fid, method=self.method or None, shm=self.conn.shm, gen=gen)
+    def call_msg(self, gen: bool = False, input_id: str = "") -> CallMsg:
+        """One input to this target (a new one unless ``input_id`` is given)."""
+        return CallMsg(id=input_id or self.conn.new_id(), fid=self.fid, method=self.method or None,
+                       shm=self.conn.shm, gen=gen)
 
     def header(self, msg: CallMsg | None = None) -> dict[str, Any]:
         """The header of ``msg`` (a new input when None) from this target's session."""
@@ -87,11 +88,11 @@ class Target:
 
 def call(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """One input, blocking: its value, or raise its error; Ctrl-C cancels it wherever it runs."""
-    msg, payload = target.call_msg(), target.args_payload(args, kwargs)
+    payload = target.args_payload(args, kwargs)
     channel = target.conn.channel()
     if isinstance(channel, _client.BridgedChannel):  # past the thread cap: on the shared loop
-        return _bridge.run_in_background(_call_on_loop(target, msg, payload))
-    reply, payloads = leases_of(channel).call(target, msg, [payload])
+        return _bridge.run_in_background(_call_on_loop(target, target.call_msg(), payload))
+    reply, payloads = leases_of(channel).call(target, target.conn.new_id(), [payload])
     return _client.result_value(reply, payloads)
 
 
@@ -244,9 +245,9 @@ class ThreadLeases:
         for lease in list(self.held.values()):
             self._drop(lease)
 
-    def call(self, target: Target, msg: CallMsg, payloads: list[Payload],
+    def call(self, target: Target, input_id: str, payloads: list[Payload],
              on_output: _client.OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
-        """One input of a function; its result message.
+        """Input ``input_id`` of a function; its result message.
 
         With a lease on the function, it goes straight to the leased container (two hops);
         else through the runtime, asking for a lease (granted when the container is free
@@ -254,30 +255,31 @@ class ThreadLeases:
         """
         if self.held and self._runtime_sent():
             self._runtime_news()  # a lease may have ended meanwhile
-        lease = self.held.get(msg.fid)
+        lease = self.held.get(target.fid)
         if lease is not None and lease.runtime_id != self.conn.runtime_id:
             self._drop(lease)
             lease = None
         try:
             if lease is not None:
-                answer = self._call_direct(lease, msg, payloads, on_output)
+                answer = self._call_direct(lease, target, input_id, payloads, on_output)
                 if answer is not None:
                     return answer
+            msg = target.call_msg(input_id=input_id)
             msg.lease = self.conn.info.is_local
             return self.channel.roundtrip(target.header(msg), payloads, on_output)
         except KeyboardInterrupt:
-            self._cancel(msg, payloads, lease)
+            self._cancel(input_id, payloads, lease)
             raise
 
-    def _cancel(self, msg: CallMsg, payloads: list[Payload], lease: HeldLease | None) -> None:
+    def _cancel(self, input_id: str, payloads: list[Payload], lease: HeldLease | None) -> None:
         cid = None
         if lease is not None and self.held.get(lease.fid) is lease:  # it runs there, unknown to the runtime
             cid = lease.cid  # the runtime interrupts it there and takes the lease back
             self._drop(lease)
             sharedmem.discard(payloads)  # its shared memory is nobody else's to free
-        self.channel.sock.send_multipart(framing.encode(_client.cancel_header(self.conn, [msg.id], cid)))
+        self.channel.sock.send_multipart(framing.encode(_client.cancel_header(self.conn, [input_id], cid)))
 
-    def _call_direct(self, lease: HeldLease, msg: CallMsg, payloads: list[Payload],
+    def _call_direct(self, lease: HeldLease, target: Target, request_id: str, payloads: list[Payload],
                      on_output: _client.OutputSink | None) -> tuple[dict[str, Any], list[Payload]] | None:
         """Send a call to the leased container and wait for it; None: the lease was taken back, go through the runtime.
 
@@ -285,10 +287,9 @@ class ThreadLeases:
         the function's timeout, whose container dies (``lease_lost``), or that fails and should be
         retried is handed back to it (``lease_return``) and waited for as any other call.
         """
-        request_id = msg.id
         sock = lease.sock
-        direct = CallMsg(id=request_id, method=msg.method, shm=msg.shm, token=lease.token)
-        framing.send(sock, framing.encode(direct.to_wire(), payloads, inline=True))
+        msg = CallMsg(id=request_id, method=target.method or None, shm=target.conn.shm, token=lease.token)
+        framing.send(sock, framing.encode(msg.to_wire(), payloads, inline=True))
         deadline = time.monotonic() + lease.timeout_s
         ended = False  # the lease ended after our call ran: its result is on the way, then the lease goes
         while True:

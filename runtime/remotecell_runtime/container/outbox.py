@@ -26,6 +26,8 @@ from ..protocol.framing import Frame, Payload
 from ..protocol.message import Message
 from ..protocol.messages.calls import ResultEntry
 
+_SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's enums cost a microsecond a use
+
 
 class Outbox:
     """The container's sockets, and the queue that hands other threads' messages to the I/O thread."""
@@ -39,7 +41,8 @@ class Outbox:
         self.direct_address = direct_address if self.direct is not None else None
         self.direct_peers: dict[str, bytes] = {}  # input id -> the leaseholder socket it came from
         self.io_thread = threading.get_ident()
-        self.queue: queue.SimpleQueue[tuple[zmq.Socket, list[Frame]] | Callable[[], None]] = queue.SimpleQueue()
+        # frames for the daemon, or work for the I/O thread (a message to a leaseholder among them)
+        self.queue: queue.SimpleQueue[list[Frame] | Callable[[], None]] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.results: list[tuple[ResultEntry, list[Payload]]] = []  # inline results not sent yet
@@ -48,19 +51,27 @@ class Outbox:
         """To the daemon, or to the leaseholder when it is about one of its direct calls; from any thread."""
         # Messages about one input (result, output, item) carry its id.
         peer = self.direct_peers.get(getattr(msg, "id", "")) if self.direct_peers else None
-        if peer is None:
-            frames, sock = framing.encode(msg.to_wire(), payloads), self.sock
-        else:
-            frames, sock = _to_peer(peer, msg, payloads), self.direct
         if threading.get_ident() == self.io_thread:
-            framing.send(sock, frames)
+            if peer is None:
+                framing.send(self.sock, framing.encode(msg.to_wire(), payloads))
+            else:
+                self.to_peer(peer, msg, payloads)
             return
-        self.queue.put((sock, frames))
+        if peer is None:
+            self.queue.put(framing.encode(msg.to_wire(), payloads))
+        else:
+            self.queue.put(functools.partial(self.to_peer, peer, msg, payloads))
         os.write(self.wake_w, b"x")
 
     def to_peer(self, peer: bytes, msg: Message, payloads: list[Payload] | tuple[()] = ()) -> None:
-        """On the I/O thread: ``msg`` to the leaseholder ``peer`` (a direct call's result, ``revoked``)."""
-        framing.send(self.direct, _to_peer(peer, msg, payloads))
+        """On the I/O thread: ``msg`` to the leaseholder ``peer`` (a direct call's result, ``revoked``).
+
+        The direct hop's one frame for a message and its small payloads, after the ROUTER's routing frame.
+        """
+        direct = self.direct
+        assert direct is not None  # a peer's call came on it
+        direct.send(peer, _SNDMORE)
+        framing.send(direct, framing.encode(msg.to_wire(), payloads, inline=True))
 
     def drain(self) -> None:
         """On the I/O thread: send what other threads queued, and run the work they handed it."""
@@ -76,7 +87,7 @@ class Outbox:
             if callable(item):  # work handed to this thread (see on_io)
                 item()
             else:
-                framing.send(*item)
+                framing.send(self.sock, item)
 
     def on_io(self, work: Callable[..., None], *args: Any) -> None:
         """Run ``work(*args)`` on the I/O thread: what it reports there goes out many results to a message."""
@@ -91,11 +102,6 @@ class Outbox:
             return
         results, self.results = self.results, []
         framing.send(self.sock, framing.encode_many("results", [(r.fields(), own) for r, own in results]))
-
-
-def _to_peer(peer: bytes, msg: Message, payloads: list[Payload] | tuple[()]) -> list[Frame]:
-    """The frames of ``msg`` on the direct hop: one for it and its small payloads, after the peer's identity."""
-    return [peer, *framing.encode(msg.to_wire(), payloads, inline=True)]
 
 
 LEASED_WAIT_MS = 2  # how long a leased container waits for its holder's next call before it polls (main.py)

@@ -188,10 +188,10 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
 
 def _bytes_of(frame: Frame) -> bytes:
     """A small frame's bytes: a zmq.Frame's cached copy (cheaper than a memoryview of it), bytes as they are."""
-    if type(frame) is bytes:
-        return frame
-    data = getattr(frame, "bytes", None)
-    return data if data is not None else bytes(frame)
+    try:
+        return frame.bytes  # a zmq.Frame, what recv gives
+    except AttributeError:
+        return frame if type(frame) is bytes else bytes(frame)
 
 
 # One encoder and decoder for every message: json.dumps/loads with options build new ones per call,
