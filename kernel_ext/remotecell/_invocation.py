@@ -46,8 +46,6 @@ from remotecell_runtime.protocol.messages.session import ErrorInfo
 from . import _bridge, _client, _map, exceptions
 from .exceptions import SerializationError
 
-EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: pyzmq's enums cost a microsecond a use
-
 Reply = tuple[dict[str, Any], list[Payload]]
 LEASE_NEWS = Decoder([LeaseMsg, LeaseEndedMsg, LeaseLostMsg])
 
@@ -61,9 +59,10 @@ class Target:
     method: str | None
     name: str  # for messages: ``square``, ``Model.predict``
 
-    def call_msg(self, gen: bool = False) -> CallMsg:
-        """One new input to this target."""
-        return CallMsg(id=self.conn.new_id(), fid=self.fid, method=self.method or None, shm=self.conn.shm, gen=gen)
+    def call_msg(self, gen: bool = False, input_id: str = "") -> CallMsg:
+        """One input to this target (a new one unless ``input_id`` is given)."""
+        return CallMsg(id=input_id or self.conn.new_id(), fid=self.fid, method=self.method or None,
+                       shm=self.conn.shm, gen=gen)
 
     def header(self, msg: CallMsg | None = None) -> dict[str, Any]:
         """The header of ``msg`` (a new input when None) from this target's session."""
@@ -89,11 +88,11 @@ class Target:
 
 def call(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """One input, blocking: its value, or raise its error; Ctrl-C cancels it wherever it runs."""
-    msg, payload = target.call_msg(), target.args_payload(args, kwargs)
+    payload = target.args_payload(args, kwargs)
     channel = target.conn.channel()
     if isinstance(channel, _client.BridgedChannel):  # past the thread cap: on the shared loop
-        return _bridge.run_in_background(_call_on_loop(target, msg, payload))
-    reply, payloads = leases_of(channel).call(target, msg, [payload])
+        return _bridge.run_in_background(_call_on_loop(target, target.call_msg(), payload))
+    reply, payloads = leases_of(channel).call(target, target.conn.new_id(), [payload])
     return _client.result_value(reply, payloads)
 
 
@@ -234,46 +233,53 @@ class ThreadLeases:
         self.channel = channel
         self.conn = channel.conn
         self.held: dict[str, HeldLease] = {}  # fid -> lease
+        # zmq_poll with no wait, not sock.get(EVENTS): that makes a pyzmq enum per call, ~1 us of a warm call
+        self._runtime_sock = [(channel.sock, zmq.POLLIN)]
+
+    def _runtime_sent(self) -> bool:
+        """Whether a message from the runtime waits on the channel (lease news, or a late reply)."""
+        return bool(zmq.zmq_poll(self._runtime_sock, 0))
 
     def close(self) -> None:
         """The channel closes (its thread ended): so do its leases' sockets."""
         for lease in list(self.held.values()):
             self._drop(lease)
 
-    def call(self, target: Target, msg: CallMsg, payloads: list[Payload],
+    def call(self, target: Target, input_id: str, payloads: list[Payload],
              on_output: _client.OutputSink | None = None) -> tuple[dict[str, Any], list[Payload]]:
-        """One input of a function; its result message.
+        """Input ``input_id`` of a function; its result message.
 
         With a lease on the function, it goes straight to the leased container (two hops);
         else through the runtime, asking for a lease (granted when the container is free
         and nothing else waits for it). Ctrl-C cancels the input wherever it runs.
         """
-        if self.held and int(self.channel.sock.get(EVENTS)) & POLLIN:
+        if self.held and self._runtime_sent():
             self._runtime_news()  # a lease may have ended meanwhile
-        lease = self.held.get(msg.fid)
+        lease = self.held.get(target.fid)
         if lease is not None and lease.runtime_id != self.conn.runtime_id:
             self._drop(lease)
             lease = None
         try:
             if lease is not None:
-                answer = self._call_direct(lease, msg, payloads, on_output)
+                answer = self._call_direct(lease, target, input_id, payloads, on_output)
                 if answer is not None:
                     return answer
+            msg = target.call_msg(input_id=input_id)
             msg.lease = self.conn.info.is_local
             return self.channel.roundtrip(target.header(msg), payloads, on_output)
         except KeyboardInterrupt:
-            self._cancel(msg, payloads, lease)
+            self._cancel(input_id, payloads, lease)
             raise
 
-    def _cancel(self, msg: CallMsg, payloads: list[Payload], lease: HeldLease | None) -> None:
+    def _cancel(self, input_id: str, payloads: list[Payload], lease: HeldLease | None) -> None:
         cid = None
         if lease is not None and self.held.get(lease.fid) is lease:  # it runs there, unknown to the runtime
             cid = lease.cid  # the runtime interrupts it there and takes the lease back
             self._drop(lease)
             sharedmem.discard(payloads)  # its shared memory is nobody else's to free
-        self.channel.sock.send_multipart(framing.encode(_client.cancel_header(self.conn, [msg.id], cid)))
+        self.channel.sock.send_multipart(framing.encode(_client.cancel_header(self.conn, [input_id], cid)))
 
-    def _call_direct(self, lease: HeldLease, msg: CallMsg, payloads: list[Payload],
+    def _call_direct(self, lease: HeldLease, target: Target, request_id: str, payloads: list[Payload],
                      on_output: _client.OutputSink | None) -> tuple[dict[str, Any], list[Payload]] | None:
         """Send a call to the leased container and wait for it; None: the lease was taken back, go through the runtime.
 
@@ -281,10 +287,9 @@ class ThreadLeases:
         the function's timeout, whose container dies (``lease_lost``), or that fails and should be
         retried is handed back to it (``lease_return``) and waited for as any other call.
         """
-        request_id = msg.id
         sock = lease.sock
-        direct = CallMsg(id=request_id, method=msg.method, shm=msg.shm, token=lease.token)
-        framing.send(sock, framing.encode(direct.to_wire(), payloads))
+        msg = CallMsg(id=request_id, method=target.method or None, shm=target.conn.shm, token=lease.token)
+        framing.send(sock, framing.encode(msg.to_wire(), payloads, inline=True))
         deadline = time.monotonic() + lease.timeout_s
         ended = False  # the lease ended after our call ran: its result is on the way, then the lease goes
         while True:
@@ -315,16 +320,17 @@ class ThreadLeases:
             elif reply["t"] == "revoked":
                 self._drop(lease)
                 return None
-            else:
-                result = ResultEntry.from_wire(reply)
-                if result.status == "error" and lease.retries:
+            else:  # its result; the caller reads it as a ResultEntry (every field checked), so only its status here
+                status = reply.get("status")
+                if status == "error" and lease.retries:
                     sharedmem.discard(reply_payloads)
-                    return self._hand_back(lease, msg, payloads, on_output, why="error", error=result.error)
+                    error = ResultEntry.from_wire(reply).error
+                    return self._hand_back(lease, msg, payloads, on_output, why="error", error=error)
                 if ended:
                     self._drop(lease)
                 elif lease.wait_ms != _client.WAKE_MS:
                     lease.wait_ms = sock.rcvtimeo = _client.WAKE_MS
-                if result.status != "ok":  # the container kept no shared memory of the arguments
+                if status != "ok":  # the container kept no shared memory of the arguments
                     sharedmem.discard(payloads)
                 return reply, reply_payloads
 
@@ -332,7 +338,7 @@ class ThreadLeases:
         """Read what the runtime sent meanwhile and act on it; news of the end of the lease on ``cid`` is returned
         instead."""
         mine = None
-        while int(self.channel.sock.get(EVENTS)) & POLLIN:
+        while self._runtime_sent():
             for reply, reply_payloads in _client.replies(*framing.decode(framing.recv(self.channel.sock))):
                 if reply["t"] not in _client.LEASE_NEWS:
                     sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on

@@ -32,6 +32,7 @@ class Function:
         self.raw_f = local
         self.method = method
         self.name = f"{registration.name}.{method}" if method else registration.name
+        self._last_target: _invocation.Target | None = None
         functools.update_wrapper(self, local)
         self.remote = Twin(self._remote, self._remote_aio)
         self.remote_gen = Twin(self._remote_gen, self._remote_gen_aio)
@@ -118,11 +119,18 @@ class Function:
         ``fresh``: ask the app again rather than take the cached fid (a resend after a restart).
         """
         conn, fid = (None if fresh else self.registration.cached()) or self.fid()
-        return _invocation.Target(conn, fid, self.method, self.name)
+        return self._target_of(conn, fid)
+
+    def _target_of(self, conn: _client.Connection, fid: str) -> _invocation.Target:
+        """The Target of ``(conn, fid)``, the last one made again while they stay (one per call costs ~1 us)."""
+        target = self._last_target
+        if target is None or target.conn is not conn or target.fid != fid:
+            target = self._last_target = _invocation.Target(conn, fid, self.method, self.name)
+        return target
 
     async def target_aio(self) -> _invocation.Target:
         conn, fid = await self.fid_aio()
-        return _invocation.Target(conn, fid, self.method, self.name)
+        return self._target_of(conn, fid)
 
     def _remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function remotely and return its result (or raise its exception)."""

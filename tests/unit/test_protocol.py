@@ -53,6 +53,21 @@ def test_header_and_payloads_round_trip_packed_and_unpacked():
     assert bytes(framing.buffer_of(payloads[3].frames[0])) == b"x" * (framing.PACK_MAX_BYTES + 1)
 
 
+def test_an_inline_message_is_one_frame_with_its_small_payloads_and_decodes_as_a_classic_one():
+    header = {"t": "result", "id": "a-1", "status": "ok"}
+    small, big = pickling.serialize("value"), Payload([b"x" * (framing.PACK_MAX_BYTES + 1)])
+    (frame,) = framing.encode(dict(header), [small], inline=True)
+    assert frame.startswith(framing.PROTOCOL + b"{")
+    decoded, payloads = framing.decode([frame])
+    assert decoded == dict(header, p=[len(small.frames[0])], pk=1) and pickling.deserialize(payloads[0]) == "value"
+    frames = framing.encode(dict(header), [small, big], inline=True)
+    assert len(frames) == 2
+    _, payloads = framing.decode(frames)
+    assert pickling.deserialize(payloads[0]) == "value" and bytes(payloads[1].frames[0]) == big.frames[0]
+    assert framing.decode(framing.encode({"t": "revoked", "id": "a-2"}, inline=True)) == ({"t": "revoked",
+                                                                                          "id": "a-2"}, [])
+
+
 def test_a_header_decodes_as_json_compact_or_not():
     header = {"t": "call", "id": "é-1", "n": [1, 2.5, None, True], "e": {"x": -3}}
     assert framing.decode_header(framing.encode(dict(header))) == header
@@ -81,6 +96,12 @@ def test_many_inputs_in_one_message_split_back_per_entry():
     ([framing.PROTOCOL, b'{"t": "call"}', b"x"], "not described by the header"),
     ([framing.PROTOCOL, b'{"t": "call", "p": [{"n": 2, "shm": [[1, "../etc/passwd", 4]]}]}', b"x", b""],
      "shared-memory list"),
+    ([framing.PROTOCOL + b'{"t": "call", "p": [3]}\nabc'], "does not announce"),
+    ([framing.PROTOCOL + b'{"t": "call", "p": [9], "pk": 1}\nabc'], "does not fit the pack frame"),
+    ([framing.PROTOCOL + b'{"t": "call", "p": [3.0], "pk": 1}\nabc'], "payload description 3.0 does not match"),
+    ([framing.PROTOCOL + b'{"t": "call", "p": [2], "pk": 1}\nabc'], "not described by the header"),
+    ([framing.PROTOCOL + b'{"t": "call"'], "header is not JSON"),
+    ([b"rc/9{}"], "protocol b'rc/9' is not supported"),
 ])
 def test_a_malformed_message_raises_wire_error_saying_what_is_wrong(frames, says):
     with pytest.raises(WireError) as info:

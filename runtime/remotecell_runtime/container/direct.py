@@ -41,9 +41,9 @@ class DirectLease:
         or the container is ``busy`` (inputs queued or running), or dropped when it is no call."""
         direct = self.outbox.direct
         assert direct is not None
-        peer, *frames = framing.recv(direct)
+        peer = direct.recv()  # a ROUTER's first frame, the sender's identity: always followed by its message
         try:
-            header, payloads = framing.decode(frames)
+            header, payloads = framing.decode(framing.recv(direct))
             if header.get("t") != "call":
                 return None
             msg = CallMsg.from_wire(header)
@@ -51,9 +51,9 @@ class DirectLease:
             print(f"remotecell container: dropped a malformed direct message: {exc}", file=sys.__stderr__)
             return None
         if msg.token != self.token or self.token is None or busy:
-            framing.send(direct, [peer.bytes, *framing.encode(RevokedMsg(id=msg.id).to_wire())])
+            self.outbox.to_peer(peer, RevokedMsg(id=msg.id))
             return None
-        self.outbox.direct_peers[msg.id] = peer.bytes
+        self.outbox.direct_peers[msg.id] = peer
         return msg, payloads
 
     def on_lease(self, msg: LeaseTokenMsg, payloads: list[Payload]) -> None:
@@ -68,13 +68,13 @@ class DirectLease:
 
     def done(self, result: ResultMsg, payloads: list[Payload]) -> None:
         """A direct call's result goes to its leaseholder at once; the daemon hears of it about once a second."""
-        self.outbox.send(result, payloads)
-        del self.outbox.direct_peers[result.id]
+        outbox = self.outbox
+        outbox.to_peer(outbox.direct_peers.pop(result.id), result, payloads)
         self.last_id = result.id
-        self.last_done = time.monotonic()
+        self.last_done = now = time.monotonic()
         self.runs += 1
         self.us += result.run_us
-        if time.monotonic() - self.reported >= LEASE_REPORT_S:
+        if now - self.reported >= LEASE_REPORT_S:
             self._report()
 
     def _report(self) -> None:

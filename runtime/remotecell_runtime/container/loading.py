@@ -37,6 +37,7 @@ class Loaded:
         self.outbox = outbox
         self.methods: dict[str | None, Callable[..., Any]] = {}
         self.loop_methods: set[str | None] = set()  # those that run on the event loop
+        self.inline: dict[str | None, Callable[..., Any]] = {}  # those that run on the I/O thread itself
         self.exit_hooks: list[Callable[[], Any]] = []
         self.max_inputs = 1
         self.threads: concurrent.futures.ThreadPoolExecutor | None = None
@@ -71,6 +72,8 @@ class Loaded:
             import concurrent.futures
 
             self.threads = concurrent.futures.ThreadPoolExecutor(self.max_inputs, thread_name_prefix="input")
+        else:
+            self.inline = {name: m for name, m in self.methods.items() if name not in self.loop_methods}
 
     def _start_loop(self) -> None:
         import asyncio

@@ -33,7 +33,9 @@ The parts, each holding what it needs (imports point one way, down this list):
 ``direct`` (the lease), ``running`` (running and reporting an input), ``batches``
 and ``cancelling``.  This module wires them, receives and dispatches by message
 type; the hot path (a leaseholder's call, or the backlog) goes from the poll to
-``Runner.run_sync`` without a hand-off.
+``Runner.run_sync`` without a hand-off.  While leased, the loop first waits a
+moment (``LEASED_WAIT_MS``) for the holder's next call on the direct socket alone,
+then polls everything: the daemon's messages wait that long at most.
 """
 
 from __future__ import annotations
@@ -113,11 +115,14 @@ class ContainerLoop:
         poller.register(wake_r, zmq.POLLIN)
         if direct is not None:
             poller.register(direct, zmq.POLLIN)
+        lease = self.lease
         while self.running:
             if backlog:
                 self._run_backlog()
                 continue
             outbox.flush_results()
+            if lease.token is not None and self._receive_direct():
+                continue  # leased: the holder's next call came, waited for on its socket alone
             ready = dict(poller.poll(1000))
             if not ready and os.getppid() != self.parent:  # the daemon is gone
                 return
@@ -157,18 +162,28 @@ class ContainerLoop:
             return
         handler(msg, payloads)
 
-    def _receive_direct(self) -> None:
-        """A leaseholder's call that the lease admits: run now, on this thread when its function runs inline."""
-        runner, loaded = self.runner, self.loaded
-        work = self.lease.receive(busy=bool(runner.backlog or runner.running_inputs))
+    def _receive_direct(self) -> bool:
+        """A leaseholder's call that the lease admits: run now, on this thread when its function runs inline.
+
+        False when nothing came within ``LEASED_WAIT_MS``: while leased, the serve loop waits for the
+        holder's next call on the direct socket alone first, a blocking recv where a poll of all three
+        sockets costs a warm call several syscalls; the daemon's messages and the wake-up pipe wait
+        that long at most, then the poll.
+        """
+        runner = self.runner
+        try:
+            work = self.lease.receive(busy=bool(runner.backlog or runner.running_inputs))
+        except zmq.Again:
+            return False
         if work is None:
-            return
+            return True
         msg, payloads = work
-        method = loaded.methods.get(msg.method)
-        if method is not None and loaded.threads is None and msg.method not in loaded.loop_methods:
+        method = self.loaded.inline.get(msg.method)
+        if method is not None:
             runner.run_sync(method, msg, payloads)  # the hot path: no hand-off, no backlog
         else:
             runner.on_call(msg, payloads)
+        return True
 
     def on_stop(self, msg: StopMsg, payloads: list[Payload]) -> None:
         self.running = False

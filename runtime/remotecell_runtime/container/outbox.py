@@ -11,11 +11,13 @@ as one ``results`` message.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -23,6 +25,8 @@ from ..protocol import framing
 from ..protocol.framing import Frame, Payload
 from ..protocol.message import Message
 from ..protocol.messages.calls import ResultEntry
+
+_SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's enums cost a microsecond a use
 
 
 class Outbox:
@@ -37,30 +41,37 @@ class Outbox:
         self.direct_address = direct_address if self.direct is not None else None
         self.direct_peers: dict[str, bytes] = {}  # input id -> the leaseholder socket it came from
         self.io_thread = threading.get_ident()
-        self.queue: queue.SimpleQueue[tuple[list[Frame], bool] | Callable[[], None]] = queue.SimpleQueue()
+        # frames for the daemon, or work for the I/O thread (a message to a leaseholder among them)
+        self.queue: queue.SimpleQueue[list[Frame] | Callable[[], None]] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.results: list[tuple[ResultEntry, list[Payload]]] = []  # inline results not sent yet
 
     def send(self, msg: Message, payloads: list[Payload] | tuple[()] = ()) -> None:
         """To the daemon, or to the leaseholder when it is about one of its direct calls; from any thread."""
-        frames = framing.encode(msg.to_wire(), payloads)
         # Messages about one input (result, output, item) carry its id.
         peer = self.direct_peers.get(getattr(msg, "id", "")) if self.direct_peers else None
-        if peer is not None:
-            frames = [peer, *frames]
         if threading.get_ident() == self.io_thread:
-            self._send_now(frames, direct=peer is not None)
+            if peer is None:
+                framing.send(self.sock, framing.encode(msg.to_wire(), payloads))
+            else:
+                self.to_peer(peer, msg, payloads)
             return
-        self.queue.put((frames, peer is not None))
+        if peer is None:
+            self.queue.put(framing.encode(msg.to_wire(), payloads))
+        else:
+            self.queue.put(functools.partial(self.to_peer, peer, msg, payloads))
         os.write(self.wake_w, b"x")
 
-    def _send_now(self, frames: list[Frame], direct: bool) -> None:
-        if direct:
-            assert self.direct is not None
-            framing.send(self.direct, frames)
-        else:
-            framing.send(self.sock, frames)
+    def to_peer(self, peer: bytes, msg: Message, payloads: list[Payload] | tuple[()] = ()) -> None:
+        """On the I/O thread: ``msg`` to the leaseholder ``peer`` (a direct call's result, ``revoked``).
+
+        The direct hop's one frame for a message and its small payloads, after the ROUTER's routing frame.
+        """
+        direct = self.direct
+        assert direct is not None  # a peer's call came on it
+        direct.send(peer, _SNDMORE)
+        framing.send(direct, framing.encode(msg.to_wire(), payloads, inline=True))
 
     def drain(self) -> None:
         """On the I/O thread: send what other threads queued, and run the work they handed it."""
@@ -76,14 +87,14 @@ class Outbox:
             if callable(item):  # work handed to this thread (see on_io)
                 item()
             else:
-                self._send_now(*item)
+                framing.send(self.sock, item)
 
-    def on_io(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on the I/O thread: what it reports there goes out many results to a message."""
+    def on_io(self, work: Callable[..., None], *args: Any) -> None:
+        """Run ``work(*args)`` on the I/O thread: what it reports there goes out many results to a message."""
         if threading.get_ident() == self.io_thread:
-            work()
+            work(*args)
             return
-        self.queue.put(work)
+        self.queue.put(functools.partial(work, *args))
         os.write(self.wake_w, b"x")
 
     def flush_results(self) -> None:
@@ -93,9 +104,13 @@ class Outbox:
         framing.send(self.sock, framing.encode_many("results", [(r.fields(), own) for r, own in results]))
 
 
+LEASED_WAIT_MS = 2  # how long a leased container waits for its holder's next call before it polls (main.py)
+
+
 def _bind_direct(ctx: zmq.Context, address: str) -> zmq.Socket | None:
     sock = ctx.socket(zmq.ROUTER)
     sock.linger = 0
+    sock.rcvtimeo = LEASED_WAIT_MS
     sock.sndhwm = sock.rcvhwm = 0
     try:
         sock.bind(address)

@@ -13,7 +13,6 @@ to a message) or sent at once (from a worker thread or the event loop).
 from __future__ import annotations
 
 import collections
-import functools
 import inspect
 import threading
 import time
@@ -90,7 +89,8 @@ class Runner:
             outcome = exc
         finally:
             self.running_inputs.pop(input_id, None)
-            self.cancelled.discard(input_id)
+            if self.cancelled:  # seldom anything: no call then
+                self.cancelled.discard(input_id)
         run_us = int((time.perf_counter() - started_s) * 1e6)
         try:
             self._report(msg, payloads, outcome, run_us)
@@ -174,11 +174,11 @@ class Runner:
     def finish(self, inputs: list[Payload], result: ResultMsg, payloads: list[Payload] | None = None) -> None:
         """Every input's one way out: its output first, its shared memory settled, then ``result`` to its caller."""
         flush_output(result.id)
-        # The input's shared memory is ours only when it succeeded; else the runtime may retry it.
-        self.shm.settle(inputs[0].shm if inputs else [], keep=result.status == "ok")
+        if inputs and inputs[0].shm:  # ours only when the input succeeded; else the runtime may retry it
+            self.shm.settle(inputs[0].shm, keep=result.status == "ok")
         outbox = self.outbox
         if result.id in outbox.direct_peers:
-            outbox.on_io(functools.partial(self.lease.done, result, payloads or []))
+            outbox.on_io(self.lease.done, result, payloads or [])
         elif threading.get_ident() == outbox.io_thread:  # the serve loop sends these, many to a message
             outbox.results.append((result, payloads or []))
         else:

@@ -9,7 +9,6 @@ also written there, so the daemon's last lines of a crashed container hold it.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from ..protocol.messages.calls import OutputMsg
 from .inputs import CURRENT
 
 Send = Callable[[Message], None]
+_STREAMS: list[Stream] = []  # every Stream made (the container's stdout and stderr)
 
 
 class Stream:
@@ -30,6 +30,7 @@ class Stream:
         self.fallback = fallback
         self.pending: dict[str, list[str]] = {}
         self.lock = threading.Lock()
+        _STREAMS.append(self)  # flushed by flush_output even if user code replaced sys.stdout since
 
     def write(self, text: str) -> int:
         input_id = CURRENT.get()
@@ -89,6 +90,6 @@ class Stream:
 
 def flush_output(input_id: str) -> None:
     """Send what ``input_id`` printed and did not send yet, before what comes after it (an item, its result)."""
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, Stream):
+    for stream in _STREAMS:
+        if stream.pending:  # most inputs print nothing: no call then
             stream.flush_input(input_id)

@@ -11,6 +11,16 @@ A payload is a pickle-5 stream followed by its out-of-band buffers; a buffer
 listed in ``shm`` travels through a shared-memory segment and its frame is
 empty.
 
+On the direct hop (a leaseholder and its leased container) a message goes
+*inline*: the tag, the header and its small payloads share one frame::
+
+    [PROTOCOL + header_json + b"\n" + pack, *other_payload_frames]
+
+(compact JSON never holds a raw newline), because each zmq frame costs more than
+the whole header: a call and its result there are one frame each way.  ``decode``
+reads both forms; the daemon slices frames itself, so only the two ends of the
+direct hop send inline.
+
 Invariant: nothing here unpickles.  The daemon uses this module alone and
 treats payload frames as opaque bytes.
 """
@@ -26,6 +36,9 @@ from typing import Any, Protocol, TypeVar, cast
 
 PROTOCOL = b"rc/1"
 PROTOCOL_PREFIX = b"rc/"
+_TAG_LEN = len(PROTOCOL)
+_INLINE_START = PROTOCOL + b"{"  # an inline message's first frame: the tag, then its header
+_INLINE_PACK = b"\n"  # ends an inline header that small payloads follow
 
 # Buffers smaller than this stay inside the pickle stream: a frame of their own
 # costs more than the copy.
@@ -63,14 +76,20 @@ def buffer_of(frame: Frame) -> Any:
     return frame.buffer if hasattr(frame, "buffer") else frame
 
 
-def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Frame]:
+def encode(header: dict[str, Any], payloads: Sequence[Payload] = (), inline: bool = False) -> list[Frame]:
     """Frames for one message; the header's ``p`` is filled in from the payloads.
 
     With several payloads, the small one-frame ones travel packed in one frame
     (``header["pk"]``; such a payload is described by its length alone, an int).
+    ``inline`` (the direct hop only): the tag, the header and the pack in the first frame.
     """
-    if len(payloads) > 1:
-        return _encode_packed(header, payloads)
+    if inline and len(payloads) == 1:
+        data = _small(payloads[0])
+        if data is not None:  # the direct hop's call or result: its one small payload is the pack
+            header["p"], header["pk"] = [len(data)], 1
+            return [b"".join((PROTOCOL, _encode_json(header).encode(), _INLINE_PACK, data))]
+    if inline or len(payloads) > 1:
+        return _encode_packed(header, payloads, inline)
     if payloads:
         header["p"] = [p.meta() for p in payloads]
     frames: list[Frame] = [PROTOCOL, _encode_json(header).encode()]
@@ -79,51 +98,100 @@ def encode(header: dict[str, Any], payloads: Sequence[Payload] = ()) -> list[Fra
     return frames
 
 
-def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload]) -> list[Frame]:
+def _small(payload: Payload) -> bytes | None:
+    """The bytes of a payload that is one small bytes frame (what pickling makes of a small value), else None."""
+    frames = payload.frames
+    if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) <= PACK_MAX_BYTES and not payload.shm:
+        return frames[0]
+    return None
+
+
+def _encode_packed(header: dict[str, Any], payloads: Sequence[Payload], inline: bool) -> list[Frame]:
     metas: list[Any] = []  # an int for a packed payload (its length), else its description
     packed, rest = [], []
     for payload in payloads:
-        if len(payload.frames) == 1 and not payload.shm:
-            data = buffer_of(payload.frames[0])
-            size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+        frames = payload.frames
+        if len(frames) == 1 and not payload.shm:
+            data = frames[0]
+            if type(data) is bytes:  # what pickling makes: a small payload's one frame
+                size = len(data)
+            else:
+                data = buffer_of(data)
+                size = memoryview(data).nbytes
             if size <= PACK_MAX_BYTES:
                 metas.append(size)
                 packed.append(data)
                 continue
         metas.append(payload.meta())
         rest.extend(payload.frames)
-    header["p"] = metas
+    if metas:
+        header["p"] = metas
     if packed:
         header["pk"] = 1
-    frames: list[Frame] = [PROTOCOL, _encode_json(header).encode()]
+    head = _encode_json(header).encode()
+    if inline:
+        return [b"".join((PROTOCOL, head, _INLINE_PACK, *packed)) if packed else PROTOCOL + head, *rest]
     if packed:
-        frames.append(b"".join(packed))
-    frames.extend(rest)
-    return frames
+        return [PROTOCOL, head, b"".join(packed), *rest]
+    return [PROTOCOL, head, *rest]
 
 
 def decode(frames: Sequence[Frame]) -> tuple[dict[str, Any], list[Payload]]:
-    """Parse one message; raise WireError saying what is wrong with it."""
-    header = decode_header(frames)
-    return header, split_payloads(header, list(frames[2:]))
+    """Parse one message, classic or inline; raise WireError saying what is wrong with it."""
+    header, pack, start = _read_head(frames)
+    metas = header.get("p")
+    if (pack is not None and start == len(frames) and type(metas) is list and len(metas) == 1
+            and type(metas[0]) is int and metas[0] == len(pack) and header.get("pk")):
+        return header, [Payload([pack])]  # the direct hop's call or result: its one small payload is the pack
+    return header, split_payloads(header, list(frames[start:]), pack)
 
 
 def decode_header(frames: Sequence[Frame]) -> dict[str, Any]:
     """The header alone (enough to route a message, or to answer a broken one by id)."""
-    if len(frames) < 2:
-        raise WireError(f"a message needs at least 2 frames (protocol, header), got {len(frames)}")
-    tag = bytes(buffer_of(frames[0]))
-    if tag != PROTOCOL:
-        if tag.startswith(PROTOCOL_PREFIX):
-            raise WireError(f"protocol {tag!r} is not supported; this side speaks {PROTOCOL!r}")
-        raise WireError(f"not a remotecell message (first frame {tag[:16]!r})")
+    return _read_head(frames)[0]
+
+
+def _read_head(frames: Sequence[Frame]) -> tuple[dict[str, Any], memoryview | None, int]:
+    """The header, the pack when it travels inline (else None), and the index of the first payload frame."""
+    first = _bytes_of(frames[0]) if frames else PROTOCOL
+    if first.startswith(_INLINE_START):  # the direct hop's messages: looked at first
+        end = first.find(_INLINE_PACK, _TAG_LEN)
+        if end < 0:
+            return _parse_header(first[_TAG_LEN:]), None, 1
+        return _parse_header(first[_TAG_LEN:end]), memoryview(first)[end + 1:], 1
+    if first == PROTOCOL:
+        if len(frames) < 2:
+            raise WireError(f"a message needs at least 2 frames (protocol, header), got {len(frames)}")
+        return _parse_header(_bytes_of(frames[1])), None, 2
+    tag = first.split(b"{", 1)[0]
+    if tag.startswith(PROTOCOL_PREFIX):
+        raise WireError(f"protocol {tag!r} is not supported; this side speaks {PROTOCOL!r}")
+    raise WireError(f"not a remotecell message (first frame {first[:16]!r})")
+
+
+def _parse_header(raw: bytes) -> dict[str, Any]:
+    """``json.loads(raw)``, a compact header in one scan (anything else through the full decoder), checked."""
     try:
-        header = _decode_json(bytes(buffer_of(frames[1])).decode())
+        text = raw.decode()
+        try:
+            header, end = _SCAN(text, 0)
+        except StopIteration:  # not a value where the text starts (e.g. whitespace): let the decoder say
+            end = -1
+        if end != len(text):
+            header = _DECODER.decode(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("t"), str):
         raise WireError("header must be a JSON object with a string 't' (message type)")
     return header
+
+
+def _bytes_of(frame: Frame) -> bytes:
+    """A small frame's bytes: a zmq.Frame's cached copy (cheaper than a memoryview of it), bytes as they are."""
+    try:
+        return frame.bytes  # a zmq.Frame, what recv gives
+    except AttributeError:
+        return frame if type(frame) is bytes else bytes(frame)
 
 
 # One encoder and decoder for every message: json.dumps/loads with options build new ones per call,
@@ -142,36 +210,33 @@ def _encode_json(obj: Any) -> str:
     return "".join(_C_ENCODE(obj, 0)) if _C_ENCODE is not None else _ENCODER.encode(obj)
 
 
-def _decode_json(text: str) -> Any:
-    """``json.loads(text)``; a compact header in one scan, anything else through the full decoder."""
-    try:
-        value, end = _SCAN(text, 0)
-    except StopIteration:  # not a value where the text starts (e.g. whitespace): let the decoder say
-        end = -1
-    return value if end == len(text) else _DECODER.decode(text)
-
-
-def split_payloads(header: dict[str, Any], rest: list[Frame]) -> list[Payload]:
+def split_payloads(header: dict[str, Any], rest: list[Frame], pack: memoryview | None = None) -> list[Payload]:
+    """The payloads ``header`` describes, in frames ``rest`` (and ``pack``, when it came inline)."""
     metas = header.get("p")
     if metas is None:
-        if rest:
+        if rest or pack:
             raise WireError(f"{len(rest)} frames are not described by the header")
         return []
-    if not isinstance(metas, list):
+    if type(metas) is not list:
         raise WireError("header 'p' must be a list of payload descriptions")
-    pack, offset = None, 0
-    if header.get("pk"):
-        if not rest:
-            raise WireError("header 'pk' announces a pack frame, but there is none")
-        pack = memoryview(buffer_of(rest[0])).cast("B")
-        rest = rest[1:]
-    payloads, start = [], 0
+    announced = header.get("pk")
+    if pack is None:
+        if announced:
+            if not rest:
+                raise WireError("header 'pk' announces a pack frame, but there is none")
+            pack = memoryview(buffer_of(rest[0])).cast("B")
+            rest = rest[1:]
+    elif not announced:
+        raise WireError("an inline pack that the header does not announce ('pk')")
+    payloads: list[Payload] = []
+    offset = start = 0
     for meta in metas:
         if type(meta) is int:  # a packed payload: its length
-            if pack is None or meta < 0 or offset + meta > len(pack):
+            end = offset + meta
+            if pack is None or meta < 0 or end > len(pack):
                 raise WireError(f"packed payload of {meta} bytes does not fit the pack frame")
-            payloads.append(Payload([pack[offset:offset + meta]]))
-            offset += meta
+            payloads.append(Payload([pack[offset:end]]))
+            offset = end
             continue
         n = meta.get("n") if isinstance(meta, dict) else None
         if not isinstance(n, int) or n < 1 or start + n > len(rest):
@@ -271,8 +336,8 @@ def send(sock: Any, frames: Sequence[Frame], flags: int = 0) -> None:
     """send_multipart without its per-frame checks; large frames go without a copy."""
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        small = isinstance(frame, bytes) and len(frame) < OOB_MIN_BYTES
-        sock.send(frame, flags | (_SNDMORE if i < last else 0), copy=small)
+        small = type(frame) is bytes and len(frame) < OOB_MIN_BYTES  # a copy costs less than a zmq.Frame
+        sock.send(frame, flags | _SNDMORE if i < last else flags, small)
 
 
 def recv(sock: Any, flags: int = 0) -> list[Any]:
