@@ -51,8 +51,9 @@ class Checkpointer:
         self._thread.start()
 
     def wake(self) -> None:
-        """Something was committed: checkpoint soon."""
-        self._dirty.set()
+        """Something was committed: checkpoint soon (``set`` takes a lock: not when the flag is up already)."""
+        if not self._dirty.is_set():
+            self._dirty.set()
 
     def _run(self, path: Path) -> None:
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)

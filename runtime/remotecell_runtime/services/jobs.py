@@ -133,6 +133,15 @@ class JobStore:
 
     def write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
         """Run ``statements`` in one transaction; how many rows each one changed."""
+        if len(statements) == 1:  # a transaction of its own in autocommit mode: no BEGIN and COMMIT to run
+            sql, params = statements[0]
+            changed = [self.db.execute(sql, params).rowcount]
+        else:
+            changed = self._write_many(statements)
+        self.checkpointer.wake()
+        return changed
+
+    def _write_many(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
         self.db.execute("BEGIN")
         try:
             changed = [self.db.execute(sql, params).rowcount for sql, params in statements]
@@ -140,7 +149,6 @@ class JobStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-        self.checkpointer.wake()
         return changed
 
     def row(self, call_id: str) -> sqlite3.Row | None:
