@@ -53,7 +53,7 @@ from ..protocol.messages.jobs import (
     SpawnReply,
 )
 from ..storage import Checkpointer, open_db, pack, unpack
-from .base import Handler, Request, Service, error_reply, refusal, with_id
+from .base import Handler, Host, Request, Service, error_reply, refusal, with_id
 from .functions import JOB_PEER, Functions
 
 log = logging.getLogger("remotecell.runtime")
@@ -191,12 +191,14 @@ class JobStore:
 class GroupCommit:
     """Writes to the job store, many to a commit: a statement waits for the next one, its callbacks after it.
 
-    The daemon flushes once it has drained a socket (``SpawnedCalls.drained``); a flush scheduled
-    on the loop is the fallback for writes made elsewhere (a timer, a container's result).
+    The daemon flushes once it has drained a socket (``SpawnedCalls.drained``); for writes made
+    elsewhere (a timer's), when the host is not ``reading``, a flush is scheduled on the loop.
+    None is scheduled for a handler's writes: a cancelled handle still costs the loop a turn.
     """
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, host: Host) -> None:
         self.store = store
+        self.host = host
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._changed: list[Callable[[int], None] | None] = []  # per pending statement: told its row count
         self._after_commit: list[Callable[[Exception | None], None]] = []
@@ -214,12 +216,12 @@ class GroupCommit:
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if self._flush_handle is None:  # a fallback: the daemon flushes once it has drained a socket
+        if self._flush_handle is None and not self.host.reading:  # a handler's writes: drained() flushes
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
 
     @property
     def unwritten(self) -> bool:
-        return self._flush_handle is not None
+        return bool(self._pending or self._after_commit)
 
     def flush(self) -> None:
         if self._flush_handle is not None:
@@ -257,7 +259,7 @@ class Jobs:
         self.orphans: dict[str, list[Job]] = {}  # fn key -> jobs that wait for their function after a restart
         self.orphan_deadline = time.monotonic() + orphan_grace_s
         self.closing = False
-        self.commits = GroupCommit(self.store)
+        self.commits = GroupCommit(self.store, functions.host)
         self._load_unfinished()
 
     # -- spawning -----------------------------------------------------------------------------
