@@ -45,7 +45,8 @@ def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_
     try:
         shared = checked_shares([*shares, *filter(None, os.environ.get(SHARE_ENV, "").split(os.pathsep))],
                                 str(state_dir))
-        _run_profiled(Daemon(state_dir, binds, retention_s, shared).serve_forever(), os.environ.get("REMOTECELL_PROFILE"))
+        daemon = Daemon(state_dir, binds, retention_s, shared)
+        _run_profiled(daemon.serve_forever(), os.environ.get("REMOTECELL_PROFILE"))
     except (KeySetupError, ShareRefused) as exc:
         print(f"remotecell serve: {exc}", file=sys.stderr)
         return 2

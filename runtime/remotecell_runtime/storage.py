@@ -77,9 +77,8 @@ class Checkpointer:
 
 def pack(frames: list[Frame]) -> bytes:
     """Frames in one blob: their count, their lengths, then their bytes."""
-    views = [memoryview(framing.buffer_of(f)).cast("B") for f in frames]
-    head = struct.pack(f"<I{len(views)}Q", len(views), *(len(v) for v in views))
-    return head + b"".join(views)
+    blobs = [f if type(f) is bytes else memoryview(framing.buffer_of(f)).cast("B") for f in frames]
+    return struct.pack(f"<I{len(blobs)}Q", len(blobs), *map(len, blobs)) + b"".join(blobs)
 
 
 def unpack(blob: bytes) -> list[Frame]:
