@@ -118,6 +118,7 @@ class Daemon:
         self.sessions: dict[str, Session] = {}
         self.stopped = asyncio.Event()
         self.gate: auth.ZapGate | None = None
+        self.reading = False  # handling what a read of a socket brought: ``_drained`` comes after (Host)
 
     @property
     def sock_dir(self) -> Path:
@@ -247,6 +248,7 @@ class Daemon:
     # -- dispatch -----------------------------------------------------------------------------
 
     def on_client_message(self, listener: Listener, frames: list[Frame]) -> None:
+        self.reading = True
         identity = frames[0].bytes
         peer: Peer = (listener, identity)
         request_id = None
@@ -283,9 +285,11 @@ class Daemon:
         self.send_peer(peer, error_reply(request_id, type_name, message))
 
     def _drained(self) -> None:
+        self.reading = False
         self.services.drained()
 
     def on_container_message(self, listener: Listener, frames: list[Frame]) -> None:
+        self.reading = True
         cid = frames[0].bytes.decode(errors="replace")
         container = self.services.functions.containers.containers.get(cid)
         try:

@@ -51,8 +51,9 @@ class Checkpointer:
         self._thread.start()
 
     def wake(self) -> None:
-        """Something was committed: checkpoint soon."""
-        self._dirty.set()
+        """Something was committed: checkpoint soon (``set`` takes a lock: not when the flag is up already)."""
+        if not self._dirty.is_set():
+            self._dirty.set()
 
     def _run(self, path: Path) -> None:
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -76,9 +77,8 @@ class Checkpointer:
 
 def pack(frames: list[Frame]) -> bytes:
     """Frames in one blob: their count, their lengths, then their bytes."""
-    views = [memoryview(framing.buffer_of(f)).cast("B") for f in frames]
-    head = struct.pack(f"<I{len(views)}Q", len(views), *(len(v) for v in views))
-    return head + b"".join(views)
+    blobs = [f if type(f) is bytes else memoryview(framing.buffer_of(f)).cast("B") for f in frames]
+    return struct.pack(f"<I{len(blobs)}Q", len(blobs), *map(len, blobs)) + b"".join(blobs)
 
 
 def unpack(blob: bytes) -> list[Frame]:

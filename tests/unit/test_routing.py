@@ -23,6 +23,7 @@ CONTAINER_TYPES = {"hello", "ready", "load_failed", "output", "item", "result", 
 
 class Host:
     runtime_id = "test"
+    reading = False
     endpoints: list[str] = []
 
     def __init__(self, state_dir: Path) -> None:

@@ -102,7 +102,11 @@ class InputQueue:
 
     def dispatch(self) -> None:
         """Give pending inputs to free slots, many to a message."""
+        if not self.pending:
+            return
         prefetch = self.prefetch
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.pool.fn.timeout_s  # every input sent now times out at the same time
         sent: dict[str, list[Input]] = {}
         while self.pending:
             container = self.pool.free_container(prefetch)
@@ -110,22 +114,22 @@ class InputQueue:
                 break
             # Slow functions spread one input at a time over the freest containers; fast ones fill a backlog.
             n = min(room(container, prefetch), len(self.pending)) if prefetch else 1
+            batch = sent.setdefault(container.id, [])
             for _ in range(n):
                 inp = self.pending.popleft()
-                self._run(inp, container)
-                sent.setdefault(container.id, []).append(inp)
+                self._run(inp, container, deadline)
+                batch.append(inp)
+        if sent and self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(deadline, self._check_deadlines)
         for cid, inputs in sent.items():
             frames = inputs[0].frames if len(inputs) == 1 else None
             self.pool.rt.send_container(cid, frames or framing.encode_many("calls", [inp.entry() for inp in inputs]))
 
-    def _run(self, inp: Input, container: ContainerRecord) -> None:
+    def _run(self, inp: Input, container: ContainerRecord, deadline: float) -> None:
         inp.container = container
         occupy(container, inp.id)
-        loop = asyncio.get_running_loop()
-        inp.deadline = loop.time() + self.pool.fn.timeout_s
+        inp.deadline = deadline
         self.running[inp.id] = inp
-        if self._deadline_timer is None:
-            self._deadline_timer = loop.call_at(inp.deadline, self._check_deadlines)
 
     def _check_deadlines(self) -> None:
         self._deadline_timer = None

@@ -230,6 +230,7 @@ def split_payloads(header: dict[str, Any], rest: list[Frame], pack: memoryview |
         raise WireError("an inline pack that the header does not announce ('pk')")
     payloads: list[Payload] = []
     offset = start = 0
+    count = len(rest)
     for meta in metas:
         if type(meta) is int:  # a packed payload: its length
             end = offset + meta
@@ -238,9 +239,9 @@ def split_payloads(header: dict[str, Any], rest: list[Frame], pack: memoryview |
             payloads.append(Payload([pack[offset:end]]))
             offset = end
             continue
-        n = meta.get("n") if isinstance(meta, dict) else None
-        if not isinstance(n, int) or n < 1 or start + n > len(rest):
-            raise WireError(f"payload description {meta!r} does not match the {len(rest)} frames sent")
+        n = meta.get("n") if type(meta) is dict else None
+        if type(n) is not int or n < 1 or start + n > count:
+            raise WireError(f"payload description {meta!r} does not match the {count} frames sent")
         shm = meta.get("shm")
         if shm is None:
             shm = []
@@ -248,8 +249,8 @@ def split_payloads(header: dict[str, Any], rest: list[Frame], pack: memoryview |
             raise WireError(f"payload shared-memory list {shm!r} is malformed")
         payloads.append(Payload(rest[start:start + n], shm))
         start += n
-    if start != len(rest) or (pack is not None and offset != len(pack)):
-        raise WireError(f"{len(rest) - start} frames are not described by the header")
+    if start != count or (pack is not None and offset != len(pack)):
+        raise WireError(f"{count - start} frames are not described by the header")
     return payloads
 
 

@@ -91,6 +91,9 @@ class Host(Protocol):
 
     state_dir: Path
     runtime_id: str
+    # True while the daemon handles the messages of one read of a socket: each service's ``drained``
+    # follows, so what a handler changes then need not be written back any other way
+    reading: bool
 
     @property
     def endpoints(self) -> list[str]: ...

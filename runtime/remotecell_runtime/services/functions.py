@@ -19,8 +19,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +53,25 @@ class JobSink(Protocol):
     def on_output(self, call_id: str, text: str) -> None: ...
 
 
+class HeldResults:
+    """The results sent inside ``with functions.batched():``, held back to go many to a message per caller.
+
+    One instance, made once (a block costs two calls, not a generator context's dozen); not re-entrant.
+    """
+
+    def __init__(self, send_many: Callable[[Peer, list[Result]], None]) -> None:
+        self.send_many = send_many
+        self.held: dict[Peer, list[Result]] | None = None  # while inside the block
+
+    def __enter__(self) -> None:
+        self.held = {}
+
+    def __exit__(self, *exc_info: object) -> None:
+        held, self.held = self.held or {}, None
+        for peer, results in held.items():
+            self.send_many(peer, results)
+
+
 class Functions(Service):
     def __init__(self, host: Host, apps: AppRegistry, sock_dir: str, shm_prefix: str,
                  client_env: dict[str, str], shares: Sequence[str]) -> None:
@@ -73,7 +91,7 @@ class Functions(Service):
         backend = LocalBackend(sock_dir, host.runtime_id, shm_prefix, client_env, self.gpus, self.cpus,
                                self.sandbox, self.limits)
         self.containers = ContainerManager(backend, self.on_container_exit)
-        self._held: dict[Peer, list[Result]] | None = None  # results held back to go many to a message
+        self._holding = HeldResults(self._send_many)
 
     # -- the function table -------------------------------------------------------------------
 
@@ -137,23 +155,16 @@ class Functions(Service):
         if peer is JOB_PEER:
             if self.job_sink is not None:
                 self.job_sink.on_result(result)
-        elif self._held is not None:
-            self._held.setdefault(peer, []).append(result)
+        elif self._holding.held is not None:
+            self._holding.held.setdefault(peer, []).append(result)
         elif result.frames is not None:
             self.send_peer(peer, result.frames)
         else:
             self.send_peer(peer, framing.encode_many("results", [result.wire_entry()]))
 
-    @contextmanager
-    def batched(self) -> Iterator[None]:
-        """Hold the results sent inside, then send them many to a message per caller."""
-        self._held = {}
-        try:
-            yield
-        finally:
-            held, self._held = self._held or {}, None
-            for peer, results in held.items():
-                self._send_many(peer, results)
+    def batched(self) -> HeldResults:
+        """Hold the results sent inside a ``with`` block, then send them many to a message per caller."""
+        return self._holding
 
     def _send_many(self, peer: Peer, results: list[Result]) -> None:
         source = results[0].source

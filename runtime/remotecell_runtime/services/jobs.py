@@ -26,7 +26,7 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from ..protocol.messages.jobs import (
     SpawnReply,
 )
 from ..storage import Checkpointer, open_db, pack, unpack
-from .base import Handler, Request, Service, error_reply, refusal, with_id
+from .base import Handler, Host, Request, Service, error_reply, refusal, with_id
 from .functions import JOB_PEER, Functions
 
 log = logging.getLogger("remotecell.runtime")
@@ -94,13 +94,18 @@ DROP INDEX IF EXISTS calls_created;
 # one more page written to the WAL per spawn.
 INSERT_CALL = ("INSERT INTO calls (id, group_id, idx, fn_key, function, method, state, args, created_at) "
                "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (id) DO NOTHING")
+SAVE_RESULT = ("UPDATE calls SET state = ?, result = ?, error_type = ?, attempts = ?, logs = ?, args = NULL, "
+               "finished_at = ?, expires_at = ? WHERE id = ?")
 CHECKPOINT_EVERY_S = 0.02  # the background checkpoint's pace while spawns come in (storage.Checkpointer)
 CHECKPOINT_BACKSTOP_PAGES = 4000  # the committing thread's own checkpoint, should that one fall behind
 RECENT_MAX = 500  # calls_recent lists at most this many
 TOMBSTONE_S = 30 * 24 * 3600.0  # how long an expired call is still known as expired (then: not found)
 
 
-@dataclass
+Changed = Callable[[int | None], None]  # told how many rows a statement changed once committed (None: it failed)
+
+
+@dataclass(slots=True)
 class Job:
     """A spawned call the runtime is working on (its row says the rest)."""
 
@@ -133,6 +138,15 @@ class JobStore:
 
     def write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
         """Run ``statements`` in one transaction; how many rows each one changed."""
+        if len(statements) == 1:  # a transaction of its own in autocommit mode: no BEGIN and COMMIT to run
+            sql, params = statements[0]
+            changed = [self.db.execute(sql, params).rowcount]
+        else:
+            changed = self._write_many(statements)
+        self.checkpointer.wake()
+        return changed
+
+    def _write_many(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
         self.db.execute("BEGIN")
         try:
             changed = [self.db.execute(sql, params).rowcount for sql, params in statements]
@@ -140,7 +154,6 @@ class JobStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-        self.checkpointer.wake()
         return changed
 
     def row(self, call_id: str) -> sqlite3.Row | None:
@@ -183,19 +196,22 @@ class JobStore:
 class GroupCommit:
     """Writes to the job store, many to a commit: a statement waits for the next one, its callbacks after it.
 
-    The daemon flushes once it has drained a socket (``SpawnedCalls.drained``); a flush scheduled
-    on the loop is the fallback for writes made elsewhere (a timer, a container's result).
+    The daemon flushes once it has drained a socket (``SpawnedCalls.drained``); for writes made
+    elsewhere (a timer's), when the host is not ``reading``, a flush is scheduled on the loop.
+    None is scheduled for a handler's writes: a cancelled handle still costs the loop a turn.
     """
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, host: Host) -> None:
         self.store = store
+        self.host = host
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
-        self._changed: list[Callable[[int], None] | None] = []  # per pending statement: told its row count
+        self._changed: list[Changed | None] = []  # per pending statement: told its row count
         self._after_commit: list[Callable[[Exception | None], None]] = []
         self._flush_handle: asyncio.Handle | None = None
 
-    def write(self, sql: str, params: tuple[Any, ...], changed: Callable[[int], None] | None = None) -> None:
-        """Queue a statement for the next commit; ``changed(rows)`` is told how many rows it changed."""
+    def write(self, sql: str, params: tuple[Any, ...], changed: Changed | None = None) -> None:
+        """Queue a statement for the next commit; once it is done, ``changed(rows)`` is told how many rows it
+        changed (None: the commit failed)."""
         self._pending.append((sql, params))
         self._changed.append(changed)
         self._schedule_flush()
@@ -206,12 +222,12 @@ class GroupCommit:
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if self._flush_handle is None:  # a fallback: the daemon flushes once it has drained a socket
+        if self._flush_handle is None and not self.host.reading:  # a handler's writes: drained() flushes
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
 
     @property
     def unwritten(self) -> bool:
-        return self._flush_handle is not None
+        return bool(self._pending or self._after_commit)
 
     def flush(self) -> None:
         if self._flush_handle is not None:
@@ -222,15 +238,15 @@ class GroupCommit:
         callbacks, self._after_commit = self._after_commit, []
         error: Exception | None = None
         if statements:
+            counts: Sequence[int | None]
             try:
                 counts = self.store.write(statements)
             except sqlite3.Error as exc:
                 log.exception("the job store could not write %d changes", len(statements))
-                error = exc
-            else:
-                for changed, count in zip(told, counts, strict=True):
-                    if changed is not None:
-                        changed(count)
+                error, counts = exc, [None] * len(statements)
+            for changed, count in zip(told, counts, strict=True):
+                if changed is not None:
+                    changed(count)
         for callback in callbacks:
             callback(error)
 
@@ -249,7 +265,7 @@ class Jobs:
         self.orphans: dict[str, list[Job]] = {}  # fn key -> jobs that wait for their function after a restart
         self.orphan_deadline = time.monotonic() + orphan_grace_s
         self.closing = False
-        self.commits = GroupCommit(self.store)
+        self.commits = GroupCommit(self.store, functions.host)
         self._load_unfinished()
 
     # -- spawning -----------------------------------------------------------------------------
@@ -257,32 +273,29 @@ class Jobs:
     def submit(self, pool: Pool, entries: list[tuple[SpawnEntry, list[Payload]]], method: str | None,
                then: Callable[[Exception | None], None]) -> None:
         """Write the new calls; once committed, ``then(error)``, and start them unless the write failed."""
-        fresh = []
-        for entry, payloads in entries:
-            call_id = entry.id
-            if call_id in self.live:
-                continue  # a resent request (a call that ended already is known to the store: see _inserted)
-            job = Job(call_id, pool.fn.key, pool.fn.name, method, payloads[0], entry.group, entry.index)
-            self._track(job)
-            self.commits.write(INSERT_CALL, (job.id, job.group_id, job.index, job.fn_key, job.function, method,
-                                      pack(job.payload.frames), job.created_at),
-                        functools.partial(self._inserted, job))
-            fresh.append(job)
+        # a resent request's calls are live already (one that ended is known to the store: see _inserted)
+        fresh = [self._insert(pool, entry, payloads[0], method) for entry, payloads in entries
+                 if entry.id not in self.live]
+        self.commits.then(functools.partial(self._accepted, pool, fresh, then))
 
-        def accepted(error: Exception | None) -> None:
-            if error is not None:
-                for job in fresh:
-                    self._untrack(job)
-            then(error)
-            if error is None:
-                self._start(pool, [job for job in fresh if self.live.get(job.id) is job])
+    def _insert(self, pool: Pool, entry: SpawnEntry, payload: Payload, method: str | None) -> Job:
+        job = Job(entry.id, pool.fn.key, pool.fn.name, method, payload, entry.group, entry.index)
+        self._track(job)
+        self.commits.write(INSERT_CALL, (job.id, job.group_id, job.index, job.fn_key, job.function, method,
+                                         pack(payload.frames), job.created_at), functools.partial(self._inserted, job))
+        return job
 
-        self.commits.then(accepted)
-
-    def _inserted(self, job: Job, rows: int) -> None:
-        """No row inserted: the store had the call already, ended (a resend after a restart): it does not run again."""
+    def _inserted(self, job: Job, rows: int | None) -> None:
+        """No row inserted: the store had the call already, ended (a resend after a restart): it does not run
+        again; or the commit failed (``_accepted`` says so)."""
         if not rows:
             self._untrack(job)
+
+    def _accepted(self, pool: Pool, fresh: list[Job], then: Callable[[Exception | None], None],
+                  error: Exception | None) -> None:
+        then(error)
+        if error is None:
+            self._start(pool, [job for job in fresh if self.live.get(job.id) is job])
 
     def _track(self, job: Job) -> None:
         self.live[job.id] = job
@@ -298,9 +311,9 @@ class Jobs:
                 del self.groups[job.group_id or ""]
 
     def _start(self, pool: Pool, jobs: list[Job]) -> None:
+        """Run ``jobs`` (tracked in ``live``) on ``pool``."""
         inputs = []
         for job in jobs:
-            self._track(job)
             self.functions.input_pool[job.id] = pool
             inputs.append(Input(job.id, JOB_PEER, job.payload, None, job.method, False))
         pool.submit(*inputs, soon=True)  # in a burst, they go to the containers together
@@ -308,27 +321,27 @@ class Jobs:
     # -- results and output -------------------------------------------------------------------
 
     def on_result(self, result: Result) -> None:
-        job = self.live.get(result.entry.id)
+        entry = result.entry
+        job = self.live.get(entry.id)
         if job is None or job.ended or self.closing:  # shutting down: the row stays, the call runs after a restart
             return
         job.ended = True
-        header = result.entry.fields()  # saved as a ``result`` message: answered to each get under its id
+        header = entry.fields()  # saved as a ``result`` message: answered to each get under its id
         header.pop("np", None)
-        frames = framing.encode(dict(header, t="result"), result.payloads)
+        header["t"] = "result"
+        payloads = result.payloads
         now = time.time()
-        error_type = result.entry.error and result.entry.error.type
-        self.commits.write("UPDATE calls SET state = ?, result = ?, error_type = ?, attempts = ?, logs = ?, "
-                           "args = NULL, finished_at = ?, expires_at = ? WHERE id = ?",
-                           (_state_of(result), pack(frames), error_type, result.entry.attempt, "".join(job.logs), now,
-                            now + self.retention_s, job.id))
+        error_type = entry.error and entry.error.type
+        self.commits.write(SAVE_RESULT, (_state_of(result), pack(framing.encode(header, payloads)), error_type,
+                                         entry.attempt, "".join(job.logs), now, now + self.retention_s, job.id),
+                           functools.partial(self._ended, job, header, payloads))
 
-        def ended(error: Exception | None) -> None:  # waiters hear of it once it is on disk
-            self._untrack(job)
-            waiters, job.waiters = job.waiters, []
-            for peer, request_id in waiters:
-                self.functions.send_peer(peer, framing.encode(dict(header, t="result", id=request_id), result.payloads))
-
-        self.commits.then(ended)
+    def _ended(self, job: Job, header: dict[str, Any], payloads: list[Payload], rows: int | None) -> None:
+        """``job``'s result was written (or could not be): its waiters hear of it."""
+        self._untrack(job)
+        waiters, job.waiters = job.waiters, []
+        for peer, request_id in waiters:
+            self.functions.send_peer(peer, framing.encode(dict(header, id=request_id), payloads))
 
     def on_output(self, call_id: str, text: str) -> None:
         job = self.live.get(call_id)
@@ -499,17 +512,16 @@ class SpawnedCalls(Service):
         if any(len(payloads) != 1 or payloads[0].shm for _, payloads in entries):
             raise refusal(ErrorName.INVALID,
                           "a spawned call needs one payload, its arguments, without shared memory")
-        peer, request_id = req.peer, req.id
-
-        def answer(error: Exception | None) -> None:  # once the calls are saved, or could not be
-            if error is not None:
-                self.jobs.functions.send_peer(peer, error_reply(request_id, ErrorName.CONNECTION,
-                                                                f"the runtime could not save the calls: {error}"))
-            else:
-                accepted = with_id(SpawnReply(accepted=len(entries)), request_id)
-                self.jobs.functions.send_peer(peer, framing.encode(accepted))
-
+        answer = functools.partial(self._answer, req.peer, req.id, len(entries))
         self.jobs.submit(pool, entries, req.msg.method, answer)  # calls already known are not run twice
+
+    def _answer(self, peer: Peer, request_id: Any, accepted: int, error: Exception | None) -> None:
+        """The reply to a ``spawn``, once its calls are saved (or could not be)."""
+        if error is not None:
+            self.jobs.functions.send_peer(peer, error_reply(request_id, ErrorName.CONNECTION,
+                                                            f"the runtime could not save the calls: {error}"))
+        else:
+            self.jobs.functions.send_peer(peer, framing.encode(with_id(SpawnReply(accepted=accepted), request_id)))
 
     def on_get(self, req: Request[CallGetMsg]) -> PendingReply | None:
         timeout_s = min(max(req.msg.timeout_s, 0.0), 60.0)
