@@ -38,6 +38,7 @@ from remotecell_runtime.protocol.framing import Payload
 from remotecell_runtime.protocol.message import Message
 from remotecell_runtime.protocol.messages.calls import CallMsg, CallsMsg, CancelMsg, OutputMsg, ResultEntry
 from remotecell_runtime.protocol.messages.session import ErrorInfo, ErrorReply, HelloMsg, HelloReply, PingMsg, PongMsg
+from remotecell_runtime.protocol.stream import StreamConn
 from remotecell_runtime.protocol.versions import versions
 
 from . import _bridge, _local, exceptions
@@ -158,6 +159,7 @@ class Connection:
         self._local = threading.local()
         self._async: dict[asyncio.AbstractEventLoop, AsyncChannel] = {}  # under _lock
         self._sockets: list[zmq.Socket] = []
+        self._direct: list[StreamConn] = []  # connections to leased containers
         self._lock = threading.Lock()
         self._thread_channels = 0  # live SyncChannels, under _lock
         self._bridged = BridgedChannel(self)
@@ -233,16 +235,22 @@ class Connection:
             self._sockets.append(sock)
         return sock
 
-    def direct_socket(self, address: str) -> zmq.Socket:
-        """A socket to a leased container's own ipc:// endpoint (see ``SyncChannel.call``)."""
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.sndhwm = sock.rcvhwm = 0
-        sock.rcvtimeo = WAKE_MS
-        sock.connect(address)
+    def direct_conn(self, path: str) -> StreamConn | None:
+        """A connection to a leased container's own Unix socket (see ``_invocation.ThreadLeases``); None when
+        nothing listens there (the container is gone: the runtime says so on the channel)."""
+        try:
+            conn = StreamConn.connect(path, WAKE_MS)
+        except OSError:
+            return None
         with self._lock:
-            self._sockets.append(sock)
-        return sock
+            self._direct.append(conn)
+        return conn
+
+    def close_direct(self, conn: StreamConn) -> None:
+        with self._lock:
+            if conn in self._direct:
+                self._direct.remove(conn)
+        conn.close()
 
     def close_socket(self, sock: zmq.Socket) -> None:
         with self._lock:
@@ -395,6 +403,9 @@ class Connection:
             self._heartbeat_thread.join(timeout=2)
         with self._lock:
             sockets, self._sockets = self._sockets, []
+            direct, self._direct = self._direct, []
+        for conn in direct:
+            conn.close()
         # Every socket must be closed before term(), or term() blocks for ever; the asyncio
         # ones belong to shadow contexts that destroy() would not see, so close them all here.
         for sock in sockets:

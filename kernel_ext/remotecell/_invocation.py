@@ -42,6 +42,7 @@ from remotecell_runtime.protocol.messages.calls import (
 )
 from remotecell_runtime.protocol.messages.jobs import SpawnEntry, SpawnMsg
 from remotecell_runtime.protocol.messages.session import ErrorInfo
+from remotecell_runtime.protocol.stream import StreamClosed, StreamConn
 
 from . import _bridge, _client, _map, exceptions
 from .exceptions import SerializationError
@@ -219,11 +220,10 @@ class HeldLease:
     fid: str
     cid: str
     token: str  # the container takes calls carrying it, until the runtime takes the lease back
-    sock: zmq.Socket
+    sock: StreamConn  # to the container's own Unix socket
     timeout_s: float
     retries: bool  # the function retries errors: a failed call goes back to the runtime, which retries it
     runtime_id: str
-    wait_ms: int = _client.WAKE_MS  # the socket's RCVTIMEO: shorter when a call's deadline is near
 
 
 class ThreadLeases:
@@ -289,13 +289,20 @@ class ThreadLeases:
         """
         sock = lease.sock
         msg = CallMsg(id=request_id, method=target.method or None, shm=target.conn.shm, token=lease.token)
-        framing.send(sock, framing.encode(msg.to_wire(), payloads, inline=True))
+        try:
+            sock.send(framing.encode(msg.to_wire(), payloads, inline=True))
+        except (OSError, TimeoutError):  # it closed our connection: the call never reached it whole
+            self._drop(lease)
+            return None
         deadline = time.monotonic() + lease.timeout_s
         ended = False  # the lease ended after our call ran: its result is on the way, then the lease goes
         while True:
             try:
-                frames = framing.recv(sock)  # RCVTIMEO wakes us to look at the runtime's news and the clock
-            except zmq.Again:
+                frames = sock.recv()  # its timeout wakes us to look at the runtime's news and the clock
+            except StreamClosed:  # it went away under our call (the runtime's lease_lost says why)
+                return self._hand_back(lease, msg, payloads, on_output, why="crash",
+                                       cause="its container closed the connection during the call")
+            except TimeoutError:
                 news = self._runtime_news(lease.cid)
                 if isinstance(news, LeaseEndedMsg):
                     if news.last != request_id:
@@ -308,7 +315,7 @@ class ThreadLeases:
                 left_ms = (deadline - time.monotonic()) * 1000
                 if left_ms <= 0:
                     return self._hand_back(lease, msg, payloads, on_output, why="timeout")
-                lease.wait_ms = sock.rcvtimeo = int(min(_client.WAKE_MS, left_ms)) + 1
+                sock.set_timeout(int(min(_client.WAKE_MS, left_ms)) + 1)
                 self.conn.check_alive()
                 self.conn.check_restart(lease.runtime_id)
                 continue
@@ -328,8 +335,8 @@ class ThreadLeases:
                     return self._hand_back(lease, msg, payloads, on_output, why="error", error=error)
                 if ended:
                     self._drop(lease)
-                elif lease.wait_ms != _client.WAKE_MS:
-                    lease.wait_ms = sock.rcvtimeo = _client.WAKE_MS
+                else:
+                    sock.set_timeout(_client.WAKE_MS)  # (nothing to do when it is that already)
                 if status != "ok":  # the container kept no shared memory of the arguments
                     sharedmem.discard(payloads)
                 return reply, reply_payloads
@@ -375,11 +382,13 @@ class ThreadLeases:
             return
         if held is not None:
             self._drop(held)
-        sock = self.conn.direct_socket(news.addr)
+        sock = self.conn.direct_conn(news.addr)
+        if sock is None:  # its container is gone already: the calls go through the runtime
+            return
         self.held[news.fid] = HeldLease(news.fid, news.cid, news.token, sock, news.timeout_s, news.retries,
                                         self.conn.runtime_id)
 
     def _drop(self, lease: HeldLease) -> None:
         if self.held.get(lease.fid) is lease:
             del self.held[lease.fid]
-        self.conn.close_socket(lease.sock)
+        self.conn.close_direct(lease.sock)

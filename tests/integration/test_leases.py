@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -18,7 +20,9 @@ import pytest
 import remotecell as rc
 from conftest import host_pid, wait_for
 from remotecell import _invocation, exceptions
-from remotecell_runtime.protocol import sharedmem
+from remotecell_runtime.protocol import framing, pickling, sharedmem
+from remotecell_runtime.protocol.messages.calls import CallMsg
+from remotecell_runtime.protocol.stream import StreamConn
 
 
 def _lease(fn: rc.Function) -> _invocation.HeldLease | None:
@@ -50,6 +54,29 @@ def test_warm_calls_go_straight_to_the_leased_container(app):
     line = next(line for line in repr(status).splitlines() if line.strip().startswith(f"{stats['function']}:"))
     assert "1 idle (1 leased)" in line
     assert "<th>leased</th>" in status._repr_html_()
+
+
+def test_a_stranger_on_the_containers_socket_gets_nothing_and_breaks_nothing(app):
+    @app.function()
+    def inc(x):
+        return x + 1
+
+    lease = _leased(inc)
+    path = lease.sock.sock.getpeername()
+    garbage = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    garbage.connect(path)
+    garbage.sendall(struct.pack("<I", 0))  # a message of no frames: no peer of ours sends that
+    garbage.settimeout(10)
+    assert garbage.recv(1) == b"", "the container closes a connection that sent what is not a message"
+    stranger = StreamConn.connect(path, timeout_ms=10_000)
+    call = CallMsg(id="stranger-1", token="not-the-token")
+    stranger.send(framing.encode(call.to_wire(), [pickling.serialize_args((1,), {})], inline=True))
+    header, _ = framing.decode(stranger.recv())
+    assert (header["t"], header["id"]) == ("revoked", "stranger-1")
+    assert [inc.remote(i) for i in range(20)] == list(range(1, 21))
+    assert _lease(inc) is lease  # the holder's calls went on straight to its container
+    stranger.close()
+    garbage.close()
 
 
 def test_output_and_errors_under_a_lease(app, capfd):

@@ -106,7 +106,7 @@ class LocalBackend:
         and the sandbox's info pipe."""
         command = [sys.executable, "-m", "remotecell_runtime.container",
                    "--connect", spec.connect, "--id", spec.cid, "--cancel-fd", str(cancel_r),
-                   "--direct", f"ipc://{self._direct_path(spec.cid)}"]
+                   "--direct", self._direct_path(spec.cid)]
         if self.sandbox is None:
             return Limits.wrap(procs, command), None
         info_r, info_w = os.pipe()

@@ -4,10 +4,11 @@ It connects a DEALER socket to the daemon's container socket (ipc://), says
 hello, receives its function once (``load``), then serves ``call`` messages.
 This is the only place user payloads are unpickled on the runtime host.
 
-It also binds a ROUTER of its own (``--direct``, in the runtime's private socket
-folder): while the daemon lends the container to one blocking caller (a
-*lease*), that caller's calls come straight here and their output and results
-go straight back, two hops instead of four.  A call that arrives there without
+It also listens on a Unix socket of its own (``--direct PATH``, in the runtime's
+private socket folder; ``protocol.stream``): while the daemon lends the container to
+one blocking caller (a *lease*), that caller's calls come straight here and their
+output and results go straight back, two hops instead of four, and each without
+ZeroMQ's I/O threads.  A call that arrives there without
 the current lease's token is answered ``revoked``, and the caller goes through
 the daemon instead.
 
@@ -64,6 +65,7 @@ from ..protocol.messages.containers import (
     RevokeMsg,
     StopMsg,
 )
+from ..protocol.stream import StreamConn
 from .batches import Batches
 from .cancelling import Canceller
 from .direct import DirectLease
@@ -85,7 +87,8 @@ class ContainerLoop:
         self.ctx = zmq.Context()
         self.outbox = Outbox(self.ctx, address, container_id, direct_address)
         self.loaded = Loaded(self.outbox)
-        self.lease = DirectLease(self.outbox)
+        self.poller = zmq.Poller()
+        self.lease = DirectLease(self.outbox, self.poller)
         self.shm = sharedmem.ShmPool.local()
         self.runner = Runner(self.outbox, self.loaded, self.lease, self.shm)
         self.batches = Batches(self.runner)
@@ -108,21 +111,20 @@ class ContainerLoop:
 
     def serve(self) -> None:
         outbox, backlog = self.outbox, self.runner.backlog  # neither is ever rebound: read once, not per message
-        sock, wake_r, direct = outbox.sock, outbox.wake_r, outbox.direct
+        sock, wake_r = outbox.sock, outbox.wake_r
+        listener = outbox.direct.fileno() if outbox.direct is not None else None
         outbox.send(ContainerHelloMsg(cid=self.id, pid=os.getpid()))
-        poller = zmq.Poller()
+        poller, lease = self.poller, self.lease
         poller.register(sock, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
-        if direct is not None:
-            poller.register(direct, zmq.POLLIN)
-        lease = self.lease
         while self.running:
             if backlog:
                 self._run_backlog()
                 continue
             outbox.flush_results()
-            if lease.token is not None and self._receive_direct():
-                continue  # leased: the holder's next call came, waited for on its socket alone
+            holder = lease.holder
+            if lease.token is not None and holder is not None and self._receive_direct(holder):
+                continue  # leased: the holder's next call came, waited for on its connection alone
             ready = dict(poller.poll(1000))
             if not ready and os.getppid() != self.parent:  # the daemon is gone
                 return
@@ -130,8 +132,12 @@ class ContainerLoop:
                 outbox.drain()
             if sock in ready:
                 self._receive()
-            if direct in ready:
-                self._receive_direct()
+            for fd in ready:
+                conn = lease.conns.get(fd)  # (zmq sockets are keys of ready too: no conn)
+                if conn is not None:
+                    self._receive_direct(conn)
+            if listener in ready:
+                lease.accept()
 
     def _run_backlog(self) -> None:
         """Run the next queued input, reading what arrived meanwhile (cancels, more inputs) first."""
@@ -162,28 +168,29 @@ class ContainerLoop:
             return
         handler(msg, payloads)
 
-    def _receive_direct(self) -> bool:
+    def _receive_direct(self, conn: StreamConn) -> bool:
         """A leaseholder's call that the lease admits: run now, on this thread when its function runs inline.
 
-        False when nothing came within ``LEASED_WAIT_MS``: while leased, the serve loop waits for the
-        holder's next call on the direct socket alone first, a blocking recv where a poll of all three
-        sockets costs a warm call several syscalls; the daemon's messages and the wake-up pipe wait
-        that long at most, then the poll.
+        False when no whole message came within ``LEASED_WAIT_MS``: while leased, the serve loop waits
+        for the holder's next call on its connection alone first, a blocking read where a poll of every
+        socket costs a warm call several syscalls; the daemon's messages and the wake-up pipe wait that
+        long at most, then the poll.
         """
         runner = self.runner
-        try:
-            work = self.lease.receive(busy=bool(runner.backlog or runner.running_inputs))
-        except zmq.Again:
-            return False
-        if work is None:
-            return True
-        msg, payloads = work
-        method = self.loaded.inline.get(msg.method)
-        if method is not None:
-            runner.run_sync(method, msg, payloads)  # the hot path: no hand-off, no backlog
-        else:
-            runner.on_call(msg, payloads)
-        return True
+        while True:
+            try:
+                work = self.lease.receive(conn, busy=bool(runner.backlog or runner.running_inputs))
+            except TimeoutError:
+                return False
+            if work is not None:
+                msg, payloads = work
+                method = self.loaded.inline.get(msg.method)
+                if method is not None:
+                    runner.run_sync(method, msg, payloads)  # the hot path: no hand-off, no backlog
+                else:
+                    runner.on_call(msg, payloads)
+            if not conn.pending() or conn.fileno() not in self.lease.conns:
+                return True  # (a next message read along with this one is not seen by the poll)
 
     def on_stop(self, msg: StopMsg, payloads: list[Payload]) -> None:
         self.running = False

@@ -1,8 +1,9 @@
 """A container's sockets and how anything reaches them: one I/O thread sends, other threads hand it their messages.
 
-The DEALER to the daemon and the ROUTER a leaseholder's direct calls arrive on
-(``direct``; None when it could not be bound) are used by the I/O thread only (a zmq
-socket is not thread-safe).  ``send`` from another thread, and ``on_io`` work, go
+The DEALER to the daemon and the Unix socket a leaseholder's direct calls arrive on
+(``direct``, listening; None when it could not be bound; see ``protocol.stream``) are
+used by the I/O thread only (a zmq socket is not thread-safe, nor is a connection's
+read buffer).  ``send`` from another thread, and ``on_io`` work, go
 through a queue and a wake-up pipe that the serve loop drains.  A message about an
 input in ``direct_peers`` goes to that leaseholder, any other to the daemon.
 ``results`` holds the I/O thread's results not sent yet; ``flush_results`` sends them
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -21,12 +23,11 @@ from typing import Any
 
 import zmq
 
-from ..protocol import framing
+from ..protocol import framing, stream
 from ..protocol.framing import Frame, Payload
 from ..protocol.message import Message
 from ..protocol.messages.calls import ResultEntry
-
-_SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's enums cost a microsecond a use
+from ..protocol.stream import StreamClosed, StreamConn
 
 
 class Outbox:
@@ -37,9 +38,10 @@ class Outbox:
         self.sock.identity = container_id.encode()
         self.sock.linger = 2000
         self.sock.connect(address)
-        self.direct = _bind_direct(ctx, direct_address) if direct_address else None  # the leaseholder's calls
+        self.direct = _listen_direct(direct_address) if direct_address else None  # the leaseholders connect here
         self.direct_address = direct_address if self.direct is not None else None
-        self.direct_peers: dict[str, bytes] = {}  # input id -> the leaseholder socket it came from
+        self.direct_peers: dict[str, StreamConn] = {}  # input id -> the leaseholder connection it came on
+        self.peer_lost: Callable[[StreamConn], None] = lambda conn: None  # a send to it failed (DirectLease sets)
         self.io_thread = threading.get_ident()
         # frames for the daemon, or work for the I/O thread (a message to a leaseholder among them)
         self.queue: queue.SimpleQueue[list[Frame] | Callable[[], None]] = queue.SimpleQueue()
@@ -63,15 +65,16 @@ class Outbox:
             self.queue.put(functools.partial(self.to_peer, peer, msg, payloads))
         os.write(self.wake_w, b"x")
 
-    def to_peer(self, peer: bytes, msg: Message, payloads: list[Payload] | tuple[()] = ()) -> None:
+    def to_peer(self, peer: StreamConn, msg: Message, payloads: list[Payload] | tuple[()] = ()) -> None:
         """On the I/O thread: ``msg`` to the leaseholder ``peer`` (a direct call's result, ``revoked``).
 
-        The direct hop's one frame for a message and its small payloads, after the ROUTER's routing frame.
+        The direct hop's one frame for a message and its small payloads.  A holder that went away (or
+        stopped reading) loses the connection; nobody else waits for what it would have read.
         """
-        direct = self.direct
-        assert direct is not None  # a peer's call came on it
-        direct.send(peer, _SNDMORE)
-        framing.send(direct, framing.encode(msg.to_wire(), payloads, inline=True))
+        try:
+            peer.send(framing.encode(msg.to_wire(), payloads, inline=True))
+        except (StreamClosed, TimeoutError, OSError):
+            self.peer_lost(peer)
 
     def drain(self) -> None:
         """On the I/O thread: send what other threads queued, and run the work they handed it."""
@@ -104,18 +107,9 @@ class Outbox:
         framing.send(self.sock, framing.encode_many("results", [(r.fields(), own) for r, own in results]))
 
 
-LEASED_WAIT_MS = 2  # how long a leased container waits for its holder's next call before it polls (main.py)
-
-
-def _bind_direct(ctx: zmq.Context, address: str) -> zmq.Socket | None:
-    sock = ctx.socket(zmq.ROUTER)
-    sock.linger = 0
-    sock.rcvtimeo = LEASED_WAIT_MS
-    sock.sndhwm = sock.rcvhwm = 0
+def _listen_direct(path: str) -> socket.socket | None:
     try:
-        sock.bind(address)
-    except zmq.ZMQError as exc:  # e.g. a socket path too long: serve through the daemon only
-        print(f"remotecell container: no direct socket at {address}: {exc}", file=sys.__stderr__)
-        sock.close()
+        return stream.listen(path)
+    except OSError as exc:  # e.g. a socket path too long: serve through the daemon only
+        print(f"remotecell container: no direct socket at {path}: {exc}", file=sys.__stderr__)
         return None
-    return sock
