@@ -47,6 +47,7 @@ from remotecell_runtime.protocol.stream import StreamClosed, StreamConn
 from . import _bridge, _client, _map, exceptions
 from .exceptions import SerializationError
 
+NEWS_EVERY_S = 0.01  # how often a thread's warm calls look at what the runtime sent it meanwhile
 Reply = tuple[dict[str, Any], list[Payload]]
 LEASE_NEWS = Decoder([LeaseMsg, LeaseEndedMsg, LeaseLostMsg])
 
@@ -235,6 +236,7 @@ class ThreadLeases:
         self.held: dict[str, HeldLease] = {}  # fid -> lease
         # zmq_poll with no wait, not sock.get(EVENTS): that makes a pyzmq enum per call, ~1 us of a warm call
         self._runtime_sock = [(channel.sock, zmq.POLLIN)]
+        self._news_due = 0.0  # monotonic time of the next look at the runtime's news between calls
 
     def _runtime_sent(self) -> bool:
         """Whether a message from the runtime waits on the channel (lease news, or a late reply)."""
@@ -253,8 +255,12 @@ class ThreadLeases:
         else through the runtime, asking for a lease (granted when the container is free
         and nothing else waits for it). Ctrl-C cancels the input wherever it runs.
         """
-        if self.held and self._runtime_sent():
-            self._runtime_news()  # a lease may have ended meanwhile
+        if self.held and time.monotonic() >= self._news_due:
+            # A lease may have ended meanwhile. A look costs a poll (~3 us), so at most every NEWS_EVERY_S:
+            # a call to a lease that ended is answered ``revoked`` by its container, or its connection is gone.
+            self._news_due = time.monotonic() + NEWS_EVERY_S
+            if self._runtime_sent():
+                self._runtime_news()
         lease = self.held.get(target.fid)
         if lease is not None and lease.runtime_id != self.conn.runtime_id:
             self._drop(lease)

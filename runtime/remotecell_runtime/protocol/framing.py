@@ -187,11 +187,14 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
 
 
 def _bytes_of(frame: Frame) -> bytes:
-    """A small frame's bytes: a zmq.Frame's cached copy (cheaper than a memoryview of it), bytes as they are."""
+    """A small frame's bytes: as they are (the direct hop's), a zmq.Frame's cached copy (cheaper than a
+    memoryview of it)."""
+    if type(frame) is bytes:
+        return frame
     try:
         return frame.bytes  # a zmq.Frame, what recv gives
     except AttributeError:
-        return frame if type(frame) is bytes else bytes(frame)
+        return bytes(frame)
 
 
 # One encoder and decoder for every message: json.dumps/loads with options build new ones per call,

@@ -30,6 +30,7 @@ MAX_FRAMES = 1024
 MAX_MESSAGE_BYTES = 1 << 36  # 64 GiB: a bound on what a peer can make us allocate, not a size anyone sends
 READ_BYTES = 1 << 16  # what one read asks for while the message's size is not known yet
 _COUNT = struct.Struct("<I")
+_ONE = struct.Struct("<IQ")  # the prefix of a message of one frame, the direct hop's usual
 _TIMEVAL = struct.Struct("@ll")
 
 
@@ -82,10 +83,15 @@ class StreamConn:
 
     def send(self, frames: Sequence[Frame]) -> None:
         """One message; blocks until the kernel took all of it (``TimeoutError`` past the send timeout)."""
-        lengths = [memoryview(f).nbytes for f in frames]
-        prefix = _COUNT.pack(len(frames)) + struct.pack(f"<{len(frames)}Q", *lengths)
-        buffers: list[Any] = [prefix, *frames]
-        total = len(prefix) + sum(lengths)
+        if len(frames) == 1 and type(frames[0]) is bytes:
+            frame = frames[0]
+            buffers: list[Any] = [_ONE.pack(1, len(frame)), frame]
+            total = 12 + len(frame)
+        else:
+            lengths = [memoryview(f).nbytes for f in frames]
+            prefix = _COUNT.pack(len(frames)) + struct.pack(f"<{len(frames)}Q", *lengths)
+            buffers = [prefix, *frames]
+            total = len(prefix) + sum(lengths)
         try:
             sent = self.sock.sendmsg(buffers)
             if sent < total:  # a large message: the rest as the peer reads it
