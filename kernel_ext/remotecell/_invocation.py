@@ -168,7 +168,13 @@ async def items_aio(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any
 
 def fanout(target: Target) -> _map.Fanout:
     """A map's inputs to ``target`` (``_map.run`` sends them, many to a message, and receives them)."""
-    return _map.Fanout(target.conn, target.fields(), target.args_payload)
+    fields = target.fields()
+
+    def calls_frames(entries: list[framing.Entry], message_id: str) -> list[framing.Frame]:
+        """One ``calls`` message of a map's inputs (``entries``: each one's id and payloads)."""
+        return framing.encode_many("calls", entries, id=message_id, **fields)
+
+    return _map.Fanout(target.conn, calls_frames, target.args_payload)
 
 
 def spawn_payload(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Payload:

@@ -23,6 +23,7 @@ MAX_INFLIGHT = 1000  # inputs of one map on the runtime (or done and waiting for
 PER_MESSAGE = 256  # inputs in one `calls` message: the first results come back while the rest are pickled
 
 ArgsPayload = Callable[[tuple, dict], framing.Payload]
+CallsFrames = Callable[[list[framing.Entry], str], list[framing.Frame]]  # _invocation's: a `calls` message
 
 
 class _Outcomes:
@@ -52,10 +53,10 @@ class _Outcomes:
 class Fanout:
     """One map's inputs on the runtime: sends them, routes their results, cancels what is left."""
 
-    def __init__(self, conn: _client.Connection, header: dict[str, Any], args_payload: ArgsPayload) -> None:
+    def __init__(self, conn: _client.Connection, calls_frames: CallsFrames, args_payload: ArgsPayload) -> None:
         self.conn = conn
         self.channel = conn.async_channel()
-        self.header = header  # fid, sid, shm, m: what every `calls` message of this map carries
+        self.calls_frames = calls_frames  # the call pipeline's (_invocation): how a `calls` message is made
         self.args_payload = args_payload
         self.outcomes = _Outcomes()
         self.unwatch = self.channel.watch(self.outcomes.fail)
@@ -74,7 +75,7 @@ class Fanout:
                 waiting[input_id] = route
             message_id = self.conn.new_id()  # a refused message comes back under this id
             self.channel.waiting[message_id] = (self.outcomes.deliver, None)
-            frames = framing.encode_many("calls", entries, id=message_id, **self.header)
+            frames = self.calls_frames(entries, message_id)
             await self.channel.sock.send_multipart(frames, copy=False)
 
     async def finished(self) -> list[tuple[int, Any, bool]]:
