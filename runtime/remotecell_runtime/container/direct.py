@@ -19,7 +19,7 @@ import time
 
 import zmq
 
-from ..protocol import framing
+from ..protocol import framing, stream
 from ..protocol.framing import Payload
 from ..protocol.messages.calls import CallMsg, ResultMsg, RevokedMsg
 from ..protocol.messages.containers import LeaseTokenMsg, LeaseUsedMsg, ReleasedMsg, RevokeMsg
@@ -54,11 +54,9 @@ class DirectLease:
         """A leaseholder connects (the listening socket was readable)."""
         listener = self.outbox.direct
         assert listener is not None
-        try:
-            sock, _ = listener.accept()
-        except BlockingIOError:  # it gave up meanwhile
+        conn = stream.accept(listener)
+        if conn is None:  # it gave up meanwhile
             return
-        conn = StreamConn(sock)
         conn.set_timeout(LEASED_WAIT_MS, SEND_TIMEOUT_MS)
         self.conns[conn.fileno()] = conn
         self.poller.register(conn.fileno(), zmq.POLLIN)

@@ -12,10 +12,10 @@ as one ``results`` message.
 
 from __future__ import annotations
 
+import _socket
 import functools
 import os
 import queue
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -107,7 +107,7 @@ class Outbox:
         framing.send(self.sock, framing.encode_many("results", [(r.fields(), own) for r, own in results]))
 
 
-def _listen_direct(path: str) -> socket.socket | None:
+def _listen_direct(path: str) -> _socket.socket | None:
     try:
         return stream.listen(path)
     except OSError as exc:  # e.g. a socket path too long: serve through the daemon only

@@ -19,7 +19,7 @@ message half read stays buffered until the rest comes.
 
 from __future__ import annotations
 
-import socket
+import _socket  # not ``socket``: its enums and ``selectors`` cost a container's start ~2.5 ms
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -48,7 +48,7 @@ class StreamConn:
         frames = conn.recv()  # TimeoutError when nothing came within timeout_ms
     """
 
-    def __init__(self, sock: socket.socket, timeout_ms: int | None = None) -> None:
+    def __init__(self, sock: _socket.socket, timeout_ms: int | None = None) -> None:
         sock.setblocking(True)  # timeouts are the kernel's (SO_RCVTIMEO): one syscall a read, not a poll first
         self.sock = sock
         self._buf = bytearray(READ_BYTES)
@@ -59,7 +59,7 @@ class StreamConn:
     @classmethod
     def connect(cls, path: str, timeout_ms: int | None = None) -> StreamConn:
         """A connection to the socket at ``path``; ``OSError`` when nothing listens there."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.connect(path)
         except OSError:
@@ -77,9 +77,9 @@ class StreamConn:
         """How long ``recv`` waits for data (None: for ever); ``send_timeout_ms`` bounds a blocked send."""
         if timeout_ms != self.timeout_ms:
             self.timeout_ms = timeout_ms
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout_ms))
+            self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVTIMEO, _timeval(timeout_ms))
         if send_timeout_ms is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(send_timeout_ms))
+            self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, _timeval(send_timeout_ms))
 
     def send(self, frames: Sequence[Frame]) -> None:
         """One message; blocks until the kernel took all of it (``TimeoutError`` past the send timeout)."""
@@ -186,9 +186,9 @@ class StreamConn:
         self._start, self._end = 0, kept
 
 
-def listen(path: str) -> socket.socket:
+def listen(path: str) -> _socket.socket:
     """A listening Unix socket at ``path`` (whose folder is private to the runtime and its containers)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.bind(path)
         sock.listen(64)
@@ -197,6 +197,15 @@ def listen(path: str) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+def accept(listener: _socket.socket) -> StreamConn | None:
+    """A connection waiting on ``listener`` (non-blocking), or None when it gave up meanwhile."""
+    try:
+        fd, _ = listener._accept()  # type: ignore[attr-defined]  # what socket.socket.accept wraps
+    except BlockingIOError:
+        return None
+    return StreamConn(_socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd))
 
 
 def _timeval(timeout_ms: int | None) -> bytes:
