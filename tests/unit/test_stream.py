@@ -97,3 +97,21 @@ def test_a_prefix_no_peer_sends_is_refused_by_name(pair, prefix):
 def test_connect_to_nothing_is_an_os_error(tmp_path):
     with pytest.raises(OSError):
         StreamConn.connect(str(tmp_path / "none.sock"))
+
+
+def test_listen_accept_connect_make_a_pair(tmp_path):
+    from remotecell_runtime.protocol.stream import accept, listen
+
+    listener = listen(str(tmp_path / "c.sock"))
+    assert accept(listener) is None  # nobody waits: no connection, no block
+    client = StreamConn.connect(str(tmp_path / "c.sock"), timeout_ms=2000)
+    server = accept(listener)
+    assert server is not None
+    server.set_timeout(2000)
+    client.send([b"ping"])
+    assert server.recv() == [b"ping"]
+    server.send([b"pong"])
+    assert client.recv() == [b"pong"]
+    for conn in (client, server):
+        conn.close()
+    listener.close()
