@@ -411,3 +411,22 @@ except rc.exceptions.ConnectionError as e:
         rt.stop()
     assert proc.returncode == 0, err
     assert "gave up: the runtime at ipc://" in out and "has not answered" in out
+
+
+def test_a_container_whose_daemon_is_gone_exits_even_when_its_parent_lives_on(tmp_path):
+    """The cancel pipe is the lifeline: its other end closes with the daemon, whatever became of the
+    process between them (a sandbox's bwrap that missed its parent's death, say)."""
+    cancel_r, cancel_w = os.pipe()
+    container = subprocess.Popen(
+        [sys.executable, "-m", "remotecell_runtime.container", "--connect", f"ipc://{tmp_path}/nobody.sock",
+         "--id", "c-lifeline", "--cancel-fd", str(cancel_r), "--direct", str(tmp_path / "c.sock")],
+        pass_fds=(cancel_r,), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    os.close(cancel_r)
+    try:
+        wait_for(lambda: (tmp_path / "c.sock").exists(), timeout_s=30, what="the container to start serving")
+        assert container.poll() is None, "with its daemon's end of the pipe open, the container serves on"
+        os.close(cancel_w)  # the daemon is gone
+        assert container.wait(timeout=10) is not None
+    finally:
+        container.kill()
+        container.wait()

@@ -37,6 +37,11 @@ type; the hot path (a leaseholder's call, or the backlog) goes from the poll to
 ``Runner.run_sync`` without a hand-off.  While leased, the loop first waits a
 moment (``LEASED_WAIT_MS``) for the holder's next call on the direct socket alone,
 then polls everything: the daemon's messages wait that long at most.
+
+A container never outlives its daemon: the kernel kills it with its parent
+(``PR_SET_PDEATHSIG``; in a sandbox, bwrap's ``--die-with-parent``), and, since
+both race with a daemon that dies while the container starts, the serve loop also
+watches the cancel pipe, whose other end only the daemon holds, for its hang-up.
 """
 
 from __future__ import annotations
@@ -117,6 +122,9 @@ class ContainerLoop:
         poller, lease = self.poller, self.lease
         poller.register(sock, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
+        lifeline = self.canceller.cancel_fd
+        if lifeline is not None:  # only the daemon holds its other end: it closes when the daemon is gone
+            poller.register(lifeline, zmq.POLLERR)  # (POLLERR: the hang-up alone, not the cancels written to it)
         while self.running:
             if backlog:
                 self._run_backlog()
@@ -126,7 +134,7 @@ class ContainerLoop:
             if lease.token is not None and holder is not None and self._receive_direct(holder):
                 continue  # leased: the holder's next call came, waited for on its connection alone
             ready = dict(poller.poll(1000))
-            if not ready and os.getppid() != self.parent:  # the daemon is gone
+            if lifeline in ready or (not ready and os.getppid() != self.parent):  # the daemon is gone
                 return
             if wake_r in ready:
                 outbox.drain()
