@@ -10,30 +10,45 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Gpu:
-    index: int
+    index: int  # nvidia-smi's (and, with CUDA_DEVICE_ORDER=PCI_BUS_ID, CUDA's)
     name: str
     memory_mib: int | None = None
+    minor: int | None = None  # its device file is /dev/nvidia<minor> (None: not known, e.g. no driver info)
 
 
 def inventory() -> list[Gpu]:
-    """GPUs of this host: REMOTECELL_FAKE_GPUS="H100,H100" for tests, else nvidia-smi."""
+    """GPUs of this host: REMOTECELL_FAKE_GPUS="H100,H100" for tests (minor numbers = indices), else nvidia-smi."""
     fake = os.environ.get("REMOTECELL_FAKE_GPUS")
     if fake is not None:
-        return [Gpu(i, name.strip()) for i, name in enumerate(fake.split(",")) if name.strip()]
+        return [Gpu(i, name.strip(), minor=i) for i, name in enumerate(fake.split(",")) if name.strip()]
     if not shutil.which("nvidia-smi"):
         return []
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
+            ["nvidia-smi", "--query-gpu=index,name,memory.total,pci.bus_id", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     gpus = []
     for line in out.strip().splitlines():
-        index, name, memory = (part.strip() for part in line.split(","))
-        gpus.append(Gpu(int(index), name, int(memory) if memory.isdigit() else None))
+        index, name, memory, bus_id = (part.strip() for part in line.split(","))
+        gpus.append(Gpu(int(index), name, int(memory) if memory.isdigit() else None, _minor(bus_id)))
     return gpus
+
+
+def _minor(bus_id: str) -> int | None:
+    """The device minor number the driver gave the GPU at ``bus_id`` (nvidia-smi's ``00000000:17:00.0``)."""
+    domain, _, rest = bus_id.partition(":")
+    path = f"/proc/driver/nvidia/gpus/{domain[-4:]}:{rest}".lower() + "/information"
+    try:
+        with open(path) as info:
+            for line in info:
+                if line.startswith("Device Minor:"):
+                    return int(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def parse_spec(spec: str | list[str]) -> list[tuple[str, int]]:
@@ -76,6 +91,13 @@ class GpuAllocator:
                 self.free.difference_update(chosen)
                 return chosen
         return None
+
+    def minors(self, indices: tuple[int, ...] | list[int]) -> list[int] | None:
+        """The device minor numbers of GPUs ``indices``; None when one is not known (then every device
+        file is given, and CUDA_VISIBLE_DEVICES alone picks)."""
+        by_index = {g.index: g.minor for g in self.gpus}
+        minors = [by_index.get(i) for i in indices]
+        return None if any(m is None for m in minors) else [m for m in minors if m is not None]
 
     def release(self, indices: list[int]) -> None:
         self.free.update(indices)

@@ -239,3 +239,36 @@ def test_without_bubblewrap_the_runtime_warns_and_the_status_says_how_to_fix(new
         assert "WARNING remotecell.runtime: sandbox off: bubblewrap (bwrap) is not installed" in rt.log_text()
     finally:
         rt.stop()
+
+
+def test_a_container_sees_exactly_its_gpus_device_files(tmp_path, monkeypatch, new_home):
+    """Fake inventory and stand-in device files: what the sandbox binds is what the real path binds."""
+    devices = tmp_path / "dev"
+    devices.mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+        (devices / name).touch()
+    state = new_home("gpu-devices")
+    rt = Runtime(state, env={"REMOTECELL_SANDBOX": "1", "REMOTECELL_FAKE_GPUS": "H100,H100",
+                             "REMOTECELL_FAKE_GPU_DEVICES": str(devices)})
+    monkeypatch.setenv("REMOTECELL_HOME", str(state))
+    client_mod.reset_connection()
+    try:
+        if rc.status()["sandbox"].startswith("off:"):
+            pytest.skip("no sandbox on this host")
+        app = rc.App("gpu-devices")
+
+        def nvidia_files():
+            return os.environ["CUDA_VISIBLE_DEVICES"], sorted(n for n in os.listdir("/dev") if n.startswith("nvidia"))
+
+        one = app.function(gpu="H100", name="one")(nvidia_files)
+        both = app.function(gpu="H100:2", name="both")(nvidia_files)
+        none = app.function(name="none")(nvidia_files)
+        with app.run():
+            visible, files = one.remote()
+            assert files == sorted([f"nvidia{visible}", "nvidia-uvm", "nvidiactl"])
+        with app.run():  # the first run's containers are gone: both GPUs are free
+            assert both.remote() == ("0,1", ["nvidia-uvm", "nvidia0", "nvidia1", "nvidiactl"])
+            assert none.remote() == ("", [])
+    finally:
+        client_mod.reset_connection()
+        rt.stop()

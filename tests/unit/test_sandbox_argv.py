@@ -68,14 +68,43 @@ def test_a_share_that_holds_or_lies_in_the_state_folder_is_refused(tmp_path):
         str(tmp_path / "data")]
 
 
-def test_gpu_devices_come_with_a_read_only_sys(monkeypatch):
-    sandbox = Sandbox("bwrap", "bubblewrap", "/s", [])
-    monkeypatch.setattr(sandbox_mod, "_gpu_devices", lambda: [])
-    assert ("/sys", "/sys") not in _pairs(sandbox.argv(["true"]), "--ro-bind")
-    monkeypatch.setattr(sandbox_mod, "_gpu_devices", lambda: ["/dev/nvidia0", "/dev/nvidiactl"])
-    argv = sandbox.argv(["true"])
-    assert ("/dev/nvidia0", "/dev/nvidia0") in _pairs(argv, "--dev-bind")
+def _fake_devices(tmp_path, monkeypatch) -> str:
+    root = tmp_path / "dev"
+    root.mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidia12", "nvidiactl", "nvidia-uvm"):
+        (root / name).touch()
+    (root / "nvidia-caps").mkdir()
+    monkeypatch.setenv(sandbox_mod.GPU_DEVICE_ROOT_ENV, str(root))
+    return str(root)
+
+
+def test_a_container_gets_its_own_gpus_device_files_and_the_drivers_shared_ones(tmp_path, monkeypatch):
+    root = _fake_devices(tmp_path, monkeypatch)
+    argv = Sandbox("bwrap", "bubblewrap", "/s", []).argv(["true"], gpu_minors=[1])
+    inside = {dst for src, dst in _pairs(argv, "--dev-bind") if src.startswith(root)}
+    assert inside == {"/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-caps"}
     assert ("/sys", "/sys") in _pairs(argv, "--ro-bind")  # cuInit fails without it
+
+
+def test_no_gpus_no_gpu_device_and_no_sys(tmp_path, monkeypatch):
+    _fake_devices(tmp_path, monkeypatch)
+    argv = Sandbox("bwrap", "bubblewrap", "/s", []).argv(["true"], gpu_minors=[])
+    assert not _pairs(argv, "--dev-bind")
+    assert ("/sys", "/sys") not in _pairs(argv, "--ro-bind")
+
+
+def test_gpus_of_unknown_minor_numbers_get_every_device(tmp_path, monkeypatch):
+    _fake_devices(tmp_path, monkeypatch)
+    argv = Sandbox("bwrap", "bubblewrap", "/s", []).argv(["true"], gpu_minors=None)
+    assert {"/dev/nvidia0", "/dev/nvidia1", "/dev/nvidia12"} <= {dst for _, dst in _pairs(argv, "--dev-bind")}
+
+
+def test_gpu_minor_numbers_follow_the_inventory(monkeypatch):
+    from remotecell_runtime.gpus import Gpu, GpuAllocator
+
+    allocator = GpuAllocator([Gpu(0, "H100", minor=3), Gpu(1, "H100", minor=0)])
+    assert allocator.minors((1, 0)) == [0, 3]
+    assert GpuAllocator([Gpu(0, "H100")]).minors((0,)) is None
 
 
 def _fake_bwrap(tmp_path, stderr: str) -> str:

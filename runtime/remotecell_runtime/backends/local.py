@@ -113,7 +113,8 @@ class LocalBackend:
         volumes = json.loads(spec.env.get(VOLUMES_ENV) or "{}")
         extra = [spec.image_site] if spec.image_site else []
         sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=extra,
-                                      block_network=spec.options.block_network)
+                                      block_network=spec.options.block_network,
+                                      gpu_minors=self.gpus.minors(spec.gpus))
         return Limits.wrap(procs, sandboxed), (info_r, info_w)
 
     async def _run(self, process: _Process, on_exit: ExitCallback) -> None:

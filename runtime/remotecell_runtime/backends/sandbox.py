@@ -7,7 +7,9 @@ folder (connect back, direct calls, and the container's own client of this
 runtime), ``/dev/shm`` (zero-copy frames are shared-memory files), the volumes at
 their mount paths, and the operator's shared folders (``remotecell serve --share``)
 at their own paths.  Device files: a fresh ``/dev`` with the host's GPU devices
-(and, where there are any, ``/sys`` read-only: the CUDA driver needs it).
+given to the container alone (``/dev/nvidia<minor>`` of its GPUs, with the driver's
+shared ``nvidiactl``/``nvidia-uvm``/... files and ``/sys`` read-only, which the CUDA
+driver needs); a container without GPUs gets no GPU device at all.
 Not inside: the rest of the runtime's state folder (keys, tokens, databases),
 the user's home, other containers' files, other processes (own pid namespace).
 
@@ -34,11 +36,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 HOME = "/root"  # a container's home, as in Modal's containers: private and empty
 SYSTEM_LINKS = ("bin", "lib", "lib64", "sbin")  # merged-/usr links of Debian and others
-GPU_DEVICES = ("/dev/nvidia*", "/dev/dri")
+GPU_DEVICE_ROOT_ENV = "REMOTECELL_FAKE_GPU_DEVICES"  # tests: a folder of stand-in device files instead of /dev
 FORK_WAIT_S = 5.0  # how long the init may take to fork the container (it is a few ms)
 PROBE_TIMEOUT_S = 10.0
 USERNS_HINT = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 "
@@ -107,9 +109,11 @@ class Sandbox:
         return self.version + (f", sharing {', '.join(self.shares)}" if self.shares else "")
 
     def argv(self, command: list[str], *, info_fd: int | None = None, volumes: Mapping[str, str] | None = None,
-             extra_roots: Iterable[str] = (), workdir: str | None = None, block_network: bool = False) -> list[str]:
+             extra_roots: Iterable[str] = (), workdir: str | None = None, block_network: bool = False,
+             gpu_minors: Sequence[int] | None = ()) -> list[str]:
         """bwrap's command line around ``command``; ``volumes``: mount path -> host folder;
-        ``info_fd``: where bwrap writes its init's pid (see ``container_pid``)."""
+        ``info_fd``: where bwrap writes its init's pid (see ``container_pid``); ``gpu_minors``: the
+        container's GPUs by device minor number (none by default; None: GPUs whose numbers are unknown, every one)."""
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--cap-drop", "ALL"]
         if info_fd is not None:
@@ -120,9 +124,9 @@ class Sandbox:
         for name in SYSTEM_LINKS:
             args += _system_link(name)
         args += ["--proc", "/proc", "--dev", "/dev", "--bind", "/dev/shm", "/dev/shm"]
-        devices = _gpu_devices()
-        for device in devices:
-            args += ["--dev-bind", device, device]
+        devices = gpu_devices(gpu_minors)
+        for device, inside in devices:
+            args += ["--dev-bind", device, inside]
         if devices:  # the CUDA driver reads the devices' PCI topology there: cuInit fails without it
             args += ["--ro-bind", "/sys", "/sys"]
         args += ["--tmpfs", "/tmp", "--tmpfs", HOME]
@@ -231,5 +235,17 @@ def _system_link(name: str) -> list[str]:
     return []
 
 
-def _gpu_devices() -> list[str]:
-    return sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern))
+def gpu_devices(minors: Sequence[int] | None) -> list[tuple[str, str]]:
+    """(host file, path inside) of the GPU device files a container with GPUs ``minors`` gets: those GPUs'
+    own ``nvidia<minor>``, and the driver's shared files (``nvidiactl``, ``nvidia-uvm``, ``nvidia-caps``...)."""
+    if minors is not None and not minors:
+        return []
+    root = os.environ.get(GPU_DEVICE_ROOT_ENV, "/dev")
+    files = sorted(glob.glob(os.path.join(root, "nvidia*")))
+    if not files:
+        return []
+    own = None if minors is None else {f"nvidia{m}" for m in minors}
+    picked = [f for f in files if own is None or not os.path.basename(f)[6:].isdigit()
+              or os.path.basename(f) in own]
+    dri = [] if root != "/dev" or not os.path.isdir("/dev/dri") else ["/dev/dri"]
+    return [(f, os.path.join("/dev", os.path.basename(f))) for f in [*picked, *dri]]
