@@ -9,7 +9,9 @@ one line per check and exits 1 if any failed:
   (b) two concurrent calls on max_containers=2 run on different devices when the host has two or
       more GPUs; with one GPU, the second call waits for the first;
   (c) torch.ones(3, device="cuda") returned by a function arrives as a CPU tensor equal to
-      torch.ones(3).
+      torch.ones(3);
+  (d) in the container sandbox (bubblewrap), a gpu="any" container has exactly one GPU device file
+      (/dev/nvidia<N>) and torch computes on it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def device_info() -> dict[str, Any]:
         "name": torch.cuda.get_device_name(0) if count else None,
         "uuid": hex_id(str(torch.cuda.get_device_properties(0).uuid)) if count else None,
         "pid": os.getpid(),
+        "device_files": sorted(n for n in os.listdir("/dev") if n.startswith("nvidia") and n[6:].isdigit()),
     }
 
 
@@ -131,6 +134,22 @@ def check_two_containers() -> str:
     return f"1 GPU only: the second call waited for the first ({seen})"
 
 
+def check_sandboxed_device_files() -> str:
+    sandbox = runtime_status().get("sandbox", "")
+    assert not sandbox.startswith("off"), f"containers are not sandboxed here: {sandbox}"
+    got = one_gpu.remote()
+    assert len(got["device_files"]) == 1, f"the container has GPU device files {got['device_files']}"
+    assert got["count"] == 1, f"torch sees {got['count']} devices: {got}"
+    total = cuda_sum.remote()
+    assert total == 6.0, f"torch on the GPU summed torch.ones(6) to {total}"
+    return f"{sandbox}: only /dev/{got['device_files'][0]}, torch computes on {got['name']}"
+
+
+@app.function(gpu="any")
+def cuda_sum() -> float:
+    return float(torch.ones(6, device="cuda").sum())
+
+
 def check_cuda_tensor() -> str:
     got = cuda_ones.remote()
     assert isinstance(got, torch.Tensor), f"got a {type(got).__name__}, not a tensor"
@@ -143,6 +162,7 @@ CHECKS: list[tuple[str, Callable[[], str]]] = [
     ('(a) gpu="any" sees one device', check_one_device),
     ("(b) two concurrent containers", check_two_containers),
     ("(c) a CUDA tensor comes back", check_cuda_tensor),
+    ("(d) a sandboxed container has only its GPU's device file", check_sandboxed_device_files),
 ]
 
 
