@@ -248,7 +248,7 @@ class Volume:
 
     async def _copy_files(self, src_paths: Sequence[str], dst_path: str, recursive: bool = False) -> None:
         """Copy within the volume as ``cp`` does: ``vol.copy_files(["a.txt"], "b.txt")``, several paths into a
-        directory, a directory with ``recursive=True``."""
+        directory (``"dir/"``: made when missing), a directory with ``recursive=True``."""
         if isinstance(src_paths, str) or not all(isinstance(p, str) for p in src_paths):
             raise InvalidError(f"copy_files({src_paths!r}, ...): give a list of paths, e.g. ['a.txt']")
         await _ask(VolumeCopyMsg(oid=await self._id(), src_paths=list(src_paths), dst_path=dst_path,

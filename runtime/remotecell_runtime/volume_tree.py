@@ -234,14 +234,20 @@ class Tree:
             else:
                 os.link(move.src, move.dest[-1], src_dir_fd=src_fd, dst_dir_fd=fd, follow_symlinks=False)
 
-    def copy(self, sources: Sequence[Parts], dst: Parts, recursive: bool, work: Path) -> None:
-        """``cp`` within the volume (``-r`` when ``recursive``): into ``dst`` when it is a directory, else to it
-        (one source only).  Copies are made in the staging folder ``work``, then placed over what is there."""
+    def copy(self, sources: Sequence[Parts], dst: Parts, recursive: bool, work: Path, into: bool = False) -> None:
+        """``cp`` within the volume (``-r`` when ``recursive``): into ``dst`` when it is a directory (or ``into``:
+        the path ended in ``/``; made when missing), else to it (one source only).  Copies are made in the staging
+        folder ``work``, then placed over what is there."""
         dst_st = self.lstat(dst)
-        into = dst_st is not None and stat.S_ISDIR(dst_st.st_mode)
+        is_dir = dst_st is not None and stat.S_ISDIR(dst_st.st_mode)
+        if dst_st is not None and into and not is_dir:
+            raise VolumePathError(f"{shown(dst)!r} is not a directory")
+        into = into or is_dir
         if len(sources) > 1 and not into:
             raise VolumePathError(f"copying {len(sources)} paths needs {shown(dst)!r} to be a directory in the volume")
         copier = _Copier(self, work)
+        if into and not is_dir:
+            copier.moves.append(Move(None, dst))
         for src in sources:
             if not src:
                 raise VolumePathError("the volume's root cannot be copied; copy what is in it")

@@ -134,5 +134,9 @@ def test_copy_follows_cp(tree, tmp_path):
     assert sorted(os.listdir(tree.root / "into")) == ["b.txt", "data"]
     with pytest.raises(VolumePathError, match="needs 'b.txt' to be a directory"):
         tree.copy([parts("data/a.txt"), parts("copy/a.txt")], parts("b.txt"), False, tmp_path / "w5")
+    tree.copy([parts("b.txt")], parts("backup"), False, tmp_path / "w7", into=True)  # "backup/": a folder
+    assert (tree.root / "backup" / "b.txt").read_text() == "alpha"
+    with pytest.raises(VolumePathError, match="'b.txt' is not a directory"):
+        tree.copy([parts("data/a.txt")], parts("b.txt"), False, tmp_path / "w8", into=True)
     with pytest.raises(VolumePathError, match="onto or into itself"):
         tree.copy([parts("data")], parts("data/inner"), True, tmp_path / "w6")

@@ -235,7 +235,8 @@ class VolumeFiles(Service):
 
         def copy(tree: Tree) -> EmptyReply:
             try:
-                tree.copy([parts(p) for p in msg.src_paths], parts(msg.dst_path), msg.recursive, work)
+                tree.copy([parts(p) for p in msg.src_paths], parts(msg.dst_path), msg.recursive, work,
+                          into=msg.dst_path.endswith("/"))
             finally:
                 self.volumes.staging.drop(work.name)
             return EmptyReply()
