@@ -21,7 +21,7 @@ _EXPORTS = {
     "App": "app", "Cls": "cls", "Function": "functions", "Retries": "options", "batched": "options",
     "concurrent": "options", "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
     "status": "status", "FunctionCall": "calls", "FunctionCallGroup": "calls", "Secret": "infra",
-    "Image": "images", "FilePatternMatcher": "file_pattern_matcher", "Volume": "infra", "Dict": "stores",
+    "Image": "images", "FilePatternMatcher": "file_pattern_matcher", "Volume": "volumes", "Dict": "stores",
     "Queue": "stores", "Cron": "options", "Period": "options", "Schedule": "schedules",
 }
 
@@ -39,11 +39,12 @@ if TYPE_CHECKING:
     from .file_pattern_matcher import FilePatternMatcher
     from .functions import Function
     from .images import Image
-    from .infra import Secret, Volume
+    from .infra import Secret
     from .options import Cron, Period, Retries, batched, concurrent
     from .schedules import Schedule
     from .status import status
     from .stores import Dict, Queue
+    from .volumes import Volume
 
 
 def load_ipython_extension(shell: Any) -> None:

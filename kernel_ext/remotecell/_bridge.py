@@ -4,7 +4,10 @@
 event loop of this thread when none is running here, else (inside Jupyter,
 whose loop is already running in this thread) on a background loop thread,
 so no one calls `asyncio.run` inside a kernel.  `twin(sync, async_)` makes the
-callable that users see: ``f.remote(x)`` and ``await f.remote.aio(x)``.
+callable that users see: ``f.remote(x)`` and ``await f.remote.aio(x)``;
+`twin_iterator` (``for x in v.iterdir()`` / ``async for x in v.iterdir.aio()``) and
+`twin_context` (``with v.batch_upload() as b`` / ``async with v.batch_upload.aio() as b``)
+the same for async generators and async context managers.
 
 Invariants: at most ``MAX_PRIVATE_LOOPS`` private loops live at once (threads
 past that run on the background loop), and a private loop is closed when its
@@ -16,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import sys
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -153,6 +159,20 @@ def iterate(results: AsyncIterator[T], runner: Callable[[Coroutine[Any, Any, Any
         runner(results.aclose())  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def blocking_context(manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
+    """``with`` over an async context manager, each of its halves through ``run``; an exception in the block
+    reaches its ``__aexit__`` (which may swallow it), as ``async with`` would pass it."""
+    value = run(manager.__aenter__())
+    try:
+        yield value
+    except BaseException:
+        if not run(manager.__aexit__(*sys.exc_info())):
+            raise
+    else:
+        run(manager.__aexit__(None, None, None))
+
+
 class Twin:
     """A blocking callable with its async twin at ``.aio``."""
 
@@ -174,14 +194,26 @@ def twin(async_: Callable[..., Coroutine[Any, Any, Any]], sync: Callable[..., An
     return Twin(sync, async_, async_.__doc__)
 
 
+def twin_iterator(async_: Callable[..., AsyncIterator[Any]]) -> Twin:
+    """The blocking form iterates the async generator ``async_`` makes, one ``run`` per item."""
+    return Twin(lambda *args, **kwargs: iterate(async_(*args, **kwargs)), async_, async_.__doc__)
+
+
+def twin_context(async_: Callable[..., AbstractAsyncContextManager[Any]]) -> Twin:
+    """The blocking form enters and leaves the async context manager ``async_`` makes through ``run``."""
+    return Twin(lambda *args, **kwargs: blocking_context(async_(*args, **kwargs)), async_, async_.__doc__)
+
+
 class TwinMethod:
-    """``get = TwinMethod(_get)`` in a class body: ``obj.get`` is ``twin(obj._get)``, made on first use.
+    """``get = TwinMethod(_get)`` in a class body: ``obj.get`` is ``twin(obj._get)``, made on first use
+    (``make``: ``twin_iterator`` or ``twin_context`` for an async generator or context manager method).
 
     A handle made in a hot loop (one per ``f.spawn``) then pays nothing for the forms it never uses.
     """
 
-    def __init__(self, async_: Callable[..., Coroutine[Any, Any, Any]]) -> None:
+    def __init__(self, async_: Callable[..., Any], make: Callable[[Callable[..., Any]], Twin] = twin) -> None:
         self.async_ = async_
+        self.make = make
         self.__doc__ = async_.__doc__
         self.name = async_.__name__
 
@@ -191,5 +223,5 @@ class TwinMethod:
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        made = obj.__dict__[self.name] = twin(self.async_.__get__(obj, owner))  # later lookups find it there
+        made = obj.__dict__[self.name] = self.make(self.async_.__get__(obj, owner))  # later lookups find it there
         return made

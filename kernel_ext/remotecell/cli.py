@@ -9,6 +9,9 @@
     remotecell stop                                      stop the local runtime
     remotecell token new|list|revoke [NAME]              client keys for tcp:// listeners
     remotecell secret create|list|delete [NAME] [K=V]... named secrets on the runtime host
+    remotecell volume create|list|delete NAME             named volumes (Modal's `modal volume`)
+    remotecell volume ls NAME [PATH] | put NAME LOCAL [REMOTE] | get NAME REMOTE [LOCAL]
+    remotecell volume rm NAME PATH [-r] | cp NAME SRC... DST [-r]   a volume's files
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from remotecell_runtime.protocol.messages.session import EmptyReply, ShutdownMsg
 from remotecell_runtime.protocol.versions import versions
 
-from . import _client, _entry, _local, exceptions
+from . import _client, _entry, _local, _volume_cli, exceptions
 from .app import App
 from .schedules import Schedule, list_schedules
 from .status import status
@@ -123,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"status": cmd_status, "stop": cmd_stop, "deploy": cmd_deploy, "app": cmd_app, "run": cmd_run,
-            "schedule": cmd_schedule}
+            "schedule": cmd_schedule, "volume": _volume_cli.cmd_volume}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         one = schedule_sub.add_parser(action, help=help_text)
         one.add_argument("app")
         one.add_argument("function")
+    _volume_cli.add_parser(sub)
     run = sub.add_parser("run", help="run a file's app (ephemeral) and call its @app.local_entrypoint()")
     run.add_argument("target", help="FILE.py or FILE.py::ENTRYPOINT")
     run.add_argument("args", nargs=argparse.REMAINDER, help="the entrypoint's arguments: --NAME VALUE ...")
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             return command(args)
         print(json.dumps(versions()))
         return 0
-    except exceptions.Error as exc:
+    except (exceptions.Error, OSError) as exc:  # OSError: a local file (volume put/get) is not there, say
         print(f"remotecell {args.command}: {exc}", file=sys.stderr)
         return 1
 

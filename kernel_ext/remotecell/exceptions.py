@@ -90,5 +90,17 @@ class ImageBuildError(Error):
     """A function's ``image`` could not be built on the runtime host; the message quotes pip's output."""
 
 
+class AlreadyExistsError(Error):
+    """Something made by name exists already (``rc.Volume.objects.create`` of a volume that is there)."""
+
+
+class VolumeFileNotFoundError(NotFoundError, FileNotFoundError):
+    """No such file in a volume: a ``FileNotFoundError``, as Modal raises, and a ``NotFoundError``."""
+
+
+class VolumeFileExistsError(AlreadyExistsError, FileExistsError):
+    """A file a volume upload would overwrite without ``force``: a ``FileExistsError``, as Modal raises."""
+
+
 # Errors the runtime itself produces travel by name (the daemon pickles nothing): one class per registered name.
 BY_NAME: dict[str, type[Exception]] = {name.value: globals()[name.value] for name in ErrorName}

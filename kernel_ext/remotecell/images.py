@@ -310,7 +310,7 @@ class Image:
         if not all(isinstance(p, str) and p.startswith("/") and isinstance(v, Volume) for p, v in volumes.items()):
             raise InvalidError(f"run_function(volumes={volumes!r}): give a dict of absolute paths to rc.Volume")
         return self._then(sources.BuildFunction(raw_f, tuple(str(s.name) for s in secrets),
-                                                tuple(sorted((p, v.name) for p, v in volumes.items()))))
+                                                tuple(sorted((p, str(v.name)) for p, v in volumes.items()))))
 
     @contextlib.contextmanager
     def imports(self) -> Iterator[None]:

@@ -1,4 +1,5 @@
-"""Infrastructure declared in code: secrets (environment variables) and volumes (``images`` has the images)."""
+"""Infrastructure declared in code: secrets (environment variables) and the ``volumes=`` option (``volumes`` has
+the volumes themselves, ``images`` the images)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from remotecell_runtime.protocol import framing
-from remotecell_runtime.protocol.messages.apps import VolumeLsMsg, VolumeLsReply, VolumeReadMsg, VolumeReadReply
-
-from . import _client
-from ._bridge import Twin, twin
 from .exceptions import InvalidError
+from .volumes import Volume
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-VOLUME_NAME = SECRET_NAME
 
 
 @dataclass(frozen=True)
@@ -83,69 +79,6 @@ def check_secrets(value: Any) -> list[dict[str, Any]]:
         raise InvalidError(f"secrets={value!r} must be a list of rc.Secret "
                            "(rc.Secret.from_dict({...}), rc.Secret.from_name('name'))")
     return [s.to_wire() for s in value]
-
-
-class Volume:
-    """A persistent directory on the runtime host, at a path of the function's choosing in its containers.
-
-    >>> vol = rc.Volume.from_name("models", create_if_missing=True)
-    >>> @app.function(volumes={"/srv/models": vol})
-    ... def save(name, data):
-    ...     open(f"/srv/models/{name}", "wb").write(data)
-    >>> vol.listdir("/")                 # or: await vol.listdir.aio("/")
-    [{'path': 'a.bin', 'type': 'file', 'size': 3}]
-    >>> vol.read_file("a.bin")
-    b'abc'
-
-    Every container of the host sees the same files at once (``commit`` and
-    ``reload`` are there for Modal code, and do nothing). The path is made a link
-    to the volume's folder on the host, so it must not exist there already, and
-    one path can hold one volume per host.
-    """
-
-    def __init__(self, name: str, create_if_missing: bool = False) -> None:
-        if not isinstance(name, str) or not VOLUME_NAME.match(name):
-            raise InvalidError(f"Volume.from_name({name!r}): a volume name is 1 to 64 letters, digits, "
-                               "'_', '-' or '.', starting with a letter or digit")
-        self.name = name
-        self.create_if_missing = create_if_missing
-
-    @staticmethod
-    def from_name(name: str, create_if_missing: bool = False) -> Volume:
-        """The volume ``name``; it must exist on the runtime unless ``create_if_missing`` (checked on first use)."""
-        return Volume(name, create_if_missing)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"name": self.name, "create": self.create_if_missing}
-
-    @property
-    def listdir(self) -> Twin:
-        return twin(self._listdir)
-
-    @property
-    def read_file(self) -> Twin:
-        return twin(self._read_file)
-
-    async def _listdir(self, path: str = "/") -> list[dict[str, Any]]:
-        """The entries under ``path`` (relative to the volume's root): path, type (file or dir), size."""
-        msg = VolumeLsMsg(name=self.name, create=self.create_if_missing, path=path)
-        reply, _ = await _client.connection().ask_aio(msg, VolumeLsReply)
-        return reply.entries
-
-    async def _read_file(self, path: str) -> bytes:
-        """The bytes of the file at ``path`` in the volume."""
-        msg = VolumeReadMsg(name=self.name, create=self.create_if_missing, path=path)
-        _, payloads = await _client.connection().ask_aio(msg, VolumeReadReply)
-        return b"".join(bytes(framing.buffer_of(f)) for f in payloads[0].frames) if payloads else b""
-
-    def commit(self) -> None:
-        """Nothing to do: writes are on the host's disk, seen by every container at once."""
-
-    def reload(self) -> None:
-        """Nothing to do: see ``commit``."""
-
-    def __repr__(self) -> str:
-        return f"Volume.from_name({self.name!r})"
 
 
 def check_volumes(value: Any) -> dict[str, dict[str, Any]]:

@@ -88,16 +88,7 @@ class _Ephemeral:
             finally:
                 await store._delete()
 
-        @contextlib.contextmanager
-        def ephemeral() -> Iterator[Any]:
-            manager = ephemeral_aio()
-            store = _bridge.run(manager.__aenter__())
-            try:
-                yield store
-            finally:
-                _bridge.run(manager.__aexit__(None, None, None))
-
-        return Twin(ephemeral, ephemeral_aio, self.__doc__)
+        return Twin(lambda: _bridge.blocking_context(ephemeral_aio()), ephemeral_aio, self.__doc__)
 
 
 class _Store:

@@ -122,7 +122,7 @@ def test_volumes_are_mounted_at_their_path_inside_only(sandboxed):
         assert write.remote("hello") == (False, ["note.txt"])  # a mount, not a link
         assert read.remote() == "hello"
     assert not os.path.lexists("/data")  # nothing left on the host's tree
-    assert volume.read_file("note.txt") == b"hello"
+    assert b"".join(volume.read_file("note.txt")) == b"hello"
 
 
 def test_containers_have_distinct_task_ids(sandboxed):

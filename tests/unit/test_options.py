@@ -104,7 +104,7 @@ def test_nested_options_read_as_their_own_classes():
 
 @pytest.mark.parametrize(("raw", "says"), [
     ({"volumes": {"/data": "cache"}}, "'volumes' must be a JSON object of JSON objects"),
-    ({"volumes": {"/data": {"create": True}}}, "needs 'name'"),
+    ({"volumes": {"/data": {"oid": 7}}}, "'oid' must be a string or null"),
     ({"secrets": [{"name": 3}]}, "'name' must be a string or null"),
     ({"schedule": {"period_s": "often"}}, "'period_s' must be a number or null"),
 ])

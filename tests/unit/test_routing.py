@@ -14,8 +14,10 @@ from remotecell_runtime.protocol.messages.session import PingMsg
 CLIENT_TYPES = {
     "hello", "ping", "status", "shutdown", "app_create", "app_stop", "fn_register", "fn_lookup", "call", "calls",
     "cancel", "lease_return", "spawn", "call_get", "call_status", "call_cancel", "call_logs", "calls_recent",
-    "volume_ls", "volume_read", "kv_open", "kv_delete", "kv_cancel", "kv_list", "dict_get", "dict_put", "dict_pop",
-    "dict_len", "dict_clear", "dict_scan", "queue_put", "queue_get", "queue_peek", "queue_len", "queue_clear",
+    "volume_open", "volume_ephemeral", "volume_list", "volume_delete", "volume_ls", "volume_read",
+    "volume_stage", "volume_put", "volume_abort", "volume_rm", "volume_copy", "kv_open", "kv_delete", "kv_cancel",
+    "kv_list", "dict_get", "dict_put", "dict_pop", "dict_len", "dict_clear", "dict_scan", "queue_put", "queue_get",
+    "queue_peek", "queue_len", "queue_clear",
     "schedule_list", "schedule_get", "schedule_pause", "schedule_resume", "schedule_run", "blob_has", "blob_put",
 }
 CONTAINER_TYPES = {"hello", "ready", "load_failed", "output", "item", "result", "results", "released", "lease_used"}

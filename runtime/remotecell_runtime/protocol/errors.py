@@ -27,6 +27,9 @@ class ErrorName(str, Enum):
     PAYLOAD_TOO_LARGE = "PayloadTooLarge"
     SERIALIZATION = "SerializationError"
     IMAGE_BUILD = "ImageBuildError"
+    ALREADY_EXISTS = "AlreadyExistsError"
+    FILE_NOT_FOUND = "VolumeFileNotFoundError"  # a FileNotFoundError on the client, as Modal raises
+    FILE_EXISTS = "VolumeFileExistsError"  # a FileExistsError on the client
 
     def __str__(self) -> str:  # f-strings and JSON show the name itself
         return self.value

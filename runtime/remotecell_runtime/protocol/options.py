@@ -65,10 +65,12 @@ class ScheduleSpec(Message):
 
 @message()
 class VolumeMount(Message):
-    """One entry of ``volumes=``: the named volume mounted at its path (created first when ``create``)."""
+    """One entry of ``volumes=``: the named volume mounted at its path (created first when ``create``), or an
+    ephemeral one by its id (``oid``)."""
 
-    name: str
+    name: str | None = None
     create: bool = False
+    oid: str | None = None
 
 
 @message()

@@ -25,6 +25,7 @@ from .queues import Queues
 from .registry import AppRegistry, DeployStore
 from .schedules import Scheduler
 from .status import Status
+from .volume_files import VolumeFiles
 from .volumes import Volumes
 
 H = TypeVar("H")
@@ -82,7 +83,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     registry = AppRegistry()
     functions = Functions(host, registry, sock_dir, shm_prefix, client_env, shares)
     jobs = Jobs(functions, host.state_dir, retention_s, orphan_grace_s=orphan_grace_s)
-    volumes = Volumes(host)
+    volumes = Volumes(host, orphan_grace_s=orphan_grace_s)
     blobs = Blobs(host)
     stores = Stores(host, orphan_grace_s=orphan_grace_s)
     queues = Queues(stores)
@@ -91,6 +92,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     apps = Apps(host, registry, store, functions, jobs, scheduler, volumes)
     status = Status(host, functions, apps, queues)
     # Closing order: schedules, stores, jobs, deployed apps, then the pools.
-    ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes, blobs, status,
+    ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes,
+                              VolumeFiles(host, volumes), blobs, status,
                               Calls(functions), functions]
     return Services(functions, apps, scheduler, blobs, ordered)

@@ -13,6 +13,8 @@ imports the daemon.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,3 +132,28 @@ class Service:
 
     def close(self) -> None:
         """The runtime is stopping: save what must be saved, stop timers."""
+
+
+# What ``answer_later`` runs: a reply, or a reply and its payloads.
+Work = Callable[[], "Message | tuple[Message, list[Payload]]"]
+
+
+def answer_later(host: Host, req: Request[Any], work: Work, failed: str) -> None:
+    """Run ``work`` on a worker thread (disk work the loop must not wait for) and answer ``req`` with what it
+    returns; a ``RequestError`` it raises is the answer too, any other error is refused as ``failed: error``."""
+    done = asyncio.get_running_loop().run_in_executor(None, work)
+    done.add_done_callback(functools.partial(_answer, host, req, failed))
+
+
+def _answer(host: Host, req: Request[Any], failed: str, done: asyncio.Future[Any]) -> None:
+    if done.cancelled():  # the runtime is closing
+        return
+    exc = done.exception()
+    if exc is None:
+        result = done.result()
+        reply, payloads = result if isinstance(result, tuple) else (result, [])
+        host.send_peer(req.peer, framing.encode(with_id(reply, req.id), payloads))
+    elif isinstance(exc, RequestError):
+        host.send_peer(req.peer, error_reply(req.id, exc.type_name, str(exc)))
+    else:
+        host.send_peer(req.peer, error_reply(req.id, ErrorName.INVALID, f"{failed}: {exc}"))

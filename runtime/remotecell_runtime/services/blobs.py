@@ -11,7 +11,6 @@ thread, so a large upload does not stall the daemon's loop; the reply follows.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import tempfile
@@ -22,7 +21,7 @@ from ..protocol.errors import ErrorName
 from ..protocol.message import Message
 from ..protocol.messages.blobs import BLOB_MAX_BYTES, DIGEST, BlobHasMsg, BlobHasReply, BlobPutMsg
 from ..protocol.messages.session import EmptyReply
-from .base import Handler, Host, Request, RequestError, Service, error_reply, refusal, with_id
+from .base import Handler, Host, Request, RequestError, Service, answer_later, refusal
 
 
 def _invalid(message: str) -> RequestError:
@@ -70,11 +69,10 @@ class Blobs(Service):
             raise _invalid(f"blob {msg.digest[:12]} says {msg.size} bytes but {len(data)} came")
         if target.is_file():
             return EmptyReply()
-        task = asyncio.get_running_loop().run_in_executor(None, self._store, target, data)
-        task.add_done_callback(lambda done: self._answer(req, done))
+        answer_later(self.host, req, lambda: self._store(target, data), "could not store the blob")
         return None
 
-    def _store(self, target: Path, data: bytes) -> None:
+    def _store(self, target: Path, data: bytes) -> EmptyReply:
         actual = hashlib.sha256(data).hexdigest()
         if actual != target.name:
             raise _invalid(f"blob_put of {target.name[:12]}: its bytes hash to {actual[:12]}, not to the digest "
@@ -88,12 +86,4 @@ class Blobs(Service):
         except BaseException:
             os.unlink(staging)
             raise
-
-    def _answer(self, req: Request[BlobPutMsg], done: asyncio.Future[None]) -> None:
-        exc = done.exception()
-        if exc is None:
-            self.host.send_peer(req.peer, framing.encode(with_id(EmptyReply(), req.id)))
-        elif isinstance(exc, RequestError):
-            self.host.send_peer(req.peer, error_reply(req.id, exc.type_name, str(exc)))
-        else:
-            self.host.send_peer(req.peer, error_reply(req.id, ErrorName.INVALID, f"could not store the blob: {exc}"))
+        return EmptyReply()

@@ -3,7 +3,8 @@
 - `session`: hello, heartbeats, status and shutdown; the ``error`` reply.
 - `calls`: calls and their results, output and items, leases, cancelling.
 - `containers`: what a container and the daemon say to each other.
-- `apps`: apps, function registration and lookup, schedules, volumes.
+- `apps`: apps, function registration and lookup, schedules.
+- `volumes`: volumes and their files (chunks of raw bytes).
 - `jobs`: spawned calls and their handles.
 - `stores`: Dict and Queue.
 - `blobs`: files uploaded once, named by their sha256 (an image's local files).

@@ -1,4 +1,4 @@
-"""Apps and the functions registered in them, deployed lookups, schedules, volumes."""
+"""Apps and the functions registered in them, deployed lookups, schedules (volumes: ``volumes``)."""
 
 from __future__ import annotations
 
@@ -115,32 +115,3 @@ class ScheduleReply(Message):
 @message("reply")
 class ScheduleListReply(Message):
     schedules: list[ScheduleReply]
-
-
-@message()
-class VolumePath(Message):
-    """A path in a volume; ``create`` makes the volume when it is missing."""
-
-    name: str
-    path: str = "/"
-    create: bool = False
-
-
-@message("volume_ls")
-class VolumeLsMsg(VolumePath):
-    pass
-
-
-@message("reply")
-class VolumeLsReply(Message):
-    entries: list[dict[str, Any]]
-
-
-@message("volume_read")
-class VolumeReadMsg(VolumePath):
-    """A file's bytes come back raw as the reply's one payload."""
-
-
-@message("reply")
-class VolumeReadReply(Message):
-    size: int
