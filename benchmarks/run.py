@@ -54,6 +54,7 @@ class Agent:
     def __init__(self, spec: SystemSpec, args: list[str], scratch: Path, log_path: Path) -> None:
         self.spec = spec
         self.env = {**os.environ, **spec.env}
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)  # as users run: a cold start reads cached bytecode
         if spec.fresh_dir_env:
             self.env[spec.fresh_dir_env] = tempfile.mkdtemp(prefix=f"{spec.name}-", dir=scratch)
         self.log_file = open(log_path, "a")
@@ -251,6 +252,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def compile_bytecode(spec: SystemSpec) -> None:
+    """Cache the bytecode of a remotecell checkout first: a shell that sets PYTHONDONTWRITEBYTECODE would
+    otherwise leave its changed modules to be compiled at every cold start, and the old checkout's not."""
+    if spec.module != "systems.remotecell_sys":
+        return
+    code = ("import compileall, os, remotecell, remotecell_runtime\n"
+            "for m in (remotecell, remotecell_runtime): compileall.compile_dir(os.path.dirname(m.__file__), quiet=1)")
+    subprocess.run([str(spec.python), "-c", code], check=False, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workloads = [WORKLOADS[n] for n in args.workloads.split(",")]
@@ -261,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     systems = [spec for spec in specs if spec.missing() is None]
     if not systems:
         return 2
+    for spec in systems:
+        compile_bytecode(spec)
     harness = Harness(args, systems, workloads, args.out)
     info = {
         "command": " ".join([sys.executable, *sys.argv]),
