@@ -8,6 +8,9 @@ are not already cached by another test of the session (they share the base layer
 
 from __future__ import annotations
 
+import json
+import platform
+import subprocess
 import threading
 import time
 
@@ -15,7 +18,10 @@ import pytest
 import remotecell as rc
 from conftest import wait_for
 from remotecell import _client, exceptions
+from remotecell_runtime.images import runtime_code
 from remotecell_runtime.protocol import pickling
+from remotecell_runtime.protocol.image_spec import ImageSpec
+from remotecell_runtime.protocol.messages.images import ImageBuildMsg, ImageBuildReply
 
 OLD, NEW = "tabulate==0.8.10", "tabulate==0.10.0"
 
@@ -26,7 +32,10 @@ def fresh(name: str) -> rc.Image:
 
 
 def layers(runtime) -> set[str]:
-    return {p.name for p in (runtime.state_dir / "images" / "layers").iterdir()}
+    """The cached layers but the base every image starts from (its key: the same runtime code as here)."""
+    folder = runtime.state_dir / "images" / "layers"
+    base = ImageSpec().layer_keys(runtime_code.salt())[0]
+    return {p.name for p in folder.iterdir()} - {base} if folder.is_dir() else set()
 
 
 def staging(runtime) -> list[str]:
@@ -121,6 +130,36 @@ def test_images_that_start_alike_share_those_layers(runtime, capsys):
     assert len(layers(runtime) - before) == 1
 
 
+def test_images_sharing_a_layer_built_at_once_build_it_once(runtime):
+    """Two clients ask at the same moment (a process publishes one image at a time, so two threads of one
+    connection ask here, each on its own channel): the layer they share is built by one of the builds."""
+    prefix = fresh("together").uv_pip_install("six==1.17.0")
+    specs = [prefix.env({"WHICH": str(i)}).materialize()[0] for i in range(2)]
+    conn = _client.connection()
+    before = layers(runtime)
+    said: list[str] = []
+    errors: list[BaseException] = []
+    both_asked = threading.Barrier(2)
+
+    def build(spec: ImageSpec) -> None:
+        both_asked.wait()
+        try:
+            reply, _ = conn.channel().roundtrip(conn.envelope(ImageBuildMsg(image=spec)),
+                                                on_output=lambda stream, text: said.append(text))
+            ImageBuildReply.from_wire(reply)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build, args=(spec,)) for spec in specs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(layers(runtime) - before) == 4  # env, six, then one env each
+    assert "".join(said).count("+ six==1.17.0") == 1, said  # installed by one of the two builds only
+
+
 def test_two_versions_of_one_package_run_side_by_side_in_one_app(runtime):
     app = rc.App("images-versions")
 
@@ -155,6 +194,33 @@ def test_a_package_that_needs_another_version_of_the_runtimes_own_fails_naming_t
     assert "cloudpickle==2.0.0" in message and f"cloudpickle=={cloudpickle.__version__}" in message
     assert "No solution found" in message  # uv's resolver's own lines
     assert "the runtime's own" in message
+
+
+def other_python() -> str | None:
+    """A version of another interpreter uv finds here with this one's minor version (by-value code needs it)."""
+    import uv
+
+    listed = subprocess.run([uv.find_uv_bin(), "python", "list", "--only-installed", "--output-format", "json"],
+                            capture_output=True, text=True, timeout=60).stdout
+    mine = platform.python_version()
+    found = {p["version"] for p in json.loads(listed or "[]")}
+    return next((v for v in sorted(found) if v != mine and v.rsplit(".", 1)[0] == mine.rsplit(".", 1)[0]), None)
+
+
+def test_python_version_picks_that_interpreter(runtime):
+    version = other_python()
+    if version is None:
+        pytest.skip("no other interpreter of this Python's minor version here")
+    app = rc.App("images-other-python", image=rc.Image.debian_slim(python_version=version))
+
+    @app.function()
+    def which():
+        import platform
+
+        return platform.python_version()
+
+    with app.run():
+        assert which.remote() == version
 
 
 def test_a_python_version_that_is_not_here_fails_naming_the_ones_there_are(runtime):
@@ -211,45 +277,6 @@ def test_a_failed_build_fails_the_waiting_call_in_an_implicit_app(runtime):
             never.remote()
     finally:
         app.stop()
-
-
-def test_env_workdir_and_files_steps(runtime, tmp_path):
-    (tmp_path / "copied.txt").write_text("in a layer")
-    (tmp_path / "mounted.txt").write_text("first")
-    (tmp_path / "helper_mod_images.py").write_text("VALUE = 42\n")
-    monkey = pytest.MonkeyPatch()
-    monkey.syspath_prepend(str(tmp_path))
-    image = (fresh("files").env({"GREETING": "hello"}).workdir("/app")
-             .add_local_file(tmp_path / "copied.txt", "/app/copied.txt", copy=True)
-             .env({"AFTER": "copy"})
-             .add_local_file(tmp_path / "mounted.txt", "/data/mounted.txt")
-             .add_local_python_source("helper_mod_images"))
-    app = rc.App("images-files", image=image)
-
-    @app.function()
-    def look():
-        import os
-
-        import helper_mod_images
-
-        return {"env": (os.environ.get("GREETING"), os.environ.get("AFTER")), "cwd": os.getcwd(),
-                "copied": open("/app/copied.txt").read(), "mounted": open("/data/mounted.txt").read(),
-                "module": helper_mod_images.VALUE, "home": os.listdir("/root")}
-
-    try:
-        with app.run():
-            got = look.remote()
-        assert got["env"] == ("hello", "copy") and got["cwd"] == "/app"
-        assert got["copied"] == "in a layer" and got["mounted"] == "first" and got["module"] == 42
-        assert "helper_mod_images.py" in got["home"]
-
-        built = runtime.log_text().count("building image")
-        (tmp_path / "mounted.txt").write_text("second")  # a copy=False file: put in place anew, nothing rebuilt
-        with app.run():
-            assert look.remote()["mounted"] == "second"
-        assert runtime.log_text().count("building image") == built
-    finally:
-        monkey.undo()
 
 
 def test_steps_this_runtime_does_not_build_are_refused_at_registration(app):

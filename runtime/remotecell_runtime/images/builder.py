@@ -48,7 +48,9 @@ log = logging.getLogger("remotecell.runtime")
 BUILD_TIMEOUT_S = 1800.0
 RETRY_FAILED_S = 60.0
 TAIL_LINES = 20  # of a failed step's output, in its error
-BASE_CHECK = "import sys, remotecell_runtime.container.main; print(sys.base_prefix)"  # the container code runs
+# The container code runs there; what the base interpreter is, for the log and the sandbox.
+BASE_CHECK = ("import platform, sys, remotecell_runtime.container.main; "
+              "print(platform.python_version(), sys.base_prefix)")
 
 
 class BuildFailed(Exception):
@@ -218,8 +220,10 @@ class Images:
         await self._run(uv.install(venv, list(uv.code.pins)), env, build)
         for site in venv.glob("lib/python*/site-packages"):
             (site / runtime_code.PTH_NAME).write_text(uv.code.pth)
-        lines = await self._run([str(venv / "bin" / "python"), "-c", BASE_CHECK], env)
-        return Layer(key=key, venv=key, base_prefix=lines[-1] if lines else "")
+        said = await self._run([str(venv / "bin" / "python"), "-c", BASE_CHECK], env)
+        version, _, prefix = (said[-1] if said else "").partition(" ")
+        build.say(f"   Python {version} ({prefix}), the container code runs")
+        return Layer(key=key, venv=key, base_prefix=prefix)
 
     async def _uv_ready(self) -> Uv:
         """uv with the host's index settings and the runtime's pins (made at the first build)."""

@@ -79,13 +79,13 @@ class IndexSettings:
         return ", ".join(where + [f"find-links {link}" for link in self.find_links])
 
 
-def config_files(environ: Mapping[str, str], home: str, prefix: str) -> list[Path]:
+def config_files(environ: Mapping[str, str], home: str, prefix: str, etc: str = "/etc") -> list[Path]:
     """pip's configuration files in the order it reads them (a later one over an earlier one)."""
     chosen = environ.get("PIP_CONFIG_FILE")
     if chosen == os.devnull:
         return []
     dirs = [d for d in environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep) if d]
-    files = [Path(d) / "pip" / "pip.conf" for d in dirs] + [Path("/etc/pip.conf")]
+    files = [Path(d) / "pip" / "pip.conf" for d in dirs] + [Path(etc) / "pip.conf"]
     if not (chosen and Path(chosen).exists()):
         config_home = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
         files += [Path(home) / ".pip" / "pip.conf", Path(config_home) / "pip" / "pip.conf"]
@@ -96,10 +96,10 @@ def config_files(environ: Mapping[str, str], home: str, prefix: str) -> list[Pat
 
 
 def read_pip_config(environ: Mapping[str, str] | None = None, home: str | None = None,
-                    prefix: str = sys.prefix) -> IndexSettings:
-    """The index settings ``pip install`` would use here."""
+                    prefix: str = sys.prefix, etc: str = "/etc") -> IndexSettings:
+    """The index settings ``pip install`` would use here (``prefix``: the runtime's ``sys.prefix``)."""
     environ = os.environ if environ is None else environ
-    merged = _file_values(config_files(environ, home or os.path.expanduser("~"), prefix))
+    merged = _file_values(config_files(environ, home or os.path.expanduser("~"), prefix, etc))
     for name, text in environ.items():
         if name.startswith("PIP_") and name != "PIP_CONFIG_FILE":
             merged[":env:." + _normalized(name[4:])] = text

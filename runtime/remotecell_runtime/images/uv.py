@@ -90,8 +90,8 @@ class Uv:
         return env
 
     def venv(self, python_version: str | None, folder: Path) -> list[str]:
-        return [self.binary, "venv", "--relocatable", "--no-project", "--python", interpreter(python_version),
-                str(folder)]
+        return [self.binary, "venv", "--quiet", "--relocatable", "--no-project", "--python",
+                interpreter(python_version), str(folder)]
 
     def install(self, venv: Path, packages: list[str], step: ImageStep | None = None) -> list[str]:
         """``uv pip install`` of ``packages`` into ``venv`` under the pins; ``step``: its own index options."""
