@@ -132,6 +132,29 @@ def runtime(new_home) -> Iterator[Runtime]:
         os.environ["REMOTECELL_HOME"] = old
 
 
+@pytest.fixture(scope="module")
+def sandboxed(new_home):
+    """A runtime whose containers run sandboxed (even in a suite run with REMOTECELL_SANDBOX=0); the client
+    talks to it for this module.  Skipped where bubblewrap cannot make sandboxes."""
+    import remotecell as rc
+
+    state = new_home("sandboxed")
+    rt = Runtime(state, env={"REMOTECELL_SANDBOX": "1"})
+    old = os.environ.get("REMOTECELL_HOME")
+    os.environ["REMOTECELL_HOME"] = str(state)
+    client_mod.reset_connection()
+    try:
+        why = rc.status()["sandbox"]
+        if why.startswith("off:"):
+            pytest.skip(f"no sandbox on this host: {why}")
+        yield rt
+    finally:
+        client_mod.reset_connection()
+        rt.stop()
+        if old is not None:
+            os.environ["REMOTECELL_HOME"] = old
+
+
 @pytest.fixture
 def app(runtime):
     """A fresh ephemeral app per test, stopped at the end."""

@@ -164,9 +164,20 @@ class App:
             self._start(_client.connection())
             self._implicit = False
         try:
+            self._build_images()
             yield self
         finally:
             self.stop()
+
+    def _build_images(self) -> None:
+        """Build every image of the app's definitions now, as Modal does when an app starts: their logs
+        show before the block's code runs, and a build that fails ends the run (``ImageBuildError``)."""
+        conn, app_id = self._conn, self._app_id
+        assert conn is not None and app_id is not None
+        images = {id(image): image for f in self.functions.values()
+                  if (image := f.image if isinstance(f, Cls) else f.registration.image) is not None}
+        for image in images.values():
+            image.publish(conn, app_id)
 
     def _deploy(self, name: str | None = None) -> str:
         """Deploy the app: it stays on the runtime, also after this process and runtime restarts.

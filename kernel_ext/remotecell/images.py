@@ -11,8 +11,11 @@ An image is a base and steps (``protocol.image_spec``).  It travels as the
 ``image`` function option, made when its app starts: then local files are read
 and tarred (``_image_sources``), each tar and each ``run_function`` body is a blob
 named by its sha256, the runtime is asked which blobs it lacks (``blob_has``) and
-only those are sent (``blob_put``), once per image per app run, before the first
-function that uses the image is registered.
+only those are sent (``blob_put``), then the runtime builds the image
+(``image_build``: its log printed here as it comes, a failure raised as
+``ImageBuildError`` naming the step), once per image per app run, before the first
+function that uses the image is registered (``app.run()`` builds every image of
+its app when it starts).
 
 Invariants: an image is immutable (its steps are a tuple; derived images share
 them); a build step after an ``add_local_*`` with ``copy=False`` is refused, as
@@ -37,11 +40,12 @@ from typing import Any
 from remotecell_runtime.protocol.framing import Payload
 from remotecell_runtime.protocol.image_spec import IN_CONTAINER_ENV, ImageSpec, ImageStep
 from remotecell_runtime.protocol.messages.blobs import BLOB_MAX_BYTES, BlobHasMsg, BlobHasReply, BlobPutMsg
+from remotecell_runtime.protocol.messages.images import ImageBuildMsg, ImageBuildReply
 from remotecell_runtime.protocol.messages.session import EmptyReply
 
 from . import _client
 from . import _image_sources as sources
-from .exceptions import InvalidError
+from .exceptions import ImageBuildError, InvalidError
 from .file_pattern_matcher import NON_PYTHON_FILES, ignore_fn
 from .infra import Secret, Volume
 
@@ -144,7 +148,7 @@ class Image:
                                "specifiers, e.g. ['numpy>=2', 'tabulate']")
         self._base: dict[str, Any] = {"base": "debian_slim"}
         self._steps: tuple[_Step, ...] = ()
-        self._published: tuple[tuple[str, str], dict[str, Any] | None] | None = None
+        self._published: tuple[tuple[str, str], dict[str, Any] | None | ImageBuildError] | None = None
         if python_packages:
             self._steps = (_installer_step("pip", "Image", list(python_packages), index_url=None, pre=False,
                                            extra_index_url=None, find_links=None, extra_options=""),)
@@ -342,18 +346,30 @@ class Image:
         return ImageSpec(**self._base, steps=steps), blobs
 
     def publish(self, conn: _client.Connection, app_id: str) -> dict[str, Any] | None:
-        """The ``image`` option for app ``app_id``, its missing blobs sent first; once per app run.
+        """The ``image`` option for app ``app_id``: its missing blobs sent, then the image built on the runtime
+        (its build log printed here as it comes; ``ImageBuildError`` when it fails); once per app run, a
+        failure too (a new run builds again).
 
         None for the default image (nothing to build)."""
         with _PUBLISHING:
             key = (conn.runtime_id, app_id)
-            if self._published is not None and self._published[0] == key:
-                return self._published[1]
-            spec, blobs = self.materialize()
-            upload(conn, blobs)
-            option = None if spec == ImageSpec() else spec.fields()
-            self._published = (key, option)
-            return option
+            if self._published is None or self._published[0] != key:
+                self._published = (key, self._build(conn))
+            outcome = self._published[1]
+            if isinstance(outcome, ImageBuildError):
+                raise outcome
+            return outcome
+
+    def _build(self, conn: _client.Connection) -> dict[str, Any] | None | ImageBuildError:
+        spec, blobs = self.materialize()
+        upload(conn, blobs)
+        if spec == ImageSpec():
+            return None
+        try:  # as long as it takes: the connection's heartbeat says whether the runtime is still there
+            conn.ask(ImageBuildMsg(image=spec), ImageBuildReply, timeout_s=None)
+        except ImageBuildError as exc:
+            return exc
+        return spec.fields()
 
     def __getstate__(self) -> dict[str, Any]:  # what was published where stays with this process
         return {"_base": self._base, "_steps": self._steps, "_published": None}

@@ -14,7 +14,7 @@ from remotecell_runtime.protocol.framing import Payload
 from remotecell_runtime.protocol.messages.blobs import BLOB_MAX_BYTES, BlobHasMsg, BlobHasReply, BlobPutMsg
 from remotecell_runtime.protocol.messages.session import EmptyReply
 
-PIP = rc.Image.debian_slim().pip_install("tabulate==0.9.0")  # pip steps are what the runtime's builder takes today
+PIP = rc.Image.debian_slim().pip_install("tabulate==0.10.0")
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def sent(monkeypatch):
 
 
 def local_image(folder):
-    return rc.Image.debian_slim().pip_install("tabulate==0.9.0").add_local_dir(folder, "/data")
+    return rc.Image.debian_slim().pip_install("tabulate==0.10.0").add_local_dir(folder, "/data")
 
 
 def test_local_files_are_uploaded_once_and_kept_by_their_digest(runtime, tmp_path, sent):
@@ -43,14 +43,14 @@ def test_local_files_are_uploaded_once_and_kept_by_their_digest(runtime, tmp_pat
         option = image.publish(conn, first.app_id)
         assert image.publish(conn, first.app_id) is option  # once per app run: nothing asked again
     digest = option["steps"][-1]["digest"]
-    assert sent == ["app_create", "blob_has", "blob_put", "app_stop"]
+    assert sent == ["app_create", "blob_has", "blob_put", "image_build", "app_stop"]
     stored = runtime.state_dir / "blobs" / digest
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == digest
 
     sent.clear()
     with rc.App("blobs-two").run() as second:  # the same files in a new image, a new app run: nothing to send
         assert local_image(tmp_path).publish(conn, second.app_id) == option
-    assert sent == ["app_create", "blob_has", "app_stop"]
+    assert sent == ["app_create", "blob_has", "image_build", "app_stop"]  # built: cached
 
 
 def test_an_image_is_published_before_the_registration_that_uses_it(app, tmp_path, sent):
@@ -59,11 +59,8 @@ def test_an_image_is_published_before_the_registration_that_uses_it(app, tmp_pat
     def uses_files() -> None: ...
 
     registration = Registration(app, uses_files, {}, "uses_files", local_image(tmp_path))
-    try:
-        registration.fid()
-    except InvalidError as exc:  # a runtime whose builder takes pip steps only refuses the files step
-        assert "not supported by this runtime yet" in str(exc)
-    assert sent[:3] == ["blob_has", "blob_put", "fn_register"]
+    registration.fid()
+    assert sent == ["blob_has", "blob_put", "image_build", "fn_register"]
 
 
 def test_the_runtime_refuses_a_blob_that_is_not_what_it_is_named(runtime):
@@ -86,7 +83,7 @@ def test_the_runtime_refuses_a_blob_that_is_not_what_it_is_named(runtime):
 
 
 def test_the_app_image_is_every_definitions_default_and_their_own_overrides_it(runtime):
-    own = rc.Image.debian_slim(python_version=None).uv_pip_install("tabulate==0.9.0")
+    own = rc.Image.debian_slim(python_version=None).uv_pip_install("tabulate==0.10.0")
     app = rc.App("image-defaults", image=PIP)
 
     @app.function(name="default")
@@ -108,8 +105,8 @@ def test_the_app_image_is_every_definitions_default_and_their_own_overrides_it(r
         def registered(name: str):
             return rc.Function.from_name("image-defaults", name).options.get("image")
 
-        assert registered("default") == {"steps": [{"kind": "pip", "packages": ["tabulate==0.9.0"]}]}
-        assert registered("overridden") == {"steps": [{"kind": "uv_pip", "packages": ["tabulate==0.9.0"]}]}
+        assert registered("default") == {"steps": [{"kind": "pip", "packages": ["tabulate==0.10.0"]}]}
+        assert registered("overridden") == {"steps": [{"kind": "uv_pip", "packages": ["tabulate==0.10.0"]}]}
         assert rc.Cls.from_name("image-defaults", "Model")._lookup.options["image"] == registered("overridden")
         assert registered("plain") is None  # the default image: no option
     finally:

@@ -57,3 +57,11 @@ def test_every_module_has_a_row_and_every_row_a_module():
         gone = sorted(r for r in named - folders if r not in modules)
         gone += sorted(f for f in folders if not (package / f).is_dir())
         assert not gone, f"docs/architecture.md names modules of {name} that do not exist: {gone}"
+
+
+def test_no_merge_conflict_markers_in_the_docs():
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "benchmarks").glob("*.md"))]
+    marked = [f"{path.relative_to(ROOT)}:{n}" for path in docs
+              for n, line in enumerate(path.read_text().splitlines(), 1)
+              if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="]
+    assert not marked, f"merge conflict markers left in: {marked}"

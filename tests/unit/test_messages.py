@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from remotecell_runtime.protocol import framing
 from remotecell_runtime.protocol.framing import WireError
+from remotecell_runtime.protocol.image_spec import ImageSpec
 from remotecell_runtime.protocol.message import Decoder, Message, message, wire
-from remotecell_runtime.protocol.messages import apps, blobs, calls, containers, jobs, session, stores
+from remotecell_runtime.protocol.messages import apps, blobs, calls, containers, images, jobs, session, stores
 
-MODULES = [session, calls, containers, apps, jobs, stores, blobs]
+MODULES = [session, calls, containers, apps, jobs, stores, blobs, images]
 
 
 def _classes() -> list[type[Message]]:
@@ -148,6 +149,8 @@ def _sample(hint: Any, samples: dict[Any, Any]) -> Any:
         return {}
     if text == "ErrorInfo":
         return session.ErrorInfo(type="InvalidError", message="m")
+    if text == "ImageSpec":
+        return ImageSpec()
     return None
 
 

@@ -49,19 +49,38 @@ class ConnectBack:
 
 
 @dataclass(frozen=True)
+class ContainerImage:
+    """What a container of a built image runs in: the image's own interpreter and what it needs around it.
+
+    ``python``: the image venv's interpreter (the container runs it, not the runtime's); ``roots``: host
+    folders it reads (the venv, its base interpreter's prefix, the runtime's own code), bound read-only
+    in a sandbox; ``env``: the image's variables (``env`` steps); ``workdir``: the containers' working
+    directory; ``files``: (host folder, container path) pairs put in place read-only at start, in order
+    (a later one over an earlier one); ``pythonpath``: container paths first on its import path.
+    """
+
+    python: str
+    roots: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    files: tuple[tuple[str, str], ...] = ()
+    pythonpath: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """What a backend gets to start one container of a function.
 
     ``cid`` and ``connect`` are filled in by ``ContainerManager.start``; the rest comes
     from the pool: the function's options (``max_inputs``, ``gpu``, ``cpu``,
-    ``memory_mib``, ...), its environment, the folder of its built image, the GPUs
+    ``memory_mib``, ...), its environment, its built image (None: the runtime's own Python), the GPUs
     reserved for it on this host and its share of the CPU budget.
     """
 
     fid: str
     options: FunctionOptions = field(default_factory=FunctionOptions)
     env: Mapping[str, str] = field(default_factory=dict)
-    image_site: str | None = None  # the image's packages, first on the container's path
+    image: ContainerImage | None = None  # its built image; None: the runtime's own interpreter
     gpus: tuple[int, ...] = ()  # device indices reserved on this host (CUDA_VISIBLE_DEVICES)
     cpu: float = 0.0  # cores reserved from the host's budget
     cid: str = ""  # the name it says hello with

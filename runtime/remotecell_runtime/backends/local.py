@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ..cpus import CpuBudget
 from ..gpus import GpuAllocator
-from .base import ConnectBack, ContainerExit, ContainerSpec, ExitCallback, SpecRefused
+from .base import ConnectBack, ContainerExit, ContainerImage, ContainerSpec, ExitCallback, SpecRefused
 from .limits import Limits
 from .sandbox import Sandbox, container_pid
 
@@ -84,10 +84,7 @@ class LocalBackend:
         asyncio.ensure_future(self._run(process, on_exit))
 
     def _environment(self, spec: ContainerSpec) -> dict[str, str]:
-        env = {**os.environ, **spec.env, **self.client_env}
-        if spec.image_site:
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (spec.image_site, spec.env.get("PYTHONPATH")
-                                                            or os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, **_image_environment(spec.image), **spec.env, **self.client_env}
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode makes cold starts faster
         # Segment names carry the pid, which repeats across sandboxes (each its own pid namespace, one /dev/shm):
@@ -104,15 +101,17 @@ class LocalBackend:
                  procs: list[str]) -> tuple[list[str], tuple[int, int] | None]:
         """The container's command line (in its sandbox when there is one, joining the cgroups of ``procs``),
         and the sandbox's info pipe."""
-        command = [sys.executable, "-m", "remotecell_runtime.container",
+        python = spec.image.python if spec.image else sys.executable
+        command = [python, "-m", "remotecell_runtime.container",
                    "--connect", spec.connect, "--id", spec.cid, "--cancel-fd", str(cancel_r),
                    "--direct", self._direct_path(spec.cid)]
         if self.sandbox is None:
             return Limits.wrap(procs, command), None
         info_r, info_w = os.pipe()
         volumes = json.loads(spec.env.get(VOLUMES_ENV) or "{}")
-        extra = [spec.image_site] if spec.image_site else []
-        sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=extra,
+        image = spec.image or ContainerImage(sys.executable)
+        sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=image.roots,
+                                      files=image.files, workdir=image.workdir,
                                       block_network=spec.options.block_network,
                                       gpu_minors=self.gpus.minors(spec.gpus))
         return Limits.wrap(procs, sandboxed), (info_r, info_w)
@@ -252,6 +251,17 @@ class LocalBackend:
         except OSError:
             return None
         return None
+
+
+def _image_environment(image: ContainerImage | None) -> dict[str, str]:
+    """An image's variables, its import path (not the host's ``PYTHONPATH``: the image is its own environment)
+    and its venv first on ``PATH`` (a ``python`` its code runs is the image's)."""
+    if image is None:
+        return {}
+    venv = os.path.dirname(os.path.dirname(image.python))
+    paths = [*image.pythonpath, image.env.get("PYTHONPATH", "")]
+    return {**image.env, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "VIRTUAL_ENV": venv,
+            "PATH": os.pathsep.join([os.path.join(venv, "bin"), image.env.get("PATH") or os.environ.get("PATH", "")])}
 
 
 async def _child_pid(info_r: int) -> int | None:

@@ -2,6 +2,9 @@
 
 Inside, read-only: the host's system (``/usr`` and its ``/bin``, ``/lib`` links,
 ``/etc``) and the Python the container runs (its prefixes and import paths).
+An image's container also reads its venv and base interpreter (read-only) and
+finds its image's files at their paths (read-only, each entry of a step's folder
+bound at its place).
 Inside, writable: a private ``/tmp`` and home (``/root``), the runtime's socket
 folder (connect back, direct calls, and the container's own client of this
 runtime), ``/dev/shm`` (zero-copy frames are shared-memory files), the volumes at
@@ -10,7 +13,8 @@ at their own paths.  Device files: a fresh ``/dev`` with the host's GPU devices
 given to the container alone (``/dev/nvidia<minor>`` of its GPUs, with the driver's
 shared ``nvidiactl``/``nvidia-uvm``/... files and ``/sys`` read-only, which the CUDA
 driver needs); a container without GPUs gets no GPU device at all.
-Not inside: the rest of the runtime's state folder (keys, tokens, databases),
+Not inside: the rest of the runtime's state folder (keys, tokens, databases; of
+it a container sees only its image's folders, read-only),
 the user's home, other containers' files, other processes (own pid namespace).
 
 On by default wherever bubblewrap works (``find`` runs one empty sandbox to
@@ -32,6 +36,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import posixpath
 import shutil
 import subprocess
 import sys
@@ -109,11 +114,14 @@ class Sandbox:
         return self.version + (f", sharing {', '.join(self.shares)}" if self.shares else "")
 
     def argv(self, command: list[str], *, info_fd: int | None = None, volumes: Mapping[str, str] | None = None,
-             extra_roots: Iterable[str] = (), workdir: str | None = None, block_network: bool = False,
-             gpu_minors: Sequence[int] | None = ()) -> list[str]:
-        """bwrap's command line around ``command``; ``volumes``: mount path -> host folder;
-        ``info_fd``: where bwrap writes its init's pid (see ``container_pid``); ``gpu_minors``: the
-        container's GPUs by device minor number (none by default; None: GPUs whose numbers are unknown, every one)."""
+             extra_roots: Iterable[str] = (), files: Iterable[tuple[str, str]] = (), workdir: str | None = None,
+             block_network: bool = False, gpu_minors: Sequence[int] | None = ()) -> list[str]:
+        """bwrap's command line around ``command``; ``volumes``: mount path -> host folder; ``extra_roots``:
+        more host folders it reads (an image's venv and interpreter); ``files``: (host folder, container path),
+        each entry of the folder bound read-only there, in order; ``workdir``: its working directory (made
+        if nothing is there); ``info_fd``: where bwrap writes its init's pid (see ``container_pid``);
+        ``gpu_minors``: the container's GPUs by device minor number (none by default; None: GPUs whose
+        numbers are unknown, every one)."""
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--cap-drop", "ALL"]
         if info_fd is not None:
@@ -134,6 +142,9 @@ class Sandbox:
         args += ["--bind", self.sock_dir, self.sock_dir]
         for path, folder in sorted((volumes or {}).items()):
             args += ["--bind", folder, path]
+        args += _file_binds(files)
+        if workdir:
+            args += ["--dir", workdir]
         args += ["--chdir", workdir or HOME, "--setenv", "HOME", HOME, "--"]
         return args + command
 
@@ -224,6 +235,16 @@ def _outermost(paths: Iterable[str]) -> list[str]:
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _file_binds(files: Iterable[tuple[str, str]]) -> list[str]:
+    """Each entry of each folder at its container path: not the folder over the path, so two steps that put
+    files in one folder (or in the private home) both show, and a later one wins over an earlier one."""
+    args = []
+    for folder, dest in files:
+        for entry in sorted(os.listdir(folder)):
+            args += ["--ro-bind", os.path.join(folder, entry), posixpath.join(dest, entry)]
+    return args
 
 
 def _system_link(name: str) -> list[str]:

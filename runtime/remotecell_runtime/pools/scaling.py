@@ -140,7 +140,7 @@ class Scaler:
                 return False
             gpus = got
         pool.waiting_reason = "waiting for a container to start"
-        container = rt.containers.start(ContainerSpec(spec.fid, spec.options, spec.env, spec.image_site,
+        container = rt.containers.start(ContainerSpec(spec.fid, spec.options, spec.env, spec.image,
                                                       tuple(gpus), cpu))
         log.info("starting container %s for %s%s", container.id, pool.fn.name, f" on GPUs {gpus}" if gpus else "")
         pool.containers[container.id] = container
@@ -152,18 +152,17 @@ class Scaler:
         fn = self.pool.fn
         cpu = fn.opts.cpu or 0.0
         env = {**thread_env(cpu), **fn.env} if cpu else dict(fn.env)
-        image = fn.opts.image
-        site = self.pool.rt.images.site(image) if image else None
-        if isinstance(site, Build):
-            self._wait_for_image(site)
+        image = self.pool.rt.images.start(fn.opts.image) if fn.opts.image else None
+        if isinstance(image, Build):
+            self._wait_for_image(image)
             return None
-        return ContainerSpec(fn.fid, fn.opts, env, site, (), cpu)
+        return ContainerSpec(fn.fid, fn.opts, env, image, (), cpu)
 
     def _wait_for_image(self, build: Build) -> None:
         pool = self.pool
         if build.error is None:
             waited_s = time.monotonic() - build.started
-            pool.waiting_reason = f"building its image: pip install {' '.join(build.packages)} ({waited_s:.0f} s)"
+            pool.waiting_reason = f"building its image: {build.doing} ({waited_s:.0f} s)"
             return
         why = f"the image of {pool.fn.name} could not be built: {build.error}"
         self.queue.fail_waiting(ErrorInfo(type=ErrorName.IMAGE_BUILD, message=why), [])

@@ -19,6 +19,7 @@ from .base import ContainerHandler, Handler, Host, Service
 from .blobs import Blobs
 from .calls import Calls
 from .functions import Functions
+from .images import ImageBuilds
 from .jobs import Jobs, SpawnedCalls
 from .kv import Stores
 from .queues import Queues
@@ -81,10 +82,10 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     """Every service of one runtime, wired to ``host`` and to each other; ``shares``: folders every
     sandboxed container sees (``remotecell serve --share``)."""
     registry = AppRegistry()
-    functions = Functions(host, registry, sock_dir, shm_prefix, client_env, shares)
+    blobs = Blobs(host)
+    functions = Functions(host, registry, sock_dir, shm_prefix, client_env, shares, blobs.path)
     jobs = Jobs(functions, host.state_dir, retention_s, orphan_grace_s=orphan_grace_s)
     volumes = Volumes(host, orphan_grace_s=orphan_grace_s)
-    blobs = Blobs(host)
     stores = Stores(host, orphan_grace_s=orphan_grace_s)
     queues = Queues(stores)
     store = DeployStore(host.state_dir / "deployed.db")
@@ -93,6 +94,6 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     status = Status(host, functions, apps, queues)
     # Closing order: schedules, stores, jobs, deployed apps, then the pools.
     ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes,
-                              VolumeFiles(host, volumes), blobs, status,
+                              VolumeFiles(host, volumes), blobs, ImageBuilds(host, functions.images), status,
                               Calls(functions), functions]
     return Services(functions, apps, scheduler, blobs, ordered)

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import vault
 from ..backends.base import SpecRefused
-from ..images import ImageError, packages_of
+from ..images import ImageError, check
 from ..pools import FunctionDef
 from ..protocol import framing
 from ..protocol.errors import ErrorName
@@ -152,7 +152,7 @@ class Apps(Service):
             check_spec(options.schedule)
         if options.image:
             try:
-                packages_of(options.image)
+                check(options.image, sandboxed=self.functions.sandbox is not None)
             except ImageError as exc:
                 raise refusal(ErrorName.INVALID, str(exc)) from None
         return self._environment(options)

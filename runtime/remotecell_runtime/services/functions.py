@@ -74,7 +74,7 @@ class HeldResults:
 
 class Functions(Service):
     def __init__(self, host: Host, apps: AppRegistry, sock_dir: str, shm_prefix: str,
-                 client_env: dict[str, str], shares: Sequence[str]) -> None:
+                 client_env: dict[str, str], shares: Sequence[str], blob: Callable[[str], Path]) -> None:
         self.host = host
         self.apps = apps
         self.pools: dict[str, Pool] = {}  # fid -> pool
@@ -83,8 +83,8 @@ class Functions(Service):
         self.job_sink: JobSink | None = None
         self.gpus = GpuAllocator(inventory())
         self.cpus = CpuBudget(host_cpus())
-        self.images = Images(host.state_dir, self.image_built)
         self.sandbox, self.sandbox_state = _sandbox(sock_dir, host.state_dir, shares)
+        self.images = Images(host.state_dir, blob, self.sandbox is not None, self.image_built)
         self.limits, self.limits_off = Limits.find(host.runtime_id)
         if self.limits is None:
             log.warning("%s", self.limits_off)
@@ -228,6 +228,7 @@ class Functions(Service):
                 pool.revoke(container)
 
     def close(self) -> None:
+        self.images.close()
         for pool in list(self.pools.values()):
             pool.stop("the runtime is shutting down")
 

@@ -8,6 +8,7 @@
 - `jobs`: spawned calls and their handles.
 - `stores`: Dict and Queue.
 - `blobs`: files uploaded once, named by their sha256 (an image's local files).
+- `images`: an image built before what uses it is registered, its log streamed.
 
 Naming: a request is ``<Name>Msg``; its answer, when it has fields, ``<Name>Reply``
 (every reply travels as ``t: "reply"`` with the request's ``id``).  Fields every
