@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+import textwrap
 import threading
 import time
 
 import pytest
 import remotecell as rc
-from conftest import wait_for
+from conftest import cli, wait_for
 from remotecell import _client, exceptions
 from remotecell_runtime.images import runtime_code
 from remotecell_runtime.protocol import pickling
@@ -344,3 +345,32 @@ def test_the_build_log_reaches_the_caller_while_the_image_builds(runtime, monkey
     # Said as they came, not all at the end: uv's install lies between the first line and the last.
     assert said[-1][0] - said[0][0] > 0.05 and said[-1][0] <= answered
     assert all(text.endswith("\n") and text.count("\n") == 1 for text in lines)  # a message per line
+
+
+def entry_script(package: str) -> str:
+    """A file for ``remotecell run`` whose app's image installs ``package``."""
+    return textwrap.dedent("""
+        import remotecell as rc
+        app = rc.App("run-images", image=rc.Image.debian_slim().env({"IMAGE_TEST": "cli"}).pip_install(PACKAGE))
+
+        @app.function()
+        def which():
+            import six
+            return six.__version__
+
+        @app.local_entrypoint()
+        def main():
+            print("entrypoint", which.remote())
+    """).replace("PACKAGE", repr(package))
+
+
+def test_remotecell_run_shows_the_build_log_and_fails_with_the_failed_step(runtime, tmp_path):
+    path = tmp_path / "imaged.py"
+    path.write_text(entry_script("six==1.17.0"))
+    done = cli("run", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "=> Step 2/2: pip install six==1.17.0" in done.stdout and done.stdout.endswith("entrypoint 1.17.0\n")
+    path.write_text(entry_script("remotecell-no-such-package-xyz"))
+    failed = cli("run", str(path))
+    assert failed.returncode == 1 and "entrypoint" not in failed.stdout
+    assert "image step 2/2 (pip install remotecell-no-such-package-xyz) failed" in failed.stderr, failed.stderr

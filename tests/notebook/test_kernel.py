@@ -109,3 +109,19 @@ def test_progress_widget_reaches_its_final_state(runtime, tmp_path):
     assert bars[0]["description"] == "tick.map"
     views = [o for o in nb.cells[2].outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert len(views) == 1  # the bar is shown in the map's own cell
+
+
+def test_an_images_build_log_streams_into_the_cell_whose_call_builds_it(kernel):
+    kernel.run("image = rc.Image.debian_slim().env({'IMAGE_TEST': 'kernel'}).uv_pip_install('humanize==4.16.0')\n"
+               "@app.function(image=image)\ndef human(n):\n    import humanize\n    return humanize.intcomma(n)\n")
+    msg_id = kernel.start("human.remote(1234567)")
+    kernel.pump(lambda: kernel.finished(msg_id), what="the first call, which builds the image")
+    outs = kernel.outputs(msg_id)
+    kinds = [o["msg_type"] for o in outs]
+    assert kinds[-1] == "execute_result" and outs[-1]["content"]["data"]["text/plain"] == "'1,234,567'"
+    log = kernel.texts(msg_id)
+    assert "=> Step 2/2: uv pip install humanize==4.16.0" in log and "+ humanize==4.16.0" in log, log
+    assert kinds.index("stream") < kinds.index("execute_result")  # the log came while the cell waited
+    again = kernel.start("human.remote(1000)")
+    kernel.pump(lambda: kernel.finished(again), what="a second call")
+    assert kernel.texts(again) == "'1,000'\n"  # built once: nothing more to say
