@@ -69,6 +69,10 @@ class Build:
     task: asyncio.Task[ContainerImage] | None = None
     ended: float | None = None
 
+    def progress(self) -> str:
+        """What it does now and for how long it has been at it, as a pool's waiting reason says it."""
+        return f"building its image: {self.doing} ({time.monotonic() - self.started:.0f} s)"
+
     def say(self, line: str) -> None:
         for listener in list(self.listeners):
             listener(line)

@@ -167,6 +167,8 @@ class Pool(PoolState):
 
     def queue_reason(self) -> str:
         """Why queued inputs wait: for a GPU, for containers to start, or for a busy one to be free."""
+        if self.building is not None and self.waiting_reason.startswith("building its image"):
+            return self.building.progress()
         if self.waiting_reason.startswith(("waiting for a GPU", "waiting for CPUs", "building its image")):
             return self.waiting_reason
         starting = sum(1 for c in self.containers.values() if c.state is State.STARTING)

@@ -156,13 +156,14 @@ class Scaler:
         if isinstance(image, Build):
             self._wait_for_image(image)
             return None
+        self.pool.building = None
         return ContainerSpec(fn.fid, fn.opts, env, image, (), cpu)
 
     def _wait_for_image(self, build: Build) -> None:
         pool = self.pool
         if build.error is None:
-            waited_s = time.monotonic() - build.started
-            pool.waiting_reason = f"building its image: {build.doing} ({waited_s:.0f} s)"
+            pool.building = build  # read live by queue_reason: a step may start and end between two ticks
+            pool.waiting_reason = build.progress()
             return
         why = f"the image of {pool.fn.name} could not be built: {build.error}"
         self.queue.fail_waiting(ErrorInfo(type=ErrorName.IMAGE_BUILD, message=why), [])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from ..containers import ContainerRecord, State
+from ..images.builder import Build
 from ..protocol.errors import ErrorName
 from .host import PoolHost
 from .inputs import FunctionDef, Input, Result, error_result
@@ -30,6 +31,7 @@ class PoolState:
         self.containers: dict[str, ContainerRecord] = {}
         self.retired = False
         self.waiting_reason = ""
+        self.building: Build | None = None  # the image build its next container waits for
 
     def live(self) -> list[ContainerRecord]:
         return [c for c in self.containers.values() if c.state is not State.STOPPING]
