@@ -111,7 +111,7 @@ class LocalBackend:
         volumes = json.loads(spec.env.get(VOLUMES_ENV) or "{}")
         image = spec.image or ContainerImage(sys.executable)
         sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=image.roots,
-                                      files=image.files, workdir=image.workdir,
+                                      files=image.files, workdir=image.workdir, rootfs=image.rootfs,
                                       block_network=spec.options.block_network,
                                       gpu_minors=self.gpus.minors(spec.gpus))
         return Limits.wrap(procs, sandboxed), (info_r, info_w)

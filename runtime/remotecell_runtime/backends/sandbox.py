@@ -1,7 +1,9 @@
 """The container sandbox: bubblewrap around a container's process, so user code sees only what it may.
 
 Inside, read-only: the host's system (``/usr`` and its ``/bin``, ``/lib`` links,
-``/etc``) and the Python the container runs (its prefixes and import paths).
+``/etc``), or for an image with system steps its own root filesystem as ``/`` (with
+the host's ``/etc/resolv.conf`` and ``/etc/hosts``), and the Python the container
+runs (its prefixes and import paths).
 An image's container also reads its venv and base interpreter (read-only) and
 finds its image's files at their paths (read-only, each entry of a step's folder
 bound at its place).
@@ -45,6 +47,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 HOME = "/root"  # a container's home, as in Modal's containers: private and empty
 SYSTEM_LINKS = ("bin", "lib", "lib64", "sbin")  # merged-/usr links of Debian and others
+NAME_FILES = ("/etc/resolv.conf", "/etc/hosts")  # the host's name resolution, in a container with its own /
 GPU_DEVICE_ROOT_ENV = "REMOTECELL_FAKE_GPU_DEVICES"  # tests: a folder of stand-in device files instead of /dev
 FORK_WAIT_S = 5.0  # how long the init may take to fork the container (it is a few ms)
 PROBE_TIMEOUT_S = 10.0
@@ -115,22 +118,34 @@ class Sandbox:
 
     def argv(self, command: list[str], *, info_fd: int | None = None, volumes: Mapping[str, str] | None = None,
              extra_roots: Iterable[str] = (), files: Iterable[tuple[str, str]] = (), workdir: str | None = None,
-             block_network: bool = False, gpu_minors: Sequence[int] | None = ()) -> list[str]:
+             block_network: bool = False, gpu_minors: Sequence[int] | None = (),
+             rootfs: str | None = None) -> list[str]:
         """bwrap's command line around ``command``; ``volumes``: mount path -> host folder; ``extra_roots``:
         more host folders it reads (an image's venv and interpreter); ``files``: (host folder, container path),
         each entry of the folder bound read-only there, in order; ``workdir``: its working directory (made
         if nothing is there); ``info_fd``: where bwrap writes its init's pid (see ``container_pid``);
         ``gpu_minors``: the container's GPUs by device minor number (none by default; None: GPUs whose
-        numbers are unknown, every one)."""
+        numbers are unknown, every one); ``rootfs``: a host folder that is its ``/`` (read-only) instead of the
+        host's ``/usr`` and ``/etc`` (an image with system steps), with the host's name resolution bound in."""
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--cap-drop", "ALL"]
         if info_fd is not None:
             args += ["--info-fd", str(info_fd)]
         if block_network:
             args.append("--unshare-net")
-        args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
-        for name in SYSTEM_LINKS:
-            args += _system_link(name)
+        roots = _outermost([*self.python_roots, *extra_roots])
+        files = list(files)
+        if rootfs is None:
+            args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+            for name in SYSTEM_LINKS:
+                args += _system_link(name)
+        else:
+            names = [n for n in NAME_FILES if os.path.exists(n)]
+            bound = [*roots, *self.shares, self.sock_dir, *(volumes or {}), *names, *(workdir and [workdir] or []),
+                     *(posixpath.join(dest, entry) for folder, dest in files for entry in os.listdir(folder))]
+            args += rootfs_binds(rootfs, bound)
+            for name in names:
+                args += ["--ro-bind", name, name]
         args += ["--proc", "/proc", "--dev", "/dev", "--bind", "/dev/shm", "/dev/shm"]
         devices = gpu_devices(gpu_minors)
         for device, inside in devices:
@@ -138,7 +153,7 @@ class Sandbox:
         if devices:  # the CUDA driver reads the devices' PCI topology there: cuInit fails without it
             args += ["--ro-bind", "/sys", "/sys"]
         args += ["--tmpfs", "/tmp", "--tmpfs", HOME]
-        args += _folder_binds(_outermost([*self.python_roots, *extra_roots]), self.shares)
+        args += _folder_binds(roots, self.shares)
         args += ["--bind", self.sock_dir, self.sock_dir]
         for path, folder in sorted((volumes or {}).items()):
             args += ["--bind", folder, path]
@@ -244,6 +259,35 @@ def _file_binds(files: Iterable[tuple[str, str]]) -> list[str]:
     for folder, dest in files:
         for entry in sorted(os.listdir(folder)):
             args += ["--ro-bind", os.path.join(folder, entry), posixpath.join(dest, entry)]
+    return args
+
+
+def rootfs_binds(rootfs: str, bound: Iterable[str]) -> list[str]:
+    """``rootfs`` as the container's ``/``, read-only, with room for the paths ``bound`` later.
+
+    The root stays bwrap's own (a private tmpfs) and each entry of ``rootfs`` is bound at its place, so a
+    mount point made for a later bind is never made in the image's folder (nor refused as read-only): a
+    folder of the image that lacks a path bound below it is made anew and its entries bound one by one,
+    down to where the path leaves the image.  Paths below the container's private ``/tmp`` and home and
+    its ``/dev`` and ``/proc`` need no room: those are mounted over anyway."""
+    wanted = [p for p in (posixpath.normpath(b) for b in bound)
+              if p != "/" and not any(_inside(p, m) for m in ("/tmp", HOME, "/dev", "/proc"))
+              and not os.path.lexists(rootfs + p)]
+    return _entries(rootfs, "/", wanted)
+
+
+def _entries(rootfs: str, folder: str, wanted: list[str]) -> list[str]:
+    args = []
+    for entry in sorted(os.listdir(rootfs + folder)):
+        inside = posixpath.join(folder, entry)
+        host = rootfs + inside
+        below = [p for p in wanted if p.startswith(inside + "/")]
+        if os.path.islink(host):
+            args += ["--symlink", os.readlink(host), inside]
+        elif below and os.path.isdir(host):
+            args += ["--dir", inside, *_entries(rootfs, inside, below)]
+        else:
+            args += ["--ro-bind", host, inside]
     return args
 
 
