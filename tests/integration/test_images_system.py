@@ -8,6 +8,8 @@ The first test makes the base system (a minimal Debian of the host's release, ~1
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 import remotecell as rc
@@ -103,3 +105,61 @@ def test_a_failing_command_fails_the_build_naming_it_and_its_last_lines(runtime)
     message = str(caught.value)
     assert "`echo about to fail; exit 3` exited with 3" in message and "about to fail" in message, message
     assert not list((runtime.state_dir / "images" / "staging").iterdir())
+
+
+def write_at_build():
+    """A run_function step: what it writes in the image stays; what it writes in a volume is the volume's."""
+    import os
+
+    os.makedirs("/opt/weights", exist_ok=True)
+    with open("/opt/weights/w.txt", "w") as f:
+        f.write(f"{os.environ['BUILD_TOKEN']} {os.environ['REMOTECELL_IS_REMOTE']}")
+    with open("/root/cache.txt", "w") as f:
+        f.write("kept in the home")
+    with open("/vol/from-build.txt", "w") as f:
+        f.write("in the volume")
+    print("wrote the weights")
+
+
+def test_run_function_changes_are_a_layer_the_container_sees(runtime, capsys):
+    made = subprocess.run([sys.executable, "-m", "remotecell.cli", "secret", "create", "build-secret",
+                           "BUILD_TOKEN=t0k3n", "--state-dir", str(runtime.state_dir)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    volume = rc.Volume.from_name("build-vol", create_if_missing=True)
+    volume.hydrate()
+    image = rc.Image.debian_slim().run_function(write_at_build, secrets=[rc.Secret.from_name("build-secret")],
+                                                volumes={"/vol": volume})
+    app = rc.App("system-function", image=image)
+
+    @app.function()
+    def read():
+        import os
+
+        return open("/opt/weights/w.txt").read(), open("/root/cache.txt").read(), os.path.exists("/vol")
+
+    with app.run():
+        out = capsys.readouterr().out
+        got = read.remote()
+    assert "wrote the weights" in out, out
+    assert got == ("t0k3n 1", "kept in the home", False)
+    assert b"".join(volume.read_file("from-build.txt")) == b"in the volume"
+    rootfs = [p for p in (runtime.state_dir / "images" / "layers").glob("*/rootfs") if (p / "opt/weights").exists()]
+    assert len(rootfs) == 1 and not (rootfs[0] / "vol").exists()  # the volume's mount point is not in the image
+
+
+def test_a_failing_build_function_fails_the_build_with_its_traceback(runtime):
+    app = rc.App("system-function-fails", image=rc.Image.debian_slim().run_function(fail_at_build))
+
+    @app.function()
+    def never():
+        return 1
+
+    with pytest.raises(exceptions.ImageBuildError) as caught:
+        with app.run():
+            pass
+    message = str(caught.value)
+    assert "the build function exited with 1" in message and "ValueError: no weights today" in message, message
+
+
+def fail_at_build():
+    raise ValueError("no weights today")

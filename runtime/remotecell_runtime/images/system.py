@@ -187,6 +187,7 @@ class StepSandbox:
     work: Path
     merged: Path
     binds: list[tuple[str, str, bool]] = field(default_factory=list)
+    bound: set[str] = field(default_factory=set)  # every container path bound by a command line made so far
 
     def argv(self, command: list[str], env: Mapping[str, str]) -> list[str]:
         for folder in (self.upper, self.work, self.merged):
@@ -207,6 +208,7 @@ class StepSandbox:
             bwrap += ["--ro-bind-try", name, name]
         for host, inside, writable in self.binds:
             bwrap += ["--bind" if writable else "--ro-bind", host, inside]
+            self.bound.add(inside)
         bwrap += ["--clearenv", *(a for k, v in sorted(env.items()) for a in ("--setenv", k, v)),
                   "--chdir", "/", "--"]
         mount = 'mount -t overlay overlay -o "$1" "$2" && shift 2 && exec "$@"'
@@ -214,7 +216,7 @@ class StepSandbox:
 
     def mount_points(self) -> list[str]:
         """The paths bwrap may have made in the overlay for its mounts (pruned before the upper folder counts)."""
-        return [*NAME_FILES, *(inside for _, inside, _ in self.binds)]
+        return ["/proc", "/dev", "/tmp", *NAME_FILES, *sorted(self.bound)]
 
 
 def prune(upper: Path, lower: Path, paths: Iterable[str]) -> None:
