@@ -7,9 +7,20 @@ The first test makes the base system (a minimal Debian of the host's release, ~1
 
 from __future__ import annotations
 
+import glob
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
+import tarfile
+import threading
+from pathlib import Path
 
 import pytest
 import remotecell as rc
@@ -163,3 +174,169 @@ def test_a_failing_build_function_fails_the_build_with_its_traceback(runtime):
 
 def fail_at_build():
     raise ValueError("no weights today")
+
+
+# -- from_registry, against an OCI registry served here on 127.0.0.1 -----------------------------------------------
+
+
+def _layer(entries: list[tuple[str, object]]) -> bytes:
+    """A gzipped tar of (name, bytes | ("link", target) | "dir")."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, what in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if what == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(what, tuple):
+                info.type, info.linkname = tarfile.SYMTYPE, what[1]
+                tar.addfile(info)
+            else:
+                assert isinstance(what, bytes)
+                info.size, info.mode = len(what), 0o755
+                tar.addfile(info, io.BytesIO(what))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def _system_layer() -> bytes:
+    """What the host's Python needs to run: the libraries it and its extension modules link, at their paths in a
+    merged-/usr system (the names ldd gives as absolute links to the files), and a file the next layer removes."""
+    import zmq
+
+    prefix = sys.base_prefix
+    files = [*glob.glob(f"{prefix}/bin/python3*"), *glob.glob(f"{prefix}/lib/libpython3*.so*"),
+             *(f for f in glob.glob(f"{prefix}/lib/python3*/lib-dynload/*.so") if "_tkinter" not in f),
+             *glob.glob(f"{os.path.dirname(os.path.dirname(zmq.__file__))}/pyzmq.libs/*.so*"),
+             *glob.glob(f"{os.path.dirname(zmq.__file__)}/**/*.so", recursive=True)]
+    libraries = set()
+    for path in files:
+        said = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+        libraries |= {line.split()[2] for line in said.splitlines() if "=>" in line and "/" in line}
+        libraries |= {line.split()[0] for line in said.splitlines() if line.strip().startswith("/")}  # ld-linux
+    entries: dict[str, object] = {"bin": ("link", "usr/bin"), "lib": ("link", "usr/lib"),
+                                  "lib64": ("link", "usr/lib64"), "etc/": "dir", "etc/removed.txt": b"gone soon\n",
+                                  "data/": "dir", "data/a.txt": b"a\n"}
+    for library in sorted(libraries):
+        if library.startswith((prefix, os.path.dirname(os.path.dirname(zmq.__file__)))):
+            continue
+        real = os.path.realpath(library)
+        inside = library if library.startswith("/usr/") else "/usr" + library
+        entries[real.lstrip("/")] = Path(real).read_bytes()
+        if inside != real:
+            entries[inside.lstrip("/")] = ("link", real)  # absolute: resolved inside the image, not on the host
+    return _layer(sorted(entries.items()))
+
+
+class _Registry:
+    """An OCI distribution registry for one image (``tiny:1.0``, an index over a linux/amd64 manifest), behind an
+    anonymous bearer token as Docker Hub is."""
+
+    def __init__(self) -> None:
+        layers = [_system_layer(), _layer([("opt/", "dir"), ("opt/hello.txt", b"hello from the registry\n"),
+                                           ("etc/.wh.removed.txt", b""), ("data/.wh..wh..opq", b""),
+                                           ("data/b.txt", b"b\n")])]
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "FROM_REGISTRY=yes"],
+                                        "WorkingDir": "/opt"},
+                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        self.blobs = {_sha(b): b for b in [config, *layers]}
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                          "digest": _sha(config), "size": len(config)},
+                               "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                           "digest": _sha(b), "size": len(b)} for b in layers]}).encode()
+        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                           "digest": _sha(manifest), "size": len(manifest),
+                                           "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+        self.manifests = {"1.0": index, _sha(manifest): manifest}
+        self.asked: list[str] = []
+        registry = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                registry.asked.append(self.path)
+                if self.path.startswith("/token"):
+                    return self._send(200, json.dumps({"token": "t0k"}).encode(), "application/json")
+                if self.headers.get("Authorization") != "Bearer t0k":
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", f'Bearer realm="http://{self.headers["Host"]}/token",'
+                                                         'service="test",scope="repository:tiny:pull"')
+                    self.end_headers()
+                    return None
+                kind, _, ref = self.path.removeprefix("/v2/tiny/").partition("/")
+                body = (registry.manifests if kind == "manifests" else registry.blobs).get(ref)
+                if body is None:
+                    return self._send(404, b"{}", "application/json")
+                media = json.loads(body).get("mediaType", "") if kind == "manifests" else "application/octet-stream"
+                return self._send(200, body, media)
+
+            def _send(self, code: int, body: bytes, media: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", media)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def registry():
+    served = _Registry()
+    yield served
+    served.close()
+
+
+def test_from_registry_runs_the_pulled_image_as_the_containers_root_with_a_python(runtime, registry, capsys):
+    app = rc.App("system-registry", image=rc.Image.from_registry(f"{registry.address}/tiny:1.0"))
+
+    @app.function()
+    def inside():
+        import os
+        import sys
+
+        return {"hello": open("/opt/hello.txt").read(), "removed": os.path.exists("/etc/removed.txt"),
+                "data": sorted(os.listdir("/data")), "env": os.environ.get("FROM_REGISTRY"), "cwd": os.getcwd(),
+                "debian": os.path.exists("/etc/debian_version"), "python": sys.version_info[:2]}
+
+    with app.run():
+        out = capsys.readouterr().out
+        got = inside.remote()
+    assert "layer 2/2" in out, out
+    assert got == {"hello": "hello from the registry\n", "removed": False, "data": ["b.txt"], "env": "yes",
+                   "cwd": "/opt", "debian": False, "python": tuple(sys.version_info[:2])}
+    assert "/token?" in " ".join(registry.asked)  # it fetched the anonymous token
+    # the image's absolute links were followed inside it: nothing was written on the host
+    assert not os.path.exists("/etc/removed.txt") and not os.path.exists("/opt/hello.txt")
+
+
+def test_a_registry_that_cannot_be_reached_fails_the_build_naming_it(runtime):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"  # nothing listens there once closed
+    app = rc.App("system-registry-gone", image=rc.Image.from_registry(f"{address}/nothing:latest"))
+
+    @app.function()
+    def never():
+        return 1
+
+    with pytest.raises(exceptions.ImageBuildError) as caught:
+        with app.run():
+            pass
+    assert f"the registry {address} could not be reached" in str(caught.value), caught.value
