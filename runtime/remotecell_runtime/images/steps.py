@@ -18,6 +18,7 @@ import json
 import re
 
 from ..protocol.image_spec import ImageSpec, ImageStep
+from . import oci
 from .layers import PYTHON_SOURCE_ROOT
 from .uv import checked_options
 
@@ -38,6 +39,10 @@ def check(spec: ImageSpec, sandboxed: bool) -> None:
     if spec.base == "registry":
         if not spec.registry_tag or any(c.isspace() for c in spec.registry_tag):
             raise ImageError(f"Image.from_registry({spec.registry_tag!r}): not an image reference")
+        try:
+            oci.Reference.parse(spec.registry_tag)
+        except oci.PullFailed as exc:
+            raise ImageError(str(exc)) from None
         if not sandboxed:
             raise ImageError(f"Image.from_registry({spec.registry_tag!r}): " + NO_SANDBOX.format(
                 what="no container can run in an image's own root filesystem; use Image.debian_slim()"))

@@ -203,7 +203,8 @@ class StepSandbox:
         if not root:
             unshare[1:1] = ["--user", "--map-root-user"]
         bwrap = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--cap-add", "ALL",
-                 "--bind", str(self.merged), "/", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+                 "--bind", str(self.merged), "/", "--proc", "/proc", "--dev", "/dev",
+                 "--perms", "1777", "--tmpfs", "/tmp"]  # apt's own user writes there too
         for name in NAME_FILES:
             bwrap += ["--ro-bind-try", name, name]
         for host, inside, writable in self.binds:
