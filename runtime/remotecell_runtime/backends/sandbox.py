@@ -48,6 +48,10 @@ from collections.abc import Iterable, Mapping, Sequence
 HOME = "/root"  # a container's home, as in Modal's containers: private and empty
 SYSTEM_LINKS = ("bin", "lib", "lib64", "sbin")  # merged-/usr links of Debian and others
 NAME_FILES = ("/etc/resolv.conf", "/etc/hosts")  # the host's name resolution, in a container with its own /
+DRIVER_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64")
+DRIVER_LIBRARIES = ("libcuda.so*", "libnvidia-*.so*", "libcudadebugger.so*", "libnvcuvid.so*")
+DRIVER_TOOLS = ("nvidia-smi",)
+DRIVER_INSIDE = "/usr/local/nvidia"  # where a container with its own / finds the host's driver (lib64/, bin/)
 GPU_DEVICE_ROOT_ENV = "REMOTECELL_FAKE_GPU_DEVICES"  # tests: a folder of stand-in device files instead of /dev
 FORK_WAIT_S = 5.0  # how long the init may take to fork the container (it is a few ms)
 PROBE_TIMEOUT_S = 10.0
@@ -135,6 +139,8 @@ class Sandbox:
             args.append("--unshare-net")
         roots = _outermost([*self.python_roots, *extra_roots])
         files = list(files)
+        devices = gpu_devices(gpu_minors)
+        driver = driver_files() if devices and rootfs else []  # an image's own system lacks the host's driver
         if rootfs is None:
             args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
             for name in SYSTEM_LINKS:
@@ -142,14 +148,16 @@ class Sandbox:
         else:
             names = [n for n in NAME_FILES if os.path.exists(n)]
             bound = [*roots, *self.shares, self.sock_dir, *(volumes or {}), *names, *(workdir and [workdir] or []),
+                     *(inside for _, inside in driver),
                      *(posixpath.join(dest, entry) for folder, dest in files for entry in os.listdir(folder))]
             args += rootfs_binds(rootfs, bound)
             for name in names:
                 args += ["--ro-bind", name, name]
         args += ["--proc", "/proc", "--dev", "/dev", "--bind", "/dev/shm", "/dev/shm"]
-        devices = gpu_devices(gpu_minors)
         for device, inside in devices:
             args += ["--dev-bind", device, inside]
+        for library, inside in driver:
+            args += ["--ro-bind", library, inside]
         if devices:  # the CUDA driver reads the devices' PCI topology there: cuInit fails without it
             args += ["--ro-bind", "/sys", "/sys"]
         args += ["--tmpfs", "/tmp", "--tmpfs", HOME]
@@ -298,6 +306,21 @@ def _system_link(name: str) -> list[str]:
     if os.path.isdir(path):
         return ["--ro-bind", path, path]
     return []
+
+
+def driver_files() -> list[tuple[str, str]]:
+    """(host file, path inside) of the NVIDIA driver's user-space part (``libcuda``, ``libnvidia-*``,
+    ``nvidia-smi``) for a container with its own root filesystem: under ``DRIVER_INSIDE``, as NVIDIA's container
+    toolkit puts them (CUDA images have ``/usr/local/nvidia/lib64`` on ``LD_LIBRARY_PATH``)."""
+    found = []
+    for folder in DRIVER_LIBRARY_DIRS:
+        for pattern in DRIVER_LIBRARIES:
+            found += [(f, f"{DRIVER_INSIDE}/lib64/{os.path.basename(f)}") for f in glob.glob(f"{folder}/{pattern}")]
+    for tool in DRIVER_TOOLS:
+        path = shutil.which(tool)
+        if path:
+            found.append((path, f"{DRIVER_INSIDE}/bin/{tool}"))
+    return sorted(dict((inside, (f, inside)) for f, inside in found).values(), key=lambda p: p[1])
 
 
 def gpu_devices(minors: Sequence[int] | None) -> list[tuple[str, str]]:
