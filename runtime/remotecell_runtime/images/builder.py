@@ -355,6 +355,7 @@ class Images:
             try:
                 command = release.bootstrap(shutil.which("mmdebstrap") or "mmdebstrap", staging / ROOTFS)
                 await self._run(command, _host_env(), build, name="mmdebstrap")
+                await asyncio.to_thread(system.fix_links, staging / ROOTFS)
                 return self.store.commit_system(staging, key)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)

@@ -3,7 +3,7 @@ registry base, made without touching the host.
 
 An image's first system step gets a base system: a minimal Debian of the host's
 own release and architecture, made once with ``mmdebstrap`` from the host's apt
-sources (``base_release``), holding the libraries the image's Python links (found
+sources (``base_release``; as root, else under fakechroot), holding the libraries the image's Python links (found
 with ``ldd`` and ``dpkg -S``, so the host's interpreter, bound in read-only, runs
 there), cached under ``STATE/images/systems/<key>``.  A registry base brings its
 own root filesystem instead (``oci``).
@@ -66,8 +66,10 @@ class Release:
         return hashlib.sha256(body.encode()).hexdigest()[:32]
 
     def bootstrap(self, mmdebstrap: str, target: Path) -> list[str]:
-        """The command that makes the base system in ``target`` (which must not exist yet)."""
-        mode = "root" if os.geteuid() == 0 else "unshare"
+        """The command that makes the base system in ``target`` (which must not exist yet): as root, or for
+        another user under fakechroot (its files owned by that user, who is root in a step's namespace; its
+        absolute links then name ``target``: ``fix_links``)."""
+        mode = "root" if os.geteuid() == 0 else "fakechroot"
         return [mmdebstrap, "--variant=minbase", f"--mode={mode}", "--format=directory",
                 f"--architectures={self.arch}", f"--include={','.join(self.packages)}",
                 '--aptopt=Acquire::Retries "3"', self.codename, str(target), *self.sources]
@@ -85,6 +87,9 @@ def base_release(python_prefixes: Iterable[str]) -> Release:
         raise SystemUnavailable(f"the runtime host is not a Debian system with a release name ({name!r}): "
                                 "apt_install, run_commands and run_function build a root filesystem of the "
                                 "host's own Debian release; use Image.from_registry(...) for another system")
+    if os.geteuid() != 0 and shutil.which("fakechroot") is None:
+        raise SystemUnavailable("fakechroot is not installed on the runtime host (a runtime that does not run as "
+                                "root makes its base system under it): apt install fakechroot; `make setup` does")
     arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
     packages = sorted({*EXTRA_PACKAGES, *python_packages(python_prefixes)})
     return Release(codename, arch or "amd64", tuple(host_sources(codename)), tuple(packages))
@@ -239,6 +244,22 @@ def prune(upper: Path, lower: Path, paths: Iterable[str]) -> None:
             except OSError:
                 break
             rel = rel.parent
+
+
+def fix_links(root: Path) -> int:
+    """Absolute links under ``root`` that name ``root`` itself (fakechroot writes them so) made the image's own
+    (``/usr/lib/...``); how many were."""
+    prefix, fixed = str(root), 0
+    for folder, dirs, names in os.walk(root):
+        for name in [*dirs, *names]:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                target = os.readlink(path)
+                if target == prefix or target.startswith(prefix + "/"):
+                    os.unlink(path)
+                    os.symlink(target[len(prefix):] or "/", path)
+                    fixed += 1
+    return fixed
 
 
 def link_tree(source: Path, target: Path) -> None:
