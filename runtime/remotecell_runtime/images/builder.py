@@ -8,7 +8,11 @@ index options); ``env``, ``workdir`` and ``files`` (``copy=True``) steps record
 their change, the last one unpacking its files.  A build starts from the deepest
 layer already cached, so an unchanged image builds nothing and images that start
 alike share those layers; the files of ``copy=False`` steps are unpacked once per
-blob and put in place when a container starts.
+blob and put in place when a container starts.  ``apt``, ``run`` and ``function``
+steps make a root filesystem layer (``system``: run as root over an overlay of the
+layer below, or of a base system of the host's Debian release made once), and a
+registry base pulls its root filesystem (``oci``) before its venv; from then on the
+image's containers run with that root filesystem as ``/``.
 
 A build's output goes to its ``listeners`` as it comes (the client that asked, see
 ``services/images.py``) and its last lines into the error when a step fails, which

@@ -2,8 +2,9 @@
 
 A layer is what an image is after one step (``ImageSpec.layer_keys``).  Its
 folder holds what that step made: a venv (``venv/``, for the base and each
-install step), the files of a ``files`` step with ``copy=True`` (``files/``), or
-nothing (``env``, ``workdir``), and ``layer.json``: the ``Layer``, everything a
+install step), the files of a ``files`` step with ``copy=True`` (``files/``), a root
+filesystem (``rootfs/``, for a system step or a registry base), or nothing (``env``,
+``workdir``), and ``layer.json``: the ``Layer``, everything a
 container of an image ending there needs (which layer's venv it runs, the
 variables, the working directory, the files and where they go).  Folders are
 named by keys relative to the cache, so the JSON holds no path of the state
