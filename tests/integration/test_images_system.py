@@ -103,6 +103,23 @@ def test_run_commands_make_files_the_function_sees_and_a_second_build_builds_not
     assert (base / "etc" / "issue").exists() and not (base / "opt" / "made").exists()  # the base is untouched
 
 
+def test_python_packages_after_a_system_step_keep_its_root_filesystem(runtime):
+    image = (rc.Image.debian_slim().run_commands("echo system > /opt/layered")
+             .uv_pip_install("six==1.17.0").env({"AFTER": "pip"}))
+    app = rc.App("system-then-pip", image=image)
+
+    @app.function()
+    def both():
+        import os
+
+        import six
+
+        return open("/opt/layered").read(), six.__version__, os.environ["AFTER"]
+
+    with app.run():
+        assert both.remote() == ("system\n", "1.17.0", "pip")
+
+
 def test_a_failing_command_fails_the_build_naming_it_and_its_last_lines(runtime):
     app = rc.App("system-run-fails", image=rc.Image.debian_slim().run_commands("echo about to fail; exit 3"))
 
