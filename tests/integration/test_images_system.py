@@ -103,6 +103,23 @@ def test_run_commands_make_files_the_function_sees_and_a_second_build_builds_not
     assert (base / "etc" / "issue").exists() and not (base / "opt" / "made").exists()  # the base is untouched
 
 
+def test_a_build_step_is_root_without_the_powers_that_reach_past_its_sandbox(runtime):
+    image = rc.Image.debian_slim().run_commands("grep CapEff /proc/self/status > /opt/caps; id -u >> /opt/caps",
+                                                 "mount -t tmpfs none /mnt 2>> /opt/caps || echo refused >> /opt/caps")
+    app = rc.App("system-caps", image=image)
+
+    @app.function()
+    def caps():
+        return open("/opt/caps").read().split("\n")
+
+    with app.run():
+        got = caps.remote()
+    effective = int(got[0].split()[1], 16)
+    assert got[1] == "0" and effective & (1 << 0) and effective & (1 << 1)  # root: CHOWN, DAC_OVERRIDE
+    assert not effective & (1 << 21) and not effective & (1 << 27) and not effective & (1 << 16)  # SYS_ADMIN...
+    assert "refused" in got, got  # ... MKNOD, SYS_MODULE: it mounts nothing
+
+
 def test_python_packages_after_a_system_step_keep_its_root_filesystem(runtime):
     image = (rc.Image.debian_slim().run_commands("echo system > /opt/layered")
              .uv_pip_install("six==1.17.0").env({"AFTER": "pip"}))

@@ -9,7 +9,7 @@ there), cached under ``STATE/images/systems/<key>``.  A registry base brings its
 own root filesystem instead (``oci``).
 
 Each system step runs over the layer below it as root in a sandbox of its own
-(``StepSandbox``): the parent's root filesystem is the lower folder of an
+(``StepSandbox``, with ``STEP_CAPS`` only): the parent's root filesystem is the lower folder of an
 overlay mounted in a private mount namespace (``unshare``), bwrap runs the step
 with that overlay as ``/`` (the image's venv, its interpreter and the runtime's
 code bound read-only, the host's name resolution, a private ``/tmp``), and what
@@ -44,6 +44,11 @@ SYSTEM_LAYOUT = 1  # what a base system holds and how it is made (bump when that
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXTRA_PACKAGES = ("ca-certificates",)  # every base system: https from a container works
 NAME_FILES = ("/etc/resolv.conf", "/etc/hosts")
+# What a step's root may do (a container engine's default set, less MKNOD and NET_RAW: no device files, no raw
+# sockets on the host's network): own, chmod and write the files it sees, switch users (apt's sandbox), chroot.
+# Not SYS_ADMIN: the read-only binds stay read-only and nothing else is mounted.
+STEP_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP", "NET_BIND_SERVICE",
+             "SYS_CHROOT", "AUDIT_WRITE", "SETFCAP")
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 SETUP_HINT = "install it (apt install mmdebstrap; `make setup` does)"
 
@@ -207,7 +212,9 @@ class StepSandbox:
         unshare = ["unshare", "--mount", "--propagation", "private"]
         if not root:
             unshare[1:1] = ["--user", "--map-root-user"]
-        bwrap = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--cap-add", "ALL",
+        caps = [arg for cap in STEP_CAPS for arg in ("--cap-add", f"CAP_{cap}")]
+        bwrap = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--cap-drop", "ALL",
+                 *caps,
                  "--bind", str(self.merged), "/", "--proc", "/proc", "--dev", "/dev",
                  "--perms", "1777", "--tmpfs", "/tmp"]  # apt's own user writes there too
         for name in NAME_FILES:
