@@ -267,7 +267,9 @@ class _Registry:
     anonymous bearer token as Docker Hub is."""
 
     def __init__(self) -> None:
+        site = f"usr/local/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
         layers = [_system_layer(), _layer([("opt/", "dir"), ("opt/hello.txt", b"hello from the registry\n"),
+                                           (f"{site}/imagepkg.py", b"WHERE = 'the image'\n"),
                                            ("etc/.wh.removed.txt", b""), ("data/.wh..wh..opq", b""),
                                            ("data/b.txt", b"b\n")])]
         config = json.dumps({"architecture": "amd64", "os": "linux",
@@ -345,7 +347,10 @@ def test_from_registry_runs_the_pulled_image_as_the_containers_root_with_a_pytho
         import os
         import sys
 
+        import imagepkg
+
         return {"hello": open("/opt/hello.txt").read(), "removed": os.path.exists("/etc/removed.txt"),
+                "imagepkg": imagepkg.WHERE,
                 "data": sorted(os.listdir("/data")), "env": os.environ.get("FROM_REGISTRY"), "cwd": os.getcwd(),
                 "debian": os.path.exists("/etc/debian_version"), "python": sys.version_info[:2]}
 
@@ -353,7 +358,9 @@ def test_from_registry_runs_the_pulled_image_as_the_containers_root_with_a_pytho
         out = capsys.readouterr().out
         got = inside.remote()
     assert "layer 2/2" in out, out
+    assert "the image's own packages in /usr/local/lib/python" in out, out
     assert got == {"hello": "hello from the registry\n", "removed": False, "data": ["b.txt"], "env": "yes",
+                   "imagepkg": "the image",
                    "cwd": "/opt", "debian": False, "python": tuple(sys.version_info[:2])}
     assert "/token?" in " ".join(registry.asked)  # it fetched the anonymous token
     # the image's absolute links were followed inside it: nothing was written on the host

@@ -240,6 +240,8 @@ class Images:
         await self._run(uv.install(venv, list(uv.code.pins)), env, build)
         for site in venv.glob("lib/python*/site-packages"):
             (site / runtime_code.PTH_NAME).write_text(uv.code.pth)
+            if config is not None:
+                self._image_packages(build, staging / ROOTFS, site)
         check = [str(venv / "bin" / "python"), "-c", BASE_CHECK]
         if config is None:
             said = await self._run(check, env)
@@ -260,6 +262,20 @@ class Images:
         if config is None:
             return Layer(key=key, venv=key, base_prefix=prefix)
         return Layer(key=key, venv=key, base_prefix=prefix, rootfs=key, env=config.env, workdir=config.workdir)
+
+    @staticmethod
+    def _image_packages(build: Build, rootfs: Path, site: Path) -> None:
+        """A registry image's own Python packages of the venv's minor version, on the venv's path after its own
+        (so the runtime's pins win); packages of another version are said, not used."""
+        version = site.parent.name  # "python3.11"
+        found = oci.site_folders(rootfs)
+        used = [folder for folder in found if f"/{version}/" in folder or folder == "/usr/lib/python3/dist-packages"
+                and (rootfs / "usr" / "lib" / version).is_dir()]
+        if used:
+            (site / oci.IMAGE_SITE_PTH).write_text("".join(f"{folder}\n" for folder in used))
+            build.say(f"   the image's own packages in {', '.join(used)} are importable (after the venv's)")
+        elif found:
+            build.say(f"   the image's packages in {', '.join(found)} are not used: they are not for {version}")
 
     async def _pull(self, build: Build, into: Path) -> oci.ImageConfig:
         tag = str(build.spec.registry_tag)

@@ -16,7 +16,10 @@ Invariants: nothing of a layer is written outside ``into``: every path is
 resolved inside it (a symbolic link of the image, absolute or relative, is
 followed as the image would see it, never into the host's tree), names with
 ``..`` are refused; device files are not made (the container gets a fresh
-``/dev``); a blob whose bytes do not match its digest is refused.
+``/dev``); a blob whose bytes do not match its digest is refused.  An image's own
+Python packages (``site_folders``) of the venv's Python version are put on its
+path after the venv's own (``remotecell-image-site.pth``), so a registry image's
+preinstalled packages import while the runtime's pins still win.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ INDEXES = MANIFESTS[:2]
 LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
 MAX_LINKS = 40  # symbolic links followed resolving one path
 CHUNK = 1 << 20
+IMAGE_SITE_PTH = "remotecell-image-site.pth"  # in a registry image's venv: the image's own package folders
 
 
 class PullFailed(Exception):
@@ -217,6 +221,15 @@ def pull(tag: str, into: Path, blobs: Path, say: Callable[[str], None]) -> Image
         unpack_layer(registry.blob(digest, blobs), into, f"layer {digest[:19]} of {ref}")
     env = dict(item.partition("=")[::2] for item in config.get("Env") or [] if "=" in item)
     return ImageConfig(env=env, workdir=config.get("WorkingDir") or None)
+
+
+def site_folders(root: Path) -> list[str]:
+    """The Python package folders an unpacked image holds (its own Python's), as paths inside it."""
+    patterns = ("usr/local/lib/python3*/site-packages", "usr/lib/python3*/site-packages",
+                "usr/lib/python3/dist-packages", "opt/conda/lib/python3*/site-packages")
+    found = {"/" + str(p.relative_to(root)) for pattern in patterns for p in root.glob(pattern)
+             if p.is_dir() and not p.is_symlink()}
+    return sorted(found)
 
 
 def _open_layer(path: Path, what: str) -> BinaryIO:
