@@ -39,16 +39,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import vault
 from ..backends.base import ContainerImage
-from ..backends.sandbox import python_roots
-from ..protocol.image_spec import IN_CONTAINER_ENV, ImageSpec, ImageStep
-from . import oci, runtime_code, system
+from ..protocol.image_spec import ImageSpec, ImageStep
+from . import runtime_code, system
 from .layers import FILES, ROOTFS, VENV, Layer, LayerStore, copy_venv, unpack
 from .pipconf import read_pip_config
 from .runtime_code import RuntimeCode
-from .steps import SYSTEM_KINDS, describe, describe_base
+from .steps import SYSTEM_KINDS, BuildFailed, describe, describe_base
+from .system_build import BASE_CHECK, Says, SystemBuilds, host_env
 from .uv import Uv, find_binary
+
+__all__ = ["Build", "BuildFailed", "Images"]
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -56,13 +57,6 @@ BUILD_TIMEOUT_S = 1800.0
 RETRY_FAILED_S = 60.0
 TAIL_LINES = 20  # of a failed step's output, in its error
 # The container code runs there; what the base interpreter is, for the log and the sandbox.
-BASE_CHECK = ("import platform, sys, remotecell_runtime.container.main; "
-              "print(platform.python_version(), sys.base_prefix)")
-FUNCTION_BLOB = "/tmp/remotecell-build-function.pkl"  # where a run_function step's pickled function is bound
-
-
-class BuildFailed(Exception):
-    """A step that failed: the message names it and quotes its last output lines."""
 
 
 @dataclass(eq=False)
@@ -111,9 +105,7 @@ class Images:
         self._ready: dict[str, ContainerImage] = {}
         self._layer_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._uv: Uv | None = None
-        self._releases: dict[str, system.Release] = {}
-        # a named volume's host folder (run_function(volumes=)), set by the services that own volumes
-        self.volume_folder: Callable[[str], Path] | None = None
+        self.system = SystemBuilds(self.root, self.store, blob, self._run, self._layer_locks)
 
     def key(self, spec: ImageSpec) -> str:
         """The image's key: its last layer's, and the files put in place at start."""
@@ -218,7 +210,7 @@ class Images:
             await self._unpack(step, staging / FILES)
             return parent.after(key, files=(*parent.files, (f"{key}/{FILES}", str(step.path))))
         if step.kind in SYSTEM_KINDS:
-            return await self._system_step(build, key, parent, step, staging)
+            return await self.system.step(build, key, parent, step, staging)
         uv = await self._uv_ready()
         await asyncio.to_thread(copy_venv, self.store.venv(parent), staging / VENV)
         await self._run(uv.install(staging / VENV, list(step.packages), step), uv.environment(parent.env), build)
@@ -228,7 +220,8 @@ class Images:
         """A venv of the image's Python with the runtime's pins and code: the first layer of every image; for a
         registry image, its root filesystem too (pulled and unpacked), where that Python must run."""
         spec = build.spec
-        config = await self._pull(build, staging / ROOTFS) if spec.base == "registry" else None
+        registry = spec.base == "registry"
+        config = await self.system.pull(build, str(spec.registry_tag), staging / ROOTFS) if registry else None
         uv = await self._uv_ready()
         venv = staging / VENV
         env = uv.environment({})
@@ -241,15 +234,15 @@ class Images:
         for site in venv.glob("lib/python*/site-packages"):
             (site / runtime_code.PTH_NAME).write_text(uv.code.pth)
             if config is not None:
-                self._image_packages(build, staging / ROOTFS, site)
+                self.system.image_packages(build, staging / ROOTFS, site)
         check = [str(venv / "bin" / "python"), "-c", BASE_CHECK]
         if config is None:
             said = await self._run(check, env)
         else:
             base = Layer(key=key, venv=key, base_prefix=_prefix(venv))
-            sandbox = self._step_sandbox(staging / ROOTFS, staging / "check", base, venv)
+            sandbox = self.system.sandbox(staging / ROOTFS, staging / "check", base, venv)
             try:
-                said = await self._run(sandbox.argv(check, system.python_env(venv, config.env)), _host_env(), None,
+                said = await self._run(sandbox.argv(check, system.python_env(venv, config.env)), host_env(), None,
                                        name=f"the image's Python in {spec.registry_tag}")
             except BuildFailed as exc:
                 raise BuildFailed(f"{exc}\n(the image's Python is the runtime host's, bound in: it needs a glibc "
@@ -262,123 +255,6 @@ class Images:
         if config is None:
             return Layer(key=key, venv=key, base_prefix=prefix)
         return Layer(key=key, venv=key, base_prefix=prefix, rootfs=key, env=config.env, workdir=config.workdir)
-
-    @staticmethod
-    def _image_packages(build: Build, rootfs: Path, site: Path) -> None:
-        """A registry image's own Python packages of the venv's minor version, on the venv's path after its own
-        (so the runtime's pins win); packages of another version are said, not used."""
-        version = site.parent.name  # "python3.11"
-        found = oci.site_folders(rootfs)
-        used = [folder for folder in found if f"/{version}/" in folder or folder == "/usr/lib/python3/dist-packages"
-                and (rootfs / "usr" / "lib" / version).is_dir()]
-        if used:
-            (site / oci.IMAGE_SITE_PTH).write_text("".join(f"{folder}\n" for folder in used))
-            build.say(f"   the image's own packages in {', '.join(used)} are importable (after the venv's)")
-        elif found:
-            build.say(f"   the image's packages in {', '.join(found)} are not used: they are not for {version}")
-
-    async def _pull(self, build: Build, into: Path) -> oci.ImageConfig:
-        tag = str(build.spec.registry_tag)
-        build.say(f"   pulling {tag}")
-        loop = asyncio.get_running_loop()
-
-        def say(line: str) -> None:
-            loop.call_soon_threadsafe(build.say, line)
-
-        try:
-            return await asyncio.to_thread(oci.pull, tag, into, self.root / "oci-blobs", say)
-        except oci.PullFailed as exc:
-            raise BuildFailed(str(exc)) from None
-
-    async def _system_step(self, build: Build, key: str, parent: Layer, step: ImageStep, staging: Path) -> Layer:
-        """An apt, run or function step: run as root over the parent's root filesystem (or a base system),
-        its changes kept as this layer's root filesystem (``system``)."""
-        lower = self.store.rootfs(parent) or await self._base_system(build, parent)
-        venv = self.store.venv(parent)
-        image_env = parent.env if parent.rootfs else {"PATH": system.BASE_PATH, **parent.env}
-        env = system.python_env(venv, image_env)
-        sandbox = self._step_sandbox(lower, staging, parent, venv)
-        for name, command, extra in self._commands(step, venv):
-            sandbox.binds += extra.binds
-            await self._run(sandbox.argv(command, {**env, **extra.env}), _host_env(), build, name=name)
-            del sandbox.binds[len(sandbox.binds) - len(extra.binds):]
-        try:
-            await self._run(sandbox.argv([str(venv / "bin" / "python"), "-c", BASE_CHECK],
-                                         {**env, "PYTHONDONTWRITEBYTECODE": "1"}), _host_env(), None,
-                            name="the image's Python after this step")
-        except BuildFailed as exc:
-            raise BuildFailed(f"the step left a system where the image's Python no longer runs: {exc}") from None
-        await asyncio.to_thread(self._keep, sandbox, lower, staging / ROOTFS)
-        return parent.after(key, rootfs=key, env=image_env)
-
-    @staticmethod
-    def _keep(sandbox: system.StepSandbox, lower: Path, rootfs: Path) -> None:
-        """The step's changes applied to a hard-link copy of ``lower`` in ``rootfs``."""
-        system.prune(sandbox.upper, lower, sandbox.mount_points())
-        system.link_tree(lower, rootfs)
-        system.apply_upper(sandbox.upper, rootfs)
-        for folder in (sandbox.upper, sandbox.work, sandbox.merged):
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def _step_sandbox(self, lower: Path, staging: Path, layer: Layer, venv: Path) -> system.StepSandbox:
-        """A build command's sandbox over ``lower``: the image's venv and interpreter, the runtime's code."""
-        reads = [str(venv), str(self.store.code), *python_roots(str(self.root.parent))]
-        if not layer.base_prefix.startswith("/usr"):
-            reads.append(layer.base_prefix)
-        binds = [(path, path, False) for path in sorted(set(reads))]
-        return system.StepSandbox(lower, staging / "upper", staging / "work", staging / "merged", binds)
-
-    def _commands(self, step: ImageStep, venv: Path) -> list[tuple[str, list[str], _Extra]]:
-        """The build commands of a system step: (how the log names it, its command line, its extras)."""
-        none = _Extra()
-        if step.kind == "run":
-            return [(f"`{command}`", ["/bin/sh", "-c", command], none) for command in step.commands]
-        if step.kind == "apt":
-            apt = ["apt-get", "-q"] + ([] if os.geteuid() == 0 else ["-o", "APT::Sandbox::User=root"])
-            return [("apt-get update", [*apt, "update"], none),
-                    ("apt-get install", [*apt, "install", "-y", *step.packages], none),
-                    ("apt-get clean", ["/bin/sh", "-c", "apt-get clean && rm -rf /var/lib/apt/lists/*"], none)]
-        extra = _Extra(binds=[(str(self.blob(str(step.digest))), FUNCTION_BLOB, False)],
-                       env={"PYTHONUNBUFFERED": "1", IN_CONTAINER_ENV: "1"})
-        for name in step.secrets:
-            try:
-                extra.env.update(vault.load(self.root.parent, name))
-            except vault.SecretError as exc:
-                raise BuildFailed(f"its secret {name!r}: {exc}") from None
-        for path, volume in sorted(step.volumes.items()):
-            if self.volume_folder is None:
-                raise BuildFailed("volumes are not available to image builds on this runtime")
-            try:
-                extra.binds.append((str(self.volume_folder(volume)), path, True))
-            except Exception as exc:  # the volumes service's refusal: it says which volume and why
-                raise BuildFailed(f"its volume {volume!r}: {exc}") from None
-        command = [str(venv / "bin" / "python"), "-m", "remotecell_runtime.container.build_function", FUNCTION_BLOB]
-        return [("the build function", command, extra)]
-
-    async def _base_system(self, build: Build, parent: Layer) -> Path:
-        """The base system for an image whose interpreter lives at ``parent.base_prefix`` (made once)."""
-        release = self._releases.get(parent.base_prefix)
-        if release is None:
-            try:
-                release = await asyncio.to_thread(system.base_release, [parent.base_prefix])
-            except system.SystemUnavailable as exc:
-                raise BuildFailed(str(exc)) from None
-            self._releases[parent.base_prefix] = release
-        key = release.key()
-        async with self._layer_locks[f"system-{key}"]:
-            found = self.store.system(key)
-            if found is not None:
-                return found
-            build.say(f"   making a base system: Debian {release.codename} ({release.arch}, minbase) with "
-                      f"{', '.join(release.packages)} (once: it is cached)")
-            staging = self.store.stage(key)
-            try:
-                command = release.bootstrap(shutil.which("mmdebstrap") or "mmdebstrap", staging / ROOTFS)
-                await self._run(command, _host_env(), build, name="mmdebstrap")
-                await asyncio.to_thread(system.fix_links, staging / ROOTFS)
-                return self.store.commit_system(staging, key)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
 
     async def _uv_ready(self) -> Uv:
         """uv with the host's index settings and the runtime's pins (made at the first build)."""
@@ -418,7 +294,7 @@ class Images:
             raise BuildFailed(f"the files for {step.path} (blob {digest[:12]}) could not be unpacked: {exc}"
                               ) from None
 
-    async def _run(self, argv: list[str], env: dict[str, str], build: Build | None = None,
+    async def _run(self, argv: list[str], env: dict[str, str], build: Says | None = None,
                    name: str | None = None) -> list[str]:
         """Run one build command (``name``: how its failure names it; its program by default), its output said
         to ``build``'s listeners as it comes (none without ``build``); its lines, or ``BuildFailed`` with the
@@ -450,19 +326,6 @@ class Images:
         named = [p for p in pins if p.split("==")[0] in output]
         return (f"\n(the runtime's own {', '.join(named)} is in every image, at that version: a step cannot change "
                 "it)") if named else ""
-
-
-@dataclass
-class _Extra:
-    """What one build command adds to its step's sandbox: binds (host path, container path, writable), variables."""
-
-    binds: list[tuple[str, str, bool]] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-
-
-def _host_env() -> dict[str, str]:
-    """What a step's sandbox command itself runs with (bwrap clears it for the step)."""
-    return {"PATH": os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
 def _prefix(venv: Path) -> str:

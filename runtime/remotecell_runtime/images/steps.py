@@ -30,6 +30,10 @@ NO_SANDBOX = ("this runtime runs containers without the sandbox (bubblewrap), so
               "why the sandbox is off")
 
 
+class BuildFailed(Exception):
+    """A step that failed: the message names it and quotes its last output lines."""
+
+
 class ImageError(ValueError):
     """An image spec the runtime refuses: the message says what is wrong."""
 
