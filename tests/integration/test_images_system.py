@@ -60,6 +60,9 @@ def test_an_apt_package_runs_and_loads_in_the_container_and_is_absent_on_the_hos
     assert shutil.which(PROGRAM) is None  # nothing on the host
     systems = list((runtime.state_dir / "images" / "systems").iterdir())
     assert len(systems) == 1, systems
+    status = rc.status()
+    assert status["system_images"].startswith("Debian "), status["system_images"]
+    assert "system images (apt_install, run_commands, run_function, from_registry): Debian" in repr(status)
 
 
 def test_a_missing_apt_package_fails_the_build_naming_the_step_and_aptitudes_words(runtime, capsys):

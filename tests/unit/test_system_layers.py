@@ -152,3 +152,7 @@ def test_a_containers_root_filesystem_is_bound_entry_by_entry_with_room_for_late
     sandbox = Sandbox("bwrap", "bubblewrap", str(tmp_path / "sock"), [])
     argv = sandbox.argv(["python"], rootfs=str(rootfs))
     assert ("/usr", "/usr") not in zip(argv, argv[1:], strict=False) and "--ro-bind-try" not in argv
+
+
+def test_without_the_sandbox_the_status_says_system_images_are_off():
+    assert system.describe_host(False) == "off: they need the container sandbox"

@@ -105,7 +105,7 @@ class Images:
         self._ready: dict[str, ContainerImage] = {}
         self._layer_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._uv: Uv | None = None
-        self.system = SystemBuilds(self.root, self.store, blob, self._run, self._layer_locks)
+        self.system = SystemBuilds(self.root, self.store, blob, self._run, self._layer_locks, sandboxed)
 
     def key(self, spec: ImageSpec) -> str:
         """The image's key: its last layer's, and the files put in place at start."""

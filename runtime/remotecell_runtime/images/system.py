@@ -100,6 +100,24 @@ def base_release(python_prefixes: Iterable[str]) -> Release:
     return Release(codename, arch or "amd64", tuple(host_sources(codename)), tuple(packages))
 
 
+def describe_host(sandboxed: bool) -> str:
+    """For the status: whether this host builds system images, with what, or ``off:`` and why."""
+    if not sandboxed:
+        return "off: they need the container sandbox"
+    missing = [tool for tool in ("mmdebstrap", "unshare", "dpkg", *(() if os.geteuid() == 0 else ("fakechroot",)))
+               if shutil.which(tool) is None]
+    if missing:
+        return f"off: {', '.join(missing)} not installed (`make setup` installs them on Debian)"
+    try:
+        overlay = "overlay" in Path("/proc/filesystems").read_text()
+    except OSError:
+        overlay = False
+    if not overlay:
+        return "off: the kernel has no overlay file system"
+    codename = _os_release().get("VERSION_CODENAME") or "?"
+    return f"Debian {codename} base systems with mmdebstrap ({'as root' if os.geteuid() == 0 else 'fakechroot'})"
+
+
 def _os_release() -> dict[str, str]:
     try:
         lines = Path("/etc/os-release").read_text().splitlines()

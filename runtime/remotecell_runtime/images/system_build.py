@@ -53,7 +53,7 @@ class SystemBuilds:
     """The system steps of one runtime's builds, under ``root`` (``STATE/images``)."""
 
     def __init__(self, root: Path, store: LayerStore, blob: Callable[[str], Path], run: CommandRunner,
-                 locks: MutableMapping[str, asyncio.Lock]) -> None:
+                 locks: MutableMapping[str, asyncio.Lock], sandboxed: bool) -> None:
         self.root = root
         self.store = store
         self.blob = blob
@@ -62,6 +62,14 @@ class SystemBuilds:
         self.releases: dict[str, system.Release] = {}
         # a named volume's host folder (run_function(volumes=)), set by the services that own volumes
         self.volume_folder: Callable[[str], Path] | None = None
+        self.sandboxed = sandboxed
+        self._described: str | None = None
+
+    def describe(self) -> str:
+        """For the status: whether system steps are built here (looked at once)."""
+        if self._described is None:
+            self._described = system.describe_host(self.sandboxed)
+        return self._described
 
     async def pull(self, build: Says, tag: str, into: Path) -> oci.ImageConfig:
         """Image ``tag`` unpacked into ``into``, its layers said as they come."""
