@@ -86,6 +86,26 @@ def test_a_container_gets_its_own_gpus_device_files_and_the_drivers_shared_ones(
     assert ("/sys", "/sys") in _pairs(argv, "--ro-bind")  # cuInit fails without it
 
 
+def test_a_container_with_its_own_root_filesystem_and_gpus_gets_the_hosts_driver_libraries(tmp_path, monkeypatch):
+    _fake_devices(tmp_path, monkeypatch)
+    libs = tmp_path / "lib"
+    libs.mkdir()
+    for name in ("libcuda.so.550.54", "libnvidia-ml.so.1", "libz.so.1"):
+        (libs / name).touch()
+    (libs / "libcuda.so.1").symlink_to("libcuda.so.550.54")
+    monkeypatch.setattr(sandbox_mod, "DRIVER_LIBRARY_DIRS", (str(libs),))
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "usr" / "lib").mkdir(parents=True)
+    sandbox = Sandbox("bwrap", "bubblewrap", "/s", [])
+    argv = sandbox.argv(["true"], gpu_minors=[0], rootfs=str(rootfs))
+    bound = {dst: src for src, dst in _pairs(argv, "--ro-bind")}
+    assert {"/usr/local/nvidia/lib64/libcuda.so.1", "/usr/local/nvidia/lib64/libcuda.so.550.54",
+            "/usr/local/nvidia/lib64/libnvidia-ml.so.1"} <= set(bound)
+    assert "/usr/local/nvidia/lib64/libz.so.1" not in bound and ("--dir", "/usr") in zip(argv, argv[1:], strict=False)
+    host = _pairs(sandbox.argv(["true"], gpu_minors=[0]), "--ro-bind")
+    assert not any(dst.startswith("/usr/local/nvidia") for _, dst in host)  # the host's own /usr has the driver
+
+
 def test_no_gpus_no_gpu_device_and_no_sys(tmp_path, monkeypatch):
     _fake_devices(tmp_path, monkeypatch)
     argv = Sandbox("bwrap", "bubblewrap", "/s", []).argv(["true"], gpu_minors=[])

@@ -29,7 +29,7 @@ from ..cpus import CpuBudget
 from ..gpus import GpuAllocator
 from .base import ConnectBack, ContainerExit, ContainerImage, ContainerSpec, ExitCallback, SpecRefused
 from .limits import Limits
-from .sandbox import Sandbox, container_pid
+from .sandbox import DRIVER_INSIDE, Sandbox, container_pid
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -95,6 +95,10 @@ class LocalBackend:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # number devices as nvidia-smi does
         if self.sandbox is not None:
             env.pop(VOLUMES_ENV, None)  # mounted by the sandbox instead
+        if self.sandbox is not None and spec.image is not None and spec.image.rootfs and spec.gpus:
+            # the host's driver, bound there by the sandbox (an image's own system has none)
+            env["LD_LIBRARY_PATH"] = ":".join(p for p in (f"{DRIVER_INSIDE}/lib64", env.get("LD_LIBRARY_PATH")) if p)
+            env["PATH"] = f"{env.get('PATH', '')}:{DRIVER_INSIDE}/bin"
         return env
 
     def _command(self, spec: ContainerSpec, cancel_r: int,
@@ -111,7 +115,7 @@ class LocalBackend:
         volumes = json.loads(spec.env.get(VOLUMES_ENV) or "{}")
         image = spec.image or ContainerImage(sys.executable)
         sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=image.roots,
-                                      files=image.files, workdir=image.workdir,
+                                      files=image.files, workdir=image.workdir, rootfs=image.rootfs,
                                       block_network=spec.options.block_network,
                                       gpu_minors=self.gpus.minors(spec.gpus))
         return Limits.wrap(procs, sandboxed), (info_r, info_w)

@@ -86,6 +86,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     functions = Functions(host, registry, sock_dir, shm_prefix, client_env, shares, blobs.path)
     jobs = Jobs(functions, host.state_dir, retention_s, orphan_grace_s=orphan_grace_s)
     volumes = Volumes(host, orphan_grace_s=orphan_grace_s)
+    functions.images.system.volume_folder = lambda name: volumes.named(name).folder  # run_function(volumes=)
     stores = Stores(host, orphan_grace_s=orphan_grace_s)
     queues = Queues(stores)
     store = DeployStore(host.state_dir / "deployed.db")

@@ -250,6 +250,7 @@ class Functions(Service):
             "containers": self.containers.stats(),
             "sandbox": self.sandbox_state,
             "limits": self.limits.describe if self.limits else self.limits_off,
+            "system_images": self.images.system.describe(),
         }
 
 
