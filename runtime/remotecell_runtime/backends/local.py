@@ -36,6 +36,7 @@ log = logging.getLogger("remotecell.runtime")
 LOG_TAIL_LINES = 40
 INTERRUPT_GRACE_S = 1.0  # SIGINT, then SIGTERM this much later
 RELEASE_TRIES, RELEASE_RETRY_S = 20, 0.25  # removing a container's cgroups while its last processes exit
+AGENT_SOCKET = "/run/remotecell/daemon.sock"  # where a sandbox agent finds the daemon's container socket
 VOLUMES_ENV = "REMOTECELL_VOLUMES"  # {mount path: host folder}: links the container makes, or the sandbox's mounts
 
 
@@ -102,9 +103,14 @@ class LocalBackend:
         """The container's command line (in its sandbox when there is one, joining the cgroups of ``procs``),
         and the sandbox's info pipe."""
         python = spec.image.python if spec.image else sys.executable
-        command = [python, "-m", "remotecell_runtime.container",
-                   "--connect", spec.connect, "--id", spec.cid, "--cancel-fd", str(cancel_r),
-                   "--direct", self._direct_path(spec.cid)]
+        connect, socket = spec.connect, None
+        if spec.agent and self.sandbox is not None:  # it reaches the daemon's socket alone, at a path of its own
+            socket = (spec.connect.removeprefix("ipc://"), AGENT_SOCKET)
+            connect = f"ipc://{AGENT_SOCKET}"
+        command = [python, "-m", "remotecell_runtime.sandbox_agent" if spec.agent else "remotecell_runtime.container",
+                   "--connect", connect, "--id", spec.cid, "--cancel-fd", str(cancel_r)]
+        if not spec.agent:
+            command += ["--direct", self._direct_path(spec.cid)]
         if self.sandbox is None:
             return Limits.wrap(procs, command), None
         info_r, info_w = os.pipe()
@@ -113,7 +119,7 @@ class LocalBackend:
         sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=image.roots,
                                       files=image.files, workdir=image.workdir,
                                       block_network=spec.options.block_network,
-                                      gpu_minors=self.gpus.minors(spec.gpus))
+                                      gpu_minors=self.gpus.minors(spec.gpus), socket=socket)
         return Limits.wrap(procs, sandboxed), (info_r, info_w)
 
     async def _run(self, process: _Process, on_exit: ExitCallback) -> None:

@@ -115,13 +115,15 @@ class Sandbox:
 
     def argv(self, command: list[str], *, info_fd: int | None = None, volumes: Mapping[str, str] | None = None,
              extra_roots: Iterable[str] = (), files: Iterable[tuple[str, str]] = (), workdir: str | None = None,
-             block_network: bool = False, gpu_minors: Sequence[int] | None = ()) -> list[str]:
+             block_network: bool = False, gpu_minors: Sequence[int] | None = (),
+             socket: tuple[str, str] | None = None) -> list[str]:
         """bwrap's command line around ``command``; ``volumes``: mount path -> host folder; ``extra_roots``:
         more host folders it reads (an image's venv and interpreter); ``files``: (host folder, container path),
         each entry of the folder bound read-only there, in order; ``workdir``: its working directory (made
         if nothing is there); ``info_fd``: where bwrap writes its init's pid (see ``container_pid``);
         ``gpu_minors``: the container's GPUs by device minor number (none by default; None: GPUs whose
-        numbers are unknown, every one)."""
+        numbers are unknown, every one); ``socket``: (host socket, path inside) bound alone instead of the runtime's
+        socket folder (a ``Sandbox`` agent's way back to the daemon: nothing of the state folder shows)."""
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--cap-drop", "ALL"]
         if info_fd is not None:
@@ -139,7 +141,7 @@ class Sandbox:
             args += ["--ro-bind", "/sys", "/sys"]
         args += ["--tmpfs", "/tmp", "--tmpfs", HOME]
         args += _folder_binds(_outermost([*self.python_roots, *extra_roots]), self.shares)
-        args += ["--bind", self.sock_dir, self.sock_dir]
+        args += ["--bind", *socket] if socket else ["--bind", self.sock_dir, self.sock_dir]
         for path, folder in sorted((volumes or {}).items()):
             args += ["--bind", folder, path]
         args += _file_binds(files)

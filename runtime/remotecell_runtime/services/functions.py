@@ -92,6 +92,7 @@ class Functions(Service):
                                self.sandbox, self.limits)
         self.containers = ContainerManager(backend, self.on_container_exit)
         self._holding = HeldResults(self._send_many)
+        self.agent_exited: Callable[[ContainerRecord], None] | None = None  # a sandbox's container (no pool)
 
     # -- the function table -------------------------------------------------------------------
 
@@ -206,6 +207,8 @@ class Functions(Service):
         pool = self.pool_of(container)
         if pool is not None:
             pool.on_exit(container)
+        elif self.agent_exited is not None:
+            self.agent_exited(container)
         self._dispatch_waiting(but=pool)  # a freed GPU may unblock another pool
 
     # -- service hooks ------------------------------------------------------------------------

@@ -1,0 +1,545 @@
+"""Sandboxes (Modal's ``Sandbox``): containers that run the user's own command, and what is exec'd in them.
+
+A sandbox is a container of its app's image, with its volumes, secrets, limits and GPUs, as a
+function's container gets them (the same ``ContainerManager`` and backend, the same host check), but
+its process is the sandbox agent (``remotecell_runtime.sandbox_agent``), which starts the sandbox's
+command as process ``main`` and each ``exec`` as another, and relays their bytes.  Here the daemon keeps,
+per process and stream, the bytes the agent sent until a client reads them (``StreamBuffer``), answers
+reads and waits (long-polls of at most ``WAIT_MAX_S``), forwards stdin and signals, and ends the sandbox
+when its command exits, at its ``timeout_s``, on ``sandbox_terminate``, or when its app stops.
+
+Invariants: bytes are routed, never decoded or unpickled; a stream's buffer holds at most what the agent
+may send ahead (``WINDOW_BYTES``: the agent sends more only as readers take it, ``sb_credit``), plus what
+the pipes held when the sandbox ended; a process that ended keeps its unread output readable until the
+sandbox record is dropped (``KEEP_S`` after it finished); every process of a finished sandbox has an exit
+code and ended streams; a sandbox's GPUs and CPU share are reserved from its start until its container's
+exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends.base import ContainerSpec
+from ..containers import ContainerRecord, State
+from ..cpus import thread_env
+from ..images import Build
+from ..protocol import framing
+from ..protocol.errors import ErrorName
+from ..protocol.framing import Frame, Payload
+from ..protocol.message import Message, encode
+from ..protocol.messages.sandboxes import (
+    MAIN,
+    READ_MAX_BYTES,
+    STREAMS,
+    WAIT_MAX_S,
+    AgentCreditMsg,
+    AgentExecMsg,
+    AgentExitMsg,
+    AgentHelloMsg,
+    AgentInMsg,
+    AgentKillMsg,
+    AgentOutMsg,
+    AgentStopMsg,
+    AgentWroteMsg,
+    SandboxCreateMsg,
+    SandboxCreateReply,
+    SandboxExecMsg,
+    SandboxExecReply,
+    SandboxGetMsg,
+    SandboxGetReply,
+    SandboxInfo,
+    SandboxListMsg,
+    SandboxListReply,
+    SandboxReadMsg,
+    SandboxReadReply,
+    SandboxTerminateMsg,
+    SandboxWaitMsg,
+    SandboxWaitReply,
+    SandboxWriteMsg,
+)
+from ..protocol.messages.session import EmptyReply
+from ..protocol.options import FunctionOptions
+from .apps import Apps
+from .base import ContainerHandler, Handler, Host, Report, Request, Service, refusal, with_id
+from .functions import Functions
+
+log = logging.getLogger("remotecell.runtime")
+
+KEEP_S = 600.0  # a finished sandbox stays readable (output, exit code, from_id) this long
+STOP_GRACE_S = 5.0  # after sb_stop, the agent is killed if it has not exited
+TIMEOUT_CODE, TERMINATED_CODE = 124, 137  # Modal's return codes of a sandbox that timed out / was terminated
+FINISHED = ("exited", "timeout", "terminated", "failed")
+
+Answer = Callable[[Message, list[Payload]], None]
+
+
+@dataclass
+class StreamBuffer:
+    """What one stream of one process sent and no reader took yet, and the readers waiting for some."""
+
+    chunks: deque[bytes] = field(default_factory=deque)
+    size: int = 0
+    eof: bool = False
+    readers: deque[tuple[int, Answer, asyncio.TimerHandle | None]] = field(default_factory=deque)
+
+    def add(self, data: bytes, eof: bool) -> None:
+        if data:
+            self.chunks.append(data)
+            self.size += len(data)
+        self.eof = self.eof or eof
+
+    def take(self, n: int) -> bytes:
+        """Up to ``n`` bytes, oldest first."""
+        out: list[bytes] = []
+        got = 0
+        while self.chunks and got < n:
+            chunk = self.chunks.popleft()
+            if got + len(chunk) > n:
+                self.chunks.appendleft(chunk[n - got:])
+                chunk = chunk[:n - got]
+            out.append(chunk)
+            got += len(chunk)
+        self.size -= got
+        return b"".join(out)
+
+
+@dataclass
+class SandboxProc:
+    """One process of a sandbox: its streams, its exit, and who waits for what."""
+
+    id: str
+    cmd: list[str]
+    code: int | None = None
+    reason: str | None = None
+    streams: dict[str, StreamBuffer] = field(default_factory=lambda: {s: StreamBuffer() for s in STREAMS})
+    waiters: list[tuple[Answer, asyncio.TimerHandle | None]] = field(default_factory=list)
+    writes: deque[tuple[int, Answer]] = field(default_factory=deque)  # stdin chunks not yet in the pipe
+    seq: int = 0
+    stdin_closed: bool = False
+    timer: asyncio.TimerHandle | None = None  # its exec timeout
+    timed_out: bool = False
+
+
+@dataclass
+class SandboxRecord:
+    """The runtime's record of one sandbox."""
+
+    id: str
+    app_id: str
+    cmd: list[str]
+    workdir: str | None
+    options: FunctionOptions
+    env: dict[str, str]
+    created_at: float = field(default_factory=time.time)
+    status: str = "starting"
+    reason: str | None = "waiting for its container to start"
+    container: ContainerRecord | None = None
+    agent_up: bool = False
+    held: list[list[Frame]] = field(default_factory=list)  # for the agent, until it says hello
+    procs: dict[str, SandboxProc] = field(default_factory=dict)
+    waiters: list[tuple[Answer, asyncio.TimerHandle | None]] = field(default_factory=list)  # for its end
+    gpus: list[int] = field(default_factory=list)
+    cpu: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+    finished_at: float | None = None  # monotonic
+    next_proc: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def code(self) -> int | None:
+        if self.status == "timeout":
+            return TIMEOUT_CODE
+        if self.status == "terminated":
+            return TERMINATED_CODE
+        if not self.finished:
+            return None
+        main = self.procs.get(MAIN)
+        return main.code if main is not None and main.code is not None else (1 if self.status == "failed" else 0)
+
+    def info(self) -> SandboxInfo:
+        return SandboxInfo(id=self.id, app_id=self.app_id, status=self.status, cmd=self.cmd,
+                           created_at=self.created_at, code=self.code, reason=self.reason,
+                           container=self.container.id if self.container else None)
+
+    def end_reply(self) -> SandboxWaitReply:
+        return SandboxWaitReply(code=self.code, status=self.status, reason=self.reason)
+
+
+class Sandboxes(Service):
+    """The sandboxes of this runtime: the ``sandbox_*`` requests and the agents' messages."""
+
+    def __init__(self, host: Host, functions: Functions, apps: Apps) -> None:
+        self.host = host
+        self.functions = functions
+        self.apps = apps
+        self.sandboxes: dict[str, SandboxRecord] = {}
+        self.by_container: dict[str, SandboxRecord] = {}
+        functions.agent_exited = self.on_container_exit
+
+    def handlers(self) -> dict[type[Message], Handler]:
+        return {SandboxCreateMsg: self.on_create, SandboxExecMsg: self.on_exec, SandboxReadMsg: self.on_read,
+                SandboxWriteMsg: self.on_write, SandboxWaitMsg: self.on_wait, SandboxTerminateMsg: self.on_terminate,
+                SandboxGetMsg: self.on_get, SandboxListMsg: self.on_list}
+
+    def container_handlers(self) -> dict[type[Message], ContainerHandler]:
+        return {AgentHelloMsg: self.on_hello, AgentOutMsg: self.on_out, AgentExitMsg: self.on_exit,
+                AgentWroteMsg: self.on_wrote}
+
+    # -- client requests ---------------------------------------------------------------------
+
+    def on_create(self, req: Request[SandboxCreateMsg]) -> SandboxCreateReply:
+        msg = req.msg
+        if self.apps.registry.get(msg.app_id) is None:
+            raise refusal(ErrorName.NOT_FOUND, f"no app with id {msg.app_id!r} (it was stopped, or the runtime "
+                          "restarted): create the sandbox inside a running app")
+        _check_cmd(msg.cmd, allow_empty=True)
+        env = self.apps.check_host(msg.options)
+        options = FunctionOptions.from_wire(msg.options)
+        if options.cpu:
+            env = {**thread_env(options.cpu), **env}
+        record = SandboxRecord(f"sb-{secrets.token_hex(8)}", msg.app_id, list(msg.cmd), msg.workdir, options, env)
+        self.sandboxes[record.id] = record
+        record.procs[MAIN] = SandboxProc(MAIN, list(msg.cmd))  # without a command: empty streams, ended with it
+        if msg.cmd:
+            self._to_agent(record, AgentExecMsg(proc=MAIN, cmd=list(msg.cmd), workdir=msg.workdir))
+        record.timer = asyncio.get_running_loop().call_later(options.timeout_s, self._timed_out, record)
+        self._start(record)
+        log.info("sandbox %s of app %s: %s", record.id, record.app_id, " ".join(msg.cmd) or "(idle)")
+        return SandboxCreateReply(sandbox=record.id)
+
+    def on_exec(self, req: Request[SandboxExecMsg]) -> SandboxExecReply:
+        msg = req.msg
+        record = self._live(msg.sandbox)
+        _check_cmd(msg.cmd, allow_empty=False)
+        if msg.timeout_s is not None and not 0 < msg.timeout_s <= 86400:
+            raise refusal(ErrorName.INVALID, f"exec timeout={msg.timeout_s!r} is out of range: allowed 1 to 86400 s")
+        record.next_proc += 1
+        proc = SandboxProc(f"p{record.next_proc}", list(msg.cmd))
+        record.procs[proc.id] = proc
+        if msg.timeout_s is not None:
+            proc.timer = asyncio.get_running_loop().call_later(msg.timeout_s, self._exec_timed_out, record, proc)
+        self._to_agent(record, AgentExecMsg(proc=proc.id, cmd=list(msg.cmd), workdir=msg.workdir or record.workdir))
+        return SandboxExecReply(proc=proc.id)
+
+    def on_read(self, req: Request[SandboxReadMsg]) -> None:
+        msg = req.msg
+        record = self._record(msg.sandbox)
+        if msg.stream not in STREAMS:
+            raise refusal(ErrorName.INVALID, f"stream {msg.stream!r} is not one of {', '.join(STREAMS)}")
+        buffer = self._proc(record, msg.proc).streams[msg.stream]
+        n = max(1, min(msg.n, READ_MAX_BYTES))
+        answer = self._answerer(req)
+        if buffer.size or buffer.eof or msg.wait_s <= 0:
+            self._give(record, msg.proc, msg.stream, n, answer)
+            return
+        timer = asyncio.get_running_loop().call_later(min(msg.wait_s, WAIT_MAX_S), self._read_waited, record,
+                                                      msg.proc, msg.stream, answer)
+        buffer.readers.append((n, answer, timer))
+
+    def on_write(self, req: Request[SandboxWriteMsg]) -> None:
+        msg = req.msg
+        record = self._record(msg.sandbox)
+        proc = self._proc(record, msg.proc)
+        if any(p.shm for p in req.payloads) or len(req.payloads) > 1:
+            raise refusal(ErrorName.INVALID, "sandbox_write takes one raw payload (no shared memory)")
+        answer = self._answerer(req)
+        if record.finished or proc.code is not None or proc.stdin_closed:
+            answer(EmptyReply(), [])  # nobody reads it any more, as a pipe whose reader is gone
+            return
+        data = b"".join(bytes(framing.buffer_of(f)) for p in req.payloads for f in p.frames)
+        proc.seq += 1
+        proc.stdin_closed = msg.eof
+        proc.writes.append((proc.seq, answer))
+        self._to_agent(record, AgentInMsg(proc=proc.id, seq=proc.seq, eof=msg.eof), [Payload([data])])
+
+    def on_wait(self, req: Request[SandboxWaitMsg]) -> SandboxWaitReply | None:
+        msg = req.msg
+        record = self._record(msg.sandbox)
+        if msg.proc == MAIN:  # the sandbox's own end
+            if record.finished or msg.wait_s <= 0:
+                return record.end_reply()
+            waiters = record.waiters
+        else:
+            proc = self._proc(record, msg.proc)
+            if proc.code is not None or msg.wait_s <= 0:
+                return _proc_reply(proc)
+            waiters = proc.waiters
+        answer = self._answerer(req)
+        timer = asyncio.get_running_loop().call_later(min(msg.wait_s, WAIT_MAX_S), self._wait_waited, record,
+                                                      msg.proc, answer)
+        waiters.append((answer, timer))
+        return None
+
+    def on_terminate(self, req: Request[SandboxTerminateMsg]) -> EmptyReply:
+        self.terminate(self._record(req.msg.sandbox), "terminated", "terminated by its owner")
+        return EmptyReply()
+
+    def on_get(self, req: Request[SandboxGetMsg]) -> SandboxGetReply:
+        return SandboxGetReply(info=self._record(req.msg.sandbox).info())
+
+    def on_list(self, req: Request[SandboxListMsg]) -> SandboxListReply:
+        app_id = req.msg.app_id
+        return SandboxListReply(sandboxes=[r.info() for r in self.sandboxes.values()
+                                           if not r.finished and (app_id is None or r.app_id == app_id)])
+
+    # -- the agent's messages ----------------------------------------------------------------
+
+    def on_hello(self, container: ContainerRecord, report: Report[AgentHelloMsg]) -> None:
+        record = self.by_container.get(container.id)
+        if record is None:
+            return
+        container.ready, container.state = True, State.BUSY
+        record.agent_up = True
+        if not record.finished:
+            record.status, record.reason = "running", None
+        for frames in record.held:
+            self.host.send_container(container.id, frames)
+        record.held.clear()
+
+    def on_out(self, container: ContainerRecord, report: Report[AgentOutMsg]) -> None:
+        record = self.by_container.get(container.id)
+        proc = record.procs.get(report.msg.proc) if record else None
+        if record is None or proc is None or report.msg.stream not in STREAMS:
+            return
+        data = b"".join(bytes(framing.buffer_of(f)) for p in report.payloads() for f in p.frames)
+        buffer = proc.streams[report.msg.stream]
+        buffer.add(data, report.msg.eof)
+        while buffer.readers and (buffer.size or buffer.eof):
+            n, answer, timer = buffer.readers.popleft()
+            if timer is not None:
+                timer.cancel()
+            self._give(record, proc.id, report.msg.stream, n, answer)
+
+    def on_exit(self, container: ContainerRecord, report: Report[AgentExitMsg]) -> None:
+        record = self.by_container.get(container.id)
+        proc = record.procs.get(report.msg.proc) if record else None
+        if record is None or proc is None or proc.code is not None:
+            return
+        code = report.msg.code
+        limits = self.functions.limits
+        if code == 128 + 9 and limits is not None and limits.oom_killed(container.id):
+            proc.reason = (f"it ran out of memory: the kernel killed it at its limit of memory="
+                           f"{record.options.memory_cap_mib} MiB")
+            proc.streams["stderr"].add(f"remotecell: {proc.reason}\n".encode(), False)
+        self._ended(record, proc, TIMEOUT_CODE if proc.timed_out else code)
+        if proc.id == MAIN:
+            self._finish(record, "exited", proc.reason or f"its command exited with code {proc.code}")
+
+    def on_wrote(self, container: ContainerRecord, report: Report[AgentWroteMsg]) -> None:
+        record = self.by_container.get(container.id)
+        proc = record.procs.get(report.msg.proc) if record else None
+        while proc is not None and proc.writes and proc.writes[0][0] <= report.msg.seq:
+            proc.writes.popleft()[1](EmptyReply(), [])
+
+    def on_container_exit(self, container: ContainerRecord) -> None:
+        """Its container is gone: whatever did not end ends now, with why."""
+        record = self.by_container.pop(container.id, None)
+        if record is None:
+            return
+        self.functions.gpus.release(record.gpus)
+        self.functions.cpus.release(record.cpu)
+        record.gpus, record.cpu = [], 0.0
+        cause = container.stop_reason or (container.exit.cause if container.exit else "it vanished")
+        if not record.agent_up:
+            tail = "\n".join(container.exit.tail[-10:]) if container.exit else ""
+            self._finish(record, "failed", f"its container could not start: {cause}" + (f"\n{tail}" if tail else ""))
+        for proc in record.procs.values():
+            for buffer in proc.streams.values():
+                buffer.add(b"", True)
+            self._ended(record, proc, TERMINATED_CODE)
+            self._wake_readers(record, proc)
+        self._finish(record, "failed", f"its container ended: {cause}")
+
+    # -- starting and ending -----------------------------------------------------------------
+
+    def _start(self, record: SandboxRecord) -> None:
+        """Its container, once its image is built and its CPUs and GPUs are free (else tried again each tick)."""
+        opts = record.options
+        image = self.functions.images.start(opts.image) if opts.image else None
+        if isinstance(image, Build):
+            if image.error is not None:
+                self._finish(record, "failed", f"its image could not be built: {image.error}")
+            else:
+                record.reason = image.progress()
+            return
+        cpu = opts.cpu or 0.0
+        if cpu and not self.functions.cpus.acquire(cpu):
+            record.reason = f"waiting for CPUs (cpu={cpu:g}; {self.functions.cpus.describe()})"
+            return
+        gpus: list[int] = []
+        if opts.gpu:
+            got = self.functions.gpus.acquire(opts.gpu)
+            if got is None:
+                self.functions.cpus.release(cpu)
+                record.reason = f"waiting for a GPU ({opts.gpu})"
+                return
+            gpus = got
+        record.gpus, record.cpu = gpus, cpu
+        record.reason = "waiting for its container to start"
+        spec = ContainerSpec(record.id, opts, record.env, image, tuple(gpus), cpu, agent=True)
+        record.container = self.functions.containers.start(spec)
+        self.by_container[record.container.id] = record
+
+    def terminate(self, record: SandboxRecord, status: str, reason: str) -> None:
+        if record.finished:
+            return
+        self._finish(record, status, reason)
+        container = record.container
+        if container is None or container.state is State.DEAD:  # never started: nothing runs
+            for proc in record.procs.values():
+                for buffer in proc.streams.values():
+                    buffer.add(b"", True)
+                self._ended(record, proc, TERMINATED_CODE)
+                self._wake_readers(record, proc)
+            return
+        self._to_agent(record, AgentStopMsg())
+        self.functions.containers.stop(container, reason, STOP_GRACE_S, asked=True)
+
+    def _finish(self, record: SandboxRecord, status: str, reason: str) -> None:
+        if record.finished:
+            return
+        record.status, record.reason = status, reason
+        record.finished_at = time.monotonic()
+        if record.timer is not None:
+            record.timer.cancel()
+        log.info("sandbox %s %s: %s", record.id, status, reason)
+        for answer, timer in record.waiters:
+            if timer is not None:
+                timer.cancel()
+            answer(record.end_reply(), [])
+        record.waiters.clear()
+        if status != "exited" and record.container is not None:  # the agent ends the others when main exits
+            self._to_agent(record, AgentStopMsg())
+
+    def _ended(self, record: SandboxRecord, proc: SandboxProc, code: int) -> None:
+        if proc.code is not None:
+            return
+        proc.code = code
+        if proc.timer is not None:
+            proc.timer.cancel()
+        for answer, timer in proc.waiters:
+            if timer is not None:
+                timer.cancel()
+            answer(_proc_reply(proc), [])
+        proc.waiters.clear()
+        while proc.writes:
+            proc.writes.popleft()[1](EmptyReply(), [])
+
+    def _timed_out(self, record: SandboxRecord) -> None:
+        self.terminate(record, "timeout", f"it ran past its timeout of {record.options.timeout_s:g} s")
+
+    def _exec_timed_out(self, record: SandboxRecord, proc: SandboxProc) -> None:
+        if proc.code is None:
+            proc.timed_out = True
+            proc.reason = "it ran past its exec timeout"
+            self._to_agent(record, AgentKillMsg(proc=proc.id, signal=9))
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _give(self, record: SandboxRecord, proc_id: str, stream: str, n: int, answer: Answer) -> None:
+        buffer = record.procs[proc_id].streams[stream]
+        data = buffer.take(n)
+        if data and not record.finished and record.container is not None:
+            self._to_agent(record, AgentCreditMsg(proc=proc_id, stream=stream, n=len(data)))
+        answer(SandboxReadReply(eof=buffer.eof and not buffer.size), [Payload([data])])
+
+    def _wake_readers(self, record: SandboxRecord, proc: SandboxProc) -> None:
+        for stream, buffer in proc.streams.items():
+            while buffer.readers:
+                n, answer, timer = buffer.readers.popleft()
+                if timer is not None:
+                    timer.cancel()
+                self._give(record, proc.id, stream, n, answer)
+
+    def _read_waited(self, record: SandboxRecord, proc_id: str, stream: str, answer: Answer) -> None:
+        buffer = record.procs[proc_id].streams[stream]
+        for entry in list(buffer.readers):
+            if entry[1] is answer:
+                buffer.readers.remove(entry)
+                self._give(record, proc_id, stream, entry[0], answer)
+
+    def _wait_waited(self, record: SandboxRecord, proc_id: str, answer: Answer) -> None:
+        proc = record.procs.get(proc_id)
+        waiters = record.waiters if proc_id == MAIN else proc.waiters if proc else []
+        for entry in list(waiters):
+            if entry[0] is answer:
+                waiters.remove(entry)
+                answer(record.end_reply() if proc_id == MAIN else _proc_reply(proc), [])  # type: ignore[arg-type]
+
+    def _to_agent(self, record: SandboxRecord, msg: Message, payloads: list[Payload] | None = None) -> None:
+        frames = encode(msg, payloads or [])
+        if record.agent_up and record.container is not None:
+            if record.container.state is not State.DEAD:
+                self.host.send_container(record.container.id, frames)
+        else:
+            record.held.append(frames)
+
+    def _answerer(self, req: Request[Any]) -> Answer:
+        def answer(reply: Message, payloads: list[Payload]) -> None:
+            self.host.send_peer(req.peer, framing.encode(with_id(reply, req.id), payloads))
+        return answer
+
+    def _record(self, sandbox_id: str) -> SandboxRecord:
+        record = self.sandboxes.get(sandbox_id)
+        if record is None:
+            raise refusal(ErrorName.NOT_FOUND, f"no sandbox {sandbox_id!r} on this runtime (it finished more than "
+                          f"{KEEP_S:g} s ago, or the runtime restarted)")
+        return record
+
+    def _live(self, sandbox_id: str) -> SandboxRecord:
+        record = self._record(sandbox_id)
+        if record.finished:
+            raise refusal(ErrorName.INVALID, f"sandbox {sandbox_id} has finished ({record.status}: {record.reason}); "
+                          "create a new one")
+        return record
+
+    def _proc(self, record: SandboxRecord, proc_id: str) -> SandboxProc:
+        proc = record.procs.get(proc_id)
+        if proc is None:
+            raise refusal(ErrorName.NOT_FOUND, f"sandbox {record.id} has no process {proc_id!r}")
+        return proc
+
+    # -- service hooks -----------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        for record in list(self.sandboxes.values()):
+            if record.finished:
+                if record.finished_at is not None and now - record.finished_at > KEEP_S:
+                    del self.sandboxes[record.id]
+            elif self.apps.registry.get(record.app_id) is None:
+                self.terminate(record, "terminated", "its app stopped")
+            elif record.container is None:
+                self._start(record)
+
+    def close(self) -> None:
+        for record in list(self.sandboxes.values()):
+            self.terminate(record, "terminated", "the runtime is shutting down")
+
+    def stats(self) -> list[dict[str, Any]]:
+        """For ``status``: the sandboxes that have not finished."""
+        return [r.info().fields() for r in self.sandboxes.values() if not r.finished]
+
+
+def _proc_reply(proc: SandboxProc) -> SandboxWaitReply:
+    return SandboxWaitReply(code=proc.code, status="running" if proc.code is None else "exited", reason=proc.reason)
+
+
+def _check_cmd(cmd: list[str], allow_empty: bool) -> None:
+    if not cmd and not allow_empty:
+        raise refusal(ErrorName.INVALID, "exec needs a command: sb.exec('ls', '-l')")
+    for arg in cmd:
+        if "\0" in arg:
+            raise refusal(ErrorName.INVALID, f"command argument {arg!r:.60} holds a NUL byte")
+    if cmd and not cmd[0]:
+        raise refusal(ErrorName.INVALID, "the command's program is an empty string: name a program, e.g. 'echo'")
