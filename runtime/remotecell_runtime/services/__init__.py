@@ -97,5 +97,5 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     # Closing order: schedules, stores, jobs, deployed apps, sandboxes, then the pools.
     ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes,
                               VolumeFiles(host, volumes), blobs, ImageBuilds(host, functions.images), status,
-                              sandboxes, Calls(functions), functions]
+                              sandboxes, sandboxes.streams, Calls(functions), functions]
     return Services(functions, apps, scheduler, blobs, ordered)

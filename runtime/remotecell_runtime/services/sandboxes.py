@@ -177,7 +177,8 @@ class SandboxRecord:
 
 
 class Sandboxes(Service):
-    """The sandboxes of this runtime: the ``sandbox_*`` requests and the agents' messages."""
+    """The sandboxes of this runtime: their lives (create, exec, terminate, start, end) and the agents' news of
+    them; their bytes and waits are ``SandboxStreams``'."""
 
     def __init__(self, host: Host, functions: Functions, apps: Apps) -> None:
         self.host = host
@@ -185,16 +186,15 @@ class Sandboxes(Service):
         self.apps = apps
         self.sandboxes: dict[str, SandboxRecord] = {}
         self.by_container: dict[str, SandboxRecord] = {}
+        self.streams = SandboxStreams(host, self)
         functions.agent_exited = self.on_container_exit
 
     def handlers(self) -> dict[type[Message], Handler]:
-        return {SandboxCreateMsg: self.on_create, SandboxExecMsg: self.on_exec, SandboxReadMsg: self.on_read,
-                SandboxWriteMsg: self.on_write, SandboxWaitMsg: self.on_wait, SandboxTerminateMsg: self.on_terminate,
-                SandboxGetMsg: self.on_get, SandboxListMsg: self.on_list}
+        return {SandboxCreateMsg: self.on_create, SandboxExecMsg: self.on_exec,
+                SandboxTerminateMsg: self.on_terminate, SandboxGetMsg: self.on_get, SandboxListMsg: self.on_list}
 
     def container_handlers(self) -> dict[type[Message], ContainerHandler]:
-        return {AgentHelloMsg: self.on_hello, AgentOutMsg: self.on_out, AgentExitMsg: self.on_exit,
-                AgentWroteMsg: self.on_wrote}
+        return {AgentHelloMsg: self.on_hello, AgentExitMsg: self.on_exit}
 
     # -- client requests ---------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ class Sandboxes(Service):
         self.sandboxes[record.id] = record
         record.procs[MAIN] = SandboxProc(MAIN, list(msg.cmd))  # without a command: empty streams, ended with it
         if msg.cmd:
-            self._to_agent(record, AgentExecMsg(proc=MAIN, cmd=list(msg.cmd), workdir=msg.workdir))
+            self.to_agent(record, AgentExecMsg(proc=MAIN, cmd=list(msg.cmd), workdir=msg.workdir))
         record.timer = asyncio.get_running_loop().call_later(options.timeout_s, self._timed_out, record)
         self._start(record)
         log.info("sandbox %s of app %s: %s", record.id, record.app_id, " ".join(msg.cmd) or "(idle)")
@@ -229,64 +229,15 @@ class Sandboxes(Service):
         record.procs[proc.id] = proc
         if msg.timeout_s is not None:
             proc.timer = asyncio.get_running_loop().call_later(msg.timeout_s, self._exec_timed_out, record, proc)
-        self._to_agent(record, AgentExecMsg(proc=proc.id, cmd=list(msg.cmd), workdir=msg.workdir or record.workdir))
+        self.to_agent(record, AgentExecMsg(proc=proc.id, cmd=list(msg.cmd), workdir=msg.workdir or record.workdir))
         return SandboxExecReply(proc=proc.id)
 
-    def on_read(self, req: Request[SandboxReadMsg]) -> None:
-        msg = req.msg
-        record = self._record(msg.sandbox)
-        if msg.stream not in STREAMS:
-            raise refusal(ErrorName.INVALID, f"stream {msg.stream!r} is not one of {', '.join(STREAMS)}")
-        buffer = self._proc(record, msg.proc).streams[msg.stream]
-        n = max(1, min(msg.n, READ_MAX_BYTES))
-        answer = self._answerer(req)
-        if buffer.size or buffer.eof or msg.wait_s <= 0:
-            self._give(record, msg.proc, msg.stream, n, answer)
-            return
-        timer = asyncio.get_running_loop().call_later(min(msg.wait_s, WAIT_MAX_S), self._read_waited, record,
-                                                      msg.proc, msg.stream, answer)
-        buffer.readers.append((n, answer, timer))
-
-    def on_write(self, req: Request[SandboxWriteMsg]) -> None:
-        msg = req.msg
-        record = self._record(msg.sandbox)
-        proc = self._proc(record, msg.proc)
-        if any(p.shm for p in req.payloads) or len(req.payloads) > 1:
-            raise refusal(ErrorName.INVALID, "sandbox_write takes one raw payload (no shared memory)")
-        answer = self._answerer(req)
-        if record.finished or proc.code is not None or proc.stdin_closed:
-            answer(EmptyReply(), [])  # nobody reads it any more, as a pipe whose reader is gone
-            return
-        data = b"".join(bytes(framing.buffer_of(f)) for p in req.payloads for f in p.frames)
-        proc.seq += 1
-        proc.stdin_closed = msg.eof
-        proc.writes.append((proc.seq, answer))
-        self._to_agent(record, AgentInMsg(proc=proc.id, seq=proc.seq, eof=msg.eof), [Payload([data])])
-
-    def on_wait(self, req: Request[SandboxWaitMsg]) -> SandboxWaitReply | None:
-        msg = req.msg
-        record = self._record(msg.sandbox)
-        if msg.proc == MAIN:  # the sandbox's own end
-            if record.finished or msg.wait_s <= 0:
-                return record.end_reply()
-            waiters = record.waiters
-        else:
-            proc = self._proc(record, msg.proc)
-            if proc.code is not None or msg.wait_s <= 0:
-                return _proc_reply(proc)
-            waiters = proc.waiters
-        answer = self._answerer(req)
-        timer = asyncio.get_running_loop().call_later(min(msg.wait_s, WAIT_MAX_S), self._wait_waited, record,
-                                                      msg.proc, answer)
-        waiters.append((answer, timer))
-        return None
-
     def on_terminate(self, req: Request[SandboxTerminateMsg]) -> EmptyReply:
-        self.terminate(self._record(req.msg.sandbox), "terminated", "terminated by its owner")
+        self.terminate(self.record(req.msg.sandbox), "terminated", "terminated by its owner")
         return EmptyReply()
 
     def on_get(self, req: Request[SandboxGetMsg]) -> SandboxGetReply:
-        return SandboxGetReply(info=self._record(req.msg.sandbox).info())
+        return SandboxGetReply(info=self.record(req.msg.sandbox).info())
 
     def on_list(self, req: Request[SandboxListMsg]) -> SandboxListReply:
         app_id = req.msg.app_id
@@ -307,20 +258,6 @@ class Sandboxes(Service):
             self.host.send_container(container.id, frames)
         record.held.clear()
 
-    def on_out(self, container: ContainerRecord, report: Report[AgentOutMsg]) -> None:
-        record = self.by_container.get(container.id)
-        proc = record.procs.get(report.msg.proc) if record else None
-        if record is None or proc is None or report.msg.stream not in STREAMS:
-            return
-        data = b"".join(bytes(framing.buffer_of(f)) for p in report.payloads() for f in p.frames)
-        buffer = proc.streams[report.msg.stream]
-        buffer.add(data, report.msg.eof)
-        while buffer.readers and (buffer.size or buffer.eof):
-            n, answer, timer = buffer.readers.popleft()
-            if timer is not None:
-                timer.cancel()
-            self._give(record, proc.id, report.msg.stream, n, answer)
-
     def on_exit(self, container: ContainerRecord, report: Report[AgentExitMsg]) -> None:
         record = self.by_container.get(container.id)
         proc = record.procs.get(report.msg.proc) if record else None
@@ -335,12 +272,6 @@ class Sandboxes(Service):
         self._ended(record, proc, TIMEOUT_CODE if proc.timed_out else code)
         if proc.id == MAIN:
             self._finish(record, "exited", proc.reason or f"its command exited with code {proc.code}")
-
-    def on_wrote(self, container: ContainerRecord, report: Report[AgentWroteMsg]) -> None:
-        record = self.by_container.get(container.id)
-        proc = record.procs.get(report.msg.proc) if record else None
-        while proc is not None and proc.writes and proc.writes[0][0] <= report.msg.seq:
-            proc.writes.popleft()[1](EmptyReply(), [])
 
     def on_container_exit(self, container: ContainerRecord) -> None:
         """Its container is gone: whatever did not end ends now, with why."""
@@ -358,7 +289,7 @@ class Sandboxes(Service):
             for buffer in proc.streams.values():
                 buffer.add(b"", True)
             self._ended(record, proc, TERMINATED_CODE)
-            self._wake_readers(record, proc)
+            self.streams.wake_readers(record, proc)
         self._finish(record, "failed", f"its container ended: {cause}")
 
     # -- starting and ending -----------------------------------------------------------------
@@ -401,9 +332,9 @@ class Sandboxes(Service):
                 for buffer in proc.streams.values():
                     buffer.add(b"", True)
                 self._ended(record, proc, TERMINATED_CODE)
-                self._wake_readers(record, proc)
+                self.streams.wake_readers(record, proc)
             return
-        self._to_agent(record, AgentStopMsg())
+        self.to_agent(record, AgentStopMsg())
         self.functions.containers.stop(container, reason, STOP_GRACE_S, asked=True)
 
     def _finish(self, record: SandboxRecord, status: str, reason: str) -> None:
@@ -420,7 +351,7 @@ class Sandboxes(Service):
             answer(record.end_reply(), [])
         record.waiters.clear()
         if status != "exited" and record.container is not None:  # the agent ends the others when main exits
-            self._to_agent(record, AgentStopMsg())
+            self.to_agent(record, AgentStopMsg())
 
     def _ended(self, record: SandboxRecord, proc: SandboxProc, code: int) -> None:
         if proc.code is not None:
@@ -443,41 +374,11 @@ class Sandboxes(Service):
         if proc.code is None:
             proc.timed_out = True
             proc.reason = "it ran past its exec timeout"
-            self._to_agent(record, AgentKillMsg(proc=proc.id, signal=9))
+            self.to_agent(record, AgentKillMsg(proc=proc.id, signal=9))
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _give(self, record: SandboxRecord, proc_id: str, stream: str, n: int, answer: Answer) -> None:
-        buffer = record.procs[proc_id].streams[stream]
-        data = buffer.take(n)
-        if data and not record.finished and record.container is not None:
-            self._to_agent(record, AgentCreditMsg(proc=proc_id, stream=stream, n=len(data)))
-        answer(SandboxReadReply(eof=buffer.eof and not buffer.size), [Payload([data])])
-
-    def _wake_readers(self, record: SandboxRecord, proc: SandboxProc) -> None:
-        for stream, buffer in proc.streams.items():
-            while buffer.readers:
-                n, answer, timer = buffer.readers.popleft()
-                if timer is not None:
-                    timer.cancel()
-                self._give(record, proc.id, stream, n, answer)
-
-    def _read_waited(self, record: SandboxRecord, proc_id: str, stream: str, answer: Answer) -> None:
-        buffer = record.procs[proc_id].streams[stream]
-        for entry in list(buffer.readers):
-            if entry[1] is answer:
-                buffer.readers.remove(entry)
-                self._give(record, proc_id, stream, entry[0], answer)
-
-    def _wait_waited(self, record: SandboxRecord, proc_id: str, answer: Answer) -> None:
-        proc = record.procs.get(proc_id)
-        waiters = record.waiters if proc_id == MAIN else proc.waiters if proc else []
-        for entry in list(waiters):
-            if entry[0] is answer:
-                waiters.remove(entry)
-                answer(record.end_reply() if proc_id == MAIN else _proc_reply(proc), [])  # type: ignore[arg-type]
-
-    def _to_agent(self, record: SandboxRecord, msg: Message, payloads: list[Payload] | None = None) -> None:
+    def to_agent(self, record: SandboxRecord, msg: Message, payloads: list[Payload] | None = None) -> None:
         frames = encode(msg, payloads or [])
         if record.agent_up and record.container is not None:
             if record.container.state is not State.DEAD:
@@ -485,12 +386,7 @@ class Sandboxes(Service):
         else:
             record.held.append(frames)
 
-    def _answerer(self, req: Request[Any]) -> Answer:
-        def answer(reply: Message, payloads: list[Payload]) -> None:
-            self.host.send_peer(req.peer, framing.encode(with_id(reply, req.id), payloads))
-        return answer
-
-    def _record(self, sandbox_id: str) -> SandboxRecord:
+    def record(self, sandbox_id: str) -> SandboxRecord:
         record = self.sandboxes.get(sandbox_id)
         if record is None:
             raise refusal(ErrorName.NOT_FOUND, f"no sandbox {sandbox_id!r} on this runtime (it finished more than "
@@ -498,13 +394,13 @@ class Sandboxes(Service):
         return record
 
     def _live(self, sandbox_id: str) -> SandboxRecord:
-        record = self._record(sandbox_id)
+        record = self.record(sandbox_id)
         if record.finished:
             raise refusal(ErrorName.INVALID, f"sandbox {sandbox_id} has finished ({record.status}: {record.reason}); "
                           "create a new one")
         return record
 
-    def _proc(self, record: SandboxRecord, proc_id: str) -> SandboxProc:
+    def proc(self, record: SandboxRecord, proc_id: str) -> SandboxProc:
         proc = record.procs.get(proc_id)
         if proc is None:
             raise refusal(ErrorName.NOT_FOUND, f"sandbox {record.id} has no process {proc_id!r}")
@@ -529,6 +425,125 @@ class Sandboxes(Service):
     def stats(self) -> list[dict[str, Any]]:
         """For ``status``: the sandboxes that have not finished."""
         return [r.info().fields() for r in self.sandboxes.values() if not r.finished]
+
+
+class SandboxStreams(Service):
+    """The bytes of sandboxes' processes: reads (long-polled), stdin, waits for an exit, and the agents' output."""
+
+    def __init__(self, host: Host, core: Sandboxes) -> None:
+        self.host = host
+        self.core = core
+
+    def handlers(self) -> dict[type[Message], Handler]:
+        return {SandboxReadMsg: self.on_read, SandboxWriteMsg: self.on_write, SandboxWaitMsg: self.on_wait}
+
+    def container_handlers(self) -> dict[type[Message], ContainerHandler]:
+        return {AgentOutMsg: self.on_out, AgentWroteMsg: self.on_wrote}
+
+    def on_read(self, req: Request[SandboxReadMsg]) -> None:
+        msg = req.msg
+        record = self.core.record(msg.sandbox)
+        if msg.stream not in STREAMS:
+            raise refusal(ErrorName.INVALID, f"stream {msg.stream!r} is not one of {', '.join(STREAMS)}")
+        buffer = self.core.proc(record, msg.proc).streams[msg.stream]
+        n = max(1, min(msg.n, READ_MAX_BYTES))
+        answer = _answerer(self.host, req)
+        if buffer.size or buffer.eof or msg.wait_s <= 0:
+            self._give(record, msg.proc, msg.stream, n, answer)
+            return
+        timer = asyncio.get_running_loop().call_later(min(msg.wait_s, WAIT_MAX_S), self._read_waited, record,
+                                                      msg.proc, msg.stream, answer)
+        buffer.readers.append((n, answer, timer))
+
+    def on_write(self, req: Request[SandboxWriteMsg]) -> None:
+        msg = req.msg
+        record = self.core.record(msg.sandbox)
+        proc = self.core.proc(record, msg.proc)
+        if any(p.shm for p in req.payloads) or len(req.payloads) > 1:
+            raise refusal(ErrorName.INVALID, "sandbox_write takes one raw payload (no shared memory)")
+        answer = _answerer(self.host, req)
+        if record.finished or proc.code is not None or proc.stdin_closed:
+            answer(EmptyReply(), [])  # nobody reads it any more, as a pipe whose reader is gone
+            return
+        data = b"".join(bytes(framing.buffer_of(f)) for p in req.payloads for f in p.frames)
+        proc.seq += 1
+        proc.stdin_closed = msg.eof
+        proc.writes.append((proc.seq, answer))
+        self.core.to_agent(record, AgentInMsg(proc=proc.id, seq=proc.seq, eof=msg.eof), [Payload([data])])
+
+    def on_wait(self, req: Request[SandboxWaitMsg]) -> SandboxWaitReply | None:
+        msg = req.msg
+        record = self.core.record(msg.sandbox)
+        if msg.proc == MAIN:  # the sandbox's own end
+            if record.finished or msg.wait_s <= 0:
+                return record.end_reply()
+            waiters = record.waiters
+        else:
+            proc = self.core.proc(record, msg.proc)
+            if proc.code is not None or msg.wait_s <= 0:
+                return _proc_reply(proc)
+            waiters = proc.waiters
+        answer = _answerer(self.host, req)
+        timer = asyncio.get_running_loop().call_later(min(msg.wait_s, WAIT_MAX_S), self._wait_waited, record,
+                                                      msg.proc, answer)
+        waiters.append((answer, timer))
+        return None
+
+    def on_out(self, container: ContainerRecord, report: Report[AgentOutMsg]) -> None:
+        record = self.core.by_container.get(container.id)
+        proc = record.procs.get(report.msg.proc) if record else None
+        if record is None or proc is None or report.msg.stream not in STREAMS:
+            return
+        data = b"".join(bytes(framing.buffer_of(f)) for p in report.payloads() for f in p.frames)
+        buffer = proc.streams[report.msg.stream]
+        buffer.add(data, report.msg.eof)
+        while buffer.readers and (buffer.size or buffer.eof):
+            n, answer, timer = buffer.readers.popleft()
+            if timer is not None:
+                timer.cancel()
+            self._give(record, proc.id, report.msg.stream, n, answer)
+
+    def on_wrote(self, container: ContainerRecord, report: Report[AgentWroteMsg]) -> None:
+        record = self.core.by_container.get(container.id)
+        proc = record.procs.get(report.msg.proc) if record else None
+        while proc is not None and proc.writes and proc.writes[0][0] <= report.msg.seq:
+            proc.writes.popleft()[1](EmptyReply(), [])
+
+    def _give(self, record: SandboxRecord, proc_id: str, stream: str, n: int, answer: Answer) -> None:
+        buffer = record.procs[proc_id].streams[stream]
+        data = buffer.take(n)
+        if data and not record.finished and record.container is not None:
+            self.core.to_agent(record, AgentCreditMsg(proc=proc_id, stream=stream, n=len(data)))
+        answer(SandboxReadReply(eof=buffer.eof and not buffer.size), [Payload([data])])
+
+    def wake_readers(self, record: SandboxRecord, proc: SandboxProc) -> None:
+        for stream, buffer in proc.streams.items():
+            while buffer.readers:
+                n, answer, timer = buffer.readers.popleft()
+                if timer is not None:
+                    timer.cancel()
+                self._give(record, proc.id, stream, n, answer)
+
+    def _read_waited(self, record: SandboxRecord, proc_id: str, stream: str, answer: Answer) -> None:
+        buffer = record.procs[proc_id].streams[stream]
+        for entry in list(buffer.readers):
+            if entry[1] is answer:
+                buffer.readers.remove(entry)
+                self._give(record, proc_id, stream, entry[0], answer)
+
+    def _wait_waited(self, record: SandboxRecord, proc_id: str, answer: Answer) -> None:
+        proc = record.procs.get(proc_id)
+        waiters = record.waiters if proc_id == MAIN else proc.waiters if proc else []
+        for entry in list(waiters):
+            if entry[0] is answer:
+                waiters.remove(entry)
+                answer(record.end_reply() if proc_id == MAIN else _proc_reply(proc), [])  # type: ignore[arg-type]
+
+
+def _answerer(host: Host, req: Request[Any]) -> Answer:
+    def answer(reply: Message, payloads: list[Payload]) -> None:
+        host.send_peer(req.peer, framing.encode(with_id(reply, req.id), payloads))
+    return answer
 
 
 def _proc_reply(proc: SandboxProc) -> SandboxWaitReply:
