@@ -324,6 +324,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("usage: python -m remotecell_runtime.sandbox_agent --connect ADDR --id ID [--cancel-fd FD] "
                  "(started by the runtime)")
     _die_with_parent()
+    mounts = os.environ.get("REMOTECELL_VOLUMES")
+    if mounts:  # no bubblewrap here: its volumes are links, as a function's container makes them
+        from .container.loading import _link_volumes
+
+        _link_volumes(mounts)
     Agent(address, cid, lifeline).serve()
 
 

@@ -200,7 +200,13 @@ def test_a_memory_limit_kills_it_and_says_so(sb_app):
     assert sb.stdout.read() == ""
 
 
-def test_large_output_arrives_whole_and_unread_output_outlives_its_process(sb_app):
+def _peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def test_large_output_arrives_whole_and_unread_output_outlives_its_process(sb_app, sandboxed):
+    hwm_before = _peak_rss_mib(sandboxed.proc.pid)
     code = ("import hashlib, sys\n"
             "h = hashlib.sha256()\n"
             "for i in range(50):\n"
@@ -217,6 +223,9 @@ def test_large_output_arrives_whole_and_unread_output_outlives_its_process(sb_ap
     assert p.wait() == 0
     text = sb.stdout.read()  # the main process waited for its reader in its writes: nothing was dropped
     assert len(text) == 50 << 20
+    grew = _peak_rss_mib(sandboxed.proc.pid) - hwm_before
+    print(f"the daemon's peak RSS grew {grew:.1f} MiB relaying 100 MB")
+    assert grew < 40  # it held at most a window of each stream, never a whole output
     small = rc.Sandbox.create(PY, "-c", "import sys; sys.stdout.write('y' * 3_000_000)", app=sb_app)
     small.wait()  # it exited with its output unread
     assert small.stdout.read() == "y" * 3_000_000
@@ -307,6 +316,27 @@ def test_a_sandbox_gets_its_gpus_alone(tmp_path, monkeypatch, new_home):
             one.terminate()
             third.wait()  # it got the GPU the first gave back
             assert third.returncode == 0
+    finally:
+        client_mod.reset_connection()
+        rt.stop()
+
+
+def test_without_bubblewrap_it_runs_and_refuses_block_network(tmp_path, monkeypatch, new_home):
+    state = new_home("sandbox-plain")
+    rt = Runtime(state, env={"REMOTECELL_SANDBOX": "0"})
+    monkeypatch.setenv("REMOTECELL_HOME", str(state))
+    client_mod.reset_connection()
+    try:
+        assert rc.status()["sandbox"].startswith("off:")
+        app = rc.App("sandbox-plain")
+        with app.run(), rc.Volume.ephemeral() as vol:
+            mount = str(tmp_path / "mnt")  # a link the agent makes, as a function's container does
+            sb = rc.Sandbox.create("sh", "-c", f"echo plain > {mount}/f; cat {mount}/f", app=app,
+                                   volumes={mount: vol})
+            assert sb.stdout.read() == "plain\n"
+            assert b"".join(vol.read_file("f")) == b"plain\n"
+            with pytest.raises(exceptions.InvalidError, match="block_network=True needs the container sandbox"):
+                rc.Sandbox.create("true", app=app, block_network=True)
     finally:
         client_mod.reset_connection()
         rt.stop()
