@@ -8,7 +8,7 @@ import time
 
 import pytest
 import remotecell as rc
-from conftest import Runtime, run_script, wait_for
+from conftest import Runtime, cli, run_script, wait_for
 from remotecell import _client as client_mod
 from remotecell import exceptions
 
@@ -143,14 +143,15 @@ print("code:", sb.returncode)
     assert rc.Sandbox.from_id(sb.object_id).poll() == 0
 
 
-def test_list_and_status_show_the_running_ones(sb_app):
+def test_list_and_status_show_the_running_ones(sb_app, sandboxed):
     sb = rc.Sandbox.create("sleep", "infinity", app=sb_app)
     assert sb.object_id in {s.object_id for s in rc.Sandbox.list(app_id=sb_app.app_id)}
     listed = {s["id"]: s for s in rc.status()["sandboxes"]}
     assert listed[sb.object_id]["cmd"] == ["sleep", "infinity"]
     wait_for(lambda: {s["id"]: s for s in rc.status()["sandboxes"]}[sb.object_id]["status"] == "running",
              what="the sandbox to run")
-    assert f"sandbox {sb.object_id}" in repr(rc.status())
+    shown = cli("status", env={"REMOTECELL_HOME": str(sandboxed.state_dir)})
+    assert f"sandbox {sb.object_id}: running; sleep infinity" in shown.stdout, shown.stdout + shown.stderr
     sb.terminate()
     sb.wait(raise_on_termination=False)
     assert sb.object_id not in {s.object_id for s in rc.Sandbox.list()}
