@@ -150,6 +150,7 @@ def test_list_and_status_show_the_running_ones(sb_app, sandboxed):
     assert listed[sb.object_id]["cmd"] == ["sleep", "infinity"]
     wait_for(lambda: {s["id"]: s for s in rc.status()["sandboxes"]}[sb.object_id]["status"] == "running",
              what="the sandbox to run")
+    assert f"sandbox <code>{sb.object_id}</code>: running" in rc.status()._repr_html_()  # a notebook's view
     shown = cli("status", env={"REMOTECELL_HOME": str(sandboxed.state_dir)})
     assert f"sandbox {sb.object_id}: running; sleep infinity" in shown.stdout, shown.stdout + shown.stderr
     sb.terminate()
