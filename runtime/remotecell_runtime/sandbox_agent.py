@@ -164,17 +164,17 @@ class Agent:
 
     def start(self, msg: AgentExecMsg) -> None:
         try:
+            if msg.workdir:  # made if nothing is there, as an image's working directory is
+                os.makedirs(msg.workdir, exist_ok=True)
+        except OSError as exc:
+            self.refuse(msg, f"its working directory {msg.workdir} cannot be made ({exc.strerror})", 126)
+            return
+        try:
             popen = subprocess.Popen(msg.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=msg.workdir or None, env={**self.env, **msg.env},
                                      start_new_session=True, bufsize=0)
         except OSError as exc:  # as a shell says it: the reason on stderr, 127 (126: found, not runnable)
-            said = f"remotecell: cannot run {msg.cmd[0]!r}: {exc.strerror or exc}\n".encode()
-            self.send(AgentOutMsg(proc=msg.proc, stream="stdout", eof=True), b"")
-            self.send(AgentOutMsg(proc=msg.proc, stream="stderr", eof=True), said)
-            code = 126 if isinstance(exc, PermissionError) else 127
-            self.send(AgentExitMsg(proc=msg.proc, code=code))
-            if msg.proc == MAIN:
-                self.end()
+            self.refuse(msg, exc.strerror or str(exc), 126 if isinstance(exc, PermissionError) else 127)
             return
         _first_to_go(popen.pid)
         assert popen.stdout is not None and popen.stderr is not None and popen.stdin is not None
@@ -184,6 +184,15 @@ class Agent:
             os.set_blocking(out.fd, False)  # type: ignore[arg-type]
         os.set_blocking(popen.stdin.fileno(), False)
         self.procs[msg.proc] = AgentProc(msg.proc, popen, outlets, popen.stdin.fileno())
+
+    def refuse(self, msg: AgentExecMsg, why: str, code: int) -> None:
+        """A process that could not start: the reason on its stderr, ``code`` as its exit."""
+        said = f"remotecell: cannot run {msg.cmd[0]!r}: {why}\n".encode()
+        self.send(AgentOutMsg(proc=msg.proc, stream="stdout", eof=True), b"")
+        self.send(AgentOutMsg(proc=msg.proc, stream="stderr", eof=True), said)
+        self.send(AgentExitMsg(proc=msg.proc, code=code))
+        if msg.proc == MAIN:
+            self.end()
 
     def feed(self, msg: AgentInMsg, data: bytes) -> None:
         proc = self.procs.get(msg.proc)

@@ -23,6 +23,8 @@ def sb_app(sandboxed):
 
 
 def test_echo_is_read_from_stdout_and_the_exit_code_is_its_commands(sb_app):
+    in_dir = rc.Sandbox.create("pwd", app=sb_app, workdir="/tmp/work")
+    assert in_dir.stdout.read() == "/tmp/work\n"
     sb = rc.Sandbox.create("echo", "hello", "world", app=sb_app)
     assert sb.object_id.startswith("sb-")
     assert sb.stdout.read() == "hello world\n"
@@ -75,6 +77,10 @@ def test_exec_runs_in_a_running_sandbox(sb_app):
     assert p.wait() == 0 and p.returncode == 0
     here = sb.exec("pwd", workdir="/tmp")
     assert here.stdout.read() == "/tmp\n"
+    made = sb.exec("pwd", workdir="/tmp/new/dir")  # made if nothing is there
+    assert made.stdout.read() == "/tmp/new/dir\n"
+    cannot = sb.exec("pwd", workdir="/proc/nope")
+    assert cannot.wait() == 126 and "working directory /proc/nope cannot be made" in cannot.stderr.read()
     shared = sb.exec("sh", "-c", "echo made > /tmp/f")
     assert shared.wait() == 0
     assert sb.exec("cat", "/tmp/f").stdout.read() == "made\n"  # one sandbox: its execs share its /tmp
