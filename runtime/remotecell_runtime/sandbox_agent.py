@@ -8,8 +8,9 @@ sends what they write as ``sb_out`` (raw bytes, never decoded), their exits as `
 ``sb_in`` bytes into their stdin (``sb_wrote`` once they are in the pipe), and kills on ``sb_kill``.
 
 Invariants: no stream sends more than its credit (``WINDOW_BYTES`` at first, more with each
-``sb_credit``): past it the agent stops reading the pipe, so a process whose reader is slow blocks in
-its write, as it would on a pipe, and nothing is lost.  When the main process (``main``) exits, or on
+``sb_credit``, which the daemon gives back as it stores what came, until too much waits unread there):
+past it the agent stops reading the pipe, so the process blocks in its write, as on a full pipe, and
+nothing is lost.  When the main process (``main``) exits, or on
 ``sb_stop``, every other process group is killed, whatever the pipes still hold is sent (credit no longer
 counts; at most ``DRAIN_S``), every exit is reported, and the agent exits: the sandbox is over.  The user's
 processes get the agent's environment without the runtime's own variables (``REMOTECELL_*``), and the

@@ -8,24 +8,27 @@ per process and stream, the bytes the agent sent until a client reads them (``St
 reads and waits (long-polls of at most ``WAIT_MAX_S``), forwards stdin and signals, and ends the sandbox
 when its command exits, at its ``timeout_s``, on ``sandbox_terminate``, or when its app stops.
 
-Invariants: bytes are routed, never decoded or unpickled; a stream's buffer holds at most what the agent
-may send ahead (``WINDOW_BYTES``: the agent sends more only as readers take it, ``sb_credit``), plus what
-the pipes held when the sandbox ended; a process that ended keeps its unread output readable until the
-sandbox record is dropped (``KEEP_S`` after it finished); every process of a finished sandbox has an exit
-code and ended streams; a sandbox's GPUs and CPU share are reserved from its start until its container's
-exit.
+Invariants: bytes are routed, never decoded or unpickled; a stream keeps at most ``MEMORY_BYTES`` unread in
+memory and the rest in its spill file (unlinked at once: gone with the daemon), and past ``SPILL_BYTES``
+unread the agent gets no more credit, so the writer waits in its write and nothing is dropped; a process
+that ended keeps its unread output readable until the sandbox record is dropped (``KEEP_S`` after it
+finished); every process of a finished sandbox has an exit code and ended streams; a sandbox's GPUs and
+CPU share are reserved from its start until its container's exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from ..backends.base import ContainerSpec
 from ..containers import ContainerRecord, State
@@ -73,6 +76,9 @@ from .functions import Functions
 
 log = logging.getLogger("remotecell.runtime")
 
+MEMORY_BYTES = 8 << 20  # of one stream's unread bytes, in the daemon's memory; the rest in its spill file
+SPILL_BYTES = 1 << 30  # of one stream unread, before its writer is made to wait
+CREDIT_STEP_BYTES = 1 << 20  # credit goes back to the agent in steps of this much
 KEEP_S = 600.0  # a finished sandbox stays readable (output, exit code, from_id) this long
 STOP_GRACE_S = 5.0  # after sb_stop, the agent is killed if it has not exited
 TIMEOUT_CODE, TERMINATED_CODE = 124, 137  # Modal's return codes of a sandbox that timed out / was terminated
@@ -83,18 +89,39 @@ Answer = Callable[[Message, list[Payload]], None]
 
 @dataclass
 class StreamBuffer:
-    """What one stream of one process sent and no reader took yet, and the readers waiting for some."""
+    """What one stream of one process sent and no reader took yet, and the readers waiting for some.
 
+    The oldest ``MEMORY_BYTES`` are in memory, what came after them in a spill file (unlinked at once, in
+    ``STATE/sandboxes``; emptied whenever a reader catches up); ``owed``: bytes received but not yet given
+    back to the agent as credit (held while ``SPILL_BYTES`` wait unread, so the writer then waits)."""
+
+    spill_dir: Path
     chunks: deque[bytes] = field(default_factory=deque)
-    size: int = 0
+    size: int = 0  # in memory
     eof: bool = False
     readers: deque[tuple[int, Answer, asyncio.TimerHandle | None]] = field(default_factory=deque)
+    spill: IO[bytes] | None = None
+    spill_start: int = 0  # the unread part of the spill file: [spill_start, spill_end)
+    spill_end: int = 0
+    owed: int = 0
+
+    @property
+    def unread(self) -> int:
+        return self.size + self.spill_end - self.spill_start
 
     def add(self, data: bytes, eof: bool) -> None:
-        if data:
+        self.eof = self.eof or eof
+        if not data:
+            return
+        self.owed += len(data)
+        if self.spill_end == self.spill_start and self.size + len(data) <= MEMORY_BYTES:
             self.chunks.append(data)
             self.size += len(data)
-        self.eof = self.eof or eof
+            return
+        if self.spill is None:
+            self.spill = tempfile.TemporaryFile(dir=self.spill_dir, prefix="stream-")
+        os.pwrite(self.spill.fileno(), data, self.spill_end)
+        self.spill_end += len(data)
 
     def take(self, n: int) -> bytes:
         """Up to ``n`` bytes, oldest first."""
@@ -108,7 +135,28 @@ class StreamBuffer:
             out.append(chunk)
             got += len(chunk)
         self.size -= got
+        if got < n and self.spill is not None and self.spill_end > self.spill_start:
+            data = os.pread(self.spill.fileno(), min(n - got, self.spill_end - self.spill_start), self.spill_start)
+            self.spill_start += len(data)
+            out.append(data)
+            if self.spill_start == self.spill_end:  # caught up: the file starts again, empty
+                self.spill_start = self.spill_end = 0
+                os.ftruncate(self.spill.fileno(), 0)
         return b"".join(out)
+
+    def credit_due(self) -> int:
+        """What to give back to the agent now: what it sent, once a step of it is there, unless too much waits."""
+        if self.owed < CREDIT_STEP_BYTES and not (self.owed and self.unread == 0):
+            return 0
+        if self.unread >= SPILL_BYTES:
+            return 0
+        owed, self.owed = self.owed, 0
+        return owed
+
+    def close(self) -> None:
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
 
 
 @dataclass
@@ -117,15 +165,19 @@ class SandboxProc:
 
     id: str
     cmd: list[str]
+    spill_dir: Path
     code: int | None = None
     reason: str | None = None
-    streams: dict[str, StreamBuffer] = field(default_factory=lambda: {s: StreamBuffer() for s in STREAMS})
+    streams: dict[str, StreamBuffer] = field(default_factory=dict)
     waiters: list[tuple[Answer, asyncio.TimerHandle | None]] = field(default_factory=list)
     writes: deque[tuple[int, Answer]] = field(default_factory=deque)  # stdin chunks not yet in the pipe
     seq: int = 0
     stdin_closed: bool = False
     timer: asyncio.TimerHandle | None = None  # its exec timeout
     timed_out: bool = False
+
+    def __post_init__(self) -> None:
+        self.streams = {name: StreamBuffer(self.spill_dir) for name in STREAMS}
 
 
 @dataclass
@@ -186,6 +238,8 @@ class Sandboxes(Service):
         self.apps = apps
         self.sandboxes: dict[str, SandboxRecord] = {}
         self.by_container: dict[str, SandboxRecord] = {}
+        self.spill_dir = host.state_dir / "sandboxes"  # streams' spill files (unlinked once open)
+        self.spill_dir.mkdir(mode=0o700, exist_ok=True)
         self.streams = SandboxStreams(host, self)
         functions.agent_exited = self.on_container_exit
 
@@ -210,7 +264,8 @@ class Sandboxes(Service):
             env = {**thread_env(options.cpu), **env}
         record = SandboxRecord(f"sb-{secrets.token_hex(8)}", msg.app_id, list(msg.cmd), msg.workdir, options, env)
         self.sandboxes[record.id] = record
-        record.procs[MAIN] = SandboxProc(MAIN, list(msg.cmd))  # without a command: empty streams, ended with it
+        # Without a command, main is there all the same: empty streams, ended with the sandbox.
+        record.procs[MAIN] = SandboxProc(MAIN, list(msg.cmd), self.spill_dir)
         if msg.cmd:
             self.to_agent(record, AgentExecMsg(proc=MAIN, cmd=list(msg.cmd), workdir=msg.workdir))
         record.timer = asyncio.get_running_loop().call_later(options.timeout_s, self._timed_out, record)
@@ -225,7 +280,7 @@ class Sandboxes(Service):
         if msg.timeout_s is not None and not 0 < msg.timeout_s <= 86400:
             raise refusal(ErrorName.INVALID, f"exec timeout={msg.timeout_s!r} is out of range: allowed 1 to 86400 s")
         record.next_proc += 1
-        proc = SandboxProc(f"p{record.next_proc}", list(msg.cmd))
+        proc = SandboxProc(f"p{record.next_proc}", list(msg.cmd), self.spill_dir)
         record.procs[proc.id] = proc
         if msg.timeout_s is not None:
             proc.timer = asyncio.get_running_loop().call_later(msg.timeout_s, self._exec_timed_out, record, proc)
@@ -413,6 +468,9 @@ class Sandboxes(Service):
             if record.finished:
                 if record.finished_at is not None and now - record.finished_at > KEEP_S:
                     del self.sandboxes[record.id]
+                    for proc in record.procs.values():
+                        for buffer in proc.streams.values():
+                            buffer.close()
             elif self.apps.registry.get(record.app_id) is None:
                 self.terminate(record, "terminated", "its app stopped")
             elif record.container is None:
@@ -448,7 +506,7 @@ class SandboxStreams(Service):
         buffer = self.core.proc(record, msg.proc).streams[msg.stream]
         n = max(1, min(msg.n, READ_MAX_BYTES))
         answer = _answerer(self.host, req)
-        if buffer.size or buffer.eof or msg.wait_s <= 0:
+        if buffer.unread or buffer.eof or msg.wait_s <= 0:
             self._give(record, msg.proc, msg.stream, n, answer)
             return
         timer = asyncio.get_running_loop().call_later(min(msg.wait_s, WAIT_MAX_S), self._read_waited, record,
@@ -497,7 +555,8 @@ class SandboxStreams(Service):
         data = b"".join(bytes(framing.buffer_of(f)) for p in report.payloads() for f in p.frames)
         buffer = proc.streams[report.msg.stream]
         buffer.add(data, report.msg.eof)
-        while buffer.readers and (buffer.size or buffer.eof):
+        self._credit(record, proc.id, report.msg.stream)
+        while buffer.readers and (buffer.unread or buffer.eof):
             n, answer, timer = buffer.readers.popleft()
             if timer is not None:
                 timer.cancel()
@@ -512,9 +571,14 @@ class SandboxStreams(Service):
     def _give(self, record: SandboxRecord, proc_id: str, stream: str, n: int, answer: Answer) -> None:
         buffer = record.procs[proc_id].streams[stream]
         data = buffer.take(n)
-        if data and not record.finished and record.container is not None:
-            self.core.to_agent(record, AgentCreditMsg(proc=proc_id, stream=stream, n=len(data)))
-        answer(SandboxReadReply(eof=buffer.eof and not buffer.size), [Payload([data])])
+        self._credit(record, proc_id, stream)
+        answer(SandboxReadReply(eof=buffer.eof and not buffer.unread), [Payload([data])])
+
+    def _credit(self, record: SandboxRecord, proc_id: str, stream: str) -> None:
+        """Let the agent send as much again as it sent, unless ``SPILL_BYTES`` of that stream wait unread."""
+        n = record.procs[proc_id].streams[stream].credit_due()
+        if n and not record.finished and record.container is not None:
+            self.core.to_agent(record, AgentCreditMsg(proc=proc_id, stream=stream, n=n))
 
     def wake_readers(self, record: SandboxRecord, proc: SandboxProc) -> None:
         for stream, buffer in proc.streams.items():

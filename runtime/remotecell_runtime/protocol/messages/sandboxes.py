@@ -26,7 +26,7 @@ MAIN = "main"  # the process of the sandbox's own command
 STREAMS = ("stdout", "stderr")
 READ_MAX_BYTES = 8 << 20  # at most this much in one sandbox_read reply
 WAIT_MAX_S = 50.0  # a sandbox_read or sandbox_wait waits at most this long, then answers anyway
-WINDOW_BYTES = 8 << 20  # bytes of one stream the agent sends ahead of the reader: the daemon's buffer bound
+WINDOW_BYTES = 8 << 20  # bytes of one stream the agent may send before the daemon gives credit back
 
 
 # -- client <-> daemon -------------------------------------------------------------------------
