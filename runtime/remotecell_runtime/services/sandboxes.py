@@ -340,12 +340,8 @@ class Sandboxes(Service):
         if not record.agent_up:
             tail = "\n".join(container.exit.tail[-10:]) if container.exit else ""
             self._finish(record, "failed", f"its container could not start: {cause}" + (f"\n{tail}" if tail else ""))
-        for proc in record.procs.values():
-            for buffer in proc.streams.values():
-                buffer.add(b"", True)
-            self._ended(record, proc, TERMINATED_CODE)
-            self.streams.wake_readers(record, proc)
         self._finish(record, "failed", f"its container ended: {cause}")
+        self._end_all(record)
 
     # -- starting and ending -----------------------------------------------------------------
 
@@ -356,6 +352,7 @@ class Sandboxes(Service):
         if isinstance(image, Build):
             if image.error is not None:
                 self._finish(record, "failed", f"its image could not be built: {image.error}")
+                self._end_all(record)
             else:
                 record.reason = image.progress()
             return
@@ -383,14 +380,20 @@ class Sandboxes(Service):
         self._finish(record, status, reason)
         container = record.container
         if container is None or container.state is State.DEAD:  # never started: nothing runs
-            for proc in record.procs.values():
-                for buffer in proc.streams.values():
-                    buffer.add(b"", True)
-                self._ended(record, proc, TERMINATED_CODE)
-                self.streams.wake_readers(record, proc)
+            self._end_all(record)
             return
-        self.to_agent(record, AgentStopMsg())
-        self.functions.containers.stop(container, reason, STOP_GRACE_S, asked=True)
+        self.functions.containers.stop(container, reason, STOP_GRACE_S, asked=True)  # sb_stop first: _finish
+
+    def _end_all(self, record: SandboxRecord) -> None:
+        """Nothing runs there any more: every process ends (137), its streams too; a failure's reason is the
+        last line of the command's stderr."""
+        if record.status == "failed" and record.reason:
+            record.procs[MAIN].streams["stderr"].add(f"remotecell: sandbox {record.reason}\n".encode(), False)
+        for proc in record.procs.values():
+            for buffer in proc.streams.values():
+                buffer.add(b"", True)
+            self._ended(record, proc, TERMINATED_CODE)
+            self.streams.wake_readers(record, proc)
 
     def _finish(self, record: SandboxRecord, status: str, reason: str) -> None:
         if record.finished:
