@@ -180,13 +180,14 @@ def test_a_volume_is_mounted_at_its_path(sb_app, tmp_path):
 def test_the_sandbox_sees_neither_the_runtimes_state_nor_its_variables(sb_app, sandboxed):
     (sandboxed.state_dir / "secret-marker").write_text("keys live here")
     state = str(sandboxed.state_dir)
-    sb = rc.Sandbox.create("sh", "-c", f"ls {state} 2>&1; env", app=sb_app,
+    sb = rc.Sandbox.create("sh", "-c", f"ls {state} 2>&1; ls /run/remotecell; env", app=sb_app,
                            secrets=[rc.Secret.from_dict({"MY_TOKEN": "t0k"})])
     out = sb.stdout.read()
     assert "No such file or directory" in out  # not even the socket folder: the agent's socket sits elsewhere
     assert "secret-marker" not in out
     assert "REMOTECELL_HOME" not in out and state not in out.replace(f"ls: cannot access '{state}'", "")
     assert "MY_TOKEN=t0k" in out  # its secrets are there
+    assert "\nagent.sock\n" in out  # of the runtime's sockets, only its agent's own (no other container's)
 
 
 def test_block_network_cuts_the_network(sb_app):

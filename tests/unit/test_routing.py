@@ -22,8 +22,7 @@ CLIENT_TYPES = {
     "image_build", "sandbox_create", "sandbox_exec", "sandbox_read", "sandbox_write", "sandbox_wait",
     "sandbox_terminate", "sandbox_get", "sandbox_list",
 }
-CONTAINER_TYPES = {"hello", "ready", "load_failed", "output", "item", "result", "results", "released", "lease_used",
-                   "sb_hello", "sb_out", "sb_exit", "sb_wrote"}
+CONTAINER_TYPES = {"hello", "ready", "load_failed", "output", "item", "result", "results", "released", "lease_used"}
 
 
 class Host:

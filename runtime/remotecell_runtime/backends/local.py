@@ -36,7 +36,7 @@ log = logging.getLogger("remotecell.runtime")
 LOG_TAIL_LINES = 40
 INTERRUPT_GRACE_S = 1.0  # SIGINT, then SIGTERM this much later
 RELEASE_TRIES, RELEASE_RETRY_S = 20, 0.25  # removing a container's cgroups while its last processes exit
-AGENT_SOCKET = "/run/remotecell/daemon.sock"  # where a sandbox agent finds the daemon's container socket
+AGENT_SOCKET = "/run/remotecell/agent.sock"  # where a sandbox agent finds its own socket to the daemon
 VOLUMES_ENV = "REMOTECELL_VOLUMES"  # {mount path: host folder}: links the container makes, or the sandbox's mounts
 
 
@@ -104,12 +104,12 @@ class LocalBackend:
         and the sandbox's info pipe."""
         python = spec.image.python if spec.image else sys.executable
         connect, socket = spec.connect, None
-        if spec.agent and self.sandbox is not None:  # it reaches the daemon's socket alone, at a path of its own
-            socket = (spec.connect.removeprefix("ipc://"), AGENT_SOCKET)
-            connect = f"ipc://{AGENT_SOCKET}"
-        command = [python, "-m", "remotecell_runtime.sandbox_agent" if spec.agent else "remotecell_runtime.container",
-                   "--connect", connect, "--id", spec.cid, "--cancel-fd", str(cancel_r)]
-        if not spec.agent:
+        if spec.agent is not None:  # its own socket, and in a sandbox that socket alone, at a path of its own
+            socket = (spec.agent, AGENT_SOCKET) if self.sandbox is not None else None
+            connect = f"ipc://{AGENT_SOCKET if socket else spec.agent}"
+        module = "remotecell_runtime.container" if spec.agent is None else "remotecell_runtime.sandbox_agent"
+        command = [python, "-m", module, "--connect", connect, "--id", spec.cid, "--cancel-fd", str(cancel_r)]
+        if spec.agent is None:
             command += ["--direct", self._direct_path(spec.cid)]
         if self.sandbox is None:
             return Limits.wrap(procs, command), None

@@ -123,7 +123,7 @@ class Sandbox:
         if nothing is there); ``info_fd``: where bwrap writes its init's pid (see ``container_pid``);
         ``gpu_minors``: the container's GPUs by device minor number (none by default; None: GPUs whose
         numbers are unknown, every one); ``socket``: (host socket, path inside) bound alone instead of the runtime's
-        socket folder (a ``Sandbox`` agent's way back to the daemon: nothing of the state folder shows)."""
+        socket folder (an ``rc.Sandbox`` agent's own socket: nothing else of the state folder shows)."""
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--cap-drop", "ALL"]
         if info_fd is not None:

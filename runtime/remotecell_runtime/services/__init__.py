@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from ..protocol.message import Message
@@ -92,7 +93,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     store = DeployStore(host.state_dir / "deployed.db")
     scheduler = Scheduler(store.db, jobs, functions.deployed_pool)
     apps = Apps(host, registry, store, functions, jobs, scheduler, volumes)
-    sandboxes = Sandboxes(host, functions, apps)
+    sandboxes = Sandboxes(host, functions, apps, Path(sock_dir))
     status = Status(host, functions, apps, queues, sandboxes)
     # Closing order: schedules, stores, jobs, deployed apps, sandboxes, then the pools.
     ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes,

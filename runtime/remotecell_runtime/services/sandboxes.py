@@ -6,7 +6,9 @@ its process is the sandbox agent (``remotecell_runtime.sandbox_agent``), which s
 command as process ``main`` and each ``exec`` as another, and relays their bytes.  Here the daemon keeps,
 per process and stream, the bytes the agent sent until a client reads them (``StreamBuffer``), answers
 reads and waits (long-polls of at most ``WAIT_MAX_S``), forwards stdin and signals, and ends the sandbox
-when its command exits, at its ``timeout_s``, on ``sandbox_terminate``, or when its app stops.
+when its command exits, at its ``timeout_s``, on ``sandbox_terminate``, or when its app stops.  An agent
+talks to the daemon on a socket of its own sandbox (``AgentLinks``), never on the containers' one: what its
+untrusted processes can reach of the runtime is that socket alone.
 
 Invariants: bytes are routed, never decoded or unpickled; a stream keeps at most ``MEMORY_BYTES`` unread in
 memory and the rest in its spill file (unlinked at once: gone with the daemon), and past ``SPILL_BYTES``
@@ -29,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import zmq
 
 from ..backends.base import ContainerSpec
 from ..containers import ContainerRecord, State
@@ -71,7 +75,7 @@ from ..protocol.messages.sandboxes import (
 from ..protocol.messages.session import EmptyReply
 from ..protocol.options import FunctionOptions
 from .apps import Apps
-from .base import ContainerHandler, Handler, Host, Report, Request, Service, refusal, with_id
+from .base import Handler, Host, Report, Request, Service, refusal, with_id
 from .functions import Functions
 
 log = logging.getLogger("remotecell.runtime")
@@ -228,11 +232,74 @@ class SandboxRecord:
         return SandboxWaitReply(code=self.code, status=self.status, reason=self.reason)
 
 
+class AgentLinks:
+    """Each sandbox agent's own ZeroMQ socket (``SOCK/<sandbox id>.sock``, a ROUTER of this service's own
+    context), bound into that sandbox alone: its processes can reach nothing of the runtime but it, and what
+    comes on it is only ever about that sandbox (its agent's messages, by the agent's container id)."""
+
+    def __init__(self, sock_dir: Path, on_message: Callable[[SandboxRecord, list[Frame]], None]) -> None:
+        self.sock_dir = sock_dir
+        self.on_message = on_message
+        self.ctx: zmq.Context[Any] | None = None
+        self.socks: dict[str, zmq.Socket[Any]] = {}  # sandbox id -> its socket
+        for stale in sock_dir.glob("sb-*.sock"):  # an earlier run's, killed with it
+            stale.unlink(missing_ok=True)
+
+    def path(self, record: SandboxRecord) -> str:
+        return str(self.sock_dir / f"{record.id}.sock")
+
+    def open(self, record: SandboxRecord) -> str:
+        """Bind the sandbox's socket; its host path (the agent's ``--connect``, bound into its sandbox)."""
+        if self.ctx is None:
+            self.ctx = zmq.Context()
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.router_mandatory = True
+        sock.sndhwm = sock.rcvhwm = 0
+        path = self.path(record)
+        sock.bind(f"ipc://{path}")
+        os.chmod(path, 0o600)
+        self.socks[record.id] = sock
+        asyncio.get_running_loop().add_reader(sock.FD, self._drain, record, sock)
+        return path
+
+    def _drain(self, record: SandboxRecord, sock: zmq.Socket[Any]) -> None:
+        for _ in range(1000):  # yield to other work now and then under a flood
+            if sock.closed or not int(sock.get(zmq.EVENTS)) & zmq.POLLIN:
+                return
+            try:
+                self.on_message(record, framing.recv(sock, zmq.NOBLOCK))
+            except Exception:
+                log.exception("bad message from the agent of sandbox %s", record.id)
+        asyncio.get_running_loop().call_soon(self._drain, record, sock)
+
+    def send(self, record: SandboxRecord, cid: str, frames: list[Frame]) -> None:
+        sock = self.socks.get(record.id)
+        if sock is None:
+            return
+        try:
+            framing.send(sock, [cid.encode(), *frames], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the agent is gone
+            log.debug("could not send to the agent of %s: %s", record.id, exc)
+        if int(sock.get(zmq.EVENTS)) & zmq.POLLIN:  # a send can consume the FD's edge: read what is queued
+            asyncio.get_running_loop().call_soon(self._drain, record, sock)
+
+    def close(self, record: SandboxRecord) -> None:
+        sock = self.socks.pop(record.id, None)
+        if sock is None:
+            return
+        asyncio.get_running_loop().remove_reader(sock.FD)
+        sock.close(linger=0)
+        try:
+            os.unlink(self.path(record))
+        except FileNotFoundError:
+            pass
+
+
 class Sandboxes(Service):
     """The sandboxes of this runtime: their lives (create, exec, terminate, start, end) and the agents' news of
     them; their bytes and waits are ``SandboxStreams``'."""
 
-    def __init__(self, host: Host, functions: Functions, apps: Apps) -> None:
+    def __init__(self, host: Host, functions: Functions, apps: Apps, sock_dir: Path) -> None:
         self.host = host
         self.functions = functions
         self.apps = apps
@@ -241,14 +308,28 @@ class Sandboxes(Service):
         self.spill_dir = host.state_dir / "sandboxes"  # streams' spill files (unlinked once open)
         self.spill_dir.mkdir(mode=0o700, exist_ok=True)
         self.streams = SandboxStreams(host, self)
+        self.links = AgentLinks(sock_dir, self.on_agent_message)
+        self.agent_handlers: dict[str, tuple[type[Message], Callable[[ContainerRecord, Report[Any]], None]]] = {
+            cls.TYPE: (cls, handler) for cls, handler in (
+                (AgentHelloMsg, self.on_hello), (AgentExitMsg, self.on_exit),
+                (AgentOutMsg, self.streams.on_out), (AgentWroteMsg, self.streams.on_wrote))}
         functions.agent_exited = self.on_container_exit
 
     def handlers(self) -> dict[type[Message], Handler]:
         return {SandboxCreateMsg: self.on_create, SandboxExecMsg: self.on_exec,
                 SandboxTerminateMsg: self.on_terminate, SandboxGetMsg: self.on_get, SandboxListMsg: self.on_list}
 
-    def container_handlers(self) -> dict[type[Message], ContainerHandler]:
-        return {AgentHelloMsg: self.on_hello, AgentExitMsg: self.on_exit}
+    def on_agent_message(self, record: SandboxRecord, frames: list[Frame]) -> None:
+        """A message on the sandbox's own socket: from its agent (by its container id), else dropped."""
+        container = record.container
+        header = framing.decode_header(frames[1:])
+        route = self.agent_handlers.get(header.get("t"))  # type: ignore[arg-type]
+        if container is None or route is None or frames[0].bytes != container.id.encode():
+            log.warning("dropped %r on the socket of sandbox %s (not its agent's, or unknown)", header.get("t"),
+                        record.id)
+            return
+        cls, handler = route
+        handler(container, Report(cls.from_wire(header), header, frames[1:]))
 
     # -- client requests ---------------------------------------------------------------------
 
@@ -310,7 +391,7 @@ class Sandboxes(Service):
         if not record.finished:
             record.status, record.reason = "running", None
         for frames in record.held:
-            self.host.send_container(container.id, frames)
+            self.links.send(record, container.id, frames)
         record.held.clear()
 
     def on_exit(self, container: ContainerRecord, report: Report[AgentExitMsg]) -> None:
@@ -333,6 +414,7 @@ class Sandboxes(Service):
         record = self.by_container.pop(container.id, None)
         if record is None:
             return
+        self.links.close(record)
         self.functions.gpus.release(record.gpus)
         self.functions.cpus.release(record.cpu)
         record.gpus, record.cpu = [], 0.0
@@ -370,7 +452,7 @@ class Sandboxes(Service):
             gpus = got
         record.gpus, record.cpu = gpus, cpu
         record.reason = "waiting for its container to start"
-        spec = ContainerSpec(record.id, opts, record.env, image, tuple(gpus), cpu, agent=True)
+        spec = ContainerSpec(record.id, opts, record.env, image, tuple(gpus), cpu, agent=self.links.open(record))
         record.container = self.functions.containers.start(spec)
         self.by_container[record.container.id] = record
 
@@ -440,7 +522,7 @@ class Sandboxes(Service):
         frames = encode(msg, payloads or [])
         if record.agent_up and record.container is not None:
             if record.container.state is not State.DEAD:
-                self.host.send_container(record.container.id, frames)
+                self.links.send(record, record.container.id, frames)
         else:
             record.held.append(frames)
 
@@ -480,6 +562,8 @@ class Sandboxes(Service):
                 self._start(record)
 
     def close(self) -> None:
+        """End every sandbox; their sockets stay open while the daemon waits for the containers to leave (their
+        agents' last messages still arrive), and go with the daemon's process."""
         for record in list(self.sandboxes.values()):
             self.terminate(record, "terminated", "the runtime is shutting down")
 
@@ -497,9 +581,6 @@ class SandboxStreams(Service):
 
     def handlers(self) -> dict[type[Message], Handler]:
         return {SandboxReadMsg: self.on_read, SandboxWriteMsg: self.on_write, SandboxWaitMsg: self.on_wait}
-
-    def container_handlers(self) -> dict[type[Message], ContainerHandler]:
-        return {AgentOutMsg: self.on_out, AgentWroteMsg: self.on_wrote}
 
     def on_read(self, req: Request[SandboxReadMsg]) -> None:
         msg = req.msg

@@ -7,7 +7,8 @@ answered once the agent wrote them into the process's pipe), ``sandbox_wait`` (a
 waiting up to ``wait_s``), ``sandbox_terminate``, ``sandbox_get`` (``Sandbox.from_id``) and
 ``sandbox_list``.
 
-Daemon <-> agent (the sandbox's main process, ``remotecell_runtime.sandbox_agent``): the agent says
+Daemon <-> agent (the sandbox's main process, ``remotecell_runtime.sandbox_agent``, on a socket of that
+sandbox's own): the agent says
 ``sb_hello``, is told ``sb_exec`` for each process (the sandbox's command is process ``main``), and
 relays ``sb_out`` (a process's bytes, a stream's end) and ``sb_exit``; it takes ``sb_in`` (stdin bytes,
 acknowledged with ``sb_wrote``), ``sb_credit`` (bytes of a stream the reader took: what it may send
