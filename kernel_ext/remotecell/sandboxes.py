@@ -301,15 +301,20 @@ class Sandbox:
     terminate = TwinMethod(_terminate)
 
     async def _exec(self, *args: str, workdir: str | None = None, timeout: int | None = None,
+                    secrets: Sequence[Any] = (), env: dict[str, str] | None = None,
                     text: bool = True) -> ContainerProcess:
-        """Run ``args`` in the sandbox (in ``workdir``; killed after ``timeout`` s); its ``ContainerProcess``."""
+        """Run ``args`` in the sandbox (in ``workdir``, with ``secrets`` and ``env`` beyond the sandbox's own; killed
+        after ``timeout`` s); its ``ContainerProcess`` (str streams, or bytes with ``text=False``)."""
         cmd = _checked_cmd(args, "exec")
         if not cmd:
             raise InvalidError("sb.exec() needs a command, e.g. sb.exec('ls', '-l')")
-        if timeout is not None:
-            check_function_options({"timeout": timeout})
-        reply, _ = await _ask(SandboxExecMsg(sandbox=self.object_id, cmd=cmd, workdir=_checked_workdir(workdir),
-                                             timeout_s=None if timeout is None else float(timeout)))
+        given: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        given.update({k: v for k, v in (("secrets", secrets), ("env", env)) if v})
+        checked = check_function_options(given)
+        options: dict[str, Any] = {k: checked[k] for k in ("env", "secrets") if k in checked}
+        msg = SandboxExecMsg(sandbox=self.object_id, cmd=cmd, workdir=_checked_workdir(workdir), options=options,
+                             timeout_s=None if timeout is None else float(timeout))
+        reply, _ = await _ask(msg)
         return ContainerProcess(self.object_id, SandboxExecReply.from_wire(reply).proc, text)
 
     exec = TwinMethod(_exec)

@@ -89,6 +89,9 @@ def test_exec_runs_in_a_running_sandbox(sb_app):
     echo.stdin.write_eof()
     echo.stdin.drain()
     assert echo.stdout.read() == "to an exec\n"
+    own = sb.exec("sh", "-c", 'echo "$TOKEN $MODE"', secrets=[rc.Secret.from_dict({"TOKEN": "t1"})],
+                  env={"MODE": "fast"})
+    assert own.stdout.read() == "t1 fast\n"
     raw = sb.exec("printf", "\\377", text=False)
     assert raw.stdout.read() == b"\xff"
     slow = sb.exec("sleep", "100", timeout=1)

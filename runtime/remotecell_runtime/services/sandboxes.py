@@ -360,12 +360,17 @@ class Sandboxes(Service):
         _check_cmd(msg.cmd, allow_empty=False)
         if msg.timeout_s is not None and not 0 < msg.timeout_s <= 86400:
             raise refusal(ErrorName.INVALID, f"exec timeout={msg.timeout_s!r} is out of range: allowed 1 to 86400 s")
+        unknown = set(msg.options) - {"env", "secrets"}
+        if unknown:
+            raise refusal(ErrorName.INVALID, f"exec takes env and secrets, not {sorted(unknown)}")
+        env = self.apps.check_host(msg.options)  # its variables and secrets (named ones read here)
         record.next_proc += 1
         proc = SandboxProc(f"p{record.next_proc}", list(msg.cmd), self.spill_dir)
         record.procs[proc.id] = proc
         if msg.timeout_s is not None:
             proc.timer = asyncio.get_running_loop().call_later(msg.timeout_s, self._exec_timed_out, record, proc)
-        self.to_agent(record, AgentExecMsg(proc=proc.id, cmd=list(msg.cmd), workdir=msg.workdir or record.workdir))
+        self.to_agent(record, AgentExecMsg(proc=proc.id, cmd=list(msg.cmd), workdir=msg.workdir or record.workdir,
+                                           env=env))
         return SandboxExecReply(proc=proc.id)
 
     def on_terminate(self, req: Request[SandboxTerminateMsg]) -> EmptyReply:

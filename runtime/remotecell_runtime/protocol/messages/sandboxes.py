@@ -52,12 +52,14 @@ class SandboxCreateReply(Message):
 
 @message("sandbox_exec")
 class SandboxExecMsg(Message):
-    """Run ``cmd`` in the sandbox; ``timeout_s``: killed after that long (None: lives as long as the sandbox)."""
+    """Run ``cmd`` in the sandbox; ``timeout_s``: killed after that long (None: lives as long as the sandbox);
+    ``options``: variables it gets beyond the sandbox's (``env``, ``secrets``)."""
 
     sandbox: str
     cmd: list[str]
     workdir: str | None = None
     timeout_s: float | None = None
+    options: dict[str, Any] = wire(factory=dict)  # its own ``env`` and ``secrets``, as a function's options say them
 
 
 @message("reply")
