@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 import time
 
 import pytest
@@ -355,3 +356,29 @@ def test_without_bubblewrap_it_runs_and_refuses_block_network(tmp_path, monkeypa
     finally:
         client_mod.reset_connection()
         rt.stop()
+
+
+def test_its_processes_cannot_speak_for_its_agent(sb_app):
+    """Its processes reach the agent's socket; what they send there, under any name, is not heard."""
+    sb = rc.Sandbox.create("sleep", "infinity", app=sb_app)
+    forge = """
+import os, zmq
+from remotecell_runtime.protocol import framing
+ctx = zmq.Context()
+for name in (b"intruder", os.environ["REMOTECELL_TASK_ID"].encode()):  # a name of its own, and its agent's
+    s = ctx.socket(zmq.DEALER)
+    s.identity = name
+    s.linger = 5000
+    s.connect("ipc:///run/remotecell/agent.sock")
+    s.send_multipart(framing.encode({"t": "sb_exit", "proc": "main", "code": 0}))
+    s.send_multipart([b"not a message"])
+    s.close()
+ctx.term()
+print("sent")
+"""
+    intruder = sb.exec(sys.executable, "-c", forge)  # the runtime's own Python (and pyzmq) is there, read-only
+    assert intruder.stdout.read() == "sent\n", intruder.stderr.read()
+    assert intruder.wait() == 0
+    assert sb.exec("echo", "still").stdout.read() == "still\n"
+    assert sb.poll() is None  # the forged exit of its command was not taken
+    sb.terminate()
