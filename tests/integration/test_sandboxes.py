@@ -319,6 +319,14 @@ def test_a_sandbox_gets_its_gpus_alone(tmp_path, monkeypatch, new_home):
         if rc.status()["sandbox"].startswith("off:"):
             pytest.skip("no sandbox on this host")
         app = rc.App("sandbox-gpus")
+        hog = app.function(gpu="H100:2", name="hog", scaledown_window=600)(lambda: "held")
+        with app.run():
+            assert hog.remote() == "held"  # its container stays, idle, holding both GPUs
+            begin = time.monotonic()
+            first = rc.Sandbox.create("echo", "got one", app=app, gpu="H100", timeout=30)
+            assert first.stdout.read() == "got one\n"  # the idle container was asked to give them back
+            assert time.monotonic() - begin < 60  # not its 600 s scaledown window
+            wait_for(lambda: not hog.stats()["containers"], what="the idle container to be gone")
         with app.run():
             look = 'echo "$CUDA_VISIBLE_DEVICES"; ls /dev | grep nvidia'
             one = rc.Sandbox.create("sh", "-c", f"{look}; sleep infinity", app=app, gpu="H100")

@@ -449,6 +449,7 @@ class Sandboxes(Service):
         cpu = opts.cpu or 0.0
         if cpu and not self.functions.cpus.acquire(cpu):
             record.reason = f"waiting for CPUs (cpu={cpu:g}; {self.functions.cpus.describe()})"
+            self.functions.reclaim_for(f"sandbox {record.id}", record.reason, lambda c: c.cpus > 0)
             return
         gpus: list[int] = []
         if opts.gpu:
@@ -456,6 +457,7 @@ class Sandboxes(Service):
             if got is None:
                 self.functions.cpus.release(cpu)
                 record.reason = f"waiting for a GPU ({opts.gpu})"
+                self.functions.reclaim_for(f"sandbox {record.id}", record.reason, lambda c: bool(c.gpus))
                 return
             gpus = got
         record.gpus, record.cpu = gpus, cpu
