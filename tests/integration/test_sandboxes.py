@@ -352,6 +352,7 @@ def test_without_bubblewrap_it_runs_and_refuses_block_network(tmp_path, monkeypa
     client_mod.reset_connection()
     try:
         assert rc.status()["sandbox"].startswith("off:")
+        assert rc.status()["sandboxes"] == []  # there, and empty, before any
         app = rc.App("sandbox-plain")
         with app.run(), rc.Volume.ephemeral() as vol:
             mount = str(tmp_path / "mnt")  # a link the agent makes, as a function's container does
