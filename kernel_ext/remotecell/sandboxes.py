@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from remotecell_runtime.protocol.framing import Payload
 from remotecell_runtime.protocol.message import Message
 from remotecell_runtime.protocol.messages.sandboxes import (
     MAIN,
+    NAME_PATTERN,
     READ_MAX_BYTES,
     WAIT_MAX_S,
     SandboxCreateMsg,
@@ -203,9 +205,10 @@ class ContainerProcess:
 async def _create(*args: str, app: Any = None, image: Any = None, timeout: int = 300, workdir: str | None = None,
                   volumes: dict[str, Any] | None = None, secrets: Sequence[Any] = (), cpu: Any = None,
                   memory: Any = None, gpu: Any = None, block_network: bool = False,
-                  env: dict[str, str] | None = None) -> Sandbox:
+                  env: dict[str, str] | None = None, name: str | None = None) -> Sandbox:
     """Start a sandbox running ``args`` (none: it idles until terminated or timed out) in ``app``'s image (or
-    ``image``), with its ``volumes``, ``secrets``, ``cpu``, ``memory``, ``gpu``; ended after ``timeout`` s."""
+    ``image``), with its ``volumes``, ``secrets``, ``cpu``, ``memory``, ``gpu``; ended after ``timeout`` s;
+    ``name``: unique among the app's running sandboxes (``Sandbox.from_name``)."""
     from .app import App
     from .images import check_image
 
@@ -214,10 +217,10 @@ async def _create(*args: str, app: Any = None, image: Any = None, timeout: int =
         raise InvalidError(f"Sandbox.create needs app=, an rc.App (got {app!r}): the sandbox lives as long as its "
                            "app, e.g. rc.Sandbox.create('echo', 'hi', app=rc.App('sandboxes'))")
     given: dict[str, Any] = {"timeout": timeout, "block_network": block_network}
-    for name, value in (("cpu", cpu), ("memory", memory), ("gpu", gpu), ("env", env), ("volumes", volumes),
-                        ("secrets", secrets)):
+    for option, value in (("cpu", cpu), ("memory", memory), ("gpu", gpu), ("env", env), ("volumes", volumes),
+                          ("secrets", secrets)):
         if value:
-            given[name] = value
+            given[option] = value
     options = {k: v for k, v in check_function_options(given).items() if k != "not_in_effect"}
     chosen = check_image(image) if image is not None else app.image
     conn, app_id = await asyncio.to_thread(app.ensure_running)
@@ -225,7 +228,9 @@ async def _create(*args: str, app: Any = None, image: Any = None, timeout: int =
         spec = await asyncio.to_thread(chosen.publish, conn, app_id)
         if spec is not None:
             options["image"] = spec
-    msg = SandboxCreateMsg(app_id=app_id, cmd=cmd, options=options, workdir=_checked_workdir(workdir))
+    if name is not None and (not isinstance(name, str) or not re.match(NAME_PATTERN, name)):
+        raise InvalidError(f"name={name!r}: a sandbox's name is 1 to 64 letters, digits, '.', '-' or '_'")
+    msg = SandboxCreateMsg(app_id=app_id, cmd=cmd, options=options, workdir=_checked_workdir(workdir), name=name)
     reply, _ = await _ask(msg)
     return Sandbox(SandboxCreateReply.from_wire(reply).sandbox)
 
@@ -237,6 +242,16 @@ async def _from_id(sandbox_id: str) -> Sandbox:
                            "(sb.object_id)")
     reply, _ = await _ask(SandboxGetMsg(sandbox=sandbox_id))
     return Sandbox(sandbox_id, SandboxGetReply.from_wire(reply).info)
+
+
+async def _from_name(app_name: str, name: str) -> Sandbox:
+    """The running sandbox ``name`` (``Sandbox.create(..., name=)``) of the app named ``app_name``; NotFoundError
+    if there is none."""
+    if not isinstance(app_name, str) or not isinstance(name, str):
+        raise InvalidError(f"Sandbox.from_name({app_name!r}, {name!r}) takes an app's name and a sandbox's name")
+    reply, _ = await _ask(SandboxGetMsg(app=app_name, name=name))
+    info = SandboxGetReply.from_wire(reply).info
+    return Sandbox(info.id, info)
 
 
 async def _list(app_id: str | None = None) -> AsyncIterator[Sandbox]:
@@ -334,6 +349,7 @@ class Sandbox:
     # names the builtin no more in this body below it)
     create = twin(_create)
     from_id = twin(_from_id)
+    from_name = twin(_from_name)
     list = twin_iterator(_list)
 
 

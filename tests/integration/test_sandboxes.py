@@ -391,3 +391,21 @@ print("sent")
     assert sb.exec("echo", "still").stdout.read() == "still\n"
     assert sb.poll() is None  # the forged exit of its command was not taken
     sb.terminate()
+
+
+def test_a_named_sandbox_is_found_by_its_apps_name_and_its_own(sb_app):
+    sb = rc.Sandbox.create("sleep", "infinity", app=sb_app, name="worker-1")
+    found = rc.Sandbox.from_name("sandboxes", "worker-1")
+    assert found.object_id == sb.object_id
+    assert found.exec("echo", "by name").stdout.read() == "by name\n"
+    with pytest.raises(exceptions.AlreadyExistsError, match="already runs a sandbox named 'worker-1'"):
+        rc.Sandbox.create("true", app=sb_app, name="worker-1")
+    with pytest.raises(exceptions.InvalidError, match="1 to 64 letters"):
+        rc.Sandbox.create("true", app=sb_app, name="no spaces")
+    sb.terminate()
+    sb.wait(raise_on_termination=False)
+    with pytest.raises(exceptions.NotFoundError, match="no running sandbox named 'worker-1'"):
+        rc.Sandbox.from_name("sandboxes", "worker-1")
+    again = rc.Sandbox.create("true", app=sb_app, name="worker-1")  # the name is free once it finished
+    again.wait()
+    assert again.returncode == 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -44,6 +45,7 @@ from ..protocol.framing import Frame, Payload, WireError
 from ..protocol.message import Message, encode
 from ..protocol.messages.sandboxes import (
     MAIN,
+    NAME_PATTERN,
     READ_MAX_BYTES,
     STREAMS,
     WAIT_MAX_S,
@@ -194,6 +196,7 @@ class SandboxRecord:
     workdir: str | None
     options: FunctionOptions
     env: dict[str, str]
+    name: str | None = None
     created_at: float = field(default_factory=time.time)
     status: str = "starting"
     reason: str | None = "waiting for its container to start"
@@ -224,7 +227,7 @@ class SandboxRecord:
         return main.code if main is not None and main.code is not None else (1 if self.status == "failed" else 0)
 
     def info(self) -> SandboxInfo:
-        return SandboxInfo(id=self.id, app_id=self.app_id, status=self.status, cmd=self.cmd,
+        return SandboxInfo(id=self.id, app_id=self.app_id, status=self.status, name=self.name, cmd=self.cmd,
                            created_at=self.created_at, code=self.code, reason=self.reason,
                            container=self.container.id if self.container else None)
 
@@ -342,11 +345,13 @@ class Sandboxes(Service):
             raise refusal(ErrorName.NOT_FOUND, f"no app with id {msg.app_id!r} (it was stopped, or the runtime "
                           "restarted): create the sandbox inside a running app")
         _check_cmd(msg.cmd, allow_empty=True)
+        self._check_name(msg.app_id, msg.name)
         env = self.apps.check_host(msg.options)
         options = FunctionOptions.from_wire(msg.options)
         if options.cpu:
             env = {**thread_env(options.cpu), **env}
-        record = SandboxRecord(f"sb-{secrets.token_hex(8)}", msg.app_id, list(msg.cmd), msg.workdir, options, env)
+        record = SandboxRecord(f"sb-{secrets.token_hex(8)}", msg.app_id, list(msg.cmd), msg.workdir, options, env,
+                               msg.name)
         self.sandboxes[record.id] = record
         # Without a command, main is there all the same: empty streams, ended with the sandbox.
         record.procs[MAIN] = SandboxProc(MAIN, list(msg.cmd), self.spill_dir)
@@ -381,7 +386,28 @@ class Sandboxes(Service):
         return EmptyReply()
 
     def on_get(self, req: Request[SandboxGetMsg]) -> SandboxGetReply:
-        return SandboxGetReply(info=self.record(req.msg.sandbox).info())
+        msg = req.msg
+        if msg.sandbox is not None:
+            return SandboxGetReply(info=self.record(msg.sandbox).info())
+        if msg.app is None or msg.name is None:
+            raise refusal(ErrorName.INVALID, "sandbox_get needs 'sandbox' (an id), or 'app' and 'name'")
+        named = [r for r in self.sandboxes.values() if r.name == msg.name and not r.finished
+                 and getattr(self.apps.registry.get(r.app_id), "name", None) == msg.app]
+        if not named:
+            raise refusal(ErrorName.NOT_FOUND, f"no running sandbox named {msg.name!r} in an app named {msg.app!r} "
+                          "(it finished, or was never made: Sandbox.create(..., name=...))")
+        return SandboxGetReply(info=max(named, key=lambda r: r.created_at).info())
+
+    def _check_name(self, app_id: str, name: str | None) -> None:
+        if name is None:
+            return
+        if not re.match(NAME_PATTERN, name):
+            raise refusal(ErrorName.INVALID, f"sandbox name {name!r}: use 1 to 64 letters, digits, '.', '-' or '_'")
+        taken = next((r for r in self.sandboxes.values() if r.app_id == app_id and r.name == name
+                      and not r.finished), None)
+        if taken is not None:
+            raise refusal(ErrorName.ALREADY_EXISTS, f"the app already runs a sandbox named {name!r} ({taken.id}): "
+                          "terminate it, or choose another name")
 
     def on_list(self, req: Request[SandboxListMsg]) -> SandboxListReply:
         app_id = req.msg.app_id

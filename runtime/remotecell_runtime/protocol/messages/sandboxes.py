@@ -24,6 +24,7 @@ from typing import Any
 from ..message import Message, message, wire
 
 MAIN = "main"  # the process of the sandbox's own command
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # a sandbox's name, as Modal allows them
 STREAMS = ("stdout", "stderr")
 READ_MAX_BYTES = 8 << 20  # at most this much in one sandbox_read reply
 WAIT_MAX_S = 50.0  # a sandbox_read or sandbox_wait waits at most this long, then answers anyway
@@ -43,6 +44,7 @@ class SandboxCreateMsg(Message):
     cmd: list[str] = wire(factory=list)
     options: dict[str, Any] = wire(factory=dict)
     workdir: str | None = None
+    name: str | None = None  # unique among the app's running sandboxes (``Sandbox.from_name``)
 
 
 @message("reply")
@@ -120,7 +122,11 @@ class SandboxTerminateMsg(Message):
 
 @message("sandbox_get")
 class SandboxGetMsg(Message):
-    sandbox: str
+    """One sandbox by its id, or the running one named ``name`` of an app named ``app``."""
+
+    sandbox: str | None = None
+    app: str | None = None
+    name: str | None = None
 
 
 @message()
@@ -130,6 +136,7 @@ class SandboxInfo(Message):
     id: str
     app_id: str
     status: str  # starting, running, exited, timeout, terminated, failed
+    name: str | None = None
     cmd: list[str] = wire(factory=list)
     created_at: float = 0.0  # epoch s
     code: int | None = None
