@@ -28,7 +28,7 @@ import secrets
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -345,7 +345,7 @@ class Sandboxes(Service):
             raise refusal(ErrorName.NOT_FOUND, f"no app with id {msg.app_id!r} (it was stopped, or the runtime "
                           "restarted): create the sandbox inside a running app")
         _check_cmd(msg.cmd, allow_empty=True)
-        self._check_name(msg.app_id, msg.name)
+        _check_name(self.sandboxes.values(), msg.app_id, msg.name)
         env = self.apps.check_host(msg.options)
         options = FunctionOptions.from_wire(msg.options)
         if options.cpu:
@@ -398,16 +398,6 @@ class Sandboxes(Service):
                           "(it finished, or was never made: Sandbox.create(..., name=...))")
         return SandboxGetReply(info=max(named, key=lambda r: r.created_at).info())
 
-    def _check_name(self, app_id: str, name: str | None) -> None:
-        if name is None:
-            return
-        if not re.match(NAME_PATTERN, name):
-            raise refusal(ErrorName.INVALID, f"sandbox name {name!r}: use 1 to 64 letters, digits, '.', '-' or '_'")
-        taken = next((r for r in self.sandboxes.values() if r.app_id == app_id and r.name == name
-                      and not r.finished), None)
-        if taken is not None:
-            raise refusal(ErrorName.ALREADY_EXISTS, f"the app already runs a sandbox named {name!r} ({taken.id}): "
-                          "terminate it, or choose another name")
 
     def on_list(self, req: Request[SandboxListMsg]) -> SandboxListReply:
         app_id = req.msg.app_id
@@ -742,3 +732,15 @@ def _check_cmd(cmd: list[str], allow_empty: bool) -> None:
             raise refusal(ErrorName.INVALID, f"command argument {arg!r:.60} holds a NUL byte")
     if cmd and not cmd[0]:
         raise refusal(ErrorName.INVALID, "the command's program is an empty string: name a program, e.g. 'echo'")
+
+
+def _check_name(records: Iterable[SandboxRecord], app_id: str, name: str | None) -> None:
+    """A new sandbox's name: well formed, and none of the app's running sandboxes has it."""
+    if name is None:
+        return
+    if not re.match(NAME_PATTERN, name):
+        raise refusal(ErrorName.INVALID, f"sandbox name {name!r}: use 1 to 64 letters, digits, '.', '-' or '_'")
+    taken = next((r for r in records if r.app_id == app_id and r.name == name and not r.finished), None)
+    if taken is not None:
+        raise refusal(ErrorName.ALREADY_EXISTS, f"the app already runs a sandbox named {name!r} ({taken.id}): "
+                      "terminate it, or choose another name")
