@@ -34,11 +34,11 @@ from typing import Any, Protocol, TypeVar, cast
 import zmq
 import zmq.asyncio
 from remotecell_runtime.protocol import framing, pickling, sharedmem
-from remotecell_runtime.protocol.framing import Payload
+from remotecell_runtime.protocol.framing import Frame, Payload
 from remotecell_runtime.protocol.message import Message
 from remotecell_runtime.protocol.messages.calls import CallMsg, CallsMsg, CancelMsg, OutputMsg, ResultEntry
 from remotecell_runtime.protocol.messages.session import ErrorInfo, ErrorReply, HelloMsg, HelloReply, PingMsg, PongMsg
-from remotecell_runtime.protocol.stream import StreamConn
+from remotecell_runtime.protocol.stream import StreamClosed, StreamConn, client_path
 from remotecell_runtime.protocol.versions import versions
 
 from . import _bridge, _local, exceptions
@@ -188,7 +188,8 @@ class Connection:
             return self.request(header, timeout_s=HELLO_TIMEOUT_S)
         channel = self.channel()
         assert isinstance(channel, SyncChannel), "the first channel of a connection is its thread's own"
-        sock = channel.sock
+        assert isinstance(channel.wire, ZmqWire), "a tcp:// runtime is reached through ZeroMQ"
+        sock = channel.wire.sock
         failures = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
         monitor = sock.get_monitor_socket(failures)
         try:
@@ -270,15 +271,30 @@ class Connection:
                 return self._bridged
             self._thread_channels += 1
         try:
-            sock = self.new_socket()
+            wire = self._new_wire()
         except BaseException:
             self._channel_closed()
             raise
-        sock.rcvtimeo = WAKE_MS
-        ch = SyncChannel(self, sock)
+        ch = SyncChannel(self, wire)
         self._local.slot = slot = _ThreadSlot(ch)
         weakref.finalize(slot, ch.close)  # the thread ended: its local storage, and so the slot, is gone
         return ch
+
+    def _new_wire(self) -> ZmqWire | StreamWire:
+        """A thread's own way to the runtime: a Unix stream connection to a local one (one thread woken per
+        hop instead of three, see the runtime's ``listeners``), else a DEALER."""
+        if self.info.is_local:
+            conn = self.stream_conn()
+            if conn is not None:
+                return StreamWire(self, conn)
+        sock = self.new_socket()
+        sock.rcvtimeo = WAKE_MS
+        return ZmqWire(sock)
+
+    def stream_conn(self) -> StreamConn | None:
+        """A new stream connection to the local runtime; None when nothing listens there (a runtime without the
+        stream socket, or none right now)."""
+        return self.direct_conn(client_path(self.info.address))
 
     def _channel_closed(self) -> None:
         with self._lock:
@@ -453,23 +469,95 @@ class LeaseHolder(Protocol):
     def close(self) -> None: ...
 
 
-class SyncChannel:
-    """A blocking request/response socket owned by one thread, and who keeps the leases that thread holds."""
+class ZmqWire:
+    """A thread's DEALER to the runtime (a remote one, or a local one without a stream socket)."""
 
-    def __init__(self, conn: Connection, sock: zmq.Socket) -> None:
-        self.conn = conn
+    def __init__(self, sock: zmq.Socket) -> None:
         self.sock = sock
+        # zmq_poll with no wait, not sock.get(EVENTS): that makes a pyzmq enum per call, ~1 us of a warm call
+        self._poll = [(sock, zmq.POLLIN)]
+
+    def send(self, frames: list[Frame]) -> None:
+        framing.send(self.sock, frames)
+
+    def recv(self) -> list[Any]:
+        """The next message; TimeoutError after ``WAKE_MS`` without one."""
+        try:
+            return framing.recv(self.sock)
+        except zmq.Again:
+            raise TimeoutError from None
+
+    def readable(self) -> bool:
+        return bool(zmq.zmq_poll(self._poll, 0))
+
+    def close(self, conn: Connection) -> None:
+        conn.close_socket(self.sock)
+
+
+class StreamWire:
+    """A thread's Unix stream connection to a local runtime.
+
+    The runtime closes its end only when it stops or crashes. A wait that finds it closed learns
+    what happened from the heartbeat, as over ZeroMQ (the request was lost with that runtime); a
+    send that finds it closed connects again and sends there (a runtime started since gets the
+    request; with none, it is lost as a DEALER's to a dead runtime is).
+    """
+
+    def __init__(self, owner: Connection, conn: StreamConn) -> None:
+        self.owner = owner
+        self.conn: StreamConn | None = conn
+
+    def send(self, frames: list[Frame]) -> None:
+        for _ in range(2):  # on this connection, else on a new one
+            if self.conn is None:
+                self.conn = self.owner.stream_conn()
+                if self.conn is None:
+                    return
+            try:
+                self.conn.send(frames)
+                return
+            except (StreamClosed, TimeoutError):
+                self._drop()
+
+    def recv(self) -> list[Any]:
+        """The next message; TimeoutError after ``WAKE_MS`` without one."""
+        if self.conn is not None:
+            try:
+                return self.conn.recv()
+            except StreamClosed:
+                self._drop()
+        time.sleep(WAKE_MS / 1000)  # nothing will come: the caller looks at the heartbeat at this pace
+        raise TimeoutError
+
+    def readable(self) -> bool:
+        return self.conn is not None and self.conn.readable()
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            self.owner.close_direct(self.conn)
+            self.conn = None
+
+    def close(self, conn: Connection) -> None:
+        self._drop()
+
+
+class SyncChannel:
+    """A blocking request/response wire owned by one thread, and who keeps the leases that thread holds."""
+
+    def __init__(self, conn: Connection, wire: ZmqWire | StreamWire) -> None:
+        self.conn = conn
+        self.wire = wire
         self.holder: LeaseHolder | None = None  # made by the first call that may bring a lease
 
     def close(self) -> None:
-        """Its thread ended: close its socket and its leases' (called by a finalizer, on any thread)."""
+        """Its thread ended: close its wire and its leases' (called by a finalizer, on any thread)."""
         if self.holder is not None:
             self.holder.close()
-        self.conn.close_socket(self.sock)
+        self.wire.close(self.conn)
         self.conn._channel_closed()
 
     def cancel(self, ids: list[str]) -> None:
-        self.sock.send_multipart(framing.encode(cancel_header(self.conn, ids)))
+        self.wire.send(framing.encode(cancel_header(self.conn, ids)))
 
     def roundtrip(self, header: dict[str, Any], payloads: list[Payload] | tuple[()] = (),
                   on_output: OutputSink | None = None, timeout_s: float | None = None,
@@ -484,7 +572,7 @@ class SyncChannel:
                ) -> Generator[tuple[dict[str, Any], list[Payload]]]:
         """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
         runtime_id = self.conn.runtime_id
-        framing.send(self.sock, framing.encode(header, payloads))
+        self.wire.send(framing.encode(header, payloads))
         return self.replies_to(header["id"], on_output, timeout_s, runtime_id)
 
     def replies_to(self, request_id: str, on_output: OutputSink | None, timeout_s: float | None, runtime_id: str,
@@ -492,8 +580,8 @@ class SyncChannel:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:
-                frames = framing.recv(self.sock)  # RCVTIMEO wakes us to look at the heartbeat
-            except zmq.Again:
+                frames = self.wire.recv()  # its timeout wakes us to look at the heartbeat
+            except TimeoutError:
                 self._check_waiting(deadline, timeout_s)
                 self.conn.check_restart(runtime_id)
                 continue

@@ -27,7 +27,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import zmq
 from remotecell_runtime.protocol import framing, pickling, sharedmem
 from remotecell_runtime.protocol.framing import Payload
 from remotecell_runtime.protocol.message import Decoder
@@ -240,13 +239,11 @@ class ThreadLeases:
         self.channel = channel
         self.conn = channel.conn
         self.held: dict[str, HeldLease] = {}  # fid -> lease
-        # zmq_poll with no wait, not sock.get(EVENTS): that makes a pyzmq enum per call, ~1 us of a warm call
-        self._runtime_sock = [(channel.sock, zmq.POLLIN)]
         self._news_due = 0.0  # monotonic time of the next look at the runtime's news between calls
 
     def _runtime_sent(self) -> bool:
         """Whether a message from the runtime waits on the channel (lease news, or a late reply)."""
-        return bool(zmq.zmq_poll(self._runtime_sock, 0))
+        return self.channel.wire.readable()
 
     def close(self) -> None:
         """The channel closes (its thread ended): so do its leases' sockets."""
@@ -289,7 +286,7 @@ class ThreadLeases:
             cid = lease.cid  # the runtime interrupts it there and takes the lease back
             self._drop(lease)
             sharedmem.discard(payloads)  # its shared memory is nobody else's to free
-        self.channel.sock.send_multipart(framing.encode(_client.cancel_header(self.conn, [input_id], cid)))
+        self.channel.wire.send(framing.encode(_client.cancel_header(self.conn, [input_id], cid)))
 
     def _call_direct(self, lease: HeldLease, target: Target, request_id: str, payloads: list[Payload],
                      on_output: _client.OutputSink | None) -> tuple[dict[str, Any], list[Payload]] | None:
@@ -358,7 +355,11 @@ class ThreadLeases:
         instead."""
         mine = None
         while self._runtime_sent():
-            for reply, reply_payloads in _client.replies(*framing.decode(framing.recv(self.channel.sock))):
+            try:
+                frames = self.channel.wire.recv()
+            except TimeoutError:  # the rest of a message did not come (or the runtime closed the wire)
+                break
+            for reply, reply_payloads in _client.replies(*framing.decode(frames)):
                 if reply["t"] not in _client.LEASE_NEWS:
                     sharedmem.discard(reply_payloads)  # a late reply to a call this thread gave up on
                     continue
@@ -376,7 +377,7 @@ class ThreadLeases:
         self._drop(lease)
         back = LeaseReturnMsg(id=msg.id, fid=lease.fid, cid=lease.cid, why=why, cause=cause, error=error,
                               method=msg.method, shm=msg.shm)
-        framing.send(self.channel.sock, framing.encode(dict(back.to_wire(), sid=self.conn.sid), payloads))
+        self.channel.wire.send(framing.encode(dict(back.to_wire(), sid=self.conn.sid), payloads))
         for reply in self.channel.replies_to(msg.id, on_output, None, lease.runtime_id):
             return reply
         raise AssertionError("unreachable: _replies() ends with the reply")

@@ -25,8 +25,9 @@ from typing import Any
 import zmq
 
 from . import auth, services
+from .listeners import Listener, StreamListener, StreamPeer
 from .pools import Peer
-from .protocol import framing, sharedmem
+from .protocol import framing, sharedmem, stream
 from .protocol.errors import ErrorName
 from .protocol.framing import Frame, WireError
 from .protocol.versions import versions
@@ -38,68 +39,12 @@ log = logging.getLogger("remotecell.runtime")
 HEARTBEAT_TIMEOUT_S = float(os.environ.get("REMOTECELL_HEARTBEAT_TIMEOUT_S", "30"))
 TICK_S = 0.5
 CONTAINER_STOP_GRACE_S = 3.0  # at shutdown, then the rest are killed
-# Plain ints: pyzmq's enum members cost a microsecond an operation, a few times per message here.
-EVENTS, POLLIN, NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
 @dataclass
 class Session:
     sid: str
     last_seen: float = field(default_factory=time.monotonic)
-
-
-class Listener:
-    """A zmq socket driven by the event loop's reader callbacks (no per-message futures).
-
-    ``drained`` runs after each read of the socket, once the messages it brought are handled
-    (the services write what those changed in one go: see ``Service.drained``).
-    """
-
-    def __init__(self, sock: zmq.Socket, on_message: Callable[[Listener, list[Frame]], None],
-                 drained: Callable[[], None], shm: bool, local: bool = True) -> None:
-        self.sock = sock
-        self.on_message = on_message
-        self.drained = drained
-        self.shm = shm  # peers here share our host: large buffers may go through shared memory
-        self.local = local  # peers here reach our private socket folder (ipc://): they may hold leases
-        self._drain_scheduled = False
-        self.loop = asyncio.get_running_loop()
-        self.fd = int(sock.getsockopt(zmq.FD))
-        self.loop.add_reader(self.fd, self._drain)
-
-    def _drain(self) -> None:
-        self._drain_scheduled = False
-        sock = self.sock
-        # Checking EVENTS is cheaper than a recv that raises zmq.Again.
-        try:
-            for _ in range(1000):  # yield to other work now and then under a flood
-                if not int(sock.get(EVENTS)) & POLLIN:
-                    return
-                self.on_message(self, framing.recv(sock, NOBLOCK))
-            self._schedule_drain()
-        finally:
-            self.drained()
-
-    def _schedule_drain(self) -> None:
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            self.loop.call_soon(self._drain)
-
-    def send(self, identity: bytes, frames: list[Frame]) -> bool:
-        try:
-            framing.send(self.sock, [identity, *frames], NOBLOCK)
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: that peer is gone
-            log.debug("could not send to %r: %s", identity, exc)
-            return False
-        finally:
-            # A send can consume the FD's edge: if input is queued, read it.
-            if int(self.sock.get(EVENTS)) & POLLIN:
-                self._schedule_drain()
-        return True
-
-    def close(self) -> None:
-        self.loop.remove_reader(self.fd)
-        self.sock.close(linger=0)
 
 
 class Daemon:
@@ -115,6 +60,7 @@ class Daemon:
         self.shm_prefix = f"rc-{self.runtime_id}"
         self.ctx = zmq.Context()
         self.listeners: list[Listener] = []
+        self.stream_listener: StreamListener | None = None  # local clients' blocking calls (see listeners.py)
         self.sessions: dict[str, Session] = {}
         self.stopped = asyncio.Event()
         self.gate: auth.ZapGate | None = None
@@ -134,6 +80,10 @@ class Daemon:
             self.gate = auth.ZapGate(self.ctx, self.state_dir)
         for address in self.binds:
             self.listeners.append(self._bind_client(address, keys))
+        local = [e for e in self.endpoints if e.startswith("ipc://")]
+        if local:
+            self.stream_listener = StreamListener(stream.client_path(local[0]), self.on_client_message,
+                                                  self._drained, shm=sharedmem.ShmPool.available())
         self.services = services.build(self, str(self.sock_dir), self.shm_prefix, self._client_env(),
                                        self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S, shares=self.shares)
         connect_back = self.services.functions.containers.backend.connect_back
@@ -205,6 +155,8 @@ class Daemon:
         self.ticker.cancel()
         for lst in [*self.listeners, self.container_listener]:
             lst.close()
+        if self.stream_listener is not None:
+            self.stream_listener.close()
         if self.gate is not None:
             self.gate.stop()
         (self.state_dir / "connection.json").unlink(missing_ok=True)
@@ -247,27 +199,26 @@ class Daemon:
 
     # -- dispatch -----------------------------------------------------------------------------
 
-    def on_client_message(self, listener: Listener, frames: list[Frame]) -> None:
+    def on_client_message(self, listener: Listener | StreamPeer, identity: bytes, frames: list[Frame]) -> None:
         self.reading = True
-        identity = frames[0].bytes
         peer: Peer = (listener, identity)
         request_id = None
         try:
-            header = framing.decode_header(frames[1:])
+            header = framing.decode_header(frames)
             request_id = header.get("id")
             route = self.handlers.get(header.get("t"))  # type: ignore[arg-type]
             if route is None:
                 raise refusal(ErrorName.INVALID, f"unknown message type {header.get('t')!r}")
             cls, handler = route
             msg = cls.from_wire(header)
-            payloads = framing.split_payloads(header, frames[3:])
+            payloads = framing.split_payloads(header, frames[2:])
             if not listener.shm and (header.get("shm") or any(p.shm for p in payloads)):
                 raise refusal(ErrorName.INVALID, "shared memory is only for clients on the runtime's host")
             sid = header.get("sid")
             sid = sid if type(sid) is str else ""
             if sid:
                 self._seen(sid)
-            reply = handler(Request(peer, msg, request_id, sid, payloads, frames[1:]))
+            reply = handler(Request(peer, msg, request_id, sid, payloads, frames))
         except (WireError, RequestError, KeyError, TypeError, ValueError) as exc:
             self._refuse(peer, request_id, exc)
             return
@@ -288,18 +239,18 @@ class Daemon:
         self.reading = False
         self.services.drained()
 
-    def on_container_message(self, listener: Listener, frames: list[Frame]) -> None:
+    def on_container_message(self, listener: Listener | StreamPeer, identity: bytes, frames: list[Frame]) -> None:
         self.reading = True
-        cid = frames[0].bytes.decode(errors="replace")
+        cid = identity.decode(errors="replace")
         container = self.services.functions.containers.containers.get(cid)
         try:
-            header = framing.decode_header(frames[1:])  # payloads pass through unread
+            header = framing.decode_header(frames)  # payloads pass through unread
             route = self.container_handlers.get(header.get("t"))  # type: ignore[arg-type]
             if container is None or route is None:
                 log.warning("dropped %r from container %s (unknown container or type)", header.get("t"), cid)
                 return
             cls, handler = route
-            handler(container, Report(cls.from_wire(header), header, frames[1:]))
+            handler(container, Report(cls.from_wire(header), header, frames))
         except Exception:
             log.exception("bad message from container %s", cid)
 

@@ -151,7 +151,7 @@ def test_a_resent_request_runs_once(app, tmp_path):
     header = {"t": "call", "id": conn.new_id(), "fid": fid, "sid": conn.sid}
     channel = conn.channel()
     frames = framing.encode(header, [pickling.serialize(((8,), {}))])
-    channel.sock.send_multipart(frames)
+    channel.wire.send(frames)
     reply, payloads = channel.roundtrip(dict(header), [pickling.serialize(((8,), {}))])
     assert _client.result_value(reply, payloads) == 8
     assert runs.read_text().split() == ["7", "8"]

@@ -9,7 +9,7 @@ import threading
 import pytest
 from remotecell_runtime.protocol import framing
 from remotecell_runtime.protocol.framing import WireError
-from remotecell_runtime.protocol.stream import MAX_FRAMES, READ_BYTES, StreamClosed, StreamConn
+from remotecell_runtime.protocol.stream import MAX_FRAMES, READ_BYTES, StreamClosed, StreamConn, message_buffers
 
 
 @pytest.fixture
@@ -115,3 +115,31 @@ def test_listen_accept_connect_make_a_pair(tmp_path):
     for conn in (client, server):
         conn.close()
     listener.close()
+
+
+def test_recv_ready_returns_the_whole_messages_a_read_brought_and_keeps_the_rest(pair):
+    left, right = pair
+    right.sock.setblocking(False)
+    assert right.recv_ready() == []  # woken with nothing to read: no messages, no error
+    message = framing.encode({"t": "ping", "id": "1"})
+    raw = b"".join(bytes(buf) for buf in message_buffers(message)[0])
+    left.sock.sendall(raw + raw + raw[:5])  # two whole messages and the start of a third
+    got = right.recv_ready()
+    assert [framing.decode_header(frames)["id"] for frames in got] == ["1", "1"]
+    left.sock.sendall(raw[5:])
+    assert [framing.decode_header(frames)["t"] for frames in right.recv_ready()] == ["ping"]
+
+
+def test_readable_sees_buffered_and_unread_bytes(pair):
+    left, right = pair
+    assert not right.readable()
+    left.send([b"a"])
+    assert right.readable()
+    assert right.recv() == [b"a"]
+    assert not right.readable()
+
+
+def test_the_client_socket_lives_beside_the_runtimes_ipc_socket():
+    from remotecell_runtime.protocol.stream import client_path
+
+    assert client_path("ipc:///home/u/.remotecell/sock/runtime.sock") == "/home/u/.remotecell/sock/runtime.sock.stream"

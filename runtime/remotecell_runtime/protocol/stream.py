@@ -20,6 +20,7 @@ message half read stays buffered until the rest comes.
 from __future__ import annotations
 
 import _socket  # not ``socket``: its enums and ``selectors`` cost a container's start ~2.5 ms
+import select
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -55,6 +56,7 @@ class StreamConn:
         self._start = self._end = 0  # what is read and not yet returned: _buf[_start:_end]
         self.timeout_ms: int | None = None
         self.set_timeout(timeout_ms)
+        self._poll: select.poll | None = None  # made by the first ``readable``
 
     @classmethod
     def connect(cls, path: str, timeout_ms: int | None = None) -> StreamConn:
@@ -83,15 +85,7 @@ class StreamConn:
 
     def send(self, frames: Sequence[Frame]) -> None:
         """One message; blocks until the kernel took all of it (``TimeoutError`` past the send timeout)."""
-        if len(frames) == 1 and type(frames[0]) is bytes:
-            frame = frames[0]
-            buffers: list[Any] = [_ONE.pack(1, len(frame)), frame]
-            total = 12 + len(frame)
-        else:
-            lengths = [memoryview(f).nbytes for f in frames]
-            prefix = _COUNT.pack(len(frames)) + struct.pack(f"<{len(frames)}Q", *lengths)
-            buffers = [prefix, *frames]
-            total = len(prefix) + sum(lengths)
+        buffers, total = message_buffers(frames)
         try:
             sent = self.sock.sendmsg(buffers)
             if sent < total:  # a large message: the rest as the peer reads it
@@ -113,6 +107,29 @@ class StreamConn:
     def pending(self) -> bool:
         """Whether bytes of a next message are buffered already (then ``recv`` may not need to wait)."""
         return self._end > self._start
+
+    def readable(self) -> bool:
+        """Whether a message (or part of one) waits: buffered here, or in the kernel."""
+        if self._end > self._start:
+            return True
+        if self._poll is None:  # poll, not select: a client with a thousand threads has fds past FD_SETSIZE
+            self._poll = select.poll()
+            self._poll.register(self.sock, select.POLLIN)
+        return bool(self._poll.poll(0))
+
+    def recv_ready(self) -> list[list[Any]]:
+        """The whole messages one read of a non-blocking socket brought (maybe none: the rest stays buffered).
+
+        For an event loop's reader callback; ``StreamClosed`` when the peer is gone.
+        """
+        try:
+            self._read()
+        except TimeoutError:  # BlockingIOError: woken with nothing to read
+            pass
+        messages = []
+        while (frames := self._take()) is not None:
+            messages.append(frames)
+        return messages
 
     def recv(self) -> list[Any]:
         """The next whole message's frames (bytes; a large frame a memoryview of its own buffer).
@@ -184,6 +201,21 @@ class StreamConn:
             grown[:kept] = self._buf[self._start:self._end]
             self._buf = grown
         self._start, self._end = 0, kept
+
+
+def message_buffers(frames: Sequence[Frame]) -> tuple[list[Any], int]:
+    """What ``sendmsg`` sends for one message (its prefix, then its frames) and how many bytes that is."""
+    if len(frames) == 1 and type(frames[0]) is bytes:
+        frame = frames[0]
+        return [_ONE.pack(1, len(frame)), frame], 12 + len(frame)
+    lengths = [memoryview(f).nbytes for f in frames]
+    prefix = _COUNT.pack(len(frames)) + struct.pack(f"<{len(frames)}Q", *lengths)
+    return [prefix, *frames], len(prefix) + sum(lengths)
+
+
+def client_path(ipc_endpoint: str) -> str:
+    """Where the runtime bound at ``ipc_endpoint`` takes local clients' stream connections (beside it)."""
+    return ipc_endpoint.removeprefix("ipc://") + ".stream"
 
 
 def listen(path: str) -> _socket.socket:
