@@ -409,3 +409,15 @@ def test_a_named_sandbox_is_found_by_its_apps_name_and_its_own(sb_app):
     again = rc.Sandbox.create("true", app=sb_app, name="worker-1")  # the name is free once it finished
     again.wait()
     assert again.returncode == 0
+
+
+def test_it_runs_in_its_apps_image(sandboxed):
+    image = rc.Image.debian_slim().env({"SB_IMAGE": "yes"}).uv_pip_install("six==1.17.0").workdir("/srv/work")
+    app = rc.App("sandbox-image", image=image)
+    with app.run():
+        code = "import os, six, sys; print(six.__version__, os.environ['SB_IMAGE'], os.getcwd(), sys.prefix)"
+        sb = rc.Sandbox.create("python", "-c", code, app=app)  # the image's python: its venv is first on PATH
+        version, variable, cwd, prefix = sb.stdout.read().split()
+        assert sb.wait() is None and sb.returncode == 0, sb.stderr.read()
+    assert (version, variable, cwd) == ("1.17.0", "yes", "/srv/work")
+    assert str(sandboxed.state_dir / "images") in prefix  # its own venv, not the runtime's
