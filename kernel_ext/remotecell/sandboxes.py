@@ -74,6 +74,7 @@ class StreamReader:
         self._text = text
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._eof = False
+        self._offset: int | None = None  # where in the stream this reader is (None: nothing read yet)
 
     @property
     def file_descriptor(self) -> int:
@@ -81,16 +82,25 @@ class StreamReader:
         return 1 if self._stream == "stdout" else 2
 
     async def _chunk(self) -> bytes | None:
-        """The next bytes the process wrote (waiting for some), or None at the end."""
+        """The next bytes the process wrote (waiting for some), or None at the end.
+
+        Each read tells the runtime how far this reader is (``offset``): it drops what the reader has, and sends
+        again what it sent before and never heard acknowledged (a read interrupted by Ctrl-C loses nothing)."""
         while not self._eof:
-            msg = SandboxReadMsg(sandbox=self._sandbox_id, proc=self._proc, stream=self._stream,
-                                 n=READ_MAX_BYTES, wait_s=WAIT_MAX_S)
-            reply, payloads = await _ask(msg)
-            self._eof = SandboxReadReply.from_wire(reply).eof
+            reply, payloads = await self._ask_from(WAIT_MAX_S)
+            answer = SandboxReadReply.from_wire(reply)
             data = _raw(payloads)
+            self._offset = answer.offset + len(data)
+            if answer.eof:
+                self._eof = True
+                await self._ask_from(0.0)  # acknowledge the last bytes: nothing is kept for a later reader
             if data:
                 return data
         return None
+
+    async def _ask_from(self, wait_s: float) -> tuple[dict[str, Any], list[Payload]]:
+        return await _ask(SandboxReadMsg(sandbox=self._sandbox_id, proc=self._proc, stream=self._stream,
+                                         n=READ_MAX_BYTES, wait_s=wait_s, offset=self._offset))
 
     def _out(self, data: bytes, final: bool = False) -> Any:
         return self._decoder.decode(data, final) if self._text else data

@@ -421,3 +421,17 @@ def test_it_runs_in_its_apps_image(sandboxed):
         assert sb.wait() is None and sb.returncode == 0, sb.stderr.read()
     assert (version, variable, cwd) == ("1.17.0", "yes", "/srv/work")
     assert str(sandboxed.state_dir / "images") in prefix  # its own venv, not the runtime's
+
+
+def test_a_read_whose_answer_was_lost_loses_nothing(sb_app):
+    from remotecell import _bridge
+    from remotecell.sandboxes import _ask, _raw
+    from remotecell_runtime.protocol.messages.sandboxes import SandboxReadMsg
+
+    sb = rc.Sandbox.create("sh", "-c", "echo one; echo two", app=sb_app)
+    sb.wait()
+    # A read answered but never heard (Ctrl-C between the two): its bytes were not acknowledged.
+    _, payloads = _bridge.run(_ask(SandboxReadMsg(sandbox=sb.object_id, wait_s=5)))
+    assert _raw(payloads) == b"one\ntwo\n"
+    assert sb.stdout.read() == "one\ntwo\n"  # sent again
+    assert rc.Sandbox.from_id(sb.object_id).stdout.read() == ""  # read to its end: acknowledged, dropped

@@ -110,6 +110,7 @@ class StreamBuffer:
     spill_start: int = 0  # the unread part of the spill file: [spill_start, spill_end)
     spill_end: int = 0
     owed: int = 0
+    base: int = 0  # where in the stream its oldest kept byte is (what came before was acknowledged)
 
     @property
     def unread(self) -> int:
@@ -129,25 +130,39 @@ class StreamBuffer:
         os.pwrite(self.spill.fileno(), data, self.spill_end)
         self.spill_end += len(data)
 
-    def take(self, n: int) -> bytes:
-        """Up to ``n`` bytes, oldest first."""
-        out: list[bytes] = []
-        got = 0
-        while self.chunks and got < n:
-            chunk = self.chunks.popleft()
-            if got + len(chunk) > n:
-                self.chunks.appendleft(chunk[n - got:])
-                chunk = chunk[:n - got]
-            out.append(chunk)
-            got += len(chunk)
-        self.size -= got
-        if got < n and self.spill is not None and self.spill_end > self.spill_start:
-            data = os.pread(self.spill.fileno(), min(n - got, self.spill_end - self.spill_start), self.spill_start)
-            self.spill_start += len(data)
-            out.append(data)
+    def ack(self, upto: int) -> None:
+        """The reader has the stream up to ``upto``: drop those bytes (not copied: nobody reads them again)."""
+        drop = min(upto - self.base, self.unread)
+        if drop <= 0:
+            return
+        self.base += drop
+        while drop and self.chunks:
+            chunk = self.chunks[0]
+            if len(chunk) <= drop:
+                self.chunks.popleft()
+            else:
+                self.chunks[0] = chunk[drop:]
+            cut = min(len(chunk), drop)
+            self.size -= cut
+            drop -= cut
+        if drop and self.spill is not None:
+            self.spill_start += drop
             if self.spill_start == self.spill_end:  # caught up: the file starts again, empty
                 self.spill_start = self.spill_end = 0
                 os.ftruncate(self.spill.fileno(), 0)
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` of the oldest kept bytes (from ``base``), left in place until acknowledged."""
+        out: list[bytes] = []
+        got = 0
+        for chunk in self.chunks:
+            if got >= n:
+                break
+            out.append(chunk[:n - got])
+            got += len(out[-1])
+        if got < n and self.spill is not None and self.spill_end > self.spill_start:
+            out.append(os.pread(self.spill.fileno(), min(n - got, self.spill_end - self.spill_start),
+                                self.spill_start))
         return b"".join(out)
 
     def credit_due(self) -> int:
@@ -615,6 +630,9 @@ class SandboxStreams(Service):
             raise refusal(ErrorName.INVALID, f"stream {msg.stream!r} is not one of {', '.join(STREAMS)}")
         buffer = self.core.proc(record, msg.proc).streams[msg.stream]
         n = max(1, min(msg.n, READ_MAX_BYTES))
+        if msg.offset is not None:
+            buffer.ack(msg.offset)
+            self._credit(record, msg.proc, msg.stream)
         answer = _answerer(self.host, req)
         if buffer.unread or buffer.eof or msg.wait_s <= 0:
             self._give(record, msg.proc, msg.stream, n, answer)
@@ -680,9 +698,8 @@ class SandboxStreams(Service):
 
     def _give(self, record: SandboxRecord, proc_id: str, stream: str, n: int, answer: Answer) -> None:
         buffer = record.procs[proc_id].streams[stream]
-        data = buffer.take(n)
-        self._credit(record, proc_id, stream)
-        answer(SandboxReadReply(eof=buffer.eof and not buffer.unread), [Payload([data])])
+        data = buffer.peek(n)  # dropped once the reader's next read says it has them
+        answer(SandboxReadReply(eof=buffer.eof and len(data) == buffer.unread, offset=buffer.base), [Payload([data])])
 
     def _credit(self, record: SandboxRecord, proc_id: str, stream: str) -> None:
         """Let the agent send as much again as it sent, unless ``SPILL_BYTES`` of that stream wait unread."""

@@ -71,20 +71,25 @@ class SandboxExecReply(Message):
 
 @message("sandbox_read")
 class SandboxReadMsg(Message):
-    """Up to ``n`` bytes of ``stream`` (stdout, stderr) of process ``proc``, waiting up to ``wait_s`` for some."""
+    """Up to ``n`` bytes of ``stream`` (stdout, stderr) of process ``proc``, waiting up to ``wait_s`` for some;
+    ``offset``: where in the stream the reader is (the bytes before it are acknowledged and dropped; None: a
+    new reader, from the oldest kept). Bytes sent and not acknowledged are sent again: a read whose answer was
+    lost (Ctrl-C) loses nothing."""
 
     sandbox: str
     proc: str = MAIN
     stream: str = "stdout"
     n: int = READ_MAX_BYTES
     wait_s: float = 0.0
+    offset: int | None = None
 
 
 @message("reply")
 class SandboxReadReply(Message):
-    """The bytes are the one payload (raw); ``eof``: nothing more will come after them."""
+    """The bytes are the one payload (raw), from ``offset`` in the stream; ``eof``: nothing comes after them."""
 
     eof: bool = False
+    offset: int = 0
 
 
 @message("sandbox_write")
