@@ -65,3 +65,20 @@ def test_bytes_stay_until_acknowledged_and_base_counts_what_went(tmp_path, monke
     buffer.ack(100)  # past the end: all of it, no more
     assert buffer.base == 8 and buffer.unread == 0 and buffer.peek(10) == b""
     buffer.close()
+
+
+def test_an_ended_stream_keeps_its_unread_bytes_on_disk_not_in_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandboxes, "MEMORY_BYTES", 8)
+    monkeypatch.setattr(sandboxes, "SETTLE_BYTES", 2)
+    buffer = StreamBuffer(tmp_path)
+    buffer.add(b"abcdef", False)
+    buffer.add(b"ghijkl", True)  # memory holds abcdef, the file ghijkl
+    assert take(buffer, 2) == b"ab"
+    buffer.settle()
+    assert buffer.size == 0 and buffer.unread == 10
+    assert take(buffer, 3) == b"cde" and take(buffer, 100) == b"fghijkl" and buffer.unread == 0
+    small = StreamBuffer(tmp_path)
+    small.add(b"xy", True)
+    small.settle()  # little: it stays in memory
+    assert small.size == 2 and small.spill is None
+    buffer.close()

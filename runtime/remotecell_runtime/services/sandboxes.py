@@ -11,11 +11,12 @@ talks to the daemon on a socket of its own sandbox (``AgentLinks``), never on th
 untrusted processes can reach of the runtime is that socket alone.
 
 Invariants: bytes are routed, never decoded or unpickled; a stream keeps at most ``MEMORY_BYTES`` unread in
-memory and the rest in its spill file (unlinked at once: gone with the daemon), and past ``SPILL_BYTES``
-unread the agent gets no more credit, so the writer waits in its write and nothing is dropped; a process
-that ended keeps its unread output readable until the sandbox record is dropped (``KEEP_S`` after it
-finished); every process of a finished sandbox has an exit code and ended streams; a sandbox's GPUs and
-CPU share are reserved from its start until its container's exit.
+memory (an ended one ``SETTLE_BYTES``) and the rest in its spill file (unlinked at once: gone with the
+daemon), and past ``SPILL_BYTES`` unread the agent gets no more credit, so the writer waits in its write and
+nothing is dropped; bytes stay until the reader acknowledges them; a process that ended keeps its unread
+output readable until the sandbox record is dropped (``KEEP_S`` after it finished); every process of a
+finished sandbox has an exit code and ended streams; a sandbox's GPUs and CPU share are reserved from its
+start until its container's exit.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ from .functions import Functions
 
 log = logging.getLogger("remotecell.runtime")
 
-MEMORY_BYTES = 8 << 20  # of one stream's unread bytes, in the daemon's memory; the rest in its spill file
+MEMORY_BYTES = 2 << 20  # of one stream's unread bytes, in the daemon's memory; the rest in its spill file
+SETTLE_BYTES = 64 << 10  # an ended stream with more than this unread in memory moves it to its spill file
 SPILL_BYTES = 1 << 30  # of one stream unread, before its writer is made to wait
 CREDIT_STEP_BYTES = 1 << 20  # credit goes back to the agent in steps of this much
 KEEP_S = 600.0  # a finished sandbox stays readable (output, exit code, from_id) this long
@@ -173,6 +175,26 @@ class StreamBuffer:
             return 0
         owed, self.owed = self.owed, 0
         return owed
+
+    def settle(self) -> None:
+        """The stream ended: what waits unread in memory goes to the spill file (the daemon keeps a finished
+        sandbox's output for ``KEEP_S`` and should not hold it in memory so long), unless it is little."""
+        if self.size <= SETTLE_BYTES:
+            return
+        settled = tempfile.TemporaryFile(dir=self.spill_dir, prefix="stream-")
+        head = b"".join(self.chunks)
+        os.pwrite(settled.fileno(), head, 0)
+        if self.spill is not None:  # what the old file holds goes after it, copied by the kernel
+            at, end, to = self.spill_start, self.spill_end, len(head)
+            while at < end:
+                n = os.copy_file_range(self.spill.fileno(), settled.fileno(), end - at, at, to)
+                if n <= 0:
+                    raise OSError(f"could not copy a sandbox stream's spill file at {at} of {end}")
+                at, to = at + n, to + n
+            self.spill.close()
+        self.spill, self.spill_start, self.spill_end = settled, 0, self.unread
+        self.chunks.clear()
+        self.size = 0
 
     def close(self) -> None:
         if self.spill is not None:
@@ -684,6 +706,8 @@ class SandboxStreams(Service):
         buffer = proc.streams[report.msg.stream]
         buffer.add(data, report.msg.eof)
         self._credit(record, proc.id, report.msg.stream)
+        if buffer.eof:
+            buffer.settle()
         while buffer.readers and (buffer.unread or buffer.eof):
             n, answer, timer = buffer.readers.popleft()
             if timer is not None:
