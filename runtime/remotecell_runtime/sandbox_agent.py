@@ -167,6 +167,9 @@ class Agent:
             self.end()
 
     def start(self, msg: AgentExecMsg) -> None:
+        if self.ending is not None:  # asked for as the sandbox ended: nothing starts any more
+            self.refuse(msg, "the sandbox has ended", 128 + signal.SIGKILL)
+            return
         try:
             if msg.workdir:  # made if nothing is there, as an image's working directory is
                 os.makedirs(msg.workdir, exist_ok=True)
