@@ -62,6 +62,14 @@ class FunctionTimeoutError(Error, TimeoutError):
     """A call ran past its function's ``timeout``; its container was replaced."""
 
 
+class SandboxTimeoutError(Error, TimeoutError):
+    """A ``Sandbox`` ran past its ``timeout`` and was ended (``sb.wait()`` raises it; its returncode is 124)."""
+
+
+class SandboxTerminatedError(Error):
+    """A ``Sandbox`` was terminated (``sb.terminate()``, its app stopped) before its command ended."""
+
+
 class ContainerCrashed(Error):
     """The container running a call died under it (signal, exit code, out of memory)."""
 

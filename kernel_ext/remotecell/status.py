@@ -42,6 +42,9 @@ class RuntimeStatus(dict[str, Any]):
             waiting = f" ({pool['waiting_reason']})" if pool.get("waiting_reason") else ""
             lines.append(f"  {pool['function']}: {containers}; {pool['queued']} queued{waiting}, "
                          f"{pool['running']} running")
+        for sb in self.get("sandboxes") or []:
+            why = f" ({sb['reason']})" if sb.get("reason") else ""
+            lines.append(f"  sandbox {sb['id']}: {sb['status']}{why}; {' '.join(sb.get('cmd') or []) or '(idle)'}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:  # notebooks show this instead of the text

@@ -30,6 +30,15 @@ def test_the_state_folder_is_never_bound_but_its_sockets_are(tmp_path):
     assert "--unshare-pid" in argv and "--as-pid-1" not in argv and "--unshare-net" not in argv
 
 
+def test_a_sandbox_agents_socket_is_bound_alone_instead_of_the_socket_folder(tmp_path):
+    sock = tmp_path / "home" / "sock"
+    sandbox = Sandbox("/usr/bin/bwrap", "bubblewrap 0.8.0", str(sock), [])
+    argv = sandbox.argv(["python", "-m", "a"], socket=(str(sock / "sb-1.sock"), "/run/remotecell/agent.sock"))
+    binds = _pairs(argv, "--bind") + _pairs(argv, "--ro-bind")
+    assert (str(sock / "sb-1.sock"), "/run/remotecell/agent.sock") in binds
+    assert not any(src.startswith(str(sock)) and src != str(sock / "sb-1.sock") for src, _ in binds)
+
+
 def test_python_roots_leave_out_the_state_folder_and_what_holds_it(tmp_path):
     roots = python_roots(str(tmp_path))
     assert all(not r.startswith(str(tmp_path)) and not str(tmp_path).startswith(r + "/") for r in roots)

@@ -86,6 +86,8 @@ class ContainerSpec:
     image: ContainerImage | None = None  # its built image; None: the runtime's own interpreter
     gpus: tuple[int, ...] = ()  # device indices reserved on this host (CUDA_VISIBLE_DEVICES)
     cpu: float = 0.0  # cores reserved from the host's budget
+    agent: str | None = None  # an ``rc.Sandbox``'s: the sandbox agent runs instead of the function server,
+    # connected to this socket of its own (a host path), the one thing of the runtime its sandbox shows
     cid: str = ""  # the name it says hello with
     connect: str = ""  # where it connects back
 

@@ -123,14 +123,16 @@ class Sandbox:
     def argv(self, command: list[str], *, info_fd: int | None = None, volumes: Mapping[str, str] | None = None,
              extra_roots: Iterable[str] = (), files: Iterable[tuple[str, str]] = (), workdir: str | None = None,
              block_network: bool = False, gpu_minors: Sequence[int] | None = (),
-             rootfs: str | None = None) -> list[str]:
+             rootfs: str | None = None, socket: tuple[str, str] | None = None) -> list[str]:
         """bwrap's command line around ``command``; ``volumes``: mount path -> host folder; ``extra_roots``:
         more host folders it reads (an image's venv and interpreter); ``files``: (host folder, container path),
         each entry of the folder bound read-only there, in order; ``workdir``: its working directory (made
         if nothing is there); ``info_fd``: where bwrap writes its init's pid (see ``container_pid``);
         ``gpu_minors``: the container's GPUs by device minor number (none by default; None: GPUs whose
         numbers are unknown, every one); ``rootfs``: a host folder that is its ``/`` (read-only) instead of the
-        host's ``/usr`` and ``/etc`` (an image with system steps), with the host's name resolution bound in."""
+        host's ``/usr`` and ``/etc`` (an image with system steps), with the host's name resolution bound in;
+        ``socket``: (host socket, path inside) bound alone instead of the runtime's socket folder (an
+        ``rc.Sandbox`` agent's own socket: nothing else of the state folder shows)."""
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--cap-drop", "ALL"]
         if info_fd is not None:
@@ -147,7 +149,8 @@ class Sandbox:
                 args += _system_link(name)
         else:
             names = [n for n in NAME_FILES if os.path.exists(n)]
-            bound = [*roots, *self.shares, self.sock_dir, *(volumes or {}), *names, *(workdir and [workdir] or []),
+            sockets = socket[1] if socket else self.sock_dir
+            bound = [*roots, *self.shares, sockets, *(volumes or {}), *names, *(workdir and [workdir] or []),
                      *(inside for _, inside in driver),
                      *(posixpath.join(dest, entry) for folder, dest in files for entry in os.listdir(folder))]
             args += rootfs_binds(rootfs, bound)
@@ -162,7 +165,7 @@ class Sandbox:
             args += ["--ro-bind", "/sys", "/sys"]
         args += ["--tmpfs", "/tmp", "--tmpfs", HOME]
         args += _folder_binds(roots, self.shares)
-        args += ["--bind", self.sock_dir, self.sock_dir]
+        args += ["--bind", *socket] if socket else ["--bind", self.sock_dir, self.sock_dir]
         for path, folder in sorted((volumes or {}).items()):
             args += ["--bind", folder, path]
         args += _file_binds(files)

@@ -56,6 +56,7 @@ class StatusReply(Message):
     apps: list[dict[str, Any]]
     sessions: int
     stores: dict[str, Any]
+    sandboxes: list[dict[str, Any]]  # the rc.Sandbox-es that have not finished (each as sandbox_get's info)
 
 
 @message("shutdown")
