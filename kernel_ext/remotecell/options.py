@@ -23,10 +23,10 @@ from .infra import check_secrets, check_volumes
 IN_EFFECT = {
     "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "buffer_containers",
     "scaledown_window", "env", "name", "secrets", "image", "volumes", "cpu", "schedule",
-    "single_use_containers", "block_network",
+    "single_use_containers", "block_network", "ephemeral_disk",
 }
 KNOWN = IN_EFFECT | {
-    "serialized", "ephemeral_disk",
+    "serialized",
 }
 
 _GPU_ITEM = re.compile(r"^[A-Za-z0-9_-]+(:[1-8])?$")

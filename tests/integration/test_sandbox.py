@@ -251,3 +251,26 @@ def test_a_container_sees_exactly_its_gpus_device_files(tmp_path, monkeypatch, n
     finally:
         client_mod.reset_connection()
         rt.stop()
+
+
+def test_ephemeral_disk_caps_what_a_container_may_write(sandboxed):
+    app = rc.App("sandbox-disk")
+
+    def write(path: str, mib: int) -> str:
+        try:
+            with open(path, "wb") as f:
+                for _ in range(mib):
+                    f.write(b"\0" * (1 << 20))
+        except OSError as exc:
+            return f"{exc.errno} {exc.strerror}"
+        finally:
+            os.remove(path)
+        return "ok"
+
+    small = app.function(ephemeral_disk=16, name="small_disk")(write)
+    roomy = app.function(name="roomy_disk")(write)
+    with app.run():
+        assert small.remote("/tmp/fits", 8) == "ok"
+        assert small.remote("/tmp/too-big", 32) == "28 No space left on device"
+        assert small.remote("/root/too-big", 32) == "28 No space left on device"  # the home as well
+        assert roomy.remote("/tmp/big", 32) == "ok"

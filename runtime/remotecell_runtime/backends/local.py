@@ -123,7 +123,8 @@ class LocalBackend:
         sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=image.roots,
                                       files=image.files, workdir=image.workdir, rootfs=image.rootfs,
                                       block_network=spec.options.block_network,
-                                      gpu_minors=self.gpus.minors(spec.gpus), socket=socket)
+                                      gpu_minors=self.gpus.minors(spec.gpus), socket=socket,
+                                      disk_mib=spec.options.ephemeral_disk_mib)
         return Limits.wrap(procs, sandboxed), (info_r, info_w)
 
     async def _run(self, process: _Process, on_exit: ExitCallback) -> None:

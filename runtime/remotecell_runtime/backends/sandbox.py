@@ -123,7 +123,8 @@ class Sandbox:
     def argv(self, command: list[str], *, info_fd: int | None = None, volumes: Mapping[str, str] | None = None,
              extra_roots: Iterable[str] = (), files: Iterable[tuple[str, str]] = (), workdir: str | None = None,
              block_network: bool = False, gpu_minors: Sequence[int] | None = (),
-             rootfs: str | None = None, socket: tuple[str, str] | None = None) -> list[str]:
+             rootfs: str | None = None, socket: tuple[str, str] | None = None,
+             disk_mib: int | None = None) -> list[str]:
         """bwrap's command line around ``command``; ``volumes``: mount path -> host folder; ``extra_roots``:
         more host folders it reads (an image's venv and interpreter); ``files``: (host folder, container path),
         each entry of the folder bound read-only there, in order; ``workdir``: its working directory (made
@@ -132,7 +133,9 @@ class Sandbox:
         numbers are unknown, every one); ``rootfs``: a host folder that is its ``/`` (read-only) instead of the
         host's ``/usr`` and ``/etc`` (an image with system steps), with the host's name resolution bound in;
         ``socket``: (host socket, path inside) bound alone instead of the runtime's socket folder (an
-        ``rc.Sandbox`` agent's own socket: nothing else of the state folder shows)."""
+        ``rc.Sandbox`` agent's own socket: nothing else of the state folder shows); ``disk_mib``: how much each
+        of its writable folders (``/tmp``, the home) may hold (``ephemeral_disk=``; past it, writes fail with
+        ENOSPC)."""
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--cap-drop", "ALL"]
         if info_fd is not None:
@@ -163,7 +166,8 @@ class Sandbox:
             args += ["--ro-bind", library, inside]
         if devices:  # the CUDA driver reads the devices' PCI topology there: cuInit fails without it
             args += ["--ro-bind", "/sys", "/sys"]
-        args += ["--tmpfs", "/tmp", "--tmpfs", HOME]
+        size = ["--size", str(disk_mib << 20)] if disk_mib else []
+        args += [*size, "--tmpfs", "/tmp", *size, "--tmpfs", HOME]
         args += _folder_binds(roots, self.shares)
         args += ["--bind", *socket] if socket else ["--bind", self.sock_dir, self.sock_dir]
         for path, folder in sorted((volumes or {}).items()):

@@ -101,7 +101,7 @@ class FunctionOptions(Message):
     cpu_limit: float | None = None  # cores a container may use at most (throttled above); None: no cap
     memory_mib: int | None = None  # the request, and the limit too unless memory_limit_mib says otherwise
     memory_limit_mib: int | None = None
-    ephemeral_disk_mib: int | None = None  # accepted as Modal's; not enforced yet (no size on bwrap's tmpfs)
+    ephemeral_disk_mib: int | None = None  # the size of each of the sandbox's writable folders (/tmp, the home)
     single_use_containers: bool = False  # a container serves one input, then exits
     block_network: bool = False  # the container has no network (only with the sandbox)
     retries: RetryPolicy = wire(factory=RetryPolicy)
