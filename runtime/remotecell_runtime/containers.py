@@ -57,7 +57,9 @@ class ContainerRecord:
     gpus: list[int]
     cpus: float = 0.0  # reserved from the host's CPU budget while it lives
     state: State = State.STARTING
-    active: set[str] = field(default_factory=set)  # input ids running here
+    # input ids (and batch slots) on it, in the order they were sent: the first ``max_inputs`` run, the rest wait
+    active: dict[str, None] = field(default_factory=dict)
+    isolated: bool = False  # it runs a suspect input alone (see ``pools.queue``): it takes nothing else
     started_at: float = field(default_factory=time.monotonic)
     idle_since: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None  # set when the runtime itself stops it (timeout, memory, ...)

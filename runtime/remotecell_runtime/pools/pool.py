@@ -104,7 +104,7 @@ class Pool(PoolState):
         self.batches.answered(container, input_id)
         inp = self.inputs.get(input_id)
         if inp is None or inp.container is not container:  # cancelled or timed out meanwhile
-            container.active.discard(f"cancelled:{input_id}")
+            container.active.pop(f"cancelled:{input_id}", None)
             release_slot(container, input_id)
             sharedmem.discard(result.payloads)
         elif result.status == "error" and self.fn.retry_delay_s(inp.attempt) is not None:
@@ -121,10 +121,7 @@ class Pool(PoolState):
         self.rt.cpus.release(container.cpus)
         cause = container.death_cause()
         self.batches.container_lost(container, cause)
-        for input_id in list(container.active):
-            inp = self.inputs.get(input_id)
-            if inp is not None and inp.container is container:
-                self.queue.fail(inp, error_result(input_id, ErrorName.CRASHED, cause), lost_container=True)
+        self.queue.container_lost(container, cause)
         if container.stop_reason is None and not container.exit.clean:
             log.warning("%s", cause)
         if not container.ready and container.stop_reason is None:
