@@ -31,15 +31,23 @@ __all__ = [
     "exceptions", "exit", "method", "status",
 ]
 
+# Modal's names beyond the core (issue 14): introspection, proxies, Modal's module names.
+_EXPORTS |= {"is_local": "_context", "current_input_id": "_context", "current_function_call_id": "_context",
+             "Proxy": "infra", "exception": "exception", "Error": "exceptions"}
+_MODULES = {"exceptions", "exception"}
+__all__ += ["Error", "Proxy", "current_function_call_id", "current_input_id", "exception", "is_local"]
+
 if TYPE_CHECKING:
-    from . import exceptions
+    from . import exception, exceptions
+    from ._context import current_function_call_id, current_input_id, is_local
     from .app import App
     from .calls import FunctionCall, FunctionCallGroup
     from .cls import Cls, enter, exit, method
+    from .exceptions import Error
     from .file_pattern_matcher import FilePatternMatcher
     from .functions import Function
     from .images import Image
-    from .infra import Secret
+    from .infra import Proxy, Secret
     from .options import Cron, Period, Retries, batched, concurrent
     from .schedules import Schedule
     from .status import status
@@ -65,6 +73,6 @@ def __getattr__(name: str) -> Any:
     if module_name is None:
         raise AttributeError(f"module 'remotecell' has no attribute {name!r}")
     module = importlib.import_module(f".{module_name}", __name__)
-    value = module if name == "exceptions" else getattr(module, name)
+    value = module if name in _MODULES else getattr(module, name)
     globals()[name] = value
     return value

@@ -41,17 +41,40 @@ def _marker(role: str) -> Callable[[], Callable[[Callable[..., Any]], Callable[.
     return decorator
 
 
-enter = _marker("enter")
+_enter = _marker("enter")
 exit = _marker("exit")
 method = _marker("method")
+_SNAP = "__remotecell_snap__"
+
+
+def enter(*, snap: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a method of an ``@app.cls`` class to run when a container starts, before it serves inputs.
+
+    ``snap=True`` (Modal's memory-snapshot hooks): it runs before every ``snap=False`` hook; there are
+    no memory snapshots here, so it runs in every container. Hooks run in the order they are defined.
+    """
+    if not isinstance(snap, bool):
+        raise InvalidError(f"@rc.enter(snap={snap!r}): snap must be True or False")
+    mark = _enter()
+
+    def marked(fn: Callable[..., Any]) -> Callable[..., Any]:
+        mark(fn)
+        setattr(fn, _SNAP, snap)
+        return fn
+
+    return marked
 
 
 def _roles(user_cls: type) -> dict[str, list[str]]:
+    """The methods of each role, in the order they are defined (base classes first); ``@enter(snap=True)``
+    hooks before the others."""
     roles: dict[str, list[str]] = {"method": [], "enter": [], "exit": []}
-    for name in dir(user_cls):
+    names = list(dict.fromkeys(n for klass in reversed(user_cls.__mro__) for n in vars(klass)))
+    for name in names:
         role = getattr(getattr(user_cls, name, None), _ROLE, None)
         if role in roles:
             roles[role].append(name)
+    roles["enter"].sort(key=lambda n: not getattr(getattr(user_cls, n), _SNAP, False))  # stable: order kept
     return roles
 
 

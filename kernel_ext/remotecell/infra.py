@@ -93,3 +93,22 @@ def check_volumes(value: Any) -> dict[str, dict[str, Any]]:
             raise InvalidError(f"volumes: {path!r} is not an absolute path below / (e.g. '/srv/models')")
         out[normal] = volume.to_wire()
     return out
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """Modal's ``modal.Proxy.from_name(name)``, for ``@app.function(proxy=...)``: accepted, with no effect here.
+
+    On Modal a proxy gives a function's outbound traffic a static IP address; a runtime's
+    containers reach the network as their host does (or not at all, ``block_network=True``),
+    so there is nothing to route. The name is checked and kept in the function's options.
+    """
+
+    name: str
+
+    @staticmethod
+    def from_name(name: str) -> Proxy:
+        if not isinstance(name, str) or not SECRET_NAME.match(name):
+            raise InvalidError(f"Proxy.from_name({name!r}): a proxy name is 1 to 64 letters, digits, '_', '-' or "
+                               "'.', starting with a letter or digit")
+        return Proxy(name)

@@ -215,6 +215,7 @@ class Functions(Service):
             if self.limits is None:  # else the kernel enforces memory= itself
                 pool.scaler.check_memory()
             pool.scaler.scale_down(now)
+            pool.scaler.check_startup(now)
             if pool.waiting:  # e.g. waiting for a GPU that an idle container elsewhere holds
                 pool.dispatch()
             if pool.retired and pool.empty:

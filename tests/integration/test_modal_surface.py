@@ -1,0 +1,165 @@
+"""Modal's names that issue 14 adds, through the public API against a real runtime: introspection, the stores'
+ids and namespaces, and the options Modal accepts (``max_inputs``, ``startup_timeout``, ``@enter(snap=True)``)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+
+import pytest
+import remotecell as rc
+from remotecell import exception
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def test_introspection_inside_and_outside_a_container(app):
+    @app.function()
+    def where():
+        import remotecell as inner
+
+        return inner.is_local(), inner.current_input_id(), inner.current_function_call_id(), os.getpid()
+
+    assert rc.is_local() and rc.current_input_id() is None and rc.current_function_call_id() is None
+    local, input_id, call_id, _ = where.remote()
+    assert local is False and input_id and call_id == input_id
+    assert where.local()[0] is True
+    spawned = where.spawn()
+    _, input_id, call_id, _ = spawned.get(timeout=60)
+    assert call_id == spawned.object_id and input_id == spawned.object_id
+
+    @app.function()
+    def call_of(x):
+        import remotecell as inner
+
+        return inner.current_function_call_id()
+
+    group = call_of.spawn_map([1, 2])
+    assert set(group.get(timeout=60)) == {group.object_id}
+
+
+def test_get_current_stats_counts_backlog_and_containers(app):
+    import threading
+
+    gate = rc.Dict.from_name(_name("gate"), create_if_missing=True)
+
+    @app.function(max_containers=1)
+    def hold(d):
+        import time
+
+        while not d.get("go"):
+            time.sleep(0.05)
+        return 1
+
+    stats = hold.get_current_stats()
+    assert type(stats).__name__ == "FunctionStats"
+    assert (stats.backlog, stats.num_total_runners) == (0, 0)
+    calls = [hold.spawn(gate) for _ in range(3)]
+    from conftest import wait_for
+
+    wait_for(lambda: (s := hold.get_current_stats()).backlog == 2 and s.num_running_inputs == 1
+             and s.num_total_runners == 1, what="one running, two waiting")
+    gate["go"] = True
+    assert [c.get(timeout=60) for c in calls] == [1, 1, 1]
+    threading.Event().wait(0)  # nothing else to wait for: the calls are done
+    assert hold.get_current_stats().backlog == 0
+
+
+def test_max_inputs_gives_each_container_that_many_inputs(app):
+    @app.function(max_inputs=2, max_containers=1)
+    def pid(_):
+        return os.environ["REMOTECELL_TASK_ID"]
+
+    pids = [pid.remote(i) for i in range(6)]
+    assert [pids.count(p) for p in dict.fromkeys(pids)] == [2, 2, 2], pids
+
+
+def test_startup_timeout_stops_a_container_that_does_not_become_ready(app):
+    @app.cls(startup_timeout=1, max_containers=1)
+    class Slow:
+        @rc.enter()
+        def load(self):
+            import time
+
+            time.sleep(30)
+
+        @rc.method()
+        def ping(self):
+            return "pong"
+
+    with pytest.raises(exception.ExecutionError, match="did not start within startup_timeout=1 s"):
+        Slow().ping.remote()
+
+
+def test_snap_hooks_run_first_in_the_order_they_are_defined(app):
+    @app.cls(enable_memory_snapshot=True, region="us-east")
+    class Model:
+        @rc.enter()
+        def b_after(self):
+            self.order.append("after")
+
+        @rc.enter(snap=True)
+        def z_first(self):
+            self.order = ["snap1"]
+
+        @rc.enter(snap=True)
+        def a_second(self):
+            self.order.append("snap2")
+
+        @rc.method()
+        def order_of_hooks(self):
+            return self.order
+
+    assert Model().order_of_hooks.remote() == ["snap1", "snap2", "after"]
+
+
+def test_dict_and_queue_ids_namespaces_and_info(runtime):
+    name = _name("surface")
+    rc.Dict.objects.create(name)
+    with pytest.raises(exception.AlreadyExistsError, match="exists already: pass allow_existing=True"):
+        rc.Dict.objects.create(name)
+    rc.Dict.objects.create(name, allow_existing=True)
+    d = rc.Dict.from_name(name)
+    assert d.object_id.startswith("di-")
+    d["k"] = 1
+    again = rc.Dict.from_id(d.object_id)
+    assert again.name == name and again["k"] == 1 and again.object_id == d.object_id
+    info = d.info()
+    assert info.name == name and info.created_by is None
+    assert abs(info.created_at.timestamp() - datetime.datetime.now().timestamp()) < 120
+    assert name in [x.name for x in rc.Dict.objects.list()]
+    assert [x.name for x in rc.Dict.objects.list(max_objects=1)] == [rc.Dict.objects.list()[0].name]
+    assert rc.Dict.objects.list(created_before="2000-01-01") == []
+    with pytest.raises(exception.InvalidError, match="is not a Dict id"):
+        rc.Dict.from_id("qu-1")
+    rc.Dict.objects.delete(name)
+    with pytest.raises(exception.NotFoundError):
+        rc.Dict.from_id(d.object_id)
+    rc.Dict.objects.delete(name, allow_missing=True)
+    with pytest.raises(exception.NotFoundError):
+        rc.Dict.objects.delete(name)
+
+    with rc.Queue.ephemeral() as q:
+        assert q.object_id.startswith("qu-") and q.info().name is None
+        q.put_many([1, 2], partition="p")
+        other = rc.Queue.from_id(q.object_id)
+        assert other.len(partition="p") == 2 and other.get_many(5, partition="p") == [1, 2] and len(other) == 0
+    qname = _name("surface-q")
+    rc.Queue.objects.create(qname)
+    assert qname in [x.name for x in rc.Queue.objects.list()] and qname not in [x.name for x in rc.Dict.objects.list()]
+    rc.Queue.objects.delete(qname)
+
+
+def test_a_store_id_travels_into_a_container(app):
+    @app.function()
+    def write(dict_id):
+        import remotecell as inner
+
+        inner.Dict.from_id(dict_id)["key"] = "from the container"
+
+    with rc.Dict.ephemeral() as d:
+        write.remote(d.object_id)
+        assert d["key"] == "from the container"
