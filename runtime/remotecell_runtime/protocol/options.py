@@ -79,6 +79,7 @@ class SecretRef(Message):
 
     name: str | None = None
     variables: dict[str, Any] | None = wire("values", default=None)
+    required_keys: list[str] = wire(factory=list)  # a named secret must have these (Modal's required_keys=)
 
 
 @message()
