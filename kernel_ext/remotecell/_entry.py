@@ -60,7 +60,7 @@ def find_app(namespace: dict[str, Any], path: str) -> App:
 
 
 @dataclass(frozen=True)
-class Target:
+class RunTarget:
     """What ``remotecell run`` calls: ``call(**kwargs)``, its arguments read from ``signature``'s parameters."""
 
     name: str
@@ -69,7 +69,7 @@ class Target:
     method: bool = False  # the signature's first parameter (self) is not an argument
 
 
-def find_entrypoint(app: App, path: str, wanted: str | None) -> Target:
+def find_entrypoint(app: App, path: str, wanted: str | None) -> RunTarget:
     """The local entrypoint, function (called ``.remote``) or ``Class.method`` of the app that ``wanted`` names;
     without a name, the one local entrypoint, else the one function."""
     entrypoints = app.local_entrypoints
@@ -86,14 +86,14 @@ def find_entrypoint(app: App, path: str, wanted: str | None) -> Target:
     if wanted.startswith(f"{app.name}.") and wanted.removeprefix(f"{app.name}.") in app.functions:
         wanted = wanted.removeprefix(f"{app.name}.")  # Modal's FILE::app.function
     if wanted in entrypoints:
-        return Target(wanted, entrypoints[wanted], entrypoints[wanted])
+        return RunTarget(wanted, entrypoints[wanted], entrypoints[wanted])
     if wanted in functions:
         f = functions[wanted]
-        return Target(wanted, _remote_call(f), f.raw_f)
+        return RunTarget(wanted, _remote_call(f), f.raw_f)
     cls_name, _, method = wanted.partition(".")
     c = app.functions.get(cls_name)
     if isinstance(c, Cls) and method in c.roles["method"]:
-        return Target(wanted, _remote_call(getattr(c(), method)), getattr(c.user_cls, method), method=True)
+        return RunTarget(wanted, _remote_call(getattr(c(), method)), getattr(c.user_cls, method), method=True)
     raise InvalidError(f"{path} has no local entrypoint, function or Class.method {wanted!r} "
                        f"(it has: {_choices(app) or 'none'})")
 
