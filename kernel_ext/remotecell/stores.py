@@ -67,13 +67,16 @@ R = TypeVar("R", bound=Message)
 DEFAULT_LIMITS = {"dict_value_bytes": 100 << 20, "dict_key_bytes": 64 << 10, "queue_item_bytes": 1 << 20,
                   "partition_chars": 64}
 _KEY_SCALARS = (str, int, float, bytes, bool, type(None))
+PARTITION_TTL_S = 24 * 3600  # Modal's default partition_ttl; accepted, items do not expire here
 
 
 class _FromName:
     """``X.from_name(name, create_if_missing=False)`` and its ``.aio`` twin, on the class."""
 
     def __get__(self, obj: Any, owner: type[_Store]) -> Twin:
-        async def from_name(name: str, *, create_if_missing: bool = False) -> Any:
+        async def from_name(name: str, *, create_if_missing: bool = False, environment_name: str | None = None,
+                            ) -> Any:
+            _checked_environment(environment_name)
             return await owner._open(name, create_if_missing)
 
         from_name.__doc__ = (f"The {owner.__name__} named ``name``, shared by every client and container of the "
@@ -165,6 +168,12 @@ class _StoreManager:
 class _Objects:
     def __get__(self, obj: Any, owner: type[_Store]) -> _StoreManager:
         return _StoreManager(owner)
+
+
+def _checked_environment(environment_name: Any) -> None:
+    """Modal's ``environment_name=``: accepted; a runtime has one environment, so it changes nothing."""
+    if environment_name is not None and not isinstance(environment_name, str):
+        raise InvalidError(f"environment_name={environment_name!r} must be a string (or None)")
 
 
 def _checked_name(name: Any, store: type[_Store]) -> None:
@@ -446,12 +455,22 @@ class Queue(_Store):
                                "characters, or None for the default partition")
         return partition
 
-    async def _put(self, v: Any, *, partition: str | None = None) -> None:
-        """Add ``v`` at the end of the queue (of ``partition``)."""
-        await self._put_many([v], partition=partition)
+    async def _put(self, v: Any, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
+                   partition_ttl: int = PARTITION_TTL_S) -> None:
+        """Add ``v`` at the end of the queue (of ``partition``).
 
-    async def _put_many(self, vs: Iterable[Any], *, partition: str | None = None) -> None:
+        Modal's ``block``, ``timeout`` and ``partition_ttl`` are accepted: this runtime's queues have no
+        size cap to wait on, and their items stay until taken or cleared."""
+        await self._put_many([v], block, timeout, partition=partition, partition_ttl=partition_ttl)
+
+    async def _put_many(self, vs: Iterable[Any], block: bool = True, timeout: float | None = None, *,
+                        partition: str | None = None, partition_ttl: int = PARTITION_TTL_S) -> None:
         """Add every value of ``vs``, in order, in one request."""
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise InvalidError(f"timeout={timeout!r}: give seconds >= 0, or None")
+        check_ttl = partition_ttl if isinstance(partition_ttl, int) and not isinstance(partition_ttl, bool) else -1
+        if check_ttl <= 0:
+            raise InvalidError(f"partition_ttl={partition_ttl!r}: give whole seconds > 0 (it has no effect here)")
         key = self._partition(partition)
         payloads = [self._value(v, "a Queue item", "queue_item_bytes") for v in vs]
         if payloads:

@@ -122,7 +122,7 @@ def test_dict_and_queue_ids_namespaces_and_info(runtime):
     with pytest.raises(exception.AlreadyExistsError, match="exists already: pass allow_existing=True"):
         rc.Dict.objects.create(name)
     rc.Dict.objects.create(name, allow_existing=True)
-    d = rc.Dict.from_name(name)
+    d = rc.Dict.from_name(name, environment_name="main")
     assert d.object_id.startswith("di-")
     d["k"] = 1
     again = rc.Dict.from_id(d.object_id)
@@ -144,7 +144,9 @@ def test_dict_and_queue_ids_namespaces_and_info(runtime):
 
     with rc.Queue.ephemeral() as q:
         assert q.object_id.startswith("qu-") and q.info().name is None
-        q.put_many([1, 2], partition="p")
+        q.put(0, block=False, timeout=1, partition="p", partition_ttl=60)  # Modal's arguments, accepted
+        assert q.get(partition="p") == 0
+        q.put_many([1, 2], True, None, partition="p")
         other = rc.Queue.from_id(q.object_id)
         assert other.len(partition="p") == 2 and other.get_many(5, partition="p") == [1, 2] and len(other) == 0
     qname = _name("surface-q")
