@@ -33,16 +33,16 @@ __all__ = [
 
 # Modal's names beyond the core (issue 14): introspection, proxies, Modal's module names.
 _EXPORTS |= {"is_local": "_context", "current_input_id": "_context", "current_function_call_id": "_context",
-             "Proxy": "infra", "exception": "exception", "Error": "exceptions"}
+             "Proxy": "infra", "exception": "exception", "Error": "exceptions", "parameter": "cls"}
 _MODULES = {"exceptions", "exception"}
-__all__ += ["Error", "Proxy", "current_function_call_id", "current_input_id", "exception", "is_local"]
+__all__ += ["Error", "Proxy", "current_function_call_id", "current_input_id", "exception", "is_local", "parameter"]
 
 if TYPE_CHECKING:
     from . import exception, exceptions
     from ._context import current_function_call_id, current_input_id, is_local
     from .app import App
     from .calls import FunctionCall, FunctionCallGroup
-    from .cls import Cls, enter, exit, method
+    from .cls import Cls, enter, exit, method, parameter
     from .exceptions import Error
     from .file_pattern_matcher import FilePatternMatcher
     from .functions import Function

@@ -165,3 +165,39 @@ def test_a_store_id_travels_into_a_container(app):
     with rc.Dict.ephemeral() as d:
         write.remote(d.object_id)
         assert d["key"] == "from the container"
+
+
+def test_parameters_make_the_constructor_and_each_set_has_its_own_containers(app):
+    @app.cls()
+    class Model:
+        name: str = rc.parameter()
+        size: int = rc.parameter(default=10)
+        loud: bool = rc.parameter(default=False, init=False)
+
+        @rc.enter()
+        def load(self):
+            self.loaded = f"{self.name}:{self.size}"
+
+        @rc.method()
+        def describe(self):
+            return self.loaded, self.loud, os.environ.get("REMOTECELL_TASK_ID")
+
+    small, big = Model(name="s").describe.remote(), Model(name="b", size=99).describe.remote()
+    assert small[:2] == ("s:10", False) and big[:2] == ("b:99", False)
+    assert small[2] != big[2]  # one pool, so one container, per set of parameters
+    assert Model(name="s") is Model(name="s", size=10)  # the default filled in: the same instance
+    assert Model(name="s").describe.local()[0] == "s:10"
+    with pytest.raises(exception.InvalidError, match=r"Model\(\) needs the parameter name="):
+        Model()
+    with pytest.raises(exception.InvalidError, match=r"Model\(colour=...\): no such parameter; it has name, size"):
+        Model(name="x", colour="red")
+    with pytest.raises(exception.InvalidError, match=r"Model\(size=.big.\): the parameter size must be of type int"):
+        Model(name="x", size="big")
+    with pytest.raises(exception.InvalidError, match="annotate a parameter as str, int, bool or bytes"):
+        @app.cls()
+        class Bad:
+            ratio: float = rc.parameter()
+
+            @rc.method()
+            def m(self):
+                pass
