@@ -83,8 +83,10 @@ def find_entrypoint(app: App, path: str, wanted: str | None) -> RunTarget:
             raise InvalidError(f"{path} has several local entrypoints and functions ({_choices(app)}): name one as "
                                f"{path}::NAME" if entrypoints or functions else
                                f"{path} has no @app.local_entrypoint() and no function: nothing to run")
-    if wanted.startswith(f"{app.name}.") and wanted.removeprefix(f"{app.name}.") in app.functions:
-        wanted = wanted.removeprefix(f"{app.name}.")  # Modal's FILE::app.function
+    asked = wanted
+    prefix, _, rest = wanted.partition(".")
+    if rest and not isinstance(app.functions.get(prefix), Cls):  # Modal's FILE::app.NAME (the App's variable)
+        wanted = rest
     if wanted in entrypoints:
         return RunTarget(wanted, entrypoints[wanted], entrypoints[wanted])
     if wanted in functions:
@@ -94,7 +96,7 @@ def find_entrypoint(app: App, path: str, wanted: str | None) -> RunTarget:
     c = app.functions.get(cls_name)
     if isinstance(c, Cls) and method in c.roles["method"]:
         return RunTarget(wanted, _remote_call(getattr(c(), method)), getattr(c.user_cls, method), method=True)
-    raise InvalidError(f"{path} has no local entrypoint, function or Class.method {wanted!r} "
+    raise InvalidError(f"{path} has no local entrypoint, function or Class.method {asked!r} "
                        f"(it has: {_choices(app) or 'none'})")
 
 
