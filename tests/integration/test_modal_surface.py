@@ -201,3 +201,36 @@ def test_parameters_make_the_constructor_and_each_set_has_its_own_containers(app
             @rc.method()
             def m(self):
                 pass
+
+
+def test_gpu_specs_as_modal_writes_them_against_an_inventory(monkeypatch, new_home):
+    import remotecell._client as client_mod
+    from conftest import Runtime
+
+    state = new_home("modal-gpus")
+    rt = Runtime(state, env={"REMOTECELL_FAKE_GPUS": "NVIDIA A100-SXM4-80GB,NVIDIA H100 80GB HBM3"})
+    monkeypatch.setenv("REMOTECELL_HOME", str(state))
+    client_mod.reset_connection()
+    try:
+        app = rc.App("modal-gpus")
+
+        @app.function(gpu=["L4", "A100-80GB"])  # the first the host has, by the words of its name
+        def fallback():
+            return os.environ["CUDA_VISIBLE_DEVICES"]
+
+        @app.function(gpu="H100!")
+        def exact():
+            return os.environ["CUDA_VISIBLE_DEVICES"]
+
+        @app.function(gpu="A10")  # not an A100
+        def other():
+            return 1
+
+        with app.run():
+            assert fallback.remote() == "0" and exact.remote() == "1"
+            with pytest.raises(exception.InvalidError, match=r"gpu='A10' cannot be met: this host has 0: NVIDIA "
+                                                             r"A100-SXM4-80GB, 1: NVIDIA H100 80GB HBM3"):
+                other.remote()
+    finally:
+        client_mod.reset_connection()
+        rt.stop()
