@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .app import App
-from .cls import Cls
+from .cls import _NO_DEFAULT, Cls
 from .exceptions import InvalidError
 from .functions import Function
 
@@ -66,7 +66,6 @@ class RunTarget:
     name: str
     call: Callable[..., Any]
     signature: Callable[..., Any]
-    method: bool = False  # the signature's first parameter (self) is not an argument
 
 
 def find_entrypoint(app: App, path: str, wanted: str | None) -> RunTarget:
@@ -95,9 +94,38 @@ def find_entrypoint(app: App, path: str, wanted: str | None) -> RunTarget:
     cls_name, _, method = wanted.partition(".")
     c = app.functions.get(cls_name)
     if isinstance(c, Cls) and method in c.roles["method"]:
-        return RunTarget(wanted, _remote_call(getattr(c(), method)), getattr(c.user_cls, method), method=True)
+        call = _method_call(c, method)
+        return RunTarget(wanted, call, call)
     raise InvalidError(f"{path} has no local entrypoint, function or Class.method {asked!r} "
                        f"(it has: {_choices(app) or 'none'})")
+
+
+def _method_call(c: Cls, method: str) -> Callable[..., Any]:
+    """``Class.method``: the class's ``rc.parameter`` fields and the method's parameters as one set of options
+    (as Modal's CLI reads them); the instance of those parameters is called."""
+    fn = getattr(c.user_cls, method)
+    own = list(inspect.signature(fn).parameters.values())[1:]  # less self
+    hints = {k: v for k, v in typing.get_type_hints(fn).items() if k != "return"}
+    fields = {n: p for n, p in c.parameters.items() if p.init}
+    clash = sorted(set(fields) & {p.name for p in own})
+    if clash:
+        raise InvalidError(f"{c.name}.{method}: {clash} are both class parameters and method parameters; "
+                           "`remotecell run` cannot tell them apart")
+    empty = inspect.Parameter.empty
+    options = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=p.kind,
+                                 default=empty if p.default is _NO_DEFAULT else p.default) for n, p in fields.items()]
+    options += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind is p.POSITIONAL_OR_KEYWORD else p
+                for p in own]
+
+    def call(**kwargs: Any) -> Any:
+        instance = c(**{n: kwargs.pop(n) for n in fields if n in kwargs})
+        return _remote_call(getattr(instance, method))(**kwargs)
+
+    call.__name__ = method
+    call.__doc__ = inspect.getdoc(fn)
+    call.__signature__ = inspect.Signature(options)  # type: ignore[attr-defined]
+    call.__annotations__ = {**{n: p.kind for n, p in fields.items()}, **hints}
+    return call
 
 
 def _choices(app: App) -> str:
@@ -118,7 +146,7 @@ def _remote_call(f: Function) -> Callable[..., Any]:
     return items
 
 
-def parse_arguments(fn: Callable[..., Any], argv: list[str], prog: str, method: bool = False) -> dict[str, Any]:
+def parse_arguments(fn: Callable[..., Any], argv: list[str], prog: str) -> dict[str, Any]:
     """Keyword arguments for ``fn`` from ``--name value`` options made from its signature.
 
     Types come from the annotations (int, float, str, bool: ``--flag``/``--no-flag``);
@@ -127,8 +155,7 @@ def parse_arguments(fn: Callable[..., Any], argv: list[str], prog: str, method: 
     """
     hints = typing.get_type_hints(fn)
     parser = argparse.ArgumentParser(prog=prog, description=inspect.getdoc(fn))
-    params = list(inspect.signature(fn).parameters.values())[1 if method else 0:]
-    for param in params:
+    for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise InvalidError(f"entrypoint {fn.__name__}: *args/**kwargs cannot come from the command line")
         kind = _optional_of(hints.get(param.name, str))

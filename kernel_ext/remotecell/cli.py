@@ -121,8 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path, _, wanted = args.target.partition("::")
     app = _entry.find_app(_entry.load_module(path) if args.module else _entry.load_file(path), path)
     target = _entry.find_entrypoint(app, path, wanted or None)
-    kwargs = _entry.parse_arguments(target.signature, args.args, prog=f"remotecell run {args.target}",
-                                    method=target.method)
+    kwargs = _entry.parse_arguments(target.signature, args.args, prog=f"remotecell run {args.target}")
     with app.run(detach=args.detach):
         result = target.call(**kwargs)
         if inspect.iscoroutine(result):

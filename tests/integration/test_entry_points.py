@@ -30,9 +30,11 @@ def count(upto: int):
 
 @app.cls()
 class Greeter:
+    greeting: str = rc.parameter(default="hello")
+
     @rc.method()
     def greet(self, who: str):
-        print("hello", who)
+        print(self.greeting, who)
 
 @app.function()
 def work(key: str):
@@ -96,6 +98,8 @@ def test_run_calls_a_generator_a_class_method_and_names_what_a_file_has(app_file
     assert out.returncode == 0 and "hello bob" in out.stdout, out.stderr
     out = remotecell("run", f"{path}::app.Greeter.greet", "--who", "ann")  # Modal's FILE::app.NAME
     assert out.returncode == 0 and "hello ann" in out.stdout, out.stderr
+    out = remotecell("run", f"{path}::Greeter.greet", "--greeting", "hi", "--who", "cy")  # a class parameter too
+    assert out.returncode == 0 and "hi cy" in out.stdout, out.stderr
     out = remotecell("run", f"{path}::nope")
     assert out.returncode == 1 and "no local entrypoint, function or Class.method 'nope'" in out.stderr
     assert "main, count, show, work, Greeter.greet" in out.stderr
