@@ -234,3 +234,29 @@ def test_gpu_specs_as_modal_writes_them_against_an_inventory(monkeypatch, new_ho
     finally:
         client_mod.reset_connection()
         rt.stop()
+
+
+def test_a_cancelled_input_raises_modal_s_input_cancellation_in_the_function(app):
+    from conftest import wait_for
+
+    d = rc.Dict.from_name(_name("cancel"), create_if_missing=True)
+
+    @app.function()
+    def waits(store):
+        import time
+
+        import remotecell as inner
+
+        store["started"] = True
+        try:
+            time.sleep(60)
+        except inner.exception.InputCancellation:  # a BaseException: `except Exception` would not see it
+            store["caught"] = True
+            raise
+
+    call = waits.spawn(d)
+    wait_for(lambda: d.get("started"), what="the call to start")
+    call.cancel()
+    wait_for(lambda: d.get("caught"), what="InputCancellation inside the function")
+    with pytest.raises(exception.InputCancelled):
+        call.get(timeout=30)
