@@ -61,11 +61,15 @@ class RemoteError(Error):
         return f"{text}\n\nRemote traceback (most recent call last):\n{self.traceback.rstrip()}"
 
 
-class TimeoutError(Error, builtins.TimeoutError):
-    """Something ran past its time limit (Modal's ``modal.exception.TimeoutError``; also the builtin one)."""
+class TimeoutError(builtins.TimeoutError):
+    """Modal's ``modal.exception.TimeoutError``: the base of remotecell's timeouts (a builtin ``TimeoutError``).
+
+    Each timeout remotecell raises is also an ``Error`` (``class X(Error, TimeoutError)``); this base is
+    not one itself, so that order of bases stays consistent.
+    """
 
 
-class FunctionTimeoutError(TimeoutError):
+class FunctionTimeoutError(Error, TimeoutError):
     """A call ran past its function's ``timeout``; its container was replaced."""
 
 
@@ -77,7 +81,7 @@ class ContainerCrashed(ExecutionError):
     """The container running a call died under it (signal, exit code, out of memory)."""
 
 
-class OutputExpiredError(TimeoutError):
+class OutputExpiredError(Error, TimeoutError):
     """A spawned call's result is older than the runtime keeps results."""
 
 
