@@ -36,8 +36,11 @@ $(LABEXT)/package.json: $(VENV)/.installed labextension/node_modules/.installed 
 	touch $@
 
 # Containers run in bubblewrap sandboxes (unprivileged, ~3 ms a start): Debian's when the machine has none.
+# Images with apt_install/run_commands/run_function get a root filesystem made with mmdebstrap (fakechroot: for
+# a runtime that does not run as root) and built over an overlay in a namespace of unshare (util-linux).
 sandbox:
 	@command -v bwrap >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q bubblewrap)
+	@(command -v mmdebstrap && command -v fakechroot) >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mmdebstrap fakechroot)
 
 setup: $(VENV)/.installed $(LABEXT)/package.json sandbox
 

@@ -1,7 +1,7 @@
 """Image builds: the first build and a cached rebuild of a three-package image, next to ``pip install --target``
 of the same three packages (what the runtime's builder did before), in one run, rounds interleaved.
 
-    .venv/bin/python benchmarks/image_build.py            # 3 rounds (~1 min)
+    .venv/bin/python benchmarks/image_build.py            # 3 rounds and an apt round (~2 min)
     .venv/bin/python benchmarks/image_build.py --rounds 5
 
 Each round starts a runtime on a fresh state folder (so the first build finds nothing: no layer, an empty
@@ -14,6 +14,10 @@ uv cache) and measures, in wall seconds:
   (a container started from the cached venv), and of a function without an image (the runtime's Python);
 * ``pip --target`` / ``pip --target, no cache``: ``pip install --target`` of the same three into an empty
   folder, with pip's own cache (warm after round 1) and without it.
+
+Then ``--apt-rounds`` (1) rounds of an ``apt_install`` image, each on a fresh state folder: its first build (the
+base system made with mmdebstrap, then the apt step), its cached rebuild, its first call (a container with the
+image's own root filesystem as its /), and a second image's apt step over the cached base system.
 
 Then, on the runtime's own uv command lines with a warm cache, the two ways a layer could be made: a hard-link
 copy of the venv below plus one ``uv pip install`` of the step (what the builder does), against a fresh venv
@@ -39,6 +43,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PACKAGES = ["tabulate==0.10.0", "six==1.17.0", "humanize==4.16.0"]
+APT_PACKAGE, APT_OTHER = "figlet", "sl"  # small Debian packages (from Debian's mirrors)
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -103,6 +108,35 @@ def remotecell_round() -> dict[str, float]:
             out["cached rebuild"] = time.perf_counter() - started
             out["first call, cached image"] = timed(imaged.remote)
             out["first call, no image"] = timed(plain.remote)
+        return out
+    finally:
+        runtime.stop()
+
+
+def apt_round() -> dict[str, float]:
+    """An apt image on a fresh state folder: the base system made (mmdebstrap) and the step; the same image
+    again (cached); a second apt step over the cached base system; the first call of a container with its own /."""
+    import remotecell as rc
+
+    runtime = Runtime()
+    try:
+        app = rc.App("bench-apt")
+        imaged = app.function(image=rc.Image.debian_slim().apt_install(APT_PACKAGE), name="apt")(_interpreter)
+        out: dict[str, float] = {}
+        said = io.StringIO()
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(said), app.run():
+            out["apt image: first build (base system + step)"] = time.perf_counter() - started
+        assert "making a base system" in said.getvalue(), said.getvalue()
+        started = time.perf_counter()
+        with app.run():
+            out["apt image: cached rebuild"] = time.perf_counter() - started
+            out["apt image: first call (its own /)"] = timed(imaged.remote)
+        other = rc.App("bench-apt-2")
+        other.function(image=rc.Image.debian_slim().apt_install(APT_OTHER), name="apt2")(_interpreter)
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()), other.run():
+            out["apt step over a cached base system"] = time.perf_counter() - started
         return out
     finally:
         runtime.stop()
@@ -186,6 +220,7 @@ def layer_strategies(rounds: int) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--apt-rounds", type=int, default=1, help="apt image rounds (each makes a base system)")
     args = parser.parse_args()
     results: dict[str, list[float]] = {}
     for number in range(args.rounds):
@@ -194,6 +229,9 @@ def main() -> None:
             for name, seconds in measure().items():
                 results.setdefault(name, []).append(seconds)
         print(f"round {number + 1}/{args.rounds} done", file=sys.stderr)
+    for _ in range(args.apt_rounds):
+        for name, seconds in apt_round().items():
+            results.setdefault(name, []).append(seconds)
     results.update(layer_strategies(args.rounds))
     print(f"\n{', '.join(PACKAGES)}; {args.rounds} rounds; load {os.getloadavg()[0]:.1f}\n")
     print("| what | median s | min-max s |\n|---|---|---|")

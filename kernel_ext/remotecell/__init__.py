@@ -22,13 +22,14 @@ _EXPORTS = {
     "concurrent": "options", "enter": "cls", "exit": "cls", "method": "cls", "exceptions": "exceptions",
     "status": "status", "FunctionCall": "calls", "FunctionCallGroup": "calls", "Secret": "infra",
     "Image": "images", "FilePatternMatcher": "file_pattern_matcher", "Volume": "volumes", "Dict": "stores",
-    "Queue": "stores", "Cron": "options", "Period": "options", "Schedule": "schedules",
+    "Queue": "stores", "Cron": "options", "Period": "options", "Schedule": "schedules", "Sandbox": "sandboxes",
+    "ContainerProcess": "sandboxes",
 }
 
 __all__ = [
-    "App", "Cls", "Cron", "Dict", "FilePatternMatcher", "Function", "FunctionCall", "FunctionCallGroup", "Image",
-    "Period", "Queue", "Retries", "Schedule", "Secret", "Volume", "__version__", "batched", "concurrent", "enter",
-    "exceptions", "exit", "method", "status",
+    "App", "Cls", "ContainerProcess", "Cron", "Dict", "FilePatternMatcher", "Function", "FunctionCall",
+    "FunctionCallGroup", "Image", "Period", "Queue", "Retries", "Sandbox", "Schedule", "Secret", "Volume",
+    "__version__", "batched", "concurrent", "enter", "exceptions", "exit", "method", "status",
 ]
 
 # Modal's names beyond the core (issue 14): introspection, proxies, Modal's module names.
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .images import Image
     from .infra import Proxy, Secret
     from .options import Cron, Period, Retries, batched, concurrent
+    from .sandboxes import ContainerProcess, Sandbox
     from .schedules import Schedule
     from .status import status
     from .stores import Dict, Queue

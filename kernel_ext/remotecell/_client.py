@@ -37,16 +37,13 @@ from remotecell_runtime.protocol import framing, pickling, sharedmem
 from remotecell_runtime.protocol.framing import Frame, Payload
 from remotecell_runtime.protocol.message import Message
 from remotecell_runtime.protocol.messages.calls import CallMsg, CallsMsg, CancelMsg, OutputMsg, ResultEntry
-from remotecell_runtime.protocol.messages.session import ErrorInfo, ErrorReply, HelloMsg, HelloReply, PingMsg, PongMsg
+from remotecell_runtime.protocol.messages.session import ErrorInfo, ErrorReply, HelloMsg, HelloReply
 from remotecell_runtime.protocol.stream import StreamClosed, StreamConn, client_path
 from remotecell_runtime.protocol.versions import versions
 
 from . import _bridge, _local, exceptions
+from ._watch import HELLO_TIMEOUT_S, RuntimeWatch
 
-HELLO_TIMEOUT_S = float(os.environ.get("REMOTECELL_HELLO_TIMEOUT_S", "10"))
-HEARTBEAT_INTERVAL_S = 2.0
-# No pong for this long: the runtime is gone, and calls waiting on it fail instead of hanging.
-RUNTIME_GONE_S = float(os.environ.get("REMOTECELL_RUNTIME_GONE_S", "15"))
 WAKE_MS = 1000  # how often a waiting call looks at the heartbeat
 # Threads that hold a blocking channel (one socket, and one per lease) at once; zmq allows 1,023
 # sockets per context, and each costs an fd here and one in the daemon.
@@ -154,8 +151,6 @@ class Connection:
         self._ids = itertools.count()
         self.ctx = zmq.Context()
         self.closed = False
-        self._stop_heartbeat = threading.Event()
-        self.last_pong = time.monotonic()
         self._local = threading.local()
         self._async: dict[asyncio.AbstractEventLoop, AsyncChannel] = {}  # under _lock
         self._sockets: list[zmq.Socket] = []
@@ -164,10 +159,10 @@ class Connection:
         self._thread_channels = 0  # live SyncChannels, under _lock
         self._bridged = BridgedChannel(self)
         _bridge.when_loop_closes(self._loop_closed)
-        self._heartbeat_thread: threading.Thread | None = None
-        # Called (on the heartbeat thread) when the runtime restarted: apps register themselves again.
+        # Told (on the thread that saw it) when the runtime restarted: apps register themselves again.
         self.on_restart: weakref.WeakSet[Any] = weakref.WeakSet()
         self.runtime_id: str = ""  # the runtime process we talk to; a new one means it restarted
+        self.watch = RuntimeWatch(self)
         try:
             reply = HelloReply.from_wire(self._hello())
             self.runtime_versions: dict[str, str] = reply.versions
@@ -177,8 +172,7 @@ class Connection:
             self.close()  # a half-made connection must not leave sockets that block term()
             raise
         self.shm = reply.shm and sharedmem.ShmPool.available()
-        self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="remotecell-heartbeat", daemon=True)
-        self._heartbeat_thread.start()
+        self.watch.start()
         atexit.register(self.close)
 
     def _hello(self) -> dict[str, Any]:
@@ -285,6 +279,8 @@ class Connection:
         hop instead of three, see the runtime's ``listeners``), else a DEALER."""
         if self.info.is_local:
             conn = self.stream_conn()
+            if conn is None and self.info.embedded and self.watch.revive(self.runtime_id):
+                conn = self.stream_conn()  # it had crashed: this thread's first request goes to the new one
             if conn is not None:
                 return StreamWire(self, conn)
         sock = self.new_socket()
@@ -305,7 +301,10 @@ class Connection:
         """One request, one reply (control messages); raise the error it reports."""
         header.setdefault("id", self.new_id())
         header["sid"] = self.sid
-        reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
+        try:
+            reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
+        except NotSent:  # the local runtime had crashed; it was started again: once more, there
+            reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
         return reply
 
     def envelope(self, msg: Message) -> dict[str, Any]:
@@ -323,7 +322,10 @@ class Connection:
 
             status = conn.ask(StatusMsg(), StatusReply)
         """
-        reply, _ = self.channel().roundtrip(self.envelope(msg), payloads, timeout_s=timeout_s)
+        try:
+            reply, _ = self.channel().roundtrip(self.envelope(msg), payloads, timeout_s=timeout_s)
+        except NotSent:  # the local runtime had crashed; it was started again: once more, there
+            reply, _ = self.channel().roundtrip(self.envelope(msg), payloads, timeout_s=timeout_s)
         return answer.from_wire(reply)
 
     async def ask_aio(self, msg: Message, answer: type[R],
@@ -331,48 +333,6 @@ class Connection:
         """The ``.aio`` twin of ``ask``, with the reply's payloads."""
         reply, reply_payloads = await self.async_channel().roundtrip(self.envelope(msg), payloads)
         return answer.from_wire(reply), reply_payloads
-
-    def _heartbeat(self) -> None:
-        sock = self.new_socket()
-        while not self._stop_heartbeat.wait(HEARTBEAT_INTERVAL_S):
-            try:
-                sock.send_multipart(framing.encode(dict(PingMsg().to_wire(), id="hb", sid=self.sid)))
-                while sock.poll(0):
-                    pong = framing.decode_header(sock.recv_multipart())
-                    self.last_pong = time.monotonic()
-                    runtime_id = PongMsg.from_wire(pong).runtime_id if pong.get("t") == "pong" else None
-                    if runtime_id not in (None, self.runtime_id):
-                        self._restarted(runtime_id)
-            except zmq.ZMQError:  # the context was destroyed under us: we are closing
-                return
-
-    def _restarted(self, runtime_id: str) -> None:
-        """The runtime restarted (same address, new process): apps start again and re-register."""
-        self.runtime_id = runtime_id
-        for app in list(self.on_restart):
-            try:
-                app.restart_after_runtime_restart(self)
-            except Exception as exc:
-                print(f"remotecell: could not restore app {app.name!r} on the restarted runtime: {exc}",
-                      file=sys.stderr)
-
-    def check_restart(self, runtime_id: str) -> None:
-        """Raise if the runtime restarted since ``runtime_id``: requests sent to the old one are lost."""
-        if runtime_id != self.runtime_id:
-            raise exceptions.RuntimeRestarted(
-                f"the runtime at {self.info.address} restarted while this request waited for it; "
-                "the request was lost with the old runtime process"
-            )
-
-    def check_alive(self) -> None:
-        """Raise if the runtime has not answered a heartbeat for ``RUNTIME_GONE_S``."""
-        silent_s = time.monotonic() - self.last_pong
-        if silent_s > RUNTIME_GONE_S:
-            raise exceptions.ConnectionError(
-                f"the runtime at {self.info.address} has not answered for {silent_s:.0f} s: it stopped or "
-                "crashed. Its log says why (local runtime: $REMOTECELL_HOME/runtime.log); the next call "
-                "starts or finds a runtime again"
-            )
 
     # -- async --------------------------------------------------------------------------------
 
@@ -414,9 +374,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        self._stop_heartbeat.set()
-        if self._heartbeat_thread not in (None, threading.current_thread()):
-            self._heartbeat_thread.join(timeout=2)
+        self.watch.stop()
         with self._lock:
             sockets, self._sockets = self._sockets, []
             direct, self._direct = self._direct, []
@@ -477,8 +435,10 @@ class ZmqWire:
         # zmq_poll with no wait, not sock.get(EVENTS): that makes a pyzmq enum per call, ~1 us of a warm call
         self._poll = [(sock, zmq.POLLIN)]
 
-    def send(self, frames: list[Frame]) -> None:
+    def send(self, frames: list[Frame]) -> bool:
+        """True: queued (a DEALER delivers it once the runtime is there)."""
         framing.send(self.sock, frames)
+        return True
 
     def recv(self) -> list[Any]:
         """The next message; TimeoutError after ``WAKE_MS`` without one."""
@@ -497,37 +457,41 @@ class ZmqWire:
 class StreamWire:
     """A thread's Unix stream connection to a local runtime.
 
-    The runtime closes its end only when it stops or crashes. A wait that finds it closed learns
-    what happened from the heartbeat, as over ZeroMQ (the request was lost with that runtime); a
-    send that finds it closed connects again and sends there (a runtime started since gets the
-    request; with none, it is lost as a DEALER's to a dead runtime is).
+    The runtime closes its end only when it stops or crashes. A wait that finds it closed hears
+    ``StreamClosed`` once (its caller asks the connection what became of the runtime); a send that
+    finds it closed connects again and sends there (to a runtime started since), or says it could
+    not deliver.
     """
 
     def __init__(self, owner: Connection, conn: StreamConn) -> None:
         self.owner = owner
         self.conn: StreamConn | None = conn
 
-    def send(self, frames: list[Frame]) -> None:
+    def send(self, frames: list[Frame]) -> bool:
+        """True when the runtime got the message; False when no runtime listens (nothing was sent)."""
         for _ in range(2):  # on this connection, else on a new one
             if self.conn is None:
                 self.conn = self.owner.stream_conn()
                 if self.conn is None:
-                    return
+                    return False
             try:
                 self.conn.send(frames)
-                return
+                return True
             except (StreamClosed, TimeoutError):
                 self._drop()
+        return False
 
     def recv(self) -> list[Any]:
-        """The next message; TimeoutError after ``WAKE_MS`` without one."""
-        if self.conn is not None:
-            try:
-                return self.conn.recv()
-            except StreamClosed:
-                self._drop()
-        time.sleep(WAKE_MS / 1000)  # nothing will come: the caller looks at the heartbeat at this pace
-        raise TimeoutError
+        """The next message; TimeoutError after ``WAKE_MS`` without one, StreamClosed when the runtime closed
+        the connection (then a wait of ``WAKE_MS`` and TimeoutError, until a send connects again)."""
+        if self.conn is None:
+            time.sleep(WAKE_MS / 1000)  # nothing will come: the caller looks at the heartbeat at this pace
+            raise TimeoutError
+        try:
+            return self.conn.recv()
+        except StreamClosed:
+            self._drop()
+            raise
 
     def readable(self) -> bool:
         return self.conn is not None and self.conn.readable()
@@ -539,6 +503,11 @@ class StreamWire:
 
     def close(self, conn: Connection) -> None:
         self._drop()
+
+
+class NotSent(exceptions.RuntimeRestarted):
+    """The local runtime had crashed before this request could reach it; it was started again and the
+    request never ran: send it again (its function's id is new: resolve it again)."""
 
 
 class SyncChannel:
@@ -572,8 +541,18 @@ class SyncChannel:
                ) -> Generator[tuple[dict[str, Any], list[Payload]]]:
         """Send one request; yield the ``item`` messages it makes (a generator's), then its reply."""
         runtime_id = self.conn.runtime_id
-        self.wire.send(framing.encode(header, payloads))
+        self.send(framing.encode(header, payloads), runtime_id)
         return self.replies_to(header["id"], on_output, timeout_s, runtime_id)
+
+    def send(self, frames: list[Frame], runtime_id: str) -> None:
+        """Send a request; ``NotSent`` when the local runtime had crashed (it is started again).
+
+        With no runtime there that this client may start, the request is lost as a DEALER's is
+        when its runtime is gone: the wait for its reply ends as the heartbeat says.
+        """
+        if not self.wire.send(frames) and self.conn.watch.revive(runtime_id):
+            raise NotSent(f"the local runtime at {self.conn.info.address} had crashed: it was started again and "
+                          "the request was not sent")
 
     def replies_to(self, request_id: str, on_output: OutputSink | None, timeout_s: float | None, runtime_id: str,
                  ) -> Generator[tuple[dict[str, Any], list[Payload]]]:
@@ -581,9 +560,15 @@ class SyncChannel:
         while True:
             try:
                 frames = self.wire.recv()  # its timeout wakes us to look at the heartbeat
+            except StreamClosed:
+                if self.conn.watch.lost_runtime(runtime_id):
+                    raise exceptions.RuntimeRestarted(
+                        f"the local runtime at {self.conn.info.address} crashed while this request waited for it "
+                        "(it was started again); the request was lost with it") from None
+                continue
             except TimeoutError:
                 self._check_waiting(deadline, timeout_s)
-                self.conn.check_restart(runtime_id)
+                self.conn.watch.check_restart(runtime_id)
                 continue
             for reply, reply_payloads in replies(*framing.decode(frames)):
                 if reply["t"] in LEASE_NEWS:
@@ -606,7 +591,7 @@ class SyncChannel:
                 f"the runtime at {self.conn.info.address} did not answer within {timeout_s:g} s: it is down, "
                 "or it refused this client's key (check the token in REMOTECELL_RUNTIME)"
             )
-        self.conn.check_alive()
+        self.conn.watch.check_alive()
 
 class AsyncChannel:
     """One asyncio DEALER per event loop; a reader task routes replies by request id."""
@@ -757,8 +742,8 @@ class AsyncChannel:
             await asyncio.sleep(WAKE_MS / 1000)
             for key, (fail, runtime_id) in list(self._watched.items()):
                 try:
-                    self.conn.check_alive()
-                    self.conn.check_restart(runtime_id)
+                    self.conn.watch.check_alive()
+                    self.conn.watch.check_restart(runtime_id)
                 except exceptions.Error as exc:
                     self._watched.pop(key, None)
                     fail(exc)

@@ -240,6 +240,7 @@ class ThreadLeases:
         self.conn = channel.conn
         self.held: dict[str, HeldLease] = {}  # fid -> lease
         self._news_due = 0.0  # monotonic time of the next look at the runtime's news between calls
+        self.runtime_closed = False  # the runtime closed the channel's stream connection (it stopped or crashed)
 
     def _runtime_sent(self) -> bool:
         """Whether a message from the runtime waits on the channel (lease news, or a late reply)."""
@@ -264,6 +265,11 @@ class ThreadLeases:
             self._news_due = time.monotonic() + NEWS_EVERY_S
             if self._runtime_sent():
                 self._runtime_news()
+            if self.runtime_closed:  # the runtime went away since the last call: its leases went with it
+                self.runtime_closed = False
+                if self.conn.watch.lost_runtime(self.conn.runtime_id):
+                    raise _client.NotSent("the local runtime had crashed: it was started again and the call "
+                                          "was not sent")
         lease = self.held.get(target.fid)
         if lease is not None and lease.runtime_id != self.conn.runtime_id:
             self._drop(lease)
@@ -318,15 +324,15 @@ class ThreadLeases:
                         self._drop(lease)
                         return None  # given up before our call came: it never ran there
                     ended = True
-                elif isinstance(news, LeaseLostMsg):  # its container died, maybe under our call
-                    cause = news.cause or "its container died"
+                elif isinstance(news, LeaseLostMsg) or self.runtime_closed:  # its container died, maybe under it
+                    cause = (news.cause if isinstance(news, LeaseLostMsg) else "") or "its container died"
                     return self._hand_back(lease, msg, payloads, on_output, why="crash", cause=cause)
                 left_ms = (deadline - time.monotonic()) * 1000
                 if left_ms <= 0:
                     return self._hand_back(lease, msg, payloads, on_output, why="timeout")
                 sock.set_timeout(int(min(_client.WAKE_MS, left_ms)) + 1)
-                self.conn.check_alive()
-                self.conn.check_restart(lease.runtime_id)
+                self.conn.watch.check_alive()
+                self.conn.watch.check_restart(lease.runtime_id)
                 continue
             reply, reply_payloads = framing.decode(frames)
             if reply.get("id") != request_id:
@@ -357,7 +363,10 @@ class ThreadLeases:
         while self._runtime_sent():
             try:
                 frames = self.channel.wire.recv()
-            except TimeoutError:  # the rest of a message did not come (or the runtime closed the wire)
+            except TimeoutError:  # the rest of a message did not come
+                break
+            except StreamClosed:
+                self.runtime_closed = True
                 break
             for reply, reply_payloads in _client.replies(*framing.decode(frames)):
                 if reply["t"] not in _client.LEASE_NEWS:
@@ -377,7 +386,12 @@ class ThreadLeases:
         self._drop(lease)
         back = LeaseReturnMsg(id=msg.id, fid=lease.fid, cid=lease.cid, why=why, cause=cause, error=error,
                               method=msg.method, shm=msg.shm)
-        self.channel.wire.send(framing.encode(dict(back.to_wire(), sid=self.conn.sid), payloads))
+        try:
+            self.channel.send(framing.encode(dict(back.to_wire(), sid=self.conn.sid), payloads), lease.runtime_id)
+        except _client.NotSent:  # the runtime had crashed, with the container under our call
+            raise exceptions.RuntimeRestarted(
+                "the local runtime crashed during this call (it was started again); the call was lost with it"
+            ) from None
         for reply in self.channel.replies_to(msg.id, on_output, None, lease.runtime_id):
             return reply
         raise AssertionError("unreachable: _replies() ends with the reply")

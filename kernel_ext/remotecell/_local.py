@@ -2,7 +2,11 @@
 
 Order: ``REMOTECELL_RUNTIME`` (a connection file, or an ipc:// address), else
 the local runtime whose connection file is ``$REMOTECELL_HOME/connection.json``
-(default ``~/.remotecell``), started in the background on first use.
+(default ``~/.remotecell``), started in the background on first use (``serve
+--on-demand``).  One started so is *embedded*: a client starts it again when it
+crashed (``crashed``: it died and left its connection file; one that was stopped
+removed it).  A runtime started by hand (``remotecell serve``), or one that
+``REMOTECELL_RUNTIME`` names, is never started again from here.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class ConnectionInfo:
     client_secret: str | None = None
     pid: int | None = None
     source: str = ""
+    embedded: bool = False  # REMOTECELL_HOME's runtime, started by a client: after a crash, started again
 
     @property
     def is_local(self) -> bool:
@@ -49,7 +54,9 @@ def resolve() -> ConnectionInfo:
     if configured:
         if "://" in configured:
             return ConnectionInfo(configured, source="REMOTECELL_RUNTIME")
-        return read_connection_file(Path(configured))
+        named = read_connection_file(Path(configured))
+        named.embedded = False  # named by the user: never started from here
+        return named
     info = local_info()
     return info if info is not None else start_local()
 
@@ -66,7 +73,7 @@ def read_connection_file(path: Path) -> ConnectionInfo:
         raise ConnectionError(f"connection file {path} names no address")
     return ConnectionInfo(
         address, data.get("server_key"), data.get("client_public"), data.get("client_secret"),
-        data.get("pid"), source=str(path),
+        data.get("pid"), source=str(path), embedded=bool(data.get("on_demand")),
     )
 
 
@@ -108,6 +115,17 @@ def local_info() -> ConnectionInfo | None:
     return info
 
 
+def crashed(info: ConnectionInfo) -> bool:
+    """Whether the embedded runtime ``info`` died without stopping: its process is gone, its connection
+    file still names it."""
+    if not info.embedded or _alive(info.pid):
+        return False
+    try:
+        return bool(json.loads(connection_file().read_text()).get("pid") == info.pid)
+    except (OSError, ValueError):
+        return False
+
+
 def start_local() -> ConnectionInfo:
     """Start the local runtime in the background (once, even if many processes race)."""
     root = home()
@@ -121,15 +139,15 @@ def start_local() -> ConnectionInfo:
         fd = os.open(log_path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
         with os.fdopen(fd, "ab") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "remotecell_runtime", "serve", "--state-dir", str(root)],
+                [sys.executable, "-m", "remotecell_runtime", "serve", "--state-dir", str(root), "--on-demand"],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             info = local_info()
-            if info is not None and info.pid == proc.pid:
-                return info
+            if info is not None and (info.pid == proc.pid or proc.poll() is not None):
+                return info  # ours, or another's that won a race ours lost (the state folder's lock)
             if proc.poll() is not None:
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise ConnectionError(f"the local runtime exited at start (code {proc.returncode}):\n{tail}")

@@ -33,6 +33,8 @@ from .exceptions import (
     RequestSizeError,
     ResourceExhaustedError,
     RuntimeRestarted,
+    SandboxTerminatedError,
+    SandboxTimeoutError,
     SerializationError,
     TimeoutError,
     VersionError,
@@ -46,6 +48,6 @@ __all__ = [
     "DeprecationError", "DeserializationError", "Error", "ExecutionError", "FunctionTimeoutError", "ImageBuildError",
     "InputCancellation", "InputCancelled", "InternalError", "InvalidError", "NotFoundError", "OutputExpiredError",
     "PayloadTooLarge", "PermissionDeniedError", "RemoteError", "RequestSizeError", "ResourceExhaustedError",
-    "RuntimeRestarted", "SerializationError", "TimeoutError", "VersionError", "VersionMismatchError",
+    "RuntimeRestarted", "SandboxTerminatedError", "SandboxTimeoutError", "SerializationError", "TimeoutError", "VersionError", "VersionMismatchError",
     "VolumeFileExistsError", "VolumeFileNotFoundError",
 ]

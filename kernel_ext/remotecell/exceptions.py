@@ -73,6 +73,14 @@ class FunctionTimeoutError(Error, TimeoutError):
     """A call ran past its function's ``timeout``; its container was replaced."""
 
 
+class SandboxTimeoutError(Error, TimeoutError):
+    """A ``Sandbox`` ran past its ``timeout`` and was ended (``sb.wait()`` raises it; its returncode is 124)."""
+
+
+class SandboxTerminatedError(Error):
+    """A ``Sandbox`` was terminated (``sb.terminate()``, its app stopped) before its command ended."""
+
+
 class ExecutionError(Error):
     """Running user code failed in a way that is not the code's own exception (Modal's ``ExecutionError``)."""
 

@@ -140,7 +140,10 @@ class Function:
         """Run the function remotely and return its result (or raise its exception)."""
         self._check_generator(False)
         try:
-            return _invocation.call(self.target(), args, kwargs)
+            try:
+                return _invocation.call(self.target(), args, kwargs)
+            except _client.NotSent:  # the local runtime had crashed: started again, the app registered anew
+                return _invocation.call(self.target(), args, kwargs)
         except KeyboardInterrupt:  # the pipeline cancelled it
             print(f"remotecell: interrupted; cancelled the remote call to {self.name}", file=sys.stderr)
             raise

@@ -18,6 +18,7 @@ class RuntimeStatus(dict[str, Any]):
       GPUs: none; free: []; CPUs reserved: 1 of 2
       apps: 1, client sessions: 1
       containers sandboxed: bubblewrap 0.8.0; memory and cpu limits enforced (cgroup v1)
+      system images (apt_install, run_commands, run_function, from_registry): Debian bookworm base systems ...
       square: 2 idle (1 leased); 0 queued, 0 running
     """
 
@@ -31,6 +32,9 @@ class RuntimeStatus(dict[str, Any]):
             f"  apps: {len(self['apps'])}, client sessions: {self['sessions']}",
             f"  containers sandboxed: {self.get('sandbox', 'unknown')}; {self.get('limits', '')}",
         ]
+        if self.get("system_images"):
+            lines.append(f"  system images (apt_install, run_commands, run_function, from_registry): "
+                         f"{self['system_images']}")
         for pool in self["pools"]:
             containers = ", ".join(f"{n} {state}" for state, n in pool["containers"].items()) or "no containers"
             if pool.get("leased"):  # lent to a blocking caller: its calls skip the runtime's router
@@ -38,6 +42,9 @@ class RuntimeStatus(dict[str, Any]):
             waiting = f" ({pool['waiting_reason']})" if pool.get("waiting_reason") else ""
             lines.append(f"  {pool['function']}: {containers}; {pool['queued']} queued{waiting}, "
                          f"{pool['running']} running")
+        for sb in self.get("sandboxes") or []:
+            why = f" ({sb['reason']})" if sb.get("reason") else ""
+            lines.append(f"  sandbox {sb['id']}: {sb['status']}{why}; {' '.join(sb.get('cmd') or []) or '(idle)'}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:  # notebooks show this instead of the text

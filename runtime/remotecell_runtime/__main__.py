@@ -33,10 +33,10 @@ def default_state_dir() -> Path:
 
 
 def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_s: float | None = None,
-          shares: Sequence[str] = ()) -> int:
+          shares: Sequence[str] = (), on_demand: bool = False) -> int:
     """Run the daemon; ``shares`` (with those of ``REMOTECELL_SHARE``): folders every container sees."""
     from .backends.sandbox import ShareRefused, checked_shares
-    from .daemon import Daemon
+    from .daemon import Daemon, StateBusy
     from .services.jobs import RETENTION_S
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -46,9 +46,9 @@ def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_
     try:
         shared = checked_shares([*shares, *filter(None, os.environ.get(SHARE_ENV, "").split(os.pathsep))],
                                 str(state_dir))
-        daemon = Daemon(state_dir, binds, retention_s, shared)
+        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand)
         _run_profiled(daemon.serve_forever(), os.environ.get("REMOTECELL_PROFILE"))
-    except (KeySetupError, ShareRefused) as exc:
+    except (KeySetupError, ShareRefused, StateBusy) as exc:
         print(f"remotecell serve: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--share", action="append", default=[], metavar="PATH",
                    help="a host folder every container sees read-write at the same path (repeatable; env "
                         "REMOTECELL_SHARE=PATH[:PATH...]); never one that holds or lies in the state folder")
+    p.add_argument("--on-demand", action="store_true",
+                   help="started by a client on first use (what clients do): clients start it again after a crash")
     t = sub.add_parser("token", help="client keys for tcp:// listeners")
     t.add_argument("action", choices=["new", "list", "revoke"])
     t.add_argument("name", nargs="?")
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return token(args.action, args.name, args.state_dir, args.address, args.out)
     if args.result_retention_s is not None and args.result_retention_s <= 0:
         parser.error(f"--result-retention-s {args.result_retention_s:g}: must be more than 0 seconds")
-    return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s, args.share)
+    return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s, args.share, args.on_demand)
 
 
 if __name__ == "__main__":

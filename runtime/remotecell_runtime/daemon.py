@@ -12,6 +12,7 @@ unpickles user data.  The daemon is the services' ``Host``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import secrets
@@ -41,6 +42,26 @@ TICK_S = 0.5
 CONTAINER_STOP_GRACE_S = 3.0  # at shutdown, then the rest are killed
 
 
+class StateBusy(Exception):
+    """Another runtime serves this state folder."""
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """An exclusive lock on ``state_dir`` held while the returned fd stays open (until the process ends).
+
+    Two runtimes on one state folder would take each other's sockets and share its databases;
+    the second one is refused instead.
+    """
+    fd = os.open(state_dir / "runtime.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateBusy(f"another runtime serves {state_dir} already (`remotecell status` shows it; "
+                        "`remotecell stop` stops it, or give this one --state-dir elsewhere)") from None
+    return fd
+
+
 @dataclass
 class Session:
     sid: str
@@ -51,8 +72,9 @@ class Daemon:
     """Sockets, keys, sessions and the handler tables; implements ``services.base.Host``."""
 
     def __init__(self, state_dir: Path, binds: list[str], retention_s: float = RETENTION_S,
-                 shares: Sequence[str] = ()) -> None:
+                 shares: Sequence[str] = (), on_demand: bool = False) -> None:
         self.state_dir = state_dir
+        self.on_demand = on_demand  # a client started it on first use: clients start it again after a crash
         self.retention_s = retention_s
         self.shares = shares  # checked by ``sandbox.checked_shares``
         self.binds = binds or [f"ipc://{self.sock_dir / 'runtime.sock'}"]
@@ -74,6 +96,7 @@ class Daemon:
 
     async def start(self) -> None:
         auth.ensure_private_dir(self.state_dir)
+        self.state_lock = lock_state_dir(self.state_dir)
         auth.ensure_private_dir(self.sock_dir)
         keys = auth.server_keys(self.state_dir)
         if any(b.startswith("tcp://") for b in self.binds):
@@ -133,6 +156,7 @@ class Daemon:
             "runtime_id": self.runtime_id,
             "state_dir": str(self.state_dir),
             "versions": versions(),
+            "on_demand": self.on_demand,
         }
         auth.write_private_json(self.state_dir / "connection.json", info)
 

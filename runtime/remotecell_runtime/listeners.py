@@ -103,7 +103,7 @@ class StreamListener:
         self.shm = shm
         self.peers: dict[int, StreamPeer] = {}
         self._ids = itertools.count()
-        if os.path.exists(path):  # a runtime that died left it; the start lock says none other runs here
+        if os.path.exists(path):  # a runtime that died left it (the state folder's lock says none other runs)
             os.unlink(path)
         self.sock = stream.listen(path)
         os.chmod(path, 0o600)

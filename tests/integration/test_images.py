@@ -21,7 +21,7 @@ from conftest import cli, wait_for
 from remotecell import _client, exceptions
 from remotecell_runtime.images import runtime_code
 from remotecell_runtime.protocol import pickling
-from remotecell_runtime.protocol.image_spec import ImageSpec
+from remotecell_runtime.protocol.image_spec import ImageSpec, ImageStep
 from remotecell_runtime.protocol.messages.images import ImageBuildMsg, ImageBuildReply
 
 OLD, NEW = "tabulate==0.8.10", "tabulate==0.10.0"
@@ -280,13 +280,14 @@ def test_a_failed_build_fails_the_waiting_call_in_an_implicit_app(runtime):
         app.stop()
 
 
-def test_steps_this_runtime_does_not_build_are_refused_at_registration(app):
-    @app.function(image=rc.Image.debian_slim().apt_install("git"))
-    def with_git():
-        return 1
-
-    with pytest.raises(exceptions.InvalidError, match="apt_install is not built by this runtime yet"):
-        with_git.remote()
+def test_a_step_the_runtime_refuses_is_refused_before_anything_is_built(runtime):
+    """A spec made by hand (the client refuses these names itself): the runtime checks every step first."""
+    spec = ImageSpec(steps=[ImageStep(kind="env", env={"IMAGE_TEST": "refused"}),
+                            ImageStep(kind="apt", packages=["-y", "git"])])
+    before = layers(runtime)
+    with pytest.raises(exceptions.InvalidError, match=r"image step 2 \(apt install -y git\): \['-y'\]"):
+        _client.connection().ask(ImageBuildMsg(image=spec), ImageBuildReply)
+    assert layers(runtime) == before
 
 
 def test_an_image_registered_without_a_build_request_is_built_for_its_first_container(app, monkeypatch):

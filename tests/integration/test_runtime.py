@@ -150,6 +150,22 @@ def test_tcp_listener_refused_without_keys(new_home):
     assert "remotecell token new" in result.stderr
 
 
+def test_a_second_runtime_on_one_state_folder_is_refused_and_the_first_serves_on(new_home):
+    state = new_home("busy")
+    rt = Runtime(state)
+    try:
+        result = subprocess.run([sys.executable, "-m", "remotecell_runtime", "serve", "--state-dir", str(state)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2
+        assert f"another runtime serves {state} already" in result.stderr and "remotecell stop" in result.stderr
+        assert rt.alive() and (state / "sock" / "runtime.sock.stream").exists()  # its sockets left alone
+        status = subprocess.run([sys.executable, "-m", "remotecell.cli", "status"], capture_output=True, text=True,
+                                timeout=60, env=dict(os.environ, REMOTECELL_HOME=str(state)))
+        assert f"pid {rt.proc.pid}" in status.stdout, status.stderr
+    finally:
+        rt.stop()
+
+
 def test_loose_key_permissions_are_refused(tmp_path, new_home):
     state = new_home("s")
     _token(state, "bob", None)
@@ -378,7 +394,8 @@ print(f"shm={{c.connection().shm}} sum={{total}}")
 
 
 @pytest.mark.parametrize("form", ["remote", "remote.aio"])
-def test_a_call_fails_plainly_when_the_runtime_dies_under_it(tmp_path, form, new_home):
+def test_a_call_fails_plainly_when_a_runtime_not_ours_dies_under_it_and_it_is_not_restarted(tmp_path, form,
+                                                                                            new_home):
     call = f"wait_long.remote({str(tmp_path / 'started')!r})"
     if form == "remote.aio":
         call = f"asyncio.run(wait_long.remote.aio({str(tmp_path / 'started')!r}))"
@@ -400,8 +417,9 @@ try:
 except rc.exceptions.ConnectionError as e:
     print("gave up:", e)
 """)
-    env = dict(os.environ, REMOTECELL_HOME=str(state), REMOTECELL_RUNTIME_GONE_S="3")
-    env.pop("REMOTECELL_RUNTIME", None)
+    address = f"ipc://{state / 'sock' / 'runtime.sock'}"
+    env = dict(os.environ, REMOTECELL_RUNTIME=address, REMOTECELL_RUNTIME_GONE_S="3",
+               REMOTECELL_HOME=str(tmp_path / "elsewhere"))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     try:
@@ -411,7 +429,92 @@ except rc.exceptions.ConnectionError as e:
     finally:
         rt.stop()
     assert proc.returncode == 0, err
-    assert "gave up: the runtime at ipc://" in out and "has not answered" in out
+    assert f"gave up: the runtime at {address}" in out and "has not answered" in out
+    assert "REMOTECELL_RUNTIME names" in out and "remotecell serve" in out  # where it was, how to start it
+    assert json.loads((state / "connection.json").read_text())["pid"] == rt.proc.pid  # nobody started another
+    assert not (tmp_path / "elsewhere" / "connection.json").exists()
+
+
+PHOENIX = """
+import os, sys, time
+import remotecell as rc
+from remotecell import _client
+
+app = rc.App("phoenix")
+
+@app.function()
+def inc(x):
+    return x + 1
+
+@app.function()
+def wait_long(path):
+    open(path, "w").close()
+    time.sleep(120)
+
+@app.function()
+def gated(gate):
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    return "gated done"
+
+with app.run():
+    print(inc.remote(1), _client.connection().info.pid, flush=True)
+    pending = gated.spawn({gate!r})
+    began = time.monotonic()
+    try:
+        wait_long.remote({started!r})
+    except rc.exceptions.RuntimeRestarted as e:
+        print("in flight:", round(time.monotonic() - began), e, flush=True)
+    print(inc.remote(2), _client.connection().info.pid, flush=True)  # the next call: on the new runtime
+    print(pending.get(timeout=60), flush=True)  # the spawned call resumed there
+    sys.stdin.readline()  # the test kills the runtime again, between two calls this time, and waits
+    print(inc.remote(5), _client.connection().info.pid, flush=True)
+"""
+
+
+def _kill_runtime(state: Path) -> int:
+    pid = json.loads((state / "connection.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
+             timeout_s=10, what=f"runtime {pid} to die")
+    return pid
+
+
+def test_the_local_runtime_comes_back_after_a_crash_and_the_apps_calls_go_on(tmp_path, new_home):
+    state, started, gate = new_home("phoenix"), tmp_path / "started", tmp_path / "gate"
+    script = tmp_path / "phoenix.py"
+    script.write_text(PHOENIX.format(gate=str(gate), started=str(started)))
+    env = dict(os.environ, REMOTECELL_HOME=str(state), REMOTECELL_RUNTIME_GONE_S="60")
+    env.pop("REMOTECELL_RUNTIME", None)
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        value, first_pid = proc.stdout.readline().split()
+        assert value == "2"
+        wait_for(started.exists, timeout_s=30, what="the long call to start")
+        assert _kill_runtime(state) == int(first_pid)  # SIGKILL: an OOM kill looks the same from here
+        in_flight = proc.stdout.readline()
+        assert in_flight.startswith("in flight:"), proc.stderr.read() if proc.poll() is not None else in_flight
+        assert int(in_flight.split()[2]) < 10  # at once, not after a heartbeat deadline (60 s here)
+        value, second_pid = proc.stdout.readline().split()
+        assert value == "3" and second_pid != first_pid
+        gate.touch()
+        assert proc.stdout.readline().strip() == "gated done"
+        second = _kill_runtime(state)
+        # no call now: the client sees the crash by itself (its heartbeat) and starts the runtime again
+        wait_for(lambda: json.loads((state / "connection.json").read_text())["pid"] != second, timeout_s=30,
+                 what="the client to start the crashed runtime again")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (proc.returncode, out, err)
+        value, third_pid = out.split()
+        assert value == "6" and third_pid not in (first_pid, second_pid)
+        assert "the local runtime (pid" in err and "died; starting it again" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([sys.executable, "-m", "remotecell.cli", "stop"], env=env, capture_output=True, timeout=60)
 
 
 def test_a_container_whose_daemon_is_gone_exits_even_when_its_parent_lives_on(tmp_path):

@@ -109,18 +109,32 @@ def test_options_that_would_install_elsewhere_are_refused(options):
         checked_options(options)
 
 
-def test_steps_built_elsewhere_are_refused_saying_what_is_built():
-    with pytest.raises(ImageError, match="image step 1 .*: apt_install is not built by this runtime yet"):
-        check(ImageSpec(steps=[ImageStep(kind="apt", packages=["git"])]), sandboxed=True)
-    with pytest.raises(ImageError, match="run_commands is not built"):
-        check(ImageSpec(steps=[ImageStep(kind="run", commands=["true"])]), sandboxed=True)
-    with pytest.raises(ImageError, match="registry images are not built"):
-        check(ImageSpec(base="registry", registry_tag="python:3.11-slim"), sandboxed=True)
+def test_bad_steps_are_refused_naming_the_step_and_the_value():
+    with pytest.raises(ImageError, match=r"image step 1 \(apt install git -y\): \['-y'\]: give Debian package"):
+        check(ImageSpec(steps=[ImageStep(kind="apt", packages=["git", "-y"])]), sandboxed=True)
+    with pytest.raises(ImageError, match="holds no command, or an empty one"):
+        check(ImageSpec(steps=[ImageStep(kind="run", commands=["true", " "])]), sandboxed=True)
+    with pytest.raises(ImageError, match="names no blob of its function"):
+        check(ImageSpec(steps=[ImageStep(kind="function", digest="x")]), sandboxed=True)
+    with pytest.raises(ImageError, match="unknown image base 'scratch'"):
+        check(ImageSpec(base="scratch"), sandboxed=True)
     with pytest.raises(ImageError, match="no pip options"):
         check(ImageSpec(steps=[ImageStep(kind="pip", packages=["--index-url=x"])]), sandboxed=True)
     check(ImageSpec(steps=[ImageStep(kind="uv_pip", packages=["six"]), ImageStep(kind="env", env={"A": "1"}),
                            ImageStep(kind="workdir", path="/app"),
                            ImageStep(kind="files", path="/data", digest="d" * 64, copy=True)]), sandboxed=True)
+
+
+def test_system_steps_and_registry_bases_are_built_with_the_sandbox_only():
+    system = [ImageStep(kind="apt", packages=["git"]), ImageStep(kind="run", commands=["true"]),
+              ImageStep(kind="function", digest="d" * 64, volumes={"/vol": "v"})]
+    check(ImageSpec(steps=system), sandboxed=True)
+    check(ImageSpec(base="registry", registry_tag="python:3.11-slim", steps=system), sandboxed=True)
+    for step in system:
+        with pytest.raises(ImageError, match="without the sandbox .* own root filesystem"):
+            check(ImageSpec(steps=[step]), sandboxed=False)
+    with pytest.raises(ImageError, match=r"from_registry\('python:3.11-slim'\): this runtime runs containers"):
+        check(ImageSpec(base="registry", registry_tag="python:3.11-slim"), sandboxed=False)
 
 
 def test_without_a_sandbox_only_python_sources_are_put_in_place():

@@ -30,6 +30,15 @@ def test_the_state_folder_is_never_bound_but_its_sockets_are(tmp_path):
     assert "--unshare-pid" in argv and "--as-pid-1" not in argv and "--unshare-net" not in argv
 
 
+def test_a_sandbox_agents_socket_is_bound_alone_instead_of_the_socket_folder(tmp_path):
+    sock = tmp_path / "home" / "sock"
+    sandbox = Sandbox("/usr/bin/bwrap", "bubblewrap 0.8.0", str(sock), [])
+    argv = sandbox.argv(["python", "-m", "a"], socket=(str(sock / "sb-1.sock"), "/run/remotecell/agent.sock"))
+    binds = _pairs(argv, "--bind") + _pairs(argv, "--ro-bind")
+    assert (str(sock / "sb-1.sock"), "/run/remotecell/agent.sock") in binds
+    assert not any(src.startswith(str(sock)) and src != str(sock / "sb-1.sock") for src, _ in binds)
+
+
 def test_python_roots_leave_out_the_state_folder_and_what_holds_it(tmp_path):
     roots = python_roots(str(tmp_path))
     assert all(not r.startswith(str(tmp_path)) and not str(tmp_path).startswith(r + "/") for r in roots)
@@ -84,6 +93,26 @@ def test_a_container_gets_its_own_gpus_device_files_and_the_drivers_shared_ones(
     inside = {dst for src, dst in _pairs(argv, "--dev-bind") if src.startswith(root)}
     assert inside == {"/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-caps"}
     assert ("/sys", "/sys") in _pairs(argv, "--ro-bind")  # cuInit fails without it
+
+
+def test_a_container_with_its_own_root_filesystem_and_gpus_gets_the_hosts_driver_libraries(tmp_path, monkeypatch):
+    _fake_devices(tmp_path, monkeypatch)
+    libs = tmp_path / "lib"
+    libs.mkdir()
+    for name in ("libcuda.so.550.54", "libnvidia-ml.so.1", "libz.so.1"):
+        (libs / name).touch()
+    (libs / "libcuda.so.1").symlink_to("libcuda.so.550.54")
+    monkeypatch.setattr(sandbox_mod, "DRIVER_LIBRARY_DIRS", (str(libs),))
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "usr" / "lib").mkdir(parents=True)
+    sandbox = Sandbox("bwrap", "bubblewrap", "/s", [])
+    argv = sandbox.argv(["true"], gpu_minors=[0], rootfs=str(rootfs))
+    bound = {dst: src for src, dst in _pairs(argv, "--ro-bind")}
+    assert {"/usr/local/nvidia/lib64/libcuda.so.1", "/usr/local/nvidia/lib64/libcuda.so.550.54",
+            "/usr/local/nvidia/lib64/libnvidia-ml.so.1"} <= set(bound)
+    assert "/usr/local/nvidia/lib64/libz.so.1" not in bound and ("--dir", "/usr") in zip(argv, argv[1:], strict=False)
+    host = _pairs(sandbox.argv(["true"], gpu_minors=[0]), "--ro-bind")
+    assert not any(dst.startswith("/usr/local/nvidia") for _, dst in host)  # the host's own /usr has the driver
 
 
 def test_no_gpus_no_gpu_device_and_no_sys(tmp_path, monkeypatch):

@@ -31,7 +31,14 @@ def status_html(status: dict[str, Any]) -> str:
                  str(pool.get("leased", 0)), str(pool["queued"]), str(pool["running"]),
                  escape(pool.get("waiting_reason") or "")]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    boxes = "".join(_sandbox_line(sb) for sb in status.get("sandboxes") or [])
     if not rows:
-        return head + "<br><i>no functions registered</i>"
+        return head + "<br><i>no functions registered</i>" + boxes
     header = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
-    return f"{head}<table>{header}{''.join(rows)}</table>"
+    return f"{head}<table>{header}{''.join(rows)}</table>{boxes}"
+
+
+def _sandbox_line(sb: dict[str, Any]) -> str:
+    why = f" ({sb['reason']})" if sb.get("reason") else ""
+    cmd = " ".join(sb.get("cmd") or []) or "(idle)"
+    return f"<br>sandbox <code>{escape(sb['id'])}</code>: {escape(sb['status'] + why)}; <code>{escape(cmd)}</code>"

@@ -56,7 +56,9 @@ class ContainerImage:
     folders it reads (the venv, its base interpreter's prefix, the runtime's own code), bound read-only
     in a sandbox; ``env``: the image's variables (``env`` steps); ``workdir``: the containers' working
     directory; ``files``: (host folder, container path) pairs put in place read-only at start, in order
-    (a later one over an earlier one); ``pythonpath``: container paths first on its import path.
+    (a later one over an earlier one); ``pythonpath``: container paths first on its import path;
+    ``rootfs``: the host folder that is the container's ``/`` (read-only) for an image with system steps
+    (``apt_install``, ``run_commands``, ``run_function``, ``from_registry``), None: the host's own system.
     """
 
     python: str
@@ -65,6 +67,7 @@ class ContainerImage:
     workdir: str | None = None
     files: tuple[tuple[str, str], ...] = ()
     pythonpath: tuple[str, ...] = ()
+    rootfs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class ContainerSpec:
     image: ContainerImage | None = None  # its built image; None: the runtime's own interpreter
     gpus: tuple[int, ...] = ()  # device indices reserved on this host (CUDA_VISIBLE_DEVICES)
     cpu: float = 0.0  # cores reserved from the host's budget
+    agent: str | None = None  # an ``rc.Sandbox``'s: the sandbox agent runs instead of the function server,
+    # connected to this socket of its own (a host path), the one thing of the runtime its sandbox shows
     cid: str = ""  # the name it says hello with
     connect: str = ""  # where it connects back
 

@@ -29,13 +29,14 @@ from ..cpus import CpuBudget
 from ..gpus import GpuAllocator
 from .base import ConnectBack, ContainerExit, ContainerImage, ContainerSpec, ExitCallback, SpecRefused
 from .limits import Limits
-from .sandbox import Sandbox, container_pid
+from .sandbox import DRIVER_INSIDE, Sandbox, container_pid
 
 log = logging.getLogger("remotecell.runtime")
 
 LOG_TAIL_LINES = 40
 INTERRUPT_GRACE_S = 1.0  # SIGINT, then SIGTERM this much later
 RELEASE_TRIES, RELEASE_RETRY_S = 20, 0.25  # removing a container's cgroups while its last processes exit
+AGENT_SOCKET = "/run/remotecell/agent.sock"  # where a sandbox agent finds its own socket to the daemon
 VOLUMES_ENV = "REMOTECELL_VOLUMES"  # {mount path: host folder}: links the container makes, or the sandbox's mounts
 
 
@@ -95,6 +96,10 @@ class LocalBackend:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # number devices as nvidia-smi does
         if self.sandbox is not None:
             env.pop(VOLUMES_ENV, None)  # mounted by the sandbox instead
+        if self.sandbox is not None and spec.image is not None and spec.image.rootfs and spec.gpus:
+            # the host's driver, bound there by the sandbox (an image's own system has none)
+            env["LD_LIBRARY_PATH"] = ":".join(p for p in (f"{DRIVER_INSIDE}/lib64", env.get("LD_LIBRARY_PATH")) if p)
+            env["PATH"] = f"{env.get('PATH', '')}:{DRIVER_INSIDE}/bin"
         return env
 
     def _command(self, spec: ContainerSpec, cancel_r: int,
@@ -102,18 +107,23 @@ class LocalBackend:
         """The container's command line (in its sandbox when there is one, joining the cgroups of ``procs``),
         and the sandbox's info pipe."""
         python = spec.image.python if spec.image else sys.executable
-        command = [python, "-m", "remotecell_runtime.container",
-                   "--connect", spec.connect, "--id", spec.cid, "--cancel-fd", str(cancel_r),
-                   "--direct", self._direct_path(spec.cid)]
+        connect, socket = spec.connect, None
+        if spec.agent is not None:  # its own socket, and in a sandbox that socket alone, at a path of its own
+            socket = (spec.agent, AGENT_SOCKET) if self.sandbox is not None else None
+            connect = f"ipc://{AGENT_SOCKET if socket else spec.agent}"
+        module = "remotecell_runtime.container" if spec.agent is None else "remotecell_runtime.sandbox_agent"
+        command = [python, "-m", module, "--connect", connect, "--id", spec.cid, "--cancel-fd", str(cancel_r)]
+        if spec.agent is None:
+            command += ["--direct", self._direct_path(spec.cid)]
         if self.sandbox is None:
             return Limits.wrap(procs, command), None
         info_r, info_w = os.pipe()
         volumes = json.loads(spec.env.get(VOLUMES_ENV) or "{}")
         image = spec.image or ContainerImage(sys.executable)
         sandboxed = self.sandbox.argv(command, info_fd=info_w, volumes=volumes, extra_roots=image.roots,
-                                      files=image.files, workdir=image.workdir,
+                                      files=image.files, workdir=image.workdir, rootfs=image.rootfs,
                                       block_network=spec.options.block_network,
-                                      gpu_minors=self.gpus.minors(spec.gpus))
+                                      gpu_minors=self.gpus.minors(spec.gpus), socket=socket)
         return Limits.wrap(procs, sandboxed), (info_r, info_w)
 
     async def _run(self, process: _Process, on_exit: ExitCallback) -> None:

@@ -1,7 +1,9 @@
 """The container sandbox: bubblewrap around a container's process, so user code sees only what it may.
 
 Inside, read-only: the host's system (``/usr`` and its ``/bin``, ``/lib`` links,
-``/etc``) and the Python the container runs (its prefixes and import paths).
+``/etc``), or for an image with system steps its own root filesystem as ``/`` (with
+the host's ``/etc/resolv.conf`` and ``/etc/hosts``), and the Python the container
+runs (its prefixes and import paths).
 An image's container also reads its venv and base interpreter (read-only) and
 finds its image's files at their paths (read-only, each entry of a step's folder
 bound at its place).
@@ -45,6 +47,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 HOME = "/root"  # a container's home, as in Modal's containers: private and empty
 SYSTEM_LINKS = ("bin", "lib", "lib64", "sbin")  # merged-/usr links of Debian and others
+NAME_FILES = ("/etc/resolv.conf", "/etc/hosts")  # the host's name resolution, in a container with its own /
+DRIVER_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64")
+DRIVER_LIBRARIES = ("libcuda.so*", "libnvidia-*.so*", "libcudadebugger.so*", "libnvcuvid.so*")
+DRIVER_TOOLS = ("nvidia-smi",)
+DRIVER_INSIDE = "/usr/local/nvidia"  # where a container with its own / finds the host's driver (lib64/, bin/)
 GPU_DEVICE_ROOT_ENV = "REMOTECELL_FAKE_GPU_DEVICES"  # tests: a folder of stand-in device files instead of /dev
 FORK_WAIT_S = 5.0  # how long the init may take to fork the container (it is a few ms)
 PROBE_TIMEOUT_S = 10.0
@@ -115,31 +122,50 @@ class Sandbox:
 
     def argv(self, command: list[str], *, info_fd: int | None = None, volumes: Mapping[str, str] | None = None,
              extra_roots: Iterable[str] = (), files: Iterable[tuple[str, str]] = (), workdir: str | None = None,
-             block_network: bool = False, gpu_minors: Sequence[int] | None = ()) -> list[str]:
+             block_network: bool = False, gpu_minors: Sequence[int] | None = (),
+             rootfs: str | None = None, socket: tuple[str, str] | None = None) -> list[str]:
         """bwrap's command line around ``command``; ``volumes``: mount path -> host folder; ``extra_roots``:
         more host folders it reads (an image's venv and interpreter); ``files``: (host folder, container path),
         each entry of the folder bound read-only there, in order; ``workdir``: its working directory (made
         if nothing is there); ``info_fd``: where bwrap writes its init's pid (see ``container_pid``);
         ``gpu_minors``: the container's GPUs by device minor number (none by default; None: GPUs whose
-        numbers are unknown, every one)."""
+        numbers are unknown, every one); ``rootfs``: a host folder that is its ``/`` (read-only) instead of the
+        host's ``/usr`` and ``/etc`` (an image with system steps), with the host's name resolution bound in;
+        ``socket``: (host socket, path inside) bound alone instead of the runtime's socket folder (an
+        ``rc.Sandbox`` agent's own socket: nothing else of the state folder shows)."""
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--cap-drop", "ALL"]
         if info_fd is not None:
             args += ["--info-fd", str(info_fd)]
         if block_network:
             args.append("--unshare-net")
-        args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
-        for name in SYSTEM_LINKS:
-            args += _system_link(name)
-        args += ["--proc", "/proc", "--dev", "/dev", "--bind", "/dev/shm", "/dev/shm"]
+        roots = _outermost([*self.python_roots, *extra_roots])
+        files = list(files)
         devices = gpu_devices(gpu_minors)
+        driver = driver_files() if devices and rootfs else []  # an image's own system lacks the host's driver
+        if rootfs is None:
+            args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+            for name in SYSTEM_LINKS:
+                args += _system_link(name)
+        else:
+            names = [n for n in NAME_FILES if os.path.exists(n)]
+            sockets = socket[1] if socket else self.sock_dir
+            bound = [*roots, *self.shares, sockets, *(volumes or {}), *names, *(workdir and [workdir] or []),
+                     *(inside for _, inside in driver),
+                     *(posixpath.join(dest, entry) for folder, dest in files for entry in os.listdir(folder))]
+            args += rootfs_binds(rootfs, bound)
+            for name in names:
+                args += ["--ro-bind", name, name]
+        args += ["--proc", "/proc", "--dev", "/dev", "--bind", "/dev/shm", "/dev/shm"]
         for device, inside in devices:
             args += ["--dev-bind", device, inside]
+        for library, inside in driver:
+            args += ["--ro-bind", library, inside]
         if devices:  # the CUDA driver reads the devices' PCI topology there: cuInit fails without it
             args += ["--ro-bind", "/sys", "/sys"]
         args += ["--tmpfs", "/tmp", "--tmpfs", HOME]
-        args += _folder_binds(_outermost([*self.python_roots, *extra_roots]), self.shares)
-        args += ["--bind", self.sock_dir, self.sock_dir]
+        args += _folder_binds(roots, self.shares)
+        args += ["--bind", *socket] if socket else ["--bind", self.sock_dir, self.sock_dir]
         for path, folder in sorted((volumes or {}).items()):
             args += ["--bind", folder, path]
         args += _file_binds(files)
@@ -247,6 +273,35 @@ def _file_binds(files: Iterable[tuple[str, str]]) -> list[str]:
     return args
 
 
+def rootfs_binds(rootfs: str, bound: Iterable[str]) -> list[str]:
+    """``rootfs`` as the container's ``/``, read-only, with room for the paths ``bound`` later.
+
+    The root stays bwrap's own (a private tmpfs) and each entry of ``rootfs`` is bound at its place, so a
+    mount point made for a later bind is never made in the image's folder (nor refused as read-only): a
+    folder of the image that lacks a path bound below it is made anew and its entries bound one by one,
+    down to where the path leaves the image.  Paths below the container's private ``/tmp`` and home and
+    its ``/dev`` and ``/proc`` need no room: those are mounted over anyway."""
+    wanted = [p for p in (posixpath.normpath(b) for b in bound)
+              if p != "/" and not any(_inside(p, m) for m in ("/tmp", HOME, "/dev", "/proc"))
+              and not os.path.lexists(rootfs + p)]
+    return _entries(rootfs, "/", wanted)
+
+
+def _entries(rootfs: str, folder: str, wanted: list[str]) -> list[str]:
+    args = []
+    for entry in sorted(os.listdir(rootfs + folder)):
+        inside = posixpath.join(folder, entry)
+        host = rootfs + inside
+        below = [p for p in wanted if p.startswith(inside + "/")]
+        if os.path.islink(host):
+            args += ["--symlink", os.readlink(host), inside]
+        elif below and os.path.isdir(host):
+            args += ["--dir", inside, *_entries(rootfs, inside, below)]
+        else:
+            args += ["--ro-bind", host, inside]
+    return args
+
+
 def _system_link(name: str) -> list[str]:
     path = f"/{name}"
     if os.path.islink(path):
@@ -254,6 +309,21 @@ def _system_link(name: str) -> list[str]:
     if os.path.isdir(path):
         return ["--ro-bind", path, path]
     return []
+
+
+def driver_files() -> list[tuple[str, str]]:
+    """(host file, path inside) of the NVIDIA driver's user-space part (``libcuda``, ``libnvidia-*``,
+    ``nvidia-smi``) for a container with its own root filesystem: under ``DRIVER_INSIDE``, as NVIDIA's container
+    toolkit puts them (CUDA images have ``/usr/local/nvidia/lib64`` on ``LD_LIBRARY_PATH``)."""
+    found = []
+    for folder in DRIVER_LIBRARY_DIRS:
+        for pattern in DRIVER_LIBRARIES:
+            found += [(f, f"{DRIVER_INSIDE}/lib64/{os.path.basename(f)}") for f in glob.glob(f"{folder}/{pattern}")]
+    for tool in DRIVER_TOOLS:
+        path = shutil.which(tool)
+        if path:
+            found.append((path, f"{DRIVER_INSIDE}/bin/{tool}"))
+    return sorted(dict((inside, (f, inside)) for f, inside in found).values(), key=lambda p: p[1])
 
 
 def gpu_devices(minors: Sequence[int] | None) -> list[tuple[str, str]]:

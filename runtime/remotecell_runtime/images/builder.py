@@ -8,7 +8,11 @@ index options); ``env``, ``workdir`` and ``files`` (``copy=True``) steps record
 their change, the last one unpacking its files.  A build starts from the deepest
 layer already cached, so an unchanged image builds nothing and images that start
 alike share those layers; the files of ``copy=False`` steps are unpacked once per
-blob and put in place when a container starts.
+blob and put in place when a container starts.  ``apt``, ``run`` and ``function``
+steps make a root filesystem layer (``system``: run as root over an overlay of the
+layer below, or of a base system of the host's Debian release made once), and a
+registry base pulls its root filesystem (``oci``) before its venv; from then on the
+image's containers run with that root filesystem as ``/``.
 
 A build's output goes to its ``listeners`` as it comes (the client that asked, see
 ``services/images.py``) and its last lines into the error when a step fails, which
@@ -28,6 +32,7 @@ import collections
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -36,12 +41,15 @@ from pathlib import Path
 
 from ..backends.base import ContainerImage
 from ..protocol.image_spec import ImageSpec, ImageStep
-from . import runtime_code
-from .layers import FILES, VENV, Layer, LayerStore, copy_venv, unpack
+from . import runtime_code, system
+from .layers import FILES, ROOTFS, VENV, Layer, LayerStore, copy_venv, unpack
 from .pipconf import read_pip_config
 from .runtime_code import RuntimeCode
-from .steps import describe
+from .steps import SYSTEM_KINDS, BuildFailed, describe, describe_base
+from .system_build import BASE_CHECK, Says, SystemBuilds, host_env
 from .uv import Uv, find_binary
+
+__all__ = ["Build", "BuildFailed", "Images"]
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -49,12 +57,6 @@ BUILD_TIMEOUT_S = 1800.0
 RETRY_FAILED_S = 60.0
 TAIL_LINES = 20  # of a failed step's output, in its error
 # The container code runs there; what the base interpreter is, for the log and the sandbox.
-BASE_CHECK = ("import platform, sys, remotecell_runtime.container.main; "
-              "print(platform.python_version(), sys.base_prefix)")
-
-
-class BuildFailed(Exception):
-    """A step that failed: the message names it and quotes its last output lines."""
 
 
 @dataclass(eq=False)
@@ -103,6 +105,7 @@ class Images:
         self._ready: dict[str, ContainerImage] = {}
         self._layer_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._uv: Uv | None = None
+        self.system = SystemBuilds(self.root, self.store, blob, self._run, self._layer_locks, sandboxed)
 
     def key(self, spec: ImageSpec) -> str:
         """The image's key: its last layer's, and the files put in place at start."""
@@ -178,7 +181,7 @@ class Images:
                      number: str) -> Layer:
         """Layer ``key``: ``step`` on ``parent`` (the base when ``step`` is None), built unless another
         build made it meanwhile."""
-        what = describe(step) if step is not None else f"base: Python {build.spec.python_version or 'of the runtime'}"
+        what = describe(step) if step is not None else describe_base(build.spec)
         build.doing = f"step {number}: {what}"
         build.say(f"=> Step {number}: {what}")
         async with self._layer_locks[key]:
@@ -206,28 +209,52 @@ class Images:
         if step.kind == "files":
             await self._unpack(step, staging / FILES)
             return parent.after(key, files=(*parent.files, (f"{key}/{FILES}", str(step.path))))
+        if step.kind in SYSTEM_KINDS:
+            return await self.system.step(build, key, parent, step, staging)
         uv = await self._uv_ready()
         await asyncio.to_thread(copy_venv, self.store.venv(parent), staging / VENV)
         await self._run(uv.install(staging / VENV, list(step.packages), step), uv.environment(parent.env), build)
         return parent.after(key, venv=key)
 
     async def _base(self, build: Build, key: str, staging: Path) -> Layer:
-        """A venv of the image's Python with the runtime's pins and code: the first layer of every image."""
+        """A venv of the image's Python with the runtime's pins and code: the first layer of every image; for a
+        registry image, its root filesystem too (pulled and unpacked), where that Python must run."""
+        spec = build.spec
+        registry = spec.base == "registry"
+        config = await self.system.pull(build, str(spec.registry_tag), staging / ROOTFS) if registry else None
         uv = await self._uv_ready()
         venv = staging / VENV
         env = uv.environment({})
         try:
-            await self._run(uv.venv(build.spec.python_version, venv), env, build)
+            await self._run(uv.venv(spec.add_python if config else spec.python_version, venv), env, build)
         except BuildFailed as exc:
             raise BuildFailed(f"{exc}\n{await self._pythons(uv)}") from None
         build.say(f"   packages from {uv.index.describe()}; the runtime's own: {', '.join(uv.code.pins)}")
         await self._run(uv.install(venv, list(uv.code.pins)), env, build)
         for site in venv.glob("lib/python*/site-packages"):
             (site / runtime_code.PTH_NAME).write_text(uv.code.pth)
-        said = await self._run([str(venv / "bin" / "python"), "-c", BASE_CHECK], env)
+            if config is not None:
+                self.system.image_packages(build, staging / ROOTFS, site)
+        check = [str(venv / "bin" / "python"), "-c", BASE_CHECK]
+        if config is None:
+            said = await self._run(check, env)
+        else:
+            base = Layer(key=key, venv=key, base_prefix=_prefix(venv))
+            sandbox = self.system.sandbox(staging / ROOTFS, staging / "check", base, venv)
+            try:
+                said = await self._run(sandbox.argv(check, system.python_env(venv, config.env)), host_env(), None,
+                                       name=f"the image's Python in {spec.registry_tag}")
+            except BuildFailed as exc:
+                raise BuildFailed(f"{exc}\n(the image's Python is the runtime host's, bound in: it needs a glibc "
+                                  "system with the libraries it links; add_python='3.X' picks another one, which "
+                                  "uv may fetch)") from None
+            finally:
+                shutil.rmtree(staging / "check", ignore_errors=True)
         version, _, prefix = (said[-1] if said else "").partition(" ")
         build.say(f"   Python {version} ({prefix}), the container code runs")
-        return Layer(key=key, venv=key, base_prefix=prefix)
+        if config is None:
+            return Layer(key=key, venv=key, base_prefix=prefix)
+        return Layer(key=key, venv=key, base_prefix=prefix, rootfs=key, env=config.env, workdir=config.workdir)
 
     async def _uv_ready(self) -> Uv:
         """uv with the host's index settings and the runtime's pins (made at the first build)."""
@@ -267,9 +294,11 @@ class Images:
             raise BuildFailed(f"the files for {step.path} (blob {digest[:12]}) could not be unpacked: {exc}"
                               ) from None
 
-    async def _run(self, argv: list[str], env: dict[str, str], build: Build | None = None) -> list[str]:
-        """Run one build command, its output said to ``build``'s listeners as it comes (none without
-        ``build``); its lines, or ``BuildFailed`` with the last of them when it fails."""
+    async def _run(self, argv: list[str], env: dict[str, str], build: Says | None = None,
+                   name: str | None = None) -> list[str]:
+        """Run one build command (``name``: how its failure names it; its program by default), its output said
+        to ``build``'s listeners as it comes (none without ``build``); its lines, or ``BuildFailed`` with the
+        last of them when it fails."""
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, env=env, cwd=self.root)
@@ -288,7 +317,7 @@ class Images:
             raise
         if code != 0:
             tail = "\n".join(lines[-TAIL_LINES:])
-            raise BuildFailed(f"{Path(argv[0]).name} exited with {code}:\n{tail}{self._hint(tail)}")
+            raise BuildFailed(f"{name or Path(argv[0]).name} exited with {code}:\n{tail}{self._hint(tail)}")
         return lines
 
     def _hint(self, output: str) -> str:
@@ -297,3 +326,12 @@ class Images:
         named = [p for p in pins if p.split("==")[0] in output]
         return (f"\n(the runtime's own {', '.join(named)} is in every image, at that version: a step cannot change "
                 "it)") if named else ""
+
+
+def _prefix(venv: Path) -> str:
+    """The base interpreter's prefix of a venv made by uv (its ``home`` is the base's ``bin``)."""
+    for line in (venv / "pyvenv.cfg").read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "home":
+            return os.path.dirname(value.strip())
+    return ""

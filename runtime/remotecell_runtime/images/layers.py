@@ -2,8 +2,9 @@
 
 A layer is what an image is after one step (``ImageSpec.layer_keys``).  Its
 folder holds what that step made: a venv (``venv/``, for the base and each
-install step), the files of a ``files`` step with ``copy=True`` (``files/``), or
-nothing (``env``, ``workdir``), and ``layer.json``: the ``Layer``, everything a
+install step), the files of a ``files`` step with ``copy=True`` (``files/``), a root
+filesystem (``rootfs/``, for a system step or a registry base), or nothing (``env``,
+``workdir``), and ``layer.json``: the ``Layer``, everything a
 container of an image ending there needs (which layer's venv it runs, the
 variables, the working directory, the files and where they go).  Folders are
 named by keys relative to the cache, so the JSON holds no path of the state
@@ -34,6 +35,7 @@ from ..backends.base import ContainerImage
 LAYER_FILE = "layer.json"
 VENV = "venv"
 FILES = "files"
+ROOTFS = "rootfs"
 PYTHON_SOURCE_ROOT = "/root"  # where add_local_python_source puts modules: first on a container's import path
 
 
@@ -47,6 +49,7 @@ class Layer:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     files: tuple[tuple[str, str], ...] = ()  # (folder relative to the layers, container path), in order
+    rootfs: str | None = None  # the key of the layer whose folder holds its root filesystem (None: the host's)
 
     def after(self, key: str, **changes: object) -> Layer:
         """The layer made by one more step on top of this one."""
@@ -61,6 +64,7 @@ class LayerStore:
         self.code = code
         self.layers = root / "layers"
         self.mounts = root / "mounts"
+        self.systems = root / "systems"
         self.staging_root = root / "staging"
         self._known: dict[str, Layer] = {}
 
@@ -84,6 +88,20 @@ class LayerStore:
 
     def venv(self, layer: Layer) -> Path:
         return self.layers / layer.venv / VENV
+
+    def rootfs(self, layer: Layer) -> Path | None:
+        """The root filesystem of ``layer``'s image (None: it runs on the host's system)."""
+        return self.layers / layer.rootfs / ROOTFS if layer.rootfs else None
+
+    def system(self, key: str) -> Path | None:
+        """The base system ``key`` (a root filesystem), if it is there."""
+        folder = self.systems / key / ROOTFS
+        return folder if folder.is_dir() else None
+
+    def commit_system(self, staging: Path, key: str) -> Path:
+        """Put the base system made in ``staging`` (its ``rootfs``) in place as ``key``."""
+        self._into_place(staging, self.systems / key)
+        return self.systems / key / ROOTFS
 
     def stage(self, key: str) -> Path:
         """A new, empty staging folder for layer ``key`` (or a mount)."""
@@ -121,12 +139,18 @@ class LayerStore:
         root (``/root``) are put on the import path where they are instead."""
         venv = self.venv(layer)
         every = [*((self.layers / folder, dest) for folder, dest in layer.files), *mounts]
+        rootfs = self.rootfs(layer)
+        home = rootfs / PYTHON_SOURCE_ROOT.lstrip("/") if rootfs else None
+        if home is not None and home.is_dir() and any(home.iterdir()):  # what its build left in the home
+            every.insert(0, (home, PYTHON_SOURCE_ROOT))
         files = tuple((str(folder), dest) for folder, dest in every)
         pythonpath = (PYTHON_SOURCE_ROOT,) if sandboxed else tuple(f for f, dest in files if dest == PYTHON_SOURCE_ROOT)
-        return ContainerImage(python=str(venv / "bin" / "python"),
-                              roots=(str(venv), layer.base_prefix, str(self.code)),
+        # a system interpreter (under /usr) is the image system's own: its base system holds its packages
+        roots = [str(venv), *([] if rootfs and _inside(layer.base_prefix, "/usr") else [layer.base_prefix]),
+                 str(self.code)]
+        return ContainerImage(python=str(venv / "bin" / "python"), roots=tuple(roots),
                               env=layer.env, workdir=layer.workdir, files=files if sandboxed else (),
-                              pythonpath=pythonpath)
+                              pythonpath=pythonpath, rootfs=str(rootfs) if rootfs else None)
 
     @staticmethod
     def _into_place(staging: Path, target: Path) -> bool:
@@ -140,6 +164,10 @@ class LayerStore:
             shutil.rmtree(staging, ignore_errors=True)
             return False
         return True
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def unpack(tar_path: Path, into: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from ..protocol.message import Message
@@ -24,6 +25,7 @@ from .jobs import Jobs, SpawnedCalls
 from .kv import Stores
 from .queues import Queues
 from .registry import AppRegistry, DeployStore
+from .sandboxes import Sandboxes
 from .schedules import Scheduler
 from .status import Status
 from .volume_files import VolumeFiles
@@ -86,14 +88,16 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     functions = Functions(host, registry, sock_dir, shm_prefix, client_env, shares, blobs.path)
     jobs = Jobs(functions, host.state_dir, retention_s, orphan_grace_s=orphan_grace_s)
     volumes = Volumes(host, orphan_grace_s=orphan_grace_s)
+    functions.images.system.volume_folder = lambda name: volumes.named(name).folder  # run_function(volumes=)
     stores = Stores(host, orphan_grace_s=orphan_grace_s)
     queues = Queues(stores)
     store = DeployStore(host.state_dir / "deployed.db")
     scheduler = Scheduler(store.db, jobs, functions.deployed_pool)
     apps = Apps(host, registry, store, functions, jobs, scheduler, volumes)
-    status = Status(host, functions, apps, queues)
-    # Closing order: schedules, stores, jobs, deployed apps, then the pools.
+    sandboxes = Sandboxes(host, functions, apps, Path(sock_dir))
+    status = Status(host, functions, apps, queues, sandboxes)
+    # Closing order: schedules, stores, jobs, deployed apps, sandboxes, then the pools.
     ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes,
                               VolumeFiles(host, volumes), blobs, ImageBuilds(host, functions.images), status,
-                              Calls(functions), functions]
+                              sandboxes, sandboxes.streams, Calls(functions), functions]
     return Services(functions, apps, scheduler, blobs, ordered)

@@ -169,8 +169,9 @@ class Apps(Service):
         body = Payload([bytes(framing.buffer_of(f)) for f in req.payloads[0].frames])
         return FnRegisterReply(fid=self.register(app, SavedFunction(msg.name, msg.options, msg.meta or {}, body)))
 
-    def _check_host(self, raw: dict[str, Any]) -> dict[str, str]:
-        """Refuse what this host cannot give a definition (its GPUs, its image); its containers' variables."""
+    def check_host(self, raw: dict[str, Any]) -> dict[str, str]:
+        """Refuse what this host cannot give a definition or a sandbox (its GPUs, its image); its containers'
+        variables."""
         try:
             options = FunctionOptions.from_wire(raw)
             options.batch_policies()
@@ -205,7 +206,7 @@ class Apps(Service):
 
     def register(self, app: AppEntry, fn: SavedFunction) -> str:
         """Make ``fn`` the app's current definition of its name (a new pool, unless it is the same one)."""
-        env = self._check_host(fn.options)
+        env = self.check_host(fn.options)
         digest = hashlib.sha256(b"".join(fn.body.frames) + repr(sorted(fn.options.items())).encode()).hexdigest()[:16]
         fid = f"fn-{app.app_id}-{fn.name}-{digest}"
         old = app.functions.get(fn.name)

@@ -94,6 +94,7 @@ class Functions(Service):
                                self.sandbox, self.limits)
         self.containers = ContainerManager(backend, self.on_container_exit)
         self._holding = HeldResults(self._send_many)
+        self.agent_exited: Callable[[ContainerRecord], None] | None = None  # a sandbox's container (no pool)
 
     # -- the function table -------------------------------------------------------------------
 
@@ -183,13 +184,18 @@ class Functions(Service):
 
     def reclaim(self, requester: Requester, holds: Callable[[ContainerRecord], bool]) -> None:
         """A pool waits for GPUs or CPUs (``holds``): stop an idle container of another pool that holds some."""
+        self.reclaim_for(requester.fn.name, requester.waiting_reason, holds, but=requester)
+
+    def reclaim_for(self, who: str, why: str, holds: Callable[[ContainerRecord], bool], but: Any = None) -> None:
+        """``who`` (a pool's function, a sandbox) waits for what ``holds`` finds: stop an idle container of a pool
+        (other than ``but``) that holds some."""
         if any(c.state is State.STOPPING and holds(c) for c in self.containers.all()):
             return  # some are on their way back already
         for pool in self.pools.values():
-            holder = pool.scaler.idle_holder(holds) if pool is not requester else None
+            holder = pool.scaler.idle_holder(holds) if pool is not but else None
             if holder is not None:
                 log.info("stopping idle container %s of %s: %s waits for what it holds (%s)", holder.id,
-                         pool.fn.name, requester.fn.name, requester.waiting_reason)
+                         pool.fn.name, who, why)
                 pool.scaler.retire(holder)
                 return
 
@@ -208,6 +214,8 @@ class Functions(Service):
         pool = self.pool_of(container)
         if pool is not None:
             pool.on_exit(container)
+        elif self.agent_exited is not None:
+            self.agent_exited(container)
         self._dispatch_waiting(but=pool)  # a freed GPU may unblock another pool
 
     # -- service hooks ------------------------------------------------------------------------
@@ -253,6 +261,7 @@ class Functions(Service):
             "containers": self.containers.stats(),
             "sandbox": self.sandbox_state,
             "limits": self.limits.describe if self.limits else self.limits_off,
+            "system_images": self.images.system.describe(),
         }
 
 

@@ -21,13 +21,15 @@ from .apps import Apps
 from .base import Handler, Host, Request, Service
 from .functions import Functions
 from .queues import Queues
+from .sandboxes import Sandboxes
 
 SHUTDOWN_DELAY_S = 0.05  # the reply goes out before the loop stops
 
 
 class Status(Service):
-    def __init__(self, host: Host, functions: Functions, apps: Apps, queues: Queues) -> None:
+    def __init__(self, host: Host, functions: Functions, apps: Apps, queues: Queues, sandboxes: Sandboxes) -> None:
         self.host = host
+        self.sandboxes = sandboxes
         self.functions = functions
         self.apps = apps
         self.queues = queues
@@ -46,7 +48,8 @@ class Status(Service):
     def on_status(self, req: Request[StatusMsg]) -> StatusReply:
         return StatusReply(runtime_id=self.host.runtime_id, pid=os.getpid(), endpoints=self.host.endpoints,
                            versions=versions(), **self.functions.stats(), apps=self.apps.stats(),
-                           sessions=len(self.host.live_sessions()), stores=self.queues.stats())
+                           sessions=len(self.host.live_sessions()), stores=self.queues.stats(),
+                           sandboxes=self.sandboxes.stats())
 
     def on_shutdown(self, req: Request[ShutdownMsg]) -> EmptyReply:
         asyncio.get_running_loop().call_later(SHUTDOWN_DELAY_S, self.host.stop)

@@ -52,9 +52,11 @@ class StatusReply(Message):
     containers: dict[str, int]  # how many containers are in each state
     sandbox: str  # what isolates containers ("bubblewrap 0.8.0"), or "off: " and why
     limits: str  # which of memory= and cpu= are enforced, and how
+    system_images: str = ""  # whether images with system steps can be built here ("off: " and why)
     apps: list[dict[str, Any]]
     sessions: int
     stores: dict[str, Any]
+    sandboxes: list[dict[str, Any]]  # the rc.Sandbox-es that have not finished (each as sandbox_get's info)
 
 
 @message("shutdown")

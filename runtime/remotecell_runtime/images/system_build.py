@@ -1,0 +1,210 @@
+"""The system steps of image builds, for ``Images``: ``apt``/``run``/``function`` layers (see ``system``) and a
+registry base's root filesystem (see ``oci``).
+
+Each step runs over the layer below it (its root filesystem, or the base system made
+once for the image's interpreter), one sandboxed command after the other, then the
+image's Python is checked there and the changes are kept as the layer's root
+filesystem; a registry image is pulled into its base layer, and its own Python
+packages put on the venv's path.
+
+Invariants: as in ``builder``: nothing is cached unless whole (a base system is
+staged and renamed into place, under a lock of its key: one build of it at a time);
+a failure is a ``BuildFailed`` naming what failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .. import vault
+from ..backends.sandbox import python_roots
+from ..protocol.image_spec import IN_CONTAINER_ENV, ImageStep
+from . import oci, system
+from .layers import ROOTFS, Layer, LayerStore
+from .steps import BuildFailed
+
+BASE_CHECK = ("import platform, sys, remotecell_runtime.container.main; "
+              "print(platform.python_version(), sys.base_prefix)")
+FUNCTION_BLOB = "/tmp/remotecell-build-function.pkl"  # where a run_function step's pickled function is bound
+
+
+class Says(Protocol):
+    """A build, as far as its system steps go: its key and its log."""
+
+    key: str
+
+    def say(self, line: str) -> None: ...
+
+
+class CommandRunner(Protocol):
+    """``Images._run``: one build command, its output said to the build, ``BuildFailed`` naming it."""
+
+    def __call__(self, argv: list[str], env: dict[str, str], build: Says | None = None,
+                 name: str | None = None) -> Awaitable[list[str]]: ...
+
+
+class SystemBuilds:
+    """The system steps of one runtime's builds, under ``root`` (``STATE/images``)."""
+
+    def __init__(self, root: Path, store: LayerStore, blob: Callable[[str], Path], run: CommandRunner,
+                 locks: MutableMapping[str, asyncio.Lock], sandboxed: bool) -> None:
+        self.root = root
+        self.store = store
+        self.blob = blob
+        self.run = run
+        self.locks = locks
+        self.releases: dict[str, system.Release] = {}
+        # a named volume's host folder (run_function(volumes=)), set by the services that own volumes
+        self.volume_folder: Callable[[str], Path] | None = None
+        self.sandboxed = sandboxed
+        self._described: str | None = None
+
+    def describe(self) -> str:
+        """For the status: whether system steps are built here (looked at once)."""
+        if self._described is None:
+            self._described = system.describe_host(self.sandboxed)
+        return self._described
+
+    async def pull(self, build: Says, tag: str, into: Path) -> oci.ImageConfig:
+        """Image ``tag`` unpacked into ``into``, its layers said as they come."""
+        build.say(f"   pulling {tag}")
+        loop = asyncio.get_running_loop()
+
+        def say(line: str) -> None:
+            loop.call_soon_threadsafe(build.say, line)
+
+        try:
+            return await asyncio.to_thread(oci.pull, tag, into, self.root / "oci-blobs", say)
+        except oci.PullFailed as exc:
+            raise BuildFailed(str(exc)) from None
+
+
+    @staticmethod
+    def image_packages(build: Says, rootfs: Path, site: Path) -> None:
+        """A registry image's own Python packages of the venv's minor version, on the venv's path after its own
+        (so the runtime's pins win); packages of another version are said, not used."""
+        version = site.parent.name  # "python3.11"
+        found = oci.site_folders(rootfs)
+        used = [folder for folder in found if f"/{version}/" in folder or folder == "/usr/lib/python3/dist-packages"
+                and (rootfs / "usr" / "lib" / version).is_dir()]
+        if used:
+            (site / oci.IMAGE_SITE_PTH).write_text("".join(f"{folder}\n" for folder in used))
+            build.say(f"   the image's own packages in {', '.join(used)} are importable (after the venv's)")
+        elif found:
+            build.say(f"   the image's packages in {', '.join(found)} are not used: they are not for {version}")
+
+
+    async def step(self, build: Says, key: str, parent: Layer, step: ImageStep, staging: Path) -> Layer:
+        """An apt, run or function step: run as root over the parent's root filesystem (or a base system),
+        its changes kept as this layer's root filesystem (``system``)."""
+        lower = self.store.rootfs(parent) or await self._base_system(build, parent)
+        venv = self.store.venv(parent)
+        image_env = parent.env if parent.rootfs else {"PATH": system.BASE_PATH, **parent.env}
+        env = system.python_env(venv, image_env)
+        sandbox = self.sandbox(lower, staging, parent, venv)
+        for name, command, extra in self._commands(step, venv):
+            sandbox.binds += extra.binds
+            await self.run(sandbox.argv(command, {**env, **extra.env}), host_env(), build, name=name)
+            del sandbox.binds[len(sandbox.binds) - len(extra.binds):]
+        try:
+            await self.run(sandbox.argv([str(venv / "bin" / "python"), "-c", BASE_CHECK],
+                                         {**env, "PYTHONDONTWRITEBYTECODE": "1"}), host_env(), None,
+                            name="the image's Python after this step")
+        except BuildFailed as exc:
+            raise BuildFailed(f"the step left a system where the image's Python no longer runs: {exc}") from None
+        await asyncio.to_thread(self._keep, sandbox, lower, staging / ROOTFS)
+        return parent.after(key, rootfs=key, env=image_env)
+
+
+    @staticmethod
+    def _keep(sandbox: system.StepSandbox, lower: Path, rootfs: Path) -> None:
+        """The step's changes applied to a hard-link copy of ``lower`` in ``rootfs``."""
+        system.prune(sandbox.upper, lower, sandbox.mount_points())
+        system.link_tree(lower, rootfs)
+        system.apply_upper(sandbox.upper, rootfs)
+        for folder in (sandbox.upper, sandbox.work, sandbox.merged):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+    def sandbox(self, lower: Path, staging: Path, layer: Layer, venv: Path) -> system.StepSandbox:
+        """A build command's sandbox over ``lower``: the image's venv and interpreter, the runtime's code."""
+        reads = [str(venv), str(self.store.code), *python_roots(str(self.root.parent))]
+        if not layer.base_prefix.startswith("/usr"):
+            reads.append(layer.base_prefix)
+        binds = [(path, path, False) for path in sorted(set(reads))]
+        return system.StepSandbox(lower, staging / "upper", staging / "work", staging / "merged", binds)
+
+
+    def _commands(self, step: ImageStep, venv: Path) -> list[tuple[str, list[str], _Extra]]:
+        """The build commands of a system step: (how the log names it, its command line, its extras)."""
+        none = _Extra()
+        if step.kind == "run":
+            return [(f"`{command}`", ["/bin/sh", "-c", command], none) for command in step.commands]
+        if step.kind == "apt":
+            apt = ["apt-get", "-q"] + ([] if os.geteuid() == 0 else ["-o", "APT::Sandbox::User=root"])
+            return [("apt-get update", [*apt, "update"], none),
+                    ("apt-get install", [*apt, "install", "-y", *step.packages], none),
+                    ("apt-get clean", ["/bin/sh", "-c", "apt-get clean && rm -rf /var/lib/apt/lists/*"], none)]
+        extra = _Extra(binds=[(str(self.blob(str(step.digest))), FUNCTION_BLOB, False)],
+                       env={"PYTHONUNBUFFERED": "1", IN_CONTAINER_ENV: "1"})
+        for name in step.secrets:
+            try:
+                extra.env.update(vault.load(self.root.parent, name))
+            except vault.SecretError as exc:
+                raise BuildFailed(f"its secret {name!r}: {exc}") from None
+        for path, volume in sorted(step.volumes.items()):
+            if self.volume_folder is None:
+                raise BuildFailed("volumes are not available to image builds on this runtime")
+            try:
+                extra.binds.append((str(self.volume_folder(volume)), path, True))
+            except Exception as exc:  # the volumes service's refusal: it says which volume and why
+                raise BuildFailed(f"its volume {volume!r}: {exc}") from None
+        command = [str(venv / "bin" / "python"), "-m", "remotecell_runtime.container.build_function", FUNCTION_BLOB]
+        return [("the build function", command, extra)]
+
+
+    async def _base_system(self, build: Says, parent: Layer) -> Path:
+        """The base system for an image whose interpreter lives at ``parent.base_prefix`` (made once)."""
+        release = self.releases.get(parent.base_prefix)
+        if release is None:
+            try:
+                release = await asyncio.to_thread(system.base_release, [parent.base_prefix])
+            except system.SystemUnavailable as exc:
+                raise BuildFailed(str(exc)) from None
+            self.releases[parent.base_prefix] = release
+        key = release.key()
+        async with self.locks[f"system-{key}"]:
+            found = self.store.system(key)
+            if found is not None:
+                return found
+            build.say(f"   making a base system: Debian {release.codename} ({release.arch}, minbase) with "
+                      f"{', '.join(release.packages)} (once: it is cached)")
+            staging = self.store.stage(key)
+            try:
+                command = release.bootstrap(shutil.which("mmdebstrap") or "mmdebstrap", staging / ROOTFS)
+                await self.run(command, host_env(), build, name="mmdebstrap")
+                await asyncio.to_thread(system.fix_links, staging / ROOTFS)
+                return self.store.commit_system(staging, key)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+
+@dataclass
+class _Extra:
+    """What one build command adds to its step's sandbox: binds (host path, container path, writable), variables."""
+
+    binds: list[tuple[str, str, bool]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+
+def host_env() -> dict[str, str]:
+    """What a step's sandbox command itself runs with (bwrap clears it for the step)."""
+    return {"PATH": os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}

@@ -1,0 +1,386 @@
+"""System steps on a real sandboxed runtime: ``apt_install`` of a real Debian package (from Debian's mirrors, into
+a base system made with mmdebstrap), ``run_commands``, ``run_function`` and ``from_registry`` (an OCI registry
+this test serves on 127.0.0.1), each a root filesystem layer of the image, nothing of it on the host.
+
+The first test makes the base system (a minimal Debian of the host's release, ~15 s); the others reuse it.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+import remotecell as rc
+from remotecell import exceptions
+
+PACKAGE, PROGRAM, LIBRARY = "figlet", "figlet", "libmd4c0"  # small, and not on this host
+
+
+@pytest.fixture(scope="module")
+def runtime(sandboxed):
+    return sandboxed
+
+
+def test_an_apt_package_runs_and_loads_in_the_container_and_is_absent_on_the_host(runtime, capsys):
+    assert shutil.which(PROGRAM) is None, f"{PROGRAM} is on this host: pick a package it lacks"
+    image = rc.Image.debian_slim().apt_install(PACKAGE, LIBRARY)
+    app = rc.App("system-apt", image=image)
+
+    @app.function()
+    def inside():
+        import ctypes
+        import os
+        import shutil
+        import subprocess
+
+        banner = subprocess.run([PROGRAM, "hi"], capture_output=True, text=True, check=True).stdout
+        lib = ctypes.CDLL("libmd4c.so.0")
+        return {"which": shutil.which(PROGRAM), "banner": banner, "md_parse": hasattr(lib, "md_parse"),
+                "release": open("/etc/debian_version").read().strip(), "home": os.listdir("/root")}
+
+    with app.run():
+        out = capsys.readouterr().out
+        got = inside.remote()
+    assert "apt install figlet libmd4c0" in out and "Setting up figlet" in out, out
+    assert got["which"] == f"/usr/bin/{PROGRAM}" and "_" in got["banner"] and got["md_parse"], got
+    assert got["release"].split(".")[0] == open("/etc/debian_version").read().split(".")[0]  # the host's release
+    assert shutil.which(PROGRAM) is None  # nothing on the host
+    systems = list((runtime.state_dir / "images" / "systems").iterdir())
+    assert len(systems) == 1, systems
+    status = rc.status()
+    assert status["system_images"].startswith("Debian "), status["system_images"]
+    assert "system images (apt_install, run_commands, run_function, from_registry): Debian" in repr(status)
+
+
+def test_a_missing_apt_package_fails_the_build_naming_the_step_and_aptitudes_words(runtime, capsys):
+    app = rc.App("system-apt-missing", image=rc.Image.debian_slim().apt_install("no-such-deb-xyz"))
+
+    @app.function()
+    def never():
+        return 1
+
+    with pytest.raises(exceptions.ImageBuildError) as caught:
+        with app.run():
+            pass
+    message = str(caught.value)
+    assert "apt install no-such-deb-xyz" in message and "apt-get install exited with 100" in message, message
+    assert "Unable to locate package no-such-deb-xyz" in message, message
+    assert not list((runtime.state_dir / "images" / "staging").iterdir())  # nothing half-built left
+
+
+def test_run_commands_make_files_the_function_sees_and_a_second_build_builds_nothing(runtime, capsys):
+    image = (rc.Image.debian_slim().env({"GREETING": "hello"})
+             .run_commands("mkdir -p /opt/made && echo \"$GREETING from the build\" > /opt/made/note",
+                           "rm /etc/issue", "echo second >> /opt/made/note"))
+    app = rc.App("system-run", image=image)
+
+    @app.function()
+    def read():
+        import os
+
+        return open("/opt/made/note").read(), os.path.exists("/etc/issue")
+
+    with app.run():
+        assert read.remote() == ("hello from the build\nsecond\n", False)
+    out = capsys.readouterr().out
+    assert "Built image" in out, out
+    built = runtime.log_text().count("building image")
+    with app.run():
+        assert read.remote() == ("hello from the build\nsecond\n", False)
+    assert capsys.readouterr().out == ""  # nothing built, nothing said
+    assert runtime.log_text().count("building image") == built
+    base = next((runtime.state_dir / "images" / "systems").iterdir()) / "rootfs"
+    assert (base / "etc" / "issue").exists() and not (base / "opt" / "made").exists()  # the base is untouched
+
+
+def test_a_build_step_is_root_without_the_powers_that_reach_past_its_sandbox(runtime):
+    image = rc.Image.debian_slim().run_commands("grep CapEff /proc/self/status > /opt/caps; id -u >> /opt/caps",
+                                                 "mount -t tmpfs none /mnt 2>> /opt/caps || echo refused >> /opt/caps")
+    app = rc.App("system-caps", image=image)
+
+    @app.function()
+    def caps():
+        return open("/opt/caps").read().split("\n")
+
+    with app.run():
+        got = caps.remote()
+    effective = int(got[0].split()[1], 16)
+    assert got[1] == "0" and effective & (1 << 0) and effective & (1 << 1)  # root: CHOWN, DAC_OVERRIDE
+    assert not effective & (1 << 21) and not effective & (1 << 27) and not effective & (1 << 16)  # SYS_ADMIN...
+    assert "refused" in got, got  # ... MKNOD, SYS_MODULE: it mounts nothing
+
+
+def test_python_packages_after_a_system_step_keep_its_root_filesystem(runtime):
+    image = (rc.Image.debian_slim().run_commands("echo system > /opt/layered")
+             .uv_pip_install("six==1.17.0").env({"AFTER": "pip"}))
+    app = rc.App("system-then-pip", image=image)
+
+    @app.function()
+    def both():
+        import os
+
+        import six
+
+        return open("/opt/layered").read(), six.__version__, os.environ["AFTER"]
+
+    with app.run():
+        assert both.remote() == ("system\n", "1.17.0", "pip")
+
+
+def test_a_failing_command_fails_the_build_naming_it_and_its_last_lines(runtime):
+    app = rc.App("system-run-fails", image=rc.Image.debian_slim().run_commands("echo about to fail; exit 3"))
+
+    @app.function()
+    def never():
+        return 1
+
+    with pytest.raises(exceptions.ImageBuildError) as caught:
+        with app.run():
+            pass
+    message = str(caught.value)
+    assert "`echo about to fail; exit 3` exited with 3" in message and "about to fail" in message, message
+    assert not list((runtime.state_dir / "images" / "staging").iterdir())
+
+
+def write_at_build():
+    """A run_function step: what it writes in the image stays; what it writes in a volume is the volume's."""
+    import os
+
+    os.makedirs("/opt/weights", exist_ok=True)
+    with open("/opt/weights/w.txt", "w") as f:
+        f.write(f"{os.environ['BUILD_TOKEN']} {os.environ['REMOTECELL_IS_REMOTE']}")
+    with open("/root/cache.txt", "w") as f:
+        f.write("kept in the home")
+    with open("/vol/from-build.txt", "w") as f:
+        f.write("in the volume")
+    print("wrote the weights")
+
+
+def test_run_function_changes_are_a_layer_the_container_sees(runtime, capsys):
+    made = subprocess.run([sys.executable, "-m", "remotecell.cli", "secret", "create", "build-secret",
+                           "BUILD_TOKEN=t0k3n", "--state-dir", str(runtime.state_dir)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    volume = rc.Volume.from_name("build-vol", create_if_missing=True)
+    volume.hydrate()
+    image = rc.Image.debian_slim().run_function(write_at_build, secrets=[rc.Secret.from_name("build-secret")],
+                                                volumes={"/vol": volume})
+    app = rc.App("system-function", image=image)
+
+    @app.function()
+    def read():
+        import os
+
+        return open("/opt/weights/w.txt").read(), open("/root/cache.txt").read(), os.path.exists("/vol")
+
+    with app.run():
+        out = capsys.readouterr().out
+        got = read.remote()
+    assert "wrote the weights" in out, out
+    assert got == ("t0k3n 1", "kept in the home", False)
+    assert b"".join(volume.read_file("from-build.txt")) == b"in the volume"
+    rootfs = [p for p in (runtime.state_dir / "images" / "layers").glob("*/rootfs") if (p / "opt/weights").exists()]
+    assert len(rootfs) == 1 and not (rootfs[0] / "vol").exists()  # the volume's mount point is not in the image
+
+
+def test_a_failing_build_function_fails_the_build_with_its_traceback(runtime):
+    app = rc.App("system-function-fails", image=rc.Image.debian_slim().run_function(fail_at_build))
+
+    @app.function()
+    def never():
+        return 1
+
+    with pytest.raises(exceptions.ImageBuildError) as caught:
+        with app.run():
+            pass
+    message = str(caught.value)
+    assert "the build function exited with 1" in message and "ValueError: no weights today" in message, message
+
+
+def fail_at_build():
+    raise ValueError("no weights today")
+
+
+# -- from_registry, against an OCI registry served here on 127.0.0.1 -----------------------------------------------
+
+
+def _layer(entries: list[tuple[str, object]]) -> bytes:
+    """A gzipped tar of (name, bytes | ("link", target) | "dir")."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, what in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if what == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(what, tuple):
+                info.type, info.linkname = tarfile.SYMTYPE, what[1]
+                tar.addfile(info)
+            else:
+                assert isinstance(what, bytes)
+                info.size, info.mode = len(what), 0o755
+                tar.addfile(info, io.BytesIO(what))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def _system_layer() -> bytes:
+    """What the host's Python needs to run: the libraries it and its extension modules link, at their paths in a
+    merged-/usr system (the names ldd gives as absolute links to the files), and a file the next layer removes."""
+    import zmq
+
+    prefix = sys.base_prefix
+    files = [*glob.glob(f"{prefix}/bin/python3*"), *glob.glob(f"{prefix}/lib/libpython3*.so*"),
+             *(f for f in glob.glob(f"{prefix}/lib/python3*/lib-dynload/*.so") if "_tkinter" not in f),
+             *glob.glob(f"{os.path.dirname(os.path.dirname(zmq.__file__))}/pyzmq.libs/*.so*"),
+             *glob.glob(f"{os.path.dirname(zmq.__file__)}/**/*.so", recursive=True)]
+    libraries = set()
+    for path in files:
+        said = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+        libraries |= {line.split()[2] for line in said.splitlines() if "=>" in line and "/" in line}
+        libraries |= {line.split()[0] for line in said.splitlines() if line.strip().startswith("/")}  # ld-linux
+    entries: dict[str, object] = {"bin": ("link", "usr/bin"), "lib": ("link", "usr/lib"),
+                                  "lib64": ("link", "usr/lib64"), "etc/": "dir", "etc/removed.txt": b"gone soon\n",
+                                  "data/": "dir", "data/a.txt": b"a\n"}
+    for library in sorted(libraries):
+        if library.startswith((prefix, os.path.dirname(os.path.dirname(zmq.__file__)))):
+            continue
+        real = os.path.realpath(library)
+        inside = library if library.startswith("/usr/") else "/usr" + library
+        entries[real.lstrip("/")] = Path(real).read_bytes()
+        if inside != real:
+            entries[inside.lstrip("/")] = ("link", real)  # absolute: resolved inside the image, not on the host
+    return _layer(sorted(entries.items()))
+
+
+class _Registry:
+    """An OCI distribution registry for one image (``tiny:1.0``, an index over a linux/amd64 manifest), behind an
+    anonymous bearer token as Docker Hub is."""
+
+    def __init__(self) -> None:
+        site = f"usr/local/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+        layers = [_system_layer(), _layer([("opt/", "dir"), ("opt/hello.txt", b"hello from the registry\n"),
+                                           (f"{site}/imagepkg.py", b"WHERE = 'the image'\n"),
+                                           ("etc/.wh.removed.txt", b""), ("data/.wh..wh..opq", b""),
+                                           ("data/b.txt", b"b\n")])]
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "FROM_REGISTRY=yes"],
+                                        "WorkingDir": "/opt"},
+                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        self.blobs = {_sha(b): b for b in [config, *layers]}
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                          "digest": _sha(config), "size": len(config)},
+                               "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                           "digest": _sha(b), "size": len(b)} for b in layers]}).encode()
+        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                           "digest": _sha(manifest), "size": len(manifest),
+                                           "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+        self.manifests = {"1.0": index, _sha(manifest): manifest}
+        self.asked: list[str] = []
+        registry = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                registry.asked.append(self.path)
+                if self.path.startswith("/token"):
+                    return self._send(200, json.dumps({"token": "t0k"}).encode(), "application/json")
+                if self.headers.get("Authorization") != "Bearer t0k":
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", f'Bearer realm="http://{self.headers["Host"]}/token",'
+                                                         'service="test",scope="repository:tiny:pull"')
+                    self.end_headers()
+                    return None
+                kind, _, ref = self.path.removeprefix("/v2/tiny/").partition("/")
+                body = (registry.manifests if kind == "manifests" else registry.blobs).get(ref)
+                if body is None:
+                    return self._send(404, b"{}", "application/json")
+                media = json.loads(body).get("mediaType", "") if kind == "manifests" else "application/octet-stream"
+                return self._send(200, body, media)
+
+            def _send(self, code: int, body: bytes, media: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", media)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def registry():
+    served = _Registry()
+    yield served
+    served.close()
+
+
+def test_from_registry_runs_the_pulled_image_as_the_containers_root_with_a_python(runtime, registry, capsys):
+    app = rc.App("system-registry", image=rc.Image.from_registry(f"{registry.address}/tiny:1.0"))
+
+    @app.function()
+    def inside():
+        import os
+        import sys
+
+        import imagepkg
+
+        return {"hello": open("/opt/hello.txt").read(), "removed": os.path.exists("/etc/removed.txt"),
+                "imagepkg": imagepkg.WHERE,
+                "data": sorted(os.listdir("/data")), "env": os.environ.get("FROM_REGISTRY"), "cwd": os.getcwd(),
+                "debian": os.path.exists("/etc/debian_version"), "python": sys.version_info[:2]}
+
+    with app.run():
+        out = capsys.readouterr().out
+        got = inside.remote()
+    assert "layer 2/2" in out, out
+    assert "the image's own packages in /usr/local/lib/python" in out, out
+    assert got == {"hello": "hello from the registry\n", "removed": False, "data": ["b.txt"], "env": "yes",
+                   "imagepkg": "the image",
+                   "cwd": "/opt", "debian": False, "python": tuple(sys.version_info[:2])}
+    assert "/token?" in " ".join(registry.asked)  # it fetched the anonymous token
+    # the image's absolute links were followed inside it: nothing was written on the host
+    assert not os.path.exists("/etc/removed.txt") and not os.path.exists("/opt/hello.txt")
+
+
+def test_a_registry_that_cannot_be_reached_fails_the_build_naming_it(runtime):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"  # nothing listens there once closed
+    app = rc.App("system-registry-gone", image=rc.Image.from_registry(f"{address}/nothing:latest"))
+
+    @app.function()
+    def never():
+        return 1
+
+    with pytest.raises(exceptions.ImageBuildError) as caught:
+        with app.run():
+            pass
+    assert f"the registry {address} could not be reached" in str(caught.value), caught.value
