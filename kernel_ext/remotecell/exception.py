@@ -48,6 +48,7 @@ __all__ = [
     "DeprecationError", "DeserializationError", "Error", "ExecutionError", "FunctionTimeoutError", "ImageBuildError",
     "InputCancellation", "InputCancelled", "InternalError", "InvalidError", "NotFoundError", "OutputExpiredError",
     "PayloadTooLarge", "PermissionDeniedError", "RemoteError", "RequestSizeError", "ResourceExhaustedError",
-    "RuntimeRestarted", "SandboxTerminatedError", "SandboxTimeoutError", "SerializationError", "TimeoutError", "VersionError", "VersionMismatchError",
+    "RuntimeRestarted", "SandboxTerminatedError", "SandboxTimeoutError", "SerializationError", "TimeoutError",
+    "VersionError", "VersionMismatchError",
     "VolumeFileExistsError", "VolumeFileNotFoundError",
 ]
