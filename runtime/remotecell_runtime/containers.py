@@ -94,8 +94,9 @@ class ContainerManager:
     def start(self, spec: ContainerSpec) -> ContainerRecord:
         """A container in state STARTING; it comes up in the background and says hello when it is up."""
         spec = replace(spec, cid=f"c{next(_ids)}-{os.getpid()}", connect=self.backend.connect_back.connect)
+        opts = spec.options
         record = ContainerRecord(spec.cid, spec.fid, spec.max_inputs, list(spec.gpus), spec.cpu,
-                                 uses_left=1 if spec.options.single_use_containers else None)
+                                 uses_left=1 if opts.single_use_containers else opts.container_max_inputs)
         self.containers[spec.cid] = record
         self.backend.start(spec, self._exited)
         return record

@@ -37,6 +37,7 @@ from ..protocol.errors import ErrorName
 from ..protocol.framing import Frame
 from ..protocol.message import encode
 from ..protocol.messages.calls import LeaseLostMsg
+from .app_logs import AppLogs
 from .base import Host, Service, refusal
 from .registry import AppRegistry
 
@@ -81,6 +82,7 @@ class Functions(Service):
         self.deployed_fids: dict[str, tuple[str, str]] = {}  # every fid a deployed app has had -> (app, name)
         self.input_pool: dict[str, Pool] = {}  # input id -> pool
         self.job_sink: JobSink | None = None
+        self.app_logs = AppLogs(host.send_peer)  # what each app's inputs printed (`remotecell app logs`)
         self.gpus = GpuAllocator(inventory())
         self.cpus = CpuBudget(host_cpus())
         self.sandbox, self.sandbox_state = _sandbox(sock_dir, host.state_dir, shares)
@@ -223,6 +225,7 @@ class Functions(Service):
             if self.limits is None:  # else the kernel enforces memory= itself
                 pool.scaler.check_memory()
             pool.scaler.scale_down(now)
+            pool.scaler.check_startup(now)
             if pool.waiting:  # e.g. waiting for a GPU that an idle container elsewhere holds
                 pool.dispatch()
             if pool.retired and pool.empty:
