@@ -39,6 +39,7 @@ log = logging.getLogger("remotecell.runtime")
 
 HEARTBEAT_TIMEOUT_S = float(os.environ.get("REMOTECELL_HEARTBEAT_TIMEOUT_S", "30"))
 TICK_S = 0.5
+SHM_SWEEP_EVERY_S = 2.0  # segments of dead containers and clients go after this long (and this long untouched)
 CONTAINER_STOP_GRACE_S = 3.0  # at shutdown, then the rest are killed
 
 
@@ -87,6 +88,7 @@ class Daemon:
         self.stopped = asyncio.Event()
         self.gate: auth.ZapGate | None = None
         self.reading = False  # handling what a read of a socket brought: ``_drained`` comes after (Host)
+        self._next_sweep_s = 0.0  # monotonic time of the next sweep of dead processes' shared memory
 
     @property
     def sock_dir(self) -> Path:
@@ -195,12 +197,22 @@ class Daemon:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             _periodic(self._expire_sessions)
+            if now >= self._next_sweep_s:
+                self._next_sweep_s = now + SHM_SWEEP_EVERY_S
+                _periodic(self._sweep_shared_memory)
             if self.gate is not None:
                 _periodic(self.gate.reload_if_changed)
             for i, service in enumerate(self.services.all):
                 if now - last_s[i] >= service.tick_every_s:
                     last_s[i] = now
                     _periodic(service.tick, now)
+
+    def _sweep_shared_memory(self) -> None:
+        """What killed containers and clients left in /dev/shm (they could not unlink it themselves)."""
+        containers = self.services.functions.containers.containers
+        removed = sharedmem.sweep_orphans(self.shm_prefix, containers.__contains__, SHM_SWEEP_EVERY_S)
+        if removed:
+            log.info("removed %d shared-memory segments of processes that died", removed)
 
     # -- sessions -----------------------------------------------------------------------------
 

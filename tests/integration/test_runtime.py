@@ -310,10 +310,11 @@ def test_option_validation_names_value_and_range():
             app.function(**options)
     with pytest.raises(exceptions.InvalidError, match=r"backoff_coefficient=0.5 is out of range"):
         rc.Retries(max_retries=2, backoff_coefficient=0.5)
-    with pytest.warns(UserWarning, match=r"\['ephemeral_disk'\] are accepted and stored but not enforced"):
-        f = app.function(cpu=2.0, memory=1024, ephemeral_disk=1024, serialized=True)(lambda: 1)
-    assert f.options["memory_mib"] == 1024 and f.options["cpu"] == 2.0
-    assert f.options["not_in_effect"] == ["ephemeral_disk"]  # serialized= has no effect here, and says nothing
+    f = app.function(cpu=2.0, memory=1024, ephemeral_disk=1024, serialized=True)(lambda: 1)
+    assert f.options["memory_mib"] == 1024 and f.options["cpu"] == 2.0 and f.options["ephemeral_disk_mib"] == 1024
+    assert f.options["not_in_effect"] == []  # serialized= has no effect here, and says nothing
+    with pytest.raises(exceptions.InvalidError, match=r"ephemeral_disk=0"):
+        app.function(ephemeral_disk=0)
     with pytest.raises(exceptions.InvalidError, match=r"cpu=0 must be|cpu=0 is out of range"):
         app.function(cpu=0)
 
