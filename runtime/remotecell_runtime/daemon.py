@@ -33,6 +33,7 @@ from .protocol.errors import ErrorName
 from .protocol.framing import Frame, WireError
 from .protocol.versions import versions
 from .services.base import Report, Request, RequestError, error_reply, refusal, with_id
+from .services.functions import drop_inputs_of
 from .services.jobs import RETENTION_S
 
 log = logging.getLogger("remotecell.runtime")
@@ -235,7 +236,7 @@ class Daemon:
                 log.warning("token of client %s revoked: its session ends", sid)
                 self.revoked |= session.peers
                 self._end_session(sid)
-                self.services.functions.drop_inputs_of(session.peers)
+                drop_inputs_of(self.services.functions, session.peers)
 
     def _end_session(self, sid: str) -> None:
         del self.sessions[sid]

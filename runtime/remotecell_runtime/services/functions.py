@@ -231,16 +231,6 @@ class Functions(Service):
             if pool.retired and pool.empty:
                 self.pools.pop(pool.fn.fid, None)
 
-    def drop_inputs_of(self, peers: set[Peer]) -> int:
-        """Cancel every input that callers at ``peers`` sent (a revoked client's: the daemon sends them nothing
-        more, so nobody hears of it); how many."""
-        dropped = 0
-        for pool in list(self.pools.values()):
-            for inp in [i for i in pool.inputs.values() if i.peer in peers]:
-                pool.cancel(inp.id)
-                dropped += 1
-        return dropped
-
     def session_ended(self, sid: str) -> None:
         """Take back the leases the quiet session held."""
         for container in self.containers.all():
@@ -294,3 +284,14 @@ def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[San
         return None, f"off: {why}"
     log.info("containers run in sandboxes (%s)", sandbox.describe())
     return sandbox, sandbox.describe()
+
+
+def drop_inputs_of(functions: Functions, peers: set[Peer]) -> int:
+    """Cancel every input that callers at ``peers`` sent (a revoked client's: the daemon sends them nothing
+    more, so nobody hears of it); how many."""
+    dropped = 0
+    for pool in list(functions.pools.values()):
+        for inp in [i for i in pool.inputs.values() if i.peer in peers]:
+            pool.cancel(inp.id)
+            dropped += 1
+    return dropped
