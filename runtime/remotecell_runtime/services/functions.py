@@ -282,7 +282,7 @@ def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[San
         why = f"{exc}: {PLAIN}"
         log.warning("sandbox off: %s", why)
         return None, f"off: {why}"
-    log.info("containers run in sandboxes (%s)", sandbox.describe())
+    log.info("containers run in sandboxes (%s)", sandbox.bwrap)
     return sandbox, sandbox.describe()
 
 
