@@ -21,6 +21,7 @@ from .functions import Function
 from .images import Image, check_image
 from .options import batching_of, check_function_options, check_schedulable, concurrency_of
 from .registration import Registration
+from .web import web_options
 
 
 class App:
@@ -63,7 +64,8 @@ class App:
             if "schedule" in checked:
                 check_schedulable(fn, name)
             batch = batching_of(fn)
-            full = checked | concurrency_of(fn) | ({"batched": {"": batch}} if batch else {})
+            full = (checked | concurrency_of(fn) | ({"batched": {"": batch}} if batch else {})
+                    | web_options(fn, name, options))
             f = Function(Registration(self, fn, full, name, self._image_of(options)), fn)
             self.functions[f.name] = f
             return f

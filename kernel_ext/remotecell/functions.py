@@ -69,6 +69,17 @@ class Function:
     def options(self) -> dict[str, Any]:
         return self.registration.options
 
+    def get_web_url(self) -> str | None:
+        """The URL of this web endpoint (``@rc.fastapi_endpoint``, ``@rc.asgi_app``, ``@rc.wsgi_app``) on the
+        runtime's gateway, which any HTTP client on this machine can reach; None for other functions.
+
+        Registers the function first (starting its app as a call would), so the URL serves at once.
+        """
+        if "web" not in self.registration.options and not isinstance(self.registration, Lookup):
+            return None
+        self.registration.fid()
+        return self.registration.web_url
+
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function here, in this process."""
         return self.raw_f(*args, **kwargs)

@@ -32,11 +32,12 @@ def default_state_dir() -> Path:
 
 
 def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_s: float | None = None,
-          shares: Sequence[str] = (), on_demand: bool = False) -> int:
+          shares: Sequence[str] = (), on_demand: bool = False, web_bind: str | None = None) -> int:
     """Run the daemon; ``shares`` (with those of ``REMOTECELL_SHARE``): folders every container sees."""
     from .backends.sandbox import ShareRefused, checked_shares
     from .daemon import Daemon, StateBusy
     from .services.jobs import RETENTION_S
+    from .services.web import WebBindError
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if retention_s is None:
@@ -45,9 +46,9 @@ def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_
     try:
         shared = checked_shares([*shares, *filter(None, os.environ.get(SHARE_ENV, "").split(os.pathsep))],
                                 str(state_dir))
-        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand)
+        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand, web_bind)
         _run_profiled(daemon.serve_forever(), os.environ.get("REMOTECELL_PROFILE"))
-    except (KeySetupError, ShareRefused, StateBusy) as exc:
+    except (KeySetupError, ShareRefused, StateBusy, WebBindError) as exc:
         print(f"remotecell serve: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                         "REMOTECELL_SHARE=PATH[:PATH...]); never one that holds or lies in the state folder")
     p.add_argument("--on-demand", action="store_true",
                    help="started by a client on first use (what clients do): clients start it again after a crash")
+    p.add_argument("--web-bind", default=None, metavar="HOST:PORT",
+                   help="where the web gateway serves HTTP endpoints (default 127.0.0.1:8190, or a free port when "
+                        "that one is taken; port 0: any free port)")
     t = sub.add_parser("token", help="client keys for tcp:// listeners")
     t.add_argument("action", choices=["new", "list", "revoke"])
     t.add_argument("name", nargs="?")
@@ -150,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return token(args.action, args.name, args.state_dir, args.address, args.out)
     if args.result_retention_s is not None and args.result_retention_s <= 0:
         parser.error(f"--result-retention-s {args.result_retention_s:g}: must be more than 0 seconds")
-    return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s, args.share, args.on_demand)
+    return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s, args.share, args.on_demand,
+                 args.web_bind)
 
 
 if __name__ == "__main__":

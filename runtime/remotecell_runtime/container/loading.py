@@ -42,6 +42,7 @@ class Loaded:
         self.max_inputs = 1
         self.threads: concurrent.futures.ThreadPoolExecutor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.web: Any = None  # a web endpoint's WebApp: its inputs are HTTP requests
 
     def on_load(self, msg: LoadMsg, payloads: list[Payload]) -> None:
         try:
@@ -63,6 +64,9 @@ class Loaded:
             self.exit_hooks = [getattr(instance, name) for name in target.exit_hooks]
             for name in target.enter_hooks:
                 self.call_hook(getattr(instance, name))
+        elif options.web is not None:
+            self._load_web(target, options)
+            return
         else:
             self.methods = {None: target}
         self.loop_methods = {name for name, m in self.methods.items() if _on_loop(m)}
@@ -74,6 +78,22 @@ class Loaded:
             self.threads = concurrent.futures.ThreadPoolExecutor(self.max_inputs, thread_name_prefix="input")
         else:
             self.inline = {name: m for name, m in self.methods.items() if name not in self.loop_methods}
+
+    def _load_web(self, target: Any, options: FunctionOptions) -> None:
+        """A web endpoint: its ASGI app built and started once; each request runs as a task on the loop."""
+        import asyncio
+
+        from .web import WebApp, build_app
+
+        assert options.web is not None
+        self._start_loop()
+        assert self.loop is not None
+        web = WebApp(build_app(target, options.web, self.loop), self.outbox)
+        asyncio.run_coroutine_threadsafe(web.start(), self.loop).result()
+        self.web = web
+        self.methods = {None: web.handle}
+        self.loop_methods = {None}
+        self.exit_hooks = [web.stop]
 
     def _start_loop(self) -> None:
         import asyncio

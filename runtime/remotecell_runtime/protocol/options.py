@@ -17,6 +17,7 @@ from typing import Any
 from .framing import WireError
 from .image_spec import ImageSpec
 from .message import Message, message, wire
+from .messages.web import WebSpec
 
 __all__ = ["BatchPolicy", "FunctionOptions", "ImageSpec", "RetryPolicy", "ScheduleSpec", "SecretRef",
            "VolumeMount"]
@@ -114,6 +115,7 @@ class FunctionOptions(Message):
     volumes: dict[str, VolumeMount] = wire(factory=dict)  # mount path -> volume
     image: ImageSpec | None = None
     schedule: ScheduleSpec | None = None
+    web: WebSpec | None = None  # a web endpoint (@rc.fastapi_endpoint, @rc.asgi_app, @rc.wsgi_app)
     not_in_effect: list[str] = wire(factory=list)  # accepted and reported, not enforced yet
 
     @property

@@ -42,6 +42,7 @@ from .jobs import Jobs
 from .registry import AppEntry, AppRegistry, DeployStore, SavedFunction
 from .schedules import Scheduler, check_spec
 from .volumes import Volumes
+from .web import Gateway
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -58,6 +59,7 @@ class Apps(Service):
         self.jobs = jobs
         self.scheduler = scheduler
         self.volumes = volumes
+        self.gateway: Gateway | None = None  # set by ``build``: web endpoints are routed there
 
     def handlers(self) -> dict[type[Message], Handler]:
         return {AppCreateMsg: self.on_create, AppStopMsg: self.on_stop, FnRegisterMsg: self.on_register,
@@ -135,7 +137,14 @@ class Apps(Service):
         if len(req.payloads) != 1:
             raise refusal(ErrorName.INVALID, "fn_register needs exactly one payload: the function body")
         body = Payload([bytes(framing.buffer_of(f)) for f in req.payloads[0].frames])
-        return FnRegisterReply(fid=self.register(app, SavedFunction(msg.name, msg.options, msg.meta or {}, body)))
+        fid = self.register(app, SavedFunction(msg.name, msg.options, msg.meta or {}, body))
+        return FnRegisterReply(fid=fid, web_url=self.web_url(app.name, fid))
+
+    def web_url(self, app_name: str, fid: str) -> str | None:
+        """Where the gateway serves ``fid``, when it is a web endpoint."""
+        pool = self.functions.pools.get(fid)
+        spec = pool.fn.opts.web if pool is not None else None
+        return self.gateway.url_of(app_name, spec.label) if spec is not None and self.gateway is not None else None
 
     def check_host(self, raw: dict[str, Any]) -> dict[str, str]:
         """Refuse what this host cannot give a definition or a sandbox (its GPUs, its image); its containers'
@@ -180,6 +189,7 @@ class Apps(Service):
         old = app.functions.get(fn.name)
         if old == fid:
             return fid
+        web = FunctionOptions.from_wire(fn.options).web
         deployed = app.mode == "deployed"
         if old is not None:  # a new definition replaces the old one; its queued inputs still finish
             self.functions.retire(old)
@@ -192,6 +202,8 @@ class Apps(Service):
             self.functions.deployed_fids[fid] = (app.name, fn.name)
             self.store.save_function(app.name, fn)
             self.scheduler.sync(app.name, fn.name, pool.fn.opts.schedule)
+        if web is not None and self.gateway is not None:
+            self.gateway.route(app.name, fid, web)
         pool.scale()
         self.jobs.adopt(pool)
         return fid
@@ -216,7 +228,8 @@ class Apps(Service):
             has = ", ".join(sorted(app.functions)) or "nothing"
             raise refusal(ErrorName.NOT_FOUND, f"deployed app {app.name!r} has no function or class {name!r} "
                           f"(it has: {has})")
-        return FnLookupReply(fid=pool.fn.fid, options=pool.fn.options, meta=pool.fn.meta)
+        return FnLookupReply(fid=pool.fn.fid, options=pool.fn.options, meta=pool.fn.meta,
+                             web_url=self.web_url(app.name, pool.fn.fid))
 
     def close(self) -> None:
         self.store.close()

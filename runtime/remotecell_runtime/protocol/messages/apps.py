@@ -45,6 +45,7 @@ class FnRegisterMsg(Message):
 @message("reply")
 class FnRegisterReply(Message):
     fid: str
+    web_url: str | None = None  # a web endpoint's URL on this runtime's gateway
 
 
 @message("fn_lookup")
@@ -60,6 +61,7 @@ class FnLookupReply(Message):
     fid: str
     options: dict[str, Any]
     meta: dict[str, Any]
+    web_url: str | None = None
 
 
 @message()
