@@ -99,7 +99,7 @@ def web_options(fn: Any, name: str, options: dict[str, Any]) -> dict[str, Any]:
     if options.get("retries"):
         raise InvalidError(f"{name} is a web endpoint: it takes no retries= (a failed request was answered "
                            "already; a container that died under one is a 502, the next request gets a new one)")
-    label = spec["label"] or name.replace("_", "-").lower()
+    label = spec["label"] or str(options.get("name") or fn.__name__).replace("_", "-").lower()
     if not _LABEL.match(label):
         raise InvalidError(f"{name}: its name makes no URL label; give the decorator label=")
     return {"web": spec | {"label": label}, "crash_retries": 0}

@@ -32,7 +32,8 @@ def default_state_dir() -> Path:
 
 
 def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_s: float | None = None,
-          shares: Sequence[str] = (), on_demand: bool = False, web_bind: str | None = None) -> int:
+          shares: Sequence[str] = (), on_demand: bool = False, web_bind: str | None = None,
+          web_max_body: int | None = None) -> int:
     """Run the daemon; ``shares`` (with those of ``REMOTECELL_SHARE``): folders every container sees."""
     from .backends.sandbox import ShareRefused, checked_shares
     from .daemon import Daemon, StateBusy
@@ -46,7 +47,7 @@ def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_
     try:
         shared = checked_shares([*shares, *filter(None, os.environ.get(SHARE_ENV, "").split(os.pathsep))],
                                 str(state_dir))
-        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand, web_bind)
+        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand, web_bind, web_max_body)
         _run_profiled(daemon.serve_forever(), os.environ.get("REMOTECELL_PROFILE"))
     except (KeySetupError, ShareRefused, StateBusy, WebBindError) as exc:
         print(f"remotecell serve: {exc}", file=sys.stderr)
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--web-bind", default=None, metavar="HOST:PORT",
                    help="where the web gateway serves HTTP endpoints (default 127.0.0.1:8190, or a free port when "
                         "that one is taken; port 0: any free port)")
+    p.add_argument("--web-max-body", type=int, default=None, metavar="BYTES",
+                   help="the largest request body the web gateway takes (default 100 MiB); larger ones get 413")
     t = sub.add_parser("token", help="client keys for tcp:// listeners")
     t.add_argument("action", choices=["new", "list", "revoke"])
     t.add_argument("name", nargs="?")
@@ -152,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         return secret(args.action, args.name, args.pairs, args.state_dir, args.force)
     if args.command == "token":
         return token(args.action, args.name, args.state_dir, args.address, args.out)
+    if args.web_max_body is not None and args.web_max_body < 0:
+        parser.error(f"--web-max-body {args.web_max_body}: give a number of bytes, 0 or more")
     if args.result_retention_s is not None and args.result_retention_s <= 0:
         parser.error(f"--result-retention-s {args.result_retention_s:g}: must be more than 0 seconds")
     return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s, args.share, args.on_demand,
-                 args.web_bind)
+                 args.web_bind, args.web_max_body)
 
 
 if __name__ == "__main__":

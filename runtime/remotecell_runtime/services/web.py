@@ -93,11 +93,18 @@ def listen(host: str, port: int, movable: bool) -> socket.socket:
 class Exchange:
     """One HTTP request in flight: what its container sent back, for the request's task to write."""
 
-    __slots__ = ("events", "started")
+    __slots__ = ("events", "started", "length", "sent")
 
     def __init__(self) -> None:
         self.events: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
         self.started = False
+        self.length: int | None = None  # the response's content-length, when it has one
+        self.sent = 0  # body bytes written
+
+    @property
+    def complete(self) -> bool:
+        """The whole body went out (by its content-length): the server says the client left, but it is done."""
+        return self.length is not None and self.sent >= self.length
 
 
 class WebPeer:
@@ -177,7 +184,9 @@ class Gateway(Service):
 
     def close(self) -> None:
         if self.server is not None:
-            self.server.stop()
+            self.server.stop()  # it closes the socket as it shuts down
+        else:
+            self.sock.close()
 
     def container_handlers(self) -> dict[type[Message], ContainerHandler]:
         return {WebOutMsg: self.on_web_out}
@@ -210,7 +219,7 @@ class Gateway(Service):
         return pool
 
     def stats(self) -> dict[str, Any]:
-        live = {f"{app}/{label}": self.url_of(app, label) for (app, label) in self.routes
+        live = {f"{app}/{label}": self.url_of(app, label) for (app, label) in list(self.routes)
                 if self._pool(app, label) is not None}
         return {"url": self.url, "endpoints": live}
 
@@ -288,6 +297,9 @@ class Gateway(Service):
             await asyncio.wait([got, left], return_when=asyncio.FIRST_COMPLETED)
             if not got.done():
                 got.cancel()
+                if exchange.complete:  # not gone: answered; the result is still to come
+                    left = asyncio.get_running_loop().create_future()
+                    continue
                 log.info("web %s: the client went away: cancelled", input_id)
                 pool.cancel(input_id)
                 return
@@ -297,10 +309,13 @@ class Gateway(Service):
                     exchange.started = True
                     headers = [(str(k).encode("latin-1"), str(v).encode("latin-1"))
                                for k, v in head.get("headers") or []]
+                    exchange.length = next((int(v) for k, v in headers if k.lower() == b"content-length"
+                                            and v.isdigit()), None)
                     await send({"type": "http.response.start", "status": int(head.get("status", 200)),
                                 "headers": headers})
                 elif head.get("kind") == "body" and exchange.started:
                     chunk = b"".join(bytes(framing.buffer_of(f)) for p in payloads for f in p.frames)
+                    exchange.sent += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 continue
             entry: ResultEntry = head

@@ -1,0 +1,297 @@
+"""Web endpoints through real HTTP on 127.0.0.1: the runtime's gateway, real containers, httpx as the client."""
+
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import remotecell as rc
+import remotecell._client as client_mod
+from conftest import Runtime, wait_for
+from remotecell import exceptions
+
+
+def _token() -> str:
+    """A value of this container process alone (in a sandbox every container is pid 2)."""
+    import builtins
+    import uuid
+
+    return builtins.__dict__.setdefault("_web_test_token", uuid.uuid4().hex)
+
+
+def test_fastapi_endpoint_json_get_and_post(app):
+    @app.function()
+    @rc.fastapi_endpoint()
+    def greet(name: str, times: int = 1):
+        return {"greeting": " ".join([f"hello {name}"] * times)}
+
+    @app.function()
+    @rc.fastapi_endpoint(method="POST", label="add-up")
+    def add(item: dict):
+        return {"sum": sum(item["xs"]), "keys": sorted(item)}
+
+    assert greet.stats()["containers"] == {}  # containers start from zero: the first request starts one
+    url = greet.get_web_url()
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/test/greet/")
+    r = httpx.get(url, params={"name": "ada", "times": 2}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"greeting": "hello ada hello ada"}
+    assert r.headers["content-type"] == "application/json"
+    bad = httpx.get(url, params={"name": "ada", "times": "many"}, timeout=30)  # typed by the signature
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "times"]
+    assert httpx.get(url, timeout=30).status_code == 422  # name is required
+
+    post_url = add.get_web_url()
+    assert post_url.endswith("/test/add-up/")
+    r = httpx.post(post_url, json={"xs": [1, 2, 3], "b": 0}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"sum": 6, "keys": ["b", "xs"]}
+    assert httpx.get(post_url, timeout=30).status_code == 405  # the one method it takes
+    assert httpx.post(post_url, content=b"not json", headers={"content-type": "application/json"},
+                      timeout=30).status_code == 422
+
+
+def test_asgi_app_with_path_parameters_and_its_own_404(app):
+    @app.function()
+    @rc.asgi_app()
+    def api():
+        from fastapi import FastAPI, Request
+
+        web = FastAPI()
+        calls = []
+
+        @web.get("/items/{item_id}")
+        def item(item_id: int, q: str | None = None):
+            calls.append(item_id)
+            return {"item_id": item_id, "q": q, "seen": len(calls)}
+
+        @web.put("/items/{item_id}")
+        async def put(item_id: int, request: Request):
+            return {"item_id": item_id, "body": (await request.body()).decode(), "path": request.url.path}
+
+        return web
+
+    base = api.get_web_url()
+    r = httpx.get(base + "items/7", params={"q": "x"}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"item_id": 7, "q": "x", "seen": 1}
+    assert httpx.get(base + "items/8", timeout=30).json()["seen"] == 2  # one app per container, built once
+    r = httpx.put(base + "items/3", content=b"raw bytes", timeout=30)
+    assert r.json() == {"item_id": 3, "body": "raw bytes", "path": "/test/api/items/3"}
+    assert httpx.get(base + "items/seven", timeout=30).status_code == 422
+    assert httpx.get(base + "nothing-here", timeout=30).status_code == 404  # the app's own 404
+
+
+def test_streaming_response_first_chunk_arrives_before_the_last_is_made(app, tmp_path):
+    gate = tmp_path / "go-on"
+
+    @app.function()
+    @rc.fastapi_endpoint()
+    def stream():
+        from fastapi.responses import StreamingResponse
+
+        def chunks():
+            yield b"first\n"
+            deadline = time.monotonic() + 30
+            while not gate.exists():  # the client must have the first chunk before this one is made
+                if time.monotonic() > deadline:
+                    yield b"timed out waiting for the client\n"
+                    return
+                time.sleep(0.01)
+            yield b"second\n"
+            yield b"last\n"
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    with httpx.stream("GET", stream.get_web_url(), timeout=30) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        assert next(lines) == "first"
+        gate.touch()
+        assert list(lines) == ["second", "last"]
+
+
+def test_flask_app_through_wsgi(app):
+    @app.function()
+    @rc.wsgi_app()
+    def site():
+        from flask import Flask, request
+
+        flask_app = Flask("site")
+
+        @flask_app.get("/")
+        def home():
+            return "hello from flask"
+
+        @flask_app.post("/form")
+        def form():
+            return {"name": request.form["name"], "script": request.script_root, "path": request.path}
+
+        return flask_app
+
+    base = site.get_web_url()
+    r = httpx.get(base, timeout=30)
+    assert r.status_code == 200 and r.text == "hello from flask"
+    r = httpx.post(base + "form", data={"name": "grace"}, timeout=30)
+    assert r.json() == {"name": "grace", "script": "/test/site", "path": "/form"}
+    assert httpx.get(base + "missing", timeout=30).status_code == 404
+
+
+def test_unknown_paths_are_404(app, runtime):
+    @app.function()
+    @rc.fastapi_endpoint()
+    def here():
+        return "ok"
+
+    url = here.get_web_url()
+    root = url.split("/test/")[0]
+    assert httpx.get(url, timeout=30).json() == "ok"
+    for path in ["/", "/test", "/test/nowhere/", "/other-app/here/"]:
+        r = httpx.get(root + path, timeout=30)
+        assert r.status_code == 404, path
+        assert "no web endpoint" in r.json()["detail"]
+
+
+def test_an_endpoint_that_raises_is_500_with_the_traceback_in_the_log_only(app, runtime):
+    @app.function()
+    @rc.fastapi_endpoint()
+    def broken():
+        raise ValueError("secret-detail-of-the-failure")
+
+    r = httpx.get(broken.get_web_url(), timeout=30)
+    assert r.status_code == 500
+    assert "secret-detail" not in r.text and "Traceback" not in r.text
+    wait_for(lambda: "secret-detail-of-the-failure" in runtime.log_text(), what="the traceback in the runtime log")
+    assert "ValueError" in runtime.log_text()
+
+
+def test_a_crashed_container_is_502_and_the_next_request_gets_a_fresh_one(app):
+    @app.function()
+    @rc.fastapi_endpoint()
+    def fragile(crash: bool = False):
+        if crash:
+            os._exit(3)
+        return {"container": _token()}
+
+    url = fragile.get_web_url()
+    before = httpx.get(url, timeout=30).json()["container"]
+    started = time.monotonic()
+    r = httpx.get(url, params={"crash": "true"}, timeout=30)
+    assert r.status_code == 502 and time.monotonic() - started < 10
+    after = httpx.get(url, timeout=30)
+    assert after.status_code == 200 and after.json()["container"] != before
+
+
+def test_requests_wait_for_a_slot_and_concurrent_ones_scale_out(app, tmp_path):
+    gate = tmp_path / "release"
+
+    @app.function(max_containers=2)
+    @rc.fastapi_endpoint()
+    def slow():
+        deadline = time.monotonic() + 30
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"container": _token()}
+
+    url = slow.get_web_url()
+    answers: list[httpx.Response] = []
+    threads = [threading.Thread(target=lambda: answers.append(httpx.get(url, timeout=60))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: slow.stats()["queued"] == 1 and slow.stats()["running"] == 2, 30,
+             "two requests running on two containers (max_containers=2), the third waiting for a slot")
+    assert sum(slow.stats()["containers"].values()) == 2
+    gate.touch()
+    for t in threads:
+        t.join(60)
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert len({r.json()["container"] for r in answers}) == 2
+
+
+def test_requests_are_refused_at_once_when_the_app_stops(runtime):
+    web_app = rc.App("stopping")
+
+    @web_app.function()
+    @rc.fastapi_endpoint()
+    def up():
+        return "up"
+
+    with web_app.run():
+        url = up.get_web_url()
+        assert httpx.get(url, timeout=30).json() == "up"
+    started = time.monotonic()
+    r = httpx.get(url, timeout=30)
+    assert r.status_code == 404 and time.monotonic() - started < 1
+
+
+def test_a_web_endpoint_is_not_called_with_remote_and_takes_no_retries(app):
+    @app.function()
+    @rc.fastapi_endpoint()
+    def page():
+        return "page"
+
+    with pytest.raises(TypeError, match="web endpoint"):
+        page.remote()
+    with pytest.raises(exceptions.InvalidError, match="no retries"):
+        @app.function(retries=2)
+        @rc.fastapi_endpoint()
+        def flaky():
+            return "x"
+    with pytest.raises(exceptions.InvalidError, match="below @app.function"):
+        rc.fastapi_endpoint()(page)
+    with pytest.raises(exceptions.InvalidError, match="method='FETCH'"):
+        rc.fastapi_endpoint(method="FETCH")
+    with pytest.raises(exceptions.InvalidError, match="label='a b'"):
+        rc.asgi_app(label="a b")
+
+    @app.function()
+    def plain():
+        return 1
+
+    assert plain.get_web_url() is None
+
+
+@pytest.fixture(scope="module")
+def small_gateway(runtime, new_home) -> Iterator[Runtime]:
+    """A second runtime whose gateway takes bodies of at most 1 KiB; the client talks to it meanwhile.
+
+    It starts while the session's runtime holds its gateway's port: its own moves to a free one.
+    """
+    state = new_home("small-gateway")
+    second = Runtime(state, args=["--web-max-body", "1024"])
+    old = os.environ["REMOTECELL_HOME"]
+    os.environ["REMOTECELL_HOME"] = str(state)
+    client_mod.reset_connection()
+    try:
+        yield second
+    finally:
+        client_mod.reset_connection()
+        second.stop()
+        os.environ["REMOTECELL_HOME"] = old
+        client_mod.reset_connection()
+
+
+def test_a_body_over_the_limit_is_413_and_the_port_moves_when_taken(runtime, small_gateway):
+    first_url = json.loads((runtime.state_dir / "connection.json").read_text())["web_url"]
+    web_app = rc.App("limits")
+
+    @web_app.function()
+    @rc.fastapi_endpoint(method="POST")
+    async def size(request_body: dict):
+        return {"keys": len(request_body)}
+
+    with web_app.run():
+        url = size.get_web_url()
+        assert url.startswith(small_gateway.info["web_url"]) and not url.startswith(first_url)
+        assert httpx.post(url, json={"a": 1}, timeout=30).json() == {"keys": 1}
+        r = httpx.post(url, content=b"x" * 2000, headers={"content-type": "application/json"}, timeout=30)
+        assert r.status_code == 413 and "limit of 1024" in r.json()["detail"]
+
+        def chunked() -> Iterator[bytes]:  # no content-length: counted as it comes
+            for _ in range(4):
+                yield b"y" * 400
+
+        r = httpx.post(url, content=chunked(), timeout=30)
+        assert r.status_code == 413
+        assert size.stats()["running"] == 0
