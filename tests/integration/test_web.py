@@ -295,3 +295,78 @@ def test_a_body_over_the_limit_is_413_and_the_port_moves_when_taken(runtime, sma
         r = httpx.post(url, content=chunked(), timeout=30)
         assert r.status_code == 413
         assert size.stats()["running"] == 0
+
+
+def test_websocket_echo_both_ways(app):
+    @app.function()
+    @rc.asgi_app()
+    def chat():
+        from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+
+        web = FastAPI()
+
+        @web.websocket("/echo/{room}")
+        async def echo(ws: WebSocket, room: str):
+            await ws.accept()
+            await ws.send_text(f"welcome to {room}")
+            try:
+                while True:
+                    message = await ws.receive()
+                    if message.get("text") is not None:
+                        if message["text"] == "bye":
+                            await ws.close(code=4000, reason="asked to")
+                            return
+                        await ws.send_text(message["text"].upper())
+                    elif message.get("bytes") is not None:
+                        await ws.send_bytes(message["bytes"][::-1])
+                    else:
+                        return
+            except WebSocketDisconnect:
+                return
+
+        return web
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    ws_url = chat.get_web_url().replace("http://", "ws://") + "echo/lobby"
+    with connect(ws_url, open_timeout=30) as ws:
+        assert ws.recv(timeout=30) == "welcome to lobby"
+        for word in ["one", "two", "three"]:
+            ws.send(word)
+            assert ws.recv(timeout=30) == word.upper()
+        ws.send(b"\x01\x02\x03")
+        assert ws.recv(timeout=30) == b"\x03\x02\x01"
+        ws.send("bye")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+    with pytest.raises(Exception, match="403|rejected"):  # no endpoint there: refused in the handshake
+        with connect(chat.get_web_url().replace("http://", "ws://").replace("/chat/", "/nowhere/"), open_timeout=30):
+            pass
+
+
+def test_server_sent_events_arrive_as_they_are_sent(app, tmp_path):
+    gate = tmp_path / "next-event"
+
+    @app.function()
+    @rc.fastapi_endpoint()
+    async def events():
+        import asyncio
+
+        from fastapi.responses import StreamingResponse
+
+        async def stream():
+            yield "data: first\n\n"
+            while not gate.exists():
+                await asyncio.sleep(0.01)
+            yield "event: done\ndata: second\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    with httpx.stream("GET", events.get_web_url(), timeout=30) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        assert next(lines) == "data: first"
+        gate.touch()
+        assert [line for line in lines if line] == ["event: done", "data: second"]

@@ -88,7 +88,7 @@ class Loaded:
         assert options.web is not None
         self._start_loop()
         assert self.loop is not None
-        web = WebApp(build_app(target, options.web, self.loop), self.outbox)
+        web = WebApp(build_app(target, options.web, self.loop), self.outbox, self.loop)
         asyncio.run_coroutine_threadsafe(web.start(), self.loop).result()
         self.web = web
         self.methods = {None: web.handle}

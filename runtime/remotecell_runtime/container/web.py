@@ -24,7 +24,7 @@ from typing import Any
 
 from ..protocol import framing
 from ..protocol.framing import Payload
-from ..protocol.messages.web import WebOutMsg, WebRequest, WebSpec
+from ..protocol.messages.web import WebInMsg, WebOutMsg, WebRequest, WebSpec
 from .outbox import Outbox
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
@@ -67,11 +67,13 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 class WebApp:
     """The loaded endpoint: its ASGI app, its lifespan state, and the requests it runs."""
 
-    def __init__(self, app: Any, outbox: Outbox) -> None:
+    def __init__(self, app: Any, outbox: Outbox, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
         self.outbox = outbox
+        self.loop = loop
         self.state: dict[str, Any] = {}
         self._lifespan: _Lifespan | None = None
+        self.inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # websocket input id -> what its client sent
 
     async def start(self) -> None:
         """Run the app's lifespan startup, when it speaks the protocol (else go on without, as uvicorn's auto)."""
@@ -85,6 +87,9 @@ class WebApp:
     async def handle(self, msg: Any, payloads: list[Payload]) -> None:
         """Run one HTTP request (``msg.web``, the body in ``payloads[0]``) through the app."""
         request: WebRequest = msg.web
+        if request.type == "websocket":
+            await self._websocket(msg.id, request)
+            return
         body = b"".join(bytes(framing.buffer_of(f)) for f in payloads[0].frames) if payloads else b""
         scope = {
             "type": "http", "asgi": ASGI, "http_version": request.http_version, "method": request.method,
@@ -125,6 +130,57 @@ class WebApp:
         finally:
             if not done.done():
                 done.set_result(None)
+
+    async def _websocket(self, input_id: str, request: WebRequest) -> None:
+        """One websocket: ``connect``, then what its client sends (``web_in``, see ``deliver``) until it leaves."""
+        scheme = "wss" if request.scheme == "https" else "ws"
+        scope = {
+            "type": "websocket", "asgi": ASGI, "http_version": request.http_version, "scheme": scheme,
+            "path": request.path, "raw_path": request.path.encode(), "root_path": request.root_path,
+            "query_string": request.query.encode("latin-1"),
+            "headers": [(str(k).encode("latin-1"), str(v).encode("latin-1")) for k, v in request.headers],
+            "client": tuple(request.client) if request.client else None,
+            "server": tuple(request.server) if request.server else None,
+            "subprotocols": list(request.subprotocols), "state": dict(self.state),
+        }
+        inbox = self.inboxes[input_id] = asyncio.Queue()
+        inbox.put_nowait({"type": "websocket.connect"})
+        outbox = self.outbox
+
+        async def send(message: dict[str, Any]) -> None:
+            kind = message["type"]
+            if kind == "websocket.accept":
+                headers = [[bytes(k).decode("latin-1"), bytes(v).decode("latin-1")]
+                           for k, v in message.get("headers") or []]
+                outbox.send(WebOutMsg(id=input_id, kind="accept", headers=headers,
+                                      subprotocol=message.get("subprotocol")))
+            elif kind == "websocket.send":
+                text = message.get("text")
+                data = text.encode() if text is not None else bytes(message.get("bytes") or b"")
+                outbox.send(WebOutMsg(id=input_id, kind="ws", text=text is not None), [Payload([data])])
+            elif kind == "websocket.close":
+                outbox.send(WebOutMsg(id=input_id, kind="close", code=int(message.get("code", 1000)),
+                                      reason=str(message.get("reason") or "")))
+
+        try:
+            await self.app(scope, inbox.get, send)
+        finally:
+            self.inboxes.pop(input_id, None)
+
+    def deliver(self, msg: WebInMsg, payloads: list[Payload]) -> None:
+        """On the I/O thread: a websocket client's message (or its leaving) to its input's task."""
+        data = b"".join(bytes(framing.buffer_of(f)) for p in payloads for f in p.frames)
+        self.loop.call_soon_threadsafe(self._deliver, msg, data)
+
+    def _deliver(self, msg: WebInMsg, data: bytes) -> None:
+        inbox = self.inboxes.get(msg.id)
+        if inbox is None:
+            return  # it ended meanwhile
+        if msg.kind == "ws":
+            inbox.put_nowait({"type": "websocket.receive", "text": data.decode()} if msg.text
+                             else {"type": "websocket.receive", "bytes": data})
+        else:
+            inbox.put_nowait({"type": "websocket.disconnect", "code": msg.code})
 
 
 class _Lifespan:

@@ -42,7 +42,7 @@ from ..protocol.framing import Frame, Payload
 from ..protocol.message import Message, encode
 from ..protocol.messages.calls import CallMsg, ResultEntry
 from ..protocol.messages.session import ErrorInfo
-from ..protocol.messages.web import WebOutMsg, WebRequest, WebSpec
+from ..protocol.messages.web import WebInMsg, WebOutMsg, WebRequest, WebSpec
 from .base import ContainerHandler, Report, Service
 from .functions import Functions
 
@@ -147,7 +147,7 @@ class _Server:
             def capture_signals(self) -> Iterator[None]:
                 yield
 
-        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, ws="none",
+        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, ws="auto",
                                 timeout_keep_alive=30, server_header=False)
         self.server = Server(config)
         self.task: asyncio.Future[None] | None = None
@@ -226,14 +226,15 @@ class Gateway(Service):
     # -- HTTP ---------------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1003})
+        if scope["type"] not in ("http", "websocket"):
             return
         path: str = scope["path"]
         parts = path.split("/", 3)
         app_name, label = (parts[1], parts[2]) if len(parts) >= 3 else ("", "")
         pool = self._pool(app_name, label) if app_name and label else None
+        if scope["type"] == "websocket":
+            await self._websocket(scope, pool, app_name, label, receive, send)
+            return
         if pool is None:
             await _plain(send, 404, f"no web endpoint at {path!r}: endpoints are served at /APP/LABEL/ while "
                          "their app runs")
@@ -265,11 +266,14 @@ class Gateway(Service):
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _exchange(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
-                        receive: Any, send: Any) -> None:
+    def _submit(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
+                ) -> tuple[str, Exchange]:
+        """The request as an input of ``pool``: its id and the exchange its answers go to."""
         input_id = f"web-{secrets.token_hex(8)}"
         request = WebRequest(
-            method=scope["method"], path=scope["path"] if scope["path"].count("/") > 2 else scope["path"] + "/",
+            type=scope["type"], subprotocols=list(scope.get("subprotocols") or []),
+            method=scope.get("method", "GET"),
+            path=scope["path"] if scope["path"].count("/") > 2 else scope["path"] + "/",
             root_path=f"/{app_name}/{label}", query=bytes(scope.get("query_string", b"")).decode("latin-1"),
             headers=[[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope.get("headers", [])],
             client=list(scope["client"]) if scope.get("client") else None,
@@ -281,6 +285,11 @@ class Gateway(Service):
         inp = Input(input_id, (self.peer, input_id.encode()), payload, frames, web=request)
         self.functions.input_pool[input_id] = pool
         pool.submit(inp)
+        return input_id, exchange
+
+    async def _exchange(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
+                        receive: Any, send: Any) -> None:
+        input_id, exchange = self._submit(scope, pool, app_name, label, body)
         left = asyncio.ensure_future(receive())  # after the body, the next event is the client leaving
         try:
             await self._respond(exchange, pool, input_id, left, send)
@@ -329,6 +338,66 @@ class Gateway(Service):
             status = ERROR_STATUS.get(error.type, 500) if entry.status != "cancelled" else 503  # type: ignore
             await _plain(send, status, _reason(status))
             return
+
+    async def _websocket(self, scope: dict[str, Any], pool: Pool | None, app_name: str, label: str, receive: Any,
+                         send: Any) -> None:
+        """A websocket: the handshake waits for the app's ``accept``; then messages both ways until one side
+        closes; the input's result ends it."""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if pool is None:
+            log.info("web: no endpoint for the websocket at %r", scope["path"])
+            await send({"type": "websocket.close", "code": 1008})  # (before accept: uvicorn answers 403)
+            return
+        input_id, exchange = self._submit(scope, pool, app_name, label, b"")
+        pump: asyncio.Future[None] | None = None
+        closed = False
+        try:
+            while True:
+                kind, head, payloads = await exchange.events.get()
+                if kind == "result":
+                    entry: ResultEntry = head
+                    if entry.status != "ok":
+                        self._log_failure(input_id, pool, entry, entry.error or ErrorInfo(type="", message=""))
+                    if not closed:
+                        await send({"type": "websocket.close", "code": 1000 if entry.status == "ok" else 1011})
+                    return
+                what = head.get("kind")
+                if what == "accept" and pump is None:
+                    headers = [(str(k).encode("latin-1"), str(v).encode("latin-1"))
+                               for k, v in head.get("headers") or []]
+                    await send({"type": "websocket.accept", "subprotocol": head.get("subprotocol"),
+                                "headers": headers})
+                    pump = asyncio.ensure_future(self._pump(input_id, pool, receive))
+                elif what == "ws" and not closed:
+                    data = b"".join(bytes(framing.buffer_of(f)) for p in payloads for f in p.frames)
+                    await send({"type": "websocket.send", "text": data.decode()} if head.get("text")
+                               else {"type": "websocket.send", "bytes": data})
+                elif what == "close" and not closed:
+                    closed = True
+                    await send({"type": "websocket.close", "code": int(head.get("code", 1000)),
+                                "reason": str(head.get("reason") or "")})
+        finally:
+            self.peer.exchanges.pop(input_id, None)
+            if pump is not None and not pump.done():
+                pump.cancel()
+
+    async def _pump(self, input_id: str, pool: Pool, receive: Any) -> None:
+        """What the websocket's client sends, to the container that runs its input, in order."""
+        while True:
+            message = await receive()
+            inp = pool.inputs.get(input_id)
+            if inp is None or inp.container is None:
+                return
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                data = text.encode() if text is not None else bytes(message.get("bytes") or b"")
+                frames = encode(WebInMsg(id=input_id, kind="ws", text=text is not None), [Payload([data])])
+                self.functions.send_container(inp.container.id, frames)
+            elif message["type"] == "websocket.disconnect":
+                frames = encode(WebInMsg(id=input_id, kind="close", code=int(message.get("code", 1000))))
+                self.functions.send_container(inp.container.id, frames)
+                return
 
     def _log_failure(self, input_id: str, pool: Pool, entry: ResultEntry, error: ErrorInfo) -> None:
         if entry.status == "ok":

@@ -8,6 +8,11 @@ answers as ``web_out`` messages about that input, in order: one ``start`` (statu
 headers), then ``body`` chunks (each one raw payload) as the app produces them; the input's
 ``result`` ends the exchange (its payloads are not read).  Header names and values travel as
 latin-1 text, as HTTP/1.1 allows bytes 0-255 in them.
+
+A websocket is one input too (``WebRequest.type`` ``websocket``): the container's ``web_out``
+says ``accept``, then each message it sends (``ws``, its one payload the bytes, ``text`` when it
+is text) and at last ``close``; the client's messages go to the container running the input as
+``web_in`` (``ws``, or ``close`` when the client left), in order.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ class WebSpec(Message):
 
 @message()
 class WebRequest(Message):
-    """One HTTP request's head, as the container builds the ASGI scope from it."""
+    """One HTTP request's head (or a websocket's handshake), as the container builds the ASGI scope from it."""
 
     method: str
     path: str  # the whole path, the endpoint's prefix included (ASGI: root_path is a prefix of path)
@@ -44,6 +49,8 @@ class WebRequest(Message):
     server: list[Any] | None = None
     scheme: str = "http"
     http_version: str = "1.1"
+    type: str = "http"  # or websocket
+    subprotocols: list[str] = wire(factory=list)  # a websocket's
 
 
 @message("web_out")
@@ -52,7 +59,22 @@ class WebOutMsg(Message):
     (its one payload: the bytes; ``more``: more chunks follow)."""
 
     id: str
-    kind: str  # start | body
+    kind: str  # start | body; a websocket's accept | ws | close
     status: int = 0
     headers: list[Any] = wire(factory=list)
     more: bool = False
+    text: bool = False  # a websocket message that is text (its payload UTF-8)
+    code: int = 1000  # close: the websocket's close code
+    reason: str = ""
+    subprotocol: str | None = None  # accept: the one chosen
+
+
+@message("web_in")
+class WebInMsg(Message):
+    """Gateway -> container: a websocket client's message to input ``id`` (``ws``: its one payload, ``text``
+    when text) or its leaving (``close``, with the code)."""
+
+    id: str
+    kind: str
+    text: bool = False
+    code: int = 1000
