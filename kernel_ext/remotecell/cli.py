@@ -9,6 +9,7 @@
     remotecell stop                                      stop the local runtime
     remotecell token new|list|revoke [NAME]              client keys for tcp:// listeners
     remotecell secret create|list|delete [NAME] [K=V]... named secrets on the runtime host
+    remotecell web-token new|list|revoke [NAME] [--json] proxy auth tokens of web endpoints
     remotecell volume create|list|delete NAME             named volumes (Modal's `modal volume`)
     remotecell volume ls NAME [PATH] | put NAME LOCAL [REMOTE] | get NAME REMOTE [LOCAL]
     remotecell volume rm NAME PATH [-r] | cp NAME SRC... DST [-r]   a volume's files
@@ -33,7 +34,7 @@ from .app import App
 from .schedules import Schedule, list_schedules
 from .status import status
 
-RUNTIME_COMMANDS = ("serve", "token", "secret")
+RUNTIME_COMMANDS = ("serve", "token", "secret", "web-token")
 
 
 def _forward_to_runtime(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -33,7 +34,7 @@ def default_state_dir() -> Path:
 
 def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_s: float | None = None,
           shares: Sequence[str] = (), on_demand: bool = False, web_bind: str | None = None,
-          web_max_body: int | None = None) -> int:
+          web_max_body: int | None = None, web_public: bool = False) -> int:
     """Run the daemon; ``shares`` (with those of ``REMOTECELL_SHARE``): folders every container sees."""
     from .backends.sandbox import ShareRefused, checked_shares
     from .daemon import Daemon, StateBusy
@@ -47,7 +48,7 @@ def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_
     try:
         shared = checked_shares([*shares, *filter(None, os.environ.get(SHARE_ENV, "").split(os.pathsep))],
                                 str(state_dir))
-        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand, web_bind, web_max_body)
+        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand, web_bind, web_max_body, web_public)
         _run_profiled(daemon.serve_forever(), os.environ.get("REMOTECELL_PROFILE"))
     except (KeySetupError, ShareRefused, StateBusy, WebBindError) as exc:
         print(f"remotecell serve: {exc}", file=sys.stderr)
@@ -97,6 +98,33 @@ def token(action: str, name: str | None, state_dir: Path, address: str | None, o
         return 2
 
 
+def web_token(action: str, name: str | None, state_dir: Path, as_json: bool) -> int:
+    """`web-token new NAME [--json]` prints a key and its secret (once); `list`; `revoke NAME`."""
+    from . import web_tokens
+
+    state_dir = state_dir.expanduser().resolve()
+    try:
+        if action == "list":
+            for t in web_tokens.names(state_dir):
+                print(f"{t['name']}\t{t['key']}")
+            return 0
+        if not name:
+            raise web_tokens.WebTokenError("give the token's NAME")
+        if action == "revoke":
+            web_tokens.revoke(state_dir, name)
+            print(f"revoked web token {name}; the gateway refuses it from the next request on")
+            return 0
+        made = web_tokens.new(state_dir, name)
+        if as_json:
+            print(json.dumps({"key": made["key"], "secret": made["secret"]}))
+        else:
+            print(f"Modal-Key: {made['key']}\nModal-Secret: {made['secret']}\n(the secret is shown only now)")
+        return 0
+    except (web_tokens.WebTokenError, KeySetupError) as exc:
+        print(f"remotecell web-token {action}: {exc}", file=sys.stderr)
+        return 2
+
+
 def secret(action: str, name: str | None, pairs: list[str], state_dir: Path, force: bool) -> int:
     """`secret create NAME KEY=VALUE...`, `secret list`, `secret delete NAME` (values are never printed)."""
     state_dir = state_dir.expanduser().resolve()
@@ -138,12 +166,20 @@ def main(argv: list[str] | None = None) -> int:
                         "that one is taken; port 0: any free port)")
     p.add_argument("--web-max-body", type=int, default=None, metavar="BYTES",
                    help="the largest request body the web gateway takes (default 100 MiB); larger ones get 413")
+    p.add_argument("--web-public", action="store_true",
+                   help="with --web-bind beyond loopback: endpoints without requires_proxy_auth answer anyone "
+                        "(without it they answer 401 to requests without a web token)")
     t = sub.add_parser("token", help="client keys for tcp:// listeners")
     t.add_argument("action", choices=["new", "list", "revoke"])
     t.add_argument("name", nargs="?")
     t.add_argument("--state-dir", type=Path, default=default_state_dir())
     t.add_argument("--address", help="tcp://HOST:PORT clients should connect to (written into the file)")
     t.add_argument("--out", type=Path, help="where to write the client's file (default STATE/tokens/NAME.json)")
+    w = sub.add_parser("web-token", help="proxy auth tokens of web endpoints (Modal-Key, Modal-Secret headers)")
+    w.add_argument("action", choices=["new", "list", "revoke"])
+    w.add_argument("name", nargs="?")
+    w.add_argument("--json", action="store_true", help="new: print {\"key\": ..., \"secret\": ...}")
+    w.add_argument("--state-dir", type=Path, default=default_state_dir())
     c = sub.add_parser("secret", help="named secrets: environment variables for functions")
     c.add_argument("action", choices=["create", "list", "delete"])
     c.add_argument("name", nargs="?")
@@ -153,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "secret":
         return secret(args.action, args.name, args.pairs, args.state_dir, args.force)
+    if args.command == "web-token":
+        return web_token(args.action, args.name, args.state_dir, args.json)
     if args.command == "token":
         return token(args.action, args.name, args.state_dir, args.address, args.out)
     if args.web_max_body is not None and args.web_max_body < 0:
@@ -160,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.result_retention_s is not None and args.result_retention_s <= 0:
         parser.error(f"--result-retention-s {args.result_retention_s:g}: must be more than 0 seconds")
     return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s, args.share, args.on_demand,
-                 args.web_bind, args.web_max_body)
+                 args.web_bind, args.web_max_body, args.web_public)
 
 
 if __name__ == "__main__":

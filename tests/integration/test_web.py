@@ -11,7 +11,7 @@ import httpx
 import pytest
 import remotecell as rc
 import remotecell._client as client_mod
-from conftest import Runtime, wait_for
+from conftest import Runtime, cli, wait_for
 from remotecell import exceptions
 
 
@@ -252,7 +252,7 @@ def test_a_web_endpoint_is_not_called_with_remote_and_takes_no_retries(app):
     assert plain.get_web_url() is None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def small_gateway(runtime, new_home) -> Iterator[Runtime]:
     """A second runtime whose gateway takes bodies of at most 1 KiB; the client talks to it meanwhile.
 
@@ -370,3 +370,35 @@ def test_server_sent_events_arrive_as_they_are_sent(app, tmp_path):
         assert next(lines) == "data: first"
         gate.touch()
         assert [line for line in lines if line] == ["event: done", "data: second"]
+
+
+def test_proxy_auth_needs_a_token_before_any_container_starts_and_revocation_holds(app, runtime):
+    @app.function()
+    @rc.fastapi_endpoint(requires_proxy_auth=True)
+    def private():
+        return {"private": True}
+
+    url = private.get_web_url()
+    r = httpx.get(url, timeout=30)
+    assert r.status_code == 401 and "Modal-Key" in r.json()["detail"]
+    assert private.stats()["containers"] == {}  # refused before any container started
+
+    made = cli("web-token", "new", "reader", "--json")
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)
+    assert set(token) == {"key", "secret"}
+    headers = {"Modal-Key": token["key"], "Modal-Secret": token["secret"]}
+    assert httpx.get(url, headers=headers, timeout=30).json() == {"private": True}
+    wrong = {"Modal-Key": token["key"], "Modal-Secret": token["secret"] + "x"}
+    assert httpx.get(url, headers=wrong, timeout=30).status_code == 401
+    assert "reader" in cli("web-token", "list").stdout
+    again = cli("web-token", "new", "reader")
+    assert again.returncode == 2 and "exists" in again.stderr
+    assert token["secret"] not in (runtime.state_dir / "web_tokens.json").read_text()  # only its hash is kept
+
+    assert cli("web-token", "revoke", "reader").returncode == 0
+    revoked = time.monotonic()
+    wait_for(lambda: httpx.get(url, headers=headers, timeout=30).status_code == 401, 1.0,
+             "the revoked token to be refused within a second")
+    assert time.monotonic() - revoked < 1.0
+    assert cli("web-token", "revoke", "reader").returncode == 2

@@ -84,7 +84,7 @@ def _merged(tables: list[dict[type[Message], H]]) -> dict[str, tuple[type[Messag
 
 def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str], retention_s: float,
           orphan_grace_s: float, shares: Sequence[str] = (), web_bind: str | None = None,
-          web_max_body: int | None = None) -> Services:
+          web_max_body: int | None = None, web_public: bool = False) -> Services:
     """Every service of one runtime, wired to ``host`` and to each other; ``shares``: folders every
     sandboxed container sees (``remotecell serve --share``)."""
     registry = AppRegistry()
@@ -99,7 +99,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     scheduler = Scheduler(store.db, jobs, functions.deployed_pool)
     apps = Apps(host, registry, store, functions, jobs, scheduler, volumes)
     sandboxes = Sandboxes(host, functions, apps, Path(sock_dir))
-    gateway = Gateway(functions, web_bind, BODY_LIMIT_BYTES if web_max_body is None else web_max_body)
+    gateway = Gateway(functions, web_bind, BODY_LIMIT_BYTES if web_max_body is None else web_max_body, web_public)
     apps.gateway = gateway
     status = Status(host, functions, apps, queues, sandboxes, gateway)
     # Closing order: the web gateway (no new requests), schedules, stores, jobs, deployed apps, sandboxes, the pools.

@@ -34,6 +34,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+from .. import web_tokens
 from ..containers import ContainerRecord
 from ..pools import Input, Pool
 from ..protocol import framing
@@ -67,6 +68,12 @@ def parse_bind(bind: str | None) -> tuple[str, int, bool]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise WebBindError(f"--web-bind {bind!r}: give HOST:PORT, e.g. 127.0.0.1:8190 (port 0: any free port)")
     return host.strip("[]"), int(port), False
+
+
+def open_to_all(host: str, public: bool) -> bool:
+    """Whether endpoints without ``requires_proxy_auth`` answer anyone: on loopback, or when told ``public``;
+    a gateway bound beyond loopback asks every request for a token unless it is (``--web-public``)."""
+    return public or host in ("localhost", "::1") or host.startswith("127.")
 
 
 def listen(host: str, port: int, movable: bool) -> socket.socket:
@@ -163,10 +170,13 @@ class _Server:
 class Gateway(Service):
     """The routes of the web endpoints and the HTTP server in front of them."""
 
-    def __init__(self, functions: Functions, bind: str | None, body_limit: int = BODY_LIMIT_BYTES) -> None:
+    def __init__(self, functions: Functions, bind: str | None, body_limit: int = BODY_LIMIT_BYTES,
+                 public: bool = False) -> None:
         self.functions = functions
         self.body_limit = body_limit
+        self.tokens = web_tokens.TokenCheck(functions.host.state_dir)
         host, port, movable = parse_bind(bind)
+        self.open_to_all = open_to_all(host, public)
         self.sock = listen(host, port, movable)
         self.host, self.port = host, int(self.sock.getsockname()[1])
         url_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
@@ -232,6 +242,14 @@ class Gateway(Service):
         parts = path.split("/", 3)
         app_name, label = (parts[1], parts[2]) if len(parts) >= 3 else ("", "")
         pool = self._pool(app_name, label) if app_name and label else None
+        if pool is not None and not self._admits(scope, pool):
+            log.info("web: refused a request to %s without a valid Modal-Key/Modal-Secret pair", path)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await _plain(send, 401, "this endpoint needs proxy auth: send the headers Modal-Key and Modal-Secret "
+                             "of a token from `remotecell web-token new NAME`")
+            return
         if scope["type"] == "websocket":
             await self._websocket(scope, pool, app_name, label, receive, send)
             return
@@ -250,6 +268,19 @@ class Gateway(Service):
         if not isinstance(body, bytes):
             return  # the client left
         await self._exchange(scope, pool, app_name, label, body, receive, send)
+
+    def _admits(self, scope: dict[str, Any], pool: Pool) -> bool:
+        """Whether the request may reach ``pool``: it needs no token, or it carries one that is not revoked."""
+        spec = pool.fn.opts.web
+        if self.open_to_all and not (spec is not None and spec.requires_proxy_auth):
+            return True
+        key = secret = None
+        for name, value in scope.get("headers", []):
+            if name == b"modal-key":
+                key = value.decode("latin-1")
+            elif name == b"modal-secret":
+                secret = value.decode("latin-1")
+        return self.tokens.admits(key, secret)
 
     async def _body(self, receive: Any) -> bytes | bool | None:
         """The whole request body; None past the limit, False when the client went away."""
