@@ -167,6 +167,7 @@ class App:
             self._implicit = False
         try:
             self._build_images()
+            self._serve_web()
             yield self
         finally:
             self.stop()
@@ -180,6 +181,19 @@ class App:
                   if (image := f.image if isinstance(f, Cls) else f.registration.image) is not None}
         for image in images.values():
             image.publish(conn, app_id)
+
+    def _serve_web(self) -> None:
+        """Register the web endpoints now, so their URLs serve while the block runs, and say where they are
+        (Modal's ``name => URL``)."""
+        for f in self.functions.values():
+            if isinstance(f, Cls):
+                if "web_methods" not in f.options:
+                    continue
+                obj = f()  # the default instance is the one its endpoints serve
+                for method in f.options["web_methods"]:
+                    print(f"{f.name}.{method} => {getattr(obj, method).get_web_url()}")
+            elif "web" in f.options:
+                print(f"{f.name} => {f.get_web_url()}")
 
     def _deploy(self, name: str | None = None) -> str:
         """Deploy the app: it stays on the runtime, also after this process and runtime restarts.
@@ -205,6 +219,7 @@ class App:
                     f()  # the default instance is the one a deployed class serves
                 for registration in f.registrations():
                     registration.fid()
+            self._serve_web()
             assert self._app_id is not None
             return self._app_id
 

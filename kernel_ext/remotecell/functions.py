@@ -75,9 +75,13 @@ class Function:
 
         Registers the function first (starting its app as a call would), so the URL serves at once.
         """
-        if "web" not in self.registration.options and not isinstance(self.registration, Lookup):
+        options = self.registration.options
+        is_web = ("web" in options) if self.method is None else (self.method in options.get("web_methods", {}))
+        if not is_web and not isinstance(self.registration, Lookup):
             return None
         self.registration.fid()
+        if self.method is not None:
+            return self.registration.web_urls.get(self.method)
         return self.registration.web_url
 
     def local(self, *args: Any, **kwargs: Any) -> Any:

@@ -97,6 +97,7 @@ class Registration:
         self._fid_app: str | None = None
         self._lock = threading.Lock()
         self.web_url: str | None = None  # a web endpoint's URL, as the runtime that registered it said
+        self.web_urls: dict[str, str] = {}  # a class's web methods' URLs, by method
 
     def forget(self) -> None:
         self._fid = None
@@ -144,7 +145,7 @@ class Registration:
                     options["image"] = image
                 register = FnRegisterMsg(app_id=app_id, name=self.name, options=options, meta=self.meta())
                 reply = conn.ask(register, FnRegisterReply, [self._body()])
-                self._fid, self.web_url = reply.fid, reply.web_url
+                self._fid, self.web_url, self.web_urls = reply.fid, reply.web_url, dict(reply.web_urls)
                 self._fid_app = app_id
             return conn, self._fid
 
@@ -167,6 +168,7 @@ class Lookup(Registration):
                 reply = conn.ask(FnLookupMsg(app=self.app.name, name=self.name), FnLookupReply)
                 self._fid, self._conn, self._runtime_id = reply.fid, conn, runtime_id
                 self.options, self._meta, self.web_url = reply.options, reply.meta, reply.web_url
+                self.web_urls = dict(reply.web_urls)
             return conn, self._fid
 
     def cached(self) -> tuple[_client.Connection, str] | None:

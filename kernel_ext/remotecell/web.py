@@ -91,6 +91,25 @@ def _marker(decorator: str, spec: dict[str, Any], label: str | None, custom_doma
     return attach
 
 
+def web_methods(user_cls: type, name: str, options: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """A class's web endpoint methods and the options they add (``web_methods``), none for another class.
+
+    Such a method needs no ``@rc.method()``; its label is ``CLASS-METHOD`` unless it names one.
+    """
+    found = {m: spec for m in dir(user_cls) if (spec := getattr(getattr(user_cls, m, None), _WEB_ATTR, None))}
+    if not found:
+        return [], {}
+    if options.get("retries"):
+        raise InvalidError(f"{name} has web endpoints: it takes no retries= (a failed request was answered already)")
+    specs = {}
+    for method, spec in sorted(found.items()):
+        label = spec["label"] or f"{options.get('name') or user_cls.__name__}-{method}".replace("_", "-").lower()
+        if not _LABEL.match(label):
+            raise InvalidError(f"{name}.{method}: its name makes no URL label; give the decorator label=")
+        specs[method] = spec | {"label": label}
+    return sorted(found), {"web_methods": specs, "crash_retries": 0}
+
+
 def web_options(fn: Any, name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options a web endpoint adds to its function's (none for another function): ``web``, never retried."""
     spec = getattr(fn, _WEB_ATTR, None)

@@ -402,3 +402,58 @@ def test_proxy_auth_needs_a_token_before_any_container_starts_and_revocation_hol
              "the revoked token to be refused within a second")
     assert time.monotonic() - revoked < 1.0
     assert cli("web-token", "revoke", "reader").returncode == 2
+
+
+def test_class_methods_are_endpoints_of_one_instance_built_with_its_enter_hooks(app):
+    @app.cls()
+    class Model:
+        @rc.enter()
+        def load(self):
+            self.weight = 3
+
+        @rc.fastapi_endpoint()
+        def predict(self, x: int):
+            return {"y": x * self.weight, "container": _token()}
+
+        @rc.asgi_app(label="model-admin")
+        def admin(self):
+            from fastapi import FastAPI
+
+            web = FastAPI()
+
+            @web.get("/weight")
+            def weight():
+                return {"weight": self.weight, "container": _token()}
+
+            return web
+
+        @rc.method()
+        def plain(self):
+            return self.weight
+
+    model = Model()
+    url = model.predict.get_web_url()
+    assert url.endswith("/test/model-predict/")
+    first = httpx.get(url, params={"x": 2}, timeout=30).json()
+    assert first["y"] == 6
+    admin = model.admin.get_web_url()
+    assert admin.endswith("/test/model-admin/")
+    second = httpx.get(admin + "weight", timeout=30).json()
+    assert second == {"weight": 3, "container": first["container"]}  # one pool: the class's containers
+    assert model.plain.remote() == 3
+    assert model.plain.get_web_url() is None
+
+
+def test_app_run_serves_its_endpoints_from_the_start_and_says_where(runtime, capsys):
+    served = rc.App("announced")
+
+    @served.function()
+    @rc.fastapi_endpoint()
+    def ping():
+        return "pong"
+
+    with served.run():
+        out = capsys.readouterr().out
+        line = next(line for line in out.splitlines() if line.split(" => ")[0].endswith("ping"))
+        url = line.split(" => ")[1]
+        assert httpx.get(url, timeout=30).json() == "pong"  # registered when the app started

@@ -203,8 +203,8 @@ class ContainerLoop:
                 return True  # (a next message read along with this one is not seen by the poll)
 
     def on_web_in(self, msg: WebInMsg, payloads: list[Payload]) -> None:
-        if self.loaded.web is not None:
-            self.loaded.web.deliver(msg, payloads)
+        for web in self.loaded.webs.values():  # (the one whose websocket it is takes it)
+            web.deliver(msg, payloads)
 
     def on_stop(self, msg: StopMsg, payloads: list[Payload]) -> None:
         self.running = False

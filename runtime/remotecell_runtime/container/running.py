@@ -116,7 +116,7 @@ class Runner:
             raise asyncio.CancelledError()
         if msg.web is not None:  # an HTTP request to a web endpoint: bytes in, web_out messages back
             return await method(msg, payloads)
-        if self.loaded.web is not None:
+        if msg.method in self.loaded.webs:
             raise TypeError("this function is a web endpoint: send it HTTP requests at its URL (f.get_web_url())")
         args, kwargs = pickling.deserialize(payloads[0], hold=True)
         if inspect.isasyncgenfunction(method):

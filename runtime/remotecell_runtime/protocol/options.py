@@ -116,6 +116,7 @@ class FunctionOptions(Message):
     image: ImageSpec | None = None
     schedule: ScheduleSpec | None = None
     web: WebSpec | None = None  # a web endpoint (@rc.fastapi_endpoint, @rc.asgi_app, @rc.wsgi_app)
+    web_methods: dict[str, WebSpec] = wire(factory=dict)  # a class's: method name -> its endpoint
     not_in_effect: list[str] = wire(factory=list)  # accepted and reported, not enforced yet
 
     @property
@@ -127,6 +128,13 @@ class FunctionOptions(Message):
     def inputs_per_container(self) -> int:
         """What the scaler aims at per container."""
         return self.target_inputs if self.target_inputs is not None else self.max_inputs
+
+    def web_specs(self) -> dict[str | None, WebSpec]:
+        """Every endpoint of the definition by method (None: a plain function's)."""
+        specs: dict[str | None, WebSpec] = {name: spec for name, spec in self.web_methods.items()}
+        if self.web is not None:
+            specs[None] = self.web
+        return specs
 
     def batch_policies(self) -> dict[str, BatchPolicy]:
         """Each ``@batched`` method's policy; WireError on a malformed one."""

@@ -138,13 +138,16 @@ class Apps(Service):
             raise refusal(ErrorName.INVALID, "fn_register needs exactly one payload: the function body")
         body = Payload([bytes(framing.buffer_of(f)) for f in req.payloads[0].frames])
         fid = self.register(app, SavedFunction(msg.name, msg.options, msg.meta or {}, body))
-        return FnRegisterReply(fid=fid, web_url=self.web_url(app.name, fid))
+        urls = self.web_urls(app.name, fid)
+        return FnRegisterReply(fid=fid, web_url=urls.pop(None, None),
+                             web_urls={str(m): url for m, url in urls.items()})
 
-    def web_url(self, app_name: str, fid: str) -> str | None:
-        """Where the gateway serves ``fid``, when it is a web endpoint."""
+    def web_urls(self, app_name: str, fid: str) -> dict[str | None, str]:
+        """Where the gateway serves ``fid``'s endpoints, by method (None: a plain function's)."""
         pool = self.functions.pools.get(fid)
-        spec = pool.fn.opts.web if pool is not None else None
-        return self.gateway.url_of(app_name, spec.label) if spec is not None and self.gateway is not None else None
+        if pool is None or self.gateway is None:
+            return {}
+        return {m: self.gateway.url_of(app_name, spec.label) for m, spec in pool.fn.opts.web_specs().items()}
 
     def check_host(self, raw: dict[str, Any]) -> dict[str, str]:
         """Refuse what this host cannot give a definition or a sandbox (its GPUs, its image); its containers'
@@ -189,7 +192,7 @@ class Apps(Service):
         old = app.functions.get(fn.name)
         if old == fid:
             return fid
-        web = FunctionOptions.from_wire(fn.options).web
+        web = FunctionOptions.from_wire(fn.options).web_specs()
         deployed = app.mode == "deployed"
         if old is not None:  # a new definition replaces the old one; its queued inputs still finish
             self.functions.retire(old)
@@ -202,8 +205,9 @@ class Apps(Service):
             self.functions.deployed_fids[fid] = (app.name, fn.name)
             self.store.save_function(app.name, fn)
             self.scheduler.sync(app.name, fn.name, pool.fn.opts.schedule)
-        if web is not None and self.gateway is not None:
-            self.gateway.route(app.name, fid, web)
+        if self.gateway is not None:
+            for method, spec in web.items():
+                self.gateway.route(app.name, fid, spec, method)
         pool.scale()
         self.jobs.adopt(pool)
         return fid
@@ -228,8 +232,10 @@ class Apps(Service):
             has = ", ".join(sorted(app.functions)) or "nothing"
             raise refusal(ErrorName.NOT_FOUND, f"deployed app {app.name!r} has no function or class {name!r} "
                           f"(it has: {has})")
+        urls = self.web_urls(app.name, pool.fn.fid)
         return FnLookupReply(fid=pool.fn.fid, options=pool.fn.options, meta=pool.fn.meta,
-                             web_url=self.web_url(app.name, pool.fn.fid))
+                             web_url=urls.pop(None, None),
+                             web_urls={str(m): url for m, url in urls.items()})
 
     def close(self) -> None:
         self.store.close()

@@ -183,7 +183,7 @@ class Gateway(Service):
         if ":" in url_host and not url_host.startswith("["):
             url_host = f"[{url_host}]"
         self.url = f"http://{url_host}:{self.port}"
-        self.routes: dict[tuple[str, str], str] = {}  # (app name, label) -> fid
+        self.routes: dict[tuple[str, str], tuple[str, str | None]] = {}  # (app name, label) -> fid, method
         self.peer = WebPeer()
         self.server: _Server | None = None
 
@@ -210,23 +210,25 @@ class Gateway(Service):
 
     # -- routes -------------------------------------------------------------------------------
 
-    def route(self, app_name: str, fid: str, spec: WebSpec) -> str:
-        """Serve ``fid`` at ``/APP/LABEL/``; its URL."""
-        self.routes[(app_name, spec.label)] = fid
+    def route(self, app_name: str, fid: str, spec: WebSpec, method: str | None = None) -> str:
+        """Serve ``fid`` (its ``method``, for a class) at ``/APP/LABEL/``; its URL."""
+        self.routes[(app_name, spec.label)] = (fid, method)
         return self.url_of(app_name, spec.label)
 
     def url_of(self, app_name: str, label: str) -> str:
         return f"{self.url}/{app_name}/{label}/"
 
-    def web_url(self, app_name: str, fid: str, spec: WebSpec | None) -> str | None:
-        return self.url_of(app_name, spec.label) if spec is not None else None
-
     def _pool(self, app_name: str, label: str) -> Pool | None:
-        fid = self.routes.get((app_name, label))
-        pool = self.functions.current_pool(fid) if fid is not None else None
-        if pool is None and fid is not None and self.functions.pools.get(fid) is None:
+        fid, _ = self.routes.get((app_name, label), ("", None))
+        pool = self.functions.current_pool(fid) if fid else None
+        if pool is None and fid and self.functions.pools.get(fid) is None:
             self.routes.pop((app_name, label), None)  # its app stopped long ago
         return pool
+
+    def _spec(self, app_name: str, label: str, pool: Pool) -> tuple[str | None, WebSpec | None]:
+        """The method a route names and its endpoint's spec."""
+        method = self.routes.get((app_name, label), ("", None))[1]
+        return method, pool.fn.opts.web_specs().get(method)
 
     def stats(self) -> dict[str, Any]:
         live = {f"{app}/{label}": self.url_of(app, label) for (app, label) in list(self.routes)
@@ -242,7 +244,7 @@ class Gateway(Service):
         parts = path.split("/", 3)
         app_name, label = (parts[1], parts[2]) if len(parts) >= 3 else ("", "")
         pool = self._pool(app_name, label) if app_name and label else None
-        if pool is not None and not self._admits(scope, pool):
+        if pool is not None and not self._admits(scope, self._spec(app_name, label, pool)[1]):
             log.info("web: refused a request to %s without a valid Modal-Key/Modal-Secret pair", path)
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
@@ -269,9 +271,8 @@ class Gateway(Service):
             return  # the client left
         await self._exchange(scope, pool, app_name, label, body, receive, send)
 
-    def _admits(self, scope: dict[str, Any], pool: Pool) -> bool:
-        """Whether the request may reach ``pool``: it needs no token, or it carries one that is not revoked."""
-        spec = pool.fn.opts.web
+    def _admits(self, scope: dict[str, Any], spec: WebSpec | None) -> bool:
+        """Whether the request may reach its endpoint: it needs no token, or it carries one that is not revoked."""
         if self.open_to_all and not (spec is not None and spec.requires_proxy_auth):
             return True
         key = secret = None
@@ -312,8 +313,9 @@ class Gateway(Service):
             scheme=scope.get("scheme", "http"), http_version=scope.get("http_version", "1.1"))
         exchange = self.peer.exchanges[input_id] = Exchange()
         payload = Payload([body])
-        frames = encode(CallMsg(id=input_id, fid=pool.fn.fid, web=request), [payload])
-        inp = Input(input_id, (self.peer, input_id.encode()), payload, frames, web=request)
+        method = self._spec(app_name, label, pool)[0]
+        frames = encode(CallMsg(id=input_id, fid=pool.fn.fid, method=method, web=request), [payload])
+        inp = Input(input_id, (self.peer, input_id.encode()), payload, frames, method, web=request)
         self.functions.input_pool[input_id] = pool
         pool.submit(inp)
         return input_id, exchange

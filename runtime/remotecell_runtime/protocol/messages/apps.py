@@ -46,6 +46,7 @@ class FnRegisterMsg(Message):
 class FnRegisterReply(Message):
     fid: str
     web_url: str | None = None  # a web endpoint's URL on this runtime's gateway
+    web_urls: dict[str, Any] = wire(factory=dict)  # a class's web methods: method name -> URL
 
 
 @message("fn_lookup")
@@ -62,6 +63,7 @@ class FnLookupReply(Message):
     options: dict[str, Any]
     meta: dict[str, Any]
     web_url: str | None = None
+    web_urls: dict[str, Any] = wire(factory=dict)
 
 
 @message()
