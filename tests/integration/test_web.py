@@ -457,3 +457,34 @@ def test_app_run_serves_its_endpoints_from_the_start_and_says_where(runtime, cap
         line = next(line for line in out.splitlines() if line.split(" => ")[0].endswith("ping"))
         url = line.split(" => ")[1]
         assert httpx.get(url, timeout=30).json() == "pong"  # registered when the app started
+
+
+def test_keep_alive_requests_do_not_wait_out_delayed_acks(app):
+    """A head and a body written apart must not wait for the client's delayed ACK (Nagle: ~40 ms each)."""
+    @app.function()
+    @rc.asgi_app()
+    def two_writes():
+        async def asgi(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+            await asyncio_sleep0()
+            await send({"type": "http.response.body", "body": b"da", "more_body": True})
+            await asyncio_sleep0()
+            await send({"type": "http.response.body", "body": b"ta"})
+
+        return asgi
+
+    url = two_writes.get_web_url()
+    with httpx.Client(timeout=30) as client:
+        assert client.get(url).text == "data"
+        took = []
+        for _ in range(20):
+            started = time.perf_counter()
+            assert client.get(url).text == "data"
+            took.append(time.perf_counter() - started)
+    assert sorted(took)[10] < 0.03, f"median {sorted(took)[10] * 1e3:.1f} ms: delayed ACKs are back"
+
+
+async def asyncio_sleep0() -> None:
+    import asyncio
+
+    await asyncio.sleep(0)

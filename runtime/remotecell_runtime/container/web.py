@@ -102,8 +102,14 @@ class WebApp:
         }
         input_id = msg.id
         sent_body = False
-        done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         outbox = self.outbox
+        held: list[WebOutMsg] = []  # the head, until the first chunk (one message) or the loop's turn ends
+
+        def flush_head() -> None:
+            if held:
+                outbox.send(held.pop())
 
         async def receive() -> dict[str, Any]:
             nonlocal sent_body
@@ -118,11 +124,16 @@ class WebApp:
             if kind == "http.response.start":
                 headers = [[bytes(k).decode("latin-1"), bytes(v).decode("latin-1")]
                            for k, v in message.get("headers") or []]
-                outbox.send(WebOutMsg(id=input_id, kind="start", status=int(message["status"]), headers=headers))
+                held.append(WebOutMsg(id=input_id, kind="start", status=int(message["status"]), headers=headers))
+                loop.call_soon(flush_head)
             elif kind == "http.response.body":
                 chunk = bytes(message.get("body") or b"")
                 more = bool(message.get("more_body", False))
-                if chunk or not more:
+                if held:  # head and first chunk in one message: one hop, one write
+                    head = held.pop()
+                    head.more = more
+                    outbox.send(head, [Payload([chunk])])
+                elif chunk or not more:
                     outbox.send(WebOutMsg(id=input_id, kind="body", more=more), [Payload([chunk])])
 
         try:
