@@ -24,13 +24,14 @@ _EXPORTS = {
     "Image": "images", "FilePatternMatcher": "file_pattern_matcher", "Volume": "volumes", "Dict": "stores",
     "Queue": "stores", "Cron": "options", "Period": "options", "Schedule": "schedules", "Sandbox": "sandboxes",
     "ContainerProcess": "sandboxes", "fastapi_endpoint": "web", "asgi_app": "web", "wsgi_app": "web",
+    "web_server": "web",
 }
 
 __all__ = [
     "App", "Cls", "ContainerProcess", "Cron", "Dict", "FilePatternMatcher", "Function", "FunctionCall",
     "FunctionCallGroup", "Image", "Period", "Queue", "Retries", "Sandbox", "Schedule", "Secret", "Volume",
     "__version__", "asgi_app", "batched", "concurrent", "enter", "exceptions", "exit", "fastapi_endpoint", "method",
-    "status", "wsgi_app",
+    "status", "web_server", "wsgi_app",
 ]
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from .status import status
     from .stores import Dict, Queue
     from .volumes import Volume
-    from .web import asgi_app, fastapi_endpoint, wsgi_app
+    from .web import asgi_app, fastapi_endpoint, web_server, wsgi_app
 
 
 def load_ipython_extension(shell: Any) -> None:

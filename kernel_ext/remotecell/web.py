@@ -68,6 +68,26 @@ def wsgi_app(*, label: str | None = None, custom_domains: Iterable[str] | None =
     return _marker("wsgi_app", {"kind": "wsgi"}, label, custom_domains, requires_proxy_auth)
 
 
+def web_server(port: int, *, startup_timeout: float = 5.0, label: str | None = None,
+               custom_domains: Iterable[str] | None = None, requires_proxy_auth: bool = False) -> Callable[[Any], Any]:
+    """Serve the HTTP server the function starts in its container on ``port`` (any language, any framework):
+    the gateway relays each request to it once it accepts connections (within ``startup_timeout`` seconds).
+
+    >>> @app.function()
+    ... @rc.web_server(8000)
+    ... def files():
+    ...     subprocess.Popen("python -m http.server -d / 8000", shell=True)
+
+    Containers share the host's network unless ``block_network=True``: give each endpoint its own port.
+    """
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise InvalidError(f"web_server(port={port!r}): give the port the server listens on, 1-65535")
+    if not isinstance(startup_timeout, (int, float)) or not 0 < startup_timeout <= 3600:
+        raise InvalidError(f"web_server(startup_timeout={startup_timeout!r}): give seconds, more than 0, at most 3600")
+    return _marker("web_server", {"kind": "web_server", "port": port, "startup_timeout_s": float(startup_timeout)},
+                   label, custom_domains, requires_proxy_auth)
+
+
 def _marker(decorator: str, spec: dict[str, Any], label: str | None, custom_domains: Iterable[str] | None,
             requires_proxy_auth: bool) -> Callable[[Any], Any]:
     if label is not None and (not isinstance(label, str) or not _LABEL.match(label)):

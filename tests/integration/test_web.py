@@ -488,3 +488,49 @@ async def asyncio_sleep0() -> None:
     import asyncio
 
     await asyncio.sleep(0)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_web_server_relays_to_a_real_server_process_in_the_container(app):
+    port = _free_port()
+
+    @app.function()
+    @rc.web_server(port, startup_timeout=30)
+    def files():
+        import subprocess
+        import sys
+        import tempfile
+
+        site = tempfile.mkdtemp()
+        with open(f"{site}/hello.txt", "w") as f:
+            f.write("hello from http.server\n")
+        subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", site],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    base = files.get_web_url()
+    r = httpx.get(base + "hello.txt", timeout=30)
+    assert r.status_code == 200 and r.text == "hello from http.server\n"
+    assert r.headers["content-type"].startswith("text/plain")
+    assert httpx.get(base + "missing.txt", timeout=30).status_code == 404  # the server's own 404
+    listing = httpx.get(base, timeout=30)
+    assert listing.status_code == 200 and "hello.txt" in listing.text
+
+
+def test_web_server_that_never_listens_fails_its_requests(app):
+    port = _free_port()
+
+    @app.function()
+    @rc.web_server(port, startup_timeout=0.5)
+    def silent():
+        pass
+
+    assert httpx.get(silent.get_web_url(), timeout=30).status_code == 500
+    with pytest.raises(exceptions.InvalidError, match="port=0"):
+        rc.web_server(0)

@@ -45,6 +45,9 @@ def build_app(target: Callable[..., Any], spec: WebSpec, loop: asyncio.AbstractE
                            allow_credentials=True)
         return app
     made = target()
+    if spec.kind == "web_server":
+        _wait_for_port(spec.port, spec.startup_timeout_s, getattr(target, "__name__", "the function"))
+        return PortRelay(spec.port)
     if inspect.isawaitable(made):
         made = asyncio.run_coroutine_threadsafe(_awaited(made), loop).result()
     if spec.kind == "wsgi":
@@ -62,6 +65,66 @@ def build_app(target: Callable[..., Any], spec: WebSpec, loop: asyncio.AbstractE
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _wait_for_port(port: int, timeout_s: float, name: str) -> None:
+    """Until something accepts connections on 127.0.0.1:``port``; TimeoutError after ``timeout_s``."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"@rc.web_server {name}: nothing listens on port {port} after {timeout_s:g} s "
+                                   "(start the server in the function, or raise startup_timeout=)") from None
+            time.sleep(0.02)
+
+
+HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+              b"proxy-connection", b"host"}
+
+
+class PortRelay:
+    """``@rc.web_server``: an ASGI app that relays each request to the server on 127.0.0.1:``port`` (httpx),
+    the response's chunks streamed back as they come."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.client: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1003})  # not relayed yet
+            return
+        if scope["type"] != "http":
+            raise RuntimeError("no lifespan")  # (the lifespan protocol is skipped)
+        import httpx
+
+        if self.client is None:
+            self.client = httpx.AsyncClient(timeout=None, follow_redirects=False)
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        path = scope["path"][len(scope["root_path"]):] or "/"
+        url = httpx.URL(f"http://127.0.0.1:{self.port}", path=path, query=scope["query_string"])
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
+        request = self.client.build_request(scope["method"], url, headers=headers, content=b"".join(chunks))
+        response = await self.client.send(request, stream=True)
+        try:
+            await send({"type": "http.response.start", "status": response.status_code,
+                        "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]})
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await response.aclose()
 
 
 class WebApp:

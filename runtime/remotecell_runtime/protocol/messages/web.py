@@ -21,19 +21,22 @@ from typing import Any
 
 from ..message import Message, message, wire
 
-WEB_KINDS = ("fastapi", "asgi", "wsgi")
+WEB_KINDS = ("fastapi", "asgi", "wsgi", "web_server")
 
 
 @message()
 class WebSpec(Message):
     """The ``web`` option of a function: what kind of endpoint it is and where the gateway serves it."""
 
-    kind: str  # fastapi (one handler wrapped in a FastAPI app), asgi or wsgi (the function returns the app)
+    kind: str  # fastapi (one handler wrapped in a FastAPI app), asgi or wsgi (the function returns the app),
+    # web_server (the function starts a server on ``port`` in its container; requests are relayed to it)
     label: str  # the URL's second path segment: /APP/LABEL/
     method: str = "GET"  # fastapi only: the one method its handler takes
     docs: bool = False  # fastapi only: /docs and /openapi.json
     requires_proxy_auth: bool = False  # accepted; tokens are not checked yet (see README)
     custom_domains: list[str] = wire(factory=list)  # accepted, not served: the gateway serves by path
+    port: int = 0  # web_server only
+    startup_timeout_s: float = 5.0  # web_server only: how long the server may take to accept connections
 
 
 @message()
