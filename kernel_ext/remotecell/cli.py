@@ -1,6 +1,7 @@
 """The `remotecell` command.
 
     remotecell serve [--bind ADDR]... [--state-dir DIR]   run the runtime in the foreground
+    remotecell serve FILE.py                             serve the file's web endpoints; run again on each edit
     remotecell status                                    what the runtime is doing
     remotecell deploy FILE.py [--name NAME]              deploy the file's app (it stays until stopped)
     remotecell app list | app stop NAME                  the deployed apps; stop one
@@ -132,6 +133,10 @@ COMMANDS = {"status": cmd_status, "stop": cmd_stop, "deploy": cmd_deploy, "app":
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "serve" and argv[1].endswith(".py"):  # the dev loop, not the daemon
+        from ._serve import serve_file
+
+        return serve_file(argv[1])
     if argv and argv[0] in RUNTIME_COMMANDS:
         return _forward_to_runtime(argv)
     parser = argparse.ArgumentParser(prog="remotecell", description=__doc__,

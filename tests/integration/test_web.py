@@ -534,3 +534,65 @@ def test_web_server_that_never_listens_fails_its_requests(app):
     assert httpx.get(silent.get_web_url(), timeout=30).status_code == 500
     with pytest.raises(exceptions.InvalidError, match="port=0"):
         rc.web_server(0)
+
+
+DEV_APP = '''
+import remotecell as rc
+
+app = rc.App("dev-loop")
+
+@app.function()
+@rc.fastapi_endpoint()
+def version():
+    return {"version": VERSION}
+
+VERSION = 1
+'''
+
+
+def test_remotecell_serve_file_serves_reloads_on_edit_and_stops_on_ctrl_c(runtime, tmp_path):
+    import queue
+    import signal
+    import subprocess
+    import sys
+
+    source = tmp_path / "dev_app.py"
+    source.write_text(DEV_APP)
+    proc = subprocess.Popen([sys.executable, "-m", "remotecell.cli", "serve", str(source)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+
+    def next_url() -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                assert proc.poll() is None, "remotecell serve exited"
+                continue
+            if " => " in line:
+                assert line.split(" => ")[0] == "version", line  # Modal's `name => URL`
+                return line.split(" => ")[1].strip()
+        raise AssertionError("no `name => URL` line within 60 s")
+
+    try:
+        url = next_url()
+        assert httpx.get(url, timeout=30).json() == {"version": 1}
+        source.write_text(DEV_APP.replace("VERSION = 1", "VERSION = 2"))
+        assert next_url() == url  # the same label, the new version
+        wait_for(lambda: httpx.get(url, timeout=30).json() == {"version": 2}, 30, "the edited version to serve")
+        source.write_text("def broken(:\n")  # a broken edit: reported, the running version goes on
+        said: list[str] = []
+        wait_for(lambda: (said.append(lines.get(timeout=1)) or "the running version goes on" in said[-1])
+                 if proc.poll() is None else pytest.fail("remotecell serve exited"), 30,
+                 "the failed reload to be reported")
+        assert any("SyntaxError" in line for line in said), "".join(said)
+        assert httpx.get(url, timeout=30).json() == {"version": 2}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert httpx.get(url, timeout=30).status_code == 404  # stopped with it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
