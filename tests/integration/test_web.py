@@ -254,12 +254,12 @@ def test_a_web_endpoint_is_not_called_with_remote_and_takes_no_retries(app):
 
 @pytest.fixture
 def small_gateway(runtime, new_home) -> Iterator[Runtime]:
-    """A second runtime whose gateway takes bodies of at most 1 KiB; the client talks to it meanwhile.
+    """A second runtime whose gateway takes bodies of at most 2 MiB; the client talks to it meanwhile.
 
     It starts while the session's runtime holds its gateway's port: its own moves to a free one.
     """
     state = new_home("small-gateway")
-    second = Runtime(state, args=["--web-max-body", "1024"])
+    second = Runtime(state, args=["--web-max-body", str(2 << 20)])
     old = os.environ["REMOTECELL_HOME"]
     os.environ["REMOTECELL_HOME"] = str(state)
     client_mod.reset_connection()
@@ -284,17 +284,20 @@ def test_a_body_over_the_limit_is_413_and_the_port_moves_when_taken(runtime, sma
     with web_app.run():
         url = size.get_web_url()
         assert url.startswith(small_gateway.info["web_url"]) and not url.startswith(first_url)
+        r = httpx.post(url, content=b"x" * (3 << 20), headers={"content-type": "application/json"}, timeout=30)
+        assert r.status_code == 413 and f"limit of {2 << 20}" in r.json()["detail"]  # by its content-length
+        assert size.stats()["containers"] == {}  # refused before any container started
         assert httpx.post(url, json={"a": 1}, timeout=30).json() == {"keys": 1}
-        r = httpx.post(url, content=b"x" * 2000, headers={"content-type": "application/json"}, timeout=30)
-        assert r.status_code == 413 and "limit of 1024" in r.json()["detail"]
 
-        def chunked() -> Iterator[bytes]:  # no content-length: counted as it comes
-            for _ in range(4):
-                yield b"y" * 400
+        def chunked(parts: int) -> Iterator[bytes]:  # no content-length: counted as it comes
+            for _ in range(parts):
+                yield b"y" * (256 << 10)
 
-        r = httpx.post(url, content=chunked(), timeout=30)
+        r = httpx.post(url, content=chunked(2), timeout=30)  # 512 KiB: within the request's first part
+        assert r.status_code == 422  # reached the app (not JSON)
+        r = httpx.post(url, content=chunked(12), timeout=30)  # 3 MiB: past the limit while the app pulls it
         assert r.status_code == 413
-        assert size.stats()["running"] == 0
+        wait_for(lambda: size.stats()["running"] == 0, 10, "the cut-off request to end in its container")
 
 
 def test_websocket_echo_both_ways(app):
@@ -596,3 +599,48 @@ def test_remotecell_serve_file_serves_reloads_on_edit_and_stops_on_ctrl_c(runtim
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_large_request_body_streams_to_the_app_as_it_reads_it(app, tmp_path):
+    gate = tmp_path / "first-part-arrived"
+
+    @app.function()
+    @rc.asgi_app()
+    def upload():
+        import hashlib
+
+        from fastapi import FastAPI, Request
+
+        web = FastAPI()
+
+        @web.post("/")
+        async def take(request: Request):
+            digest, size, parts = hashlib.sha256(), 0, 0
+            async for chunk in request.stream():
+                if size == 0:
+                    gate.touch()  # the client sends the rest only once this exists
+                digest.update(chunk)
+                size += len(chunk)
+                parts += 1
+            return {"size": size, "sha256": digest.hexdigest(), "parts": parts}
+
+        return web
+
+    import hashlib
+
+    head, tail = os.urandom(3 << 20), os.urandom(5 << 20)
+
+    def body() -> Iterator[bytes]:
+        yield head
+        deadline = time.monotonic() + 30
+        while not gate.exists():  # the app has the first part before the client sent the last
+            assert time.monotonic() < deadline, "the app never got the first part of the body"
+            time.sleep(0.01)
+        for i in range(0, len(tail), 1 << 20):
+            yield tail[i:i + (1 << 20)]
+
+    r = httpx.post(upload.get_web_url(), content=body(), timeout=60)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["size"] == len(head) + len(tail) and got["sha256"] == hashlib.sha256(head + tail).hexdigest()
+    assert got["parts"] > 1

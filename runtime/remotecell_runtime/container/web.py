@@ -137,6 +137,7 @@ class WebApp:
         self.state: dict[str, Any] = {}
         self._lifespan: _Lifespan | None = None
         self.inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # websocket input id -> what its client sent
+        self.http_inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # request id -> its body's pulled parts
 
     async def start(self) -> None:
         """Run the app's lifespan startup, when it speaks the protocol (else go on without, as uvicorn's auto)."""
@@ -174,11 +175,21 @@ class WebApp:
             if held:
                 outbox.send(held.pop())
 
+        more_body = request.more_body
+        inbox: asyncio.Queue[dict[str, Any]] | None = None
+        if more_body:  # the rest of the body is pulled from the gateway, part by part, as the app reads it
+            inbox = self.http_inboxes[input_id] = asyncio.Queue()
+
         async def receive() -> dict[str, Any]:
-            nonlocal sent_body
+            nonlocal sent_body, more_body
             if not sent_body:
                 sent_body = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": more_body}
+            if more_body and inbox is not None:
+                outbox.send(WebOutMsg(id=input_id, kind="pull"))
+                message = await inbox.get()
+                more_body = message["type"] == "http.request" and message["more_body"]
+                return message
             await done  # the request has no more body: the next event is the end of the exchange
             return {"type": "http.disconnect"}
 
@@ -204,6 +215,7 @@ class WebApp:
         finally:
             if not done.done():
                 done.set_result(None)
+            self.http_inboxes.pop(input_id, None)
 
     async def _websocket(self, input_id: str, request: WebRequest) -> None:
         """One websocket: ``connect``, then what its client sends (``web_in``, see ``deliver``) until it leaves."""
@@ -247,6 +259,11 @@ class WebApp:
         self.loop.call_soon_threadsafe(self._deliver, msg, data)
 
     def _deliver(self, msg: WebInMsg, data: bytes) -> None:
+        pulled = self.http_inboxes.get(msg.id)
+        if pulled is not None:
+            pulled.put_nowait({"type": "http.request", "body": data, "more_body": msg.more} if msg.kind == "body"
+                              else {"type": "http.disconnect"})
+            return
         inbox = self.inboxes.get(msg.id)
         if inbox is None:
             return  # it ended meanwhile

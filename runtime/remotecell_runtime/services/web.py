@@ -52,6 +52,7 @@ log = logging.getLogger("remotecell.runtime")
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 8190  # taken (another runtime has it): a free port instead; the URLs name the one used
 BODY_LIMIT_BYTES = 100 * 2**20  # Modal's request body limit
+FIRST_BODY_BYTES = 1 << 20  # a body up to this goes with the request; the container pulls the rest part by part
 ERROR_STATUS = {ErrorName.CRASHED: 502, ErrorName.TIMEOUT: 504, ErrorName.CANCELLED: 503,
                 ErrorName.NOT_FOUND: 503}
 
@@ -103,7 +104,7 @@ def listen(host: str, port: int, movable: bool) -> socket.socket:
 class Exchange:
     """One HTTP request in flight: what its container sent back, for the request's task to write."""
 
-    __slots__ = ("events", "started", "length", "sent", "finished")
+    __slots__ = ("events", "started", "length", "sent", "finished", "body_size", "left")
 
     def __init__(self) -> None:
         self.events: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
@@ -111,6 +112,8 @@ class Exchange:
         self.length: int | None = None  # the response's content-length, when it has one
         self.sent = 0  # body bytes written
         self.finished = False  # the last chunk went out: the result is still to come (a failure is only logged)
+        self.body_size = 0  # request body bytes read so far
+        self.left: asyncio.Future[Any] = asyncio.get_running_loop().create_future()  # the client's leaving
 
     @property
     def complete(self) -> bool:
@@ -267,13 +270,13 @@ class Gateway(Service):
         if length is not None and length > self.body_limit:
             await _plain(send, 413, f"the request body of {length} bytes passes the limit of {self.body_limit}")
             return
-        body = await self._body(receive)
-        if body is None:
+        first = await self._body(receive)
+        if first is None:
             await _plain(send, 413, f"the request body passes the limit of {self.body_limit} bytes")
             return
-        if not isinstance(body, bytes):
+        if not isinstance(first, tuple):
             return  # the client left
-        await self._exchange(scope, pool, app_name, label, body, receive, send)
+        await self._exchange(scope, pool, app_name, label, first, receive, send)
 
     def _admits(self, scope: dict[str, Any], spec: WebSpec | None) -> bool:
         """Whether the request may reach its endpoint: it needs no token, or it carries one that is not revoked."""
@@ -287,8 +290,9 @@ class Gateway(Service):
                 secret = value.decode("latin-1")
         return self.tokens.admits(key, secret)
 
-    async def _body(self, receive: Any) -> bytes | bool | None:
-        """The whole request body; None past the limit, False when the client went away."""
+    async def _body(self, receive: Any) -> tuple[bytes, bool] | bool | None:
+        """The body's first part: all of it, or ``FIRST_BODY_BYTES`` and more to come (the container pulls the
+        rest); None past the limit, False when the client went away."""
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -299,11 +303,12 @@ class Gateway(Service):
             if size > self.body_limit:
                 return None
             chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            more = bool(message.get("more_body", False))
+            if not more or size >= FIRST_BODY_BYTES:
+                return b"".join(chunks), more
 
     def _submit(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
-                ) -> tuple[str, Exchange]:
+                more_body: bool = False) -> tuple[str, Exchange]:
         """The request as an input of ``pool``: its id and the exchange its answers go to."""
         input_id = f"web-{secrets.token_hex(8)}"
         request = WebRequest(
@@ -314,8 +319,9 @@ class Gateway(Service):
             headers=[[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope.get("headers", [])],
             client=list(scope["client"]) if scope.get("client") else None,
             server=list(scope["server"]) if scope.get("server") else None,
-            scheme=scope.get("scheme", "http"), http_version=scope.get("http_version", "1.1"))
+            scheme=scope.get("scheme", "http"), http_version=scope.get("http_version", "1.1"), more_body=more_body)
         exchange = self.peer.exchanges[input_id] = Exchange()
+        exchange.body_size = len(body)
         payload = Payload([body])
         method = self._spec(app_name, label, pool)[0]
         frames = encode(CallMsg(id=input_id, fid=pool.fn.fid, method=method, web=request), [payload])
@@ -324,32 +330,38 @@ class Gateway(Service):
         pool.submit(inp)
         return input_id, exchange
 
-    async def _exchange(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
-                        receive: Any, send: Any) -> None:
-        input_id, exchange = self._submit(scope, pool, app_name, label, body)
-        left = asyncio.ensure_future(receive())  # after the body, the next event is the client leaving
+    async def _exchange(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str,
+                        first: tuple[bytes, bool], receive: Any, send: Any) -> None:
+        body, more = first
+        input_id, exchange = self._submit(scope, pool, app_name, label, body, more)
+        loop = asyncio.get_running_loop()
+        # After the body, the next event is the client leaving; while the container pulls the body, none is read.
+        exchange.left = loop.create_future() if more else asyncio.ensure_future(receive())
         try:
-            await self._respond(exchange, pool, input_id, left, send)
+            await self._respond(exchange, pool, input_id, receive, send)
         finally:
             self.peer.exchanges.pop(input_id, None)
-            if not left.done():
-                left.cancel()
+            if not exchange.left.done():
+                exchange.left.cancel()
 
-    async def _respond(self, exchange: Exchange, pool: Pool, input_id: str, left: asyncio.Future[Any],
-                       send: Any) -> None:
+    async def _respond(self, exchange: Exchange, pool: Pool, input_id: str, receive: Any, send: Any) -> None:
         events = exchange.events
         while True:
             got = asyncio.ensure_future(events.get())
-            await asyncio.wait([got, left], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([got, exchange.left], return_when=asyncio.FIRST_COMPLETED)
             if not got.done():
                 got.cancel()
                 if exchange.complete:  # not gone: answered; the result is still to come
-                    left = asyncio.get_running_loop().create_future()
+                    exchange.left = asyncio.get_running_loop().create_future()
                     continue
                 log.info("web %s: the client went away: cancelled", input_id)
                 pool.cancel(input_id)
                 return
             kind, head, payloads = got.result()
+            if kind == "out" and head.get("kind") == "pull":
+                if not await self._pull(exchange, pool, input_id, receive, send):
+                    return
+                continue
             if kind == "out":
                 if head.get("kind") == "start" and not exchange.started:
                     exchange.started = True
@@ -439,6 +451,34 @@ class Gateway(Service):
                 frames = encode(WebInMsg(id=input_id, kind="close", code=int(message.get("code", 1000))))
                 self.functions.send_container(inp.container.id, frames)
                 return
+
+    async def _pull(self, exchange: Exchange, pool: Pool, input_id: str, receive: Any, send: Any) -> bool:
+        """The container asks for the body's next part: read it from the client and send it on (so a body
+        goes no faster than the app reads it). False when the exchange ended here (the client left, or the
+        body passed the limit)."""
+        inp = pool.inputs.get(input_id)
+        if inp is None or inp.container is None:
+            return True  # it ended meanwhile: its result comes
+        message = await receive()
+        cid = inp.container.id
+        if message["type"] == "http.disconnect":
+            self.functions.send_container(cid, encode(WebInMsg(id=input_id, kind="close")))
+            log.info("web %s: the client went away while sending its body: cancelled", input_id)
+            pool.cancel(input_id)
+            return False
+        chunk = bytes(message.get("body", b""))
+        exchange.body_size += len(chunk)
+        if exchange.body_size > self.body_limit:
+            self.functions.send_container(cid, encode(WebInMsg(id=input_id, kind="close")))
+            pool.cancel(input_id)
+            if not exchange.started:
+                await _plain(send, 413, f"the request body passes the limit of {self.body_limit} bytes")
+            return False
+        more = bool(message.get("more_body", False))
+        self.functions.send_container(cid, encode(WebInMsg(id=input_id, kind="body", more=more), [Payload([chunk])]))
+        if not more:
+            exchange.left = asyncio.ensure_future(receive())
+        return True
 
     async def _chunk(self, exchange: Exchange, head: dict[str, Any], payloads: list[Payload], send: Any) -> None:
         chunk = b"".join(bytes(framing.buffer_of(f)) for p in payloads for f in p.frames)

@@ -53,6 +53,7 @@ class WebRequest(Message):
     scheme: str = "http"
     http_version: str = "1.1"
     type: str = "http"  # or websocket
+    more_body: bool = False  # the body goes on past the payload: the container pulls it (``web_out`` pull)
     subprotocols: list[str] = wire(factory=list)  # a websocket's
 
 
@@ -62,7 +63,7 @@ class WebOutMsg(Message):
     (its one payload: the bytes; ``more``: more chunks follow)."""
 
     id: str
-    kind: str  # start | body; a websocket's accept | ws | close
+    kind: str  # start | body | pull (the app wants more of the request body); a websocket's accept | ws | close
     status: int = 0
     headers: list[Any] = wire(factory=list)
     more: bool = False
@@ -75,9 +76,11 @@ class WebOutMsg(Message):
 @message("web_in")
 class WebInMsg(Message):
     """Gateway -> container: a websocket client's message to input ``id`` (``ws``: its one payload, ``text``
-    when text) or its leaving (``close``, with the code)."""
+    when text) or its leaving (``close``, with the code); a pulled part of a request body (``body``, its one
+    payload, ``more`` when more follows)."""
 
     id: str
     kind: str
     text: bool = False
     code: int = 1000
+    more: bool = False
