@@ -254,12 +254,13 @@ def test_a_web_endpoint_is_not_called_with_remote_and_takes_no_retries(app):
 
 @pytest.fixture
 def small_gateway(runtime, new_home) -> Iterator[Runtime]:
-    """A second runtime whose gateway takes bodies of at most 2 MiB; the client talks to it meanwhile.
+    """A second runtime whose gateway takes bodies of at most 2 MiB and waits 1 s for a stalled client; the client
+    talks to it meanwhile.
 
     It starts while the session's runtime holds its gateway's port: its own moves to a free one.
     """
     state = new_home("small-gateway")
-    second = Runtime(state, args=["--web-max-body", str(2 << 20)])
+    second = Runtime(state, args=["--web-max-body", str(2 << 20)], env={"REMOTECELL_WEB_IDLE_TIMEOUT_S": "1"})
     old = os.environ["REMOTECELL_HOME"]
     os.environ["REMOTECELL_HOME"] = str(state)
     client_mod.reset_connection()
@@ -644,3 +645,83 @@ def test_a_large_request_body_streams_to_the_app_as_it_reads_it(app, tmp_path):
     got = r.json()
     assert got["size"] == len(head) + len(tail) and got["sha256"] == hashlib.sha256(head + tail).hexdigest()
     assert got["parts"] > 1
+
+
+def test_one_container_serves_max_inputs_requests_at_once(app, tmp_path):
+    @app.function(max_containers=1)
+    @rc.concurrent(max_inputs=4)
+    @rc.fastapi_endpoint()
+    async def together(n: int):
+        import asyncio
+
+        (tmp_path / f"in-{n}").touch()
+        deadline = time.monotonic() + 30
+        while len(list(tmp_path.glob("in-*"))) < 4 and time.monotonic() < deadline:  # all four in at once
+            await asyncio.sleep(0.01)
+        return {"n": n, "together": len(list(tmp_path.glob("in-*"))), "container": _token()}
+
+    url = together.get_web_url()
+    answers: list[dict] = []
+    threads = [threading.Thread(target=lambda n=n: answers.append(httpx.get(url, params={"n": n}, timeout=60).json()))
+               for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(a["n"] for a in answers) == [0, 1, 2, 3]
+    assert all(a["together"] == 4 for a in answers)
+    assert len({a["container"] for a in answers}) == 1
+
+
+def test_a_crash_mid_stream_cuts_the_response_and_a_client_that_leaves_cancels_its_request(app, tmp_path):
+    @app.function()
+    @rc.fastapi_endpoint()
+    def drip(crash: bool = False):
+        from fastapi.responses import StreamingResponse
+
+        def chunks():
+            yield b"part one\n"
+            if crash:
+                os._exit(5)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until the client leaves (then the input is cancelled)
+                (tmp_path / "dripping").touch()
+                yield b"more\n"
+                time.sleep(0.05)
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    url = drip.get_web_url()
+    with pytest.raises(httpx.HTTPError):  # the response is cut: the client sees it is not whole
+        with httpx.stream("GET", url, params={"crash": "true"}, timeout=30) as r:
+            assert r.status_code == 200
+            for _ in r.iter_raw():
+                pass
+    with httpx.stream("GET", url, timeout=30) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "part one"
+        assert next(lines) == "more"
+    wait_for(lambda: drip.stats()["running"] == 0, 15, "the left request to be cancelled")
+
+
+def test_a_stalled_request_body_is_timed_out(small_gateway):
+    import socket
+
+    stalled_app = rc.App("stalled")
+
+    @stalled_app.function()
+    @rc.fastapi_endpoint(method="POST")
+    def take(item: dict):
+        return item
+
+    with stalled_app.run():
+        url = httpx.URL(take.get_web_url())
+        for sent in (b"{", b"x" * (1 << 20) + b"y" * 1000):  # stalled in the first part, and while the app pulls
+            with socket.create_connection((url.host, url.port), timeout=30) as sock:
+                head = (f"POST {url.path} HTTP/1.1\r\nHost: {url.host}\r\ncontent-type: application/json\r\n"
+                        f"content-length: {len(sent) + 100}\r\n\r\n").encode()
+                started = time.monotonic()
+                sock.sendall(head + sent)  # and then nothing: the rest never comes
+                answer = sock.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+                assert time.monotonic() - started < 10

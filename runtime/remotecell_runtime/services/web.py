@@ -29,6 +29,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import secrets
 import socket
 from collections.abc import Iterator
@@ -52,6 +53,8 @@ log = logging.getLogger("remotecell.runtime")
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 8190  # taken (another runtime has it): a free port instead; the URLs name the one used
 BODY_LIMIT_BYTES = 100 * 2**20  # Modal's request body limit
+IDLE_ENV = "REMOTECELL_WEB_IDLE_TIMEOUT_S"  # a client that sends no part of its body, or reads nothing, this long
+IDLE_S = 60.0
 FIRST_BODY_BYTES = 1 << 20  # a body up to this goes with the request; the container pulls the rest part by part
 ERROR_STATUS = {ErrorName.CRASHED: 502, ErrorName.TIMEOUT: 504, ErrorName.CANCELLED: 503,
                 ErrorName.NOT_FOUND: 503}
@@ -184,6 +187,7 @@ class Gateway(Service):
         self.tokens = web_tokens.TokenCheck(functions.host.state_dir)
         host, port, movable = parse_bind(bind)
         self.open_to_all = open_to_all(host, public)
+        self.idle_s = float(os.environ.get(IDLE_ENV, IDLE_S))
         self.sock = listen(host, port, movable)
         self.host, self.port = host, int(self.sock.getsockname()[1])
         url_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
@@ -270,7 +274,11 @@ class Gateway(Service):
         if length is not None and length > self.body_limit:
             await _plain(send, 413, f"the request body of {length} bytes passes the limit of {self.body_limit}")
             return
-        first = await self._body(receive)
+        try:
+            first = await self._body(receive)
+        except TimeoutError:
+            await _plain(send, 408, f"the request body stalled: nothing came for {self.idle_s:g} s")
+            return
         if first is None:
             await _plain(send, 413, f"the request body passes the limit of {self.body_limit} bytes")
             return
@@ -295,7 +303,7 @@ class Gateway(Service):
         rest); None past the limit, False when the client went away."""
         chunks, size = [], 0
         while True:
-            message = await receive()
+            message = await asyncio.wait_for(receive(), self.idle_s)
             if message["type"] == "http.disconnect":
                 return False
             chunk = message.get("body", b"")
@@ -339,6 +347,10 @@ class Gateway(Service):
         exchange.left = loop.create_future() if more else asyncio.ensure_future(receive())
         try:
             await self._respond(exchange, pool, input_id, receive, send)
+        except ConnectionAbortedError as exc:
+            log.info("web %s: cut: %s", input_id, exc)
+            pool.cancel(input_id)
+            raise
         finally:
             self.peer.exchanges.pop(input_id, None)
             if not exchange.left.done():
@@ -459,8 +471,16 @@ class Gateway(Service):
         inp = pool.inputs.get(input_id)
         if inp is None or inp.container is None:
             return True  # it ended meanwhile: its result comes
-        message = await receive()
         cid = inp.container.id
+        try:
+            message = await asyncio.wait_for(receive(), self.idle_s)
+        except TimeoutError:
+            self.functions.send_container(cid, encode(WebInMsg(id=input_id, kind="close")))
+            pool.cancel(input_id)
+            log.info("web %s: the request body stalled for %g s: cancelled", input_id, self.idle_s)
+            if not exchange.started:
+                await _plain(send, 408, f"the request body stalled: nothing came for {self.idle_s:g} s")
+            return False
         if message["type"] == "http.disconnect":
             self.functions.send_container(cid, encode(WebInMsg(id=input_id, kind="close")))
             log.info("web %s: the client went away while sending its body: cancelled", input_id)
@@ -485,7 +505,10 @@ class Gateway(Service):
         exchange.sent += len(chunk)
         more = bool(head.get("more"))
         exchange.finished = not more
-        await send({"type": "http.response.body", "body": chunk, "more_body": more})
+        try:  # a client that reads nothing holds the send (uvicorn's flow control): not for ever
+            await asyncio.wait_for(send({"type": "http.response.body", "body": chunk, "more_body": more}), self.idle_s)
+        except TimeoutError:
+            raise ConnectionAbortedError(f"the client read nothing for {self.idle_s:g} s") from None
 
     def _log_failure(self, input_id: str, pool: Pool, entry: ResultEntry, error: ErrorInfo) -> None:
         if entry.status == "ok":
