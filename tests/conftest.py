@@ -34,10 +34,11 @@ def wait_for(condition, timeout_s: float = 20.0, what: str = "condition"):
 class Runtime:
     """A daemon started with `remotecell serve` in a subprocess."""
 
-    def __init__(self, state_dir: Path, binds: list[str] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(self, state_dir: Path, binds: list[str] = (), env: dict[str, str] | None = None,
+                 args: list[str] = ()) -> None:
         self.state_dir = state_dir
         cmd = [sys.executable, "-m", "remotecell_runtime", "serve", "--state-dir", str(state_dir),
-               "--log-level", "INFO"]
+               "--log-level", "INFO", *args]
         for b in binds:
             cmd += ["--bind", b]
         self.log_path = state_dir.parent / f"{state_dir.name}.log"

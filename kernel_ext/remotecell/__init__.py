@@ -23,13 +23,15 @@ _EXPORTS = {
     "status": "status", "FunctionCall": "calls", "FunctionCallGroup": "calls", "Secret": "infra",
     "Image": "images", "FilePatternMatcher": "file_pattern_matcher", "Volume": "volumes", "Dict": "stores",
     "Queue": "stores", "Cron": "options", "Period": "options", "Schedule": "schedules", "Sandbox": "sandboxes",
-    "ContainerProcess": "sandboxes",
+    "ContainerProcess": "sandboxes", "fastapi_endpoint": "web", "asgi_app": "web", "wsgi_app": "web",
+    "web_server": "web",
 }
 
 __all__ = [
     "App", "Cls", "ContainerProcess", "Cron", "Dict", "FilePatternMatcher", "Function", "FunctionCall",
     "FunctionCallGroup", "Image", "Period", "Queue", "Retries", "Sandbox", "Schedule", "Secret", "Volume",
-    "__version__", "batched", "concurrent", "enter", "exceptions", "exit", "method", "status",
+    "__version__", "asgi_app", "batched", "concurrent", "enter", "exceptions", "exit", "fastapi_endpoint", "method",
+    "status", "web_server", "wsgi_app",
 ]
 
 # Modal's names beyond the core (issue 14): introspection, proxies, Modal's module names.
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from .status import status
     from .stores import Dict, Queue
     from .volumes import Volume
+    from .web import asgi_app, fastapi_endpoint, web_server, wsgi_app
 
 
 def load_ipython_extension(shell: Any) -> None:

@@ -21,6 +21,7 @@ from .functions import Function
 from .images import Image, check_image
 from .options import batching_of, check_function_options, check_schedulable, concurrency_of
 from .registration import Registration
+from .web import web_options
 
 
 class App:
@@ -63,7 +64,8 @@ class App:
             if "schedule" in checked:
                 check_schedulable(fn, name)
             batch = batching_of(fn)
-            full = checked | concurrency_of(fn) | ({"batched": {"": batch}} if batch else {})
+            full = (checked | concurrency_of(fn) | ({"batched": {"": batch}} if batch else {})
+                    | web_options(fn, name, options))
             f = Function(Registration(self, fn, full, name, self._image_of(options)), fn)
             self.functions[f.name] = f
             return f
@@ -171,6 +173,7 @@ class App:
             self._implicit = False
         try:
             self._build_images()
+            self._serve_web()
             yield self
         finally:
             if detach:
@@ -196,6 +199,19 @@ class App:
         for image in images.values():
             image.publish(conn, app_id)
 
+    def _serve_web(self) -> None:
+        """Register the web endpoints now, so their URLs serve while the block runs, and say where they are
+        (Modal's ``name => URL``)."""
+        for f in self.functions.values():
+            if isinstance(f, Cls):
+                if "web_methods" not in f.options:
+                    continue
+                obj = f()  # the default instance is the one its endpoints serve
+                for method in f.options["web_methods"]:
+                    print(f"{f.name}.{method} => {getattr(obj, method).get_web_url()}")
+            elif "web" in f.options:
+                print(f"{f.name} => {f.get_web_url()}")
+
     def _deploy(self, name: str | None = None) -> str:
         """Deploy the app: it stays on the runtime, also after this process and runtime restarts.
 
@@ -220,6 +236,7 @@ class App:
                     f()  # the default instance is the one a deployed class serves
                 for registration in f.registrations():
                     registration.fid()
+            self._serve_web()
             assert self._app_id is not None
             return self._app_id
 

@@ -1,6 +1,7 @@
 """The `remotecell` command.
 
     remotecell serve [--bind ADDR]... [--state-dir DIR]   run the runtime in the foreground
+    remotecell serve FILE.py                             serve the file's web endpoints; run again on each edit
     remotecell status                                    what the runtime is doing
     remotecell deploy FILE.py [--name NAME]              deploy the file's app (it stays until stopped)
     remotecell app list | app stop NAME                  the deployed apps; stop one
@@ -10,6 +11,7 @@
     remotecell stop                                      stop the local runtime
     remotecell token new|list|revoke [NAME]              client keys for tcp:// listeners
     remotecell secret create|list|delete [NAME] [K=V]... named secrets on the runtime host
+    remotecell web-token new|list|revoke [NAME] [--json] proxy auth tokens of web endpoints
     remotecell volume create|list|delete NAME             named volumes (Modal's `modal volume`)
     remotecell volume ls NAME [PATH] | put NAME LOCAL [REMOTE] | get NAME REMOTE [LOCAL]
     remotecell volume rm NAME PATH [-r] | cp NAME SRC... DST [-r]   a volume's files
@@ -35,7 +37,7 @@ from .app import App
 from .schedules import Schedule, list_schedules
 from .status import status
 
-RUNTIME_COMMANDS = ("serve", "token", "secret")
+RUNTIME_COMMANDS = ("serve", "token", "secret", "web-token")
 
 
 def _forward_to_runtime(argv: list[str]) -> int:
@@ -161,6 +163,10 @@ COMMANDS = {"status": cmd_status, "stop": cmd_stop, "deploy": cmd_deploy, "app":
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "serve" and argv[1].endswith(".py"):  # the dev loop, not the daemon
+        from ._serve import serve_file
+
+        return serve_file(argv[1])
     if argv and argv[0] in RUNTIME_COMMANDS:
         return _forward_to_runtime(argv)
     parser = argparse.ArgumentParser(prog="remotecell", description=__doc__,

@@ -22,6 +22,7 @@ from .exceptions import InvalidError
 from .functions import Function
 from .options import batching_of
 from .registration import AppLike, ImageLike, Lookup, Registration, code_elsewhere
+from .web import web_methods
 
 _ROLE = "__remotecell_role__"
 
@@ -169,10 +170,12 @@ class Cls:
         self.user_cls = user_cls
         self.name = name
         self.roles = _roles(user_cls)
+        web, web_opts = web_methods(user_cls, name, options)
+        self.roles["method"] += [m for m in web if m not in self.roles["method"]]
         if not self.roles["method"]:
             raise InvalidError(f"@app.cls {name} has no @rc.method(); mark the methods callers may call")
         batched = _batched_methods(user_cls, self.roles["method"])
-        self.options = options | ({"batched": batched} if batched else {})
+        self.options = options | ({"batched": batched} if batched else {}) | web_opts
         self.parameters = _declare_parameters(user_cls)
         self._objs: dict[tuple, Obj] = {}
 

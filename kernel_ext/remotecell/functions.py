@@ -73,6 +73,21 @@ class Function:
     def options(self) -> dict[str, Any]:
         return self.registration.options
 
+    def get_web_url(self) -> str | None:
+        """The URL of this web endpoint (``@rc.fastapi_endpoint``, ``@rc.asgi_app``, ``@rc.wsgi_app``) on the
+        runtime's gateway, which any HTTP client on this machine can reach; None for other functions.
+
+        Registers the function first (starting its app as a call would), so the URL serves at once.
+        """
+        options = self.registration.options
+        is_web = ("web" in options) if self.method is None else (self.method in options.get("web_methods", {}))
+        if not is_web and not isinstance(self.registration, Lookup):
+            return None
+        self.registration.fid()
+        if self.method is not None:
+            return self.registration.web_urls.get(self.method)
+        return self.registration.web_url
+
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function here, in this process."""
         return self.raw_f(*args, **kwargs)

@@ -96,6 +96,8 @@ class Registration:
         self._fid: str | None = None
         self._fid_app: str | None = None
         self._lock = threading.Lock()
+        self.web_url: str | None = None  # a web endpoint's URL, as the runtime that registered it said
+        self.web_urls: dict[str, str] = {}  # a class's web methods' URLs, by method
 
     def forget(self) -> None:
         self._fid = None
@@ -142,7 +144,8 @@ class Registration:
                 if image is not None:
                     options["image"] = image
                 register = FnRegisterMsg(app_id=app_id, name=self.name, options=options, meta=self.meta())
-                self._fid = conn.ask(register, FnRegisterReply, [self._body()]).fid
+                reply = conn.ask(register, FnRegisterReply, [self._body()])
+                self._fid, self.web_url, self.web_urls = reply.fid, reply.web_url, dict(reply.web_urls)
                 self._fid_app = app_id
             return conn, self._fid
 
@@ -164,7 +167,8 @@ class Lookup(Registration):
                 runtime_id = conn.runtime_id
                 reply = conn.ask(FnLookupMsg(app=self.app.name, name=self.name), FnLookupReply)
                 self._fid, self._conn, self._runtime_id = reply.fid, conn, runtime_id
-                self.options, self._meta = reply.options, reply.meta
+                self.options, self._meta, self.web_url = reply.options, reply.meta, reply.web_url
+                self.web_urls = dict(reply.web_urls)
             return conn, self._fid
 
     def cached(self) -> tuple[_client.Connection, str] | None:

@@ -33,11 +33,13 @@ def default_state_dir() -> Path:
 
 
 def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_s: float | None = None,
-          shares: Sequence[str] = (), on_demand: bool = False) -> int:
+          shares: Sequence[str] = (), on_demand: bool = False, web_bind: str | None = None,
+          web_max_body: int | None = None, web_public: bool = False) -> int:
     """Run the daemon; ``shares`` (with those of ``REMOTECELL_SHARE``): folders every container sees."""
     from .backends.sandbox import ShareRefused, checked_shares
     from .daemon import Daemon, StateBusy
     from .services.jobs import RETENTION_S
+    from .services.web import WebBindError
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if retention_s is None:
@@ -46,9 +48,9 @@ def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_
     try:
         shared = checked_shares([*shares, *filter(None, os.environ.get(SHARE_ENV, "").split(os.pathsep))],
                                 str(state_dir))
-        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand)
+        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand, web_bind, web_max_body, web_public)
         _run_profiled(daemon.serve_forever(), os.environ.get("REMOTECELL_PROFILE"))
-    except (KeySetupError, ShareRefused, StateBusy) as exc:
+    except (KeySetupError, ShareRefused, StateBusy, WebBindError) as exc:
         print(f"remotecell serve: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -96,6 +98,33 @@ def token(action: str, name: str | None, state_dir: Path, address: str | None, o
         return 2
 
 
+def web_token(action: str, name: str | None, state_dir: Path, as_json: bool) -> int:
+    """`web-token new NAME [--json]` prints a key and its secret (once); `list`; `revoke NAME`."""
+    from . import web_tokens
+
+    state_dir = state_dir.expanduser().resolve()
+    try:
+        if action == "list":
+            for t in web_tokens.names(state_dir):
+                print(f"{t['name']}\t{t['key']}")
+            return 0
+        if not name:
+            raise web_tokens.WebTokenError("give the token's NAME")
+        if action == "revoke":
+            web_tokens.revoke(state_dir, name)
+            print(f"revoked web token {name}; the gateway refuses it from the next request on")
+            return 0
+        made = web_tokens.new(state_dir, name)
+        if as_json:
+            print(json.dumps({"key": made["key"], "secret": made["secret"]}))
+        else:
+            print(f"Modal-Key: {made['key']}\nModal-Secret: {made['secret']}\n(the secret is shown only now)")
+        return 0
+    except (web_tokens.WebTokenError, KeySetupError) as exc:
+        print(f"remotecell web-token {action}: {exc}", file=sys.stderr)
+        return 2
+
+
 def secret(action: str, name: str | None, pairs: list[str], state_dir: Path, force: bool,
            from_dotenv: Path | None = None, from_json: Path | None = None, as_json: bool = False) -> int:
     """`secret create NAME [KEY=VALUE...] [--from-dotenv PATH] [--from-json PATH]`, `secret list [--json]`,
@@ -139,12 +168,25 @@ def main(argv: list[str] | None = None) -> int:
                         "REMOTECELL_SHARE=PATH[:PATH...]); never one that holds or lies in the state folder")
     p.add_argument("--on-demand", action="store_true",
                    help="started by a client on first use (what clients do): clients start it again after a crash")
+    p.add_argument("--web-bind", default=None, metavar="HOST:PORT",
+                   help="where the web gateway serves HTTP endpoints (default 127.0.0.1:8190, or a free port when "
+                        "that one is taken; port 0: any free port)")
+    p.add_argument("--web-max-body", type=int, default=None, metavar="BYTES",
+                   help="the largest request body the web gateway takes (default 100 MiB); larger ones get 413")
+    p.add_argument("--web-public", action="store_true",
+                   help="with --web-bind beyond loopback: endpoints without requires_proxy_auth answer anyone "
+                        "(without it they answer 401 to requests without a web token)")
     t = sub.add_parser("token", help="client keys for tcp:// listeners")
     t.add_argument("action", choices=["new", "list", "revoke"])
     t.add_argument("name", nargs="?")
     t.add_argument("--state-dir", type=Path, default=default_state_dir())
     t.add_argument("--address", help="tcp://HOST:PORT clients should connect to (written into the file)")
     t.add_argument("--out", type=Path, help="where to write the client's file (default STATE/tokens/NAME.json)")
+    w = sub.add_parser("web-token", help="proxy auth tokens of web endpoints (Modal-Key, Modal-Secret headers)")
+    w.add_argument("action", choices=["new", "list", "revoke"])
+    w.add_argument("name", nargs="?")
+    w.add_argument("--json", action="store_true", help="new: print {\"key\": ..., \"secret\": ...}")
+    w.add_argument("--state-dir", type=Path, default=default_state_dir())
     c = sub.add_parser("secret", help="named secrets: environment variables for functions")
     c.add_argument("action", choices=["create", "list", "delete"])
     c.add_argument("name", nargs="?")
@@ -159,11 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "secret":
         return secret(args.action, args.name, args.pairs, args.state_dir, args.force, args.from_dotenv,
                       args.from_json, args.as_json)
+    if args.command == "web-token":
+        return web_token(args.action, args.name, args.state_dir, args.json)
     if args.command == "token":
         return token(args.action, args.name, args.state_dir, args.address, args.out)
+    if args.web_max_body is not None and args.web_max_body < 0:
+        parser.error(f"--web-max-body {args.web_max_body}: give a number of bytes, 0 or more")
     if args.result_retention_s is not None and args.result_retention_s <= 0:
         parser.error(f"--result-retention-s {args.result_retention_s:g}: must be more than 0 seconds")
-    return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s, args.share, args.on_demand)
+    return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s, args.share, args.on_demand,
+                 args.web_bind, args.web_max_body, args.web_public)
 
 
 if __name__ == "__main__":

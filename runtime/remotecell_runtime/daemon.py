@@ -76,8 +76,12 @@ class Daemon:
     """Sockets, keys, sessions and the handler tables; implements ``services.base.Host``."""
 
     def __init__(self, state_dir: Path, binds: list[str], retention_s: float = RETENTION_S,
-                 shares: Sequence[str] = (), on_demand: bool = False) -> None:
+                 shares: Sequence[str] = (), on_demand: bool = False, web_bind: str | None = None,
+                 web_max_body: int | None = None, web_public: bool = False) -> None:
         self.state_dir = state_dir
+        self.web_bind = web_bind  # the web gateway's HOST:PORT (None: loopback, its default port or a free one)
+        self.web_max_body = web_max_body  # the largest request body it takes (None: 100 MiB)
+        self.web_public = web_public  # bound beyond loopback, endpoints without proxy auth answer anyone
         self.on_demand = on_demand  # a client started it on first use: clients start it again after a crash
         self.retention_s = retention_s
         self.shares = shares  # checked by ``sandbox.checked_shares``
@@ -114,7 +118,9 @@ class Daemon:
             self.stream_listener = StreamListener(stream.client_path(local[0]), self.on_client_message,
                                                   self._drained, shm=sharedmem.ShmPool.available())
         self.services = services.build(self, str(self.sock_dir), self.shm_prefix, self._client_env(),
-                                       self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S, shares=self.shares)
+                                       self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S, shares=self.shares,
+                                       web_bind=self.web_bind, web_max_body=self.web_max_body,
+                                       web_public=self.web_public)
         connect_back = self.services.functions.containers.backend.connect_back
         csock = self.ctx.socket(zmq.ROUTER)
         csock.router_mandatory = True
@@ -163,6 +169,7 @@ class Daemon:
             "state_dir": str(self.state_dir),
             "versions": versions(),
             "on_demand": self.on_demand,
+            "web_url": self.services.gateway.url,
         }
         auth.write_private_json(self.state_dir / "connection.json", info)
 

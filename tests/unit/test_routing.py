@@ -23,7 +23,8 @@ CLIENT_TYPES = {
     "image_build", "sandbox_create", "sandbox_exec", "sandbox_read", "sandbox_write", "sandbox_wait",
     "sandbox_terminate", "sandbox_get", "sandbox_list",
 }
-CONTAINER_TYPES = {"hello", "ready", "load_failed", "output", "item", "result", "results", "released", "lease_used"}
+CONTAINER_TYPES = {"hello", "ready", "load_failed", "output", "item", "result", "results", "released", "lease_used",
+                   "web_out"}
 
 
 class Host:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol import pickling
 from ..protocol.framing import Payload
 from ..protocol.messages.containers import LoadFailedMsg, LoadMsg, ReadyMsg
+from ..protocol.messages.web import WebSpec
 from ..protocol.options import FunctionOptions
 from ..protocol.spec import ClsSpec
 from .inputs import describe_error
@@ -42,6 +43,7 @@ class Loaded:
         self.max_inputs = 1
         self.threads: concurrent.futures.ThreadPoolExecutor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.webs: dict[str | None, Any] = {}  # the web endpoints' WebApps by method: their inputs are requests
 
     def on_load(self, msg: LoadMsg, payloads: list[Payload]) -> None:
         try:
@@ -63,9 +65,13 @@ class Loaded:
             self.exit_hooks = [getattr(instance, name) for name in target.exit_hooks]
             for name in target.enter_hooks:
                 self.call_hook(getattr(instance, name))
+            for name, spec in options.web_methods.items():  # after @enter: an app may use what it made
+                self._load_web(name, self.methods[name], spec)
+        elif options.web is not None:
+            self._load_web(None, target, options.web)
         else:
             self.methods = {None: target}
-        self.loop_methods = {name for name, m in self.methods.items() if _on_loop(m)}
+        self.loop_methods = {name for name, m in self.methods.items() if _on_loop(m) or name in self.webs}
         if self.loop_methods:
             self._start_loop()
         if self.max_inputs > 1:
@@ -74,6 +80,20 @@ class Loaded:
             self.threads = concurrent.futures.ThreadPoolExecutor(self.max_inputs, thread_name_prefix="input")
         else:
             self.inline = {name: m for name, m in self.methods.items() if name not in self.loop_methods}
+
+    def _load_web(self, name: str | None, target: Any, spec: WebSpec) -> None:
+        """A web endpoint: its ASGI app built and started once; each request runs as a task on the loop."""
+        import asyncio
+
+        from .web import WebApp, build_app
+
+        self._start_loop()
+        assert self.loop is not None
+        web = WebApp(build_app(target, spec, self.loop), self.outbox, self.loop)
+        asyncio.run_coroutine_threadsafe(web.start(), self.loop).result()
+        self.webs[name] = web
+        self.methods[name] = web.handle
+        self.exit_hooks.insert(0, web.stop)  # before the class's own @exit
 
     def _start_loop(self) -> None:
         import asyncio

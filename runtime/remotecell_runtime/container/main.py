@@ -70,6 +70,7 @@ from ..protocol.messages.containers import (
     RevokeMsg,
     StopMsg,
 )
+from ..protocol.messages.web import WebInMsg
 from ..protocol.stream import StreamConn
 from .batches import Batches
 from .cancelling import Canceller
@@ -110,6 +111,7 @@ class ContainerLoop:
             StopMsg: self.on_stop,
             LeaseTokenMsg: self.lease.on_lease,
             RevokeMsg: self.lease.on_revoke,
+            WebInMsg: self.on_web_in,
         }
         # By type name: a header is read as its class, then handed to its part.
         self.handlers = {cls.TYPE: (cls, handler) for cls, handler in table.items()}
@@ -199,6 +201,10 @@ class ContainerLoop:
                     runner.on_call(msg, payloads)
             if not conn.pending() or conn.fileno() not in self.lease.conns:
                 return True  # (a next message read along with this one is not seen by the poll)
+
+    def on_web_in(self, msg: WebInMsg, payloads: list[Payload]) -> None:
+        for web in self.loaded.webs.values():  # (the one whose websocket it is takes it)
+            web.deliver(msg, payloads)
 
     def on_stop(self, msg: StopMsg, payloads: list[Payload]) -> None:
         self.running = False

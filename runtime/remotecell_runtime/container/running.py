@@ -47,7 +47,7 @@ class Runner:
         shared = msg.method is not None or msg.shm  # the daemon says both per entry; a client might not
         for entry, own in framing.pair(msg.entries, payloads):
             call: Call = entry if not shared else CallMsg(id=entry.id, method=entry.method or msg.method,
-                                                          shm=entry.shm or msg.shm, gen=entry.gen)
+                                                          shm=entry.shm or msg.shm, gen=entry.gen, web=entry.web)
             self.on_call(call, own)
 
     def on_call(self, msg: Call, payloads: list[Payload]) -> None:
@@ -114,6 +114,10 @@ class Runner:
 
         if msg.id in self.cancelled:
             raise asyncio.CancelledError()
+        if msg.web is not None:  # an HTTP request to a web endpoint: bytes in, web_out messages back
+            return await method(msg, payloads)
+        if msg.method in self.loaded.webs:
+            raise TypeError("this function is a web endpoint: send it HTTP requests at its URL (f.get_web_url())")
         args, kwargs = pickling.deserialize(payloads[0], hold=True)
         if inspect.isasyncgenfunction(method):
             return await self._send_async_items(msg, method(*args, **kwargs))

@@ -15,6 +15,7 @@ from ..protocol import framing
 from ..protocol.framing import Frame, Payload
 from ..protocol.messages.calls import CallEntry, ResultEntry, ResultsMsg
 from ..protocol.messages.session import ErrorInfo
+from ..protocol.messages.web import WebRequest
 from ..protocol.options import FunctionOptions
 
 if TYPE_CHECKING:
@@ -64,10 +65,12 @@ class Input:
     lease: str | None = None  # the caller's session, when it would take a lease of the container
     called_as: str | None = None  # the superseded fid its caller holds (a redeployed app), when not ours
     gen: bool = False  # a generator's: its items come back before its result
+    web: WebRequest | None = None  # an HTTP request to a web endpoint (its payload: the raw body)
 
     def entry(self) -> tuple[dict[str, Any], list[Payload]]:
         """This input as one entry of a ``calls`` message (with several others, not forwarded as it came)."""
-        return CallEntry(id=self.id, method=self.method, shm=self.shm, gen=self.gen).fields(), [self.payload]
+        return (CallEntry(id=self.id, method=self.method, shm=self.shm, gen=self.gen, web=self.web).fields(),
+                [self.payload])
 
 
 class ResultMessage:

@@ -17,6 +17,7 @@ from typing import Any
 from .framing import WireError
 from .image_spec import ImageSpec
 from .message import Message, message, wire
+from .messages.web import WebSpec
 
 __all__ = ["BatchPolicy", "FunctionOptions", "ImageSpec", "RetryPolicy", "ScheduleSpec", "SecretRef",
            "VolumeMount"]
@@ -117,6 +118,8 @@ class FunctionOptions(Message):
     volumes: dict[str, VolumeMount] = wire(factory=dict)  # mount path -> volume
     image: ImageSpec | None = None
     schedule: ScheduleSpec | None = None
+    web: WebSpec | None = None  # a web endpoint (@rc.fastapi_endpoint, @rc.asgi_app, @rc.wsgi_app)
+    web_methods: dict[str, WebSpec] = wire(factory=dict)  # a class's: method name -> its endpoint
     not_in_effect: list[str] = wire(factory=list)  # accepted and reported, not enforced yet
 
     @property
@@ -128,6 +131,13 @@ class FunctionOptions(Message):
     def inputs_per_container(self) -> int:
         """What the scaler aims at per container."""
         return self.target_inputs if self.target_inputs is not None else self.max_inputs
+
+    def web_specs(self) -> dict[str | None, WebSpec]:
+        """Every endpoint of the definition by method (None: a plain function's)."""
+        specs: dict[str | None, WebSpec] = {name: spec for name, spec in self.web_methods.items()}
+        if self.web is not None:
+            specs[None] = self.web
+        return specs
 
     def batch_policies(self) -> dict[str, BatchPolicy]:
         """Each ``@batched`` method's policy; WireError on a malformed one."""

@@ -30,6 +30,7 @@ from .schedules import Scheduler
 from .status import Status
 from .volume_files import VolumeFiles
 from .volumes import Volumes
+from .web import BODY_LIMIT_BYTES, Gateway
 
 H = TypeVar("H")
 
@@ -40,6 +41,7 @@ class Services:
     apps: Apps
     scheduler: Scheduler
     blobs: Blobs  # what an image's builder reads its local files from
+    gateway: Gateway  # the web endpoints' HTTP port
     all: list[Service]
 
     def handlers(self) -> dict[str, tuple[type[Message], Handler]]:
@@ -61,6 +63,7 @@ class Services:
         """Register the deployed apps again, then let the schedules fire."""
         self.apps.restore_deployed()
         self.scheduler.start()
+        self.gateway.start()
 
     def close(self) -> None:
         for service in self.all:
@@ -80,7 +83,8 @@ def _merged(tables: list[dict[type[Message], H]]) -> dict[str, tuple[type[Messag
 
 
 def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str], retention_s: float,
-          orphan_grace_s: float, shares: Sequence[str] = ()) -> Services:
+          orphan_grace_s: float, shares: Sequence[str] = (), web_bind: str | None = None,
+          web_max_body: int | None = None, web_public: bool = False) -> Services:
     """Every service of one runtime, wired to ``host`` and to each other; ``shares``: folders every
     sandboxed container sees (``remotecell serve --share``)."""
     registry = AppRegistry()
@@ -95,9 +99,11 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     scheduler = Scheduler(store.db, jobs, functions.deployed_pool)
     apps = Apps(host, registry, store, functions, jobs, scheduler, volumes)
     sandboxes = Sandboxes(host, functions, apps, Path(sock_dir))
-    status = Status(host, functions, apps, queues, sandboxes)
-    # Closing order: schedules, stores, jobs, deployed apps, sandboxes, then the pools.
-    ordered: list[Service] = [scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes,
+    gateway = Gateway(functions, web_bind, BODY_LIMIT_BYTES if web_max_body is None else web_max_body, web_public)
+    apps.gateway = gateway
+    status = Status(host, functions, apps, queues, sandboxes, gateway)
+    # Closing order: the web gateway (no new requests), schedules, stores, jobs, deployed apps, sandboxes, the pools.
+    ordered: list[Service] = [gateway, scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes,
                               VolumeFiles(host, volumes), blobs, ImageBuilds(host, functions.images), status,
                               sandboxes, sandboxes.streams, Calls(functions), functions]
-    return Services(functions, apps, scheduler, blobs, ordered)
+    return Services(functions, apps, scheduler, blobs, gateway, ordered)

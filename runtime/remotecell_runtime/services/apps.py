@@ -44,6 +44,7 @@ from .jobs import Jobs
 from .registry import AppEntry, AppRegistry, DeployStore, SavedFunction
 from .schedules import Scheduler, check_spec
 from .volumes import Volumes
+from .web import Gateway
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -60,6 +61,7 @@ class Apps(Service):
         self.jobs = jobs
         self.scheduler = scheduler
         self.volumes = volumes
+        self.gateway: Gateway | None = None  # set by ``build``: web endpoints are routed there
 
     def handlers(self) -> dict[type[Message], Handler]:
         return {AppCreateMsg: self.on_create, AppStopMsg: self.on_stop, FnRegisterMsg: self.on_register,
@@ -167,7 +169,17 @@ class Apps(Service):
         if len(req.payloads) != 1:
             raise refusal(ErrorName.INVALID, "fn_register needs exactly one payload: the function body")
         body = Payload([bytes(framing.buffer_of(f)) for f in req.payloads[0].frames])
-        return FnRegisterReply(fid=self.register(app, SavedFunction(msg.name, msg.options, msg.meta or {}, body)))
+        fid = self.register(app, SavedFunction(msg.name, msg.options, msg.meta or {}, body))
+        urls = self.web_urls(app.name, fid)
+        return FnRegisterReply(fid=fid, web_url=urls.pop(None, None),
+                             web_urls={str(m): url for m, url in urls.items()})
+
+    def web_urls(self, app_name: str, fid: str) -> dict[str | None, str]:
+        """Where the gateway serves ``fid``'s endpoints, by method (None: a plain function's)."""
+        pool = self.functions.pools.get(fid)
+        if pool is None or self.gateway is None:
+            return {}
+        return {m: self.gateway.url_of(app_name, spec.label) for m, spec in pool.fn.opts.web_specs().items()}
 
     def check_host(self, raw: dict[str, Any]) -> dict[str, str]:
         """Refuse what this host cannot give a definition or a sandbox (its GPUs, its image); its containers'
@@ -212,6 +224,7 @@ class Apps(Service):
         old = app.functions.get(fn.name)
         if old == fid:
             return fid
+        web = FunctionOptions.from_wire(fn.options).web_specs()
         deployed = app.mode == "deployed"
         if old is not None:  # a new definition replaces the old one; its queued inputs still finish
             self.functions.retire(old)
@@ -224,6 +237,9 @@ class Apps(Service):
             self.functions.deployed_fids[fid] = (app.name, fn.name)
             self.store.save_function(app.name, fn)
             self.scheduler.sync(app.name, fn.name, pool.fn.opts.schedule)
+        if self.gateway is not None:
+            for method, spec in web.items():
+                self.gateway.route(app.name, fid, spec, method)
         pool.scale()
         self.jobs.adopt(pool)
         return fid
@@ -248,7 +264,10 @@ class Apps(Service):
             has = ", ".join(sorted(app.functions)) or "nothing"
             raise refusal(ErrorName.NOT_FOUND, f"deployed app {app.name!r} has no function or class {name!r} "
                           f"(it has: {has})")
-        return FnLookupReply(fid=pool.fn.fid, options=pool.fn.options, meta=pool.fn.meta)
+        urls = self.web_urls(app.name, pool.fn.fid)
+        return FnLookupReply(fid=pool.fn.fid, options=pool.fn.options, meta=pool.fn.meta,
+                             web_url=urls.pop(None, None),
+                             web_urls={str(m): url for m, url in urls.items()})
 
     def close(self) -> None:
         self.store.close()

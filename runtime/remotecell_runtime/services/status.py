@@ -22,13 +22,16 @@ from .base import Handler, Host, Request, Service
 from .functions import Functions
 from .queues import Queues
 from .sandboxes import Sandboxes
+from .web import Gateway
 
 SHUTDOWN_DELAY_S = 0.05  # the reply goes out before the loop stops
 
 
 class Status(Service):
-    def __init__(self, host: Host, functions: Functions, apps: Apps, queues: Queues, sandboxes: Sandboxes) -> None:
+    def __init__(self, host: Host, functions: Functions, apps: Apps, queues: Queues, sandboxes: Sandboxes,
+                 gateway: Gateway) -> None:
         self.host = host
+        self.gateway = gateway
         self.sandboxes = sandboxes
         self.functions = functions
         self.apps = apps
@@ -49,7 +52,7 @@ class Status(Service):
         return StatusReply(runtime_id=self.host.runtime_id, pid=os.getpid(), endpoints=self.host.endpoints,
                            versions=versions(), **self.functions.stats(), apps=self.apps.stats(),
                            sessions=len(self.host.live_sessions()), stores=self.queues.stats(),
-                           sandboxes=self.sandboxes.stats())
+                           sandboxes=self.sandboxes.stats(), web=self.gateway.stats())
 
     def on_shutdown(self, req: Request[ShutdownMsg]) -> EmptyReply:
         asyncio.get_running_loop().call_later(SHUTDOWN_DELAY_S, self.host.stop)

@@ -66,6 +66,8 @@ class FnRegisterMsg(Message):
 @message("reply")
 class FnRegisterReply(Message):
     fid: str
+    web_url: str | None = None  # a web endpoint's URL on this runtime's gateway
+    web_urls: dict[str, Any] = wire(factory=dict)  # a class's web methods: method name -> URL
 
 
 @message("fn_lookup")
@@ -81,6 +83,8 @@ class FnLookupReply(Message):
     fid: str
     options: dict[str, Any]
     meta: dict[str, Any]
+    web_url: str | None = None
+    web_urls: dict[str, Any] = wire(factory=dict)
 
 
 @message()

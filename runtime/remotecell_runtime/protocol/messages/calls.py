@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..message import Message, message, wire
 from .session import ErrorInfo
+from .web import WebRequest
 
 
 @message("call")
@@ -22,6 +23,7 @@ class CallMsg(Message):
     gen: bool = False  # a generator: its items come back as ``item`` messages before the result
     lease: bool = False  # the caller would take a lease of the container for its next calls
     token: str | None = None  # a direct call: the lease's token, which the container checks
+    web: WebRequest | None = None  # an HTTP request to a web endpoint: its one payload is the raw body
 
 
 @message()
@@ -33,6 +35,7 @@ class CallEntry(Message):
     shm: bool = False
     gen: bool = False
     n_payloads: int = wire("np", default=1)
+    web: WebRequest | None = None
 
 
 @message("calls")

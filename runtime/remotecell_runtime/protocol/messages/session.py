@@ -57,6 +57,7 @@ class StatusReply(Message):
     sessions: int
     stores: dict[str, Any]
     sandboxes: list[dict[str, Any]]  # the rc.Sandbox-es that have not finished (each as sandbox_get's info)
+    web: dict[str, Any] = wire(factory=dict)  # the web gateway: its url, and the live endpoints' URLs
 
 
 @message("shutdown")
