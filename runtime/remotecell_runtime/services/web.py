@@ -197,17 +197,27 @@ class Gateway(Service):
         self.routes: dict[tuple[str, str], tuple[str, str | None]] = {}  # (app name, label) -> fid, method
         self.peer = WebPeer()
         self.server: _Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # watching the port for the first client (``start``)
 
     def start(self) -> None:
-        self.server = _Server(self)
-        self.server.start(self.sock)
+        """The port is bound (its URL known); uvicorn (~40 ms of imports) starts with the first route or client."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._serve)
         log.info("web gateway listening on %s", self.url)
+
+    def _serve(self) -> None:
+        if self.server is None and self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+            self.server = _Server(self)
+            self.server.start(self.sock)  # it accepts what waits in the backlog
 
     def close(self) -> None:
         if self.server is not None:
             self.server.stop()  # it closes the socket as it shuts down
-        else:
-            self.sock.close()
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
     def container_handlers(self) -> dict[type[Message], ContainerHandler]:
         return {WebOutMsg: self.on_web_out}
@@ -224,6 +234,7 @@ class Gateway(Service):
     def route(self, app_name: str, fid: str, spec: WebSpec, method: str | None = None) -> str:
         """Serve ``fid`` (its ``method``, for a class) at ``/APP/LABEL/``; its URL."""
         self.routes[(app_name, spec.label)] = (fid, method)
+        self._serve()
         return self.url_of(app_name, spec.label)
 
     def url_of(self, app_name: str, label: str) -> str:
