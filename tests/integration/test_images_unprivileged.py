@@ -54,7 +54,7 @@ SCRIPT = textwrap.dedent("""
     layer = work / "layer"
     system.link_tree(base, layer)
     system.apply_upper(step.upper, layer)
-    box = sandbox.Sandbox("bwrap", "bubblewrap", str(work), [])
+    box = sandbox.Bubblewrap("bwrap", "bubblewrap", str(work), [])
     check = "import os, subprocess; print(os.getuid(), bool(subprocess.run(['figlet', 'x'], capture_output=True, " \\
             "check=True).stdout), open('/opt/made').read().strip(), os.path.exists('/etc/motd'))"
     python = os.path.realpath(sys.executable)  # /usr/bin/python3.11: its package is in the base system

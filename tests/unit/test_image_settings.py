@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from remotecell_runtime.backends.sandbox import Sandbox
+from remotecell_runtime.backends.sandbox import Bubblewrap
 from remotecell_runtime.images import ImageError, check
 from remotecell_runtime.images.pipconf import IndexSettings, config_files, read_pip_config
 from remotecell_runtime.images.runtime_code import RuntimeCode
@@ -152,7 +152,7 @@ def test_an_images_files_are_bound_entry_by_entry_read_only_and_its_workdir_made
     second = tmp_path / "second"
     second.mkdir()
     (second / "mod.py").write_text("")
-    sandbox = Sandbox("bwrap", "bubblewrap", "/s", [])
+    sandbox = Bubblewrap("bwrap", "bubblewrap", "/s", [])
     argv = sandbox.argv(["python"], extra_roots=["/state/images/layers/k/venv"], workdir="/app",
                         files=[(str(first), "/root"), (str(second), "/root")])
     binds = [(argv[i + 1], argv[i + 2]) for i, a in enumerate(argv) if a == "--ro-bind"]

@@ -11,10 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# Modal's public names, which the client must spell as Modal does, already taken by an older runtime class:
-# ``rc.Sandbox`` (a container running a command) and ``backends.sandbox.Sandbox`` (bubblewrap's command line).
-# The runtime's one is to be renamed (``Bubblewrap``) once the branch that edits that module is merged.
-MODAL_NAMES = {"Sandbox": {"kernel_ext/remotecell/sandboxes.py", "runtime/remotecell_runtime/backends/sandbox.py"}}
 PACKAGES = [ROOT / "kernel_ext" / "remotecell", ROOT / "runtime" / "remotecell_runtime"]
 
 
@@ -25,5 +21,5 @@ def test_no_class_name_is_defined_twice():
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ClassDef):
                     where[node.name].append(str(path.relative_to(ROOT)))
-    twice = {name: paths for name, paths in where.items() if len(paths) > 1 and set(paths) != MODAL_NAMES.get(name)}
+    twice = {name: paths for name, paths in where.items() if len(paths) > 1}
     assert not twice, f"class names defined more than once: {twice}"

@@ -7,7 +7,7 @@ import sys
 import pytest
 from remotecell_runtime.backends import sandbox as sandbox_mod
 from remotecell_runtime.backends.sandbox import (
-    Sandbox,
+    Bubblewrap,
     SandboxUnavailable,
     ShareRefused,
     checked_shares,
@@ -21,7 +21,7 @@ def _pairs(argv: list[str], flag: str) -> list[tuple[str, str]]:
 
 def test_the_state_folder_is_never_bound_but_its_sockets_are(tmp_path):
     state = tmp_path / "home"
-    sandbox = Sandbox("/usr/bin/bwrap", "bubblewrap 0.8.0", str(state / "sock"), ["/opt/py", str(state / "x")])
+    sandbox = Bubblewrap("/usr/bin/bwrap", "bubblewrap 0.8.0", str(state / "sock"), ["/opt/py", str(state / "x")])
     argv = sandbox.argv(["python", "-m", "c"], info_fd=7)
     binds = _pairs(argv, "--bind") + _pairs(argv, "--ro-bind")
     assert (str(state / "sock"), str(state / "sock")) in binds
@@ -32,7 +32,7 @@ def test_the_state_folder_is_never_bound_but_its_sockets_are(tmp_path):
 
 def test_a_sandbox_agents_socket_is_bound_alone_instead_of_the_socket_folder(tmp_path):
     sock = tmp_path / "home" / "sock"
-    sandbox = Sandbox("/usr/bin/bwrap", "bubblewrap 0.8.0", str(sock), [])
+    sandbox = Bubblewrap("/usr/bin/bwrap", "bubblewrap 0.8.0", str(sock), [])
     argv = sandbox.argv(["python", "-m", "a"], socket=(str(sock / "sb-1.sock"), "/run/remotecell/agent.sock"))
     binds = _pairs(argv, "--bind") + _pairs(argv, "--ro-bind")
     assert (str(sock / "sb-1.sock"), "/run/remotecell/agent.sock") in binds
@@ -46,7 +46,7 @@ def test_python_roots_leave_out_the_state_folder_and_what_holds_it(tmp_path):
 
 
 def test_volumes_mount_at_their_paths_and_block_network_unshares_it():
-    sandbox = Sandbox("bwrap", "bubblewrap", "/s", [])
+    sandbox = Bubblewrap("bwrap", "bubblewrap", "/s", [])
     argv = sandbox.argv(["true"], info_fd=3, volumes={"/data": "/host/vols/data"}, block_network=True,
                         workdir="/work")
     assert ("/host/vols/data", "/data") in _pairs(argv, "--bind")
@@ -54,7 +54,7 @@ def test_volumes_mount_at_their_paths_and_block_network_unshares_it():
 
 
 def test_shares_bind_read_write_and_an_inner_folder_is_mounted_over_its_outer_one():
-    sandbox = Sandbox("bwrap", "bubblewrap 0.8.0", "/s", ["/work/venv", "/opt/py"], shares=["/work", "/opt/py/data"])
+    sandbox = Bubblewrap("bwrap", "bubblewrap 0.8.0", "/s", ["/work/venv", "/opt/py"], shares=["/work", "/opt/py/data"])
     argv = sandbox.argv(["true"])
     binds = [(argv[i], argv[i + 1]) for i, a in enumerate(argv) if a in ("--bind", "--ro-bind")]
     order = [path for flag, path in binds if path in ("/work", "/work/venv", "/opt/py", "/opt/py/data")]
@@ -89,7 +89,7 @@ def _fake_devices(tmp_path, monkeypatch) -> str:
 
 def test_a_container_gets_its_own_gpus_device_files_and_the_drivers_shared_ones(tmp_path, monkeypatch):
     root = _fake_devices(tmp_path, monkeypatch)
-    argv = Sandbox("bwrap", "bubblewrap", "/s", []).argv(["true"], gpu_minors=[1])
+    argv = Bubblewrap("bwrap", "bubblewrap", "/s", []).argv(["true"], gpu_minors=[1])
     inside = {dst for src, dst in _pairs(argv, "--dev-bind") if src.startswith(root)}
     assert inside == {"/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-caps"}
     assert ("/sys", "/sys") in _pairs(argv, "--ro-bind")  # cuInit fails without it
@@ -105,7 +105,7 @@ def test_a_container_with_its_own_root_filesystem_and_gpus_gets_the_hosts_driver
     monkeypatch.setattr(sandbox_mod, "DRIVER_LIBRARY_DIRS", (str(libs),))
     rootfs = tmp_path / "rootfs"
     (rootfs / "usr" / "lib").mkdir(parents=True)
-    sandbox = Sandbox("bwrap", "bubblewrap", "/s", [])
+    sandbox = Bubblewrap("bwrap", "bubblewrap", "/s", [])
     argv = sandbox.argv(["true"], gpu_minors=[0], rootfs=str(rootfs))
     bound = {dst: src for src, dst in _pairs(argv, "--ro-bind")}
     assert {"/usr/local/nvidia/lib64/libcuda.so.1", "/usr/local/nvidia/lib64/libcuda.so.550.54",
@@ -117,14 +117,14 @@ def test_a_container_with_its_own_root_filesystem_and_gpus_gets_the_hosts_driver
 
 def test_no_gpus_no_gpu_device_and_no_sys(tmp_path, monkeypatch):
     _fake_devices(tmp_path, monkeypatch)
-    argv = Sandbox("bwrap", "bubblewrap", "/s", []).argv(["true"], gpu_minors=[])
+    argv = Bubblewrap("bwrap", "bubblewrap", "/s", []).argv(["true"], gpu_minors=[])
     assert not _pairs(argv, "--dev-bind")
     assert ("/sys", "/sys") not in _pairs(argv, "--ro-bind")
 
 
 def test_gpus_of_unknown_minor_numbers_get_every_device(tmp_path, monkeypatch):
     _fake_devices(tmp_path, monkeypatch)
-    argv = Sandbox("bwrap", "bubblewrap", "/s", []).argv(["true"], gpu_minors=None)
+    argv = Bubblewrap("bwrap", "bubblewrap", "/s", []).argv(["true"], gpu_minors=None)
     assert {"/dev/nvidia0", "/dev/nvidia1", "/dev/nvidia12"} <= {dst for _, dst in _pairs(argv, "--dev-bind")}
 
 
@@ -144,9 +144,9 @@ def _fake_bwrap(tmp_path, stderr: str) -> str:
 
 
 def test_a_probe_that_fails_says_why_and_how_to_allow_user_namespaces(tmp_path):
-    denied = Sandbox(_fake_bwrap(tmp_path, "bwrap: No permissions to create new namespace"), "bubblewrap", "/s", [])
+    denied = Bubblewrap(_fake_bwrap(tmp_path, "bwrap: No permissions to create new namespace"), "bubblewrap", "/s", [])
     with pytest.raises(SandboxUnavailable, match="No permissions to create new namespace.*unprivileged_userns"):
         denied.probe()
-    missing = Sandbox(_fake_bwrap(tmp_path, "bwrap: Can't find source path /s"), "bubblewrap", "/s", [])
+    missing = Bubblewrap(_fake_bwrap(tmp_path, "bwrap: Can't find source path /s"), "bubblewrap", "/s", [])
     with pytest.raises(SandboxUnavailable, match=r"find source path /s\)$"):  # no namespace hint: not the cause
         missing.probe()

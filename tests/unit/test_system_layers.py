@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from remotecell_runtime.backends.sandbox import Sandbox, rootfs_binds
+from remotecell_runtime.backends.sandbox import Bubblewrap, rootfs_binds
 from remotecell_runtime.images import oci, system
 
 
@@ -149,7 +149,7 @@ def test_a_containers_root_filesystem_is_bound_entry_by_entry_with_room_for_late
     assert ["--dir", "/home"] == args[args.index("/home") - 1:args.index("/home") + 1]  # made anew: room for /home/u
     assert ["--ro-bind", str(rootfs / "etc"), "/etc"] == args[args.index("/etc") - 2:args.index("/etc") + 1]
     assert ["--ro-bind", str(rootfs / "usr"), "/usr"] == args[args.index("/usr") - 2:args.index("/usr") + 1]
-    sandbox = Sandbox("bwrap", "bubblewrap", str(tmp_path / "sock"), [])
+    sandbox = Bubblewrap("bwrap", "bubblewrap", str(tmp_path / "sock"), [])
     argv = sandbox.argv(["python"], rootfs=str(rootfs))
     assert ("/usr", "/usr") not in zip(argv, argv[1:], strict=False) and "--ro-bind-try" not in argv
 

@@ -9,7 +9,7 @@ is not its), with the daemon's own runtime as its client's runtime; each has a
 cancel pipe (ids of inputs to interrupt, read by its SIGINT handler) and its own
 ipc:// socket for a leaseholder's direct calls in the daemon's private socket
 folder, both gone when it exits; every process started is reported to ``on_exit``
-once, when its output has closed and it has been reaped.  With a ``Sandbox``
+once, when its output has closed and it has been reaped.  With a ``Bubblewrap``
 (bubblewrap on this host) each process runs inside one, its volumes mounted at
 their paths; without, its volumes are links the container makes.
 """
@@ -29,7 +29,7 @@ from ..cpus import CpuBudget
 from ..gpus import GpuAllocator
 from .base import ConnectBack, ContainerExit, ContainerImage, ContainerSpec, ExitCallback, SpecRefused
 from .limits import Limits
-from .sandbox import DRIVER_INSIDE, Sandbox, container_pid
+from .sandbox import DRIVER_INSIDE, Bubblewrap, container_pid
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -54,7 +54,7 @@ class LocalBackend:
     """Containers as local processes that connect back over ipc:// and may use this host's shared memory."""
 
     def __init__(self, sock_dir: str, runtime_id: str, shm_prefix: str, client_env: dict[str, str],
-                 gpus: GpuAllocator, cpus: CpuBudget, sandbox: Sandbox | None = None,
+                 gpus: GpuAllocator, cpus: CpuBudget, sandbox: Bubblewrap | None = None,
                  limits: Limits | None = None) -> None:
         self.sock_dir = sock_dir  # private (0700): the daemon's socket and the containers' own
         self.sandbox = sandbox

@@ -68,12 +68,12 @@ class ShareRefused(ValueError):
     """A shared folder the runtime will not bind into containers."""
 
 
-class Sandbox:
+class Bubblewrap:
     """Makes the bwrap command line of one container; one per runtime.
 
     Example::
 
-        sandbox = Sandbox.find(sock_dir="/home/u/.remotecell/sock", hidden="/home/u/.remotecell",
+        sandbox = Bubblewrap.find(sock_dir="/home/u/.remotecell/sock", hidden="/home/u/.remotecell",
                                shares=["/data/shared"])
         argv = sandbox.argv(["python", "-m", "remotecell_runtime.container"], info_fd=5)
     """
@@ -87,7 +87,7 @@ class Sandbox:
         self.shares = sorted(shares)  # host folders bound read-write at their own paths
 
     @classmethod
-    def find(cls, sock_dir: str, hidden: str, shares: Iterable[str] = ()) -> Sandbox:
+    def find(cls, sock_dir: str, hidden: str, shares: Iterable[str] = ()) -> Bubblewrap:
         """The sandbox of this host, tried once; nothing under ``hidden`` is ever bound.
 
         Raises ``SandboxUnavailable`` without bubblewrap, or where it cannot make a sandbox

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from ..backends.limits import Limits
 from ..backends.local import LocalBackend
-from ..backends.sandbox import Sandbox, SandboxUnavailable
+from ..backends.sandbox import Bubblewrap, SandboxUnavailable
 from ..containers import ContainerManager, ContainerRecord, State
 from ..cpus import CpuBudget, host_cpus
 from ..gpus import GpuAllocator, inventory
@@ -269,7 +269,7 @@ SANDBOX_ENV = "REMOTECELL_SANDBOX"  # "0": containers run as plain processes
 PLAIN = "containers run as plain processes that can read this runtime's state folder and the user's files"
 
 
-def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[Sandbox | None, str]:
+def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[Bubblewrap | None, str]:
     """The container sandbox (on wherever bubblewrap works, unless ``REMOTECELL_SANDBOX=0``) and what the
     status says of it: its version, or ``off: `` with why and how to turn it on (also in the log)."""
     if os.environ.get(SANDBOX_ENV) == "0":
@@ -277,7 +277,7 @@ def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[San
         log.warning("sandbox off: %s", why)
         return None, f"off: {why}"
     try:
-        sandbox = Sandbox.find(sock_dir, hidden=str(state_dir), shares=shares)
+        sandbox = Bubblewrap.find(sock_dir, hidden=str(state_dir), shares=shares)
     except SandboxUnavailable as exc:
         why = f"{exc}: {PLAIN}"
         log.warning("sandbox off: %s", why)
