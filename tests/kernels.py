@@ -59,7 +59,7 @@ class Kernel:
         return outs
 
     def outputs(self, msg_id: str) -> list[dict]:
-        kinds = ("stream", "display_data", "execute_result", "error", "update_display_data")
+        kinds = ("stream", "display_data", "execute_result", "error", "update_display_data", "clear_output")
         return [m for m in self.messages if m["msg_type"] in kinds and m["parent_header"].get("msg_id") == msg_id]
 
     def texts(self, msg_id: str | None = None) -> str:

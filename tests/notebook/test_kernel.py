@@ -33,6 +33,34 @@ def test_remote_cell_streams_in_order_with_display_and_value(kernel):
     assert kernel.value("_ + 1") == "43"  # the kernel's own `_` and Out
 
 
+def test_ipythons_own_display_functions_reach_the_cell_from_a_remote_cell(kernel):
+    outs = kernel.run(
+        "%%remote --session rich\n"
+        "from IPython.display import HTML, Markdown, clear_output, display, update_display\n"
+        "display(HTML('<b>bold</b>'))\n"
+        "display(Markdown('*it*'))\n"
+        "class Table:\n"
+        "    def _repr_html_(self): return '<table><tr><td>1</td></tr></table>'\n"
+        "display(Table(), display_id='t1')\n"
+        "update_display(HTML('<i>new</i>'), display_id='t1')\n"
+        "clear_output()\n"
+        "print('after')\n"
+    )
+    kinds = [(o["msg_type"], sorted(o["content"].get("data", {}))) for o in outs]
+    assert kinds == [
+        ("display_data", ["text/html", "text/plain"]),
+        ("display_data", ["text/markdown", "text/plain"]),
+        ("display_data", ["text/html", "text/plain"]),
+        ("update_display_data", ["text/html", "text/plain"]),
+        ("clear_output", []),
+        ("stream", []),
+    ], kinds
+    assert outs[0]["content"]["data"]["text/html"] == "<b>bold</b>"
+    assert outs[2]["content"]["transient"]["display_id"] == outs[3]["content"]["transient"]["display_id"] == "t1"
+    assert outs[3]["content"]["data"]["text/html"] == "<i>new</i>"
+    assert outs[5]["content"]["text"] == "after\n"
+
+
 def test_interrupting_a_remote_cell_keeps_the_session(kernel):
     kernel.run("%%remote --session intr\ncounter = 41")
     msg_id = kernel.start("%%remote --session intr\nimport time\nprint('running', flush=True)\n"

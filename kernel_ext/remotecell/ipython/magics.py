@@ -14,7 +14,7 @@ from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import publish_display_data
+from IPython.display import clear_output, publish_display_data
 
 from .. import _client
 from ..exceptions import Error
@@ -28,11 +28,16 @@ def cell_output(stream: str, text: str) -> None:
         return
     try:
         message = json.loads(text)
+        if message.get("clear"):
+            sys.stdout.flush()
+            clear_output(wait=bool(message.get("wait")))
+            return
         data, metadata = dict(message["data"]), dict(message.get("metadata") or {})
-    except (ValueError, KeyError, TypeError):
+        transient = dict(message.get("transient") or {})
+    except (ValueError, KeyError, TypeError, AttributeError):
         return  # a malformed bundle shows nothing rather than breaking the cell
     sys.stdout.flush()  # what the kernel printed so far comes first
-    publish_display_data(data, metadata)
+    publish_display_data(data, metadata, transient=transient or None, update=bool(message.get("update")))
 
 
 def _render_only(exc: BaseException, lines: list[str]) -> BaseException:

@@ -6,8 +6,12 @@ a last expression is evaluated and returned (and kept as ``_``).  Rich output
 (``display(...)``, ``plt.show()``) travels to the caller as ``display`` output
 messages carrying a JSON mime bundle, in order with what the cell prints.
 
-This module must not import IPython (the container may not have it, and the
-runtime never imports it): it has its own small ``display``.
+This module must not import IPython at import time (the container may not have
+it, and the runtime never imports it): it has its own small ``display``.  Where the
+container has IPython, the session also hooks IPython's own display machinery (an
+``InteractiveShell`` whose display publisher sends to the cell), so that
+``from IPython.display import display, HTML`` (and Markdown, Image, a DataFrame,
+``update_display``, ``clear_output``) behaves as in the notebook.
 """
 
 from __future__ import annotations
@@ -123,14 +127,57 @@ def display(*objs: Any, raw: bool = False, metadata: dict[str, Any] | None = Non
         send_display(data, meta)
 
 
-def send_display(data: dict[str, Any], metadata: dict[str, Any]) -> None:
-    """One ``display`` output message to the caller, after what the cell printed so far."""
-    text = json.dumps({"data": data, "metadata": metadata}, default=str)
+def send_display(data: dict[str, Any], metadata: dict[str, Any], transient: dict[str, Any] | None = None,
+                 update: bool = False) -> None:
+    """One ``display`` output message to the caller, after what the cell printed so far (``transient``'s
+    ``display_id`` names it for a later ``update``)."""
+    data = {mime: base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v for mime, v in data.items()}
+    message: dict[str, Any] = {"data": data, "metadata": metadata}
+    if transient:
+        message["transient"] = transient
+    if update:
+        message["update"] = True
+    if not _emit(json.dumps(message, default=str)):  # not in a container input: print the text form
+        print(data.get("text/plain", ""))
+
+
+def send_clear(wait: bool) -> None:
+    """``clear_output(wait=)`` of the cell's output area."""
+    _emit(json.dumps({"clear": True, "wait": wait}))
+
+
+def _emit(text: str) -> bool:
     sys.stderr.flush()
     sys.stdout.flush()
     emit = getattr(_channel, "emit", None)
-    if emit is None or not emit("display", text):  # not in a container input: print the text form
-        print(data.get("text/plain", ""))
+    return bool(emit is not None and emit("display", text))
+
+
+def hook_ipython() -> bool:
+    """IPython's display functions send to the cell, when this container has IPython; whether it has."""
+    try:
+        from IPython.core.displaypub import DisplayPublisher
+        from IPython.core.interactiveshell import InteractiveShell
+        from traitlets.config import Config
+    except ImportError:
+        return False
+
+    class CellPublisher(DisplayPublisher):
+        def publish(self, data: dict[str, Any], metadata: dict[str, Any] | None = None, source: Any = None, *,
+                    transient: dict[str, Any] | None = None, update: bool = False, **_: Any) -> None:
+            send_display(data, metadata or {}, transient, update)
+
+        def clear_output(self, wait: bool = False) -> None:
+            send_clear(wait)
+
+    config = Config()
+    config.HistoryManager.enabled = False  # nothing written to the container's home
+    shell = InteractiveShell.instance(config=config)
+    shell.display_pub = CellPublisher(shell=shell)
+    assert shell.display_formatter is not None  # made with the shell
+    png = shell.display_formatter.formatters["image/png"]
+    png.for_type_by_name("matplotlib.figure", "Figure", lambda fig: base64.b64decode(_figure_bundle(fig)["image/png"]))
+    return True
 
 
 class SessionWorker:
@@ -141,6 +188,7 @@ class SessionWorker:
         global _channel
         _channel = sys.stdout
         os.environ.setdefault("MPLBACKEND", MPL_BACKEND)
+        hook_ipython()
         self.token = secrets.token_hex(8)
         # its id, not its pid: in a sandbox every container is pid 2 of its own namespace
         self.where = f"container {os.environ.get('REMOTECELL_TASK_ID', os.getpid())} on {socket.gethostname()}"
