@@ -37,6 +37,8 @@ def test_fastapi_endpoint_json_get_and_post(app):
     assert greet.stats()["containers"] == {}  # containers start from zero: the first request starts one
     url = greet.get_web_url()
     assert url.startswith("http://127.0.0.1:") and url.endswith("/test/greet/")
+    assert rc.status()["web"]["endpoints"]["test/greet"] == url  # `remotecell status` lists live endpoints
+    assert f"endpoint test/greet => {url}" in repr(rc.status())
     r = httpx.get(url, params={"name": "ada", "times": 2}, timeout=30)
     assert r.status_code == 200 and r.json() == {"greeting": "hello ada hello ada"}
     assert r.headers["content-type"] == "application/json"

@@ -1,18 +1,21 @@
-"""A web endpoint in its container: the user's ASGI app, built once at load, and one HTTP request run through it.
+"""A web endpoint in its container: the user's ASGI app, built once at load, and each request run through it.
 
-``WebApp.build`` makes the app from the function and its ``WebSpec``: for ``fastapi`` a
+``build_app`` makes the app from the function and its ``WebSpec``: for ``fastapi`` a
 FastAPI app with the function as its one route (``/``, the spec's method; CORS open, as
 Modal's; ``/docs`` when asked), for ``asgi`` what the function returns, for ``wsgi`` what
-it returns behind a2wsgi's adapter (the WSGI app runs on a2wsgi's threads).  An app that
+it returns behind a2wsgi's adapter (the WSGI app runs on a2wsgi's threads), for
+``web_server`` a ``PortRelay`` to the port the function's server listens on.  An app that
 speaks the ASGI lifespan protocol is started on the container's event loop at load (its
 startup handlers run once per container) and shut down at exit.
 
 ``WebApp.handle`` runs one request (a ``call`` with ``web``) as a task on that loop: the
-scope from the ``WebRequest``, the body from the input's one raw payload, and every message
-the app sends goes back as a ``web_out`` at once (``start``, then each ``body`` chunk), so a
-streaming response reaches the client chunk by chunk.  An exception of the app is the
-input's error (the gateway answers 500 when nothing was sent yet, and logs the traceback).
-Nothing here is pickled: the request and the response are bytes and text.
+scope from the ``WebRequest``, the body from the input's one raw payload (the rest of a long
+one pulled from the gateway as the app reads it), and every message the app sends goes back
+as a ``web_out`` at once (the head held until the first chunk, to go as one message), so a
+streaming response reaches the client chunk by chunk.  A websocket runs the same way, its
+client's messages arriving as ``web_in`` (``deliver``, from the I/O thread).  An exception of
+the app is the input's error (the gateway answers 500 when nothing was sent yet, and logs the
+traceback).  Nothing here is pickled: the request and the response are bytes and text.
 """
 
 from __future__ import annotations

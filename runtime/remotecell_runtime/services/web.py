@@ -2,23 +2,28 @@
 
 ``Gateway`` serves HTTP with uvicorn on the daemon's own event loop (so a request reaches
 its pool with no thread hand-off: pools are the loop's alone).  A function registered with
-a ``web`` option (``@rc.fastapi_endpoint``, ``@rc.asgi_app``, ``@rc.wsgi_app``) is routed at
-``/APP/LABEL/`` (the newest registration of a label wins, as a re-run notebook cell's does).
-A request there:
+a ``web`` option (``@rc.fastapi_endpoint``, ``@rc.asgi_app``, ``@rc.wsgi_app``,
+``@rc.web_server``; a class's ``web_methods``) is routed at ``/APP/LABEL/`` (the newest
+registration of a label wins, as a re-run notebook cell's does).  A request there:
 
-1. is refused at once when no live pool serves that path (404), or its body passes the limit
-   (413: by its ``content-length``, or as its chunks arrive);
+1. is refused at once, before any container starts, when no live pool serves that path (404),
+   when its endpoint needs proxy auth and it has no valid token (401), or when its body passes
+   the limit by its ``content-length`` (413);
 2. becomes an ``Input`` of that pool whose caller is the request itself (``WebPeer``: a peer
    like a socket, named by the input id), whose ``web`` field is the head as text and whose
-   one payload is the body as raw bytes: it waits for a container slot as any call does
-   (containers start from zero, ``max_inputs`` applies);
+   one payload is the body's first part as raw bytes: it waits for a container slot as any call
+   does (containers start from zero, ``max_inputs`` applies); the container pulls the rest of a
+   long body as the app reads it (``pull`` / ``web_in`` ``body``), counted against the limit;
 3. gets the container's ``web_out`` messages (routed by input id, as ``output`` is) as they
    come: the start, then each body chunk is written to the client at once; the input's
    ``result`` ends the response.  A failed input before any byte was sent is a plain status
    (500 for an error of the app, with its traceback in the runtime's log and never in the
    response; 502 for a container that died; 504 past the timeout; 503 when the app stopped),
-   after a byte was sent the connection is cut.  A client that goes away cancels its input.
+   after a byte was sent the connection is cut.  A client that goes away, or stalls for
+   ``IDLE_S``, cancels its input.
 
+A websocket is one input too: the handshake waits for the app's ``accept``, then messages go
+both ways (``web_out`` ``ws`` to the client, ``web_in`` straight to the input's container).
 The gateway never unpickles: it reads message headers and passes body bytes through.
 """
 
