@@ -727,3 +727,42 @@ def test_a_stalled_request_body_is_timed_out(small_gateway):
                 answer = sock.recv(4096)
                 assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
                 assert time.monotonic() - started < 10
+
+
+def test_a_client_that_reads_slowly_holds_the_app_back_not_the_runtimes_memory(app, tmp_path):
+    progress = tmp_path / "produced"
+
+    @app.function()
+    @rc.fastapi_endpoint()
+    def flood():
+        from fastapi.responses import StreamingResponse
+
+        def chunks():
+            block = b"z" * (256 << 10)
+            for i in range(1024):  # 256 MiB if nobody held it back
+                progress.write_text(str((i + 1) * len(block)))
+                yield block
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+    def produced() -> int:
+        return int(progress.read_text() or 0) if progress.exists() else 0
+
+    with httpx.stream("GET", flood.get_web_url(), timeout=60) as r:
+        raw = r.iter_raw(64 << 10)
+        next(raw)  # then read nothing for a while
+        last = [-1, time.monotonic()]
+
+        def settled() -> bool:  # the producer stopped advancing for half a second
+            now = produced()
+            if now != last[0]:
+                last[:] = [now, time.monotonic()]
+                return False
+            return time.monotonic() - last[1] > 0.5
+
+        wait_for(settled, 30, "the producer to be held back")
+        assert produced() < 48 << 20, f"{produced() >> 20} MiB made for a client that read 64 KiB"
+        total = 64 << 10
+        for chunk in raw:  # reading on lets it go on to the end
+            total += len(chunk)
+    assert total == 256 << 20 and produced() == 256 << 20

@@ -33,6 +33,25 @@ from .outbox import Outbox
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
                     Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 ASGI = {"version": "3.0", "spec_version": "2.3"}
+WINDOW_BYTES = 4 << 20  # response bytes a request may have out before the gateway says it wrote them
+
+
+class Credit:
+    """A response's flow control: bytes sent, bytes the gateway said it wrote to the client."""
+
+    __slots__ = ("sent", "written", "moved")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.written = 0
+        self.moved = asyncio.Event()
+
+    async def spend(self, n: int) -> None:
+        """Count ``n`` bytes sent; wait while more than ``WINDOW_BYTES`` are not written yet (a slow client)."""
+        self.sent += n
+        while self.sent - self.written > WINDOW_BYTES:
+            self.moved.clear()
+            await self.moved.wait()
 
 
 def build_app(target: Callable[..., Any], spec: WebSpec, loop: asyncio.AbstractEventLoop) -> Any:
@@ -141,6 +160,7 @@ class WebApp:
         self._lifespan: _Lifespan | None = None
         self.inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # websocket input id -> what its client sent
         self.http_inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # request id -> its body's pulled parts
+        self.credits: dict[str, Credit] = {}  # request id -> its response's flow control
 
     async def start(self) -> None:
         """Run the app's lifespan startup, when it speaks the protocol (else go on without, as uvicorn's auto)."""
@@ -173,6 +193,7 @@ class WebApp:
         done = loop.create_future()
         outbox = self.outbox
         held: list[WebOutMsg] = []  # the head, until the first chunk (one message) or the loop's turn ends
+        credit = self.credits[input_id] = Credit()
 
         def flush_head() -> None:
             if held:
@@ -212,6 +233,8 @@ class WebApp:
                     outbox.send(head, [Payload([chunk])])
                 elif chunk or not more:
                     outbox.send(WebOutMsg(id=input_id, kind="body", more=more), [Payload([chunk])])
+                if more:
+                    await credit.spend(len(chunk))  # a client that reads slowly slows the app down, not memory
 
         try:
             await self.app(scope, receive, send)
@@ -219,6 +242,7 @@ class WebApp:
             if not done.done():
                 done.set_result(None)
             self.http_inboxes.pop(input_id, None)
+            self.credits.pop(input_id, None)
 
     async def _websocket(self, input_id: str, request: WebRequest) -> None:
         """One websocket: ``connect``, then what its client sends (``web_in``, see ``deliver``) until it leaves."""
@@ -262,6 +286,12 @@ class WebApp:
         self.loop.call_soon_threadsafe(self._deliver, msg, data)
 
     def _deliver(self, msg: WebInMsg, data: bytes) -> None:
+        if msg.kind == "credit":
+            credit = self.credits.get(msg.id)
+            if credit is not None:
+                credit.written = max(credit.written, msg.written)
+                credit.moved.set()
+            return
         pulled = self.http_inboxes.get(msg.id)
         if pulled is not None:
             pulled.put_nowait({"type": "http.request", "body": data, "more_body": msg.more} if msg.kind == "body"

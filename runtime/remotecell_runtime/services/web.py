@@ -60,6 +60,7 @@ DEFAULT_WEB_PORT = 8190  # taken (another runtime has it): a free port instead; 
 BODY_LIMIT_BYTES = 100 * 2**20  # Modal's request body limit
 IDLE_ENV = "REMOTECELL_WEB_IDLE_TIMEOUT_S"  # a client that sends no part of its body, or reads nothing, this long
 IDLE_S = 60.0
+CREDIT_EVERY_BYTES = 1 << 20  # the container hears how much of a response was written at least this often
 FIRST_BODY_BYTES = 1 << 20  # a body up to this goes with the request; the container pulls the rest part by part
 ERROR_STATUS = {ErrorName.CRASHED: 502, ErrorName.TIMEOUT: 504, ErrorName.CANCELLED: 503,
                 ErrorName.NOT_FOUND: 503}
@@ -112,7 +113,7 @@ def listen(host: str, port: int, movable: bool) -> socket.socket:
 class Exchange:
     """One HTTP request in flight: what its container sent back, for the request's task to write."""
 
-    __slots__ = ("events", "started", "length", "sent", "finished", "body_size", "left")
+    __slots__ = ("events", "started", "length", "sent", "finished", "body_size", "left", "credited")
 
     def __init__(self) -> None:
         self.events: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
@@ -121,6 +122,7 @@ class Exchange:
         self.sent = 0  # body bytes written
         self.finished = False  # the last chunk went out: the result is still to come (a failure is only logged)
         self.body_size = 0  # request body bytes read so far
+        self.credited = 0  # ``sent`` when the container was last told (``web_in`` credit)
         self.left: asyncio.Future[Any] = asyncio.get_running_loop().create_future()  # the client's leaving
 
     @property
@@ -389,9 +391,9 @@ class Gateway(Service):
                     await send({"type": "http.response.start", "status": int(head.get("status", 200)),
                                 "headers": headers})
                     if payloads:  # the first chunk came with the head (container/web.py)
-                        await self._chunk(exchange, head, payloads, send)
+                        await self._chunk(exchange, head, payloads, send, pool, input_id)
                 elif head.get("kind") == "body" and exchange.started and not exchange.finished:
-                    await self._chunk(exchange, head, payloads, send)
+                    await self._chunk(exchange, head, payloads, send, pool, input_id)
                 continue
             entry: ResultEntry = head
             if exchange.finished:
@@ -505,7 +507,8 @@ class Gateway(Service):
             exchange.left = asyncio.ensure_future(receive())
         return True
 
-    async def _chunk(self, exchange: Exchange, head: dict[str, Any], payloads: list[Payload], send: Any) -> None:
+    async def _chunk(self, exchange: Exchange, head: dict[str, Any], payloads: list[Payload], send: Any,
+                     pool: Pool, input_id: str) -> None:
         chunk = b"".join(bytes(framing.buffer_of(f)) for p in payloads for f in p.frames)
         exchange.sent += len(chunk)
         more = bool(head.get("more"))
@@ -514,6 +517,12 @@ class Gateway(Service):
             await asyncio.wait_for(send({"type": "http.response.body", "body": chunk, "more_body": more}), self.idle_s)
         except TimeoutError:
             raise ConnectionAbortedError(f"the client read nothing for {self.idle_s:g} s") from None
+        if more and exchange.sent - exchange.credited >= CREDIT_EVERY_BYTES:
+            inp = pool.inputs.get(input_id)
+            if inp is not None and inp.container is not None:
+                exchange.credited = exchange.sent
+                self.functions.send_container(inp.container.id,
+                                              encode(WebInMsg(id=input_id, kind="credit", written=exchange.sent)))
 
     def _log_failure(self, input_id: str, pool: Pool, entry: ResultEntry, error: ErrorInfo) -> None:
         if entry.status == "ok":
