@@ -487,7 +487,9 @@ def test_keep_alive_requests_do_not_wait_out_delayed_acks(app):
             started = time.perf_counter()
             assert client.get(url).text == "data"
             took.append(time.perf_counter() - started)
-    assert sorted(took)[10] < 0.03, f"median {sorted(took)[10] * 1e3:.1f} ms: delayed ACKs are back"
+    # Every request that waits out a delayed ACK takes 40 ms or more: even the fastest would (a busy machine
+    # slows some requests, never all of them).
+    assert min(took) < 0.035, f"fastest of 20: {min(took) * 1e3:.1f} ms: delayed ACKs are back"
 
 
 async def asyncio_sleep0() -> None:
