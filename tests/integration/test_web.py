@@ -768,3 +768,30 @@ def test_a_client_that_reads_slowly_holds_the_app_back_not_the_runtimes_memory(a
         for chunk in raw:  # reading on lets it go on to the end
             total += len(chunk)
     assert total == 256 << 20 and produced() == 256 << 20
+
+
+def test_a_deployed_endpoint_serves_and_from_name_gives_its_url(runtime):
+    deployed = rc.App("web-deployed")
+
+    @deployed.function(name="where")
+    @rc.fastapi_endpoint()
+    def where():
+        return {"deployed": True}
+
+    @deployed.cls(name="Svc")
+    class Svc:
+        @rc.fastapi_endpoint(label="svc-hello")
+        def hello(self):
+            return "hello"
+
+    deployed.deploy()
+    try:
+        url = rc.Function.from_name("web-deployed", "where").get_web_url()
+        assert url == where.get_web_url() and url.endswith("/web-deployed/where/")
+        assert httpx.get(url, timeout=30).json() == {"deployed": True}
+        cls_url = rc.Cls.from_name("web-deployed", "Svc")().hello.get_web_url()
+        assert cls_url.endswith("/web-deployed/svc-hello/")
+        assert httpx.get(cls_url, timeout=30).json() == "hello"
+    finally:
+        rc.App.stop_deployed("web-deployed")
+    assert httpx.get(url, timeout=30).status_code == 404
