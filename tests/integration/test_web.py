@@ -795,3 +795,36 @@ def test_a_deployed_endpoint_serves_and_from_name_gives_its_url(runtime):
     finally:
         rc.App.stop_deployed("web-deployed")
     assert httpx.get(url, timeout=30).status_code == 404
+
+
+ECHO_SERVER = """
+import sys
+from websockets.sync.server import serve
+
+def echo(ws):
+    for message in ws:
+        ws.send(message.upper() if isinstance(message, str) else message[::-1])
+
+with serve(echo, "127.0.0.1", int(sys.argv[1])) as server:
+    server.serve_forever()
+"""
+
+
+def test_web_server_relays_websockets_too(app):
+    port = _free_port()
+
+    @app.function()
+    @rc.web_server(port, startup_timeout=30)
+    def echo_server():
+        import subprocess
+        import sys
+
+        subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(port)])
+
+    from websockets.sync.client import connect
+
+    with connect(echo_server.get_web_url().replace("http://", "ws://") + "any/path", open_timeout=30) as ws:
+        ws.send("shout")
+        assert ws.recv(timeout=30) == "SHOUT"
+        ws.send(b"\x01\x02")
+        assert ws.recv(timeout=30) == b"\x02\x01"

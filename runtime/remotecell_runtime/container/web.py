@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -120,7 +121,7 @@ class PortRelay:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1003})  # not relayed yet
+            await self._websocket(scope, receive, send)
             return
         if scope["type"] != "http":
             raise RuntimeError("no lifespan")  # (the lifespan protocol is skipped)
@@ -147,6 +148,54 @@ class PortRelay:
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """A websocket relayed to the server's own (websockets' client): accepted once the server accepted."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        await receive()  # websocket.connect
+        path = scope["path"][len(scope["root_path"]):] or "/"
+        query = scope["query_string"].decode("latin-1")
+        uri = f"ws://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
+        try:
+            upstream = await connect(uri, subprotocols=scope.get("subprotocols") or None, proxy=None,
+                                     compression=None, max_size=None, ping_interval=None)
+        except Exception as exc:
+            print(f"web_server: websocket {path} refused by the server on port {self.port}: {exc}", file=sys.stderr)
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+
+        async def down() -> None:  # the server's messages to the client
+            try:
+                async for message in upstream:
+                    await send({"type": "websocket.send", "text": message} if isinstance(message, str)
+                               else {"type": "websocket.send", "bytes": bytes(message)})
+            except ConnectionClosed:
+                pass
+            code = upstream.close_code or 1000
+            await send({"type": "websocket.close", "code": code if code != 1005 else 1000,
+                        "reason": upstream.close_reason or ""})
+
+        async def up() -> None:  # the client's to the server
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    await upstream.close()
+                    return
+                if message.get("text") is not None:
+                    await upstream.send(message["text"])
+                else:
+                    await upstream.send(bytes(message.get("bytes") or b""))
+
+        tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await upstream.close()
 
 
 class WebApp:
