@@ -34,15 +34,23 @@ __all__ = [
     "status", "web_server", "wsgi_app",
 ]
 
+# Modal's names beyond the core (issue 14): introspection, proxies, Modal's module names.
+_EXPORTS |= {"is_local": "_context", "current_input_id": "_context", "current_function_call_id": "_context",
+             "Proxy": "infra", "exception": "exception", "Error": "exceptions", "parameter": "cls"}
+_MODULES = {"exceptions", "exception"}
+__all__ += ["Error", "Proxy", "current_function_call_id", "current_input_id", "exception", "is_local", "parameter"]
+
 if TYPE_CHECKING:
-    from . import exceptions
+    from . import exception, exceptions
+    from ._context import current_function_call_id, current_input_id, is_local
     from .app import App
     from .calls import FunctionCall, FunctionCallGroup
-    from .cls import Cls, enter, exit, method
+    from .cls import Cls, enter, exit, method, parameter
+    from .exceptions import Error
     from .file_pattern_matcher import FilePatternMatcher
     from .functions import Function
     from .images import Image
-    from .infra import Secret
+    from .infra import Proxy, Secret
     from .options import Cron, Period, Retries, batched, concurrent
     from .sandboxes import ContainerProcess, Sandbox
     from .schedules import Schedule
@@ -70,6 +78,6 @@ def __getattr__(name: str) -> Any:
     if module_name is None:
         raise AttributeError(f"module 'remotecell' has no attribute {name!r}")
     module = importlib.import_module(f".{module_name}", __name__)
-    value = module if name == "exceptions" else getattr(module, name)
+    value = module if name in _MODULES else getattr(module, name)
     globals()[name] = value
     return value

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
+import os
 import sys
+import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .app import App
+from .cls import _NO_DEFAULT, Cls
 from .exceptions import InvalidError
+from .functions import Function
 
 ARG_TYPES: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str}
 
@@ -32,6 +37,20 @@ def load_file(path: str) -> dict[str, Any]:
     return vars(module)
 
 
+def load_module(name: str) -> dict[str, Any]:
+    """``remotecell run -m package.module``: import it by name, from the current folder as ``python -m`` would."""
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise InvalidError(f"{name!r} is not a module name: give a dotted name such as 'package.module'")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            raise InvalidError(f"no module named {name!r} here (looked in {os.getcwd()} and sys.path)") from None
+        raise
+    return vars(module)
+
+
 def find_app(namespace: dict[str, Any], path: str) -> App:
     apps = {id(v): v for v in namespace.values() if isinstance(v, App)}
     if len(apps) != 1:
@@ -40,19 +59,91 @@ def find_app(namespace: dict[str, Any], path: str) -> App:
     return next(iter(apps.values()))
 
 
-def find_entrypoint(app: App, path: str, wanted: str | None) -> Callable[..., Any]:
+@dataclass(frozen=True)
+class RunTarget:
+    """What ``remotecell run`` calls: ``call(**kwargs)``, its arguments read from ``signature``'s parameters."""
+
+    name: str
+    call: Callable[..., Any]
+    signature: Callable[..., Any]
+
+
+def find_entrypoint(app: App, path: str, wanted: str | None) -> RunTarget:
+    """The local entrypoint, function (called ``.remote``) or ``Class.method`` of the app that ``wanted`` names;
+    without a name, the one local entrypoint, else the one function."""
     entrypoints = app.local_entrypoints
-    if wanted is not None:
-        if wanted not in entrypoints:
-            raise InvalidError(f"{path} has no @app.local_entrypoint() named {wanted!r} "
-                               f"(it has: {', '.join(sorted(entrypoints)) or 'none'})")
-        return entrypoints[wanted]
-    if not entrypoints:
-        raise InvalidError(f"{path} has no @app.local_entrypoint(): mark the function `remotecell run` calls")
-    if len(entrypoints) > 1:
-        raise InvalidError(f"{path} has several local entrypoints ({', '.join(sorted(entrypoints))}): "
-                           f"name one as {path}::NAME")
-    return next(iter(entrypoints.values()))
+    functions = {name: f for name, f in app.functions.items() if isinstance(f, Function)}
+    if wanted is None:
+        if len(entrypoints) == 1:
+            wanted = next(iter(entrypoints))
+        elif not entrypoints and len(functions) == 1:
+            wanted = next(iter(functions))
+        else:
+            raise InvalidError(f"{path} has several local entrypoints and functions ({_choices(app)}): name one as "
+                               f"{path}::NAME" if entrypoints or functions else
+                               f"{path} has no @app.local_entrypoint() and no function: nothing to run")
+    asked = wanted
+    prefix, _, rest = wanted.partition(".")
+    if rest and not isinstance(app.functions.get(prefix), Cls):  # Modal's FILE::app.NAME (the App's variable)
+        wanted = rest
+    if wanted in entrypoints:
+        return RunTarget(wanted, entrypoints[wanted], entrypoints[wanted])
+    if wanted in functions:
+        f = functions[wanted]
+        return RunTarget(wanted, _remote_call(f), f.raw_f)
+    cls_name, _, method = wanted.partition(".")
+    c = app.functions.get(cls_name)
+    if isinstance(c, Cls) and method in c.roles["method"]:
+        call = _method_call(c, method)
+        return RunTarget(wanted, call, call)
+    raise InvalidError(f"{path} has no local entrypoint, function or Class.method {asked!r} "
+                       f"(it has: {_choices(app) or 'none'})")
+
+
+def _method_call(c: Cls, method: str) -> Callable[..., Any]:
+    """``Class.method``: the class's ``rc.parameter`` fields and the method's parameters as one set of options
+    (as Modal's CLI reads them); the instance of those parameters is called."""
+    fn = getattr(c.user_cls, method)
+    own = list(inspect.signature(fn).parameters.values())[1:]  # less self
+    hints = {k: v for k, v in typing.get_type_hints(fn).items() if k != "return"}
+    fields = {n: p for n, p in c.parameters.items() if p.init}
+    clash = sorted(set(fields) & {p.name for p in own})
+    if clash:
+        raise InvalidError(f"{c.name}.{method}: {clash} are both class parameters and method parameters; "
+                           "`remotecell run` cannot tell them apart")
+    empty = inspect.Parameter.empty
+    options = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=p.kind,
+                                 default=empty if p.default is _NO_DEFAULT else p.default) for n, p in fields.items()]
+    options += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind is p.POSITIONAL_OR_KEYWORD else p
+                for p in own]
+
+    def call(**kwargs: Any) -> Any:
+        instance = c(**{n: kwargs.pop(n) for n in fields if n in kwargs})
+        return _remote_call(getattr(instance, method))(**kwargs)
+
+    call.__name__ = method
+    call.__doc__ = inspect.getdoc(fn)
+    call.__signature__ = inspect.Signature(options)  # type: ignore[attr-defined]
+    call.__annotations__ = {**{n: p.kind for n, p in fields.items()}, **hints}
+    return call
+
+
+def _choices(app: App) -> str:
+    names = sorted(app.local_entrypoints) + sorted(n for n, f in app.functions.items() if isinstance(f, Function))
+    names += sorted(f"{n}.{m}" for n, c in app.functions.items() if isinstance(c, Cls) for m in c.roles["method"])
+    return ", ".join(names)
+
+
+def _remote_call(f: Function) -> Callable[..., Any]:
+    """``f.remote``, or for a generator its items printed as they come (``remotecell run`` of a generator)."""
+    if not f.registration.is_generator(f.method):
+        return f.remote
+
+    def items(**kwargs: Any) -> None:
+        for item in f.remote_gen(**kwargs):
+            print(item)
+
+    return items
 
 
 def parse_arguments(fn: Callable[..., Any], argv: list[str], prog: str) -> dict[str, Any]:
@@ -67,7 +158,7 @@ def parse_arguments(fn: Callable[..., Any], argv: list[str], prog: str) -> dict[
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise InvalidError(f"entrypoint {fn.__name__}: *args/**kwargs cannot come from the command line")
-        kind = hints.get(param.name, str)
+        kind = _optional_of(hints.get(param.name, str))
         option, required = f"--{param.name.replace('_', '-')}", param.default is param.empty
         default = None if required else param.default
         if kind is bool:
@@ -80,3 +171,11 @@ def parse_arguments(fn: Callable[..., Any], argv: list[str], prog: str) -> dict[
             raise InvalidError(f"entrypoint {fn.__name__}: parameter {param.name!r} is annotated {kind!r}; "
                                "the command line gives int, float, str or bool")
     return vars(parser.parse_args(argv))
+
+
+def _optional_of(kind: Any) -> Any:
+    """``int | None`` (``Optional[int]``) reads as ``int``: a default of None is a default like any other."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return kind

@@ -7,6 +7,7 @@ batch view's refresh only looks (it never starts an app nor registers a definiti
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from remotecell_runtime.protocol.messages.session import StatusMsg, StatusReply
@@ -15,6 +16,16 @@ from . import _bridge, _client
 from .batching import BatchStats
 from .exceptions import InvalidError
 from .registration import Registration
+
+
+@dataclass(frozen=True)
+class FunctionStats:
+    """What ``f.get_current_stats()`` says (Modal's ``FunctionStats``): the function's queue and containers now."""
+
+    backlog: int  # inputs waiting for a container
+    num_total_runners: int  # containers, starting ones included
+    num_running_inputs: int = 0
+    input_headroom: int = 0  # inputs the live containers could take on now
 
 
 class PoolStats:
@@ -36,6 +47,18 @@ class PoolStats:
         {'function': 'square', 'containers': {'idle': 2}, 'queued': 0, 'running': 0, ...}
         """
         return await pool_status(*await self.fid()) or {"function": self.name, "containers": {}}
+
+    async def current_stats(self) -> FunctionStats:
+        """Modal's ``get_current_stats()``: backlog and containers of this function now.
+
+        >>> square.get_current_stats()
+        FunctionStats(backlog=0, num_total_runners=1, num_running_inputs=0, input_headroom=1)
+        """
+        pool = await self.stats()
+        containers = {k: v for k, v in pool.get("containers", {}).items() if k not in ("stopping", "dead")}
+        return FunctionStats(backlog=int(pool.get("queued", 0)), num_total_runners=sum(containers.values()),
+                             num_running_inputs=int(pool.get("running", 0)),
+                             input_headroom=int(pool.get("headroom", 0)))
 
     async def batch_stats(self) -> BatchStats:
         """How the runtime batched this ``@rc.batched`` function's inputs so far.

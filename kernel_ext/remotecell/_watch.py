@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 import zmq
 from remotecell_runtime.protocol import framing
-from remotecell_runtime.protocol.messages.session import HelloMsg, HelloReply, PingMsg, PongMsg
+from remotecell_runtime.protocol.errors import ErrorName
+from remotecell_runtime.protocol.messages.session import ErrorReply, HelloMsg, HelloReply, PingMsg, PongMsg
 from remotecell_runtime.protocol.versions import versions
 
 from . import _local, exceptions
@@ -58,6 +59,7 @@ class RuntimeWatch:
     def __init__(self, conn: Watched) -> None:
         self.conn = conn
         self.last_pong = time.monotonic()
+        self.refused: str | None = None  # why the runtime refuses this client now (its token was revoked)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()  # one restart of a crashed local runtime, its apps restored once
@@ -79,6 +81,9 @@ class RuntimeWatch:
                 sock.send_multipart(framing.encode(dict(PingMsg().to_wire(), id="hb", sid=conn.sid)))
                 while sock.poll(0):
                     pong = framing.decode_header(sock.recv_multipart())
+                    if pong.get("t") == "error" and ErrorReply.from_wire(pong).error.type == ErrorName.AUTH:
+                        self.refused = ErrorReply.from_wire(pong).error.message
+                        continue
                     self.last_pong = time.monotonic()
                     runtime_id = PongMsg.from_wire(pong).runtime_id if pong.get("t") == "pong" else None
                     if runtime_id not in (None, conn.runtime_id):
@@ -149,7 +154,9 @@ class RuntimeWatch:
             )
 
     def check_alive(self) -> None:
-        """Raise if the runtime has not answered a heartbeat for ``RUNTIME_GONE_S``."""
+        """Raise if the runtime has not answered a heartbeat for ``RUNTIME_GONE_S``, or refuses this client."""
+        if self.refused is not None:  # requests waiting when the token was revoked: their answers never come
+            raise exceptions.AuthError(f"the runtime at {self.conn.info.address} refuses this client: {self.refused}")
         silent_s = time.monotonic() - self.last_pong
         if silent_s > RUNTIME_GONE_S:
             raise exceptions.ConnectionError(

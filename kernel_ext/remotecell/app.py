@@ -157,8 +157,14 @@ class App:
                 registration.fid()
 
     @contextlib.contextmanager
-    def run(self) -> Iterator[App]:
-        """Run the app for the duration of the block (an ephemeral app)."""
+    def run(self, *, detach: bool = False) -> Iterator[App]:
+        """Run the app for the duration of the block (an ephemeral app).
+
+        ``detach=True`` (``remotecell run --detach``): when the block ends the app stays until what it
+        was given is done (spawned calls, queued inputs), even if this process exits, then it stops.
+        """
+        if not isinstance(detach, bool):
+            raise InvalidError(f"app.run(detach={detach!r}): detach must be True or False")
         with self._lock:
             if self._app_id is not None and self._implicit:
                 self._stop_quietly()
@@ -170,7 +176,18 @@ class App:
             self._serve_web()
             yield self
         finally:
-            self.stop()
+            if detach:
+                self._detach()
+            else:
+                self.stop()
+
+    def _detach(self) -> None:
+        """Leave the app its work: the runtime stops it once its inputs are done."""
+        with self._lock:
+            app_id, conn = self._app_id, self._conn
+            self._app_id = self._conn = None
+        if app_id is not None and conn is not None and not conn.closed:
+            conn.ask(AppStopMsg(app_id=app_id, detach=True), EmptyReply)
 
     def _build_images(self) -> None:
         """Build every image of the app's definitions now, as Modal does when an app starts: their logs

@@ -5,8 +5,9 @@
     remotecell status                                    what the runtime is doing
     remotecell deploy FILE.py [--name NAME]              deploy the file's app (it stays until stopped)
     remotecell app list | app stop NAME                  the deployed apps; stop one
+    remotecell app logs NAME [--follow]                  what an app's inputs printed
     remotecell schedule list [APP] | pause|resume|run APP FUNCTION   schedules of deployed functions
-    remotecell run FILE.py[::ENTRYPOINT] [--ARG VALUE]...  run the app's @app.local_entrypoint()
+    remotecell run [-m] [--detach] FILE.py[::NAME] [--ARG VALUE]...  run an entrypoint, function or Class.method
     remotecell stop                                      stop the local runtime
     remotecell token new|list|revoke [NAME]              client keys for tcp:// listeners
     remotecell secret create|list|delete [NAME] [K=V]... named secrets on the runtime host
@@ -27,6 +28,7 @@ import os
 import sys
 import time
 
+from remotecell_runtime.protocol.messages.apps import AppLogsMsg, AppLogsReply
 from remotecell_runtime.protocol.messages.session import EmptyReply, ShutdownMsg
 from remotecell_runtime.protocol.versions import versions
 
@@ -80,6 +82,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
+    if args.action == "logs":
+        return cmd_app_logs(args)
     if args.action == "stop":
         App.stop_deployed(args.name)
         print(f"stopped deployed app {args.name!r}")
@@ -117,14 +121,40 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     path, _, wanted = args.target.partition("::")
-    app = _entry.find_app(_entry.load_file(path), path)
-    entrypoint = _entry.find_entrypoint(app, path, wanted or None)
-    kwargs = _entry.parse_arguments(entrypoint, args.args, prog=f"remotecell run {args.target}")
-    with app.run():
-        result = entrypoint(**kwargs)
+    app = _entry.find_app(_entry.load_module(path) if args.module else _entry.load_file(path), path)
+    target = _entry.find_entrypoint(app, path, wanted or None)
+    kwargs = _entry.parse_arguments(target.signature, args.args, prog=f"remotecell run {args.target}")
+    with app.run(detach=args.detach):
+        result = target.call(**kwargs)
         if inspect.iscoroutine(result):
-            asyncio.run(result)
+            result = asyncio.run(result)
+        if args.detach:
+            print(f"remotecell run: app {app.name!r} detached: its work goes on after this exits; "
+                  f"its output: remotecell app logs {app.name} --follow", file=sys.stderr)
+    if args.write_result is not None:
+        if not isinstance(result, (str, bytes)):
+            print(f"remotecell run: --write-result needs a str or bytes result, {target.name} returned "
+                  f"{type(result).__name__}", file=sys.stderr)
+            return 1
+        with open(args.write_result, "wb" if isinstance(result, bytes) else "w") as out:
+            out.write(result)
     return 0
+
+
+def cmd_app_logs(args: argparse.Namespace) -> int:
+    """``remotecell app logs NAME [--follow]``: what the app's inputs printed, each line after its function."""
+    conn, after = _client.connection(), 0
+    while True:
+        reply = conn.ask(AppLogsMsg(app=args.name, after=after, wait_s=20.0 if args.follow else 0.0), AppLogsReply,
+                         timeout_s=90.0)
+        for function, text in reply.entries:
+            sys.stdout.write("".join(f"[{function}] {line}" for line in text.splitlines(keepends=True)))
+            if not text.endswith("\n"):
+                sys.stdout.write("\n")
+        sys.stdout.flush()
+        after = reply.next
+        if not args.follow or not reply.live:
+            return 0
 
 
 COMMANDS = {"status": cmd_status, "stop": cmd_stop, "deploy": cmd_deploy, "app": cmd_app, "run": cmd_run,
@@ -156,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     app_list = app_sub.add_parser("list", help="the deployed apps")
     app_list.add_argument("--json", action="store_true")
     app_sub.add_parser("stop", help="stop a deployed app").add_argument("name")
+    app_logs = app_sub.add_parser("logs", help="what an app's inputs printed (a running or recently stopped app)")
+    app_logs.add_argument("name", help="the app's name or id")
+    app_logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines while the app runs")
     schedule = sub.add_parser("schedule", help="schedules of deployed functions: list, pause, resume, run")
     schedule_sub = schedule.add_subparsers(dest="action", required=True)
     schedule_list = schedule_sub.add_parser("list", help="the schedules (of one deployed app, or all)")
@@ -167,8 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         one.add_argument("app")
         one.add_argument("function")
     _volume_cli.add_parser(sub)
-    run = sub.add_parser("run", help="run a file's app (ephemeral) and call its @app.local_entrypoint()")
-    run.add_argument("target", help="FILE.py or FILE.py::ENTRYPOINT")
+    run = sub.add_parser("run", help="run a file's app (ephemeral) and call its entrypoint or a function")
+    run.add_argument("target", help="FILE.py[::NAME] (NAME: a local entrypoint, a function or Class.method), "
+                                    "or with -m, package.module[::NAME]")
+    run.add_argument("-m", dest="module", action="store_true", help="TARGET is a module name, not a file")
+    run.add_argument("-d", "--detach", action="store_true",
+                     help="leave the app its spawned work when this exits (it stops once that is done)")
+    run.add_argument("-w", "--write-result", metavar="PATH", help="write the result (str or bytes) to PATH")
     run.add_argument("args", nargs=argparse.REMAINDER, help="the entrypoint's arguments: --NAME VALUE ...")
     args = parser.parse_args(argv)
     try:

@@ -42,17 +42,107 @@ def _marker(role: str) -> Callable[[], Callable[[Callable[..., Any]], Callable[.
     return decorator
 
 
-enter = _marker("enter")
+_enter = _marker("enter")
 exit = _marker("exit")
 method = _marker("method")
+_SNAP = "__remotecell_snap__"
+
+
+def enter(*, snap: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a method of an ``@app.cls`` class to run when a container starts, before it serves inputs.
+
+    ``snap=True`` (Modal's memory-snapshot hooks): it runs before every ``snap=False`` hook; there are
+    no memory snapshots here, so it runs in every container. Hooks run in the order they are defined.
+    """
+    if not isinstance(snap, bool):
+        raise InvalidError(f"@rc.enter(snap={snap!r}): snap must be True or False")
+    mark = _enter()
+
+    def marked(fn: Callable[..., Any]) -> Callable[..., Any]:
+        mark(fn)
+        setattr(fn, _SNAP, snap)
+        return fn
+
+    return marked
+
+
+_PARAMETERS = "__remotecell_parameters__"
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "<no default>"
+
+
+_NO_DEFAULT: Any = _NoDefault()
+PARAMETER_TYPES = (str, int, bool, bytes)  # Modal's: what a parameter's annotation may be
+
+
+class _Parameter:
+    """A ``rc.parameter()`` field of an ``@app.cls`` class (the class attribute until the class is declared)."""
+
+    def __init__(self, default: Any, init: bool) -> None:
+        self.default = default
+        self.init = init
+        self.kind: type = object  # its annotation, read when the class is declared
+
+
+def parameter(*, default: Any = _NO_DEFAULT, init: bool = True) -> Any:
+    """A parameter of a remote class, as Modal's ``modal.parameter``: ``size: int = rc.parameter(default=10)``.
+
+    ``Model(size=20)`` is an instance with its own containers (one pool per set of parameters); in the
+    container (and in ``.local``) ``self.size`` is 20 by the time ``@rc.enter`` hooks run. Types: str, int,
+    bool, bytes. ``init=False``: not a constructor argument, only its default.
+
+    >>> @app.cls()
+    ... class Model:
+    ...     name: str = rc.parameter()
+    ...     size: int = rc.parameter(default=10)
+    >>> Model(name="small").predict.remote(x)
+    """
+    if not isinstance(init, bool):
+        raise InvalidError(f"rc.parameter(init={init!r}): init must be True or False")
+    if default is not _NO_DEFAULT and not isinstance(default, PARAMETER_TYPES):
+        raise InvalidError(f"rc.parameter(default={default!r}): a parameter is a str, int, bool or bytes")
+    return _Parameter(default, init)
+
+
+def _init_parameters(self: Any, **kwargs: Any) -> None:
+    """The constructor of a class with ``rc.parameter`` fields (its values checked by ``Cls.__call__``)."""
+    for name, spec in getattr(type(self), _PARAMETERS).items():
+        setattr(self, name, kwargs[name] if name in kwargs else spec.default)
+
+
+def _declare_parameters(user_cls: type) -> dict[str, _Parameter]:
+    """Find the class's ``rc.parameter`` fields and give it their constructor, as Modal does."""
+    found = {n: v for n, v in vars(user_cls).items() if isinstance(v, _Parameter)}
+    if not found:
+        return {}
+    if "__init__" in vars(user_cls):
+        raise InvalidError(f"@app.cls {user_cls.__qualname__} has rc.parameter fields and its own __init__: "
+                           "drop __init__ (the parameters make the constructor) or the parameters")
+    hints = getattr(user_cls, "__annotations__", {})
+    for name in found:
+        kind = hints.get(name)
+        if isinstance(kind, str):
+            kind = {t.__name__: t for t in PARAMETER_TYPES}.get(kind, kind)
+        if kind not in PARAMETER_TYPES:
+            raise InvalidError(f"{user_cls.__qualname__}.{name}: annotate a parameter as str, int, bool or bytes "
+                               f"(got {kind!r})")
+        found[name].kind = kind
+    setattr(user_cls, _PARAMETERS, found)
+    user_cls.__init__ = _init_parameters  # type: ignore[misc]
+    return found
 
 
 def _roles(user_cls: type) -> dict[str, list[str]]:
+    """The methods of each role, in the order they are defined (base classes first); ``@enter(snap=True)``
+    hooks before the others."""
     roles: dict[str, list[str]] = {"method": [], "enter": [], "exit": []}
-    for name in dir(user_cls):
+    names = list(dict.fromkeys(n for klass in reversed(user_cls.__mro__) for n in vars(klass)))
+    for name in names:
         role = getattr(getattr(user_cls, name, None), _ROLE, None)
         if role in roles:
             roles[role].append(name)
+    roles["enter"].sort(key=lambda n: not getattr(getattr(user_cls, n), _SNAP, False))  # stable: order kept
     return roles
 
 
@@ -86,9 +176,32 @@ class Cls:
             raise InvalidError(f"@app.cls {name} has no @rc.method(); mark the methods callers may call")
         batched = _batched_methods(user_cls, self.roles["method"])
         self.options = options | ({"batched": batched} if batched else {}) | web_opts
+        self.parameters = _declare_parameters(user_cls)
         self._objs: dict[tuple, Obj] = {}
 
+    def _checked_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        """With ``rc.parameter`` fields: every one given or defaulted, of its type, and no others."""
+        if not self.parameters:
+            return params
+        allowed = [n for n, p in self.parameters.items() if p.init]
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise InvalidError(f"{self.name}({', '.join(f'{k}=' for k in unknown)}...): no such parameter; it has "
+                               f"{', '.join(allowed) or 'none'}")
+        out = {}
+        for name, spec in self.parameters.items():
+            value = params.get(name, spec.default) if spec.init else spec.default
+            if value is _NO_DEFAULT:
+                raise InvalidError(f"{self.name}() needs the parameter {name}= (it has no default)")
+            kind = spec.kind
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise InvalidError(f"{self.name}({name}={value!r}): the parameter {name} must be of type "
+                                   f"{kind.__name__}")
+            out[name] = value
+        return out
+
     def __call__(self, **params: Any) -> Obj:
+        params = self._checked_parameters(params)
         key = tuple(sorted((k, repr(v)) for k, v in params.items()))
         obj = self._objs.get(key)
         if obj is None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+
 from remotecell_runtime.protocol.errors import ErrorName
+from remotecell_runtime.protocol.errors import InputCancellation as _InputCancellation
 
 
 class Error(Exception):
@@ -58,6 +61,14 @@ class RemoteError(Error):
         return f"{text}\n\nRemote traceback (most recent call last):\n{self.traceback.rstrip()}"
 
 
+class TimeoutError(builtins.TimeoutError):
+    """Modal's ``modal.exception.TimeoutError``: the base of remotecell's timeouts (a builtin ``TimeoutError``).
+
+    Each timeout remotecell raises is also an ``Error`` (``class X(Error, TimeoutError)``); this base is
+    not one itself, so that order of bases stays consistent.
+    """
+
+
 class FunctionTimeoutError(Error, TimeoutError):
     """A call ran past its function's ``timeout``; its container was replaced."""
 
@@ -70,11 +81,15 @@ class SandboxTerminatedError(Error):
     """A ``Sandbox`` was terminated (``sb.terminate()``, its app stopped) before its command ended."""
 
 
-class ContainerCrashed(Error):
+class ExecutionError(Error):
+    """Running user code failed in a way that is not the code's own exception (Modal's ``ExecutionError``)."""
+
+
+class ContainerCrashed(ExecutionError):
     """The container running a call died under it (signal, exit code, out of memory)."""
 
 
-class OutputExpiredError(Error):
+class OutputExpiredError(Error, TimeoutError):
     """A spawned call's result is older than the runtime keeps results."""
 
 
@@ -108,6 +123,34 @@ class VolumeFileNotFoundError(NotFoundError, FileNotFoundError):
 
 class VolumeFileExistsError(AlreadyExistsError, FileExistsError):
     """A file a volume upload would overwrite without ``force``: a ``FileExistsError``, as Modal raises."""
+
+
+# -- Modal's other names (``remotecell.exception`` offers them all; README "Modal compatibility") ---------------
+
+InputCancellation = _InputCancellation  # raised inside a function whose input was cancelled (a BaseException)
+DeserializationError = SerializationError  # remotecell raises one class for both directions
+RequestSizeError = PayloadTooLarge
+VersionError = VersionMismatchError
+
+
+class InternalError(Error):
+    """Modal's name for a server-side failure; remotecell's runtime reports its failures by the errors above."""
+
+
+class ConflictError(InvalidError):
+    """Modal's name for a conflicting concurrent change; never raised by this runtime (one host, one writer)."""
+
+
+class PermissionDeniedError(AuthError):
+    """Modal's name for a refused permission: an ``AuthError`` here."""
+
+
+class ResourceExhaustedError(Error):
+    """Modal's name for a quota hit; this runtime has no quotas (it queues what the host cannot run yet)."""
+
+
+class DeprecationError(UserWarning):
+    """Modal warns with it when code uses a removed name."""
 
 
 # Errors the runtime itself produces travel by name (the daemon pickles nothing): one class per registered name.

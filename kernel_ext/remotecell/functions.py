@@ -10,10 +10,13 @@ from typing import Any
 
 from . import _client, _forms, _invocation
 from ._bridge import Twin, twin
-from ._pool_stats import PoolStats
+from ._pool_stats import FunctionStats, PoolStats
+from .calls import FunctionCall, FunctionCallGroup
 from .exceptions import InvalidError
 from .registration import Lookup, Registration, code_elsewhere
 from .schedules import Schedule, fetch
+
+__all__ = ["Function", "FunctionCall", "FunctionCallGroup", "FunctionStats"]  # Modal's ``modal.functions``
 
 
 class Function:
@@ -46,6 +49,7 @@ class Function:
         stats = PoolStats(self.name, method, registration, lambda: self.batching, self.fid_aio)
         self.stats = twin(stats.stats)
         self.batch_stats = twin(stats.batch_stats)
+        self.get_current_stats = twin(stats.current_stats)
         self.schedule = twin(self._schedule)
 
     @staticmethod

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from remotecell_runtime.protocol import dotenv
+
 from .exceptions import InvalidError
 from .volumes import Volume
 
@@ -32,28 +34,60 @@ class Secret:
 
     values: Mapping[str, str] = field(default_factory=dict)
     name: str | None = None
+    required_keys: tuple[str, ...] = ()
 
     @staticmethod
-    def from_dict(values: Mapping[str, str]) -> Secret:
-        """Variables given here; they travel to the runtime with the function's options."""
+    def from_dict(values: Mapping[str, str | None]) -> Secret:
+        """Variables given here; they travel to the runtime with the function's options (a None value is left
+        out, as Modal does)."""
         if not isinstance(values, Mapping):
             raise InvalidError(f"Secret.from_dict({values!r}): give a dict of variable names to str values")
         for key, value in values.items():
             if not isinstance(key, str) or not _ENV_NAME.match(key):
                 raise InvalidError(f"Secret.from_dict: {key!r} is not an environment variable name "
                                    "(letters, digits and _, not starting with a digit)")
-            if not isinstance(value, str):
+            if value is not None and not isinstance(value, str):
                 raise InvalidError(f"Secret.from_dict: the value of {key} is of type {type(value).__name__}; "
                                    "environment variables are str")
-        return Secret(values=dict(values))
+        return Secret(values={k: v for k, v in values.items() if v is not None})
 
     @staticmethod
-    def from_name(name: str) -> Secret:
-        """A secret stored on the runtime host (``remotecell secret create NAME KEY=VALUE ...``)."""
+    def from_name(name: str, *, environment_name: str | None = None,
+                  required_keys: Iterable[str] = ()) -> Secret:
+        """A secret stored on the runtime host (``remotecell secret create NAME KEY=VALUE ...``).
+
+        ``required_keys``: the function's registration fails, naming the missing ones, unless the
+        secret has all of them. ``environment_name`` is Modal's; one runtime has one environment.
+        """
         if not isinstance(name, str) or not SECRET_NAME.match(name):
             raise InvalidError(f"Secret.from_name({name!r}): a secret name is 1 to 64 letters, digits, "
                                "'_', '-' or '.', starting with a letter or digit")
-        return Secret(name=name)
+        if isinstance(required_keys, str):
+            raise InvalidError(f"Secret.from_name({name!r}, required_keys={required_keys!r}): give a list of "
+                               "variable names, e.g. ['OPENAI_API_KEY']")
+        keys = tuple(required_keys)
+        bad = [k for k in keys if not isinstance(k, str) or not _ENV_NAME.match(k)]
+        if bad:
+            raise InvalidError(f"Secret.from_name({name!r}): required_keys {bad} are not environment variable "
+                               "names (letters, digits and _, not starting with a digit)")
+        if environment_name is not None and not isinstance(environment_name, str):
+            raise InvalidError(f"Secret.from_name: environment_name={environment_name!r} must be a string")
+        return Secret(name=name, required_keys=keys)
+
+    @staticmethod
+    def from_dotenv(path: str | os.PathLike[str] | None = None, *, filename: str = ".env") -> Secret:
+        """The variables of a ``.env`` file, read here: ``filename`` in ``path`` (a folder, or a file's folder,
+        such as ``__file__``) or the nearest folder above it; without ``path``, from the current folder.
+
+        As Modal's: no such file gives no variables. A line that is not ``KEY=VALUE`` is an ``InvalidError``
+        naming the file and line (format: ``remotecell_runtime.protocol.dotenv``).
+        """
+        try:
+            found = dotenv.find(path, filename)
+            values = dotenv.parse(found.read_text(), str(found)) if found is not None else {}
+        except (OSError, dotenv.DotenvError) as exc:
+            raise InvalidError(f"Secret.from_dotenv: {exc}") from None
+        return Secret.from_dict(values)
 
     @staticmethod
     def from_local_environ(names: Iterable[str]) -> Secret:
@@ -65,7 +99,9 @@ class Secret:
         return Secret.from_dict({n: os.environ[n] for n in names})
 
     def to_wire(self) -> dict[str, Any]:
-        return {"name": self.name} if self.name is not None else {"values": dict(self.values)}
+        if self.name is None:
+            return {"values": dict(self.values)}
+        return {"name": self.name, **({"required_keys": list(self.required_keys)} if self.required_keys else {})}
 
     def __repr__(self) -> str:  # never the values
         if self.name is not None:
@@ -93,3 +129,22 @@ def check_volumes(value: Any) -> dict[str, dict[str, Any]]:
             raise InvalidError(f"volumes: {path!r} is not an absolute path below / (e.g. '/srv/models')")
         out[normal] = volume.to_wire()
     return out
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """Modal's ``modal.Proxy.from_name(name)``, for ``@app.function(proxy=...)``: accepted, with no effect here.
+
+    On Modal a proxy gives a function's outbound traffic a static IP address; a runtime's
+    containers reach the network as their host does (or not at all, ``block_network=True``),
+    so there is nothing to route. The name is checked and kept in the function's options.
+    """
+
+    name: str
+
+    @staticmethod
+    def from_name(name: str) -> Proxy:
+        if not isinstance(name, str) or not SECRET_NAME.match(name):
+            raise InvalidError(f"Proxy.from_name({name!r}): a proxy name is 1 to 64 letters, digits, '_', '-' or "
+                               "'.', starting with a letter or digit")
+        return Proxy(name)

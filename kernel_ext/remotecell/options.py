@@ -16,20 +16,34 @@ from typing import Any
 
 from .exceptions import InvalidError
 from .images import check_image
-from .infra import check_secrets, check_volumes
+from .infra import Proxy, check_secrets, check_volumes
 
 # Options the runtime acts on today; the others are stored and reported, and a
 # warning says they are not in effect yet, rather than ignoring them silently.
 IN_EFFECT = {
     "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "buffer_containers",
     "scaledown_window", "env", "name", "secrets", "image", "volumes", "cpu", "schedule",
-    "single_use_containers", "block_network", "ephemeral_disk",
+    "single_use_containers", "block_network", "max_inputs", "startup_timeout", "ephemeral_disk",
 }
-KNOWN = IN_EFFECT | {
-    "serialized",
+# Modal's options that mean nothing on one self-hosted runtime: accepted (their values checked), not sent, and
+# no warning; each reason is the README's (its compatibility table is checked against this dict).
+NO_EFFECT = {
+    "region": "one runtime host: there is no region to choose",
+    "cloud": "one runtime host: there is no cloud provider to choose",
+    "routing_region": "one runtime host: inputs are routed to it",
+    "nonpreemptible": "nothing preempts containers here",
+    "enable_memory_snapshot": "no memory snapshots yet; `@rc.enter(snap=True)` hooks run first, in order, "
+                              "in every container",
+    "proxy": "containers reach the network as the host does; there is no static outbound IP to give",
+    "restrict_modal_access": "a container can always reach its own runtime (that is how it serves inputs)",
+    "serialized": "functions always travel by value (cloudpickle)",
+    "is_generator": "generators are recognized from the function itself",
+    "include_source": "the user's own modules travel by value with the function",
+    "experimental_options": "no experimental options here",
 }
+KNOWN = IN_EFFECT | NO_EFFECT.keys()
 
-_GPU_ITEM = re.compile(r"^[A-Za-z0-9_-]+(:[1-8])?$")
+_GPU_ITEM = re.compile(r"^[A-Za-z0-9_-]+!?(:[1-8])?$")
 
 
 def check_range(name: str, value: Any, low: float, high: float, kind: type = int) -> Any:
@@ -66,7 +80,26 @@ def check_gpu(gpu: Any) -> str | list[str] | None:
                 f"gpu={gpu!r}: {item!r} is not a GPU spec; use 'any', a type such as 'H100', "
                 "optionally with a count from 1 to 8 ('any:2')"
             )
-    return gpu if isinstance(gpu, str) else list(items)
+    # Modal's "H100!" asks for exactly an H100, never an upgrade: a host here gives exactly what is named anyway.
+    plain = [item.replace("!", "") for item in items]
+    return plain[0] if isinstance(gpu, str) else plain
+
+
+def _check_no_effect(options: dict[str, Any]) -> None:
+    """The values of Modal's options that have no effect here are still checked: a typo there is a typo."""
+    for name in ("region", "cloud", "routing_region"):
+        value = options.get(name)
+        if value is not None and not (isinstance(value, str) or (isinstance(value, (list, tuple))
+                                                                and all(isinstance(v, str) for v in value))):
+            raise InvalidError(f"{name}={value!r} must be a string or a list of strings, e.g. 'us-east'")
+    for name in ("nonpreemptible", "enable_memory_snapshot", "restrict_modal_access", "serialized",
+                 "is_generator", "include_source"):
+        if options.get(name) is not None and not isinstance(options[name], bool):
+            raise InvalidError(f"{name}={options[name]!r} must be True or False")
+    if options.get("proxy") is not None and not isinstance(options["proxy"], Proxy):
+        raise InvalidError(f"proxy={options['proxy']!r} must be rc.Proxy.from_name('name')")
+    if options.get("experimental_options") is not None and not isinstance(options["experimental_options"], dict):
+        raise InvalidError(f"experimental_options={options['experimental_options']!r} must be a dict")
 
 
 @dataclass(frozen=True)
@@ -278,6 +311,11 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
         raise InvalidError(f"min_containers={out['min_containers']} is more than "
                            f"max_containers={out['max_containers']}")
     out["scaledown_window_s"] = check_range("scaledown_window", options.get("scaledown_window", 60), 2, 3600, float)
+    if options.get("startup_timeout") is not None:
+        out["startup_timeout_s"] = check_range("startup_timeout", options["startup_timeout"], 1, 86400, float)
+    if options.get("max_inputs") is not None:  # Modal's: inputs a container serves before it exits
+        out["container_max_inputs"] = check_range("max_inputs", options["max_inputs"], 1, 1_000_000)
+    _check_no_effect(options)
     if "buffer_containers" in options:
         out["buffer_containers"] = check_range("buffer_containers", options["buffer_containers"], 0, 1000)
     if "cpu" in options:
@@ -311,7 +349,7 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
         check_image(options["image"])
     if options.get("schedule") is not None:
         out["schedule"] = check_schedule(options["schedule"])
-    not_yet = sorted(set(options) - IN_EFFECT)
+    not_yet = sorted(set(options) - IN_EFFECT - NO_EFFECT.keys())
     if not_yet:
         warnings.warn(
             f"function option(s) {not_yet} are accepted and stored but not enforced by this version yet",

@@ -15,13 +15,16 @@ every ``MAX_WAIT_S`` or so when it waits without a timeout.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
+import datetime
 import functools
 import io
 import pickle
 import queue
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from remotecell_runtime.protocol import pickling
@@ -41,6 +44,8 @@ from remotecell_runtime.protocol.messages.stores import (
     DictScanReply,
     KvCancelMsg,
     KvDeleteMsg,
+    KvListMsg,
+    KvListReply,
     KvOpenMsg,
     KvOpenReply,
     QueueClearMsg,
@@ -53,7 +58,7 @@ from remotecell_runtime.protocol.messages.stores import (
 
 from . import _bridge, _client
 from ._bridge import Twin, twin
-from .exceptions import InvalidError, PayloadTooLarge
+from .exceptions import InvalidError, NotFoundError, PayloadTooLarge
 
 S = TypeVar("S", bound="_Store")
 R = TypeVar("R", bound=Message)
@@ -62,13 +67,16 @@ R = TypeVar("R", bound=Message)
 DEFAULT_LIMITS = {"dict_value_bytes": 100 << 20, "dict_key_bytes": 64 << 10, "queue_item_bytes": 1 << 20,
                   "partition_chars": 64}
 _KEY_SCALARS = (str, int, float, bytes, bool, type(None))
+PARTITION_TTL_S = 24 * 3600  # Modal's default partition_ttl; accepted, items do not expire here
 
 
 class _FromName:
     """``X.from_name(name, create_if_missing=False)`` and its ``.aio`` twin, on the class."""
 
     def __get__(self, obj: Any, owner: type[_Store]) -> Twin:
-        async def from_name(name: str, *, create_if_missing: bool = False) -> Any:
+        async def from_name(name: str, *, create_if_missing: bool = False, environment_name: str | None = None,
+                            ) -> Any:
+            _checked_environment(environment_name)
             return await owner._open(name, create_if_missing)
 
         from_name.__doc__ = (f"The {owner.__name__} named ``name``, shared by every client and container of the "
@@ -91,26 +99,143 @@ class _Ephemeral:
         return Twin(lambda: _bridge.blocking_context(ephemeral_aio()), ephemeral_aio, self.__doc__)
 
 
+class _FromId:
+    """``X.from_id(object_id)`` and its ``.aio`` twin: the store of that id (``NotFoundError`` if it is gone)."""
+
+    def __get__(self, obj: Any, owner: type[_Store]) -> Twin:
+        async def from_id(object_id: str) -> Any:
+            return await owner._open_id(object_id)
+
+        from_id.__doc__ = f"The {owner.__name__} whose ``object_id`` is ``object_id``, from any client or container."
+        return twin(from_id)
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What ``d.info()`` / ``q.info()`` says (Modal's ``DictInfo`` / ``QueueInfo``)."""
+
+    name: str | None  # None for an ephemeral store
+    created_at: datetime.datetime
+    created_by: str | None = None  # the runtime has no accounts
+
+
+DictInfo = QueueInfo = StoreInfo
+
+
+class _StoreManager:
+    """``X.objects``, Modal's namespace for named stores: ``create``, ``list``, ``delete`` (each with ``.aio``)."""
+
+    def __init__(self, store: type[_Store]) -> None:
+        self._store = store
+        self.create = twin(self._create)
+        self.list = twin(self._list)
+        self.delete = twin(self._delete)
+
+    async def _create(self, name: str, *, allow_existing: bool = False) -> None:
+        """Make the named store; ``AlreadyExistsError`` if it is there, unless ``allow_existing``."""
+        store = self._store
+        _checked_name(name, store)
+        await _client.connection().ask_aio(KvOpenMsg(kind=store._kind, name=name, create=True,
+                                                     exclusive=not allow_existing), KvOpenReply)
+
+    async def _list(self, *, max_objects: int | None = None,
+                    created_before: datetime.datetime | str | None = None) -> builtins.list[Any]:
+        """The named stores of this kind, newest first, as handles; at most ``max_objects``, made before
+        ``created_before`` (a datetime or an ISO date) when given."""
+        if max_objects is not None and (not isinstance(max_objects, int) or max_objects < 0):
+            raise InvalidError(f"max_objects={max_objects!r}: give a count >= 0, or None for all")
+        before = _timestamp(created_before)
+        reply, _ = await _client.connection().ask_aio(KvListMsg(), KvListReply)
+        rows = [r for r in reply.stores if r["kind"] == self._store._kind and r["name"] is not None
+                and (before is None or r["created_at"] < before)]
+        rows.sort(key=lambda r: (-r["created_at"], -r["id"]))
+        found = [self._store(r["id"], r["name"], {}, r["created_at"]) for r in rows]
+        return found if max_objects is None else found[:max_objects]
+
+    async def _delete(self, name: str, *, allow_missing: bool = False) -> None:
+        """Delete the named store and everything in it; ``NotFoundError`` if there is none, unless
+        ``allow_missing``."""
+        _checked_name(name, self._store)
+        try:
+            store = await self._store._open(name, False)
+        except NotFoundError:
+            if allow_missing:
+                return
+            raise
+        await store._delete()
+
+
+class _Objects:
+    def __get__(self, obj: Any, owner: type[_Store]) -> _StoreManager:
+        return _StoreManager(owner)
+
+
+def _checked_environment(environment_name: Any) -> None:
+    """Modal's ``environment_name=``: accepted; a runtime has one environment, so it changes nothing."""
+    if environment_name is not None and not isinstance(environment_name, str):
+        raise InvalidError(f"environment_name={environment_name!r} must be a string (or None)")
+
+
+def _checked_name(name: Any, store: type[_Store]) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidError(f"name {name!r}: give a non-empty string, e.g. {store.__name__}.from_name('results')")
+
+
+def _timestamp(value: datetime.datetime | str | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidError(f"created_before={value!r} is not an ISO date such as '2025-01-01'") from None
+    if not isinstance(value, datetime.datetime):
+        raise InvalidError(f"created_before={value!r}: give a datetime or an ISO date string")
+    return value.timestamp()
+
+
 class _Store:
     """What Dict and Queue share: the object's id on the runtime, its limits, and requests about it."""
 
     _kind = ""
+    _prefix = ""
+    _info_type = StoreInfo
     from_name = _FromName()
+    from_id = _FromId()
     ephemeral = _Ephemeral()
+    objects = _Objects()
     _methods: tuple[str, ...] = ()  # each ``_m`` coroutine method is offered as ``m(...)`` and ``m.aio(...)``
 
-    def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
-        self.object_id = oid
+    def __init__(self, oid: int, name: str | None, limits: dict[str, int], created_at: float | None = None) -> None:
+        self._oid = oid
         self.name = name
         self.limits = {**DEFAULT_LIMITS, **limits}
-        for method in self._methods:
+        self._created_at = created_at
+        for method in self._methods + ("info",):
             setattr(self, method, twin(getattr(self, f"_{method}")))
 
+    @property
+    def object_id(self) -> str:
+        """The store's id, as Modal's: ``di-…`` for a Dict, ``qu-…`` for a Queue (``from_id`` takes it)."""
+        return f"{self._prefix}-{self._oid}"
+
     def __reduce__(self) -> Any:  # into a container: the same object on the same runtime
-        return (type(self), (self.object_id, self.name, self.limits))
+        return (type(self), (self._oid, self.name, self.limits, self._created_at))
 
     def __repr__(self) -> str:
-        return f"<rc.{type(self).__name__} {self.name or f'ephemeral #{self.object_id}'}>"
+        return f"<rc.{type(self).__name__} {self.name or f'ephemeral {self.object_id}'}>"
+
+    async def _info(self) -> StoreInfo:
+        """Its name (None when ephemeral), when it was made, and by whom (no accounts here: None)."""
+        if self._created_at is None:
+            reply, _ = await _client.connection().ask_aio(KvOpenMsg(kind=self._kind, oid=self._oid), KvOpenReply)
+            self._created_at = reply.created_at
+        created = datetime.datetime.fromtimestamp(self._created_at or 0.0, datetime.timezone.utc).astimezone()
+        return self._info_type(name=self.name, created_at=created)
+
+    @classmethod
+    def _from_reply(cls: type[S], reply: KvOpenReply, name: str | None) -> S:
+        return cls(reply.oid, name if name is not None else reply.name, reply.limits, reply.created_at)
 
     async def _request(self, msg: Message, answer: type[R], payloads: list[Payload] | None = None,
                        ) -> tuple[R, list[Payload]]:
@@ -135,14 +260,23 @@ class _Store:
 
     @classmethod
     async def _open(cls: type[S], name: str | None, create: bool) -> S:
-        if name is not None and (not isinstance(name, str) or not name):
-            raise InvalidError(f"name {name!r}: give a non-empty string, e.g. {cls.__name__}.from_name('results')")
+        if name is not None:
+            _checked_name(name, cls)
         reply, _ = await _client.connection().ask_aio(KvOpenMsg(kind=cls._kind, name=name, create=create),
                                                       KvOpenReply)
-        return cls(reply.oid, name, reply.limits)
+        return cls._from_reply(reply, name)
+
+    @classmethod
+    async def _open_id(cls: type[S], object_id: str) -> S:
+        prefix, _, number = object_id.partition("-") if isinstance(object_id, str) else ("", "", "")
+        if prefix != cls._prefix or not number.isdigit():
+            raise InvalidError(f"{object_id!r} is not a {cls.__name__} id: they look like '{cls._prefix}-12', "
+                               f"as in {cls.__name__.lower()}.object_id")
+        reply, _ = await _client.connection().ask_aio(KvOpenMsg(kind=cls._kind, oid=int(number)), KvOpenReply)
+        return cls._from_reply(reply, None)
 
     async def _delete(self) -> None:
-        await self._request(KvDeleteMsg(oid=self.object_id, kind=self._kind), EmptyReply)
+        await self._request(KvDeleteMsg(oid=self._oid, kind=self._kind), EmptyReply)
 
 
 def _key_bytes(key: Any) -> bytes:
@@ -176,6 +310,7 @@ class Dict(_Store):
     """
 
     _kind = "dict"
+    _prefix = "di"
     _methods = ("get", "put", "update", "pop", "contains", "len", "clear")
     get: Twin
     put: Twin
@@ -185,8 +320,8 @@ class Dict(_Store):
     len: Twin
     clear: Twin
 
-    def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
-        super().__init__(oid, name, limits)
+    def __init__(self, oid: int, name: str | None, limits: dict[str, int], created_at: float | None = None) -> None:
+        super().__init__(oid, name, limits, created_at)
         self.keys = self._scanner("keys")
         self.values = self._scanner("values")
         self.items = self._scanner("items")
@@ -207,12 +342,12 @@ class Dict(_Store):
 
     async def _get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
-        reply, payloads = await self._request(DictGetMsg(oid=self.object_id), DictFoundReply, [self._key_payload(key)])
+        reply, payloads = await self._request(DictGetMsg(oid=self._oid), DictFoundReply, [self._key_payload(key)])
         return pickling.deserialize(payloads[0]) if reply.found else default
 
     async def _put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
         """Set ``key``; with ``skip_if_exists`` an existing value stays. True if the value was written."""
-        reply, _ = await self._request(DictPutMsg(oid=self.object_id, skip_if_exists=skip_if_exists), DictPutReply,
+        reply, _ = await self._request(DictPutMsg(oid=self._oid, skip_if_exists=skip_if_exists), DictPutReply,
                                        self._pairs([(key, value)]))
         return bool(reply.written)
 
@@ -220,11 +355,11 @@ class Dict(_Store):
         """Set many keys in one request, as ``dict.update`` (a mapping, pairs, or keywords)."""
         pairs = list(dict(other, **kwargs).items())
         if pairs:
-            await self._request(DictPutMsg(oid=self.object_id), DictPutReply, self._pairs(pairs))
+            await self._request(DictPutMsg(oid=self._oid), DictPutReply, self._pairs(pairs))
 
     async def _pop(self, key: Any, *default: Any) -> Any:
         """Remove ``key`` and return its value; KeyError if missing and no default is given."""
-        reply, payloads = await self._request(DictPopMsg(oid=self.object_id), DictFoundReply, [self._key_payload(key)])
+        reply, payloads = await self._request(DictPopMsg(oid=self._oid), DictFoundReply, [self._key_payload(key)])
         if reply.found:
             return pickling.deserialize(payloads[0])
         if default:
@@ -232,23 +367,23 @@ class Dict(_Store):
         raise KeyError(key)
 
     async def _contains(self, key: Any) -> bool:
-        reply, _ = await self._request(DictGetMsg(oid=self.object_id, exists_only=True), DictFoundReply,
+        reply, _ = await self._request(DictGetMsg(oid=self._oid, exists_only=True), DictFoundReply,
                                        [self._key_payload(key)])
         return reply.found
 
     async def _len(self) -> int:
-        reply, _ = await self._request(DictLenMsg(oid=self.object_id), CountReply)
+        reply, _ = await self._request(DictLenMsg(oid=self._oid), CountReply)
         return reply.n
 
     async def _clear(self) -> None:
         """Remove every key."""
-        await self._request(DictClearMsg(oid=self.object_id), EmptyReply)
+        await self._request(DictClearMsg(oid=self._oid), EmptyReply)
 
     async def _scan(self, what: str) -> AsyncIterator[Any]:
         """Keys, values or (key, value) pairs in insertion order, fetched a page at a time."""
         after: int | None = 0
         while after is not None:
-            reply, payloads = await self._request(DictScanMsg(oid=self.object_id, what=what, after=after),
+            reply, payloads = await self._request(DictScanMsg(oid=self._oid, what=what, after=after),
                                                   DictScanReply)
             after = reply.next
             if what == "items":
@@ -298,6 +433,7 @@ class Queue(_Store):
     """
 
     _kind = "queue"
+    _prefix = "qu"
     _methods = ("put", "put_many", "get", "get_many", "len", "clear")
     put: Twin
     put_many: Twin
@@ -306,8 +442,8 @@ class Queue(_Store):
     len: Twin
     clear: Twin
 
-    def __init__(self, oid: int, name: str | None, limits: dict[str, int]) -> None:
-        super().__init__(oid, name, limits)
+    def __init__(self, oid: int, name: str | None, limits: dict[str, int], created_at: float | None = None) -> None:
+        super().__init__(oid, name, limits, created_at)
         self.iterate = Twin(lambda **kw: _bridge.iterate(self._iterate(**kw)), self._iterate,
                             self._iterate.__doc__)
 
@@ -319,16 +455,26 @@ class Queue(_Store):
                                "characters, or None for the default partition")
         return partition
 
-    async def _put(self, v: Any, *, partition: str | None = None) -> None:
-        """Add ``v`` at the end of the queue (of ``partition``)."""
-        await self._put_many([v], partition=partition)
+    async def _put(self, v: Any, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
+                   partition_ttl: int = PARTITION_TTL_S) -> None:
+        """Add ``v`` at the end of the queue (of ``partition``).
 
-    async def _put_many(self, vs: Iterable[Any], *, partition: str | None = None) -> None:
+        Modal's ``block``, ``timeout`` and ``partition_ttl`` are accepted: this runtime's queues have no
+        size cap to wait on, and their items stay until taken or cleared."""
+        await self._put_many([v], block, timeout, partition=partition, partition_ttl=partition_ttl)
+
+    async def _put_many(self, vs: Iterable[Any], block: bool = True, timeout: float | None = None, *,
+                        partition: str | None = None, partition_ttl: int = PARTITION_TTL_S) -> None:
         """Add every value of ``vs``, in order, in one request."""
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise InvalidError(f"timeout={timeout!r}: give seconds >= 0, or None")
+        check_ttl = partition_ttl if isinstance(partition_ttl, int) and not isinstance(partition_ttl, bool) else -1
+        if check_ttl <= 0:
+            raise InvalidError(f"partition_ttl={partition_ttl!r}: give whole seconds > 0 (it has no effect here)")
         key = self._partition(partition)
         payloads = [self._value(v, "a Queue item", "queue_item_bytes") for v in vs]
         if payloads:
-            await self._request(QueuePutMsg(oid=self.object_id, partition=key), CountReply, payloads)
+            await self._request(QueuePutMsg(oid=self._oid, partition=key), CountReply, payloads)
 
     async def _get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None) -> Any:
         """The oldest item, removed. ``block=False``: None when empty; a ``timeout`` that passes: ``queue.Empty``."""
@@ -346,7 +492,7 @@ class Queue(_Store):
         if timeout is not None and timeout < 0:
             raise InvalidError(f"timeout={timeout!r}: give seconds >= 0, or None to wait as long as it takes")
         key = self._partition(partition)
-        got = await self._ask(lambda wait_s: QueueGetMsg(oid=self.object_id, partition=key, n=n, wait_s=wait_s),
+        got = await self._ask(lambda wait_s: QueueGetMsg(oid=self._oid, partition=key, n=n, wait_s=wait_s),
                               timeout if block else 0.0)
         if got is not None:
             return [pickling.deserialize(p) for p in got[1]]
@@ -369,17 +515,17 @@ class Queue(_Store):
 
     async def _len(self, *, partition: str | None = None, total: bool = False) -> int:
         """Items in ``partition`` (the default one if None), or in all of them with ``total=True``."""
-        reply, _ = await self._request(QueueLenMsg(oid=self.object_id, partition=self._partition(partition),
+        reply, _ = await self._request(QueueLenMsg(oid=self._oid, partition=self._partition(partition),
                                                    total=total), CountReply)
         return reply.n
 
     async def _clear(self, *, partition: str | None = None, all: bool = False) -> None:
         """Remove the items of ``partition``, or of every partition with ``all=True``."""
-        await self._request(QueueClearMsg(oid=self.object_id, partition=self._partition(partition), all=all),
+        await self._request(QueueClearMsg(oid=self._oid, partition=self._partition(partition), all=all),
                             EmptyReply)
 
     def _peek_msg(self, partition: str, after: int, wait_s: float | None) -> QueuePeekMsg:
-        return QueuePeekMsg(oid=self.object_id, partition=partition, n=100, after=after, wait_s=wait_s)
+        return QueuePeekMsg(oid=self._oid, partition=partition, n=100, after=after, wait_s=wait_s)
 
     async def _iterate(self, *, partition: str | None = None, item_poll_timeout: float = 0.0) -> AsyncIterator[Any]:
         """The items, oldest first, without removing them; ends once none arrives for ``item_poll_timeout`` s."""

@@ -125,12 +125,17 @@ def web_token(action: str, name: str | None, state_dir: Path, as_json: bool) -> 
         return 2
 
 
-def secret(action: str, name: str | None, pairs: list[str], state_dir: Path, force: bool) -> int:
-    """`secret create NAME KEY=VALUE...`, `secret list`, `secret delete NAME` (values are never printed)."""
+def secret(action: str, name: str | None, pairs: list[str], state_dir: Path, force: bool,
+           from_dotenv: Path | None = None, from_json: Path | None = None, as_json: bool = False) -> int:
+    """`secret create NAME [KEY=VALUE...] [--from-dotenv PATH] [--from-json PATH]`, `secret list [--json]`,
+    `secret delete NAME` (values are never printed)."""
     state_dir = state_dir.expanduser().resolve()
     try:
         if action == "list":
-            for secret_name in vault.names(state_dir):
+            found = vault.names(state_dir)
+            if as_json:
+                print(json.dumps([{"name": n, "created_at": vault.created_at(state_dir, n)} for n in found]))
+            for secret_name in [] if as_json else found:
                 print(secret_name)
             return 0
         if not name:
@@ -139,7 +144,9 @@ def secret(action: str, name: str | None, pairs: list[str], state_dir: Path, for
             vault.delete(state_dir, name)
             print(f"deleted secret {name}; functions registered from now on cannot use it")
             return 0
-        path = vault.create(state_dir, name, vault.parse_assignments(pairs), force)
+        values = vault.read_files(from_dotenv, from_json)
+        values.update(vault.parse_assignments(pairs, allow_none=bool(values)))
+        path = vault.create(state_dir, name, values, force)
         print(f"wrote {path} (mode 600); use it with rc.Secret.from_name({name!r})")
         return 0
     except (vault.SecretError, KeySetupError) as exc:
@@ -185,10 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("name", nargs="?")
     c.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
     c.add_argument("--force", action="store_true", help="create: replace an existing secret")
+    c.add_argument("--from-dotenv", type=Path, metavar="PATH", help="create: the variables of a .env file too")
+    c.add_argument("--from-json", type=Path, metavar="PATH", help="create: the variables of a JSON object too")
+    c.add_argument("--json", dest="as_json", action="store_true", help="list: as JSON (names and creation times)")
+    c.add_argument("-y", "--yes", action="store_true", help="delete: do not ask (this command never asks)")
     c.add_argument("--state-dir", type=Path, default=default_state_dir())
     args = parser.parse_args(argv)
     if args.command == "secret":
-        return secret(args.action, args.name, args.pairs, args.state_dir, args.force)
+        return secret(args.action, args.name, args.pairs, args.state_dir, args.force, args.from_dotenv,
+                      args.from_json, args.as_json)
     if args.command == "web-token":
         return web_token(args.action, args.name, args.state_dir, args.json)
     if args.command == "token":

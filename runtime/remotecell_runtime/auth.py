@@ -156,16 +156,29 @@ class ZapGate:
         self.dir = authorized_dir(state_dir)
         self.authenticator = AsyncioAuthenticator(ctx)
         self.authenticator.start()
+        self.keys: set[str] = set()  # the allowed clients' public keys (Z85): what a message's User-Id is
         self._load()
 
-    def _load(self) -> None:
+    def _load(self) -> set[str]:
+        """Read the allowlist; the keys it no longer holds."""
+        from zmq.auth import load_certificates
+
         self.mtime_ns = self.dir.stat().st_mtime_ns if self.dir.exists() else 0
         self.authenticator.configure_curve(domain="*", location=str(self.dir))
+        keys = {key.decode() for key in load_certificates(str(self.dir))} if self.dir.exists() else set()
+        gone, self.keys = self.keys - keys, keys
+        return gone
 
-    def reload_if_changed(self) -> None:
-        """A token made or revoked since: the allowlist is read again (no restart)."""
+    def reload_if_changed(self) -> set[str]:
+        """A token made or revoked since: the allowlist is read again (no restart); the keys revoked."""
         if self.dir.exists() and self.dir.stat().st_mtime_ns != self.mtime_ns:
-            self._load()
+            return self._load()
+        return set()
+
+    def allows(self, user_id: str) -> bool:
+        """Whether a message whose ZAP User-Id is ``user_id`` comes from a key still allowed (one revoked since
+        its connection was made is not: ZeroMQ does not authenticate a connection again)."""
+        return user_id in self.keys
 
     def stop(self) -> None:
         self.authenticator.stop()

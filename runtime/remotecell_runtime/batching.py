@@ -164,12 +164,12 @@ class Batcher(Generic[T]):
         now = self.clock() if now is None else now
         return now - self.pending[0].queued_at >= self.wait_s
 
-    def take(self, now: float | None = None) -> Batch[T] | None:
-        """The next due batch (oldest inputs first, at most ``max_batch_size``), or None."""
+    def take(self, now: float | None = None, limit: int | None = None) -> Batch[T] | None:
+        """The next due batch (oldest inputs first, at most ``max_batch_size``, or ``limit``), or None."""
         now = self.clock() if now is None else now
         if not self.due(now):
             return None
-        n = min(len(self.pending), self.max_batch_size)
+        n = min(len(self.pending), self.max_batch_size, limit or self.max_batch_size)
         items = [self.pending.popleft() for _ in range(n)]
         reason = "full" if n == self.max_batch_size else "waited"
         batch = Batch(self.method, items, reason, opened_at=items[0].queued_at, closed_at=now)

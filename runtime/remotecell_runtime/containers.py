@@ -57,7 +57,9 @@ class ContainerRecord:
     gpus: list[int]
     cpus: float = 0.0  # reserved from the host's CPU budget while it lives
     state: State = State.STARTING
-    active: set[str] = field(default_factory=set)  # input ids running here
+    # input ids (and batch slots) on it, in the order they were sent: the first ``max_inputs`` run, the rest wait
+    active: dict[str, None] = field(default_factory=dict)
+    isolated: bool = False  # it runs a suspect input alone (see ``pools.queue``): it takes nothing else
     started_at: float = field(default_factory=time.monotonic)
     idle_since: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None  # set when the runtime itself stops it (timeout, memory, ...)
@@ -92,8 +94,9 @@ class ContainerManager:
     def start(self, spec: ContainerSpec) -> ContainerRecord:
         """A container in state STARTING; it comes up in the background and says hello when it is up."""
         spec = replace(spec, cid=f"c{next(_ids)}-{os.getpid()}", connect=self.backend.connect_back.connect)
+        opts = spec.options
         record = ContainerRecord(spec.cid, spec.fid, spec.max_inputs, list(spec.gpus), spec.cpu,
-                                 uses_left=1 if spec.options.single_use_containers else None)
+                                 uses_left=1 if opts.single_use_containers else opts.container_max_inputs)
         self.containers[spec.cid] = record
         self.backend.start(spec, self._exited)
         return record

@@ -33,12 +33,14 @@ from .protocol.errors import ErrorName
 from .protocol.framing import Frame, WireError
 from .protocol.versions import versions
 from .services.base import Report, Request, RequestError, error_reply, refusal, with_id
+from .services.functions import drop_inputs_of
 from .services.jobs import RETENTION_S
 
 log = logging.getLogger("remotecell.runtime")
 
 HEARTBEAT_TIMEOUT_S = float(os.environ.get("REMOTECELL_HEARTBEAT_TIMEOUT_S", "30"))
 TICK_S = 0.5
+SHM_SWEEP_EVERY_S = 2.0  # segments of dead containers and clients go after this long (and this long untouched)
 CONTAINER_STOP_GRACE_S = 3.0  # at shutdown, then the rest are killed
 
 
@@ -66,6 +68,8 @@ def lock_state_dir(state_dir: Path) -> int:
 class Session:
     sid: str
     last_seen: float = field(default_factory=time.monotonic)
+    key: str | None = None  # over tcp://: the client's public key (its token), for revocation
+    peers: set[Peer] = field(default_factory=set)  # where its messages came from (its sockets)
 
 
 class Daemon:
@@ -88,9 +92,11 @@ class Daemon:
         self.listeners: list[Listener] = []
         self.stream_listener: StreamListener | None = None  # local clients' blocking calls (see listeners.py)
         self.sessions: dict[str, Session] = {}
+        self.revoked: set[Peer] = set()  # sockets of clients whose token was revoked: nothing is sent there
         self.stopped = asyncio.Event()
         self.gate: auth.ZapGate | None = None
         self.reading = False  # handling what a read of a socket brought: ``_drained`` comes after (Host)
+        self._next_sweep_s = 0.0  # monotonic time of the next sweep of dead processes' shared memory
 
     @property
     def sock_dir(self) -> Path:
@@ -202,28 +208,53 @@ class Daemon:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             _periodic(self._expire_sessions)
+            if now >= self._next_sweep_s:
+                self._next_sweep_s = now + SHM_SWEEP_EVERY_S
+                _periodic(self._sweep_shared_memory)
             if self.gate is not None:
-                _periodic(self.gate.reload_if_changed)
+                _periodic(self._reload_keys)
             for i, service in enumerate(self.services.all):
                 if now - last_s[i] >= service.tick_every_s:
                     last_s[i] = now
                     _periodic(service.tick, now)
 
+    def _sweep_shared_memory(self) -> None:
+        """What killed containers and clients left in /dev/shm (they could not unlink it themselves)."""
+        containers = self.services.functions.containers.containers
+        removed = sharedmem.sweep_orphans(self.shm_prefix, containers.__contains__, SHM_SWEEP_EVERY_S)
+        if removed:
+            log.info("removed %d shared-memory segments of processes that died", removed)
+
     # -- sessions -----------------------------------------------------------------------------
 
-    def _seen(self, sid: str) -> None:
+    def _seen(self, sid: str, peer: Peer, key: str | None) -> None:
         session = self.sessions.get(sid)
         if session is None:
-            session = self.sessions[sid] = Session(sid)
+            session = self.sessions[sid] = Session(sid, key=key)
         session.last_seen = time.monotonic()
+        session.peers.add(peer)
+
+    def _reload_keys(self) -> None:
+        """Tokens revoked since the last look: their sessions end now (leases, ephemeral apps, queued inputs)."""
+        assert self.gate is not None
+        revoked = self.gate.reload_if_changed()
+        for sid, session in list(self.sessions.items()):
+            if session.key is not None and session.key in revoked:
+                log.warning("token of client %s revoked: its session ends", sid)
+                self.revoked |= session.peers
+                self._end_session(sid)
+                drop_inputs_of(self.services.functions, session.peers)
+
+    def _end_session(self, sid: str) -> None:
+        del self.sessions[sid]
+        for service in self.services.all:
+            service.session_ended(sid)
 
     def _expire_sessions(self) -> None:
         now = time.monotonic()
         for sid, session in list(self.sessions.items()):
             if now - session.last_seen > HEARTBEAT_TIMEOUT_S:
-                del self.sessions[sid]
-                for service in self.services.all:
-                    service.session_ended(sid)
+                self._end_session(sid)
 
     def live_sessions(self) -> set[str]:
         return set(self.sessions)
@@ -245,10 +276,11 @@ class Daemon:
             payloads = framing.split_payloads(header, frames[2:])
             if not listener.shm and (header.get("shm") or any(p.shm for p in payloads)):
                 raise refusal(ErrorName.INVALID, "shared memory is only for clients on the runtime's host")
+            key = self._client_key(listener, frames)
             sid = header.get("sid")
             sid = sid if type(sid) is str else ""
             if sid:
-                self._seen(sid)
+                self._seen(sid, peer, key)
             reply = handler(Request(peer, msg, request_id, sid, payloads, frames))
         except (WireError, RequestError, KeyError, TypeError, ValueError) as exc:
             self._refuse(peer, request_id, exc)
@@ -260,11 +292,23 @@ class Daemon:
         if reply is not None:
             self.send_peer(peer, framing.encode(with_id(reply, request_id)))
 
+    def _client_key(self, listener: Listener | StreamPeer, frames: list[Frame]) -> str | None:
+        """Over tcp://, the key (token) the message came with; refused when it was revoked since the client
+        connected (ZeroMQ authenticates a connection once)."""
+        if listener.local or self.gate is None:
+            return None
+        key = frames[0].get("User-Id")  # a ROUTER's frames are zmq.Frames, with their connection's metadata
+        if not self.gate.allows(key):
+            raise refusal(ErrorName.AUTH, "this client's token was revoked: ask the runtime's operator for a new "
+                                          "one (`remotecell token new NAME`)")
+        return str(key)
+
     def _refuse(self, peer: Peer, request_id: Any, exc: Exception) -> None:
         type_name = getattr(exc, "type_name", ErrorName.INVALID)
         message = str(exc) if not isinstance(exc, KeyError) else f"missing field {exc}"
         log.warning("refused a message from %r: %s", peer[1], message)
-        self.send_peer(peer, error_reply(request_id, type_name, message))
+        listener, identity = peer  # not send_peer: a revoked client hears why it is refused
+        listener.send(identity, error_reply(request_id, type_name, message))
 
     def _drained(self) -> None:
         self.reading = False
@@ -286,6 +330,8 @@ class Daemon:
             log.exception("bad message from container %s", cid)
 
     def send_peer(self, peer: Peer, frames: list[Frame]) -> None:
+        if self.revoked and peer in self.revoked:
+            return
         listener, identity = peer
         listener.send(identity, frames)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -60,8 +61,18 @@ def parse_spec(spec: str | list[str]) -> list[tuple[str, int]]:
     return out
 
 
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[\s_-]+", name.lower()) if w]
+
+
 def _matches(kind: str, gpu: Gpu) -> bool:
-    return kind.lower() == "any" or kind.lower() in gpu.name.lower()
+    """Whether a GPU type as Modal names it fits this device: each word of the type is a word of the device's
+    name, so "A100-80GB" is an "NVIDIA A100-SXM4-80GB" and "H100" an "NVIDIA H100 80GB HBM3", but "A10" is
+    not an A100."""
+    if kind.lower() == "any":
+        return True
+    have = _words(gpu.name)
+    return all(word in have for word in _words(kind))
 
 
 class GpuAllocator:

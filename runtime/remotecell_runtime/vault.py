@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from . import auth
+from .protocol import dotenv
 from .protocol.options import SecretRef
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as rc.Secret.from_name checks it
@@ -37,17 +38,40 @@ def _path(state_dir: Path, name: str) -> Path:
     return secrets_dir(state_dir) / f"{name}.json"
 
 
-def parse_assignments(pairs: list[str]) -> dict[str, str]:
-    """``["KEY=VALUE", ...]`` from the command line."""
+def parse_assignments(pairs: list[str], allow_none: bool = False) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` from the command line (none at all only with ``allow_none``: values from files)."""
     values = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not _ENV_NAME.match(key):
             raise SecretError(f"{pair.split('=')[0]!r}: give KEY=VALUE with KEY an environment variable name")
         values[key] = value
-    if not values:
-        raise SecretError("give at least one KEY=VALUE")
+    if not values and not allow_none:
+        raise SecretError("give at least one KEY=VALUE (or --from-dotenv PATH, --from-json PATH)")
     return values
+
+
+def read_files(dotenv_path: Path | None, json_path: Path | None) -> dict[str, str]:
+    """``secret create --from-dotenv PATH --from-json PATH``: the variables of those files, the JSON's last."""
+    values: dict[str, str] = {}
+    try:
+        if dotenv_path is not None:
+            values.update(dotenv.parse(dotenv_path.read_text(), str(dotenv_path)))
+        if json_path is not None:
+            loaded = json.loads(json_path.read_text())
+            if not isinstance(loaded, dict) or not all(isinstance(v, (str, int, float)) for v in loaded.values()):
+                raise SecretError(f"{json_path} must hold a JSON object of names to strings or numbers")
+            values.update({str(k): str(v) for k, v in loaded.items()})
+    except (OSError, ValueError) as exc:  # a missing file, bad JSON, a bad .env line (DotenvError)
+        raise SecretError(str(exc)) from None
+    bad = [k for k in values if not _ENV_NAME.match(k)]
+    if bad:
+        raise SecretError(f"{bad} are not environment variable names (letters, digits and _)")
+    return values
+
+
+def created_at(state_dir: Path, name: str) -> float:
+    return _path(state_dir, name).stat().st_mtime
 
 
 def create(state_dir: Path, name: str, values: dict[str, str], force: bool = False) -> Path:
@@ -93,7 +117,13 @@ def environment(state_dir: Path, secrets: list[SecretRef]) -> dict[str, str]:
     env: dict[str, str] = {}
     for secret in secrets:
         if secret.name is not None and secret.variables is None:
-            env.update(load(state_dir, secret.name))
+            values = load(state_dir, secret.name)
+            missing = [k for k in secret.required_keys if k not in values]
+            if missing:
+                raise SecretError(f"secret {secret.name!r} lacks the required key(s) {', '.join(missing)} (it has: "
+                                  f"{', '.join(sorted(values)) or 'none'}); add them on the runtime host with "
+                                  f"`remotecell secret create {secret.name} KEY=VALUE ... --force`")
+            env.update(values)
         elif secret.variables is not None and secret.name is None:
             env.update({str(k): str(v) for k, v in secret.variables.items()})
         else:

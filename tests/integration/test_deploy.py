@@ -286,7 +286,8 @@ def test_remotecell_run_calls_the_entrypoint_with_arguments_from_its_signature(r
     bad = cli("run", str(path), "--n", "four")
     assert bad.returncode == 2 and "argument --n: invalid int value: 'four'" in bad.stderr
     missing = cli("run", f"{path}::other")
-    assert missing.returncode == 1 and "no @app.local_entrypoint() named 'other' (it has: main)" in missing.stderr
+    assert missing.returncode == 1 and "no local entrypoint, function or Class.method 'other' (it has: main, square)" \
+        in missing.stderr
 
 
 def test_entrypoint_arguments_follow_annotations_and_defaults():
@@ -320,9 +321,9 @@ def test_a_file_needs_one_app_and_names_its_entrypoint_when_it_has_several(tmp_p
             pass
     """))
     app = _entry.find_app(_entry.load_file(str(two)), str(two))
-    with pytest.raises(InvalidError, match="several local entrypoints \\(a, b\\): name one as"):
+    with pytest.raises(InvalidError, match="several local entrypoints and functions \\(a, b\\): name one as"):
         _entry.find_entrypoint(app, str(two), None)
-    assert _entry.find_entrypoint(app, str(two), "b").__name__ == "b"
+    assert _entry.find_entrypoint(app, str(two), "b").call.__name__ == "b"
     with pytest.raises(InvalidError, match="is not a Python file"):
         _entry.load_file(str(tmp_path / "missing.py"))
 

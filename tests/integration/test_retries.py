@@ -176,3 +176,48 @@ def test_a_container_that_can_never_start_fails_the_call_instead_of_restarting_f
         never.remote()  # refused at once while the pool holds off
     assert time.monotonic() - begin < 5
     assert fine.remote() == "unharmed"
+
+
+POISON = 57  # the one input of POISONED_MAP that kills its container
+POISONED_MAP = 300
+
+
+def _only_the_poison_fails(results: list) -> None:
+    failed = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+    assert list(failed) == [POISON], {i: repr(r)[:120] for i, r in list(failed.items())[:5]}
+    assert isinstance(failed[POISON], exceptions.ContainerCrashed)
+    assert "failed as poison: 4 containers died under it" in str(failed[POISON])
+    assert [r for i, r in enumerate(results) if i != POISON] == [x * 2 for x in range(POISONED_MAP) if x != POISON]
+
+
+def test_a_poison_input_fails_alone_its_neighbours_on_the_same_container_succeed(app):
+    @app.function(max_containers=1)
+    def double(x):
+        if x == POISON:
+            os._exit(3)  # dies under this input, whatever else its container holds
+        return x * 2
+
+    assert double.remote(1) == 2  # warm: the function is known to be fast, so its container gets a backlog
+    _only_the_poison_fails(list(double.map(range(POISONED_MAP), return_exceptions=True)))
+
+
+def test_a_poison_input_fails_alone_under_input_concurrency(app):
+    @app.function(max_containers=1)
+    @rc.concurrent(max_inputs=4)
+    def double(x):
+        if x == POISON:
+            os._exit(3)
+        return x * 2
+
+    _only_the_poison_fails(list(double.map(range(POISONED_MAP), return_exceptions=True)))
+
+
+def test_a_poison_input_fails_alone_in_a_batched_function(app):
+    @app.function(max_containers=1)
+    @rc.batched(max_batch_size=8, wait_ms=5)
+    def double(xs):
+        if POISON in xs:
+            os._exit(3)  # the whole batch dies with it: its batch-mates run again, each in a batch of its own
+        return [x * 2 for x in xs]
+
+    _only_the_poison_fails(list(double.map(range(POISONED_MAP), return_exceptions=True)))

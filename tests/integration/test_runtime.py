@@ -310,9 +310,11 @@ def test_option_validation_names_value_and_range():
             app.function(**options)
     with pytest.raises(exceptions.InvalidError, match=r"backoff_coefficient=0.5 is out of range"):
         rc.Retries(max_retries=2, backoff_coefficient=0.5)
-    with pytest.warns(UserWarning, match=r"\['serialized'\] are accepted and stored but not enforced"):
-        f = app.function(cpu=2.0, memory=1024, serialized=True)(lambda: 1)
-    assert f.options["memory_mib"] == 1024 and f.options["cpu"] == 2.0 and f.options["not_in_effect"] == ["serialized"]
+    f = app.function(cpu=2.0, memory=1024, ephemeral_disk=1024, serialized=True)(lambda: 1)
+    assert f.options["memory_mib"] == 1024 and f.options["cpu"] == 2.0 and f.options["ephemeral_disk_mib"] == 1024
+    assert f.options["not_in_effect"] == []  # serialized= has no effect here, and says nothing
+    with pytest.raises(exceptions.InvalidError, match=r"ephemeral_disk=0"):
+        app.function(ephemeral_disk=0)
     with pytest.raises(exceptions.InvalidError, match=r"cpu=0 must be|cpu=0 is out of range"):
         app.function(cpu=0)
 
@@ -533,3 +535,82 @@ def test_a_container_whose_daemon_is_gone_exits_even_when_its_parent_lives_on(tm
     finally:
         container.kill()
         container.wait()
+
+
+REVOKED_CLIENT = """
+import sys, threading, time
+import remotecell as rc
+
+app = rc.App("revoked-app")
+
+@app.function()
+def inc(x):
+    return x + 1
+
+@app.function()
+def slow(s):
+    time.sleep(s)
+
+outcome = {}
+
+def in_flight():
+    try:
+        slow.remote(60)
+    except rc.exceptions.AuthError as e:
+        outcome["in flight"] = e
+
+with app.run():
+    print(inc.remote(1), flush=True)
+    waiting = threading.Thread(target=in_flight)
+    waiting.start()
+    sys.stdin.readline()  # the token is revoked now
+    time.sleep(1.0)  # the runtime reads its allowlist again every tick (0.5 s): a second is its promise
+    began = time.monotonic()
+    try:
+        inc.remote(2)
+    except rc.exceptions.AuthError as e:
+        print(round(time.monotonic() - began, 1), e, flush=True)
+    waiting.join(30)
+    print("in flight:", outcome.get("in flight"), flush=True)
+"""
+
+
+def test_revoking_a_token_cuts_its_connected_client_within_a_second(tmp_path, new_home):
+    state = new_home("revoking")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    token = _token(state, "mallory", address)
+    rt = Runtime(state, binds=[f"ipc://{state / 'sock' / 'runtime.sock'}", address])  # ipc: the operator's own
+    script = tmp_path / "revoked.py"
+    script.write_text(REVOKED_CLIENT)
+    env = dict(os.environ, REMOTECELL_RUNTIME=str(token))
+    client = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    admin = dict(os.environ, REMOTECELL_HOME=str(state))
+    admin.pop("REMOTECELL_RUNTIME", None)
+    try:
+        assert client.stdout.readline().strip() == "2"
+        apps = run_script("import remotecell as rc; print([a['name'] for a in rc.status()['apps']])", env=admin,
+                          tmp_path=tmp_path)
+        assert "revoked-app" in apps.stdout, apps.stderr
+        subprocess.run([sys.executable, "-m", "remotecell_runtime", "token", "revoke", "mallory",
+                        "--state-dir", str(state)], check=True, capture_output=True)
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        out, err = client.communicate(timeout=60)
+        refused, in_flight = out.strip().splitlines()
+        seconds, message = refused.split(" ", 1)
+        assert float(seconds) < 0.5, out  # refused at once, not after a timeout
+        assert "token was revoked" in message and "remotecell token new" in message
+        assert "refuses this client" in in_flight and "token was revoked" in in_flight, (out, err)
+
+        def app_gone() -> bool:
+            r = run_script("import remotecell as rc; print([a['name'] for a in rc.status()['apps']])", env=admin,
+                           tmp_path=tmp_path)
+            return "revoked-app" not in r.stdout
+
+        wait_for(app_gone, timeout_s=10, what="the revoked client's ephemeral app to be stopped")
+        assert rt.alive()
+    finally:
+        if client.poll() is None:
+            client.kill()
+        rt.stop()

@@ -90,3 +90,70 @@ def test_secret_cli_refuses_bad_input(runtime):
     bad = _secret_cli(runtime, "create", "ok-name", "not an assignment")
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
     assert _secret_cli(runtime, "delete", "never-made").returncode == 2
+
+
+def _remotecell_secret(runtime, *args: str) -> subprocess.CompletedProcess:
+    """``python -m remotecell secret ARGS`` as a user types it (the state folder named, as on the runtime host)."""
+    return subprocess.run([sys.executable, "-m", "remotecell", "secret", *args, "--state-dir",
+                           str(runtime.state_dir)], capture_output=True, text=True, timeout=60)
+
+
+def test_required_keys_fail_clearly_when_the_secret_lacks_one(app, runtime):
+    assert _remotecell_secret(runtime, "create", "partial", "HAVE=1", "--force").returncode == 0
+
+    @app.function(secrets=[rc.Secret.from_name("partial", required_keys=["HAVE", "WANT_A", "WANT_B"])])
+    def read():
+        return os.environ["HAVE"]
+
+    with pytest.raises(exceptions.InvalidError,
+                       match=r"secret 'partial' lacks the required key\(s\) WANT_A, WANT_B \(it has: HAVE\)"):
+        read.remote()
+
+    @app.function(secrets=[rc.Secret.from_name("partial", required_keys=["HAVE"])])
+    def read_ok():
+        return os.environ["HAVE"]
+
+    assert read_ok.remote() == "1"
+    with pytest.raises(exceptions.InvalidError, match="give a list of variable names"):
+        rc.Secret.from_name("partial", required_keys="HAVE")
+
+
+def test_from_dotenv_finds_the_file_above_and_sends_its_variables(app, tmp_path):
+    (tmp_path / ".env").write_text("# settings\nexport TOKEN='t0 ${X}'\nGREETING=\"hi\\nthere\"\nPATHS=${TOKEN}/x\n")
+    (tmp_path / ".env-dev").write_text("MODE=dev\n")
+    nested = tmp_path / "src" / "pkg"
+    nested.mkdir(parents=True)
+    script = nested / "job.py"
+    script.write_text("")
+    secret = rc.Secret.from_dotenv(script)  # as Modal's from_dotenv(__file__): the nearest .env above
+    assert sorted(secret.values) == ["GREETING", "PATHS", "TOKEN"] and "t0" not in repr(secret)
+
+    @app.function(secrets=[secret, rc.Secret.from_dotenv(nested, filename=".env-dev")])
+    def read(*names):
+        return [os.environ.get(n) for n in names]
+
+    assert read.remote("TOKEN", "GREETING", "PATHS", "MODE") == ["t0 ${X}", "hi\nthere", "t0 ${X}/x", "dev"]
+    assert rc.Secret.from_dotenv(tmp_path / "src", filename="none.env").values == {}  # none found: none, as Modal
+    (tmp_path / "bad.env").write_text("OK=1\nthis is not an assignment\n")
+    with pytest.raises(exceptions.InvalidError, match=r"bad.env, line 2: 'this is not an assignment' is not KEY=VALUE"):
+        rc.Secret.from_dotenv(tmp_path, filename="bad.env")
+
+
+def test_secret_cli_create_from_files_list_and_delete(runtime, tmp_path):
+    (tmp_path / "vars.env").write_text("FROM_DOTENV=1\nSHARED=dotenv\n")
+    (tmp_path / "vars.json").write_text('{"FROM_JSON": "2", "SHARED": "json"}')
+    made = _remotecell_secret(runtime, "create", "from-files", "EXTRA=3", "--from-dotenv", str(tmp_path / "vars.env"),
+                              "--from-json", str(tmp_path / "vars.json"), "--force")
+    assert made.returncode == 0, made.stderr
+    import json
+
+    values = json.loads((runtime.state_dir / "secrets" / "from-files.json").read_text())
+    assert values == {"FROM_DOTENV": "1", "SHARED": "json", "FROM_JSON": "2", "EXTRA": "3"}
+    listed = _remotecell_secret(runtime, "list", "--json")
+    assert "from-files" in [s["name"] for s in json.loads(listed.stdout)]
+    assert _remotecell_secret(runtime, "delete", "from-files", "--yes").returncode == 0
+    assert "from-files" not in _remotecell_secret(runtime, "list").stdout.split()
+    nothing = _remotecell_secret(runtime, "create", "empty")
+    assert nothing.returncode == 2 and "give at least one KEY=VALUE (or --from-dotenv PATH" in nothing.stderr
+    gone = _remotecell_secret(runtime, "create", "x", "--from-dotenv", str(tmp_path / "missing.env"))
+    assert gone.returncode == 2 and "missing.env" in gone.stderr

@@ -179,7 +179,7 @@ def test_ephemeral_objects_of_a_client_that_dies_are_deleted(tmp_path, new_home)
         script.write_text("import time, remotecell as rc\n"
                           "with rc.Dict.ephemeral() as d:\n"
                           "    d['x'] = 1\n"
-                          "    print(d.object_id, flush=True)\n"
+                          "    print(d._oid, flush=True)\n"
                           "    time.sleep(600)\n")
         env = dict(os.environ, REMOTECELL_HOME=str(state))
         env.pop("REMOTECELL_RUNTIME", None)
@@ -248,9 +248,9 @@ def test_size_limits_are_checked_here_and_by_the_runtime(runtime):
     conn = client_mod.connection()
     big = framing.Payload([b"x" * (2 << 20)])
     with pytest.raises(exceptions.PayloadTooLarge, match="over this runtime's limit of 1048576 bytes"):
-        conn.request({"t": "queue_put", "oid": q.object_id}, [big])
+        conn.request({"t": "queue_put", "oid": q._oid}, [big])
     with pytest.raises(exceptions.PayloadTooLarge, match="the key of 70000 bytes is over this runtime's limit"):
-        conn.request({"t": "dict_get", "oid": d.object_id}, [framing.Payload([b"k" * 70_000])])
+        conn.request({"t": "dict_get", "oid": d._oid}, [framing.Payload([b"k" * 70_000])])
     with pytest.raises(exceptions.PayloadTooLarge, match="Dict key 'kkk.* of 70,0\\d\\d bytes pickled .* 65,536"):
         d.get("k" * 70_000)
     assert q.len() == 0 and d["fits"][:1] == b"x"
@@ -266,14 +266,14 @@ def test_malformed_kv_messages_leave_the_runtime_serving(runtime):
         ({"t": "kv_open", "kind": "dict", "name": "../x"}, [], "use 1 to 128 letters"),
         ({"t": "dict_get"}, one, "a 'dict_get' message needs 'oid'"),
         ({"t": "dict_get", "oid": "1"}, one, "'dict_get' field 'oid' must be an integer, got '1'"),
-        ({"t": "dict_get", "oid": q.object_id}, one, "no Dict with id"),  # a Queue's id
-        ({"t": "dict_get", "oid": d.object_id}, [], "needs 1 payload"),
-        ({"t": "dict_put", "oid": d.object_id}, one, "pairs"),
-        ({"t": "dict_scan", "oid": d.object_id, "what": "all"}, [], "what='all' must be keys, values or items"),
-        ({"t": "queue_get", "oid": q.object_id, "n": 0}, [], "at least 1 item"),
-        ({"t": "queue_get", "oid": q.object_id, "wait_s": "soon"}, [], "'wait_s' must be a number or null"),
-        ({"t": "queue_put", "oid": q.object_id, "partition": 5}, one, "'partition' must be a string or null"),
-        ({"t": "queue_peek", "oid": q.object_id, "after": "x"}, [], "'after' must be an integer or null"),
+        ({"t": "dict_get", "oid": q._oid}, one, "no Dict with id"),  # a Queue's id
+        ({"t": "dict_get", "oid": d._oid}, [], "needs 1 payload"),
+        ({"t": "dict_put", "oid": d._oid}, one, "pairs"),
+        ({"t": "dict_scan", "oid": d._oid, "what": "all"}, [], "what='all' must be keys, values or items"),
+        ({"t": "queue_get", "oid": q._oid, "n": 0}, [], "at least 1 item"),
+        ({"t": "queue_get", "oid": q._oid, "wait_s": "soon"}, [], "'wait_s' must be a number or null"),
+        ({"t": "queue_put", "oid": q._oid, "partition": 5}, one, "'partition' must be a string or null"),
+        ({"t": "queue_peek", "oid": q._oid, "after": "x"}, [], "'after' must be an integer or null"),
     ]
     for header, payloads, message in bad:
         with pytest.raises(exceptions.Error, match=message):

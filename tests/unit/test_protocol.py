@@ -122,15 +122,32 @@ def test_a_segment_name_cannot_leave_the_shared_memory_folder():
         assert not framing.segment_name_ok(bad)
 
 
-def test_an_idle_segment_swept_meanwhile_is_not_reused():
-    theirs = sharedmem.ShmPool(prefix=f"rc-test{os.getpid()}-theirs")  # a stopped runtime's container
+def test_a_kept_segment_is_renamed_as_its_holders_and_reused():
+    theirs = sharedmem.ShmPool(prefix=f"rc-test{os.getpid()}-theirs")  # a container of some runtime
     mine = sharedmem.ShmPool(prefix=f"rc-test{os.getpid()}-mine")
     data = memoryview(bytearray(b"x" * 4096))
     got = theirs.put(data)
     view = mine.take(got, 4096)
-    del view  # idle here now, kept for my next send
+    del view  # idle here now, kept for my next send: under my name
     gc.collect()
-    assert sharedmem.sweep_segments(theirs.prefix) == 1  # its runtime stopped and swept what its containers made
+    assert sharedmem.sweep_segments(theirs.prefix) == 0  # its sender's sweep leaves what I hold
     sent = mine.put(data)
-    assert sent != got and sent.startswith(mine.prefix)
+    assert sent != got and sent.startswith(f"{mine.prefix}-{os.getpid()}-")
+    assert not os.path.exists(f"/dev/shm/{got}")  # the same segment, renamed: reused, not copied anew
+    sharedmem.discard([Payload([], shm=[[0, sent, 4096]])])
+
+
+def test_a_segment_swept_while_mapped_is_not_kept():
+    theirs = sharedmem.ShmPool(prefix=f"rc-test{os.getpid()}-theirs")
+    mine = sharedmem.ShmPool(prefix=f"rc-test{os.getpid()}-mine")
+    data = memoryview(bytearray(b"x" * 4096))
+    got = theirs.put(data)
+    view = mine.take(got, 4096)
+    assert sharedmem.sweep_segments(theirs.prefix) == 1  # its runtime stopped and swept it: the mapping stays
+    assert bytes(view[:4]) == b"xxxx"
+    del view
+    gc.collect()
+    assert not mine._idle  # nothing to keep: its name was gone
+    sent = mine.put(data)
+    assert sent.startswith(mine.prefix)
     sharedmem.discard([Payload([], shm=[[0, sent, 4096]])])

@@ -96,12 +96,7 @@ class Sandbox:
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise SandboxUnavailable("bubblewrap (bwrap) is not installed; install it (apt install bubblewrap)")
-        try:
-            version = subprocess.run([bwrap, "--version"], capture_output=True, text=True,
-                                     timeout=PROBE_TIMEOUT_S).stdout
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise SandboxUnavailable(f"{bwrap} --version failed: {exc}") from exc
-        sandbox = cls(bwrap, version.strip() or "bubblewrap", sock_dir, python_roots(hidden), shares)
+        sandbox = cls(bwrap, "", sock_dir, python_roots(hidden), shares)  # its version: asked when shown
         sandbox.probe()
         return sandbox
 
@@ -117,7 +112,14 @@ class Sandbox:
             raise SandboxUnavailable(f"bubblewrap cannot make a sandbox here ({said}){hint}")
 
     def describe(self) -> str:
-        """For the status: the version, and the shared folders."""
+        """For the status: the version (asked of bwrap once, not at the runtime's start), and the shared folders."""
+        if not self.version:
+            try:
+                said = subprocess.run([self.bwrap, "--version"], capture_output=True, text=True,
+                                      timeout=PROBE_TIMEOUT_S).stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                said = ""
+            self.version = said or "bubblewrap"
         return self.version + (f", sharing {', '.join(self.shares)}" if self.shares else "")
 
     def argv(self, command: list[str], *, info_fd: int | None = None, volumes: Mapping[str, str] | None = None,

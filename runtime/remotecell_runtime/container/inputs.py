@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 from ..protocol import pickling
+from ..protocol.errors import InputCancellation
 from ..protocol.framing import Payload
 from ..protocol.messages.calls import CallEntry, CallMsg
 from ..protocol.messages.session import ErrorInfo
@@ -28,7 +29,7 @@ Work = tuple[Call, list[Payload]]  # one input: its call and its arguments
 CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("remotecell_input", default=None)
 
 
-class Cancelled(BaseException):
+class Cancelled(InputCancellation):
     """Raised inside user code when the daemon cancels the running input."""
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -98,7 +99,6 @@ class Images:
         self.blob = blob
         self.sandboxed = sandboxed
         self.on_built = on_built
-        self.salt = runtime_code.salt()
         self.store = LayerStore(self.root, runtime_code.code_folder(self.root))
         self.store.sweep()
         self.builds: dict[str, Build] = {}
@@ -106,6 +106,12 @@ class Images:
         self._layer_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._uv: Uv | None = None
         self.system = SystemBuilds(self.root, self.store, blob, self._run, self._layer_locks, sandboxed)
+
+    @functools.cached_property
+    def salt(self) -> str:
+        """What every layer key mixes in (``runtime_code.salt``); found on first use, not at the runtime's start
+        (its package metadata costs ~18 ms, and most runtimes never build an image)."""
+        return runtime_code.salt()
 
     def key(self, spec: ImageSpec) -> str:
         """The image's key: its last layer's, and the files put in place at start."""

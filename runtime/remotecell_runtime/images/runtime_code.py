@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -30,8 +29,12 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..protocol.versions import VERSION
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 LAYOUT = 1  # the builder's own version: what a layer holds and how (bump it when that changes)
 PINNED = ("pyzmq", "cloudpickle")
@@ -57,6 +60,8 @@ class RuntimeCode:
 
 def pins() -> list[str]:
     """The runtime's own versions of what every image holds."""
+    import importlib.metadata  # ~8 ms: only when an image is built, not at every runtime start
+
     return [f"{name}=={importlib.metadata.version(name)}" for name in PINNED]
 
 
@@ -71,7 +76,7 @@ def prepare(root: Path) -> RuntimeCode:
     wheels = root / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     for name in PINNED:
-        _repack(importlib.metadata.distribution(name), wheels)
+        _repack(_distribution(name), wheels)
     constraints = root / "pins.txt"
     pinned = pins()
     _write_if_changed(constraints, "".join(f"{p}\n" for p in pinned))
@@ -98,6 +103,12 @@ def _link_code(folder: Path) -> Path:
         os.symlink(os.path.realpath(locations[0]), staging)
         os.replace(staging, link)
     return folder
+
+
+def _distribution(name: str) -> importlib.metadata.Distribution:
+    import importlib.metadata
+
+    return importlib.metadata.distribution(name)
 
 
 def _repack(dist: importlib.metadata.Distribution, wheels: Path) -> Path:

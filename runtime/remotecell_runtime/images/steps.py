@@ -18,7 +18,6 @@ import json
 import re
 
 from ..protocol.image_spec import ImageSpec, ImageStep
-from . import oci
 from .layers import PYTHON_SOURCE_ROOT
 from .uv import checked_options
 
@@ -43,6 +42,8 @@ def check(spec: ImageSpec, sandboxed: bool) -> None:
     if spec.base == "registry":
         if not spec.registry_tag or any(c.isspace() for c in spec.registry_tag):
             raise ImageError(f"Image.from_registry({spec.registry_tag!r}): not an image reference")
+        from . import oci  # its HTTP client costs a runtime's start ~5 ms: only for registry bases
+
         try:
             oci.Reference.parse(spec.registry_tag)
         except oci.PullFailed as exc:

@@ -20,12 +20,15 @@ import shutil
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .. import vault
 from ..backends.sandbox import python_roots
 from ..protocol.image_spec import IN_CONTAINER_ENV, ImageStep
-from . import oci, system
+from . import system
+
+if TYPE_CHECKING:
+    from . import oci
 from .layers import ROOTFS, Layer, LayerStore
 from .steps import BuildFailed
 
@@ -73,6 +76,8 @@ class SystemBuilds:
 
     async def pull(self, build: Says, tag: str, into: Path) -> oci.ImageConfig:
         """Image ``tag`` unpacked into ``into``, its layers said as they come."""
+        from . import oci  # its HTTP client costs a runtime's start ~5 ms: only for registry bases
+
         build.say(f"   pulling {tag}")
         loop = asyncio.get_running_loop()
 
@@ -89,6 +94,8 @@ class SystemBuilds:
     def image_packages(build: Says, rootfs: Path, site: Path) -> None:
         """A registry image's own Python packages of the venv's minor version, on the venv's path after its own
         (so the runtime's pins win); packages of another version are said, not used."""
+        from . import oci
+
         version = site.parent.name  # "python3.11"
         found = oci.site_folders(rootfs)
         used = [folder for folder in found if f"/{version}/" in folder or folder == "/usr/lib/python3/dist-packages"

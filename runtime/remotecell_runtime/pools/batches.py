@@ -76,7 +76,8 @@ class BatchAssembly:
                 container = self.pool.free_container(0)
                 if container is None:
                     return
-                batch = batcher.take()
+                suspect = batcher.pending[0].suspect  # a batch's suspect runs in a batch of its own
+                batch = batcher.take(limit=1 if suspect else None)
                 assert batch is not None
                 self._run(batch, container)
 
@@ -129,10 +130,19 @@ class BatchAssembly:
         self.dispatch_all()
 
     def container_lost(self, container: ContainerRecord, cause: str) -> None:
-        """``container`` died: every batch on it fails its inputs as a lost container."""
+        """``container`` died: a batch of one input on it charges that input the crash; in a larger batch
+        each input becomes a suspect and goes back, uncharged, to run in a batch of its own (see
+        ``queue.InputQueue.container_lost``)."""
         for batch in {b.id: b for b in self.batch_of.values() if b.container is container}.values():
-            self._abandon(batch, lambda input_id: error_result(input_id, ErrorName.CRASHED, cause),
-                          lost_container=True)
+            if len(batch.outstanding) == 1:
+                self._abandon(batch, lambda input_id: error_result(input_id, ErrorName.CRASHED, cause),
+                              lost_container=True)
+                continue
+            for inp in reversed([i for i in batch.items if i.id in batch.outstanding]):
+                self._done(batch, inp.id)
+                if self.pool.inputs.get(inp.id) is inp and inp.container is container:
+                    inp.container, inp.suspect = None, True
+                    self.add(inp, front=True)
 
     def stats(self) -> dict[str, Any]:
         return {method: b.stats.describe() for method, b in self.batchers.items()}

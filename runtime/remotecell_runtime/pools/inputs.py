@@ -61,6 +61,7 @@ class Input:
     deadline: float = 0.0  # event-loop time at which this attempt times out
     attempt: int = 1  # user errors and timeouts count; container losses do not
     crashes: int = 0
+    suspect: bool = False  # a container died while it ran beside others: it runs alone until one dies under it
     lease: str | None = None  # the caller's session, when it would take a lease of the container
     called_as: str | None = None  # the superseded fid its caller holds (a redeployed app), when not ours
     gen: bool = False  # a generator's: its items come back before its result

@@ -41,7 +41,7 @@ class Leases:
             return
         if container.uses_left is not None:  # a single-use container serves no more calls
             return
-        if container.active != {inp.id} or queue.pending or queue.batches.batchers or pool.retired:
+        if list(container.active) != [inp.id] or queue.pending or queue.batches.batchers or pool.retired:
             return
         lease = container.lease = ContainerLease(inp.peer, inp.lease, secrets.token_hex(8),
                                                  inp.called_as or pool.fn.fid)

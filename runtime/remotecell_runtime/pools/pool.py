@@ -86,7 +86,14 @@ class Pool(PoolState):
         self.dispatch()
 
     def on_load_failed(self, container: ContainerRecord, error: ErrorInfo, payloads: list[Payload]) -> None:
-        """The body cannot load: every queued input gets that error, there is no point retrying."""
+        """The body cannot load: every queued input gets that error, there is no point retrying.
+
+        When the runtime stopped it as it loaded (``startup_timeout``), that is the error, not what the stop
+        raised in the loading code."""
+        if container.stop_reason is not None:
+            why = f"container {container.id} of {self.fn.name} was stopped: {container.stop_reason}"
+            error = ErrorInfo(type=ErrorName.CRASHED.value, message=why)
+            payloads = []
         self.rt.containers.stop(container, "its function failed to load", STOP_GRACE_S)
         self.fail_waiting(error, payloads)
 
@@ -104,7 +111,7 @@ class Pool(PoolState):
         self.batches.answered(container, input_id)
         inp = self.inputs.get(input_id)
         if inp is None or inp.container is not container:  # cancelled or timed out meanwhile
-            container.active.discard(f"cancelled:{input_id}")
+            container.active.pop(f"cancelled:{input_id}", None)
             release_slot(container, input_id)
             sharedmem.discard(result.payloads)
         elif result.status == "error" and self.fn.retry_delay_s(inp.attempt) is not None:
@@ -121,10 +128,7 @@ class Pool(PoolState):
         self.rt.cpus.release(container.cpus)
         cause = container.death_cause()
         self.batches.container_lost(container, cause)
-        for input_id in list(container.active):
-            inp = self.inputs.get(input_id)
-            if inp is not None and inp.container is container:
-                self.queue.fail(inp, error_result(input_id, ErrorName.CRASHED, cause), lost_container=True)
+        self.queue.container_lost(container, cause)
         if container.stop_reason is None and not container.exit.clean:
             log.warning("%s", cause)
         if not container.ready and container.stop_reason is None:
@@ -195,6 +199,9 @@ class Pool(PoolState):
             "queued": waiting,
             "running": len(self.inputs) - waiting,
             "leased": sum(1 for c in self.containers.values() if c.lease is not None),
+            # inputs the live containers could take on now (Modal's FunctionStats.input_headroom)
+            "headroom": sum(max(c.max_inputs - len(c.active), 0) for c in self.containers.values()
+                            if c.state in (State.IDLE, State.BUSY) and c.lease is None),
             "waiting_reason": self._waiting_reason() if waiting else "",
             # where each runs, as its backend says: "pid 4242 on this host in a sandbox"
             "placements": {cid: self.rt.containers.placement(c) for cid, c in self.containers.items()},

@@ -26,14 +26,15 @@ import collections
 import logging
 from collections.abc import Callable
 
-from ..containers import ContainerRecord
+from ..containers import ContainerRecord, State
 from ..protocol import framing, sharedmem
+from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
 from ..protocol.message import encode
 from ..protocol.messages.containers import CancelInputMsg
 from ..protocol.messages.session import ErrorInfo
 from .batches import BatchAssembly
-from .inputs import Input, Result, cancelled_result, failed_result
+from .inputs import Input, Result, cancelled_result, error_result, failed_result
 from .state import STOP_GRACE_S, PoolState, occupy, release_slot, room
 
 log = logging.getLogger("remotecell.runtime")
@@ -109,13 +110,17 @@ class InputQueue:
         deadline = loop.time() + self.pool.fn.timeout_s  # every input sent now times out at the same time
         sent: dict[str, list[Input]] = {}
         while self.pending:
-            container = self.pool.free_container(prefetch)
+            suspect = self.pending[0].suspect
+            container = self._idle_container() if suspect else self.pool.free_container(prefetch)
             if container is None:
                 break
+            container.isolated = suspect  # a suspect runs alone: nothing else goes there meanwhile
             # Slow functions spread one input at a time over the freest containers; fast ones fill a backlog.
-            n = min(room(container, prefetch), len(self.pending)) if prefetch else 1
+            n = min(room(container, prefetch), len(self.pending)) if prefetch and not suspect else 1
             batch = sent.setdefault(container.id, [])
-            for _ in range(n):
+            for i in range(n):
+                if i and self.pending[0].suspect:  # it waits for a container of its own
+                    break
                 inp = self.pending.popleft()
                 self._run(inp, container, deadline)
                 batch.append(inp)
@@ -124,6 +129,37 @@ class InputQueue:
         for cid, inputs in sent.items():
             frames = inputs[0].frames if len(inputs) == 1 else None
             self.pool.rt.send_container(cid, frames or framing.encode_many("calls", [inp.entry() for inp in inputs]))
+
+    def _idle_container(self) -> ContainerRecord | None:
+        """A container running nothing, for a suspect input to run alone on."""
+        return next((c for c in self.pool.containers.values()
+                     if c.state is State.IDLE and not c.active and c.lease is None), None)
+
+    def container_lost(self, container: ContainerRecord, cause: str) -> None:
+        """``container`` died under its inputs (its batches are ``batches.py``'s).
+
+        An input that was there alone is charged the crash (retried up to ``crash_retries``, then
+        failed as poison). Inputs that were there together are not: any of them may have been
+        running (a backlog's results leave many to a message, so one that finished may not have said
+        so yet). Each becomes a suspect, goes back to the front of the queue uncharged and from now
+        on runs alone, so the next crash names the input that causes it.
+        """
+        slots = list(container.active)
+        inputs = self._inputs_on(container, slots)
+        if len(slots) == 1 and inputs:
+            self.fail(inputs[0], error_result(inputs[0].id, ErrorName.CRASHED, cause), lost_container=True)
+            return
+        if inputs:
+            log.info("%d inputs of %s run again, each alone: their container died under them", len(inputs),
+                     self.pool.fn.name)
+        for inp in reversed(inputs):
+            inp.suspect = True
+            self._detach(inp)
+            self.pending.appendleft(inp)
+
+    def _inputs_on(self, container: ContainerRecord, slots: list[str]) -> list[Input]:
+        inputs = [self.pool.inputs.get(slot) for slot in slots]
+        return [inp for inp in inputs if inp is not None and inp.container is container]
 
     def _run(self, inp: Input, container: ContainerRecord, deadline: float) -> None:
         inp.container = container
@@ -222,7 +258,7 @@ class InputQueue:
                 self.pool.rt.send_container(container.id, encode(CancelInputMsg(id=input_id)))
             loop = asyncio.get_running_loop()
             loop.call_later(CANCEL_GRACE_S, self._force_stop, container, input_id)
-            container.active.add(f"cancelled:{input_id}")
+            container.active[f"cancelled:{input_id}"] = None
         self.finish(input_id, cancelled_result(input_id))
         self.dispatch_all()
 

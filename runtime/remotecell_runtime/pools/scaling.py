@@ -199,6 +199,15 @@ class Scaler:
             return None
         return next((c for c in live if c.state is State.IDLE and holds(c)), None)
 
+    def check_startup(self, now: float) -> None:
+        """Stop containers not ready ``startup_timeout`` after their start (image, imports, ``@enter``)."""
+        limit_s = self.pool.fn.opts.startup_timeout_s
+        if limit_s is None:
+            return
+        for c in self.pool.live():
+            if c.state is State.STARTING and now - c.started_at > limit_s:
+                self.pool.rt.containers.stop(c, f"it did not start within startup_timeout={limit_s:g} s", grace_s=1.0)
+
     def check_memory(self) -> None:
         """Stop containers over ``memory=`` (on hosts whose cgroups cannot enforce it); their inputs count as lost
         containers."""

@@ -58,7 +58,7 @@ class PoolState:
 
 def room(c: ContainerRecord, prefetch: int) -> int:
     """How many more inputs ``c`` may take: none unless it is idle or busy and not leased."""
-    if c.state not in (State.IDLE, State.BUSY) or c.lease is not None:
+    if c.state not in (State.IDLE, State.BUSY) or c.lease is not None or c.isolated:
         return 0
     if c.uses_left is not None:  # single use: no backlog, and nothing once its input was given
         return min(c.uses_left, max(0, c.max_inputs - len(c.active)))
@@ -70,7 +70,7 @@ def room(c: ContainerRecord, prefetch: int) -> int:
 
 def occupy(container: ContainerRecord, slot_id: str) -> None:
     """An input (or a batch: one slot) goes to ``container``."""
-    container.active.add(slot_id)
+    container.active[slot_id] = None
     container.state = State.BUSY
     if container.uses_left is not None:
         container.uses_left -= 1
@@ -82,7 +82,9 @@ def spent(container: ContainerRecord) -> bool:
 
 
 def release_slot(container: ContainerRecord, input_id: str) -> None:
-    container.active.discard(input_id)
+    container.active.pop(input_id, None)
+    if not container.active:
+        container.isolated = False
     if container.state is State.BUSY and not container.active:
         container.state = State.IDLE
         container.idle_since = time.monotonic()

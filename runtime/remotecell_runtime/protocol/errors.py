@@ -33,3 +33,11 @@ class ErrorName(str, Enum):
 
     def __str__(self) -> str:  # f-strings and JSON show the name itself
         return self.value
+
+
+class InputCancellation(BaseException):
+    """Raised inside user code when its input is cancelled (Modal's ``modal.exception.InputCancellation``).
+
+    A BaseException, so ``except Exception`` in user code does not swallow it; the
+    container raises its subclass ``container.inputs.Cancelled``.
+    """

@@ -80,6 +80,7 @@ class SecretRef(Message):
 
     name: str | None = None
     variables: dict[str, Any] | None = wire("values", default=None)
+    required_keys: list[str] = wire(factory=list)  # a named secret must have these (Modal's required_keys=)
 
 
 @message()
@@ -104,6 +105,8 @@ class FunctionOptions(Message):
     memory_limit_mib: int | None = None
     ephemeral_disk_mib: int | None = None  # the size of each of the sandbox's writable folders (/tmp, the home)
     single_use_containers: bool = False  # a container serves one input, then exits
+    container_max_inputs: int | None = None  # Modal's max_inputs=: inputs a container serves, then exits
+    startup_timeout_s: float | None = None  # a container not ready this long after its start is stopped
     block_network: bool = False  # the container has no network (only with the sandbox)
     retries: RetryPolicy = wire(factory=RetryPolicy)
     crash_retries: int = CRASH_RETRY_CAP  # a %%remote session sets 0: a cell never reruns behind its back

@@ -1,7 +1,13 @@
 """Shared-memory segments for large buffers between processes on one host.
 
 Segment names come from the network: ``framing.segment_name_ok`` keeps every one
-inside ``/dev/shm``.  Each process unlinks its idle segments at exit.
+inside ``/dev/shm``.  Each process unlinks its idle segments at exit; one killed
+cannot, so its runtime sweeps them (``sweep_orphans``).
+
+Invariant: a segment's name says who holds it: ``<pool prefix>-<pid>-<n>``, where a
+container's pool prefix is its runtime's and its id (``rc-<runtime>-<cid>``) and a
+client's is ``rc-<8 hex>``.  A received segment kept for a later send is renamed into
+its new holder's name as it becomes that pool's.
 """
 
 from __future__ import annotations
@@ -10,10 +16,12 @@ import atexit
 import itertools
 import mmap
 import os
+import re
 import secrets
 import threading
+import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .framing import Payload, WireError, segment_name_ok
@@ -137,6 +145,13 @@ class ShmPool:
             return self._idle.pop(best)[0]
 
     def _give_back(self, name: str, size: int) -> None:
+        if not name.startswith(f"{self.prefix}-{os.getpid()}-"):  # a received one: named ours from now on
+            mine = f"{self.prefix}-{os.getpid()}-{next(self._counter)}"
+            try:
+                os.rename(os.path.join(SHM_DIR, name), os.path.join(SHM_DIR, mine))
+            except FileNotFoundError:  # swept meanwhile (its sender's runtime stopped): nothing to keep
+                return
+            name = mine
         with self._lock:
             self._idle.append((name, size))
             while len(self._idle) > self.max_idle or sum(s for _, s in self._idle) > self.max_idle_bytes:
@@ -167,6 +182,45 @@ def discard(payloads: Sequence[Payload]) -> None:
         for _, name, _ in payload.shm:
             if segment_name_ok(name):
                 _unlink_quietly(os.path.join(SHM_DIR, name))
+
+
+_CLIENT_SEGMENT = re.compile(r"^rc-[0-9a-f]{8}-(\d+)-\d+$")
+
+
+def sweep_orphans(runtime_prefix: str, container_alive: Callable[[str], bool], grace_s: float) -> int:
+    """Remove the segments of this runtime's containers that are gone and of client processes that died
+    (``kill -9`` leaves them), untouched for ``grace_s`` (one may be on its way to its receiver); how many."""
+    if not os.path.isdir(SHM_DIR):
+        return 0
+    ours, removed, now = f"{runtime_prefix}-", 0, time.time()
+    for name in os.listdir(SHM_DIR):
+        if name.startswith(ours):
+            cid = name[len(ours):].rsplit("-", 2)[0]  # <cid>-<pid>-<n>
+            orphan = not container_alive(cid)
+        else:
+            client = _CLIENT_SEGMENT.match(name)
+            orphan = client is not None and not _pid_alive(int(client.group(1)))
+        if orphan and _untouched_for(os.path.join(SHM_DIR, name), now, grace_s):
+            _unlink_quietly(os.path.join(SHM_DIR, name))
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: alive
+        return True
+    return True
+
+
+def _untouched_for(path: str, now: float, grace_s: float) -> bool:
+    try:
+        return now - os.stat(path).st_mtime >= grace_s
+    except FileNotFoundError:
+        return False
 
 
 def sweep_segments(prefix: str) -> int:

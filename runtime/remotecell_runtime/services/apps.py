@@ -28,6 +28,8 @@ from ..protocol.message import Message
 from ..protocol.messages.apps import (
     AppCreateMsg,
     AppCreateReply,
+    AppLogsMsg,
+    AppLogsReply,
     AppStopMsg,
     FnLookupMsg,
     FnLookupReply,
@@ -63,7 +65,7 @@ class Apps(Service):
 
     def handlers(self) -> dict[type[Message], Handler]:
         return {AppCreateMsg: self.on_create, AppStopMsg: self.on_stop, FnRegisterMsg: self.on_register,
-                FnLookupMsg: self.on_lookup}
+                FnLookupMsg: self.on_lookup, AppLogsMsg: self.on_logs}
 
     # -- apps ---------------------------------------------------------------------------------
 
@@ -113,8 +115,38 @@ class Apps(Service):
         if name is None and app_id is None:
             raise refusal(ErrorName.INVALID, "app_stop needs 'app_id' (an app's id) or 'name' (a deployed app's)")
         app = self._deployed_app(name) if name is not None else self._app(app_id)
-        self.stop_app(app, f"app {app.name!r} was stopped")
+        if req.msg.detach and app.mode == "ephemeral":
+            app.detached, app.sid = True, ""  # no session owns it now: its client may leave
+            log.info("app %s detached: it stops once its inputs are done", app.name)
+            self.tick(0.0)
+        else:
+            self.stop_app(app, f"app {app.name!r} was stopped")
         return EmptyReply()
+
+    def tick(self, now: float) -> None:
+        """Stop the detached apps whose inputs (queued, running, waiting to retry) are all done."""
+        for app in [a for a in self.registry.apps.values() if a.detached]:
+            pools = [self.functions.pools.get(fid) for fid in app.functions.values()]
+            if not any(pool is not None and pool.inputs for pool in pools):
+                log.info("detached app %s has no work left: stopping it", app.name)
+                self.stop_app(app, f"app {app.name!r} finished its detached work")
+
+    def on_logs(self, req: Request[AppLogsMsg]) -> AppLogsReply | None:
+        """``remotecell app logs``: what the app's inputs printed after ``after``; a follower waits for more."""
+        ref = req.msg.app
+        app = self.registry.get(ref) or self.registry.deployed(ref) or next(
+            (a for a in reversed(self.registry.apps.values()) if a.name == ref), None)
+        logs = self.functions.app_logs
+        found = logs.of(app.app_id, app.name) if app is not None else logs.find(ref, ref)
+        if found is None:
+            running = ", ".join(sorted({a.name for a in self.registry.apps.values()})) or "none"
+            raise refusal(ErrorName.NOT_FOUND, f"no app {ref!r} on this runtime, running or recently stopped "
+                          f"(running: {running})")
+        live = app is not None and app.app_id == found.app_id
+        if found.seq > req.msg.after or req.msg.wait_s <= 0 or not live:
+            return AppLogsReply(entries=found.after(req.msg.after), next=found.seq, live=live)
+        logs.wait(req.peer, req.id, found, req.msg.after, min(req.msg.wait_s, 60.0), live)
+        return None
 
     def stop_app(self, app: AppEntry, reason: str) -> None:
         self.registry.remove(app.app_id)

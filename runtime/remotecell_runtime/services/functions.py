@@ -37,6 +37,7 @@ from ..protocol.errors import ErrorName
 from ..protocol.framing import Frame
 from ..protocol.message import encode
 from ..protocol.messages.calls import LeaseLostMsg
+from .app_logs import AppLogs
 from .base import Host, Service, refusal
 from .registry import AppRegistry
 
@@ -81,6 +82,7 @@ class Functions(Service):
         self.deployed_fids: dict[str, tuple[str, str]] = {}  # every fid a deployed app has had -> (app, name)
         self.input_pool: dict[str, Pool] = {}  # input id -> pool
         self.job_sink: JobSink | None = None
+        self.app_logs = AppLogs(host.send_peer)  # what each app's inputs printed (`remotecell app logs`)
         self.gpus = GpuAllocator(inventory())
         self.cpus = CpuBudget(host_cpus())
         self.sandbox, self.sandbox_state = _sandbox(sock_dir, host.state_dir, shares)
@@ -223,6 +225,7 @@ class Functions(Service):
             if self.limits is None:  # else the kernel enforces memory= itself
                 pool.scaler.check_memory()
             pool.scaler.scale_down(now)
+            pool.scaler.check_startup(now)
             if pool.waiting:  # e.g. waiting for a GPU that an idle container elsewhere holds
                 pool.dispatch()
             if pool.retired and pool.empty:
@@ -279,5 +282,16 @@ def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[San
         why = f"{exc}: {PLAIN}"
         log.warning("sandbox off: %s", why)
         return None, f"off: {why}"
-    log.info("containers run in sandboxes (%s)", sandbox.describe())
+    log.info("containers run in sandboxes (%s)", sandbox.bwrap)
     return sandbox, sandbox.describe()
+
+
+def drop_inputs_of(functions: Functions, peers: set[Peer]) -> int:
+    """Cancel every input that callers at ``peers`` sent (a revoked client's: the daemon sends them nothing
+    more, so nobody hears of it); how many."""
+    dropped = 0
+    for pool in list(functions.pools.values()):
+        for inp in [i for i in pool.inputs.values() if i.peer in peers]:
+            pool.cancel(inp.id)
+            dropped += 1
+    return dropped

@@ -197,21 +197,31 @@ class Stores(Service):
         kind, name = req.msg.kind, req.msg.name
         if kind not in ("dict", "queue"):
             raise refusal(ErrorName.INVALID, f"kind {kind!r} must be 'dict' or 'queue'")
+        if req.msg.oid is not None:
+            found = self.db.execute("SELECT kind, name, created_at FROM stores WHERE id = ?", (req.msg.oid,)).fetchone()
+            self.store_of(req.msg.oid, kind)
+            self.reply(req, KvOpenReply(oid=req.msg.oid, limits=LIMITS, name=found[1], created_at=found[2]))
+            return
         if name is None:
-            cur = self.write("INSERT INTO stores (kind, owner, created_at) VALUES (?, ?, ?)",
-                              (kind, req.sid, time.time()))
-            self.reply(req, KvOpenReply(oid=int(cur.lastrowid or 0), limits=LIMITS))
+            now = time.time()
+            cur = self.write("INSERT INTO stores (kind, owner, created_at) VALUES (?, ?, ?)", (kind, req.sid, now))
+            self.reply(req, KvOpenReply(oid=int(cur.lastrowid or 0), limits=LIMITS, created_at=now))
             return
         if not NAME_RE.fullmatch(name):
             raise refusal(ErrorName.INVALID, f"name {name!r}: use 1 to 128 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit")
-        row = self.db.execute("SELECT id FROM stores WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+        row = self.db.execute("SELECT id, created_at FROM stores WHERE kind = ? AND name = ?", (kind, name)).fetchone()
         if row is None and not req.msg.create:
             raise refusal(ErrorName.NOT_FOUND, f"no {kind.capitalize()} named {name!r}: pass create_if_missing=True "
                            "to create it")
-        oid = row[0] if row is not None else self.write(
-            "INSERT INTO stores (kind, name, created_at) VALUES (?, ?, ?)", (kind, name, time.time())).lastrowid
-        self.reply(req, KvOpenReply(oid=int(oid or 0), limits=LIMITS))
+        if row is not None and req.msg.exclusive:
+            raise refusal(ErrorName.ALREADY_EXISTS, f"a {kind.capitalize()} named {name!r} exists already: pass "
+                          "allow_existing=True to accept it")
+        oid, created_at = row if row is not None else (None, time.time())
+        if oid is None:
+            oid = self.write("INSERT INTO stores (kind, name, created_at) VALUES (?, ?, ?)",
+                             (kind, name, created_at)).lastrowid
+        self.reply(req, KvOpenReply(oid=int(oid or 0), limits=LIMITS, name=name, created_at=created_at))
 
     def on_list(self, req: Request[KvListMsg]) -> None:
         """Every store's kind, name (None: ephemeral), owner session and size, for the JupyterLab panel.

@@ -30,6 +30,7 @@ class AppEntry:
     mode: str  # "ephemeral" or "deployed"
     functions: dict[str, str] = field(default_factory=dict)  # function name -> current fid
     created_at: float = field(default_factory=time.time)
+    detached: bool = False  # an ephemeral app whose client left it its work: it stops once that is done
 
     def describe(self) -> dict[str, object]:
         return {"app_id": self.app_id, "name": self.name, "mode": self.mode,

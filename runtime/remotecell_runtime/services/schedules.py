@@ -31,12 +31,11 @@ import logging
 import re
 import sqlite3
 import time
-import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..pools import Pool
-from ..protocol import ids, pickling
+from ..protocol import ids
 from ..protocol.errors import ErrorName
 from ..protocol.message import Message
 from ..protocol.messages.apps import (
@@ -98,6 +97,8 @@ def next_cron_s(cron: str, timezone: str, after_s: float) -> float:
     When the clocks go back a wall time happens twice: it fires the first time
     only, unless the hour field is ``*`` (an hourly or finer cron goes on as time passes).
     """
+    import zoneinfo  # here, as croniter: ~7 ms of a runtime's start (it reads the interpreter's build config)
+
     from croniter import croniter  # here, not at the top: it costs a runtime's start ~14 ms, most use no cron
 
     tz = zoneinfo.ZoneInfo(timezone)
@@ -265,6 +266,8 @@ class Scheduler(Service):
         def saved(error: Exception | None) -> None:
             if error is not None:
                 log.error("could not save scheduled call %s of %s: %s", call_id, pool.fn.name, error)
+
+        from ..protocol import pickling  # cloudpickle: only to make the arguments of a call with none
 
         no_args = pickling.serialize(((), {}))
         self.jobs.submit(pool, [(SpawnEntry(id=call_id), [no_args])], None, saved)

@@ -52,6 +52,7 @@ from ..protocol.messages.session import ErrorInfo
 from ..protocol.messages.web import WebInMsg, WebOutMsg, WebRequest, WebSpec
 from .base import ContainerHandler, Report, Service
 from .functions import Functions
+from .web_sockets import WebSockets
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -203,18 +204,29 @@ class Gateway(Service):
         self.url = f"http://{url_host}:{self.port}"
         self.routes: dict[tuple[str, str], tuple[str, str | None]] = {}  # (app name, label) -> fid, method
         self.peer = WebPeer()
+        self.sockets = WebSockets(self)
         self.server: _Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # watching the port for the first client (``start``)
 
     def start(self) -> None:
-        self.server = _Server(self)
-        self.server.start(self.sock)
+        """The port is bound (its URL known); uvicorn (~40 ms of imports) starts with the first route or client."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._serve)
         log.info("web gateway listening on %s", self.url)
+
+    def _serve(self) -> None:
+        if self.server is None and self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+            self.server = _Server(self)
+            self.server.start(self.sock)  # it accepts what waits in the backlog
 
     def close(self) -> None:
         if self.server is not None:
             self.server.stop()  # it closes the socket as it shuts down
-        else:
-            self.sock.close()
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
     def container_handlers(self) -> dict[type[Message], ContainerHandler]:
         return {WebOutMsg: self.on_web_out}
@@ -231,6 +243,7 @@ class Gateway(Service):
     def route(self, app_name: str, fid: str, spec: WebSpec, method: str | None = None) -> str:
         """Serve ``fid`` (its ``method``, for a class) at ``/APP/LABEL/``; its URL."""
         self.routes[(app_name, spec.label)] = (fid, method)
+        self._serve()
         return self.url_of(app_name, spec.label)
 
     def url_of(self, app_name: str, label: str) -> str:
@@ -271,7 +284,7 @@ class Gateway(Service):
                              "of a token from `remotecell web-token new NAME`")
             return
         if scope["type"] == "websocket":
-            await self._websocket(scope, pool, app_name, label, receive, send)
+            await self.sockets.relay(scope, pool, app_name, label, receive, send)
             return
         if pool is None:
             await _plain(send, 404, f"no web endpoint at {path!r}: endpoints are served at /APP/LABEL/ while "
@@ -322,7 +335,7 @@ class Gateway(Service):
             if not more or size >= FIRST_BODY_BYTES:
                 return b"".join(chunks), more
 
-    def _submit(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
+    def submit(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
                 more_body: bool = False) -> tuple[str, Exchange]:
         """The request as an input of ``pool``: its id and the exchange its answers go to."""
         input_id = f"web-{secrets.token_hex(8)}"
@@ -348,7 +361,7 @@ class Gateway(Service):
     async def _exchange(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str,
                         first: tuple[bytes, bool], receive: Any, send: Any) -> None:
         body, more = first
-        input_id, exchange = self._submit(scope, pool, app_name, label, body, more)
+        input_id, exchange = self.submit(scope, pool, app_name, label, body, more)
         loop = asyncio.get_running_loop()
         # After the body, the next event is the client leaving; while the container pulls the body, none is read.
         exchange.left = loop.create_future() if more else asyncio.ensure_future(receive())
@@ -398,78 +411,18 @@ class Gateway(Service):
             entry: ResultEntry = head
             if exchange.finished:
                 if entry.status != "ok":
-                    self._log_failure(input_id, pool, entry, entry.error or ErrorInfo(type="", message=""))
+                    self.log_failure(input_id, pool, entry, entry.error or ErrorInfo(type="", message=""))
                 return
             if entry.status == "ok" and exchange.started:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             error = entry.error or ErrorInfo(type=ErrorName.INVALID, message="the endpoint sent no response")
-            self._log_failure(input_id, pool, entry, error)
+            self.log_failure(input_id, pool, entry, error)
             if exchange.started:  # part of a response went out: cut it, so the client sees it is not whole
                 raise ConnectionAbortedError(f"web {input_id}: {error.type}: {error.message}")
             status = ERROR_STATUS.get(error.type, 500) if entry.status != "cancelled" else 503  # type: ignore
             await _plain(send, status, _reason(status))
             return
-
-    async def _websocket(self, scope: dict[str, Any], pool: Pool | None, app_name: str, label: str, receive: Any,
-                         send: Any) -> None:
-        """A websocket: the handshake waits for the app's ``accept``; then messages both ways until one side
-        closes; the input's result ends it."""
-        if (await receive())["type"] != "websocket.connect":
-            return
-        if pool is None:
-            log.info("web: no endpoint for the websocket at %r", scope["path"])
-            await send({"type": "websocket.close", "code": 1008})  # (before accept: uvicorn answers 403)
-            return
-        input_id, exchange = self._submit(scope, pool, app_name, label, b"")
-        pump: asyncio.Future[None] | None = None
-        closed = False
-        try:
-            while True:
-                kind, head, payloads = await exchange.events.get()
-                if kind == "result":
-                    entry: ResultEntry = head
-                    if entry.status != "ok":
-                        self._log_failure(input_id, pool, entry, entry.error or ErrorInfo(type="", message=""))
-                    if not closed:
-                        await send({"type": "websocket.close", "code": 1000 if entry.status == "ok" else 1011})
-                    return
-                what = head.get("kind")
-                if what == "accept" and pump is None:
-                    headers = [(str(k).encode("latin-1"), str(v).encode("latin-1"))
-                               for k, v in head.get("headers") or []]
-                    await send({"type": "websocket.accept", "subprotocol": head.get("subprotocol"),
-                                "headers": headers})
-                    pump = asyncio.ensure_future(self._pump(input_id, pool, receive))
-                elif what == "ws" and not closed:
-                    data = b"".join(bytes(framing.buffer_of(f)) for p in payloads for f in p.frames)
-                    await send({"type": "websocket.send", "text": data.decode()} if head.get("text")
-                               else {"type": "websocket.send", "bytes": data})
-                elif what == "close" and not closed:
-                    closed = True
-                    await send({"type": "websocket.close", "code": int(head.get("code", 1000)),
-                                "reason": str(head.get("reason") or "")})
-        finally:
-            self.peer.exchanges.pop(input_id, None)
-            if pump is not None and not pump.done():
-                pump.cancel()
-
-    async def _pump(self, input_id: str, pool: Pool, receive: Any) -> None:
-        """What the websocket's client sends, to the container that runs its input, in order."""
-        while True:
-            message = await receive()
-            inp = pool.inputs.get(input_id)
-            if inp is None or inp.container is None:
-                return
-            if message["type"] == "websocket.receive":
-                text = message.get("text")
-                data = text.encode() if text is not None else bytes(message.get("bytes") or b"")
-                frames = encode(WebInMsg(id=input_id, kind="ws", text=text is not None), [Payload([data])])
-                self.functions.send_container(inp.container.id, frames)
-            elif message["type"] == "websocket.disconnect":
-                frames = encode(WebInMsg(id=input_id, kind="close", code=int(message.get("code", 1000))))
-                self.functions.send_container(inp.container.id, frames)
-                return
 
     async def _pull(self, exchange: Exchange, pool: Pool, input_id: str, receive: Any, send: Any) -> bool:
         """The container asks for the body's next part: read it from the client and send it on (so a body
@@ -524,7 +477,7 @@ class Gateway(Service):
                 self.functions.send_container(inp.container.id,
                                               encode(WebInMsg(id=input_id, kind="credit", written=exchange.sent)))
 
-    def _log_failure(self, input_id: str, pool: Pool, entry: ResultEntry, error: ErrorInfo) -> None:
+    def log_failure(self, input_id: str, pool: Pool, entry: ResultEntry, error: ErrorInfo) -> None:
         if entry.status == "ok":
             log.warning("web %s of %s: the app returned without a response", input_id, pool.fn.name)
         else:

@@ -26,10 +26,31 @@ class AppCreateReply(Message):
 
 @message("app_stop")
 class AppStopMsg(Message):
-    """Stop an app by ``app_id``, or a deployed one by ``name``."""
+    """Stop an app by ``app_id``, or a deployed one by ``name``.
+
+    ``detach``: not now, but once its inputs (spawned calls included) are done; it outlives its client meanwhile.
+    """
 
     app_id: str | None = None
     name: str | None = None
+    detach: bool = False
+
+
+@message("app_logs")
+class AppLogsMsg(Message):
+    """What the inputs of app ``app`` (its id, or its name: the deployed one, else the latest) printed after
+    entry ``after``; ``wait_s``: wait that long for some when there are none yet."""
+
+    app: str
+    after: int = 0
+    wait_s: float = 0.0
+
+
+@message("reply")
+class AppLogsReply(Message):
+    entries: list[list[str]]  # [function name, text], oldest first
+    next: int  # the ``after`` of the next request
+    live: bool  # the app still runs (a follower stops once it does not)
 
 
 @message("fn_register")

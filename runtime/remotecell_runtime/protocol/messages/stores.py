@@ -9,17 +9,22 @@ from ..message import Message, message, wire
 
 @message("kv_open")
 class KvOpenMsg(Message):
-    """A named store (made if missing and ``create``), or, with no name, a new ephemeral one of the session."""
+    """A named store (made if missing and ``create``), the store of id ``oid``, or, with neither, a new
+    ephemeral one of the session."""
 
     kind: str  # "dict" or "queue"
     name: str | None = None
     create: bool = False
+    exclusive: bool = False  # with ``create``: refuse (AlreadyExistsError) when the name is taken
+    oid: int | None = None
 
 
 @message("reply")
 class KvOpenReply(Message):
     oid: int
     limits: dict[str, int]
+    name: str | None = None
+    created_at: float | None = None
 
 
 @message("kv_delete")

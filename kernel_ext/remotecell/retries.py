@@ -1,0 +1,7 @@
+"""``remotecell.retries``, as Modal's ``modal.retries``."""
+
+from __future__ import annotations
+
+from .options import Retries
+
+__all__ = ["Retries"]
