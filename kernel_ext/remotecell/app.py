@@ -21,7 +21,7 @@ from .functions import Function
 from .images import Image, check_image
 from .options import batching_of, check_function_options, check_schedulable, concurrency_of
 from .registration import Registration
-from .web import web_options
+from .web import announce, web_options
 
 
 class App:
@@ -208,9 +208,9 @@ class App:
                     continue
                 obj = f()  # the default instance is the one its endpoints serve
                 for method in f.options["web_methods"]:
-                    print(f"{f.name}.{method} => {getattr(obj, method).get_web_url()}")
+                    announce(f"{f.name}.{method}", getattr(obj, method).get_web_url())
             elif "web" in f.options:
-                print(f"{f.name} => {f.get_web_url()}")
+                announce(f.name, f.get_web_url())
 
     def _deploy(self, name: str | None = None) -> str:
         """Deploy the app: it stays on the runtime, also after this process and runtime restarts.

@@ -20,6 +20,8 @@ class RuntimeStatus(dict[str, Any]):
       containers sandboxed: bubblewrap 0.8.0; memory and cpu limits enforced (cgroup v1)
       system images (apt_install, run_commands, run_function, from_registry): Debian bookworm base systems ...
       square: 2 idle (1 leased); 0 queued, 0 running
+      web gateway: http://127.0.0.1:8190
+      endpoint demo/predict => http://127.0.0.1:8190/demo/predict/
     """
 
     def __repr__(self) -> str:
@@ -42,6 +44,11 @@ class RuntimeStatus(dict[str, Any]):
             waiting = f" ({pool['waiting_reason']})" if pool.get("waiting_reason") else ""
             lines.append(f"  {pool['function']}: {containers}; {pool['queued']} queued{waiting}, "
                          f"{pool['running']} running")
+        web = self.get("web") or {}
+        if web.get("url"):
+            lines.append(f"  web gateway: {web['url']}")
+            for name, url in sorted((web.get("endpoints") or {}).items()):
+                lines.append(f"  endpoint {name} => {url}")
         for sb in self.get("sandboxes") or []:
             why = f" ({sb['reason']})" if sb.get("reason") else ""
             lines.append(f"  sandbox {sb['id']}: {sb['status']}{why}; {' '.join(sb.get('cmd') or []) or '(idle)'}")

@@ -111,6 +111,24 @@ def _marker(decorator: str, spec: dict[str, Any], label: str | None, custom_doma
     return attach
 
 
+def announce(name: str, url: str | None) -> None:
+    """Say where an endpoint is: ``name => URL``, and in a notebook the URL as a link too."""
+    import sys
+
+    text = f"{name} => {url}"
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or "IPKernelApp" not in getattr(shell, "config", {}) or url is None:
+        print(text, flush=True)
+        return
+    import html
+
+    from IPython.display import display
+
+    link = f'{html.escape(name)} =&gt; <a href="{html.escape(url)}" target="_blank">{html.escape(url)}</a>'
+    display({"text/plain": text, "text/html": link}, raw=True)
+
+
 def web_methods(user_cls: type, name: str, options: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """A class's web endpoint methods and the options they add (``web_methods``), none for another class.
 

@@ -37,6 +37,8 @@ def test_fastapi_endpoint_json_get_and_post(app):
     assert greet.stats()["containers"] == {}  # containers start from zero: the first request starts one
     url = greet.get_web_url()
     assert url.startswith("http://127.0.0.1:") and url.endswith("/test/greet/")
+    assert rc.status()["web"]["endpoints"]["test/greet"] == url  # `remotecell status` lists live endpoints
+    assert f"endpoint test/greet => {url}" in repr(rc.status())
     r = httpx.get(url, params={"name": "ada", "times": 2}, timeout=30)
     assert r.status_code == 200 and r.json() == {"greeting": "hello ada hello ada"}
     assert r.headers["content-type"] == "application/json"
@@ -485,7 +487,9 @@ def test_keep_alive_requests_do_not_wait_out_delayed_acks(app):
             started = time.perf_counter()
             assert client.get(url).text == "data"
             took.append(time.perf_counter() - started)
-    assert sorted(took)[10] < 0.03, f"median {sorted(took)[10] * 1e3:.1f} ms: delayed ACKs are back"
+    # Every request that waits out a delayed ACK takes 40 ms or more: even the fastest would (a busy machine
+    # slows some requests, never all of them).
+    assert min(took) < 0.035, f"fastest of 20: {min(took) * 1e3:.1f} ms: delayed ACKs are back"
 
 
 async def asyncio_sleep0() -> None:
@@ -730,3 +734,102 @@ def test_a_stalled_request_body_is_timed_out(small_gateway):
                 answer = sock.recv(4096)
                 assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
                 assert time.monotonic() - started < 10
+
+
+def test_a_client_that_reads_slowly_holds_the_app_back_not_the_runtimes_memory(app, tmp_path):
+    progress = tmp_path / "produced"
+
+    @app.function()
+    @rc.fastapi_endpoint()
+    def flood():
+        from fastapi.responses import StreamingResponse
+
+        def chunks():
+            block = b"z" * (256 << 10)
+            for i in range(1024):  # 256 MiB if nobody held it back
+                progress.write_text(str((i + 1) * len(block)))
+                yield block
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+    def produced() -> int:
+        return int(progress.read_text() or 0) if progress.exists() else 0
+
+    with httpx.stream("GET", flood.get_web_url(), timeout=60) as r:
+        raw = r.iter_raw(64 << 10)
+        next(raw)  # then read nothing for a while
+        last = [-1, time.monotonic()]
+
+        def settled() -> bool:  # the producer stopped advancing for half a second
+            now = produced()
+            if now != last[0]:
+                last[:] = [now, time.monotonic()]
+                return False
+            return time.monotonic() - last[1] > 0.5
+
+        wait_for(settled, 30, "the producer to be held back")
+        assert produced() < 48 << 20, f"{produced() >> 20} MiB made for a client that read 64 KiB"
+        total = 64 << 10
+        for chunk in raw:  # reading on lets it go on to the end
+            total += len(chunk)
+    assert total == 256 << 20 and produced() == 256 << 20
+
+
+def test_a_deployed_endpoint_serves_and_from_name_gives_its_url(runtime):
+    deployed = rc.App("web-deployed")
+
+    @deployed.function(name="where")
+    @rc.fastapi_endpoint()
+    def where():
+        return {"deployed": True}
+
+    @deployed.cls(name="Svc")
+    class Svc:
+        @rc.fastapi_endpoint(label="svc-hello")
+        def hello(self):
+            return "hello"
+
+    deployed.deploy()
+    try:
+        url = rc.Function.from_name("web-deployed", "where").get_web_url()
+        assert url == where.get_web_url() and url.endswith("/web-deployed/where/")
+        assert httpx.get(url, timeout=30).json() == {"deployed": True}
+        cls_url = rc.Cls.from_name("web-deployed", "Svc")().hello.get_web_url()
+        assert cls_url.endswith("/web-deployed/svc-hello/")
+        assert httpx.get(cls_url, timeout=30).json() == "hello"
+    finally:
+        rc.App.stop_deployed("web-deployed")
+    assert httpx.get(url, timeout=30).status_code == 404
+
+
+ECHO_SERVER = """
+import sys
+from websockets.sync.server import serve
+
+def echo(ws):
+    for message in ws:
+        ws.send(message.upper() if isinstance(message, str) else message[::-1])
+
+with serve(echo, "127.0.0.1", int(sys.argv[1])) as server:
+    server.serve_forever()
+"""
+
+
+def test_web_server_relays_websockets_too(app):
+    port = _free_port()
+
+    @app.function()
+    @rc.web_server(port, startup_timeout=30)
+    def echo_server():
+        import subprocess
+        import sys
+
+        subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(port)])
+
+    from websockets.sync.client import connect
+
+    with connect(echo_server.get_web_url().replace("http://", "ws://") + "any/path", open_timeout=30) as ws:
+        ws.send("shout")
+        assert ws.recv(timeout=30) == "SHOUT"
+        ws.send(b"\x01\x02")
+        assert ws.recv(timeout=30) == b"\x02\x01"

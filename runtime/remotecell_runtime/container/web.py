@@ -1,24 +1,28 @@
-"""A web endpoint in its container: the user's ASGI app, built once at load, and one HTTP request run through it.
+"""A web endpoint in its container: the user's ASGI app, built once at load, and each request run through it.
 
-``WebApp.build`` makes the app from the function and its ``WebSpec``: for ``fastapi`` a
+``build_app`` makes the app from the function and its ``WebSpec``: for ``fastapi`` a
 FastAPI app with the function as its one route (``/``, the spec's method; CORS open, as
 Modal's; ``/docs`` when asked), for ``asgi`` what the function returns, for ``wsgi`` what
-it returns behind a2wsgi's adapter (the WSGI app runs on a2wsgi's threads).  An app that
+it returns behind a2wsgi's adapter (the WSGI app runs on a2wsgi's threads), for
+``web_server`` a ``PortRelay`` to the port the function's server listens on.  An app that
 speaks the ASGI lifespan protocol is started on the container's event loop at load (its
 startup handlers run once per container) and shut down at exit.
 
 ``WebApp.handle`` runs one request (a ``call`` with ``web``) as a task on that loop: the
-scope from the ``WebRequest``, the body from the input's one raw payload, and every message
-the app sends goes back as a ``web_out`` at once (``start``, then each ``body`` chunk), so a
-streaming response reaches the client chunk by chunk.  An exception of the app is the
-input's error (the gateway answers 500 when nothing was sent yet, and logs the traceback).
-Nothing here is pickled: the request and the response are bytes and text.
+scope from the ``WebRequest``, the body from the input's one raw payload (the rest of a long
+one pulled from the gateway as the app reads it), and every message the app sends goes back
+as a ``web_out`` at once (the head held until the first chunk, to go as one message), so a
+streaming response reaches the client chunk by chunk.  A websocket runs the same way, its
+client's messages arriving as ``web_in`` (``deliver``, from the I/O thread).  An exception of
+the app is the input's error (the gateway answers 500 when nothing was sent yet, and logs the
+traceback).  Nothing here is pickled: the request and the response are bytes and text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +34,25 @@ from .outbox import Outbox
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
                     Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 ASGI = {"version": "3.0", "spec_version": "2.3"}
+WINDOW_BYTES = 4 << 20  # response bytes a request may have out before the gateway says it wrote them
+
+
+class Credit:
+    """A response's flow control: bytes sent, bytes the gateway said it wrote to the client."""
+
+    __slots__ = ("sent", "written", "moved")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.written = 0
+        self.moved = asyncio.Event()
+
+    async def spend(self, n: int) -> None:
+        """Count ``n`` bytes sent; wait while more than ``WINDOW_BYTES`` are not written yet (a slow client)."""
+        self.sent += n
+        while self.sent - self.written > WINDOW_BYTES:
+            self.moved.clear()
+            await self.moved.wait()
 
 
 def build_app(target: Callable[..., Any], spec: WebSpec, loop: asyncio.AbstractEventLoop) -> Any:
@@ -98,7 +121,7 @@ class PortRelay:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1003})  # not relayed yet
+            await self._websocket(scope, receive, send)
             return
         if scope["type"] != "http":
             raise RuntimeError("no lifespan")  # (the lifespan protocol is skipped)
@@ -126,6 +149,54 @@ class PortRelay:
         finally:
             await response.aclose()
 
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """A websocket relayed to the server's own (websockets' client): accepted once the server accepted."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        await receive()  # websocket.connect
+        path = scope["path"][len(scope["root_path"]):] or "/"
+        query = scope["query_string"].decode("latin-1")
+        uri = f"ws://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
+        try:
+            upstream = await connect(uri, subprotocols=scope.get("subprotocols") or None, proxy=None,
+                                     compression=None, max_size=None, ping_interval=None)
+        except Exception as exc:
+            print(f"web_server: websocket {path} refused by the server on port {self.port}: {exc}", file=sys.stderr)
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+
+        async def down() -> None:  # the server's messages to the client
+            try:
+                async for message in upstream:
+                    await send({"type": "websocket.send", "text": message} if isinstance(message, str)
+                               else {"type": "websocket.send", "bytes": bytes(message)})
+            except ConnectionClosed:
+                pass
+            code = upstream.close_code or 1000
+            await send({"type": "websocket.close", "code": code if code != 1005 else 1000,
+                        "reason": upstream.close_reason or ""})
+
+        async def up() -> None:  # the client's to the server
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    await upstream.close()
+                    return
+                if message.get("text") is not None:
+                    await upstream.send(message["text"])
+                else:
+                    await upstream.send(bytes(message.get("bytes") or b""))
+
+        tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await upstream.close()
+
 
 class WebApp:
     """The loaded endpoint: its ASGI app, its lifespan state, and the requests it runs."""
@@ -138,6 +209,7 @@ class WebApp:
         self._lifespan: _Lifespan | None = None
         self.inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # websocket input id -> what its client sent
         self.http_inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # request id -> its body's pulled parts
+        self.credits: dict[str, Credit] = {}  # request id -> its response's flow control
 
     async def start(self) -> None:
         """Run the app's lifespan startup, when it speaks the protocol (else go on without, as uvicorn's auto)."""
@@ -170,6 +242,7 @@ class WebApp:
         done = loop.create_future()
         outbox = self.outbox
         held: list[WebOutMsg] = []  # the head, until the first chunk (one message) or the loop's turn ends
+        credit = self.credits[input_id] = Credit()
 
         def flush_head() -> None:
             if held:
@@ -209,6 +282,8 @@ class WebApp:
                     outbox.send(head, [Payload([chunk])])
                 elif chunk or not more:
                     outbox.send(WebOutMsg(id=input_id, kind="body", more=more), [Payload([chunk])])
+                if more:
+                    await credit.spend(len(chunk))  # a client that reads slowly slows the app down, not memory
 
         try:
             await self.app(scope, receive, send)
@@ -216,6 +291,7 @@ class WebApp:
             if not done.done():
                 done.set_result(None)
             self.http_inboxes.pop(input_id, None)
+            self.credits.pop(input_id, None)
 
     async def _websocket(self, input_id: str, request: WebRequest) -> None:
         """One websocket: ``connect``, then what its client sends (``web_in``, see ``deliver``) until it leaves."""
@@ -259,6 +335,12 @@ class WebApp:
         self.loop.call_soon_threadsafe(self._deliver, msg, data)
 
     def _deliver(self, msg: WebInMsg, data: bytes) -> None:
+        if msg.kind == "credit":
+            credit = self.credits.get(msg.id)
+            if credit is not None:
+                credit.written = max(credit.written, msg.written)
+                credit.moved.set()
+            return
         pulled = self.http_inboxes.get(msg.id)
         if pulled is not None:
             pulled.put_nowait({"type": "http.request", "body": data, "more_body": msg.more} if msg.kind == "body"

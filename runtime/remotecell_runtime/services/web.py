@@ -2,23 +2,28 @@
 
 ``Gateway`` serves HTTP with uvicorn on the daemon's own event loop (so a request reaches
 its pool with no thread hand-off: pools are the loop's alone).  A function registered with
-a ``web`` option (``@rc.fastapi_endpoint``, ``@rc.asgi_app``, ``@rc.wsgi_app``) is routed at
-``/APP/LABEL/`` (the newest registration of a label wins, as a re-run notebook cell's does).
-A request there:
+a ``web`` option (``@rc.fastapi_endpoint``, ``@rc.asgi_app``, ``@rc.wsgi_app``,
+``@rc.web_server``; a class's ``web_methods``) is routed at ``/APP/LABEL/`` (the newest
+registration of a label wins, as a re-run notebook cell's does).  A request there:
 
-1. is refused at once when no live pool serves that path (404), or its body passes the limit
-   (413: by its ``content-length``, or as its chunks arrive);
+1. is refused at once, before any container starts, when no live pool serves that path (404),
+   when its endpoint needs proxy auth and it has no valid token (401), or when its body passes
+   the limit by its ``content-length`` (413);
 2. becomes an ``Input`` of that pool whose caller is the request itself (``WebPeer``: a peer
    like a socket, named by the input id), whose ``web`` field is the head as text and whose
-   one payload is the body as raw bytes: it waits for a container slot as any call does
-   (containers start from zero, ``max_inputs`` applies);
+   one payload is the body's first part as raw bytes: it waits for a container slot as any call
+   does (containers start from zero, ``max_inputs`` applies); the container pulls the rest of a
+   long body as the app reads it (``pull`` / ``web_in`` ``body``), counted against the limit;
 3. gets the container's ``web_out`` messages (routed by input id, as ``output`` is) as they
    come: the start, then each body chunk is written to the client at once; the input's
    ``result`` ends the response.  A failed input before any byte was sent is a plain status
    (500 for an error of the app, with its traceback in the runtime's log and never in the
    response; 502 for a container that died; 504 past the timeout; 503 when the app stopped),
-   after a byte was sent the connection is cut.  A client that goes away cancels its input.
+   after a byte was sent the connection is cut.  A client that goes away, or stalls for
+   ``IDLE_S``, cancels its input.
 
+A websocket is one input too: the handshake waits for the app's ``accept``, then messages go
+both ways (``web_out`` ``ws`` to the client, ``web_in`` straight to the input's container).
 The gateway never unpickles: it reads message headers and passes body bytes through.
 """
 
@@ -47,6 +52,7 @@ from ..protocol.messages.session import ErrorInfo
 from ..protocol.messages.web import WebInMsg, WebOutMsg, WebRequest, WebSpec
 from .base import ContainerHandler, Report, Service
 from .functions import Functions
+from .web_sockets import WebSockets
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -55,6 +61,7 @@ DEFAULT_WEB_PORT = 8190  # taken (another runtime has it): a free port instead; 
 BODY_LIMIT_BYTES = 100 * 2**20  # Modal's request body limit
 IDLE_ENV = "REMOTECELL_WEB_IDLE_TIMEOUT_S"  # a client that sends no part of its body, or reads nothing, this long
 IDLE_S = 60.0
+CREDIT_EVERY_BYTES = 1 << 20  # the container hears how much of a response was written at least this often
 FIRST_BODY_BYTES = 1 << 20  # a body up to this goes with the request; the container pulls the rest part by part
 ERROR_STATUS = {ErrorName.CRASHED: 502, ErrorName.TIMEOUT: 504, ErrorName.CANCELLED: 503,
                 ErrorName.NOT_FOUND: 503}
@@ -107,7 +114,7 @@ def listen(host: str, port: int, movable: bool) -> socket.socket:
 class Exchange:
     """One HTTP request in flight: what its container sent back, for the request's task to write."""
 
-    __slots__ = ("events", "started", "length", "sent", "finished", "body_size", "left")
+    __slots__ = ("events", "started", "length", "sent", "finished", "body_size", "left", "credited")
 
     def __init__(self) -> None:
         self.events: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
@@ -116,6 +123,7 @@ class Exchange:
         self.sent = 0  # body bytes written
         self.finished = False  # the last chunk went out: the result is still to come (a failure is only logged)
         self.body_size = 0  # request body bytes read so far
+        self.credited = 0  # ``sent`` when the container was last told (``web_in`` credit)
         self.left: asyncio.Future[Any] = asyncio.get_running_loop().create_future()  # the client's leaving
 
     @property
@@ -196,6 +204,7 @@ class Gateway(Service):
         self.url = f"http://{url_host}:{self.port}"
         self.routes: dict[tuple[str, str], tuple[str, str | None]] = {}  # (app name, label) -> fid, method
         self.peer = WebPeer()
+        self.sockets = WebSockets(self)
         self.server: _Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # watching the port for the first client (``start``)
 
@@ -275,7 +284,7 @@ class Gateway(Service):
                              "of a token from `remotecell web-token new NAME`")
             return
         if scope["type"] == "websocket":
-            await self._websocket(scope, pool, app_name, label, receive, send)
+            await self.sockets.relay(scope, pool, app_name, label, receive, send)
             return
         if pool is None:
             await _plain(send, 404, f"no web endpoint at {path!r}: endpoints are served at /APP/LABEL/ while "
@@ -326,7 +335,7 @@ class Gateway(Service):
             if not more or size >= FIRST_BODY_BYTES:
                 return b"".join(chunks), more
 
-    def _submit(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
+    def submit(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
                 more_body: bool = False) -> tuple[str, Exchange]:
         """The request as an input of ``pool``: its id and the exchange its answers go to."""
         input_id = f"web-{secrets.token_hex(8)}"
@@ -352,7 +361,7 @@ class Gateway(Service):
     async def _exchange(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str,
                         first: tuple[bytes, bool], receive: Any, send: Any) -> None:
         body, more = first
-        input_id, exchange = self._submit(scope, pool, app_name, label, body, more)
+        input_id, exchange = self.submit(scope, pool, app_name, label, body, more)
         loop = asyncio.get_running_loop()
         # After the body, the next event is the client leaving; while the container pulls the body, none is read.
         exchange.left = loop.create_future() if more else asyncio.ensure_future(receive())
@@ -395,85 +404,25 @@ class Gateway(Service):
                     await send({"type": "http.response.start", "status": int(head.get("status", 200)),
                                 "headers": headers})
                     if payloads:  # the first chunk came with the head (container/web.py)
-                        await self._chunk(exchange, head, payloads, send)
+                        await self._chunk(exchange, head, payloads, send, pool, input_id)
                 elif head.get("kind") == "body" and exchange.started and not exchange.finished:
-                    await self._chunk(exchange, head, payloads, send)
+                    await self._chunk(exchange, head, payloads, send, pool, input_id)
                 continue
             entry: ResultEntry = head
             if exchange.finished:
                 if entry.status != "ok":
-                    self._log_failure(input_id, pool, entry, entry.error or ErrorInfo(type="", message=""))
+                    self.log_failure(input_id, pool, entry, entry.error or ErrorInfo(type="", message=""))
                 return
             if entry.status == "ok" and exchange.started:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             error = entry.error or ErrorInfo(type=ErrorName.INVALID, message="the endpoint sent no response")
-            self._log_failure(input_id, pool, entry, error)
+            self.log_failure(input_id, pool, entry, error)
             if exchange.started:  # part of a response went out: cut it, so the client sees it is not whole
                 raise ConnectionAbortedError(f"web {input_id}: {error.type}: {error.message}")
             status = ERROR_STATUS.get(error.type, 500) if entry.status != "cancelled" else 503  # type: ignore
             await _plain(send, status, _reason(status))
             return
-
-    async def _websocket(self, scope: dict[str, Any], pool: Pool | None, app_name: str, label: str, receive: Any,
-                         send: Any) -> None:
-        """A websocket: the handshake waits for the app's ``accept``; then messages both ways until one side
-        closes; the input's result ends it."""
-        if (await receive())["type"] != "websocket.connect":
-            return
-        if pool is None:
-            log.info("web: no endpoint for the websocket at %r", scope["path"])
-            await send({"type": "websocket.close", "code": 1008})  # (before accept: uvicorn answers 403)
-            return
-        input_id, exchange = self._submit(scope, pool, app_name, label, b"")
-        pump: asyncio.Future[None] | None = None
-        closed = False
-        try:
-            while True:
-                kind, head, payloads = await exchange.events.get()
-                if kind == "result":
-                    entry: ResultEntry = head
-                    if entry.status != "ok":
-                        self._log_failure(input_id, pool, entry, entry.error or ErrorInfo(type="", message=""))
-                    if not closed:
-                        await send({"type": "websocket.close", "code": 1000 if entry.status == "ok" else 1011})
-                    return
-                what = head.get("kind")
-                if what == "accept" and pump is None:
-                    headers = [(str(k).encode("latin-1"), str(v).encode("latin-1"))
-                               for k, v in head.get("headers") or []]
-                    await send({"type": "websocket.accept", "subprotocol": head.get("subprotocol"),
-                                "headers": headers})
-                    pump = asyncio.ensure_future(self._pump(input_id, pool, receive))
-                elif what == "ws" and not closed:
-                    data = b"".join(bytes(framing.buffer_of(f)) for p in payloads for f in p.frames)
-                    await send({"type": "websocket.send", "text": data.decode()} if head.get("text")
-                               else {"type": "websocket.send", "bytes": data})
-                elif what == "close" and not closed:
-                    closed = True
-                    await send({"type": "websocket.close", "code": int(head.get("code", 1000)),
-                                "reason": str(head.get("reason") or "")})
-        finally:
-            self.peer.exchanges.pop(input_id, None)
-            if pump is not None and not pump.done():
-                pump.cancel()
-
-    async def _pump(self, input_id: str, pool: Pool, receive: Any) -> None:
-        """What the websocket's client sends, to the container that runs its input, in order."""
-        while True:
-            message = await receive()
-            inp = pool.inputs.get(input_id)
-            if inp is None or inp.container is None:
-                return
-            if message["type"] == "websocket.receive":
-                text = message.get("text")
-                data = text.encode() if text is not None else bytes(message.get("bytes") or b"")
-                frames = encode(WebInMsg(id=input_id, kind="ws", text=text is not None), [Payload([data])])
-                self.functions.send_container(inp.container.id, frames)
-            elif message["type"] == "websocket.disconnect":
-                frames = encode(WebInMsg(id=input_id, kind="close", code=int(message.get("code", 1000))))
-                self.functions.send_container(inp.container.id, frames)
-                return
 
     async def _pull(self, exchange: Exchange, pool: Pool, input_id: str, receive: Any, send: Any) -> bool:
         """The container asks for the body's next part: read it from the client and send it on (so a body
@@ -511,7 +460,8 @@ class Gateway(Service):
             exchange.left = asyncio.ensure_future(receive())
         return True
 
-    async def _chunk(self, exchange: Exchange, head: dict[str, Any], payloads: list[Payload], send: Any) -> None:
+    async def _chunk(self, exchange: Exchange, head: dict[str, Any], payloads: list[Payload], send: Any,
+                     pool: Pool, input_id: str) -> None:
         chunk = b"".join(bytes(framing.buffer_of(f)) for p in payloads for f in p.frames)
         exchange.sent += len(chunk)
         more = bool(head.get("more"))
@@ -520,8 +470,14 @@ class Gateway(Service):
             await asyncio.wait_for(send({"type": "http.response.body", "body": chunk, "more_body": more}), self.idle_s)
         except TimeoutError:
             raise ConnectionAbortedError(f"the client read nothing for {self.idle_s:g} s") from None
+        if more and exchange.sent - exchange.credited >= CREDIT_EVERY_BYTES:
+            inp = pool.inputs.get(input_id)
+            if inp is not None and inp.container is not None:
+                exchange.credited = exchange.sent
+                self.functions.send_container(inp.container.id,
+                                              encode(WebInMsg(id=input_id, kind="credit", written=exchange.sent)))
 
-    def _log_failure(self, input_id: str, pool: Pool, entry: ResultEntry, error: ErrorInfo) -> None:
+    def log_failure(self, input_id: str, pool: Pool, entry: ResultEntry, error: ErrorInfo) -> None:
         if entry.status == "ok":
             log.warning("web %s of %s: the app returned without a response", input_id, pool.fn.name)
         else:

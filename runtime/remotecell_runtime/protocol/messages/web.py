@@ -77,10 +77,12 @@ class WebOutMsg(Message):
 class WebInMsg(Message):
     """Gateway -> container: a websocket client's message to input ``id`` (``ws``: its one payload, ``text``
     when text) or its leaving (``close``, with the code); a pulled part of a request body (``body``, its one
-    payload, ``more`` when more follows)."""
+    payload, ``more`` when more follows); ``credit``: how much of its response the client has taken
+    (``written``), so the container sends no more than a window ahead of a slow client."""
 
     id: str
     kind: str
     text: bool = False
     code: int = 1000
     more: bool = False
+    written: int = 0  # credit: the response's bytes written to the client so far (its flow control)
