@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/soak.py                 # 10 clients, 60 s, a container killed every 0.5 s
     .venv/bin/python benchmarks/soak.py --clients 4 --seconds 10 --json   # what tests/integration/test_soak.py runs
+    .venv/bin/python benchmarks/soak.py --rounds 3      # three soaks on one runtime: does its memory settle?
 
 Each client is its own process with its own ephemeral app: it loops over ``.remote``, ``.map``
 and ``.spawn`` of ``inc`` until the time is up, checks every value, and counts the errors by type;
@@ -142,8 +143,8 @@ def wait_until(condition, timeout_s: float) -> bool:
     return False
 
 
-def soak(clients: int, seconds: float, kill_every_s: float) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="rc-soak-"))
+def soak(home: Path, clients: int, seconds: float, kill_every_s: float) -> dict:
+    """One soak against the runtime of ``home`` (started on first use, left running)."""
     env = dict(os.environ, REMOTECELL_HOME=str(home))
     env.pop("REMOTECELL_RUNTIME", None)
     python = sys.executable
@@ -183,7 +184,6 @@ def soak(clients: int, seconds: float, kill_every_s: float) -> dict:
                        {"failed": proc.returncode, "stderr": err[-2000:]})
     idle = wait_until(lambda: not containers_of(daemon), 120)  # the apps stopped: their containers go
     after = {"rss_kib": rss_kib(daemon), "fds": open_fds(daemon), "containers_gone": idle}
-    subprocess.run([python, "-m", "remotecell.cli", "stop"], env=env, capture_output=True)
     totals: dict[str, int] = {}
     for r in results:
         for key, n in r.get("counts", {}).items():
@@ -199,11 +199,19 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--kill-every-s", type=float, default=0.5)
-    parser.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    parser.add_argument("--rounds", type=int, default=1, help="soaks one after another on one runtime")
+    parser.add_argument("--json", action="store_true", help="print each round's summary as one JSON line")
     args = parser.parse_args()
-    summary = soak(args.clients, args.seconds, args.kill_every_s)
-    print(json.dumps(summary) if args.json else json.dumps(summary, indent=2))
-    ok = not summary["wrong"] and not summary["lost_spawns"] and not summary["clients_failed"]
+    home = Path(tempfile.mkdtemp(prefix="rc-soak-"))
+    ok = True
+    try:
+        for _ in range(args.rounds):
+            summary = soak(home, args.clients, args.seconds, args.kill_every_s)
+            print(json.dumps(summary) if args.json else json.dumps(summary, indent=2), flush=True)
+            ok = ok and not summary["wrong"] and not summary["lost_spawns"] and not summary["clients_failed"]
+    finally:
+        env = dict(os.environ, REMOTECELL_HOME=str(home))
+        subprocess.run([sys.executable, "-m", "remotecell.cli", "stop"], env=env, capture_output=True)
     return 0 if ok else 1
 
 
