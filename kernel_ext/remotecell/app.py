@@ -7,7 +7,7 @@ import atexit
 import contextlib
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from remotecell_runtime.protocol.messages.apps import AppCreateMsg, AppCreateReply, AppStopMsg
@@ -19,8 +19,10 @@ from .cls import Cls
 from .exceptions import InvalidError
 from .functions import Function
 from .images import Image, check_image
+from .infra import Secret, check_secrets, check_volumes
 from .options import batching_of, check_function_options, check_schedulable, concurrency_of
 from .registration import Registration
+from .volumes import Volume
 from .web import announce, web_options
 
 
@@ -40,9 +42,17 @@ class App:
     every function and class of the app that does not name its own.
     """
 
-    def __init__(self, name: str = "app", *, image: Image | None = None) -> None:
+    def __init__(self, name: str = "app", *, image: Image | None = None, secrets: Sequence[Secret] = (),
+                 volumes: Mapping[str, Volume] | None = None, include_source: bool | None = None) -> None:
+        """``image``, ``secrets`` and ``volumes`` are every definition's defaults, as Modal's: a definition's own
+        secrets come after the app's, its own volumes over the app's at the same path; ``include_source`` is
+        accepted with no effect (functions travel by value here)."""
         self.name = _checked_name(name)
         self.image = check_image(image) if image is not None else None
+        check_secrets(list(secrets))
+        check_volumes(dict(volumes or {}))
+        self.secrets, self.volumes = list(secrets), dict(volumes or {})
+        del include_source
         self.functions: dict[str, Any] = {}
         self.local_entrypoints: dict[str, Callable[..., Any]] = {}
         self._mode = "ephemeral"
@@ -55,6 +65,7 @@ class App:
 
     def function(self, _fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Declare a remote function: ``@app.function(gpu="any", timeout=600)``."""
+        options = self._with_defaults(options)
         checked = check_function_options(options)
 
         def wrap(fn: Callable[..., Any]) -> Function:
@@ -74,6 +85,7 @@ class App:
 
     def cls(self, _cls: type | None = None, **options: Any) -> Any:
         """Declare a remote class: ``@app.cls(gpu="any")`` with ``@rc.enter``/``@rc.method``/``@rc.exit``."""
+        options = self._with_defaults(options)
         checked = check_function_options(options)
         if "schedule" in checked:
             raise InvalidError("@app.cls takes no schedule: put schedule= on an @app.function that calls the class")
@@ -87,6 +99,14 @@ class App:
             return c
 
         return wrap(_cls) if _cls is not None else wrap
+
+    def _with_defaults(self, options: dict[str, Any]) -> dict[str, Any]:
+        """A definition's options with the app's secrets and volumes (its own last, and winning a path)."""
+        if self.secrets:
+            options = {**options, "secrets": [*self.secrets, *options.get("secrets", [])]}
+        if self.volumes:
+            options = {**options, "volumes": {**self.volumes, **options.get("volumes", {})}}
+        return options
 
     def _image_of(self, options: dict[str, Any]) -> Image | None:
         """A definition's image: its own ``image=``, else the app's."""

@@ -157,3 +157,33 @@ def test_secret_cli_create_from_files_list_and_delete(runtime, tmp_path):
     assert nothing.returncode == 2 and "give at least one KEY=VALUE (or --from-dotenv PATH" in nothing.stderr
     gone = _remotecell_secret(runtime, "create", "x", "--from-dotenv", str(tmp_path / "missing.env"))
     assert gone.returncode == 2 and "missing.env" in gone.stderr
+
+
+def test_an_apps_secrets_and_volumes_are_every_definitions_defaults(runtime):
+    shared = rc.Volume.from_name("app-defaults-shared", create_if_missing=True)
+    own = rc.Volume.from_name("app-defaults-own", create_if_missing=True)
+    app = rc.App("app-defaults", secrets=[rc.Secret.from_dict({"WHO": "app", "LEVEL": "app"})],
+                 volumes={"/data": shared}, include_source=True)
+
+    @app.function()
+    def plain():
+        with open("/data/mark", "w") as f:
+            f.write("app volume")
+        return os.environ["WHO"], os.environ["LEVEL"], open("/data/mark").read()
+
+    @app.function(secrets=[rc.Secret.from_dict({"LEVEL": "function"})], volumes={"/data": own})
+    def overriding():
+        return os.environ["WHO"], os.environ["LEVEL"], os.path.exists("/data/mark")
+
+    @app.cls()
+    class Reader:
+        @rc.method()
+        def who(self):
+            return os.environ["WHO"], open("/data/mark").read()
+
+    with app.run():
+        assert plain.remote() == ("app", "app", "app volume")
+        assert overriding.remote() == ("app", "function", False)  # its own secret after the app's, its own volume
+        assert Reader().who.remote() == ("app", "app volume")
+    with pytest.raises(exceptions.InvalidError, match="secrets=.* must be a list of rc.Secret"):
+        rc.App("bad-defaults", secrets=["TOKEN"])
