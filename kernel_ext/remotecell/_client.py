@@ -301,11 +301,7 @@ class Connection:
         """One request, one reply (control messages); raise the error it reports."""
         header.setdefault("id", self.new_id())
         header["sid"] = self.sid
-        try:
-            reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
-        except NotSent:  # the local runtime had crashed; it was started again: once more, there
-            reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
-        return reply
+        return self._control(header, payloads, timeout_s)
 
     def envelope(self, msg: Message) -> dict[str, Any]:
         """The header of request ``msg`` from this session, under a new request id."""
@@ -322,11 +318,16 @@ class Connection:
 
             status = conn.ask(StatusMsg(), StatusReply)
         """
+        return answer.from_wire(self._control(self.envelope(msg), payloads, timeout_s))
+
+    def _control(self, header: dict[str, Any], payloads: list[Payload] | tuple[()], timeout_s: float | None,
+                 ) -> dict[str, Any]:
+        """A control request's reply; sent once more when the local runtime had crashed (it was started again)."""
         try:
-            reply, _ = self.channel().roundtrip(self.envelope(msg), payloads, timeout_s=timeout_s)
-        except NotSent:  # the local runtime had crashed; it was started again: once more, there
-            reply, _ = self.channel().roundtrip(self.envelope(msg), payloads, timeout_s=timeout_s)
-        return answer.from_wire(reply)
+            reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
+        except NotSent:
+            reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
+        return reply
 
     async def ask_aio(self, msg: Message, answer: type[R],
                       payloads: list[Payload] | tuple[()] = ()) -> tuple[R, list[Payload]]:

@@ -65,8 +65,9 @@ def test_an_apt_package_runs_and_loads_in_the_container_and_is_absent_on_the_hos
     assert "system images (apt_install, run_commands, run_function, from_registry): Debian" in repr(status)
 
 
-def test_a_missing_apt_package_fails_the_build_naming_the_step_and_aptitudes_words(runtime, capsys):
-    app = rc.App("system-apt-missing", image=rc.Image.debian_slim().apt_install("no-such-deb-xyz"))
+def _build_error(name: str, image: rc.Image) -> str:
+    """The message of the ImageBuildError that starting an app of ``image`` raises."""
+    app = rc.App(name, image=image)
 
     @app.function()
     def never():
@@ -75,7 +76,11 @@ def test_a_missing_apt_package_fails_the_build_naming_the_step_and_aptitudes_wor
     with pytest.raises(exceptions.ImageBuildError) as caught:
         with app.run():
             pass
-    message = str(caught.value)
+    return str(caught.value)
+
+
+def test_a_missing_apt_package_fails_the_build_naming_the_step_and_aptitudes_words(runtime, capsys):
+    message = _build_error("system-apt-missing", rc.Image.debian_slim().apt_install("no-such-deb-xyz"))
     assert "apt install no-such-deb-xyz" in message and "apt-get install exited with 100" in message, message
     assert "Unable to locate package no-such-deb-xyz" in message, message
     assert not list((runtime.state_dir / "images" / "staging").iterdir())  # nothing half-built left
@@ -141,16 +146,7 @@ def test_python_packages_after_a_system_step_keep_its_root_filesystem(runtime):
 
 
 def test_a_failing_command_fails_the_build_naming_it_and_its_last_lines(runtime):
-    app = rc.App("system-run-fails", image=rc.Image.debian_slim().run_commands("echo about to fail; exit 3"))
-
-    @app.function()
-    def never():
-        return 1
-
-    with pytest.raises(exceptions.ImageBuildError) as caught:
-        with app.run():
-            pass
-    message = str(caught.value)
+    message = _build_error("system-run-fails", rc.Image.debian_slim().run_commands("echo about to fail; exit 3"))
     assert "`echo about to fail; exit 3` exited with 3" in message and "about to fail" in message, message
     assert not list((runtime.state_dir / "images" / "staging").iterdir())
 
