@@ -476,9 +476,16 @@ with app.run():
 def _kill_runtime(state: Path) -> int:
     pid = json.loads((state / "connection.json").read_text())["pid"]
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
-             timeout_s=10, what=f"runtime {pid} to die")
+    wait_for(lambda: _dead(pid), timeout_s=10, what=f"runtime {pid} to die")
     return pid
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (its parent, the client that started it, reaps it later)."""
+    try:
+        return "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:  # reaped meanwhile
+        return True
 
 
 def test_the_local_runtime_comes_back_after_a_crash_and_the_apps_calls_go_on(tmp_path, new_home):
