@@ -1,6 +1,7 @@
 """Web endpoints through real HTTP on 127.0.0.1: the runtime's gateway, real containers, httpx as the client."""
 
 
+import contextlib
 import json
 import os
 import threading
@@ -734,6 +735,26 @@ def test_a_stalled_request_body_is_timed_out(small_gateway):
                 answer = sock.recv(4096)
                 assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
                 assert time.monotonic() - started < 10
+        _a_head_sent_a_byte_at_a_time_is_timed_out(url)
+
+
+def _a_head_sent_a_byte_at_a_time_is_timed_out(url: httpx.URL) -> None:
+    """Each byte would reset a keep-alive clock; the head's own deadline (1 s here) still holds."""
+    import socket
+
+    with socket.create_connection((url.host, url.port), timeout=30) as idle:
+        assert idle.recv(4096) == b""  # nothing sent at all: closed without a word
+    head = f"GET {url.path} HTTP/1.1\r\nHost: {url.host}\r\nx-slow: {'z' * 200}\r\n\r\n".encode()
+    with socket.create_connection((url.host, url.port), timeout=30) as sock:
+        sock.settimeout(0.2)
+        started, answer = time.monotonic(), b""
+        for byte in head:
+            with contextlib.suppress(TimeoutError):
+                sock.sendall(bytes([byte]))
+                answer = sock.recv(4096)
+                break
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert time.monotonic() - started < 10
 
 
 def test_a_client_that_reads_slowly_holds_the_app_back_not_the_runtimes_memory(app, tmp_path):

@@ -20,7 +20,7 @@ registration of a label wins, as a re-run notebook cell's does).  A request ther
    (500 for an error of the app, with its traceback in the runtime's log and never in the
    response; 502 for a container that died; 504 past the timeout; 503 when the app stopped),
    after a byte was sent the connection is cut.  A client that goes away, or stalls for
-   ``IDLE_S``, cancels its input.
+   ``IDLE_S``, cancels its input; one whose head is not whole within ``IDLE_S`` gets 408.
 
 A websocket is one input too: the handshake waits for the app's ``accept``, then messages go
 both ways (``web_out`` ``ws`` to the client, ``web_in`` straight to the input's container).
@@ -59,7 +59,7 @@ log = logging.getLogger("remotecell.runtime")
 DEFAULT_WEB_HOST = "127.0.0.1"
 DEFAULT_WEB_PORT = 8190  # taken (another runtime has it): a free port instead; the URLs name the one used
 BODY_LIMIT_BYTES = 100 * 2**20  # Modal's request body limit
-IDLE_ENV = "REMOTECELL_WEB_IDLE_TIMEOUT_S"  # a client that sends no part of its body, or reads nothing, this long
+IDLE_ENV = "REMOTECELL_WEB_IDLE_TIMEOUT_S"  # a head not whole, a body not sent, or nothing read, this long
 IDLE_S = 60.0
 CREDIT_EVERY_BYTES = 1 << 20  # the container hears how much of a response was written at least this often
 FIRST_BODY_BYTES = 1 << 20  # a body up to this goes with the request; the container pulls the rest part by part
@@ -161,10 +161,69 @@ class WebPeer:
         return True
 
 
+def _timed_h11(headers_timeout_s: float) -> type:
+    """uvicorn's h11 protocol with a deadline on each request's head.
+
+    uvicorn times out idle keep-alive connections, but any byte resets that clock, so a client
+    that sends its head a byte at a time (slowloris) would hold a connection for ever.  Here a
+    head must be whole within ``headers_timeout_s`` of the connection opening or of the last
+    response ending; past it the client gets 408 (or, having sent nothing, is just closed).
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11(H11Protocol):
+        head_deadline: asyncio.TimerHandle | None = None
+        head_bytes = 0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._await_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_arrived()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            self.head_bytes += len(data)
+            super().data_received(data)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # a head was read (or the protocol switched)
+                self._head_arrived()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._await_head()
+
+        def _await_head(self) -> None:
+            self._head_arrived()
+            self.head_bytes = 0
+            self.head_deadline = self.loop.call_later(headers_timeout_s, self._head_late)
+
+        def _head_arrived(self) -> None:
+            if self.head_deadline is not None:
+                self.head_deadline.cancel()
+                self.head_deadline = None
+
+        def _head_late(self) -> None:
+            self.head_deadline = None
+            if self.transport.is_closing():
+                return
+            if self.head_bytes:
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n"
+                                     b"connection: close\r\n\r\n")
+            self.transport.close()
+
+    return TimedH11
+
+
 class _Server:
     """uvicorn's server on the daemon's loop, without its signal handlers (the daemon has its own)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, idle_s: float) -> None:
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -173,7 +232,7 @@ class _Server:
                 yield
 
         config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, ws="auto",
-                                timeout_keep_alive=30, server_header=False)
+                                http=_timed_h11(idle_s), timeout_keep_alive=30, server_header=False)
         self.server = Server(config)
         self.task: asyncio.Future[None] | None = None
 
@@ -217,7 +276,7 @@ class Gateway(Service):
     def _serve(self) -> None:
         if self.server is None and self._loop is not None:
             self._loop.remove_reader(self.sock.fileno())
-            self.server = _Server(self)
+            self.server = _Server(self, self.idle_s)
             self.server.start(self.sock)  # it accepts what waits in the backlog
 
     def close(self) -> None:
