@@ -36,9 +36,10 @@ __all__ = [
 
 # Modal's names beyond the core (issue 14): introspection, proxies, Modal's module names.
 _EXPORTS |= {"is_local": "_context", "current_input_id": "_context", "current_function_call_id": "_context",
-             "Proxy": "infra", "exception": "exception", "Error": "exceptions", "parameter": "cls"}
+             "Proxy": "infra", "exception": "exception", "Error": "exceptions", "parameter": "cls", "Server": "server"}
 _MODULES = {"exceptions", "exception"}
-__all__ += ["Error", "Proxy", "current_function_call_id", "current_input_id", "exception", "is_local", "parameter"]
+__all__ += ["Error", "Proxy", "Server", "current_function_call_id", "current_input_id", "exception", "is_local",
+            "parameter"]
 
 if TYPE_CHECKING:
     from . import exception, exceptions
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from .options import Cron, Period, Retries, batched, concurrent
     from .sandboxes import ContainerProcess, Sandbox
     from .schedules import Schedule
+    from .server import Server
     from .status import status
     from .stores import Dict, Queue
     from .volumes import Volume

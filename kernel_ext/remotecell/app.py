@@ -22,6 +22,7 @@ from .images import Image, check_image
 from .infra import Secret, check_secrets, check_volumes
 from .options import batching_of, check_function_options, check_schedulable, concurrency_of
 from .registration import Registration
+from .server import server_decorator
 from .volumes import Volume
 from .web import announce, web_options
 
@@ -99,6 +100,27 @@ class App:
             return c
 
         return wrap(_cls) if _cls is not None else wrap
+
+    def server(self, _warn_parentheses_missing: Any = None, *, port: int = 8000, unauthenticated: bool = False,
+               target_concurrency: float | None = None, startup_timeout: int = 30, name: str | None = None,
+               **options: Any) -> Any:
+        """Declare a Modal Server: a class whose ``@rc.enter`` hooks start an HTTP server on ``port``.
+
+        >>> @app.server(port=8000, unauthenticated=True)
+        ... class Files:
+        ...     @rc.enter()
+        ...     def start(self):
+        ...         subprocess.Popen(["python", "-m", "http.server", "8000"])
+        >>> Files.get_url()
+
+        Takes ``@app.cls``'s options too (``image``, ``gpu``, ``min_containers``...). Requests with the
+        same ``Modal-Session-Id`` header go to the same container (best effort). See ``remotecell.server``.
+        """
+        if _warn_parentheses_missing is not None:
+            raise InvalidError("@app.server needs parentheses: @app.server(port=8000)")
+        options |= {"port": port, "unauthenticated": unauthenticated, "target_concurrency": target_concurrency,
+                    "startup_timeout": startup_timeout} | ({"name": name} if name else {})
+        return server_decorator(self, options)
 
     def _with_defaults(self, options: dict[str, Any]) -> dict[str, Any]:
         """A definition's options with the app's secrets and volumes (its own last, and winning a path)."""

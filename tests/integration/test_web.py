@@ -854,3 +854,69 @@ def test_web_server_relays_websockets_too(app):
         assert ws.recv(timeout=30) == "SHOUT"
         ws.send(b"\x01\x02")
         assert ws.recv(timeout=30) == b"\x02\x01"
+
+
+class _FileServer:
+    """A Server whose enter hook starts ``http.server`` with ``who.txt``: a value of its container alone."""
+
+    port = 0
+
+    @rc.enter()
+    def start(self):
+        import subprocess
+        import sys
+        import tempfile
+        import uuid
+
+        site = tempfile.mkdtemp()
+        with open(f"{site}/who.txt", "w") as f:
+            f.write(uuid.uuid4().hex)
+        self.proc = subprocess.Popen([sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
+                                      "--directory", site], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @rc.exit()
+    def stop(self):
+        self.proc.terminate()
+
+
+def test_a_server_serves_its_port_behind_proxy_auth_and_sessions_stick_to_a_container(runtime):
+    served = rc.App("servers")
+    port = _free_port()
+    # each container its own loopback (block_network), so two can listen on one port
+    Files = served.server(port=port, min_containers=2, block_network=True, startup_timeout=60)(
+        type("Files", (_FileServer,), {"port": port}))
+    with pytest.raises(exceptions.InvalidError, match="block_network=True"):
+        served.server(port=port, min_containers=2)(type("Shared", (_FileServer,), {}))
+    with pytest.raises(exceptions.InvalidError, match="over HTTP only"):
+        served.server(port=port)(type("Called", (_FileServer,), {"call": rc.method()(lambda self: 1)}))
+
+    with served.run():
+        url = Files.get_url()
+        assert url.endswith("/servers/files/")
+        assert httpx.get(url + "who.txt", timeout=30).status_code == 401  # a Server needs proxy auth by default
+        made = cli("web-token", "new", "server-reader", "--json")
+        token = json.loads(made.stdout)
+        auth = {"Modal-Key": token["key"], "Modal-Secret": token["secret"]}
+        wait_for(lambda: Files.stats()["containers"].get("idle") == 2, 60, "both containers of the Server to be up")
+
+        seen: dict[str, str] = {}
+        for session in range(16):
+            answers = {httpx.get(url + "who.txt", headers=auth | {"Modal-Session-Id": f"s{session}"},
+                                 timeout=30).text for _ in range(3)}
+            assert len(answers) == 1, f"session s{session} went to {len(answers)} containers"
+            seen[f"s{session}"] = answers.pop()
+        assert len(set(seen.values())) == 2  # the sessions spread over both (all 16 on one: p = 3e-5)
+    cli("web-token", "revoke", "server-reader")
+
+
+def test_a_deployed_server_is_found_by_name(runtime):
+    deployed = rc.App("server-deployed")
+    port = _free_port()
+    deployed.server(port=port, unauthenticated=True, name="Files")(type("Files", (_FileServer,), {"port": port}))
+    deployed.deploy()
+    try:
+        url = rc.Server.from_name("server-deployed", "Files").get_url()
+        assert url.endswith("/server-deployed/files/")
+        assert len(httpx.get(url + "who.txt", timeout=30).text) == 32  # unauthenticated: no token needed
+    finally:
+        rc.App.stop_deployed("server-deployed")

@@ -110,13 +110,15 @@ class InputQueue:
         deadline = loop.time() + self.pool.fn.timeout_s  # every input sent now times out at the same time
         sent: dict[str, list[Input]] = {}
         while self.pending:
-            suspect = self.pending[0].suspect
-            container = self._idle_container() if suspect else self.pool.free_container(prefetch)
+            first = self.pending[0]
+            suspect = first.suspect
+            container = self._idle_container() if suspect else self._container_for(first, prefetch)
             if container is None:
                 break
             container.isolated = suspect  # a suspect runs alone: nothing else goes there meanwhile
             # Slow functions spread one input at a time over the freest containers; fast ones fill a backlog.
-            n = min(room(container, prefetch), len(self.pending)) if prefetch and not suspect else 1
+            alone = suspect or first.affinity is not None
+            n = min(room(container, prefetch), len(self.pending)) if prefetch and not alone else 1
             batch = sent.setdefault(container.id, [])
             for i in range(n):
                 if i and self.pending[0].suspect:  # it waits for a container of its own
@@ -129,6 +131,14 @@ class InputQueue:
         for cid, inputs in sent.items():
             frames = inputs[0].frames if len(inputs) == 1 else None
             self.pool.rt.send_container(cid, frames or framing.encode_many("calls", [inp.entry() for inp in inputs]))
+
+    def _container_for(self, inp: Input, prefetch: int) -> ContainerRecord | None:
+        """Its session's container when it has room (best effort, as Modal's), else the freest."""
+        if inp.affinity is not None:
+            sticky = self.pool.sticky_container(inp.affinity)
+            if sticky is not None and room(sticky, prefetch):
+                return sticky
+        return self.pool.free_container(prefetch)
 
     def _idle_container(self) -> ContainerRecord | None:
         """A container running nothing, for a suspect input to run alone on."""

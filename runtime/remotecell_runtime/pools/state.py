@@ -12,6 +12,7 @@ no new containers and lends none.
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from ..containers import ContainerRecord, State
@@ -44,6 +45,13 @@ class PoolState:
             if free > best_room:
                 best, best_room = c, free
         return best
+
+    def sticky_container(self, key: str) -> ContainerRecord | None:
+        """The live container ``key`` hashes to: rendezvous hashing, so one that stops moves only its own keys."""
+        live = [c for c in self.containers.values() if c.state in (State.IDLE, State.BUSY)]
+        if not live:
+            return None
+        return max(live, key=lambda c: hashlib.blake2b(f"{key}\0{c.id}".encode(), digest_size=8).digest())
 
     def stop_timed_out(self, container: ContainerRecord) -> None:
         """Stop a container whose input (or batch) passed the function's timeout, interrupting it first."""

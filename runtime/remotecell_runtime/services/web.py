@@ -62,6 +62,7 @@ BODY_LIMIT_BYTES = 100 * 2**20  # Modal's request body limit
 IDLE_ENV = "REMOTECELL_WEB_IDLE_TIMEOUT_S"  # a head not whole, a body not sent, or nothing read, this long
 IDLE_S = 60.0
 CREDIT_EVERY_BYTES = 1 << 20  # the container hears how much of a response was written at least this often
+SESSION_HEADER = b"modal-session-id"  # Modal's: requests that carry the same one go to the same container
 FIRST_BODY_BYTES = 1 << 20  # a body up to this goes with the request; the container pulls the rest part by part
 ERROR_STATUS = {ErrorName.CRASHED: 502, ErrorName.TIMEOUT: 504, ErrorName.CANCELLED: 503,
                 ErrorName.NOT_FOUND: 503}
@@ -413,6 +414,8 @@ class Gateway(Service):
         method = self._spec(app_name, label, pool)[0]
         frames = encode(CallMsg(id=input_id, fid=pool.fn.fid, method=method, web=request), [payload])
         inp = Input(input_id, (self.peer, input_id.encode()), payload, frames, method, web=request)
+        session = _header(scope, SESSION_HEADER)
+        inp.affinity = session.decode("latin-1") if session else None
         self.functions.input_pool[input_id] = pool
         pool.submit(inp)
         return input_id, exchange
@@ -544,14 +547,17 @@ class Gateway(Service):
                         error.traceback)
 
 
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    """The first value of header ``name`` (ASGI servers give names lowercased)."""
+    return next((value for key, value in scope.get("headers", []) if key == name), None)
+
+
 def _content_length(scope: dict[str, Any]) -> int | None:
-    for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    value = _header(scope, b"content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
 
 
 def _reason(status: int) -> str:
