@@ -24,7 +24,7 @@ from .options import batching_of, check_function_options, check_schedulable, con
 from .registration import Registration
 from .server import server_decorator
 from .volumes import Volume
-from .web import announce, web_options
+from .web import announce, class_port_limit, web_options
 
 
 class App:
@@ -95,7 +95,8 @@ class App:
             if not isinstance(user_cls, type):
                 raise InvalidError(f"@app.cls needs a class, got {user_cls!r}")
             name = options.get("name") or user_cls.__qualname__
-            c = Cls(self, user_cls, checked | concurrency_of(user_cls), name, self._image_of(options))
+            full = checked | concurrency_of(user_cls) | class_port_limit(user_cls, name, options)
+            c = Cls(self, user_cls, full, name, self._image_of(options))
             self.functions[c.name] = c
             return c
 

@@ -43,7 +43,6 @@ def server_decorator(app: Any, options: dict[str, Any]) -> Any:
     for name in NO_EFFECT:
         options.pop(name, None)
     per_container = _target_inputs(target)
-    _one_per_host_port(options)
 
     def wrap(user_cls: type) -> Server:
         if not isinstance(user_cls, type):
@@ -65,18 +64,6 @@ def server_decorator(app: Any, options: dict[str, Any]) -> Any:
         return Server(cls, name)
 
     return wrap
-
-
-def _one_per_host_port(options: dict[str, Any]) -> None:
-    """Containers share the host's network unless ``block_network=True``: only one can listen on the port then."""
-    if options.get("block_network"):
-        return
-    for key in ("min_containers", "max_containers"):
-        if options.get(key, 1) > 1:
-            raise InvalidError(f"@app.server({key}={options[key]!r}): its containers would share the host's network "
-                               "and only one can listen on the port; give block_network=True (each container "
-                               "its own loopback, no outside network) to run more than one")
-    options["max_containers"] = 1
 
 
 def _target_inputs(target: float | None) -> int:

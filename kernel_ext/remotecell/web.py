@@ -148,6 +148,16 @@ def web_methods(user_cls: type, name: str, options: dict[str, Any]) -> tuple[lis
     return sorted(found), {"web_methods": specs, "crash_retries": 0}
 
 
+def class_port_limit(user_cls: type, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What a class's ``web_server`` methods add to its options (as given, before defaults): see below."""
+    added: dict[str, Any] = {}
+    for m in dir(user_cls):
+        spec = getattr(getattr(user_cls, m, None), _WEB_ATTR, None)
+        if spec is not None:
+            added |= _one_container_per_port(spec, name, options)
+    return added
+
+
 def web_options(fn: Any, name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options a web endpoint adds to its function's (none for another function): ``web``, never retried."""
     spec = getattr(fn, _WEB_ATTR, None)
@@ -159,4 +169,17 @@ def web_options(fn: Any, name: str, options: dict[str, Any]) -> dict[str, Any]:
     label = spec["label"] or str(options.get("name") or fn.__name__).replace("_", "-").lower()
     if not _LABEL.match(label):
         raise InvalidError(f"{name}: its name makes no URL label; give the decorator label=")
-    return {"web": spec | {"label": label}, "crash_retries": 0}
+    return {"web": spec | {"label": label}, "crash_retries": 0} | _one_container_per_port(spec, name, options)
+
+
+def _one_container_per_port(spec: dict[str, Any], name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A ``web_server``'s containers share the host's network unless ``block_network=True``, and only one of them
+    can listen on the port then: it runs one container (two would relay to the first one's server)."""
+    if spec["kind"] != "web_server" or options.get("block_network"):
+        return {}
+    for key in ("min_containers", "max_containers"):
+        if options.get(key, 1) > 1:
+            raise InvalidError(f"{name}({key}={options[key]!r}): its containers would share the host's network and "
+                               f"only one can listen on port {spec['port']}; give block_network=True (each "
+                               "container its own loopback, no outside network) to run more than one")
+    return {"max_containers": 1}

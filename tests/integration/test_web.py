@@ -887,6 +887,12 @@ def test_a_server_serves_its_port_behind_proxy_auth_and_sessions_stick_to_a_cont
         type("Files", (_FileServer,), {"port": port}))
     with pytest.raises(exceptions.InvalidError, match="block_network=True"):
         served.server(port=port, min_containers=2)(type("Shared", (_FileServer,), {}))
+
+    def relay():
+        pass
+
+    with pytest.raises(exceptions.InvalidError, match="only one can listen on port"):  # a function's too
+        served.function(max_containers=3)(rc.web_server(port)(relay))
     with pytest.raises(exceptions.InvalidError, match="over HTTP only"):
         served.server(port=port)(type("Called", (_FileServer,), {"call": rc.method()(lambda self: 1)}))
 

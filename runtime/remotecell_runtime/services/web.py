@@ -227,14 +227,14 @@ class _Server:
     def __init__(self, app: Any, idle_s: float) -> None:
         import uvicorn
 
-        class Server(uvicorn.Server):
+        class QuietServer(uvicorn.Server):
             @contextlib.contextmanager
             def capture_signals(self) -> Iterator[None]:
                 yield
 
         config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, ws="auto",
                                 http=_timed_h11(idle_s), timeout_keep_alive=30, server_header=False)
-        self.server = Server(config)
+        self.server = QuietServer(config)
         self.task: asyncio.Future[None] | None = None
 
     def start(self, sock: socket.socket) -> None:
