@@ -24,6 +24,19 @@ export interface IGpu {
   name: string;
 }
 
+export interface ISandbox {
+  id: string;
+  status: string;
+  name: string | null;
+  cmd: string[];
+  reason: string | null;
+}
+
+export interface IWeb {
+  url: string;
+  endpoints: Record<string, string>; // "APP/LABEL" -> its URL, for the live ones
+}
+
 export interface IStatus {
   runtime_id: string;
   pid: number;
@@ -34,6 +47,8 @@ export interface IStatus {
   apps: IApp[];
   pools: IPool[];
   sessions: number;
+  sandboxes?: ISandbox[];
+  web?: IWeb;
 }
 
 export interface ICall {

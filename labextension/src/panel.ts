@@ -2,7 +2,7 @@
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, ICall, IPool, ISchedule, IStatus, IStore, requestAPI } from './api';
+import { ApiError, ICall, IPool, ISandbox, ISchedule, IStatus, IStore, requestAPI } from './api';
 
 export const POLL_INTERVAL_MS = 2000;
 const ACTIVE_STATES = new Set(['queued', 'running']);
@@ -129,6 +129,8 @@ export class RemotecellPanel extends Widget {
       section('Functions', pools, 'no functions'),
       section('Calls', calls.map(c => this.callRow(c, nowS)), 'no spawned calls'),
       section('Schedules', schedules.map(c => this.scheduleRow(c)), 'no schedules'),
+      section('Web endpoints', endpointRows(status), 'no live web endpoints'),
+      section('Sandboxes', (status.sandboxes ?? []).map(sandboxRow), 'no sandboxes'),
       section('Dicts and Queues', stores.map(storeRow), 'no Dicts or Queues')
     );
   }
@@ -220,4 +222,24 @@ function storeRow(store: IStore): HTMLElement {
   const name = store.name ?? `(ephemeral #${store.id})`;
   const unit = store.kind === 'dict' ? ['entry', 'entries'] : ['item', 'items'];
   return el('div', 'rc-row rc-store', `${kind} ${name}: ${store.size} ${unit[store.size === 1 ? 0 : 1]}`);
+}
+
+function endpointRows(status: IStatus): HTMLElement[] {
+  return Object.entries(status.web?.endpoints ?? {}).map(([name, url]) => {
+    const link = el('a', 'rc-endpoint-url', url) as HTMLAnchorElement;
+    link.href = url;
+    link.target = '_blank';
+    link.rel = 'noopener';
+    const row = el('div', 'rc-row rc-endpoint', el('b', '', name), ' => ', link);
+    row.dataset.endpoint = name;
+    return row;
+  });
+}
+
+function sandboxRow(sandbox: ISandbox): HTMLElement {
+  const what = sandbox.name ?? sandbox.cmd.join(' ');
+  const reason = sandbox.reason ? ` (${sandbox.reason})` : '';
+  const row = el('div', 'rc-row rc-sandbox', el('b', '', sandbox.id), ` ${sandbox.status}${reason}: ${what}`);
+  row.dataset.sandboxId = sandbox.id;
+  return row;
 }

@@ -106,3 +106,27 @@ def test_the_panel_pauses_and_runs_a_schedule(page, runtime, tmp_path):
         expect(row).to_contain_text("last run succeeded (run_now)")
     finally:
         rc.App.stop_deployed("browser-sched")
+
+
+def test_the_panel_links_live_web_endpoints_and_lists_sandboxes(page, app):
+    import remotecell as rc
+
+    expect = playwright_api.expect
+
+    @app.function()
+    @rc.fastapi_endpoint(label="browser-hello")
+    def browser_hello():
+        return "hello"
+
+    url = browser_hello.get_web_url()
+    link = page.locator(f'{PANEL} [data-endpoint="test/browser-hello"] a')
+    expect(link).to_have_attribute("href", url)
+    expect(link).to_have_text(url)
+
+    sandbox = rc.Sandbox.create("sleep", "300", app=app)
+    try:
+        row = page.locator(f'{PANEL} [data-sandbox-id="{sandbox.object_id}"]')
+        expect(row).to_contain_text("running: sleep 300")
+    finally:
+        sandbox.terminate()
+    expect(row).to_have_count(0)  # an ended sandbox leaves the list
