@@ -6,7 +6,6 @@ import asyncio
 import atexit
 import contextlib
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -16,7 +15,7 @@ from remotecell_runtime.protocol.messages.session import EmptyReply, StatusMsg, 
 from . import _client
 from ._bridge import Twin
 from .cls import Cls
-from .exceptions import InvalidError
+from .exceptions import InvalidError, NotFoundError
 from .functions import Function
 from .images import Image, check_image
 from .infra import Secret, check_secrets, check_volumes
@@ -94,7 +93,7 @@ class App:
             if not isinstance(user_cls, type):
                 raise InvalidError(f"@app.cls needs a class, got {user_cls!r}")
             name = options.get("name") or user_cls.__qualname__
-            c = Cls(self, user_cls, checked | concurrency_of(user_cls), name, self._image_of(options))
+            c = Cls(self, user_cls, checked | concurrency_of(user_cls), name, self._image_of(options), raw=options)
             self.functions[c.name] = c
             return c
 
@@ -149,19 +148,11 @@ class App:
         runtime_id = conn.runtime_id
         # A redeploy drops the functions this version no longer has.
         keep = sorted(self.functions) if self._mode == "deployed" else None
-        if self._mode == "ephemeral":
-            self._warn_schedules()
         reply = conn.ask(AppCreateMsg(name=self.name, mode=self._mode, functions=keep), AppCreateReply)
         self._app_id, self._conn, self._runtime_id = reply.app_id, conn, runtime_id
         conn.on_restart.add(self)
         for f in self.functions.values():
             f.forget_registrations()
-
-    def _warn_schedules(self) -> None:
-        scheduled = sorted(n for n, f in self.functions.items() if "schedule" in f.options)
-        if scheduled:
-            warnings.warn(f"app {self.name!r} runs as an ephemeral app: the schedules of {', '.join(scheduled)} "
-                          "fire only for deployed apps (app.deploy() or `remotecell deploy FILE.py`)", stacklevel=4)
 
     def restart_after_runtime_restart(self, conn: _client.Connection) -> None:
         """The runtime restarted: start the app there again and register what was registered.
@@ -194,6 +185,7 @@ class App:
         try:
             self._build_images()
             self._serve_web()
+            self._start_schedules()
             yield self
         finally:
             if detach:
@@ -218,6 +210,13 @@ class App:
                   if (image := f.image if isinstance(f, Cls) else f.registration.image) is not None}
         for image in images.values():
             image.publish(conn, app_id)
+
+    def _start_schedules(self) -> None:
+        """Register the scheduled functions now: their schedules fire while the block runs, and stop with it
+        (Modal's ``app.run()`` does the same)."""
+        for f in self.functions.values():
+            if isinstance(f, Function) and "schedule" in f.options:
+                f.registration.fid()
 
     def _serve_web(self) -> None:
         """Register the web endpoints now, so their URLs serve while the block runs, and say where they are
@@ -280,6 +279,49 @@ class App:
             self.stop()
         except Exception:
             pass
+
+    @staticmethod
+    def lookup(name: str, *, create_if_missing: bool = False) -> App:
+        """A handle on the deployed app ``name``, as Modal's ``App.lookup``; with ``create_if_missing`` an empty
+        deployed app is made when there is none (e.g. for ``rc.Sandbox.create(app=...)``).
+
+        >>> app = rc.App.lookup("sandboxes", create_if_missing=True)
+        >>> app.app_id
+        'ap-...'
+
+        ``NotFoundError`` when there is no such deployed app and ``create_if_missing`` is False.
+        """
+        app = App(name)
+        if not isinstance(create_if_missing, bool):
+            raise InvalidError(f"App.lookup(create_if_missing={create_if_missing!r}): give True or False")
+        conn = _client.connection()
+        if not create_if_missing and name not in {a["name"] for a in App.list_deployed()}:
+            known = ", ".join(a["name"] for a in App.list_deployed()) or "none"
+            raise NotFoundError(f"no deployed app named {name!r} on this runtime (deployed: {known}); deploy it "
+                                f"(remotecell deploy FILE.py) or call App.lookup({name!r}, create_if_missing=True)")
+        with app._lock:  # functions=None: an existing deployed app keeps what it has
+            app._mode = "deployed"
+            app._start(conn)
+        return app
+
+    def include(self, other: App) -> App:
+        """Make ``other``'s functions and classes this app's, as Modal's ``app.include``: they run (and deploy)
+        with this app from now on. Returns this app.
+
+        >>> app = rc.App("main").include(other_app)
+
+        ``InvalidError`` when both apps have a function or class of the same name.
+        """
+        if not isinstance(other, App):
+            raise InvalidError(f"app.include({other!r}): give an rc.App")
+        clash = sorted(n for n, f in other.functions.items() if self.functions.get(n, f) is not f)
+        if clash:
+            raise InvalidError(f"app.include({other.name!r}): both apps define {', '.join(clash)}; rename one "
+                               "(name= in @app.function / @app.cls)")
+        for name, f in other.functions.items():
+            f.move_to(self)
+            self.functions[name] = f
+        return self
 
     @staticmethod
     def list_deployed() -> list[dict[str, Any]]:

@@ -96,7 +96,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     stores = Stores(host, orphan_grace_s=orphan_grace_s)
     queues = Queues(stores)
     store = DeployStore(host.state_dir / "deployed.db")
-    scheduler = Scheduler(store.db, jobs, functions.deployed_pool)
+    scheduler = Scheduler(store.db, jobs, functions.scheduled_pool)
     apps = Apps(host, registry, store, functions, jobs, scheduler, volumes)
     sandboxes = Sandboxes(host, functions, apps, Path(sock_dir))
     gateway = Gateway(functions, web_bind, BODY_LIMIT_BYTES if web_max_body is None else web_max_body, web_public)

@@ -31,6 +31,8 @@ from ..protocol.messages.apps import (
     AppLogsMsg,
     AppLogsReply,
     AppStopMsg,
+    FnAutoscalerMsg,
+    FnAutoscalerReply,
     FnLookupMsg,
     FnLookupReply,
     FnRegisterMsg,
@@ -65,7 +67,7 @@ class Apps(Service):
 
     def handlers(self) -> dict[type[Message], Handler]:
         return {AppCreateMsg: self.on_create, AppStopMsg: self.on_stop, FnRegisterMsg: self.on_register,
-                FnLookupMsg: self.on_lookup, AppLogsMsg: self.on_logs}
+                FnLookupMsg: self.on_lookup, AppLogsMsg: self.on_logs, FnAutoscalerMsg: self.on_autoscaler}
 
     # -- apps ---------------------------------------------------------------------------------
 
@@ -153,6 +155,8 @@ class Apps(Service):
         if app.mode == "deployed":
             self.store.drop_app(app.name)
             self.scheduler.remove_app(app.name)
+        else:
+            self.scheduler.remove_app(app.app_id)
         for fid in app.functions.values():
             self.functions.stop(fid, reason)
 
@@ -222,7 +226,10 @@ class Apps(Service):
         digest = hashlib.sha256(b"".join(fn.body.frames) + repr(sorted(fn.options.items())).encode()).hexdigest()[:16]
         fid = f"fn-{app.app_id}-{fn.name}-{digest}"
         old = app.functions.get(fn.name)
-        if old == fid:
+        if old == fid:  # registered again: an update_autoscaler's changes end (as a redeploy does in Modal)
+            pool = self.functions.pools.get(fid)
+            if pool is not None and app.mode == "deployed":
+                pool.fn.opts = FunctionOptions.from_wire(pool.fn.options)
             return fid
         web = FunctionOptions.from_wire(fn.options).web_specs()
         deployed = app.mode == "deployed"
@@ -237,6 +244,8 @@ class Apps(Service):
             self.functions.deployed_fids[fid] = (app.name, fn.name)
             self.store.save_function(app.name, fn)
             self.scheduler.sync(app.name, fn.name, pool.fn.opts.schedule)
+        else:  # an ephemeral app's schedule fires while it runs (keyed by its id: names repeat)
+            self.scheduler.sync(app.app_id, fn.name, pool.fn.opts.schedule, persist=False)
         if self.gateway is not None:
             for method, spec in web.items():
                 self.gateway.route(app.name, fid, spec, method)
@@ -268,6 +277,20 @@ class Apps(Service):
         return FnLookupReply(fid=pool.fn.fid, options=pool.fn.options, meta=pool.fn.meta,
                              web_url=urls.pop(None, None),
                              web_urls={str(m): url for m, url in urls.items()})
+
+    def on_autoscaler(self, req: Request[FnAutoscalerMsg]) -> FnAutoscalerReply:
+        """``update_autoscaler``: the live pool's autoscaler changes now, until the function is registered again."""
+        msg = req.msg
+        pool = self.functions.live_pool(msg.fid)
+        try:
+            pool.scaler.update(msg.min_containers, msg.max_containers, msg.buffer_containers, msg.scaledown_window_s)
+        except ValueError as exc:
+            raise refusal(ErrorName.INVALID, f"update_autoscaler of {pool.fn.name}: {exc}") from None
+        opts = pool.fn.opts
+        log.info("autoscaler of %s: min %d, max %d, buffer %d, scaledown window %g s", pool.fn.name,
+                 opts.min_containers, opts.max_containers, opts.buffer_containers, opts.scaledown_window_s)
+        return FnAutoscalerReply(min_containers=opts.min_containers, max_containers=opts.max_containers,
+                                 buffer_containers=opts.buffer_containers, scaledown_window_s=opts.scaledown_window_s)
 
     def close(self) -> None:
         self.store.close()

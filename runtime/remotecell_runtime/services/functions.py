@@ -119,6 +119,15 @@ class Functions(Service):
         pool = self.pools.get(app.functions.get(name, "")) if app is not None else None
         return pool if pool is not None and not pool.retired else None
 
+    def scheduled_pool(self, app_ref: str, name: str) -> Pool | None:
+        """The pool a schedule fires into: ``name`` of deployed app ``app_ref``, else of the app whose id it is."""
+        pool = self.deployed_pool(app_ref, name)
+        if pool is not None:
+            return pool
+        app = self.apps.get(app_ref)
+        pool = self.pools.get(app.functions.get(name, "")) if app is not None else None
+        return pool if pool is not None and not pool.retired else None
+
     def current_pool(self, fid: Any) -> Pool | None:
         """The live pool of ``fid``; for a deployed function, that of the definition deployed under its name now."""
         pool = self.pools.get(str(fid))

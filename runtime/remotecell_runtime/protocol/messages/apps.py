@@ -87,6 +87,30 @@ class FnLookupReply(Message):
     web_urls: dict[str, Any] = wire(factory=dict)
 
 
+@message("fn_autoscaler")
+class FnAutoscalerMsg(Message):
+    """Change a live function's autoscaler (Modal's ``update_autoscaler``); a field left None keeps its value.
+
+    It holds until the function is registered again (a redeploy resets it to the decorator's values).
+    """
+
+    fid: str
+    min_containers: int | None = None
+    max_containers: int | None = None
+    buffer_containers: int | None = None
+    scaledown_window_s: float | None = None
+
+
+@message("reply")
+class FnAutoscalerReply(Message):
+    """The function's autoscaler settings after the change."""
+
+    min_containers: int
+    max_containers: int
+    buffer_containers: int
+    scaledown_window_s: float
+
+
 @message()
 class ScheduleRef(Message):
     """Which schedule: a deployed app's name and its function's."""
