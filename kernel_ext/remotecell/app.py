@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import contextlib
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -60,6 +61,7 @@ class App:
         self._lock = threading.RLock()
         self._implicit = False
         self._runtime_id: str | None = None
+        self._looked_up = False  # a handle from App.lookup: starting it again keeps the deployed app's functions
         self.deploy = Twin(self._deploy, self._deploy_aio)
 
     def function(self, _fn: Callable[..., Any] | None = None, **options: Any) -> Any:
@@ -133,6 +135,12 @@ class App:
     def app_id(self) -> str | None:
         return self._app_id
 
+    @property
+    def schedules_fire(self) -> bool:
+        """Whether its schedules fire: deployed, or in ``with app.run():``; not in the ephemeral app a first call
+        starts (a notebook's), which would go on firing for as long as the kernel lives."""
+        return not (self._implicit and self._mode == "ephemeral")
+
     def ensure_running(self) -> tuple[_client.Connection, str]:
         """The app's id on the runtime, starting it as a process-long ephemeral app if needed."""
         with self._lock:
@@ -141,13 +149,14 @@ class App:
                 self._start(conn)
                 self._implicit = True
                 atexit.register(self._stop_quietly)
+                self._warn_schedules()
             assert self._app_id is not None
             return conn, self._app_id
 
     def _start(self, conn: _client.Connection) -> None:
         runtime_id = conn.runtime_id
         # A redeploy drops the functions this version no longer has.
-        keep = sorted(self.functions) if self._mode == "deployed" else None
+        keep = sorted(self.functions) if self._mode == "deployed" and not self._looked_up else None
         reply = conn.ask(AppCreateMsg(name=self.name, mode=self._mode, functions=keep), AppCreateReply)
         self._app_id, self._conn, self._runtime_id = reply.app_id, conn, runtime_id
         conn.on_restart.add(self)
@@ -211,6 +220,13 @@ class App:
         for image in images.values():
             image.publish(conn, app_id)
 
+    def _warn_schedules(self) -> None:
+        scheduled = sorted(n for n, f in self.functions.items() if "schedule" in f.options)
+        if scheduled:
+            warnings.warn(f"app {self.name!r} was started by a call, not by app.run(): the schedules of "
+                          f"{', '.join(scheduled)} fire only in `with app.run():`, `remotecell run` or a deployed "
+                          "app", stacklevel=5)
+
     def _start_schedules(self) -> None:
         """Register the scheduled functions now: their schedules fire while the block runs, and stop with it
         (Modal's ``app.run()`` does the same)."""
@@ -248,7 +264,7 @@ class App:
                 raise InvalidError(f"app {self.name!r} runs in `with app.run():`; deploy it outside that block")
             self._stop_quietly()  # the implicit ephemeral app, if any
             self.name = _checked_name(name) if name is not None else self.name
-            self._mode, self._implicit = "deployed", False
+            self._mode, self._implicit, self._looked_up = "deployed", False, False
             self._start(_client.connection())
             for f in self.functions.values():
                 if isinstance(f, Cls):
@@ -300,7 +316,7 @@ class App:
             raise NotFoundError(f"no deployed app named {name!r} on this runtime (deployed: {known}); deploy it "
                                 f"(remotecell deploy FILE.py) or call App.lookup({name!r}, create_if_missing=True)")
         with app._lock:  # functions=None: an existing deployed app keeps what it has
-            app._mode = "deployed"
+            app._mode, app._looked_up = "deployed", True
             app._start(conn)
         return app
 

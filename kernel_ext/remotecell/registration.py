@@ -140,6 +140,8 @@ class Registration:
         with self._lock:
             if self._fid is None or self._fid_app != app_id:
                 options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
+                if not getattr(self.app, "schedules_fire", True):
+                    options.pop("schedule", None)
                 image = self.image.publish(conn, app_id) if self.image is not None else None
                 if image is not None:
                     options["image"] = image
