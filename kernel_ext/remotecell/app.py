@@ -13,7 +13,7 @@ from typing import Any
 from remotecell_runtime.protocol.messages.apps import AppCreateMsg, AppCreateReply, AppStopMsg
 from remotecell_runtime.protocol.messages.session import EmptyReply, StatusMsg, StatusReply
 
-from . import _client
+from . import _client, output
 from ._bridge import Twin
 from .cls import Cls
 from .exceptions import InvalidError, NotFoundError
@@ -149,7 +149,7 @@ class App:
                 self._start(conn)
                 self._implicit = True
                 atexit.register(self._stop_quietly)
-                self._warn_schedules()
+                _warn_schedules(self)
             assert self._app_id is not None
             return conn, self._app_id
 
@@ -191,12 +191,16 @@ class App:
             self._mode = "ephemeral"
             self._start(_client.connection())
             self._implicit = False
+        assert self._conn is not None and self._app_id is not None
+        follower = output.Follower(self._conn, self._app_id).start() if output.enabled() else None
         try:
             self._build_images()
             self._serve_web()
-            self._start_schedules()
+            _start_schedules(self)
             yield self
         finally:
+            if follower is not None:
+                follower.stop()
             if detach:
                 self._detach()
             else:
@@ -219,20 +223,6 @@ class App:
                   if (image := f.image if isinstance(f, Cls) else f.registration.image) is not None}
         for image in images.values():
             image.publish(conn, app_id)
-
-    def _warn_schedules(self) -> None:
-        scheduled = sorted(n for n, f in self.functions.items() if "schedule" in f.options)
-        if scheduled:
-            warnings.warn(f"app {self.name!r} was started by a call, not by app.run(): the schedules of "
-                          f"{', '.join(scheduled)} fire only in `with app.run():`, `remotecell run` or a deployed "
-                          "app", stacklevel=5)
-
-    def _start_schedules(self) -> None:
-        """Register the scheduled functions now: their schedules fire while the block runs, and stop with it
-        (Modal's ``app.run()`` does the same)."""
-        for f in self.functions.values():
-            if isinstance(f, Function) and "schedule" in f.options:
-                f.registration.fid()
 
     def _serve_web(self) -> None:
         """Register the web endpoints now, so their URLs serve while the block runs, and say where they are
@@ -367,3 +357,20 @@ def _checked_name(name: Any) -> str:
     if not isinstance(name, str) or not name or len(name) > 64:
         raise InvalidError(f"App name {name!r} must be a non-empty string of at most 64 characters")
     return name
+
+
+def _warn_schedules(app: App) -> None:
+    """An app a first call started fires no schedules: say so, once, when it has some."""
+    scheduled = sorted(n for n, f in app.functions.items() if "schedule" in f.options)
+    if scheduled:
+        warnings.warn(f"app {app.name!r} was started by a call, not by app.run(): the schedules of "
+                      f"{', '.join(scheduled)} fire only in `with app.run():`, `remotecell run` or a deployed "
+                      "app", stacklevel=5)
+
+
+def _start_schedules(app: App) -> None:
+    """Register the scheduled functions now: their schedules fire while ``app.run()``'s block runs, and stop with
+    it (Modal's ``app.run()`` does the same)."""
+    for f in app.functions.values():
+        if isinstance(f, Function) and "schedule" in f.options:
+            f.registration.fid()

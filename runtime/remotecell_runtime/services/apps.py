@@ -145,9 +145,11 @@ class Apps(Service):
             raise refusal(ErrorName.NOT_FOUND, f"no app {ref!r} on this runtime, running or recently stopped "
                           f"(running: {running})")
         live = app is not None and app.app_id == found.app_id
-        if found.seq > req.msg.after or req.msg.wait_s <= 0 or not live:
-            return AppLogsReply(entries=found.after(req.msg.after), next=found.seq, live=live)
-        logs.wait(req.peer, req.id, found, req.msg.after, min(req.msg.wait_s, 60.0), live)
+        msg = req.msg
+        entries = found.after(msg.after, msg.unsent_only)
+        if entries or msg.wait_s <= 0 or not live:
+            return AppLogsReply(entries=entries, next=found.seq, live=live)
+        logs.wait(req.peer, req.id, found, msg.after, min(msg.wait_s, 60.0), live, msg.unsent_only)
         return None
 
     def stop_app(self, app: AppEntry, reason: str) -> None:

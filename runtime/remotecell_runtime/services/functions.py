@@ -119,15 +119,6 @@ class Functions(Service):
         pool = self.pools.get(app.functions.get(name, "")) if app is not None else None
         return pool if pool is not None and not pool.retired else None
 
-    def scheduled_pool(self, app_ref: str, name: str) -> Pool | None:
-        """The pool a schedule fires into: ``name`` of deployed app ``app_ref``, else of the app whose id it is."""
-        pool = self.deployed_pool(app_ref, name)
-        if pool is not None:
-            return pool
-        app = self.apps.get(app_ref)
-        pool = self.pools.get(app.functions.get(name, "")) if app is not None else None
-        return pool if pool is not None and not pool.retired else None
-
     def current_pool(self, fid: Any) -> Pool | None:
         """The live pool of ``fid``; for a deployed function, that of the definition deployed under its name now."""
         pool = self.pools.get(str(fid))
@@ -304,3 +295,14 @@ def drop_inputs_of(functions: Functions, peers: set[Peer]) -> int:
             pool.cancel(inp.id)
             dropped += 1
     return dropped
+
+
+def scheduled_pool(functions: Functions, app_ref: str, name: str) -> Pool | None:
+    """The pool a schedule fires into: ``name`` of deployed app ``app_ref``, else of the (ephemeral) app whose id
+    it is."""
+    pool = functions.deployed_pool(app_ref, name)
+    if pool is not None:
+        return pool
+    app = functions.apps.get(app_ref)
+    pool = functions.pools.get(app.functions.get(name, "")) if app is not None else None
+    return pool if pool is not None and not pool.retired else None

@@ -44,11 +44,12 @@ class AppLogsMsg(Message):
     app: str
     after: int = 0
     wait_s: float = 0.0
+    unsent_only: bool = False  # only what went to no caller: spawned calls', schedules' (rc.enable_output)
 
 
 @message("reply")
 class AppLogsReply(Message):
-    entries: list[list[str]]  # [function name, text], oldest first
+    entries: list[list[str]]  # [function name, text, input id], oldest first
     next: int  # the ``after`` of the next request
     live: bool  # the app still runs (a follower stops once it does not)
 
