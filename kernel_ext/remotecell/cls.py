@@ -21,30 +21,14 @@ from remotecell_runtime.protocol.spec import ClsSpec
 
 from ._autoscaler import update_autoscaler
 from ._bridge import twin
+from ._variants import Variants, args, wire_overrides
 from .exceptions import InvalidError
 from .functions import Function
-from .options import (
-    MAX_BATCH_SIZE,
-    MAX_WAIT_MS,
-    batching_of,
-    check_function_options,
-    check_range,
-    concurrency_of,
-    concurrent,
-)
-from .registration import AppLike, ImageLike, Lookup, Registration, code_elsewhere
+from .options import batching_of, check_function_options
+from .registration import AppLike, ImageLike, Lookup, Registration, VariantLookup, code_elsewhere
 from .web import web_methods
 
 _ROLE = "__remotecell_role__"
-WITH_OPTIONS = ("cpu", "memory", "gpu", "env", "secrets", "volumes", "retries", "min_containers", "max_containers",
-                "buffer_containers", "scaledown_window", "timeout", "region", "cloud", "routing_region")
-
-
-def _args(values: dict[str, Any]) -> str:
-    """``gpu='any', timeout=60``: what a variant's or an instance's pool name shows of how it differs."""
-    return ", ".join(f"{k}={v!r}" for k, v in sorted(values.items()) if v is not None)
-
-
 def _marker(role: str) -> Callable[[], Callable[[Callable[..., Any]], Callable[..., Any]]]:
     def decorator() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -181,7 +165,7 @@ def _batched_methods(user_cls: type, methods: list[str]) -> dict[str, dict[str, 
     return out
 
 
-class Cls:
+class Cls(Variants):
     """A remote class; call it with keyword parameters to get a handle on instances.
 
     ``raw``: the options as the decorator was given them (what ``with_options`` starts from).
@@ -208,58 +192,19 @@ class Cls:
         self._variants: dict[str, Cls] = {}
         self._objs: dict[tuple, Obj] = {}
 
-    # -- variants (Modal's with_options / with_concurrency / with_batching) ---------------------
+    # -- variants (``_variants.Variants``: with_options / with_concurrency / with_batching) ----------
 
-    def with_options(self, **options: Any) -> Cls:
-        """The class with other options, as Modal's ``Cls.with_options``: its instances run in containers of
-        their own (a pool apart from the class's), with these options over the decorator's.
+    def _batched(self) -> dict[str, Any]:
+        return dict(self.options.get("batched") or {})
 
-        >>> Big = Model.with_options(gpu="any", memory=4096, timeout=600)
-        >>> Big().predict.remote(x)            # Model().predict.remote(x) still runs as declared
-
-        Options: ``cpu, memory, gpu, env, secrets, volumes, retries, min_containers, max_containers,
-        buffer_containers, scaledown_window, timeout, region, cloud, routing_region``; ``secrets`` and ``volumes``
-        replace the class's. Calls stack: ``Model.with_options(gpu="any").with_options(timeout=60)``.
-        """
-        unknown = sorted(set(options) - set(WITH_OPTIONS))
-        if unknown:
-            raise InvalidError(f"{self.name}.with_options({', '.join(f'{k}=' for k in unknown)}...): not an option "
-                               f"of with_options; it takes {', '.join(WITH_OPTIONS)}")
-        given = {k: v for k, v in options.items() if v is not None}
-        return self._derive({**self._raw, **given}, {}, f"with_options({_args(given)})")
-
-    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> Cls:
-        """The class with ``@rc.concurrent(max_inputs=, target_inputs=)`` in its own containers (Modal's
-        ``Cls.with_concurrency``).
-
-        >>> Model.with_concurrency(max_inputs=8)().predict.remote(x)
-        """
-        marked = concurrent(max_inputs=max_inputs, target_inputs=target_inputs)(type("_", (), {}))
-        return self._derive(self._raw, concurrency_of(marked),
-                            f"with_concurrency({_args(dict(max_inputs=max_inputs, target_inputs=target_inputs))})")
-
-    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> Cls:
-        """The class with these batch limits for its ``@rc.batched`` methods, in its own containers (Modal's
-        ``Cls.with_batching``).
-
-        >>> Embedder.with_batching(max_batch_size=64, wait_ms=20)().embed.remote("text")
-        """
-        check_range("max_batch_size", max_batch_size, 1, MAX_BATCH_SIZE)
-        check_range("wait_ms", wait_ms, 0, MAX_WAIT_MS)
-        batched = self.options.get("batched") or {}
-        if not batched:
-            raise InvalidError(f"{self.name}.with_batching(...): {self.name} has no @rc.batched method; mark the "
-                               "methods that take lists @rc.batched(max_batch_size=, wait_ms=) first")
-        limits = {"max_batch_size": max_batch_size, "wait_ms": wait_ms}
-        return self._derive(self._raw, {"batched": {m: dict(limits) for m in batched}},
-                            f"with_batching({_args(limits)})")
-
-    def _derive(self, raw: dict[str, Any], extra: dict[str, Any], how: str) -> Cls:
-        """A variant: this class with ``raw`` options (checked again) and ``extra`` over them; one per ``how``."""
+    def _derive(self, given: dict[str, Any], extra: dict[str, Any], how: str) -> Cls:
+        """A variant: this class with ``given`` over its decorator's options (checked again) and ``extra`` over
+        them; one per ``how``."""
         variant = f"{self._variant}.{how}" if self._variant else how
         found = self._variants.get(variant)
         if found is not None:
             return found
+        raw = {**self._raw, **given}
         checked = check_function_options(raw)
         base = {k: v for k, v in self.options.items() if k in ("max_inputs", "target_inputs", "batched")}
         derived = Cls(self.app, self.user_cls, checked | base | extra, self.name, self.image, raw=raw,
@@ -274,7 +219,7 @@ class Cls:
         every set gets its own pool and none replaces another."""
         suffix = f".{self._variant}" if self._variant else ""
         if params and params != self._default_parameters():
-            suffix += f"({_args(params)})"
+            suffix += f"({args(params)})"
         return self.name + suffix
 
     def _default_parameters(self) -> dict[str, Any] | None:
@@ -371,20 +316,35 @@ class Obj:
         return call_here
 
 
-class DeployedCls:
+class DeployedCls(Variants):
     """A deployed class found by name: ``Model()`` gives the handle on its instance, whose methods call it.
 
     >>> Model = rc.Cls.from_name("demo", "Model")
     >>> Model().predict.remote(x)
     """
 
-    def __init__(self, app_name: str, name: str) -> None:
-        self._lookup = Lookup(app_name, name)
+    def __init__(self, app_name: str, name: str, variant: str = "", overrides: dict[str, Any] | None = None) -> None:
+        self._lookup = VariantLookup(app_name, name, variant, overrides or {}) if variant else Lookup(app_name, name)
         self.name = name
         if not self._lookup.methods:
             raise InvalidError(f"{name!r} in deployed app {app_name!r} is a function, not a class: use "
                                f"rc.Function.from_name({app_name!r}, {name!r})")
+        self._variant, self._overrides = variant, dict(overrides or {})
+        self._variants: dict[str, DeployedCls] = {}
         self._obj = DeployedObj(self._lookup)
+
+    def _batched(self) -> dict[str, Any]:
+        return dict(self._lookup.options.get("batched") or {})
+
+    def _derive(self, given: dict[str, Any], extra: dict[str, Any], how: str) -> DeployedCls:
+        """A variant the runtime makes of the deployed class (``fn_variant``), with the wire options ``given``
+        sets and ``extra`` over the deployed ones; one per ``how``."""
+        variant = f"{self._variant}.{how}" if self._variant else how
+        found = self._variants.get(variant)
+        if found is None:
+            overrides = {**self._overrides, **wire_overrides(given), **extra}
+            found = self._variants[variant] = DeployedCls(self._lookup.app.name, self.name, variant, overrides)
+        return found
 
     def __call__(self, **params: Any) -> DeployedObj:
         if params:

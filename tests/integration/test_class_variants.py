@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import textwrap
 
 import pytest
 import remotecell as rc
@@ -133,32 +132,55 @@ def test_update_autoscaler_changes_a_live_pool_at_once(app):
     assert Model().update_autoscaler(buffer_containers=1).buffer_containers == 1
 
 
-def test_update_autoscaler_of_a_deployed_function_found_by_name(runtime, tmp_path):
-    name = f"autoscale-{secrets.token_hex(3)}"
-    path = tmp_path / "autoscaled.py"
-    path.write_text(textwrap.dedent(f"""
-        import remotecell as rc
-        app = rc.App({name!r})
+DEPLOYED = """
+import os
+import remotecell as rc
+app = rc.App({name!r})
 
-        @app.function()
-        def f():
-            return 1
+@app.function()
+def f():
+    return 1
 
-        @app.cls()
-        class Model:
-            @rc.method()
-            def g(self):
-                return 2
-    """))
-    assert cli("deploy", str(path)).returncode == 0
-    try:
-        f = rc.Function.from_name(name, "f")
-        assert _runners(f) == 0
-        assert f.update_autoscaler(min_containers=1).min_containers == 1
-        wait_for(lambda: _runners(f) == 1, timeout_s=30, what="a warm container of the deployed function")
-        model = rc.Cls.from_name(name, "Model")()
-        assert model.update_autoscaler(max_containers=2).max_containers == 2
-        assert cli("deploy", str(path)).returncode == 0  # a redeploy resets it to the decorator's values
-        assert f.update_autoscaler().min_containers == 0
-    finally:
-        rc.App.stop_deployed(name)
+@app.cls(env={{"SIZE": "small"}})
+class Model:
+    @rc.method()
+    def describe(self):
+        return os.environ.get("SIZE"), os.environ.get("REMOTECELL_TASK_ID")
+"""
+
+
+@pytest.fixture
+def deployed(runtime, tmp_path):
+    """(the name, the file) of an app deployed by `remotecell deploy`; stopped at the end."""
+    name = f"variants-{secrets.token_hex(3)}"
+    path = tmp_path / "deployed_variants.py"
+    path.write_text(DEPLOYED.format(name=name))
+    done = cli("deploy", str(path))
+    assert done.returncode == 0, done.stderr
+    yield name, path
+    rc.App.stop_deployed(name)
+
+
+def test_update_autoscaler_of_a_deployed_function_found_by_name(deployed):
+    name, path = deployed
+    f = rc.Function.from_name(name, "f")
+    assert _runners(f) == 0
+    assert f.update_autoscaler(min_containers=1).min_containers == 1
+    wait_for(lambda: _runners(f) == 1, timeout_s=30, what="a warm container of the deployed function")
+    model = rc.Cls.from_name(name, "Model")()
+    assert model.update_autoscaler(max_containers=2).max_containers == 2
+    assert cli("deploy", str(path)).returncode == 0  # a redeploy resets it to the decorator's values
+    assert f.update_autoscaler().min_containers == 0
+
+
+def test_with_options_of_a_deployed_class_found_by_name(deployed):
+    name, _ = deployed
+    Model = rc.Cls.from_name(name, "Model")
+    Big = Model.with_options(env={"SIZE": "big"}, max_containers=1)
+    small, big = Model().describe.remote(), Big().describe.remote()
+    assert small[0] == "small" and big[0] == "big" and small[1] != big[1]  # its own pool, made by the runtime
+    again = rc.Cls.from_name(name, "Model").with_options(env={"SIZE": "big"}, max_containers=1)
+    assert again().describe.remote() == big  # the same variant from another handle: the same pool
+    assert Model().describe.remote()[0] == "small"
+    with pytest.raises(InvalidError, match=r"gpu=5 must be a string like 'any'"):
+        Model.with_options(gpu=5)

@@ -20,7 +20,7 @@ from typing import Any
 from .. import vault
 from ..backends.base import SpecRefused
 from ..images import ImageError, check
-from ..pools import FunctionDef
+from ..pools import FunctionDef, Pool
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload, WireError
@@ -37,6 +37,7 @@ from ..protocol.messages.apps import (
     FnLookupReply,
     FnRegisterMsg,
     FnRegisterReply,
+    FnVariantMsg,
 )
 from ..protocol.messages.session import EmptyReply
 from ..protocol.options import FunctionOptions
@@ -50,6 +51,7 @@ from .web import Gateway
 
 log = logging.getLogger("remotecell.runtime")
 
+MAX_VARIANT = 1000  # characters of a deployed class's variant name (``fn_variant``)
 VOLUMES_ENV = "REMOTECELL_VOLUMES"  # a container's volume links: {absolute path: host folder}, as JSON
 
 
@@ -67,7 +69,8 @@ class Apps(Service):
 
     def handlers(self) -> dict[type[Message], Handler]:
         return {AppCreateMsg: self.on_create, AppStopMsg: self.on_stop, FnRegisterMsg: self.on_register,
-                FnLookupMsg: self.on_lookup, AppLogsMsg: self.on_logs, FnAutoscalerMsg: self.on_autoscaler}
+                FnLookupMsg: self.on_lookup, AppLogsMsg: self.on_logs, FnAutoscalerMsg: self.on_autoscaler,
+                FnVariantMsg: self.on_variant}
 
     # -- apps ---------------------------------------------------------------------------------
 
@@ -275,10 +278,34 @@ class Apps(Service):
             has = ", ".join(sorted(app.functions)) or "nothing"
             raise refusal(ErrorName.NOT_FOUND, f"deployed app {app.name!r} has no function or class {name!r} "
                           f"(it has: {has})")
+        return self._lookup_reply(app, pool)
+
+    def _lookup_reply(self, app: AppEntry, pool: Pool) -> FnLookupReply:
         urls = self.web_urls(app.name, pool.fn.fid)
         return FnLookupReply(fid=pool.fn.fid, options=pool.fn.options, meta=pool.fn.meta,
                              web_url=urls.pop(None, None),
                              web_urls={str(m): url for m, url in urls.items()})
+
+    def on_variant(self, req: Request[FnVariantMsg]) -> FnLookupReply:
+        """``Cls.from_name(...).with_options(...)``: the deployed class's definition again, as ``name.variant``, with
+        the given options over its own (checked as any registration's); a variant already there is found again."""
+        msg = req.msg
+        app = self._deployed_app(msg.app)
+        pool = self.functions.pools.get(app.functions.get(msg.name, ""))
+        if pool is None or not pool.fn.meta.get("methods"):
+            has = ", ".join(sorted(app.functions)) or "nothing"
+            raise refusal(ErrorName.NOT_FOUND, f"deployed app {app.name!r} has no class {msg.name!r} (it has: {has})")
+        if not msg.variant or len(msg.variant) > MAX_VARIANT or not msg.variant.isprintable():
+            raise refusal(ErrorName.INVALID, f"fn_variant: variant {msg.variant[:80]!r} must be 1 to {MAX_VARIANT} "
+                          "printable characters")
+        options = dict(pool.fn.options)
+        for key, value in msg.options.items():
+            if value is None:
+                options.pop(key, None)
+            else:
+                options[key] = value
+        fid = self.register(app, SavedFunction(f"{msg.name}.{msg.variant}", options, pool.fn.meta, pool.fn.body))
+        return self._lookup_reply(app, self.functions.pools[fid])
 
     def on_autoscaler(self, req: Request[FnAutoscalerMsg]) -> FnAutoscalerReply:
         """``update_autoscaler``: the live pool's autoscaler changes now, until the function is registered again."""

@@ -88,6 +88,18 @@ class FnLookupReply(Message):
     web_urls: dict[str, Any] = wire(factory=dict)
 
 
+@message("fn_variant")
+class FnVariantMsg(Message):
+    """A variant of deployed class ``name`` (Modal's ``Cls.from_name(...).with_options(...)``): registered in the
+    app as ``name.variant`` from the class's definition with ``options`` over its own (a None value drops that
+    option); answered as ``fn_lookup`` is. The same request again finds the same definition."""
+
+    app: str
+    name: str
+    variant: str
+    options: dict[str, Any] = wire(factory=dict)
+
+
 @message("fn_autoscaler")
 class FnAutoscalerMsg(Message):
     """Change a live function's autoscaler (Modal's ``update_autoscaler``); a field left None keeps its value.
