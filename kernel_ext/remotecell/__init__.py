@@ -36,10 +36,11 @@ __all__ = [
 
 # Modal's names beyond the core (issue 14): introspection, proxies, Modal's module names.
 _EXPORTS |= {"is_local": "_context", "current_input_id": "_context", "current_function_call_id": "_context",
-             "Proxy": "infra", "exception": "exception", "Error": "exceptions", "parameter": "cls", "Server": "server"}
+             "Proxy": "infra", "exception": "exception", "Error": "exceptions", "parameter": "cls",
+             "Server": "server", "enable_output": "output"}
 _MODULES = {"exceptions", "exception"}
-__all__ += ["Error", "Proxy", "Server", "current_function_call_id", "current_input_id", "exception", "is_local",
-            "parameter"]
+__all__ += ["Error", "Proxy", "Server", "current_function_call_id", "current_input_id", "enable_output", "exception",
+            "is_local", "parameter"]
 
 if TYPE_CHECKING:
     from . import exception, exceptions
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from .images import Image
     from .infra import Proxy, Secret
     from .options import Cron, Period, Retries, batched, concurrent
+    from .output import enable_output
     from .sandboxes import ContainerProcess, Sandbox
     from .schedules import Schedule
     from .server import Server

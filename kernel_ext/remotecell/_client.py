@@ -79,6 +79,27 @@ def reset_connection() -> None:
         _CONNECTION = None
 
 
+# While ``rc.enable_output()`` is on (``remotecell run``): input id -> its function's name, so what each input
+# prints shows whose it is (``[square 3f2a...-7] text``); None when off (then nothing is recorded or prefixed).
+LABELS: dict[str, str] | None = None
+LABELS_KEPT = 100_000
+
+
+def label(input_id: str, name: str) -> None:
+    """Remember whose input ``input_id`` is, while output is enabled (one branch when it is not)."""
+    labels = LABELS
+    if labels is None:
+        return
+    labels[input_id] = name
+    if len(labels) > LABELS_KEPT:
+        del labels[next(iter(labels))]
+
+
+def prefixed(who: str, text: str) -> str:
+    """``text`` with ``[who] `` before each of its lines."""
+    return "".join(f"[{who}] {line}" for line in text.splitlines(keepends=True))
+
+
 def write_output(stream: str, text: str) -> None:
     target = sys.stderr if stream == "stderr" else sys.stdout
     target.write(text)
@@ -417,7 +438,10 @@ def cancel_header(conn: Connection, ids: list[str], cid: str | None = None) -> d
 def write_to(on_output: OutputSink | None, header: dict[str, Any]) -> None:
     """An ``output`` message, to where its call's output goes (``on_output``; else this process's streams)."""
     out = OutputMsg.from_wire(header)
-    (on_output or write_output)(out.stream, out.text)
+    text = out.text
+    if LABELS is not None and out.stream != "display":
+        text = prefixed(f"{LABELS.get(out.id, '?')} {out.id}", text)
+    (on_output or write_output)(out.stream, text)
 
 
 class LeaseHolder(Protocol):

@@ -62,8 +62,9 @@ class Target:
 
     def call_msg(self, gen: bool = False, input_id: str = "") -> CallMsg:
         """One input to this target (a new one unless ``input_id`` is given)."""
-        return CallMsg(id=input_id or self.conn.new_id(), fid=self.fid, method=self.method or None,
-                       shm=self.conn.shm, gen=gen)
+        input_id = input_id or self.conn.new_id()
+        _client.label(input_id, self.name)
+        return CallMsg(id=input_id, fid=self.fid, method=self.method or None, shm=self.conn.shm, gen=gen)
 
     def header(self, msg: CallMsg | None = None) -> dict[str, Any]:
         """The header of ``msg`` (a new input when None) from this target's session."""
@@ -171,6 +172,9 @@ def fanout(target: Target) -> _map.Fanout:
 
     def calls_frames(entries: list[framing.Entry], message_id: str) -> list[framing.Frame]:
         """One ``calls`` message of a map's inputs (``entries``: each one's id and payloads)."""
+        if _client.LABELS is not None:
+            for entry, _ in entries:
+                _client.label(entry["id"], target.name)
         return framing.encode_many("calls", entries, id=message_id, **fields)
 
     return _map.Fanout(target.conn, calls_frames, target.args_payload)
@@ -259,6 +263,7 @@ class ThreadLeases:
         else through the runtime, asking for a lease (granted when the container is free
         and nothing else waits for it). Ctrl-C cancels the input wherever it runs.
         """
+        _client.label(input_id, target.name)
         if self.held and time.monotonic() >= self._news_due:
             # A lease may have ended meanwhile. A look costs a poll (~3 us), so at most every NEWS_EVERY_S:
             # a call to a lease that ended is answered ``revoked`` by its container, or its connection is gone.

@@ -139,7 +139,11 @@ def _in_kernel() -> bool:
     return bool(get_ipython and get_ipython() and hasattr(get_ipython(), "kernel"))
 
 
+DEFAULT_SHOW: bool | None = None  # ``rc.enable_output(show_progress=False)`` sets False: no view unless asked
+
+
 def _choose_view(show: bool | None) -> ViewFactory | None:
+    show = DEFAULT_SHOW if show is None else show
     if show is False:
         return None
     if _notebook_view is not None and _in_kernel():

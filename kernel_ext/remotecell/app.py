@@ -13,10 +13,10 @@ from typing import Any
 from remotecell_runtime.protocol.messages.apps import AppCreateMsg, AppCreateReply, AppStopMsg
 from remotecell_runtime.protocol.messages.session import EmptyReply, StatusMsg, StatusReply
 
-from . import _client
+from . import _client, output
 from ._bridge import Twin
 from .cls import Cls
-from .exceptions import InvalidError
+from .exceptions import InvalidError, NotFoundError
 from .functions import Function
 from .images import Image, check_image
 from .infra import Secret, check_secrets, check_volumes
@@ -62,6 +62,7 @@ class App:
         self._lock = threading.RLock()
         self._implicit = False
         self._runtime_id: str | None = None
+        self._looked_up = False  # a handle from App.lookup: starting it again keeps the deployed app's functions
         self.deploy = Twin(self._deploy, self._deploy_aio)
 
     def function(self, _fn: Callable[..., Any] | None = None, **options: Any) -> Any:
@@ -96,7 +97,7 @@ class App:
                 raise InvalidError(f"@app.cls needs a class, got {user_cls!r}")
             name = options.get("name") or user_cls.__qualname__
             full = checked | concurrency_of(user_cls) | class_port_limit(user_cls, name, options)
-            c = Cls(self, user_cls, full, name, self._image_of(options))
+            c = Cls(self, user_cls, full, name, self._image_of(options), raw=options)
             self.functions[c.name] = c
             return c
 
@@ -157,6 +158,12 @@ class App:
     def app_id(self) -> str | None:
         return self._app_id
 
+    @property
+    def schedules_fire(self) -> bool:
+        """Whether its schedules fire: deployed, or in ``with app.run():``; not in the ephemeral app a first call
+        starts (a notebook's), which would go on firing for as long as the kernel lives."""
+        return not (self._implicit and self._mode == "ephemeral")
+
     def ensure_running(self) -> tuple[_client.Connection, str]:
         """The app's id on the runtime, starting it as a process-long ephemeral app if needed."""
         with self._lock:
@@ -165,26 +172,19 @@ class App:
                 self._start(conn)
                 self._implicit = True
                 atexit.register(self._stop_quietly)
+                _warn_schedules(self)
             assert self._app_id is not None
             return conn, self._app_id
 
     def _start(self, conn: _client.Connection) -> None:
         runtime_id = conn.runtime_id
         # A redeploy drops the functions this version no longer has.
-        keep = sorted(self.functions) if self._mode == "deployed" else None
-        if self._mode == "ephemeral":
-            self._warn_schedules()
+        keep = sorted(self.functions) if self._mode == "deployed" and not self._looked_up else None
         reply = conn.ask(AppCreateMsg(name=self.name, mode=self._mode, functions=keep), AppCreateReply)
         self._app_id, self._conn, self._runtime_id = reply.app_id, conn, runtime_id
         conn.on_restart.add(self)
         for f in self.functions.values():
             f.forget_registrations()
-
-    def _warn_schedules(self) -> None:
-        scheduled = sorted(n for n, f in self.functions.items() if "schedule" in f.options)
-        if scheduled:
-            warnings.warn(f"app {self.name!r} runs as an ephemeral app: the schedules of {', '.join(scheduled)} "
-                          "fire only for deployed apps (app.deploy() or `remotecell deploy FILE.py`)", stacklevel=4)
 
     def restart_after_runtime_restart(self, conn: _client.Connection) -> None:
         """The runtime restarted: start the app there again and register what was registered.
@@ -214,11 +214,16 @@ class App:
             self._mode = "ephemeral"
             self._start(_client.connection())
             self._implicit = False
+        assert self._conn is not None and self._app_id is not None
+        follower = output.Follower(self._conn, self._app_id).start() if output.enabled() else None
         try:
             self._build_images()
             self._serve_web()
+            _start_schedules(self)
             yield self
         finally:
+            if follower is not None:
+                follower.stop()
             if detach:
                 self._detach()
             else:
@@ -272,7 +277,7 @@ class App:
                 raise InvalidError(f"app {self.name!r} runs in `with app.run():`; deploy it outside that block")
             self._stop_quietly()  # the implicit ephemeral app, if any
             self.name = _checked_name(name) if name is not None else self.name
-            self._mode, self._implicit = "deployed", False
+            self._mode, self._implicit, self._looked_up = "deployed", False, False
             self._start(_client.connection())
             for f in self.functions.values():
                 if isinstance(f, Cls):
@@ -305,6 +310,49 @@ class App:
             pass
 
     @staticmethod
+    def lookup(name: str, *, create_if_missing: bool = False) -> App:
+        """A handle on the deployed app ``name``, as Modal's ``App.lookup``; with ``create_if_missing`` an empty
+        deployed app is made when there is none (e.g. for ``rc.Sandbox.create(app=...)``).
+
+        >>> app = rc.App.lookup("sandboxes", create_if_missing=True)
+        >>> app.app_id
+        'ap-...'
+
+        ``NotFoundError`` when there is no such deployed app and ``create_if_missing`` is False.
+        """
+        app = App(name)
+        if not isinstance(create_if_missing, bool):
+            raise InvalidError(f"App.lookup(create_if_missing={create_if_missing!r}): give True or False")
+        conn = _client.connection()
+        if not create_if_missing and name not in {a["name"] for a in App.list_deployed()}:
+            known = ", ".join(a["name"] for a in App.list_deployed()) or "none"
+            raise NotFoundError(f"no deployed app named {name!r} on this runtime (deployed: {known}); deploy it "
+                                f"(remotecell deploy FILE.py) or call App.lookup({name!r}, create_if_missing=True)")
+        with app._lock:  # functions=None: an existing deployed app keeps what it has
+            app._mode, app._looked_up = "deployed", True
+            app._start(conn)
+        return app
+
+    def include(self, other: App) -> App:
+        """Make ``other``'s functions and classes this app's, as Modal's ``app.include``: they run (and deploy)
+        with this app from now on. Returns this app.
+
+        >>> app = rc.App("main").include(other_app)
+
+        ``InvalidError`` when both apps have a function or class of the same name.
+        """
+        if not isinstance(other, App):
+            raise InvalidError(f"app.include({other!r}): give an rc.App")
+        clash = sorted(n for n, f in other.functions.items() if self.functions.get(n, f) is not f)
+        if clash:
+            raise InvalidError(f"app.include({other.name!r}): both apps define {', '.join(clash)}; rename one "
+                               "(name= in @app.function / @app.cls)")
+        for name, f in other.functions.items():
+            f.move_to(self)
+            self.functions[name] = f
+        return self
+
+    @staticmethod
     def list_deployed() -> list[dict[str, Any]]:
         """The apps deployed on the runtime: name, app_id, functions, created_at (``remotecell app list``).
 
@@ -332,3 +380,20 @@ def _checked_name(name: Any) -> str:
     if not isinstance(name, str) or not name or len(name) > 64:
         raise InvalidError(f"App name {name!r} must be a non-empty string of at most 64 characters")
     return name
+
+
+def _warn_schedules(app: App) -> None:
+    """An app a first call started fires no schedules: say so, once, when it has some."""
+    scheduled = sorted(n for n, f in app.functions.items() if "schedule" in f.options)
+    if scheduled:
+        warnings.warn(f"app {app.name!r} was started by a call, not by app.run(): the schedules of "
+                      f"{', '.join(scheduled)} fire only in `with app.run():`, `remotecell run` or a deployed "
+                      "app", stacklevel=5)
+
+
+def _start_schedules(app: App) -> None:
+    """Register the scheduled functions now: their schedules fire while ``app.run()``'s block runs, and stop with
+    it (Modal's ``app.run()`` does the same)."""
+    for f in app.functions.values():
+        if isinstance(f, Function) and "schedule" in f.options:
+            f.registration.fid()

@@ -32,7 +32,7 @@ from remotecell_runtime.protocol.messages.apps import AppLogsMsg, AppLogsReply
 from remotecell_runtime.protocol.messages.session import EmptyReply, ShutdownMsg
 from remotecell_runtime.protocol.versions import versions
 
-from . import _client, _entry, _local, _volume_cli, exceptions
+from . import _client, _entry, _local, _volume_cli, exceptions, output
 from .app import App
 from .schedules import Schedule, list_schedules
 from .status import status
@@ -124,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     app = _entry.find_app(_entry.load_module(path) if args.module else _entry.load_file(path), path)
     target = _entry.find_entrypoint(app, path, wanted or None)
     kwargs = _entry.parse_arguments(target.signature, args.args, prog=f"remotecell run {args.target}")
-    with app.run(detach=args.detach):
+    with output.enable_output(), app.run(detach=args.detach):  # all of the app's output, prefixed by whose
         result = target.call(**kwargs)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
@@ -147,7 +147,7 @@ def cmd_app_logs(args: argparse.Namespace) -> int:
     while True:
         reply = conn.ask(AppLogsMsg(app=args.name, after=after, wait_s=20.0 if args.follow else 0.0), AppLogsReply,
                          timeout_s=90.0)
-        for function, text in reply.entries:
+        for function, text, *_ in reply.entries:
             sys.stdout.write("".join(f"[{function}] {line}" for line in text.splitlines(keepends=True)))
             if not text.endswith("\n"):
                 sys.stdout.write("\n")

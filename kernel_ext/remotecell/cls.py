@@ -13,20 +13,22 @@ Constructor keyword arguments are parameters: each distinct set gets its own poo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from remotecell_runtime.protocol.spec import ClsSpec
 
+from ._autoscaler import update_autoscaler
+from ._bridge import twin
+from ._variants import Variants, args, wire_overrides
 from .exceptions import InvalidError
 from .functions import Function
-from .options import batching_of
-from .registration import AppLike, ImageLike, Lookup, Registration, code_elsewhere
-from .web import web_methods
+from .options import batching_of, check_function_options
+from .registration import AppLike, ImageLike, Lookup, Registration, VariantLookup, code_elsewhere
+from .web import class_port_limit, web_methods
 
 _ROLE = "__remotecell_role__"
-
-
 def _marker(role: str) -> Callable[[], Callable[[Callable[..., Any]], Callable[..., Any]]]:
     def decorator() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -139,7 +141,9 @@ def _roles(user_cls: type) -> dict[str, list[str]]:
     roles: dict[str, list[str]] = {"method": [], "enter": [], "exit": []}
     names = list(dict.fromkeys(n for klass in reversed(user_cls.__mro__) for n in vars(klass)))
     for name in names:
-        role = getattr(getattr(user_cls, name, None), _ROLE, None)
+        attr = getattr(user_cls, name, None)
+        # Modal's @batched on a class method makes it a method: @rc.method() beside it is optional.
+        role = getattr(attr, _ROLE, "method" if batching_of(attr) is not None else None)
         if role in roles:
             roles[role].append(name)
     roles["enter"].sort(key=lambda n: not getattr(getattr(user_cls, n), _SNAP, False))  # stable: order kept
@@ -154,17 +158,22 @@ def _batched_methods(user_cls: type, methods: list[str]) -> dict[str, dict[str, 
         if spec is None:
             continue
         if name not in methods:
-            raise InvalidError(f"{user_cls.__qualname__}.{name} is @rc.batched but not @rc.method(): mark it "
-                               "@rc.method() too so callers can call it")
+            role = getattr(getattr(user_cls, name), _ROLE, "?")
+            raise InvalidError(f"{user_cls.__qualname__}.{name} is @rc.batched and @rc.{role}(): a batched method "
+                               "is called by callers, not a hook")
         out[name] = spec
     return out
 
 
-class Cls:
-    """A remote class; call it with keyword parameters to get a handle on instances."""
+class Cls(Variants):
+    """A remote class; call it with keyword parameters to get a handle on instances.
+
+    ``raw``: the options as the decorator was given them (what ``with_options`` starts from).
+    """
 
     def __init__(self, app: AppLike, user_cls: type, options: dict[str, Any], name: str,
-                 image: ImageLike | None = None) -> None:
+                 image: ImageLike | None = None, raw: dict[str, Any] | None = None,
+                 parameters: dict[str, _Parameter] | None = None) -> None:
         self.app = app
         self.image = image
         self.user_cls = user_cls
@@ -175,9 +184,59 @@ class Cls:
         if not self.roles["method"]:
             raise InvalidError(f"@app.cls {name} has no @rc.method(); mark the methods callers may call")
         batched = _batched_methods(user_cls, self.roles["method"])
-        self.options = options | ({"batched": batched} if batched else {}) | web_opts
-        self.parameters = _declare_parameters(user_cls)
+        # A variant's batch limits (``with_batching``) come in ``options`` and win over the methods' own marks.
+        self.options = ({"batched": batched} if batched else {}) | options | web_opts
+        self.parameters = _declare_parameters(user_cls) if parameters is None else parameters
+        self._raw = dict(raw or {})
+        self._variant = ""  # "" for the class as declared; else what tells its pools' names apart
+        self._variants: dict[str, Cls] = {}
         self._objs: dict[tuple, Obj] = {}
+
+    # -- variants (``_variants.Variants``: with_options / with_concurrency / with_batching) ----------
+
+    def _batched(self) -> dict[str, Any]:
+        return dict(self.options.get("batched") or {})
+
+    def _derive(self, given: dict[str, Any], extra: dict[str, Any], how: str) -> Cls:
+        """A variant: this class with ``given`` over its decorator's options (checked again) and ``extra`` over
+        them; one per ``how``."""
+        variant = f"{self._variant}.{how}" if self._variant else how
+        found = self._variants.get(variant)
+        if found is not None:
+            return found
+        raw = {**self._raw, **given}
+        checked = check_function_options(raw)
+        base = {k: v for k, v in self.options.items() if k in ("max_inputs", "target_inputs", "batched")}
+        full = checked | base | extra | class_port_limit(self.user_cls, self.name, raw)
+        derived = Cls(self.app, self.user_cls, full, self.name, self.image, raw=raw,
+                      parameters=self.parameters)
+        derived._variant = variant
+        self._variants[variant] = derived
+        return derived
+
+    def registration_name(self, params: dict[str, Any]) -> str:
+        """The name of the pool of instances with ``params``: the class's own for the class as declared with its
+        default parameters (what a deployed class serves), else with the variant and parameters after it, so
+        every set gets its own pool and none replaces another."""
+        suffix = f".{self._variant}" if self._variant else ""
+        if params and params != self._default_parameters():
+            suffix += f"({args(params)})"
+        return self.name + suffix
+
+    def _default_parameters(self) -> dict[str, Any] | None:
+        try:
+            return self._checked_parameters({})
+        except InvalidError:
+            return None
+
+    def move_to(self, app: AppLike) -> None:
+        """``app.include``: this class (its instances and variants) is ``app``'s now."""
+        self.app = app
+        for obj in self._objs.values():
+            obj.registration.app = app
+            obj.registration.forget()
+        for variant in self._variants.values():
+            variant.move_to(app)
 
     def _checked_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
         """With ``rc.parameter`` fields: every one given or defaulted, of its type, and no others."""
@@ -221,11 +280,12 @@ class Cls:
         return DeployedCls(app_name, name)
 
     def forget_registrations(self) -> None:
-        for obj in self._objs.values():
-            obj.registration.forget()
+        for registration in self.registrations():
+            registration.forget()
 
     def registrations(self) -> list[Registration]:
-        return [obj.registration for obj in self._objs.values()]
+        own = [obj.registration for obj in self._objs.values()]
+        return own + [r for variant in self._variants.values() for r in variant.registrations()]
 
     def __repr__(self) -> str:
         return f"<rc.Cls {self.app.name}.{self.name}>"
@@ -236,12 +296,14 @@ class Obj:
 
     def __init__(self, cls: Cls, params: dict[str, Any]) -> None:
         spec = ClsSpec(cls.user_cls, params, cls.roles["method"], cls.roles["enter"], cls.roles["exit"])
-        self.registration = Registration(cls.app, spec, cls.options, cls.name, cls.image)
+        self.registration = Registration(cls.app, spec, cls.options, cls.registration_name(params), cls.image)
         self._cls = cls
         self._params = params
         self._local: Any = None
         for name in cls.roles["method"]:
             setattr(self, name, Function(self.registration, self._local_method(name), method=name))
+        self.update_autoscaler = twin(functools.partial(update_autoscaler, self.registration.name,
+                                                        getattr(self, cls.roles["method"][0]).fid_aio))
 
     def _local_method(self, name: str) -> Callable[..., Any]:
         def call_here(*args: Any, **kwargs: Any) -> Any:
@@ -255,20 +317,35 @@ class Obj:
         return call_here
 
 
-class DeployedCls:
+class DeployedCls(Variants):
     """A deployed class found by name: ``Model()`` gives the handle on its instance, whose methods call it.
 
     >>> Model = rc.Cls.from_name("demo", "Model")
     >>> Model().predict.remote(x)
     """
 
-    def __init__(self, app_name: str, name: str) -> None:
-        self._lookup = Lookup(app_name, name)
+    def __init__(self, app_name: str, name: str, variant: str = "", overrides: dict[str, Any] | None = None) -> None:
+        self._lookup = VariantLookup(app_name, name, variant, overrides or {}) if variant else Lookup(app_name, name)
         self.name = name
         if not self._lookup.methods:
             raise InvalidError(f"{name!r} in deployed app {app_name!r} is a function, not a class: use "
                                f"rc.Function.from_name({app_name!r}, {name!r})")
+        self._variant, self._overrides = variant, dict(overrides or {})
+        self._variants: dict[str, DeployedCls] = {}
         self._obj = DeployedObj(self._lookup)
+
+    def _batched(self) -> dict[str, Any]:
+        return dict(self._lookup.options.get("batched") or {})
+
+    def _derive(self, given: dict[str, Any], extra: dict[str, Any], how: str) -> DeployedCls:
+        """A variant the runtime makes of the deployed class (``fn_variant``), with the wire options ``given``
+        sets and ``extra`` over the deployed ones; one per ``how``."""
+        variant = f"{self._variant}.{how}" if self._variant else how
+        found = self._variants.get(variant)
+        if found is None:
+            overrides = {**self._overrides, **wire_overrides(given), **extra}
+            found = self._variants[variant] = DeployedCls(self._lookup.app.name, self.name, variant, overrides)
+        return found
 
     def __call__(self, **params: Any) -> DeployedObj:
         if params:
@@ -286,3 +363,5 @@ class DeployedObj:
     def __init__(self, lookup: Lookup) -> None:
         for method in lookup.methods:
             setattr(self, method, Function(lookup, code_elsewhere(f"{lookup.name}.{method}"), method=method))
+        first: Function = getattr(self, lookup.methods[0])
+        self.update_autoscaler = twin(functools.partial(update_autoscaler, lookup.name, first.fid_aio))

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from . import _client, _forms, _invocation
+from ._autoscaler import FunctionAutoscalerSettings, update_autoscaler
 from ._bridge import Twin, twin
 from ._pool_stats import FunctionStats, PoolStats
 from .calls import FunctionCall, FunctionCallGroup
@@ -16,7 +17,8 @@ from .exceptions import InvalidError
 from .registration import Lookup, Registration, code_elsewhere
 from .schedules import Schedule, fetch
 
-__all__ = ["Function", "FunctionCall", "FunctionCallGroup", "FunctionStats"]  # Modal's ``modal.functions``
+# Modal's ``modal.functions``
+__all__ = ["Function", "FunctionAutoscalerSettings", "FunctionCall", "FunctionCallGroup", "FunctionStats"]
 
 
 class Function:
@@ -51,6 +53,7 @@ class Function:
         self.batch_stats = twin(stats.batch_stats)
         self.get_current_stats = twin(stats.current_stats)
         self.schedule = twin(self._schedule)
+        self.update_autoscaler = twin(functools.partial(update_autoscaler, self.name, self.fid_aio))
 
     @staticmethod
     def from_name(app_name: str, name: str) -> Function:
@@ -102,6 +105,11 @@ class Function:
         return self.registration.fid()
 
     def forget_registrations(self) -> None:
+        self.registration.forget()
+
+    def move_to(self, app: Any) -> None:
+        """``app.include``: this function is ``app``'s now (registered there at its next call)."""
+        self.app = self.registration.app = app
         self.registration.forget()
 
     def registrations(self) -> list[Registration]:

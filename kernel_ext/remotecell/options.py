@@ -136,7 +136,7 @@ class Cron:
     Five fields (minute hour day month weekday), or six with seconds last. A wall
     time that happens twice when the clocks go back fires once (unless the hour
     field is ``*``); one that is skipped when they go forward fires at the next
-    valid time. Schedules fire only for deployed apps (``app.deploy()``).
+    valid time. Schedules fire for deployed apps and while ``with app.run():`` runs.
     """
 
     cron_string: str
@@ -166,7 +166,7 @@ class Period:
     ... def refresh(): ...
 
     At least one second in all; Modal's keywords, less ``years`` and ``months``
-    (not a fixed length: use ``rc.Cron``). Schedules fire only for deployed apps.
+    (not a fixed length: use ``rc.Cron``). Schedules fire for deployed apps and in ``app.run()``.
     """
 
     weeks: float = 0

@@ -17,7 +17,13 @@ from typing import Any, Protocol
 
 import cloudpickle
 from remotecell_runtime.protocol import framing, pickling
-from remotecell_runtime.protocol.messages.apps import FnLookupMsg, FnLookupReply, FnRegisterMsg, FnRegisterReply
+from remotecell_runtime.protocol.messages.apps import (
+    FnLookupMsg,
+    FnLookupReply,
+    FnRegisterMsg,
+    FnRegisterReply,
+    FnVariantMsg,
+)
 from remotecell_runtime.protocol.spec import ClsSpec
 
 from . import _client
@@ -140,6 +146,8 @@ class Registration:
         with self._lock:
             if self._fid is None or self._fid_app != app_id:
                 options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
+                if not getattr(self.app, "schedules_fire", True):
+                    options.pop("schedule", None)
                 image = self.image.publish(conn, app_id) if self.image is not None else None
                 if image is not None:
                     options["image"] = image
@@ -165,11 +173,14 @@ class Lookup(Registration):
             conn = _client.connection()
             if self._fid is None or self._conn is not conn or self._runtime_id != conn.runtime_id:
                 runtime_id = conn.runtime_id
-                reply = conn.ask(FnLookupMsg(app=self.app.name, name=self.name), FnLookupReply)
+                reply = self._ask(conn)
                 self._fid, self._conn, self._runtime_id = reply.fid, conn, runtime_id
                 self.options, self._meta, self.web_url = reply.options, reply.meta, reply.web_url
                 self.web_urls = dict(reply.web_urls)
             return conn, self._fid
+
+    def _ask(self, conn: _client.Connection) -> FnLookupReply:
+        return conn.ask(FnLookupMsg(app=self.app.name, name=self.name), FnLookupReply)
 
     def cached(self) -> tuple[_client.Connection, str] | None:
         conn, fid = self._conn, self._fid
@@ -183,6 +194,20 @@ class Lookup(Registration):
     @property
     def methods(self) -> list[str]:
         return [str(m) for m in self._meta.get("methods", [])]
+
+
+class VariantLookup(Lookup):
+    """A variant of a deployed class (``Cls.from_name(...).with_options(...)``): the runtime registers it in the
+    deployed app as ``Name.VARIANT`` from the class's definition with ``overrides`` over its options (the same
+    request again finds the same one), asked again after a runtime restart."""
+
+    def __init__(self, app_name: str, name: str, variant: str, overrides: dict[str, Any]) -> None:
+        self.base, self.variant, self.overrides = name, variant, overrides
+        super().__init__(app_name, f"{name}.{variant}")
+
+    def _ask(self, conn: _client.Connection) -> FnLookupReply:
+        msg = FnVariantMsg(app=self.app.name, name=self.base, variant=self.variant, options=self.overrides)
+        return conn.ask(msg, FnLookupReply)
 
 
 def code_elsewhere(name: str) -> Callable[..., Any]:

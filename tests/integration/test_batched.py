@@ -271,5 +271,17 @@ def test_batched_goes_below_the_app_decorators(runtime):
         def other(self, x):
             return x
 
-    with pytest.raises(InvalidError, match="is @rc.batched but not @rc.method"):
-        app.cls()(Model)
+    assert app.cls()(Model).roles["method"] == ["predict", "other"]  # as Modal's: @batched makes a method
+
+    class Hooked:
+        @rc.enter()
+        @rc.batched(max_batch_size=4, wait_ms=1)
+        def load(self, xs):
+            return xs
+
+        @rc.method()
+        def other(self, x):
+            return x
+
+    with pytest.raises(InvalidError, match=r"Hooked.load is @rc.batched and @rc.enter\(\): a batched method is"):
+        app.cls()(Hooked)

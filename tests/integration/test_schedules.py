@@ -189,9 +189,11 @@ def test_schedule_options_are_checked_where_they_are_given(runtime):
     def hourly(z=1):
         return z
 
-    with pytest.warns(UserWarning, match="schedules of hourly fire only for deployed apps"):
-        with app.run():
-            assert hourly.remote() == 1
+    with app.run():  # an ephemeral app's schedule fires while it runs (test_app_surface.py); a call works as usual
+        assert hourly.remote() == 1
+    with pytest.warns(UserWarning, match=r"started by a call, not by app.run\(\): the schedules of hourly fire only"):
+        assert hourly.remote() == 1  # the ephemeral app a first call starts (a notebook's) fires none
+    app.stop()
     with pytest.raises(NotFoundError, match="no schedule for 'hourly' in deployed app 'schedule-checks'"):
         hourly.schedule()
 

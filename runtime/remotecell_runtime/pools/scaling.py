@@ -42,6 +42,8 @@ EXIT_GRACE_S = 30.0  # what @exit hooks get at scale-down
 STARTUP_S = 0.5  # about what a new container costs before it helps: less queued work than this, don't start one
 START_FAILURES = 3  # containers dying before they are ready, in a row, before the pool gives up for a while
 START_BLOCK_S = 30.0
+AUTOSCALER_RANGES = {"min_containers": (0, 1000), "max_containers": (1, 1000), "buffer_containers": (0, 1000),
+                     "scaledown_window_s": (2, 3600)}  # what the client's options allow too
 
 
 class Scaler:
@@ -63,6 +65,32 @@ class Scaler:
     @property
     def max_containers(self) -> int:
         return self.pool.fn.opts.max_containers
+
+    def update(self, min_containers: int | None, max_containers: int | None, buffer_containers: int | None,
+               scaledown_window_s: float | None) -> None:
+        """Change the autoscaler of the live pool (Modal's ``update_autoscaler``): None keeps a value. At once: a
+        higher minimum starts containers, a lower maximum stops idle ones over it. ValueError names a bad value."""
+        opts = self.pool.fn.opts
+        new = {"min_containers": opts.min_containers if min_containers is None else min_containers,
+               "max_containers": opts.max_containers if max_containers is None else max_containers,
+               "buffer_containers": opts.buffer_containers if buffer_containers is None else buffer_containers}
+        for name, (low, high) in AUTOSCALER_RANGES.items():
+            value = new.get(name, scaledown_window_s)
+            if name == "scaledown_window_s" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ValueError(f"{name.removesuffix('_s')}={value!r} is out of range: allowed {low:g} to {high:g}")
+        if new["min_containers"] > new["max_containers"]:
+            raise ValueError(f"min_containers={new['min_containers']} is more than "
+                             f"max_containers={new['max_containers']}")
+        opts.min_containers, opts.max_containers = int(new["min_containers"]), int(new["max_containers"])
+        opts.buffer_containers = int(new["buffer_containers"])
+        if scaledown_window_s is not None:
+            opts.scaledown_window_s = float(scaledown_window_s)
+        idle = [c for c in self.pool.live() if c.state is State.IDLE]
+        for c in idle[:max(0, len(self.pool.live()) - opts.max_containers)]:
+            self.retire(c)
+        self.scale()
 
     def scale(self) -> None:
         """Start containers so that each holds about ``target_inputs`` of the demand."""

@@ -9,6 +9,7 @@ first (no slot fires into a closing job store), the pools last.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from .apps import Apps
 from .base import ContainerHandler, Handler, Host, Service
 from .blobs import Blobs
 from .calls import Calls
-from .functions import Functions
+from .functions import Functions, scheduled_pool
 from .images import ImageBuilds
 from .jobs import Jobs, SpawnedCalls
 from .kv import Stores
@@ -96,7 +97,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     stores = Stores(host, orphan_grace_s=orphan_grace_s)
     queues = Queues(stores)
     store = DeployStore(host.state_dir / "deployed.db")
-    scheduler = Scheduler(store.db, jobs, functions.deployed_pool)
+    scheduler = Scheduler(store.db, jobs, functools.partial(scheduled_pool, functions))
     apps = Apps(host, registry, store, functions, jobs, scheduler, volumes)
     sandboxes = Sandboxes(host, functions, apps, Path(sock_dir))
     gateway = Gateway(functions, web_bind, BODY_LIMIT_BYTES if web_max_body is None else web_max_body, web_public)

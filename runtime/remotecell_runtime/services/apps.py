@@ -20,7 +20,7 @@ from typing import Any
 from .. import vault
 from ..backends.base import SpecRefused
 from ..images import ImageError, check
-from ..pools import FunctionDef
+from ..pools import FunctionDef, Pool
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload, WireError
@@ -31,10 +31,13 @@ from ..protocol.messages.apps import (
     AppLogsMsg,
     AppLogsReply,
     AppStopMsg,
+    FnAutoscalerMsg,
+    FnAutoscalerReply,
     FnLookupMsg,
     FnLookupReply,
     FnRegisterMsg,
     FnRegisterReply,
+    FnVariantMsg,
 )
 from ..protocol.messages.session import EmptyReply
 from ..protocol.options import FunctionOptions
@@ -48,6 +51,7 @@ from .web import Gateway
 
 log = logging.getLogger("remotecell.runtime")
 
+MAX_VARIANT = 1000  # characters of a deployed class's variant name (``fn_variant``)
 VOLUMES_ENV = "REMOTECELL_VOLUMES"  # a container's volume links: {absolute path: host folder}, as JSON
 
 
@@ -65,7 +69,8 @@ class Apps(Service):
 
     def handlers(self) -> dict[type[Message], Handler]:
         return {AppCreateMsg: self.on_create, AppStopMsg: self.on_stop, FnRegisterMsg: self.on_register,
-                FnLookupMsg: self.on_lookup, AppLogsMsg: self.on_logs}
+                FnLookupMsg: self.on_lookup, AppLogsMsg: self.on_logs, FnAutoscalerMsg: self.on_autoscaler,
+                FnVariantMsg: self.on_variant}
 
     # -- apps ---------------------------------------------------------------------------------
 
@@ -143,9 +148,11 @@ class Apps(Service):
             raise refusal(ErrorName.NOT_FOUND, f"no app {ref!r} on this runtime, running or recently stopped "
                           f"(running: {running})")
         live = app is not None and app.app_id == found.app_id
-        if found.seq > req.msg.after or req.msg.wait_s <= 0 or not live:
-            return AppLogsReply(entries=found.after(req.msg.after), next=found.seq, live=live)
-        logs.wait(req.peer, req.id, found, req.msg.after, min(req.msg.wait_s, 60.0), live)
+        msg = req.msg
+        entries = found.after(msg.after, msg.unsent_only)
+        if entries or msg.wait_s <= 0 or not live:
+            return AppLogsReply(entries=entries, next=found.seq, live=live)
+        logs.wait(req.peer, req.id, found, msg.after, min(msg.wait_s, 60.0), live, msg.unsent_only)
         return None
 
     def stop_app(self, app: AppEntry, reason: str) -> None:
@@ -153,6 +160,8 @@ class Apps(Service):
         if app.mode == "deployed":
             self.store.drop_app(app.name)
             self.scheduler.remove_app(app.name)
+        else:
+            self.scheduler.remove_app(app.app_id)
         for fid in app.functions.values():
             self.functions.stop(fid, reason)
 
@@ -222,7 +231,10 @@ class Apps(Service):
         digest = hashlib.sha256(b"".join(fn.body.frames) + repr(sorted(fn.options.items())).encode()).hexdigest()[:16]
         fid = f"fn-{app.app_id}-{fn.name}-{digest}"
         old = app.functions.get(fn.name)
-        if old == fid:
+        if old == fid:  # registered again: an update_autoscaler's changes end (as a redeploy does in Modal)
+            pool = self.functions.pools.get(fid)
+            if pool is not None and app.mode == "deployed":
+                pool.fn.opts = FunctionOptions.from_wire(pool.fn.options)
             return fid
         web = FunctionOptions.from_wire(fn.options).web_specs()
         deployed = app.mode == "deployed"
@@ -237,6 +249,8 @@ class Apps(Service):
             self.functions.deployed_fids[fid] = (app.name, fn.name)
             self.store.save_function(app.name, fn)
             self.scheduler.sync(app.name, fn.name, pool.fn.opts.schedule)
+        else:  # an ephemeral app's schedule fires while it runs (keyed by its id: names repeat)
+            self.scheduler.sync(app.app_id, fn.name, pool.fn.opts.schedule, persist=False)
         if self.gateway is not None:
             for method, spec in web.items():
                 self.gateway.route(app.name, fid, spec, method)
@@ -264,10 +278,48 @@ class Apps(Service):
             has = ", ".join(sorted(app.functions)) or "nothing"
             raise refusal(ErrorName.NOT_FOUND, f"deployed app {app.name!r} has no function or class {name!r} "
                           f"(it has: {has})")
+        return self._lookup_reply(app, pool)
+
+    def _lookup_reply(self, app: AppEntry, pool: Pool) -> FnLookupReply:
         urls = self.web_urls(app.name, pool.fn.fid)
         return FnLookupReply(fid=pool.fn.fid, options=pool.fn.options, meta=pool.fn.meta,
                              web_url=urls.pop(None, None),
                              web_urls={str(m): url for m, url in urls.items()})
+
+    def on_variant(self, req: Request[FnVariantMsg]) -> FnLookupReply:
+        """``Cls.from_name(...).with_options(...)``: the deployed class's definition again, as ``name.variant``, with
+        the given options over its own (checked as any registration's); a variant already there is found again."""
+        msg = req.msg
+        app = self._deployed_app(msg.app)
+        pool = self.functions.pools.get(app.functions.get(msg.name, ""))
+        if pool is None or not pool.fn.meta.get("methods"):
+            has = ", ".join(sorted(app.functions)) or "nothing"
+            raise refusal(ErrorName.NOT_FOUND, f"deployed app {app.name!r} has no class {msg.name!r} (it has: {has})")
+        if not msg.variant or len(msg.variant) > MAX_VARIANT or not msg.variant.isprintable():
+            raise refusal(ErrorName.INVALID, f"fn_variant: variant {msg.variant[:80]!r} must be 1 to {MAX_VARIANT} "
+                          "printable characters")
+        options = dict(pool.fn.options)
+        for key, value in msg.options.items():
+            if value is None:
+                options.pop(key, None)
+            else:
+                options[key] = value
+        fid = self.register(app, SavedFunction(f"{msg.name}.{msg.variant}", options, pool.fn.meta, pool.fn.body))
+        return self._lookup_reply(app, self.functions.pools[fid])
+
+    def on_autoscaler(self, req: Request[FnAutoscalerMsg]) -> FnAutoscalerReply:
+        """``update_autoscaler``: the live pool's autoscaler changes now, until the function is registered again."""
+        msg = req.msg
+        pool = self.functions.live_pool(msg.fid)
+        try:
+            pool.scaler.update(msg.min_containers, msg.max_containers, msg.buffer_containers, msg.scaledown_window_s)
+        except ValueError as exc:
+            raise refusal(ErrorName.INVALID, f"update_autoscaler of {pool.fn.name}: {exc}") from None
+        opts = pool.fn.opts
+        log.info("autoscaler of %s: min %d, max %d, buffer %d, scaledown window %g s", pool.fn.name,
+                 opts.min_containers, opts.max_containers, opts.buffer_containers, opts.scaledown_window_s)
+        return FnAutoscalerReply(min_containers=opts.min_containers, max_containers=opts.max_containers,
+                                 buffer_containers=opts.buffer_containers, scaledown_window_s=opts.scaledown_window_s)
 
     def close(self) -> None:
         self.store.close()

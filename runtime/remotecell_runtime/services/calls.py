@@ -178,9 +178,10 @@ class Calls(Service):
     def on_output(self, container: ContainerRecord, report: Report[OutputMsg]) -> None:
         pool = self.functions.pool_of(container)
         app = self.functions.apps.get(pool.fn.app_id) if pool is not None else None
-        if pool is not None and app is not None and report.msg.stream != "display":
-            self.functions.app_logs.add(app.app_id, app.name, pool.fn.name, report.msg.text)
         peer = self._caller_of(report.msg.id)
+        if pool is not None and app is not None and report.msg.stream != "display":
+            self.functions.app_logs.add(app.app_id, app.name, pool.fn.name, report.msg.text, report.msg.id,
+                                        unsent=peer is None or peer is JOB_PEER)
         if peer is JOB_PEER:
             if self.functions.job_sink is not None:
                 self.functions.job_sink.on_output(report.msg.id, report.msg.text)

@@ -295,3 +295,14 @@ def drop_inputs_of(functions: Functions, peers: set[Peer]) -> int:
             pool.cancel(inp.id)
             dropped += 1
     return dropped
+
+
+def scheduled_pool(functions: Functions, app_ref: str, name: str) -> Pool | None:
+    """The pool a schedule fires into: ``name`` of deployed app ``app_ref``, else of the (ephemeral) app whose id
+    it is."""
+    pool = functions.deployed_pool(app_ref, name)
+    if pool is not None:
+        return pool
+    app = functions.apps.get(app_ref)
+    pool = functions.pools.get(app.functions.get(name, "")) if app is not None else None
+    return pool if pool is not None and not pool.retired else None

@@ -132,6 +132,7 @@ class ScheduleState:
     last_call: str | None = None
     last_at: float | None = None
     last_trigger: str | None = None
+    persist: bool = True  # a deployed app's (saved, fires once per slot across restarts); an ephemeral app's not
 
     @property
     def key(self) -> tuple[str, str]:
@@ -172,8 +173,12 @@ class Scheduler(Service):
 
     # -- what deploys and stops change ----------------------------------------------------------
 
-    def sync(self, app_name: str, name: str, spec: ScheduleSpec | None) -> None:
-        """A deployed definition was registered: keep its schedule if unchanged, else replace or drop it."""
+    def sync(self, app_name: str, name: str, spec: ScheduleSpec | None, persist: bool = True) -> None:
+        """A definition was registered: keep its schedule if unchanged, else replace or drop it.
+
+        ``persist=False``: an ephemeral app's (``app_name`` is its id), kept in memory only; it fires while the
+        app runs and goes with it (``remove_app``), as Modal's schedules in ``app.run()`` do.
+        """
         old = self.schedules.get((app_name, name))
         if spec is None:
             if old is not None:
@@ -181,7 +186,7 @@ class Scheduler(Service):
             return
         if old is not None and old.spec == spec:
             return  # the same schedule (a restore, or a redeploy of other changes): its state goes on
-        schedule = ScheduleState(app_name, name, spec, next_at=next_fire_s(spec, time.time()))
+        schedule = ScheduleState(app_name, name, spec, next_at=next_fire_s(spec, time.time()), persist=persist)
         if old is not None:
             schedule.last_call, schedule.last_at, schedule.last_trigger = old.last_call, old.last_at, old.last_trigger
         self.schedules[schedule.key] = schedule
@@ -202,6 +207,8 @@ class Scheduler(Service):
             self.remove(*key)
 
     def _save(self, s: ScheduleState) -> None:
+        if not s.persist:
+            return
         self.db.execute("INSERT OR REPLACE INTO schedules (app_name, name, spec, paused, next_at, last_call, "
                         "last_at, last_trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (s.app_name, s.name, json.dumps(s.spec.fields()), int(s.paused), s.next_at, s.last_call,
@@ -237,6 +244,9 @@ class Scheduler(Service):
         pool = self.pool_of(s.app_name, s.name)
         call_id = ids.new_call_id()
         outcome = self._skip_reason(s, pool) or "spawned"
+        if not s.persist:  # an ephemeral app's: no restart to survive, nothing to record
+            self._fire_ephemeral(s, pool, call_id, outcome, now)
+            return
         self.db.execute("BEGIN")
         fresh = self.db.execute("INSERT OR IGNORE INTO schedule_fires (app_name, name, slot, outcome, call_id, at) "
                                 "VALUES (?, ?, ?, ?, ?, ?)", (s.app_name, s.name, slot, outcome,
@@ -254,6 +264,13 @@ class Scheduler(Service):
             self._spawn(pool, call_id)
         else:
             log.info("skipped a slot of %s in %s: %s", s.name, s.app_name, outcome)
+
+    def _fire_ephemeral(self, s: ScheduleState, pool: Pool | None, call_id: str, outcome: str, now: float) -> None:
+        if pool is None or outcome != "spawned":
+            log.info("skipped a slot of %s in %s: %s", s.name, s.app_name, outcome)
+            return
+        s.last_call, s.last_at, s.last_trigger = call_id, now, "schedule"
+        self._spawn(pool, call_id)
 
     def _skip_reason(self, s: ScheduleState, pool: Pool | None) -> str | None:
         if pool is None:

@@ -44,11 +44,12 @@ class AppLogsMsg(Message):
     app: str
     after: int = 0
     wait_s: float = 0.0
+    unsent_only: bool = False  # only what went to no caller: spawned calls', schedules' (rc.enable_output)
 
 
 @message("reply")
 class AppLogsReply(Message):
-    entries: list[list[str]]  # [function name, text], oldest first
+    entries: list[list[str]]  # [function name, text, input id], oldest first
     next: int  # the ``after`` of the next request
     live: bool  # the app still runs (a follower stops once it does not)
 
@@ -85,6 +86,42 @@ class FnLookupReply(Message):
     meta: dict[str, Any]
     web_url: str | None = None
     web_urls: dict[str, Any] = wire(factory=dict)
+
+
+@message("fn_variant")
+class FnVariantMsg(Message):
+    """A variant of deployed class ``name`` (Modal's ``Cls.from_name(...).with_options(...)``): registered in the
+    app as ``name.variant`` from the class's definition with ``options`` over its own (a None value drops that
+    option); answered as ``fn_lookup`` is. The same request again finds the same definition."""
+
+    app: str
+    name: str
+    variant: str
+    options: dict[str, Any] = wire(factory=dict)
+
+
+@message("fn_autoscaler")
+class FnAutoscalerMsg(Message):
+    """Change a live function's autoscaler (Modal's ``update_autoscaler``); a field left None keeps its value.
+
+    It holds until the function is registered again (a redeploy resets it to the decorator's values).
+    """
+
+    fid: str
+    min_containers: int | None = None
+    max_containers: int | None = None
+    buffer_containers: int | None = None
+    scaledown_window_s: float | None = None
+
+
+@message("reply")
+class FnAutoscalerReply(Message):
+    """The function's autoscaler settings after the change."""
+
+    min_containers: int
+    max_containers: int
+    buffer_containers: int
+    scaledown_window_s: float
 
 
 @message()
