@@ -76,7 +76,7 @@ def test_containers_on_both_nodes_gpus_only_on_the_gpu_node_and_calls_as_usual(r
     app = rc.App("ray-places")
     gate = tmp_path / "gate"
 
-    @app.function(cpu=2, max_containers=2, secrets=[rc.Secret.from_dict({"TOKEN": "s3cret"})])
+    @app.function(cpu=1.5, max_containers=2, secrets=[rc.Secret.from_dict({"TOKEN": "s3cret"})])
     def whole_node(gate: str) -> dict[str, str]:
         return _held(Path(gate))
 
@@ -91,7 +91,7 @@ def test_containers_on_both_nodes_gpus_only_on_the_gpu_node_and_calls_as_usual(r
     with app.run():
         assert square.remote(7) == 49  # a cold start: an actor placed, its key admitted, its process up
         assert list(square.map(range(20))) == [x * x for x in range(20)]
-        calls = [whole_node.spawn(str(gate)) for _ in range(2)]  # each takes a whole node's 2 CPUs
+        calls = [whole_node.spawn(str(gate)) for _ in range(2)]  # 1.5 of a node's 2 CPUs: not two on one node
         gpu_calls = [on_a100.spawn(str(gate)) for _ in range(2)]
         wait_for(lambda: whole_node.stats()["running"] == 2 and on_a100.stats()["running"] == 2
                  and len(on_a100.stats()["placements"]) == 2, timeout_s=60, what="four containers to start")
@@ -132,7 +132,7 @@ def test_a_node_removed_mid_spawn_and_the_call_still_completes(ray_runtime, clus
     app = rc.App("ray-node-dies")
     gate, marker = tmp_path / "gate", tmp_path / "node"
 
-    @app.function(cpu=2)
+    @app.function(cpu=1.5)
     def held(gate: str, marker: str) -> dict[str, str]:
         return _held(Path(gate), Path(marker))
 

@@ -104,11 +104,12 @@ class Demand:
 def missing(demand: Demand, nodes: list[dict[str, float]]) -> str | None:
     """Why no node of ``nodes`` (their total resources) could ever hold a container of ``demand``, or None."""
     wanted = demand.resources()
-    if any(all(node.get(k, 0.0) >= v for k, v in wanted.items()) for node in nodes):
+    shorts = [[k for k, v in wanted.items() if node.get(k, 0.0) < v] for node in nodes]
+    if any(not short for short in shorts):
         return None
-    lacking = sorted({k for node in nodes for k, v in wanted.items() if node.get(k, 0.0) < v}) or sorted(wanted)
+    closest = min(shorts, key=len) if shorts else sorted(wanted)  # what the best-fitting node lacks
     have = "; ".join(_describe_node(n) for n in nodes) or "no live nodes"
-    return f"no node of the Ray cluster has {demand.describe()} (short of: {', '.join(lacking)}; nodes: {have})"
+    return f"no node of the Ray cluster has {demand.describe()} (short of: {', '.join(closest)}; nodes: {have})"
 
 
 def _describe_node(resources: dict[str, float]) -> str:
@@ -244,8 +245,9 @@ class RayBackend:
         nodes = self.nodes()
         whys = [missing(self._demand(spec.options, i), nodes) for i in range(_choices(spec.options))]
         if all(whys):
-            raise SpecRefused(f"gpu={spec.gpu!r}, cpu={spec.options.cpu}, memory={spec.options.memory_mib}: "
-                              + " / ".join(w for w in whys if w))
+            raise SpecRefused(" / ".join(w for w in whys if w) + ": give the function resources a node has, or add "
+                              "such a node to the cluster (with Ray's autoscaler, start the runtime with "
+                              f"{AUTOSCALER_ENV}=1)")
 
     def _demand(self, options: FunctionOptions, choice: int = 0) -> Demand:
         return Demand.of(options, choice)
