@@ -120,7 +120,7 @@ def main() -> None:
     print("| measure | local backend | Ray backend | plain Ray tasks |")
     print("|---|---|---|---|")
     for q in ("p50_us", "p90_us"):
-        print(f"| warm `.remote()` {q[:3]} (µs) | {local["latency"][q]:.0f} | {on_ray["latency"][q]:.0f} "
+        print(f"| warm `.remote()` {q[:3]} (µs) | {local['latency'][q]:.0f} | {on_ray['latency'][q]:.0f} "
               f"({on_ray['latency'][q] / local['latency'][q]:.2f}x) | |")
     print(f"| {args.inputs}-input map (s) | {local['map_s']:.3f} | {on_ray['map_s']:.3f} | {plain_s:.3f} "
           f"(Ray backend {plain_s / on_ray['map_s']:.2f}x as fast) |")
