@@ -26,40 +26,35 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
-    old = {k: os.environ.get(k) for k in LOOPBACK_ENV}
-    os.environ.update(LOOPBACK_ENV)
-    from ray.cluster_utils import Cluster
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in LOOPBACK_ENV.items():
+            env.setenv(key, value)
+        from ray.cluster_utils import Cluster
 
-    # Health checks every 0.5 s: a node that dies is known dead within about 2 s, not Ray's default 15 s.
-    health = {"health_check_period_ms": 500, "health_check_failure_threshold": 4, "health_check_initial_delay_ms": 0}
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                          "_system_config": health})
-    cpu_node = made.add_node(num_cpus=2)
-    gpu_node = made.add_node(num_cpus=2, num_gpus=2, resources={"accelerator_type:A100": 1})
-    made.wait_for_nodes()
-    yield {"cluster": made, "cpu": cpu_node, "gpu": gpu_node}
-    made.shutdown()
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+        # Health checks every 0.5 s: a node that dies is known dead within about 2 s, not Ray's default 15 s.
+        health = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
+                  "health_check_initial_delay_ms": 0}
+        made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                              "_system_config": health})
+        cpu_node = made.add_node(num_cpus=2)
+        gpu_node = made.add_node(num_cpus=2, num_gpus=2, resources={"accelerator_type:A100": 1})
+        made.wait_for_nodes()
+        yield {"cluster": made, "cpu": cpu_node, "gpu": gpu_node}
+        made.shutdown()
 
 
 @pytest.fixture(scope="module")
 def ray_runtime(cluster, new_home) -> Iterator[Runtime]:
+    """A runtime that joined the cluster; the client talks to it for this module."""
     state = new_home("ray-home")
     rt = Runtime(state, args=["--backend", "ray", "--ray-address", cluster["cluster"].address], env=LOOPBACK_ENV)
-    old = os.environ.get("REMOTECELL_HOME")
-    os.environ["REMOTECELL_HOME"] = str(state)
-    client_mod.reset_connection()
-    yield rt
-    client_mod.reset_connection()
-    rt.stop()
-    if old is None:
-        os.environ.pop("REMOTECELL_HOME", None)
-    else:
-        os.environ["REMOTECELL_HOME"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("REMOTECELL_HOME", str(state))
+        env.delenv("REMOTECELL_RUNTIME", raising=False)
+        client_mod.reset_connection()
+        yield rt
+        client_mod.reset_connection()
+        rt.stop()
 
 
 def _held(gate: Path, marker: Path | None = None) -> dict[str, str]:

@@ -329,21 +329,26 @@ class RayBackend:
             actor.handle.signal.remote(signal.SIGTERM)
         loop.call_later(grace_s, self.kill, cid)
 
-    def _signal(self, cid: str, sig: int) -> None:
+    def _handle(self, cid: str) -> Any:
+        """The live actor of ``cid``, once Ray was asked for it; None before and after."""
         actor = self.actors.get(cid)
-        if actor is not None and actor.handle is not None:
-            actor.handle.signal.remote(sig)
+        return actor.handle if actor is not None and not actor.ended else None
+
+    def _signal(self, cid: str, sig: int) -> None:
+        handle = self._handle(cid)
+        if handle is not None:
+            handle.signal.remote(sig)
 
     def kill(self, cid: str) -> None:
         """End the actor: its process goes with it (the container dies with its parent)."""
-        actor = self.actors.get(cid)
-        if actor is not None and actor.handle is not None and not actor.ended:
-            self.ray.kill(actor.handle, no_restart=True)
+        handle = self._handle(cid)
+        if handle is not None:
+            self.ray.kill(handle, no_restart=True)
 
     def interrupt(self, cid: str, input_id: str) -> None:
-        actor = self.actors.get(cid)
-        if actor is not None and actor.handle is not None:
-            actor.handle.interrupt.remote(input_id)
+        handle = self._handle(cid)
+        if handle is not None:
+            handle.interrupt.remote(input_id)
 
     def alive(self, cid: str) -> bool:
         actor = self.actors.get(cid)
