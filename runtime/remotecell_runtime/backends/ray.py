@@ -52,6 +52,8 @@ log = logging.getLogger("remotecell.runtime")
 NAMESPACE = "remotecell"
 DEFAULT_CPU = 0.125  # what a container without cpu= asks Ray for (Modal's default reservation)
 AUTOSCALER_ENV = "REMOTECELL_RAY_AUTOSCALER"  # "1": Ray's autoscaler adds nodes, so no spec is refused up front
+SANDBOXES_REFUSED = "rc.Sandbox is not available on the Ray backend: run sandboxes on a runtime started with " \
+    "--backend local"
 NODE_ENV = "REMOTECELL_RAY_NODE_ID"  # the Ray node a container runs on, in its environment
 
 
@@ -235,8 +237,7 @@ class RayBackend:
 
     def check(self, spec: ContainerSpec) -> None:
         if spec.agent is not None:
-            raise SpecRefused("rc.Sandbox is not available on the Ray backend: run sandboxes on a runtime started "
-                              "with --backend local")
+            raise SpecRefused(SANDBOXES_REFUSED)
         if spec.options.image is not None:
             raise SpecRefused("images are not built on Ray nodes yet: give the function no image= (its nodes run "
                               "the runtime's own Python environment), or serve it with --backend local")
@@ -259,6 +260,10 @@ class RayBackend:
         return next((d for d in demands if missing(d, nodes) is None), demands[0])
 
     def start(self, spec: ContainerSpec, on_exit: ExitCallback) -> None:
+        if spec.agent is not None:  # an rc.Sandbox's container: its agent needs a socket on the daemon's host
+            asyncio.get_running_loop().call_soon(on_exit, spec.cid, ContainerExit(
+                f"it could not be started: {SANDBOXES_REFUSED}"))
+            return
         actor = self.actors[spec.cid] = _Actor(spec)
         asyncio.ensure_future(self._run(actor, on_exit))
 
