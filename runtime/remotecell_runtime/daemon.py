@@ -115,13 +115,13 @@ class Daemon:
         auth.ensure_private_dir(self.sock_dir)
         keys = auth.server_keys(self.state_dir)
         if any(b.startswith("tcp://") for b in self.binds):
-            self.gate = auth.ZapGate(self._zap(), self.state_dir)
+            self.gate = auth.ZapGate(_zap(self), self.state_dir)
         for address in self.binds:
             self.listeners.append(self._bind_client(address, keys))
         local = [e for e in self.endpoints if e.startswith("ipc://")]
         if local:
             self.stream_listener = StreamListener(stream.client_path(local[0]), self.on_client_message,
-                                                  self._drained, shm=self._shm())
+                                                  self._drained, shm=_client_shm(self.backend))
         self.services = services.build(self, str(self.sock_dir), self.shm_prefix, self._client_env(),
                                        self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S, shares=self.shares,
                                        web_bind=self.web_bind, web_max_body=self.web_max_body,
@@ -134,11 +134,6 @@ class Daemon:
         self._write_connection_file(keys)
         log.info("remotecell runtime %s serving on %s", self.runtime_id, ", ".join(self.endpoints))
 
-    def _zap(self) -> Any:
-        if self.zap is None:
-            self.zap = auth.start_zap(self.ctx)
-        return self.zap
-
     def _bind_containers(self, keys: auth.ServerKeys) -> Listener:
         """The containers' ROUTER: ipc:// for local ones; tcp:// behind CURVE for those on other hosts, each
         admitted by its key for its own id (``auth.ContainerGate``)."""
@@ -150,7 +145,7 @@ class Daemon:
         if connect_back.bind.startswith("tcp://"):
             auth.apply_curve_server(csock, keys)
             csock.zap_domain = auth.CONTAINER_DOMAIN.encode()
-            self.container_gate = auth.ContainerGate(self._zap())
+            self.container_gate = auth.ContainerGate(_zap(self))
         csock.bind(connect_back.bind)
         backend.bound(csock.getsockopt_string(zmq.LAST_ENDPOINT), self.container_gate)
         return Listener(csock, self.on_container_message, self._drained, shm=connect_back.same_host,
@@ -168,13 +163,8 @@ class Daemon:
         sock.bind(address)
         if not is_tcp:
             os.chmod(address.removeprefix("ipc://"), 0o600)
-        shm = not is_tcp and self._shm()
+        shm = not is_tcp and _client_shm(self.backend)
         return Listener(sock, self.on_client_message, self._drained, shm=shm, local=not is_tcp)
-
-    def _shm(self) -> bool:
-        """Whether local clients may send large buffers through shared memory: only where every container is on
-        this host too (the daemon passes them on untouched; a container on another node could not read them)."""
-        return self.backend.same_host and sharedmem.ShmPool.available()
 
     def _client_env(self) -> dict[str, str]:
         """What a container's own client needs to reach this runtime (for Dicts, Queues, calls), never another."""
@@ -367,6 +357,19 @@ class Daemon:
 
     def send_container(self, cid: str, frames: list[Frame]) -> None:
         self.container_listener.send(cid.encode(), frames)
+
+
+def _client_shm(backend: BackendChoice) -> bool:
+    """Whether local clients may send large buffers through shared memory: only where every container is on
+    this host too (the daemon passes them on untouched; a container on another node could not read them)."""
+    return backend.same_host and sharedmem.ShmPool.available()
+
+
+def _zap(daemon: Daemon) -> Any:
+    """The daemon's one ZAP handler, started when a tcp:// socket (clients', containers') first needs it."""
+    if daemon.zap is None:
+        daemon.zap = auth.start_zap(daemon.ctx)
+    return daemon.zap
 
 
 def _periodic(work: Callable[..., None], *args: Any) -> None:
