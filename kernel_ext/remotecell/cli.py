@@ -1,6 +1,7 @@
 """The `remotecell` command.
 
     remotecell serve [--bind ADDR]... [--state-dir DIR]   run the runtime in the foreground
+    remotecell serve --backend ray [--ray-address ADDR]  ... with its containers as actors on a Ray cluster
     remotecell serve FILE.py                             serve the file's web endpoints; run again on each edit
     remotecell status                                    what the runtime is doing
     remotecell deploy FILE.py [--name NAME]              deploy the file's app (it stays until stopped)

@@ -1,4 +1,4 @@
-"""`python -m remotecell_runtime serve [--bind ADDR]... [--share PATH]... [--state-dir DIR]`: the daemon.
+"""`python -m remotecell_runtime serve [--bind ADDR]... [--state-dir DIR] [--backend ray] ...`: the daemon.
 
 Also the runtime host's own commands: `token new|list|revoke` and `secret create|list|delete`.
 
@@ -24,6 +24,7 @@ from typing import Any
 
 from . import auth, vault
 from .auth import KeySetupError
+from .backends.choice import BackendChoice, BackendChoiceError
 
 SHARE_ENV = "REMOTECELL_SHARE"  # more --share folders, separated by ":"
 
@@ -34,8 +35,9 @@ def default_state_dir() -> Path:
 
 def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_s: float | None = None,
           shares: Sequence[str] = (), on_demand: bool = False, web_bind: str | None = None,
-          web_max_body: int | None = None, web_public: bool = False) -> int:
-    """Run the daemon; ``shares`` (with those of ``REMOTECELL_SHARE``): folders every container sees."""
+          web_max_body: int | None = None, web_public: bool = False, backend: BackendChoice | None = None) -> int:
+    """Run the daemon; ``shares`` (with those of ``REMOTECELL_SHARE``): folders every container sees;
+    ``backend``: where its containers run (local processes unless it says ``ray``)."""
     from .backends.sandbox import ShareRefused, checked_shares
     from .daemon import Daemon, StateBusy
     from .services.jobs import RETENTION_S
@@ -48,7 +50,8 @@ def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_
     try:
         shared = checked_shares([*shares, *filter(None, os.environ.get(SHARE_ENV, "").split(os.pathsep))],
                                 str(state_dir))
-        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand, web_bind, web_max_body, web_public)
+        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand, web_bind, web_max_body, web_public,
+                        backend)
         _run_profiled(daemon.serve_forever(), os.environ.get("REMOTECELL_PROFILE"))
     except (KeySetupError, ShareRefused, StateBusy, WebBindError) as exc:
         print(f"remotecell serve: {exc}", file=sys.stderr)
@@ -176,6 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--web-public", action="store_true",
                    help="with --web-bind beyond loopback: endpoints without requires_proxy_auth answer anyone "
                         "(without it they answer 401 to requests without a web token)")
+    p.add_argument("--backend", default=None, choices=["local", "ray"],
+                   help="where containers run: local processes (default), or Ray actors on a Ray cluster "
+                        "(env REMOTECELL_BACKEND; needs `pip install 'remotecell[ray]'`)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --backend ray: the Ray cluster to join (env RAY_ADDRESS; default: a local Ray "
+                        "started for the runtime)")
+    p.add_argument("--container-bind", default=None, metavar="tcp://HOST:PORT",
+                   help="with --backend ray: where containers on the nodes connect back to (env "
+                        "REMOTECELL_CONTAINER_BIND; default tcp://127.0.0.1:*, nodes on this host only)")
+    p.add_argument("--container-address", default=None, metavar="tcp://HOST:PORT",
+                   help="with --backend ray: the address the nodes reach --container-bind at (env "
+                        "REMOTECELL_CONTAINER_ADDRESS; needed when it binds every interface)")
     t = sub.add_parser("token", help="client keys for tcp:// listeners")
     t.add_argument("action", choices=["new", "list", "revoke"])
     t.add_argument("name", nargs="?")
@@ -209,8 +224,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--web-max-body {args.web_max_body}: give a number of bytes, 0 or more")
     if args.result_retention_s is not None and args.result_retention_s <= 0:
         parser.error(f"--result-retention-s {args.result_retention_s:g}: must be more than 0 seconds")
+    try:
+        backend = BackendChoice.read(args.backend, args.ray_address, args.container_bind, args.container_address)
+    except BackendChoiceError as exc:
+        parser.error(str(exc))
+    if backend.name == "ray" and not _has_ray():
+        parser.error("--backend ray needs Ray on this host: pip install 'remotecell[ray]'")
     return serve(args.bind, args.state_dir, args.log_level, args.result_retention_s, args.share, args.on_demand,
-                 args.web_bind, args.web_max_body, args.web_public)
+                 args.web_bind, args.web_max_body, args.web_public, backend)
+
+
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
 
 
 if __name__ == "__main__":

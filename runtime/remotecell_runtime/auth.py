@@ -19,6 +19,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -142,29 +143,39 @@ def write_private_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-class ZapGate:
-    """ZAP for the tcp:// listeners: CURVE clients whose key is in ``keys/authorized``, read again as it changes."""
+def start_zap(ctx: zmq.Context) -> Any:
+    """The ZAP handler of ``ctx`` (one a context): every CURVE connection to it is asked about, by domain."""
+    from zmq.auth.asyncio import AsyncioAuthenticator  # only a runtime that listens on tcp:// needs it
 
-    def __init__(self, ctx: zmq.Context, state_dir: Path) -> None:
+    authenticator = AsyncioAuthenticator(ctx)
+    authenticator.start()
+    return authenticator
+
+
+class ZapGate:
+    """ZAP for the tcp:// client listeners: CURVE clients whose key is in ``keys/authorized``, read again as it
+    changes (the default domain; containers on other hosts have a domain of their own, ``ContainerGate``)."""
+
+    def __init__(self, authenticator: Any, state_dir: Path) -> None:
         if not authorized_keys(state_dir):
             raise KeySetupError(
                 "refusing to listen on tcp:// without client keys: create one with "
                 f"`remotecell token new NAME --state-dir {state_dir}` and give the client its file"
             )
-        from zmq.auth.asyncio import AsyncioAuthenticator  # only a runtime that listens on tcp:// needs it
-
         self.dir = authorized_dir(state_dir)
-        self.authenticator = AsyncioAuthenticator(ctx)
-        self.authenticator.start()
         self.keys: set[str] = set()  # the allowed clients' public keys (Z85): what a message's User-Id is
         self._load()
+        authenticator.configure_curve_callback("*", self)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """ZAP asks: may the client with this public key (Z85) connect?"""
+        return key.decode() in self.keys
 
     def _load(self) -> set[str]:
         """Read the allowlist; the keys it no longer holds."""
         from zmq.auth import load_certificates
 
         self.mtime_ns = self.dir.stat().st_mtime_ns if self.dir.exists() else 0
-        self.authenticator.configure_curve(domain="*", location=str(self.dir))
         keys = {key.decode() for key in load_certificates(str(self.dir))} if self.dir.exists() else set()
         gone, self.keys = self.keys - keys, keys
         return gone
@@ -180,5 +191,35 @@ class ZapGate:
         its connection was made is not: ZeroMQ does not authenticate a connection again)."""
         return user_id in self.keys
 
-    def stop(self) -> None:
-        self.authenticator.stop()
+
+CONTAINER_DOMAIN = "containers"  # the ZAP domain of the daemon's tcp:// container socket
+
+
+class ContainerGate:
+    """ZAP for the tcp:// container socket: a container's key is admitted for its one container id while it
+    lives (``admit``/``forget``); a message is taken only from the key of the id it says it is (``owner``).
+
+    Example::
+
+        gate = ContainerGate(authenticator)
+        gate.admit("c7-4242", public_key)   # the key its own host made; the daemon learnt it from its backend
+        gate.owner(public_key) == "c7-4242"
+    """
+
+    def __init__(self, authenticator: Any) -> None:
+        self.cids: dict[str, str] = {}  # public key (Z85) -> the container id it was admitted for
+        authenticator.configure_curve_callback(CONTAINER_DOMAIN, self)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key.decode() in self.cids
+
+    def admit(self, cid: str, public_key: str) -> None:
+        self.cids[public_key] = cid
+
+    def forget(self, cid: str) -> None:
+        for key in [k for k, c in self.cids.items() if c == cid]:
+            del self.cids[key]
+
+    def owner(self, user_id: str | None) -> str | None:
+        """The container id a connection's key (its ZAP User-Id) was admitted for."""
+        return self.cids.get(user_id) if user_id else None

@@ -129,6 +129,10 @@ class ContainerManager:
         """Interrupt ``input_id`` if it is the one running; the container skips it if it is still queued."""
         self.backend.interrupt(container.id, input_id)
 
+    def load_env(self, container: ContainerRecord) -> dict[str, str]:
+        """What its ``load`` carries of its environment (the backend's say: {} for a local process)."""
+        return self.backend.load_env(container.id)
+
     def memory_mib(self, container: ContainerRecord) -> float | None:
         return self.backend.memory_mib(container.id)
 

@@ -39,3 +39,19 @@ def thread_env(cpu: float) -> dict[str, str]:
     """Numeric libraries size their thread pools to the reservation, not to the whole host."""
     threads = str(max(1, int(cpu)))
     return {name: threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+
+class PlacedCpus(CpuBudget):
+    """The CPUs of a cluster backend's nodes: its scheduler (Ray) reserves them, nothing is counted here."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+
+    def describe(self) -> str:
+        return "CPUs are reserved by the Ray cluster"
+
+    def unsatisfiable(self, cpu: float) -> str | None:
+        return None
+
+    def acquire(self, cpu: float) -> bool:
+        return True

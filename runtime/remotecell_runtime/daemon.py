@@ -26,6 +26,7 @@ from typing import Any
 import zmq
 
 from . import auth, services
+from .backends.choice import BackendChoice
 from .listeners import Listener, StreamListener, StreamPeer
 from .pools import Peer
 from .protocol import framing, sharedmem, stream
@@ -77,8 +78,10 @@ class Daemon:
 
     def __init__(self, state_dir: Path, binds: list[str], retention_s: float = RETENTION_S,
                  shares: Sequence[str] = (), on_demand: bool = False, web_bind: str | None = None,
-                 web_max_body: int | None = None, web_public: bool = False) -> None:
+                 web_max_body: int | None = None, web_public: bool = False,
+                 backend: BackendChoice | None = None) -> None:
         self.state_dir = state_dir
+        self.backend = backend or BackendChoice()  # where containers run (``backends/choice.py``)
         self.web_bind = web_bind  # the web gateway's HOST:PORT (None: loopback, its default port or a free one)
         self.web_max_body = web_max_body  # the largest request body it takes (None: 100 MiB)
         self.web_public = web_public  # bound beyond loopback, endpoints without proxy auth answer anyone
@@ -95,6 +98,8 @@ class Daemon:
         self.revoked: set[Peer] = set()  # sockets of clients whose token was revoked: nothing is sent there
         self.stopped = asyncio.Event()
         self.gate: auth.ZapGate | None = None
+        self.zap: Any = None  # the ZAP handler, once a tcp:// socket (clients', containers') needs one
+        self.container_gate: auth.ContainerGate | None = None  # a tcp:// container socket's (Ray backend)
         self.reading = False  # handling what a read of a socket brought: ``_drained`` comes after (Host)
         self._next_sweep_s = 0.0  # monotonic time of the next sweep of dead processes' shared memory
 
@@ -110,30 +115,41 @@ class Daemon:
         auth.ensure_private_dir(self.sock_dir)
         keys = auth.server_keys(self.state_dir)
         if any(b.startswith("tcp://") for b in self.binds):
-            self.gate = auth.ZapGate(self.ctx, self.state_dir)
+            self.gate = auth.ZapGate(_zap(self), self.state_dir)
         for address in self.binds:
             self.listeners.append(self._bind_client(address, keys))
         local = [e for e in self.endpoints if e.startswith("ipc://")]
         if local:
             self.stream_listener = StreamListener(stream.client_path(local[0]), self.on_client_message,
-                                                  self._drained, shm=sharedmem.ShmPool.available())
+                                                  self._drained, shm=_client_shm(self.backend))
         self.services = services.build(self, str(self.sock_dir), self.shm_prefix, self._client_env(),
                                        self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S, shares=self.shares,
                                        web_bind=self.web_bind, web_max_body=self.web_max_body,
-                                       web_public=self.web_public)
-        connect_back = self.services.functions.containers.backend.connect_back
-        csock = self.ctx.socket(zmq.ROUTER)
-        csock.router_mandatory = True
-        csock.sndhwm = csock.rcvhwm = 0
-        csock.bind(connect_back.bind)
-        self.container_listener = Listener(csock, self.on_container_message, self._drained,
-                                           shm=connect_back.same_host)
+                                       web_public=self.web_public, backend=self.backend)
+        self.container_listener = self._bind_containers(keys)
         self.handlers = self.services.handlers()
         self.container_handlers = self.services.container_handlers()
         self.services.start()
         self.ticker = asyncio.ensure_future(self._tick())
         self._write_connection_file(keys)
         log.info("remotecell runtime %s serving on %s", self.runtime_id, ", ".join(self.endpoints))
+
+    def _bind_containers(self, keys: auth.ServerKeys) -> Listener:
+        """The containers' ROUTER: ipc:// for local ones; tcp:// behind CURVE for those on other hosts, each
+        admitted by its key for its own id (``auth.ContainerGate``)."""
+        backend = self.services.functions.containers.backend
+        connect_back = backend.connect_back
+        csock = self.ctx.socket(zmq.ROUTER)
+        csock.router_mandatory = True
+        csock.sndhwm = csock.rcvhwm = 0
+        if connect_back.bind.startswith("tcp://"):
+            auth.apply_curve_server(csock, keys)
+            csock.zap_domain = auth.CONTAINER_DOMAIN.encode()
+            self.container_gate = auth.ContainerGate(_zap(self))
+        csock.bind(connect_back.bind)
+        backend.bound(csock.getsockopt_string(zmq.LAST_ENDPOINT), self.container_gate)
+        return Listener(csock, self.on_container_message, self._drained, shm=connect_back.same_host,
+                        local=self.container_gate is None)
 
     def _bind_client(self, address: str, keys: auth.ServerKeys) -> Listener:
         sock = self.ctx.socket(zmq.ROUTER)
@@ -147,7 +163,7 @@ class Daemon:
         sock.bind(address)
         if not is_tcp:
             os.chmod(address.removeprefix("ipc://"), 0o600)
-        shm = not is_tcp and sharedmem.ShmPool.available()
+        shm = not is_tcp and _client_shm(self.backend)
         return Listener(sock, self.on_client_message, self._drained, shm=shm, local=not is_tcp)
 
     def _client_env(self) -> dict[str, str]:
@@ -189,13 +205,14 @@ class Daemon:
     async def close(self) -> None:
         self.services.close()  # unfinished spawned calls stay in the store and run again after a restart
         await self.services.functions.wait_stopped(CONTAINER_STOP_GRACE_S)
+        self.services.functions.containers.backend.close()
         self.ticker.cancel()
         for lst in [*self.listeners, self.container_listener]:
             lst.close()
         if self.stream_listener is not None:
             self.stream_listener.close()
-        if self.gate is not None:
-            self.gate.stop()
+        if self.zap is not None:
+            self.zap.stop()
         (self.state_dir / "connection.json").unlink(missing_ok=True)
         sharedmem.sweep_segments(self.shm_prefix)
         self.ctx.term()
@@ -318,6 +335,9 @@ class Daemon:
         self.reading = True
         cid = identity.decode(errors="replace")
         container = self.services.functions.containers.containers.get(cid)
+        if self.container_gate is not None and self.container_gate.owner(frames[0].get("User-Id")) != cid:
+            log.warning("dropped a message from container %s: it did not come with that container's key", cid)
+            return  # an admitted key speaks for its own container only
         try:
             header = framing.decode_header(frames)  # payloads pass through unread
             route = self.container_handlers.get(header.get("t"))  # type: ignore[arg-type]
@@ -337,6 +357,19 @@ class Daemon:
 
     def send_container(self, cid: str, frames: list[Frame]) -> None:
         self.container_listener.send(cid.encode(), frames)
+
+
+def _client_shm(backend: BackendChoice) -> bool:
+    """Whether local clients may send large buffers through shared memory: only where every container is on
+    this host too (the daemon passes them on untouched; a container on another node could not read them)."""
+    return backend.same_host and sharedmem.ShmPool.available()
+
+
+def _zap(daemon: Daemon) -> Any:
+    """The daemon's one ZAP handler, started when a tcp:// socket (clients', containers') first needs it."""
+    if daemon.zap is None:
+        daemon.zap = auth.start_zap(daemon.ctx)
+    return daemon.zap
 
 
 def _periodic(work: Callable[..., None], *args: Any) -> None:

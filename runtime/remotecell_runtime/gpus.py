@@ -112,3 +112,20 @@ class GpuAllocator:
 
     def release(self, indices: list[int]) -> None:
         self.free.update(indices)
+
+
+class PlacedGpus(GpuAllocator):
+    """The GPUs of a cluster backend's nodes: its scheduler (Ray) picks the devices, so every request is granted
+    here and nothing is held; ``check`` of the backend refuses what no node has."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    def describe(self) -> str:
+        return "GPUs are placed by the Ray cluster (each container gets the devices Ray gives it)"
+
+    def unsatisfiable(self, spec: str | list[str]) -> str | None:
+        return None
+
+    def acquire(self, spec: str | list[str]) -> list[int] | None:
+        return []

@@ -27,10 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..protocol.errors import ErrorName
 from ..protocol.options import FunctionOptions
+
+if TYPE_CHECKING:
+    from ..auth import ContainerGate
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,17 @@ class Backend(Protocol):
 
     @property
     def connect_back(self) -> ConnectBack: ...
+
+    def bound(self, endpoint: str, gate: ContainerGate | None) -> None:
+        """The daemon bound ``connect_back.bind`` at ``endpoint`` (a tcp:// port 0 resolved); for a tcp:// socket,
+        ``gate`` admits each container's key (the backend admits a key before that container connects)."""
+
+    def load_env(self, cid: str) -> dict[str, str]:
+        """Environment the container gets with ``load``, over the daemon's channel (what must not go through
+        the backend's own means: a Ray actor's arguments are readable on Ray's network); {}: none."""
+
+    def close(self) -> None:
+        """The runtime is done with it (after every container was stopped or killed)."""
 
     def check(self, spec: ContainerSpec) -> None:
         """Raise ``SpecRefused`` if no container of ``spec`` could ever start here."""

@@ -24,10 +24,14 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..cpus import CpuBudget
 from ..gpus import GpuAllocator
 from .base import ConnectBack, ContainerExit, ContainerImage, ContainerSpec, ExitCallback, SpecRefused
+
+if TYPE_CHECKING:
+    from ..auth import ContainerGate
 from .limits import Limits
 from .sandbox import DRIVER_INSIDE, Bubblewrap, container_pid
 
@@ -70,6 +74,15 @@ class LocalBackend:
     @property
     def connect_back(self) -> ConnectBack:
         return self._connect_back
+
+    def bound(self, endpoint: str, gate: ContainerGate | None) -> None:
+        pass  # its ipc:// address is known before the bind; nothing to admit
+
+    def load_env(self, cid: str) -> dict[str, str]:
+        return {}  # its process is started with its environment
+
+    def close(self) -> None:
+        pass
 
     def check(self, spec: ContainerSpec) -> None:
         why = (self.gpus.unsatisfiable(spec.gpu) if spec.gpu else None) or self.cpus.unsatisfiable(spec.cpu)

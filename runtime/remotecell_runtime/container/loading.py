@@ -46,6 +46,7 @@ class Loaded:
         self.webs: dict[str | None, Any] = {}  # the web endpoints' WebApps by method: their inputs are requests
 
     def on_load(self, msg: LoadMsg, payloads: list[Payload]) -> None:
+        os.environ.update(msg.env)  # before the function's imports: they may read it (thread pools, secrets)
         try:
             self.load(pickling.deserialize(payloads[0]), FunctionOptions.from_wire(msg.options))
         except BaseException as exc:

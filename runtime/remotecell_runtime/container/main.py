@@ -88,10 +88,10 @@ class ContainerLoop:
     """The container process's main loop: wires the parts, receives messages and hands each to its part."""
 
     def __init__(self, address: str, container_id: str, cancel_fd: int | None = None,
-                 direct_address: str | None = None) -> None:
+                 direct_address: str | None = None, curve: tuple[bytes, bytes, bytes] | None = None) -> None:
         self.id = container_id
         self.ctx = zmq.Context()
-        self.outbox = Outbox(self.ctx, address, container_id, direct_address)
+        self.outbox = Outbox(self.ctx, address, container_id, direct_address, curve)
         self.loaded = Loaded(self.outbox)
         self.poller = zmq.Poller()
         self.lease = DirectLease(self.outbox, self.poller)
@@ -222,6 +222,16 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated(128 + signum)
 
 
+def _curve_keys(options: dict[str, str]) -> tuple[bytes, bytes, bytes] | None:
+    """``--server-key KEY --key-fd FD``: the daemon's public key, and our key pair read from a pipe (a secret
+    is never on a command line, where any user of the host could read it)."""
+    if "--server-key" not in options:
+        return None
+    with os.fdopen(int(options["--key-fd"]), "rb") as pipe:
+        public, secret = pipe.read().split()[:2]
+    return options["--server-key"].encode(), public, secret
+
+
 def main(argv: list[str] | None = None) -> None:
     # Started only by the daemon, as `--connect ADDR --id ID`; argparse would add 10 ms to every cold start.
     args = sys.argv[1:] if argv is None else argv
@@ -229,14 +239,15 @@ def main(argv: list[str] | None = None) -> None:
         options = dict(zip(args[::2], args[1::2], strict=True))
         address, container_id = options["--connect"], options["--id"]
         cancel_fd = int(options["--cancel-fd"]) if "--cancel-fd" in options else None
+        curve = _curve_keys(options)
     except (KeyError, ValueError):
         sys.exit("usage: python -m remotecell_runtime.container --connect ADDR --id ID [--cancel-fd FD] "
-                 "[--direct ADDR] (started by the runtime)")
+                 "[--direct ADDR] [--server-key KEY --key-fd FD] (started by the runtime)")
     os.environ[IN_CONTAINER_ENV] = "1"  # before user code: its imports may ask (Image.imports)
     _die_with_parent()
     if cancel_fd is not None:
         os.set_blocking(cancel_fd, False)
-    container = ContainerLoop(address, container_id, cancel_fd, options.get("--direct"))
+    container = ContainerLoop(address, container_id, cancel_fd, options.get("--direct"), curve)
     sys.stdout = Stream(container.outbox.send, "stdout", sys.__stdout__)
     sys.stderr = Stream(container.outbox.send, "stderr", sys.__stderr__)
     signal.signal(signal.SIGINT, container.canceller.on_sigint)

@@ -33,10 +33,13 @@ from ..protocol.stream import StreamClosed, StreamConn
 class Outbox:
     """The container's sockets, and the queue that hands other threads' messages to the I/O thread."""
 
-    def __init__(self, ctx: zmq.Context, address: str, container_id: str, direct_address: str | None) -> None:
+    def __init__(self, ctx: zmq.Context, address: str, container_id: str, direct_address: str | None,
+                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.identity = container_id.encode()
         self.sock.linger = 2000
+        if curve is not None:  # tcp:// to a daemon on another host: (its public key, ours, our secret)
+            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
         self.sock.connect(address)
         self.direct = _listen_direct(direct_address) if direct_address else None  # the leaseholders connect here
         self.direct_address = direct_address if self.direct is not None else None

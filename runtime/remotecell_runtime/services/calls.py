@@ -151,7 +151,9 @@ class Calls(Service):
             self.functions.containers.stop(container, "its function is gone", 1.0)
             return
         fn = pool.fn
-        self.functions.send_container(container.id, encode(LoadMsg(fid=fn.fid, options=fn.options), [fn.body]))
+        env = self.functions.containers.load_env(container)
+        self.functions.send_container(container.id, encode(LoadMsg(fid=fn.fid, options=fn.options, env=env),
+                                                           [fn.body]))
 
     def on_ready(self, container: ContainerRecord, report: Report[ReadyMsg]) -> None:
         pool = self.functions.pool_of(container)

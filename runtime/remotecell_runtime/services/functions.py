@@ -23,12 +23,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..backends.base import Backend
+from ..backends.choice import BackendChoice
 from ..backends.limits import Limits
 from ..backends.local import LocalBackend
 from ..backends.sandbox import Bubblewrap, SandboxUnavailable
 from ..containers import ContainerManager, ContainerRecord, State
-from ..cpus import CpuBudget, host_cpus
-from ..gpus import GpuAllocator, inventory
+from ..cpus import CpuBudget, PlacedCpus, host_cpus
+from ..gpus import GpuAllocator, PlacedGpus, inventory
 from ..images import Images
 from ..pools import FunctionDef, Peer, Pool, Result
 from ..pools.host import Requester
@@ -75,7 +77,8 @@ class HeldResults:
 
 class Functions(Service):
     def __init__(self, host: Host, apps: AppRegistry, sock_dir: str, shm_prefix: str,
-                 client_env: dict[str, str], shares: Sequence[str], blob: Callable[[str], Path]) -> None:
+                 client_env: dict[str, str], shares: Sequence[str], blob: Callable[[str], Path],
+                 choice: BackendChoice) -> None:
         self.host = host
         self.apps = apps
         self.pools: dict[str, Pool] = {}  # fid -> pool
@@ -83,15 +86,16 @@ class Functions(Service):
         self.input_pool: dict[str, Pool] = {}  # input id -> pool
         self.job_sink: JobSink | None = None
         self.app_logs = AppLogs(host.send_peer)  # what each app's inputs printed (`remotecell app logs`)
-        self.gpus = GpuAllocator(inventory())
-        self.cpus = CpuBudget(host_cpus())
+        self.gpus = GpuAllocator(inventory()) if choice.same_host else PlacedGpus()
+        self.cpus = CpuBudget(host_cpus()) if choice.same_host else PlacedCpus()
         self.sandbox, self.sandbox_state = _sandbox(sock_dir, host.state_dir, shares)
         self.images = Images(host.state_dir, blob, self.sandbox is not None, self.image_built)
         self.limits, self.limits_off = Limits.find(host.runtime_id)
         if self.limits is None:
             log.warning("%s", self.limits_off)
-        backend = LocalBackend(sock_dir, host.runtime_id, shm_prefix, client_env, self.gpus, self.cpus,
-                               self.sandbox, self.limits)
+        backend: Backend = LocalBackend(sock_dir, host.runtime_id, shm_prefix, client_env, self.gpus, self.cpus,
+                                        self.sandbox, self.limits) if choice.name == "local" else \
+            _cluster_backend(choice, host.state_dir)
         self.containers = ContainerManager(backend, self.on_container_exit)
         self._holding = HeldResults(self._send_many)
         self.agent_exited: Callable[[ContainerRecord], None] | None = None  # a sandbox's container (no pool)
@@ -284,6 +288,14 @@ def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[Bub
         return None, f"off: {why}"
     log.info("containers run in sandboxes (%s)", sandbox.bwrap)
     return sandbox, sandbox.describe()
+
+
+def _cluster_backend(choice: BackendChoice, state_dir: Path) -> Backend:
+    """The Ray backend (ray is imported only now), given the daemon's public key for its containers."""
+    from ..auth import server_keys
+    from ..backends.ray import RayBackend
+
+    return RayBackend(choice, server_keys(state_dir).public.decode())
 
 
 def drop_inputs_of(functions: Functions, peers: set[Peer]) -> int:

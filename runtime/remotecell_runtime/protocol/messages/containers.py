@@ -18,10 +18,12 @@ class ContainerHelloMsg(Message):
 
 @message("load")
 class LoadMsg(Message):
-    """The function to load (its one payload) and its options."""
+    """The function to load (its one payload) and its options; ``env``: variables to set first (those of a
+    container on another host, which its backend could not hand over safely)."""
 
     fid: str
     options: dict[str, Any] = wire(factory=dict)
+    env: dict[str, str] = wire(factory=dict)
 
 
 @message("ready")
