@@ -111,6 +111,65 @@ def test_run_commands_make_files_the_function_sees_and_a_second_build_builds_not
     assert (base / "etc" / "issue").exists() and not (base / "opt" / "made").exists()  # the base is untouched
 
 
+def test_pip_in_run_commands_installs_into_the_image_venv_under_the_runtime_pins(runtime, capsys):
+    image = rc.Image.debian_slim().run_commands(
+        "pip install -q --no-cache-dir six==1.17.0", "python -m pip install --disable-pip-version-check idna",
+        "uv pip install --system attrs", "pip3 install wheel && wheel version > /opt/wheel-version")
+    app = rc.App("system-pip", image=image)
+
+    @app.function()
+    def installed():
+        import subprocess
+        import sys
+
+        import attrs
+        import idna
+        import six
+
+        script = subprocess.run(["wheel", "version"], capture_output=True, text=True, check=True).stdout
+        return six.__version__, idna.__name__, attrs.__name__, script, open("/opt/wheel-version").read(), sys.prefix
+
+    with app.run():
+        got = installed.remote()
+    assert got[:3] == ("1.17.0", "idna", "attrs") and got[3].startswith("wheel ") and got[3] == got[4], got
+    venv = Path(got[5])
+    assert venv.parts[-3] == "layers" and venv.name == "venv", got  # the image's own venv, the step's layer
+    assert "the image's venv changed" in capsys.readouterr().out
+    message = _build_error("system-pip-conflict", rc.Image.debian_slim().run_commands("pip install pyzmq==20.0.0"))
+    assert "pyzmq" in message and "pip install pyzmq==20.0.0" in message, message
+    message = _build_error("system-pip-refused", rc.Image.debian_slim().run_commands("pip download six"))
+    assert "pip download: in an image build `pip` is `uv pip`" in message, message
+
+
+def test_an_install_after_an_apt_step_builds_from_source_inside_the_image(runtime, tmp_path):
+    assert shutil.which(PROGRAM) is None
+    setup = ("import shutil, sys\nfrom setuptools import setup\n"
+             f"found = shutil.which({PROGRAM!r})\n"
+             f"if not found: sys.exit('{PROGRAM} is not here: this package builds only where it is')\n"
+             "open('needs_tool.py', 'w').write(f'FOUND = {found!r}\\n')\n"
+             "setup(name='needs-tool', version='1.0', py_modules=['needs_tool'])\n")
+    with tarfile.open(tmp_path / "needs_tool-1.0.tar.gz", "w:gz") as sdist:
+        for name, text in {"setup.py": setup, "PKG-INFO": "Metadata-Version: 2.1\nName: needs-tool\nVersion: 1.0\n"
+                           }.items():
+            info = tarfile.TarInfo(f"needs_tool-1.0/{name}")
+            info.size = len(text.encode())
+            sdist.addfile(info, io.BytesIO(text.encode()))
+    image = rc.Image.debian_slim().apt_install(PACKAGE).pip_install("needs-tool", find_links=str(tmp_path))
+    app = rc.App("system-then-source-build", image=image)
+
+    @app.function()
+    def found():
+        import needs_tool
+
+        return needs_tool.FOUND
+
+    with app.run():
+        assert found.remote() == f"/usr/bin/{PROGRAM}"  # built where the apt step's program is: in the image
+    message = _build_error("host-source-build", rc.Image.debian_slim().pip_install("needs-tool",
+                                                                                    find_links=str(tmp_path)))
+    assert f"{PROGRAM} is not here" in message, message  # without the apt step it builds on the host: no figlet
+
+
 def test_a_build_step_is_root_without_the_powers_that_reach_past_its_sandbox(runtime):
     image = rc.Image.debian_slim().run_commands("grep CapEff /proc/self/status > /opt/caps; id -u >> /opt/caps",
                                                  "mount -t tmpfs none /mnt 2>> /opt/caps || echo refused >> /opt/caps")

@@ -216,8 +216,10 @@ class Images:
             await self._unpack(step, staging / FILES)
             return parent.after(key, files=(*parent.files, (f"{key}/{FILES}", str(step.path))))
         if step.kind in SYSTEM_KINDS:
-            return await self.system.step(build, key, parent, step, staging)
+            return await self.system.step(build, key, parent, step, staging, await self._uv_ready())
         uv = await self._uv_ready()
+        if parent.rootfs:
+            return await self.system.install(build, key, parent, step, staging, uv)
         await asyncio.to_thread(copy_venv, self.store.venv(parent), staging / VENV)
         await self._run(uv.install(staging / VENV, list(step.packages), step), uv.environment(parent.env), build)
         return parent.after(key, venv=key)

@@ -205,6 +205,26 @@ def python_packages(prefixes: Iterable[str]) -> list[str]:
     return sorted({line.split(":")[0].strip() for line in said.splitlines() if ": /" in line})
 
 
+@dataclass(frozen=True)
+class Overlay:
+    """An overlay mount of a build step: ``lower`` read-only, the step's writes in ``upper``, seen at ``merged``."""
+
+    lower: Path
+    upper: Path
+    work: Path
+    merged: Path
+
+    def options(self, root: bool) -> str:
+        for folder in (self.upper, self.work, self.merged):
+            folder.mkdir(parents=True, exist_ok=True)
+        for path in (self.lower, self.upper, self.work):
+            if any(c in str(path) for c in ",:"):
+                raise SystemUnavailable(f"the runtime's state folder {path} holds ',' or ':', which an overlay "
+                                        "mount cannot name: move it (--state-dir, REMOTECELL_HOME)")
+        options = f"lowerdir={self.lower},upperdir={self.upper},workdir={self.work}"
+        return options + (",redirect_dir=off,metacopy=off" if root else ",userxattr")
+
+
 @dataclass
 class StepSandbox:
     """The command line of one build command of a system step: ``command`` as root over ``lower`` (read-only)
@@ -216,17 +236,12 @@ class StepSandbox:
     merged: Path
     binds: list[tuple[str, str, bool]] = field(default_factory=list)
     bound: set[str] = field(default_factory=set)  # every container path bound by a command line made so far
+    venv: Overlay | None = None  # the image's venv, writable through an overlay of its own (at its own path)
 
     def argv(self, command: list[str], env: Mapping[str, str]) -> list[str]:
-        for folder in (self.upper, self.work, self.merged):
-            folder.mkdir(parents=True, exist_ok=True)
-        for path in (self.lower, self.upper, self.work):
-            if any(c in str(path) for c in ",:"):
-                raise SystemUnavailable(f"the runtime's state folder {path} holds ',' or ':', which an overlay "
-                                        "mount cannot name: move it (--state-dir, REMOTECELL_HOME)")
         root = os.geteuid() == 0
-        options = f"lowerdir={self.lower},upperdir={self.upper},workdir={self.work}"
-        options += ",redirect_dir=off,metacopy=off" if root else ",userxattr"
+        overlays = [Overlay(self.lower, self.upper, self.work, self.merged), *([self.venv] if self.venv else [])]
+        mounts = [arg for overlay in overlays for arg in (overlay.options(root), str(overlay.merged))]
         unshare = ["unshare", "--mount", "--propagation", "private"]
         if not root:
             unshare[1:1] = ["--user", "--map-root-user"]
@@ -237,13 +252,17 @@ class StepSandbox:
                  "--perms", "1777", "--tmpfs", "/tmp"]  # apt's own user writes there too
         for name in NAME_FILES:
             bwrap += ["--ro-bind-try", name, name]
+        if self.venv is not None:
+            bwrap += ["--bind", str(self.venv.merged), str(self.venv.lower)]
+            self.bound.add(str(self.venv.lower))
         for host, inside, writable in self.binds:
             bwrap += ["--bind" if writable else "--ro-bind", host, inside]
             self.bound.add(inside)
         bwrap += ["--clearenv", *(a for k, v in sorted(env.items()) for a in ("--setenv", k, v)),
                   "--chdir", "/", "--"]
-        mount = 'mount -t overlay overlay -o "$1" "$2" && shift 2 && exec "$@"'
-        return [*unshare, "--", "sh", "-c", mount, "sh", options, str(self.merged), *bwrap, *command]
+        mount = ('while [ "$1" != -- ]; do mount -t overlay overlay -o "$1" "$2" || exit 1; shift 2; done; '
+                 'shift; exec "$@"')
+        return [*unshare, "--", "sh", "-c", mount, "sh", *mounts, "--", *bwrap, *command]
 
     def mount_points(self) -> list[str]:
         """The paths bwrap may have made in the overlay for its mounts (pruned before the upper folder counts)."""

@@ -15,6 +15,7 @@ a failure is a ``BuildFailed`` naming what failed.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -24,17 +25,21 @@ from typing import TYPE_CHECKING, Protocol
 
 from .. import vault
 from ..backends.sandbox import python_roots
+from ..container import build_pip
 from ..protocol.image_spec import IN_CONTAINER_ENV, ImageStep
 from . import system
 
 if TYPE_CHECKING:
     from . import oci
-from .layers import ROOTFS, Layer, LayerStore
+from .layers import ROOTFS, VENV, Layer, LayerStore
 from .steps import BuildFailed
+from .uv import Uv
 
 BASE_CHECK = ("import platform, sys, remotecell_runtime.container.main; "
               "print(platform.python_version(), sys.base_prefix)")
 FUNCTION_BLOB = "/tmp/remotecell-build-function.pkl"  # where a run_function step's pickled function is bound
+BUILD_TOOLS = "/tmp/remotecell-build-tools"  # where a run or function step finds its pip (``build_pip_tools``)
+BUILD_UV = "/tmp/remotecell-build-uv"  # and uv
 
 
 class Says(Protocol):
@@ -107,15 +112,19 @@ class SystemBuilds:
             build.say(f"   the image's packages in {', '.join(found)} are not used: they are not for {version}")
 
 
-    async def step(self, build: Says, key: str, parent: Layer, step: ImageStep, staging: Path) -> Layer:
+    async def step(self, build: Says, key: str, parent: Layer, step: ImageStep, staging: Path, uv: Uv) -> Layer:
         """An apt, run or function step: run as root over the parent's root filesystem (or a base system),
-        its changes kept as this layer's root filesystem (``system``)."""
+        its changes kept as this layer's root filesystem (``system``); what a run or function step installed
+        into the image's venv (its ``pip``) kept as this layer's venv."""
         lower = self.store.rootfs(parent) or await self._base_system(build, parent)
         venv = self.store.venv(parent)
         image_env = parent.env if parent.rootfs else {"PATH": system.BASE_PATH, **parent.env}
         env = system.python_env(venv, image_env)
-        sandbox = self.sandbox(lower, staging, parent, venv)
-        for name, command, extra in self._commands(step, venv):
+        if step.kind != "apt":  # its pip first (``_pip``)
+            env["PATH"] = f"{BUILD_TOOLS}/bin:{env['PATH']}"
+            env["PYTHONPATH"] = os.pathsep.join([f"{BUILD_TOOLS}/py", *filter(None, [env.get("PYTHONPATH")])])
+        sandbox = self.sandbox(lower, staging, parent, venv, writable_venv=step.kind != "apt")
+        for name, command, extra in self._commands(step, venv, uv):
             sandbox.binds += extra.binds
             await self.run(sandbox.argv(command, {**env, **extra.env}), host_env(), build, name=name)
             del sandbox.binds[len(sandbox.binds) - len(extra.binds):]
@@ -126,6 +135,9 @@ class SystemBuilds:
         except BuildFailed as exc:
             raise BuildFailed(f"the step left a system where the image's Python no longer runs: {exc}") from None
         await asyncio.to_thread(self._keep, sandbox, lower, staging / ROOTFS)
+        if sandbox.venv is not None and await asyncio.to_thread(self._keep_venv, sandbox.venv, staging / VENV):
+            build.say("   the image's venv changed: kept with this layer")
+            return parent.after(key, rootfs=key, env=image_env, venv=key)
         return parent.after(key, rootfs=key, env=image_env)
 
 
@@ -139,27 +151,47 @@ class SystemBuilds:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-    def sandbox(self, lower: Path, staging: Path, layer: Layer, venv: Path) -> system.StepSandbox:
-        """A build command's sandbox over ``lower``: the image's venv and interpreter, the runtime's code."""
-        reads = [str(venv), str(self.store.code), *python_roots(str(self.root.parent))]
+    @staticmethod
+    def _keep_venv(overlay: system.Overlay, venv: Path) -> bool:
+        """The step's changes to the image's venv applied to a hard-link copy of it in ``venv``, if it made any."""
+        try:
+            if not any(overlay.upper.iterdir()):
+                return False
+            system.link_tree(overlay.lower, venv)
+            system.apply_upper(overlay.upper, venv)
+            return True
+        finally:
+            for folder in (overlay.upper, overlay.work, overlay.merged):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+    def sandbox(self, lower: Path, staging: Path, layer: Layer, venv: Path,
+                writable_venv: bool = False) -> system.StepSandbox:
+        """A build command's sandbox over ``lower``: the image's venv (read-only, or written through an
+        overlay of its own) and interpreter, the runtime's code."""
+        reads = [*([] if writable_venv else [str(venv)]), str(self.store.code), *python_roots(str(self.root.parent))]
         if not layer.base_prefix.startswith("/usr"):
             reads.append(layer.base_prefix)
         binds = [(path, path, False) for path in sorted(set(reads))]
-        return system.StepSandbox(lower, staging / "upper", staging / "work", staging / "merged", binds)
+        overlay = system.Overlay(venv, staging / "venv-upper", staging / "venv-work", staging / "venv-merged")
+        return system.StepSandbox(lower, staging / "upper", staging / "work", staging / "merged", binds,
+                                  venv=overlay if writable_venv else None)
 
 
-    def _commands(self, step: ImageStep, venv: Path) -> list[tuple[str, list[str], _Extra]]:
+    def _commands(self, step: ImageStep, venv: Path, uv: Uv) -> list[tuple[str, list[str], _Extra]]:
         """The build commands of a system step: (how the log names it, its command line, its extras)."""
         none = _Extra()
         if step.kind == "run":
-            return [(f"`{command}`", ["/bin/sh", "-c", command], none) for command in step.commands]
+            pip = self._pip(uv)
+            return [(f"`{command}`", ["/bin/sh", "-c", command], pip) for command in step.commands]
         if step.kind == "apt":
             apt = ["apt-get", "-q"] + ([] if os.geteuid() == 0 else ["-o", "APT::Sandbox::User=root"])
             return [("apt-get update", [*apt, "update"], none),
                     ("apt-get install", [*apt, "install", "-y", *step.packages], none),
                     ("apt-get clean", ["/bin/sh", "-c", "apt-get clean && rm -rf /var/lib/apt/lists/*"], none)]
-        extra = _Extra(binds=[(str(self.blob(str(step.digest))), FUNCTION_BLOB, False)],
-                       env={"PYTHONUNBUFFERED": "1", IN_CONTAINER_ENV: "1"})
+        extra = self._pip(uv)
+        extra.binds.append((str(self.blob(str(step.digest))), FUNCTION_BLOB, False))
+        extra.env.update({"PYTHONUNBUFFERED": "1", IN_CONTAINER_ENV: "1"})
         for name in step.secrets:
             try:
                 extra.env.update(vault.load(self.root.parent, name))
@@ -174,6 +206,55 @@ class SystemBuilds:
                 raise BuildFailed(f"its volume {volume!r}: {exc}") from None
         command = [str(venv / "bin" / "python"), "-m", "remotecell_runtime.container.build_function", FUNCTION_BLOB]
         return [("the build function", command, extra)]
+
+
+    def _pip(self, uv: Uv) -> _Extra:
+        """What makes ``pip`` (and ``uv pip``) in a run or function step install into the image's venv
+        (``container.build_pip``): its commands (first on the paths: ``step``), uv and what it reads."""
+        tools = build_pip_tools(self.root / "build-tools")
+        install = uv.install_options()
+        extra = self._uv(uv, install)
+        extra.binds.append((tools, BUILD_TOOLS, False))
+        extra.env.update({build_pip.UV_ENV: BUILD_UV, build_pip.ARGS_ENV: json.dumps(install)})
+        return extra
+
+
+    @staticmethod
+    def _uv(uv: Uv, words: list[str]) -> _Extra:
+        """uv in a build sandbox: its binary at ``BUILD_UV``, the local files ``words`` name (the pins, the
+        wheels, a ``file://`` index and the folder beside it) and its CA bundle read-only, a private cache."""
+        reads = {uv.binary: BUILD_UV}
+        cert = uv.index.uv_env().get("SSL_CERT_FILE")
+        for word in [*words, *([cert] if cert else [])]:
+            path = word.removeprefix("file://")
+            if word.startswith("file://") and path.rstrip("/").endswith("/simple"):
+                path = os.path.dirname(path.rstrip("/"))  # a local index's pages link to files beside them
+            if path.startswith("/") and os.path.exists(path):
+                reads[path] = path
+        env = {**uv.index.uv_env(), "UV_CACHE_DIR": "/tmp/uv-cache", "UV_LINK_MODE": "copy",
+               "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1", "UV_NO_PROGRESS": "1"}
+        return _Extra(binds=[(host, inside, False) for host, inside in reads.items()], env=env)
+
+
+    async def install(self, build: Says, key: str, parent: Layer, step: ImageStep, staging: Path, uv: Uv) -> Layer:
+        """An install step of an image with a root filesystem: uv runs in a sandbox over it, so a package built
+        from source finds what the image's apt steps put there (headers, compilers, git); only the venv is kept."""
+        lower = self.store.rootfs(parent)
+        assert lower is not None, "install() is for an image with a root filesystem"
+        venv = self.store.venv(parent)
+        argv = [BUILD_UV, *uv.install(venv, list(step.packages), step)[1:]]
+        extra = self._uv(uv, [word for word in argv if not word.startswith(str(venv))])  # the venv: its own
+        sandbox = self.sandbox(lower, staging, parent, venv, writable_venv=True)
+        sandbox.binds += extra.binds
+        try:
+            await self.run(sandbox.argv(argv, {**system.python_env(venv, parent.env), **extra.env}), host_env(),
+                           build, name="uv pip install")
+        finally:
+            for folder in (sandbox.upper, sandbox.work, sandbox.merged):  # the system is the parent's, unchanged
+                shutil.rmtree(folder, ignore_errors=True)
+        assert sandbox.venv is not None
+        changed = await asyncio.to_thread(self._keep_venv, sandbox.venv, staging / VENV)
+        return parent.after(key, venv=key) if changed else parent.after(key)
 
 
     async def _base_system(self, build: Says, parent: Layer) -> Path:
@@ -210,6 +291,23 @@ class _Extra:
     binds: list[tuple[str, str, bool]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
+
+
+def build_pip_tools(folder: Path) -> str:
+    """The ``pip``, ``pip3`` and ``uv`` commands and the ``pip`` module of a build step (``container.build_pip``),
+    written into ``folder`` once."""
+    run = 'exec "${VIRTUAL_ENV:?}/bin/python" -m remotecell_runtime.container.build_pip'
+    files = {"bin/pip": f'#!/bin/sh\n{run} "$@"\n', "bin/pip3": f'#!/bin/sh\n{run} "$@"\n',
+             "bin/uv": f'#!/bin/sh\n{run} --as-uv "$@"\n', "py/pip/__init__.py": "",
+             "py/pip/__main__.py": "import sys\n\nfrom remotecell_runtime.container.build_pip import main\n\n"
+                                   "sys.exit(main(sys.argv[1:]))\n"}
+    for name, text in files.items():
+        path = folder / name
+        if not path.exists() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(0o755)
+    return str(folder)
 
 
 def host_env() -> dict[str, str]:

@@ -97,11 +97,15 @@ class Uv:
         """``uv pip install`` of ``packages`` into ``venv`` under the pins; ``step``: its own index options."""
         index = self.index if step is None else self.index.with_step(step.index_url, step.extra_index_url,
                                                                       step.find_links)
-        argv = [self.binary, "pip", "install", "--python", str(venv / "bin" / "python"), "--compile-bytecode",
-                "--constraint", str(self.code.constraints), "--find-links", str(self.code.wheels), *index.uv_args()]
+        argv = [self.binary, "pip", "install", "--python", str(venv / "bin" / "python"), *self.install_options(index)]
         if step is not None:
             argv += (["--prerelease", "allow"] if step.pre else []) + checked_options(step.extra_options)
         return argv + packages
+
+    def install_options(self, index: IndexSettings | None = None) -> list[str]:
+        """What every install gets: bytecode, the pins as constraints, the runtime's wheels, the index settings."""
+        return ["--compile-bytecode", "--constraint", str(self.code.constraints), "--find-links",
+                str(self.code.wheels), *(index or self.index).uv_args()]
 
     def pythons(self) -> list[str]:
         """The command that lists the interpreters uv finds here (for a build that found none)."""
