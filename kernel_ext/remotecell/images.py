@@ -101,6 +101,17 @@ def _flatten(method: str, arg: str, args: Sequence[Any]) -> list[str]:
     return out
 
 
+def _secret_name(secret: Secret | None, method: str) -> str | None:
+    """The runtime's name of ``secret`` (a build step's key holds no secret values: only named ones go)."""
+    if secret is None:
+        return None
+    if not isinstance(secret, Secret) or secret.name is None:
+        raise InvalidError(f"{method}(secret={secret!r}): give a named secret, rc.Secret.from_name('name') "
+                           "(create it with `remotecell secret create NAME REGISTRY_USERNAME=... "
+                           "REGISTRY_PASSWORD=...`)")
+    return str(secret.name)
+
+
 def _specifiers(method: str, packages: list[str]) -> list[str]:
     """Requirement specifiers, checked: an installer option in the list is refused, naming it."""
     for package in packages:
@@ -177,13 +188,27 @@ class Image:
                             "python_version": _python_version(python_version, "debian_slim(python_version")}, ())
 
     @staticmethod
-    def from_registry(tag: str, *, add_python: str | None = None) -> Image:
+    def from_registry(tag: str, secret: Secret | None = None, *, add_python: str | None = None) -> Image:
         """An image from a registry (``"python:3.11-slim"``, ``"nvidia/cuda:12.4.1-runtime-ubuntu22.04"``), with a
-        Python of version ``add_python`` added when the image has none."""
+        Python of version ``add_python`` added when the image has none; a private one with ``secret``, a named
+        secret holding ``REGISTRY_USERNAME`` and ``REGISTRY_PASSWORD``.
+
+        Example::
+
+            image = rc.Image.from_registry("ghcr.io/acme/base:2", secret=rc.Secret.from_name("ghcr"))
+        """
         if not isinstance(tag, str) or not tag.strip() or any(c.isspace() for c in tag):
             raise InvalidError(f"from_registry({tag!r}): give an image reference such as 'python:3.11-slim'")
         return Image._made({"base": "registry", "registry_tag": tag,
-                            "add_python": _python_version(add_python, "from_registry(add_python")}, ())
+                            "add_python": _python_version(add_python, "from_registry(add_python"),
+                            "registry_secret": _secret_name(secret, "from_registry")}, ())
+
+    @staticmethod
+    def from_gcp_artifact_registry(tag: str, secret: Secret | None = None, *,
+                                   add_python: str | None = None) -> Image:
+        """An image from Google's Artifact Registry: ``secret`` (named) holds ``SERVICE_ACCOUNT_JSON``, the key of
+        a service account that may read it (sent as Google's ``_json_key`` user)."""
+        return Image.from_registry(tag, secret, add_python=add_python)
 
     def pip_install(self, *packages: str | list[str], find_links: str | None = None, index_url: str | None = None,
                     extra_index_url: str | None = None, pre: bool = False, extra_options: str = "") -> Image:

@@ -8,6 +8,7 @@ The first test makes the base system (a minimal Debian of the host's release, ~1
 from __future__ import annotations
 
 import glob
+import base64
 import gzip
 import hashlib
 import http.server
@@ -63,6 +64,12 @@ def test_an_apt_package_runs_and_loads_in_the_container_and_is_absent_on_the_hos
     status = rc.status()
     assert status["system_images"].startswith("Debian "), status["system_images"]
     assert "system images (apt_install, run_commands, run_function, from_registry): Debian" in repr(status)
+
+
+def _secret(runtime, name: str, *pairs: str) -> None:
+    made = subprocess.run([sys.executable, "-m", "remotecell.cli", "secret", "create", name, *pairs, "--force",
+                           "--state-dir", str(runtime.state_dir)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
 
 
 def _build_error(name: str, image: rc.Image) -> str:
@@ -225,9 +232,7 @@ def write_at_build():
 
 
 def test_run_function_changes_are_a_layer_the_container_sees(runtime, capsys):
-    made = subprocess.run([sys.executable, "-m", "remotecell.cli", "secret", "create", "build-secret",
-                           "BUILD_TOKEN=t0k3n", "--state-dir", str(runtime.state_dir)], capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
+    _secret(runtime, "build-secret", "BUILD_TOKEN=t0k3n")
     volume = rc.Volume.from_name("build-vol", create_if_missing=True)
     volume.hydrate()
     image = rc.Image.debian_slim().run_function(write_at_build, secrets=[rc.Secret.from_name("build-secret")],
@@ -320,51 +325,55 @@ def _system_layer() -> bytes:
     return _layer(sorted(entries.items()))
 
 
+CREDENTIALS = ("robot", "s3cret")
+
+
 class _Registry:
-    """An OCI distribution registry for one image (``tiny:1.0``, an index over a linux/amd64 manifest), behind an
-    anonymous bearer token as Docker Hub is."""
+    """An OCI distribution registry, each image an index over a linux/amd64 manifest: ``tiny:1.0`` behind an
+    anonymous bearer token as Docker Hub is, ``private:1.0`` behind a token given only for ``CREDENTIALS``,
+    ``basic:1.0`` behind HTTP Basic with them, ``ztiny:1.0`` the same files in zstd layers."""
 
     def __init__(self) -> None:
+        import zstandard
+
         site = f"usr/local/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
         layers = [_system_layer(), _layer([("opt/", "dir"), ("opt/hello.txt", b"hello from the registry\n"),
                                            (f"{site}/imagepkg.py", b"WHERE = 'the image'\n"),
                                            ("etc/.wh.removed.txt", b""), ("data/.wh..wh..opq", b""),
                                            ("data/b.txt", b"b\n")])]
-        config = json.dumps({"architecture": "amd64", "os": "linux",
-                             "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "FROM_REGISTRY=yes"],
-                                        "WorkingDir": "/opt"},
-                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-        self.blobs = {_sha(b): b for b in [config, *layers]}
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                          "digest": _sha(config), "size": len(config)},
-                               "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                           "digest": _sha(b), "size": len(b)} for b in layers]}).encode()
-        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                                           "digest": _sha(manifest), "size": len(manifest),
-                                           "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
-        self.manifests = {"1.0": index, _sha(manifest): manifest}
+        zstd = [zstandard.ZstdCompressor().compress(gzip.decompress(layer)) for layer in layers]
+        self.blobs: dict[str, bytes] = {}
+        self.manifests = {repo: self._image(made) for repo, made in
+                          {"tiny": layers, "private": layers, "basic": layers, "ztiny": zstd}.items()}
         self.asked: list[str] = []
         registry = self
+        basic = "Basic " + base64.b64encode(":".join(CREDENTIALS).encode()).decode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 registry.asked.append(self.path)
                 if self.path.startswith("/token"):
-                    return self._send(200, json.dumps({"token": "t0k"}).encode(), "application/json")
-                if self.headers.get("Authorization") != "Bearer t0k":
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", f'Bearer realm="http://{self.headers["Host"]}/token",'
-                                                         'service="test",scope="repository:tiny:pull"')
-                    self.end_headers()
-                    return None
-                kind, _, ref = self.path.removeprefix("/v2/tiny/").partition("/")
-                body = (registry.manifests if kind == "manifests" else registry.blobs).get(ref)
+                    repo = self.path.split("repository%3A", 1)[-1].split("%3A", 1)[0]
+                    if repo == "private" and self.headers.get("Authorization") != basic:
+                        return self._send(401, b"{}", "application/json")
+                    return self._send(200, json.dumps({"token": f"t0k-{repo}"}).encode(), "application/json")
+                repo, _, rest = self.path.removeprefix("/v2/").partition("/")
+                if repo == "basic" and self.headers.get("Authorization") != basic:
+                    return self._refuse('Basic realm="test"')
+                if repo != "basic" and self.headers.get("Authorization") != f"Bearer t0k-{repo}":
+                    return self._refuse(f'Bearer realm="http://{self.headers["Host"]}/token",service="test",'
+                                        f'scope="repository:{repo}:pull"')
+                kind, _, ref = rest.partition("/")
+                body = (registry.manifests.get(repo, {}) if kind == "manifests" else registry.blobs).get(ref)
                 if body is None:
                     return self._send(404, b"{}", "application/json")
                 media = json.loads(body).get("mediaType", "") if kind == "manifests" else "application/octet-stream"
                 return self._send(200, body, media)
+
+            def _refuse(self, challenge: str) -> None:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", challenge)
+                self.end_headers()
 
             def _send(self, code: int, body: bytes, media: str) -> None:
                 self.send_response(code)
@@ -380,6 +389,25 @@ class _Registry:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def _image(self, layers: list[bytes]) -> dict[str, bytes]:
+        """The manifests of an image of ``layers`` (by tag ``1.0`` and by digest); its blobs served."""
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "FROM_REGISTRY=yes"],
+                                        "WorkingDir": "/opt"},
+                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        self.blobs.update({_sha(b): b for b in [config, *layers]})
+        kind = "zstd" if layers[0][:4] == b"\x28\xb5\x2f\xfd" else "gzip"
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                          "digest": _sha(config), "size": len(config)},
+                               "layers": [{"mediaType": f"application/vnd.oci.image.layer.v1.tar+{kind}",
+                                           "digest": _sha(b), "size": len(b)} for b in layers]}).encode()
+        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                           "digest": _sha(manifest), "size": len(manifest),
+                                           "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+        return {"1.0": index, _sha(manifest): manifest}
 
     def close(self) -> None:
         self.server.shutdown()
@@ -439,3 +467,43 @@ def test_a_registry_that_cannot_be_reached_fails_the_build_naming_it(runtime):
         with app.run():
             pass
     assert f"the registry {address} could not be reached" in str(caught.value), caught.value
+
+
+def _hello(name: str, image: rc.Image) -> str:
+    app = rc.App(name, image=image)
+
+    @app.function()
+    def hello():
+        return open("/opt/hello.txt").read()
+
+    with app.run():
+        return hello.remote()
+
+
+def test_zstd_layers_are_unpacked(runtime, registry):
+    assert _hello("system-registry-zstd", rc.Image.from_registry(f"{registry.address}/ztiny:1.0")) == (
+        "hello from the registry\n")
+
+
+@pytest.mark.parametrize("repo", ["private", "basic"])
+def test_a_private_image_is_pulled_with_the_credentials_of_its_secret(runtime, registry, repo):
+    def error(secret: str | None) -> str:
+        return _build_error(f"system-registry-{repo}-{secret}", rc.Image.from_registry(
+            f"{registry.address}/{repo}:1.0", secret=rc.Secret.from_name(secret) if secret else None))
+
+    refused = error(None)
+    assert "from_registry(tag, secret=rc.Secret.from_name(NAME))" in refused, refused
+    _secret(runtime, "registry-keyless", "TOKEN=x")
+    keyless = error("registry-keyless")
+    assert "has TOKEN: it needs REGISTRY_USERNAME and REGISTRY_PASSWORD" in keyless, keyless
+    _secret(runtime, "registry-wrong", "REGISTRY_USERNAME=robot", "REGISTRY_PASSWORD=nope")
+    wrong = error("registry-wrong")
+    assert "user 'robot'" in wrong and "check the secret's REGISTRY_USERNAME and REGISTRY_PASSWORD" in wrong, wrong
+    _secret(runtime, "registry-right", "REGISTRY_USERNAME=robot", "REGISTRY_PASSWORD=s3cret")
+    image = rc.Image.from_registry(f"{registry.address}/{repo}:1.0", secret=rc.Secret.from_name("registry-right"))
+    assert _hello(f"system-registry-{repo}", image) == "hello from the registry\n"
+
+
+def test_a_registry_secret_is_a_named_one():
+    with pytest.raises(exceptions.InvalidError, match="give a named secret"):
+        rc.Image.from_registry("python:3.11-slim", secret=rc.Secret.from_dict({"A": "b"}))

@@ -229,7 +229,8 @@ class Images:
         registry image, its root filesystem too (pulled and unpacked), where that Python must run."""
         spec = build.spec
         registry = spec.base == "registry"
-        config = await self.system.pull(build, str(spec.registry_tag), staging / ROOTFS) if registry else None
+        config = (await self.system.pull(build, str(spec.registry_tag), staging / ROOTFS, spec.registry_secret)
+                  if registry else None)
         uv = await self._uv_ready()
         venv = staging / VENV
         env = uv.environment({})

@@ -10,7 +10,8 @@ registries are spoken to over http, others over https), the manifest is fetched
 order into ``into``, honoring whiteouts (``.wh.NAME`` removes ``NAME`` of the layers
 below, ``.wh..wh..opq`` empties its folder of them).  A registry asking for a
 token (``401`` with ``WWW-Authenticate: Bearer``, as Docker Hub does) gets an
-anonymous one.
+anonymous one, or one for the ``Credentials`` of the image's secret, which a
+registry asking for Basic gets as they are.  Layers are tar, gzip or zstd.
 
 Invariants: nothing of a layer is written outside ``into``: every path is
 resolved inside it (a symbolic link of the image, absolute or relative, is
@@ -24,6 +25,7 @@ preinstalled packages import while the runtime's pins still win.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
@@ -99,24 +101,40 @@ class ImageConfig:
     workdir: str | None = None
 
 
-class Registry:
-    """One image's requests to its registry (an anonymous bearer token fetched when it asks for one)."""
+@dataclass(frozen=True)
+class Credentials:
+    """A registry user and password (or token), sent as HTTP Basic to the registry or its token service."""
 
-    def __init__(self, ref: Reference) -> None:
+    username: str
+    password: str
+
+    def header(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+
+class Registry:
+    """One image's requests to its registry: a bearer token fetched when it asks for one (anonymous, or
+    with ``credentials``), or ``credentials`` as Basic when it asks for those."""
+
+    def __init__(self, ref: Reference, credentials: Credentials | None = None) -> None:
         self.ref = ref
-        self.token: str | None = None
+        self.credentials = credentials
+        self.authorization: str | None = None
 
     def open(self, url: str, accept: str = "*/*") -> Any:
         for attempt in range(2):
             headers = {"Accept": accept, "User-Agent": "remotecell"}
-            if self.token:
-                headers["Authorization"] = f"Bearer {self.token}"
+            if self.authorization:
+                headers["Authorization"] = self.authorization
             try:
                 return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
             except urllib.error.HTTPError as exc:
                 challenge = exc.headers.get("WWW-Authenticate", "")
                 if exc.code == 401 and attempt == 0 and challenge.lower().startswith("bearer"):
-                    self.token = self._token(challenge)
+                    self.authorization = f"Bearer {self._token(challenge)}"
+                    continue
+                if exc.code == 401 and attempt == 0 and challenge.lower().startswith("basic") and self.credentials:
+                    self.authorization = self.credentials.header()
                     continue
                 raise PullFailed(self._http_error(exc, url)) from None
             except (urllib.error.URLError, OSError) as exc:
@@ -128,9 +146,13 @@ class Registry:
     def _http_error(self, exc: urllib.error.HTTPError, url: str) -> str:
         if exc.code == 404:
             return f"{self.ref} is not on the registry {self.ref.registry} (404 for {url})"
+        if exc.code in (401, 403) and self.credentials:
+            return (f"the registry {self.ref.registry} refused {self.ref} ({exc.code}) to user "
+                    f"{self.credentials.username!r}: check the secret's REGISTRY_USERNAME and REGISTRY_PASSWORD")
         if exc.code in (401, 403):
-            return (f"the registry {self.ref.registry} refused {self.ref} ({exc.code}): private images are not "
-                    "pulled by this runtime")
+            return (f"the registry {self.ref.registry} refused {self.ref} ({exc.code}) without credentials: for a "
+                    "private image give from_registry(tag, secret=rc.Secret.from_name(NAME)), a secret holding "
+                    "REGISTRY_USERNAME and REGISTRY_PASSWORD")
         return f"the registry {self.ref.registry} answered {exc.code} {exc.reason} for {url}"
 
     def _token(self, challenge: str) -> str:
@@ -139,9 +161,17 @@ class Registry:
         if not realm:
             raise PullFailed(f"the registry {self.ref.registry} asks for a token without saying where to get it")
         params.setdefault("scope", f"repository:{self.ref.repository}:pull")
+        request = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(params)}", headers={
+            "User-Agent": "remotecell", **({"Authorization": self.credentials.header()} if self.credentials else {})})
         try:
-            with urllib.request.urlopen(f"{realm}?{urllib.parse.urlencode(params)}", timeout=TIMEOUT_S) as reply:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as reply:
                 body = json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            who = f"user {self.credentials.username!r}" if self.credentials else "an anonymous pull"
+            raise PullFailed(f"the token service {realm} of {self.ref.registry} refused {who} of {self.ref} "
+                             f"({exc.code}): " + ("check the secret's REGISTRY_USERNAME and REGISTRY_PASSWORD"
+                                                  if self.credentials else "for a private image give "
+                                                  "from_registry(tag, secret=rc.Secret.from_name(NAME))")) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise PullFailed(f"the token service {realm} of {self.ref.registry} could not be reached: {exc}") from None
         return str(body.get("token") or body.get("access_token") or "")
@@ -206,10 +236,11 @@ def _check_digest(digest: str, sha256: str, what: str) -> None:
         raise PullFailed(f"{what}: its bytes do not match its digest {digest} (got sha256:{sha256})")
 
 
-def pull(tag: str, into: Path, blobs: Path, say: Callable[[str], None]) -> ImageConfig:
+def pull(tag: str, into: Path, blobs: Path, say: Callable[[str], None],
+         credentials: Credentials | None = None) -> ImageConfig:
     """Image ``tag`` unpacked into ``into`` (a folder made here); its config's variables and working folder."""
     ref = Reference.parse(tag)
-    registry = Registry(ref)
+    registry = Registry(ref, credentials)
     manifest = registry.manifest()
     with open(registry.blob(manifest["config"]["digest"], blobs)) as f:
         config = json.load(f).get("config") or {}
@@ -238,7 +269,9 @@ def _open_layer(path: Path, what: str) -> BinaryIO:
     if magic[:2] == b"\x1f\x8b":
         return gzip.open(path, "rb")  # type: ignore[return-value]
     if magic == b"\x28\xb5\x2f\xfd":
-        raise PullFailed(f"{what} is zstd-compressed, which this runtime does not unpack (gzip or plain tar)")
+        import zstandard  # only for zstd layers (a dependency of the runtime)
+
+        return zstandard.open(path, "rb")
     return open(path, "rb")
 
 

@@ -79,20 +79,38 @@ class SystemBuilds:
             self._described = system.describe_host(self.sandboxed)
         return self._described
 
-    async def pull(self, build: Says, tag: str, into: Path) -> oci.ImageConfig:
-        """Image ``tag`` unpacked into ``into``, its layers said as they come."""
+    async def pull(self, build: Says, tag: str, into: Path, secret: str | None = None) -> oci.ImageConfig:
+        """Image ``tag`` unpacked into ``into``, its layers said as they come; ``secret``: the runtime's secret
+        with the registry's credentials."""
         from . import oci  # its HTTP client costs a runtime's start ~5 ms: only for registry bases
 
-        build.say(f"   pulling {tag}")
+        credentials = self._credentials(secret) if secret else None
+        build.say(f"   pulling {tag}" + (f" as {credentials.username!r} (secret {secret!r})" if credentials else ""))
         loop = asyncio.get_running_loop()
 
         def say(line: str) -> None:
             loop.call_soon_threadsafe(build.say, line)
 
         try:
-            return await asyncio.to_thread(oci.pull, tag, into, self.root / "oci-blobs", say)
+            return await asyncio.to_thread(oci.pull, tag, into, self.root / "oci-blobs", say, credentials)
         except oci.PullFailed as exc:
             raise BuildFailed(str(exc)) from None
+
+    def _credentials(self, secret: str) -> oci.Credentials:
+        """A registry's user and password from the runtime's secret ``secret``: ``REGISTRY_USERNAME`` and
+        ``REGISTRY_PASSWORD``, or a Google service account's ``SERVICE_ACCOUNT_JSON``."""
+        from . import oci
+
+        try:
+            values = vault.load(self.root.parent, secret)
+        except vault.SecretError as exc:
+            raise BuildFailed(f"the registry secret {secret!r}: {exc}") from None
+        if "REGISTRY_USERNAME" in values and "REGISTRY_PASSWORD" in values:
+            return oci.Credentials(values["REGISTRY_USERNAME"], values["REGISTRY_PASSWORD"])
+        if "SERVICE_ACCOUNT_JSON" in values:
+            return oci.Credentials("_json_key", values["SERVICE_ACCOUNT_JSON"])
+        raise BuildFailed(f"the registry secret {secret!r} has {', '.join(sorted(values)) or 'no keys'}: it needs "
+                          "REGISTRY_USERNAME and REGISTRY_PASSWORD (or SERVICE_ACCOUNT_JSON for Google's registry)")
 
 
     @staticmethod

@@ -75,6 +75,9 @@ class ImageSpec(Message):
     python_version: str | None = None  # "3.11": debian_slim's Python (None: the runtime's own minor version)
     registry_tag: str | None = None  # registry: the OCI image, e.g. "python:3.11-slim"
     add_python: str | None = None  # registry: a Python of this version added to that image
+    # registry: the runtime's secret holding REGISTRY_USERNAME/REGISTRY_PASSWORD (not in the key: the tag names
+    # the content, whoever's credentials fetch it)
+    registry_secret: str | None = None
     steps: list[ImageStep] = wire(factory=list)
 
     def base_fields(self) -> dict[str, object]:
