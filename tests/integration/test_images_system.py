@@ -7,8 +7,8 @@ The first test makes the base system (a minimal Debian of the host's release, ~1
 
 from __future__ import annotations
 
-import glob
 import base64
+import glob
 import gzip
 import hashlib
 import http.server
