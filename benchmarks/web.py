@@ -6,7 +6,8 @@ Three servers answer ``GET /?x=N`` with ``{"y": N + 1}``:
 - ``gateway``: ``@rc.fastapi_endpoint`` behind the runtime's gateway, one container (``max_containers=1``);
 - ``gateway-c50``: the same with ``@rc.concurrent(max_inputs=50)`` (one container, 50 requests at once).
 
-Ray Serve is measured too when ``ray[serve]`` imports here (it is not a dependency).  For each: the
+Ray Serve is measured too, in a process of its own, when the Ray anchor's venv (``bash
+benchmarks/setup_envs.sh ray``) or this interpreter has it (it is not a dependency).  For each: the
 latency of sequential requests on one keep-alive connection (p50/p99), then the throughput of
 ``--clients`` concurrent keep-alive clients for ``--seconds`` (requests/s, p50/p99).  The client is
 one asyncio process (httpx); on a 2-core machine it shares the cores with the servers, so the numbers
@@ -144,32 +145,66 @@ def run_gateway(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     return rows
 
 
-def run_ray_serve(args: argparse.Namespace) -> dict[str, float] | None:
-    try:
-        from ray import serve  # type: ignore[import-not-found]
-    except ImportError:
-        print("ray-serve    not measured: ray[serve] is not installed here", flush=True)
+RAY_SERVE_APP = '''
+import sys
+import ray
+from fastapi import FastAPI
+from ray import serve
+
+web = FastAPI()
+
+@web.get("/")
+def handler(x: int):
+    return {"y": x + 1}
+
+@serve.deployment
+@serve.ingress(web)
+class Handler:
+    pass
+
+ray.init(include_dashboard=False, log_to_driver=False)
+serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[1])})
+serve.run(Handler.bind(), route_prefix="/")
+print("ready", flush=True)
+sys.stdin.read()  # until the benchmark closes it
+serve.shutdown()
+ray.shutdown()
+'''
+
+
+def ray_serve_python() -> str | None:
+    """An interpreter with Ray Serve: the Ray anchor's venv (benchmarks/setup_envs.sh ray), else this one."""
+    anchor = Path(os.environ.get("REMOTECELL_BENCH_VENVS", Path.home() / ".cache" / "remotecell-bench"))
+    for python in (str(anchor / "ray" / "bin" / "python"), sys.executable):
+        if os.path.exists(python) and subprocess.run([python, "-c", "from ray import serve"],
+                                                     capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+def run_ray_serve(args: argparse.Namespace, folder: Path) -> dict[str, float] | None:
+    """The handler as a Ray Serve deployment over HTTP (its proxy on 127.0.0.1), in a process of its own."""
+    python = ray_serve_python()
+    if python is None:
+        print("ray-serve    not measured: no Ray Serve here (bash benchmarks/setup_envs.sh ray)", flush=True)
         return None
-    from fastapi import FastAPI
-
-    web = FastAPI()
-
-    @web.get("/")
-    def handler(x: int):
-        return {"y": x + 1}
-
-    @serve.deployment
-    @serve.ingress(web)
-    class Handler:
-        pass
-
+    (folder / "ray_serve_app.py").write_text(RAY_SERVE_APP)
     port = free_port()
-    serve.start(http_options={"port": port})
-    serve.run(Handler.bind(), route_prefix="/")
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # Ray's nodes on 127.0.0.1 only
+    proc = subprocess.Popen([python, str(folder / "ray_serve_app.py"), str(port)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
     try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"Ray Serve did not start (exit {proc.wait()})")
         return measure("ray-serve", f"http://127.0.0.1:{port}/", args)
     finally:
-        serve.shutdown()
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def main() -> None:
@@ -183,10 +218,11 @@ def main() -> None:
             os.environ["REMOTECELL_HOME"] = str(Path(tmp) / "home")  # a runtime of its own, started on use
         plain = run_uvicorn(args, Path(tmp))
         ours = run_gateway(args)
-        run_ray_serve(args)
+        serve = run_ray_serve(args, Path(tmp))
         for name, row in ours.items():
             print(f"{name}: {row['rps'] / plain['rps']:.2f}x uvicorn's throughput, "
-                  f"+{row['p50_ms'] - plain['p50_ms']:.2f} ms sequential p50", flush=True)
+                  f"+{row['p50_ms'] - plain['p50_ms']:.2f} ms sequential p50"
+                  + (f"; {row['rps'] / serve['rps']:.2f}x Ray Serve's throughput" if serve else ""), flush=True)
         if "REMOTECELL_HOME" in os.environ and os.environ["REMOTECELL_HOME"].startswith(tmp):
             subprocess.run([sys.executable, "-m", "remotecell.cli", "stop"], check=False)
 

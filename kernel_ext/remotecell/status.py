@@ -49,6 +49,8 @@ class RuntimeStatus(dict[str, Any]):
             lines.append(f"  web gateway: {web['url']}")
             for name, url in sorted((web.get("endpoints") or {}).items()):
                 lines.append(f"  endpoint {name} => {url}")
+            for domain, name in sorted((web.get("domains") or {}).items()):
+                lines.append(f"  domain {domain} => endpoint {name}")
         for sb in self.get("sandboxes") or []:
             why = f" ({sb['reason']})" if sb.get("reason") else ""
             lines.append(f"  sandbox {sb['id']}: {sb['status']}{why}; {' '.join(sb.get('cmd') or []) or '(idle)'}")

@@ -17,6 +17,8 @@ from .exceptions import InvalidError
 
 _WEB_ATTR = "__remotecell_web__"
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                     r"[A-Za-z0-9])?$")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
@@ -94,9 +96,10 @@ def _marker(decorator: str, spec: dict[str, Any], label: str | None, custom_doma
         raise InvalidError(f"{decorator}(label={label!r}): a label is 1-63 letters, digits, '-', '_' or '.', "
                            "starting with a letter or digit (it is a segment of the URL's path)")
     domains = [] if custom_domains is None else list(custom_domains)
-    if not all(isinstance(d, str) and d for d in domains):
-        raise InvalidError(f"{decorator}(custom_domains={custom_domains!r}): give a list of domain names")
-    spec = spec | {"requires_proxy_auth": bool(requires_proxy_auth), "custom_domains": domains}
+    if not all(isinstance(d, str) and _DOMAIN.match(d) for d in domains):
+        raise InvalidError(f"{decorator}(custom_domains={custom_domains!r}): give a list of domain names, each "
+                           "a domain name such as 'api.example.com' (no scheme, port or path)")
+    spec = spec | {"requires_proxy_auth": bool(requires_proxy_auth), "custom_domains": [d.lower() for d in domains]}
 
     def attach(fn: Any) -> Any:
         if hasattr(fn, "registration") or hasattr(fn, "roles"):

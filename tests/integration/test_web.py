@@ -86,6 +86,31 @@ def test_asgi_app_with_path_parameters_and_its_own_404(app):
     assert httpx.get(base + "nothing-here", timeout=30).status_code == 404  # the app's own 404
 
 
+def test_a_custom_domain_serves_its_endpoint_at_the_root_for_requests_with_that_host(app):
+    @app.function()
+    @rc.asgi_app(custom_domains=["API.example.test"])
+    def api():
+        from fastapi import FastAPI, Request
+
+        web = FastAPI()
+
+        @web.get("/items/{item_id}")
+        def item(item_id: int, request: Request):
+            return {"item_id": item_id, "path": request.url.path, "root": request.scope.get("root_path")}
+
+        return web
+
+    gateway = api.get_web_url().removesuffix("/test/api/")
+    r = httpx.get(f"{gateway}/items/5", headers={"Host": "api.example.test:443"}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"item_id": 5, "path": "/items/5", "root": ""}, r.text
+    assert httpx.get(api.get_web_url() + "items/6", timeout=30).json()["item_id"] == 6  # its path still serves
+    assert httpx.get(f"{gateway}/items/5", headers={"Host": "other.example.test"}, timeout=30).status_code == 404
+    assert rc.status()["web"]["domains"] == {"api.example.test": "test/api"}
+    assert "domain api.example.test => endpoint test/api" in repr(rc.status())
+    with pytest.raises(exceptions.InvalidError, match="custom_domains=.*a domain name"):
+        rc.asgi_app(custom_domains=["https://api.example.test/"])
+
+
 def test_streaming_response_first_chunk_arrives_before_the_last_is_made(app, tmp_path):
     gate = tmp_path / "go-on"
 

@@ -263,6 +263,7 @@ class Gateway(Service):
             url_host = f"[{url_host}]"
         self.url = f"http://{url_host}:{self.port}"
         self.routes: dict[tuple[str, str], tuple[str, str | None]] = {}  # (app name, label) -> fid, method
+        self.domains: dict[str, tuple[str, str]] = {}  # a custom domain -> (app name, label), served at its root
         self.peer = WebPeer()
         self.sockets = WebSockets(self)
         self.server: _Server | None = None
@@ -301,8 +302,11 @@ class Gateway(Service):
     # -- routes -------------------------------------------------------------------------------
 
     def route(self, app_name: str, fid: str, spec: WebSpec, method: str | None = None) -> str:
-        """Serve ``fid`` (its ``method``, for a class) at ``/APP/LABEL/``; its URL."""
+        """Serve ``fid`` (its ``method``, for a class) at ``/APP/LABEL/`` and at the root of its custom domains;
+        its URL."""
         self.routes[(app_name, spec.label)] = (fid, method)
+        for domain in spec.custom_domains:
+            self.domains[domain.lower()] = (app_name, spec.label)
         self._serve()
         return self.url_of(app_name, spec.label)
 
@@ -324,7 +328,21 @@ class Gateway(Service):
     def stats(self) -> dict[str, Any]:
         live = {f"{app}/{label}": self.url_of(app, label) for (app, label) in list(self.routes)
                 if self._pool(app, label) is not None}
-        return {"url": self.url, "endpoints": live}
+        domains = {domain: f"{app}/{label}" for domain, (app, label) in self.domains.items()
+                   if f"{app}/{label}" in live}
+        return {"url": self.url, "endpoints": live, "domains": domains}
+
+    def _target(self, scope: dict[str, Any]) -> tuple[str, str, str]:
+        """A request's app, label and root path: by its ``Host`` when that is an endpoint's custom domain (served
+        at the domain's root), else by its path's first two segments."""
+        host = (_header(scope, b"host") or b"").decode("latin-1").lower()
+        routed = self.domains.get(host.rsplit(":", 1)[0] if not host.endswith("]") else host)
+        if routed is not None:
+            return routed[0], routed[1], ""
+        parts = scope["path"].split("/", 3)
+        if len(parts) < 3 or not parts[1] or not parts[2]:
+            return "", "", ""
+        return parts[1], parts[2], f"/{parts[1]}/{parts[2]}"
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -332,8 +350,7 @@ class Gateway(Service):
         if scope["type"] not in ("http", "websocket"):
             return
         path: str = scope["path"]
-        parts = path.split("/", 3)
-        app_name, label = (parts[1], parts[2]) if len(parts) >= 3 else ("", "")
+        app_name, label, root = self._target(scope)
         pool = self._pool(app_name, label) if app_name and label else None
         if pool is not None and not self._admits(scope, self._spec(app_name, label, pool)[1]):
             log.info("web: refused a request to %s without a valid Modal-Key/Modal-Secret pair", path)
@@ -344,11 +361,11 @@ class Gateway(Service):
                              "of a token from `remotecell web-token new NAME`")
             return
         if scope["type"] == "websocket":
-            await self.sockets.relay(scope, pool, app_name, label, receive, send)
+            await self.sockets.relay(scope, pool, (app_name, label, root), receive, send)
             return
         if pool is None:
-            await _plain(send, 404, f"no web endpoint at {path!r}: endpoints are served at /APP/LABEL/ while "
-                         "their app runs")
+            await _plain(send, 404, f"no web endpoint at {path!r}: endpoints are served at /APP/LABEL/ (and at "
+                         "the root of their custom_domains) while their app runs")
             return
         length = _content_length(scope)
         if length is not None and length > self.body_limit:
@@ -364,7 +381,7 @@ class Gateway(Service):
             return
         if not isinstance(first, tuple):
             return  # the client left
-        await self._exchange(scope, pool, app_name, label, first, receive, send)
+        await self._exchange(scope, pool, (app_name, label, root), first, receive, send)
 
     def _admits(self, scope: dict[str, Any], spec: WebSpec | None) -> bool:
         """Whether the request may reach its endpoint: it needs no token, or it carries one that is not revoked."""
@@ -395,15 +412,18 @@ class Gateway(Service):
             if not more or size >= FIRST_BODY_BYTES:
                 return b"".join(chunks), more
 
-    def submit(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
+    def submit(self, scope: dict[str, Any], pool: Pool, target: tuple[str, str, str], body: bytes,
                 more_body: bool = False) -> tuple[str, Exchange]:
-        """The request as an input of ``pool``: its id and the exchange its answers go to."""
+        """The request for ``target`` (app, label, root path) as an input of ``pool``: its id and the exchange
+        its answers go to."""
+        app_name, label, root = target
         input_id = f"web-{secrets.token_hex(8)}"
+        path = scope["path"] or "/"
         request = WebRequest(
             type=scope["type"], subprotocols=list(scope.get("subprotocols") or []),
             method=scope.get("method", "GET"),
-            path=scope["path"] if scope["path"].count("/") > 2 else scope["path"] + "/",
-            root_path=f"/{app_name}/{label}", query=bytes(scope.get("query_string", b"")).decode("latin-1"),
+            path=path if not root or path.count("/") > 2 else path + "/",
+            root_path=root, query=bytes(scope.get("query_string", b"")).decode("latin-1"),
             headers=[[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope.get("headers", [])],
             client=list(scope["client"]) if scope.get("client") else None,
             server=list(scope["server"]) if scope.get("server") else None,
@@ -420,10 +440,10 @@ class Gateway(Service):
         pool.submit(inp)
         return input_id, exchange
 
-    async def _exchange(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str,
+    async def _exchange(self, scope: dict[str, Any], pool: Pool, target: tuple[str, str, str],
                         first: tuple[bytes, bool], receive: Any, send: Any) -> None:
         body, more = first
-        input_id, exchange = self.submit(scope, pool, app_name, label, body, more)
+        input_id, exchange = self.submit(scope, pool, target, body, more)
         loop = asyncio.get_running_loop()
         # After the body, the next event is the client leaving; while the container pulls the body, none is read.
         exchange.left = loop.create_future() if more else asyncio.ensure_future(receive())

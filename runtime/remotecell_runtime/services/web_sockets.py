@@ -32,7 +32,7 @@ class Relaying(Protocol):
     functions: Functions
     peer: Any  # web.WebPeer: ``exchanges`` by input id
 
-    def submit(self, scope: dict[str, Any], pool: Pool, app_name: str, label: str, body: bytes,
+    def submit(self, scope: dict[str, Any], pool: Pool, target: tuple[str, str, str], body: bytes,
                more_body: bool = False) -> tuple[str, Any]: ...
 
     def log_failure(self, input_id: str, pool: Pool, entry: ResultEntry, error: ErrorInfo) -> None: ...
@@ -44,8 +44,8 @@ class WebSockets:
     def __init__(self, gateway: Relaying) -> None:
         self.gateway = gateway
 
-    async def relay(self, scope: dict[str, Any], pool: Pool | None, app_name: str, label: str, receive: Any,
-                         send: Any) -> None:
+    async def relay(self, scope: dict[str, Any], pool: Pool | None, target: tuple[str, str, str], receive: Any,
+                    send: Any) -> None:
         """A websocket: the handshake waits for the app's ``accept``; then messages both ways until one side
         closes; the input's result ends it."""
         if (await receive())["type"] != "websocket.connect":
@@ -54,7 +54,7 @@ class WebSockets:
             log.info("web: no endpoint for the websocket at %r", scope["path"])
             await send({"type": "websocket.close", "code": 1008})  # (before accept: uvicorn answers 403)
             return
-        input_id, exchange = self.gateway.submit(scope, pool, app_name, label, b"")
+        input_id, exchange = self.gateway.submit(scope, pool, target, b"")
         pump: asyncio.Future[None] | None = None
         closed = False
         try:

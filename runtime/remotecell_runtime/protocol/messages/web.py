@@ -33,8 +33,8 @@ class WebSpec(Message):
     label: str  # the URL's second path segment: /APP/LABEL/
     method: str = "GET"  # fastapi only: the one method its handler takes
     docs: bool = False  # fastapi only: /docs and /openapi.json
-    requires_proxy_auth: bool = False  # accepted; tokens are not checked yet (see README)
-    custom_domains: list[str] = wire(factory=list)  # accepted, not served: the gateway serves by path
+    requires_proxy_auth: bool = False  # requests need a web token's Modal-Key/Modal-Secret
+    custom_domains: list[str] = wire(factory=list)  # requests whose Host is one of these: served at its root
     port: int = 0  # web_server only
     startup_timeout_s: float = 5.0  # web_server only: how long the server may take to accept connections
 
