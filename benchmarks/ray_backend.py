@@ -5,7 +5,10 @@
 On one Ray cluster on this host (a head with 2 CPUs, every address 127.0.0.1), it measures:
 
 * warm ``f.remote(x)`` p50 / p90 in µs, on a runtime with the local backend and on one with
-  ``--backend ray`` (goal: Ray within 2x of local);
+  ``--backend ray`` (goal: Ray within 2x of local): a blocking caller leases its container, and an actor
+  on the daemon's host takes the calls on its direct socket as a local container does;
+* the same through the daemon (``await f.remote.aio(x)``: no lease), as every call to a container on
+  another host than its caller goes (tcp with CURVE to the actor, ipc to a local container);
 * a map of ``--inputs`` inputs of ``f(x) = x + 1`` through ``f.map`` on the Ray backend, and the same
   work as plain Ray tasks (``ray.get([f.remote(x) ...])`` from a driver), in seconds (goal: ahead of Ray);
 * the daemon's resident memory (VmRSS) with the local backend and with Ray attached.
@@ -16,6 +19,7 @@ Prints a markdown table; one warm-up round of each before its timer.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -71,6 +75,7 @@ def measure_runtime(home: Path, args: list[str], calls: int, inputs: int) -> dic
                 started = time.perf_counter()
                 f.remote(i)
                 samples.append(time.perf_counter() - started)
+            routed = asyncio.run(_routed(f, calls))
             list(f.map(range(100)))  # warm-up
             started = time.perf_counter()
             got = list(f.map(range(inputs)))
@@ -81,7 +86,21 @@ def measure_runtime(home: Path, args: list[str], calls: int, inputs: int) -> dic
         client_mod.reset_connection()
         proc.terminate()
         proc.wait(60)
-    return {"latency": latency_stats_us(samples), "map_s": map_s, "daemon_rss_mib": rss}
+    return {"latency": latency_stats_us(samples), "routed": latency_stats_us(routed), "map_s": map_s,
+            "daemon_rss_mib": rss}
+
+
+async def _routed(f: Any, calls: int) -> list[float]:
+    """Latencies of ``await f.remote.aio(x)``: no lease, every call through the daemon (as a container on
+    another host than its caller is always reached)."""
+    for i in range(100):
+        await f.remote.aio(i)
+    samples = []
+    for i in range(calls):
+        started = time.perf_counter()
+        await f.remote.aio(i)
+        samples.append(time.perf_counter() - started)
+    return samples
 
 
 def measure_plain_ray(address: str, inputs: int) -> float:
@@ -119,9 +138,10 @@ def main() -> None:
         cluster.shutdown()
     print("| measure | local backend | Ray backend | plain Ray tasks |")
     print("|---|---|---|---|")
-    for q in ("p50_us", "p90_us"):
-        print(f"| warm `.remote()` {q[:3]} (µs) | {local['latency'][q]:.0f} | {on_ray['latency'][q]:.0f} "
-              f"({on_ray['latency'][q] / local['latency'][q]:.2f}x) | |")
+    for key, what in (("latency", "warm `.remote()`, leased"), ("routed", "warm `.remote.aio()`, via the daemon")):
+        for q in ("p50_us", "p90_us"):
+            print(f"| {what} {q[:3]} (µs) | {local[key][q]:.0f} | {on_ray[key][q]:.0f} "
+                  f"({on_ray[key][q] / local[key][q]:.2f}x) | |")
     print(f"| {args.inputs}-input map (s) | {local['map_s']:.3f} | {on_ray['map_s']:.3f} | {plain_s:.3f} "
           f"(Ray backend {plain_s / on_ray['map_s']:.2f}x as fast) |")
     print(f"| daemon RSS (MiB) | {local['daemon_rss_mib']:.1f} | {on_ray['daemon_rss_mib']:.1f} | |")

@@ -86,6 +86,8 @@ def test_containers_on_both_nodes_gpus_only_on_the_gpu_node_and_calls_as_usual(r
     with app.run():
         assert square.remote(7) == 49  # a cold start: an actor placed, its key admitted, its process up
         assert list(square.map(range(20))) == [x * x for x in range(20)]
+        assert [square.remote(x) for x in range(3)] == [0, 1, 4]
+        assert square.stats()["leased"] == 1  # an actor on the daemon's host takes a leaseholder's direct calls
         calls = [whole_node.spawn(str(gate)) for _ in range(2)]  # 1.5 of a node's 2 CPUs: not two on one node
         gpu_calls = [on_a100.spawn(str(gate)) for _ in range(2)]
         wait_for(lambda: whole_node.stats()["running"] == 2 and on_a100.stats()["running"] == 2

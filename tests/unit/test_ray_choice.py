@@ -33,3 +33,12 @@ def test_a_demand_names_what_the_closest_node_lacks():
         "nodes: 2 CPUs; 2 CPUs, 2 GPUs (A100))")
     assert "short of: CPU" in (missing(Demand.of(FunctionOptions(cpu=4)), [cpus, a100s]) or "")
     assert Demand.of(FunctionOptions(gpu=["H100", "A100"]), choice=1).accelerator == "A100"
+
+
+def test_a_host_mark_is_seen_only_where_its_file_holds_its_token(tmp_path):
+    from remotecell_runtime.backends.ray import HostMark
+
+    mark = HostMark.make(str(tmp_path))
+    assert mark.is_here()
+    assert not HostMark(mark.path, "another token").is_here()  # a look-alike file elsewhere
+    assert not HostMark(str(tmp_path / "not-there"), mark.token).is_here()  # another host: no such file

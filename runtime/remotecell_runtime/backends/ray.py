@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from dataclasses import dataclass
@@ -120,6 +122,33 @@ def _describe_node(resources: dict[str, float]) -> str:
     return f"{resources.get('CPU', 0):g} CPUs{gpus}"
 
 
+@dataclass(frozen=True)
+class HostMark:
+    """A file only the daemon's host has: ``path`` (in the daemon's private socket folder) holding ``token``.
+
+    An actor that reads it is on the daemon's host (and its user), so a socket it makes in that folder is
+    one the daemon's clients can reach; nothing here is secret (a look-alike file elsewhere only makes a
+    container listen where no client connects)."""
+
+    path: str
+    token: str
+
+    @classmethod
+    def make(cls, folder: str) -> HostMark:
+        token = secrets.token_hex(16)
+        path = os.path.join(folder, f"ray-host-{token[:8]}")
+        with open(path, "w") as f:
+            f.write(token)
+        return cls(path, token)
+
+    def is_here(self) -> bool:
+        try:
+            with open(self.path) as f:
+                return f.read() == self.token
+        except OSError:
+            return False
+
+
 class ContainerHost:
     """The Ray actor of one container: it makes the container's key pair, then runs its process on this node.
 
@@ -144,8 +173,11 @@ class ContainerHost:
                 "actor_id": context.get_actor_id(), "gpus": [str(g) for g in ray.get_gpu_ids()],
                 "public_key": self.public.decode()}
 
-    async def run(self, connect: str, server_key: str, folders: list[str]) -> dict[str, Any]:
-        """Run the container process until it ends: its exit code and its last output lines."""
+    async def run(self, connect: str, server_key: str, folders: list[str], daemon_host: HostMark | None = None,
+                  direct: str | None = None) -> dict[str, Any]:
+        """Run the container process until it ends: its exit code and its last output lines.  On the daemon's
+        own host (``daemon_host`` is there) it also listens on ``direct``, a socket in the daemon's private
+        folder, for a leaseholder's calls, as a local container does."""
         lost = [f for f in folders if not os.path.isdir(f)]
         if lost:
             return {"cause": f"it could not be started: its volume folder {lost[0]} is not on this Ray node; "
@@ -160,6 +192,8 @@ class ContainerHost:
                "CUDA_VISIBLE_DEVICES": ",".join(info["gpus"])}
         command = [sys.executable, "-m", "remotecell_runtime.container", "--connect", connect, "--id", self.cid,
                    "--cancel-fd", str(cancel_r), "--server-key", server_key, "--key-fd", str(key_r)]
+        if direct is not None and daemon_host is not None and daemon_host.is_here():
+            command += ["--direct", direct]
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -205,12 +239,14 @@ class _Actor:
 class RayBackend:
     """Containers as Ray actors on a Ray cluster's nodes, connecting back over tcp:// with CURVE."""
 
-    def __init__(self, choice: BackendChoice, server_key: str) -> None:
+    def __init__(self, choice: BackendChoice, server_key: str, sock_dir: str) -> None:
         import ray
 
         self.ray = ray
         self.choice = choice
         self.server_key = server_key
+        self.sock_dir = sock_dir
+        self.here_mark = HostMark.make(sock_dir)
         # A runtime that starts its own Ray (no address) needs no dashboard; one joining a cluster may not pass it.
         extra: dict[str, Any] = {} if choice.ray_address else {"include_dashboard": False}
         ray.init(address=choice.ray_address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
@@ -299,7 +335,12 @@ class RayBackend:
         assert self.gate is not None
         self.gate.admit(spec.cid, node["public_key"])
         folders = list(json.loads(spec.env.get(VOLUMES_ENV) or "{}").values())
-        result = await actor.handle.run.remote(self.connect, self.server_key, folders)
+        direct = os.path.join(self.sock_dir, f"{spec.cid}.sock")
+        try:
+            result = await actor.handle.run.remote(self.connect, self.server_key, folders, self.here_mark, direct)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(direct)  # a killed container leaves its socket behind (on this host, if it was here)
         if "cause" in result:
             return ContainerExit(result["cause"])
         return ContainerExit(_cause(result["code"]), result["code"], tuple(result["tail"]))
@@ -374,6 +415,8 @@ class RayBackend:
 
     def close(self) -> None:
         self.ray.shutdown()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.here_mark.path)
 
 
 def _choices(options: FunctionOptions) -> int:

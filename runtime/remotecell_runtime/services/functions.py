@@ -95,7 +95,7 @@ class Functions(Service):
             log.warning("%s", self.limits_off)
         backend: Backend = LocalBackend(sock_dir, host.runtime_id, shm_prefix, client_env, self.gpus, self.cpus,
                                         self.sandbox, self.limits) if choice.name == "local" else \
-            _cluster_backend(choice, host.state_dir)
+            _cluster_backend(choice, host.state_dir, sock_dir)
         self.containers = ContainerManager(backend, self.on_container_exit)
         self._holding = HeldResults(self._send_many)
         self.agent_exited: Callable[[ContainerRecord], None] | None = None  # a sandbox's container (no pool)
@@ -290,12 +290,13 @@ def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[Bub
     return sandbox, sandbox.describe()
 
 
-def _cluster_backend(choice: BackendChoice, state_dir: Path) -> Backend:
-    """The Ray backend (ray is imported only now), given the daemon's public key for its containers."""
+def _cluster_backend(choice: BackendChoice, state_dir: Path, sock_dir: str) -> Backend:
+    """The Ray backend (ray is imported only now), given the daemon's public key for its containers and its
+    private socket folder (for the direct sockets of containers Ray places on this host)."""
     from ..auth import server_keys
     from ..backends.ray import RayBackend
 
-    return RayBackend(choice, server_keys(state_dir).public.decode())
+    return RayBackend(choice, server_keys(state_dir).public.decode(), sock_dir)
 
 
 def drop_inputs_of(functions: Functions, peers: set[Peer]) -> int:
