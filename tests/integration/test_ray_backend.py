@@ -104,6 +104,33 @@ def test_containers_on_both_nodes_gpus_only_on_the_gpu_node_and_calls_as_usual(r
     assert sorted(g["CUDA_VISIBLE_DEVICES"] for g in gpu_got) == ["0", "1"]  # a device each
 
 
+def test_an_image_runs_on_the_ray_backend(ray_runtime):
+    app = rc.App("ray-image", image=rc.Image.debian_slim().uv_pip_install("six==1.17.0").env({"FROM_IMAGE": "yes"}))
+
+    @app.function()
+    def inside() -> dict[str, str]:
+        import sys
+
+        import six
+
+        return {"six": six.__version__, "prefix": sys.prefix, "env": os.environ.get("FROM_IMAGE", ""),
+                "node": os.environ["REMOTECELL_RAY_NODE_ID"]}
+
+    with app.run():
+        got = inside.remote()
+    assert got["six"] == "1.17.0" and got["env"] == "yes" and got["node"], got
+    assert got["prefix"].startswith(str(ray_runtime.state_dir / "images" / "layers")), got  # the image's venv
+    refused = rc.App("ray-image-system", image=rc.Image.debian_slim().apt_install("figlet"))
+
+    @refused.function()
+    def never() -> None:
+        pass
+
+    with pytest.raises(exceptions.InvalidError, match="without the sandbox.*remotecell status"):
+        with refused.run():
+            pass
+
+
 def test_a_spec_no_node_can_hold_fails_fast_naming_what_is_missing(ray_runtime):
     app = rc.App("ray-refuses")
 

@@ -98,7 +98,7 @@ class LocalBackend:
         asyncio.ensure_future(self._run(process, on_exit))
 
     def _environment(self, spec: ContainerSpec) -> dict[str, str]:
-        env = {**os.environ, **_image_environment(spec.image), **spec.env, **self.client_env}
+        env = {**os.environ, **image_environment(spec.image), **spec.env, **self.client_env}
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode makes cold starts faster
         # Segment names carry the pid, which repeats across sandboxes (each its own pid namespace, one /dev/shm):
@@ -277,7 +277,7 @@ class LocalBackend:
         return None
 
 
-def _image_environment(image: ContainerImage | None) -> dict[str, str]:
+def image_environment(image: ContainerImage | None) -> dict[str, str]:
     """An image's variables, its import path (not the host's ``PYTHONPATH``: the image is its own environment)
     and its venv first on ``PATH`` (a ``python`` its code runs is the image's)."""
     if image is None:

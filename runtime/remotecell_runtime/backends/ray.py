@@ -45,9 +45,9 @@ from typing import Any
 from ..auth import ContainerGate
 from ..gpus import parse_spec
 from ..protocol.options import FunctionOptions
-from .base import ConnectBack, ContainerExit, ContainerSpec, ExitCallback, SpecRefused
+from .base import ConnectBack, ContainerExit, ContainerImage, ContainerSpec, ExitCallback, SpecRefused
 from .choice import BackendChoice
-from .local import INTERRUPT_GRACE_S, LOG_TAIL_LINES, VOLUMES_ENV, _cause
+from .local import INTERRUPT_GRACE_S, LOG_TAIL_LINES, VOLUMES_ENV, _cause, image_environment
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -174,23 +174,31 @@ class ContainerHost:
                 "public_key": self.public.decode()}
 
     async def run(self, connect: str, server_key: str, folders: list[str], daemon_host: HostMark | None = None,
-                  direct: str | None = None) -> dict[str, Any]:
+                  direct: str | None = None, image_env: dict[str, str] | None = None) -> dict[str, Any]:
         """Run the container process until it ends: its exit code and its last output lines.  On the daemon's
         own host (``daemon_host`` is there) it also listens on ``direct``, a socket in the daemon's private
-        folder, for a leaseholder's calls, as a local container does."""
+        folder, for a leaseholder's calls, as a local container does.  ``image_env``: where its image's venv
+        is (``_start_env``), None: the runtime's own Python."""
         lost = [f for f in folders if not os.path.isdir(f)]
         if lost:
             return {"cause": f"it could not be started: its volume folder {lost[0]} is not on this Ray node; "
                              "volumes on the Ray backend need a state folder every node shares at the same path"}
+        python = os.path.join(image_env["VIRTUAL_ENV"], "bin", "python") if image_env else sys.executable
+        if not os.path.exists(python):
+            return {"cause": f"it could not be started: its image's venv {os.path.dirname(os.path.dirname(python))} "
+                             "is not on this Ray node; images are built where the runtime runs, so other nodes "
+                             "need the runtime's state folder shared at the same path (as volumes do)"}
         info = await self.node()
         cancel_r, self.cancel_w = os.pipe()
         os.set_blocking(self.cancel_w, False)
         key_r, key_w = os.pipe()
         os.write(key_w, self.public + b"\n" + self.secret + b"\n")  # 82 bytes: the pipe holds them
         os.close(key_w)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "REMOTECELL_TASK_ID": self.cid, NODE_ENV: info["node_id"],
-               "CUDA_VISIBLE_DEVICES": ",".join(info["gpus"])}
-        command = [sys.executable, "-m", "remotecell_runtime.container", "--connect", connect, "--id", self.cid,
+        env = {**os.environ, **(image_env or {}), "PYTHONUNBUFFERED": "1", "REMOTECELL_TASK_ID": self.cid,
+               NODE_ENV: info["node_id"], "CUDA_VISIBLE_DEVICES": ",".join(info["gpus"])}
+        if image_env:
+            env["PATH"] = os.pathsep.join([os.path.dirname(python), os.environ.get("PATH", "")])
+        command = [python, "-m", "remotecell_runtime.container", "--connect", connect, "--id", self.cid,
                    "--cancel-fd", str(cancel_r), "--server-key", server_key, "--key-fd", str(key_r)]
         if direct is not None and daemon_host is not None and daemon_host.is_here():
             command += ["--direct", direct]
@@ -274,9 +282,6 @@ class RayBackend:
     def check(self, spec: ContainerSpec) -> None:
         if spec.agent is not None:
             raise SpecRefused(SANDBOXES_REFUSED)
-        if spec.options.image is not None:
-            raise SpecRefused("images are not built on Ray nodes yet: give the function no image= (its nodes run "
-                              "the runtime's own Python environment), or serve it with --backend local")
         if os.environ.get(AUTOSCALER_ENV) == "1":
             return  # the autoscaler adds nodes for pending actors: nothing is out of reach up front
         nodes = self.nodes()
@@ -337,7 +342,8 @@ class RayBackend:
         folders = list(json.loads(spec.env.get(VOLUMES_ENV) or "{}").values())
         direct = os.path.join(self.sock_dir, f"{spec.cid}.sock")
         try:
-            result = await actor.handle.run.remote(self.connect, self.server_key, folders, self.here_mark, direct)
+            result = await actor.handle.run.remote(self.connect, self.server_key, folders, self.here_mark, direct,
+                                               _start_env(spec.image))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(direct)  # a killed container leaves its socket behind (on this host, if it was here)
@@ -355,9 +361,12 @@ class RayBackend:
                 "tcp://THIS_HOST:PORT")
 
     def load_env(self, cid: str) -> dict[str, str]:
-        """Its environment (secrets among it), sent with ``load`` over the encrypted channel, never through Ray."""
+        """Its environment (secrets among it, and its image's variables), sent with ``load`` over the encrypted
+        channel, never through Ray."""
         actor = self.actors.get(cid)
-        return dict(actor.spec.env) if actor is not None else {}
+        if actor is None:
+            return {}
+        return {**(actor.spec.image.env if actor.spec.image else {}), **actor.spec.env}
 
     def stop(self, cid: str, grace_s: float, *, interrupt: bool = False, asked: bool = False) -> None:
         actor = self.actors.get(cid)
@@ -417,6 +426,15 @@ class RayBackend:
         self.ray.shutdown()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.here_mark.path)
+
+
+def _start_env(image: ContainerImage | None) -> dict[str, str] | None:
+    """What a container of ``image`` starts with on its node: its venv first on ``PATH`` and its import path
+    (paths only: the image's own variables, which may hold anything, come with ``load``)."""
+    if image is None:
+        return None
+    env = image_environment(image)
+    return {key: env[key] for key in ("VIRTUAL_ENV", "PYTHONPATH")}  # the node's PATH, after the venv's bin
 
 
 def _choices(options: FunctionOptions) -> int:

@@ -88,7 +88,8 @@ class Functions(Service):
         self.app_logs = AppLogs(host.send_peer)  # what each app's inputs printed (`remotecell app logs`)
         self.gpus = GpuAllocator(inventory()) if choice.same_host else PlacedGpus()
         self.cpus = CpuBudget(host_cpus()) if choice.same_host else PlacedCpus()
-        self.sandbox, self.sandbox_state = _sandbox(sock_dir, host.state_dir, shares)
+        self.sandbox, self.sandbox_state = _sandbox(sock_dir, host.state_dir, shares) if choice.name == "local" \
+            else (None, RAY_UNSANDBOXED)
         self.images = Images(host.state_dir, blob, self.sandbox is not None, self.image_built)
         self.limits, self.limits_off = Limits.find(host.runtime_id)
         if self.limits is None:
@@ -271,6 +272,7 @@ class Functions(Service):
 
 SANDBOX_ENV = "REMOTECELL_SANDBOX"  # "0": containers run as plain processes
 PLAIN = "containers run as plain processes that can read this runtime's state folder and the user's files"
+RAY_UNSANDBOXED = "off: on the Ray backend containers run as plain processes of their Ray nodes"
 
 
 def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[Bubblewrap | None, str]:
