@@ -16,6 +16,7 @@
     remotecell volume create|list|delete NAME             named volumes (Modal's `modal volume`)
     remotecell volume ls NAME [PATH] | put NAME LOCAL [REMOTE] | get NAME REMOTE [LOCAL]
     remotecell volume rm NAME PATH [-r] | cp NAME SRC... DST [-r]   a volume's files
+    remotecell image list | prune [--older-than 7d] [--dry-run]   built images; remove those not used lately
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from remotecell_runtime.protocol.messages.apps import AppLogsMsg, AppLogsReply
 from remotecell_runtime.protocol.messages.session import EmptyReply, ShutdownMsg
 from remotecell_runtime.protocol.versions import versions
 
-from . import _client, _entry, _local, _volume_cli, exceptions, output
+from . import _client, _entry, _image_cli, _local, _volume_cli, exceptions, output
 from .app import App
 from .schedules import Schedule, list_schedules
 from .status import status
@@ -159,7 +160,7 @@ def cmd_app_logs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"status": cmd_status, "stop": cmd_stop, "deploy": cmd_deploy, "app": cmd_app, "run": cmd_run,
-            "schedule": cmd_schedule, "volume": _volume_cli.cmd_volume}
+            "schedule": cmd_schedule, "volume": _volume_cli.cmd_volume, "image": _image_cli.cmd_image}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         one.add_argument("app")
         one.add_argument("function")
     _volume_cli.add_parser(sub)
+    _image_cli.add_parser(sub)
     run = sub.add_parser("run", help="run a file's app (ephemeral) and call its entrypoint or a function")
     run.add_argument("target", help="FILE.py[::NAME] (NAME: a local entrypoint, a function or Class.method), "
                                     "or with -m, package.module[::NAME]")

@@ -20,7 +20,8 @@ CLIENT_TYPES = {
     "kv_list", "dict_get", "dict_put", "dict_pop", "dict_len", "dict_clear", "dict_scan", "queue_put", "queue_get",
     "queue_peek", "queue_len", "queue_clear",
     "schedule_list", "schedule_get", "schedule_pause", "schedule_resume", "schedule_run", "blob_has", "blob_put",
-    "image_build", "sandbox_create", "sandbox_exec", "sandbox_read", "sandbox_write", "sandbox_wait",
+    "image_build", "image_list", "image_prune", "sandbox_create", "sandbox_exec", "sandbox_read", "sandbox_write",
+    "sandbox_wait",
     "sandbox_terminate", "sandbox_get", "sandbox_list",
 }
 CONTAINER_TYPES = {"hello", "ready", "load_failed", "output", "item", "result", "results", "released", "lease_used",

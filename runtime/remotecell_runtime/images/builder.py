@@ -36,7 +36,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +48,7 @@ from .pipconf import read_pip_config
 from .runtime_code import RuntimeCode
 from .steps import SYSTEM_KINDS, BuildFailed, describe, describe_base
 from .system_build import BASE_CHECK, Says, SystemBuilds, host_env
+from .usage import PruneReport, Usage
 from .uv import Uv, find_binary
 
 __all__ = ["Build", "BuildFailed", "Images"]
@@ -106,6 +107,7 @@ class Images:
         self._layer_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._uv: Uv | None = None
         self.system = SystemBuilds(self.root, self.store, blob, self._run, self._layer_locks, sandboxed)
+        self.usage = Usage(self.root, self.store)
 
     @functools.cached_property
     def salt(self) -> str:
@@ -129,7 +131,18 @@ class Images:
             if layer is None or any(folder is None for folder, _ in mounts):
                 return None
             image = self._ready[key] = self.store.image(layer, [(f, p) for f, p in mounts if f], self.sandboxed)
+        self.usage.touch(key, spec, self.salt)
         return image
+
+    def prune(self, older_than_s: float, live: Iterable[ImageSpec], dry_run: bool = False) -> PruneReport:
+        """Remove the layers of images not used for ``older_than_s`` and not in ``live`` (nor being built)."""
+        building = [b.spec for b in self.builds.values() if b.ended is None]
+        chains = {self.key(spec): (spec.layer_keys(self.salt), [str(m.digest) for m in spec.mounts])
+                  for spec in [*live, *building]}
+        report = self.usage.prune(time.time() - older_than_s, chains, dry_run)
+        if not dry_run:
+            self._ready.clear()  # found again from the layers that are left
+        return report
 
     def start(self, spec: ImageSpec, *, again: bool = False) -> ContainerImage | Build:
         """The built image, or its build: the one running, a failed one (unless ``again`` or it failed over

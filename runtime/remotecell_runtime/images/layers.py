@@ -83,6 +83,10 @@ class LayerStore:
             layer = self._known[key] = Layer(**{**raw, "files": tuple(tuple(f) for f in raw["files"])})
         return layer
 
+    def forget(self, key: str) -> None:
+        """Layer ``key`` was removed (``usage.Usage.prune``)."""
+        self._known.pop(key, None)
+
     def folder(self, key: str) -> Path:
         return self.layers / key
 

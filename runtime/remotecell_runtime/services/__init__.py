@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..backends.choice import BackendChoice
+from ..protocol.image_spec import ImageSpec
 from ..protocol.message import Message
 from .apps import Apps
 from .base import ContainerHandler, Handler, Host, Service
@@ -106,8 +107,16 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     gateway = Gateway(functions, web_bind, BODY_LIMIT_BYTES if web_max_body is None else web_max_body, web_public)
     apps.gateway = gateway
     status = Status(host, functions, apps, queues, sandboxes, gateway)
+    image_builds = ImageBuilds(host, functions.images, functools.partial(_live_images, functions, sandboxes))
     # Closing order: the web gateway (no new requests), schedules, stores, jobs, deployed apps, sandboxes, the pools.
     ordered: list[Service] = [gateway, scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes,
-                              VolumeFiles(host, volumes), blobs, ImageBuilds(host, functions.images), status,
+                              VolumeFiles(host, volumes), blobs, image_builds, status,
                               sandboxes, sandboxes.streams, Calls(functions), functions]
     return Services(functions, apps, scheduler, blobs, gateway, ordered)
+
+
+def _live_images(functions: Functions, sandboxes: Sandboxes) -> list[ImageSpec]:
+    """The images in use: every registered function's (deployed ones among them) and every running sandbox's."""
+    specs = [pool.fn.opts.image for pool in functions.pools.values()]
+    specs += [record.options.image for record in sandboxes.sandboxes.values() if not record.finished]
+    return [spec for spec in specs if spec is not None]

@@ -12,24 +12,51 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..images import Build, ImageError, Images, check
 from ..protocol import framing
 from ..protocol.errors import ErrorName
+from ..protocol.image_spec import ImageSpec
 from ..protocol.message import Message
 from ..protocol.messages.calls import OutputMsg
-from ..protocol.messages.images import ImageBuildMsg, ImageBuildReply
+from ..protocol.messages.images import (
+    ImageBuildMsg,
+    ImageBuildReply,
+    ImageListMsg,
+    ImageListReply,
+    ImagePruneMsg,
+    ImagePruneReply,
+)
 from .base import Handler, Host, Request, Service, error_reply, refusal, with_id
 
 
 class ImageBuilds(Service):
-    def __init__(self, host: Host, images: Images) -> None:
+    """``live``: the images registered functions and running sandboxes use (never pruned)."""
+
+    def __init__(self, host: Host, images: Images, live: Callable[[], Iterable[ImageSpec]]) -> None:
         self.host = host
         self.images = images
+        self.live = live
 
     def handlers(self) -> dict[type[Message], Handler]:
-        return {ImageBuildMsg: self.on_build}
+        return {ImageBuildMsg: self.on_build, ImageListMsg: self.on_list, ImagePruneMsg: self.on_prune}
+
+    def on_list(self, req: Request[ImageListMsg]) -> ImageListReply:
+        live = {self.images.key(spec) for spec in self.live()}
+        rows: list[dict[str, object]] = []
+        for key, (record, used) in sorted(self.images.usage.records().items(), key=lambda item: -item[1][1]):
+            layers = record.get("layers")
+            rows.append({"key": key, "description": record.get("description", ""), "last_used": used,
+                         "layers": len(layers) if isinstance(layers, list) else 0, "live": key in live})
+        return ImageListReply(images=rows)
+
+    def on_prune(self, req: Request[ImagePruneMsg]) -> ImagePruneReply:
+        if not req.msg.older_than_s >= 0:
+            raise refusal(ErrorName.INVALID, f"image prune: older_than_s={req.msg.older_than_s!r} must be >= 0")
+        report = self.images.prune(req.msg.older_than_s, list(self.live()), req.msg.dry_run)
+        return ImagePruneReply(images=report.images, layers=len(report.layers), mounts=len(report.mounts),
+                               freed_bytes=report.freed_bytes, kept_images=report.kept_images)
 
     def on_build(self, req: Request[ImageBuildMsg]) -> ImageBuildReply | None:
         spec = req.msg.image
