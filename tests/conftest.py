@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -65,6 +66,21 @@ class Runtime:
     def stop(self) -> None:
         stop_process(self.proc)
         self.log.close()
+
+
+@contextlib.contextmanager
+def own_runtime(state: Path, args: list[str] = (), env: dict[str, str] | None = None) -> Iterator[Runtime]:
+    """A runtime of its own in ``state`` that the client talks to while the block runs (then stopped)."""
+    rt = Runtime(state, args=args, env=env)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REMOTECELL_HOME", str(state))
+        patch.delenv("REMOTECELL_RUNTIME", raising=False)
+        client_mod.reset_connection()
+        try:
+            yield rt
+        finally:
+            client_mod.reset_connection()
+            rt.stop()
 
 
 def host_pid(stats: dict, cid: str) -> int:

@@ -8,22 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 import remotecell as rc
-import remotecell._client as client_mod
-from conftest import Runtime, cli
+from conftest import Runtime, cli, own_runtime
 from remotecell_runtime.images import runtime_code
 
 
 @pytest.fixture(scope="module")
-def own_runtime(new_home) -> Iterator[Runtime]:
-    state = new_home("prune-home")
-    rt = Runtime(state)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("REMOTECELL_HOME", str(state))
-        env.delenv("REMOTECELL_RUNTIME", raising=False)
-        client_mod.reset_connection()
+def prune_runtime(new_home) -> Iterator[Runtime]:
+    with own_runtime(new_home("prune-home")) as rt:
         yield rt
-        client_mod.reset_connection()
-        rt.stop()
 
 
 def _app(name: str, image: rc.Image) -> tuple[rc.App, rc.Function]:
@@ -44,8 +36,8 @@ def _cli_json(*args: str) -> object:
     return json.loads(done.stdout)
 
 
-def test_prune_removes_the_layers_of_unused_images_and_keeps_live_ones(own_runtime, capsys):
-    layers = own_runtime.state_dir / "images" / "layers"
+def test_prune_removes_the_layers_of_unused_images_and_keeps_live_ones(prune_runtime, capsys):
+    layers = prune_runtime.state_dir / "images" / "layers"
     old_app, old_fn = _app("prune-old", rc.Image.debian_slim().uv_pip_install("six==1.17.0"))
     with old_app.run():
         assert old_fn.remote() == "six"

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 import remotecell as rc
-import remotecell._client as client_mod
-from conftest import Runtime, wait_for
+from conftest import Runtime, own_runtime, wait_for
 from remotecell import exceptions
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -46,15 +45,9 @@ def cluster() -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def ray_runtime(cluster, new_home) -> Iterator[Runtime]:
     """A runtime that joined the cluster; the client talks to it for this module."""
-    state = new_home("ray-home")
-    rt = Runtime(state, args=["--backend", "ray", "--ray-address", cluster["cluster"].address], env=LOOPBACK_ENV)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("REMOTECELL_HOME", str(state))
-        env.delenv("REMOTECELL_RUNTIME", raising=False)
-        client_mod.reset_connection()
+    with own_runtime(new_home("ray-home"), args=["--backend", "ray", "--ray-address", cluster["cluster"].address],
+                     env=LOOPBACK_ENV) as rt:
         yield rt
-        client_mod.reset_connection()
-        rt.stop()
 
 
 def _held(gate: Path, marker: Path | None = None) -> dict[str, str]:
