@@ -17,8 +17,8 @@ import traceback
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
-from IPython.core.magics import ExecutionMagics
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magics import ExecutionMagics
 from IPython.display import clear_output, publish_display_data
 
 from .. import _client, _post_mortem, debugging
