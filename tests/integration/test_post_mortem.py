@@ -7,7 +7,7 @@ import time
 
 import pytest
 import remotecell as rc
-from conftest import wait_for
+from conftest import Runtime, run_script, wait_for
 from remotecell import debugging
 from remotecell_runtime.protocol.messages.debug import OPEN, DebugMsg, DebugReply
 
@@ -118,3 +118,35 @@ def test_no_frames_and_a_bad_target_are_said(app, capsys):
         rc._client.connection().ask(DebugMsg(target="nonsense"), DebugReply)
     reply = rc._client.connection().ask(DebugMsg(target="c-999:abc"), DebugReply)
     assert reply.state == "released" and "container c-999, which raised it, has stopped" in reply.text
+
+
+OVER_TCP = """
+import remotecell as rc
+app = rc.App("debug-tcp")
+
+@app.function()
+def fail(n):
+    local_value = n * 3
+    raise ValueError(f"no {n}")
+
+with app.run():
+    try:
+        fail.remote(4)
+    except ValueError as exc:
+        rc.debug(exc, commands=["p local_value", "q"])
+"""
+
+
+def test_debug_over_tcp_with_curve(tmp_path, new_home):
+    from test_runtime import _free_port, _token
+
+    state = new_home("debug-tcp")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    token = _token(state, "debugger", address)
+    rt = Runtime(state, binds=[address])
+    try:
+        result = run_script(OVER_TCP, env={"REMOTECELL_RUNTIME": str(token)}, tmp_path=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "ValueError: no 4" in result.stdout and "(Pdb) p local_value\n12\n" in result.stdout
+    finally:
+        rt.stop()
