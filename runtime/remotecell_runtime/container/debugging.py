@@ -32,7 +32,7 @@ import traceback
 from types import TracebackType
 
 from ..protocol.framing import Payload
-from ..protocol.messages.debug import ENDED, OPEN, RELEASED, DebugHeldMsg, DebugInMsg, DebugOutMsg
+from ..protocol.messages.debug import ENDED, OPEN, RELEASED, DebugHeldMsg, DebugInMsg, DebugOutMsg, DebugReply
 from .outbox import Outbox
 
 HOLD_ENV = "REMOTECELL_DEBUG_HOLD_S"
@@ -175,9 +175,10 @@ class Holds:
     def _serve(self) -> None:
         while True:
             msg = self.commands.get()
-            learn_sources(msg.sources)
-            text, state = self.command(msg.key, msg.line)
-            self.outbox.send(DebugOutMsg(rid=msg.rid, text=text, state=state))
+            request = msg.request
+            learn_sources(request.sources)
+            text, state = self.command(request.target.partition(":")[2], request.line)
+            self.outbox.send(DebugOutMsg(rid=msg.rid, reply=DebugReply(text=text, state=state)))
 
     def command(self, key: str, line: str | None) -> tuple[str, str]:
         """pdb's answer to ``line`` (None: open the session) in the frames held as ``key``, and the state after."""

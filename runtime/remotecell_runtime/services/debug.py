@@ -59,7 +59,7 @@ class Debugger(Service):
         return container
 
     def on_debug(self, req: Request[DebugMsg]) -> Message | None:
-        cid, _, key = req.msg.target.partition(":")
+        cid, _, key = req.msg.target.partition(":")  # (the container reads the key from the target itself)
         if not cid or not key:
             raise refusal(ErrorName.INVALID, f"debug target {req.msg.target!r} is not CONTAINER:KEY: pass the "
                                              "remote exception itself, rc.debug(exc)")
@@ -68,15 +68,13 @@ class Debugger(Service):
                                    "with it\n", state=RELEASED)
         rid = f"d{next(self._rids)}"
         self.pending[rid] = Pending(req.peer, req.id, cid, time.monotonic())
-        self.host.send_container(cid, encode(DebugInMsg(rid=rid, key=key, line=req.msg.line,
-                                                              sources=req.msg.sources)))
+        self.host.send_container(cid, encode(DebugInMsg(rid=rid, request=req.msg)))
         return None
 
     def on_out(self, container: ContainerRecord, report: Report[DebugOutMsg]) -> None:
         pending = self.pending.pop(report.msg.rid, None)
         if pending is not None:  # (else timed out meanwhile)
-            reply = DebugReply(text=report.msg.text, state=report.msg.state)
-            self.host.send_peer(pending.peer, framing.encode(with_id(reply, pending.request_id)))
+            self.host.send_peer(pending.peer, framing.encode(with_id(report.msg.reply, pending.request_id)))
 
     def on_held(self, container: ContainerRecord, report: Report[DebugHeldMsg]) -> None:
         container.holding_until = max(container.holding_until, time.monotonic() + report.msg.hold_s)

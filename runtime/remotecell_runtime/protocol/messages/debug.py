@@ -3,8 +3,8 @@
 A container that held an input's traceback says so in the error (``ErrorInfo.debug``:
 ``CONTAINER:KEY``, ``debug_hold_s``) and tells the daemon how long it holds (``debug_held``,
 so scale-down leaves it be). A client's ``debug`` carries one pdb command line (None: open
-the session, the stack entry where it raised); the daemon passes it to that container as
-``debug_in`` and the container's ``debug_out`` back as the reply. The pdb text is plain
+the session, the stack entry where it raised); the daemon passes it to that container
+inside ``debug_in`` and the reply inside the container's ``debug_out`` back. The pdb text is plain
 text both ways: nothing here is pickled.
 """
 
@@ -38,21 +38,18 @@ class DebugReply(Message):
 
 @message("debug_in")
 class DebugInMsg(Message):
-    """Daemon -> container: a client's pdb command for the frames held under ``key``; ``rid`` names the reply."""
+    """Daemon -> container: a client's ``debug`` request as it came; ``rid`` names the answer."""
 
     rid: str
-    key: str
-    line: str | None = None
-    sources: dict[str, str] = wire(factory=dict)
+    request: DebugMsg
 
 
 @message("debug_out")
 class DebugOutMsg(Message):
-    """Container -> daemon: pdb's text for request ``rid``, and the session's state."""
+    """Container -> daemon: the answer to request ``rid``, passed on to the client as it is."""
 
     rid: str
-    text: str
-    state: str
+    reply: DebugReply
 
 
 @message("debug_held")
