@@ -165,12 +165,14 @@ class Holds:
         self.commands.put(msg)
 
     def _start_threads(self) -> None:
-        if self.threads:
-            return
-        for target, name in ((self._serve, "remotecell-debugger"), (self._sweep, "remotecell-debug-holds")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+        """The debugger and sweeper threads, once (inputs fail on several worker threads at once)."""
+        with self.changed:
+            if self.threads:
+                return
+            for target, name in ((self._serve, "remotecell-debugger"), (self._sweep, "remotecell-debug-holds")):
+                self.threads.append(threading.Thread(target=target, name=name, daemon=True))
+        for thread in self.threads:
             thread.start()
-            self.threads.append(thread)
 
     def _serve(self) -> None:
         while True:
