@@ -37,10 +37,10 @@ __all__ = [
 # Modal's names beyond the core (issue 14): introspection, proxies, Modal's module names.
 _EXPORTS |= {"is_local": "_context", "current_input_id": "_context", "current_function_call_id": "_context",
              "Proxy": "infra", "exception": "exception", "Error": "exceptions", "parameter": "cls",
-             "Server": "server", "enable_output": "output"}
+             "Server": "server", "enable_output": "output", "debug": "debugging"}
 _MODULES = {"exceptions", "exception"}
-__all__ += ["Error", "Proxy", "Server", "current_function_call_id", "current_input_id", "enable_output", "exception",
-            "is_local", "parameter"]
+__all__ += ["Error", "Proxy", "Server", "current_function_call_id", "current_input_id", "debug", "enable_output",
+            "exception", "is_local", "parameter"]
 
 if TYPE_CHECKING:
     from . import exception, exceptions
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .app import App
     from .calls import FunctionCall, FunctionCallGroup
     from .cls import Cls, enter, exit, method, parameter
+    from .debugging import debug
     from .exceptions import Error
     from .file_pattern_matcher import FilePatternMatcher
     from .functions import Function

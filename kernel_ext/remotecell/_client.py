@@ -41,7 +41,7 @@ from remotecell_runtime.protocol.messages.session import ErrorInfo, ErrorReply, 
 from remotecell_runtime.protocol.stream import StreamClosed, StreamConn, client_path
 from remotecell_runtime.protocol.versions import versions
 
-from . import _bridge, _local, exceptions
+from . import _bridge, _local, _post_mortem, exceptions
 from ._watch import HELLO_TIMEOUT_S, RuntimeWatch
 
 WAKE_MS = 1000  # how often a waiting call looks at the heartbeat
@@ -150,6 +150,8 @@ def error_from(error: ErrorInfo | None, payloads: list[Payload]) -> BaseExceptio
         exc = runtime_cls(message) if runtime_cls is not None else exceptions.RemoteError(type_name, message, tb)
     if tb and not isinstance(exc, exceptions.RemoteError) and hasattr(exc, "add_note"):
         exc.add_note("\nRemote traceback (most recent call last):\n" + tb.rstrip())
+    files = tuple(dict.fromkeys(str(frame[0]) for frame in error.frames if frame))
+    _post_mortem.mark(exc, error.debug, error.debug_hold_s, f"{type_name}: {message}", files)
     return exc
 
 

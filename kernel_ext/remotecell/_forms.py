@@ -16,7 +16,7 @@ from typing import Any
 from remotecell_runtime.protocol import framing
 from remotecell_runtime.protocol.messages.jobs import SpawnEntry
 
-from . import _bridge, _invocation, _map, _progress, calls
+from . import _bridge, _invocation, _map, _progress, _retry, calls
 
 SPAWN_PER_MESSAGE = 500  # spawn_map sends its inputs in messages of this many
 SPAWN_MESSAGES_IN_FLIGHT = 4
@@ -150,7 +150,10 @@ class MapForms:
         """One remote call per tuple of arguments; lists of results as they finish (in input order by default)."""
         fanout = _invocation.fanout(await self.resolve_aio())
         meter = _progress.Progress(f"{self.name}.map", total, progress)
-        async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter):
+        if return_exceptions:
+            meter.retry = self._retry_from_view
+        async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter,
+                                     self.name):
             yield values
 
     def _map_batches(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[list[Any]]:
@@ -183,6 +186,37 @@ class MapForms:
     def starmap(self, items: Iterable[Sequence[Any]], **options: Any) -> Iterator[Any]:
         """``f.starmap([(1, 2), (3, 4)])`` calls ``f(1, 2)`` and ``f(3, 4)``."""
         return _flatten(_bridge.iterate(self._starmap_batches(items, **options)))
+
+    async def retry_failed_aio(self, results: Iterable[Any], progress: bool | None = None) -> list[Any]:
+        """Run again only the inputs that failed in ``results``; the whole list back, merged in order.
+
+        ``results`` is what ``map``/``starmap`` with ``return_exceptions=True`` returned (as a list, or
+        any iterable): each failure there remembers its input. Values, and exceptions the function
+        returned rather than raised, stay as they are; an input that fails again is its new exception,
+        which a later ``retry_failed`` runs again. Outcomes the map widget's "Retry failed" button
+        already got are merged without running them again.
+
+        >>> results = list(flaky.map(range(100), return_exceptions=True))
+        >>> results = flaky.retry_failed(results)   # reruns the failed ones only
+        """
+        merged, todo = _retry.plan(self.name, results)
+        for group in _retry.by_kwargs(todo):
+            outcomes: list[Any] = []
+            async for values in self._calls_aio([failed.args for _, failed in group], group[0][1].kwargs,
+                                                return_exceptions=True, progress=progress, total=len(group)):
+                outcomes += values
+            for (position, failed), value in zip(group, outcomes, strict=True):
+                failed.retried = value
+                merged[position] = value
+        return merged
+
+    def retry_failed(self, results: Iterable[Any], progress: bool | None = None) -> list[Any]:
+        return _bridge.run(self.retry_failed_aio(results, progress=progress))
+
+    def _retry_from_view(self, failures: list[BaseException]) -> list[Any]:
+        """The map widget's button: rerun ``failures``, each outcome recorded on its failure."""
+        merged = self.retry_failed(failures, progress=False)
+        return [_retry.latest(value) for value in merged]
 
     def for_each(self, *iterables: Iterable[Any], ignore_exceptions: bool = False, **options: Any) -> None:
         """Call ``f`` on every item for its effects; results are dropped."""

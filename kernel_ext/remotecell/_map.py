@@ -17,7 +17,7 @@ from typing import Any
 from remotecell_runtime.protocol import framing, sharedmem
 from remotecell_runtime.protocol.messages.session import ErrorReply
 
-from . import _client, _progress
+from . import _client, _progress, _retry
 
 MAX_INFLIGHT = 1000  # inputs of one map on the runtime (or done and waiting for their turn) at once
 PER_MESSAGE = 256  # inputs in one `calls` message: the first results come back while the rest are pickled
@@ -110,16 +110,19 @@ class Fanout:
 
 
 async def run(fanout: Fanout, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any], order_outputs: bool,
-              return_exceptions: bool, meter: _progress.Progress) -> AsyncIterator[list[Any]]:
+              return_exceptions: bool, meter: _progress.Progress, function: str = "") -> AsyncIterator[list[Any]]:
     """Results of one call per tuple of arguments, as they finish (in input order by default).
 
     They come in lists, all that are ready at once, so that a blocking caller
     crosses the event-loop bridge once per batch rather than once per result.
     Without ``return_exceptions`` the first failure raises and cancels the rest;
-    so does an error of the input iterator, or the caller stopping early.
+    so does an error of the input iterator, or the caller stopping early. With it,
+    each failure remembers its input (``_retry``: ``function.retry_failed``), and
+    the meter keeps the failures for its view's retry button.
     """
     inputs = enumerate(arg_tuples)
     held: dict[int, Any] = {}  # done, waiting for their turn (ordered outputs)
+    args_of: dict[int, Sequence[Any]] = {}  # the inputs out, while failures are returned: what a retry reruns
     next_index = 0
     exhausted = interrupted = False
     try:
@@ -128,12 +131,18 @@ async def run(fanout: Fanout, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[
             if not exhausted and (room >= PER_MESSAGE or (room > 0 and not fanout.pending)):
                 items = list(itertools.islice(inputs, room))
                 exhausted = len(items) < room
+                if return_exceptions:
+                    args_of.update(items)
                 await fanout.send(items, kwargs)
                 meter.submitted += len(items)
             if not fanout.pending:
                 return
             ready = []
             for index, value, ok in await fanout.finished():
+                args = args_of.pop(index, ())
+                if not ok and return_exceptions:
+                    _retry.remember(value, function, args, kwargs)
+                    meter.failures.append(value)
                 meter.advance(ok)
                 if not ok and not return_exceptions:
                     raise value

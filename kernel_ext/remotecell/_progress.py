@@ -13,7 +13,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
+
+from . import _retry
 
 SHOW_AFTER_S = 0.5
 RENDER_EVERY_S = 0.1
@@ -52,7 +54,11 @@ class Progress:
         self.finished_s: float | None = None
         self._view: View | None = None
         self._factory = _choose_view(show)
+        self._show_at_once = show is True  # asked for: shown from the first result, even for a quick map
         self._rendered_s = 0.0
+        self.failures: list[BaseException] = []  # returned failures (return_exceptions): the view's retry button
+        # Set by the map: reruns the given failures (recording each outcome on its failure) and returns them.
+        self.retry: Callable[[list[BaseException]], list[Any]] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -85,7 +91,9 @@ class Progress:
 
     def _maybe_render(self) -> None:
         now = time.monotonic()
-        if now - self._rendered_s < RENDER_EVERY_S or now - self.started_s < SHOW_AFTER_S:
+        if now - self._rendered_s < RENDER_EVERY_S:
+            return
+        if now - self.started_s < SHOW_AFTER_S and not self._show_at_once:
             return
         self._rendered_s = now
         if self._view is None and self._factory is not None:
@@ -101,9 +109,19 @@ class Progress:
         self.finished_s = time.monotonic()
         if self.total is None:
             self.total = self.submitted
+        if self._view is None and self._show_at_once and self._factory is not None:
+            self._view = self._factory(self)
         if self._view is not None:
             self._view.render(self)
             self._view.close(self)
+
+    def retried(self, outcomes: list[Any]) -> None:
+        """A rerun of failures came back: each success moves from failed to done; the failures are what still fail."""
+        still = [value for value in outcomes if _retry.failed_input(value) is not None]
+        moved = len(outcomes) - len(still)
+        self.done += moved
+        self.failed -= moved
+        self.failures = still
 
     def line(self) -> str:
         """One line of text: ``label: done/total (failed), in flight, rate, ETA``."""

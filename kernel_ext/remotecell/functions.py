@@ -45,6 +45,7 @@ class Function:
         self.map = Twin(maps.map, maps.map_aio)
         self.starmap = Twin(maps.starmap, maps.starmap_aio)
         self.for_each = Twin(maps.for_each, maps.for_each_aio)
+        self.retry_failed = Twin(maps.retry_failed, maps.retry_failed_aio)
         spawns = _forms.SpawnForms(self.name, self.target, self.target_aio)
         self.spawn = Twin(spawns.spawn, spawns.spawn_aio)
         self.spawn_map = twin(spawns.spawn_map_aio)

@@ -67,6 +67,7 @@ class ContainerRecord:
     uses_left: int | None = None  # single_use_containers: inputs it may still be given (None: no end)
     direct: str | None = None  # its own socket, for a leaseholder's calls (None: it takes no lease)
     lease: ContainerLease | None = None
+    holding_until: float = 0.0  # monotonic: it holds a failed input's frames for a post-mortem until then
     exit: ContainerExit | None = None  # how it ended, once its backend said so
 
     def death_cause(self) -> str:

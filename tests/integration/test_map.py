@@ -204,3 +204,49 @@ def test_map_progress_on_a_terminal_and_not_when_piped(runtime, tmp_path):
     assert "/s" in last
     piped = run_script(PROGRESS_SCRIPT, tmp_path=tmp_path)
     assert piped.returncode == 0 and piped.stdout.strip() == "30" and "tick.map" not in piped.stderr
+
+
+def test_retry_failed_reruns_only_the_failures_and_merges_them_in_order(app, tmp_path):
+    @app.function(max_containers=2)
+    def flaky(x, folder):
+        import pathlib
+
+        tries = pathlib.Path(folder, str(x))
+        tries.write_text(tries.read_text() + "." if tries.exists() else ".")
+        if x == 5 or (x == 2 and len(tries.read_text()) == 1):  # 5 always fails, 2 only the first time
+            raise ValueError(f"bad {x}")
+        return x * 10
+
+    def attempts() -> dict[int, int]:
+        return {int(p.name): len(p.read_text()) for p in tmp_path.iterdir()}
+
+    results = list(flaky.map(range(8), kwargs={"folder": str(tmp_path)}, return_exceptions=True))
+    assert [i for i, r in enumerate(results) if isinstance(r, ValueError)] == [2, 5]
+    merged = flaky.retry_failed(results)
+    assert merged[:5] == [0, 10, 20, 30, 40] and merged[6:] == [60, 70]
+    assert isinstance(merged[5], ValueError) and merged[5] is not results[5]  # failed again: its new exception
+    assert attempts() == {0: 1, 1: 1, 2: 2, 3: 1, 4: 1, 5: 2, 6: 1, 7: 1}  # only the two failures ran again
+    again = flaky.retry_failed(merged)
+    assert again[:5] == merged[:5] and isinstance(again[5], ValueError) and attempts()[5] == 3 and attempts()[2] == 2
+    assert flaky.retry_failed([1, 2, 3]) == [1, 2, 3]  # plain values: nothing to run
+    assert flaky.retry_failed(iter(results))[2] == 20  # earlier retries are merged, not run again
+    assert attempts()[2] == 2 and attempts()[5] == 4  # 5 is still a failure there: it runs once more
+
+
+def test_retry_failed_of_starmap_and_of_another_function(app):
+    @app.function()
+    def divide(a, b):
+        return a / b
+
+    @app.function()
+    def other(x):
+        return x
+
+    results = list(divide.starmap([(1, 1), (2, 0), (3, 3)], return_exceptions=True))
+    assert isinstance(results[1], ZeroDivisionError)
+    with pytest.raises(rc.exception.InvalidError, match=r"failed in \S*divide, not \S*other"):
+        other.retry_failed(results)
+    with pytest.raises(rc.exception.InvalidError, match="not int"):
+        divide.retry_failed(3)
+    merged = asyncio.run(divide.retry_failed.aio(results))
+    assert merged[0] == 1 and merged[2] == 1 and isinstance(merged[1], ZeroDivisionError)

@@ -28,6 +28,16 @@ def test_notebook_runs(runtime, path):
         _check_quickstart(nb, code)
     if path.stem == "batched_inference":
         _check_batched_inference(nb, code)
+    if path.stem == "post_mortem_and_retry":
+        _check_post_mortem_and_retry(code)
+
+
+def _check_post_mortem_and_retry(code) -> None:
+    assert "['ConnectionError', 'ConnectionError', 'ConnectionError']" in _text(code[1])
+    assert "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81, 100, 121]" in _text(code[2])  # merged in order
+    debugged = _text(code[3])
+    assert "-> return total / (x - 21)" in debugged and "(21, 42)" in debugged  # the frame that raised
+    assert "-> return inner(y + 20)" in debugged and "(Pdb) p y\n1\n" in debugged  # up
 
 
 def _check_quickstart(nb, code) -> None:

@@ -13,7 +13,7 @@ from remotecell_runtime.protocol.messages.session import PingMsg
 
 CLIENT_TYPES = {
     "hello", "ping", "status", "shutdown", "app_create", "app_stop", "app_logs", "fn_register", "fn_lookup", "call",
-    "calls", "fn_autoscaler", "fn_variant",
+    "calls", "fn_autoscaler", "fn_variant", "debug",
     "cancel", "lease_return", "spawn", "call_get", "call_status", "call_cancel", "call_logs", "calls_recent",
     "volume_open", "volume_ephemeral", "volume_list", "volume_delete", "volume_ls", "volume_read",
     "volume_stage", "volume_put", "volume_abort", "volume_rm", "volume_copy", "kv_open", "kv_delete", "kv_cancel",
@@ -25,7 +25,7 @@ CLIENT_TYPES = {
     "sandbox_terminate", "sandbox_get", "sandbox_list",
 }
 CONTAINER_TYPES = {"hello", "ready", "load_failed", "output", "item", "result", "results", "released", "lease_used",
-                   "web_out"}
+                   "web_out", "debug_out", "debug_held"}
 
 
 class Host:

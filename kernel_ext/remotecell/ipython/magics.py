@@ -1,8 +1,12 @@
-"""``%%remote``, ``%remote_session`` and ``%remote_stop``: the IPython face of remote sessions.
+"""``%%remote``, ``%remote_session`` and ``%remote_stop``: the IPython face of remote sessions; ``%debug``
+for remote exceptions.
 
 >>> %%remote --gpu any --push data --pull result
 ... result = train(data)
 ... result.loss
+
+``%debug`` after a remote exception (``.remote``, ``.map``, ``%%remote``) opens pdb in its
+container's frames (``remotecell.debugging``); after any other it is IPython's own ``%debug``.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import sys
 import traceback
 from typing import Any
 
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magics import ExecutionMagics
 from IPython.display import clear_output, publish_display_data
 
-from .. import _client
+from .. import _client, _post_mortem, debugging
 from ..exceptions import Error
 from .session import SessionDied, Sessions
 
@@ -109,6 +114,15 @@ class RemoteMagics(Magics):
             print("no remote sessions yet: a %%remote cell starts one")
         for session in self.sessions.by_name.values():
             print(session.describe())
+
+    @line_cell_magic
+    def debug(self, line: str = "", cell: str | None = None) -> Any:
+        """``%debug``: after a remote exception, pdb in the frames its container holds (``p``, ``pp``, ``l``,
+        ``up``, ``down``, ``q``); otherwise, and with arguments, IPython's own ``%debug``."""
+        frames = _post_mortem.of(getattr(sys, "last_value", None)) if cell is None and not line.strip() else None
+        if frames is not None:
+            return debugging.debug_frames(frames)
+        return ExecutionMagics(self.shell).debug(line, cell)
 
     @magic_arguments()
     @argument("--session", default=None, help="which session (default: all of them)")

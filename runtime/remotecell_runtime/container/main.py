@@ -31,8 +31,9 @@ tasks each see their own.
 The parts, each holding what it needs (imports point one way, down this list):
 ``inputs`` (what an input is and came to), ``streams`` (sys.stdout/sys.stderr),
 ``outbox`` (the sockets; sending from any thread), ``loading`` (the function),
-``direct`` (the lease), ``running`` (running and reporting an input), ``batches``
-and ``cancelling``.  This module wires them, receives and dispatches by message
+``direct`` (the lease), ``running`` (running and reporting an input), ``batches``,
+``cancelling`` and ``debugging`` (failed inputs' frames held, pdb in them).  This
+module wires them, receives and dispatches by message
 type; the hot path (a leaseholder's call, or the backlog) goes from the poll to
 ``Runner.run_sync`` without a hand-off.  While leased, the loop first waits a
 moment (``LEASED_WAIT_MS``) for the holder's next call on the direct socket alone,
@@ -70,10 +71,12 @@ from ..protocol.messages.containers import (
     RevokeMsg,
     StopMsg,
 )
+from ..protocol.messages.debug import DebugInMsg
 from ..protocol.messages.web import WebInMsg
 from ..protocol.stream import StreamConn
 from .batches import Batches
 from .cancelling import Canceller
+from .debugging import Holds
 from .direct import DirectLease
 from .inputs import Terminated
 from .loading import Loaded
@@ -99,6 +102,8 @@ class ContainerLoop:
         self.runner = Runner(self.outbox, self.loaded, self.lease, self.shm)
         self.batches = Batches(self.runner)
         self.canceller = Canceller(self.runner, cancel_fd)
+        self.holds = Holds(container_id, self.outbox)  # failed inputs' frames, for a remote post-mortem
+        self.runner.hold = self.holds.hold
         self.running = True
         # The daemon, or in a sandbox bwrap's init (pid 1 there): once it is gone we are reparented.
         self.parent = os.getppid()
@@ -112,6 +117,7 @@ class ContainerLoop:
             LeaseTokenMsg: self.lease.on_lease,
             RevokeMsg: self.lease.on_revoke,
             WebInMsg: self.on_web_in,
+            DebugInMsg: self.holds.on_debug,
         }
         # By type name: a header is read as its class, then handed to its part.
         self.handlers = {cls.TYPE: (cls, handler) for cls, handler in table.items()}

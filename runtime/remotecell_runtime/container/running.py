@@ -42,6 +42,7 @@ class Runner:
         self.running_inputs: dict[str, Any] = {}  # input id -> thread ident or asyncio task
         self.backlog: collections.deque[Work] = collections.deque()  # inline inputs not started yet
         self.cancelled: set[str] = set()  # cancelled before they started: skip them
+        self.hold: Callable[[BaseException], tuple[str, float]] = lambda exc: ("", 0.0)  # debugging.Holds sets it
 
     def on_calls(self, msg: CallsMsg, payloads: list[Payload]) -> None:
         shared = msg.method is not None or msg.shm  # the daemon says both per entry; a client might not
@@ -155,11 +156,15 @@ class Runner:
         elif isinstance(outcome, Cancelled):
             self.finish(payloads, ResultMsg(id=msg.id, status="cancelled", run_us=run_us))
         else:
-            self.fail(msg.id, payloads, outcome, run_us)
+            self.fail(msg.id, payloads, outcome, run_us, hold=msg.web is None)  # (no one debugs an HTTP request)
 
-    def fail(self, input_id: str, payloads: list[Payload], exc: BaseException, run_us: int = 0) -> None:
-        """Input ``input_id`` raised ``exc``: its error result, with the exception when it pickles."""
+    def fail(self, input_id: str, payloads: list[Payload], exc: BaseException, run_us: int = 0,
+             hold: bool = True) -> None:
+        """Input ``input_id`` raised ``exc``: its error result, with the exception when it pickles (its frames held
+        for a post-mortem first: ``describe_error`` drops the traceback)."""
+        debug, hold_s = self.hold(exc) if hold else ("", 0.0)
         error, error_payloads = describe_error(exc)
+        error.debug, error.debug_hold_s = debug, hold_s
         self.finish(payloads, ResultMsg(id=input_id, status="error", error=error, run_us=run_us), error_payloads)
 
     def succeed(self, result: ResultMsg, shm: bool, payloads: list[Payload], value: Any) -> None:

@@ -205,7 +205,7 @@ class Scaler:
         live = pool.live()
         idle = sorted((c for c in live if c.state is State.IDLE), key=lambda c: c.idle_since)
         for c in idle[:max(0, len(live) - keep)]:
-            if pool.retired or now - c.idle_since >= window_s:
+            if pool.retired or (now - c.idle_since >= window_s and c.holding_until <= now):  # (frames held: kept)
                 self.retire(c)
 
     def retire(self, c: ContainerRecord) -> None:

@@ -22,6 +22,7 @@ from .apps import Apps
 from .base import ContainerHandler, Handler, Host, Service
 from .blobs import Blobs
 from .calls import Calls
+from .debug import Debugger
 from .functions import Functions, scheduled_pool
 from .images import ImageBuilds
 from .jobs import Jobs, SpawnedCalls
@@ -111,7 +112,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     # Closing order: the web gateway (no new requests), schedules, stores, jobs, deployed apps, sandboxes, the pools.
     ordered: list[Service] = [gateway, scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes,
                               VolumeFiles(host, volumes), blobs, image_builds, status,
-                              sandboxes, sandboxes.streams, Calls(functions), functions]
+                              sandboxes, sandboxes.streams, Debugger(host, functions), Calls(functions), functions]
     return Services(functions, apps, scheduler, blobs, gateway, ordered)
 
 

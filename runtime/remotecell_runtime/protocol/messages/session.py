@@ -78,6 +78,8 @@ class ErrorInfo(Message):
     message: str
     traceback: str = ""
     frames: list[Any] = wire(factory=list)  # [file, line, function, source] of the user's own frames
+    debug: str = ""  # ``CONTAINER:KEY`` of the frames the container holds for a post-mortem (messages.debug)
+    debug_hold_s: float = 0.0  # for how long it holds them from when it raised
 
 
 @message("error")

@@ -1,0 +1,46 @@
+"""Retry only the failed inputs of a map in a real kernel: ``f.retry_failed(results)`` and the widget's button."""
+
+from __future__ import annotations
+
+from kernels import click, shown_views, view_parts
+
+FLAKY = """
+import pathlib
+@app.function(max_containers=2)
+def flaky(x, folder):
+    tries = pathlib.Path(folder, str(x))
+    tries.write_text(tries.read_text() + "." if tries.exists() else ".")
+    if x in (3, 6) and len(tries.read_text()) == 1:  # 3 and 6 fail the first time only
+        raise ValueError(f"bad {x}")
+    return x * 10
+"""
+
+
+def test_retry_failed_merges_the_rerun_in_order(kernel, tmp_path):
+    kernel.run(FLAKY)
+    kernel.run(f"results = list(flaky.map(range(8), kwargs={{'folder': {str(tmp_path)!r}}}, "
+               "return_exceptions=True))")
+    assert kernel.value("[i for i, r in enumerate(results) if isinstance(r, Exception)]") == "[3, 6]"
+    assert kernel.value("flaky.retry_failed(results)") == "[0, 10, 20, 30, 40, 50, 60, 70]"
+    assert sorted(len(p.read_text()) for p in tmp_path.iterdir()) == [1] * 6 + [2, 2]
+
+
+def test_the_map_widgets_retry_button_reruns_the_failures(kernel, tmp_path):
+    kernel.run(FLAKY)
+    shown = kernel.start(f"results = list(flaky.map(range(8), kwargs={{'folder': {str(tmp_path)!r}}}, "
+                         "return_exceptions=True, progress=True))")
+    kernel.pump(lambda: kernel.finished(shown), what="the map to finish")
+    [view] = shown_views(kernel, shown)
+
+    def part(css: str) -> dict:
+        return view_parts(kernel, view)[f"remotecell-map-{css}"]
+
+    kernel.pump(lambda: part("retry")["description"] == "Retry 2 failed", what="the retry button")
+    assert "2 failed" in part("counts")["value"] and part("bar")["bar_style"] == "danger"
+    click(kernel, part("retry")["model_id"])
+    kernel.pump(lambda: "retried 2: 2 succeeded, 0 failed again" in part("note")["value"],
+                what="the rerun's outcome in the widget")
+    assert part("bar")["bar_style"] == "success" and "failed" not in part("counts")["value"]
+    # the button's outcomes are merged without running the inputs again
+    assert kernel.value("flaky.retry_failed(results)") == "[0, 10, 20, 30, 40, 50, 60, 70]"
+    assert sorted(len(p.read_text()) for p in tmp_path.iterdir()) == [1] * 6 + [2, 2]
