@@ -32,9 +32,9 @@ from remotecell_runtime.protocol import pickling
 from remotecell_runtime.protocol.image_spec import ImageStep
 from remotecell_runtime.protocol.messages.blobs import BLOB_MAX_BYTES
 
+from ._user_modules import ship_module_by_value
 from .exceptions import InvalidError
 from .file_pattern_matcher import FilePatternMatcher
-from .registration import ship_module_by_value
 
 Ignore = Callable[[Path], bool]
 PYTHON_SOURCE_ROOT = "/root"  # where add_local_python_source puts modules, as Modal does (on the containers' path)

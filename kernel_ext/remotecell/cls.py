@@ -177,6 +177,7 @@ class Cls(Variants):
         self.app = app
         self.image = image
         self.user_cls = user_cls
+        self.__wrapped__ = user_cls  # what the container takes when the class travels by reference (_references)
         self.name = name
         self.roles = _roles(user_cls)
         web, web_opts = web_methods(user_cls, name, options)
@@ -296,7 +297,9 @@ class Obj:
 
     def __init__(self, cls: Cls, params: dict[str, Any]) -> None:
         spec = ClsSpec(cls.user_cls, params, cls.roles["method"], cls.roles["enter"], cls.roles["exit"])
-        self.registration = Registration(cls.app, spec, cls.options, cls.registration_name(params), cls.image)
+        shipping = cls.app._shipping(cls._raw) if hasattr(cls.app, "_shipping") else {}
+        self.registration = Registration(cls.app, spec, cls.options, cls.registration_name(params), cls.image,
+                                         **shipping)
         self._cls = cls
         self._params = params
         self._local: Any = None

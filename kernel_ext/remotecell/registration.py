@@ -8,14 +8,10 @@ Below ``functions``, ``cls`` and ``app`` on purpose: a registration knows its ap
 from __future__ import annotations
 
 import inspect
-import os
-import sys
-import sysconfig
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import cloudpickle
 from remotecell_runtime.protocol import framing, pickling
 from remotecell_runtime.protocol.messages.apps import (
     FnLookupMsg,
@@ -27,6 +23,8 @@ from remotecell_runtime.protocol.messages.apps import (
 from remotecell_runtime.protocol.spec import ClsSpec
 
 from . import _client
+from ._references import shipped
+from ._user_modules import ship_module_by_value
 from .exceptions import InvalidError, SerializationError
 
 
@@ -68,33 +66,14 @@ class DeployedApp:
         return f"<rc.App {self.name} (deployed)>"
 
 
-_INSTALLED = tuple(
-    os.path.realpath(p) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
-                                  sysconfig.get_paths()["stdlib"]}
-)
-
-
-def ship_module_by_value(fn: Callable[..., Any]) -> None:
-    """Functions from the user's own files travel by value, like those of ``__main__``.
-
-    The runtime cannot import a module that lives only in the caller's working
-    directory (a script, a test file); installed packages are imported there.
-    """
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    path = getattr(module, "__file__", None)
-    if module is None or module.__name__ == "__main__" or not path:
-        return
-    if os.path.realpath(path).startswith(_INSTALLED) or module.__name__.split(".")[0] in ("remotecell",):
-        return
-    cloudpickle.register_pickle_by_value(module)
-
-
 class Registration:
     """One definition on the runtime: what a pool of containers loads (a function or a ClsSpec)."""
 
     def __init__(self, app: AppLike, target: Any, options: dict[str, Any], name: str,
-                 image: ImageLike | None = None) -> None:
+                 image: ImageLike | None = None, *, serialized: bool = False,
+                 include_source: bool | None = None) -> None:
         self.app = app
+        self.serialized, self.include_source = serialized, include_source  # how it travels: _references
         self.image = image
         self.target = target
         self.options = options
@@ -123,9 +102,12 @@ class Registration:
         return conn, fid
 
     def _body(self) -> framing.Payload:
+        """The definition as it travels: by reference (its module's name and source) or by value (``_references``).
+        Its module is marked by value either way: arguments of its classes still travel as they did."""
         ship_module_by_value(getattr(self.target, "cls", self.target))
+        target = shipped(self.target, serialized=self.serialized, include_source=self.include_source)
         try:
-            return framing.Payload([pickling.dumps(self.target)])
+            return framing.Payload([pickling.dumps(target)])
         except Exception as exc:
             raise SerializationError(f"{self.name} cannot be pickled to ship it: {exc}") from exc
 

@@ -1,0 +1,77 @@
+"""Definitions shipped by reference, as Modal ships them: a module-level function or class of a file given to
+``remotecell run``/``deploy``/``serve`` (``_user_modules.under_reference_root``) travels as a ``ByReference``:
+its module's name, the attribute that holds it, and the app's own modules' source as a tar. The container
+imports the module (``remotecell_runtime.container.references``), so its module-level code runs there once and
+the image may run another Python minor version than this process (no code object is pickled).
+
+Everything else travels by value (cloudpickle): ``serialized=True``, ``__main__`` (a notebook, ``python
+file.py``), functions nested in others, and modules outside the folders of the files the CLI loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from remotecell_runtime.protocol.spec import ByReference, ClsSpec
+
+from . import _image_sources as sources
+from ._user_modules import local_modules, under_reference_root, user_module
+from .file_pattern_matcher import NON_PYTHON_FILES, ignore_fn
+
+
+def shipped(target: Any, *, serialized: bool = False, include_source: bool | None = None) -> Any:
+    """What travels for ``target`` (a function or a ClsSpec): itself (by value), or the same with the function
+    or class as a ``ByReference``.
+
+    >>> shipped(square).module          # a module-level function of the file `remotecell run` loaded
+    'my_app'
+    """
+    if serialized:
+        return target
+    definition = target.cls if isinstance(target, ClsSpec) else target
+    ref = reference(definition, include_source is not False)
+    if ref is None:
+        return target
+    return dataclasses.replace(target, cls=ref) if isinstance(target, ClsSpec) else ref
+
+
+def reference(definition: Any, with_source: bool = True) -> ByReference | None:
+    """``definition`` by name, or None when the container could not find it by importing its module."""
+    module = user_module(definition)
+    if module is None or not under_reference_root(module) or not _importable_as_named(module):
+        return None
+    found = _attribute_of(module, definition)
+    if found is None:
+        return None
+    attribute, unwrap = found
+    if not with_source:  # include_source=False: the image has the module (add_local_python_source)
+        return ByReference(module.__name__, attribute, unwrap)
+    step, data = sources.python_source(tuple(local_modules()), False, ignore_fn(NON_PYTHON_FILES)).materialize()
+    return ByReference(module.__name__, attribute, unwrap, data, str(step.digest))
+
+
+def _importable_as_named(module: ModuleType) -> bool:
+    """Its file has its name (``remotecell run my-app.py`` loads a module under another name: by value)."""
+    path = Path(str(module.__file__))
+    last = module.__name__.rsplit(".", 1)[-1]
+    return path.stem == last or (path.stem == "__init__" and path.parent.name == last)
+
+
+def _attribute_of(module: ModuleType, definition: Any) -> tuple[str, bool] | None:
+    """The module attribute that holds ``definition``: itself, or remotecell's wrapper of it (``__wrapped__``)."""
+    for name, value in list(vars(module).items()):
+        if value is definition:
+            return name, False
+        if type(value).__module__.startswith("remotecell.") and _wrapped(value) is definition:
+            return name, True
+    return None
+
+
+def _wrapped(value: Any) -> Any:
+    try:
+        return vars(value).get("__wrapped__")
+    except TypeError:  # no __dict__
+        return None
