@@ -38,6 +38,13 @@ def shipped(target: Any, *, serialized: bool = False, include_source: bool | Non
     return dataclasses.replace(target, cls=ref) if isinstance(target, ClsSpec) else ref
 
 
+def shipping_of(app: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """How a definition travels, from its decorator's options over its app's: ``serialized=True`` by value;
+    ``include_source`` (``rc.App(include_source=)``)."""
+    return {"serialized": bool(options.get("serialized")),
+            "include_source": options.get("include_source", getattr(app, "include_source", None))}
+
+
 def reference(definition: Any, with_source: bool = True) -> ByReference | None:
     """``definition`` by name, or None when the container could not find it by importing its module."""
     module = user_module(definition)

@@ -15,6 +15,7 @@ from remotecell_runtime.protocol.messages.session import EmptyReply, StatusMsg, 
 
 from . import _client, output
 from ._bridge import Twin
+from ._references import shipping_of
 from .cls import Cls
 from .exceptions import InvalidError, NotFoundError
 from .functions import Function
@@ -80,7 +81,7 @@ class App:
             batch = batching_of(fn)
             full = (checked | concurrency_of(fn) | ({"batched": {"": batch}} if batch else {})
                     | web_options(fn, name, options))
-            registration = Registration(self, fn, full, name, self._image_of(options), **self._shipping(options))
+            registration = Registration(self, fn, full, name, self._image_of(options), **shipping_of(self, options))
             f = Function(registration, fn)
             self.functions[f.name] = f
             return f
@@ -125,11 +126,6 @@ class App:
         options |= {"port": port, "unauthenticated": unauthenticated, "target_concurrency": target_concurrency,
                     "startup_timeout": startup_timeout} | ({"name": name} if name else {})
         return server_decorator(self, options)
-
-    def _shipping(self, options: dict[str, Any]) -> dict[str, Any]:
-        """How a definition travels (``_references``): ``serialized=True`` by value; ``include_source``."""
-        return {"serialized": bool(options.get("serialized")),
-                "include_source": options.get("include_source", self.include_source)}
 
     def _with_defaults(self, options: dict[str, Any]) -> dict[str, Any]:
         """A definition's options with the app's secrets and volumes (its own last, and winning a path)."""

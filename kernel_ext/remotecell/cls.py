@@ -21,6 +21,7 @@ from remotecell_runtime.protocol.spec import ClsSpec
 
 from ._autoscaler import update_autoscaler
 from ._bridge import twin
+from ._references import shipping_of
 from ._variants import Variants, args, wire_overrides
 from .exceptions import InvalidError
 from .functions import Function
@@ -297,9 +298,8 @@ class Obj:
 
     def __init__(self, cls: Cls, params: dict[str, Any]) -> None:
         spec = ClsSpec(cls.user_cls, params, cls.roles["method"], cls.roles["enter"], cls.roles["exit"])
-        shipping = cls.app._shipping(cls._raw) if hasattr(cls.app, "_shipping") else {}
         self.registration = Registration(cls.app, spec, cls.options, cls.registration_name(params), cls.image,
-                                         **shipping)
+                                         **shipping_of(cls.app, cls._raw))
         self._cls = cls
         self._params = params
         self._local: Any = None
