@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import types
 import typing
@@ -41,7 +42,8 @@ def load_file(path: str) -> dict[str, Any]:
 
 def load_module(name: str) -> dict[str, Any]:
     """``remotecell run -m package.module``: import it by name, from the current folder as ``python -m`` would."""
-    if not all(part.isidentifier() for part in name.split(".")):
+    # importlib imports any name of word characters (Modal's examples run `modal run 05_scheduling.custom_retries`)
+    if not all(re.fullmatch(r"\w+", part) for part in name.split(".")):
         raise InvalidError(f"{name!r} is not a module name: give a dotted name such as 'package.module'")
     sys.path.insert(0, os.getcwd())
     add_reference_root(os.getcwd())

@@ -180,7 +180,7 @@ def python_source(modules: tuple[str, ...], copy: bool, ignore: Ignore) -> Local
 
 def _module_sources(module: str, what: str, ignore: Ignore) -> list[_File | _Tree]:
     """Where ``module`` is on this machine: its package folders, or its one file."""
-    if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
+    if not isinstance(module, str) or not re.fullmatch(r"\w+(\.\w+)*", module):
         raise InvalidError(f"{what}: {module!r} is not a module name (such as 'mypkg' or 'mypkg.sub')")
     try:
         spec = importlib.util.find_spec(module)

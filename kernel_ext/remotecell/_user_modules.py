@@ -45,11 +45,12 @@ def under_reference_root(module: ModuleType) -> bool:
 
 
 def local_modules() -> list[str]:
-    """The top-level names of the imported modules that live under a reference root (the app's own source)."""
+    """The top-level names of the imported modules that live under a reference root (the app's own source; a
+    namespace package, which has no file of its own, by the modules in it)."""
     names: set[str] = set()
     for name, module in list(sys.modules.items()):
-        if module is not None and "." not in name and user_module_of(module) and under_reference_root(module):
-            names.add(name)
+        if module is not None and user_module_of(module) and under_reference_root(module):
+            names.add(name.split(".")[0])
     return sorted(names)
 
 
