@@ -11,6 +11,7 @@ file.py``), functions nested in others, and modules outside the folders of the f
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,6 +20,7 @@ from remotecell_runtime.protocol.spec import ByReference, ClsSpec
 
 from . import _image_sources as sources
 from ._user_modules import local_modules, under_reference_root, user_module
+from .exceptions import InvalidError
 from .file_pattern_matcher import NON_PYTHON_FILES, ignore_fn
 
 
@@ -58,6 +60,27 @@ def reference(definition: Any, with_source: bool = True) -> ByReference | None:
         return ByReference(module.__name__, attribute, unwrap)
     step, data = sources.python_source(tuple(local_modules()), False, ignore_fn(NON_PYTHON_FILES)).materialize()
     return ByReference(module.__name__, attribute, unwrap, data, str(step.digest))
+
+
+def by_value_code(definition: Any, shipped_target: Any) -> bool:
+    """Whether ``definition`` travels as code objects: shipped by value from ``__main__`` or the user's modules
+    (an installed module's travels by name, as cloudpickle pickles it)."""
+    if isinstance(shipped_target, ByReference) or (
+            isinstance(shipped_target, ClsSpec) and isinstance(shipped_target.cls, ByReference)):
+        return False
+    return getattr(definition, "__module__", None) == "__main__" or user_module(definition) is not None
+
+
+def check_by_value_python(name: str, declared: str | None) -> None:
+    """By value, code objects travel: an image of another Python minor version would crash on them (SIGSEGV), so
+    such a definition is refused here, before anything is built."""
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if declared is None or ".".join(declared.split(".")[:2]) == mine:
+        return
+    raise InvalidError(f"{name} travels by value (cloudpickle: its code objects), which needs the image's Python "
+                       f"({declared}) to be this process's minor version ({mine}): define it at module level of a "
+                       "file run with `remotecell run`/`deploy`/`serve` (it then travels by reference), leave out "
+                       f"serialized=True, or build the image with python_version={mine!r}")
 
 
 def _importable_as_named(module: ModuleType) -> bool:

@@ -371,6 +371,11 @@ class Image:
             return exc
         return spec.fields()
 
+    @property
+    def declared_python(self) -> str | None:
+        """The Python version the image asks for (None: the runtime's own)."""
+        return self._base.get("python_version") or self._base.get("add_python")
+
     def __getstate__(self) -> dict[str, Any]:  # what was published where stays with this process
         return {"_base": self._base, "_steps": self._steps, "_published": None}
 

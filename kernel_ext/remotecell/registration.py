@@ -23,7 +23,7 @@ from remotecell_runtime.protocol.messages.apps import (
 from remotecell_runtime.protocol.spec import ClsSpec
 
 from . import _client
-from ._references import shipped
+from ._references import by_value_code, check_by_value_python, shipped
 from ._user_modules import ship_module_by_value
 from .exceptions import InvalidError, SerializationError
 
@@ -104,8 +104,11 @@ class Registration:
     def _body(self) -> framing.Payload:
         """The definition as it travels: by reference (its module's name and source) or by value (``_references``).
         Its module is marked by value either way: arguments of its classes still travel as they did."""
-        ship_module_by_value(getattr(self.target, "cls", self.target))
+        definition = getattr(self.target, "cls", self.target)
+        ship_module_by_value(definition)
         target = shipped(self.target, serialized=self.serialized, include_source=self.include_source)
+        if by_value_code(definition, target):
+            check_by_value_python(self.name, getattr(self.image, "declared_python", None))
         try:
             return framing.Payload([pickling.dumps(target)])
         except Exception as exc:
@@ -130,11 +133,12 @@ class Registration:
                 options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
                 if not getattr(self.app, "schedules_fire", True):
                     options.pop("schedule", None)
+                body = self._body()  # first: a definition that cannot travel fails before its image is built
                 image = self.image.publish(conn, app_id) if self.image is not None else None
                 if image is not None:
                     options["image"] = image
                 register = FnRegisterMsg(app_id=app_id, name=self.name, options=options, meta=self.meta())
-                reply = conn.ask(register, FnRegisterReply, [self._body()])
+                reply = conn.ask(register, FnRegisterReply, [body])
                 self._fid, self.web_url, self.web_urls = reply.fid, reply.web_url, dict(reply.web_urls)
                 self._fid_app = app_id
             return conn, self._fid

@@ -156,3 +156,55 @@ def test_a_deployed_function_s_body_is_its_module_s_name_and_source_no_pickled_c
         assert rc.Function.from_name(name, "probe").remote()["module"] == "counter_app"
     finally:
         assert remotecell("app", "stop", name).returncode == 0
+
+
+NO_SOURCE_APP = '''
+import sys
+import remotecell as rc
+
+image = {image}
+app = rc.App("{name}", include_source=False)
+
+@app.function(image=image)
+def where():
+    return {{"module": __name__, "file": sys.modules[__name__].__file__}}
+
+@app.local_entrypoint()
+def main():
+    print("RESULT", json.dumps(where.remote()))
+
+import json
+'''
+
+
+def test_include_source_false_ships_no_source_the_image_must_have_the_module(runtime, tmp_path):
+    with_module = "rc.Image.debian_slim().add_local_python_source('nosource_app')"
+    (tmp_path / "nosource_app.py").write_text(NO_SOURCE_APP.format(image=with_module,
+                                                                   name=f"byref-nosrc-{secrets.token_hex(3)}"))
+    found = result_of(remotecell("run", str(tmp_path / "nosource_app.py")))
+    assert found["module"] == "nosource_app" and "remotecell-source-" not in found["file"], found
+    (tmp_path / "nosource_app.py").write_text(NO_SOURCE_APP.format(image="rc.Image.debian_slim()",
+                                                                   name=f"byref-nosrc-{secrets.token_hex(3)}"))
+    out = remotecell("run", str(tmp_path / "nosource_app.py"))
+    assert out.returncode == 1 and "No module named 'nosource_app'" in out.stderr, out.stderr
+
+
+def test_by_value_code_for_another_python_minor_version_is_refused_before_anything_is_built(runtime, tmp_path):
+    out = run_script(f'''
+import sys
+import remotecell as rc
+app = rc.App("byref-other-python-{secrets.token_hex(3)}")
+other = "3.%d" % (sys.version_info.minor + 1)
+
+@app.function(image=rc.Image.debian_slim(python_version=other))
+def f():
+    return 1
+
+try:
+    f.remote()
+except rc.exceptions.InvalidError as exc:
+    print("REFUSED", exc)
+''', tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "REFUSED f travels by value" in out.stdout and "define it at module level" in out.stdout, out.stdout
+    assert "Building image" not in out.stdout + out.stderr
