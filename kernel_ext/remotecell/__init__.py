@@ -37,8 +37,9 @@ __all__ = [
 # Modal's names beyond the core (issue 14): introspection, proxies, Modal's module names.
 _EXPORTS |= {"is_local": "_context", "current_input_id": "_context", "current_function_call_id": "_context",
              "Proxy": "infra", "exception": "exception", "Error": "exceptions", "parameter": "cls",
-             "Server": "server", "enable_output": "output", "debug": "debugging"}
-_MODULES = {"exceptions", "exception"}
+             "Server": "server", "enable_output": "output", "debug": "debugging",
+             "container_process": "container_process"}
+_MODULES = {"exceptions", "exception", "container_process"}
 __all__ += ["Error", "Proxy", "Server", "current_function_call_id", "current_input_id", "debug", "enable_output",
             "exception", "is_local", "parameter"]
 

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import types
 import typing
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._user_modules import add_reference_root
 from .app import App
 from .cls import _NO_DEFAULT, Cls
 from .exceptions import InvalidError
@@ -31,17 +33,20 @@ def load_file(path: str) -> dict[str, Any]:
     spec = importlib.util.spec_from_file_location(name, file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # cloudpickle ships its functions by value (see registration.ship_module_by_value)
+    sys.modules[name] = module
     sys.path.insert(0, str(file.resolve().parent))  # its sibling modules import as they would for `python file.py`
+    add_reference_root(str(file.resolve().parent))  # its functions, and its siblings', travel by reference
     spec.loader.exec_module(module)
     return vars(module)
 
 
 def load_module(name: str) -> dict[str, Any]:
     """``remotecell run -m package.module``: import it by name, from the current folder as ``python -m`` would."""
-    if not all(part.isidentifier() for part in name.split(".")):
+    # importlib imports any name of word characters (Modal's examples run `modal run 05_scheduling.custom_retries`)
+    if not all(re.fullmatch(r"\w+", part) for part in name.split(".")):
         raise InvalidError(f"{name!r} is not a module name: give a dotted name such as 'package.module'")
     sys.path.insert(0, os.getcwd())
+    add_reference_root(os.getcwd())
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as exc:

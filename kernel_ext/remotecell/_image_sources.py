@@ -32,9 +32,9 @@ from remotecell_runtime.protocol import pickling
 from remotecell_runtime.protocol.image_spec import ImageStep
 from remotecell_runtime.protocol.messages.blobs import BLOB_MAX_BYTES
 
+from ._user_modules import ship_module_by_value
 from .exceptions import InvalidError
 from .file_pattern_matcher import FilePatternMatcher
-from .registration import ship_module_by_value
 
 Ignore = Callable[[Path], bool]
 PYTHON_SOURCE_ROOT = "/root"  # where add_local_python_source puts modules, as Modal does (on the containers' path)
@@ -180,7 +180,7 @@ def python_source(modules: tuple[str, ...], copy: bool, ignore: Ignore) -> Local
 
 def _module_sources(module: str, what: str, ignore: Ignore) -> list[_File | _Tree]:
     """Where ``module`` is on this machine: its package folders, or its one file."""
-    if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
+    if not isinstance(module, str) or not re.fullmatch(r"\w+(\.\w+)*", module):
         raise InvalidError(f"{what}: {module!r} is not a module name (such as 'mypkg' or 'mypkg.sub')")
     try:
         spec = importlib.util.find_spec(module)

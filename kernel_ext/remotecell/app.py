@@ -15,6 +15,7 @@ from remotecell_runtime.protocol.messages.session import EmptyReply, StatusMsg, 
 
 from . import _client, output
 from ._bridge import Twin
+from ._references import shipping_of
 from .cls import Cls
 from .exceptions import InvalidError, NotFoundError
 from .functions import Function
@@ -46,14 +47,15 @@ class App:
     def __init__(self, name: str = "app", *, image: Image | None = None, secrets: Sequence[Secret] = (),
                  volumes: Mapping[str, Volume] | None = None, include_source: bool | None = None) -> None:
         """``image``, ``secrets`` and ``volumes`` are every definition's defaults, as Modal's: a definition's own
-        secrets come after the app's, its own volumes over the app's at the same path; ``include_source`` is
-        accepted with no effect (functions travel by value here)."""
+        secrets come after the app's, its own volumes over the app's at the same path; ``include_source=False``: the
+        app's own modules are not shipped with its definitions that travel by reference (the image has them,
+        ``add_local_python_source``; see ``_references``)."""
         self.name = _checked_name(name)
         self.image = check_image(image) if image is not None else None
         check_secrets(list(secrets))
         check_volumes(dict(volumes or {}))
         self.secrets, self.volumes = list(secrets), dict(volumes or {})
-        del include_source
+        self.include_source = include_source
         self.functions: dict[str, Any] = {}
         self.local_entrypoints: dict[str, Callable[..., Any]] = {}
         self._mode = "ephemeral"
@@ -79,7 +81,8 @@ class App:
             batch = batching_of(fn)
             full = (checked | concurrency_of(fn) | ({"batched": {"": batch}} if batch else {})
                     | web_options(fn, name, options))
-            f = Function(Registration(self, fn, full, name, self._image_of(options)), fn)
+            registration = Registration(self, fn, full, name, self._image_of(options), **shipping_of(self, options))
+            f = Function(registration, fn)
             self.functions[f.name] = f
             return f
 

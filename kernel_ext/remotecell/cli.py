@@ -9,6 +9,7 @@
     remotecell app logs NAME [--follow]                  what an app's inputs printed
     remotecell schedule list [APP] | pause|resume|run APP FUNCTION   schedules of deployed functions
     remotecell run [-m] [--detach] FILE.py[::NAME] [--ARG VALUE]...  run an entrypoint, function or Class.method
+    remotecell shell [-m] FILE.py[::NAME] [--cmd CMD]    a shell (or one command) in a container of NAME's image
     remotecell stop                                      stop the local runtime
     remotecell token new|list|revoke [NAME]              client keys for tcp:// listeners
     remotecell secret create|list|delete [NAME] [K=V]... named secrets on the runtime host
@@ -159,8 +160,15 @@ def cmd_app_logs(args: argparse.Namespace) -> int:
             return 0
 
 
+def cmd_shell(args: argparse.Namespace) -> int:
+    from ._shell import cmd_shell as shell  # the sandbox client only for this command
+
+    return shell(args.target, args.cmd, args.timeout, module=args.module)
+
+
 COMMANDS = {"status": cmd_status, "stop": cmd_stop, "deploy": cmd_deploy, "app": cmd_app, "run": cmd_run,
-            "schedule": cmd_schedule, "volume": _volume_cli.cmd_volume, "image": _image_cli.cmd_image}
+            "schedule": cmd_schedule, "volume": _volume_cli.cmd_volume, "image": _image_cli.cmd_image,
+            "shell": cmd_shell}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="leave the app its spawned work when this exits (it stops once that is done)")
     run.add_argument("-w", "--write-result", metavar="PATH", help="write the result (str or bytes) to PATH")
     run.add_argument("args", nargs=argparse.REMAINDER, help="the entrypoint's arguments: --NAME VALUE ...")
+    shell = sub.add_parser("shell", help="an interactive shell, or one command, in a container of a function's image")
+    shell.add_argument("target", help="FILE.py[::NAME] (NAME: a function or class), or with -m, package.module[::NAME]")
+    shell.add_argument("-m", dest="module", action="store_true", help="TARGET is a module name, not a file")
+    shell.add_argument("--cmd", help="run this command (through sh -c) instead of an interactive shell")
+    shell.add_argument("--timeout", type=int, default=3600, help="end the container after this many seconds")
     args = parser.parse_args(argv)
     try:
         command = COMMANDS.get(args.command)

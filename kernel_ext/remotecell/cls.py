@@ -21,6 +21,7 @@ from remotecell_runtime.protocol.spec import ClsSpec
 
 from ._autoscaler import update_autoscaler
 from ._bridge import twin
+from ._references import shipping_of
 from ._variants import Variants, args, wire_overrides
 from .exceptions import InvalidError
 from .functions import Function
@@ -177,6 +178,7 @@ class Cls(Variants):
         self.app = app
         self.image = image
         self.user_cls = user_cls
+        self.__wrapped__ = user_cls  # what the container takes when the class travels by reference (_references)
         self.name = name
         self.roles = _roles(user_cls)
         web, web_opts = web_methods(user_cls, name, options)
@@ -296,7 +298,8 @@ class Obj:
 
     def __init__(self, cls: Cls, params: dict[str, Any]) -> None:
         spec = ClsSpec(cls.user_cls, params, cls.roles["method"], cls.roles["enter"], cls.roles["exit"])
-        self.registration = Registration(cls.app, spec, cls.options, cls.registration_name(params), cls.image)
+        self.registration = Registration(cls.app, spec, cls.options, cls.registration_name(params), cls.image,
+                                         **shipping_of(cls.app, cls._raw))
         self._cls = cls
         self._params = params
         self._local: Any = None

@@ -203,12 +203,9 @@ class Image:
                             "add_python": _python_version(add_python, "from_registry(add_python"),
                             "registry_secret": _secret_name(secret, "from_registry")}, ())
 
-    @staticmethod
-    def from_gcp_artifact_registry(tag: str, secret: Secret | None = None, *,
-                                   add_python: str | None = None) -> Image:
-        """An image from Google's Artifact Registry: ``secret`` (named) holds ``SERVICE_ACCOUNT_JSON``, the key of
-        a service account that may read it (sent as Google's ``_json_key`` user)."""
-        return Image.from_registry(tag, secret, add_python=add_python)
+    # Google's Artifact Registry: the same pull, its secret holding SERVICE_ACCOUNT_JSON (sent as the
+    # ``_json_key`` user) instead of REGISTRY_USERNAME/REGISTRY_PASSWORD
+    from_gcp_artifact_registry = from_registry
 
     def pip_install(self, *packages: str | list[str], find_links: str | None = None, index_url: str | None = None,
                     extra_index_url: str | None = None, pre: bool = False, extra_options: str = "") -> Image:
@@ -395,6 +392,11 @@ class Image:
         except ImageBuildError as exc:
             return exc
         return spec.fields()
+
+    @property
+    def declared_python(self) -> str | None:
+        """The Python version the image asks for (None: the runtime's own)."""
+        return self._base.get("python_version") or self._base.get("add_python")
 
     def __getstate__(self) -> dict[str, Any]:  # what was published where stays with this process
         return {"_base": self._base, "_steps": self._steps, "_published": None}

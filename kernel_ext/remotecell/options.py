@@ -24,6 +24,7 @@ IN_EFFECT = {
     "gpu", "timeout", "retries", "memory", "min_containers", "max_containers", "buffer_containers",
     "scaledown_window", "env", "name", "secrets", "image", "volumes", "cpu", "schedule",
     "single_use_containers", "block_network", "max_inputs", "startup_timeout", "ephemeral_disk",
+    "serialized", "include_source",  # read here: how the definition travels (``_references``), not sent
 }
 # Modal's options that mean nothing on one self-hosted runtime: accepted (their values checked), not sent, and
 # no warning; each reason is the README's (its compatibility table is checked against this dict).
@@ -36,9 +37,7 @@ NO_EFFECT = {
                               "in every container",
     "proxy": "containers reach the network as the host does; there is no static outbound IP to give",
     "restrict_modal_access": "a container can always reach its own runtime (that is how it serves inputs)",
-    "serialized": "functions always travel by value (cloudpickle)",
     "is_generator": "generators are recognized from the function itself",
-    "include_source": "the user's own modules travel by value with the function",
     "experimental_options": "no experimental options here",
 }
 KNOWN = IN_EFFECT | NO_EFFECT.keys()

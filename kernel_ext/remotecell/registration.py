@@ -8,14 +8,10 @@ Below ``functions``, ``cls`` and ``app`` on purpose: a registration knows its ap
 from __future__ import annotations
 
 import inspect
-import os
-import sys
-import sysconfig
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import cloudpickle
 from remotecell_runtime.protocol import framing, pickling
 from remotecell_runtime.protocol.messages.apps import (
     FnLookupMsg,
@@ -27,6 +23,8 @@ from remotecell_runtime.protocol.messages.apps import (
 from remotecell_runtime.protocol.spec import ClsSpec
 
 from . import _client
+from ._references import by_value_code, check_by_value_python, shipped
+from ._user_modules import ship_module_by_value
 from .exceptions import InvalidError, SerializationError
 
 
@@ -68,33 +66,14 @@ class DeployedApp:
         return f"<rc.App {self.name} (deployed)>"
 
 
-_INSTALLED = tuple(
-    os.path.realpath(p) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
-                                  sysconfig.get_paths()["stdlib"]}
-)
-
-
-def ship_module_by_value(fn: Callable[..., Any]) -> None:
-    """Functions from the user's own files travel by value, like those of ``__main__``.
-
-    The runtime cannot import a module that lives only in the caller's working
-    directory (a script, a test file); installed packages are imported there.
-    """
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    path = getattr(module, "__file__", None)
-    if module is None or module.__name__ == "__main__" or not path:
-        return
-    if os.path.realpath(path).startswith(_INSTALLED) or module.__name__.split(".")[0] in ("remotecell",):
-        return
-    cloudpickle.register_pickle_by_value(module)
-
-
 class Registration:
     """One definition on the runtime: what a pool of containers loads (a function or a ClsSpec)."""
 
     def __init__(self, app: AppLike, target: Any, options: dict[str, Any], name: str,
-                 image: ImageLike | None = None) -> None:
+                 image: ImageLike | None = None, *, serialized: bool = False,
+                 include_source: bool | None = None) -> None:
         self.app = app
+        self.serialized, self.include_source = serialized, include_source  # how it travels: _references
         self.image = image
         self.target = target
         self.options = options
@@ -123,9 +102,15 @@ class Registration:
         return conn, fid
 
     def _body(self) -> framing.Payload:
-        ship_module_by_value(getattr(self.target, "cls", self.target))
+        """The definition as it travels: by reference (its module's name and source) or by value (``_references``).
+        Its module is marked by value either way: arguments of its classes still travel as they did."""
+        definition = getattr(self.target, "cls", self.target)
+        ship_module_by_value(definition)
+        target = shipped(self.target, serialized=self.serialized, include_source=self.include_source)
+        if by_value_code(definition, target):
+            check_by_value_python(self.name, getattr(self.image, "declared_python", None))
         try:
-            return framing.Payload([pickling.dumps(self.target)])
+            return framing.Payload([pickling.dumps(target)])
         except Exception as exc:
             raise SerializationError(f"{self.name} cannot be pickled to ship it: {exc}") from exc
 
@@ -148,11 +133,12 @@ class Registration:
                 options = {k: v for k, v in self.options.items() if k != "not_in_effect"}
                 if not getattr(self.app, "schedules_fire", True):
                     options.pop("schedule", None)
+                body = self._body()  # first: a definition that cannot travel fails before its image is built
                 image = self.image.publish(conn, app_id) if self.image is not None else None
                 if image is not None:
                     options["image"] = image
                 register = FnRegisterMsg(app_id=app_id, name=self.name, options=options, meta=self.meta())
-                reply = conn.ask(register, FnRegisterReply, [self._body()])
+                reply = conn.ask(register, FnRegisterReply, [body])
                 self._fid, self.web_url, self.web_urls = reply.fid, reply.web_url, dict(reply.web_urls)
                 self._fid_app = app_id
             return conn, self._fid

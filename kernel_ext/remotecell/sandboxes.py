@@ -232,15 +232,23 @@ async def _create(*args: str, app: Any = None, image: Any = None, timeout: int =
         if value:
             given[option] = value
     options = {k: v for k, v in check_function_options(given).items() if k != "not_in_effect"}
-    chosen = check_image(image) if image is not None else app.image
-    conn, app_id = await asyncio.to_thread(app.ensure_running)
-    if chosen is not None:
-        spec = await asyncio.to_thread(chosen.publish, conn, app_id)
-        if spec is not None:
-            options["image"] = spec
     if name is not None and (not isinstance(name, str) or not re.match(NAME_PATTERN, name)):
         raise InvalidError(f"name={name!r}: a sandbox's name is 1 to 64 letters, digits, '.', '-' or '_'")
-    msg = SandboxCreateMsg(app_id=app_id, cmd=cmd, options=options, workdir=_checked_workdir(workdir), name=name)
+    chosen = check_image(image) if image is not None else app.image
+    return await start(cmd, app, chosen, options, _checked_workdir(workdir), name)
+
+
+async def start(cmd: list[str], app: Any, image: Any, options: dict[str, Any], workdir: str | None = None,
+                name: str | None = None) -> Sandbox:
+    """A sandbox of ``app`` with checked wire ``options`` (a function's own, for ``remotecell shell``) in ``image``
+    (published first; None: the runtime's own)."""
+    conn, app_id = await asyncio.to_thread(app.ensure_running)
+    options = dict(options)
+    if image is not None:
+        spec = await asyncio.to_thread(image.publish, conn, app_id)
+        if spec is not None:
+            options["image"] = spec
+    msg = SandboxCreateMsg(app_id=app_id, cmd=cmd, options=options, workdir=workdir, name=name)
     reply, _ = await _ask(msg)
     return Sandbox(SandboxCreateReply.from_wire(reply).sandbox)
 

@@ -123,6 +123,13 @@ def test_run_dash_m_imports_a_module_by_name(runtime, tmp_path):
     assert out.returncode == 0 and "double 2" in out.stdout, out.stderr
     out = remotecell("run", "-m", "pkg_entry.nothing", cwd=tmp_path)
     assert out.returncode == 1 and "no module named 'pkg_entry.nothing'" in out.stderr
+    digits = tmp_path / "05_folder"  # a folder name Python imports by importlib, as Modal's examples are laid out
+    digits.mkdir()
+    (digits / "jobs.py").write_text((package / "jobs.py").read_text())
+    out = remotecell("run", "-m", "05_folder.jobs", "--x", "4", cwd=tmp_path)
+    assert out.returncode == 0 and "double 8" in out.stdout, out.stderr
+    out = remotecell("run", "-m", "pkg-entry.jobs", cwd=tmp_path)
+    assert out.returncode == 1 and "'pkg-entry.jobs' is not a module name" in out.stderr
 
 
 def _app_running(name: str) -> bool:

@@ -49,7 +49,7 @@ MODAL_SUBMODULE_NAMES = [  # what Modal's examples import from submodules
     "partial_function.method", "partial_function.enter", "partial_function.exit", "partial_function.batched",
     "partial_function.concurrent", "partial_function.asgi_app", "partial_function.fastapi_endpoint",
     "partial_function.web_server", "partial_function.wsgi_app", "sandbox.Sandbox", "runner.deploy_app",
-    "config.config",
+    "config.config", "container_process.ContainerProcess",
 ]
 MODAL_FUNCTION_OPTIONS = [  # App.function's parameters
     "image", "schedule", "env", "secrets", "gpu", "serialized", "network_file_systems", "volumes", "cpu", "memory",

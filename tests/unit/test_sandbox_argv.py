@@ -150,3 +150,13 @@ def test_a_probe_that_fails_says_why_and_how_to_allow_user_namespaces(tmp_path):
     missing = Bubblewrap(_fake_bwrap(tmp_path, "bwrap: Can't find source path /s"), "bubblewrap", "/s", [])
     with pytest.raises(SandboxUnavailable, match=r"find source path /s\)$"):  # no namespace hint: not the cause
         missing.probe()
+
+
+def test_python_roots_when_the_folder_the_runtime_started_in_is_gone(tmp_path, monkeypatch):
+    """An on-demand runtime started from a temporary folder outlives it: its image builds still find their roots."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    roots = python_roots(str(tmp_path / "state"))
+    assert any(sys.prefix.startswith(root) or root.startswith(sys.prefix) for root in roots), roots

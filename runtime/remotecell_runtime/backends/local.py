@@ -280,8 +280,8 @@ class LocalBackend:
 def image_environment(image: ContainerImage | None) -> dict[str, str]:
     """An image's variables, its import path (not the host's ``PYTHONPATH``: the image is its own environment)
     and its venv first on ``PATH`` (a ``python`` its code runs is the image's)."""
-    if image is None:
-        return {}
+    if image is None:  # the runtime's own Python is the default image's `python`, as an image's venv is its own
+        return {"PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     venv = os.path.dirname(os.path.dirname(image.python))
     paths = [*image.pythonpath, image.env.get("PYTHONPATH", "")]
     return {**image.env, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "VIRTUAL_ENV": venv,

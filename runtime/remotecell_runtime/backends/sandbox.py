@@ -219,7 +219,11 @@ def python_roots(hidden: str) -> list[str]:
     """Where this runtime's Python and its packages live (what a container imports), none inside ``hidden``."""
     hidden = os.path.realpath(hidden)
     # sys.path[0] of ``python -m`` is the folder it was started in (often a home): not an import root.
-    paths = sys.path[1:] if sys.path and sys.path[0] in ("", os.getcwd()) else sys.path
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:  # the folder it was started in is gone (an on-demand runtime started from a temporary one)
+        cwd = None
+    paths = sys.path[1:] if sys.path and sys.path[0] in ("", cwd) else sys.path
     candidates = [sys.base_prefix, sys.prefix, os.path.dirname(sys.executable),
                   *(p for p in paths if p and os.path.isdir(p))]
     if sys.pycache_prefix and os.path.isdir(sys.pycache_prefix):  # cached bytecode: a container compiles nothing

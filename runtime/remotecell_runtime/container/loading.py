@@ -23,6 +23,7 @@ from ..protocol.messages.containers import LoadFailedMsg, LoadMsg, ReadyMsg
 from ..protocol.messages.web import WebSpec
 from ..protocol.options import FunctionOptions
 from ..protocol.spec import ClsSpec
+from . import references
 from .inputs import describe_error
 from .outbox import Outbox
 
@@ -48,7 +49,8 @@ class Loaded:
     def on_load(self, msg: LoadMsg, payloads: list[Payload]) -> None:
         os.environ.update(msg.env)  # before the function's imports: they may read it (thread pools, secrets)
         try:
-            self.load(pickling.deserialize(payloads[0]), FunctionOptions.from_wire(msg.options))
+            # a definition by reference is imported from its module here: its module-level code runs now, once
+            self.load(references.resolve(pickling.deserialize(payloads[0])), FunctionOptions.from_wire(msg.options))
         except BaseException as exc:
             error, error_payloads = describe_error(exc, "loading the function failed")
             self.outbox.send(LoadFailedMsg(error=error), error_payloads)

@@ -1,0 +1,109 @@
+"""``remotecell shell FILE.py[::NAME] [--cmd CMD]``: a shell in a container of a function's image, as Modal's
+``modal shell``.
+
+The container is an ``rc.Sandbox`` of the file's app, made with the definition's own image and its options
+that shape a container (``SANDBOX_OPTIONS``: GPU, CPU, memory, env, secrets, volumes, network), so it sees
+what that function's containers see: the image's root and Python, its variables and working directory, the
+volumes at their paths. Without ``--cmd`` it runs ``bash -i`` (``sh -i`` where the image has no bash) with
+this terminal's input forwarded line by line (pipes, no pseudo-terminal: no job control or full-screen
+programs); with ``--cmd`` one command through ``sh -c``. Its exit code is the command's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from typing import IO, Any, TextIO
+
+from remotecell_runtime.protocol.messages.sandboxes import MAIN
+
+from . import _bridge, _entry
+from .app import App
+from .cls import Cls
+from .exceptions import Error, InvalidError
+from .functions import Function
+from .sandboxes import Sandbox, StreamReader, start
+
+# The wire options of a definition that shape its containers; the rest (retries, scaling, batching...) are
+# about inputs, which a shell has none of.
+SANDBOX_OPTIONS = ("gpu", "cpu", "memory", "env", "secrets", "volumes", "block_network")
+INTERACTIVE = "command -v bash >/dev/null 2>&1 && exec bash -i || exec sh -i"
+
+
+def definition_of(app: App, path: str, wanted: str | None) -> tuple[Any, dict[str, Any]]:
+    """The image and wire options of the function or class ``wanted`` names (``Class.method`` names its class;
+    without a name, the app's one definition)."""
+    if wanted and wanted.partition(".")[0] not in app.functions and wanted.startswith("app."):
+        wanted = wanted[len("app."):]  # Modal's FILE::app.NAME (the App's variable)
+    if not wanted:
+        if len(app.functions) != 1:
+            raise InvalidError(f"{path} has {len(app.functions)} functions and classes "
+                               f"({', '.join(sorted(app.functions)) or 'none'}): name one as {path}::NAME")
+        wanted = next(iter(app.functions))
+    found = app.functions.get(wanted.partition(".")[0] if wanted not in app.functions else wanted)
+    if isinstance(found, Function):
+        return found.registration.image, dict(found.registration.options)
+    if isinstance(found, Cls):
+        return found.image, dict(found.options)
+    raise InvalidError(f"{path} has no function or class {wanted!r} (it has: {', '.join(sorted(app.functions))})")
+
+
+def cmd_shell(target: str, command: str | None, timeout: int, module: bool = False) -> int:
+    path, _, wanted = target.partition("::")
+    app = _entry.find_app(_entry.load_module(path) if module else _entry.load_file(path), path)
+    image, options = definition_of(app, path, wanted or None)
+    given = {k: options[k] for k in SANDBOX_OPTIONS if k in options} | {"timeout": timeout}
+    cmd = ["sh", "-c", command if command is not None else INTERACTIVE]
+    with app.run():
+        sandbox = _bridge.run(start(cmd, app, image, given))
+        return _bridge.run(_attach(sandbox, sys.stdin))
+
+
+async def _attach(sandbox: Sandbox, stdin: IO[str]) -> int:
+    """Copy the sandbox's output here and this process's input there until its command ends; its exit code."""
+    copies = [asyncio.create_task(_copy(StreamReader(sandbox.object_id, MAIN, stream, text=False), out))
+              for stream, out in (("stdout", sys.stdout), ("stderr", sys.stderr))]
+    feeding = asyncio.create_task(_feed(sandbox, stdin))
+    try:
+        await sandbox.wait.aio(raise_on_termination=False)
+        await asyncio.gather(*copies)
+    finally:
+        feeding.cancel()
+        for task in copies:
+            task.cancel()
+    return sandbox.returncode if sandbox.returncode is not None else 1
+
+
+async def _copy(reader: StreamReader, out: TextIO) -> None:
+    while (data := await reader._chunk()) is not None:
+        out.buffer.write(data)
+        out.flush()
+
+
+async def _feed(sandbox: Sandbox, stdin: IO[str]) -> None:
+    """This process's stdin to the command's, as it is read (a line at a time from a terminal); its end too."""
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def read() -> None:  # a daemon thread: a read blocked on the terminal must not keep the process alive
+        fd = stdin.fileno()
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            loop.call_soon_threadsafe(chunks.put_nowait, data)
+            if not data:
+                return
+
+    threading.Thread(target=read, name="shell-stdin", daemon=True).start()
+    try:
+        while data := await chunks.get():
+            sandbox.stdin.write(data)
+            await sandbox.stdin.drain.aio()
+        sandbox.stdin.write_eof()
+        await sandbox.stdin.drain.aio()
+    except Error:  # the command ended (or closed its input) first: what is left here has no reader
+        return

@@ -1,0 +1,210 @@
+"""Functions imported by reference, as Modal's: a module-level function or class of a file given to
+``remotecell run`` is found in the container by importing its module from the source shipped with the app
+(module-level code runs once per container); ``serialized=True`` and ``__main__`` keep shipping by value."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import secrets
+import sqlite3
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import remotecell as rc
+from conftest import run_script
+from remotecell_runtime.storage import unpack
+
+HELPER = '''
+TIMES = 0  # how often this module's code ran in this process
+
+def bump():
+    global TIMES
+    TIMES += 1
+    return TIMES
+'''
+
+APP = '''
+import os, sys
+import remotecell as rc
+import counter_helper
+
+counter_helper.bump()  # module-level code: by reference it runs in each container, once
+COUNT = 0
+os.environ["RC_IMPORTS"] = str(int(os.environ.get("RC_IMPORTS", "0")) + 1)
+
+app = rc.App("{name}")
+
+def where():
+    caller = sys._getframe(1).f_globals  # the calling function's globals
+    module = sys.modules.get(caller.get("__name__", ""))
+    return {{"module": caller.get("__name__"), "in_sys_modules": module is not None,
+            "globals_are_the_module": module is not None and caller is vars(module),
+            "file": getattr(module, "__file__", None), "imports": os.environ.get("RC_IMPORTS"),
+            "pid": os.getpid(),
+            "python": "%d.%d" % sys.version_info[:2]}}
+
+@app.function(max_containers=1)
+def probe():
+    global COUNT
+    COUNT += 1
+    return dict(where(), count=COUNT, helper_ran=counter_helper.TIMES)
+
+@app.function(serialized=True)
+def by_value():
+    return where()
+
+@app.cls()
+class Counter:
+    @rc.method()
+    def where(self):
+        return {{"module": type(self).__module__, "class_is_the_modules":
+                 getattr(sys.modules.get(type(self).__module__), "Counter", None) is not None}}
+
+@app.local_entrypoint()
+def main():
+    first = [probe.remote() for _ in range(3)]
+    print("RESULT", json.dumps({{"probe": first, "by_value": by_value.remote(), "cls": Counter().where.remote()}}))
+
+import json
+'''
+
+
+def remotecell(*args: str, cwd: Path | None = None, timeout_s: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "remotecell", *args], capture_output=True, text=True,
+                          timeout=timeout_s, cwd=cwd)
+
+
+def result_of(out: subprocess.CompletedProcess) -> dict:
+    assert out.returncode == 0, out.stderr
+    line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture
+def app_folder(runtime, tmp_path):
+    (tmp_path / "counter_helper.py").write_text(HELPER)
+    (tmp_path / "counter_app.py").write_text(APP.format(name=f"byref-{secrets.token_hex(3)}"))
+    return tmp_path
+
+
+def test_a_module_level_function_of_a_run_file_is_imported_by_reference_in_its_container(app_folder):
+    result = result_of(remotecell("run", str(app_folder / "counter_app.py")))
+    probes = result["probe"]
+    assert {p["module"] for p in probes} == {"counter_app"}  # its own module's name, not __main__
+    assert all(p["in_sys_modules"] and p["globals_are_the_module"] for p in probes), probes
+    assert all("remotecell-source-" in p["file"] for p in probes), probes  # imported from the shipped source
+    assert len({p["pid"] for p in probes}) == 1  # one container...
+    assert [p["count"] for p in probes] == [1, 2, 3]  # ...whose module state lives across its inputs
+    assert {(p["imports"], p["helper_ran"]) for p in probes} == {("1", 1)}  # module code ran once there
+    assert result["cls"] == {"module": "counter_app", "class_is_the_modules": True}
+
+
+def test_serialized_true_still_travels_by_value(app_folder):
+    by_value = result_of(remotecell("run", str(app_folder / "counter_app.py")))["by_value"]
+    assert by_value["module"] == "counter_app"  # cloudpickle keeps the name...
+    assert not by_value["globals_are_the_module"]  # ...but its globals are its own copy, no module imported
+    assert by_value["imports"] is None
+
+
+def test_a_function_of_main_travels_by_value(runtime, tmp_path):
+    out = run_script(f'''
+import json, os, sys
+import remotecell as rc
+app = rc.App("byref-main-{secrets.token_hex(3)}")
+
+@app.function()
+def probe():
+    own = sys._getframe(0).f_globals
+    return {{"module": own.get("__name__"), "globals_are_main": own is vars(sys.modules["__main__"])}}
+
+with app.run():
+    print("RESULT", json.dumps(probe.remote()))
+''', tmp_path=tmp_path)
+    assert result_of(out) == {"module": "__main__", "globals_are_main": False}
+
+
+class OnlyByReference(pickle.Unpickler):
+    """Unpickles a by-reference body and nothing else: a function's code would need cloudpickle's classes."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) != ("remotecell_runtime.protocol.spec", "ByReference"):
+            raise pickle.UnpicklingError(f"the body pickles {module}.{name}")
+        return super().find_class(module, name)
+
+
+def test_a_deployed_function_s_body_is_its_module_s_name_and_source_no_pickled_code(app_folder, runtime):
+    name = f"byref-deployed-{secrets.token_hex(3)}"
+    (app_folder / "counter_app.py").write_text(APP.format(name=name))
+    out = remotecell("deploy", str(app_folder / "counter_app.py"))
+    assert out.returncode == 0, out.stderr
+    try:
+        with sqlite3.connect(runtime.state_dir / "deployed.db") as db:
+            bodies = dict(db.execute("SELECT name, body FROM functions WHERE app_name = ?", (name,)).fetchall())
+        frames = unpack(bodies["probe"])
+        ref = OnlyByReference(io.BytesIO(frames[0]), buffers=frames[1:]).load()
+        assert (ref.module, ref.attribute, ref.unwrap) == ("counter_app", "probe", True)
+        with tarfile.open(fileobj=io.BytesIO(ref.source)) as source:
+            assert sorted(source.getnames()) == ["counter_app.py", "counter_helper.py"]  # the app's own modules
+        with pytest.raises(pickle.UnpicklingError, match="the body pickles"):  # by value: cloudpickle's code
+            frames = unpack(bodies["by_value"])
+            OnlyByReference(io.BytesIO(frames[0]), buffers=frames[1:]).load()
+        assert rc.Function.from_name(name, "probe").remote()["module"] == "counter_app"
+    finally:
+        assert remotecell("app", "stop", name).returncode == 0
+
+
+NO_SOURCE_APP = '''
+import sys
+import remotecell as rc
+
+image = {image}
+app = rc.App("{name}", include_source=False)
+
+@app.function(image=image)
+def where():
+    return {{"module": __name__, "file": sys.modules[__name__].__file__}}
+
+@app.local_entrypoint()
+def main():
+    print("RESULT", json.dumps(where.remote()))
+
+import json
+'''
+
+
+def test_include_source_false_ships_no_source_the_image_must_have_the_module(runtime, tmp_path):
+    with_module = "rc.Image.debian_slim().add_local_python_source('nosource_app')"
+    (tmp_path / "nosource_app.py").write_text(NO_SOURCE_APP.format(image=with_module,
+                                                                   name=f"byref-nosrc-{secrets.token_hex(3)}"))
+    found = result_of(remotecell("run", str(tmp_path / "nosource_app.py")))
+    assert found["module"] == "nosource_app" and "remotecell-source-" not in found["file"], found
+    (tmp_path / "nosource_app.py").write_text(NO_SOURCE_APP.format(image="rc.Image.debian_slim()",
+                                                                   name=f"byref-nosrc-{secrets.token_hex(3)}"))
+    out = remotecell("run", str(tmp_path / "nosource_app.py"))
+    assert out.returncode == 1 and "No module named 'nosource_app'" in out.stderr, out.stderr
+
+
+def test_by_value_code_for_another_python_minor_version_is_refused_before_anything_is_built(runtime, tmp_path):
+    out = run_script(f'''
+import sys
+import remotecell as rc
+app = rc.App("byref-other-python-{secrets.token_hex(3)}")
+other = "3.%d" % (sys.version_info.minor + 1)
+
+@app.function(image=rc.Image.debian_slim(python_version=other))
+def f():
+    return 1
+
+try:
+    f.remote()
+except rc.exceptions.InvalidError as exc:
+    print("REFUSED", exc)
+''', tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "REFUSED f travels by value" in out.stdout and "define it at module level" in out.stdout, out.stdout
+    assert "Building image" not in out.stdout + out.stderr
