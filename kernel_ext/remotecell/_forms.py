@@ -8,6 +8,7 @@ Each form only shapes its inputs and results; sending and receiving are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 from remotecell_runtime.protocol import framing
 from remotecell_runtime.protocol.messages.jobs import SpawnEntry
 
-from . import _bridge, _invocation, _map, _progress, calls
+from . import _bridge, _cache_note, _invocation, _map, _progress, calls
 
 SPAWN_PER_MESSAGE = 500  # spawn_map sends its inputs in messages of this many
 SPAWN_MESSAGES_IN_FLIGHT = 4
@@ -148,10 +149,12 @@ class MapForms:
                          order_outputs: bool = True, return_exceptions: bool = False,
                          progress: bool | None = None, total: int | None = None) -> AsyncIterator[list[Any]]:
         """One remote call per tuple of arguments; lists of results as they finish (in input order by default)."""
-        fanout = _invocation.fanout(await self.resolve_aio())
+        target = await self.resolve_aio()
+        fanout = _invocation.fanout(target)
         meter = _progress.Progress(f"{self.name}.map", total, progress)
-        async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter):
-            yield values
+        with _cache_note.collecting(self.name) if target.cache else contextlib.nullcontext():
+            async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter):
+                yield values
 
     def _map_batches(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[list[Any]]:
         return self._calls_aio(zip(*iterables, strict=False), total=_length(iterables), **options)  # shortest wins

@@ -86,7 +86,7 @@ class FunctionCall:
                 left_s = LONG_POLL_S if deadline is None else min(LONG_POLL_S, deadline - time.monotonic())
                 reply, payloads = await _request(CallGetMsg(call=self.object_id, timeout_s=max(left_s, 0.0)))
                 if reply.get("t") == "result":
-                    return _client.result_value(reply, payloads)
+                    return _client.result_value(reply, payloads, self.function_name or self.object_id)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"call {self.object_id} did not finish within {timeout:g} s; "
                                        "it goes on running (call.get() again, or call.cancel())")
