@@ -37,10 +37,10 @@ __all__ = [
 # Modal's names beyond the core (issue 14): introspection, proxies, Modal's module names.
 _EXPORTS |= {"is_local": "_context", "current_input_id": "_context", "current_function_call_id": "_context",
              "Proxy": "infra", "exception": "exception", "Error": "exceptions", "parameter": "cls",
-             "Server": "server", "enable_output": "output"}
-_MODULES = {"exceptions", "exception"}
-__all__ += ["Error", "Proxy", "Server", "current_function_call_id", "current_input_id", "enable_output", "exception",
-            "is_local", "parameter"]
+             "Server": "server", "enable_output": "output", "calls": "calls"}
+_MODULES = {"exceptions", "exception", "calls"}  # rc.calls(since=) is the module, called (calls.CallsModule)
+__all__ += ["Error", "Proxy", "Server", "calls", "current_function_call_id", "current_input_id", "enable_output",
+            "exception", "is_local", "parameter"]
 
 if TYPE_CHECKING:
     from . import exception, exceptions
