@@ -40,12 +40,13 @@ class _PendingSpawns:
     items: list[tuple[SpawnEntry, framing.Payload]] = dataclasses.field(default_factory=list)
 
 
-def _flatten(batches: Iterator[list[Any]]) -> Iterator[Any]:
-    try:
-        for batch in batches:
-            yield from batch
-    finally:
-        batches.close()  # type: ignore[attr-defined]  # stops the map when the caller stops early
+def _flatten(batches: Iterator[list[Any]], noting: contextlib.AbstractContextManager[None]) -> Iterator[Any]:
+    with noting:
+        try:
+            for batch in batches:
+                yield from batch
+        finally:
+            batches.close()  # type: ignore[attr-defined]  # stops the map when the caller stops early
 
 
 class SpawnForms:
@@ -141,20 +142,23 @@ class SpawnForms:
 class MapForms:
     """``.map``, ``.starmap`` and ``.for_each`` of one function, each with ``.aio``."""
 
-    def __init__(self, name: str, resolve_aio: ResolveAio) -> None:
+    def __init__(self, name: str, resolve_aio: ResolveAio, cached: Callable[[], bool]) -> None:
         self.name = name
         self.resolve_aio = resolve_aio
+        self.cached = cached  # whether the function is cache=True (asked when a map starts)
 
     async def _calls_aio(self, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any] | None = None,
                          order_outputs: bool = True, return_exceptions: bool = False,
                          progress: bool | None = None, total: int | None = None) -> AsyncIterator[list[Any]]:
         """One remote call per tuple of arguments; lists of results as they finish (in input order by default)."""
-        target = await self.resolve_aio()
-        fanout = _invocation.fanout(target)
+        fanout = _invocation.fanout(await self.resolve_aio())
         meter = _progress.Progress(f"{self.name}.map", total, progress)
-        with _cache_note.collecting(self.name) if target.cache else contextlib.nullcontext():
-            async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter):
-                yield values
+        async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter):
+            yield values
+
+    def _noting(self) -> contextlib.AbstractContextManager[None]:
+        """A ``cache=True`` function's map says its cache hits once, where its caller iterates (its cell)."""
+        return _cache_note.collecting(self.name) if self.cached() else contextlib.nullcontext()
 
     def _map_batches(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[list[Any]]:
         return self._calls_aio(zip(*iterables, strict=False), total=_length(iterables), **options)  # shortest wins
@@ -163,14 +167,16 @@ class MapForms:
         return self._calls_aio(items, total=_length([items]), **options)
 
     async def map_aio(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[Any]:
-        async for values in self._map_batches(*iterables, **options):
-            for value in values:
-                yield value
+        with self._noting():
+            async for values in self._map_batches(*iterables, **options):
+                for value in values:
+                    yield value
 
     async def starmap_aio(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[Any]:
-        async for values in self._starmap_batches(items, **options):
-            for value in values:
-                yield value
+        with self._noting():
+            async for values in self._starmap_batches(items, **options):
+                for value in values:
+                    yield value
 
     def map(self, *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:
         """``f.map(xs, ys)`` calls ``f(x, y)`` for each pair; results in input order.
@@ -181,11 +187,11 @@ class MapForms:
         >>> list(square.map(range(5)))
         [0, 1, 4, 9, 16]
         """
-        return _flatten(_bridge.iterate(self._map_batches(*iterables, **options)))
+        return _flatten(_bridge.iterate(self._map_batches(*iterables, **options)), self._noting())
 
     def starmap(self, items: Iterable[Sequence[Any]], **options: Any) -> Iterator[Any]:
         """``f.starmap([(1, 2), (3, 4)])`` calls ``f(1, 2)`` and ``f(3, 4)``."""
-        return _flatten(_bridge.iterate(self._starmap_batches(items, **options)))
+        return _flatten(_bridge.iterate(self._starmap_batches(items, **options)), self._noting())
 
     def for_each(self, *iterables: Iterable[Any], ignore_exceptions: bool = False, **options: Any) -> None:
         """Call ``f`` on every item for its effects; results are dropped."""

@@ -43,7 +43,7 @@ class Function:
         functools.update_wrapper(self, local)
         self.remote = Twin(self._remote, self._remote_aio)
         self.remote_gen = Twin(self._remote_gen, self._remote_gen_aio)
-        maps = _forms.MapForms(self.name, self.target_aio)
+        maps = _forms.MapForms(self.name, self.target_aio, lambda: "cache" in self.options)
         self.map = Twin(maps.map, maps.map_aio)
         self.starmap = Twin(maps.starmap, maps.starmap_aio)
         self.for_each = Twin(maps.for_each, maps.for_each_aio)
