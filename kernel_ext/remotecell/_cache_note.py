@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +25,9 @@ KEPT = 100_000  # names of cache=True calls in flight kept at most (a cancelled 
 _names: dict[str, str] = {}  # input id -> function name, for cache=True calls in flight
 _maps: dict[str, list[int]] = {}  # function name -> hits counted by a map of it running now
 _lock = threading.Lock()
+# the hits heard by the caller's ``quiet`` block (a context variable: a call's task runs in a copy of its caller's
+# context, on the thread's private loop or the background one)
+_heard: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("remotecell_cache_heard", default=None)
 pending = False  # whether any cache=True call went out (``_client.result_value`` looks only then)
 
 
@@ -53,13 +57,29 @@ def seen(header: dict[str, Any], name: str | None = None) -> None:
 
 
 def hit(name: str) -> None:
-    """One result of ``name`` came from the cache: counted by its running map, else said now."""
+    """One result of ``name`` came from the cache: heard by the caller's ``quiet`` block, counted by its running
+    map, else said now."""
+    heard = _heard.get()
+    if heard is not None:
+        heard.append(name)
+        return
     with _lock:
         counter = _maps.get(name)
         if counter is not None:
             counter[0] += 1
             return
     say(f"{name}: result from the cache (it did not run)")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[list[str]]:
+    """The hits of calls made inside the block are only listed (a call view says it in its own outcome)."""
+    heard: list[str] = []
+    token = _heard.set(heard)
+    try:
+        yield heard
+    finally:
+        _heard.reset(token)
 
 
 @contextlib.contextmanager

@@ -174,3 +174,18 @@ with rc.enable_output(), app.run():
     assert "2 2" in script.stdout and "[2, 3, 2]" in script.stdout
     assert script.stderr.count("remotecell: noted: result from the cache (it did not run)") == 1
     assert "remotecell: noted.map: 2 results from the cache (not run again)" in script.stderr
+
+
+def test_a_spawn_handles_view_says_its_result_came_from_the_cache(app, runs):
+    from remotecell.widgets.calls import CallWatch
+
+    name, d = runs
+    f = _counted(app, name)
+    f.cache_clear()
+    first = f.spawn(6)
+    assert first.get(timeout=60) == 36
+    again = f.spawn(6)
+    assert again.get(timeout=60) == 36 and d[6] == 1
+    ran, cached = CallWatch(first).refresh(), CallWatch(again).refresh()
+    assert "  result: 36" in ran.text() and not ran.from_cache
+    assert "  result (from the cache): 36" in cached.text() and cached.from_cache
