@@ -181,3 +181,31 @@ def test_a_spawn_handles_view_says_its_result_came_from_the_cache(app, runs):
     ran, cached = CallWatch(first).refresh(), CallWatch(again).refresh()
     assert "  result: 36" in ran.text() and not ran.from_cache
     assert "  result (from the cache): 36" in cached.text() and cached.from_cache
+
+
+def test_a_deployed_cached_function_found_by_name_shares_the_cache(runtime, runs, tmp_path):
+    from conftest import cli
+
+    name, d = runs
+    path = tmp_path / "cached_deploy.py"
+    path.write_text(f"""
+import remotecell as rc
+app = rc.App("cached-deploy")
+
+@app.function(cache=True)
+def slow_double(x):
+    d = rc.Dict.from_name({name!r})
+    d[x] = d.get(x, 0) + 1
+    return 2 * x
+""")
+    done = cli("deploy", str(path))
+    assert done.returncode == 0, done.stderr
+    try:
+        f = rc.Function.from_name("cached-deploy", "slow_double")
+        f.cache_clear()
+        assert f.remote(21) == 42 and f.remote(21) == 42 and list(f.map([21, 1])) == [42, 2]
+        assert d[21] == 1 and d[1] == 1
+        assert f.cache_clear() == 2
+        assert f.remote(21) == 42 and d[21] == 2
+    finally:
+        rc.App.stop_deployed("cached-deploy")
