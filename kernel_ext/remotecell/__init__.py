@@ -38,9 +38,11 @@ __all__ = [
 _EXPORTS |= {"is_local": "_context", "current_input_id": "_context", "current_function_call_id": "_context",
              "Proxy": "infra", "exception": "exception", "Error": "exceptions", "parameter": "cls",
              "Server": "server", "enable_output": "output", "debug": "debugging",
-             "container_process": "container_process"}
-_MODULES = {"exceptions", "exception", "container_process"}
-__all__ += ["Error", "Proxy", "Server", "current_function_call_id", "current_input_id", "debug", "enable_output",
+             "container_process": "container_process", "calls": "calls"}
+# rc.calls(since=) is the module, called (calls.CallsModule)
+_MODULES = {"exceptions", "exception", "container_process", "calls"}
+__all__ += ["Error", "Proxy", "Server", "calls", "current_function_call_id", "current_input_id", "debug",
+            "enable_output",
             "exception", "is_local", "parameter"]
 
 if TYPE_CHECKING:

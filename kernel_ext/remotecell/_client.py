@@ -41,7 +41,7 @@ from remotecell_runtime.protocol.messages.session import ErrorInfo, ErrorReply, 
 from remotecell_runtime.protocol.stream import StreamClosed, StreamConn, client_path
 from remotecell_runtime.protocol.versions import versions
 
-from . import _bridge, _local, _post_mortem, exceptions
+from . import _bridge, _cache_note, _local, _post_mortem, exceptions
 from ._watch import HELLO_TIMEOUT_S, RuntimeWatch
 
 WAKE_MS = 1000  # how often a waiting call looks at the heartbeat
@@ -85,6 +85,13 @@ LABELS: dict[str, str] | None = None
 LABELS_KEPT = 100_000
 
 
+def _output_enabled() -> bool:
+    return LABELS is not None
+
+
+_cache_note.output_enabled = _output_enabled
+
+
 def label(input_id: str, name: str) -> None:
     """Remember whose input ``input_id`` is, while output is enabled (one branch when it is not)."""
     labels = LABELS
@@ -121,9 +128,12 @@ def output_here() -> OutputSink:
     return sink
 
 
-def result_value(header: dict[str, Any], payloads: list[Payload]) -> Any:
-    """The value a result message carries, or raise the error it reports."""
+def result_value(header: dict[str, Any], payloads: list[Payload], name: str | None = None) -> Any:
+    """The value a result message carries, or raise the error it reports; one from the result cache is noted
+    (``_cache_note``; ``name``: the function's, when the header's id is not the input's)."""
     result = ResultEntry.from_wire(header)
+    if result.cached or _cache_note.pending:
+        _cache_note.seen(header, name)
     if result.status == "ok":
         return pickling.deserialize(payloads[0])
     if result.status == "cancelled":

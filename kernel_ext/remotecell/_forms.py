@@ -8,6 +8,7 @@ Each form only shapes its inputs and results; sending and receiving are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 from remotecell_runtime.protocol import framing
 from remotecell_runtime.protocol.messages.jobs import SpawnEntry
 
-from . import _bridge, _invocation, _map, _progress, _retry, calls
+from . import _bridge, _cache_note, _invocation, _map, _progress, _retry, calls
 
 SPAWN_PER_MESSAGE = 500  # spawn_map sends its inputs in messages of this many
 SPAWN_MESSAGES_IN_FLIGHT = 4
@@ -39,12 +40,13 @@ class _PendingSpawns:
     items: list[tuple[SpawnEntry, framing.Payload]] = dataclasses.field(default_factory=list)
 
 
-def _flatten(batches: Iterator[list[Any]]) -> Iterator[Any]:
-    try:
-        for batch in batches:
-            yield from batch
-    finally:
-        batches.close()  # type: ignore[attr-defined]  # stops the map when the caller stops early
+def _flatten(batches: Iterator[list[Any]], noting: contextlib.AbstractContextManager[None]) -> Iterator[Any]:
+    with noting:
+        try:
+            for batch in batches:
+                yield from batch
+        finally:
+            batches.close()  # type: ignore[attr-defined]  # stops the map when the caller stops early
 
 
 class SpawnForms:
@@ -140,9 +142,10 @@ class SpawnForms:
 class MapForms:
     """``.map``, ``.starmap`` and ``.for_each`` of one function, each with ``.aio``."""
 
-    def __init__(self, name: str, resolve_aio: ResolveAio) -> None:
+    def __init__(self, name: str, resolve_aio: ResolveAio, cached: Callable[[], bool]) -> None:
         self.name = name
         self.resolve_aio = resolve_aio
+        self.cached = cached  # whether the function is cache=True (asked when a map starts)
 
     async def _calls_aio(self, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any] | None = None,
                          order_outputs: bool = True, return_exceptions: bool = False,
@@ -156,6 +159,10 @@ class MapForms:
                                      self.name):
             yield values
 
+    def _noting(self) -> contextlib.AbstractContextManager[None]:
+        """A ``cache=True`` function's map says its cache hits once, where its caller iterates (its cell)."""
+        return _cache_note.collecting(self.name) if self.cached() else contextlib.nullcontext()
+
     def _map_batches(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[list[Any]]:
         return self._calls_aio(zip(*iterables, strict=False), total=_length(iterables), **options)  # shortest wins
 
@@ -163,14 +170,16 @@ class MapForms:
         return self._calls_aio(items, total=_length([items]), **options)
 
     async def map_aio(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[Any]:
-        async for values in self._map_batches(*iterables, **options):
-            for value in values:
-                yield value
+        with self._noting():
+            async for values in self._map_batches(*iterables, **options):
+                for value in values:
+                    yield value
 
     async def starmap_aio(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[Any]:
-        async for values in self._starmap_batches(items, **options):
-            for value in values:
-                yield value
+        with self._noting():
+            async for values in self._starmap_batches(items, **options):
+                for value in values:
+                    yield value
 
     def map(self, *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:
         """``f.map(xs, ys)`` calls ``f(x, y)`` for each pair; results in input order.
@@ -181,11 +190,11 @@ class MapForms:
         >>> list(square.map(range(5)))
         [0, 1, 4, 9, 16]
         """
-        return _flatten(_bridge.iterate(self._map_batches(*iterables, **options)))
+        return _flatten(_bridge.iterate(self._map_batches(*iterables, **options)), self._noting())
 
     def starmap(self, items: Iterable[Sequence[Any]], **options: Any) -> Iterator[Any]:
         """``f.starmap([(1, 2), (3, 4)])`` calls ``f(1, 2)`` and ``f(3, 4)``."""
-        return _flatten(_bridge.iterate(self._starmap_batches(items, **options)))
+        return _flatten(_bridge.iterate(self._starmap_batches(items, **options)), self._noting())
 
     async def retry_failed_aio(self, results: Iterable[Any], progress: bool | None = None) -> list[Any]:
         """Run again only the inputs that failed in ``results``; the whole list back, merged in order.

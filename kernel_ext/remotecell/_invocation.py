@@ -43,7 +43,7 @@ from remotecell_runtime.protocol.messages.jobs import SpawnEntry, SpawnMsg
 from remotecell_runtime.protocol.messages.session import ErrorInfo
 from remotecell_runtime.protocol.stream import StreamClosed, StreamConn
 
-from . import _bridge, _client, _map, exceptions
+from . import _bridge, _cache_note, _client, _map, exceptions
 from .exceptions import SerializationError
 
 NEWS_EVERY_S = 0.01  # how often a thread's warm calls look at what the runtime sent it meanwhile
@@ -59,12 +59,20 @@ class Target:
     fid: str
     method: str | None
     name: str  # for messages: ``square``, ``Model.predict``
+    cache: bool = False  # a cache=True function: arguments and results travel as bytes, never shared memory
+
+    @property
+    def shm(self) -> bool:
+        """Whether large arguments and results go through shared memory (the runtime's cache keeps bytes only)."""
+        return self.conn.shm and not self.cache
 
     def call_msg(self, gen: bool = False, input_id: str = "") -> CallMsg:
         """One input to this target (a new one unless ``input_id`` is given)."""
         input_id = input_id or self.conn.new_id()
         _client.label(input_id, self.name)
-        return CallMsg(id=input_id, fid=self.fid, method=self.method or None, shm=self.conn.shm, gen=gen)
+        if self.cache:
+            _cache_note.expect(input_id, self.name)
+        return CallMsg(id=input_id, fid=self.fid, method=self.method or None, shm=self.shm, gen=gen)
 
     def header(self, msg: CallMsg | None = None) -> dict[str, Any]:
         """The header of ``msg`` (a new input when None) from this target's session."""
@@ -74,14 +82,14 @@ class Target:
 
     def fields(self) -> dict[str, Any]:
         """What every ``calls`` message of a map to this target carries besides its entries."""
-        fields = CallsMsg(entries=[], fid=self.fid, method=self.method or None, shm=self.conn.shm).fields()
+        fields = CallsMsg(entries=[], fid=self.fid, method=self.method or None, shm=self.shm).fields()
         del fields["e"]
         fields["sid"] = self.conn.sid
         return fields
 
     def args_payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Payload:
         try:
-            return pickling.serialize_args(args, kwargs, sharedmem.ShmPool.local() if self.conn.shm else None)
+            return pickling.serialize_args(args, kwargs, sharedmem.ShmPool.local() if self.shm else None)
         except Exception as exc:
             raise SerializationError(f"arguments of {self.name} cannot be pickled: {exc}") from exc
 
@@ -175,6 +183,9 @@ def fanout(target: Target) -> _map.Fanout:
         if _client.LABELS is not None:
             for entry, _ in entries:
                 _client.label(entry["id"], target.name)
+        if target.cache:
+            for entry, _ in entries:
+                _cache_note.expect(entry["id"], target.name)
         return framing.encode_many("calls", entries, id=message_id, **fields)
 
     return _map.Fanout(target.conn, calls_frames, target.args_payload)

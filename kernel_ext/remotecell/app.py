@@ -21,7 +21,7 @@ from .exceptions import InvalidError, NotFoundError
 from .functions import Function
 from .images import Image, check_image
 from .infra import Secret, check_secrets, check_volumes
-from .options import batching_of, check_function_options, check_schedulable, concurrency_of
+from .options import batching_of, check_cacheable, check_function_options, check_schedulable, concurrency_of
 from .registration import Registration
 from .server import server_decorator
 from .volumes import Volume
@@ -81,6 +81,8 @@ class App:
             batch = batching_of(fn)
             full = (checked | concurrency_of(fn) | ({"batched": {"": batch}} if batch else {})
                     | web_options(fn, name, options))
+            if "cache" in full:
+                full["cache"] = check_cacheable(fn, name, web="web" in full)
             registration = Registration(self, fn, full, name, self._image_of(options), **shipping_of(self, options))
             f = Function(registration, fn)
             self.functions[f.name] = f
@@ -91,9 +93,7 @@ class App:
     def cls(self, _cls: type | None = None, **options: Any) -> Any:
         """Declare a remote class: ``@app.cls(gpu="any")`` with ``@rc.enter``/``@rc.method``/``@rc.exit``."""
         options = self._with_defaults(options)
-        checked = check_function_options(options)
-        if "schedule" in checked:
-            raise InvalidError("@app.cls takes no schedule: put schedule= on an @app.function that calls the class")
+        checked = _class_options(check_function_options(options))
 
         def wrap(user_cls: type) -> Cls:
             if not isinstance(user_cls, type):
@@ -377,6 +377,14 @@ class App:
         state = f"{'deployed' if self._mode == 'deployed' else 'running'} as {self._app_id}" if self._app_id \
             else "not running"
         return f"<rc.App {self.name!r}, {len(self.functions)} function(s), {state}>"
+
+
+def _class_options(checked: dict[str, Any]) -> dict[str, Any]:
+    """A class's checked options; ``schedule=`` and ``cache=`` are a function's only."""
+    for option, value in (("schedule", "schedule="), ("cache", "cache=True")):
+        if option in checked:
+            raise InvalidError(f"@app.cls takes no {option}=: put {value} on an @app.function that calls the class")
+    return checked
 
 
 def _checked_name(name: Any) -> str:

@@ -8,6 +8,8 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from remotecell_runtime.protocol.messages.calls import CacheClearMsg, CacheClearReply
+
 from . import _client, _forms, _invocation
 from ._autoscaler import FunctionAutoscalerSettings, update_autoscaler
 from ._bridge import Twin, twin
@@ -41,7 +43,7 @@ class Function:
         functools.update_wrapper(self, local)
         self.remote = Twin(self._remote, self._remote_aio)
         self.remote_gen = Twin(self._remote_gen, self._remote_gen_aio)
-        maps = _forms.MapForms(self.name, self.target_aio)
+        maps = _forms.MapForms(self.name, self.target_aio, lambda: "cache" in self.options)
         self.map = Twin(maps.map, maps.map_aio)
         self.starmap = Twin(maps.starmap, maps.starmap_aio)
         self.for_each = Twin(maps.for_each, maps.for_each_aio)
@@ -55,6 +57,7 @@ class Function:
         self.get_current_stats = twin(stats.current_stats)
         self.schedule = twin(self._schedule)
         self.update_autoscaler = twin(functools.partial(update_autoscaler, self.name, self.fid_aio))
+        self.cache_clear = twin(self._cache_clear)
 
     @staticmethod
     def from_name(app_name: str, name: str) -> Function:
@@ -139,6 +142,21 @@ class Function:
             raise InvalidError(f"{self.name} is a method: only functions have schedules")
         return await fetch(self.app.name, self.registration.name)
 
+    async def _cache_clear(self) -> int:
+        """Forget this ``cache=True`` function's cached results (every image and argument); how many went.
+
+        >>> @app.function(cache=True)
+        ... def embed(text): ...
+        >>> embed.cache_clear()            # or: await embed.cache_clear.aio()
+        3
+        """
+        cache = self.options.get("cache")
+        if not isinstance(cache, dict):
+            raise InvalidError(f"{self.name} has no result cache: declare it with @app.function(cache=True)")
+        conn = await asyncio.to_thread(_client.connection)
+        reply, _ = await conn.async_channel().roundtrip(conn.envelope(CacheClearMsg(code=cache["code"])))
+        return CacheClearReply.from_wire(reply).cleared
+
     # -- .remote ------------------------------------------------------------------------------
 
     def target(self, fresh: bool = False) -> _invocation.Target:
@@ -153,7 +171,8 @@ class Function:
         """The Target of ``(conn, fid)``, the last one made again while they stay (one per call costs ~1 us)."""
         target = self._last_target
         if target is None or target.conn is not conn or target.fid != fid:
-            target = self._last_target = _invocation.Target(conn, fid, self.method, self.name)
+            target = self._last_target = _invocation.Target(conn, fid, self.method, self.name,
+                                                            cache="cache" in self.options)
         return target
 
     async def target_aio(self) -> _invocation.Target:

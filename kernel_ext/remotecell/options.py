@@ -7,6 +7,7 @@ the normalized options (units in names: ``timeout_s``, ``memory_mib``).
 from __future__ import annotations
 
 import datetime
+import hashlib
 import inspect
 import re
 import warnings
@@ -41,6 +42,8 @@ NO_EFFECT = {
     "experimental_options": "no experimental options here",
 }
 KNOWN = IN_EFFECT | NO_EFFECT.keys()
+# remotecell's own options, which Modal has no name for: ``cache=True`` (the result cache).
+OWN = {"cache"}
 
 _GPU_ITEM = re.compile(r"^[A-Za-z0-9_-]+!?(:[1-8])?$")
 
@@ -296,9 +299,9 @@ def batching_of(target: Any) -> dict[str, int] | None:
 
 def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
     """Validate ``@app.function(...)`` options; return them normalized for the runtime."""
-    unknown = set(options) - KNOWN
+    unknown = set(options) - KNOWN - OWN
     if unknown:
-        raise InvalidError(f"unknown function option(s) {sorted(unknown)}; known: {sorted(KNOWN)}")
+        raise InvalidError(f"unknown function option(s) {sorted(unknown)}; known: {sorted(KNOWN | OWN)}")
     out: dict[str, Any] = {}
     gpu = check_gpu(options.get("gpu"))
     if gpu is not None:
@@ -348,7 +351,9 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
         check_image(options["image"])
     if options.get("schedule") is not None:
         out["schedule"] = check_schedule(options["schedule"])
-    not_yet = sorted(set(options) - IN_EFFECT - NO_EFFECT.keys())
+    if _check_cache(options):
+        out["cache"] = True  # the code digest is filled in by @app.function, which has the function
+    not_yet = sorted(set(options) - IN_EFFECT - NO_EFFECT.keys() - OWN)
     if not_yet:
         warnings.warn(
             f"function option(s) {not_yet} are accepted and stored but not enforced by this version yet",
@@ -356,6 +361,53 @@ def check_function_options(options: dict[str, Any]) -> dict[str, Any]:
         )
     out["not_in_effect"] = not_yet
     return out
+
+
+def _check_cache(options: dict[str, Any]) -> bool:
+    """``cache=``: True or False; refused beside ``schedule=``, which says the function runs for its effects."""
+    value = options.get("cache", False)
+    if not isinstance(value, bool):
+        raise InvalidError(f"cache={value!r} must be True or False")
+    if value and options.get("schedule") is not None:
+        raise InvalidError("cache=True cannot go with schedule=: a scheduled function runs for what it does, and a "
+                           "cached run would do nothing; drop one of them")
+    return value
+
+
+def check_cacheable(fn: Any, name: str, web: bool) -> dict[str, str]:
+    """The ``cache`` option of a ``cache=True`` function: ``{"code": digest}``; refused for generators (a stream)
+    and web endpoints (requests have effects and headers)."""
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise InvalidError(f"cache=True: {name} is a generator; only functions that return a value are cached")
+    if web:
+        raise InvalidError(f"cache=True: {name} is a web endpoint; a request is answered by running it, "
+                           "so drop cache=True")
+    return {"code": code_digest(fn)}
+
+
+def code_digest(fn: Any) -> str:
+    """What a changed body changes: the function's module, name and source (its bytecode where there is no
+    source). Helpers it calls are not part of it: ``f.cache_clear()`` after changing one."""
+    digest = hashlib.sha256(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}\0".encode())
+    try:
+        digest.update(inspect.getsource(fn).encode())
+    except (OSError, TypeError):
+        _digest_code(digest, getattr(fn, "__code__", None))
+    defaults = (getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None))
+    digest.update(repr(defaults).encode())
+    return digest.hexdigest()
+
+
+def _digest_code(digest: Any, code: Any) -> None:
+    if code is None:
+        return
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            _digest_code(digest, const)
+        else:
+            digest.update(repr(const).encode())
 
 
 def _check_retries(value: Any) -> Retries:

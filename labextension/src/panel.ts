@@ -3,6 +3,7 @@ import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 import { ApiError, ICall, IPool, ISandbox, ISchedule, IStatus, IStore, requestAPI } from './api';
+import { INBOX_PATH, inboxRow } from './inbox';
 
 export const POLL_INTERVAL_MS = 2000;
 const ACTIVE_STATES = new Set(['queued', 'running']);
@@ -52,13 +53,14 @@ export class RemotecellPanel extends Widget {
   /** Fetch everything once and redraw (also what each poll does). */
   async refresh(): Promise<void> {
     try {
-      const [status, calls, schedules, stores] = await Promise.all([
+      const [status, calls, schedules, stores, inbox] = await Promise.all([
         requestAPI<IStatus>('status'),
         requestAPI<{ calls: ICall[] }>('calls?limit=50'),
         requestAPI<{ schedules: ISchedule[] }>('schedules'),
-        requestAPI<{ stores: IStore[] }>('stores')
+        requestAPI<{ stores: IStore[] }>('stores'),
+        requestAPI<{ calls: ICall[] }>(INBOX_PATH)
       ]);
-      this.render(status, calls.calls, schedules.schedules, stores.stores);
+      this.render(status, calls.calls, schedules.schedules, stores.stores, inbox.calls);
       await this.refreshLogs();
     } catch (err) {
       this.showError(err);
@@ -103,7 +105,7 @@ export class RemotecellPanel extends Widget {
     this.content.replaceChildren(el('div', 'rc-error', message));
   }
 
-  private render(status: IStatus, calls: ICall[], schedules: ISchedule[], stores: IStore[]): void {
+  private render(status: IStatus, calls: ICall[], schedules: ISchedule[], stores: IStore[], inbox: ICall[]): void {
     const gpus = status.gpus.map(g => g.name).join(', ') || 'none';
     const runtime = [
       el('div', 'rc-row', `${status.runtime_id} (pid ${status.pid}) on ${status.address ?? ''}`),
@@ -128,6 +130,7 @@ export class RemotecellPanel extends Widget {
       section('Apps', apps, 'no apps'),
       section('Functions', pools, 'no functions'),
       section('Calls', calls.map(c => this.callRow(c, nowS)), 'no spawned calls'),
+      section('Inbox (last day)', inbox.map(c => inboxRow(c, nowS)), 'no calls in the last day'),
       section('Schedules', schedules.map(c => this.scheduleRow(c)), 'no schedules'),
       section('Web endpoints', endpointRows(status), 'no live web endpoints'),
       section('Sandboxes', (status.sandboxes ?? []).map(sandboxRow), 'no sandboxes'),

@@ -130,3 +130,28 @@ def test_the_panel_links_live_web_endpoints_and_lists_sandboxes(page, app):
     finally:
         sandbox.terminate()
     expect(row).to_have_count(0)  # an ended sandbox leaves the list
+
+
+def test_the_inbox_lists_the_days_calls_and_copies_the_reattach_snippet(page, lab, app):
+    import remotecell as rc
+
+    expect = playwright_api.expect
+
+    @app.function()
+    def browser_inbox(x):
+        return x * 3
+
+    call = browser_inbox.spawn(14)
+    assert call.get(timeout=60) == 42
+    row = page.locator(f'{PANEL} [data-inbox-call="{call.object_id}"]')
+    expect(row.locator(".rc-inbox-state")).to_have_text("succeeded")
+    expect(row).to_contain_text("browser_inbox")
+    expect(row).to_contain_text("started ")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.url)
+    row.get_by_role("button", name="Copy").click()
+    expect(row.get_by_role("button", name="Copied")).to_be_visible()
+    snippet = page.evaluate("navigator.clipboard.readText()")
+    assert f'call = rc.FunctionCall.from_id("{call.object_id}")' in snippet
+    scope: dict = {}
+    exec(snippet.replace("call.get()", "result = call.get(timeout=60)"), scope)  # the copied code, run here
+    assert scope["result"] == 42 and isinstance(scope["call"], rc.FunctionCall)

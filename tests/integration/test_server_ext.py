@@ -78,6 +78,12 @@ def test_logs_of_a_finished_call_and_the_newest_calls_first(server, app):
     listed = _ok(server, "GET", "calls?limit=2")["calls"]
     assert [c["id"] for c in listed] == [second.object_id, first.object_id]
     assert all(c["state"] == "succeeded" and c["finished_at"] >= c["created_at"] for c in listed)
+    recent = [c["id"] for c in _ok(server, "GET", "calls?limit=100&since_s=3600")["calls"]]  # the panel's Inbox
+    assert recent[:2] == [second.object_id, first.object_id]
+    assert _ok(server, "GET", "calls?since_s=0")["calls"] == []  # nothing made after now
+    for bad in ("-1", "soon", "inf"):
+        code, body = server.api("GET", f"calls?since_s={bad}")
+        assert code == 400 and f"since_s={bad!r}: give how many seconds back to look" in body["message"]
 
 
 def test_stores_are_listed_with_their_sizes(server, runtime):

@@ -13,7 +13,7 @@ from remotecell_runtime.protocol.messages.session import PingMsg
 
 CLIENT_TYPES = {
     "hello", "ping", "status", "shutdown", "app_create", "app_stop", "app_logs", "fn_register", "fn_lookup", "call",
-    "calls", "fn_autoscaler", "fn_variant", "debug",
+    "calls", "fn_autoscaler", "fn_variant", "debug", "cache_clear",
     "cancel", "lease_return", "spawn", "call_get", "call_status", "call_cancel", "call_logs", "calls_recent",
     "volume_open", "volume_ephemeral", "volume_list", "volume_delete", "volume_ls", "volume_read",
     "volume_stage", "volume_put", "volume_abort", "volume_rm", "volume_copy", "kv_open", "kv_delete", "kv_cancel",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
@@ -81,7 +82,20 @@ class CallsHandler(RuntimeHandler):
         raw = self.get_query_argument("limit", str(DEFAULT_LIMIT))
         if not raw.isdigit() or int(raw) < 1:
             raise web.HTTPError(400, f"limit={raw!r}: give a positive number of calls")
-        self.reply(await self.ask(CallsRecentMsg(limit=int(raw))))
+        self.reply(await self.ask(CallsRecentMsg(limit=int(raw), since=self._since())))
+
+    def _since(self) -> float | None:
+        """``since_s=N``: only the calls made in the last N seconds (the panel's Inbox: the last day)."""
+        raw = self.get_query_argument("since_s", None)
+        if raw is None:
+            return None
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds < float("inf"):
+            raise web.HTTPError(400, f"since_s={raw!r}: give how many seconds back to look, a number >= 0")
+        return time.time() - seconds
 
 
 class CallHandler(RuntimeHandler):

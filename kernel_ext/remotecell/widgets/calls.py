@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import _views
+from .. import _cache_note, _views
 from .._progress import _in_kernel
 from ..calls import FunctionCall, FunctionCallGroup
 from ..exceptions import InputCancelled, NotFoundError
@@ -79,6 +79,7 @@ class CallSnapshot:
     container: str = ""
     log_tail: str = ""
     result: str | None = None  # the result's repr, once succeeded
+    from_cache: bool = False  # the result came from the result cache (a cache=True function): it did not run
     error: str = ""  # "Type: message" of a failed call (or why there is no result)
     problem: str = ""  # why the runtime could not be asked this time; the view keeps trying
 
@@ -103,11 +104,14 @@ class CallSnapshot:
     def line(self) -> str:
         return f"{self.function} {self.call_id}: {self.progress()}"
 
+    def outcome_label(self) -> str:
+        return "result (from the cache)" if self.from_cache else "result"
+
     def text(self) -> str:
         """The whole view as text: the line, the log tail, the outcome."""
         lines = [self.line(), *("  | " + line for line in self.log_tail.splitlines())]
         if self.result is not None:
-            lines.append(f"  result: {self.result}")
+            lines.append(f"  {self.outcome_label()}: {self.result}")
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
@@ -218,7 +222,10 @@ class CallWatch(_Watch):
     def _read_outcome(self) -> None:
         snap = self.snapshot
         try:
-            snap.result = short_repr(self.call.get(timeout=0))
+            with _cache_note.quiet() as heard:  # the view says it, rather than a line in whichever cell runs now
+                value = self.call.get(timeout=0)
+            snap.result = short_repr(value)
+            snap.from_cache = bool(heard)
         except InputCancelled:
             pass  # the state says it
         except Exception as exc:  # the call's own error (or why its result cannot be read here)
@@ -313,7 +320,7 @@ class CallWidget(_Widget):
         self.title.value = f"<b>{html.escape(snap.function)}</b> <code>{html.escape(snap.call_id)}</code>"
         self.logs.value = f"<pre>{html.escape(snap.log_tail)}</pre>" if snap.log_tail else ""
         if snap.result is not None:
-            self.outcome.value = f"result: <code>{html.escape(snap.result)}</code>"
+            self.outcome.value = f"{snap.outcome_label()}: <code>{html.escape(snap.result)}</code>"
         elif snap.error:
             self.outcome.value = f'<span style="color:{_COLORS["failed"]}">{html.escape(snap.error)}</span>'
         if snap.final:

@@ -16,6 +16,7 @@ from ..cpus import CpuBudget
 from ..gpus import GpuAllocator
 from ..images import Images
 from ..protocol.framing import Frame
+from ..result_cache import ResultCache
 from .inputs import FunctionDef, Peer, Result
 
 
@@ -31,6 +32,7 @@ class PoolHost(Protocol):
     gpus: GpuAllocator
     cpus: CpuBudget
     images: Images
+    result_cache: ResultCache  # cache=True functions' results
 
     def send_container(self, cid: str, frames: list[Frame]) -> None: ...
     def reclaim(self, requester: Requester, holds: Callable[[ContainerRecord], bool]) -> None: ...

@@ -67,6 +67,7 @@ class Input:
     gen: bool = False  # a generator's: its items come back before its result
     web: WebRequest | None = None  # an HTTP request to a web endpoint (its payload: the raw body)
     affinity: str | None = None  # a session key: inputs with the same one go to the same container (best effort)
+    cache_key: str | None = None  # a cache=True function's call missed the result cache: its result goes there
 
     def entry(self) -> tuple[dict[str, Any], list[Payload]]:
         """This input as one entry of a ``calls`` message (with several others, not forwarded as it came)."""

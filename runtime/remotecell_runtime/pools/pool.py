@@ -24,7 +24,9 @@ from ..containers import ContainerRecord, State
 from ..protocol import sharedmem
 from ..protocol.errors import ErrorName
 from ..protocol.framing import Payload
+from ..protocol.messages.calls import ResultEntry
 from ..protocol.messages.session import ErrorInfo
+from ..result_cache import cache_key
 from .host import PoolHost
 from .inputs import FunctionDef, Input, Result, error_result
 from .leases import Leases
@@ -50,10 +52,30 @@ class Pool(PoolState):
         queued = []
         for inp in inputs:
             self.inputs[inp.id] = inp
+            if self.fn.opts.cache is not None and self._answered_from_cache(inp):
+                continue
             if not self.batches.add(inp):
                 queued.append(inp)
         if self.queue.enqueue(queued, soon):
             self.dispatch()
+
+    def _answered_from_cache(self, inp: Input) -> bool:
+        """A ``cache=True`` call: answered now when the cache has its result, else marked to fill it.
+
+        Such calls never take a lease: a direct call would pass the cache by.
+        """
+        inp.lease = None
+        if inp.gen or inp.web is not None:  # streams are not cached (the client refuses such definitions)
+            return False
+        key = cache_key(self.fn.opts, inp.method, inp.payload)
+        if key is None:
+            return False
+        stored = self.rt.result_cache.get(key)
+        if stored is None:
+            inp.cache_key = key
+            return False
+        self.queue.finish(inp.id, Result(ResultEntry(id=inp.id, status="ok", cached=True), [stored]))
+        return True
 
     @property
     def waiting(self) -> int:

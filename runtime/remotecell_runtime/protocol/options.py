@@ -19,7 +19,7 @@ from .image_spec import ImageSpec
 from .message import Message, message, wire
 from .messages.web import WebSpec
 
-__all__ = ["BatchPolicy", "FunctionOptions", "ImageSpec", "RetryPolicy", "ScheduleSpec", "SecretRef",
+__all__ = ["BatchPolicy", "CachePolicy", "FunctionOptions", "ImageSpec", "RetryPolicy", "ScheduleSpec", "SecretRef",
            "VolumeMount"]
 
 CRASH_RETRY_CAP = 3  # containers that may die under one input before it fails as poison
@@ -62,6 +62,17 @@ class ScheduleSpec(Message):
         if self.period_s is not None:
             return f"every {self.period_s:g} s"
         return f"cron {self.cron!r} ({self.timezone})"
+
+
+@message()
+class CachePolicy(Message):
+    """``cache=True``: equal calls answered from the runtime's result cache.
+
+    ``code`` is the client's digest of the function's code (its source, else its bytecode), so a changed body
+    misses; the runtime adds the image and the pickled arguments to make each call's key.
+    """
+
+    code: str
 
 
 @message()
@@ -120,6 +131,7 @@ class FunctionOptions(Message):
     schedule: ScheduleSpec | None = None
     web: WebSpec | None = None  # a web endpoint (@rc.fastapi_endpoint, @rc.asgi_app, @rc.wsgi_app)
     web_methods: dict[str, WebSpec] = wire(factory=dict)  # a class's: method name -> its endpoint
+    cache: CachePolicy | None = None  # results of equal calls kept and answered from the result cache
     not_in_effect: list[str] = wire(factory=list)  # accepted and reported, not enforced yet
 
     @property

@@ -20,6 +20,8 @@ from ..protocol import framing, sharedmem
 from ..protocol.errors import ErrorName
 from ..protocol.message import Message, encode
 from ..protocol.messages.calls import (
+    CacheClearMsg,
+    CacheClearReply,
     CallMsg,
     CallsMsg,
     CancelMsg,
@@ -49,7 +51,7 @@ class Calls(Service):
 
     def handlers(self) -> dict[type[Message], Handler]:
         return {CallMsg: self.on_call, CallsMsg: self.on_calls, CancelMsg: self.on_cancel,
-                LeaseReturnMsg: self.on_lease_return}
+                LeaseReturnMsg: self.on_lease_return, CacheClearMsg: self.on_cache_clear}
 
     def container_handlers(self) -> dict[type[Message], ContainerHandler]:
         return {
@@ -142,6 +144,12 @@ class Calls(Service):
             return
         fns.containers.cancel(container, input_id)
         pool.revoke(container, grace_s=CANCEL_GRACE_S)
+
+    def on_cache_clear(self, req: Request[CacheClearMsg]) -> CacheClearReply:
+        """``f.cache_clear()``: the result cache forgets the entries of that function's code."""
+        if not req.msg.code:
+            raise refusal(ErrorName.INVALID, "cache_clear needs the function's code digest ('code')")
+        return CacheClearReply(cleared=self.functions.result_cache.clear(req.msg.code))
 
     # -- container messages -------------------------------------------------------------------
 

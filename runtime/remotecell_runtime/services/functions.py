@@ -39,6 +39,7 @@ from ..protocol.errors import ErrorName
 from ..protocol.framing import Frame
 from ..protocol.message import encode
 from ..protocol.messages.calls import LeaseLostMsg
+from ..result_cache import DEFAULT_MAX_MB, ResultCache, max_bytes_from_env
 from .app_logs import AppLogs
 from .base import Host, Service, refusal
 from .registry import AppRegistry
@@ -99,6 +100,7 @@ class Functions(Service):
             _cluster_backend(choice, host.state_dir, sock_dir)
         self.containers = ContainerManager(backend, self.on_container_exit)
         self._holding = HeldResults(self._send_many)
+        self.result_cache = ResultCache(host.state_dir / "cache.db", _cache_cap())
         self.agent_exited: Callable[[ContainerRecord], None] | None = None  # a sandbox's container (no pool)
 
     # -- the function table -------------------------------------------------------------------
@@ -267,12 +269,22 @@ class Functions(Service):
             "sandbox": self.sandbox_state,
             "limits": self.limits.describe if self.limits else self.limits_off,
             "system_images": self.images.system.describe(),
+            "cache": self.result_cache.stats(),
         }
 
 
 SANDBOX_ENV = "REMOTECELL_SANDBOX"  # "0": containers run as plain processes
 PLAIN = "containers run as plain processes that can read this runtime's state folder and the user's files"
 RAY_UNSANDBOXED = "off: on the Ray backend containers run as plain processes of their Ray nodes"
+
+
+def _cache_cap() -> int:
+    """The result cache's cap; a bad ``REMOTECELL_CACHE_MAX_MB`` is logged and the default used (no crash)."""
+    try:
+        return max_bytes_from_env()
+    except ValueError as exc:
+        log.warning("%s; using the default, %d MiB", exc, DEFAULT_MAX_MB)
+        return DEFAULT_MAX_MB << 20
 
 
 def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[Bubblewrap | None, str]:

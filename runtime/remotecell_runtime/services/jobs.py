@@ -178,11 +178,21 @@ class JobStore:
         rows = self.db.execute("SELECT state, COUNT(*) FROM calls WHERE group_id = ? GROUP BY state", (group_id,))
         return {str(state): int(n) for state, n in rows}
 
-    def recent(self, limit: int) -> list[sqlite3.Row]:
-        """The ``limit`` most recently spawned calls, newest first (no arguments, results or logs)."""
-        return self.db.execute(
-            "SELECT id, group_id, function, state, attempts, error_type, created_at, finished_at FROM calls "
-            "ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
+    def recent(self, limit: int, since: float | None = None) -> list[sqlite3.Row]:
+        """The ``limit`` most recently spawned calls, newest first, none made before ``since`` (no arguments,
+        results or logs).
+
+        Rows are inserted as calls are made, so the rowid order is the time order: the scan stops at the first
+        row older than ``since`` rather than reading the whole table (there is no index on created_at).
+        """
+        rows: list[sqlite3.Row] = []
+        for row in self.db.execute(
+                "SELECT id, group_id, function, state, attempts, error_type, created_at, finished_at FROM calls "
+                "ORDER BY rowid DESC"):
+            if len(rows) >= limit or (since is not None and row["created_at"] < since):
+                break
+            rows.append(row)
+        return rows
 
     def expire(self, now_s: float) -> int:
         """Drop the results of calls past their retention; forget them entirely much later."""
@@ -400,10 +410,11 @@ class Jobs:
             return dict(out, state="running", container=inp.container.id)
         return dict(out, state="queued", reason=pool.queue_reason())
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The latest spawned calls, newest first: running ones with their container, ended ones with their end."""
+    def recent(self, limit: int, since: float | None = None) -> list[dict[str, Any]]:
+        """The latest spawned calls (made at ``since`` or later), newest first: running ones with their container,
+        ended ones with their end."""
         calls = []
-        for row in self.store.recent(min(limit, RECENT_MAX)):
+        for row in self.store.recent(min(limit, RECENT_MAX), since):
             job = self.live.get(row["id"])
             if job is not None:  # the row says 'queued' until it ends: the pools know better
                 calls.append(dict(self._live_status(job), group=job.group_id))
@@ -548,7 +559,7 @@ class SpawnedCalls(Service):
         limit = req.msg.limit
         if limit < 1:
             raise refusal(ErrorName.INVALID, f"calls_recent: limit must be a positive integer, not {limit!r}")
-        return CallsRecentReply(calls=self.jobs.recent(limit))
+        return CallsRecentReply(calls=self.jobs.recent(limit, req.msg.since))
 
     def tick(self, now: float) -> None:
         self.jobs.tick(now)

@@ -80,6 +80,7 @@ class ResultEntry(Message):
     run_us: int = wire("us", default=0)  # how long it ran in its container
     attempt: int = 1
     n_payloads: int = wire("np", default=1)
+    cached: bool = wire("c", default=False)  # answered from the result cache: it did not run
 
 
 @message("result")
@@ -145,3 +146,15 @@ class RevokedMsg(Message):
     """A leased container's answer to a direct call it will not run (its lease was taken back)."""
 
     id: str
+
+
+@message("cache_clear")
+class CacheClearMsg(Message):
+    """Forget the result cache's entries of one function's code (``code``: its ``CachePolicy.code``)."""
+
+    code: str
+
+
+@message("reply")
+class CacheClearReply(Message):
+    cleared: int  # entries dropped

@@ -93,7 +93,10 @@ class CallLogsReply(Message):
 
 @message("calls_recent")
 class CallsRecentMsg(Message):
+    """The latest spawned calls, newest first: at most ``limit``, and none made before ``since`` (Unix time)."""
+
     limit: int = 50
+    since: float | None = None
 
 
 @message("reply")

@@ -58,6 +58,7 @@ class StatusReply(Message):
     stores: dict[str, Any]
     sandboxes: list[dict[str, Any]]  # the rc.Sandbox-es that have not finished (each as sandbox_get's info)
     web: dict[str, Any] = wire(factory=dict)  # the web gateway: its url, and the live endpoints' URLs
+    cache: dict[str, int] = wire(factory=dict)  # the result cache: entries, bytes, max_bytes, hits, misses
 
 
 @message("shutdown")
