@@ -14,7 +14,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install -q -e '.[dev]'  # the panel: built and linked below
 	touch $@
 
 # Node.js builds the side panel: Debian's when the machine has none.
