@@ -2,18 +2,21 @@
 
 The map loop updates a :class:`Progress`; a view renders it.  Which view: the
 notebook's (registered by the IPython extension through :func:`set_notebook_view`)
-inside a kernel, a single rewritten line on a terminal when stderr is a TTY,
-and nothing when output is piped.  ``progress=True``/``False`` overrides.  A
-view appears only once the call has run for ``SHOW_AFTER_S``, so quick maps stay
-quiet.
+inside a kernel, a ``rich`` bar when stderr is a terminal, and a plain line every
+few seconds when it is piped (``_terminal``).  Code running in a container shows
+none (its stderr is its logs).  ``progress=True``/``False`` overrides.  A view
+appears only once the call has run for ``SHOW_AFTER_S``, so quick maps stay quiet.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+from remotecell_runtime.protocol.image_spec import IN_CONTAINER_ENV
 
 SHOW_AFTER_S = 0.5
 RENDER_EVERY_S = 0.1
@@ -121,18 +124,6 @@ class Progress:
         return ", ".join(parts)
 
 
-class TerminalView:
-    """A line on stderr, rewritten in place."""
-
-    def render(self, progress: Progress) -> None:
-        sys.stderr.write("\r" + progress.line() + "\x1b[K")
-        sys.stderr.flush()
-
-    def close(self, progress: Progress) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def _in_kernel() -> bool:
     shell = sys.modules.get("IPython")
     get_ipython = getattr(shell, "get_ipython", None)
@@ -146,8 +137,10 @@ def _choose_view(show: bool | None) -> ViewFactory | None:
     show = DEFAULT_SHOW if show is None else show
     if show is False:
         return None
-    if _notebook_view is not None and _in_kernel():
+    if _in_kernel():  # the widget shows it (with the extension loaded); never terminal lines in a cell
         return _notebook_view
-    if show or sys.stderr.isatty():
-        return lambda progress: TerminalView()
-    return None
+    if show is None and os.environ.get(IN_CONTAINER_ENV):  # in a container: its stderr is the call's logs
+        return None
+    from . import _terminal
+
+    return _terminal.map_view
