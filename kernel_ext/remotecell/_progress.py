@@ -108,14 +108,29 @@ class Progress:
             self._view.render(self)
             self._view.close(self)
 
-    def line(self) -> str:
-        """One line of text: ``label: done/total (failed), in flight, rate, ETA``."""
+    def rate_text(self) -> str:
+        """``38.2/s`` (inputs finished per second so far)."""
+        return f"{self.rate:,.1f}/s" if self.rate < 100 else f"{self.rate:,.0f}/s"
+
+    def eta_text(self) -> str:
+        """``ETA 23 s`` while it runs (``ETA -`` with no rate or total yet), ``took 1.6 s`` once ended."""
+        if self.finished_s is not None:
+            return f"took {self.elapsed_s:.1f} s"
+        eta = self.eta_s
+        return "ETA -" if eta is None else f"ETA {eta:.0f} s"
+
+    def counts(self) -> str:
+        """``12/30 done, 1 failed, 4 in flight``."""
         total = "?" if self.total is None else str(self.total)
-        parts = [f"{self.label}: {self.done}/{total} done"]
+        parts = [f"{self.done}/{total} done"]
         if self.failed:
             parts.append(f"{self.failed} failed")
         parts.append(f"{self.in_flight} in flight")
-        parts.append(f"{self.rate:,.0f}/s")
+        return ", ".join(parts)
+
+    def line(self) -> str:
+        """One line of text: ``label: done/total (failed), in flight, rate, ETA``."""
+        parts = [f"{self.label}: {self.counts()}", f"{self.rate:,.0f}/s"]
         eta = self.eta_s
         if eta is not None and self.finished_s is None:
             parts.append(f"ETA {eta:.0f} s")
