@@ -11,12 +11,13 @@ appears only once the call has run for ``SHOW_AFTER_S``, so quick maps stay quie
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from remotecell_runtime.protocol.image_spec import IN_CONTAINER_ENV
+
+from . import _terminal
 
 SHOW_AFTER_S = 0.5
 RENDER_EVERY_S = 0.1
@@ -139,10 +140,7 @@ class Progress:
         return ", ".join(parts)
 
 
-def _in_kernel() -> bool:
-    shell = sys.modules.get("IPython")
-    get_ipython = getattr(shell, "get_ipython", None)
-    return bool(get_ipython and get_ipython() and hasattr(get_ipython(), "kernel"))
+_in_kernel = _terminal.in_kernel  # the views of widgets/ ask it here
 
 
 DEFAULT_SHOW: bool | None = None  # ``rc.enable_output(show_progress=False)`` sets False: no view unless asked
@@ -156,6 +154,4 @@ def _choose_view(show: bool | None) -> ViewFactory | None:
         return _notebook_view
     if show is None and os.environ.get(IN_CONTAINER_ENV):  # in a container: its stderr is the call's logs
         return None
-    from . import _terminal
-
     return _terminal.map_view

@@ -16,10 +16,25 @@ from __future__ import annotations
 import re
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
-if TYPE_CHECKING:
-    from ._progress import Progress
+
+class MapCounts(Protocol):
+    """What a view reads of ``_progress.Progress`` (a protocol: that module imports this one)."""
+
+    label: str
+    total: int | None
+    done: int
+    failed: int
+
+    def line(self) -> str: ...
+
+
+def in_kernel() -> bool:
+    """This process is a Jupyter kernel (IPython with a kernel): its output goes to cells, not a terminal."""
+    shell = sys.modules.get("IPython")
+    get_ipython = getattr(shell, "get_ipython", None)
+    return bool(get_ipython and get_ipython() and hasattr(get_ipython(), "kernel"))
 
 LINE_EVERY_S = 5.0  # piped output: at most one progress line per this many seconds (and the last one)
 
@@ -32,25 +47,25 @@ def is_terminal(stream: IO[str]) -> bool:
         return False
 
 
-def _counts(progress: Progress) -> str:
+def _counts(progress: MapCounts) -> str:
     return progress.line().split(": ", 1)[-1]
 
 
 class LineView:
     """Piped output: ``label: done/total done, ...`` lines on stderr, throttled to one per ``LINE_EVERY_S``."""
 
-    def __init__(self, progress: Progress, stream: IO[str] | None = None) -> None:
+    def __init__(self, progress: MapCounts, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
         self._written_s: float | None = None
 
-    def render(self, progress: Progress) -> None:
+    def render(self, progress: MapCounts) -> None:
         now = time.monotonic()
         if self._written_s is not None and now - self._written_s < LINE_EVERY_S:
             return
         self._written_s = now
         self._write(progress.line())
 
-    def close(self, progress: Progress) -> None:
+    def close(self, progress: MapCounts) -> None:
         self._write(progress.line())  # after ``render`` at close: the final counts, even within LINE_EVERY_S
 
     def _write(self, line: str) -> None:
@@ -95,17 +110,17 @@ class LiveBar:
 class BarView:
     """A terminal: ``tick.map ━━━━━━━╸━━━ 120/1000 done, 3 failed, 40 in flight, 38/s, ETA 23 s 0:00:03``."""
 
-    def __init__(self, progress: Progress, stream: IO[str] | None = None) -> None:
+    def __init__(self, progress: MapCounts, stream: IO[str] | None = None) -> None:
         self.live = LiveBar(progress.label, progress.total, stream or sys.stderr)
 
-    def render(self, progress: Progress) -> None:
+    def render(self, progress: MapCounts) -> None:
         self.live.update(progress.done + progress.failed, progress.total, _counts(progress), bool(progress.failed))
 
-    def close(self, progress: Progress) -> None:
+    def close(self, progress: MapCounts) -> None:
         self.live.stop()
 
 
-def map_view(progress: Progress) -> BarView | LineView:
+def map_view(progress: MapCounts) -> BarView | LineView:
     """The view of a map outside a notebook: a bar when stderr is a terminal, else plain lines."""
     return BarView(progress) if is_terminal(sys.stderr) else LineView(progress)
 
@@ -165,8 +180,6 @@ class BuildView:
 def build_view(label: str) -> Any:
     """A :class:`BuildView` when stdout and stderr are both a terminal (not in a kernel), else None: the build
     log then goes where it always did (the cell, or plain lines of the piped output)."""
-    from ._progress import _in_kernel
-
-    if _in_kernel() or not (is_terminal(sys.stderr) and is_terminal(sys.stdout)):
+    if in_kernel() or not (is_terminal(sys.stderr) and is_terminal(sys.stdout)):
         return None
     return BuildView(label)
