@@ -14,7 +14,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install -q -e '.[dev]'  # the panel: built and linked below
 	touch $@
 
 # Node.js builds the side panel: Debian's when the machine has none.
@@ -52,15 +52,18 @@ demo: setup
 	$(PY) notebooks/run.py notebooks/quickstart.ipynb
 
 test: lint browser
+	cd labextension && npm test --silent
 	$(PY) -m pytest -q
 
 # No runtime, no kernel: seconds.
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest -q tests/unit
 
+# The panel's TypeScript: ESLint and Prettier here, its unit tests (vitest, jsdom) in `make test` (seconds).
 lint: setup
 	$(PY) -m mypy
 	$(PY) -m ruff check kernel_ext runtime tests benchmarks
+	cd labextension && npm run --silent lint
 
 bench: setup
 	$(PY) benchmarks/run.py

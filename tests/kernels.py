@@ -108,9 +108,9 @@ def view_parts(kernel: Kernel, model_id: str) -> dict[str, dict]:
 
 
 def shown_views(kernel: Kernel, msg_id: str) -> list[str]:
-    """The model ids of the widgets a cell displayed, in order."""
+    """The model ids of the widgets a cell displayed, in order (an update of a shown one is not another)."""
     return [o["content"]["data"][VIEW]["model_id"] for o in kernel.outputs(msg_id)
-            if VIEW in o["content"].get("data", {})]
+            if o["msg_type"] != "update_display_data" and VIEW in o["content"].get("data", {})]
 
 
 def click(kernel: Kernel, model_id: str) -> None:

@@ -344,22 +344,23 @@ class Connection:
         return header
 
     def ask(self, msg: Message, answer: type[R], payloads: list[Payload] | tuple[()] = (),
-            timeout_s: float | None = 30.0) -> R:
-        """One request, its reply read as ``answer``; raise the error it reports.
+            timeout_s: float | None = 30.0, on_output: OutputSink | None = None) -> R:
+        """One request, its reply read as ``answer``; raise the error it reports.  ``output`` messages of the
+        request (an image build's log) go to ``on_output``, else to this process's streams.
 
         Example::
 
             status = conn.ask(StatusMsg(), StatusReply)
         """
-        return answer.from_wire(self._control(self.envelope(msg), payloads, timeout_s))
+        return answer.from_wire(self._control(self.envelope(msg), payloads, timeout_s, on_output))
 
     def _control(self, header: dict[str, Any], payloads: list[Payload] | tuple[()], timeout_s: float | None,
-                 ) -> dict[str, Any]:
+                 on_output: OutputSink | None = None) -> dict[str, Any]:
         """A control request's reply; sent once more when the local runtime had crashed (it was started again)."""
         try:
-            reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
+            reply, _ = self.channel().roundtrip(header, payloads, on_output, timeout_s)
         except NotSent:
-            reply, _ = self.channel().roundtrip(header, payloads, timeout_s=timeout_s)
+            reply, _ = self.channel().roundtrip(header, payloads, on_output, timeout_s)
         return reply
 
     async def ask_aio(self, msg: Message, answer: type[R],

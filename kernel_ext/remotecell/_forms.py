@@ -149,10 +149,13 @@ class MapForms:
 
     async def _calls_aio(self, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[str, Any] | None = None,
                          order_outputs: bool = True, return_exceptions: bool = False,
-                         progress: bool | None = None, total: int | None = None) -> AsyncIterator[list[Any]]:
-        """One remote call per tuple of arguments; lists of results as they finish (in input order by default)."""
+                         progress: bool | None = None, total: int | None = None,
+                         _form: str = "map") -> AsyncIterator[list[Any]]:
+        """One remote call per tuple of arguments; lists of results as they finish (in input order by default).
+
+        ``_form`` names the progress view: ``square.map``, ``square.starmap``, ``square.for_each``."""
         fanout = _invocation.fanout(await self.resolve_aio())
-        meter = _progress.Progress(f"{self.name}.map", total, progress)
+        meter = _progress.Progress(f"{self.name}.{_form}", total, progress)
         if return_exceptions:
             meter.retry = self._retry_from_view
         async for values in _map.run(fanout, arg_tuples, kwargs or {}, order_outputs, return_exceptions, meter,
@@ -167,7 +170,7 @@ class MapForms:
         return self._calls_aio(zip(*iterables, strict=False), total=_length(iterables), **options)  # shortest wins
 
     def _starmap_batches(self, items: Iterable[Sequence[Any]], **options: Any) -> AsyncIterator[list[Any]]:
-        return self._calls_aio(items, total=_length([items]), **options)
+        return self._calls_aio(items, total=_length([items]), **{"_form": "starmap", **options})
 
     async def map_aio(self, *iterables: Iterable[Any], **options: Any) -> AsyncIterator[Any]:
         with self._noting():
@@ -229,11 +232,12 @@ class MapForms:
 
     def for_each(self, *iterables: Iterable[Any], ignore_exceptions: bool = False, **options: Any) -> None:
         """Call ``f`` on every item for its effects; results are dropped."""
-        for _ in self.map(*iterables, return_exceptions=ignore_exceptions, order_outputs=False, **options):
+        for _ in self.map(*iterables, return_exceptions=ignore_exceptions, order_outputs=False, _form="for_each",
+                          **options):
             pass
 
     async def for_each_aio(self, *iterables: Iterable[Any], ignore_exceptions: bool = False,
                             **options: Any) -> None:
         async for _ in self.map_aio(*iterables, return_exceptions=ignore_exceptions, order_outputs=False,
-                                     **options):
+                                     _form="for_each", **options):
             pass

@@ -2,20 +2,22 @@
 
 The map loop updates a :class:`Progress`; a view renders it.  Which view: the
 notebook's (registered by the IPython extension through :func:`set_notebook_view`)
-inside a kernel, a single rewritten line on a terminal when stderr is a TTY,
-and nothing when output is piped.  ``progress=True``/``False`` overrides.  A
-view appears only once the call has run for ``SHOW_AFTER_S``, so quick maps stay
-quiet.
+inside a kernel, a ``rich`` bar when stderr is a terminal, and a plain line every
+few seconds when it is piped (``_terminal``).  Code running in a container shows
+none (its stderr is its logs).  ``progress=True``/``False`` overrides.  A view
+appears only once the call has run for ``SHOW_AFTER_S``, so quick maps stay quiet.
 """
 
 from __future__ import annotations
 
-import sys
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import _retry
+from remotecell_runtime.protocol.image_spec import IN_CONTAINER_ENV
+
+from . import _retry, _terminal
 
 SHOW_AFTER_S = 0.5
 RENDER_EVERY_S = 0.1
@@ -123,14 +125,29 @@ class Progress:
         self.failed -= moved
         self.failures = still
 
-    def line(self) -> str:
-        """One line of text: ``label: done/total (failed), in flight, rate, ETA``."""
+    def rate_text(self) -> str:
+        """``38.2/s`` (inputs finished per second so far)."""
+        return f"{self.rate:,.1f}/s" if self.rate < 100 else f"{self.rate:,.0f}/s"
+
+    def eta_text(self) -> str:
+        """``ETA 23 s`` while it runs (``ETA -`` with no rate or total yet), ``took 1.6 s`` once ended."""
+        if self.finished_s is not None:
+            return f"took {self.elapsed_s:.1f} s"
+        eta = self.eta_s
+        return "ETA -" if eta is None else f"ETA {eta:.0f} s"
+
+    def counts(self) -> str:
+        """``12/30 done, 1 failed, 4 in flight``."""
         total = "?" if self.total is None else str(self.total)
-        parts = [f"{self.label}: {self.done}/{total} done"]
+        parts = [f"{self.done}/{total} done"]
         if self.failed:
             parts.append(f"{self.failed} failed")
         parts.append(f"{self.in_flight} in flight")
-        parts.append(f"{self.rate:,.0f}/s")
+        return ", ".join(parts)
+
+    def line(self) -> str:
+        """One line of text: ``label: done/total (failed), in flight, rate, ETA``."""
+        parts = [f"{self.label}: {self.counts()}", f"{self.rate:,.0f}/s"]
         eta = self.eta_s
         if eta is not None and self.finished_s is None:
             parts.append(f"ETA {eta:.0f} s")
@@ -139,22 +156,7 @@ class Progress:
         return ", ".join(parts)
 
 
-class TerminalView:
-    """A line on stderr, rewritten in place."""
-
-    def render(self, progress: Progress) -> None:
-        sys.stderr.write("\r" + progress.line() + "\x1b[K")
-        sys.stderr.flush()
-
-    def close(self, progress: Progress) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def _in_kernel() -> bool:
-    shell = sys.modules.get("IPython")
-    get_ipython = getattr(shell, "get_ipython", None)
-    return bool(get_ipython and get_ipython() and hasattr(get_ipython(), "kernel"))
+_in_kernel = _terminal.in_kernel  # the views of widgets/ ask it here
 
 
 DEFAULT_SHOW: bool | None = None  # ``rc.enable_output(show_progress=False)`` sets False: no view unless asked
@@ -164,8 +166,8 @@ def _choose_view(show: bool | None) -> ViewFactory | None:
     show = DEFAULT_SHOW if show is None else show
     if show is False:
         return None
-    if _notebook_view is not None and _in_kernel():
+    if _in_kernel():  # the widget shows it (with the extension loaded); never terminal lines in a cell
         return _notebook_view
-    if show or sys.stderr.isatty():
-        return lambda progress: TerminalView()
-    return None
+    if show is None and os.environ.get(IN_CONTAINER_ENV):  # in a container: its stderr is the call's logs
+        return None
+    return _terminal.map_view

@@ -63,6 +63,7 @@ class BatchStats(dict[str, Any]):
         lines = [f"{name}: {summary(self)}",
                  f"  mean batch {number(self.get('mean_batch_size'))} of {limits(self)}; closed: {closes(self)}",
                  f"  queue wait: {waits(self)}",
+                 *([f"  recent batch sizes, oldest first: {trend}"] if (trend := sparkline(self)) else []),
                  "  batch sizes:"]
         rows = size_rows(self.get("sizes") or {}, self.get("max_batch_size"))
         label_width = max(len(label) for label, _ in rows)
@@ -107,6 +108,27 @@ def closes(stats: dict[str, Any]) -> str:
 def waits(stats: dict[str, Any]) -> str:
     """``mean 4.1 ms, p99 9.8 ms``: each input's time in the queue."""
     return f"mean {number(stats.get('wait_ms_mean'))} ms, p99 {number(stats.get('wait_ms_p99'))} ms"
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(stats: dict[str, Any]) -> str:
+    """The sizes of the last batches (``recent``, oldest first) as block characters of ``max_batch_size``.
+
+    >>> sparkline({"max_batch_size": 8, "recent": [{"size": 1}, {"size": 4}, {"size": 8}]})
+    '▁▄█'
+    """
+    top = max(stats.get("max_batch_size") or 1, 1)
+    sizes = [int(b.get("size", 0)) for b in reversed(_by_age(stats.get("recent") or []))]
+    return "".join(SPARKS[min(len(SPARKS) - 1, max(0, round(n / top * len(SPARKS)) - 1))] for n in sizes)
+
+
+def _by_age(recent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Newest first (the runtime sends them oldest first; ``closed_s_ago`` decides when given)."""
+    if all("closed_s_ago" in b for b in recent):
+        return sorted(recent, key=lambda b: b["closed_s_ago"])
+    return list(reversed(recent))
 
 
 def bar_length(n: int, most: int, width: int) -> int:

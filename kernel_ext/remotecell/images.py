@@ -43,7 +43,7 @@ from remotecell_runtime.protocol.messages.blobs import BLOB_MAX_BYTES, BlobHasMs
 from remotecell_runtime.protocol.messages.images import ImageBuildMsg, ImageBuildReply
 from remotecell_runtime.protocol.messages.session import EmptyReply
 
-from . import _client
+from . import _client, _terminal
 from . import _image_sources as sources
 from .exceptions import ImageBuildError, InvalidError
 from .file_pattern_matcher import NON_PYTHON_FILES, ignore_fn
@@ -387,10 +387,17 @@ class Image:
         upload(conn, blobs)
         if spec == ImageSpec():
             return None
+        view = _terminal.build_view(repr(self))  # on a terminal: the log above a bar of its layers
+        built = False
         try:  # as long as it takes: the connection's heartbeat says whether the runtime is still there
-            conn.ask(ImageBuildMsg(image=spec), ImageBuildReply, timeout_s=None)
+            conn.ask(ImageBuildMsg(image=spec), ImageBuildReply, timeout_s=None,
+                     on_output=view.output if view is not None else None)
+            built = True
         except ImageBuildError as exc:
             return exc
+        finally:
+            if view is not None:
+                view.close(ok=built)
         return spec.fields()
 
     @property

@@ -9,7 +9,7 @@ export const POLL_INTERVAL_MS = 2000;
 const ACTIVE_STATES = new Set(['queued', 'running']);
 
 /** A small DOM builder: text always goes in as text, never as HTML (names come from user code). */
-function el(tag: string, className: string, ...children: (Node | string)[]): HTMLElement {
+export function el(tag: string, className: string, ...children: (Node | string)[]): HTMLElement {
   const node = document.createElement(tag);
   if (className) {
     node.className = className;
@@ -25,12 +25,12 @@ function section(title: string, rows: HTMLElement[], empty: string): HTMLElement
   return el('section', 'rc-section', el('h3', '', title), ...body);
 }
 
-function containers(pool: IPool): string {
+export function containers(pool: IPool): string {
   const parts = Object.entries(pool.containers).map(([state, n]) => `${n} ${state}`);
   return parts.join(', ') || 'no containers';
 }
 
-function elapsed(call: ICall, nowS: number): string {
+export function elapsed(call: ICall, nowS: number): string {
   const endS = call.finished_at || nowS;
   return `${Math.max(0, endS - call.created_at).toFixed(1)} s`;
 }
@@ -129,9 +129,21 @@ export class RemotecellPanel extends Widget {
       section('Runtime', runtime, ''),
       section('Apps', apps, 'no apps'),
       section('Functions', pools, 'no functions'),
-      section('Calls', calls.map(c => this.callRow(c, nowS)), 'no spawned calls'),
-      section('Inbox (last day)', inbox.map(c => inboxRow(c, nowS)), 'no calls in the last day'),
-      section('Schedules', schedules.map(c => this.scheduleRow(c)), 'no schedules'),
+      section(
+        'Calls',
+        calls.map(c => this.callRow(c, nowS)),
+        'no spawned calls'
+      ),
+      section(
+        'Inbox (last day)',
+        inbox.map(c => inboxRow(c, nowS)),
+        'no calls in the last day'
+      ),
+      section(
+        'Schedules',
+        schedules.map(c => this.scheduleRow(c)),
+        'no schedules'
+      ),
       section('Web endpoints', endpointRows(status), 'no live web endpoints'),
       section('Sandboxes', (status.sandboxes ?? []).map(sandboxRow), 'no sandboxes'),
       section('Dicts and Queues', stores.map(storeRow), 'no Dicts or Queues')
@@ -220,14 +232,14 @@ export class RemotecellPanel extends Widget {
   }
 }
 
-function storeRow(store: IStore): HTMLElement {
+export function storeRow(store: IStore): HTMLElement {
   const kind = store.kind === 'dict' ? 'Dict' : 'Queue';
   const name = store.name ?? `(ephemeral #${store.id})`;
   const unit = store.kind === 'dict' ? ['entry', 'entries'] : ['item', 'items'];
   return el('div', 'rc-row rc-store', `${kind} ${name}: ${store.size} ${unit[store.size === 1 ? 0 : 1]}`);
 }
 
-function endpointRows(status: IStatus): HTMLElement[] {
+export function endpointRows(status: IStatus): HTMLElement[] {
   return Object.entries(status.web?.endpoints ?? {}).map(([name, url]) => {
     const link = el('a', 'rc-endpoint-url', url) as HTMLAnchorElement;
     link.href = url;
@@ -239,7 +251,7 @@ function endpointRows(status: IStatus): HTMLElement[] {
   });
 }
 
-function sandboxRow(sandbox: ISandbox): HTMLElement {
+export function sandboxRow(sandbox: ISandbox): HTMLElement {
   const what = sandbox.name ?? sandbox.cmd.join(' ');
   const reason = sandbox.reason ? ` (${sandbox.reason})` : '';
   const row = el('div', 'rc-row rc-sandbox', el('b', '', sandbox.id), ` ${sandbox.status}${reason}: ${what}`);

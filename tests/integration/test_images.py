@@ -9,8 +9,11 @@ are not already cached by another test of the session (they share the base layer
 from __future__ import annotations
 
 import json
+import os
 import platform
+import re
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -375,3 +378,40 @@ def test_remotecell_run_shows_the_build_log_and_fails_with_the_failed_step(runti
     failed = cli("run", str(path))
     assert failed.returncode == 1 and "entrypoint" not in failed.stdout
     assert "image step 2/2 (pip install remotecell-no-such-package-xyz) failed" in failed.stderr, failed.stderr
+
+
+TERMINAL_BUILD = """
+import remotecell as rc
+app = rc.App("images-terminal", image=rc.Image.debian_slim().env({"IMAGE_TEST": "terminal"}).uv_pip_install(
+    "six==1.17.0"))
+app.function()(lambda: None)
+with app.run():
+    print("ran")
+"""
+
+
+def test_an_image_build_on_a_terminal_shows_its_log_above_a_bar_of_its_layers(runtime, tmp_path):
+    script = tmp_path / "build.py"
+    script.write_text(TERMINAL_BUILD)
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=follower, stderr=follower,
+                            env=dict(os.environ, COLUMNS="160", TERM="xterm-256color"))
+    os.close(follower)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the process is done
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(leader)
+    assert proc.wait(120) == 0, terminal
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.decode())
+    assert "=> Step 2/2: uv pip install six==1.17.0" in text and "+ six==1.17.0" in text, text  # the log
+    key = re.search(r"Building image (\w+)", text)
+    assert key, text
+    final = text[text.rindex(f"image {key.group(1)[:12]}"):]  # the bar's last drawing
+    assert "━" in final and "3/3 built" in final, text
+    assert text.rstrip().endswith("ran")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,40 +171,59 @@ app = rc.App("progress")
 
 @app.function(max_containers=2)
 def tick(x):
-    time.sleep(0.05)
+    time.sleep(0.1)
     if x == 3:
         raise ValueError("three")
     return x
 
 print(len(list(tick.map(range(30), return_exceptions=True))))
+tick.for_each(range(16), ignore_exceptions=True)
 """
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def test_map_progress_on_a_terminal_and_not_when_piped(runtime, tmp_path):
-    import pty
-
-    script = tmp_path / "progress.py"
-    script.write_text(PROGRESS_SCRIPT)
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=follower, text=True)
-    os.close(follower)
-    terminal = b""
+def _read_all(fd: int) -> bytes:
+    """What the other end of a pty wrote until it closed."""
+    out = b""
     while True:
         try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # the other end closed: the process is done
-            break
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the other end closed, the process is done
+            return out
         if not chunk:
-            break
-        terminal += chunk
+            return out
+        out += chunk
+
+
+def test_map_progress_is_a_rich_bar_on_a_terminal(runtime, tmp_path):
+    script = tmp_path / "progress.py"
+    script.write_text(PROGRESS_SCRIPT)
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=follower, text=True,
+                            env=dict(os.environ, COLUMNS="160", TERM="xterm-256color"))
+    os.close(follower)
+    terminal = _read_all(leader).decode()
     os.close(leader)
     assert proc.wait(60) == 0 and proc.stdout.read().strip() == "30"
-    text = terminal.decode()
-    last = text[text.rindex("tick.map:"):]  # the line is rewritten in place: its final state
-    assert "tick.map: 29/30 done, 1 failed, 0 in flight" in last, terminal
-    assert "/s" in last
+    text = ANSI.sub("", terminal)
+    assert "\x1b[" in terminal  # drawn with cursor moves, in place
+    mapped = text[text.rindex("tick.map"):text.index("tick.for_each")]  # the bar's last drawing: final
+    assert "━" in mapped and "29/30 done, 1 failed, 0 in flight" in mapped, terminal
+    assert "/s" in mapped
+    each = text[text.rindex("tick.for_each"):]
+    assert "15/16 done, 1 failed, 0 in flight" in each, terminal
+
+
+def test_map_progress_is_plain_throttled_lines_when_piped(runtime, tmp_path):
     piped = run_script(PROGRESS_SCRIPT, tmp_path=tmp_path)
-    assert piped.returncode == 0 and piped.stdout.strip() == "30" and "tick.map" not in piped.stderr
+    assert piped.returncode == 0 and piped.stdout.strip() == "30", piped.stderr
+    lines = [line for line in piped.stderr.splitlines() if line.startswith("tick.")]
+    assert "\x1b" not in piped.stderr and "━" not in piped.stderr  # no bar, no cursor moves: a log reads it
+    maps = [line for line in lines if line.startswith("tick.map: ")]
+    assert maps and maps[-1].startswith("tick.map: 29/30 done, 1 failed, 0 in flight, "), piped.stderr
+    assert re.search(r", \d+/s, \d+\.\d s$", maps[-1]), maps[-1]  # its rate, and how long it took
+    assert len(maps) <= 3, maps  # the first, the last, at most one more every 5 s: not one per input
+    assert lines[-1].startswith("tick.for_each: 15/16 done, 1 failed, 0 in flight"), piped.stderr
 
 
 def test_retry_failed_reruns_only_the_failures_and_merges_them_in_order(app, tmp_path):

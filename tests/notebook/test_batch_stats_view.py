@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import pytest
 from conftest import run_script
@@ -207,3 +208,36 @@ if __name__ == "__main__":
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "1 {2: 1}" and lines[1] == "pair: 1 batch, 2 items, - items/s"
+
+
+def test_the_widget_plots_batch_sizes_over_time_and_reads_as_text_where_not_rendered(kernel):
+    kernel.run(f"await calls({FULL})")
+    shown = kernel.start("tens.batch_stats()")
+    kernel.pump(lambda: kernel.finished(shown), what="the cell to finish")
+    [view] = shown_views(kernel, shown)
+    batches = int(kernel.value("tens.batch_stats()['batches']"))
+    chart = view_parts(kernel, view)["remotecell-batching-timeline"]["value"]
+    assert chart.startswith('<svg class="remotecell-batching-chart"')
+    assert chart.count("<circle") == min(batches, 50)  # a dot per recent batch (the runtime keeps 50)
+    assert chart.count(f'fill="#1565c0"><title>{FULL} (full), ') == min(batches, 50)  # all closed full
+    assert ">now</text>" in chart and f">{FULL}</text>" in chart  # the axis and the max_batch_size line
+    [bundle] = [o["content"]["data"] for o in kernel.outputs(shown) if VIEW in o["content"]["data"]]
+    assert f"  recent batch sizes, oldest first: {'█' * min(batches, 50)}" in bundle["text/plain"]
+    page = bundle["text/html"]
+    assert page.startswith('<div class="remotecell-batching">tens: ') and '<svg class="remotecell-batching-chart"' \
+        in page and "<table" in page
+
+
+def test_the_chart_and_the_sparkline_follow_size_and_age():
+    from remotecell.batching import sparkline
+    from remotecell.widgets.batching import CHART_W, timeline_svg
+
+    recent = [{"size": 1, "reason": "waited", "closed_s_ago": 10.0}, {"size": 8, "reason": "full", "closed_s_ago": 0.0}]
+    chart = timeline_svg(recent, 8)
+    old, new = re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"', chart)
+    assert float(old[0]) < float(new[0]) == CHART_W - 6  # the newest at the right edge: now
+    assert float(old[1]) > float(new[1])  # the smaller batch lower
+    assert 'fill="#ef6c00"><title>1 (waited), 10.0 s ago' in chart and ">10 s ago</text>" in chart
+    assert timeline_svg([], 8) == "<i>no recent batches to plot</i>"
+    assert sparkline({"max_batch_size": 8, "recent": recent}) == "▁█"
+    assert sparkline({"max_batch_size": 8, "recent": []}) == ""

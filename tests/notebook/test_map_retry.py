@@ -33,7 +33,7 @@ def test_the_map_widgets_retry_button_reruns_the_failures(kernel, tmp_path):
     [view] = shown_views(kernel, shown)
 
     def part(css: str) -> dict:
-        return view_parts(kernel, view)[f"remotecell-map-{css}"]
+        return view_parts(kernel, view)[f"remotecell-progress-{css}"]
 
     kernel.pump(lambda: part("retry")["description"] == "Retry 2 failed", what="the retry button")
     assert "2 failed" in part("counts")["value"] and part("bar")["bar_style"] == "danger"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import remotecell as rc
-from kernels import click, shown_views, view_parts
+from kernels import VIEW, click, shown_views, view_parts
 
 
 def test_the_notebook_view_shows_next_and_last_run_and_its_buttons_pause_resume_and_run(scheduled, kernel):
@@ -28,3 +30,37 @@ def test_the_notebook_view_shows_next_and_last_run_and_its_buttons_pause_resume_
     kernel.pump(lambda: part("next")["value"].startswith("next ") and not part("toggle")["disabled"],
                 what="the view to say resumed")
     assert not rc.Function.from_name(scheduled, "tick").schedule().paused
+
+
+def test_the_view_draws_last_and_next_runs_on_a_timeline_and_reads_as_text_where_not_rendered(scheduled, kernel):
+    shown = kernel.start(f"import remotecell as rc\ns = rc.Function.from_name({scheduled!r}, 'tick').schedule()\ns")
+    kernel.pump(lambda: kernel.finished(shown), what="the cell to finish")
+    [view] = shown_views(kernel, shown)
+
+    def timeline() -> str:
+        return view_parts(kernel, view)["remotecell-schedule-timeline"]["value"]
+
+    kernel.pump(lambda: "last run succeeded" in timeline(), what="a finished run on the timeline")
+    chart = timeline()
+    assert chart.startswith('<svg class="remotecell-schedule-chart"') and ">now</text>" in chart
+    assert re.search(r">last \d+ s ago</text>", chart) and re.search(r">next in \d+ s</text>", chart), chart
+    assert 'fill="green"' in chart  # the last run's dot in its state's color
+    # where widgets are not rendered: the schedule's line, and a static copy of the timeline
+    [bundle] = [o["content"]["data"] for o in kernel.outputs(shown) if VIEW in o["content"].get("data", {})]
+    assert bundle["text/plain"].startswith("tick in ") and "every 1 s" in bundle["text/plain"]
+    assert bundle["text/html"].startswith('<div class="remotecell-schedule">tick in ')
+    assert '<svg class="remotecell-schedule-chart"' in bundle["text/html"]
+
+
+def test_a_paused_schedule_has_no_next_run_on_its_timeline():
+    from remotecell.schedules import Schedule
+    from remotecell.widgets.schedules import timeline_svg
+
+    state = {"paused": True, "next_at": None, "description": "every 60 s",
+             "last": {"call_id": "fc-1", "at": 1000.0, "trigger": "schedule", "state": "failed"},
+             "fires": [{"slot": 940.0, "outcome": "spawned"}, {"slot": 1000.0, "outcome": "skipped: still running"}]}
+    chart = timeline_svg(Schedule("etl", "nightly", state), now=1030.0)
+    assert "next in" not in chart and "<title>paused</title>" in chart
+    assert ">last 30 s ago</text>" in chart and 'fill="#c62828"' in chart  # failed: red
+    assert chart.count("<line") == 1 + 2 + 1  # the axis, a tick per slot, now
+    assert 'stroke="#2e7d32"' in chart and 'stroke="gray" stroke-width="1.2"' in chart  # spawned; skipped

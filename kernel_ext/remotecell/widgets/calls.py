@@ -274,10 +274,16 @@ class BoxSurface:
         return self.box.comm is None
 
     def show(self, text: str) -> None:
-        """Display the widget; ``text`` stands in for it where widgets are not rendered (a saved notebook)."""
+        """Display the widget; ``text`` (and ``static_html``) stand in for it where widgets are not rendered
+        (nbconvert, GitHub, a notebook saved without its widget state)."""
         from IPython.display import display
 
-        display(dict(self.box._repr_mimebundle_(), **{"text/plain": text}), raw=True)
+        display(dict(self.box._repr_mimebundle_(), **{"text/plain": text, "text/html": self.static_html(text)}),
+                raw=True)
+
+    def static_html(self, text: str) -> str:
+        """What an HTML page shows of the view as it was when displayed: its text, unless a view draws more."""
+        return f"<pre>{html.escape(text)}</pre>"
 
 
 class _Widget(BoxSurface):

@@ -2,7 +2,10 @@
 
 ``f.schedule()`` as a cell's last expression shows what the schedule fires
 (``every 60 s``, ``cron '0 3 * * *' (Europe/Berlin)``), its next run (or
-paused), its last run (call id, trigger, state) and the buttons.  A button only
+paused), its last run (call id, trigger, state), a timeline of them (the recent
+slots as ticks, the last run as a dot in its state's color, now, and the next
+run as a ring) and the buttons.  Where widgets are not rendered (nbconvert,
+GitHub) the output is the schedule's text and a static copy of the timeline.  A button only
 flags what to do: the poller thread (``widgets.poller``) sends it with its next
 refresh, so a click never blocks the kernel.  The view stays live while shown;
 it ends when the schedule is gone (its app stopped).  Without ipywidgets it is
@@ -14,6 +17,7 @@ the schedule's text, updated in place; outside a kernel, the text.
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -83,9 +87,12 @@ class ScheduleWidget(BoxSurface):
         self.title = html_part(widgets, "remotecell-schedule-title")
         self.next = html_part(widgets, "remotecell-schedule-next")
         self.last = html_part(widgets, "remotecell-schedule-last")
+        self.timeline = html_part(widgets, "remotecell-schedule-timeline")
         self.toggle = self._button(widgets, "Pause", "pause", "remotecell-schedule-toggle", act)
         self.run = self._button(widgets, "Run now", "play", "remotecell-schedule-run", act)
-        self.box = widgets.VBox([widgets.HBox([self.title, self.next, self.toggle, self.run]), self.last])
+        self.box = widgets.VBox([widgets.HBox([self.title, self.next, self.toggle, self.run]), self.last,
+                                 self.timeline])
+        self.snap = snap
         self.box.add_class("remotecell-schedule")
         self.render(snap)
 
@@ -110,8 +117,66 @@ class ScheduleWidget(BoxSurface):
         problem = f" ({snap.problem})" if snap.problem else ""
         self.next.value = html.escape((snap.gone or s.upcoming()) + problem)
         self.last.value = _last_html(s.last)
+        self.timeline.value = timeline_svg(s, time.time())
         self.toggle.description, self.toggle.icon = ("Resume", "play") if s.paused else ("Pause", "pause")
         self.toggle.disabled = self.run.disabled = snap.final
+
+
+    def static_html(self, text: str) -> str:
+        """The schedule's line and its timeline, as plain HTML (nbconvert, GitHub)."""
+        return (f'<div class="remotecell-schedule">{html.escape(text)}<br>'
+                f"{timeline_svg(self.snap.schedule, time.time())}</div>")
+
+
+TIMELINE_W, TIMELINE_H = 360, 40
+
+
+def _ago(seconds: float) -> str:
+    seconds = abs(seconds)
+    return f"{seconds:.0f} s" if seconds < 120 else (f"{seconds / 60:.0f} min" if seconds < 7200
+                                                      else f"{seconds / 3600:.0f} h")
+
+
+def timeline_svg(schedule: Schedule, now: float) -> str:
+    """The last and next runs on a line through now: recent slots as ticks (gray when skipped), the last run
+    as a dot in its state's color, the next one as a ring (none while paused).
+
+    >>> timeline_svg(tick.schedule(), time.time())   # '<svg class="remotecell-schedule-chart" ...'
+    """
+    last = schedule.last
+    fires = [f for f in schedule.fires if f.get("slot") is not None]
+    past = [float(f["slot"]) for f in fires] + ([float(last["at"])] if last and last.get("at") else [])
+    future = [float(schedule.next_at)] if schedule.next_at is not None and not schedule.paused else []
+    start = min([*past, now - 1.0])
+    end = max([*future, now + 1.0])
+    left, right, mid = 8, TIMELINE_W - 8, 16
+
+    def x(t: float) -> float:
+        return left + (right - left) * (t - start) / (end - start)
+
+    ticks = "".join(
+        f'<line x1="{x(float(f["slot"])):.1f}" y1="{mid - 5}" x2="{x(float(f["slot"])):.1f}" y2="{mid + 5}" '
+        f'stroke="{"#2e7d32" if f.get("outcome") == "spawned" else "gray"}" stroke-width="1.2">'
+        f'<title>slot {html.escape(str(f.get("outcome")))}</title></line>' for f in fires)
+    text = 'font-size="9" fill="currentColor"'
+    marks = [f'<line x1="{x(now):.1f}" y1="{mid - 8}" x2="{x(now):.1f}" y2="{mid + 8}" stroke="currentColor" '
+             f'stroke-dasharray="2,2"/><text x="{x(now):.1f}" y="{TIMELINE_H - 2}" text-anchor="middle" '
+             f"{text}>now</text>"]
+    if last and last.get("at"):
+        color = _COLORS.get(str(last.get("state")), "gray")
+        marks.append(f'<circle cx="{x(float(last["at"])):.1f}" cy="{mid}" r="4" fill="{color}">'
+                     f'<title>last run {html.escape(str(last.get("state")))}</title></circle>'
+                     f'<text x="{left}" y="{TIMELINE_H - 2}" {text}>last {_ago(now - float(last["at"]))} ago</text>')
+    if future:
+        marks.append(f'<circle cx="{x(future[0]):.1f}" cy="{mid}" r="4" fill="none" stroke="#1565c0" '
+                     f'stroke-width="1.5"><title>next run</title></circle>'
+                     f'<text x="{right}" y="{TIMELINE_H - 2}" text-anchor="end" {text}>'
+                     f"next in {_ago(future[0] - now)}</text>")
+    return (f'<svg class="remotecell-schedule-chart" width="{TIMELINE_W}" height="{TIMELINE_H}" '
+            f'viewBox="0 0 {TIMELINE_W} {TIMELINE_H}" role="img" xmlns="http://www.w3.org/2000/svg">'
+            f"<title>{html.escape(schedule.upcoming())}</title>"
+            f'<line x1="{left}" y1="{mid}" x2="{right}" y2="{mid}" stroke="gray" stroke-width="0.5"/>'
+            f'{ticks}{"".join(marks)}</svg>')
 
 
 def _last_html(last: dict[str, Any] | None) -> str:
