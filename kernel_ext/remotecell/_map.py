@@ -142,7 +142,7 @@ async def run(fanout: Fanout, arg_tuples: Iterable[Sequence[Any]], kwargs: dict[
                 args = args_of.pop(index, ())
                 if not ok and return_exceptions:
                     _retry.remember(value, function, args, kwargs)
-                    meter.failures.append(value)
+                    meter.keep_failure(value)
                 meter.advance(ok)
                 if not ok and not return_exceptions:
                     raise value

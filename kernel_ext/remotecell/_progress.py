@@ -21,6 +21,10 @@ from . import _retry, _terminal
 
 SHOW_AFTER_S = 0.5
 RENDER_EVERY_S = 0.1
+# Failures a map's view keeps for its "Retry failed" button, at most: each holds its exception, its
+# traceback's frames and its input, so a 1,000,000-input map failing often must not keep them all here
+# (the caller's list has them; ``f.retry_failed(results)`` reruns every one).
+FAILURES_KEPT = 1000
 
 
 class View(Protocol):
@@ -59,6 +63,7 @@ class Progress:
         self._show_at_once = show is True  # asked for: shown from the first result, even for a quick map
         self._rendered_s = 0.0
         self.failures: list[BaseException] = []  # returned failures (return_exceptions): the view's retry button
+        self.failures_not_kept = 0  # returned failures past ``FAILURES_KEPT``, or with no view to offer them
         # Set by the map: reruns the given failures (recording each outcome on its failure) and returns them.
         self.retry: Callable[[list[BaseException]], list[Any]] | None = None
 
@@ -82,6 +87,15 @@ class Progress:
         if self.total is None or self.rate <= 0:
             return None
         return max(0.0, (self.total - self.done - self.failed) / self.rate)
+
+    def keep_failure(self, failure: BaseException) -> None:
+        """A returned failure, for the view's retry button: kept only where a button can show (a notebook view,
+        with ``retry`` set) and only the first ``FAILURES_KEPT``; the rest are counted."""
+        if self.retry is None or self._factory is None or self._factory is _terminal.map_view \
+                or len(self.failures) >= FAILURES_KEPT:
+            self.failures_not_kept += 1
+            return
+        self.failures.append(failure)
 
     def advance(self, ok: bool) -> None:
         if ok:

@@ -105,6 +105,37 @@ def test_another_call_completes_while_a_frame_is_held(app):
     assert slow and slow[0].text == "-5\n"
 
 
+def test_other_containers_serve_the_function_while_one_holds_a_frame_and_runs_a_slow_command(app):
+    """Holding is the one container's business: the pool routes the function's inputs to every container, the
+    holding one and the others, while a pdb command keeps that container's debugger thread busy."""
+    @app.function(max_containers=2)
+    def where(x):
+        import os
+        import time
+        if x < 0:
+            raise ValueError("negative")
+        time.sleep(1.0)  # long enough that a backlog makes the pool start its second container
+        return os.environ["REMOTECELL_TASK_ID"]
+
+    where.remote(0)  # first a slow input: the pool knows it is slow (a fast one would be queued on one container)
+    exc = failure_of(lambda: where.remote(-1))
+    frames = rc._post_mortem.of(exc)
+    holder = frames.target.partition(":")[0]
+    conn = rc._client.connection()
+    assert conn.ask(DebugMsg(target=frames.target), DebugReply).state == OPEN
+    slow: list[DebugReply] = []
+    thread = threading.Thread(target=lambda: slow.append(conn.ask(
+        DebugMsg(target=frames.target, line="p __import__('time').sleep(20) or x"), DebugReply, timeout_s=60)))
+    thread.start()
+    try:
+        served = list(where.map(range(8)))
+        assert thread.is_alive() and not slow  # all 8 came back while the debugger was still busy
+        assert holder in served and len(set(served)) == 2, served  # the holder served, and so did another
+    finally:
+        thread.join(30)
+    assert slow and slow[0].text == "-1\n"
+
+
 def test_no_frames_and_a_bad_target_are_said(app, capsys):
     @app.function(secrets=[rc.Secret.from_dict({"REMOTECELL_DEBUG_HOLD_S": "0"})])
     def unheld(x):

@@ -44,3 +44,29 @@ def test_the_map_widgets_retry_button_reruns_the_failures(kernel, tmp_path):
     # the button's outcomes are merged without running the inputs again
     assert kernel.value("flaky.retry_failed(results)") == "[0, 10, 20, 30, 40, 50, 60, 70]"
     assert sorted(len(p.read_text()) for p in tmp_path.iterdir()) == [1] * 6 + [2, 2]
+
+
+def test_the_widget_keeps_at_most_failures_kept_and_its_button_says_so(kernel, tmp_path):
+    """A map that fails often: the view keeps the first FAILURES_KEPT failures (not all), the button reruns those,
+    and retry_failed(results) reruns every one."""
+    kernel.run(FLAKY.replace("x in (3, 6)", "x % 2"))  # every odd input fails the first time
+    kernel.run("import remotecell._progress as _p\n_p.FAILURES_KEPT = 5")
+    shown = kernel.start(f"results = list(flaky.map(range(24), kwargs={{'folder': {str(tmp_path)!r}}}, "
+                         "return_exceptions=True, progress=True))")
+    kernel.pump(lambda: kernel.finished(shown), what="the map to finish")
+    [view] = shown_views(kernel, shown)
+
+    def part(css: str) -> dict:
+        return view_parts(kernel, view)[f"remotecell-progress-{css}"]
+
+    kernel.pump(lambda: part("retry")["description"] == "Retry first 5 of 12 failed", what="the capped button")
+    click(kernel, part("retry")["model_id"])
+    kernel.pump(lambda: "retried 5: 5 succeeded, 0 failed again" in part("note")["value"],
+                what="the rerun of the 5 kept failures")
+    assert "7 failed" in part("counts")["value"]
+    tries = sorted(len(p.read_text()) for p in tmp_path.iterdir())
+    assert tries == [1] * 19 + [2] * 5  # the button reran the 5 it kept, no more
+    merged = "[x * 10 for x in range(24)]"
+    assert kernel.value(f"flaky.retry_failed(results) == {merged}") == "True"  # the other 7 ran now
+    assert sorted(len(p.read_text()) for p in tmp_path.iterdir()) == [1] * 12 + [2] * 12
+    kernel.run("_p.FAILURES_KEPT = 1000")  # the module's kernel is shared: as it was

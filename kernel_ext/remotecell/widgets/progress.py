@@ -13,7 +13,9 @@ A map with ``return_exceptions=True`` that ended with failures gets a "Retry N f
 button: it reruns only those inputs on a thread of its own (the kernel stays free), the
 bar and counts move each success from failed to done, and each failure records what its
 rerun got, so ``results = f.retry_failed(results)`` merges those outcomes without running
-them again (and reruns only what still fails).
+them again (and reruns only what still fails). The view keeps at most
+``_progress.FAILURES_KEPT`` (1,000) failures: past that the button reruns the first 1,000
+("Retry first 1,000 of 52,310 failed") and ``f.retry_failed(results)`` reruns them all.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class WidgetView:
             self.retry.layout.display = "none"
             return
         self.retry.description = f"Retry {count} failed"
+        if progress.failures_not_kept:  # past Progress.FAILURES_KEPT: the button reruns the first ones only
+            self.retry.description = f"Retry first {count:,} of {count + progress.failures_not_kept:,} failed"
         self.retry.disabled = False
         self.retry.layout.display = None
 
