@@ -83,3 +83,24 @@ print("fetched", info.reattach().get(timeout=60), info.function)
 """, tmp_path=tmp_path)
     assert script.returncode == 0, script.stderr
     assert "fetched 101" in script.stdout and "inbox_other" in script.stdout
+
+
+def test_deployed_runs_are_listed_a_schedules_runs_and_a_looked_up_functions_spawns(scheduled):
+    """The inbox lists what a deployed app ran for the user: its schedule's runs and calls spawned by name."""
+    from conftest import wait_for
+
+    since = datetime.datetime.now() - datetime.timedelta(seconds=1)
+    spawned = rc.Function.from_name(scheduled, "tick").spawn()
+    assert spawned.get(timeout=60) == "ticked"
+
+    def ticks() -> list:
+        return [i for i in rc.calls(since=since) if i.function.endswith("tick") and i.state == "succeeded"]
+
+    wait_for(lambda: len(ticks()) >= 2, timeout_s=30, what="a scheduled run of tick beside the spawned call")
+    ids = {info.object_id for info in ticks()}
+    assert spawned.object_id in ids and len(ids - {spawned.object_id}) >= 1  # the spawn, and the schedule's own
+    fired = {f["call_id"] for f in rc.Function.from_name(scheduled, "tick").schedule().fires
+             if f["outcome"] == "spawned"}
+    assert fired & ids, (fired, ids)  # the schedule's own runs, by the ids its fire records name
+    scheduled_run = next(i for i in ticks() if i.object_id != spawned.object_id)
+    assert scheduled_run.reattach().get(timeout=10) == "ticked"  # fetched into this process

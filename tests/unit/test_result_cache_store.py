@@ -38,6 +38,15 @@ def test_the_least_recently_used_go_first_past_the_cap(tmp_path):
     assert bytes(cache.get("c").frames[0]) == bytes(1000)
 
 
+def test_a_result_past_the_entry_limit_is_not_kept_so_the_loop_never_reads_a_large_one(tmp_path):
+    cache = ResultCache(tmp_path / "cache.db", max_bytes=1 << 30, entry_max_bytes=10_000)
+    assert cache.put("small", "code", Payload([bytes(9_000)]))
+    assert not cache.put("large", "code", Payload([bytes(20_000)]))
+    assert cache.get("large") is None and cache.stats()["entries"] == 1
+    from remotecell_runtime.result_cache import ENTRY_MAX_BYTES
+    assert ENTRY_MAX_BYTES == 4 << 20
+
+
 def test_clear_drops_one_functions_entries_and_they_survive_a_reopen(tmp_path):
     cache = ResultCache(tmp_path / "cache.db", max_bytes=1 << 20)
     cache.put("k1", "f", Payload([b"1"]))
