@@ -16,6 +16,16 @@ def flaky(x, folder):
 """
 
 
+def _mapped_view(kernel, tmp_path, count: int):
+    """``flaky.map(range(count), return_exceptions=True)`` with its widget shown, run to its end: a reader of the
+    widget's parts by CSS class (``part("retry")["description"]``)."""
+    shown = kernel.start(f"results = list(flaky.map(range({count}), kwargs={{'folder': {str(tmp_path)!r}}}, "
+                         "return_exceptions=True, progress=True))")
+    kernel.pump(lambda: kernel.finished(shown), what="the map to finish")
+    [view] = shown_views(kernel, shown)
+    return lambda css: view_parts(kernel, view)[f"remotecell-progress-{css}"]
+
+
 def test_retry_failed_merges_the_rerun_in_order(kernel, tmp_path):
     kernel.run(FLAKY)
     kernel.run(f"results = list(flaky.map(range(8), kwargs={{'folder': {str(tmp_path)!r}}}, "
@@ -27,13 +37,7 @@ def test_retry_failed_merges_the_rerun_in_order(kernel, tmp_path):
 
 def test_the_map_widgets_retry_button_reruns_the_failures(kernel, tmp_path):
     kernel.run(FLAKY)
-    shown = kernel.start(f"results = list(flaky.map(range(8), kwargs={{'folder': {str(tmp_path)!r}}}, "
-                         "return_exceptions=True, progress=True))")
-    kernel.pump(lambda: kernel.finished(shown), what="the map to finish")
-    [view] = shown_views(kernel, shown)
-
-    def part(css: str) -> dict:
-        return view_parts(kernel, view)[f"remotecell-progress-{css}"]
+    part = _mapped_view(kernel, tmp_path, 8)
 
     kernel.pump(lambda: part("retry")["description"] == "Retry 2 failed", what="the retry button")
     assert "2 failed" in part("counts")["value"] and part("bar")["bar_style"] == "danger"
@@ -51,13 +55,7 @@ def test_the_widget_keeps_at_most_failures_kept_and_its_button_says_so(kernel, t
     and retry_failed(results) reruns every one."""
     kernel.run(FLAKY.replace("x in (3, 6)", "x % 2"))  # every odd input fails the first time
     kernel.run("import remotecell._progress as _p\n_p.FAILURES_KEPT = 5")
-    shown = kernel.start(f"results = list(flaky.map(range(24), kwargs={{'folder': {str(tmp_path)!r}}}, "
-                         "return_exceptions=True, progress=True))")
-    kernel.pump(lambda: kernel.finished(shown), what="the map to finish")
-    [view] = shown_views(kernel, shown)
-
-    def part(css: str) -> dict:
-        return view_parts(kernel, view)[f"remotecell-progress-{css}"]
+    part = _mapped_view(kernel, tmp_path, 24)
 
     kernel.pump(lambda: part("retry")["description"] == "Retry first 5 of 12 failed", what="the capped button")
     click(kernel, part("retry")["model_id"])
