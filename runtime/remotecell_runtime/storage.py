@@ -24,7 +24,9 @@ def open_db(path: Path, schema: str) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(schema)
+    # One transaction for the whole schema: in autocommit mode each CREATE would be a commit of its own (a
+    # few ms of every daemon start for a new state folder).
+    db.executescript(f"BEGIN;\n{schema}\nCOMMIT;")
     return db
 
 

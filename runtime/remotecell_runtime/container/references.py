@@ -12,8 +12,6 @@ import importlib
 import io
 import os
 import sys
-import tarfile
-import tempfile
 from typing import Any
 
 from ..protocol.spec import ByReference, ClsSpec
@@ -44,6 +42,9 @@ def find(ref: ByReference) -> Any:
 
 def unpack(source: bytes, digest: str) -> str:
     """The source's folder: unpacked beside, then renamed into place, so containers starting together agree."""
+    import tarfile  # only for code by reference: tarfile, tempfile and compression modules slow every start
+    import tempfile
+
     folder = os.path.join(tempfile.gettempdir(), f"remotecell-source-{digest}")
     if os.path.isdir(folder):
         return folder

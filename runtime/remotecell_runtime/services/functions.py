@@ -266,7 +266,7 @@ class Functions(Service):
             "cpus": {"total": self.cpus.total, "reserved": self.cpus.reserved},
             "pools": [p.stats() for p in self.pools.values() if not (p.retired and p.empty)],
             "containers": self.containers.stats(),
-            "sandbox": self.sandbox_state,
+            "sandbox": self.sandbox.describe() if self.sandbox is not None else self.sandbox_state,
             "limits": self.limits.describe if self.limits else self.limits_off,
             "system_images": self.images.system.describe(),
             "cache": self.result_cache.stats(),
@@ -288,8 +288,8 @@ def _cache_cap() -> int:
 
 
 def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[Bubblewrap | None, str]:
-    """The container sandbox (on wherever bubblewrap works, unless ``REMOTECELL_SANDBOX=0``) and what the
-    status says of it: its version, or ``off: `` with why and how to turn it on (also in the log)."""
+    """The container sandbox (on wherever bubblewrap works, unless ``REMOTECELL_SANDBOX=0``) and, when it is
+    off, what the status says of it: ``off: `` with why and how to turn it on (also in the log)."""
     if os.environ.get(SANDBOX_ENV) == "0":
         why = f"{SANDBOX_ENV}=0: {PLAIN}; unset it to sandbox them"
         log.warning("sandbox off: %s", why)
@@ -301,7 +301,7 @@ def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[Bub
         log.warning("sandbox off: %s", why)
         return None, f"off: {why}"
     log.info("containers run in sandboxes (%s)", sandbox.bwrap)
-    return sandbox, sandbox.describe()
+    return sandbox, ""  # its version is asked of bwrap when a status shows it: not a round trip at every start
 
 
 def _cluster_backend(choice: BackendChoice, state_dir: Path, sock_dir: str) -> Backend:
