@@ -103,6 +103,7 @@ describe('RemotecellPanel', () => {
       'Apps',
       'Functions',
       'Calls',
+      'Inbox (last day)',
       'Schedules',
       'Web endpoints',
       'Sandboxes',
