@@ -87,7 +87,7 @@ export class SortableTable<T> {
 
   sortBy(key: string): void {
     this.order = nextOrder(this.order, key);
-    for (const th of this.node.querySelectorAll('th')) {
+    for (const th of Array.from(this.node.querySelectorAll('th'))) {
       const mine = th.classList.contains(`rc-col-${key}`);
       th.setAttribute('aria-sort', mine ? (this.order.ascending ? 'ascending' : 'descending') : 'none');
     }

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 
 import { badge, badgeKind } from '../src/badges';
 import { History } from '../src/history';
+import { LogView } from '../src/logs';
 import { IColumn, nextOrder, sortRows, SortableTable } from '../src/tables';
 
 interface IRow {
@@ -102,5 +103,30 @@ describe('History', () => {
     history.add(2, [batched(3, 20)]);
     history.add(3, [batched(3, 20)]);
     expect(history.data('batch size')[1]).toEqual([null, 8, null]);
+  });
+});
+
+describe('LogView', () => {
+  // jsdom has no layout: the pre's sizes are set by hand, as a browser would measure them.
+  function sized(view: LogView, scrollHeight: number): void {
+    Object.defineProperty(view.pre, 'scrollHeight', { configurable: true, value: scrollHeight });
+    Object.defineProperty(view.pre, 'clientHeight', { configurable: true, value: 100 });
+  }
+
+  it('follows new lines at the bottom and stays put once scrolled up', () => {
+    const view = new LogView();
+    sized(view, 300);
+    view.setText('a\nb\n');
+    expect(view.pre.scrollTop).toBe(300); // followed to the end
+    view.pre.scrollTop = 50; // the user scrolls up
+    view.pre.dispatchEvent(new Event('scroll'));
+    expect(view.node.dataset.following).toBe('false');
+    sized(view, 400);
+    view.setText('a\nb\nc\n');
+    expect(view.pre.textContent).toBe('a\nb\nc\n');
+    expect(view.pre.scrollTop).toBe(50); // kept
+    view.node.querySelector<HTMLButtonElement>('.rc-follow')!.click();
+    expect(view.pre.scrollTop).toBe(400);
+    expect(view.node.dataset.following).toBe('true');
   });
 });
