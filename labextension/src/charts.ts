@@ -42,7 +42,12 @@ export class LiveChart {
 
   private addSeries(name: string): void {
     const color = COLORS[this.shown % COLORS.length];
-    this.plot!.addSeries({ label: name, stroke: () => cssVar(this.node, color), width: 1.5, spanGaps: false });
+    this.plot!.addSeries({
+      label: name.slice(name.lastIndexOf('.') + 1),
+      stroke: () => cssVar(this.node, color),
+      width: 1.5,
+      spanGaps: false
+    });
     this.shown += 1;
   }
 
