@@ -12,6 +12,7 @@ export interface IPool {
   waiting_reason: string;
   answered?: number; // inputs answered since the pool started (absent from older runtimes)
   container_states?: Record<string, string>;
+  placements?: Record<string, string>;
   batching?: Record<string, { batches: number; items: number }>;
 }
 

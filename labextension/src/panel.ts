@@ -64,6 +64,18 @@ export class RemotecellPanel extends Widget {
     'no images built yet'
   );
 
+  private readonly containerTable = new SortableTable<IContainerRow>(
+    'rc-container',
+    [
+      { key: 'id', label: 'Container', cell: c => c.id },
+      { key: 'function', label: 'Function', cell: c => c.function },
+      { key: 'state', label: 'State', cell: c => badge(c.state), sort: c => c.state },
+      { key: 'placement', label: 'Where', cell: c => c.placement }
+    ],
+    'no containers',
+    (tr, c) => (tr.dataset.container = c.id)
+  );
+
   constructor() {
     super();
     this.id = 'remotecell-panel';
@@ -87,6 +99,7 @@ export class RemotecellPanel extends Widget {
       this.history.add(Date.now() / 1000, status.pools);
       this.charts.forEach(chart => chart.update(this.history));
       this.images.update(images.images);
+      this.containerTable.update(containerRows(status.pools));
       this.render(status, calls.calls, schedules.schedules, stores.stores, inbox.calls);
       await this.logs.poll();
     } catch (err) {
@@ -165,6 +178,7 @@ export class RemotecellPanel extends Widget {
       section('Runtime', runtime, ''),
       section('Apps', apps, 'no apps'),
       section('Functions', pools, 'no functions'),
+      el('section', 'rc-section', el('h3', '', 'Containers'), this.containerTable.node),
       section(
         'Calls',
         calls.map(c => this.callRow(c, nowS)),
@@ -248,6 +262,25 @@ export class RemotecellPanel extends Widget {
     }
     await this.refresh();
   }
+}
+
+interface IContainerRow {
+  id: string;
+  function: string;
+  state: string;
+  placement: string;
+}
+
+/** Every pool's containers, one row each (from the pools' ``container_states`` and ``placements``). */
+export function containerRows(pools: IPool[]): IContainerRow[] {
+  return pools.flatMap(p =>
+    Object.entries(p.container_states ?? {}).map(([id, state]) => ({
+      id,
+      function: p.function,
+      state,
+      placement: p.placements?.[id] ?? ''
+    }))
+  );
 }
 
 function callState(state: string): HTMLElement {

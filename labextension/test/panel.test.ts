@@ -46,7 +46,9 @@ const STATUS: IStatus = {
       queued: 3,
       running: 2,
       leased: 0,
-      waiting_reason: 'waiting for a GPU'
+      waiting_reason: 'waiting for a GPU',
+      container_states: { 'ct-2': 'busy', 'ct-1': 'idle' },
+      placements: { 'ct-2': 'pid 2', 'ct-1': 'pid 1' }
     }
   ],
   sessions: 1
@@ -125,6 +127,7 @@ describe('RemotecellPanel', () => {
       'Runtime',
       'Apps',
       'Functions',
+      'Containers',
       'Calls',
       'Inbox (last day)',
       'Schedules',
@@ -135,6 +138,11 @@ describe('RemotecellPanel', () => {
       '' // the logs view's, hidden until a call or function is picked
     ]);
     expect(panel.node.querySelector('.rc-image .rc-col-live')?.textContent).toBe('live');
+    const ids = () => [...panel.node.querySelectorAll('.rc-container .rc-col-id')].map(td => td.textContent);
+    expect(ids()).toEqual(['ct-2', 'ct-1']);
+    panel.node.querySelector<HTMLElement>('.rc-container-table th.rc-col-id')!.click();
+    await panel.refresh(); // the order the user chose stays
+    expect(ids()).toEqual(['ct-1', 'ct-2']);
     expect(panel.node.querySelector('.rc-call-state')?.className).toBe('rc-badge rc-badge-active rc-call-state');
     expect(panel.node.querySelector('.rc-function')?.textContent).toBe(
       'square: 1 idle, 2 busy; 3 queued (waiting for a GPU), 2 runningLogs'

@@ -194,6 +194,21 @@ def test_charts_grow_in_place_logs_follow_and_badges_take_the_dark_theme(page, l
     wait_for(lambda: int(chart.get_attribute("data-points") or 0) >= first + 2, what="two more samples charted")
     assert chart.locator("canvas").get_attribute("data-mark") == "first"  # the same canvas: data set in place
 
+    # The containers table sorts by a header click, both ways, and keeps that order across polls.
+    ids = page.locator(f"{PANEL} .rc-container .rc-col-id")
+    wait_for(lambda: ids.count() >= 2, what="two containers of browser_chatty in the table")
+    header = page.locator(f"{PANEL} .rc-container-table th.rc-col-id")
+    header.click()
+    expect(header).to_have_attribute("aria-sort", "ascending")
+    assert ids.all_text_contents() == sorted(ids.all_text_contents())
+    header.click()
+    expect(header).to_have_attribute("aria-sort", "descending")
+    polls = int(chart.get_attribute("data-points") or 0)
+    wait_for(lambda: int(chart.get_attribute("data-points") or 0) > polls, what="another poll")
+    shown = ids.all_text_contents()
+    assert shown == sorted(shown, reverse=True), shown
+    expect(page.locator(f"{PANEL} .rc-container .rc-badge").first).to_be_visible()
+
     page.locator(f'{PANEL} [data-function$="browser_chatty"] .rc-function-logs').click()
     logs = page.locator(f"{PANEL} .rc-logs")
     expect(logs).to_contain_text("line 59")
