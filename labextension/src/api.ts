@@ -10,6 +10,10 @@ export interface IPool {
   running: number;
   leased: number;
   waiting_reason: string;
+  answered?: number; // inputs answered since the pool started (absent from older runtimes)
+  container_states?: Record<string, string>;
+  placements?: Record<string, string>;
+  batching?: Record<string, { batches: number; items: number }>;
 }
 
 export interface IApp {
@@ -60,6 +64,14 @@ export interface ICall {
   attempts: number;
   created_at: number;
   finished_at?: number | null;
+}
+
+export interface IImage {
+  key: string;
+  description: string;
+  layers: number;
+  last_used: number;
+  live: boolean;
 }
 
 export interface IStore {

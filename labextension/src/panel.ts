@@ -2,8 +2,13 @@
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, ICall, IPool, ISandbox, ISchedule, IStatus, IStore, requestAPI } from './api';
+import { ApiError, ICall, IImage, IPool, ISandbox, ISchedule, IStatus, IStore, requestAPI } from './api';
+import { badge } from './badges';
+import { LiveChart } from './charts';
+import { History, METRICS } from './history';
 import { INBOX_PATH, inboxRow } from './inbox';
+import { LogView } from './logs';
+import { SortableTable } from './tables';
 
 export const POLL_INTERVAL_MS = 2000;
 const ACTIVE_STATES = new Set(['queued', 'running']);
@@ -37,31 +42,66 @@ export function elapsed(call: ICall, nowS: number): string {
 
 export class RemotecellPanel extends Widget {
   private timer: number | null = null;
-  private logsOf: string | null = null; // the call whose logs are shown
   private readonly content = el('div', 'rc-content');
-  private readonly logs = el('pre', 'rc-logs');
+  private readonly logs = new LogView();
+  private readonly history = new History();
+  private readonly charts = METRICS.map(metric => new LiveChart(metric));
+  // Made once: the charts are updated in place, never rebuilt (no flicker), the tables keep their order.
+  private readonly chartSection = el('section', 'rc-section rc-charts', el('h3', '', 'Live'));
+  private readonly images = new SortableTable<IImage>(
+    'rc-image',
+    [
+      { key: 'description', label: 'Image', cell: i => i.description || i.key },
+      { key: 'layers', label: 'Layers', cell: i => String(i.layers), sort: i => i.layers },
+      {
+        key: 'used',
+        label: 'Last used',
+        cell: i => new Date(i.last_used * 1000).toLocaleString(),
+        sort: i => i.last_used
+      },
+      { key: 'live', label: 'State', cell: i => badge(i.live ? 'live' : 'unused') }
+    ],
+    'no images built yet'
+  );
+
+  private readonly containerTable = new SortableTable<IContainerRow>(
+    'rc-container',
+    [
+      { key: 'id', label: 'Container', cell: c => c.id },
+      { key: 'function', label: 'Function', cell: c => c.function },
+      { key: 'state', label: 'State', cell: c => badge(c.state), sort: c => c.state },
+      { key: 'placement', label: 'Where', cell: c => c.placement }
+    ],
+    'no containers',
+    (tr, c) => (tr.dataset.container = c.id)
+  );
 
   constructor() {
     super();
     this.id = 'remotecell-panel';
     this.addClass('rc-panel');
     this.title.caption = 'remotecell';
-    this.logs.hidden = true;
-    this.node.append(el('h2', '', 'remotecell'), this.content, this.logs);
+    this.chartSection.append(...this.charts.map(c => c.node));
+    this.node.append(el('h2', '', 'remotecell'), this.chartSection, this.content, this.logs.node);
   }
 
   /** Fetch everything once and redraw (also what each poll does). */
   async refresh(): Promise<void> {
     try {
-      const [status, calls, schedules, stores, inbox] = await Promise.all([
+      const [status, calls, schedules, stores, inbox, images] = await Promise.all([
         requestAPI<IStatus>('status'),
         requestAPI<{ calls: ICall[] }>('calls?limit=50'),
         requestAPI<{ schedules: ISchedule[] }>('schedules'),
         requestAPI<{ stores: IStore[] }>('stores'),
-        requestAPI<{ calls: ICall[] }>(INBOX_PATH)
+        requestAPI<{ calls: ICall[] }>(INBOX_PATH),
+        requestAPI<{ images: IImage[] }>('images')
       ]);
+      this.history.add(Date.now() / 1000, status.pools);
+      this.charts.forEach(chart => chart.update(this.history));
+      this.images.update(images.images);
+      this.containerTable.update(containerRows(status.pools));
       this.render(status, calls.calls, schedules.schedules, stores.stores, inbox.calls);
-      await this.refreshLogs();
+      await this.logs.poll();
     } catch (err) {
       this.showError(err);
     }
@@ -115,20 +155,30 @@ export class RemotecellPanel extends Widget {
     const apps = status.apps.map(a =>
       el('div', 'rc-row rc-app', `${a.name} (${a.mode}): ${a.functions.join(', ') || 'no functions'}`)
     );
+    const appOf = new Map(status.apps.flatMap(a => a.functions.map(f => [f, a.name] as [string, string])));
     const pools = status.pools.map(p => {
       const waiting = p.waiting_reason ? ` (${p.waiting_reason})` : '';
-      return el(
+      const row = el(
         'div',
         'rc-row rc-function',
         el('b', '', p.function),
         `: ${containers(p)}; ${p.queued} queued${waiting}, ${p.running} running`
       );
+      row.dataset.function = p.function;
+      const app = appOf.get(p.function);
+      if (app !== undefined) {
+        const button = el('button', 'rc-action rc-function-logs jp-Button', 'Logs') as HTMLButtonElement;
+        button.onclick = () => void this.logs.show({ app, function: p.function, next: 0 });
+        row.append(button);
+      }
+      return row;
     });
     const nowS = Date.now() / 1000;
     this.content.replaceChildren(
       section('Runtime', runtime, ''),
       section('Apps', apps, 'no apps'),
       section('Functions', pools, 'no functions'),
+      el('section', 'rc-section', el('h3', '', 'Containers'), this.containerTable.node),
       section(
         'Calls',
         calls.map(c => this.callRow(c, nowS)),
@@ -146,7 +196,8 @@ export class RemotecellPanel extends Widget {
       ),
       section('Web endpoints', endpointRows(status), 'no live web endpoints'),
       section('Sandboxes', (status.sandboxes ?? []).map(sandboxRow), 'no sandboxes'),
-      section('Dicts and Queues', stores.map(storeRow), 'no Dicts or Queues')
+      section('Dicts and Queues', stores.map(storeRow), 'no Dicts or Queues'),
+      el('section', 'rc-section', el('h3', '', 'Images'), this.images.node)
     );
   }
 
@@ -157,13 +208,13 @@ export class RemotecellPanel extends Widget {
       `rc-row rc-call rc-state-${call.state}`,
       el('span', 'rc-call-function', call.function),
       ' ',
-      el('span', 'rc-call-state', call.state),
+      callState(call.state),
       `${detail} ${elapsed(call, nowS)} `,
       el('span', 'rc-call-id', call.id)
     );
     row.dataset.callId = call.id;
     row.title = 'show its logs';
-    row.onclick = () => void this.showLogs(call.id);
+    row.onclick = () => void this.logs.showCall(call);
     if (ACTIVE_STATES.has(call.state)) {
       const button = this.actionButton('Cancel', `calls/${call.id}/cancel`);
       button.classList.add('rc-cancel');
@@ -211,25 +262,31 @@ export class RemotecellPanel extends Widget {
     }
     await this.refresh();
   }
+}
 
-  private async showLogs(callId: string): Promise<void> {
-    this.logsOf = callId;
-    await this.refreshLogs();
-  }
+interface IContainerRow {
+  id: string;
+  function: string;
+  state: string;
+  placement: string;
+}
 
-  private async refreshLogs(): Promise<void> {
-    const callId = this.logsOf;
-    if (callId === null) {
-      return;
-    }
-    try {
-      const reply = await requestAPI<{ text: string }>(`calls/${callId}/logs`);
-      this.logs.textContent = `logs of ${callId}:\n${reply.text || '(nothing printed yet)'}`;
-    } catch (err) {
-      this.logs.textContent = `logs of ${callId}: ${err instanceof Error ? err.message : String(err)}`;
-    }
-    this.logs.hidden = false;
-  }
+/** Every pool's containers, one row each (from the pools' ``container_states`` and ``placements``). */
+export function containerRows(pools: IPool[]): IContainerRow[] {
+  return pools.flatMap(p =>
+    Object.entries(p.container_states ?? {}).map(([id, state]) => ({
+      id,
+      function: p.function,
+      state,
+      placement: p.placements?.[id] ?? ''
+    }))
+  );
+}
+
+function callState(state: string): HTMLElement {
+  const node = badge(state);
+  node.classList.add('rc-call-state');
+  return node;
 }
 
 export function storeRow(store: IStore): HTMLElement {

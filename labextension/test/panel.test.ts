@@ -8,6 +8,25 @@ vi.mock('../src/api', async importOriginal => ({
   requestAPI: (...args: unknown[]) => requestAPI(...args)
 }));
 
+// uPlot draws on a canvas, which jsdom lacks: a stand-in records what the charts are given.
+const plots: { data: unknown[][]; series: number }[] = [];
+vi.mock('uplot', () => ({
+  default: class {
+    width = 240;
+    record = { data: [] as unknown[][], series: 1 };
+    constructor() {
+      plots.push(this.record);
+    }
+    addSeries() {
+      this.record.series += 1;
+    }
+    setData(data: unknown[][]) {
+      this.record.data = data;
+    }
+    setSize() {}
+  }
+}));
+
 import { ApiError, ICall, IStatus } from '../src/api';
 import { containers, elapsed, el, RemotecellPanel, sandboxRow, storeRow } from '../src/panel';
 
@@ -27,7 +46,9 @@ const STATUS: IStatus = {
       queued: 3,
       running: 2,
       leased: 0,
-      waiting_reason: 'waiting for a GPU'
+      waiting_reason: 'waiting for a GPU',
+      container_states: { 'ct-2': 'busy', 'ct-1': 'idle' },
+      placements: { 'ct-2': 'pid 2', 'ct-1': 'pid 1' }
     }
   ],
   sessions: 1
@@ -48,6 +69,9 @@ function stubAPI(calls: ICall[] = [CALL]): void {
     }
     if (path === 'stores') {
       return { stores: [{ id: 1, kind: 'dict', name: 'cache', ephemeral: false, size: 1 }] };
+    }
+    if (path === 'images') {
+      return { images: [{ key: 'k1', description: 'debian_slim + numpy', layers: 2, last_used: 100, live: true }] };
     }
     if (path.endsWith('/logs')) {
       return { text: 'hello\n' };
@@ -97,19 +121,31 @@ describe('RemotecellPanel', () => {
     stubAPI();
     const panel = new RemotecellPanel();
     await panel.refresh();
-    const titles = [...panel.node.querySelectorAll('h3')].map(h => h.textContent);
+    const titles = [...panel.node.querySelectorAll('.rc-section > h3')].map(h => h.textContent);
     expect(titles).toEqual([
+      'Live',
       'Runtime',
       'Apps',
       'Functions',
+      'Containers',
       'Calls',
+      'Inbox (last day)',
       'Schedules',
       'Web endpoints',
       'Sandboxes',
-      'Dicts and Queues'
+      'Dicts and Queues',
+      'Images',
+      '' // the logs view's, hidden until a call or function is picked
     ]);
+    expect(panel.node.querySelector('.rc-image .rc-col-live')?.textContent).toBe('live');
+    const ids = () => [...panel.node.querySelectorAll('.rc-container .rc-col-id')].map(td => td.textContent);
+    expect(ids()).toEqual(['ct-2', 'ct-1']);
+    panel.node.querySelector<HTMLElement>('.rc-container-table th.rc-col-id')!.click();
+    await panel.refresh(); // the order the user chose stays
+    expect(ids()).toEqual(['ct-1', 'ct-2']);
+    expect(panel.node.querySelector('.rc-call-state')?.className).toBe('rc-badge rc-badge-active rc-call-state');
     expect(panel.node.querySelector('.rc-function')?.textContent).toBe(
-      'square: 1 idle, 2 busy; 3 queued (waiting for a GPU), 2 running'
+      'square: 1 idle, 2 busy; 3 queued (waiting for a GPU), 2 runningLogs'
     );
     expect(panel.node.querySelector('.rc-call')?.getAttribute('data-call-id')).toBe('fc-1');
   });
@@ -135,8 +171,20 @@ describe('RemotecellPanel', () => {
     await panel.refresh();
     panel.node.querySelector<HTMLElement>('.rc-call')!.click();
     const logs = panel.node.querySelector<HTMLElement>('.rc-logs')!;
-    await vi.waitFor(() => expect(logs.textContent).toBe('logs of fc-1:\nhello\n'));
-    expect(logs.hidden).toBe(false);
+    await vi.waitFor(() => expect(logs.textContent).toBe('hello\n'));
+    expect(panel.node.querySelector<HTMLElement>('.rc-logs-view')!.hidden).toBe(false);
+  });
+
+  it('keeps one chart per metric and gives it one more sample each poll', async () => {
+    stubAPI();
+    plots.length = 0;
+    const panel = new RemotecellPanel();
+    await panel.refresh();
+    await panel.refresh();
+    expect(plots).toHaveLength(4); // made once: the second poll set their data in place
+    expect(plots[1].data).toEqual([expect.any(Array), [3, 3]]); // the queue depth of square, twice
+    expect(plots[1].series).toBe(2);
+    expect(panel.node.querySelector('.rc-chart')?.getAttribute('data-points')).toBe('2');
   });
 
   it("shows the API's error instead of the sections", async () => {

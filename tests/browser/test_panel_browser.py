@@ -155,3 +155,88 @@ def test_the_inbox_lists_the_days_calls_and_copies_the_reattach_snippet(page, la
     scope: dict = {}
     exec(snippet.replace("call.get()", "result = call.get(timeout=60)"), scope)  # the copied code, run here
     assert scope["result"] == 42 and isinstance(scope["call"], rc.FunctionCall)
+
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"  # committed; the README shows them
+
+
+def _set_theme(lab, theme: str) -> None:
+    """JupyterLab's theme setting, through its settings API (as the Settings menu writes it)."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"raw": json.dumps({"theme": theme})}).encode()
+    req = urllib.request.Request(f"{lab.url}/lab/api/settings/@jupyterlab/apputils-extension:themes", data=body,
+                                 method="PUT", headers={"Authorization": f"token {lab.token}",
+                                                        "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status in (200, 204), resp.status
+
+
+def _badge_color(page) -> str:
+    return page.evaluate(f"getComputedStyle(document.querySelector('{PANEL} .rc-call-state')).backgroundColor")
+
+
+def test_charts_grow_in_place_logs_follow_and_badges_take_the_dark_theme(page, lab, app):
+    expect = playwright_api.expect
+
+    @app.function()
+    def browser_chatty(n):
+        for i in range(n):
+            print(f"line {i}")
+        return n
+
+    assert list(browser_chatty.map([60, 60])) == [60, 60]
+    chart = page.locator(f'{PANEL} .rc-chart[data-metric="inputs/s"]')
+    expect(chart.locator("canvas")).to_have_count(1)
+    chart.locator("canvas").evaluate("c => c.dataset.mark = 'first'")
+    first = int(chart.get_attribute("data-points") or 0)
+    wait_for(lambda: int(chart.get_attribute("data-points") or 0) >= first + 2, what="two more samples charted")
+    assert chart.locator("canvas").get_attribute("data-mark") == "first"  # the same canvas: data set in place
+
+    # The containers table sorts by a header click, both ways, and keeps that order across polls.
+    ids = page.locator(f"{PANEL} .rc-container .rc-col-id")
+    wait_for(lambda: ids.count() >= 2, what="two containers of browser_chatty in the table")
+    header = page.locator(f"{PANEL} .rc-container-table th.rc-col-id")
+    header.click()
+    expect(header).to_have_attribute("aria-sort", "ascending")
+    assert ids.all_text_contents() == sorted(ids.all_text_contents())
+    header.click()
+    expect(header).to_have_attribute("aria-sort", "descending")
+    polls = int(chart.get_attribute("data-points") or 0)
+    wait_for(lambda: int(chart.get_attribute("data-points") or 0) > polls, what="another poll")
+    shown = ids.all_text_contents()
+    assert shown == sorted(shown, reverse=True), shown
+    expect(page.locator(f"{PANEL} .rc-container .rc-badge").first).to_be_visible()
+
+    page.locator(f'{PANEL} [data-function$="browser_chatty"] .rc-function-logs').click()
+    logs = page.locator(f"{PANEL} .rc-logs")
+    expect(logs).to_contain_text("line 59")
+    at_end = "p => p.scrollHeight - p.scrollTop - p.clientHeight <= 4"
+    wait_for(lambda: logs.evaluate(at_end), what="the logs view to follow to the end")
+    logs.evaluate("p => { p.scrollTop = 0; p.dispatchEvent(new Event('scroll')); }")  # the user scrolls up
+    expect(page.locator(f"{PANEL} .rc-logs-view")).to_have_attribute("data-following", "false")
+    assert browser_chatty.remote(70) == 70
+    expect(logs).to_contain_text("line 69")
+    assert logs.evaluate("p => p.scrollTop") == 0  # new lines came in below; the view stayed where the user was
+    page.locator(f"{PANEL} .rc-follow").click()
+    assert logs.evaluate(at_end)
+
+    assert browser_chatty.spawn(1).get(timeout=60) == 1
+    expect(page.locator(f"{PANEL} .rc-call-state").first).to_have_text("succeeded")
+    light = _badge_color(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(PANEL).evaluate("p => p.scrollTop = 0")  # the top: its charts and tables
+    page.locator(PANEL).screenshot(path=str(SHOTS / "panel.png"))
+    _set_theme(lab, "JupyterLab Dark")
+    try:
+        # A new workspace: the panel starts closed there (the theme is a user setting, not the workspace's).
+        page.goto(f"{lab.url}/lab/workspaces/{secrets.token_hex(4)}?token={lab.token}")
+        page.locator(f'.jp-SideBar [data-id="{PANEL[1:]}"]').click()
+        expect(page.locator(f"{PANEL} .rc-call-state").first).to_have_text("succeeded")
+        wait_for(lambda: page.evaluate("document.body.dataset.jpThemeLight") == "false", what="the dark theme")
+        dark = _badge_color(page)
+        assert dark != light, (light, dark)
+        page.locator(PANEL).screenshot(path=str(SHOTS / "panel-dark.png"))
+    finally:
+        _set_theme(lab, "JupyterLab Light")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.parse
 
 import pytest
 import remotecell as rc
@@ -43,6 +44,29 @@ def test_status_shows_the_apps_and_functions_called(server, app):
     assert any(a["name"] == "test" and "panel_square" in " ".join(a["functions"]) for a in status["apps"])
     pool = next(p for p in status["pools"] if p["function"].endswith("panel_square"))
     assert sum(pool["containers"].values()) >= 1 and pool["queued"] == 0
+
+
+def test_pools_count_answered_inputs_and_a_functions_logs_follow_a_cursor(server, app):
+    @app.function()
+    def panel_prints(x):
+        print(f"printed {x}")
+        return x
+
+    assert list(panel_prints.map(range(3))) == [0, 1, 2]
+    pool = next(p for p in _ok(server, "GET", "status")["pools"] if p["function"].endswith("panel_prints"))
+    assert pool["answered"] == 3
+    assert set(pool["container_states"]) == set(pool["placements"]) and pool["container_states"]
+    logs = f"functions/test/{urllib.parse.quote(pool['function'], safe='')}/logs"
+    first = _ok(server, "GET", logs)
+    assert all(f"printed {x}" in first["text"] for x in range(3)) and first["live"]
+    assert panel_prints.remote(9) == 9
+    more = wait_for(lambda: _ok(server, "GET", f"{logs}?after={first['next']}")["text"],
+                    what="the new line after the cursor")
+    assert more.strip() == "printed 9"
+    assert _ok(server, "GET", "functions/test/nope/logs")["text"] == ""  # another function's lines are not its
+    assert server.api("GET", f"{logs}?after=x")[0] == 400
+    assert server.api("GET", "functions/no-such-app/f/logs")[0] == 404
+    assert isinstance(_ok(server, "GET", "images")["images"], list)
 
 
 def test_a_spawned_call_is_listed_and_cancelled_through_the_api(server, app):

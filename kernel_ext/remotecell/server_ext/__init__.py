@@ -9,6 +9,8 @@ Installing remotecell enables it (``etc/jupyter/jupyter_server_config.d/remotece
     GET  calls/<id>/logs       what it printed
     POST calls/<id>/cancel     stop it
     GET  stores                Dicts and Queues: names and sizes
+    GET  images                the images the runtime built: description, layers, last use, live
+    GET  functions/<app>/<function>/logs?after=N   what the function printed after the app's entry N
     GET  schedules             deployed functions' schedules: next run, paused, last run
     POST schedules/<app>/<function>/pause|resume|run
 

@@ -10,12 +10,15 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from remotecell_runtime.protocol.message import Message
 from remotecell_runtime.protocol.messages.apps import (
+    AppLogsMsg,
+    AppLogsReply,
     ScheduleListMsg,
     SchedulePauseMsg,
     ScheduleRef,
     ScheduleResumeMsg,
     ScheduleRunMsg,
 )
+from remotecell_runtime.protocol.messages.images import ImageListMsg
 from remotecell_runtime.protocol.messages.jobs import (
     CallCancelMsg,
     CallCancelReply,
@@ -125,6 +128,25 @@ class StoresHandler(RuntimeHandler):
         self.reply(await self.ask(KvListMsg()))
 
 
+class ImagesHandler(RuntimeHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        self.reply(await self.ask(ImageListMsg()))
+
+
+class FunctionLogsHandler(RuntimeHandler):
+    """What one function of an app printed after entry ``after`` (the app's log cursor): the panel follows it."""
+
+    @web.authenticated
+    async def get(self, app_name: str, function: str) -> None:
+        raw = self.get_query_argument("after", "0")
+        if not raw.isdigit():
+            raise web.HTTPError(400, f"after={raw!r}: give the 'next' of the previous answer, a number >= 0")
+        logs = AppLogsReply.from_wire(await self.ask(AppLogsMsg(app=app_name, after=int(raw))))
+        text = "".join(entry[1] for entry in logs.entries if entry[0] == function)
+        self.reply({"app": app_name, "function": function, "text": text, "next": logs.next, "live": logs.live})
+
+
 class SchedulesHandler(RuntimeHandler):
     @web.authenticated
     async def get(self) -> None:
@@ -162,6 +184,8 @@ ROUTES: list[tuple[str, type[RuntimeHandler]]] = [
     (rf"calls/({CALL_ID})/cancel", CallCancelHandler),
     (r"calls/(.+)", BadCallIdHandler),
     (r"stores", StoresHandler),
+    (r"images", ImagesHandler),
+    (r"functions/([^/]+)/([^/]+)/logs", FunctionLogsHandler),
     (r"schedules", SchedulesHandler),
     (r"schedules/([^/]+)/([^/]+)/(pause|resume|run)", ScheduleActionHandler),
 ]

@@ -227,6 +227,8 @@ class Pool(PoolState):
             "waiting_reason": self._waiting_reason() if waiting else "",
             # where each runs, as its backend says: "pid 4242 on this host in a sandbox"
             "placements": {cid: self.rt.containers.placement(c) for cid, c in self.containers.items()},
+            "container_states": {cid: c.state.value for cid, c in self.containers.items()},
+            "answered": self.answered,  # a counter since the pool started: the panel charts its rate
         }
         if self.batches.batchers:
             out["batching"] = self.batches.stats()

@@ -208,6 +208,7 @@ class InputQueue:
         if inp.cache_key is not None and result.status == "ok" and self.pool.fn.opts.cache is not None:
             self.pool.rt.result_cache.put(inp.cache_key, self.pool.fn.opts.cache.code, result.payloads[0])
         self.pool.rt.send_result(inp.peer, result)
+        self.pool.answered += 1
         self.pool.rt.input_done(input_id)
 
     def _detach(self, inp: Input) -> None:

@@ -32,6 +32,7 @@ class PoolState:
         self.containers: dict[str, ContainerRecord] = {}
         self.retired = False
         self.waiting_reason = ""
+        self.answered = 0  # inputs answered since the pool started (the panel's inputs/s is its rate)
         self.building: Build | None = None  # the image build its next container waits for
 
     def live(self) -> list[ContainerRecord]:
