@@ -103,7 +103,7 @@ class ResultCache:
         if value.shm or sum(memoryview(framing.buffer_of(f)).nbytes for f in value.frames) > self.entry_max_bytes:
             return False
         blob = pack(value.frames)
-        if len(blob) > min(self.max_bytes, self.entry_max_bytes):
+        if len(blob) > self.max_bytes:  # (the entry limit was checked on the frames, before packing a copy)
             return False
         self.db.execute("BEGIN")  # one transaction: the row and the evictions it makes
         try:
