@@ -68,4 +68,4 @@ def _cpus(cpus: dict[str, float] | None) -> str:
 
 def status() -> RuntimeStatus:
     """Ask the runtime what it is doing (starts the local runtime if none runs)."""
-    return RuntimeStatus(_client.connection().ask(StatusMsg(), StatusReply).fields())
+    return RuntimeStatus(_client.connection().ask(StatusMsg(), StatusReply).values())

@@ -39,36 +39,55 @@ def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_
     """Run the daemon; ``shares`` (with those of ``REMOTECELL_SHARE``): folders every container sees;
     ``backend``: where its containers run (local processes unless it says ``ray``)."""
     from .backends.sandbox import ShareRefused, checked_shares
-    from .daemon import Daemon, StateBusy
-    from .services.jobs import RETENTION_S
-    from .services.web import WebBindError
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if retention_s is None:
-        retention_s = float(os.environ.get("REMOTECELL_RESULT_RETENTION_S", RETENTION_S))
     state_dir = state_dir.expanduser().resolve()
     try:
         shared = checked_shares([*shares, *filter(None, os.environ.get(SHARE_ENV, "").split(os.pathsep))],
                                 str(state_dir))
-        daemon = Daemon(state_dir, binds, retention_s, shared, on_demand, web_bind, web_max_body, web_public,
-                        backend)
-        _run_profiled(daemon.serve_forever(), os.environ.get("REMOTECELL_PROFILE"))
-    except (KeySetupError, ShareRefused, StateBusy, WebBindError) as exc:
+    except ShareRefused as exc:
         print(f"remotecell serve: {exc}", file=sys.stderr)
         return 2
-    return 0
+
+    async def main() -> int:
+        spares = None
+        if (backend or BackendChoice()).name == "local":  # warm containers first: they start as the daemon loads
+            from .backends.spares import Spares
+
+            auth.ensure_private_dir(state_dir)
+            auth.ensure_private_dir(state_dir / "sock")
+            spares = Spares.begin(str(state_dir / "sock"), state_dir, shared)
+        from .daemon import Daemon, StateBusy
+        from .services.jobs import RETENTION_S
+        from .services.web import WebBindError
+
+        retention = retention_s if retention_s is not None else \
+            float(os.environ.get("REMOTECELL_RESULT_RETENTION_S", RETENTION_S))
+        try:
+            daemon = Daemon(state_dir, binds, retention, shared, on_demand, web_bind, web_max_body, web_public,
+                            backend, spares)
+            await daemon.serve_forever()
+        except (KeySetupError, StateBusy, WebBindError) as exc:
+            print(f"remotecell serve: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            if spares is not None:  # also when the daemon never started (its backend closes them otherwise)
+                spares.close()
+                await spares.wait_closed()
+        return 0
+
+    return _run_profiled(main(), os.environ.get("REMOTECELL_PROFILE"))
 
 
-def _run_profiled(main: Coroutine[Any, Any, None], profile_path: str | None) -> None:
+def _run_profiled(main: Coroutine[Any, Any, int], profile_path: str | None) -> int:
     """``asyncio.run(main)``; under cProfile, its stats written to ``profile_path``, when one is given."""
     if not profile_path:
-        asyncio.run(main)
-        return
+        return asyncio.run(main)
     import cProfile
 
     profile = cProfile.Profile(time.thread_time)
     try:
-        profile.runcall(asyncio.run, main)
+        return int(profile.runcall(asyncio.run, main))
     finally:
         profile.dump_stats(profile_path)
 

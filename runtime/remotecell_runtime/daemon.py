@@ -27,6 +27,7 @@ import zmq
 
 from . import auth, services
 from .backends.choice import BackendChoice
+from .backends.spares import Spares
 from .listeners import Listener, StreamListener, StreamPeer
 from .pools import Peer
 from .protocol import framing, sharedmem, stream
@@ -79,8 +80,9 @@ class Daemon:
     def __init__(self, state_dir: Path, binds: list[str], retention_s: float = RETENTION_S,
                  shares: Sequence[str] = (), on_demand: bool = False, web_bind: str | None = None,
                  web_max_body: int | None = None, web_public: bool = False,
-                 backend: BackendChoice | None = None) -> None:
+                 backend: BackendChoice | None = None, spares: Spares | None = None) -> None:
         self.state_dir = state_dir
+        self.spares = spares  # warm containers started before the daemon (``backends/spares.py``)
         self.backend = backend or BackendChoice()  # where containers run (``backends/choice.py``)
         self.web_bind = web_bind  # the web gateway's HOST:PORT (None: loopback, its default port or a free one)
         self.web_max_body = web_max_body  # the largest request body it takes (None: 100 MiB)
@@ -125,7 +127,7 @@ class Daemon:
         self.services = services.build(self, str(self.sock_dir), self.shm_prefix, self._client_env(),
                                        self.retention_s, orphan_grace_s=HEARTBEAT_TIMEOUT_S, shares=self.shares,
                                        web_bind=self.web_bind, web_max_body=self.web_max_body,
-                                       web_public=self.web_public, backend=self.backend)
+                                       web_public=self.web_public, backend=self.backend, spares=self.spares)
         self.container_listener = self._bind_containers(keys)
         self.handlers = self.services.handlers()
         self.container_handlers = self.services.container_handlers()
@@ -206,6 +208,8 @@ class Daemon:
         self.services.close()  # unfinished spawned calls stay in the store and run again after a restart
         await self.services.functions.wait_stopped(CONTAINER_STOP_GRACE_S)
         self.services.functions.containers.backend.close()
+        if self.services.functions.spares is not None:  # killed with the backend; reaped before the loop ends
+            await self.services.functions.spares.wait_closed()
         self.ticker.cancel()
         for lst in [*self.listeners, self.container_listener]:
             lst.close()

@@ -8,14 +8,15 @@ import pstats
 from remotecell_runtime.__main__ import _run_profiled
 
 
-async def _daemon_like() -> None:
+async def _daemon_like() -> int:
     await asyncio.sleep(0)
     sum(range(1000))
+    return 0
 
 
 def test_the_loop_runs_under_cprofile_and_its_stats_are_written(tmp_path):
     path = tmp_path / "daemon.prof"
-    _run_profiled(_daemon_like(), str(path))
+    assert _run_profiled(_daemon_like(), str(path)) == 0  # serve's exit code
     names = {func for _, _, func in pstats.Stats(str(path)).stats}  # type: ignore[attr-defined]
     assert "_daemon_like" in names
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..auth import ContainerGate
 from .limits import Limits
 from .sandbox import DRIVER_INSIDE, Bubblewrap, container_pid
+from .spares import VOLUMES_ENV, Spare, Spares, base_environment, spare_count, startup_environment
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -41,7 +42,6 @@ LOG_TAIL_LINES = 40
 INTERRUPT_GRACE_S = 1.0  # SIGINT, then SIGTERM this much later
 RELEASE_TRIES, RELEASE_RETRY_S = 20, 0.25  # removing a container's cgroups while its last processes exit
 AGENT_SOCKET = "/run/remotecell/agent.sock"  # where a sandbox agent finds its own socket to the daemon
-VOLUMES_ENV = "REMOTECELL_VOLUMES"  # {mount path: host folder}: links the container makes, or the sandbox's mounts
 
 
 @dataclass
@@ -59,7 +59,7 @@ class LocalBackend:
 
     def __init__(self, sock_dir: str, runtime_id: str, shm_prefix: str, client_env: dict[str, str],
                  gpus: GpuAllocator, cpus: CpuBudget, sandbox: Bubblewrap | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, spares: Spares | None = None) -> None:
         self.sock_dir = sock_dir  # private (0700): the daemon's socket and the containers' own
         self.sandbox = sandbox
         self.limits = limits  # None: memory= is watched by the pools' polling instead
@@ -70,19 +70,20 @@ class LocalBackend:
         address = f"ipc://{os.path.join(sock_dir, f'containers-{runtime_id}.sock')}"
         self._connect_back = ConnectBack(bind=address, connect=address, same_host=True)
         self.processes: dict[str, _Process] = {}
+        self.spares = spares or Spares(sandbox, spare_count())  # warm ones (see ``spares.py``), started at ``bound``
 
     @property
     def connect_back(self) -> ConnectBack:
         return self._connect_back
 
     def bound(self, endpoint: str, gate: ContainerGate | None) -> None:
-        pass  # its ipc:// address is known before the bind; nothing to admit
+        self.spares.fill()  # its ipc:// address is known before the bind; nothing to admit
 
     def load_env(self, cid: str) -> dict[str, str]:
         return {}  # its process is started with its environment
 
     def close(self) -> None:
-        pass
+        self.spares.close()
 
     def check(self, spec: ContainerSpec) -> None:
         why = (self.gpus.unsatisfiable(spec.gpu) if spec.gpu else None) or self.cpus.unsatisfiable(spec.cpu)
@@ -95,12 +96,35 @@ class LocalBackend:
 
     def start(self, spec: ContainerSpec, on_exit: ExitCallback) -> None:
         process = self.processes[spec.cid] = _Process(spec)
+        env = self._environment(spec)
+        spare = self.spares.take(startup_environment(env)) if self._default_shape(spec) else None
+        if spare is not None and self._launch(process, spare, env):
+            asyncio.ensure_future(self._follow(process, on_exit))
+            return
         asyncio.ensure_future(self._run(process, on_exit))
 
+    def _default_shape(self, spec: ContainerSpec) -> bool:
+        """Whether ``spec``'s container starts as a spare did: the default image in the default sandbox (no
+        volumes mounted, no GPU devices, network, disk or cgroup limits), a function server."""
+        opts = spec.options
+        return (spec.image is None and spec.agent is None and not spec.gpus and not opts.block_network
+                and not opts.ephemeral_disk_mib and not (self.sandbox is not None and spec.env.get(VOLUMES_ENV))
+                and not (self.limits is not None and (opts.memory_cap_mib or opts.cpu_limit)))
+
+    def _launch(self, process: _Process, spare: Spare, env: dict[str, str]) -> bool:
+        """Make ``spare`` ``process``'s container; False when it could not be told (a new process then)."""
+        spec = process.spec
+        if not spare.launch(["--connect", spec.connect, "--id", spec.cid, "--direct", self._direct_path(spec.cid)],
+                            env):
+            spare.end()
+            return False
+        process.proc, process.pid, process.cancel_w = spare.proc, spare.pid, spare.cancel_w
+        if process.stopping:
+            self._signal(process, signal.SIGKILL)
+        return True
+
     def _environment(self, spec: ContainerSpec) -> dict[str, str]:
-        env = {**os.environ, **image_environment(spec.image), **spec.env, **self.client_env}
-        env["PYTHONUNBUFFERED"] = "1"
-        env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode makes cold starts faster
+        env = {**base_environment(), **image_environment(spec.image), **spec.env, **self.client_env}
         # Segment names carry the pid, which repeats across sandboxes (each its own pid namespace, one /dev/shm):
         # the container's id makes them unique; the runtime's prefix still sweeps them all.
         env["REMOTECELL_SHM_PREFIX"] = f"{self.shm_prefix}-{spec.cid}"
@@ -175,7 +199,12 @@ class LocalBackend:
         process.cancel_w = cancel_w
         if process.stopping:  # stopped while its process was starting
             self._signal(process, signal.SIGKILL)
-        assert process.proc.stdout is not None
+        await self._follow(process, on_exit)
+
+    async def _follow(self, process: _Process, on_exit: ExitCallback) -> None:
+        """Keep its last lines of output until it ends; then report how it ended."""
+        spec = process.spec
+        assert process.proc is not None and process.proc.stdout is not None
         async for raw in process.proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             process.tail.append(line)
@@ -280,8 +309,8 @@ class LocalBackend:
 def image_environment(image: ContainerImage | None) -> dict[str, str]:
     """An image's variables, its import path (not the host's ``PYTHONPATH``: the image is its own environment)
     and its venv first on ``PATH`` (a ``python`` its code runs is the image's)."""
-    if image is None:  # the runtime's own Python is the default image's `python`, as an image's venv is its own
-        return {"PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+    if image is None:  # the runtime's own Python, first on PATH: ``base_environment``
+        return {}
     venv = os.path.dirname(os.path.dirname(image.python))
     paths = [*image.pythonpath, image.env.get("PYTHONPATH", "")]
     return {**image.env, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "VIRTUAL_ENV": venv,

@@ -55,6 +55,8 @@ DRIVER_INSIDE = "/usr/local/nvidia"  # where a container with its own / finds th
 GPU_DEVICE_ROOT_ENV = "REMOTECELL_FAKE_GPU_DEVICES"  # tests: a folder of stand-in device files instead of /dev
 FORK_WAIT_S = 5.0  # how long the init may take to fork the container (it is a few ms)
 PROBE_TIMEOUT_S = 10.0
+SANDBOX_ENV = "REMOTECELL_SANDBOX"  # "0": containers run as plain processes
+PLAIN = "containers run as plain processes that can read this runtime's state folder and the user's files"
 USERNS_HINT = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 "
                "an AppArmor profile for bwrap, or kernel.apparmor_restrict_unprivileged_userns=0)")
 USERNS_SIGNS = ("namespace", "permission", "not permitted", "uid map")  # how bwrap says user namespaces are denied

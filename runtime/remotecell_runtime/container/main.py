@@ -48,6 +48,7 @@ watches the cancel pipe, whose other end only the daemon holds, for its hang-up.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import sys
@@ -216,6 +217,23 @@ class ContainerLoop:
         self.running = False
 
 
+def _launch_line(fd: int) -> dict[str, str]:
+    """Wait for the launch line on ``fd``: this container's options, and the variables that differ from the
+    spare's (set here, before anything reads them); the end of the pipe unused means the runtime is done."""
+    data = b""
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while not data.endswith(b"\n") and (chunk := pipe.read(65536)):
+            data += chunk
+    if not data.endswith(b"\n"):
+        sys.exit(0)
+    launch = json.loads(data)
+    for key in launch["unset"]:
+        os.environ.pop(key, None)
+    os.environ.update(launch["env"])
+    args = launch["args"]
+    return dict(zip(args[::2], args[1::2], strict=True))
+
+
 def _die_with_parent() -> None:
     try:  # Linux: the kernel kills us if the daemon dies, even mid-input
         libc = ctypes.CDLL(None, use_errno=True)
@@ -243,6 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         options = dict(zip(args[::2], args[1::2], strict=True))
+        if "--spare-fd" in options:  # a spare (``backends/spares.py``): who it is comes when it is given out
+            _die_with_parent()
+            options.update(_launch_line(int(options.pop("--spare-fd"))))
         address, container_id = options["--connect"], options["--id"]
         cancel_fd = int(options["--cancel-fd"]) if "--cancel-fd" in options else None
         curve = _curve_keys(options)

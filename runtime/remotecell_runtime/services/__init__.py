@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..backends.choice import BackendChoice
+from ..backends.spares import Spares
 from ..protocol.image_spec import ImageSpec
 from ..protocol.message import Message
 from .apps import Apps
@@ -89,13 +90,13 @@ def _merged(tables: list[dict[type[Message], H]]) -> dict[str, tuple[type[Messag
 def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str], retention_s: float,
           orphan_grace_s: float, shares: Sequence[str] = (), web_bind: str | None = None,
           web_max_body: int | None = None, web_public: bool = False,
-          backend: BackendChoice | None = None) -> Services:
+          backend: BackendChoice | None = None, spares: Spares | None = None) -> Services:
     """Every service of one runtime, wired to ``host`` and to each other; ``shares``: folders every
     sandboxed container sees (``remotecell serve --share``)."""
     registry = AppRegistry()
     blobs = Blobs(host)
     functions = Functions(host, registry, sock_dir, shm_prefix, client_env, shares, blobs.path,
-                          backend or BackendChoice())
+                          backend or BackendChoice(), spares)
     jobs = Jobs(functions, host.state_dir, retention_s, orphan_grace_s=orphan_grace_s)
     volumes = Volumes(host, orphan_grace_s=orphan_grace_s)
     functions.images.system.volume_folder = lambda name: volumes.named(name).folder  # run_function(volumes=)

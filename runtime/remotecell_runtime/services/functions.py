@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..backends.base import Backend
 from ..backends.choice import BackendChoice
 from ..backends.limits import Limits
 from ..backends.local import LocalBackend
-from ..backends.sandbox import Bubblewrap, SandboxUnavailable
+from ..backends.spares import Spares, find_sandbox
 from ..containers import ContainerManager, ContainerRecord, State
 from ..cpus import CpuBudget, PlacedCpus, host_cpus
 from ..gpus import GpuAllocator, PlacedGpus, inventory
@@ -79,7 +78,7 @@ class HeldResults:
 class Functions(Service):
     def __init__(self, host: Host, apps: AppRegistry, sock_dir: str, shm_prefix: str,
                  client_env: dict[str, str], shares: Sequence[str], blob: Callable[[str], Path],
-                 choice: BackendChoice) -> None:
+                 choice: BackendChoice, spares: Spares | None = None) -> None:
         self.host = host
         self.apps = apps
         self.pools: dict[str, Pool] = {}  # fid -> pool
@@ -89,15 +88,20 @@ class Functions(Service):
         self.app_logs = AppLogs(host.send_peer)  # what each app's inputs printed (`remotecell app logs`)
         self.gpus = GpuAllocator(inventory()) if choice.same_host else PlacedGpus()
         self.cpus = CpuBudget(host_cpus()) if choice.same_host else PlacedCpus()
-        self.sandbox, self.sandbox_state = _sandbox(sock_dir, host.state_dir, shares) if choice.name == "local" \
-            else (None, RAY_UNSANDBOXED)
+        if choice.name != "local":
+            self.sandbox, self.sandbox_state = None, RAY_UNSANDBOXED
+        elif spares is not None:  # started before the services (``__main__.serve``), with the sandbox found then
+            self.sandbox, self.sandbox_state = spares.sandbox, spares.sandbox_state
+        else:
+            self.sandbox, self.sandbox_state = find_sandbox(sock_dir, host.state_dir, shares)
         self.images = Images(host.state_dir, blob, self.sandbox is not None, self.image_built)
         self.limits, self.limits_off = Limits.find(host.runtime_id)
         if self.limits is None:
             log.warning("%s", self.limits_off)
-        backend: Backend = LocalBackend(sock_dir, host.runtime_id, shm_prefix, client_env, self.gpus, self.cpus,
-                                        self.sandbox, self.limits) if choice.name == "local" else \
-            _cluster_backend(choice, host.state_dir, sock_dir)
+        local = LocalBackend(sock_dir, host.runtime_id, shm_prefix, client_env, self.gpus, self.cpus,
+                             self.sandbox, self.limits, spares) if choice.name == "local" else None
+        self.spares = local.spares if local is not None else None
+        backend: Backend = local or _cluster_backend(choice, host.state_dir, sock_dir)
         self.containers = ContainerManager(backend, self.on_container_exit)
         self._holding = HeldResults(self._send_many)
         self.result_cache = ResultCache(host.state_dir / "cache.db", _cache_cap())
@@ -266,6 +270,7 @@ class Functions(Service):
             "cpus": {"total": self.cpus.total, "reserved": self.cpus.reserved},
             "pools": [p.stats() for p in self.pools.values() if not (p.retired and p.empty)],
             "containers": self.containers.stats(),
+            "spares": self.spares.pids() if self.spares is not None else [],
             "sandbox": self.sandbox.describe() if self.sandbox is not None else self.sandbox_state,
             "limits": self.limits.describe if self.limits else self.limits_off,
             "system_images": self.images.system.describe(),
@@ -273,8 +278,6 @@ class Functions(Service):
         }
 
 
-SANDBOX_ENV = "REMOTECELL_SANDBOX"  # "0": containers run as plain processes
-PLAIN = "containers run as plain processes that can read this runtime's state folder and the user's files"
 RAY_UNSANDBOXED = "off: on the Ray backend containers run as plain processes of their Ray nodes"
 
 
@@ -285,23 +288,6 @@ def _cache_cap() -> int:
     except ValueError as exc:
         log.warning("%s; using the default, %d MiB", exc, DEFAULT_MAX_MB)
         return DEFAULT_MAX_MB << 20
-
-
-def _sandbox(sock_dir: str, state_dir: Path, shares: Sequence[str]) -> tuple[Bubblewrap | None, str]:
-    """The container sandbox (on wherever bubblewrap works, unless ``REMOTECELL_SANDBOX=0``) and, when it is
-    off, what the status says of it: ``off: `` with why and how to turn it on (also in the log)."""
-    if os.environ.get(SANDBOX_ENV) == "0":
-        why = f"{SANDBOX_ENV}=0: {PLAIN}; unset it to sandbox them"
-        log.warning("sandbox off: %s", why)
-        return None, f"off: {why}"
-    try:
-        sandbox = Bubblewrap.find(sock_dir, hidden=str(state_dir), shares=shares)
-    except SandboxUnavailable as exc:
-        why = f"{exc}: {PLAIN}"
-        log.warning("sandbox off: %s", why)
-        return None, f"off: {why}"
-    log.info("containers run in sandboxes (%s)", sandbox.bwrap)
-    return sandbox, ""  # its version is asked of bwrap when a status shows it: not a round trip at every start
 
 
 def _cluster_backend(choice: BackendChoice, state_dir: Path, sock_dir: str) -> Backend:

@@ -50,6 +50,7 @@ class StatusReply(Message):
     cpus: dict[str, Any]
     pools: list[dict[str, Any]]
     containers: dict[str, int]  # how many containers are in each state
+    spares: list[int] = wire(factory=list)  # host pids of the spare containers ready (``backends/spares.py``)
     sandbox: str  # what isolates containers ("bubblewrap 0.8.0"), or "off: " and why
     limits: str  # which of memory= and cpu= are enforced, and how
     system_images: str = ""  # whether images with system steps can be built here ("off: " and why)
