@@ -100,7 +100,9 @@ async def _attach_terminal(sandbox: Sandbox, fd: int) -> int:
     """This terminal attached to the sandbox's pseudo-terminal until its command ends; its exit code."""
     loop = asyncio.get_running_loop()
     keys: asyncio.Queue[bytes] = asyncio.Queue()
-    copy = asyncio.create_task(_copy(StreamReader(sandbox.object_id, MAIN, "stdout", text=False), sys.stdout))
+    # A terminal has one output stream; stderr still brings what the runtime says of a sandbox that failed
+    copies = [asyncio.create_task(_copy(StreamReader(sandbox.object_id, MAIN, stream, text=False), out))
+              for stream, out in (("stdout", sys.stdout), ("stderr", sys.stderr))]
     typing = asyncio.create_task(_type(sandbox, keys))
     resizes: set[asyncio.Task[None]] = set()
 
@@ -115,12 +117,12 @@ async def _attach_terminal(sandbox: Sandbox, fd: int) -> int:
         winch = _on_signal(loop, signal.SIGWINCH, on_winch)
         try:
             await sandbox.wait.aio(raise_on_termination=False)
-            await copy
+            await asyncio.gather(*copies)
         finally:
             loop.remove_reader(fd)
             if winch:
                 loop.remove_signal_handler(signal.SIGWINCH)
-            for task in (copy, typing, *resizes):
+            for task in (*copies, typing, *resizes):
                 task.cancel()
     return sandbox.returncode if sandbox.returncode is not None else 1
 
