@@ -4,8 +4,11 @@ its module's name, the attribute that holds it, and the app's own modules' sourc
 imports the module (``remotecell_runtime.container.references``), so its module-level code runs there once and
 the image may run another Python minor version than this process (no code object is pickled).
 
-Everything else travels by value (cloudpickle): ``serialized=True``, ``__main__`` (a notebook, ``python
-file.py``), functions nested in others, and modules outside the folders of the files the CLI loaded.
+A script's own definitions (``python app.py``) travel the same way, imported there by the file's module name,
+when ``_main_script.main_reference`` says it is safe (a file, and its app started from its ``if __name__ ==
+"__main__":`` block). Everything else travels by value (cloudpickle): ``serialized=True``, a notebook, an
+interactive ``__main__`` (``python -c``, stdin, a REPL), a script that starts its app unguarded, functions
+nested in others, and modules outside the folders of the files the CLI loaded.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Any
 from remotecell_runtime.protocol.spec import ByReference, ClsSpec
 
 from . import _image_sources as sources
-from ._user_modules import local_modules, under_reference_root, user_module
+from ._main_script import main_reference
+from ._user_modules import add_reference_root, local_modules, under_reference_root, user_module
 from .exceptions import InvalidError
 from .file_pattern_matcher import NON_PYTHON_FILES, ignore_fn
 
@@ -49,17 +53,33 @@ def shipping_of(app: Any, options: dict[str, Any]) -> dict[str, Any]:
 
 def reference(definition: Any, with_source: bool = True) -> ByReference | None:
     """``definition`` by name, or None when the container could not find it by importing its module."""
-    module = user_module(definition)
-    if module is None or not under_reference_root(module) or not _importable_as_named(module):
+    module, name, extra = _module_for(definition)
+    if module is None:
         return None
     found = _attribute_of(module, definition)
     if found is None:
         return None
     attribute, unwrap = found
     if not with_source:  # include_source=False: the image has the module (add_local_python_source)
-        return ByReference(module.__name__, attribute, unwrap)
-    step, data = sources.python_source(tuple(local_modules()), False, ignore_fn(NON_PYTHON_FILES)).materialize()
-    return ByReference(module.__name__, attribute, unwrap, data, str(step.digest))
+        return ByReference(name, attribute, unwrap)
+    modules = tuple(sorted({*local_modules(), *extra}))
+    step, data = sources.python_source(modules, False, ignore_fn(NON_PYTHON_FILES)).materialize()
+    return ByReference(name, attribute, unwrap, data, str(step.digest))
+
+
+def _module_for(definition: Any) -> tuple[ModuleType | None, str, tuple[str, ...]]:
+    """The module that holds ``definition`` here, the name the container imports it by, and the top-level
+    modules its source needs beyond the imported ones under the reference roots (a script's own: ``__main__``
+    is none of those)."""
+    main = main_reference(definition)
+    if main is not None:  # `python app.py`: imported there as `app`, its folder a reference root from now on
+        name, root = main
+        add_reference_root(root)
+        return sys.modules["__main__"], name, (name.split(".")[0],)
+    module = user_module(definition)
+    if module is None or not under_reference_root(module) or not _importable_as_named(module):
+        return None, "", ()
+    return module, module.__name__, ()
 
 
 def by_value_code(definition: Any, shipped_target: Any) -> bool:

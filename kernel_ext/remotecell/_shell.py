@@ -1,20 +1,29 @@
-"""``remotecell shell FILE.py[::NAME] [--cmd CMD]``: a shell in a container of a function's image, as Modal's
-``modal shell``.
+"""``remotecell shell FILE.py[::NAME] [--cmd CMD] [--pty/--no-pty]``: a shell in a container of a function's
+image, as Modal's ``modal shell``.
 
 The container is an ``rc.Sandbox`` of the file's app, made with the definition's own image and its options
 that shape a container (``SANDBOX_OPTIONS``: GPU, CPU, memory, env, secrets, volumes, network), so it sees
 what that function's containers see: the image's root and Python, its variables and working directory, the
-volumes at their paths. Without ``--cmd`` it runs ``bash -i`` (``sh -i`` where the image has no bash) with
-this terminal's input forwarded line by line (pipes, no pseudo-terminal: no job control or full-screen
-programs); with ``--cmd`` one command through ``sh -c``. Its exit code is the command's.
+volumes at their paths. Without ``--cmd`` it runs ``bash -i`` (``sh -i`` where the image has no bash); with
+``--cmd`` one command through ``sh -c``. Its exit code is the command's.
+
+When this process's stdin is a terminal (or with ``--pty``) the command runs on a pseudo-terminal there
+(``Sandbox.create(pty=True)``) and this terminal is in raw mode while attached (``RawTerminal``, restored on
+every way out): keys go as typed (Ctrl-C is a byte for the remote terminal, which interrupts the program in
+its foreground; Ctrl-Z, arrows and full-screen programs work), the window size goes at the start and on each
+SIGWINCH (``sandbox_resize``). Otherwise (``--no-pty``, or stdin a pipe or file) it runs on pipes: input is
+forwarded as it is read, stdout and stderr kept apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+import termios
 import threading
+import tty
 from typing import IO, Any, TextIO
 
 from remotecell_runtime.protocol.messages.sandboxes import MAIN
@@ -24,7 +33,7 @@ from .app import App
 from .cls import Cls
 from .exceptions import Error, InvalidError
 from .functions import Function
-from .sandboxes import Sandbox, StreamReader, start
+from .sandboxes import Sandbox, StreamReader, pty_spec, resize, start
 
 # The wire options of a definition that shape its containers; the rest (retries, scaling, batching...) are
 # about inputs, which a shell has none of.
@@ -50,15 +59,107 @@ def definition_of(app: App, path: str, wanted: str | None) -> tuple[Any, dict[st
     raise InvalidError(f"{path} has no function or class {wanted!r} (it has: {', '.join(sorted(app.functions))})")
 
 
-def cmd_shell(target: str, command: str | None, timeout: int, module: bool = False) -> int:
+def cmd_shell(target: str, command: str | None, timeout: int, module: bool = False, pty: bool | None = None) -> int:
+    """Run the shell (or ``command``); its exit code. ``pty`` None: a pseudo-terminal when stdin is a terminal."""
     path, _, wanted = target.partition("::")
     app = _entry.find_app(_entry.load_module(path) if module else _entry.load_file(path), path)
     image, options = definition_of(app, path, wanted or None)
     given = {k: options[k] for k in SANDBOX_OPTIONS if k in options} | {"timeout": timeout}
     cmd = ["sh", "-c", command if command is not None else INTERACTIVE]
+    on_pty = sys.stdin.isatty() if pty is None else pty
     with app.run():
-        sandbox = _bridge.run(start(cmd, app, image, given))
+        sandbox = _bridge.run(start(cmd, app, image, given, pty=pty_spec() if on_pty else None))
+        if on_pty and sys.stdin.isatty():
+            return _bridge.run(_attach_terminal(sandbox, sys.stdin.fileno()))
         return _bridge.run(_attach(sandbox, sys.stdin))
+
+
+class RawTerminal:
+    """This terminal in raw mode (keys as typed, no local echo, Ctrl-C no signal here) for as long as the
+    ``with`` lasts; its earlier mode back on every way out (an exception, the remote end closing).
+
+    >>> with RawTerminal(sys.stdin.fileno()):
+    ...     os.read(0, 1)  # one key, as typed
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.saved: list[Any] | None = None
+
+    def __enter__(self) -> RawTerminal:
+        self.saved = termios.tcgetattr(self.fd)
+        tty.setraw(self.fd, termios.TCSADRAIN)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+
+
+async def _attach_terminal(sandbox: Sandbox, fd: int) -> int:
+    """This terminal attached to the sandbox's pseudo-terminal until its command ends; its exit code."""
+    loop = asyncio.get_running_loop()
+    keys: asyncio.Queue[bytes] = asyncio.Queue()
+    # A terminal has one output stream; stderr still brings what the runtime says of a sandbox that failed
+    copies = [asyncio.create_task(_copy(StreamReader(sandbox.object_id, MAIN, stream, text=False), out))
+              for stream, out in (("stdout", sys.stdout), ("stderr", sys.stderr))]
+    typing = asyncio.create_task(_type(sandbox, keys))
+    resizes: set[asyncio.Task[None]] = set()
+
+    def on_winch() -> None:  # the window changed here: tell the remote terminal (its programs get SIGWINCH)
+        size = os.get_terminal_size(fd)
+        task = loop.create_task(resize(sandbox.object_id, MAIN, size.lines, size.columns))
+        resizes.add(task)
+        task.add_done_callback(resizes.discard)
+
+    with RawTerminal(fd):
+        loop.add_reader(fd, _read_keys, fd, keys)
+        winch = _on_signal(loop, signal.SIGWINCH, on_winch)
+        try:
+            await sandbox.wait.aio(raise_on_termination=False)
+            await asyncio.gather(*copies)
+        finally:
+            loop.remove_reader(fd)
+            if winch:
+                loop.remove_signal_handler(signal.SIGWINCH)
+            for task in (*copies, typing, *resizes):
+                task.cancel()
+    return sandbox.returncode if sandbox.returncode is not None else 1
+
+
+def _read_keys(fd: int, keys: asyncio.Queue[bytes]) -> None:
+    try:
+        data = os.read(fd, 65536)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError:
+        data = b""
+    if data:
+        keys.put_nowait(data)
+    else:  # this terminal is gone: nothing more will be typed
+        asyncio.get_running_loop().remove_reader(fd)
+
+
+async def _type(sandbox: Sandbox, keys: asyncio.Queue[bytes]) -> None:
+    """What is typed here, to the remote terminal (what queued meanwhile in one write)."""
+    try:
+        while True:
+            data = await keys.get()
+            while not keys.empty():
+                data += keys.get_nowait()
+            sandbox.stdin.write(data)
+            await sandbox.stdin.drain.aio()
+    except Error:  # the command ended first: what is typed now has no reader
+        return
+
+
+def _on_signal(loop: asyncio.AbstractEventLoop, sig: int, handler: Any) -> bool:
+    """``handler`` on ``sig`` in this loop; False where the loop cannot take signals (not the main thread)."""
+    try:
+        loop.add_signal_handler(sig, handler)
+    except (ValueError, RuntimeError, NotImplementedError):
+        return False
+    return True
 
 
 async def _attach(sandbox: Sandbox, stdin: IO[str]) -> int:

@@ -163,7 +163,7 @@ def cmd_app_logs(args: argparse.Namespace) -> int:
 def cmd_shell(args: argparse.Namespace) -> int:
     from ._shell import cmd_shell as shell  # the sandbox client only for this command
 
-    return shell(args.target, args.cmd, args.timeout, module=args.module)
+    return shell(args.target, args.cmd, args.timeout, module=args.module, pty=args.pty)
 
 
 COMMANDS = {"status": cmd_status, "stop": cmd_stop, "deploy": cmd_deploy, "app": cmd_app, "run": cmd_run,
@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     shell.add_argument("-m", dest="module", action="store_true", help="TARGET is a module name, not a file")
     shell.add_argument("--cmd", help="run this command (through sh -c) instead of an interactive shell")
     shell.add_argument("--timeout", type=int, default=3600, help="end the container after this many seconds")
+    shell.add_argument("--pty", action=argparse.BooleanOptionalAction, default=None,
+                       help="run it on a pseudo-terminal (the default when stdin is a terminal)")
     args = parser.parse_args(argv)
     try:
         command = COMMANDS.get(args.command)

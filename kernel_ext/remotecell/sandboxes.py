@@ -6,6 +6,7 @@
 >>> sb.wait(); sb.returncode           # None, then 0
 >>> p = sb.exec("ls", "/")             # a ContainerProcess: stdout, stderr, stdin, wait(), poll()
 >>> for line in p.stdout: print(line, end="")
+>>> t = sb.exec("bash", "-i", pty=True)  # on a pseudo-terminal: `tty` works, stderr comes as stdout
 
 Every blocking method has its ``.aio`` twin (``await rc.Sandbox.create.aio(...)``,
 ``await sb.stdout.read.aio()``, ``async for line in p.stdout``).  Bytes travel raw
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import os
 import re
+import shutil
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -29,6 +32,7 @@ from remotecell_runtime.protocol.messages.sandboxes import (
     NAME_PATTERN,
     READ_MAX_BYTES,
     WAIT_MAX_S,
+    PtySpec,
     SandboxCreateMsg,
     SandboxCreateReply,
     SandboxExecMsg,
@@ -40,6 +44,7 @@ from remotecell_runtime.protocol.messages.sandboxes import (
     SandboxListReply,
     SandboxReadMsg,
     SandboxReadReply,
+    SandboxResizeMsg,
     SandboxTerminateMsg,
     SandboxWaitMsg,
     SandboxWaitReply,
@@ -212,13 +217,34 @@ class ContainerProcess:
         return f"<rc.ContainerProcess {self._proc} of {self._sandbox_id}>"
 
 
+def pty_spec(fd: int | None = None) -> PtySpec:
+    """A pseudo-terminal the size of this process's terminal (stdin's, else stdout's; 24x80 without one) and
+    its ``TERM``, as Modal's ``pty=True`` makes one."""
+    size = None
+    for candidate in (fd,) if fd is not None else (0, 1):
+        try:
+            size = os.get_terminal_size(candidate)
+            break
+        except OSError:
+            continue
+    size = size or shutil.get_terminal_size((80, 24))
+    return PtySpec(rows=max(1, size.lines), cols=max(1, size.columns), term=os.environ.get("TERM") or None)
+
+
+async def resize(sandbox_id: str, proc: str, rows: int, cols: int) -> None:
+    """Tell process ``proc``'s pseudo-terminal that its window is now ``rows`` x ``cols`` (``remotecell shell``
+    on SIGWINCH)."""
+    await _ask(SandboxResizeMsg(sandbox=sandbox_id, proc=proc, rows=rows, cols=cols))
+
+
 async def _create(*args: str, app: Any = None, image: Any = None, timeout: int = 300, workdir: str | None = None,
                   volumes: dict[str, Any] | None = None, secrets: Sequence[Any] = (), cpu: Any = None,
                   memory: Any = None, gpu: Any = None, block_network: bool = False,
-                  env: dict[str, str] | None = None, name: str | None = None) -> Sandbox:
+                  env: dict[str, str] | None = None, name: str | None = None, pty: bool = False) -> Sandbox:
     """Start a sandbox running ``args`` (none: it idles until terminated or timed out) in ``app``'s image (or
     ``image``), with its ``volumes``, ``secrets``, ``cpu``, ``memory``, ``gpu``; ended after ``timeout`` s;
-    ``name``: unique among the app's running sandboxes (``Sandbox.from_name``)."""
+    ``name``: unique among the app's running sandboxes (``Sandbox.from_name``); ``pty=True``: its command on a
+    pseudo-terminal (of this terminal's size), so all its output comes on ``stdout`` and ``stderr`` is empty."""
     from .app import App
     from .images import check_image
 
@@ -235,11 +261,12 @@ async def _create(*args: str, app: Any = None, image: Any = None, timeout: int =
     if name is not None and (not isinstance(name, str) or not re.match(NAME_PATTERN, name)):
         raise InvalidError(f"name={name!r}: a sandbox's name is 1 to 64 letters, digits, '.', '-' or '_'")
     chosen = check_image(image) if image is not None else app.image
-    return await start(cmd, app, chosen, options, _checked_workdir(workdir), name)
+    return await start(cmd, app, chosen, options, _checked_workdir(workdir), name,
+                       pty_spec() if _checked_pty(pty) else None)
 
 
 async def start(cmd: list[str], app: Any, image: Any, options: dict[str, Any], workdir: str | None = None,
-                name: str | None = None) -> Sandbox:
+                name: str | None = None, pty: PtySpec | None = None) -> Sandbox:
     """A sandbox of ``app`` with checked wire ``options`` (a function's own, for ``remotecell shell``) in ``image``
     (published first; None: the runtime's own)."""
     conn, app_id = await asyncio.to_thread(app.ensure_running)
@@ -248,7 +275,7 @@ async def start(cmd: list[str], app: Any, image: Any, options: dict[str, Any], w
         spec = await asyncio.to_thread(image.publish, conn, app_id)
         if spec is not None:
             options["image"] = spec
-    msg = SandboxCreateMsg(app_id=app_id, cmd=cmd, options=options, workdir=workdir, name=name)
+    msg = SandboxCreateMsg(app_id=app_id, cmd=cmd, options=options, workdir=workdir, name=name, pty=pty)
     reply, _ = await _ask(msg)
     return Sandbox(SandboxCreateReply.from_wire(reply).sandbox)
 
@@ -335,9 +362,10 @@ class Sandbox:
 
     async def _exec(self, *args: str, workdir: str | None = None, timeout: int | None = None,
                     secrets: Sequence[Any] = (), env: dict[str, str] | None = None,
-                    text: bool = True) -> ContainerProcess:
+                    text: bool = True, pty: bool = False) -> ContainerProcess:
         """Run ``args`` in the sandbox (in ``workdir``, with ``secrets`` and ``env`` beyond the sandbox's own; killed
-        after ``timeout`` s); its ``ContainerProcess`` (str streams, or bytes with ``text=False``)."""
+        after ``timeout`` s); its ``ContainerProcess`` (str streams, or bytes with ``text=False``); ``pty=True``: on
+        a pseudo-terminal, all its output on ``stdout`` (Modal's)."""
         cmd = _checked_cmd(args, "exec")
         if not cmd:
             raise InvalidError("sb.exec() needs a command, e.g. sb.exec('ls', '-l')")
@@ -346,7 +374,8 @@ class Sandbox:
         checked = check_function_options(given)
         options: dict[str, Any] = {k: checked[k] for k in ("env", "secrets") if k in checked}
         msg = SandboxExecMsg(sandbox=self.object_id, cmd=cmd, workdir=_checked_workdir(workdir), options=options,
-                             timeout_s=None if timeout is None else float(timeout))
+                             timeout_s=None if timeout is None else float(timeout),
+                             pty=pty_spec() if _checked_pty(pty) else None)
         reply, _ = await _ask(msg)
         return ContainerProcess(self.object_id, SandboxExecReply.from_wire(reply).proc, text)
 
@@ -379,6 +408,12 @@ def _checked_cmd(args: Sequence[Any], where: str) -> list[str]:
     if args and not args[0]:
         raise InvalidError(f"{where}: the command's program is an empty string; name a program, e.g. 'echo'")
     return list(args)
+
+
+def _checked_pty(pty: Any) -> bool:
+    if not isinstance(pty, bool):
+        raise InvalidError(f"pty={pty!r} must be True or False (True: run it on a pseudo-terminal)")
+    return pty
 
 
 def _checked_workdir(workdir: Any) -> str | None:

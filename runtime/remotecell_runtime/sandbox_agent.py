@@ -6,6 +6,11 @@ connects back to the daemon (a DEALER named CID), says ``sb_hello``, and from th
 ``sb_exec`` asks (each process in its own process group, its stdin, stdout and stderr pipes here),
 sends what they write as ``sb_out`` (raw bytes, never decoded), their exits as ``sb_exit``, writes
 ``sb_in`` bytes into their stdin (``sb_wrote`` once they are in the pipe), and kills on ``sb_kill``.
+A process asked for with ``pty`` runs on a pseudo-terminal (``os.openpty``) that is its controlling
+terminal, stdin, stdout and stderr: the master's bytes go as its ``stdout`` (its ``stderr`` ends at once),
+``sb_in`` is typed into the master (its end as the terminal's EOF character, ^D), and ``sb_resize`` sets
+the window size (``TIOCSWINSZ``: the kernel sends the foreground job SIGWINCH). Ctrl-C is a byte like
+any other: the terminal's line discipline turns it into SIGINT for the foreground job.
 
 Invariants: no stream sends more than its credit (``WINDOW_BYTES`` at first, more with each
 ``sb_credit``, which the daemon gives back as it stores what came, until too much waits unread there):
@@ -24,8 +29,10 @@ import ctypes
 import fcntl
 import os
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -46,6 +53,7 @@ from .protocol.messages.sandboxes import (
     AgentInMsg,
     AgentKillMsg,
     AgentOutMsg,
+    AgentResizeMsg,
     AgentStopMsg,
     AgentWroteMsg,
 )
@@ -56,7 +64,9 @@ F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named only from Python 3.10 on some b
 DRAIN_S = 5.0  # after the sandbox ends, how long what the pipes still hold may take to arrive
 POLL_MS = 1000
 OWN_VARIABLES = "REMOTECELL_"  # the runtime's variables: the agent's, never the user's processes'
-DECODERS = {t.TYPE: t for t in (AgentExecMsg, AgentInMsg, AgentCreditMsg, AgentKillMsg, AgentStopMsg)}
+DECODERS = {t.TYPE: t for t in (AgentExecMsg, AgentInMsg, AgentCreditMsg, AgentKillMsg, AgentStopMsg,
+                                 AgentResizeMsg)}
+PTY_EOF = b"\x04"  # what closing a terminal's input means: its EOF character (^D), as a user types it
 
 
 @dataclass
@@ -84,6 +94,7 @@ class AgentProc:
     pending: deque[tuple[int, memoryview, bool]] = field(default_factory=deque)  # (seq, bytes left, eof)
     code: int | None = None
     reported: bool = False
+    tty: int | None = None  # the pseudo-terminal's master (its stdout outlet's and stdin's fd), if it has one
 
     @property
     def done(self) -> bool:
@@ -126,12 +137,8 @@ class Agent:
             poller.register(self.wake_r, zmq.POLLIN)
             if self.lifeline is not None:
                 poller.register(self.lifeline, zmq.POLLERR)
-            for proc in self.procs.values():
-                for out in proc.outlets:
-                    if out.fd is not None and (out.credit > 0 or self.ending is not None):
-                        poller.register(out.fd, zmq.POLLIN)
-                if proc.pending and proc.stdin_fd is not None:
-                    poller.register(proc.stdin_fd, zmq.POLLOUT)
+            for fd, flags in self.wanted().items():
+                poller.register(fd, flags)
             events = dict(poller.poll(POLL_MS if self.ending is None else 100))
             if self.lifeline is not None and events.get(self.lifeline, 0) & zmq.POLLERR:
                 self.end()  # the daemon is gone
@@ -142,6 +149,18 @@ class Agent:
             for proc in list(self.procs.values()):
                 self.pump(proc, events)
         self.finish()
+
+    def wanted(self) -> dict[int, int]:
+        """The processes' fds to poll, and for what (a terminal's master is both an outlet and a stdin: one
+        entry, since a second registration of an fd replaces the first's flags)."""
+        flags: dict[int, int] = {}
+        for proc in self.procs.values():
+            for out in proc.outlets:
+                if out.fd is not None and (out.credit > 0 or self.ending is not None):
+                    flags[out.fd] = flags.get(out.fd, 0) | zmq.POLLIN
+            if proc.pending and proc.stdin_fd is not None:
+                flags[proc.stdin_fd] = flags.get(proc.stdin_fd, 0) | zmq.POLLOUT
+        return flags
 
     def on_message(self, frames: list[zmq.Frame]) -> None:
         header, payloads = framing.decode(frames)
@@ -159,6 +178,10 @@ class Agent:
             for out in proc.outlets if proc else ():
                 if out.name == msg.stream:
                     out.credit += msg.n
+        elif isinstance(msg, AgentResizeMsg):
+            proc = self.procs.get(msg.proc)
+            if proc is not None and proc.tty is not None:
+                _set_size(proc.tty, msg.rows, msg.cols)
         elif isinstance(msg, AgentKillMsg):
             proc = self.procs.get(msg.proc)
             if proc is not None:
@@ -177,13 +200,21 @@ class Agent:
             self.refuse(msg, f"its working directory {msg.workdir} cannot be made ({exc.strerror})", 126)
             return
         try:
-            popen = subprocess.Popen(msg.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, cwd=msg.workdir or None, env={**self.env, **msg.env},
-                                     start_new_session=True, bufsize=0)
+            proc = self._spawn_on_pty(msg) if msg.pty is not None else self._spawn(msg)
+        except subprocess.SubprocessError as exc:  # the terminal could not be made its own (preexec_fn)
+            self.refuse(msg, f"its terminal could not be set up ({exc})", 126)
+            return
         except OSError as exc:  # as a shell says it: the reason on stderr, 127 (126: found, not runnable)
             self.refuse(msg, exc.strerror or str(exc), 126 if isinstance(exc, PermissionError) else 127)
             return
-        _first_to_go(popen.pid)
+        _first_to_go(proc.popen.pid)
+        self.procs[msg.proc] = proc
+
+    def _spawn(self, msg: AgentExecMsg) -> AgentProc:
+        """``msg.cmd`` with its stdin, stdout and stderr pipes here (non-blocking, widened)."""
+        popen = subprocess.Popen(msg.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 cwd=msg.workdir or None, env={**self.env, **msg.env}, start_new_session=True,
+                                 bufsize=0)
         assert popen.stdout is not None and popen.stderr is not None and popen.stdin is not None
         outlets = [Outlet("stdout", popen.stdout, popen.stdout.fileno()),
                    Outlet("stderr", popen.stderr, popen.stderr.fileno())]
@@ -191,7 +222,29 @@ class Agent:
             os.set_blocking(out.fd, False)  # type: ignore[arg-type]
             _widen(out.fd)  # type: ignore[arg-type]
         os.set_blocking(popen.stdin.fileno(), False)
-        self.procs[msg.proc] = AgentProc(msg.proc, popen, outlets, popen.stdin.fileno())
+        return AgentProc(msg.proc, popen, outlets, popen.stdin.fileno())
+
+    def _spawn_on_pty(self, msg: AgentExecMsg) -> AgentProc:
+        """``msg.cmd`` in a session of its own whose controlling terminal is a new pseudo-terminal."""
+        assert msg.pty is not None
+        master, slave = os.openpty()
+        try:
+            _set_size(slave, msg.pty.rows, msg.pty.cols)
+            env = {**self.env, **({"TERM": msg.pty.term} if msg.pty.term else {}), **msg.env}
+            env.setdefault("TERM", "xterm-256color")
+            # setsid (start_new_session) runs before preexec_fn: the terminal becomes the new session's own
+            popen = subprocess.Popen(msg.cmd, stdin=slave, stdout=slave, stderr=slave, cwd=msg.workdir or None,
+                                     env=env, start_new_session=True, preexec_fn=_take_terminal)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)  # the child's copies only: the master reads its end once they are all closed
+        os.set_blocking(master, False)
+        stderr = os.open(os.devnull, os.O_RDONLY)  # a terminal has one output stream: stderr ends at once
+        outlets = [Outlet("stdout", os.fdopen(master, "rb", buffering=0, closefd=True), master),
+                   Outlet("stderr", os.fdopen(stderr, "rb", buffering=0), stderr)]
+        return AgentProc(msg.proc, popen, outlets, master, tty=master)
 
     def refuse(self, msg: AgentExecMsg, why: str, code: int) -> None:
         """A process that could not start: the reason on its stderr, ``code`` as its exit."""
@@ -229,11 +282,17 @@ class Agent:
             self.send(AgentWroteMsg(proc=proc.id, seq=seq))
 
     def close_stdin(self, proc: AgentProc) -> None:
-        assert proc.popen.stdin is not None
-        try:
-            proc.popen.stdin.close()
-        except OSError:
-            pass
+        if proc.tty is not None:  # the master is also its output: the end of input is typed (^D), not closed
+            if proc.stdin_fd is not None and proc.outlets[0].fd is not None:
+                try:
+                    os.write(proc.tty, PTY_EOF)
+                except OSError:
+                    pass
+        elif proc.popen.stdin is not None:
+            try:
+                proc.popen.stdin.close()
+            except OSError:
+                pass
         proc.stdin_fd = None
         if proc.pending:
             self.send(AgentWroteMsg(proc=proc.id, seq=proc.pending[-1][0]))
@@ -241,7 +300,7 @@ class Agent:
 
     def pump(self, proc: AgentProc, events: dict[int, int]) -> None:
         for out in proc.outlets:
-            if out.fd is not None and events.get(out.fd, 0):
+            if out.fd is not None and events.get(out.fd, 0) & (zmq.POLLIN | zmq.POLLERR):
                 self.read_outlet(proc, out)
         if proc.stdin_fd is not None and events.get(proc.stdin_fd, 0) & zmq.POLLOUT:
             self.write_stdin(proc)
@@ -259,6 +318,9 @@ class Agent:
             out.credit -= len(data)
             self.send(AgentOutMsg(proc=proc.id, stream=out.name), data)
             return
+        if out.fd == proc.tty:  # the terminal is gone (EIO): nothing is written into it any more either
+            proc.tty = proc.stdin_fd = None
+            proc.pending.clear()
         out.close()
         self.send(AgentOutMsg(proc=proc.id, stream=out.name, eof=True), b"")
         self.report(proc)
@@ -303,6 +365,18 @@ def _kill_group(proc: AgentProc, sig: int) -> None:
     try:
         os.killpg(proc.popen.pid, sig)
     except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _take_terminal() -> None:
+    """In the child, after setsid: its stdin (the pseudo-terminal) becomes its controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _set_size(fd: int, rows: int, cols: int) -> None:
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    except OSError:  # the terminal is gone
         pass
 
 

@@ -1,6 +1,7 @@
 """Functions imported by reference, as Modal's: a module-level function or class of a file given to
-``remotecell run`` is found in the container by importing its module from the source shipped with the app
-(module-level code runs once per container); ``serialized=True`` and ``__main__`` keep shipping by value."""
+``remotecell run``, or of a script run as ``python app.py`` that starts its app from its main block, is found in
+the container by importing its module from the source shipped with the app (module-level code runs once per
+container); ``serialized=True``, an interactive ``__main__`` and an unguarded script keep shipping by value."""
 
 from __future__ import annotations
 
@@ -208,3 +209,94 @@ except rc.exceptions.InvalidError as exc:
     assert out.returncode == 0, out.stderr
     assert "REFUSED f travels by value" in out.stdout and "define it at module level" in out.stdout, out.stdout
     assert "Building image" not in out.stdout + out.stderr
+
+
+SCRIPT = '''
+import os, sys
+import remotecell as rc
+
+LOADED_IN_CONTAINER = not rc.is_local()  # module-level code: where did it run?
+COUNT = 0
+
+app = rc.App("{name}")
+
+def where():
+    own = sys._getframe(1).f_globals
+    module = sys.modules.get(own.get("__name__", ""))
+    return {{"module": own.get("__name__"), "file": own.get("__file__"),
+             "globals_are_the_module": module is not None and own is vars(module)}}
+
+@app.function(max_containers=1)
+def probe():
+    global COUNT
+    COUNT += 1
+    return dict(where(), count=COUNT, loaded_in_container=LOADED_IN_CONTAINER)
+
+@app.function(serialized=True)
+def by_value():
+    return dict(where(), loaded_in_container=LOADED_IN_CONTAINER)
+
+@app.cls()
+class Probe:
+    @rc.method()
+    def module(self):
+        return type(self).__module__
+
+if __name__ == "__main__":
+    {start}
+'''
+
+
+@pytest.fixture
+def deployed_script(runtime, tmp_path):
+    """``python main_app.py`` whose ``if __name__ == "__main__":`` block deploys its app; the app's name."""
+    name = f"byref-script-{secrets.token_hex(3)}"
+    (tmp_path / "main_app.py").write_text(SCRIPT.format(name=name, start="app.deploy()"))
+    out = subprocess.run([sys.executable, "main_app.py"], capture_output=True, text=True, timeout=180,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    yield name
+    assert remotecell("app", "stop", name).returncode == 0
+
+
+def test_a_script_run_as_python_file_that_deploys_ships_its_functions_by_reference(deployed_script):
+    probe = rc.Function.from_name(deployed_script, "probe")  # from another process: this one
+    first, second = probe.remote(), probe.remote()
+    assert first["module"] == "main_app"  # imported by the file's name, not __main__ (its main block not run)
+    assert "remotecell-source-" in first["file"] and first["file"].endswith("main_app.py")
+    assert first["loaded_in_container"] is True and first["globals_are_the_module"]  # module code ran there
+    assert (first["count"], second["count"]) == (1, 2)  # one module, its state kept across inputs
+    assert rc.Cls.from_name(deployed_script, "Probe")().module.remote() == "main_app"
+    by_value = rc.Function.from_name(deployed_script, "by_value").remote()
+    assert by_value["module"] == "__main__" and by_value["loaded_in_container"] is False  # serialized=True
+    assert not by_value["globals_are_the_module"]
+
+
+@pytest.mark.parametrize("how", ["-c", "stdin"])
+def test_an_interactive_main_still_ships_by_value(runtime, tmp_path, how):
+    code = SCRIPT.format(name=f"byref-interactive-{secrets.token_hex(3)}",
+                         start='with app.run():\n        import json; print("RESULT", json.dumps(probe.remote()))')
+    args, stdin = ([sys.executable, "-c", code], None) if how == "-c" else ([sys.executable, "-"], code)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=180, cwd=tmp_path, input=stdin)
+    result = result_of(out)
+    assert result["module"] == "__main__" and result["loaded_in_container"] is False, result
+    assert not result["globals_are_the_module"]
+
+
+def test_a_script_that_starts_its_app_unguarded_keeps_by_value(runtime, tmp_path):
+    unguarded = 'with app.run():\n    import json; print("RESULT", json.dumps(probe.remote()))'
+    code = SCRIPT.format(name=f"byref-unguarded-{secrets.token_hex(3)}", start="pass").replace(
+        'if __name__ == "__main__":\n    pass', unguarded)
+    (tmp_path / "unguarded_app.py").write_text(code)
+    result = result_of(subprocess.run([sys.executable, "unguarded_app.py"], capture_output=True, text=True,
+                                      timeout=180, cwd=tmp_path))
+    assert result["module"] == "__main__" and result["loaded_in_container"] is False, result
+
+
+def test_a_guarded_script_runs_its_functions_as_remotecell_run_does(runtime, tmp_path):
+    start = 'with app.run():\n        import json; print("RESULT", json.dumps(probe.remote()))'
+    (tmp_path / "guarded_app.py").write_text(SCRIPT.format(name=f"byref-guarded-{secrets.token_hex(3)}",
+                                                           start=start))
+    result = result_of(subprocess.run([sys.executable, "guarded_app.py"], capture_output=True, text=True,
+                                      timeout=180, cwd=tmp_path))
+    assert result["module"] == "guarded_app" and result["loaded_in_container"] is True, result

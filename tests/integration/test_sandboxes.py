@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import sys
 import time
 
 import pytest
 import remotecell as rc
 from conftest import Runtime, cli, run_script, wait_for
+from remotecell import _bridge, exceptions
 from remotecell import _client as client_mod
-from remotecell import exceptions
+from remotecell.sandboxes import resize
 
 PY = "python3"  # the host's, as the default image's containers see /usr
 
@@ -56,6 +58,31 @@ def test_stderr_is_a_stream_of_its_own_and_lines_iterate_as_they_come(sb_app):
     sb = rc.Sandbox.create("sh", "-c", "echo out1; echo err1 >&2; echo out2; printf tail", app=sb_app)
     assert list(sb.stdout) == ["out1\n", "out2\n", "tail"]
     assert sb.stderr.read() == "err1\n"
+
+
+def test_pty_true_runs_it_on_a_terminal_whose_output_is_all_on_stdout(sb_app):
+    sb = rc.Sandbox.create("sh", "-c", "tty; echo to-stderr >&2; stty size; echo TERM=$TERM", app=sb_app, pty=True)
+    out = sb.stdout.read()
+    assert re.search(r"^/dev/pts/\d+\r$", out, re.M), out  # a terminal: its newlines come as \r\n
+    assert "to-stderr\r\n" in out and re.search(r"^\d+ \d+\r$", out, re.M), out
+    assert sb.stderr.read() == ""  # a terminal has one output stream (Modal's pty=True)
+    assert sb.wait() is None and sb.returncode == 0
+    host = rc.Sandbox.create("sleep", "infinity", app=sb_app)
+    typed = host.exec("cat", pty=True)
+    typed.stdin.write("typed line\n")
+    typed.stdin.write_eof()  # on a terminal: its EOF character, ^D, as a user types it
+    typed.stdin.drain()
+    assert typed.wait() == 0
+    assert typed.stdout.read().count("typed line\r\n") == 2  # the terminal's echo, then cat's copy
+    piped = host.exec("sh", "-c", "test -t 0 || echo not-a-terminal")
+    assert piped.stdout.read() == "not-a-terminal\n"  # without pty=: pipes, as before
+    with pytest.raises(exceptions.InvalidError, match=r"pty='yes' must be True or False"):
+        host.exec("true", pty="yes")  # type: ignore[arg-type]
+    with pytest.raises(exceptions.InvalidError, match=r"a terminal's rows=0 is out of range: 1 to 65535"):
+        _bridge.run(resize(host.object_id, "main", 0, 80))
+    _bridge.run(resize(host.object_id, "main", 50, 132))  # a process without a terminal: nothing to set
+    assert host.poll() is None
+    host.terminate()
 
 
 def test_exit_codes_of_signals_and_of_a_missing_program(sb_app):

@@ -21,7 +21,7 @@ CLIENT_TYPES = {
     "queue_peek", "queue_len", "queue_clear",
     "schedule_list", "schedule_get", "schedule_pause", "schedule_resume", "schedule_run", "blob_has", "blob_put",
     "image_build", "image_list", "image_prune", "sandbox_create", "sandbox_exec", "sandbox_read", "sandbox_write",
-    "sandbox_wait",
+    "sandbox_wait", "sandbox_resize",
     "sandbox_terminate", "sandbox_get", "sandbox_list",
 }
 CONTAINER_TYPES = {"hello", "ready", "load_failed", "output", "item", "result", "results", "released", "lease_used",

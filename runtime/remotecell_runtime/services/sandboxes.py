@@ -46,6 +46,7 @@ from ..protocol.framing import Frame, Payload, WireError
 from ..protocol.message import Message, encode
 from ..protocol.messages.sandboxes import (
     MAIN,
+    MAX_WINDOW,
     NAME_PATTERN,
     READ_MAX_BYTES,
     STREAMS,
@@ -57,8 +58,10 @@ from ..protocol.messages.sandboxes import (
     AgentInMsg,
     AgentKillMsg,
     AgentOutMsg,
+    AgentResizeMsg,
     AgentStopMsg,
     AgentWroteMsg,
+    PtySpec,
     SandboxCreateMsg,
     SandboxCreateReply,
     SandboxExecMsg,
@@ -70,6 +73,7 @@ from ..protocol.messages.sandboxes import (
     SandboxListReply,
     SandboxReadMsg,
     SandboxReadReply,
+    SandboxResizeMsg,
     SandboxTerminateMsg,
     SandboxWaitMsg,
     SandboxWaitReply,
@@ -382,6 +386,7 @@ class Sandboxes(Service):
             raise refusal(ErrorName.NOT_FOUND, f"no app with id {msg.app_id!r} (it was stopped, or the runtime "
                           "restarted): create the sandbox inside a running app")
         _check_cmd(msg.cmd, allow_empty=True)
+        _check_pty(msg.pty)
         _check_name(self.sandboxes.values(), msg.app_id, msg.name)
         env = self.apps.check_host(msg.options)
         options = FunctionOptions.from_wire(msg.options)
@@ -393,7 +398,7 @@ class Sandboxes(Service):
         # Without a command, main is there all the same: empty streams, ended with the sandbox.
         record.procs[MAIN] = SandboxProc(MAIN, list(msg.cmd), self.spill_dir)
         if msg.cmd:
-            self.to_agent(record, AgentExecMsg(proc=MAIN, cmd=list(msg.cmd), workdir=msg.workdir))
+            self.to_agent(record, AgentExecMsg(proc=MAIN, cmd=list(msg.cmd), workdir=msg.workdir, pty=msg.pty))
         record.timer = asyncio.get_running_loop().call_later(options.timeout_s, self._timed_out, record)
         self._start(record)
         log.info("sandbox %s of app %s: %s", record.id, record.app_id, " ".join(msg.cmd) or "(idle)")
@@ -403,6 +408,7 @@ class Sandboxes(Service):
         msg = req.msg
         record = self._live(msg.sandbox)
         _check_cmd(msg.cmd, allow_empty=False)
+        _check_pty(msg.pty)
         if msg.timeout_s is not None and not 0 < msg.timeout_s <= 86400:
             raise refusal(ErrorName.INVALID, f"exec timeout={msg.timeout_s!r} is out of range: allowed 1 to 86400 s")
         unknown = set(msg.options) - {"env", "secrets"}
@@ -415,7 +421,7 @@ class Sandboxes(Service):
         if msg.timeout_s is not None:
             proc.timer = asyncio.get_running_loop().call_later(msg.timeout_s, self._exec_timed_out, record, proc)
         self.to_agent(record, AgentExecMsg(proc=proc.id, cmd=list(msg.cmd), workdir=msg.workdir or record.workdir,
-                                           env=env))
+                                           env=env, pty=msg.pty))
         return SandboxExecReply(proc=proc.id)
 
     def on_terminate(self, req: Request[SandboxTerminateMsg]) -> EmptyReply:
@@ -643,7 +649,8 @@ class SandboxStreams(Service):
         self.core = core
 
     def handlers(self) -> dict[type[Message], Handler]:
-        return {SandboxReadMsg: self.on_read, SandboxWriteMsg: self.on_write, SandboxWaitMsg: self.on_wait}
+        return {SandboxReadMsg: self.on_read, SandboxWriteMsg: self.on_write, SandboxWaitMsg: self.on_wait,
+                SandboxResizeMsg: self.on_resize}
 
     def on_read(self, req: Request[SandboxReadMsg]) -> None:
         msg = req.msg
@@ -696,6 +703,16 @@ class SandboxStreams(Service):
                                                       msg.proc, answer)
         waiters.append((answer, timer))
         return None
+
+    def on_resize(self, req: Request[SandboxResizeMsg]) -> EmptyReply:
+        """A terminal's new window size, for the agent to set (a process without a terminal ignores it)."""
+        msg = req.msg
+        record = self.core.record(msg.sandbox)
+        proc = self.core.proc(record, msg.proc)
+        _check_size(msg.rows, msg.cols)
+        if not record.finished and proc.code is None:
+            self.core.to_agent(record, AgentResizeMsg(proc=proc.id, rows=msg.rows, cols=msg.cols))
+        return EmptyReply()
 
     def on_out(self, container: ContainerRecord, report: Report[AgentOutMsg]) -> None:
         record = self.core.by_container.get(container.id)
@@ -773,6 +790,21 @@ def _check_cmd(cmd: list[str], allow_empty: bool) -> None:
             raise refusal(ErrorName.INVALID, f"command argument {arg!r:.60} holds a NUL byte")
     if cmd and not cmd[0]:
         raise refusal(ErrorName.INVALID, "the command's program is an empty string: name a program, e.g. 'echo'")
+
+
+def _check_pty(pty: PtySpec | None) -> None:
+    if pty is None:
+        return
+    _check_size(pty.rows, pty.cols)
+    if pty.term is not None and not re.fullmatch(r"[\w.+-]{1,64}", pty.term):
+        raise refusal(ErrorName.INVALID, f"pty term={pty.term!r:.80} is not a terminal type (such as "
+                      "'xterm-256color'): letters, digits, '.', '+', '-' or '_', at most 64")
+
+
+def _check_size(rows: int, cols: int) -> None:
+    for what, n in (("rows", rows), ("cols", cols)):
+        if not 1 <= n <= MAX_WINDOW:
+            raise refusal(ErrorName.INVALID, f"a terminal's {what}={n!r} is out of range: 1 to {MAX_WINDOW}")
 
 
 def _check_name(records: Iterable[SandboxRecord], app_id: str, name: str | None) -> None:

@@ -4,15 +4,19 @@ Client -> daemon: ``sandbox_create`` (answered with the new id once the request 
 container starts in the background), ``sandbox_exec``, ``sandbox_read`` (bytes of one stream of one
 process, waiting up to ``wait_s`` for some; raw payload, never pickled), ``sandbox_write`` (stdin bytes,
 answered once the agent wrote them into the process's pipe), ``sandbox_wait`` (a process's exit,
-waiting up to ``wait_s``), ``sandbox_terminate``, ``sandbox_get`` (``Sandbox.from_id``) and
-``sandbox_list``.
+waiting up to ``wait_s``), ``sandbox_resize`` (a pseudo-terminal's window size), ``sandbox_terminate``,
+``sandbox_get`` (``Sandbox.from_id``) and ``sandbox_list``.
 
 Daemon <-> agent (the sandbox's main process, ``remotecell_runtime.sandbox_agent``, on a socket of that
 sandbox's own): the agent says
 ``sb_hello``, is told ``sb_exec`` for each process (the sandbox's command is process ``main``), and
 relays ``sb_out`` (a process's bytes, a stream's end) and ``sb_exit``; it takes ``sb_in`` (stdin bytes,
 acknowledged with ``sb_wrote``), ``sb_credit`` (bytes of a stream the reader took: what it may send
-more), ``sb_kill`` (a signal to one process) and ``sb_stop`` (end everything, then itself).
+more), ``sb_resize`` (a pseudo-terminal's new size), ``sb_kill`` (a signal to one process) and ``sb_stop`` (end
+everything, then itself).
+
+A process started with ``pty`` (``PtySpec``: Modal's ``pty=True``) runs on a pseudo-terminal: its stdin,
+stdout and stderr are the terminal, so all it writes comes as ``stdout`` and its ``stderr`` is empty.
 
 A process is named by its sandbox and its ``proc`` id (``main`` for the command the sandbox runs).
 """
@@ -29,6 +33,16 @@ STREAMS = ("stdout", "stderr")
 READ_MAX_BYTES = 8 << 20  # at most this much in one sandbox_read reply
 WAIT_MAX_S = 50.0  # a sandbox_read or sandbox_wait waits at most this long, then answers anyway
 WINDOW_BYTES = 8 << 20  # bytes of one stream the agent may send before the daemon gives credit back
+MAX_WINDOW = 65535  # a terminal's rows or columns, at most (struct winsize holds unsigned shorts)
+
+
+@message()
+class PtySpec(Message):
+    """A pseudo-terminal for a process: its window size (``rows`` x ``cols``) and ``TERM`` (None: the agent's)."""
+
+    rows: int = 24
+    cols: int = 80
+    term: str | None = None
 
 
 # -- client <-> daemon -------------------------------------------------------------------------
@@ -45,6 +59,7 @@ class SandboxCreateMsg(Message):
     options: dict[str, Any] = wire(factory=dict)
     workdir: str | None = None
     name: str | None = None  # unique among the app's running sandboxes (``Sandbox.from_name``)
+    pty: PtySpec | None = None  # its command on a pseudo-terminal
 
 
 @message("reply")
@@ -62,6 +77,7 @@ class SandboxExecMsg(Message):
     workdir: str | None = None
     timeout_s: float | None = None
     options: dict[str, Any] = wire(factory=dict)  # its own ``env`` and ``secrets``, as a function's options say them
+    pty: PtySpec | None = None  # on a pseudo-terminal
 
 
 @message("reply")
@@ -118,6 +134,16 @@ class SandboxWaitReply(Message):
     code: int | None = None
     status: str = "running"
     reason: str | None = None
+
+
+@message("sandbox_resize")
+class SandboxResizeMsg(Message):
+    """Process ``proc``'s pseudo-terminal is now ``rows`` x ``cols`` (its programs get SIGWINCH)."""
+
+    sandbox: str
+    proc: str = MAIN
+    rows: int
+    cols: int
 
 
 @message("sandbox_terminate")
@@ -184,6 +210,7 @@ class AgentExecMsg(Message):
     cmd: list[str]
     workdir: str | None = None
     env: dict[str, str] = wire(factory=dict)
+    pty: PtySpec | None = None  # on a pseudo-terminal of this size
 
 
 @message("sb_out")
@@ -227,6 +254,15 @@ class AgentCreditMsg(Message):
     proc: str
     stream: str
     n: int
+
+
+@message("sb_resize")
+class AgentResizeMsg(Message):
+    """Process ``proc``'s pseudo-terminal is now ``rows`` x ``cols``."""
+
+    proc: str
+    rows: int
+    cols: int
 
 
 @message("sb_kill")
