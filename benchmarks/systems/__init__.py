@@ -140,6 +140,15 @@ SYSTEMS: dict[str, SystemSpec] = {
             leftovers=remotecell_daemon_pids,
         ),
         SystemSpec(
+            "remotecell_nospares",
+            "remotecell, no spare containers",
+            "as remotecell, with REMOTECELL_SPARE_CONTAINERS=0: every new container a new process",
+            fresh_dir_env="REMOTECELL_HOME",
+            leftovers=remotecell_daemon_pids,
+            impl="remotecell",
+            env={"REMOTECELL_SPARE_CONTAINERS": "0"},
+        ),
+        SystemSpec(
             "remotecell_base",
             "remotecell (before)",
             "as remotecell, from the checkout whose venv REMOTECELL_BENCH_BASE names",

@@ -22,8 +22,6 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import auth, vault
-from .auth import KeySetupError
 from .backends.choice import BackendChoice, BackendChoiceError
 
 SHARE_ENV = "REMOTECELL_SHARE"  # more --share folders, separated by ":"
@@ -54,9 +52,11 @@ def serve(binds: list[str], state_dir: Path, log_level: str = "INFO", retention_
         if (backend or BackendChoice()).name == "local":  # warm containers first: they start as the daemon loads
             from .backends.spares import Spares
 
-            auth.ensure_private_dir(state_dir)
-            auth.ensure_private_dir(state_dir / "sock")
-            spares = Spares.begin(str(state_dir / "sock"), state_dir, shared)
+            for folder in (state_dir, state_dir / "sock"):  # private, as the daemon makes them (auth imports zmq)
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                folder.chmod(0o700)
+            spares = await Spares.begin(str(state_dir / "sock"), state_dir, shared)
+        from .auth import KeySetupError
         from .daemon import Daemon, StateBusy
         from .services.jobs import RETENTION_S
         from .services.web import WebBindError
@@ -94,6 +94,9 @@ def _run_profiled(main: Coroutine[Any, Any, int], profile_path: str | None) -> i
 
 def token(action: str, name: str | None, state_dir: Path, address: str | None, out: Path | None) -> int:
     """`token new NAME` writes a client connection file; `list` and `revoke NAME` manage them."""
+    from . import auth
+    from .auth import KeySetupError
+
     state_dir = state_dir.expanduser().resolve()
     try:
         if action == "list":
@@ -123,6 +126,7 @@ def token(action: str, name: str | None, state_dir: Path, address: str | None, o
 def web_token(action: str, name: str | None, state_dir: Path, as_json: bool) -> int:
     """`web-token new NAME [--json]` prints a key and its secret (once); `list`; `revoke NAME`."""
     from . import web_tokens
+    from .auth import KeySetupError
 
     state_dir = state_dir.expanduser().resolve()
     try:
@@ -151,6 +155,9 @@ def secret(action: str, name: str | None, pairs: list[str], state_dir: Path, for
            from_dotenv: Path | None = None, from_json: Path | None = None, as_json: bool = False) -> int:
     """`secret create NAME [KEY=VALUE...] [--from-dotenv PATH] [--from-json PATH]`, `secret list [--json]`,
     `secret delete NAME` (values are never printed)."""
+    from . import vault
+    from .auth import KeySetupError
+
     state_dir = state_dir.expanduser().resolve()
     try:
         if action == "list":

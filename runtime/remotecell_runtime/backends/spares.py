@@ -144,16 +144,19 @@ class Spares:
         self.starting = 0
         self.closed = False
         self.ending: list[asyncio.subprocess.Process] = []  # killed by ``close``, not reaped yet
+        self.spawned_one = asyncio.Event()  # a spare's process was started (or failed to be)
         self.tasks: set[asyncio.Future[None]] = set()  # spares being started (never cancelled: see wait_closed)
         self.env = base_environment()
 
     @classmethod
-    def begin(cls, sock_dir: str, state_dir: Path, shares: Sequence[str]) -> Spares:
-        """Find the sandbox and start the spares, first thing (on the running loop): the daemon's imports and
-        the spares' run side by side."""
+    async def begin(cls, sock_dir: str, state_dir: Path, shares: Sequence[str]) -> Spares:
+        """Find the sandbox and start the spares, first thing: back once their processes exist, so the
+        daemon's imports (which hold the loop) and the spares' run side by side."""
         sandbox, state = find_sandbox(sock_dir, state_dir, shares)
         spares = cls(sandbox, spare_count(), state)
         spares.fill()
+        if spares.tasks:
+            await spares.spawned_one.wait()
         return spares
 
     def fill(self) -> None:
@@ -223,6 +226,7 @@ class Spares:
                 stderr=asyncio.subprocess.STDOUT, env=self.env, pass_fds=passed, start_new_session=True)
         except OSError as exc:
             log.warning("a spare container could not be started: %s", exc)
+            self.spawned_one.set()
             self.starting -= 1
             for fd in (launch_w, cancel_w, *((info_r,) if info_r is not None else ())):
                 os.close(fd)
@@ -232,6 +236,7 @@ class Spares:
                 os.close(fd)
         spare = Spare(proc, None, launch_w, cancel_w, cancel_r, self.env)
         self.spawned.append(spare)  # from now on ``close`` kills it, even while its pid is asked
+        self.spawned_one.set()
         if info_r is not None:
             spare.pid = await asyncio.get_running_loop().run_in_executor(None, container_pid, info_r)
         else:
