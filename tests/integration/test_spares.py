@@ -91,3 +91,27 @@ def test_a_spare_not_used_by_a_volume_function_in_a_sandbox(sandboxed, tmp_path:
     with app.run():
         assert write.remote()
         assert _only_container(write) != spare  # its mounts are bwrap's: a spare's sandbox has none
+
+
+def test_spares_closed_while_they_start_end_without_an_error(tmp_path: Path):
+    """``close`` between a sandboxed spare's start and its pid: the start ends quietly, the process is reaped."""
+    import asyncio
+
+    from remotecell_runtime.backends.spares import Spares, find_sandbox
+
+    async def scenario() -> list[BaseException | None]:
+        (tmp_path / "sock").mkdir()
+        sandbox, why = find_sandbox(str(tmp_path / "sock"), tmp_path, ())
+        assert sandbox is not None, why
+        spares = Spares(sandbox, 2, why)
+        spares.fill()
+        tasks = list(spares.tasks)
+        await spares.spawned_one.wait()  # one process exists; neither pid has come back through its sandbox
+        procs = [s.proc for s in spares.spawned]
+        spares.close()
+        await spares.wait_closed()
+        assert all(p.returncode is not None for p in procs), "a killed spare was left unreaped"
+        assert spares.ready == [] and spares.spawned == []
+        return [t.exception() for t in tasks]
+
+    assert asyncio.run(scenario()) == [None, None]

@@ -235,16 +235,16 @@ class Spares:
             for fd in passed:
                 os.close(fd)
         spare = Spare(proc, None, launch_w, cancel_w, cancel_r, self.env)
-        self.spawned.append(spare)  # from now on ``close`` kills it, even while its pid is asked
         self.spawned_one.set()
+        if self.closed:  # closed while its process started: ``close`` did not see it
+            spare.end()
+            self.ending.append(proc)
+        else:
+            self.spawned.append(spare)  # from now on ``close`` kills it, even while its pid is asked
         if info_r is not None:
             spare.pid = await asyncio.get_running_loop().run_in_executor(None, container_pid, info_r)
         else:
             spare.pid = proc.pid
         self.starting -= 1
-        if self.closed:  # closed while it started
-            self.spawned.remove(spare)
-            spare.end()
-            self.ending.append(proc)
-            return
-        self.ready.append(spare)
+        if not self.closed:  # else ``close`` (or the branch above) killed it
+            self.ready.append(spare)
