@@ -1,6 +1,10 @@
-"""Images: specs -> layers -> cached environments (see ``builder``)."""
+"""Images: specs -> layers -> cached environments (see ``builder``).
 
-from .builder import Build, BuildFailed, Images
-from .steps import ImageError, check
+What the runtime needs from its start is here; ``builder.Images`` (and with it
+uv, layers and system builds) is imported once an image is first used.
+"""
 
-__all__ = ["Build", "BuildFailed", "ImageError", "Images", "check"]
+from .build import Build
+from .steps import BuildFailed, ImageError, check
+
+__all__ = ["Build", "BuildFailed", "ImageError", "check"]

@@ -37,12 +37,12 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backends.base import ContainerImage
 from ..protocol.image_spec import ImageSpec, ImageStep
 from . import runtime_code, system
+from .build import Build
 from .layers import FILES, ROOTFS, VENV, Layer, LayerStore, copy_venv, unpack
 from .pipconf import read_pip_config
 from .runtime_code import RuntimeCode
@@ -59,35 +59,6 @@ BUILD_TIMEOUT_S = 1800.0
 RETRY_FAILED_S = 60.0
 TAIL_LINES = 20  # of a failed step's output, in its error
 # The container code runs there; what the base interpreter is, for the log and the sandbox.
-
-
-@dataclass(eq=False)
-class Build:
-    """One image being built (or built, or failed): what it does now, its output, its outcome."""
-
-    key: str
-    spec: ImageSpec
-    started: float = field(default_factory=time.monotonic)
-    doing: str = "starting"
-    listeners: list[Callable[[str], None]] = field(default_factory=list)
-    task: asyncio.Task[ContainerImage] | None = None
-    ended: float | None = None
-
-    def progress(self) -> str:
-        """What it does now and for how long it has been at it, as a pool's waiting reason says it."""
-        return f"building its image: {self.doing} ({time.monotonic() - self.started:.0f} s)"
-
-    def say(self, line: str) -> None:
-        for listener in list(self.listeners):
-            listener(line)
-
-    @property
-    def error(self) -> str | None:
-        """Why it failed, once it has."""
-        if self.task is None or not self.task.done() or self.task.cancelled():
-            return None
-        exc = self.task.exception()
-        return str(exc) if exc is not None else None
 
 
 class Images:

@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..backends.base import ContainerImage
+from .steps import PYTHON_SOURCE_ROOT
 
 LAYER_FILE = "layer.json"
 VENV = "venv"
 FILES = "files"
 ROOTFS = "rootfs"
-PYTHON_SOURCE_ROOT = "/root"  # where add_local_python_source puts modules: first on a container's import path
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ import json
 import re
 
 from ..protocol.image_spec import ImageSpec, ImageStep
-from .layers import PYTHON_SOURCE_ROOT
 from .uv import checked_options
 
+PYTHON_SOURCE_ROOT = "/root"  # where add_local_python_source puts modules: first on a container's import path
 SYSTEM_KINDS = ("apt", "run", "function")
 BUILT = ("pip", "uv_pip", "env", "workdir", "files", *SYSTEM_KINDS)
 APT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+.:~=/_-]*$")

@@ -22,10 +22,13 @@ import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..protocol.image_spec import ImageStep
-from .pipconf import IndexSettings
-from .runtime_code import RuntimeCode
+
+if TYPE_CHECKING:  # types only: ``steps`` checks options with this module at every app's registration
+    from .pipconf import IndexSettings
+    from .runtime_code import RuntimeCode
 
 # uv pip install options a step may add (extra_options): they change what is resolved, not where it goes.
 EXTRA_OPTIONS = ("--no-deps", "--upgrade", "-U", "--reinstall", "--no-build-isolation", "--no-binary",

@@ -9,15 +9,17 @@ what another pool's idle container holds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..containers import ContainerManager, ContainerRecord
 from ..cpus import CpuBudget
 from ..gpus import GpuAllocator
-from ..images import Images
 from ..protocol.framing import Frame
 from ..result_cache import ResultCache
 from .inputs import FunctionDef, Peer, Result
+
+if TYPE_CHECKING:
+    from ..images.builder import Images  # made at its first use (``Functions.images``)
 
 
 class Requester(Protocol):
@@ -31,8 +33,10 @@ class PoolHost(Protocol):
     containers: ContainerManager
     gpus: GpuAllocator
     cpus: CpuBudget
-    images: Images
     result_cache: ResultCache  # cache=True functions' results
+
+    @property
+    def images(self) -> Images: ...
 
     def send_container(self, cid: str, frames: list[Frame]) -> None: ...
     def reclaim(self, requester: Requester, holds: Callable[[ContainerRecord], bool]) -> None: ...

@@ -16,7 +16,7 @@ import hashlib
 import time
 
 from ..containers import ContainerRecord, State
-from ..images.builder import Build
+from ..images import Build
 from ..protocol.errors import ErrorName
 from .host import PoolHost
 from .inputs import FunctionDef, Input, Result, error_result

@@ -99,7 +99,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
                           backend or BackendChoice(), spares)
     jobs = Jobs(functions, host.state_dir, retention_s, orphan_grace_s=orphan_grace_s)
     volumes = Volumes(host, orphan_grace_s=orphan_grace_s)
-    functions.images.system.volume_folder = lambda name: volumes.named(name).folder  # run_function(volumes=)
+    functions.volume_folder = lambda name: volumes.named(name).folder
     stores = Stores(host, orphan_grace_s=orphan_grace_s)
     queues = Queues(stores)
     store = DeployStore(host.state_dir / "deployed.db")
@@ -109,7 +109,7 @@ def build(host: Host, sock_dir: str, shm_prefix: str, client_env: dict[str, str]
     gateway = Gateway(functions, web_bind, BODY_LIMIT_BYTES if web_max_body is None else web_max_body, web_public)
     apps.gateway = gateway
     status = Status(host, functions, apps, queues, sandboxes, gateway)
-    image_builds = ImageBuilds(host, functions.images, functools.partial(_live_images, functions, sandboxes))
+    image_builds = ImageBuilds(host, functions, functools.partial(_live_images, functions, sandboxes))
     # Closing order: the web gateway (no new requests), schedules, stores, jobs, deployed apps, sandboxes, the pools.
     ordered: list[Service] = [gateway, scheduler, stores, queues, SpawnedCalls(jobs), apps, volumes,
                               VolumeFiles(host, volumes), blobs, image_builds, status,

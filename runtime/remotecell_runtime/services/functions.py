@@ -16,11 +16,12 @@ caller holding an old one reaches the definition deployed under that name now
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..backends.base import Backend
 from ..backends.choice import BackendChoice
@@ -30,7 +31,6 @@ from ..backends.spares import Spares, find_sandbox
 from ..containers import ContainerManager, ContainerRecord, State
 from ..cpus import CpuBudget, PlacedCpus, host_cpus
 from ..gpus import GpuAllocator, PlacedGpus, inventory
-from ..images import Images
 from ..pools import FunctionDef, Peer, Pool, Result
 from ..pools.host import Requester
 from ..protocol import framing
@@ -42,6 +42,9 @@ from ..result_cache import DEFAULT_MAX_MB, ResultCache, max_bytes_from_env
 from .app_logs import AppLogs
 from .base import Host, Service, refusal
 from .registry import AppRegistry
+
+if TYPE_CHECKING:
+    from ..images.builder import Images
 
 log = logging.getLogger("remotecell.runtime")
 
@@ -94,7 +97,8 @@ class Functions(Service):
             self.sandbox, self.sandbox_state = spares.sandbox, spares.sandbox_state
         else:
             self.sandbox, self.sandbox_state = find_sandbox(sock_dir, host.state_dir, shares)
-        self.images = Images(host.state_dir, blob, self.sandbox is not None, self.image_built)
+        self.blob = blob
+        self.volume_folder: Callable[[str], Path] | None = None  # a named volume's folder (run_function(volumes=))
         self.limits, self.limits_off = Limits.find(host.runtime_id)
         if self.limits is None:
             log.warning("%s", self.limits_off)
@@ -210,9 +214,6 @@ class Functions(Service):
                 pool.scaler.retire(holder)
                 return
 
-    def image_built(self) -> None:
-        self._dispatch_waiting()
-
     def _dispatch_waiting(self, but: Pool | None = None) -> None:
         for pool in list(self.pools.values()):
             if pool is not but and pool.waiting:
@@ -228,6 +229,16 @@ class Functions(Service):
         elif self.agent_exited is not None:
             self.agent_exited(container)
         self._dispatch_waiting(but=pool)  # a freed GPU may unblock another pool
+
+    @functools.cached_property
+    def images(self) -> Images:
+        """The image builder, made at its first use: its machinery (uv, layers, system builds) is ~20 ms of
+        imports that the runtime's start does without, and a runtime without images never needs."""
+        from ..images.builder import Images
+
+        images = Images(self.host.state_dir, self.blob, self.sandbox is not None, self._dispatch_waiting)
+        images.system.volume_folder = self.volume_folder
+        return images
 
     # -- service hooks ------------------------------------------------------------------------
 
@@ -250,7 +261,8 @@ class Functions(Service):
                 pool.revoke(container)
 
     def close(self) -> None:
-        self.images.close()
+        if "images" in self.__dict__:  # made (see ``images``): else no build can be running
+            self.images.close()
         for pool in list(self.pools.values()):
             pool.stop("the runtime is shutting down")
 

@@ -13,8 +13,9 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from ..images import Build, ImageError, Images, check
+from ..images import Build, ImageError, check
 from ..protocol import framing
 from ..protocol.errors import ErrorName
 from ..protocol.image_spec import ImageSpec
@@ -30,14 +31,22 @@ from ..protocol.messages.images import (
 )
 from .base import Handler, Host, Request, Service, error_reply, refusal, with_id
 
+if TYPE_CHECKING:
+    from ..images.builder import Images
+    from .functions import Functions
+
 
 class ImageBuilds(Service):
     """``live``: the images registered functions and running sandboxes use (never pruned)."""
 
-    def __init__(self, host: Host, images: Images, live: Callable[[], Iterable[ImageSpec]]) -> None:
+    def __init__(self, host: Host, functions: Functions, live: Callable[[], Iterable[ImageSpec]]) -> None:
         self.host = host
-        self.images = images
+        self.functions = functions
         self.live = live
+
+    @property
+    def images(self) -> Images:
+        return self.functions.images  # made at its first use (``Functions.images``)
 
     def handlers(self) -> dict[type[Message], Handler]:
         return {ImageBuildMsg: self.on_build, ImageListMsg: self.on_list, ImagePruneMsg: self.on_prune}
