@@ -54,32 +54,27 @@ export function iconNode(icon: LabIcon): HTMLElement {
   return icon.element({ tag: 'span', className: 'rc-icon' });
 }
 
-/** A section's title: its icon, then its text (in a span, so tests and users read the text alone). */
-export function sectionTitle(title: string): HTMLElement {
-  const h3 = document.createElement('h3');
-  const icon = SECTION_ICONS[title];
+/** ``node`` with ``icon`` (when there is one) then ``text`` in a span of ``textClass`` (read alone by tests). */
+function withIcon<T extends HTMLElement>(node: T, icon: LabIcon | undefined, text: string, textClass: string): T {
   if (icon) {
-    h3.append(iconNode(icon));
+    node.append(iconNode(icon));
   }
-  const text = document.createElement('span');
-  text.className = 'rc-title';
-  text.textContent = title;
-  h3.append(text);
-  return h3;
+  const span = document.createElement('span');
+  span.className = textClass;
+  span.textContent = text;
+  node.append(span);
+  return node;
+}
+
+/** A section's title: its icon, then its text. */
+export function sectionTitle(title: string): HTMLElement {
+  return withIcon(document.createElement('h3'), SECTION_ICONS[title], title, 'rc-title');
 }
 
 /** A JupyterLab-styled button with its icon and its label; ``title`` is its tooltip. */
 export function iconButton(label: string, className: string, title = ''): HTMLButtonElement {
-  const button = document.createElement('button');
+  const button = withIcon(document.createElement('button'), BUTTON_ICONS[label], label, 'rc-label');
   button.className = `rc-action jp-Button ${className}`.trim();
-  const icon = BUTTON_ICONS[label];
-  if (icon) {
-    button.append(iconNode(icon));
-  }
-  const text = document.createElement('span');
-  text.className = 'rc-label';
-  text.textContent = label;
-  button.append(text);
   button.title = title;
   return button;
 }
