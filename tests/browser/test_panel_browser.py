@@ -407,6 +407,12 @@ NOTEBOOK_CELLS = [
 ]
 
 
+KERNEL_IDLE_JS = """() => {
+  const nb = window.jupyterapp.shell.currentWidget;
+  return nb?.sessionContext?.session?.kernel?.status === 'idle';
+}"""
+
+
 def _output(page, css: str, text: str):
     """The rendered widget ``css`` (its box: what a screenshot crops to) that reads ``text``."""
     return page.locator(f"{css}.jupyter-widgets", has_text=text)
@@ -428,6 +434,8 @@ def test_the_notebook_widgets_render_in_jupyterlab_and_are_screenshot(page, lab,
         _put_setting(lab, "@jupyterlab/apputils-extension:notification", {"fetchNews": "false"})
         page.goto(f"{lab.url}/lab/workspaces/{secrets.token_hex(4)}/tree/shots.ipynb?token={lab.token}")
         expect(page.locator(".jp-Notebook .jp-Cell")).to_have_count(len(NOTEBOOK_CELLS))
+        # Its kernel up first: run-all-cells before the session is ready may run nothing.
+        page.wait_for_function(KERNEL_IDLE_JS, timeout=120_000)
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         SHOTS.mkdir(parents=True, exist_ok=True)
 
