@@ -12,7 +12,15 @@ function cssVar(node: HTMLElement, name: string): string {
   return getComputedStyle(node).getPropertyValue(name).trim() || '#888';
 }
 
-/** One metric over time, one line per function; ``node.dataset.points`` is how many samples it holds. */
+/** How many of ``data``'s values are plotted points (not gaps), over every series but the times. */
+export function plotted(data: (number | null)[][]): number {
+  return data.slice(1).reduce((n, series) => n + series.filter(v => v !== null).length, 0);
+}
+
+/**
+ * One metric over time, one line per function; ``node.dataset.points`` is how many samples it holds,
+ * ``node.dataset.values`` how many points it draws (a batch size only where batches came since the last poll).
+ */
 export class LiveChart {
   readonly node = document.createElement('div');
   private plot: uPlot | null = null;
@@ -26,6 +34,7 @@ export class LiveChart {
   update(history: History): void {
     const data = history.data(this.metric);
     this.node.dataset.points = String(data[0].length);
+    this.node.dataset.values = String(plotted(data));
     const names = history.functions();
     if (this.plot === null) {
       this.plot = new uPlot(this.options(), data as uPlot.AlignedData, this.node);

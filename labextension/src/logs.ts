@@ -1,5 +1,6 @@
 // A logs view that follows new lines like a terminal: at the bottom it stays there; scrolled up, it stays put.
 import { ICall, requestAPI } from './api';
+import { iconButton, sectionTitle } from './icons';
 
 const BOTTOM_SLACK_PX = 4;
 
@@ -15,8 +16,9 @@ export type LogSource = { call: string } | { app: string; function: string; next
 export class LogView {
   readonly node = document.createElement('section');
   readonly pre = document.createElement('pre');
-  private readonly title = document.createElement('h3');
-  private readonly follow = document.createElement('button');
+  private readonly heading = sectionTitle('Logs');
+  private readonly title = this.heading.querySelector('.rc-title') as HTMLElement;
+  private readonly follow = iconButton('Follow', 'rc-follow', 'scroll to the newest lines and stay there');
   private source: LogSource | null = null;
   private following = true;
 
@@ -24,12 +26,9 @@ export class LogView {
     this.node.className = 'rc-section rc-logs-view';
     this.node.hidden = true;
     this.pre.className = 'rc-logs';
-    this.follow.className = 'rc-follow jp-Button';
-    this.follow.textContent = 'Follow';
-    this.follow.title = 'scroll to the newest lines and stay there';
     this.follow.onclick = () => this.scrollToEnd();
     this.pre.onscroll = () => this.setFollowing(atBottom(this.pre));
-    this.node.append(this.title, this.follow, this.pre);
+    this.node.append(this.heading, this.follow, this.pre);
     this.setFollowing(true);
   }
 

@@ -2,16 +2,29 @@
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, ICall, IImage, IPool, ISandbox, ISchedule, IStatus, IStore, requestAPI } from './api';
+import { ApiError, ICall, IImage, IPool, ISchedule, IStatus, IStore, requestAPI } from './api';
 import { badge } from './badges';
 import { LiveChart } from './charts';
 import { History, METRICS } from './history';
-import { INBOX_PATH, inboxRow } from './inbox';
-import { LogView } from './logs';
+import { sectionTitle } from './icons';
+import {
+  appsTable,
+  callsTable,
+  endpointRows,
+  endpointsTable,
+  functionRows,
+  functionsTable,
+  IActions,
+  inboxTable,
+  sandboxesTable,
+  schedulesTable,
+  storesTable
+} from './lists';
+import { LogSource, LogView } from './logs';
 import { SortableTable } from './tables';
 
 export const POLL_INTERVAL_MS = 2000;
-const ACTIVE_STATES = new Set(['queued', 'running']);
+export const INBOX_PATH = 'calls?limit=100&since_s=86400'; // what the Inbox lists: the last day's calls
 
 /** A small DOM builder: text always goes in as text, never as HTML (names come from user code). */
 export function el(tag: string, className: string, ...children: (Node | string)[]): HTMLElement {
@@ -25,30 +38,12 @@ export function el(tag: string, className: string, ...children: (Node | string)[
   return node;
 }
 
-function section(title: string, rows: HTMLElement[], empty: string): HTMLElement {
-  const body = rows.length ? rows : [el('div', 'rc-empty', empty)];
-  return el('section', 'rc-section', el('h3', '', title), ...body);
+function section(title: string, ...body: Node[]): HTMLElement {
+  return el('section', 'rc-section', sectionTitle(title), ...body);
 }
 
-export function containers(pool: IPool): string {
-  const parts = Object.entries(pool.containers).map(([state, n]) => `${n} ${state}`);
-  return parts.join(', ') || 'no containers';
-}
-
-export function elapsed(call: ICall, nowS: number): string {
-  const endS = call.finished_at || nowS;
-  return `${Math.max(0, endS - call.created_at).toFixed(1)} s`;
-}
-
-export class RemotecellPanel extends Widget {
-  private timer: number | null = null;
-  private readonly content = el('div', 'rc-content');
-  private readonly logs = new LogView();
-  private readonly history = new History();
-  private readonly charts = METRICS.map(metric => new LiveChart(metric));
-  // Made once: the charts are updated in place, never rebuilt (no flicker), the tables keep their order.
-  private readonly chartSection = el('section', 'rc-section rc-charts', el('h3', '', 'Live'));
-  private readonly images = new SortableTable<IImage>(
+function imagesTable(): SortableTable<IImage> {
+  return new SortableTable<IImage>(
     'rc-image',
     [
       { key: 'description', label: 'Image', cell: i => i.description || i.key },
@@ -63,8 +58,10 @@ export class RemotecellPanel extends Widget {
     ],
     'no images built yet'
   );
+}
 
-  private readonly containerTable = new SortableTable<IContainerRow>(
+function containerTable(): SortableTable<IContainerRow> {
+  return new SortableTable<IContainerRow>(
     'rc-container',
     [
       { key: 'id', label: 'Container', cell: c => c.id },
@@ -75,36 +72,103 @@ export class RemotecellPanel extends Widget {
     'no containers',
     (tr, c) => (tr.dataset.container = c.id)
   );
+}
+
+/** One poll's answers: everything the sections show. */
+interface IAnswers {
+  status: IStatus;
+  calls: ICall[];
+  schedules: ISchedule[];
+  stores: IStore[];
+  inbox: ICall[];
+  images: IImage[];
+}
+
+async function fetchAll(): Promise<IAnswers> {
+  const [status, calls, schedules, stores, inbox, images] = await Promise.all([
+    requestAPI<IStatus>('status'),
+    requestAPI<{ calls: ICall[] }>('calls?limit=50'),
+    requestAPI<{ schedules: ISchedule[] }>('schedules'),
+    requestAPI<{ stores: IStore[] }>('stores'),
+    requestAPI<{ calls: ICall[] }>(INBOX_PATH),
+    requestAPI<{ images: IImage[] }>('images')
+  ]);
+  return {
+    status,
+    calls: calls.calls,
+    schedules: schedules.schedules,
+    stores: stores.stores,
+    inbox: inbox.calls,
+    images: images.images
+  };
+}
+
+/**
+ * The panel: made once; each poll feeds its tables and charts in place (no flicker, the tables keep their order).
+ * ``node.dataset.polls`` counts the polls drawn (tests wait on it).
+ */
+export class RemotecellPanel extends Widget {
+  private timer: number | null = null;
+  private polls = 0;
+  private readonly content = el('div', 'rc-content');
+  private readonly logs = new LogView();
+  private readonly history = new History();
+  private readonly charts = METRICS.map(metric => new LiveChart(metric));
+  private readonly runtime = el('div', 'rc-runtime');
+  private readonly actions: IActions = {
+    post: path => this.post(path),
+    showLogs: (source: LogSource) => this.logs.show(source)
+  };
+  private readonly now = () => Date.now() / 1000;
+  private readonly tables = {
+    apps: appsTable(),
+    functions: functionsTable(this.actions),
+    containers: containerTable(),
+    calls: callsTable(this.actions, this.now),
+    inbox: inboxTable(this.now),
+    schedules: schedulesTable(this.actions),
+    endpoints: endpointsTable(),
+    sandboxes: sandboxesTable(),
+    stores: storesTable(),
+    images: imagesTable()
+  };
+  private readonly sections: HTMLElement[] = [
+    section('Runtime', this.runtime),
+    section('Apps', this.tables.apps.node),
+    section('Functions', this.tables.functions.node),
+    section('Containers', this.tables.containers.node),
+    section('Calls', this.tables.calls.node),
+    section('Inbox (last day)', this.tables.inbox.node),
+    section('Schedules', this.tables.schedules.node),
+    section('Web endpoints', this.tables.endpoints.node),
+    section('Sandboxes', this.tables.sandboxes.node),
+    section('Dicts and Queues', this.tables.stores.node),
+    section('Images', this.tables.images.node)
+  ];
 
   constructor() {
     super();
     this.id = 'remotecell-panel';
     this.addClass('rc-panel');
     this.title.caption = 'remotecell';
-    this.chartSection.append(...this.charts.map(c => c.node));
-    this.node.append(el('h2', '', 'remotecell'), this.chartSection, this.content, this.logs.node);
+    const charts = section('Live', ...this.charts.map(c => c.node));
+    charts.classList.add('rc-charts');
+    this.node.append(el('h2', '', 'remotecell'), charts, this.content, this.logs.node);
   }
 
   /** Fetch everything once and redraw (also what each poll does). */
   async refresh(): Promise<void> {
     try {
-      const [status, calls, schedules, stores, inbox, images] = await Promise.all([
-        requestAPI<IStatus>('status'),
-        requestAPI<{ calls: ICall[] }>('calls?limit=50'),
-        requestAPI<{ schedules: ISchedule[] }>('schedules'),
-        requestAPI<{ stores: IStore[] }>('stores'),
-        requestAPI<{ calls: ICall[] }>(INBOX_PATH),
-        requestAPI<{ images: IImage[] }>('images')
-      ]);
-      this.history.add(Date.now() / 1000, status.pools);
+      const answers = await fetchAll();
+      this.history.add(Date.now() / 1000, answers.status.pools);
       this.charts.forEach(chart => chart.update(this.history));
-      this.images.update(images.images);
-      this.containerTable.update(containerRows(status.pools));
-      this.render(status, calls.calls, schedules.schedules, stores.stores, inbox.calls);
+      this.draw(answers);
       await this.logs.poll();
     } catch (err) {
       this.showError(err);
     }
+    this.polls += 1;
+    this.node.dataset.polls = String(this.polls);
   }
 
   protected onAfterShow(msg: Message): void {
@@ -145,113 +209,27 @@ export class RemotecellPanel extends Widget {
     this.content.replaceChildren(el('div', 'rc-error', message));
   }
 
-  private render(status: IStatus, calls: ICall[], schedules: ISchedule[], stores: IStore[], inbox: ICall[]): void {
+  private draw(a: IAnswers): void {
+    const { status } = a;
     const gpus = status.gpus.map(g => g.name).join(', ') || 'none';
-    const runtime = [
+    this.runtime.replaceChildren(
       el('div', 'rc-row', `${status.runtime_id} (pid ${status.pid}) on ${status.address ?? ''}`),
       el('div', 'rc-row', `GPUs: ${gpus}; free: [${status.gpus_free.join(', ')}]`),
       el('div', 'rc-row', `client sessions: ${status.sessions}`)
-    ];
-    const apps = status.apps.map(a =>
-      el('div', 'rc-row rc-app', `${a.name} (${a.mode}): ${a.functions.join(', ') || 'no functions'}`)
     );
-    const appOf = new Map(status.apps.flatMap(a => a.functions.map(f => [f, a.name] as [string, string])));
-    const pools = status.pools.map(p => {
-      const waiting = p.waiting_reason ? ` (${p.waiting_reason})` : '';
-      const row = el(
-        'div',
-        'rc-row rc-function',
-        el('b', '', p.function),
-        `: ${containers(p)}; ${p.queued} queued${waiting}, ${p.running} running`
-      );
-      row.dataset.function = p.function;
-      const app = appOf.get(p.function);
-      if (app !== undefined) {
-        const button = el('button', 'rc-action rc-function-logs jp-Button', 'Logs') as HTMLButtonElement;
-        button.onclick = () => void this.logs.show({ app, function: p.function, next: 0 });
-        row.append(button);
-      }
-      return row;
-    });
-    const nowS = Date.now() / 1000;
-    this.content.replaceChildren(
-      section('Runtime', runtime, ''),
-      section('Apps', apps, 'no apps'),
-      section('Functions', pools, 'no functions'),
-      el('section', 'rc-section', el('h3', '', 'Containers'), this.containerTable.node),
-      section(
-        'Calls',
-        calls.map(c => this.callRow(c, nowS)),
-        'no spawned calls'
-      ),
-      section(
-        'Inbox (last day)',
-        inbox.map(c => inboxRow(c, nowS)),
-        'no calls in the last day'
-      ),
-      section(
-        'Schedules',
-        schedules.map(c => this.scheduleRow(c)),
-        'no schedules'
-      ),
-      section('Web endpoints', endpointRows(status), 'no live web endpoints'),
-      section('Sandboxes', (status.sandboxes ?? []).map(sandboxRow), 'no sandboxes'),
-      section('Dicts and Queues', stores.map(storeRow), 'no Dicts or Queues'),
-      el('section', 'rc-section', el('h3', '', 'Images'), this.images.node)
-    );
-  }
-
-  private callRow(call: ICall, nowS: number): HTMLElement {
-    const detail = call.reason ? ` (${call.reason})` : '';
-    const row = el(
-      'div',
-      `rc-row rc-call rc-state-${call.state}`,
-      el('span', 'rc-call-function', call.function),
-      ' ',
-      callState(call.state),
-      `${detail} ${elapsed(call, nowS)} `,
-      el('span', 'rc-call-id', call.id)
-    );
-    row.dataset.callId = call.id;
-    row.title = 'show its logs';
-    row.onclick = () => void this.logs.showCall(call);
-    if (ACTIVE_STATES.has(call.state)) {
-      const button = this.actionButton('Cancel', `calls/${call.id}/cancel`);
-      button.classList.add('rc-cancel');
-      row.append(button);
+    this.tables.apps.update(status.apps);
+    this.tables.functions.update(functionRows(status));
+    this.tables.containers.update(containerRows(status.pools));
+    this.tables.calls.update(a.calls);
+    this.tables.inbox.update(a.inbox);
+    this.tables.schedules.update(a.schedules);
+    this.tables.endpoints.update(endpointRows(status));
+    this.tables.sandboxes.update(status.sandboxes ?? []);
+    this.tables.stores.update(a.stores);
+    this.tables.images.update(a.images);
+    if (this.content.firstChild !== this.sections[0]) {
+      this.content.replaceChildren(...this.sections); // once, or again after an error replaced them
     }
-    return row;
-  }
-
-  private scheduleRow(schedule: ISchedule): HTMLElement {
-    const next = schedule.paused
-      ? 'paused'
-      : `next ${schedule.next_at ? new Date(schedule.next_at * 1000).toLocaleString() : 'not planned'}`;
-    const last = schedule.last ? `; last run ${schedule.last.state} (${schedule.last.trigger})` : '';
-    const row = el(
-      'div',
-      'rc-row rc-schedule',
-      el('b', '', schedule.function),
-      ` (${schedule.app}): ${schedule.description}; `,
-      el('span', 'rc-schedule-state', next),
-      last
-    );
-    row.dataset.schedule = `${schedule.app}/${schedule.function}`;
-    const path = `schedules/${encodeURIComponent(schedule.app)}/${encodeURIComponent(schedule.function)}`;
-    const [label, action] = schedule.paused ? ['Resume', 'resume'] : ['Pause', 'pause'];
-    row.append(this.actionButton(label, `${path}/${action}`), this.actionButton('Run now', `${path}/run`));
-    return row;
-  }
-
-  /** A button that POSTs to ``path`` once, then redraws the panel. */
-  private actionButton(label: string, path: string): HTMLButtonElement {
-    const button = el('button', 'rc-action jp-Button', label) as HTMLButtonElement;
-    button.onclick = event => {
-      event.stopPropagation(); // a click on a button is not a click on its row
-      button.disabled = true;
-      void this.post(path);
-    };
-    return button;
   }
 
   private async post(path: string): Promise<void> {
@@ -281,37 +259,4 @@ export function containerRows(pools: IPool[]): IContainerRow[] {
       placement: p.placements?.[id] ?? ''
     }))
   );
-}
-
-function callState(state: string): HTMLElement {
-  const node = badge(state);
-  node.classList.add('rc-call-state');
-  return node;
-}
-
-export function storeRow(store: IStore): HTMLElement {
-  const kind = store.kind === 'dict' ? 'Dict' : 'Queue';
-  const name = store.name ?? `(ephemeral #${store.id})`;
-  const unit = store.kind === 'dict' ? ['entry', 'entries'] : ['item', 'items'];
-  return el('div', 'rc-row rc-store', `${kind} ${name}: ${store.size} ${unit[store.size === 1 ? 0 : 1]}`);
-}
-
-export function endpointRows(status: IStatus): HTMLElement[] {
-  return Object.entries(status.web?.endpoints ?? {}).map(([name, url]) => {
-    const link = el('a', 'rc-endpoint-url', url) as HTMLAnchorElement;
-    link.href = url;
-    link.target = '_blank';
-    link.rel = 'noopener';
-    const row = el('div', 'rc-row rc-endpoint', el('b', '', name), ' => ', link);
-    row.dataset.endpoint = name;
-    return row;
-  });
-}
-
-export function sandboxRow(sandbox: ISandbox): HTMLElement {
-  const what = sandbox.name ?? sandbox.cmd.join(' ');
-  const reason = sandbox.reason ? ` (${sandbox.reason})` : '';
-  const row = el('div', 'rc-row rc-sandbox', el('b', '', sandbox.id), ` ${sandbox.status}${reason}: ${what}`);
-  row.dataset.sandboxId = sandbox.id;
-  return row;
 }

@@ -28,8 +28,10 @@ vi.mock('uplot', () => ({
 }));
 
 import { ApiError, ICall, IStatus } from '../src/api';
-import { containers, elapsed, el, RemotecellPanel, sandboxRow, storeRow } from '../src/panel';
-
+import { plotted } from '../src/charts';
+import { reattachSnippet } from '../src/clipboard';
+import { containers, elapsed, functionState, humanDuration, storeName, storeSize } from '../src/lists';
+import { el, RemotecellPanel } from '../src/panel';
 const STATUS: IStatus = {
   runtime_id: 'rt-1',
   pid: 42,
@@ -101,18 +103,33 @@ describe('row text', () => {
   });
 
   it('says entry/entries and names an ephemeral store by id', () => {
-    expect(storeRow({ id: 1, kind: 'dict', name: 'cache', ephemeral: false, size: 1 }).textContent).toBe(
-      'Dict cache: 1 entry'
-    );
-    expect(storeRow({ id: 7, kind: 'queue', name: null, ephemeral: true, size: 3 }).textContent).toBe(
-      'Queue (ephemeral #7): 3 items'
-    );
+    const cache = { id: 1, kind: 'dict', name: 'cache', ephemeral: false, size: 1 } as const;
+    expect([storeName(cache), storeSize(cache)]).toEqual(['cache', '1 entry']);
+    const queue = { id: 7, kind: 'queue', name: null, ephemeral: true, size: 3 } as const;
+    expect([storeName(queue), storeSize(queue)]).toEqual(['(ephemeral #7)', '3 items']);
   });
 
-  it('shows a sandbox by name, else by its command, with why it stopped', () => {
-    const row = sandboxRow({ id: 'sb-1', status: 'failed', name: null, cmd: ['sleep', '9'], reason: 'killed' });
-    expect(row.textContent).toBe('sb-1 failed (killed): sleep 9');
-    expect(row.dataset.sandboxId).toBe('sb-1');
+  it('gives a function the state a user reads first: running, queued, idle or scaled to 0', () => {
+    const pool = { running: 0, queued: 0, containers: {} };
+    expect(functionState({ ...pool, running: 1, queued: 4 })).toBe('running');
+    expect(functionState({ ...pool, queued: 4 })).toBe('queued');
+    expect(functionState({ ...pool, containers: { idle: 1 } })).toBe('idle');
+    expect(functionState({ ...pool, containers: { idle: 0 } })).toBe('scaled to 0');
+  });
+
+  it('reads durations as people do, and counts only drawn chart points', () => {
+    expect([humanDuration(2.5), humanDuration(184), humanDuration(3720)]).toEqual(['2.5 s', '3 min 4 s', '1 h 2 min']);
+    expect(
+      plotted([
+        [1, 2, 3],
+        [null, 2, null],
+        [1, null, 4]
+      ])
+    ).toBe(3);
+  });
+
+  it('reattaches to a call by its id', () => {
+    expect(reattachSnippet(CALL).split('\n')[1]).toBe('call = rc.FunctionCall.from_id("fc-1")  # square');
   });
 });
 
@@ -135,8 +152,9 @@ describe('RemotecellPanel', () => {
       'Sandboxes',
       'Dicts and Queues',
       'Images',
-      '' // the logs view's, hidden until a call or function is picked
+      'Logs' // hidden until a call or function is picked
     ]);
+    expect(panel.node.querySelectorAll('.rc-section > h3 svg')).toHaveLength(13); // each title its LabIcon
     expect(panel.node.querySelector('.rc-image .rc-col-live')?.textContent).toBe('live');
     const ids = () => [...panel.node.querySelectorAll('.rc-container .rc-col-id')].map(td => td.textContent);
     expect(ids()).toEqual(['ct-2', 'ct-1']);
@@ -144,8 +162,23 @@ describe('RemotecellPanel', () => {
     await panel.refresh(); // the order the user chose stays
     expect(ids()).toEqual(['ct-1', 'ct-2']);
     expect(panel.node.querySelector('.rc-call-state')?.className).toBe('rc-badge rc-badge-active rc-call-state');
-    expect(panel.node.querySelector('.rc-function')?.textContent).toBe(
-      'square: 1 idle, 2 busy; 3 queued (waiting for a GPU), 2 runningLogs'
+    const cellsOf = (row: string) => [...panel.node.querySelectorAll(`${row} td`)].map(td => td.textContent);
+    expect(cellsOf('.rc-function')).toEqual([
+      'square',
+      'demo',
+      'running',
+      '1 idle, 2 busy',
+      '3',
+      '2',
+      'waiting for a GPU',
+      'Logs'
+    ]);
+    expect(panel.node.querySelector('.rc-function .rc-badge')?.className).toBe('rc-badge rc-badge-active');
+    expect(cellsOf('.rc-store')).toEqual(['Dict', 'cache', '1 entry', 'named']);
+    expect(cellsOf('.rc-app')).toEqual(['demo', 'ephemeral', 'square', 'ap-1']);
+    expect(panel.node.querySelector('.rc-call .rc-call-logs svg')).not.toBeNull(); // buttons have their icons
+    expect(panel.node.querySelector('.rc-call .rc-copy')?.getAttribute('data-snippet')).toContain(
+      'rc.FunctionCall.from_id("fc-1")'
     );
     expect(panel.node.querySelector('.rc-call')?.getAttribute('data-call-id')).toBe('fc-1');
   });
@@ -163,6 +196,44 @@ describe('RemotecellPanel', () => {
     stubAPI([{ ...CALL, state: 'succeeded', finished_at: 101 }]);
     await panel.refresh();
     expect(panel.node.querySelector('.rc-call .rc-cancel')).toBeNull();
+  });
+
+  it('sorts the calls by a header click, and keeps that order on the next poll', async () => {
+    const older = { ...CALL, id: 'fc-2', function: 'cube', created_at: 50 };
+    stubAPI([CALL, older]);
+    const panel = new RemotecellPanel();
+    await panel.refresh();
+    const names = () => [...panel.node.querySelectorAll('.rc-call .rc-col-function')].map(td => td.textContent);
+    expect(names()).toEqual(['square', 'cube']);
+    panel.node.querySelector<HTMLElement>('.rc-call-table th.rc-col-function')!.click();
+    expect(names()).toEqual(['cube', 'square']);
+    stubAPI([{ ...CALL, state: 'succeeded' }, older]);
+    await panel.refresh();
+    expect(names()).toEqual(['cube', 'square']);
+    expect(panel.node.dataset.polls).toBe('2');
+  });
+
+  it('copies the snippet that reattaches to a call', async () => {
+    stubAPI();
+    const writeText = vi.fn(async () => undefined);
+    Object.defineProperty(window, 'isSecureContext', { value: true, configurable: true });
+    Object.defineProperty(navigator, 'clipboard', { value: { writeText }, configurable: true });
+    const panel = new RemotecellPanel();
+    await panel.refresh();
+    const copy = panel.node.querySelector<HTMLButtonElement>('.rc-call .rc-copy')!;
+    copy.click();
+    await vi.waitFor(() => expect(copy.textContent).toBe('Copied'));
+    expect(writeText).toHaveBeenCalledWith(reattachSnippet(CALL));
+  });
+
+  it("shows a call's logs from its Logs button", async () => {
+    stubAPI();
+    const panel = new RemotecellPanel();
+    await panel.refresh();
+    panel.node.querySelector<HTMLElement>('.rc-call .rc-call-logs')!.click();
+    await vi.waitFor(() => expect(panel.node.querySelector('.rc-logs')?.textContent).toBe('hello\n'));
+    expect(panel.node.querySelector('.rc-logs-view .rc-title')?.textContent).toBe('Logs of fc-1');
+    expect(requestAPI).toHaveBeenCalledWith('calls/fc-1/logs');
   });
 
   it("shows a call's logs when its row is clicked", async () => {
