@@ -22,7 +22,6 @@ import io
 import os
 import posixpath
 import re
-import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +119,8 @@ def tar(files: list[_File], what: str) -> bytes:
     if total > BLOB_MAX_BYTES:
         raise InvalidError(f"{what}: {len(files)} files, {total} bytes, more than the {BLOB_MAX_BYTES} an image "
                            "step may carry; leave some out with ignore=, or put large files in a rc.Volume")
+    import tarfile  # here: only an image with local files needs it (2-3 ms of every client's start otherwise)
+
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for f in files:

@@ -247,8 +247,10 @@ def test_a_cancelled_input_raises_modal_s_input_cancellation_in_the_function(app
 
         import remotecell as inner
 
-        store["started"] = True
         try:
+            # Inside the try: the test sees "started" once the runtime has it, and may cancel while this put
+            # still waits for its reply; the cancellation then lands here, not before the try.
+            store["started"] = True
             time.sleep(60)
         except inner.exception.InputCancellation:  # a BaseException: `except Exception` would not see it
             store["caught"] = True

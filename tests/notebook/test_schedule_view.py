@@ -64,3 +64,17 @@ def test_a_paused_schedule_has_no_next_run_on_its_timeline():
     assert ">last 30 s ago</text>" in chart and 'fill="#c62828"' in chart  # failed: red
     assert chart.count("<line") == 1 + 2 + 1  # the axis, a tick per slot, now
     assert 'stroke="#2e7d32"' in chart and 'stroke="gray" stroke-width="1.2"' in chart  # spawned; skipped
+
+
+def test_now_has_a_row_of_its_own_when_the_next_run_is_near():
+    """A 2 s period: now sits beside the next run, whose label ("next in 1 s") must not overprint it."""
+    from remotecell.schedules import Schedule
+    from remotecell.widgets.schedules import TIMELINE_H, timeline_svg
+
+    fires = [{"slot": 1000.0 + 2 * i, "outcome": "spawned"} for i in range(5)]
+    state = {"paused": False, "next_at": 1010.0, "description": "every 2 s", "fires": fires,
+             "last": {"call_id": "fc-1", "at": 1008.0, "trigger": "schedule", "state": "succeeded"}}
+    chart = timeline_svg(Schedule("etl", "tick", state), now=1009.1)
+    rows = {label: float(y) for y, label in re.findall(r'<text x="[\d.]+" y="([\d.]+)"[^>]*>(now|next in|last)', chart)}
+    assert set(rows) == {"now", "next in", "last"}, chart
+    assert rows["now"] < rows["next in"] == rows["last"] <= TIMELINE_H, rows

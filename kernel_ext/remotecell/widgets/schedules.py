@@ -149,7 +149,7 @@ def timeline_svg(schedule: Schedule, now: float) -> str:
     future = [float(schedule.next_at)] if schedule.next_at is not None and not schedule.paused else []
     start = min([*past, now - 1.0])
     end = max([*future, now + 1.0])
-    left, right, mid = 8, TIMELINE_W - 8, 16
+    left, right, mid = 8, TIMELINE_W - 8, 20
 
     def x(t: float) -> float:
         return left + (right - left) * (t - start) / (end - start)
@@ -159,9 +159,10 @@ def timeline_svg(schedule: Schedule, now: float) -> str:
         f'stroke="{"#2e7d32" if f.get("outcome") == "spawned" else "gray"}" stroke-width="1.2">'
         f'<title>slot {html.escape(str(f.get("outcome")))}</title></line>' for f in fires)
     text = 'font-size="9" fill="currentColor"'
+    # "now" above the line, the last and next runs below it: a short period puts now beside the next run
     marks = [f'<line x1="{x(now):.1f}" y1="{mid - 8}" x2="{x(now):.1f}" y2="{mid + 8}" stroke="currentColor" '
-             f'stroke-dasharray="2,2"/><text x="{x(now):.1f}" y="{TIMELINE_H - 2}" text-anchor="middle" '
-             f"{text}>now</text>"]
+             f'stroke-dasharray="2,2"/><text x="{min(max(x(now), left + 8), right - 8):.1f}" y="{mid - 10}" '
+             f'text-anchor="middle" {text}>now</text>']
     if last and last.get("at"):
         color = _COLORS.get(str(last.get("state")), "gray")
         marks.append(f'<circle cx="{x(float(last["at"])):.1f}" cy="{mid}" r="4" fill="{color}">'
