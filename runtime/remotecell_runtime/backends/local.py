@@ -101,7 +101,7 @@ class LocalBackend:
         if spare is not None and self._launch(process, spare, env):
             asyncio.ensure_future(self._follow(process, on_exit))
             return
-        asyncio.ensure_future(self._run(process, on_exit))
+        asyncio.ensure_future(self._run(process, env, on_exit))
 
     def _default_shape(self, spec: ContainerSpec) -> bool:
         """Whether ``spec``'s container starts as a spare did: the default image in the default sandbox (no
@@ -164,7 +164,7 @@ class LocalBackend:
                                       disk_mib=spec.options.ephemeral_disk_mib)
         return Limits.wrap(procs, sandboxed), (info_r, info_w)
 
-    async def _run(self, process: _Process, on_exit: ExitCallback) -> None:
+    async def _run(self, process: _Process, env: dict[str, str], on_exit: ExitCallback) -> None:
         spec = process.spec
         try:
             procs = self.limits.prepare(spec.cid, spec.options.memory_cap_mib, spec.options.cpu_limit) \
@@ -182,7 +182,7 @@ class LocalBackend:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                env=self._environment(spec),
+                env=env,
                 pass_fds=passed,
                 start_new_session=True,  # a ^C in the daemon's terminal is not theirs
             )
